@@ -1,0 +1,120 @@
+"""The control block: one shared segment every process maps; safety flags, liveness and measurements.
+
+Payload layout (int64 words)::
+
+    words 0..31        global line(s): trading_enabled, kill reason/time/stage, run state, ...
+    words 32 + i*320   stage slot i (2,560 bytes, a multiple of 128 so slots never share a line):
+        0..15   heartbeat_ns, state, pid, core, in/out counters, blocked_ns, errors, ...
+        16..31  stage-defined counters (labels declared by the stage)
+        32..159 service-time histogram (ns per batch, per record served)
+        160..287 origin-latency histogram (ns from the market event's receive time to this stage's output)
+
+Concurrency: each stage slot has one writer (its stage process); global words are written by the
+supervisor and watchdog with release stores, read by everyone with acquire loads. Readers (tools) may
+see counters mid-update; each word is itself atomic (aligned 8-byte stores).
+
+Histograms are log-bucketed, four buckets per power of two (<= 19% relative error):
+bucket(v) = 4*floor(log2 v) + the two bits after the leading one.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from shm import segment
+
+GLOBAL_WORDS = 32
+STAGE_WORDS = 320
+HIST_BUCKETS = 128
+MAX_STAGES = 16
+
+(G_TRADING_ENABLED, G_KILL_REASON, G_KILL_TIME_NS, G_KILL_STAGE, G_RUN_STATE, G_SUPERVISOR_PID,
+ G_N_STAGES, G_STARTED_NS, G_ARMED_NS, G_KILL_COUNT) = range(10)
+
+(S_HEARTBEAT_NS, S_STATE, S_PID, S_CORE, S_IN, S_OUT, S_BLOCKED_NS, S_ERRORS, S_IDLE_STRATEGY,
+ S_BATCHES, S_IN_B, S_STOP, S_PARKS, S_LAST_ORIGIN_NS) = range(14)
+S_CUSTOM = 16
+CUSTOM_WORDS = 16
+S_SERVICE_HIST = 32
+S_ORIGIN_HIST = S_SERVICE_HIST + HIST_BUCKETS
+
+# Stage states (S_STATE)
+STARTING, READY, RUNNING, STOPPING, STOPPED, FAILED = range(1, 7)
+STATE_NAMES = {0: "new", STARTING: "starting", READY: "ready", RUNNING: "running", STOPPING: "stopping",
+               STOPPED: "stopped", FAILED: "failed"}
+
+# Run states (G_RUN_STATE)
+RUN_STARTING, RUN_RUNNING, RUN_STOPPING, RUN_STOPPED = range(1, 5)
+
+# Kill reasons (G_KILL_REASON); 0 = none
+KILL_NONE, KILL_OPERATOR, KILL_STAGE_DIED, KILL_HEARTBEAT_STALE, KILL_SHUTDOWN, KILL_STAGE_FAILED = range(6)
+KILL_REASON_NAMES = {KILL_NONE: "none", KILL_OPERATOR: "operator", KILL_STAGE_DIED: "stage died",
+                     KILL_HEARTBEAT_STALE: "heartbeat stale", KILL_SHUTDOWN: "shutdown",
+                     KILL_STAGE_FAILED: "stage failed"}
+
+PAYLOAD_WORDS = GLOBAL_WORDS + MAX_STAGES * STAGE_WORDS
+LAYOUT = segment.layout_hash("control-block", 1, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES)
+
+
+class ControlBlock:
+    """Views over the control segment: ``globals`` (int64[32]) and ``stages[i]`` (int64[320])."""
+
+    def __init__(self, seg: segment.Segment):
+        self.segment = seg
+        self.words = seg.payload(0, np.int64, PAYLOAD_WORDS)
+        self.globals = self.words[:GLOBAL_WORDS]
+        self.stages = [self.words[GLOBAL_WORDS + i * STAGE_WORDS: GLOBAL_WORDS + (i + 1) * STAGE_WORDS]
+                       for i in range(MAX_STAGES)]
+
+    @classmethod
+    def create(cls, name: str) -> "ControlBlock":
+        return cls(segment.create(name, PAYLOAD_WORDS * 8, LAYOUT, MAX_STAGES, STAGE_WORDS * 8))
+
+    @classmethod
+    def attach(cls, name: str) -> "ControlBlock":
+        return cls(segment.attach(name, LAYOUT))
+
+    @classmethod
+    def local(cls) -> "ControlBlock":
+        """A process-private block with the same layout (fused mode, tests)."""
+        block = cls.__new__(cls)
+        block.segment = None
+        block.words = np.zeros(PAYLOAD_WORDS, np.int64)
+        block.globals = block.words[:GLOBAL_WORDS]
+        block.stages = [block.words[GLOBAL_WORDS + i * STAGE_WORDS: GLOBAL_WORDS + (i + 1) * STAGE_WORDS]
+                        for i in range(MAX_STAGES)]
+        return block
+
+    def close(self) -> None:
+        self.words = self.globals = None
+        self.stages = []
+        if self.segment is not None:
+            self.segment.close()
+
+
+@njit(cache=True)
+def bucket_of(value_ns):
+    if value_ns < 1:
+        return 0
+    mantissa, exponent = math.frexp(float(value_ns))  # value = mantissa * 2**exponent, mantissa in [0.5, 1)
+    b = 4 * (exponent - 1) + int((mantissa * 2.0 - 1.0) * 4.0)
+    return b if b < HIST_BUCKETS else HIST_BUCKETS - 1
+
+
+@njit(cache=True)
+def record_latency(stage_slot, offset, value_ns):
+    stage_slot[offset + bucket_of(value_ns)] += 1
+
+
+def bucket_upper_ns(b: int) -> float:
+    return 2.0 ** (b // 4) * (1.0 + ((b % 4) + 1) / 4.0)
+
+
+def percentile_ns(hist: np.ndarray, q: float) -> float:
+    """Upper edge of the bucket holding the q-quantile (0 < q <= 1); nan when empty."""
+    total = int(hist.sum())
+    if total == 0:
+        return float("nan")
+    rank = math.ceil(q * total)
+    cumulative = np.cumsum(hist)
+    return bucket_upper_ns(int(np.searchsorted(cumulative, rank)))

@@ -1,0 +1,184 @@
+"""Named POSIX shared-memory segments with a self-describing header.
+
+Segment layout (little-endian int64 words; every segment starts with this 128-byte line)::
+
+    word  0  magic            0x42_4F_54_34_53_45_47_31 ("BOT4SEG1")
+    word  1  version          LAYOUT_VERSION
+    word  2  layout_hash      hash of the payload layout (record dtype, sizes); attach refuses a mismatch
+    word  3  capacity         records (rings) or slots (control block)
+    word  4  record_size      bytes per record
+    word  5  creator_pid
+    word  6  creator_start_ns the creator process's start time (pid reuse cannot fake liveness)
+    word  7  created_ns       wall clock at creation
+    words 8-15 reserved
+    byte 128... payload, owned by the segment's user (ring cursors, records, control words)
+
+A segment whose creator is dead is stale: ``create`` reclaims it. The ``Segment`` owns the mapping; views
+are made with ``np.frombuffer`` (which refuses to outlive it) and must be dropped before ``close``.
+"""
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import posix_ipc
+import psutil
+
+MAGIC = 0x424F543453454731
+LAYOUT_VERSION = 1
+HEADER_BYTES = 128
+NAME_PREFIX = "/bot4."
+
+H_MAGIC, H_VERSION, H_LAYOUT_HASH, H_CAPACITY, H_RECORD_SIZE, H_CREATOR_PID, H_CREATOR_START_NS, H_CREATED_NS = range(8)
+
+
+class SegmentError(RuntimeError):
+    """A segment cannot be created or attached; the message says which and why."""
+
+
+def layout_hash(*parts: object) -> int:
+    """Stable 63-bit hash of a layout description (dtype descr, sizes, version)."""
+    text = repr(tuple(p.descr if isinstance(p, np.dtype) else p for p in parts)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def process_start_ns(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).create_time() * 1e9)
+    except psutil.NoSuchProcess:
+        return -1
+
+
+def creator_alive(pid: int, start_ns: int) -> bool:
+    # create_time has ~10 ms resolution from /proc; a reused pid starts later than that.
+    now_start = process_start_ns(pid)
+    return now_start >= 0 and abs(now_start - start_ns) < 50_000_000
+
+
+@dataclass
+class Segment:
+    name: str
+    size: int
+    mapping: mmap.mmap
+    owner: bool
+
+    @property
+    def header(self) -> np.ndarray:
+        return np.frombuffer(self.mapping, dtype=np.int64, count=HEADER_BYTES // 8)
+
+    def payload(self, offset: int, dtype, count: int) -> np.ndarray:
+        """A typed view of the payload at ``offset`` bytes past the header."""
+        return np.frombuffer(self.mapping, dtype=dtype, count=count, offset=HEADER_BYTES + offset)
+
+    def close(self) -> None:
+        try:
+            self.mapping.close()
+        except BufferError:
+            # A view still exists; the OS unmaps at exit. Never leave a dangling view (segfault).
+            pass
+
+    def unlink(self) -> None:
+        try:
+            posix_ipc.unlink_shared_memory(self.name)
+        except posix_ipc.ExistentialError:
+            pass
+
+
+def _map(name: str, size: int | None, flags: int) -> tuple[mmap.mmap, int]:
+    shm = posix_ipc.SharedMemory(name, flags, mode=0o600, size=size or 0)
+    try:
+        mapping = mmap.mmap(shm.fd, shm.size)
+        return mapping, shm.size
+    finally:
+        shm.close_fd()
+
+
+def create(name: str, payload_bytes: int, layout: int, capacity: int, record_size: int) -> Segment:
+    """Create a segment; a stale one (creator dead) is reclaimed, a live one is an error."""
+    if not name.startswith(NAME_PREFIX):
+        raise SegmentError(f"segment name={name!r} must start with {NAME_PREFIX!r}")
+    size = HEADER_BYTES + payload_bytes
+    try:
+        mapping, _ = _map(name, size, posix_ipc.O_CREX)
+    except posix_ipc.ExistentialError:
+        if not reclaim_if_stale(name):
+            raise SegmentError(f"segment name={name!r} exists and its creator is alive; stop that run first")
+        mapping, _ = _map(name, size, posix_ipc.O_CREX)
+    seg = Segment(name, size, mapping, owner=True)
+    h = seg.header
+    h[H_LAYOUT_HASH] = layout
+    h[H_CAPACITY] = capacity
+    h[H_RECORD_SIZE] = record_size
+    h[H_CREATOR_PID] = os.getpid()
+    h[H_CREATOR_START_NS] = process_start_ns(os.getpid())
+    h[H_CREATED_NS] = time.time_ns()
+    h[H_VERSION] = LAYOUT_VERSION
+    h[H_MAGIC] = MAGIC  # last: a reader seeing the magic sees a complete header
+    del h
+    return seg
+
+
+def attach(name: str, layout: int) -> Segment:
+    """Attach to an existing segment, refusing one built from another layout or version."""
+    try:
+        mapping, size = _map(name, None, 0)
+    except posix_ipc.ExistentialError:
+        raise SegmentError(f"segment name={name!r} does not exist; is the supervisor running?") from None
+    seg = Segment(name, size, mapping, owner=False)
+    h = seg.header
+    magic, version, found = int(h[H_MAGIC]), int(h[H_VERSION]), int(h[H_LAYOUT_HASH])
+    del h
+    problem = None
+    if magic != MAGIC:
+        problem = f"magic={magic:#x} expected={MAGIC:#x} (not a Bot4 segment or not initialised)"
+    elif version != LAYOUT_VERSION:
+        problem = f"version={version} expected={LAYOUT_VERSION}"
+    elif found != layout:
+        problem = f"layout_hash={found:#x} expected={layout:#x}: built from other code; rebuild both sides"
+    if problem:
+        seg.close()
+        raise SegmentError(f"refusing to attach segment name={name!r}: {problem}")
+    return seg
+
+
+def reclaim_if_stale(name: str) -> bool:
+    """Unlink ``name`` if its creator is dead (or it was never initialised); True if it is gone now."""
+    try:
+        mapping, size = _map(name, None, 0)
+    except posix_ipc.ExistentialError:
+        return True
+    try:
+        if size < HEADER_BYTES:
+            stale = True
+        else:
+            h = np.frombuffer(mapping, dtype=np.int64, count=HEADER_BYTES // 8)
+            stale = int(h[H_MAGIC]) != MAGIC or not creator_alive(int(h[H_CREATOR_PID]), int(h[H_CREATOR_START_NS]))
+            del h
+    finally:
+        mapping.close()
+    if stale:
+        try:
+            posix_ipc.unlink_shared_memory(name)
+        except posix_ipc.ExistentialError:
+            pass
+    return stale
+
+
+def list_segments(prefix: str = NAME_PREFIX) -> list[str]:
+    """Names of Bot4 segments and semaphores currently in /dev/shm (as posix names)."""
+    out = []
+    try:
+        entries = os.listdir("/dev/shm")
+    except FileNotFoundError:
+        return out
+    stem = prefix.lstrip("/")
+    for entry in entries:
+        if entry.startswith(stem):
+            out.append("/" + entry)
+        elif entry.startswith("sem." + stem):
+            out.append("/" + entry[4:])
+    return sorted(out)

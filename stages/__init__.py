@@ -1,0 +1,1 @@
+"""Stage kernels: pure numba functions over record batches. Their process hosts live in ``pipeline/``."""
