@@ -1,7 +1,8 @@
 """Record layouts, declared once: one numpy structured dtype per stage boundary.
 
 Every record is ``align=True`` and a multiple of 64 bytes (checked at import), and carries the
-originating market event's receive time (``origin_ts``, ns) and feed sequence (``origin_seq``) so each
+originating market event's receive time (``origin_ts``, ns) and feed sequence (``origin_seq``) as its
+first two fields (a market event's are its own) so each
 stage's and the whole chain's latency can be measured. ``_ts`` fields are CLOCK_REALTIME ns (in fused mode
 the synthetic clock); prices and sizes are float64 in quote/base units.
 """
@@ -31,9 +32,9 @@ BUY = 1
 SELL = -1
 
 MARKET_EVENT = _padded([
-    ("recv_ts", np.int64),       # receive time; the origin of every downstream record
+    ("origin_ts", np.int64),     # receive time: the origin of this and every downstream record
+    ("origin_seq", np.int64),    # feed sequence, dense from 1 across all venues and symbols
     ("exch_ts", np.int64),       # venue time
-    ("seq", np.int64),           # feed sequence, dense from 1 across all venues and symbols
     ("venue_seq", np.int64),     # the venue's own sequence for (venue, symbol)
     ("kind", np.uint8),
     ("side", np.int8),

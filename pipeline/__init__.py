@@ -1,0 +1,1 @@
+"""Hosting and supervision: stage hosts, launcher, supervisor, watchdog, config, fused mode, CLI."""

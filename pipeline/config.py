@@ -1,0 +1,245 @@
+"""Typed, frozen run configuration loaded from TOML; every error names the key and the fix.
+
+Unknown keys are rejected (with the closest known key suggested); units are in the key names.
+The embedded defaults run a synthetic market against the paper venue with no database.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+STAGE_NAMES = ("feed", "validate", "feature", "risk", "inference", "strategy", "execute")
+IDLE_CHOICES = ("auto", "busy_spin", "yielding", "sleeping", "blocking")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key and how to fix it."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "main"               # shared-memory names are /bot4.<name>.*
+    duration_s: float = 0.0          # 0 = until Ctrl-C / SIGTERM
+    status_interval_s: float = 1.0   # 0 = no status lines
+    ready_timeout_s: float = 120.0
+
+    def check(self):
+        _require(self.name.replace("-", "").replace("_", "").isalnum() and len(self.name) <= 40, "run.name",
+                 self.name, "use letters, digits, '-' or '_' (at most 40)")
+        _require(self.duration_s >= 0, "run.duration_s", self.duration_s, "use 0 (run until stopped) or more")
+        _require(self.status_interval_s >= 0, "run.status_interval_s", self.status_interval_s, "use 0 or more")
+        _require(self.ready_timeout_s > 0, "run.ready_timeout_s", self.ready_timeout_s, "use a positive number")
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    source: str = "synthetic"
+    seed: int = 7
+    rate_eps: float = 10_000.0       # events per second; 0 = as fast as the pipeline takes them
+    max_events: int = 0              # 0 = unlimited
+    venues: tuple = ("venue_a", "venue_b")
+    symbols: tuple = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
+    malformed_rate: float = 0.001    # fraction of deliberately malformed events (exercises quarantine)
+    trade_prob: float = 0.2
+
+    def check(self):
+        from stages.feed import DEFAULT_SYMBOLS, MAX_SYMBOLS, MAX_VENUES
+        _require(self.source == "synthetic", "feed.source", self.source,
+                 "only 'synthetic' is available in this version")
+        _require(self.rate_eps >= 0, "feed.rate_eps", self.rate_eps, "use 0 (max rate) or a positive rate")
+        _require(self.max_events >= 0, "feed.max_events", self.max_events, "use 0 (unlimited) or more")
+        _require(1 <= len(self.venues) <= MAX_VENUES, "feed.venues", self.venues, f"give 1 to {MAX_VENUES} venues")
+        known = [s[0] for s in DEFAULT_SYMBOLS]
+        _require(1 <= len(self.symbols) <= MAX_SYMBOLS and all(s in known for s in self.symbols), "feed.symbols",
+                 self.symbols, f"choose from {known}")
+        _require(0 <= self.malformed_rate < 1, "feed.malformed_rate", self.malformed_rate, "use a fraction in [0, 1)")
+        _require(0 <= self.trade_prob < 1, "feed.trade_prob", self.trade_prob, "use a fraction in [0, 1)")
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    max_position_usd: float = 50_000.0
+    max_order_usd: float = 5_000.0
+    vol_ref_bps: float = 2.0         # per-event volatility above which order size is scaled down
+
+    def check(self):
+        for key in ("max_position_usd", "max_order_usd", "vol_ref_bps"):
+            _require(getattr(self, key) > 0, f"risk.{key}", getattr(self, key), "use a positive number")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    model: str = ""                  # path to an .onnx file with its .json metadata; "" = the shipped model
+
+    def check(self):
+        if self.model:
+            _require(Path(self.model).is_file(), "inference.model", self.model, "give an existing .onnx file")
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    threshold: float = 0.1           # take when |prob_up - 0.5| exceeds this
+    take_usd: float = 2_000.0
+    cooldown_ms: float = 50.0        # event time between takes per instrument
+    quoting: bool = True
+    quote_usd: float = 1_000.0
+    half_spread_bps: float = 3.0
+    requote_bps: float = 1.0
+    skew_bps: float = 2.0            # quote skew at a full position
+
+    def check(self):
+        _require(0 < self.threshold < 0.5, "strategy.threshold", self.threshold, "use a value in (0, 0.5)")
+        for key in ("take_usd", "quote_usd", "half_spread_bps", "requote_bps"):
+            _require(getattr(self, key) > 0, f"strategy.{key}", getattr(self, key), "use a positive number")
+        _require(self.cooldown_ms >= 0, "strategy.cooldown_ms", self.cooldown_ms, "use 0 or more")
+        _require(self.skew_bps >= 0, "strategy.skew_bps", self.skew_bps, "use 0 or more")
+
+
+@dataclass(frozen=True)
+class ExecuteConfig:
+    venue: str = "paper"
+    maker_fee_bps: float = 1.0
+    taker_fee_bps: float = 5.0
+    max_open_orders: int = 64
+
+    def check(self):
+        _require(self.venue == "paper", "execute.venue", self.venue, "only 'paper' is available in this version")
+        _require(1 <= self.max_open_orders <= 256, "execute.max_open_orders", self.max_open_orders, "use 1..256")
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    period_ms: float = 1.0
+    heartbeat_stale_ms: float = 500.0
+
+    def check(self):
+        _require(0 < self.period_ms <= 100, "watchdog.period_ms", self.period_ms, "use (0, 100]")
+        _require(self.heartbeat_stale_ms >= 10, "watchdog.heartbeat_stale_ms", self.heartbeat_stale_ms,
+                 "use at least 10 ms")
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    mode: str = "auto"               # auto | dedicated (a core per process) | shared (processes share cores)
+    idle: str = "auto"               # auto | busy_spin | yielding | sleeping | blocking
+    cores: tuple = ()                # explicit cores, one per stage in STAGE_NAMES order, then the watchdog
+    nice: int = 0                    # niceness for stage processes (negative needs privileges)
+    realtime_priority: int = 0       # SCHED_FIFO priority for stages with a dedicated core; 0 = off
+
+    def check(self):
+        _require(self.mode in ("auto", "dedicated", "shared"), "topology.mode", self.mode,
+                 "use 'auto', 'dedicated' or 'shared'")
+        _require(self.idle in IDLE_CHOICES, "topology.idle", self.idle, f"use one of {IDLE_CHOICES}")
+        if self.cores:
+            _require(len(self.cores) == len(STAGE_NAMES) + 1, "topology.cores", self.cores,
+                     f"give {len(STAGE_NAMES) + 1} cores: {', '.join(STAGE_NAMES)}, watchdog")
+        _require(-20 <= self.nice <= 19, "topology.nice", self.nice, "use -20..19")
+        _require(0 <= self.realtime_priority <= 99, "topology.realtime_priority", self.realtime_priority,
+                 "use 0 (off) .. 99")
+
+
+@dataclass(frozen=True)
+class RingsConfig:
+    capacity: int = 4096             # records per hot-path ring (power of two)
+    report_capacity: int = 65536     # execution-report feedback rings: large so the feedback loop never deadlocks
+    batch: int = 256                 # max records a stage takes per cycle
+
+    def check(self):
+        for key in ("capacity", "report_capacity"):
+            value = getattr(self, key)
+            _require(value >= 16 and value & (value - 1) == 0, f"rings.{key}", value, "use a power of two >= 16")
+        _require(1 <= self.batch <= self.capacity, "rings.batch", self.batch, "use 1..rings.capacity")
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    execute: ExecuteConfig = field(default_factory=ExecuteConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)
+    rings: RingsConfig = field(default_factory=RingsConfig)
+
+    def check(self) -> "Config":
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).check()
+        return self
+
+    def with_overrides(self, **sections: dict) -> "Config":
+        """A copy with ``section={key: value}`` overrides applied and validated."""
+        return from_dict(_merge(to_dict(self), sections))
+
+
+def _require(ok: bool, key: str, value: Any, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {fix}")
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is invalid: use true or false")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}={value!r} is invalid: expected a {kind.__name__}")
+    return value
+
+
+def _section(cls: type, path: str, data: Any):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a table ([{path}]), got {data!r}")
+    hints = get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{path}.{close[0]}'?" if close else f"; known keys: {', '.join(known)}"
+            raise ConfigError(f"unknown key '{path}.{key}'{hint}")
+        values[key] = _coerce(f"{path}.{key}", value, hints[key] if isinstance(hints[key], type) else tuple)
+    return cls(**values)
+
+
+def from_dict(data: dict) -> Config:
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    built = {}
+    for name, value in data.items():
+        if name not in sections:
+            close = difflib.get_close_matches(name, list(sections), n=1)
+            hint = f"; did you mean [{close[0]}]?" if close else f"; known sections: {', '.join(sections)}"
+            raise ConfigError(f"unknown section [{name}]{hint}")
+        built[name] = _section(get_type_hints(Config)[name], name, value)
+    return Config(**built).check()
+
+
+def to_dict(config: Config) -> dict:
+    return {f.name: dataclasses.asdict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = {k: dict(v) for k, v in base.items()}
+    for section, values in overrides.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def load(path: str | Path | None) -> Config:
+    if path is None:
+        return Config().check()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass an existing TOML file or omit --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return from_dict(data)

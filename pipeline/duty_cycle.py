@@ -1,0 +1,116 @@
+"""The stage duty cycle, entirely in njit code (a Python loop around it would cost 10-100x).
+
+One cycle: read the clock once, write the heartbeat, read a bounded batch from each input ring, run the
+kernel, publish its output to every output ring (blocking on a full ring, never dropping, counting the
+time blocked), update counters and latency histograms, then hand the work count to the idle strategy.
+The loop returns to its Python host only to stop, to block on the semaphore (BLOCKING idle), or when a
+cycle budget runs out (warm-up).
+
+A ring is passed as its ``(producer, consumer, records)`` views; outputs as a tuple of rings of one
+record type (fan-out copies the batch to each).
+"""
+import numpy as np
+from numba import njit
+
+from shm import control as cb
+from shm import idle as idle_strategies
+from shm import ring
+from shm.atomics import load_acquire
+from shm.syscalls import clock_ns, sched_yield
+
+EXIT_STOPPED = 0   # stop requested and inputs drained
+EXIT_PARK = 1      # BLOCKING idle: block on the stage semaphore, then call again
+EXIT_BUDGET = 2    # max_cycles reached
+EXIT_ABANDONED = 3  # stop requested while blocked on a full output whose consumer is gone
+
+
+@njit(cache=True)
+def _publish(outs, out_sems, batch, n, slot, idle_params, timespec):
+    """Copy ``batch[:n]`` to every output ring; blocks (yielding) while a ring is full."""
+    for k in range(len(outs)):
+        producer, consumer, records = outs[k]
+        done = 0
+        blocked_since = 0
+        while done < n:
+            written = ring.try_write(producer, consumer, records, batch[done:], n - done)
+            if written == ring.BACK_PRESSURED:
+                now = clock_ns(timespec)
+                if blocked_since == 0:
+                    blocked_since = now
+                    producer[ring.P_FULL_COUNT] += 1
+                if load_acquire(slot, cb.S_STOP) > 1:
+                    return False
+                if idle_params[idle_strategies.I_STRATEGY] != idle_strategies.BUSY_SPIN:
+                    sched_yield()
+                continue
+            done += written
+            ring.wake_if_asleep(producer, consumer, out_sems[k])
+        if blocked_since != 0:
+            waited = clock_ns(timespec) - blocked_since
+            producer[ring.P_BLOCKED_NS] += waited
+            slot[cb.S_BLOCKED_NS] += waited
+    return True
+
+
+@njit(cache=True)
+def run(step, in_a, in_b, outs, out_sems, scratch_a, scratch_b, scratch_out, state, params, ctl, slot,
+        idle_params, idle_state, batch_limit, has_a, has_b, always_step, max_cycles, timespec):
+    """Run the stage until stopped; returns an EXIT_* code. ``slot`` is this stage's control-block slot."""
+    stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+    service_hist = slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS]
+    origin_hist = slot[cb.S_ORIGIN_HIST:cb.S_ORIGIN_HIST + cb.HIST_BUCKETS]
+    a_producer, a_consumer, a_records = in_a
+    b_producer, b_consumer, b_records = in_b
+    limit_a = min(batch_limit, scratch_a.shape[0])
+    limit_b = min(batch_limit, scratch_b.shape[0])
+    cycles = 0
+    while True:
+        now = clock_ns(timespec)
+        slot[cb.S_HEARTBEAT_NS] = now
+        cycles += 1
+        if max_cycles > 0 and cycles > max_cycles:
+            return EXIT_BUDGET
+        n_a = ring.read(a_producer, a_consumer, a_records, scratch_a, limit_a) if has_a else 0
+        n_b = ring.read(b_producer, b_consumer, b_records, scratch_b, limit_b) if has_b else 0
+        if n_a + n_b == 0:
+            if load_acquire(slot, cb.S_STOP) != 0:
+                drained = (not has_a or ring.readable(a_producer, a_consumer) == 0) and \
+                          (not has_b or ring.readable(b_producer, b_consumer) == 0)
+                if drained:
+                    return EXIT_STOPPED
+            if not always_step:
+                if idle_strategies.idle(idle_params, idle_state, 0) == idle_strategies.PARK:
+                    may_sleep = True
+                    if has_a:
+                        may_sleep = ring.prepare_to_sleep(a_producer, a_consumer) and may_sleep
+                    if has_b:
+                        may_sleep = ring.prepare_to_sleep(b_producer, b_consumer) and may_sleep
+                    if may_sleep:
+                        slot[cb.S_PARKS] += 1
+                        return EXIT_PARK
+                    if has_a:
+                        ring.woke_up(a_consumer)
+                    if has_b:
+                        ring.woke_up(b_consumer)
+                continue
+        n_out = step(scratch_a, n_a, scratch_b, n_b, state, params, ctl, stats, scratch_out, now)
+        if n_out + n_a + n_b == 0:
+            idle_strategies.idle(idle_params, idle_state, 0)
+            continue
+        idle_strategies.idle(idle_params, idle_state, 1)
+        if n_out > 0 and not _publish(outs, out_sems, scratch_out, n_out, slot, idle_params, timespec):
+            return EXIT_ABANDONED
+        done = clock_ns(timespec)
+        slot[cb.S_IN] += n_a
+        slot[cb.S_IN_B] += n_b
+        slot[cb.S_OUT] += n_out
+        slot[cb.S_BATCHES] += 1
+        if has_a:
+            slot[cb.S_QUEUE_DEPTH] = a_consumer[ring.C_CACHED_TAIL] - a_consumer[ring.C_HEAD]
+        service_hist[cb.bucket_of(done - now)] += 1
+        for i in range(n_out):
+            origin = scratch_out[i]["origin_ts"]
+            if origin > 0:
+                origin_hist[cb.bucket_of(done - origin)] += 1
+        if n_out > 0:
+            slot[cb.S_LAST_ORIGIN_NS] = done - scratch_out[n_out - 1]["origin_ts"]

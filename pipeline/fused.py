@@ -1,0 +1,144 @@
+"""Fused mode: every kernel in one process, in pipeline order, on the synthetic clock. Deterministic.
+
+The same kernels as live mode, called batch by batch: feed -> validate -> feature -> risk -> inference ->
+strategy -> execute. Execution reports of one batch reach risk and strategy with the next batch (as the
+feedback rings deliver them later in live mode). Execute sees market events only up to the event that
+caused each intent, so a fused run never fills against a book its strategy had not seen yet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline import graph
+from pipeline.config import Config
+from shm import control as cb
+from stages import feature, feed, records, validate
+from stages.feed import I_SIM_NS
+
+
+@dataclass
+class FusedResult:
+    reports: np.ndarray           # every execution report, in order (EXEC_REPORT)
+    intents: np.ndarray           # every order intent (ORDER_INTENT)
+    counters: dict[str, dict[str, int]]  # per stage: in, out and the stage's own counters
+    quarantine: np.ndarray        # the latest quarantined events with their reasons
+
+    def orders(self) -> np.ndarray:
+        """Reports of orders the venue accepted (state acknowledged)."""
+        return self.reports[self.reports["state"] == records.ORD_ACKED]
+
+
+def _stats(block: cb.ControlBlock, index: int) -> np.ndarray:
+    return block.stages[index][cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+
+
+def run_fused(config: Config, n_events: int, model_path: str | None = None) -> FusedResult:
+    from stages import inference
+
+    config = config.with_overrides(feed={"max_events": n_events})
+    batch = config.rings.batch
+    block = cb.ControlBlock.local()
+    block.globals[cb.G_TRADING_ENABLED] = 1
+    ctl = block.globals
+    kernels = {name: graph.kernel(name, config, live=False) for name in graph.MODULES}
+    model = inference.OnnxModel.load(model_path or config.inference.model or inference.DEFAULT_MODEL)
+    idx = {s.name: s.index for s in graph.STAGES}
+    counts = {s.name: [0, 0] for s in graph.STAGES}
+
+    market = np.zeros(batch, records.MARKET_EVENT)
+    valid = np.zeros(batch, records.MARKET_EVENT)
+    features = np.zeros(batch, records.FEATURE_VECTOR)
+    decisions = np.zeros(batch, records.RISK_DECISION)
+    x = np.zeros((batch, records.N_FEATURES), np.float32)
+    predictions = np.zeros(batch, records.PREDICTION)
+    intents = np.zeros(graph.out_capacity("strategy", batch), records.ORDER_INTENT)
+    reports = np.zeros(graph.out_capacity("execute", batch), records.EXEC_REPORT)
+    pending = np.zeros(0, records.EXEC_REPORT)
+    all_reports, all_intents = [], []
+    empty_market = np.zeros(0, records.MARKET_EVENT)
+    empty_reports = np.zeros(0, records.EXEC_REPORT)
+
+    def call(name, in_a, n_a, in_b, n_b, out):
+        step, params, state = kernels[name]
+        n = step(in_a, n_a, in_b, n_b, state, params, ctl, _stats(block, idx[name]), out, now)
+        counts[name][0] += n_a
+        counts[name][1] += n
+        return n
+
+    while True:
+        now = int(kernels["feed"][2][0][I_SIM_NS])
+        n = call("feed", empty_market, 0, empty_market, 0, market)
+        if n == 0:
+            break
+        now = int(kernels["feed"][2][0][I_SIM_NS])
+        n = call("validate", market, n, empty_market, 0, valid)
+        n_valid = n
+        n = call("feature", valid, n, empty_market, 0, features)
+        n = call("risk", features, n, pending, len(pending), decisions)
+        inference.prepare(decisions, n, x)
+        prob_up = model.predict(x[:n])
+        n = inference.finish(decisions, n, prob_up, predictions, now)
+        counts["inference"][0] += n
+        counts["inference"][1] += n
+        n_int = call("strategy", predictions, n, pending, len(pending), intents)
+        # Execute: market events up to each intent's origin, then that intent.
+        n_rep_total = 0
+        given = 0
+        produced = []
+        seqs = valid["origin_seq"][:n_valid]
+        i = 0
+        while i < n_int:
+            j = i
+            while j < n_int and intents[j]["origin_seq"] == intents[i]["origin_seq"]:
+                j += 1
+            upto = int(np.searchsorted(seqs, intents[i]["origin_seq"], side="right"))
+            k = call("execute", intents[i:j], j - i, valid[given:upto], upto - given, reports)
+            produced.append(reports[:k].copy())
+            given = max(given, upto)
+            i = j
+        k = call("execute", intents[:0], 0, valid[given:n_valid], n_valid - given, reports)
+        produced.append(reports[:k].copy())
+        pending = np.concatenate(produced) if produced else empty_reports
+        n_rep_total = len(pending)
+        all_reports.append(pending)
+        all_intents.append(intents[:n_int].copy())
+        del n_rep_total
+
+    counters = {}
+    for spec in graph.STAGES:
+        labels = graph.stats_labels(spec.name)
+        stats = _stats(block, spec.index)
+        counters[spec.name] = {"in": counts[spec.name][0], "out": counts[spec.name][1],
+                               **{label: int(stats[i]) for i, label in enumerate(labels)}}
+    quarantine_state = kernels["validate"][2]
+    kept = min(int(quarantine_state[2][0]), validate.QUARANTINE_KEEP)
+    return FusedResult(np.concatenate(all_reports) if all_reports else empty_reports,
+                       np.concatenate(all_intents) if all_intents else np.zeros(0, records.ORDER_INTENT),
+                       counters, quarantine_state[1][:kept].copy())
+
+
+def collect_features(seed: int, n_events: int, config: Config | None = None) -> np.ndarray:
+    """Feature vectors from the synthetic feed through validate and feature (for training models)."""
+    config = (config or Config()).with_overrides(feed={"seed": seed, "max_events": n_events})
+    batch = config.rings.batch
+    block = cb.ControlBlock.local()
+    ctl = block.globals
+    stages = {name: graph.kernel(name, config, live=False) for name in ("feed", "validate", "feature")}
+    market = np.zeros(batch, records.MARKET_EVENT)
+    valid = np.zeros(batch, records.MARKET_EVENT)
+    out = np.zeros(batch, records.FEATURE_VECTOR)
+    chunks = []
+    stats = _stats(block, 0)
+    while True:
+        step, params, state = stages["feed"]
+        n = step(market, 0, market, 0, state, params, ctl, stats, market, 0)
+        if n == 0:
+            break
+        step, params, state = stages["validate"]
+        n = step(market, n, market, 0, state, params, ctl, stats, valid, 0)
+        step, params, state = stages["feature"]
+        n = step(valid, n, valid, 0, state, params, ctl, stats, out, 0)
+        chunks.append(out[:n].copy())
+    return np.concatenate(chunks) if chunks else np.zeros(0, records.FEATURE_VECTOR)

@@ -1,0 +1,111 @@
+"""The pipeline graph: which rings exist, who produces and consumes each, and each stage's kernel.
+
+    feed -> validate -> feature -> risk -> inference -> strategy -> execute
+                 \\__________________________________________________/^  (market events for the paper venue)
+    execute -> risk, execute -> strategy                               (execution reports, feedback)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+from pipeline.config import STAGE_NAMES, Config
+from stages import execute, feature, feed, records, risk, strategy, validate
+
+
+@dataclass(frozen=True)
+class RingSpec:
+    name: str            # producer.consumer[.port]
+    dtype: np.dtype
+    capacity: int
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    index: int           # slot in the control block
+    in_a: str | None     # primary input ring
+    in_b: str | None     # secondary input ring (feedback or a second stream)
+    outs: tuple[str, ...]
+    out_dtype: np.dtype
+    always_step: bool    # step even without input (the feed paces itself; execute polls the trading gate)
+
+
+WATCHDOG_INDEX = len(STAGE_NAMES)
+
+
+def rings(config: Config) -> dict[str, RingSpec]:
+    cap, reports = config.rings.capacity, config.rings.report_capacity
+    specs = [
+        RingSpec("feed.validate", records.MARKET_EVENT, cap),
+        RingSpec("validate.feature", records.MARKET_EVENT, cap),
+        RingSpec("validate.execute", records.MARKET_EVENT, cap),
+        RingSpec("feature.risk", records.FEATURE_VECTOR, cap),
+        RingSpec("risk.inference", records.RISK_DECISION, cap),
+        RingSpec("inference.strategy", records.PREDICTION, cap),
+        RingSpec("strategy.execute", records.ORDER_INTENT, cap),
+        RingSpec("execute.risk", records.EXEC_REPORT, reports),
+        RingSpec("execute.strategy", records.EXEC_REPORT, reports),
+    ]
+    return {s.name: s for s in specs}
+
+
+STAGES = (
+    StageSpec("feed", 0, None, None, ("feed.validate",), records.MARKET_EVENT, True),
+    StageSpec("validate", 1, "feed.validate", None, ("validate.feature", "validate.execute"), records.MARKET_EVENT, False),
+    StageSpec("feature", 2, "validate.feature", None, ("feature.risk",), records.FEATURE_VECTOR, False),
+    StageSpec("risk", 3, "feature.risk", "execute.risk", ("risk.inference",), records.RISK_DECISION, False),
+    StageSpec("inference", 4, "risk.inference", None, ("inference.strategy",), records.PREDICTION, False),
+    StageSpec("strategy", 5, "inference.strategy", "execute.strategy", ("strategy.execute",), records.ORDER_INTENT, False),
+    StageSpec("execute", 6, "strategy.execute", "validate.execute", ("execute.risk", "execute.strategy"),
+              records.EXEC_REPORT, True),
+)
+BY_NAME = {s.name: s for s in STAGES}
+assert tuple(s.name for s in STAGES) == STAGE_NAMES
+
+MODULES: dict[str, ModuleType] = {"feed": feed, "validate": validate, "feature": feature, "risk": risk,
+                                  "strategy": strategy, "execute": execute}
+
+
+def stats_labels(stage: str) -> tuple[str, ...]:
+    if stage == "inference":
+        from stages import inference
+        return getattr(inference, "STATS", ())
+    if stage == "watchdog":
+        return ("checks", "trips")
+    return MODULES[stage].STATS
+
+
+def out_capacity(stage: str, batch: int) -> int:
+    module = MODULES.get(stage)
+    return module.out_capacity(batch) if module is not None and hasattr(module, "out_capacity") else batch
+
+
+def kernel(stage: str, config: Config, live: bool):
+    """(step, params, state) for a numba-hosted stage, built from the typed config."""
+    n_venues, n_symbols = len(config.feed.venues), len(config.feed.symbols)
+    if stage == "feed":
+        symbols = [s for s in feed.DEFAULT_SYMBOLS if s[0] in config.feed.symbols]
+        symbols.sort(key=lambda s: config.feed.symbols.index(s[0]))
+        params = feed.make_params(config.feed.rate_eps if live else 0.0, config.feed.max_events, n_venues,
+                                  n_symbols, config.feed.malformed_rate, sim_clock=not live,
+                                  batch=config.rings.batch, trade_prob=config.feed.trade_prob)
+        return feed.step, params, feed.make_state(config.feed.seed, symbols)
+    if stage == "validate":
+        return validate.step, validate.make_params(n_venues, n_symbols), validate.make_state()
+    if stage == "feature":
+        return feature.step, feature.make_params(), feature.make_state()
+    if stage == "risk":
+        r = config.risk
+        return risk.step, risk.make_params(r.max_position_usd, r.max_order_usd, r.vol_ref_bps), risk.make_state()
+    if stage == "strategy":
+        s = config.strategy
+        params = strategy.make_params(s.threshold, s.take_usd, s.quote_usd, s.half_spread_bps, s.requote_bps,
+                                      s.skew_bps, s.cooldown_ms, s.quoting, config.risk.max_position_usd)
+        return strategy.step, params, strategy.make_state()
+    if stage == "execute":
+        e = config.execute
+        return execute.step, execute.make_params(e.maker_fee_bps, e.taker_fee_bps, e.max_open_orders), execute.make_state()
+    raise KeyError(f"stage {stage!r} has no numba kernel")

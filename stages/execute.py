@@ -1,0 +1,310 @@
+"""Execute stage: the paper venue, order states, and the trading gate.
+
+Before every order the kernel reads ``trading_enabled`` from the control block (acquire load); when it is
+0 it cancels every open order once and rejects new intents. The paper venue matches an order against the
+latest book of its (venue, symbol): marketable quantity fills level by level at the book's prices (taker;
+the book copy is depleted so later orders in the same window see less size), the rest rests (quotes) or
+is cancelled (IOC). Resting quotes fill as maker at their own price when a later book or trade trades
+through them. Queue position and venue latency are not modelled yet.
+
+Order states: new -> acknowledged -> partially filled -> filled, or -> cancelled / rejected. Every state
+change is an execution report; fills carry fee and the position after the fill.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from shm.atomics import load_acquire
+from shm.control import G_TRADING_ENABLED
+from stages.feed import MAX_KEYS, MAX_SYMBOLS
+from stages.records import (BOOK_LEVELS, BUY, EV_BOOK, EV_TRADE, EXEC_REPORT, INTENT_CANCEL_ALL, INTENT_IOC,
+                            INTENT_QUOTE, MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL,
+                            ORD_REJECTED, ORDER, REJ_BAD_QTY, REJ_NO_MARKET, REJ_TOO_MANY_ORDERS,
+                            REJ_TRADING_DISABLED, SELL)
+
+MAX_ORDERS = 256
+
+P_MAKER_FEE_BPS, P_TAKER_FEE_BPS, P_MAX_OPEN_ORDERS = range(3)
+
+I_NEXT_ORDER_ID, I_OPEN, I_DISABLED_SEEN = range(3)
+
+STATS = ("orders", "fills", "cancels", "rejects", "open_orders", "gross_position_usd", "pnl_cents", "fees_cents",
+         "market_events", "intents", "disabled_rejects")
+(ST_ORDERS, ST_FILLS, ST_CANCELS, ST_REJECTS, ST_OPEN, ST_GROSS_USD, ST_PNL_CENTS, ST_FEES_CENTS, ST_MARKET,
+ ST_INTENTS, ST_DISABLED_REJECTS) = range(11)
+
+
+def out_capacity(batch: int) -> int:
+    # per intent: a cancel of the replaced quote, an ack, a fill per level, a cancel of the rest;
+    # per market event: one fill per resting quote of that instrument; plus a cancel-all.
+    return batch * (BOOK_LEVELS + 3) + batch * 2 + MAX_ORDERS
+
+
+def make_params(maker_fee_bps: float, taker_fee_bps: float, max_open_orders: int) -> np.ndarray:
+    return np.array([maker_fee_bps, taker_fee_bps, float(min(max_open_orders, MAX_ORDERS)), 0.0])
+
+
+def make_state():
+    """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees)."""
+    quote_slot = np.full((MAX_KEYS, 2), -1, np.int64)
+    return (np.zeros(4, np.int64), np.zeros(MAX_KEYS, MARKET_EVENT), np.zeros(MAX_KEYS, np.int64),
+            np.zeros(MAX_ORDERS, ORDER), quote_slot, np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS))
+
+
+@njit(cache=True)
+def _report(out, n, order, state_code, price, qty, fee, liquidity, position, reject, now_ns):
+    r = out[n]
+    r["origin_ts"] = order["origin_ts"]
+    r["origin_seq"] = order["origin_seq"]
+    r["stage_ts"] = now_ns
+    r["order_id"] = order["order_id"]
+    r["venue"] = order["venue"]
+    r["symbol"] = order["symbol"]
+    r["side"] = order["side"]
+    r["state"] = state_code
+    r["liquidity"] = liquidity
+    r["strategy"] = order["strategy"]
+    r["reject_reason"] = reject
+    r["price"] = price
+    r["qty"] = qty
+    r["leaves"] = order["qty"] - order["filled"]
+    r["fee"] = fee
+    r["position"] = position
+    return n + 1
+
+
+@njit(cache=True)
+def _fill(state, params, out, n, order, price, qty, liquidity, stats, now_ns):
+    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    k = int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])
+    fee_bps = params[P_MAKER_FEE_BPS] if liquidity > 0 else params[P_TAKER_FEE_BPS]
+    fee = qty * price * fee_bps * 1e-4
+    positions[k] += order["side"] * qty
+    cash[k] -= order["side"] * qty * price + fee
+    fees[k] += fee
+    order["filled"] += qty
+    done = order["qty"] - order["filled"] <= 1e-12 * order["qty"]
+    if done:
+        order["filled"] = order["qty"]
+    order["state"] = ORD_FILLED if done else ORD_PARTIAL
+    stats[ST_FILLS] += 1
+    return _report(out, n, order, order["state"], price, qty, fee, liquidity, positions[k], 0, now_ns)
+
+
+@njit(cache=True)
+def _close(state, slot, out, n, state_code, stats, now_ns, origin_ts):
+    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    order = orders[slot]
+    if state_code == ORD_CANCELLED:
+        order["origin_ts"] = origin_ts
+        n = _report(out, n, order, ORD_CANCELLED, order["price"], order["qty"] - order["filled"], 0.0, 0,
+                    positions[int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])], 0, now_ns)
+        stats[ST_CANCELS] += 1
+    order["state"] = state_code
+    k = int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])
+    side_col = 0 if order["side"] == BUY else 1
+    if quote_slot[k, side_col] == slot:
+        quote_slot[k, side_col] = -1
+    order["order_id"] = 0  # free the slot
+    ints[I_OPEN] -= 1
+    return n
+
+
+@njit(cache=True)
+def _is_open(order):
+    return order["order_id"] != 0
+
+
+@njit(cache=True)
+def _take(state, params, out, n, order, stats, now_ns):
+    """Match ``order`` against the book as taker, depleting the book copy."""
+    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    k = int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])
+    book = books[k]
+    for j in range(BOOK_LEVELS):
+        leaves = order["qty"] - order["filled"]
+        if leaves <= 0.0:
+            break
+        if order["side"] == BUY:
+            px = book["ask_px"][j]
+            avail = book["ask_sz"][j]
+            if px > order["price"] or avail <= 0.0:
+                break
+            q = min(leaves, avail)
+            book["ask_sz"][j] = avail - q
+        else:
+            px = book["bid_px"][j]
+            avail = book["bid_sz"][j]
+            if px < order["price"] or avail <= 0.0:
+                break
+            q = min(leaves, avail)
+            book["bid_sz"][j] = avail - q
+        n = _fill(state, params, out, n, order, px, q, -1, stats, now_ns)
+    return n
+
+
+@njit(cache=True)
+def _on_market(state, params, ev, out, n, stats, now_ns):
+    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    k = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
+    if ev["kind"] == EV_BOOK:
+        books[k] = ev
+        has_book[k] = 1
+    for side_col in range(2):
+        slot = quote_slot[k, side_col]
+        if slot < 0:
+            continue
+        order = orders[slot]
+        order["origin_ts"] = ev["origin_ts"]
+        order["origin_seq"] = ev["origin_seq"]
+        price = order["price"]
+        avail = 0.0
+        if ev["kind"] == EV_BOOK:
+            for j in range(BOOK_LEVELS):
+                if order["side"] == BUY and ev["ask_px"][j] <= price:
+                    avail += ev["ask_sz"][j]
+                elif order["side"] == SELL and ev["bid_px"][j] >= price:
+                    avail += ev["bid_sz"][j]
+        elif ev["kind"] == EV_TRADE:
+            if (order["side"] == BUY and ev["side"] < 0 and ev["price"] <= price) or \
+                    (order["side"] == SELL and ev["side"] > 0 and ev["price"] >= price):
+                avail = ev["size"]
+        if avail > 0.0:
+            q = min(avail, order["qty"] - order["filled"])
+            n = _fill(state, params, out, n, order, price, q, 1, stats, now_ns)
+            if order["state"] == ORD_FILLED:
+                n = _close(state, slot, out, n, ORD_FILLED, stats, now_ns, ev["origin_ts"])
+    return n
+
+
+@njit(cache=True)
+def _free_slot(orders):
+    for s in range(orders.shape[0]):
+        if not _is_open(orders[s]):
+            return s
+    return -1
+
+
+@njit(cache=True)
+def _reject(out, n, intent, reason, position, stats, now_ns):
+    r = out[n]
+    r["origin_ts"] = intent["origin_ts"]
+    r["origin_seq"] = intent["origin_seq"]
+    r["stage_ts"] = now_ns
+    r["order_id"] = 0
+    r["venue"] = intent["venue"]
+    r["symbol"] = intent["symbol"]
+    r["side"] = intent["side"]
+    r["state"] = ORD_REJECTED
+    r["liquidity"] = 0
+    r["strategy"] = intent["strategy"]
+    r["reject_reason"] = reason
+    r["price"] = intent["price"]
+    r["qty"] = intent["qty"]
+    r["leaves"] = 0.0
+    r["fee"] = 0.0
+    r["position"] = position
+    stats[ST_REJECTS] += 1
+    return n + 1
+
+
+@njit(cache=True)
+def cancel_all(state, out, n, stats, now_ns):
+    orders = state[3]
+    for slot in range(orders.shape[0]):
+        if _is_open(orders[slot]):
+            n = _close(state, slot, out, n, ORD_CANCELLED, stats, now_ns, 0)
+    return n
+
+
+@njit(cache=True)
+def _on_intent(state, params, intent, out, n, stats, now_ns):
+    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    k = int(intent["venue"]) * MAX_SYMBOLS + int(intent["symbol"])
+    side_col = 0 if intent["side"] == BUY else 1
+    if intent["kind"] == INTENT_CANCEL_ALL:
+        return cancel_all(state, out, n, stats, now_ns)
+    if intent["kind"] == INTENT_QUOTE and quote_slot[k, side_col] >= 0:
+        n = _close(state, quote_slot[k, side_col], out, n, ORD_CANCELLED, stats, now_ns, intent["origin_ts"])
+        if intent["qty"] <= 0.0:
+            return n
+    if intent["kind"] == INTENT_QUOTE and intent["qty"] <= 0.0:
+        return n
+    if not (intent["qty"] > 0.0) or not (intent["price"] > 0.0):
+        return _reject(out, n, intent, REJ_BAD_QTY, positions[k], stats, now_ns)
+    if has_book[k] == 0:
+        return _reject(out, n, intent, REJ_NO_MARKET, positions[k], stats, now_ns)
+    slot = _free_slot(orders) if ints[I_OPEN] < params[P_MAX_OPEN_ORDERS] else -1
+    if slot < 0:
+        return _reject(out, n, intent, REJ_TOO_MANY_ORDERS, positions[k], stats, now_ns)
+    ints[I_NEXT_ORDER_ID] += 1
+    ints[I_OPEN] += 1
+    order = orders[slot]
+    order["order_id"] = ints[I_NEXT_ORDER_ID]
+    order["intent_id"] = intent["intent_id"]
+    order["origin_ts"] = intent["origin_ts"]
+    order["origin_seq"] = intent["origin_seq"]
+    order["created_ts"] = now_ns
+    order["venue"] = intent["venue"]
+    order["symbol"] = intent["symbol"]
+    order["side"] = intent["side"]
+    order["kind"] = intent["kind"]
+    order["strategy"] = intent["strategy"]
+    order["price"] = intent["price"]
+    order["qty"] = intent["qty"]
+    order["filled"] = 0.0
+    order["state"] = ORD_ACKED
+    stats[ST_ORDERS] += 1
+    n = _report(out, n, order, ORD_ACKED, order["price"], order["qty"], 0.0, 0, positions[k], 0, now_ns)
+    n = _take(state, params, out, n, order, stats, now_ns)
+    if order["state"] == ORD_FILLED:
+        return _close(state, slot, out, n, ORD_FILLED, stats, now_ns, intent["origin_ts"])
+    if intent["kind"] == INTENT_IOC:
+        return _close(state, slot, out, n, ORD_CANCELLED, stats, now_ns, intent["origin_ts"])
+    quote_slot[k, side_col] = slot
+    return n
+
+
+@njit(cache=True)
+def _publish_stats(state, stats):
+    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    gross = 0.0
+    pnl = 0.0
+    for k in range(positions.shape[0]):
+        if has_book[k] != 0:
+            mid = 0.5 * (books[k]["bid_px"][0] + books[k]["ask_px"][0])
+            gross += abs(positions[k]) * mid
+            pnl += cash[k] + positions[k] * mid
+    stats[ST_OPEN] = ints[I_OPEN]
+    stats[ST_GROSS_USD] = int(gross)
+    stats[ST_PNL_CENTS] = int(round(pnl * 100.0))
+    stats[ST_FEES_CENTS] = int(round(fees.sum() * 100.0))
+
+
+@njit(cache=True)
+def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
+    """in_a: order intents; in_b: validated market events. Market first: intents react to earlier books."""
+    ints = state[0]
+    n = 0
+    for i in range(n_b):
+        n = _on_market(state, params, in_b[i], out, n, stats, now_ns)
+    stats[ST_MARKET] += n_b
+    for i in range(n_a):
+        stats[ST_INTENTS] += 1
+        # The gate: checked before every order, not once per batch.
+        if load_acquire(ctl, G_TRADING_ENABLED) == 0:
+            if ints[I_DISABLED_SEEN] == 0 or ints[I_OPEN] > 0:
+                n = cancel_all(state, out, n, stats, now_ns)
+                ints[I_DISABLED_SEEN] = 1
+            k = int(in_a[i]["venue"]) * MAX_SYMBOLS + int(in_a[i]["symbol"])
+            n = _reject(out, n, in_a[i], REJ_TRADING_DISABLED, state[5][k], stats, now_ns)
+            stats[ST_DISABLED_REJECTS] += 1
+            continue
+        ints[I_DISABLED_SEEN] = 0
+        n = _on_intent(state, params, in_a[i], out, n, stats, now_ns)
+    if n_a == 0 and ints[I_OPEN] > 0 and load_acquire(ctl, G_TRADING_ENABLED) == 0:
+        n = cancel_all(state, out, n, stats, now_ns)
+    if n_a + n_b > 0:
+        _publish_stats(state, stats)
+    return n

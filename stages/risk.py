@@ -1,0 +1,88 @@
+"""Risk stage: a size budget per feature vector from position, notional limits and volatility.
+
+Positions follow the execute stage's reports (its view is authoritative). The budget on each side is the
+room left under the position limit, capped by the per-order notional scaled down by volatility above the
+reference level; every reduction sets a reason bit on the decision so an order can be explained later.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from stages.feed import MAX_KEYS, MAX_SYMBOLS
+from stages.records import (FEATURE_SCHEMA_HASH, N_FEATURES, ORD_FILLED, ORD_PARTIAL, RISK_NO_MARKET,
+                            RISK_NOTIONAL_LIMIT, RISK_POSITION_LIMIT, RISK_VOLATILITY)
+from stages.feature import F_RVOL_BPS
+
+P_MAX_POSITION_USD, P_MAX_ORDER_USD, P_VOL_REF_BPS = range(3)
+
+STATS = ("decisions", "fills_seen", "schema_mismatch", "no_market", "position_limited", "vol_scaled")
+ST_DECISIONS, ST_FILLS, ST_SCHEMA, ST_NO_MARKET, ST_POSITION_LIMITED, ST_VOL_SCALED = range(6)
+
+
+def make_params(max_position_usd: float, max_order_usd: float, vol_ref_bps: float) -> np.ndarray:
+    return np.array([max_position_usd, max_order_usd, vol_ref_bps, 0.0])
+
+
+def make_state():
+    return (np.zeros(MAX_KEYS),)
+
+
+@njit(cache=True)
+def absorb_reports(reports, n, positions, stats):
+    for i in range(n):
+        r = reports[i]
+        if (r["state"] == ORD_PARTIAL or r["state"] == ORD_FILLED) and r["liquidity"] != 0:
+            positions[int(r["venue"]) * MAX_SYMBOLS + int(r["symbol"])] = r["position"]
+            stats[ST_FILLS] += 1
+
+
+@njit(cache=True)
+def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
+    positions = state[0]
+    absorb_reports(in_b, n_b, positions, stats)
+    max_pos = params[P_MAX_POSITION_USD]
+    max_order = params[P_MAX_ORDER_USD]
+    vol_ref = params[P_VOL_REF_BPS]
+    for i in range(n_a):
+        f = in_a[i]
+        d = out[i]
+        key = int(f["venue"]) * MAX_SYMBOLS + int(f["symbol"])
+        d["origin_ts"] = f["origin_ts"]
+        d["origin_seq"] = f["origin_seq"]
+        d["stage_ts"] = now_ns
+        d["venue"] = f["venue"]
+        d["symbol"] = f["symbol"]
+        d["bid"] = f["bid"]
+        d["ask"] = f["ask"]
+        for j in range(N_FEATURES):
+            d["values"][j] = f["values"][j]
+        position = positions[key]
+        d["position"] = position
+        sigma = f["values"][F_RVOL_BPS]
+        d["sigma_bps"] = sigma
+        reasons = 0
+        mid = 0.5 * (f["bid"] + f["ask"])
+        if f["schema_hash"] != FEATURE_SCHEMA_HASH or not (mid > 0.0):
+            reasons |= RISK_NO_MARKET
+            stats[ST_NO_MARKET if f["schema_hash"] == FEATURE_SCHEMA_HASH else ST_SCHEMA] += 1
+            d["buy_budget"] = 0.0
+            d["sell_budget"] = 0.0
+            d["reasons"] = reasons
+            continue
+        order_usd = max_order
+        reasons |= RISK_NOTIONAL_LIMIT
+        if sigma > vol_ref:
+            order_usd *= vol_ref / sigma
+            reasons |= RISK_VOLATILITY
+            stats[ST_VOL_SCALED] += 1
+        room_buy = max(0.0, max_pos - position * mid)
+        room_sell = max(0.0, max_pos + position * mid)
+        if room_buy < order_usd or room_sell < order_usd:
+            reasons |= RISK_POSITION_LIMIT
+            stats[ST_POSITION_LIMITED] += 1
+        d["buy_budget"] = min(order_usd, room_buy) / mid
+        d["sell_budget"] = min(order_usd, room_sell) / mid
+        d["reasons"] = reasons
+    stats[ST_DECISIONS] += n_a
+    return n_a
