@@ -87,8 +87,8 @@ class StrategyConfig:
     cooldown_ms: float = 50.0        # event time between takes per instrument
     quoting: bool = True
     quote_usd: float = 1_000.0
-    half_spread_bps: float = 3.0
-    requote_bps: float = 1.0
+    half_spread_bps: float = 4.0
+    requote_bps: float = 2.0
     skew_bps: float = 2.0            # quote skew at a full position
 
     def check(self):

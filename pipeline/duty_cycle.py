@@ -114,3 +114,51 @@ def run(step, in_a, in_b, outs, out_sems, scratch_a, scratch_b, scratch_out, sta
                 origin_hist[cb.bucket_of(done - origin)] += 1
         if n_out > 0:
             slot[cb.S_LAST_ORIGIN_NS] = done - scratch_out[n_out - 1]["origin_ts"]
+
+
+WAIT_READY = 0     # input is waiting
+WAIT_STOPPED = 1   # stop requested and input drained
+WAIT_PARK = 2      # BLOCKING idle: block on the semaphore
+WAIT_TIMEOUT = 3   # nothing within max_wait_ns (lets a Python host breathe)
+
+
+@njit(cache=True)
+def wait_for_input(in_a, slot, idle_params, idle_state, max_wait_ns, timespec):
+    """For hosts whose kernel cannot run in njit (onnxruntime): idle inside njit until input arrives."""
+    producer, consumer, records = in_a
+    start = clock_ns(timespec)
+    while True:
+        now = clock_ns(timespec)
+        slot[cb.S_HEARTBEAT_NS] = now
+        if ring.readable(producer, consumer) > 0:
+            idle_strategies.idle(idle_params, idle_state, 1)
+            return WAIT_READY
+        if load_acquire(slot, cb.S_STOP) != 0:
+            return WAIT_STOPPED
+        if now - start > max_wait_ns:
+            return WAIT_TIMEOUT
+        if idle_strategies.idle(idle_params, idle_state, 0) == idle_strategies.PARK:
+            if ring.prepare_to_sleep(producer, consumer):
+                slot[cb.S_PARKS] += 1
+                return WAIT_PARK
+            ring.woke_up(consumer)
+
+
+@njit(cache=True)
+def account(slot, n_in, n_out, out_batch, started_ns, timespec):
+    """Counters and histograms for a batch served by a Python host."""
+    done = clock_ns(timespec)
+    slot[cb.S_IN] += n_in
+    slot[cb.S_OUT] += n_out
+    slot[cb.S_BATCHES] += 1
+    slot[cb.S_SERVICE_HIST + cb.bucket_of(done - started_ns)] += 1
+    for i in range(n_out):
+        origin = out_batch[i]["origin_ts"]
+        if origin > 0:
+            slot[cb.S_ORIGIN_HIST + cb.bucket_of(done - origin)] += 1
+    return done
+
+
+@njit(cache=True)
+def publish(outs, out_sems, batch, n, slot, idle_params, timespec):
+    return _publish(outs, out_sems, batch, n, slot, idle_params, timespec)

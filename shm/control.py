@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit
 
 from shm import segment
+from shm.atomics import fetch_add, store_release
 
 GLOBAL_WORDS = 32
 STAGE_WORDS = 320
@@ -118,3 +119,19 @@ def percentile_ns(hist: np.ndarray, q: float) -> float:
     rank = math.ceil(q * total)
     cumulative = np.cumsum(hist)
     return bucket_upper_ns(int(np.searchsorted(cumulative, rank)))
+
+
+@njit(cache=True)
+def disable_trading(globals_, reason, stage, now_ns):
+    """Drop ``trading_enabled``; the first caller's reason wins (latched). Returns True if this call was first.
+
+    Any process may call it concurrently: the reason, stage and time are written before the flag, so a
+    reader that sees the flag at 0 after a kill count > 0 finds the reason.
+    """
+    first = fetch_add(globals_, G_KILL_COUNT, 1) == 0
+    if first:
+        globals_[G_KILL_REASON] = reason
+        globals_[G_KILL_STAGE] = stage
+        globals_[G_KILL_TIME_NS] = now_ns
+    store_release(globals_, G_TRADING_ENABLED, 0)
+    return first

@@ -4,7 +4,8 @@ Per symbol a fundamental mid follows a random walk whose per-event variance is G
 clusters); each venue quotes it with a small mean-reverting (Ornstein-Uhlenbeck) relative offset, so
 venues differ by a few bps and cross-venue arbitrage exists. Each event is a five-level book snapshot or
 a trade on one (venue, symbol). The next move drifts toward the side with more resting size (book
-pressure), so imbalance carries real, modest predictive power. A configurable fraction of events is
+pressure, a persistent latent process that also tilts resting sizes and trade direction), so
+imbalance and trade flow carry real, modest predictive power. A configurable fraction of events is
 deliberately malformed (NaN, non-positive size, crossed book, out-of-order venue sequence) to exercise
 validation. All randomness comes from a xorshift64* generator in the kernel state: same seed, same events.
 """
@@ -28,7 +29,7 @@ N_PARAMS = 16
 # ints state
 I_EMITTED, I_START_NS, I_SIM_NS = range(3)
 # symbol state columns
-Y_MID, Y_VAR, Y_TICK, Y_LOT = range(4)
+Y_MID, Y_VAR, Y_TICK, Y_LOT, Y_PRESSURE = range(5)
 # key state columns
 K_OFFSET, K_IMBALANCE, K_BID, K_ASK, K_HAS_BOOK = range(5)
 
@@ -42,7 +43,7 @@ DEFAULT_SYMBOLS = (("BTC-USDT", 60_000.0, 0.1, 0.0001), ("ETH-USDT", 3_000.0, 0.
 
 def make_params(rate_eps: float, max_events: int, n_venues: int, n_symbols: int, bad_rate: float,
                 sim_clock: bool, batch: int, trade_prob: float = 0.2, mean_gap_ns: float = 100_000.0,
-                sigma_bps: float = 1.0, pressure: float = 0.3, venue_spread_bps: float = 2.0) -> np.ndarray:
+                sigma_bps: float = 1.0, pressure: float = 0.15, venue_spread_bps: float = 2.0) -> np.ndarray:
     p = np.zeros(N_PARAMS)
     p[P_RATE_EPS], p[P_MAX_EVENTS], p[P_N_VENUES], p[P_N_SYMBOLS] = rate_eps, max_events, n_venues, n_symbols
     p[P_BAD_RATE], p[P_TRADE_PROB], p[P_SIM_CLOCK], p[P_MEAN_GAP_NS] = bad_rate, trade_prob, sim_clock, mean_gap_ns
@@ -56,7 +57,7 @@ def make_state(seed: int, symbols=DEFAULT_SYMBOLS):
         raise ValueError(f"at most {MAX_SYMBOLS} symbols, got {len(symbols)}")
     ints = np.zeros(4, np.int64)
     rng = np.array([(seed * 0x9E3779B97F4A7C15 + 0x2545F4914F6CDD1D) % 2**64 or 1], np.uint64)
-    sym = np.zeros((MAX_SYMBOLS, 4))
+    sym = np.zeros((MAX_SYMBOLS, 5))
     for i, (_, price, tick, lot) in enumerate(symbols):
         sym[i, Y_MID], sym[i, Y_VAR], sym[i, Y_TICK], sym[i, Y_LOT] = price, 1e-8, tick, lot
     return ints, rng, sym, np.zeros((MAX_KEYS, 8)), np.zeros(MAX_KEYS, np.int64)
@@ -110,7 +111,10 @@ def _emit_one(state, params, rec, seq, now_ns):
     # GARCH(1,1) per-event variance (omega, alpha, beta keep the long-run sigma at P_SIGMA_BPS).
     base_var = (params[P_SIGMA_BPS] * 1e-4) ** 2
     var = sym[s, Y_VAR]
-    r = math.sqrt(var) * _normal(rng) + params[P_PRESSURE] * key_state[k, K_IMBALANCE] * math.sqrt(var)
+    # Latent book pressure: a persistent AR(1) per symbol that tilts resting sizes and drifts the mid.
+    sym[s, Y_PRESSURE] = 0.97 * sym[s, Y_PRESSURE] + 0.25 * _normal(rng)
+    tilt = math.tanh(sym[s, Y_PRESSURE])
+    r = math.sqrt(var) * (_normal(rng) + params[P_PRESSURE] * tilt)
     sym[s, Y_VAR] = 0.05 * base_var + 0.10 * r * r + 0.85 * var
     sym[s, Y_MID] *= math.exp(r)
     offset = key_state[k, K_OFFSET] * 0.98 + 0.2 * params[P_VENUE_SPREAD_BPS] * 1e-4 * _normal(rng)
@@ -124,7 +128,7 @@ def _emit_one(state, params, rec, seq, now_ns):
         rec["ask_px"][j] = 0.0
         rec["ask_sz"][j] = 0.0
     if is_trade:
-        side = 1 if _uniform(rng) < 0.5 + 0.3 * key_state[k, K_IMBALANCE] else -1
+        side = 1 if _uniform(rng) < 0.5 + 0.3 * math.tanh(sym[s, Y_PRESSURE]) else -1
         rec["kind"] = EV_TRADE
         rec["side"] = side
         rec["price"] = key_state[k, K_ASK] if side > 0 else key_state[k, K_BID]
@@ -140,8 +144,8 @@ def _emit_one(state, params, rec, seq, now_ns):
         for j in range(BOOK_LEVELS):
             rec["bid_px"][j] = best_bid - j * tick
             rec["ask_px"][j] = best_ask + j * tick
-            rec["bid_sz"][j] = max(lot, round(_exponential(rng, 50.0 * lot) / lot) * lot)
-            rec["ask_sz"][j] = max(lot, round(_exponential(rng, 50.0 * lot) / lot) * lot)
+            rec["bid_sz"][j] = max(lot, round(_exponential(rng, 50.0 * lot * (1.0 + 0.8 * tilt)) / lot) * lot)
+            rec["ask_sz"][j] = max(lot, round(_exponential(rng, 50.0 * lot * (1.0 - 0.8 * tilt)) / lot) * lot)
         b0 = rec["bid_sz"][0]
         a0 = rec["ask_sz"][0]
         key_state[k, K_IMBALANCE] = (b0 - a0) / (b0 + a0)

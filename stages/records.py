@@ -15,12 +15,19 @@ BOOK_LEVELS = 5
 N_FEATURES = 8
 
 def _padded(fields: list) -> np.dtype:
-    """An aligned dtype with a trailing ``reserved`` field growing it to the next multiple of 64 bytes."""
-    size = np.dtype(fields, align=True).itemsize
-    reserved = -size % 64
+    """An aligned dtype with named alignment pads and a trailing ``reserved`` field up to a multiple of 64 bytes."""
+    aligned = np.dtype(fields, align=True)
+    explicit, offset = [], 0
+    for name, *rest in fields:
+        field_offset = aligned.fields[name][1]
+        if field_offset > offset:  # alignment gap: a named pad, so every byte of a record is defined
+            explicit.append((f"_pad{offset}", np.uint8, (field_offset - offset,)))
+        explicit.append((name, *rest))
+        offset = field_offset + aligned.fields[name][0].itemsize
+    reserved = -offset % 64
     if reserved < 8:
         reserved += 64  # always keep room to grow
-    return np.dtype(fields + [("reserved", np.uint8, (reserved,))], align=True)
+    return np.dtype(explicit + [("reserved", np.uint8, (reserved,))], align=True)
 
 
 # MarketEvent.kind

@@ -1,0 +1,18 @@
+"""Shared-memory and semaphore names of a run: /bot4.<run>.<what>."""
+from shm.segment import NAME_PREFIX
+
+
+def control(run: str) -> str:
+    return f"{NAME_PREFIX}{run}.control"
+
+
+def ring(run: str, ring_name: str) -> str:
+    return f"{NAME_PREFIX}{run}.ring.{ring_name}"
+
+
+def semaphore(run: str, stage: str) -> str:
+    return f"{NAME_PREFIX}{run}.sem.{stage}"
+
+
+def run_prefix(run: str) -> str:
+    return f"{NAME_PREFIX}{run}."

@@ -1,0 +1,217 @@
+"""A stage's process: attach shared memory, pin, warm the JIT, report ready, run the duty cycle.
+
+Started by the launcher as ``python -m pipeline.stage_process`` with a JSON launch spec on stdin. SIGINT
+is ignored (the supervisor owns Ctrl-C); the supervisor stops a stage through its control-block slot.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+import posix_ipc
+
+from pipeline import duty_cycle, graph, names
+from pipeline.config import Config, from_dict
+from pipeline.topology import Placement, pin_current_process
+from shm import control as cb
+from shm import idle as idle_strategies
+from shm import ring
+from shm.atomics import load_acquire
+from shm.syscalls import close_semaphore_address, new_timespec, open_semaphore_address
+
+PARK_TIMEOUT_S = 0.02  # safety net for a lost wake-up; keeps heartbeats fresh while idle
+
+
+@dataclass
+class Endpoints:
+    in_a: tuple
+    in_b: tuple
+    outs: tuple
+    out_sems: np.ndarray       # sem_t* of each output's consumer when it blocks, else 0
+    views: list
+    sem: posix_ipc.Semaphore | None
+
+    def close(self) -> None:
+        for address in self.out_sems:
+            close_semaphore_address(int(address))
+        if self.sem is not None:
+            self.sem.close()
+        self.in_a = self.in_b = self.outs = None
+        for view in self.views:
+            view.close()
+
+
+def attach_endpoints(config: Config, run: str, spec: graph.StageSpec, placements: dict[str, Placement]) -> Endpoints:
+    specs = graph.rings(config)
+    views = []
+    blocking = placements[spec.name].idle == idle_strategies.BLOCKING
+
+    def attach(ring_name):
+        rs = specs[ring_name]
+        view = ring.attach_ring(names.ring(run, ring_name), rs.dtype, rs.capacity)
+        views.append(view)
+        return view
+
+    ins = []
+    for ring_name in (spec.in_a, spec.in_b):
+        if ring_name is None:
+            ins.append(ring.local_ring(spec.out_dtype, 2))
+            continue
+        view = attach(ring_name)
+        view.consumer[ring.C_BLOCKING] = 1 if blocking else 0
+        ins.append((view.producer, view.consumer, view.records))
+    outs, sems = [], []
+    for ring_name in spec.outs:
+        view = attach(ring_name)
+        outs.append((view.producer, view.consumer, view.records))
+        consumer = ring_name.split(".")[1]
+        blocks = placements[consumer].idle == idle_strategies.BLOCKING
+        sems.append(open_semaphore_address(names.semaphore(run, consumer)) if blocks else 0)
+    sem = posix_ipc.Semaphore(names.semaphore(run, spec.name)) if blocking else None
+    return Endpoints(ins[0], ins[1], tuple(outs), np.array(sems, np.int64), views, sem)
+
+
+def _park(endpoints: Endpoints) -> None:
+    try:
+        endpoints.sem.acquire(PARK_TIMEOUT_S)
+    except posix_ipc.BusyError:
+        pass
+    for r in (endpoints.in_a, endpoints.in_b):
+        ring.woke_up(r[1])
+
+
+def _wait_until_running(block: cb.ControlBlock, slot: np.ndarray) -> bool:
+    while True:
+        slot[cb.S_HEARTBEAT_NS] = time.time_ns()
+        run_state = int(block.globals[cb.G_RUN_STATE])
+        if run_state == cb.RUN_RUNNING:
+            return True
+        if run_state >= cb.RUN_STOPPING or slot[cb.S_STOP]:
+            return False
+        time.sleep(0.001)
+
+
+def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
+    step, params, state = graph.kernel(spec.name, config, live=True)
+    batch = config.rings.batch
+    in_dtype_a = endpoints.in_a[2].dtype
+    in_dtype_b = endpoints.in_b[2].dtype
+    scratch_a = np.zeros(batch, in_dtype_a)
+    scratch_b = np.zeros(batch, in_dtype_b)
+    scratch_out = np.zeros(graph.out_capacity(spec.name, batch), spec.out_dtype)
+    idle_params = idle_strategies.make_params(placement.idle)
+    idle_state = idle_strategies.make_state()
+    timespec = new_timespec()
+    has_a, has_b = spec.in_a is not None, spec.in_b is not None
+
+    def run(max_cycles, warm=False):
+        return duty_cycle.run(step, endpoints.in_a, endpoints.in_b, endpoints.outs, endpoints.out_sems,
+                              scratch_a, scratch_b, scratch_out, state, params, block.globals, slot,
+                              idle_params, idle_state, batch, has_a and not warm, has_b and not warm,
+                              spec.always_step and not warm, max_cycles, timespec)
+
+    run(1, warm=True)  # loads (or compiles) the machine code before we say ready
+    slot[cb.S_STATE] = cb.READY
+    if not _wait_until_running(block, slot):
+        return
+    slot[cb.S_STATE] = cb.RUNNING
+    while True:
+        code = run(0)
+        if code == duty_cycle.EXIT_PARK:
+            _park(endpoints)
+            continue
+        return
+
+
+def run_inference_stage(spec, config, endpoints, block, slot, placement) -> None:
+    from stages import inference
+    from stages.records import N_FEATURES
+
+    model = inference.OnnxModel.load(config.inference.model or inference.DEFAULT_MODEL)
+    batch = config.rings.batch
+    decisions = np.zeros(batch, endpoints.in_a[2].dtype)
+    x = np.zeros((batch, N_FEATURES), np.float32)
+    predictions = np.zeros(batch, spec.out_dtype)
+    idle_params = idle_strategies.make_params(placement.idle)
+    idle_state = idle_strategies.make_state()
+    timespec = new_timespec()
+    producer, consumer, records = endpoints.in_a
+    # Warm every njit entry point and the session before reporting ready.
+    duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 0, timespec)
+    inference.prepare(decisions, 0, x)
+    inference.finish(decisions, 0, model.predict(x[:1])[:0], predictions, 0)
+    duty_cycle.account(slot, 0, 0, predictions, time.time_ns(), timespec)
+    slot[cb.S_BATCHES] = 0
+    slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
+    duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, 0, slot, idle_params, timespec)
+    slot[cb.S_STATE] = cb.READY
+    if not _wait_until_running(block, slot):
+        return
+    slot[cb.S_STATE] = cb.RUNNING
+    while True:
+        code = duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 50_000_000, timespec)
+        if code == duty_cycle.WAIT_STOPPED:
+            if ring.readable(producer, consumer) == 0:
+                return
+        elif code == duty_cycle.WAIT_PARK:
+            _park(endpoints)
+            continue
+        elif code == duty_cycle.WAIT_TIMEOUT:
+            continue
+        started = time.time_ns()
+        n = ring.read(producer, consumer, records, decisions, batch)
+        if n == 0:
+            continue
+        inference.prepare(decisions, n, x)
+        prob_up = model.predict(x[:n])
+        n_out = inference.finish(decisions, n, prob_up, predictions, started)
+        if not duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, n_out, slot, idle_params, timespec):
+            return
+        slot[cb.S_QUEUE_DEPTH] = consumer[ring.C_CACHED_TAIL] - consumer[ring.C_HEAD]
+        duty_cycle.account(slot, n, n_out, predictions, started, timespec)
+
+
+def main() -> int:
+    launch = json.load(sys.stdin)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stage = launch["stage"]
+    placement = Placement(**launch["placements"][stage])
+    pin_current_process(placement.core)
+    config = from_dict(launch["config"])
+    run = config.run.name
+    placements = {name: Placement(**p) for name, p in launch["placements"].items()}
+    spec = graph.BY_NAME[stage]
+    block = cb.ControlBlock.attach(names.control(run))
+    slot = block.stages[spec.index]
+    slot[cb.S_PID] = os.getpid()
+    slot[cb.S_CORE] = placement.core
+    slot[cb.S_IDLE_STRATEGY] = placement.idle
+    slot[cb.S_HEARTBEAT_NS] = time.time_ns()
+    slot[cb.S_STATE] = cb.STARTING
+    endpoints = None
+    try:
+        endpoints = attach_endpoints(config, run, spec, placements)
+        host = run_inference_stage if stage == "inference" else run_numba_stage
+        host(spec, config, endpoints, block, slot, placement)
+        slot[cb.S_STATE] = cb.STOPPED
+        return 0
+    except Exception:
+        slot[cb.S_ERRORS] += 1
+        slot[cb.S_STATE] = cb.FAILED
+        traceback.print_exc()
+        return 1
+    finally:
+        if endpoints is not None:
+            endpoints.close()
+        del slot
+        block.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The supervisor (``bot4 run``): create shared memory, start every process, watch them, stop cleanly.
+
+Lifecycle only: spawning and pinning live in ``launcher``, liveness checks in the watchdog process,
+trading logic in the stages. A stage that dies disables trading before anything else happens; nothing is
+restarted silently (this version has no restart policy: a dead stage stops the run).
+"""
+from __future__ import annotations
+
+import enum
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import posix_ipc
+
+from pipeline import graph, launcher, names, topology, warmup
+from pipeline.config import STAGE_NAMES, Config
+from shm import control as cb
+from shm import idle as idle_strategies
+from shm import ring, segment
+from tools.status import PROCESS_NAMES, StatusView
+
+
+class ExitCode(enum.IntEnum):
+    CLEAN = 0              # stopped on request (signal or duration) with no trip
+    ERROR = 1
+    CONFIG = 2             # bad configuration (raised before anything starts)
+    STAGE_DIED = 3         # a process died: trading was disabled, the run stopped
+    START_FAILED = 4       # a stage did not become ready
+    TRIPPED = 5            # stopped on request, but trading was disabled during the run (reason printed)
+
+
+STOP_GRACE_S = 5.0
+
+
+@dataclass
+class Supervisor:
+    config: Config
+    out: object = sys.stdout
+    children: dict[str, subprocess.Popen] = field(default_factory=dict)
+    block: cb.ControlBlock | None = None
+    rings: list = field(default_factory=list)
+    semaphores: list = field(default_factory=list)
+    stop_requested: str = ""
+    died: str = ""
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            try:
+                self.start()
+            except StartError as exc:
+                self.say(f"bot4: start-up failed: {exc}")
+                return ExitCode.START_FAILED if not self.died else ExitCode.STAGE_DIED
+            self.say(f"bot4: running ({len(self.children)} processes); trading enabled")
+            self.watch()
+            return self.exit_code()
+        finally:
+            self.shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_requested = signal.Signals(signum).name
+
+    def start(self) -> None:
+        config = self.config
+        run = config.run.name
+        placements = topology.plan(config)
+        self._reclaim_stale(run)
+        self.block = cb.ControlBlock.create(names.control(run))
+        g = self.block.globals
+        g[cb.G_SUPERVISOR_PID] = __import__("os").getpid()
+        g[cb.G_N_STAGES] = len(STAGE_NAMES)
+        g[cb.G_STARTED_NS] = time.time_ns()
+        g[cb.G_RUN_STATE] = cb.RUN_STARTING
+        for spec in graph.rings(config).values():
+            self.rings.append(ring.create_ring(names.ring(run, spec.name), spec.dtype, spec.capacity))
+        for name in STAGE_NAMES:
+            if placements[name].idle == idle_strategies.BLOCKING:
+                self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
+        t0 = time.monotonic()
+        warmup.compile_all(config)
+        self.say(f"bot4: kernels compiled/loaded in {time.monotonic() - t0:.1f}s; topology: " + ", ".join(
+            f"{n}@{p.core}" for n, p in placements.items()) +
+            f" idle={idle_strategies.NAMES and {v: k for k, v in idle_strategies.NAMES.items()}[placements['feed'].idle]}")
+        for name in topology.PROCESSES:
+            self.children[name] = launcher.spawn(name, config, placements)
+        deadline = time.monotonic() + config.run.ready_timeout_s
+        while True:
+            self.poll_children()
+            if self.died:
+                raise StartError(f"{self.died} died during start-up")
+            if self.stop_requested:
+                raise StartError(f"{self.stop_requested} during start-up")
+            waiting = [n for i, n in enumerate(PROCESS_NAMES) if self.block.stages[i][cb.S_STATE] < cb.READY]
+            if not waiting:
+                break
+            if time.monotonic() > deadline:
+                raise StartError(f"not ready after {config.run.ready_timeout_s:.0f}s: {', '.join(waiting)}")
+            time.sleep(0.01)
+        g[cb.G_ARMED_NS] = time.time_ns()
+        g[cb.G_TRADING_ENABLED] = 1
+        g[cb.G_RUN_STATE] = cb.RUN_RUNNING
+
+    def _reclaim_stale(self, run: str) -> None:
+        """Segments of a crashed run (creator dead) are unlinked; a live run's are an error."""
+        leftovers = segment.list_segments(names.run_prefix(run))
+        control = names.control(run)
+        if control in leftovers and not segment.reclaim_if_stale(control):
+            raise StartError(f"a run named {run!r} is alive (segment {control}); stop it or set run.name")
+        for name in leftovers:
+            if ".sem." in name:
+                try:
+                    posix_ipc.unlink_semaphore(name)
+                except posix_ipc.ExistentialError:
+                    pass
+            else:
+                segment.reclaim_if_stale(name)
+        if leftovers:
+            self.say(f"bot4: reclaimed {len(leftovers)} stale shared-memory entries of a crashed run")
+
+    def poll_children(self) -> None:
+        for name, child in self.children.items():
+            code = child.poll()
+            if code is None or self.died:
+                continue
+            index = PROCESS_NAMES.index(name)
+            state = int(self.block.stages[index][cb.S_STATE])
+            if state != cb.STOPPED:
+                # Trading off first, then everything else.
+                cb.disable_trading(self.block.globals, cb.KILL_STAGE_DIED, index, time.time_ns())
+                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                self.died = name
+                self.say(f"bot4: stage {name} (pid {child.pid}) died ({how}); trading disabled")
+
+    def watch(self) -> None:
+        config = self.config
+        view = StatusView(self.block)
+        view.lines()
+        started = time.monotonic()
+        next_status = started + config.run.status_interval_s
+        while not self.stop_requested and not self.died:
+            self.poll_children()
+            now = time.monotonic()
+            if config.run.duration_s and now - started >= config.run.duration_s:
+                self.stop_requested = "duration"
+                break
+            feed_done = config.feed.max_events and self.block.stages[0][cb.S_CUSTOM] >= config.feed.max_events
+            if config.run.status_interval_s and now >= next_status:
+                self.say("\n".join(view.lines()))
+                next_status = now + config.run.status_interval_s
+            if feed_done and self._drained():
+                self.stop_requested = "feed finished"
+                break
+            time.sleep(0.02)
+
+    def _drained(self) -> bool:
+        return all(r.depth() == 0 for r in self.rings)
+
+    def exit_code(self) -> int:
+        if self.died:
+            return ExitCode.STAGE_DIED
+        reason = int(self.block.globals[cb.G_KILL_REASON])
+        return ExitCode.TRIPPED if reason not in (cb.KILL_NONE, cb.KILL_SHUTDOWN) else ExitCode.CLEAN
+
+    def stop_children(self) -> None:
+        """Stop the watchdog (trading is already off), then stages in pipeline order, each after draining."""
+        order = ("watchdog",) + STAGE_NAMES
+        for name in order:
+            child = self.children.get(name)
+            if child is None:
+                continue
+            slot = self.block.stages[PROCESS_NAMES.index(name)]
+            slot[cb.S_STOP] = 1
+            try:
+                child.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                slot[cb.S_STOP] = 2  # abandon: do not wait on full outputs
+                try:
+                    child.wait(1.0)
+                except subprocess.TimeoutExpired:
+                    self.say(f"bot4: {name} did not stop; killing it")
+                    child.kill()
+                    child.wait()
+
+    def shutdown(self) -> None:
+        if self.block is not None:
+            g = self.block.globals
+            if g[cb.G_TRADING_ENABLED]:
+                cb.disable_trading(g, cb.KILL_SHUTDOWN, -1, time.time_ns())
+            g[cb.G_RUN_STATE] = cb.RUN_STOPPING
+            time.sleep(0.05)  # execute polls the gate and cancels open orders
+        if self.children:
+            self.stop_children()
+        for child in self.children.values():
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        if self.block is not None:
+            self.block.globals[cb.G_RUN_STATE] = cb.RUN_STOPPED
+            if self.children:
+                view = StatusView(self.block)
+                self.say("bot4: stopped (" + (self.stop_requested or f"{self.died} died") + ")")
+                if int(self.block.globals[cb.G_KILL_REASON]) not in (cb.KILL_NONE, cb.KILL_SHUTDOWN):
+                    self.say(f"bot4: trading was disabled during the run: {view.kill_reason()}")
+                self.say("\n".join(view.summary()))
+                self.final_counters = view.stage_counters()
+        for r in self.rings:
+            r.close()
+            r.segment.unlink()
+        self.rings.clear()
+        for sem in self.semaphores:
+            sem.close()
+            sem.unlink()
+        self.semaphores.clear()
+        if self.block is not None:
+            seg = self.block.segment
+            self.block.close()
+            seg.unlink()
+            self.block = None
+
+
+class StartError(RuntimeError):
+    pass

@@ -1,0 +1,69 @@
+"""Topology: which core each process runs on and how it idles.
+
+``auto`` fits the machine. With a core for every stage and the watchdog (core 0 left to the OS) each
+stage gets its own core and busy-spins. Otherwise processes share cores, alternating so neighbours in the
+chain sit on different cores, and idle by spinning briefly then ``sched_yield`` — the best measured
+default when processes outnumber cores (DESIGN.md: ~28 us p50 over 8 hops on 2 cores, where pure spinning
+costs tens of milliseconds).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import psutil
+
+from pipeline.config import STAGE_NAMES, Config
+from shm import idle as idle_strategies
+
+PROCESSES = STAGE_NAMES + ("watchdog",)
+
+
+@dataclass(frozen=True)
+class Placement:
+    core: int
+    idle: int          # shm.idle strategy
+    dedicated: bool
+
+
+def available_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def plan(config: Config, cores: list[int] | None = None) -> dict[str, Placement]:
+    cores = cores if cores is not None else available_cores()
+    topo = config.topology
+    needed = len(PROCESSES)
+    dedicated = topo.mode == "dedicated" or (topo.mode == "auto" and len(cores) >= needed + 1)
+    if topo.cores:
+        chosen = list(topo.cores)
+    elif dedicated:
+        usable = cores[1:] if len(cores) > needed else cores
+        chosen = [usable[i % len(usable)] for i in range(needed)]
+    else:
+        chosen = [cores[i % len(cores)] for i in range(needed)]
+    if topo.idle == "auto":
+        idle = idle_strategies.BUSY_SPIN if dedicated else idle_strategies.YIELDING
+    else:
+        idle = idle_strategies.NAMES[topo.idle]
+    return {name: Placement(chosen[i], idle, dedicated) for i, name in enumerate(PROCESSES)}
+
+
+def pin_current_process(core: int) -> None:
+    """Pin before any thread exists (zmq, onnxruntime) so every thread inherits the affinity."""
+    psutil.Process().cpu_affinity([core])
+
+
+def apply_priority(pid: int, nice: int, realtime_priority: int, dedicated: bool) -> str:
+    """Best effort: returns what was applied or why not (unprivileged hosts refuse negative nice / FIFO)."""
+    applied = []
+    try:
+        if nice:
+            psutil.Process(pid).nice(nice)
+            applied.append(f"nice={nice}")
+        if realtime_priority and dedicated:
+            os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(realtime_priority))
+            applied.append(f"SCHED_FIFO={realtime_priority}")
+    except (PermissionError, psutil.AccessDenied, OSError) as exc:
+        applied.append(f"priority not applied ({exc.__class__.__name__}: {exc})")
+    return ", ".join(applied)

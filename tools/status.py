@@ -1,0 +1,127 @@
+"""Live figures read from the control block in shared memory (``bot4 status``), like AeronStat.
+
+Reading never stops or slows anything: it maps the control block and reads words.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pipeline import graph
+from pipeline.config import STAGE_NAMES
+from shm import control as cb
+from shm.idle import NAMES as IDLE_NAMES
+from stages import execute
+
+IDLE_LABEL = {v: k for k, v in IDLE_NAMES.items()}
+PROCESS_NAMES = STAGE_NAMES + ("watchdog",)
+
+
+def _us(ns: float) -> str:
+    if ns != ns:  # nan
+        return "-"
+    if ns < 1_000:
+        return f"{ns:.0f}ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:.1f}us"
+    return f"{ns / 1e6:.2f}ms"
+
+
+def hist(slot: np.ndarray, offset: int) -> np.ndarray:
+    return slot[offset:offset + cb.HIST_BUCKETS].copy()
+
+
+class StatusView:
+    """Formats status lines; keeps the previous sample to turn counters into rates."""
+
+    def __init__(self, block: cb.ControlBlock):
+        self.block = block
+        self.prev_ns = 0
+        self.prev = {}
+
+    def lines(self) -> list[str]:
+        now = time.time_ns()
+        dt = (now - self.prev_ns) / 1e9 if self.prev_ns else 0.0
+        out = []
+        g = self.block.globals
+        out.append(f"{'stage':<10}{'state':<9}{'core':>4} {'idle':<10}{'in/s':>10}{'out/s':>10}{'depth':>7}"
+                   f"{'svc p50':>9}{'svc p99':>9}{'tick p50':>10}{'tick p99':>10}{'hb age':>9}")
+        for index, name in enumerate(PROCESS_NAMES):
+            slot = self.block.stages[index]
+            counters = (int(slot[cb.S_IN]) + int(slot[cb.S_IN_B]), int(slot[cb.S_OUT]))
+            prev = self.prev.get(name, counters)
+            rate_in = (counters[0] - prev[0]) / dt if dt else 0.0
+            rate_out = (counters[1] - prev[1]) / dt if dt else 0.0
+            self.prev[name] = counters
+            service = hist(slot, cb.S_SERVICE_HIST)
+            origin = hist(slot, cb.S_ORIGIN_HIST)
+            # A heartbeat newer than our clock read (written after it) counts as age 0.
+            hb_age = max(0, now - int(slot[cb.S_HEARTBEAT_NS])) if slot[cb.S_HEARTBEAT_NS] else float("nan")
+            out.append(
+                f"{name:<10}{cb.STATE_NAMES.get(int(slot[cb.S_STATE]), '?'):<9}{int(slot[cb.S_CORE]):>4} "
+                f"{IDLE_LABEL.get(int(slot[cb.S_IDLE_STRATEGY]), '-') if name != 'watchdog' else 'sleeping':<10}{rate_in:>10.0f}{rate_out:>10.0f}"
+                f"{int(slot[cb.S_QUEUE_DEPTH]):>7}{_us(cb.percentile_ns(service, 0.5)):>9}"
+                f"{_us(cb.percentile_ns(service, 0.99)):>9}{_us(cb.percentile_ns(origin, 0.5)):>10}"
+                f"{_us(cb.percentile_ns(origin, 0.99)):>10}{_us(hb_age):>9}")
+        ex = self.execute_stats()
+        enabled = int(g[cb.G_TRADING_ENABLED])
+        trading = "ENABLED" if enabled else f"DISABLED ({self.kill_reason()})"
+        out.append(f"trading {trading} | orders {ex['orders']} fills {ex['fills']} open {ex['open_orders']} "
+                   f"rejects {ex['rejects']} | gross position ${ex['gross_position_usd']:,} | "
+                   f"PnL ${ex['pnl_cents'] / 100:,.2f} (fees ${ex['fees_cents'] / 100:,.2f})")
+        self.prev_ns = now
+        return out
+
+    def execute_stats(self) -> dict[str, int]:
+        slot = self.block.stages[graph.BY_NAME["execute"].index]
+        return {label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(execute.STATS)}
+
+    def kill_reason(self) -> str:
+        g = self.block.globals
+        reason = cb.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
+        if int(g[cb.G_KILL_REASON]) in (cb.KILL_STAGE_DIED, cb.KILL_HEARTBEAT_STALE, cb.KILL_STAGE_FAILED):
+            reason += f": {PROCESS_NAMES[int(g[cb.G_KILL_STAGE])]}"
+        return reason
+
+    def stage_counters(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for index, name in enumerate(PROCESS_NAMES):
+            slot = self.block.stages[index]
+            labels = graph.stats_labels(name)
+            out[name] = {"in": int(slot[cb.S_IN]), "in_b": int(slot[cb.S_IN_B]), "out": int(slot[cb.S_OUT]),
+                         "blocked_ns": int(slot[cb.S_BLOCKED_NS]), "errors": int(slot[cb.S_ERRORS]),
+                         **{label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(labels)}}
+        return out
+
+    def summary(self) -> list[str]:
+        counters = self.stage_counters()
+        ex = self.execute_stats()
+        tick = hist(self.block.stages[graph.BY_NAME["execute"].index], cb.S_ORIGIN_HIST)
+        lines = [f"events in: {counters['feed']['out']:,} (quarantined {counters['validate'].get('quarantined', 0):,})"]
+        lines.append("records per stage (in -> out): " + ", ".join(
+            f"{n} {c['in'] + c['in_b']:,}->{c['out']:,}" for n, c in counters.items() if n != "watchdog"))
+        lines.append(f"orders {ex['orders']:,}, fills {ex['fills']:,}, cancels {ex['cancels']:,}, rejects "
+                     f"{ex['rejects']:,}, PnL ${ex['pnl_cents'] / 100:,.2f} after fees ${ex['fees_cents'] / 100:,.2f}")
+        lines.append("tick-to-order latency (market event received -> execution report): "
+                     f"p50 {_us(cb.percentile_ns(tick, 0.5))} p99 {_us(cb.percentile_ns(tick, 0.99))} "
+                     f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")
+        blocked = {n: c["blocked_ns"] for n, c in counters.items() if c["blocked_ns"]}
+        if blocked:
+            lines.append("blocked on full rings: " + ", ".join(f"{n} {_us(v)}" for n, v in blocked.items()))
+        return lines
+
+
+def main(run: str) -> int:
+    from pipeline import names
+    from shm.segment import SegmentError
+    try:
+        block = cb.ControlBlock.attach(names.control(run))
+    except SegmentError as exc:
+        print(f"bot4 status: {exc}")
+        return 1
+    view = StatusView(block)
+    view.lines()
+    time.sleep(1.0)
+    print("\n".join(view.lines()))
+    return 0
