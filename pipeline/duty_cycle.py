@@ -10,13 +10,35 @@ A ring is passed as its ``(producer, consumer, records)`` views; outputs as a tu
 record type (fan-out copies the batch to each).
 """
 import numpy as np
-from numba import njit
+from numba import literally, njit, types
+from numba.extending import overload
 
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
 from shm.atomics import load_acquire
 from shm.syscalls import clock_ns, sched_yield
+from stages import execute, feature, feed, risk, strategy, validate
+
+# Kernels by stage index. The duty cycle takes the index as a compile-time literal, so each stage gets
+# its own machine code with the kernel inlined-able, and numba's disk cache keys on the literal (a
+# kernel passed as a first-class argument would key on a process-local object and never hit the cache).
+STEPS = {0: feed.step, 1: validate.step, 2: feature.step, 3: risk.step, 5: strategy.step, 6: execute.step}
+
+
+def call_step(stage_id, in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
+    raise NotImplementedError("only callable from njit code with a literal stage_id")
+
+
+@overload(call_step)
+def _call_step(stage_id, in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
+    if not isinstance(stage_id, types.IntegerLiteral):
+        return None
+    step = STEPS[stage_id.literal_value]
+
+    def impl(stage_id, in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
+        return step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns)
+    return impl
 
 EXIT_STOPPED = 0   # stop requested and inputs drained
 EXIT_PARK = 1      # BLOCKING idle: block on the stage semaphore, then call again
@@ -53,9 +75,10 @@ def _publish(outs, out_sems, batch, n, slot, idle_params, timespec):
 
 
 @njit(cache=True)
-def run(step, in_a, in_b, outs, out_sems, scratch_a, scratch_b, scratch_out, state, params, ctl, slot,
+def run(stage_id, in_a, in_b, outs, out_sems, scratch_a, scratch_b, scratch_out, state, params, ctl, slot,
         idle_params, idle_state, batch_limit, has_a, has_b, always_step, max_cycles, timespec):
-    """Run the stage until stopped; returns an EXIT_* code. ``slot`` is this stage's control-block slot."""
+    """Run stage ``stage_id`` until stopped; returns an EXIT_* code. ``slot`` is its control-block slot."""
+    literally(stage_id)
     stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
     service_hist = slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS]
     origin_hist = slot[cb.S_ORIGIN_HIST:cb.S_ORIGIN_HIST + cb.HIST_BUCKETS]
@@ -93,7 +116,7 @@ def run(step, in_a, in_b, outs, out_sems, scratch_a, scratch_b, scratch_out, sta
                     if has_b:
                         ring.woke_up(b_consumer)
                 continue
-        n_out = step(scratch_a, n_a, scratch_b, n_b, state, params, ctl, stats, scratch_out, now)
+        n_out = call_step(stage_id, scratch_a, n_a, scratch_b, n_b, state, params, ctl, stats, scratch_out, now)
         if n_out + n_a + n_b == 0:
             idle_strategies.idle(idle_params, idle_state, 0)
             continue

@@ -98,7 +98,7 @@ def _wait_until_running(block: cb.ControlBlock, slot: np.ndarray) -> bool:
 
 
 def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
-    step, params, state = graph.kernel(spec.name, config, live=True)
+    _, params, state = graph.kernel(spec.name, config, live=True)
     batch = config.rings.batch
     in_dtype_a = endpoints.in_a[2].dtype
     in_dtype_b = endpoints.in_b[2].dtype
@@ -111,7 +111,7 @@ def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
     has_a, has_b = spec.in_a is not None, spec.in_b is not None
 
     def run(max_cycles, warm=False):
-        return duty_cycle.run(step, endpoints.in_a, endpoints.in_b, endpoints.outs, endpoints.out_sems,
+        return duty_cycle.run(spec.index, endpoints.in_a, endpoints.in_b, endpoints.outs, endpoints.out_sems,
                               scratch_a, scratch_b, scratch_out, state, params, block.globals, slot,
                               idle_params, idle_state, batch, has_a and not warm, has_b and not warm,
                               spec.always_step and not warm, max_cycles, timespec)

@@ -36,8 +36,8 @@ def compile_all(config: Config) -> None:
             inference.prepare(in_a[2], 0, np.zeros((1, 8), np.float32))
             inference.finish(in_a[2], 0, np.zeros(1, np.float32), out, 0)
             continue
-        step, params, state = graph.kernel(spec.name, config, live=True)
-        duty_cycle.run(step, in_a, in_b, outs, sems, np.zeros(1, in_a[2].dtype), np.zeros(1, in_b[2].dtype),
+        _, params, state = graph.kernel(spec.name, config, live=True)
+        duty_cycle.run(spec.index, in_a, in_b, outs, sems, np.zeros(1, in_a[2].dtype), np.zeros(1, in_b[2].dtype),
                        np.zeros(1, spec.out_dtype), state, params, block.globals, slot, idle_params,
                        idle_strategies.make_state(), 1, False, False, False, 1, timespec)
     cb.disable_trading(block.globals, 0, 0, 0)

@@ -1,0 +1,151 @@
+"""The live pipeline with real processes: start, ready, stop, a killed stage, conservation."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from pipeline import names
+from shm import control as cb
+from shm import segment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class LiveRun:
+    def __init__(self, *args):
+        self.name = f"t{uuid.uuid4().hex[:8]}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--name", self.name, *args],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output = []
+
+    def wait_for(self, pattern, timeout=180):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.output)}")
+
+    def finish(self, timeout=30):
+        rest, _ = self.proc.communicate(timeout=timeout)
+        self.output.append(rest)
+        return self.proc.returncode, "".join(self.output)
+
+    def descendants(self):
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def cleanup(self):
+        for child in self.descendants():
+            child.kill()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for entry in segment.list_segments(names.run_prefix(self.name)):
+            segment.reclaim_if_stale(entry)
+
+
+@pytest.fixture
+def live():
+    runs = []
+
+    def start(*args):
+        run = LiveRun(*args)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.cleanup()
+        left = segment.list_segments(names.run_prefix(run.name))
+        assert not left, f"shared memory left behind: {left}"
+
+
+def test_sigterm_stops_every_stage_cleanly_and_leaves_nothing_behind(live):
+    run = live("--quiet")
+    run.wait_for(r"bot4: running")
+    block = cb.ControlBlock.attach(names.control(run.name))
+    try:
+        assert all(block.stages[i][cb.S_STATE] in (cb.READY, cb.RUNNING) for i in range(8))
+        assert block.globals[cb.G_TRADING_ENABLED] == 1
+        pids = [int(block.stages[i][cb.S_PID]) for i in range(8)]
+        cores = {int(block.stages[i][cb.S_CORE]) for i in range(8)}
+    finally:
+        block.close()
+    for pid in pids:
+        assert psutil.Process(pid).cpu_affinity() == [int(c) for c in [psutil.Process(pid).cpu_affinity()[0]]]
+    assert cores <= set(os.sched_getaffinity(0))
+    time.sleep(1.0)
+    started = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    code, output = run.finish()
+    assert code == 0, output
+    assert time.monotonic() - started < 10
+    assert "stopped (SIGTERM)" in output
+    assert not segment.list_segments(names.run_prefix(run.name))
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize("victim", ["feature", "execute"])
+def test_a_killed_stage_disables_trading_and_the_supervisor_names_it(live, victim):
+    from pipeline.graph import BY_NAME
+    run = live("--quiet")
+    run.wait_for(r"bot4: running")
+    block = cb.ControlBlock.attach(names.control(run.name))
+    try:
+        index = BY_NAME[victim].index
+        pid = int(block.stages[index][cb.S_PID])
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while block.globals[cb.G_TRADING_ENABLED] and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert block.globals[cb.G_TRADING_ENABLED] == 0
+        assert block.globals[cb.G_KILL_REASON] == cb.KILL_STAGE_DIED
+        assert block.globals[cb.G_KILL_STAGE] == index
+    finally:
+        block.close()
+    code, output = run.finish()
+    assert code == 3, output
+    assert f"stage {victim} (pid {pid}) died (signal SIGKILL); trading disabled" in output
+    assert not segment.list_segments(names.run_prefix(run.name))
+
+
+def test_every_event_is_accounted_for_at_every_stage_of_a_live_run(live):
+    from pipeline.supervisor import Supervisor  # noqa: F401  (imports the same code the child runs)
+    run = live("--quiet", "--events", "30000", "--rate", "20000")
+    code, output = run.finish(timeout=240)
+    assert code == 0, output
+    assert "stopped (feed finished)" in output
+    m = re.search(r"records per stage \(in -> out\): (.*)", output)
+    counts = {name: (int(a.replace(",", "")), int(b.replace(",", ""))) for name, a, b in
+              re.findall(r"(\w+) ([\d,]+)->([\d,]+)", m.group(1))}
+    quarantined = int(re.search(r"quarantined ([\d,]+)", output).group(1).replace(",", ""))
+    assert counts["feed"][1] == 30000
+    assert counts["validate"][0] == 30000
+    assert counts["validate"][1] + quarantined == 30000
+    assert counts["feature"] == (counts["validate"][1], counts["validate"][1])
+    assert counts["risk"][1] == counts["feature"][1]
+    assert counts["inference"] == (counts["risk"][1], counts["risk"][1])
+    assert re.search(r"orders [1-9]", output)
+
+
+def test_a_bad_config_names_the_key_and_starts_nothing(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[feed]\nrate_eps = -5\n")
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--config", str(bad)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "feed.rate_eps=-5.0 is invalid" in out.stderr
