@@ -57,6 +57,7 @@ def _publish(outs, out_sems, batch, n, slot, idle_params, timespec):
             written = ring.try_write(producer, consumer, records, batch[done:], n - done)
             if written == ring.BACK_PRESSURED:
                 now = clock_ns(timespec)
+                slot[cb.S_HEARTBEAT_NS] = now  # blocked is alive: back-pressure is not a hang
                 if blocked_since == 0:
                     blocked_since = now
                     producer[ring.P_FULL_COUNT] += 1

@@ -216,8 +216,8 @@ class Supervisor:
             r.segment.unlink()
         self.rings.clear()
         for sem in self.semaphores:
-            sem.close()
             sem.unlink()
+            sem.close()
         self.semaphores.clear()
         if self.block is not None:
             seg = self.block.segment

@@ -149,3 +149,42 @@ def test_a_bad_config_names_the_key_and_starts_nothing(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "feed.rate_eps=-5.0 is invalid" in out.stderr
+
+
+def test_a_hung_stage_trips_the_watchdog_on_its_stale_heartbeat(live, tmp_path):
+    config = tmp_path / "hb.toml"
+    config.write_text("[watchdog]\nheartbeat_stale_ms = 200\n")
+    run = live("--quiet", "--config", str(config))
+    run.wait_for(r"bot4: running")
+    block = cb.ControlBlock.attach(names.control(run.name))
+    try:
+        index = 3  # risk
+        pid = int(block.stages[index][cb.S_PID])
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        while block.globals[cb.G_TRADING_ENABLED] and time.monotonic() - stopped_at < 5:
+            time.sleep(0.005)
+        tripped_after = time.monotonic() - stopped_at
+        assert block.globals[cb.G_TRADING_ENABLED] == 0
+        assert block.globals[cb.G_KILL_REASON] == cb.KILL_HEARTBEAT_STALE
+        assert block.globals[cb.G_KILL_STAGE] == index
+        assert 0.15 < tripped_after < 2.0
+        os.kill(pid, signal.SIGCONT)
+    finally:
+        block.close()
+    run.proc.send_signal(signal.SIGTERM)
+    code, output = run.finish()
+    assert code == 5, output
+    assert "trading was disabled during the run: heartbeat stale: risk" in output
+
+
+def test_blocking_idle_strategy_moves_every_event(live):
+    run = live("--quiet", "--idle", "blocking", "--events", "5000", "--rate", "5000")
+    code, output = run.finish(timeout=240)
+    assert code == 0, output
+    m = re.search(r"records per stage \(in -> out\): (.*)", output)
+    counts = dict((n, int(b.replace(",", ""))) for n, a, b in re.findall(r"(\w+) ([\d,]+)->([\d,]+)", m.group(1)))
+    quarantined = int(re.search(r"quarantined ([\d,]+)", output).group(1).replace(",", ""))
+    assert counts["feed"] == 5000
+    assert counts["inference"] == 5000 - quarantined

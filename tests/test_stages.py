@@ -1,0 +1,218 @@
+"""Kernels on crafted inputs: quarantine reasons, the paper venue, the trading gate, the feed's pacing."""
+import math
+
+import numpy as np
+import pytest
+
+from shm import control as cb
+from stages import execute, feature, feed, records, risk, strategy, validate
+from stages.records import (BUY, EV_BOOK, EV_TRADE, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_CANCELLED, ORD_FILLED,
+                            ORD_PARTIAL, ORD_REJECTED, SELL)
+
+
+def book(venue=0, symbol=0, seq=1, bid=100.0, ask=100.5, size=2.0, tick=0.5):
+    ev = np.zeros(1, records.MARKET_EVENT)[0]
+    ev["kind"], ev["venue"], ev["symbol"], ev["venue_seq"], ev["origin_seq"] = EV_BOOK, venue, symbol, seq, seq
+    ev["origin_ts"] = 1_000 + seq
+    for j in range(records.BOOK_LEVELS):
+        ev["bid_px"][j], ev["ask_px"][j] = bid - j * tick, ask + j * tick
+        ev["bid_sz"][j] = ev["ask_sz"][j] = size
+    return ev
+
+
+def trade(venue=0, symbol=0, seq=1, price=100.0, size=1.0, side=SELL):
+    ev = np.zeros(1, records.MARKET_EVENT)[0]
+    ev["kind"], ev["venue"], ev["symbol"], ev["venue_seq"], ev["origin_seq"] = EV_TRADE, venue, symbol, seq, seq
+    ev["price"], ev["size"], ev["side"], ev["origin_ts"] = price, size, side, 1_000 + seq
+    return ev
+
+
+def run_validate(events):
+    events = np.array(events, dtype=records.MARKET_EVENT)
+    out = np.zeros(len(events), records.MARKET_EVENT)
+    stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
+    state = validate.make_state()
+    n = validate.step(events, len(events), events[:0], 0, state, validate.make_params(2, 3), None, stats, out, 0)
+    return out[:n], stats, state
+
+
+def _with(ev, **changes):
+    ev = ev.copy()
+    for key, value in changes.items():
+        if "." in key:
+            field, j = key.split(".")
+            ev[field][int(j)] = value
+        else:
+            ev[key] = value
+    return ev
+
+
+@pytest.mark.parametrize("reason,bad", [
+    (validate.R_UNKNOWN_INSTRUMENT, lambda: _with(book(seq=2), venue=3)),
+    (validate.R_NAN, lambda: _with(book(seq=2), **{"ask_px.2": math.nan})),
+    (validate.R_NAN, lambda: _with(trade(seq=2), size=math.nan)),
+    (validate.R_NONPOSITIVE_PRICE, lambda: _with(book(seq=2), **{"bid_px.4": 0.0})),
+    (validate.R_NONPOSITIVE_PRICE, lambda: _with(trade(seq=2), price=-1.0)),
+    (validate.R_NONPOSITIVE_SIZE, lambda: _with(book(seq=2), **{"bid_sz.0": 0.0})),
+    (validate.R_NONPOSITIVE_SIZE, lambda: _with(trade(seq=2), size=0.0)),
+    (validate.R_CROSSED_BOOK, lambda: book(seq=2, bid=101.0, ask=100.0)),
+    (validate.R_CROSSED_BOOK, lambda: book(seq=2, bid=100.0, ask=100.0)),  # locked
+    (validate.R_OUT_OF_ORDER, lambda: book(seq=1)),
+    (validate.R_BAD_KIND, lambda: _with(book(seq=2), kind=9)),
+])
+def test_each_bad_event_is_quarantined_with_its_reason_and_counted(reason, bad):
+    out, stats, state = run_validate([book(seq=1), bad(), book(seq=3)])
+    assert list(out["venue_seq"]) == [1, 3]
+    assert stats[validate.ST_QUARANTINED] == 1
+    assert stats[1 + reason] == 1
+    assert state[1][0]["reason"] == reason
+
+
+def test_sequence_gaps_are_counted_and_forwarded():
+    out, stats, _ = run_validate([book(seq=1), book(seq=5)])
+    assert len(out) == 2 and stats[validate.ST_GAPS] == 1
+
+
+def test_feature_values_match_a_plain_computation():
+    ev = book(bid=100.0, ask=101.0)
+    ev["bid_sz"][0], ev["ask_sz"][0] = 3.0, 1.0
+    row = np.zeros(feature.KEY_COLUMNS)
+    feature.update(ev, row, feature.make_params())
+    mid = 100.5
+    assert row[feature.F_SPREAD_BPS] == pytest.approx(1.0 / mid * 1e4)
+    micro = (100.0 * 1.0 + 101.0 * 3.0) / 4.0
+    assert row[feature.F_MICRO_DEV_BPS] == pytest.approx((micro - mid) / mid * 1e4)
+    assert row[feature.F_IMBALANCE_1] == pytest.approx(0.5)
+    assert row[feature.F_IMBALANCE_5] == pytest.approx((11.0 - 9.0) / 20.0)
+    feature.update(book(bid=101.0, ask=102.0), row, feature.make_params())
+    assert row[feature.F_RET_1_BPS] == pytest.approx((101.5 / 100.5 - 1) * 1e4)
+    feature.update(trade(side=BUY), row, feature.make_params())
+    assert 0 < row[feature.F_TRADE_FLOW] <= 1
+
+
+class Venue:
+    """The execute kernel with its state, driven record by record."""
+
+    def __init__(self, max_open=64):
+        self.state = execute.make_state()
+        self.params = execute.make_params(1.0, 5.0, max_open)
+        self.ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
+        self.ctl[cb.G_TRADING_ENABLED] = 1
+        self.stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
+        self.out = np.zeros(execute.out_capacity(16), records.EXEC_REPORT)
+
+    def send(self, intents=(), market=()):
+        intents = np.array(list(intents), records.ORDER_INTENT)
+        market = np.array(list(market), records.MARKET_EVENT)
+        n = execute.step(intents, len(intents), market, len(market), self.state, self.params, self.ctl,
+                         self.stats, self.out, 0)
+        return self.out[:n].copy()
+
+
+def intent(kind, side, price, qty, venue=0, symbol=0, intent_id=1):
+    it = np.zeros(1, records.ORDER_INTENT)[0]
+    it["kind"], it["side"], it["price"], it["qty"], it["intent_id"] = kind, side, price, qty, intent_id
+    it["venue"], it["symbol"], it["origin_ts"], it["strategy"] = venue, symbol, 5, records.STRAT_DIRECTIONAL
+    return it
+
+
+def test_ioc_fills_level_by_level_at_the_book_and_cancels_the_rest():
+    v = Venue()
+    v.send(market=[book(size=1.0)])  # asks 100.5, 101.0, ...
+    reports = v.send([intent(INTENT_IOC, BUY, 101.0, 2.5)])
+    assert list(reports["state"]) == [ORD_ACKED, ORD_PARTIAL, ORD_PARTIAL, ORD_CANCELLED]
+    fills = reports[reports["liquidity"] != 0]
+    assert list(fills["price"]) == [100.5, 101.0]
+    assert list(fills["qty"]) == [1.0, 1.0]
+    assert fills["fee"][0] == pytest.approx(100.5 * 5e-4)
+    assert reports[-1]["leaves"] == pytest.approx(0.5)
+    assert fills["position"][-1] == 2.0
+
+
+def test_resting_quote_fills_as_maker_when_a_trade_goes_through_it():
+    v = Venue()
+    v.send(market=[book()])
+    acked = v.send([intent(INTENT_QUOTE, BUY, 99.0, 1.0)])
+    assert list(acked["state"]) == [ORD_ACKED]
+    assert len(v.send(market=[trade(seq=2, price=99.5, size=5.0)])) == 0  # above our bid: no fill
+    reports = v.send(market=[trade(seq=3, price=99.0, size=0.4)])
+    assert reports[0]["state"] == ORD_PARTIAL and reports[0]["liquidity"] == 1 and reports[0]["qty"] == 0.4
+    reports = v.send(market=[trade(seq=4, price=98.0, size=5.0)])
+    assert reports[0]["state"] == ORD_FILLED and reports[0]["qty"] == pytest.approx(0.6)
+    assert v.stats[execute.ST_OPEN] == 0
+
+
+def test_a_new_quote_replaces_the_old_one_on_the_same_side():
+    v = Venue()
+    v.send(market=[book()])
+    first = v.send([intent(INTENT_QUOTE, SELL, 102.0, 1.0)])
+    reports = v.send([intent(INTENT_QUOTE, SELL, 103.0, 1.0, intent_id=2)])
+    assert list(reports["state"]) == [ORD_CANCELLED, ORD_ACKED]
+    assert reports[0]["order_id"] == first[0]["order_id"]
+    assert v.stats[execute.ST_OPEN] == 1
+
+
+def test_trading_disabled_cancels_every_open_order_and_rejects_new_intents():
+    v = Venue()
+    v.send(market=[book(symbol=0), book(symbol=1)])
+    v.send([intent(INTENT_QUOTE, BUY, 99.0, 1.0), intent(INTENT_QUOTE, SELL, 102.0, 1.0, symbol=1)])
+    assert v.stats[execute.ST_OPEN] == 2
+    cb.disable_trading(v.ctl, cb.KILL_OPERATOR, -1, 1)
+    reports = v.send()  # no input at all: the gate is polled anyway
+    assert sorted(reports["state"]) == [ORD_CANCELLED, ORD_CANCELLED]
+    reports = v.send([intent(INTENT_IOC, BUY, 101.0, 1.0)])
+    assert list(reports["state"]) == [ORD_REJECTED]
+    assert reports[0]["reject_reason"] == records.REJ_TRADING_DISABLED
+    assert v.stats[execute.ST_ORDERS] == 2
+
+
+def test_open_order_limit_rejects_with_a_reason():
+    v = Venue(max_open=1)
+    v.send(market=[book(symbol=0), book(symbol=1)])
+    v.send([intent(INTENT_QUOTE, BUY, 99.0, 1.0)])
+    reports = v.send([intent(INTENT_QUOTE, BUY, 99.0, 1.0, symbol=1)])
+    assert reports[0]["state"] == ORD_REJECTED and reports[0]["reject_reason"] == records.REJ_TOO_MANY_ORDERS
+
+
+def test_risk_budget_shrinks_with_position_and_volatility():
+    f = np.zeros(2, records.FEATURE_VECTOR)
+    f["bid"], f["ask"], f["schema_hash"] = 99.0, 101.0, records.FEATURE_SCHEMA_HASH
+    f["values"][1, feature.F_RVOL_BPS] = 8.0
+    state = risk.make_state()
+    state[0][0] = 450.0 / 100.0  # long $450
+    out = np.zeros(2, records.RISK_DECISION)
+    risk.step(f, 2, np.zeros(0, records.EXEC_REPORT), 0, state, risk.make_params(500.0, 100.0, 2.0), None,
+              np.zeros(16, np.int64), out, 0)
+    assert out[0]["buy_budget"] == pytest.approx(0.5) and out[0]["sell_budget"] == pytest.approx(1.0)
+    assert out[0]["reasons"] & records.RISK_POSITION_LIMIT
+    assert out[1]["sell_budget"] == pytest.approx(0.25)  # $100 * 2/8
+    assert out[1]["reasons"] & records.RISK_VOLATILITY
+
+
+def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
+    p = np.zeros(1, records.PREDICTION)
+    p["bid"], p["ask"], p["prob_up"], p["buy_budget"], p["sell_budget"] = 99.0, 101.0, 0.8, 10.0, 10.0
+    ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
+    ctl[cb.G_TRADING_ENABLED] = 1
+    out = np.zeros(strategy.out_capacity(1), records.ORDER_INTENT)
+    params = strategy.make_params(0.1, 1000.0, 500.0, 4.0, 2.0, 2.0, 50.0, True, 50_000.0)
+    n = strategy.step(p, 1, np.zeros(0, records.EXEC_REPORT), 0, strategy.make_state(), params, ctl,
+                      np.zeros(16, np.int64), out, 0)
+    kinds = list(zip(out["kind"][:n], out["side"][:n]))
+    assert kinds == [(INTENT_IOC, BUY), (INTENT_QUOTE, BUY), (INTENT_QUOTE, SELL)]
+    assert out[0]["price"] == 101.0 and out[0]["qty"] == pytest.approx(10.0)
+
+
+def test_feed_is_paced_by_its_clock_and_reproducible():
+    def emit(seed, now_ns):
+        state = feed.make_state(seed)
+        params = feed.make_params(1000.0, 0, 2, 3, 0.0, False, 256)
+        out = np.zeros(256, records.MARKET_EVENT)
+        stats = np.zeros(16, np.int64)
+        assert feed.step(out, 0, out, 0, state, params, None, stats, out, 1) == 0  # starts the clock
+        n = feed.step(out, 0, out, 0, state, params, None, stats, out, 1 + now_ns)
+        return out[:n]
+    assert len(emit(1, 100_000_000)) == 100  # 1000 events/s for 0.1 s
+    a, b = emit(3, 50_000_000), emit(3, 50_000_000)
+    assert a.tobytes() == b.tobytes()
+    assert list(a["origin_seq"]) == list(range(1, 51))
