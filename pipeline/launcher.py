@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import asdict
@@ -14,7 +15,7 @@ from pipeline.topology import Placement, apply_priority
 
 def spawn(process: str, config: Config, placements: dict[str, Placement]) -> subprocess.Popen:
     module = "pipeline.watchdog" if process == "watchdog" else "pipeline.stage_process"
-    launch = {"stage": process, "config": to_dict(config),
+    launch = {"stage": process, "config": to_dict(config), "supervisor_pid": os.getpid(),
               "placements": {name: asdict(p) for name, p in placements.items()}}
     child = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE)
     # The child pins itself first thing too; pinning here covers the interpreter's start-up.

@@ -18,7 +18,7 @@ import posix_ipc
 
 from pipeline import duty_cycle, graph, names
 from pipeline.config import Config, from_dict
-from pipeline.topology import Placement, pin_current_process
+from pipeline.topology import Placement, die_with_parent, pin_current_process
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
@@ -179,6 +179,7 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement) -> None
 
 def main() -> int:
     launch = json.load(sys.stdin)
+    die_with_parent(launch["supervisor_pid"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stage = launch["stage"]
     placement = Placement(**launch["placements"][stage])

@@ -20,7 +20,7 @@ from pipeline.config import STAGE_NAMES, Config
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring, segment
-from tools.status import PROCESS_NAMES, StatusView
+from tools.status import PROCESS_NAMES, StatusView, hist
 
 
 class ExitCode(enum.IntEnum):
@@ -45,6 +45,9 @@ class Supervisor:
     semaphores: list = field(default_factory=list)
     stop_requested: str = ""
     died: str = ""
+    final_counters: dict = field(default_factory=dict)
+    final_histograms: dict = field(default_factory=dict)
+    ran_s: float = 0.0
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -211,6 +214,10 @@ class Supervisor:
                     self.say(f"bot4: trading was disabled during the run: {view.kill_reason()}")
                 self.say("\n".join(view.summary()))
                 self.final_counters = view.stage_counters()
+                self.final_histograms = {name: (hist(self.block.stages[i], cb.S_SERVICE_HIST),
+                                                hist(self.block.stages[i], cb.S_ORIGIN_HIST))
+                                         for i, name in enumerate(PROCESS_NAMES)}
+                self.ran_s = (time.time_ns() - int(self.block.globals[cb.G_ARMED_NS])) / 1e9
         for r in self.rings:
             r.close()
             r.segment.unlink()

@@ -67,3 +67,15 @@ def apply_priority(pid: int, nice: int, realtime_priority: int, dedicated: bool)
     except (PermissionError, psutil.AccessDenied, OSError) as exc:
         applied.append(f"priority not applied ({exc.__class__.__name__}: {exc})")
     return ", ".join(applied)
+
+
+def die_with_parent(expected_parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent (the supervisor) dies: no orphaned stage
+    keeps spinning after a crashed supervisor. The next start reclaims the shared memory it left."""
+    import ctypes
+    import signal
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != expected_parent:  # the parent died before prctl took effect
+        os._exit(1)

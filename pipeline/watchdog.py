@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline import graph, names
 from pipeline.config import STAGE_NAMES, from_dict
-from pipeline.topology import Placement, pin_current_process
+from pipeline.topology import Placement, die_with_parent, pin_current_process
 from shm import control as cb
 
 ST_CHECKS, ST_TRIPS = range(2)
@@ -57,6 +57,7 @@ def check_once(block: cb.ControlBlock, stale_ns: int, now_ns: int) -> tuple[int,
 
 def main() -> int:
     launch = json.load(sys.stdin)
+    die_with_parent(launch["supervisor_pid"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     placement = Placement(**launch["placements"]["watchdog"])
     pin_current_process(placement.core)

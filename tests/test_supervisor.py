@@ -188,3 +188,21 @@ def test_blocking_idle_strategy_moves_every_event(live):
     quarantined = int(re.search(r"quarantined ([\d,]+)", output).group(1).replace(",", ""))
     assert counts["feed"] == 5000
     assert counts["inference"] == 5000 - quarantined
+
+
+def test_a_crashed_supervisor_takes_its_stages_with_it_and_the_next_start_reclaims_its_memory(live):
+    run = live("--quiet")
+    run.wait_for(r"bot4: running")
+    children = run.descendants()
+    assert len(children) == 8
+    run.proc.kill()
+    run.proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+    assert segment.list_segments(names.run_prefix(run.name))  # left behind by the crash
+    again = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--name", run.name, "--quiet",
+                            "--events", "2000", "--rate", "0"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=240)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "reclaimed" in again.stdout
+    assert not segment.list_segments(names.run_prefix(run.name))

@@ -1,0 +1,62 @@
+"""Whole-pipeline benchmark: ``bot4 run`` at a fixed feed rate, then at max rate.
+
+Prints tick-to-order p50/p99/p99.9 (market event received -> execution report, from the execute stage's
+histogram), per-stage origin latency, and sustained events/s through feed -> validate -> feature with the
+conservation check (every event forwarded or quarantined). Run: ``python -m bench.pipeline_latency``.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+
+from pipeline.config import Config
+from pipeline.supervisor import Supervisor
+from shm import control as cb
+from tools.status import PROCESS_NAMES, _us
+
+
+def run_once(rate_eps: float, duration_s: float, idle: str) -> dict:
+    config = Config().with_overrides(run={"duration_s": duration_s, "status_interval_s": 0.0,
+                                          "name": f"bench{os.getpid()}"},
+                                     feed={"rate_eps": rate_eps}, topology={"idle": idle})
+    sup = Supervisor(config, out=io.StringIO())
+    code = sup.run()
+    if code != 0:
+        raise SystemExit(f"run failed with exit code {code}:\n{sup.out.getvalue()}")
+    c = sup.final_counters
+    lost = (c["feed"]["out"] - c["validate"]["in"]) + (c["validate"]["in"] - c["validate"]["out"]
+                                                       - c["validate"]["quarantined"]) \
+        + (c["validate"]["out"] - c["feature"]["in"])
+    tick = sup.final_histograms["execute"][1]
+    return {"rate": rate_eps, "events": c["feed"]["out"], "seconds": sup.ran_s,
+            "feature_eps": c["feature"]["out"] / sup.ran_s, "lost": lost,
+            "tick": [cb.percentile_ns(tick, q) for q in (0.5, 0.99, 0.999)],
+            "stages": {n: [cb.percentile_ns(sup.final_histograms[n][1], q) for q in (0.5, 0.99)]
+                       for n in PROCESS_NAMES if n != "watchdog"},
+            "blocked_ns": {n: c[n]["blocked_ns"] for n in c}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=10_000.0)
+    parser.add_argument("--idle", default="auto")
+    args = parser.parse_args()
+    print(f"cores: {sorted(os.sched_getaffinity(0))}; idle={args.idle}; {args.duration:.0f} s per run")
+    for rate in (args.rate, 0.0):
+        r = run_once(rate, args.duration, args.idle)
+        label = f"{rate:,.0f} ev/s" if rate else "max rate"
+        p50, p99, p999 = r["tick"]
+        print(f"\n== feed {label}: {r['events']:,} events in {r['seconds']:.1f} s; "
+              f"feed->validate->feature {r['feature_eps']:,.0f} ev/s, lost {r['lost']}")
+        print(f"tick-to-order p50 {_us(p50)}  p99 {_us(p99)}  p99.9 {_us(p999)}")
+        print("per stage, tick to output p50/p99: " + ", ".join(
+            f"{n} {_us(a)}/{_us(b)}" for n, (a, b) in r["stages"].items()))
+        blocked = {n: v for n, v in r["blocked_ns"].items() if v}
+        if blocked:
+            print("blocked on full rings: " + ", ".join(f"{n} {_us(v)}" for n, v in blocked.items()))
+
+
+if __name__ == "__main__":
+    main()
