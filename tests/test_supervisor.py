@@ -87,6 +87,13 @@ def test_sigterm_stops_every_stage_cleanly_and_leaves_nothing_behind(live):
         assert psutil.Process(pid).cpu_affinity() == [int(c) for c in [psutil.Process(pid).cpu_affinity()[0]]]
     assert cores <= set(os.sched_getaffinity(0))
     time.sleep(1.0)
+    status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--name", run.name], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stdout + status.stderr
+    lines = status.stdout.splitlines()
+    feed_line = next(line for line in lines if line.startswith("feed "))
+    assert "running" in feed_line and int(feed_line.split()[5]) > 1000  # out/s at a 10 k/s feed
+    assert any(line.startswith("trading ENABLED | orders") for line in lines)
     started = time.monotonic()
     run.proc.send_signal(signal.SIGTERM)
     code, output = run.finish()
