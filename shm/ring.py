@@ -89,6 +89,8 @@ def try_write(producer, consumer, records, src, n):
     """Single producer: copy up to ``n`` records of ``src``; returns the count written or BACK_PRESSURED."""
     capacity = records.shape[0]
     mask = capacity - 1
+    if n > src.shape[0]:
+        n = src.shape[0]
     tail = producer[P_TAIL]
     free = capacity - (tail - producer[P_CACHED_HEAD])
     if free < n:
@@ -122,6 +124,8 @@ def wake_if_asleep(producer, consumer, sem_address):
 def read(producer, consumer, records, out, limit):
     """Single consumer: copy up to ``limit`` records into ``out``; returns the count (0 when empty)."""
     mask = records.shape[0] - 1
+    if limit > out.shape[0]:
+        limit = out.shape[0]  # numba does not bounds-check: never write past ``out``
     head = consumer[C_HEAD]
     available = consumer[C_CACHED_TAIL] - head
     if available < limit:

@@ -176,3 +176,14 @@ def test_create_refuses_a_segment_whose_creator_is_alive(shm_prefix):
     finally:
         view.close()
         view.segment.unlink()
+
+
+def test_read_and_write_never_go_past_the_callers_arrays():
+    p, c, r = ring.local_ring(STRESS_RECORD, 8)
+    src = np.zeros(4, STRESS_RECORD)
+    src["seq"] = [1, 2, 3, 4]
+    assert ring.try_write(p, c, r, src[:2], 4) == 2  # n larger than src: only src's records
+    big = np.zeros(4, STRESS_RECORD)
+    big["seq"] = -7
+    assert ring.read(p, c, r, big[:1], 4) == 1  # limit larger than out: only out's room
+    assert list(big["seq"]) == [1, -7, -7, -7]
