@@ -127,6 +127,7 @@ class TopologyConfig:
     mode: str = "auto"               # auto | dedicated (a core per process) | shared (processes share cores)
     idle: str = "auto"               # auto | busy_spin | yielding | sleeping | blocking
     cores: tuple = ()                # explicit cores, one per stage in STAGE_NAMES order, then the watchdog
+    spin_cycles: int = 5             # empty duty cycles spun before yielding/sleeping/blocking (~0.5 us)
     nice: int = 0                    # niceness for stage processes (negative needs privileges)
     realtime_priority: int = 0       # SCHED_FIFO priority for stages with a dedicated core; 0 = off
 
@@ -137,6 +138,7 @@ class TopologyConfig:
         if self.cores:
             _require(len(self.cores) == len(STAGE_NAMES) + 1, "topology.cores", self.cores,
                      f"give {len(STAGE_NAMES) + 1} cores: {', '.join(STAGE_NAMES)}, watchdog")
+        _require(0 <= self.spin_cycles <= 1_000_000, "topology.spin_cycles", self.spin_cycles, "use 0..1000000")
         _require(-20 <= self.nice <= 19, "topology.nice", self.nice, "use -20..19")
         _require(0 <= self.realtime_priority <= 99, "topology.realtime_priority", self.realtime_priority,
                  "use 0 (off) .. 99")

@@ -84,7 +84,6 @@ def run_fused(config: Config, n_events: int, model_path: str | None = None) -> F
         counts["inference"][1] += n
         n_int = call("strategy", predictions, n, pending, len(pending), intents)
         # Execute: market events up to each intent's origin, then that intent.
-        n_rep_total = 0
         given = 0
         produced = []
         seqs = valid["origin_seq"][:n_valid]
@@ -100,11 +99,9 @@ def run_fused(config: Config, n_events: int, model_path: str | None = None) -> F
             i = j
         k = call("execute", intents[:0], 0, valid[given:n_valid], n_valid - given, reports)
         produced.append(reports[:k].copy())
-        pending = np.concatenate(produced) if produced else empty_reports
-        n_rep_total = len(pending)
+        pending = np.concatenate(produced)
         all_reports.append(pending)
         all_intents.append(intents[:n_int].copy())
-        del n_rep_total
 
     counters = {}
     for spec in graph.STAGES:

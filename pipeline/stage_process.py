@@ -22,7 +22,6 @@ from pipeline.topology import Placement, die_with_parent, pin_current_process
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
-from shm.atomics import load_acquire
 from shm.syscalls import close_semaphore_address, new_timespec, open_semaphore_address
 
 PARK_TIMEOUT_S = 0.02  # safety net for a lost wake-up; keeps heartbeats fresh while idle
@@ -105,7 +104,7 @@ def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
     scratch_a = np.zeros(batch, in_dtype_a)
     scratch_b = np.zeros(batch, in_dtype_b)
     scratch_out = np.zeros(graph.out_capacity(spec.name, batch), spec.out_dtype)
-    idle_params = idle_strategies.make_params(placement.idle)
+    idle_params = idle_strategies.make_params(placement.idle, placement.spin_cycles)
     idle_state = idle_strategies.make_state()
     timespec = new_timespec()
     has_a, has_b = spec.in_a is not None, spec.in_b is not None
@@ -138,12 +137,14 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement) -> None
     decisions = np.zeros(batch, endpoints.in_a[2].dtype)
     x = np.zeros((batch, N_FEATURES), np.float32)
     predictions = np.zeros(batch, spec.out_dtype)
-    idle_params = idle_strategies.make_params(placement.idle)
+    idle_params = idle_strategies.make_params(placement.idle, placement.spin_cycles)
     idle_state = idle_strategies.make_state()
     timespec = new_timespec()
     producer, consumer, records = endpoints.in_a
     # Warm every njit entry point and the session before reporting ready.
     duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 0, timespec)
+    ring.read(producer, consumer, records, decisions, 0)
+    ring.readable(producer, consumer)
     inference.prepare(decisions, 0, x)
     inference.finish(decisions, 0, model.predict(x[:1])[:0], predictions, 0)
     duty_cycle.account(slot, 0, 0, predictions, time.time_ns(), timespec)

@@ -7,6 +7,7 @@ restarted silently (this version has no restart policy: a dead stage stops the r
 from __future__ import annotations
 
 import enum
+import os
 import signal
 import subprocess
 import sys
@@ -78,7 +79,7 @@ class Supervisor:
         self._reclaim_stale(run)
         self.block = cb.ControlBlock.create(names.control(run))
         g = self.block.globals
-        g[cb.G_SUPERVISOR_PID] = __import__("os").getpid()
+        g[cb.G_SUPERVISOR_PID] = os.getpid()
         g[cb.G_N_STAGES] = len(STAGE_NAMES)
         g[cb.G_STARTED_NS] = time.time_ns()
         g[cb.G_RUN_STATE] = cb.RUN_STARTING
@@ -89,9 +90,9 @@ class Supervisor:
                 self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
         t0 = time.monotonic()
         warmup.compile_all(config)
-        self.say(f"bot4: kernels compiled/loaded in {time.monotonic() - t0:.1f}s; topology: " + ", ".join(
-            f"{n}@{p.core}" for n, p in placements.items()) +
-            f" idle={idle_strategies.NAMES and {v: k for k, v in idle_strategies.NAMES.items()}[placements['feed'].idle]}")
+        idle_name = {v: k for k, v in idle_strategies.NAMES.items()}[placements["feed"].idle]
+        self.say(f"bot4: kernels compiled/loaded in {time.monotonic() - t0:.1f}s; topology: "
+                 + ", ".join(f"{n}@{p.core}" for n, p in placements.items()) + f"; idle={idle_name}")
         for name in topology.PROCESSES:
             self.children[name] = launcher.spawn(name, config, placements)
         deadline = time.monotonic() + config.run.ready_timeout_s
@@ -143,6 +144,12 @@ class Supervisor:
                 self.say(f"bot4: stage {name} (pid {child.pid}) died ({how}); trading disabled")
 
     def watch(self) -> None:
+        try:
+            self._watch()
+        finally:
+            self.ran_s = (time.time_ns() - int(self.block.globals[cb.G_ARMED_NS])) / 1e9
+
+    def _watch(self) -> None:
         config = self.config
         view = StatusView(self.block)
         view.lines()
@@ -217,7 +224,6 @@ class Supervisor:
                 self.final_histograms = {name: (hist(self.block.stages[i], cb.S_SERVICE_HIST),
                                                 hist(self.block.stages[i], cb.S_ORIGIN_HIST))
                                          for i, name in enumerate(PROCESS_NAMES)}
-                self.ran_s = (time.time_ns() - int(self.block.globals[cb.G_ARMED_NS])) / 1e9
         for r in self.rings:
             r.close()
             r.segment.unlink()

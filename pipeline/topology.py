@@ -24,6 +24,7 @@ class Placement:
     core: int
     idle: int          # shm.idle strategy
     dedicated: bool
+    spin_cycles: int = 5
 
 
 def available_cores() -> list[int]:
@@ -46,7 +47,7 @@ def plan(config: Config, cores: list[int] | None = None) -> dict[str, Placement]
         idle = idle_strategies.BUSY_SPIN if dedicated else idle_strategies.YIELDING
     else:
         idle = idle_strategies.NAMES[topo.idle]
-    return {name: Placement(chosen[i], idle, dedicated) for i, name in enumerate(PROCESSES)}
+    return {name: Placement(chosen[i], idle, dedicated, topo.spin_cycles) for i, name in enumerate(PROCESSES)}
 
 
 def pin_current_process(core: int) -> None:

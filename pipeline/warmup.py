@@ -30,6 +30,8 @@ def compile_all(config: Config) -> None:
         if spec.name == "inference":
             from stages import inference
             duty_cycle.wait_for_input(in_a, slot, idle_params, idle_strategies.make_state(), 0, timespec)
+            ring.read(in_a[0], in_a[1], in_a[2], np.zeros(1, in_a[2].dtype), 0)
+            ring.readable(in_a[0], in_a[1])
             out = np.zeros(1, spec.out_dtype)
             duty_cycle.account(slot, 0, 0, out, 0, timespec)
             duty_cycle.publish(outs, sems, out, 0, slot, idle_params, timespec)

@@ -24,7 +24,7 @@ S_IDLE_CYCLES, S_SLEEP_US = range(2)
 PARK = 1  # idle(): the host should block on its semaphore now
 
 
-def make_params(strategy: int, spin_limit: int = 100, yield_limit: int = 1000, min_sleep_us: int = 50,
+def make_params(strategy: int, spin_limit: int = 5, yield_limit: int = 1000, min_sleep_us: int = 50,
                 max_sleep_us: int = 1000) -> np.ndarray:
     return np.array([strategy, spin_limit, yield_limit, min_sleep_us, max_sleep_us, 0, 0, 0], np.int64)
 
