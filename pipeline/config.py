@@ -128,6 +128,9 @@ class TopologyConfig:
     idle: str = "auto"               # auto | busy_spin | yielding | sleeping | blocking
     cores: tuple = ()                # explicit cores, one per stage in STAGE_NAMES order, then the watchdog
     spin_cycles: int = 5             # empty duty cycles spun before yielding/sleeping/blocking (~0.5 us)
+    yield_cycles: int = 1000         # sleeping/blocking: yields before the first sleep or block
+    min_sleep_us: int = 50           # sleeping: first sleep, doubled while idle...
+    max_sleep_us: int = 1000         # ...up to this
     nice: int = 0                    # niceness for stage processes (negative needs privileges)
     realtime_priority: int = 0       # SCHED_FIFO priority for stages with a dedicated core; 0 = off
 
@@ -139,6 +142,9 @@ class TopologyConfig:
             _require(len(self.cores) == len(STAGE_NAMES) + 1, "topology.cores", self.cores,
                      f"give {len(STAGE_NAMES) + 1} cores: {', '.join(STAGE_NAMES)}, watchdog")
         _require(0 <= self.spin_cycles <= 1_000_000, "topology.spin_cycles", self.spin_cycles, "use 0..1000000")
+        _require(0 <= self.yield_cycles <= 1_000_000, "topology.yield_cycles", self.yield_cycles, "use 0..1000000")
+        _require(1 <= self.min_sleep_us <= self.max_sleep_us <= 100_000, "topology.min_sleep_us",
+                 (self.min_sleep_us, self.max_sleep_us), "use 1 <= min_sleep_us <= max_sleep_us <= 100000")
         _require(-20 <= self.nice <= 19, "topology.nice", self.nice, "use -20..19")
         _require(0 <= self.realtime_priority <= 99, "topology.realtime_priority", self.realtime_priority,
                  "use 0 (off) .. 99")

@@ -17,7 +17,7 @@ from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
 from shm.atomics import load_acquire
-from shm.syscalls import clock_ns, sched_yield
+from shm.syscalls import clock_ns, sched_yield, usleep
 from stages import execute, feature, feed, risk, strategy, validate
 
 # Kernels by stage index. The duty cycle takes the index as a compile-time literal, so each stage gets
@@ -119,7 +119,9 @@ def run(stage_id, in_a, in_b, outs, out_sems, scratch_a, scratch_b, scratch_out,
                 continue
         n_out = call_step(stage_id, scratch_a, n_a, scratch_b, n_b, state, params, ctl, stats, scratch_out, now)
         if n_out + n_a + n_b == 0:
-            idle_strategies.idle(idle_params, idle_state, 0)
+            # A self-stepping stage (feed, execute) has no input to block on: it sleeps briefly instead.
+            if idle_strategies.idle(idle_params, idle_state, 0) == idle_strategies.PARK:
+                usleep(idle_params[idle_strategies.I_MIN_SLEEP_US])
             continue
         idle_strategies.idle(idle_params, idle_state, 1)
         if n_out > 0 and not _publish(outs, out_sems, scratch_out, n_out, slot, idle_params, timespec):
@@ -138,6 +140,15 @@ def run(stage_id, in_a, in_b, outs, out_sems, scratch_a, scratch_b, scratch_out,
                 origin_hist[cb.bucket_of(done - origin)] += 1
         if n_out > 0:
             slot[cb.S_LAST_ORIGIN_NS] = done - scratch_out[n_out - 1]["origin_ts"]
+
+
+def compiled_entry(stage_id: int):
+    """The compiled ``run`` for ``stage_id`` (after one call through the dispatcher), callable without
+    dispatch: no argument typing, no literal-retry on every re-entry."""
+    for signature, compiled in run.overloads.items():
+        if isinstance(signature[0], types.IntegerLiteral) and signature[0].literal_value == stage_id:
+            return compiled.entry_point
+    raise LookupError(f"duty cycle for stage {stage_id} is not compiled yet; call run() once first")
 
 
 WAIT_READY = 0     # input is waiting

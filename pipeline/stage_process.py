@@ -104,24 +104,27 @@ def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
     scratch_a = np.zeros(batch, in_dtype_a)
     scratch_b = np.zeros(batch, in_dtype_b)
     scratch_out = np.zeros(graph.out_capacity(spec.name, batch), spec.out_dtype)
-    idle_params = idle_strategies.make_params(placement.idle, placement.spin_cycles)
+    idle_params = placement.idle_params()
     idle_state = idle_strategies.make_state()
     timespec = new_timespec()
     has_a, has_b = spec.in_a is not None, spec.in_b is not None
 
-    def run(max_cycles, warm=False):
-        return duty_cycle.run(spec.index, endpoints.in_a, endpoints.in_b, endpoints.outs, endpoints.out_sems,
-                              scratch_a, scratch_b, scratch_out, state, params, block.globals, slot,
-                              idle_params, idle_state, batch, has_a and not warm, has_b and not warm,
-                              spec.always_step and not warm, max_cycles, timespec)
+    def run(entry, max_cycles, warm=False):
+        return entry(spec.index, endpoints.in_a, endpoints.in_b, endpoints.outs, endpoints.out_sems,
+                     scratch_a, scratch_b, scratch_out, state, params, block.globals, slot,
+                     idle_params, idle_state, batch, has_a and not warm, has_b and not warm,
+                     spec.always_step and not warm, max_cycles, timespec)
 
-    run(1, warm=True)  # loads (or compiles) the machine code before we say ready
+    run(duty_cycle.run, 1, warm=True)  # loads (or compiles) the machine code before we say ready
+    # Re-entering through the dispatcher re-types every argument and retries the literal stage index
+    # (a failed typing pass each time: hundreds of ms). After a park we call the compiled entry directly.
+    entry = duty_cycle.compiled_entry(spec.index)
     slot[cb.S_STATE] = cb.READY
     if not _wait_until_running(block, slot):
         return
     slot[cb.S_STATE] = cb.RUNNING
     while True:
-        code = run(0)
+        code = run(entry, 0)
         if code == duty_cycle.EXIT_PARK:
             _park(endpoints)
             continue
@@ -137,7 +140,7 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement) -> None
     decisions = np.zeros(batch, endpoints.in_a[2].dtype)
     x = np.zeros((batch, N_FEATURES), np.float32)
     predictions = np.zeros(batch, spec.out_dtype)
-    idle_params = idle_strategies.make_params(placement.idle, placement.spin_cycles)
+    idle_params = placement.idle_params()
     idle_state = idle_strategies.make_state()
     timespec = new_timespec()
     producer, consumer, records = endpoints.in_a

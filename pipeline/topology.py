@@ -25,6 +25,13 @@ class Placement:
     idle: int          # shm.idle strategy
     dedicated: bool
     spin_cycles: int = 5
+    yield_cycles: int = 1000
+    min_sleep_us: int = 50
+    max_sleep_us: int = 1000
+
+    def idle_params(self):
+        return idle_strategies.make_params(self.idle, self.spin_cycles, self.yield_cycles, self.min_sleep_us,
+                                           self.max_sleep_us)
 
 
 def available_cores() -> list[int]:
@@ -47,7 +54,8 @@ def plan(config: Config, cores: list[int] | None = None) -> dict[str, Placement]
         idle = idle_strategies.BUSY_SPIN if dedicated else idle_strategies.YIELDING
     else:
         idle = idle_strategies.NAMES[topo.idle]
-    return {name: Placement(chosen[i], idle, dedicated, topo.spin_cycles) for i, name in enumerate(PROCESSES)}
+    return {name: Placement(chosen[i], idle, dedicated, topo.spin_cycles, topo.yield_cycles, topo.min_sleep_us,
+                            topo.max_sleep_us) for i, name in enumerate(PROCESSES)}
 
 
 def pin_current_process(core: int) -> None:
