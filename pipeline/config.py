@@ -123,6 +123,30 @@ class WatchdogConfig:
 
 
 @dataclass(frozen=True)
+class KillSwitchConfig:
+    mode: str = "none"               # none | line | heartbeat
+    port: str = ""                   # serial device (/dev/ttyUSB0) or pyserial URL (loop://)
+    baudrate: int = 115200
+    line: str = "cts"                # line mode: cts | dsr | cd | ri
+    active_low: bool = False         # line mode: armed when the line reads low
+    heartbeat_timeout_ms: float = 250.0  # heartbeat mode: silence past this trips
+    reconnect_min_ms: float = 50.0
+    reconnect_max_ms: float = 2000.0
+
+    def check(self):
+        _require(self.mode in ("none", "line", "heartbeat"), "killswitch.mode", self.mode,
+                 "use 'none' (no hardware switch), 'line' or 'heartbeat'")
+        if self.mode != "none":
+            _require(bool(self.port), "killswitch.port", self.port, "give the serial device or a pyserial URL")
+        _require(self.line in ("cts", "dsr", "cd", "ri"), "killswitch.line", self.line, "use cts, dsr, cd or ri")
+        _require(self.baudrate > 0, "killswitch.baudrate", self.baudrate, "use a positive baud rate")
+        _require(10 <= self.heartbeat_timeout_ms <= 10_000, "killswitch.heartbeat_timeout_ms",
+                 self.heartbeat_timeout_ms, "use 10..10000 ms")
+        _require(0 < self.reconnect_min_ms <= self.reconnect_max_ms, "killswitch.reconnect_min_ms",
+                 (self.reconnect_min_ms, self.reconnect_max_ms), "use 0 < reconnect_min_ms <= reconnect_max_ms")
+
+
+@dataclass(frozen=True)
 class TopologyConfig:
     mode: str = "auto"               # auto | dedicated (a core per process) | shared (processes share cores)
     idle: str = "auto"               # auto | busy_spin | yielding | sleeping | blocking
@@ -172,6 +196,7 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     execute: ExecuteConfig = field(default_factory=ExecuteConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    killswitch: KillSwitchConfig = field(default_factory=KillSwitchConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     rings: RingsConfig = field(default_factory=RingsConfig)
 
