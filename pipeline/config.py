@@ -65,10 +65,13 @@ class RiskConfig:
     max_position_usd: float = 50_000.0
     max_order_usd: float = 5_000.0
     vol_ref_bps: float = 2.0         # per-event volatility above which order size is scaled down
+    capital_usd: float = 100_000.0   # starting equity
+    soft_drawdown_pct: float = 15.0  # from peak equity: order size halved beyond this
 
     def check(self):
-        for key in ("max_position_usd", "max_order_usd", "vol_ref_bps"):
+        for key in ("max_position_usd", "max_order_usd", "vol_ref_bps", "capital_usd"):
             _require(getattr(self, key) > 0, f"risk.{key}", getattr(self, key), "use a positive number")
+        _require(0 < self.soft_drawdown_pct < 100, "risk.soft_drawdown_pct", self.soft_drawdown_pct, "use (0, 100)")
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,15 @@ class ExecuteConfig:
     maker_fee_bps: float = 1.0
     taker_fee_bps: float = 5.0
     max_open_orders: int = 64
+    on_kill: str = "flatten"         # flatten (cancel all, then close positions reduce-only) | cancel_only
+    flatten_collar_bps: float = 50.0  # flatten orders cross the touch by at most this
+    flatten_retry_ms: float = 100.0
 
     def check(self):
+        _require(self.on_kill in ("flatten", "cancel_only"), "execute.on_kill", self.on_kill,
+                 "use 'flatten' or 'cancel_only'")
+        _require(self.flatten_collar_bps > 0, "execute.flatten_collar_bps", self.flatten_collar_bps, "use > 0")
+        _require(self.flatten_retry_ms > 0, "execute.flatten_retry_ms", self.flatten_retry_ms, "use > 0")
         _require(self.venue == "paper", "execute.venue", self.venue, "only 'paper' is available in this version")
         _require(1 <= self.max_open_orders <= 256, "execute.max_open_orders", self.max_open_orders, "use 1..256")
 

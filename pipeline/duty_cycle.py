@@ -60,6 +60,7 @@ def _publish(outs, out_sems, batch, n, slot, idle_params, timespec):
                 slot[cb.S_HEARTBEAT_NS] = now  # blocked is alive: back-pressure is not a hang
                 if blocked_since == 0:
                     blocked_since = now
+                    slot[cb.S_BLOCKED_SINCE_NS] = now  # the watchdog trips when this gets old
                     producer[ring.P_FULL_COUNT] += 1
                 if load_acquire(slot, cb.S_STOP) > 1:
                     return False
@@ -69,6 +70,7 @@ def _publish(outs, out_sems, batch, n, slot, idle_params, timespec):
             done += written
             ring.wake_if_asleep(producer, consumer, out_sems[k])
         if blocked_since != 0:
+            slot[cb.S_BLOCKED_SINCE_NS] = 0
             waited = clock_ns(timespec) - blocked_since
             producer[ring.P_BLOCKED_NS] += waited
             slot[cb.S_BLOCKED_NS] += waited

@@ -99,7 +99,9 @@ def kernel(stage: str, config: Config, live: bool):
         return feature.step, feature.make_params(), feature.make_state()
     if stage == "risk":
         r = config.risk
-        return risk.step, risk.make_params(r.max_position_usd, r.max_order_usd, r.vol_ref_bps), risk.make_state()
+        params = risk.make_params(r.max_position_usd, r.max_order_usd, r.vol_ref_bps, r.capital_usd,
+                                  r.soft_drawdown_pct)
+        return risk.step, params, risk.make_state()
     if stage == "strategy":
         s = config.strategy
         params = strategy.make_params(s.threshold, s.take_usd, s.quote_usd, s.half_spread_bps, s.requote_bps,
@@ -107,5 +109,7 @@ def kernel(stage: str, config: Config, live: bool):
         return strategy.step, params, strategy.make_state()
     if stage == "execute":
         e = config.execute
-        return execute.step, execute.make_params(e.maker_fee_bps, e.taker_fee_bps, e.max_open_orders), execute.make_state()
+        params = execute.make_params(e.maker_fee_bps, e.taker_fee_bps, e.max_open_orders, e.on_kill == "flatten",
+                                     e.flatten_collar_bps, e.flatten_retry_ms)
+        return execute.step, params, execute.make_state()
     raise KeyError(f"stage {stage!r} has no numba kernel")

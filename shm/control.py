@@ -30,10 +30,14 @@ HIST_BUCKETS = 128
 MAX_STAGES = 16
 
 (G_TRADING_ENABLED, G_KILL_REASON, G_KILL_TIME_NS, G_KILL_STAGE, G_RUN_STATE, G_SUPERVISOR_PID,
- G_N_STAGES, G_STARTED_NS, G_ARMED_NS, G_KILL_COUNT) = range(10)
+ G_N_STAGES, G_STARTED_NS, G_ARMED_NS, G_KILL_COUNT, G_KILL_MONO_NS, G_CONDITIONS, G_ARM_REQUEST,
+ G_ARM_RESULT_ID, G_ARM_RESULT_BLOCKERS, G_SWITCH_STATE, G_SWITCH_FRAMES_OK, G_SWITCH_FRAMES_BAD,
+ G_SWITCH_DISCONNECTS, G_SWITCH_LAST_FRAME_NS, G_TRIPS, G_RESTARTS, G_EQUITY_PEAK_CENTS) = range(23)
+G_KILL_TEXT = 24          # words 24..31: the operator's or watchdog's kill text, 64 bytes UTF-8, NUL-padded
+KILL_TEXT_WORDS = 8
 
 (S_HEARTBEAT_NS, S_STATE, S_PID, S_CORE, S_IN, S_OUT, S_BLOCKED_NS, S_ERRORS, S_IDLE_STRATEGY,
- S_BATCHES, S_IN_B, S_STOP, S_PARKS, S_LAST_ORIGIN_NS, S_QUEUE_DEPTH) = range(15)
+ S_BATCHES, S_IN_B, S_STOP, S_PARKS, S_LAST_ORIGIN_NS, S_QUEUE_DEPTH, S_BLOCKED_SINCE_NS) = range(16)
 S_CUSTOM = 16
 CUSTOM_WORDS = 16
 S_SERVICE_HIST = 32
@@ -48,10 +52,17 @@ STATE_NAMES = {0: "new", STARTING: "starting", READY: "ready", RUNNING: "running
 RUN_STARTING, RUN_RUNNING, RUN_STOPPING, RUN_STOPPED = range(1, 5)
 
 # Kill reasons (G_KILL_REASON); 0 = none
-KILL_NONE, KILL_OPERATOR, KILL_STAGE_DIED, KILL_HEARTBEAT_STALE, KILL_SHUTDOWN, KILL_STAGE_FAILED = range(6)
+(KILL_NONE, KILL_OPERATOR, KILL_STAGE_DIED, KILL_HEARTBEAT_STALE, KILL_SHUTDOWN, KILL_STAGE_FAILED,
+ KILL_SWITCH_PRESSED, KILL_SWITCH_SILENT, KILL_SWITCH_LOST, KILL_FEED_STALE, KILL_HARD_DRAWDOWN, KILL_RING_BLOCKED,
+ KILL_ERROR_RATE, KILL_CLOCK_BACKWARDS, KILL_CONTROL_CORRUPT, KILL_NOT_ARMED, KILL_SUPERVISOR_DIED) = range(17)
 KILL_REASON_NAMES = {KILL_NONE: "none", KILL_OPERATOR: "operator", KILL_STAGE_DIED: "stage died",
                      KILL_HEARTBEAT_STALE: "heartbeat stale", KILL_SHUTDOWN: "shutdown",
-                     KILL_STAGE_FAILED: "stage failed"}
+                     KILL_STAGE_FAILED: "stage failed", KILL_SWITCH_PRESSED: "kill switch pressed",
+                     KILL_SWITCH_SILENT: "kill switch silent", KILL_SWITCH_LOST: "kill switch lost",
+                     KILL_FEED_STALE: "feed stale", KILL_HARD_DRAWDOWN: "hard drawdown",
+                     KILL_RING_BLOCKED: "ring blocked", KILL_ERROR_RATE: "error rate",
+                     KILL_CLOCK_BACKWARDS: "clock went backwards", KILL_CONTROL_CORRUPT: "control block corrupt",
+                     KILL_NOT_ARMED: "not armed", KILL_SUPERVISOR_DIED: "supervisor died"}
 
 PAYLOAD_WORDS = GLOBAL_WORDS + MAX_STAGES * STAGE_WORDS
 LAYOUT = segment.layout_hash("control-block", 1, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES)
@@ -135,3 +146,23 @@ def disable_trading(globals_, reason, stage, now_ns):
         globals_[G_KILL_TIME_NS] = now_ns
     store_release(globals_, G_TRADING_ENABLED, 0)
     return first
+
+
+def kill_text(globals_: np.ndarray) -> str:
+    raw = globals_[G_KILL_TEXT:G_KILL_TEXT + KILL_TEXT_WORDS].tobytes()
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def set_kill_text(globals_: np.ndarray, text: str) -> None:
+    raw = text.encode("utf-8")[:KILL_TEXT_WORDS * 8].ljust(KILL_TEXT_WORDS * 8, b"\0")
+    globals_[G_KILL_TEXT:G_KILL_TEXT + KILL_TEXT_WORDS] = np.frombuffer(raw, np.int64)
+
+
+def rearm(globals_: np.ndarray, now_ns: int) -> None:
+    """Clear the latched kill and enable trading. Only the watchdog calls this, after its checks."""
+    globals_[G_KILL_REASON] = KILL_NONE
+    globals_[G_KILL_STAGE] = 0
+    globals_[G_KILL_COUNT] = 0
+    set_kill_text(globals_, "")
+    globals_[G_ARMED_NS] = now_ns
+    store_release(globals_, G_TRADING_ENABLED, 1)

@@ -1,7 +1,9 @@
 """Execute stage: the paper venue, order states, and the trading gate.
 
 Before every order the kernel reads ``trading_enabled`` from the control block (acquire load); when it is
-0 it cancels every open order once and rejects new intents. The paper venue matches an order against the
+0 it cancels every open order, rejects new intents and (unless configured cancel-only) flattens every
+position with reduce-only IOC orders inside a price collar, retrying a remainder. It polls the flag even
+without input, so a kill acts within one duty cycle. The paper venue matches an order against the
 latest book of its (venue, symbol): marketable quantity fills level by level at the book's prices (taker;
 the book copy is depleted so later orders in the same window see less size), the rest rests (quotes) or
 is cancelled (IOC). Resting quotes fill as maker at their own price when a later book or trade trades
@@ -21,18 +23,18 @@ from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from stages.records import (BOOK_LEVELS, BUY, EV_BOOK, EV_TRADE, EXEC_REPORT, INTENT_CANCEL_ALL, INTENT_IOC,
                             INTENT_QUOTE, MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL,
                             ORD_REJECTED, ORDER, REJ_BAD_QTY, REJ_NO_MARKET, REJ_TOO_MANY_ORDERS,
-                            REJ_TRADING_DISABLED, SELL)
+                            REJ_TRADING_DISABLED, SELL, STRAT_FLATTEN)
 
 MAX_ORDERS = 256
 
-P_MAKER_FEE_BPS, P_TAKER_FEE_BPS, P_MAX_OPEN_ORDERS = range(3)
+P_MAKER_FEE_BPS, P_TAKER_FEE_BPS, P_MAX_OPEN_ORDERS, P_FLATTEN, P_FLATTEN_COLLAR_BPS, P_FLATTEN_RETRY_NS = range(6)
 
-I_NEXT_ORDER_ID, I_OPEN, I_DISABLED_SEEN = range(3)
+I_NEXT_ORDER_ID, I_OPEN = range(2)
 
 STATS = ("orders", "fills", "cancels", "rejects", "open_orders", "gross_position_usd", "pnl_cents", "fees_cents",
-         "market_events", "intents", "disabled_rejects")
+         "market_events", "intents", "disabled_rejects", "flatten_orders", "last_cancel_all_ns")
 (ST_ORDERS, ST_FILLS, ST_CANCELS, ST_REJECTS, ST_OPEN, ST_GROSS_USD, ST_PNL_CENTS, ST_FEES_CENTS, ST_MARKET,
- ST_INTENTS, ST_DISABLED_REJECTS) = range(11)
+ ST_INTENTS, ST_DISABLED_REJECTS, ST_FLATTEN_ORDERS, ST_LAST_CANCEL_ALL_NS) = range(13)
 
 
 def out_capacity(batch: int) -> int:
@@ -41,15 +43,18 @@ def out_capacity(batch: int) -> int:
     return batch * (BOOK_LEVELS + 3) + batch * 2 + MAX_ORDERS
 
 
-def make_params(maker_fee_bps: float, taker_fee_bps: float, max_open_orders: int) -> np.ndarray:
-    return np.array([maker_fee_bps, taker_fee_bps, float(min(max_open_orders, MAX_ORDERS)), 0.0])
+def make_params(maker_fee_bps: float, taker_fee_bps: float, max_open_orders: int, flatten: bool = True,
+                flatten_collar_bps: float = 50.0, flatten_retry_ms: float = 100.0) -> np.ndarray:
+    return np.array([maker_fee_bps, taker_fee_bps, float(min(max_open_orders, MAX_ORDERS)), float(flatten),
+                     flatten_collar_bps, flatten_retry_ms * 1e6, 0.0, 0.0])
 
 
 def make_state():
-    """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees)."""
+    """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns)."""
     quote_slot = np.full((MAX_KEYS, 2), -1, np.int64)
     return (np.zeros(4, np.int64), np.zeros(MAX_KEYS, MARKET_EVENT), np.zeros(MAX_KEYS, np.int64),
-            np.zeros(MAX_ORDERS, ORDER), quote_slot, np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS))
+            np.zeros(MAX_ORDERS, ORDER), quote_slot, np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS),
+            np.full(MAX_KEYS, -(1 << 62), np.int64))
 
 
 @njit(cache=True)
@@ -76,7 +81,7 @@ def _report(out, n, order, state_code, price, qty, fee, liquidity, position, rej
 
 @njit(cache=True)
 def _fill(state, params, out, n, order, price, qty, liquidity, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
     k = int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])
     fee_bps = params[P_MAKER_FEE_BPS] if liquidity > 0 else params[P_TAKER_FEE_BPS]
     fee = qty * price * fee_bps * 1e-4
@@ -94,7 +99,7 @@ def _fill(state, params, out, n, order, price, qty, liquidity, stats, now_ns):
 
 @njit(cache=True)
 def _close(state, slot, out, n, state_code, stats, now_ns, origin_ts):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
     order = orders[slot]
     if state_code == ORD_CANCELLED:
         order["origin_ts"] = origin_ts
@@ -119,7 +124,7 @@ def _is_open(order):
 @njit(cache=True)
 def _take(state, params, out, n, order, stats, now_ns):
     """Match ``order`` against the book as taker, depleting the book copy."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
     k = int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])
     book = books[k]
     for j in range(BOOK_LEVELS):
@@ -146,7 +151,7 @@ def _take(state, params, out, n, order, stats, now_ns):
 
 @njit(cache=True)
 def _on_market(state, params, ev, out, n, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
     k = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
     if ev["kind"] == EV_BOOK:
         books[k] = ev
@@ -220,7 +225,7 @@ def cancel_all(state, out, n, stats, now_ns):
 
 @njit(cache=True)
 def _on_intent(state, params, intent, out, n, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
     k = int(intent["venue"]) * MAX_SYMBOLS + int(intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
     if intent["kind"] == INTENT_CANCEL_ALL:
@@ -267,8 +272,59 @@ def _on_intent(state, params, intent, out, n, stats, now_ns):
 
 
 @njit(cache=True)
+def flatten(state, params, out, n, stats, now_ns):
+    """Reduce-only IOC orders that close every position against the book, within a price collar; a
+    remainder (thin book) is retried every P_FLATTEN_RETRY_NS. Runs only while trading is disabled."""
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
+    for k in range(positions.shape[0]):
+        position = positions[k]
+        if position == 0.0 or has_book[k] == 0 or now_ns - flatten_ns[k] < params[P_FLATTEN_RETRY_NS]:
+            continue
+        slot = _free_slot(orders)
+        if slot < 0:
+            break
+        flatten_ns[k] = now_ns
+        book = books[k]
+        collar = params[P_FLATTEN_COLLAR_BPS] * 1e-4
+        ints[I_NEXT_ORDER_ID] += 1
+        ints[I_OPEN] += 1
+        order = orders[slot]
+        order["order_id"] = ints[I_NEXT_ORDER_ID]
+        order["intent_id"] = 0
+        order["origin_ts"] = 0
+        order["origin_seq"] = 0
+        order["created_ts"] = now_ns
+        order["venue"] = k // MAX_SYMBOLS
+        order["symbol"] = k % MAX_SYMBOLS
+        order["side"] = SELL if position > 0.0 else BUY
+        order["kind"] = INTENT_IOC
+        order["strategy"] = STRAT_FLATTEN
+        order["price"] = book["bid_px"][0] * (1.0 - collar) if position > 0.0 else book["ask_px"][0] * (1.0 + collar)
+        order["qty"] = abs(position)  # reduce-only: never more than the position
+        order["filled"] = 0.0
+        order["state"] = ORD_ACKED
+        stats[ST_FLATTEN_ORDERS] += 1
+        n = _report(out, n, order, ORD_ACKED, order["price"], order["qty"], 0.0, 0, position, 0, now_ns)
+        n = _take(state, params, out, n, order, stats, now_ns)
+        n = _close(state, slot, out, n, ORD_FILLED if order["state"] == ORD_FILLED else ORD_CANCELLED, stats,
+                   now_ns, 0)
+    return n
+
+
+@njit(cache=True)
+def _on_disabled(state, params, out, n, stats, now_ns):
+    ints = state[0]
+    if ints[I_OPEN] > 0:
+        n = cancel_all(state, out, n, stats, now_ns)
+        stats[ST_LAST_CANCEL_ALL_NS] = now_ns
+    if params[P_FLATTEN] != 0.0:
+        n = flatten(state, params, out, n, stats, now_ns)
+    return n
+
+
+@njit(cache=True)
 def _publish_stats(state, stats):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
     gross = 0.0
     pnl = 0.0
     for k in range(positions.shape[0]):
@@ -294,17 +350,14 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         stats[ST_INTENTS] += 1
         # The gate: checked before every order, not once per batch.
         if load_acquire(ctl, G_TRADING_ENABLED) == 0:
-            if ints[I_DISABLED_SEEN] == 0 or ints[I_OPEN] > 0:
-                n = cancel_all(state, out, n, stats, now_ns)
-                ints[I_DISABLED_SEEN] = 1
+            n = _on_disabled(state, params, out, n, stats, now_ns)
             k = int(in_a[i]["venue"]) * MAX_SYMBOLS + int(in_a[i]["symbol"])
             n = _reject(out, n, in_a[i], REJ_TRADING_DISABLED, state[5][k], stats, now_ns)
             stats[ST_DISABLED_REJECTS] += 1
             continue
-        ints[I_DISABLED_SEEN] = 0
         n = _on_intent(state, params, in_a[i], out, n, stats, now_ns)
-    if n_a == 0 and ints[I_OPEN] > 0 and load_acquire(ctl, G_TRADING_ENABLED) == 0:
-        n = cancel_all(state, out, n, stats, now_ns)
-    if n_a + n_b > 0:
+    if load_acquire(ctl, G_TRADING_ENABLED) == 0:
+        n = _on_disabled(state, params, out, n, stats, now_ns)
+    if n > 0 or n_a + n_b > 0:
         _publish_stats(state, stats)
     return n

@@ -88,6 +88,7 @@ RISK_POSITION_LIMIT = 1
 RISK_NOTIONAL_LIMIT = 2
 RISK_VOLATILITY = 4
 RISK_NO_MARKET = 8
+RISK_DRAWDOWN = 16       # soft drawdown: size halved
 
 RISK_DECISION = _padded([
     ("origin_ts", np.int64),
@@ -129,6 +130,7 @@ INTENT_CANCEL_ALL = 3
 # strategy ids
 STRAT_DIRECTIONAL = 1
 STRAT_QUOTER = 2
+STRAT_FLATTEN = 3     # execute's own reduce-only orders after a kill
 
 ORDER_INTENT = _padded([
     ("origin_ts", np.int64),

@@ -179,7 +179,8 @@ def test_risk_budget_shrinks_with_position_and_volatility():
     f["bid"], f["ask"], f["schema_hash"] = 99.0, 101.0, records.FEATURE_SCHEMA_HASH
     f["values"][1, feature.F_RVOL_BPS] = 8.0
     state = risk.make_state()
-    state[0][0] = 450.0 / 100.0  # long $450
+    state[0][0] = 450.0 / 100.0  # long $450 (bought at 100: no drawdown)
+    state[1][0] = -450.0
     out = np.zeros(2, records.RISK_DECISION)
     risk.step(f, 2, np.zeros(0, records.EXEC_REPORT), 0, state, risk.make_params(500.0, 100.0, 2.0), None,
               np.zeros(16, np.int64), out, 0)
@@ -216,3 +217,49 @@ def test_feed_is_paced_by_its_clock_and_reproducible():
     a, b = emit(3, 50_000_000), emit(3, 50_000_000)
     assert a.tobytes() == b.tobytes()
     assert list(a["origin_seq"]) == list(range(1, 51))
+
+
+@pytest.mark.parametrize("flatten", [True, False])
+def test_a_kill_flattens_positions_reduce_only_unless_cancel_only(flatten):
+    v = Venue()
+    v.params = execute.make_params(1.0, 5.0, 64, flatten=flatten, flatten_collar_bps=50.0)
+    v.send(market=[book(size=1.0)])
+    v.send([intent(INTENT_IOC, BUY, 101.0, 1.5)])  # long 1.5
+    assert v.state[5][0] == pytest.approx(1.5)
+    cb.disable_trading(v.ctl, cb.KILL_SWITCH_PRESSED, -1, 1)
+    reports = v.send(market=[book(seq=2, size=1.0)])  # bids 100.0, 99.5, ... one unit each
+    if not flatten:
+        assert len(reports) == 0 and v.state[5][0] == pytest.approx(1.5)
+        return
+    flat = reports[reports["strategy"] == records.STRAT_FLATTEN]
+    fills = flat[flat["liquidity"] != 0]
+    assert list(fills["side"]) == [SELL, SELL] and list(fills["price"]) == [100.0, 99.5]
+    assert fills["qty"].sum() == pytest.approx(1.5)  # never more than the position
+    assert v.state[5][0] == pytest.approx(0.0)
+    assert len(v.send(market=[book(seq=3)])) == 0  # flat: nothing more to do
+
+
+def test_risk_publishes_equity_and_halves_size_beyond_the_soft_drawdown():
+    state = risk.make_state()
+    params = risk.make_params(1e9, 1000.0, 100.0, capital_usd=10_000.0, soft_drawdown_pct=15.0)
+    stats = np.zeros(16, np.int64)
+    fill = np.zeros(1, records.EXEC_REPORT)
+    fill["state"], fill["liquidity"], fill["side"], fill["qty"], fill["price"], fill["position"] = \
+        ORD_FILLED, -1, BUY, 100.0, 100.0, 100.0  # long 100 at 100 = $10,000
+    f = np.zeros(1, records.FEATURE_VECTOR)
+    f["schema_hash"] = records.FEATURE_SCHEMA_HASH
+    out = np.zeros(1, records.RISK_DECISION)
+
+    def mark(mid):
+        f["bid"], f["ask"] = mid - 0.01, mid + 0.01
+        risk.step(f, 1, fill, 0, state, params, None, stats, out, 0)
+
+    risk.step(f[:0], 0, fill, 1, state, params, None, stats, out, 0)
+    mark(100.0)
+    assert stats[risk.ST_EQUITY_CENTS] == 1_000_000 and stats[risk.ST_DRAWDOWN_BPS] == 0
+    assert out[0]["buy_budget"] * 100.0 == pytest.approx(1000.0)
+    mark(90.0)  # -$1,000 = 10% below peak
+    assert stats[risk.ST_DRAWDOWN_BPS] == 1000 and not out[0]["reasons"] & records.RISK_DRAWDOWN
+    mark(84.0)  # 16% below peak: size halved
+    assert out[0]["reasons"] & records.RISK_DRAWDOWN
+    assert out[0]["buy_budget"] * 84.0 == pytest.approx(500.0)
