@@ -54,9 +54,9 @@ def mark_equity(positions, cash, mids, peak, capital, stats):
     if equity > peak[0]:
         peak[0] = equity
     drawdown = 1.0 - equity / peak[0] if peak[0] > 0.0 else 0.0
-    stats[ST_EQUITY_CENTS] = int(equity * 100.0)
-    stats[ST_PEAK_CENTS] = int(peak[0] * 100.0)
-    stats[ST_DRAWDOWN_BPS] = int(drawdown * 1e4)
+    stats[ST_EQUITY_CENTS] = int(round(equity * 100.0))
+    stats[ST_PEAK_CENTS] = int(round(peak[0] * 100.0))
+    stats[ST_DRAWDOWN_BPS] = int(round(drawdown * 1e4))
     return drawdown
 
 
