@@ -40,6 +40,11 @@ def _status(args) -> int:
     return status.main(args.name)
 
 
+def _killswitch(args) -> int:
+    from tools import killswitch
+    return killswitch.main(args.action, args.name, getattr(args, "reason", ""))
+
+
 def _fused(args) -> int:
     from pipeline.fused import run_fused
     try:
@@ -75,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="live figures of a running pipeline, read from shared memory")
     st.add_argument("--name", default="main")
     st.set_defaults(func=_status)
+    ks = sub.add_parser("killswitch", help="kill switch: status, trip, arm (through shared memory)")
+    ks_sub = ks.add_subparsers(dest="action", required=True)
+    for action, text in (("status", "state, reason, since when, switch reading, conditions holding"),
+                         ("trip", "disable trading now (latched)"),
+                         ("arm", "re-enable trading if the switch reads armed and nothing blocks it")):
+        p = ks_sub.add_parser(action, help=text)
+        p.add_argument("--name", default="main", help="run name")
+        if action == "trip":
+            p.add_argument("--reason", required=True, help="why (kept with the trip)")
+    ks.set_defaults(func=_killswitch)
     fu = sub.add_parser("fused", help="all kernels in one process on the synthetic clock (deterministic)")
     fu.add_argument("--config")
     fu.add_argument("--events", type=int, default=100_000)

@@ -26,8 +26,13 @@ class RunConfig:
     duration_s: float = 0.0          # 0 = until Ctrl-C / SIGTERM
     status_interval_s: float = 1.0   # 0 = no status lines
     ready_timeout_s: float = 120.0
+    restart: str = "never"           # a dead stage: never (stop the run) | restart (respawn, stay disarmed)
+    max_restarts: int = 3            # per run, with restart
+    arm_at_start: bool = True        # arm after start-up self-checks pass (else wait for killswitch arm)
 
     def check(self):
+        _require(self.restart in ("never", "restart"), "run.restart", self.restart, "use 'never' or 'restart'")
+        _require(0 <= self.max_restarts <= 100, "run.max_restarts", self.max_restarts, "use 0..100")
         _require(self.name.replace("-", "").replace("_", "").isalnum() and len(self.name) <= 40, "run.name",
                  self.name, "use letters, digits, '-' or '_' (at most 40)")
         _require(self.duration_s >= 0, "run.duration_s", self.duration_s, "use 0 (run until stopped) or more")
@@ -125,11 +130,26 @@ class ExecuteConfig:
 class WatchdogConfig:
     period_ms: float = 1.0
     heartbeat_stale_ms: float = 500.0
+    feed_stale_ms: float = 2000.0       # no valid market event for this long trips (0 = off)
+    hard_drawdown_pct: float = 20.0     # from peak equity (the risk stage's figures)
+    ring_blocked_ms: float = 2000.0     # a hot-path producer blocked on a full ring this long trips
+    max_error_fraction: float = 0.05    # quarantined / received over the last second (with >= 1000 received)
+    clock_backwards_ms: float = 1.0     # the wall clock stepping back more than this trips
+    alert_endpoint: str = "auto"        # zmq PUB endpoint for alerts; auto = ipc in the temp dir; "" = off
+    alert_command: str = ""             # run on every trip (shell words; BOT4_* variables describe it)
 
     def check(self):
         _require(0 < self.period_ms <= 100, "watchdog.period_ms", self.period_ms, "use (0, 100]")
         _require(self.heartbeat_stale_ms >= 10, "watchdog.heartbeat_stale_ms", self.heartbeat_stale_ms,
                  "use at least 10 ms")
+        _require(self.feed_stale_ms == 0 or self.feed_stale_ms >= 10, "watchdog.feed_stale_ms", self.feed_stale_ms,
+                 "use 0 (off) or at least 10 ms")
+        _require(0 < self.hard_drawdown_pct < 100, "watchdog.hard_drawdown_pct", self.hard_drawdown_pct,
+                 "use (0, 100)")
+        _require(self.ring_blocked_ms >= 10, "watchdog.ring_blocked_ms", self.ring_blocked_ms, "use at least 10 ms")
+        _require(0 < self.max_error_fraction <= 1, "watchdog.max_error_fraction", self.max_error_fraction,
+                 "use (0, 1]")
+        _require(self.clock_backwards_ms >= 0, "watchdog.clock_backwards_ms", self.clock_backwards_ms, "use >= 0")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pipeline.config import STAGE_NAMES, Config
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring, segment
+from tools import killswitch
 from tools.status import PROCESS_NAMES, StatusView, hist
 
 
@@ -47,6 +48,9 @@ class Supervisor:
     stop_requested: str = ""
     died: str = ""
     final_counters: dict = field(default_factory=dict)
+    restarts: int = 0
+    armed_text: str = ""
+    placements: dict = field(default_factory=dict)
     final_histograms: dict = field(default_factory=dict)
     ran_s: float = 0.0
 
@@ -61,7 +65,7 @@ class Supervisor:
             except StartError as exc:
                 self.say(f"bot4: start-up failed: {exc}")
                 return ExitCode.START_FAILED if not self.died else ExitCode.STAGE_DIED
-            self.say(f"bot4: running ({len(self.children)} processes); trading enabled")
+            self.say(f"bot4: running ({len(self.children)} processes); {self.armed_text}")
             self.watch()
             return self.exit_code()
         finally:
@@ -75,7 +79,7 @@ class Supervisor:
     def start(self) -> None:
         config = self.config
         run = config.run.name
-        placements = topology.plan(config)
+        placements = self.placements = topology.plan(config)
         self._reclaim_stale(run)
         self.block = cb.ControlBlock.create(names.control(run))
         g = self.block.globals
@@ -83,6 +87,9 @@ class Supervisor:
         g[cb.G_N_STAGES] = len(STAGE_NAMES)
         g[cb.G_STARTED_NS] = time.time_ns()
         g[cb.G_RUN_STATE] = cb.RUN_STARTING
+        # Disarmed until the start-up self-checks pass: a latched kill that only the watchdog clears.
+        cb.disable_trading(g, cb.KILL_NOT_ARMED, -1, time.time_ns())
+        cb.set_kill_text(g, "start-up: self-checks pending")
         for spec in graph.rings(config).values():
             self.rings.append(ring.create_ring(names.ring(run, spec.name), spec.dtype, spec.capacity))
         for name in STAGE_NAMES:
@@ -108,9 +115,15 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise StartError(f"not ready after {config.run.ready_timeout_s:.0f}s: {', '.join(waiting)}")
             time.sleep(0.01)
-        g[cb.G_ARMED_NS] = time.time_ns()
-        g[cb.G_TRADING_ENABLED] = 1
         g[cb.G_RUN_STATE] = cb.RUN_RUNNING
+        g[cb.G_ARMED_NS] = time.time_ns()
+        if config.run.arm_at_start:
+            time.sleep(0.01)  # a few watchdog polls see the running stages before it judges them
+            armed, blockers = killswitch.request_arm(self.block)
+            self.armed_text = "trading enabled" if armed else f"trading DISABLED: arm refused: {blockers}"
+        else:
+            cb.set_kill_text(g, "waiting for: bot4 killswitch arm")
+            self.armed_text = "trading disabled until: bot4 killswitch arm"
 
     def _reclaim_stale(self, run: str) -> None:
         """Segments of a crashed run (creator dead) are unlinked; a live run's are an error."""
@@ -130,18 +143,40 @@ class Supervisor:
             self.say(f"bot4: reclaimed {len(leftovers)} stale shared-memory entries of a crashed run")
 
     def poll_children(self) -> None:
-        for name, child in self.children.items():
+        for name, child in list(self.children.items()):
             code = child.poll()
             if code is None or self.died:
                 continue
             index = PROCESS_NAMES.index(name)
-            state = int(self.block.stages[index][cb.S_STATE])
-            if state != cb.STOPPED:
-                # Trading off first, then everything else.
-                cb.disable_trading(self.block.globals, cb.KILL_STAGE_DIED, index, time.time_ns())
-                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            slot = self.block.stages[index]
+            if int(slot[cb.S_STATE]) == cb.STOPPED:
+                continue
+            # Trading off first, then everything else.
+            g = self.block.globals
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            if cb.disable_trading(g, cb.KILL_STAGE_DIED, index, time.time_ns()):
+                g[cb.G_KILL_MONO_NS] = time.monotonic_ns()
+                cb.set_kill_text(g, f"stage {name} (pid {child.pid}) died ({how})")
+                g[cb.G_TRIPS] += 1
+            self.say(f"bot4: stage {name} (pid {child.pid}) died ({how}); trading disabled")
+            running = int(g[cb.G_RUN_STATE]) == cb.RUN_RUNNING
+            if self.config.run.restart == "restart" and running and self.restarts < self.config.run.max_restarts:
+                self.restart(name)
+            else:
+                if self.config.run.restart == "restart" and running:
+                    self.say(f"bot4: restart limit ({self.config.run.max_restarts}) reached; stopping")
                 self.died = name
-                self.say(f"bot4: stage {name} (pid {child.pid}) died ({how}); trading disabled")
+
+    def restart(self, name: str) -> None:
+        """Respawn a dead stage into its old slot and rings; trading stays disabled until an operator arms."""
+        self.restarts += 1
+        self.block.globals[cb.G_RESTARTS] += 1
+        slot = self.block.stages[PROCESS_NAMES.index(name)]
+        slot[cb.S_STATE] = cb.STARTING
+        slot[cb.S_STOP] = 0
+        self.children[name] = launcher.spawn(name, self.config, self.placements)
+        self.say(f"bot4: restarted {name} (restart {self.restarts} of {self.config.run.max_restarts}); "
+                 "trading stays disabled until: bot4 killswitch arm")
 
     def watch(self) -> None:
         try:
@@ -177,7 +212,8 @@ class Supervisor:
         if self.died:
             return ExitCode.STAGE_DIED
         reason = int(self.block.globals[cb.G_KILL_REASON])
-        return ExitCode.TRIPPED if reason not in (cb.KILL_NONE, cb.KILL_SHUTDOWN) else ExitCode.CLEAN
+        tripped = int(self.block.globals[cb.G_TRIPS]) > 0 or reason not in (cb.KILL_NONE, cb.KILL_SHUTDOWN)
+        return ExitCode.TRIPPED if tripped else ExitCode.CLEAN
 
     def stop_children(self) -> None:
         """Stop the watchdog (trading is already off), then stages in pipeline order, each after draining."""
@@ -218,7 +254,9 @@ class Supervisor:
                 view = StatusView(self.block)
                 self.say("bot4: stopped (" + (self.stop_requested or f"{self.died} died") + ")")
                 if int(self.block.globals[cb.G_KILL_REASON]) not in (cb.KILL_NONE, cb.KILL_SHUTDOWN):
-                    self.say(f"bot4: trading was disabled during the run: {view.kill_reason()}")
+                    text = cb.kill_text(self.block.globals)
+                    self.say(f"bot4: trading was disabled during the run: {view.kill_reason()}"
+                             + (f" ({text})" if text else ""))
                 self.say("\n".join(view.summary()))
                 self.final_counters = view.stage_counters()
                 self.final_histograms = {name: (hist(self.block.stages[i], cb.S_SERVICE_HIST),

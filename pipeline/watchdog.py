@@ -1,12 +1,16 @@
-"""The watchdog process: polls stage liveness and drops ``trading_enabled`` on the first sign of trouble.
+"""The watchdog process: the only component that trips and re-arms trading.
 
-This minimal version checks heartbeats (a running stage silent past ``heartbeat_stale_ms``) and process
-death (a stage's pid gone while it was not stopped). The hardware kill switch and panic conditions come
-with the safety layer. Started like a stage (JSON launch spec on stdin); stops when its slot says so.
+Every ``period_ms`` (1 ms by default) it reads the hardware kill switch (``pipeline.switch``), evaluates
+the panic conditions (``pipeline.panic``), and on the first that holds while trading is enabled drops
+``trading_enabled`` with the reason, stage, text and time (wall and monotonic), then alerts. Trips are
+latched: nothing here re-enables trading except an explicit arm request (``bot4 killswitch arm``) that
+finds the switch armed and no condition holding. What blocks arming is published as text in the control
+block every poll. Started like a stage (JSON launch spec on stdin); stops when its slot says so.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -15,81 +19,151 @@ import time
 import numpy as np
 
 from pipeline import graph, names
-from pipeline.config import STAGE_NAMES, from_dict
+from pipeline.alerts import Alerter
+from pipeline.config import STAGE_NAMES, Config, from_dict
+from pipeline.panic import Condition, PanicMonitor, pid_alive
 from pipeline.topology import Placement, die_with_parent, pin_current_process
 from shm import control as cb
 
-ST_CHECKS, ST_TRIPS = range(2)
+ST_CHECKS, ST_TRIPS, ST_ARMS, ST_ARM_REFUSALS, ST_MAX_POLL_NS = range(5)
+STATS = ("checks", "trips", "arms", "arm_refusals", "max_poll_ns")
 
 
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (dead, not yet reaped by the supervisor) still answers kill(0).
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def switch_condition(reading) -> Condition | None:
+    """The kill switch as a panic condition (None when it reads armed or there is no switch)."""
+    from pipeline.switch import SwitchState
+    if reading is None or reading.state == SwitchState.ARMED:
+        return None
+    reason = {SwitchState.KILL_PRESSED: cb.KILL_SWITCH_PRESSED, SwitchState.SILENT: cb.KILL_SWITCH_SILENT,
+              SwitchState.DISCONNECTED: cb.KILL_SWITCH_LOST}.get(reading.state, cb.KILL_NOT_ARMED)
+    return Condition(reason, -1, f"kill switch {reading.state.name.lower().replace('_', ' ')}: {reading.detail}")
 
 
-def check_once(block: cb.ControlBlock, stale_ns: int, now_ns: int) -> tuple[int, int] | None:
-    """The first (reason, stage index) that must disable trading, or None."""
-    for index in range(len(STAGE_NAMES)):
-        slot = block.stages[index]
-        state = int(slot[cb.S_STATE])
-        if state in (0, cb.STOPPED):
-            continue
-        if state == cb.FAILED:
-            return cb.KILL_STAGE_FAILED, index
-        if not pid_alive(int(slot[cb.S_PID])):
-            return cb.KILL_STAGE_DIED, index
-        if state == cb.RUNNING and now_ns - int(slot[cb.S_HEARTBEAT_NS]) > stale_ns:
-            return cb.KILL_HEARTBEAT_STALE, index
-    return None
+class Watchdog:
+    def __init__(self, config: Config, block: cb.ControlBlock, switch=None, alerter: Alerter | None = None):
+        self.config = config
+        self.block = block
+        self.slot = block.stages[graph.WATCHDOG_INDEX]
+        self.stats = self.slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+        self.monitor = PanicMonitor(config.watchdog)
+        self.switch = switch
+        self.alerter = alerter
+        self.reading = None
+        self.conditions: list[Condition] = []
+
+    def poll(self) -> None:
+        wall, mono = time.time_ns(), time.monotonic_ns()
+        g = self.block.globals
+        self.slot[cb.S_HEARTBEAT_NS] = wall
+        if self.switch is not None:
+            self.reading = self.switch.poll(mono)
+            self._publish_switch(self.reading)
+        conditions = []
+        held = switch_condition(self.reading)
+        if held is not None:
+            conditions.append(held)
+        conditions += self.monitor.evaluate(self.block, wall, mono)
+        if not pid_alive(int(g[cb.G_SUPERVISOR_PID])):
+            conditions.append(Condition(cb.KILL_SUPERVISOR_DIED, -1, "the supervisor is gone"))
+        self.conditions = conditions
+        mask = 0
+        for c in conditions:
+            mask |= 1 << c.reason
+        g[cb.G_CONDITIONS] = mask
+        cb.set_conditions_text(g, "; ".join(str(c) for c in conditions))
+        self.stats[ST_CHECKS] += 1
+        if conditions and g[cb.G_TRADING_ENABLED]:
+            self.trip(conditions[0], wall, mono)
+        request = int(g[cb.G_ARM_REQUEST])
+        if request != int(g[cb.G_ARM_RESULT_ID]):
+            self.answer_arm(request, wall)
+        if self.switch is not None:
+            self.switch.report(not g[cb.G_TRADING_ENABLED], mono)
+        spent = time.monotonic_ns() - mono
+        if spent > self.stats[ST_MAX_POLL_NS]:
+            self.stats[ST_MAX_POLL_NS] = spent
+
+    def trip(self, condition: Condition, wall: int, mono: int) -> None:
+        g = self.block.globals
+        if cb.disable_trading(g, condition.reason, condition.stage, wall):
+            g[cb.G_KILL_MONO_NS] = mono
+            cb.set_kill_text(g, condition.detail)
+            g[cb.G_TRIPS] += 1
+            self.stats[ST_TRIPS] += 1
+            stage = STAGE_NAMES[condition.stage] if 0 <= condition.stage < len(STAGE_NAMES) else ""
+            print(f"watchdog: trading disabled: reason={cb.KILL_REASON_NAMES[condition.reason]}"
+                  + (f" stage={stage}" if stage else "") + f": {condition.detail}", file=sys.stderr, flush=True)
+            if self.alerter is not None:
+                self.alerter.send("trip", reason=cb.KILL_REASON_NAMES[condition.reason], stage=stage,
+                                  detail=condition.detail, wall_ns=wall, mono_ns=mono)
+
+    def answer_arm(self, request: int, wall: int) -> None:
+        g = self.block.globals
+        blockers = list(self.conditions)
+        if int(g[cb.G_RUN_STATE]) != cb.RUN_RUNNING:
+            blockers.append(Condition(cb.KILL_NOT_ARMED, -1, "the pipeline is not running"))
+        if self.config.killswitch.mode != "none" and (self.reading is None or not self.reading.armed):
+            if not any(c.reason in (cb.KILL_SWITCH_PRESSED, cb.KILL_SWITCH_SILENT, cb.KILL_SWITCH_LOST,
+                                    cb.KILL_NOT_ARMED) for c in blockers):
+                blockers.append(Condition(cb.KILL_NOT_ARMED, -1, "the hardware switch does not read armed"))
+        mask = 0
+        for c in blockers:
+            mask |= 1 << c.reason
+        if blockers:
+            cb.set_conditions_text(g, "; ".join(str(c) for c in blockers))
+            self.stats[ST_ARM_REFUSALS] += 1
+        elif g[cb.G_TRADING_ENABLED] == 0:
+            cb.rearm(g, wall)
+            self.stats[ST_ARMS] += 1
+            if self.alerter is not None:
+                self.alerter.send("armed", wall_ns=wall)
+        g[cb.G_ARM_RESULT_BLOCKERS] = mask
+        g[cb.G_ARM_RESULT_ID] = request  # last: the requester reads the blockers after seeing its id
+
+    def _publish_switch(self, reading) -> None:
+        g = self.block.globals
+        g[cb.G_SWITCH_STATE] = int(reading.state) + 1  # 0 = no switch configured
+        g[cb.G_SWITCH_FRAMES_OK] = reading.frames_ok
+        g[cb.G_SWITCH_FRAMES_BAD] = reading.frames_bad
+        g[cb.G_SWITCH_DISCONNECTS] = reading.disconnects
+        g[cb.G_SWITCH_LAST_FRAME_NS] = reading.last_frame_ns
 
 
 def main() -> int:
     launch = json.load(sys.stdin)
     die_with_parent(launch["supervisor_pid"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     placement = Placement(**launch["placements"]["watchdog"])
     pin_current_process(placement.core)
     config = from_dict(launch["config"])
     block = cb.ControlBlock.attach(names.control(config.run.name))
-    slot = block.stages[graph.WATCHDOG_INDEX]
-    stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
-    slot[cb.S_PID] = os.getpid()
-    slot[cb.S_CORE] = placement.core
-    stale_ns = int(config.watchdog.heartbeat_stale_ms * 1e6)
-    period_s = config.watchdog.period_ms / 1e3
     cb.disable_trading(np.zeros(cb.GLOBAL_WORDS, np.int64), 0, 0, 0)  # compile before ready
-    slot[cb.S_STATE] = cb.READY
+    switch = alerter = None
     try:
+        if config.killswitch.mode != "none":
+            from pipeline.switch import SwitchReader
+            switch = SwitchReader(config.killswitch)
+        wd = config.watchdog
+        alerter = Alerter(config.run.name, wd.alert_endpoint, wd.alert_command)
+        watchdog = Watchdog(config, block, switch, alerter)
+        slot = watchdog.slot
+        slot[cb.S_PID] = os.getpid()
+        slot[cb.S_CORE] = placement.core
+        slot[cb.S_STATE] = cb.READY
+        period_s = wd.period_ms / 1e3
         while not slot[cb.S_STOP]:
-            now = time.time_ns()
-            slot[cb.S_HEARTBEAT_NS] = now
             if int(block.globals[cb.G_RUN_STATE]) == cb.RUN_RUNNING:
                 slot[cb.S_STATE] = cb.RUNNING
-                trouble = check_once(block, stale_ns, now)
-                stats[ST_CHECKS] += 1
-                if trouble is not None and block.globals[cb.G_TRADING_ENABLED]:
-                    reason, stage = trouble
-                    cb.disable_trading(block.globals, reason, stage, now)
-                    stats[ST_TRIPS] += 1
-                    print(f"watchdog: trading disabled: reason={cb.KILL_REASON_NAMES[reason]} "
-                          f"stage={STAGE_NAMES[stage]}", file=sys.stderr, flush=True)
+            watchdog.poll()
             time.sleep(period_s)
         slot[cb.S_STATE] = cb.STOPPED
         return 0
     finally:
-        del slot, stats
+        if switch is not None:
+            switch.close()
+        if alerter is not None:
+            alerter.close()
         block.close()
 
 

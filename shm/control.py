@@ -2,8 +2,9 @@
 
 Payload layout (int64 words)::
 
-    words 0..31        global line(s): trading_enabled, kill reason/time/stage, run state, ...
-    words 32 + i*320   stage slot i (2,560 bytes, a multiple of 128 so slots never share a line):
+    words 0..63        global lines: trading_enabled, kill reason/time/stage/text, run state, arm
+                       request/result, switch state, conditions holding and their text, ...
+    words 64 + i*320   stage slot i (2,560 bytes, a multiple of 128 so slots never share a line):
         0..15   heartbeat_ns, state, pid, core, in/out counters, blocked_ns, errors, ...
         16..31  stage-defined counters (labels declared by the stage)
         32..159 service-time histogram (ns per batch, per record served)
@@ -24,7 +25,7 @@ from numba import njit
 from shm import segment
 from shm.atomics import fetch_add, store_release
 
-GLOBAL_WORDS = 32
+GLOBAL_WORDS = 64
 STAGE_WORDS = 320
 HIST_BUCKETS = 128
 MAX_STAGES = 16
@@ -35,6 +36,8 @@ MAX_STAGES = 16
  G_SWITCH_DISCONNECTS, G_SWITCH_LAST_FRAME_NS, G_TRIPS, G_RESTARTS, G_EQUITY_PEAK_CENTS) = range(23)
 G_KILL_TEXT = 24          # words 24..31: the operator's or watchdog's kill text, 64 bytes UTF-8, NUL-padded
 KILL_TEXT_WORDS = 8
+G_CONDITIONS_TEXT = 32    # words 32..63: what currently blocks arming, 256 bytes UTF-8 (watchdog writes)
+CONDITIONS_TEXT_WORDS = 32
 
 (S_HEARTBEAT_NS, S_STATE, S_PID, S_CORE, S_IN, S_OUT, S_BLOCKED_NS, S_ERRORS, S_IDLE_STRATEGY,
  S_BATCHES, S_IN_B, S_STOP, S_PARKS, S_LAST_ORIGIN_NS, S_QUEUE_DEPTH, S_BLOCKED_SINCE_NS) = range(16)
@@ -148,14 +151,35 @@ def disable_trading(globals_, reason, stage, now_ns):
     return first
 
 
+def _read_text(globals_: np.ndarray, first: int, words: int) -> str:
+    return globals_[first:first + words].tobytes().rstrip(b"\0").decode("utf-8", "replace")
+
+
+def _write_text(globals_: np.ndarray, first: int, words: int, text: str) -> None:
+    raw = text.encode("utf-8")[:words * 8]
+    while True:  # never cut a multi-byte character in half
+        try:
+            raw.decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            raw = raw[:-1]
+    globals_[first:first + words] = np.frombuffer(raw.ljust(words * 8, b"\0"), np.int64)
+
+
 def kill_text(globals_: np.ndarray) -> str:
-    raw = globals_[G_KILL_TEXT:G_KILL_TEXT + KILL_TEXT_WORDS].tobytes()
-    return raw.rstrip(b"\0").decode("utf-8", "replace")
+    return _read_text(globals_, G_KILL_TEXT, KILL_TEXT_WORDS)
 
 
 def set_kill_text(globals_: np.ndarray, text: str) -> None:
-    raw = text.encode("utf-8")[:KILL_TEXT_WORDS * 8].ljust(KILL_TEXT_WORDS * 8, b"\0")
-    globals_[G_KILL_TEXT:G_KILL_TEXT + KILL_TEXT_WORDS] = np.frombuffer(raw, np.int64)
+    _write_text(globals_, G_KILL_TEXT, KILL_TEXT_WORDS, text)
+
+
+def conditions_text(globals_: np.ndarray) -> str:
+    return _read_text(globals_, G_CONDITIONS_TEXT, CONDITIONS_TEXT_WORDS)
+
+
+def set_conditions_text(globals_: np.ndarray, text: str) -> None:
+    _write_text(globals_, G_CONDITIONS_TEXT, CONDITIONS_TEXT_WORDS, text)
 
 
 def rearm(globals_: np.ndarray, now_ns: int) -> None:
@@ -165,4 +189,10 @@ def rearm(globals_: np.ndarray, now_ns: int) -> None:
     globals_[G_KILL_COUNT] = 0
     set_kill_text(globals_, "")
     globals_[G_ARMED_NS] = now_ns
+    _enable(globals_)
+
+
+@njit(cache=True)
+def _enable(globals_):
+    # Release: the cleared kill state is visible before the flag that lets orders through.
     store_release(globals_, G_TRADING_ENABLED, 1)

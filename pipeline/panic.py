@@ -1,0 +1,136 @@
+"""Panic conditions: what the watchdog checks every poll, as plain logic over the control block.
+
+Each condition has a kill reason code (``shm.control.KILL_*``), a threshold in ``WatchdogConfig`` and,
+through the watchdog, a counter. ``evaluate`` returns every condition that holds now; the watchdog trips
+on the first (the list is in priority order) and refuses to arm while any holds. No I/O here apart from
+checking pids, so it is tested in-process against a local control block and a scripted clock.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.config import STAGE_NAMES, WatchdogConfig
+from shm import control as cb
+from shm import segment
+from stages import risk, validate
+
+VALIDATE, RISK, FEED = STAGE_NAMES.index("validate"), STAGE_NAMES.index("risk"), STAGE_NAMES.index("feed")
+
+
+@dataclass(frozen=True)
+class Condition:
+    reason: int          # shm.control.KILL_*
+    stage: int           # stage index, or -1
+    detail: str          # for operators: what exactly, with figures
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, just not reaped
+    except (OSError, IndexError):
+        return False
+
+
+class PanicMonitor:
+    """Stateful across polls (feed progress, error-rate window, last wall clock)."""
+
+    def __init__(self, config: WatchdogConfig, layout: int = cb.LAYOUT):
+        self.config = config
+        self.layout = layout
+        self.last_forwarded = -1
+        self.last_progress_mono = 0
+        self.window_start_mono = 0
+        self.window_in = 0
+        self.window_quarantined = 0
+        self.error_fraction = 0.0
+        self.last_wall = 0
+        self.last_offset = None
+
+    def evaluate(self, block: cb.ControlBlock, wall_ns: int, mono_ns: int) -> list[Condition]:
+        out: list[Condition] = []
+        g = block.globals
+        corrupt = self._corruption(block)
+        if corrupt:
+            return [Condition(cb.KILL_CONTROL_CORRUPT, -1, corrupt)]
+        # The wall clock against the monotonic one: a step back shows as a shrinking offset.
+        offset = wall_ns - mono_ns
+        tolerance = int(self.config.clock_backwards_ms * 1e6)
+        if self.last_offset is not None and offset < self.last_offset - tolerance:
+            out.append(Condition(cb.KILL_CLOCK_BACKWARDS, -1,
+                                 f"wall clock stepped back {(self.last_offset - offset) / 1e6:.1f} ms"))
+        self.last_offset = offset
+        running = int(g[cb.G_RUN_STATE]) == cb.RUN_RUNNING
+        stale_ns = int(self.config.heartbeat_stale_ms * 1e6)
+        blocked_ns = int(self.config.ring_blocked_ms * 1e6)
+        for index, name in enumerate(STAGE_NAMES):
+            slot = block.stages[index]
+            state = int(slot[cb.S_STATE])
+            if state in (0, cb.STOPPED):
+                if running and state == 0:
+                    out.append(Condition(cb.KILL_STAGE_DIED, index, f"stage {name} is not running"))
+                continue
+            if state == cb.FAILED:
+                out.append(Condition(cb.KILL_STAGE_FAILED, index, f"stage {name} failed"))
+                continue
+            if not pid_alive(int(slot[cb.S_PID])):
+                out.append(Condition(cb.KILL_STAGE_DIED, index, f"stage {name} (pid {int(slot[cb.S_PID])}) is dead"))
+                continue
+            age = wall_ns - int(slot[cb.S_HEARTBEAT_NS])
+            if state == cb.RUNNING and age > stale_ns:
+                out.append(Condition(cb.KILL_HEARTBEAT_STALE, index,
+                                     f"stage {name} heartbeat {age / 1e6:.0f} ms old (limit {stale_ns / 1e6:.0f})"))
+            since = int(slot[cb.S_BLOCKED_SINCE_NS])
+            if since and wall_ns - since > blocked_ns:
+                out.append(Condition(cb.KILL_RING_BLOCKED, index,
+                                     f"stage {name} blocked on a full ring for {(wall_ns - since) / 1e6:.0f} ms"))
+        if running:
+            out.extend(self._feed_and_errors(block, mono_ns))
+        drawdown_bps = int(block.stages[RISK][cb.S_CUSTOM + risk.ST_DRAWDOWN_BPS])
+        if drawdown_bps >= self.config.hard_drawdown_pct * 100:
+            out.append(Condition(cb.KILL_HARD_DRAWDOWN, RISK, f"drawdown {drawdown_bps / 100:.2f}% from peak equity "
+                                 f"(limit {self.config.hard_drawdown_pct:g}%)"))
+        return out
+
+    def _corruption(self, block: cb.ControlBlock) -> str:
+        g = block.globals
+        if block.segment is not None:
+            h = block.segment.header
+            if int(h[segment.H_MAGIC]) != segment.MAGIC or int(h[segment.H_VERSION]) != segment.LAYOUT_VERSION \
+                    or int(h[segment.H_LAYOUT_HASH]) != self.layout:
+                return "control block header (magic/version/layout) changed"
+        if int(g[cb.G_TRADING_ENABLED]) not in (0, 1):
+            return f"trading_enabled={int(g[cb.G_TRADING_ENABLED])} is neither 0 nor 1"
+        if not 0 <= int(g[cb.G_RUN_STATE]) <= cb.RUN_STOPPED:
+            return f"run_state={int(g[cb.G_RUN_STATE])} is out of range"
+        return ""
+
+    def _feed_and_errors(self, block: cb.ControlBlock, mono_ns: int) -> list[Condition]:
+        out = []
+        stats = block.stages[VALIDATE][cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+        forwarded = int(stats[validate.ST_FORWARDED])
+        if forwarded != self.last_forwarded or self.last_progress_mono == 0:
+            self.last_forwarded = forwarded
+            self.last_progress_mono = mono_ns
+        quiet_ms = (mono_ns - self.last_progress_mono) / 1e6
+        if self.config.feed_stale_ms and quiet_ms > self.config.feed_stale_ms:
+            out.append(Condition(cb.KILL_FEED_STALE, FEED, f"no valid market event for {quiet_ms:.0f} ms "
+                                 f"(limit {self.config.feed_stale_ms:g})"))
+        received = int(block.stages[VALIDATE][cb.S_IN])
+        quarantined = int(stats[validate.ST_QUARANTINED])
+        if self.window_start_mono == 0:
+            self.window_start_mono, self.window_in, self.window_quarantined = mono_ns, received, quarantined
+        elif mono_ns - self.window_start_mono >= 1_000_000_000:
+            got = received - self.window_in
+            bad = quarantined - self.window_quarantined
+            self.error_fraction = bad / got if got >= 1000 else 0.0
+            self.window_start_mono, self.window_in, self.window_quarantined = mono_ns, received, quarantined
+        if self.error_fraction > self.config.max_error_fraction:
+            out.append(Condition(cb.KILL_ERROR_RATE, VALIDATE, f"{self.error_fraction:.1%} of market events "
+                                 f"quarantined in the last second (limit {self.config.max_error_fraction:.1%})"))
+        return out

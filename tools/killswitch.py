@@ -1,0 +1,106 @@
+"""``bot4 killswitch status | trip --reason TEXT | arm``: the operator's side of layer 0.
+
+Everything goes through the control block in shared memory, so it works while the supervisor is busy or
+hung. Tripping is immediate (any process may drop the flag). Arming is a request that only the watchdog
+grants, after finding the hardware switch armed, every stage healthy and no panic condition; a refusal
+names each blocking condition.
+"""
+from __future__ import annotations
+
+import datetime
+import time
+
+from pipeline import names
+from pipeline.config import STAGE_NAMES
+from shm import control as cb
+from shm.segment import SegmentError
+
+SWITCH_STATE_NAMES = {0: "no switch"}
+
+
+def request_arm(block: cb.ControlBlock, timeout_s: float = 3.0) -> tuple[bool, str]:
+    """Ask the watchdog to arm; returns (armed, what blocked it)."""
+    g = block.globals
+    request = int(max(g[cb.G_ARM_REQUEST], g[cb.G_ARM_RESULT_ID])) + 1
+    g[cb.G_ARM_REQUEST] = request
+    deadline = time.monotonic() + timeout_s
+    while int(g[cb.G_ARM_RESULT_ID]) != request:
+        if time.monotonic() > deadline:
+            return False, "the watchdog did not answer (is it running?)"
+        time.sleep(0.002)
+    if int(g[cb.G_ARM_RESULT_BLOCKERS]) == 0:
+        return bool(g[cb.G_TRADING_ENABLED]), ""
+    return False, cb.conditions_text(g)
+
+
+def trip(block: cb.ControlBlock, reason_text: str) -> bool:
+    """Drop trading now with KILL_OPERATOR; False if it was already disabled (the first reason stays)."""
+    g = block.globals
+    first = cb.disable_trading(g, cb.KILL_OPERATOR, -1, time.time_ns())
+    if first:
+        g[cb.G_KILL_MONO_NS] = time.monotonic_ns()
+        cb.set_kill_text(g, reason_text)
+        g[cb.G_TRIPS] += 1
+    return first
+
+
+def _when(ns: int) -> str:
+    if not ns:
+        return "-"
+    at = datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone.utc)
+    return f"{at:%Y-%m-%d %H:%M:%S.%f} UTC ({(time.time_ns() - ns) / 1e9:.1f} s ago)"
+
+
+def describe(block: cb.ControlBlock) -> list[str]:
+    from pipeline.switch import SwitchState
+    g = block.globals
+    lines = []
+    if g[cb.G_TRADING_ENABLED]:
+        lines.append(f"trading: ENABLED since {_when(int(g[cb.G_ARMED_NS]))}")
+    else:
+        reason = cb.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
+        stage = int(g[cb.G_KILL_STAGE])
+        where = f" ({STAGE_NAMES[stage]})" if reason in ("stage died", "heartbeat stale", "stage failed",
+                                                        "ring blocked") and 0 <= stage < len(STAGE_NAMES) else ""
+        lines.append(f"trading: DISABLED, reason: {reason}{where}, since {_when(int(g[cb.G_KILL_TIME_NS]))}")
+        text = cb.kill_text(g)
+        if text:
+            lines.append(f"  detail: {text}")
+    state = int(g[cb.G_SWITCH_STATE])
+    switch = "no hardware switch configured" if state == 0 else SwitchState(state - 1).name.lower()
+    lines.append(f"switch: {switch}; frames ok {int(g[cb.G_SWITCH_FRAMES_OK])}, bad "
+                 f"{int(g[cb.G_SWITCH_FRAMES_BAD])}, disconnects {int(g[cb.G_SWITCH_DISCONNECTS])}, "
+                 f"last frame {_when(int(g[cb.G_SWITCH_LAST_FRAME_NS]))}")
+    holding = cb.conditions_text(g)
+    lines.append(f"conditions holding now: {holding or 'none'}")
+    lines.append(f"trips this run: {int(g[cb.G_TRIPS])}, stage restarts: {int(g[cb.G_RESTARTS])}")
+    return lines
+
+
+def main(command: str, run: str, reason: str = "") -> int:
+    try:
+        block = cb.ControlBlock.attach(names.control(run))
+    except SegmentError as exc:
+        print(f"bot4 killswitch: {exc}")
+        return 1
+    try:
+        if command == "status":
+            print("\n".join(describe(block)))
+            return 0
+        if command == "trip":
+            if trip(block, reason or "operator"):
+                print(f"tripped: trading disabled ({reason or 'operator'})")
+            else:
+                print("trading was already disabled; the first reason stays: "
+                      + cb.KILL_REASON_NAMES.get(int(block.globals[cb.G_KILL_REASON]), "?"))
+            return 0
+        if command == "arm":
+            armed, blockers = request_arm(block)
+            if armed:
+                print("armed: trading enabled")
+                return 0
+            print(f"arm refused: {blockers or 'unknown'}")
+            return 3
+        raise ValueError(command)
+    finally:
+        block.close()
