@@ -50,8 +50,15 @@ class FeedConfig:
     symbols: tuple = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
     malformed_rate: float = 0.001    # fraction of deliberately malformed events (exercises quarantine)
     trade_prob: float = 0.2
+    stall_after_events: int = 0      # chaos: go silent (heartbeat on) after this many events; 0 = never
+    crash_after_events: int = 0      # scripted crash: from this event on every mid steps down...
+    crash_bps_per_event: float = 0.0  # ...by this much
 
     def check(self):
+        _require(self.stall_after_events >= 0, "feed.stall_after_events", self.stall_after_events, "use 0 or more")
+        _require(self.crash_after_events >= 0, "feed.crash_after_events", self.crash_after_events, "use 0 or more")
+        _require(0 <= self.crash_bps_per_event < 100, "feed.crash_bps_per_event", self.crash_bps_per_event,
+                 "use 0..100")
         from stages.feed import DEFAULT_SYMBOLS, MAX_SYMBOLS, MAX_VENUES
         _require(self.source == "synthetic", "feed.source", self.source,
                  "only 'synthetic' is available in this version")

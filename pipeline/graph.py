@@ -91,7 +91,10 @@ def kernel(stage: str, config: Config, live: bool):
         symbols.sort(key=lambda s: config.feed.symbols.index(s[0]))
         params = feed.make_params(config.feed.rate_eps if live else 0.0, config.feed.max_events, n_venues,
                                   n_symbols, config.feed.malformed_rate, sim_clock=not live,
-                                  batch=config.rings.batch, trade_prob=config.feed.trade_prob)
+                                  batch=config.rings.batch, trade_prob=config.feed.trade_prob,
+                                  stall_after=config.feed.stall_after_events,
+                                  crash_after=config.feed.crash_after_events,
+                                  crash_bps=config.feed.crash_bps_per_event)
         return feed.step, params, feed.make_state(config.feed.seed, symbols)
     if stage == "validate":
         return validate.step, validate.make_params(n_venues, n_symbols), validate.make_state()

@@ -32,9 +32,9 @@ P_MAKER_FEE_BPS, P_TAKER_FEE_BPS, P_MAX_OPEN_ORDERS, P_FLATTEN, P_FLATTEN_COLLAR
 I_NEXT_ORDER_ID, I_OPEN = range(2)
 
 STATS = ("orders", "fills", "cancels", "rejects", "open_orders", "gross_position_usd", "pnl_cents", "fees_cents",
-         "market_events", "intents", "disabled_rejects", "flatten_orders", "last_cancel_all_ns")
+         "market_events", "intents", "disabled_rejects", "flatten_orders", "last_cancel_all_ns", "last_order_ns")
 (ST_ORDERS, ST_FILLS, ST_CANCELS, ST_REJECTS, ST_OPEN, ST_GROSS_USD, ST_PNL_CENTS, ST_FEES_CENTS, ST_MARKET,
- ST_INTENTS, ST_DISABLED_REJECTS, ST_FLATTEN_ORDERS, ST_LAST_CANCEL_ALL_NS) = range(13)
+ ST_INTENTS, ST_DISABLED_REJECTS, ST_FLATTEN_ORDERS, ST_LAST_CANCEL_ALL_NS, ST_LAST_ORDER_NS) = range(14)
 
 
 def out_capacity(batch: int) -> int:
@@ -261,6 +261,7 @@ def _on_intent(state, params, intent, out, n, stats, now_ns):
     order["filled"] = 0.0
     order["state"] = ORD_ACKED
     stats[ST_ORDERS] += 1
+    stats[ST_LAST_ORDER_NS] = now_ns  # an audit can check no order was accepted after a kill
     n = _report(out, n, order, ORD_ACKED, order["price"], order["qty"], 0.0, 0, positions[k], 0, now_ns)
     n = _take(state, params, out, n, order, stats, now_ns)
     if order["state"] == ORD_FILLED:

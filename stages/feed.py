@@ -23,7 +23,7 @@ EPOCH_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z: synthetic exchange
 
 # params (float64)
 (P_RATE_EPS, P_MAX_EVENTS, P_N_VENUES, P_N_SYMBOLS, P_BAD_RATE, P_TRADE_PROB, P_SIM_CLOCK, P_MEAN_GAP_NS,
- P_BATCH, P_SIGMA_BPS, P_PRESSURE, P_VENUE_SPREAD_BPS) = range(12)
+ P_BATCH, P_SIGMA_BPS, P_PRESSURE, P_VENUE_SPREAD_BPS, P_STALL_AFTER, P_CRASH_AFTER, P_CRASH_BPS) = range(15)
 N_PARAMS = 16
 
 # ints state
@@ -43,8 +43,12 @@ DEFAULT_SYMBOLS = (("BTC-USDT", 60_000.0, 0.1, 0.0001), ("ETH-USDT", 3_000.0, 0.
 
 def make_params(rate_eps: float, max_events: int, n_venues: int, n_symbols: int, bad_rate: float,
                 sim_clock: bool, batch: int, trade_prob: float = 0.2, mean_gap_ns: float = 100_000.0,
-                sigma_bps: float = 1.0, pressure: float = 0.15, venue_spread_bps: float = 2.0) -> np.ndarray:
+                sigma_bps: float = 1.0, pressure: float = 0.15, venue_spread_bps: float = 2.0,
+                stall_after: int = 0, crash_after: int = 0, crash_bps: float = 0.0) -> np.ndarray:
+    """``stall_after`` (chaos): go silent after that many events, as a dead socket would (0 = never);
+    ``crash_after``/``crash_bps``: from that event on, every mid steps down by ``crash_bps`` (a scripted crash)."""
     p = np.zeros(N_PARAMS)
+    p[P_STALL_AFTER], p[P_CRASH_AFTER], p[P_CRASH_BPS] = stall_after, crash_after, crash_bps
     p[P_RATE_EPS], p[P_MAX_EVENTS], p[P_N_VENUES], p[P_N_SYMBOLS] = rate_eps, max_events, n_venues, n_symbols
     p[P_BAD_RATE], p[P_TRADE_PROB], p[P_SIM_CLOCK], p[P_MEAN_GAP_NS] = bad_rate, trade_prob, sim_clock, mean_gap_ns
     p[P_BATCH], p[P_SIGMA_BPS], p[P_PRESSURE], p[P_VENUE_SPREAD_BPS] = batch, sigma_bps, pressure, venue_spread_bps
@@ -115,6 +119,8 @@ def _emit_one(state, params, rec, seq, now_ns):
     sym[s, Y_PRESSURE] = 0.97 * sym[s, Y_PRESSURE] + 0.25 * _normal(rng)
     tilt = math.tanh(sym[s, Y_PRESSURE])
     r = math.sqrt(var) * (_normal(rng) + params[P_PRESSURE] * tilt)
+    if params[P_CRASH_AFTER] > 0.0 and ints[I_EMITTED] >= params[P_CRASH_AFTER]:
+        r -= params[P_CRASH_BPS] * 1e-4
     sym[s, Y_VAR] = 0.05 * base_var + 0.10 * r * r + 0.85 * var
     sym[s, Y_MID] *= math.exp(r)
     offset = key_state[k, K_OFFSET] * 0.98 + 0.2 * params[P_VENUE_SPREAD_BPS] * 1e-4 * _normal(rng)
@@ -189,8 +195,11 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         due = int((now_ns - ints[I_START_NS]) * params[P_RATE_EPS] * 1e-9) - ints[I_EMITTED]
         if due < want:
             want = due
-    if params[P_MAX_EVENTS] > 0.0:
-        left = int(params[P_MAX_EVENTS]) - ints[I_EMITTED]
+    limit = params[P_MAX_EVENTS]
+    if params[P_STALL_AFTER] > 0.0 and (limit == 0.0 or params[P_STALL_AFTER] < limit):
+        limit = params[P_STALL_AFTER]
+    if limit > 0.0:
+        left = int(limit) - ints[I_EMITTED]
         if left < want:
             want = left
     for i in range(want):

@@ -1,0 +1,194 @@
+"""Panic conditions and the arm protocol, in-process against a control block and a scripted clock."""
+import os
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.config import STAGE_NAMES, Config, WatchdogConfig
+from pipeline.panic import PanicMonitor
+from pipeline.watchdog import Watchdog
+from shm import control as cb
+from shm import segment
+from stages import risk, validate
+
+NOW = 1_800_000_000_000_000_000
+MONO = 5_000_000_000
+
+
+def running_block(block=None):
+    block = block or cb.ControlBlock.local()
+    g = block.globals
+    g[cb.G_RUN_STATE] = cb.RUN_RUNNING
+    g[cb.G_SUPERVISOR_PID] = os.getpid()
+    for i in range(len(STAGE_NAMES)):
+        s = block.stages[i]
+        s[cb.S_STATE], s[cb.S_PID], s[cb.S_HEARTBEAT_NS] = cb.RUNNING, os.getpid(), NOW
+    return block
+
+
+def reasons(conditions):
+    return [(c.reason, c.stage) for c in conditions]
+
+
+def test_a_healthy_pipeline_holds_no_condition():
+    assert PanicMonitor(WatchdogConfig()).evaluate(running_block(), NOW, MONO) == []
+
+
+def test_stale_heartbeat_dead_and_failed_stages_are_named():
+    block = running_block()
+    block.stages[2][cb.S_HEARTBEAT_NS] = NOW - 600_000_000
+    block.stages[4][cb.S_PID] = 2 ** 22 + 12345  # no such process
+    block.stages[5][cb.S_STATE] = cb.FAILED
+    got = PanicMonitor(WatchdogConfig(heartbeat_stale_ms=500)).evaluate(block, NOW, MONO)
+    assert reasons(got) == [(cb.KILL_HEARTBEAT_STALE, 2), (cb.KILL_STAGE_DIED, 4), (cb.KILL_STAGE_FAILED, 5)]
+    assert "stage feature heartbeat 600 ms old (limit 500)" == got[0].detail
+
+
+def test_a_ring_blocked_too_long_trips():
+    block = running_block()
+    block.stages[1][cb.S_BLOCKED_SINCE_NS] = NOW - 1_500_000_000
+    assert reasons(PanicMonitor(WatchdogConfig(ring_blocked_ms=1000)).evaluate(block, NOW, MONO)) == \
+        [(cb.KILL_RING_BLOCKED, 1)]
+
+
+def test_feed_stale_when_no_valid_event_arrives():
+    block = running_block()
+    monitor = PanicMonitor(WatchdogConfig(feed_stale_ms=100))
+    forwarded = block.stages[1][cb.S_CUSTOM + validate.ST_FORWARDED:]
+    forwarded[0] = 10
+    block.stages[0][cb.S_HEARTBEAT_NS] = NOW + 150_000_000  # the feed is alive, just silent
+    for i in range(len(STAGE_NAMES)):
+        block.stages[i][cb.S_HEARTBEAT_NS] = NOW + 150_000_000
+    assert monitor.evaluate(block, NOW, MONO) == []
+    assert monitor.evaluate(block, NOW + 90_000_000, MONO + 90_000_000) == []
+    stale = monitor.evaluate(block, NOW + 150_000_000, MONO + 150_000_000)
+    assert reasons(stale) == [(cb.KILL_FEED_STALE, 0)] and "no valid market event for 150 ms" in stale[0].detail
+    forwarded[0] = 11
+    assert monitor.evaluate(block, NOW + 160_000_000, MONO + 160_000_000) == []
+
+
+def test_error_rate_over_the_threshold_trips():
+    block = running_block()
+    monitor = PanicMonitor(WatchdogConfig(max_error_fraction=0.05, feed_stale_ms=0))
+    slot = block.stages[1]
+    for i in range(len(STAGE_NAMES)):
+        block.stages[i][cb.S_HEARTBEAT_NS] = NOW + 2_000_000_000
+    monitor.evaluate(block, NOW, MONO)
+    slot[cb.S_IN] += 10_000
+    slot[cb.S_CUSTOM + validate.ST_QUARANTINED] += 400  # 4%
+    assert monitor.evaluate(block, NOW + 1_000_000_000, MONO + 1_000_000_000) == []
+    slot[cb.S_IN] += 10_000
+    slot[cb.S_CUSTOM + validate.ST_QUARANTINED] += 900  # 9%
+    got = monitor.evaluate(block, NOW + 2_000_000_000, MONO + 2_000_000_000)
+    assert reasons(got) == [(cb.KILL_ERROR_RATE, 1)] and "9.0%" in got[0].detail
+
+
+def test_hard_drawdown_from_the_risk_stage_trips():
+    block = running_block()
+    block.stages[3][cb.S_CUSTOM + risk.ST_DRAWDOWN_BPS] = 1999
+    assert PanicMonitor(WatchdogConfig()).evaluate(block, NOW, MONO) == []
+    block.stages[3][cb.S_CUSTOM + risk.ST_DRAWDOWN_BPS] = 2000
+    assert reasons(PanicMonitor(WatchdogConfig()).evaluate(block, NOW, MONO)) == [(cb.KILL_HARD_DRAWDOWN, 3)]
+
+
+def test_the_wall_clock_stepping_back_trips():
+    block = running_block()
+    monitor = PanicMonitor(WatchdogConfig(clock_backwards_ms=1.0))
+    assert monitor.evaluate(block, NOW, MONO) == []
+    assert monitor.evaluate(block, NOW + 1_000_000, MONO + 1_000_000) == []  # both advanced: fine
+    got = monitor.evaluate(block, NOW - 5_000_000, MONO + 2_000_000)  # wall went back 5 ms (7 ms vs mono)
+    assert reasons(got) == [(cb.KILL_CLOCK_BACKWARDS, -1)]
+
+
+def test_a_corrupted_control_block_trips(shm_prefix):
+    block = running_block(cb.ControlBlock.create(f"{shm_prefix}.control"))
+    try:
+        monitor = PanicMonitor(WatchdogConfig())
+        assert monitor.evaluate(block, NOW, MONO) == []
+        block.globals[cb.G_TRADING_ENABLED] = 7
+        assert reasons(monitor.evaluate(block, NOW, MONO)) == [(cb.KILL_CONTROL_CORRUPT, -1)]
+        block.globals[cb.G_TRADING_ENABLED] = 0
+        header = block.segment.header
+        header[segment.H_MAGIC] ^= 0xFF
+        del header
+        got = monitor.evaluate(block, NOW, MONO)
+        assert reasons(got) == [(cb.KILL_CONTROL_CORRUPT, -1)] and "magic" in got[0].detail
+    finally:
+        seg = block.segment
+        block.close()
+        seg.unlink()
+
+
+class ScriptedSwitch:
+    def __init__(self, state):
+        from pipeline.switch import SwitchReading
+        self.state = state
+        self.make = lambda s: SwitchReading(s, s.name == "ARMED", 0, 1, 0, 0, 0, 0, 0, 0, 0, "scripted")
+
+    def poll(self, now_ns):
+        return self.make(self.state)
+
+    def report(self, tripped, now_ns):
+        pass
+
+
+def arm(dog):
+    g = dog.block.globals
+    g[cb.G_ARM_REQUEST] += 1
+    dog.poll()
+    assert g[cb.G_ARM_RESULT_ID] == g[cb.G_ARM_REQUEST]
+    return bool(g[cb.G_TRADING_ENABLED]), cb.conditions_text(g)
+
+
+def watchdog_with(switch_state=None, **watchdog):
+    from pipeline.switch import SwitchState
+    block = running_block()
+    config = Config().with_overrides(watchdog={"feed_stale_ms": 0, **watchdog},
+                                     killswitch={"mode": "heartbeat", "port": "loop://"})
+    switch = ScriptedSwitch(switch_state if switch_state is not None else SwitchState.ARMED)
+    cb.disable_trading(block.globals, cb.KILL_NOT_ARMED, -1, 1)
+    return Watchdog(config, block, switch, None), switch
+
+
+def test_arm_is_refused_with_each_blocking_condition_named_and_accepted_once_clear():
+    from pipeline.switch import SwitchState
+    dog, switch = watchdog_with(SwitchState.SILENT)
+    armed, why = arm(dog)
+    assert not armed and why.startswith("kill switch silent")
+    switch.state = SwitchState.KILL_PRESSED
+    assert arm(dog) == (False, "kill switch kill pressed: scripted")
+    switch.state = SwitchState.ARMED
+    dog.block.stages[3][cb.S_HEARTBEAT_NS] = time.time_ns() - 10 ** 10
+    armed, why = arm(dog)
+    assert not armed and why.startswith("stage risk heartbeat")
+    dog.block.stages[3][cb.S_HEARTBEAT_NS] = time.time_ns()
+    dog.block.stages[3][cb.S_CUSTOM + risk.ST_DRAWDOWN_BPS] = 2500
+    armed, why = arm(dog)
+    assert not armed and why == "drawdown 25.00% from peak equity (limit 20%)"
+    dog.block.stages[3][cb.S_CUSTOM + risk.ST_DRAWDOWN_BPS] = 0
+    for i in range(len(STAGE_NAMES)):
+        dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
+    assert arm(dog) == (True, "")
+    assert dog.block.globals[cb.G_KILL_REASON] == cb.KILL_NONE
+
+
+def test_a_trip_is_latched_with_the_first_reason_and_never_re_armed_by_itself():
+    from pipeline.switch import SwitchState
+    dog, switch = watchdog_with()
+    for i in range(len(STAGE_NAMES)):
+        dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
+    assert arm(dog)[0]
+    switch.state = SwitchState.KILL_PRESSED
+    dog.poll()
+    g = dog.block.globals
+    assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_SWITCH_PRESSED
+    assert g[cb.G_KILL_MONO_NS] > 0 and cb.kill_text(g).startswith("kill switch kill pressed")
+    switch.state = SwitchState.SILENT
+    dog.poll()
+    assert g[cb.G_KILL_REASON] == cb.KILL_SWITCH_PRESSED  # the first reason stays
+    switch.state = SwitchState.ARMED
+    for _ in range(5):
+        dog.poll()
+    assert g[cb.G_TRADING_ENABLED] == 0  # all clear is not enough: arming is explicit
+    assert g[cb.G_TRIPS] == 1
