@@ -29,6 +29,7 @@ class RunConfig:
     restart: str = "never"           # a dead stage: never (stop the run) | restart (respawn, stay disarmed)
     max_restarts: int = 3            # per run, with restart
     arm_at_start: bool = True        # arm after start-up self-checks pass (else wait for killswitch arm)
+    arm_grace_s: float = 3.0         # start-up: keep asking to arm this long (the switch's first frames)
 
     def check(self):
         _require(self.restart in ("never", "restart"), "run.restart", self.restart, "use 'never' or 'restart'")

@@ -118,8 +118,13 @@ class Supervisor:
         g[cb.G_RUN_STATE] = cb.RUN_RUNNING
         g[cb.G_ARMED_NS] = time.time_ns()
         if config.run.arm_at_start:
-            time.sleep(0.01)  # a few watchdog polls see the running stages before it judges them
-            armed, blockers = killswitch.request_arm(self.block)
+            # The switch needs a few frames after the watchdog opened it: retry within a grace period.
+            deadline = time.monotonic() + config.run.arm_grace_s
+            while True:
+                time.sleep(0.01)
+                armed, blockers = killswitch.request_arm(self.block)
+                if armed or time.monotonic() > deadline or self.stop_requested:
+                    break
             self.armed_text = "trading enabled" if armed else f"trading DISABLED: arm refused: {blockers}"
         else:
             cb.set_kill_text(g, "waiting for: bot4 killswitch arm")

@@ -1,4 +1,33 @@
 """Transport: POSIX shared-memory segments, SPSC rings, idle strategies, the control block.
 
 Knows nothing about trading: records are opaque fixed-size numpy structured dtypes.
+
+Importing this package first points numba's on-disk cache at a directory keyed by a hash of the
+project's sources. numba checks only the timestamp of a cached function's own file, so a kernel
+inlined into the duty cycle from another module would otherwise run stale machine code after an edit.
 """
+import hashlib
+import os
+from pathlib import Path
+
+
+def _source_hash() -> str:
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.blake2b(digest_size=8)
+    for package in ("shm", "stages", "pipeline"):
+        for path in sorted((root / package).glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _configure_numba_cache() -> None:
+    import numba
+
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return  # the operator chose
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bot4" / "numba"
+    numba.config.CACHE_DIR = str(base / _source_hash())
+
+
+_configure_numba_cache()

@@ -1,10 +1,17 @@
 import os
+import re
+import subprocess
+import sys
+import time
 import uuid
 
 import psutil
 import pytest
 
+from pipeline import names
 from shm import segment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -39,3 +46,58 @@ def no_child_left():
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(children, timeout=5)
+
+
+class LiveRun:
+    def __init__(self, *args):
+        self.name = f"t{uuid.uuid4().hex[:8]}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--name", self.name, *args],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output = []
+
+    def wait_for(self, pattern, timeout=180):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r}; output:\n{''.join(self.output)}")
+
+    def finish(self, timeout=30):
+        rest, _ = self.proc.communicate(timeout=timeout)
+        self.output.append(rest)
+        return self.proc.returncode, "".join(self.output)
+
+    def descendants(self):
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def cleanup(self):
+        for child in self.descendants():
+            child.kill()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for entry in segment.list_segments(names.run_prefix(self.name)):
+            segment.reclaim_if_stale(entry)
+
+
+@pytest.fixture
+def live():
+    runs = []
+
+    def start(*args):
+        run = LiveRun(*args)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.cleanup()
+        left = segment.list_segments(names.run_prefix(run.name))
+        assert not left, f"shared memory left behind: {left}"

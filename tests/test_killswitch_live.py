@@ -1,0 +1,238 @@
+"""Layer 0 with real processes: the rack switch on a pseudo-terminal, killed and hung stages, a stalled
+feed, a crash to the hard drawdown, explicit re-arm, and the restart policy."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+
+import pytest
+
+from pipeline import names
+from pipeline.config import STAGE_NAMES
+from pipeline.switch import encode_frame
+from shm import control as cb
+from stages import execute
+
+from tests.conftest import ROOT
+
+
+class Rack:
+    """The controller on the rack: a pty whose master end sends frames at 20 Hz from a thread."""
+
+    def __init__(self):
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.master)
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+        self.mode = "A"
+        self.seq = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        os.set_blocking(self.master, False)
+        while self.running:
+            if self.mode in ("A", "K"):
+                try:
+                    os.write(self.master, encode_frame(self.mode, self.seq & 0xFF))
+                except OSError:
+                    pass
+                self.seq += 1
+            try:
+                os.read(self.master, 4096)  # the watchdog's status frames
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def unplug(self):
+        self.running = False
+        self.thread.join()
+        os.close(self.master)
+        os.close(self.slave)
+
+    def close(self):
+        if self.running:
+            self.unplug()
+
+
+def config_file(tmp_path, text):
+    path = tmp_path / "bot4.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def wait_until(predicate, timeout=5.0, step=0.001):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def cli(*args, name):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "--name", name], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def attach(run):
+    return cb.ControlBlock.attach(names.control(run.name))
+
+
+def execute_stat(block, index):
+    return int(block.stages[STAGE_NAMES.index("execute")][cb.S_CUSTOM + index])
+
+
+@pytest.fixture
+def rack():
+    r = Rack()
+    yield r
+    r.close()
+
+
+def test_the_rack_switch_trips_on_kill_and_silence_and_arming_needs_it_armed(live, rack, tmp_path):
+    conf = config_file(tmp_path, f'[killswitch]\nmode = "heartbeat"\nport = "{rack.path}"\n'
+                                 'heartbeat_timeout_ms = 250\n')
+    run = live("--quiet", "--config", conf)
+    line = run.wait_for(r"bot4: running")
+    assert "trading enabled" in line
+    block = attach(run)
+    try:
+        g = block.globals
+        assert wait_until(lambda: execute_stat(block, execute.ST_OPEN) > 0)
+        rack.mode = "K"
+        pressed = time.monotonic()
+        assert wait_until(lambda: g[cb.G_TRADING_ENABLED] == 0, timeout=2)
+        assert time.monotonic() - pressed < 0.3
+        assert g[cb.G_KILL_REASON] == cb.KILL_SWITCH_PRESSED
+        assert wait_until(lambda: execute_stat(block, execute.ST_OPEN) == 0, timeout=1)
+        assert execute_stat(block, execute.ST_LAST_ORDER_NS) <= g[cb.G_KILL_TIME_NS]
+        refused = cli("killswitch", "arm", name=run.name)
+        assert refused.returncode == 3 and "arm refused: kill switch kill pressed" in refused.stdout
+        status = cli("killswitch", "status", name=run.name)
+        assert "reason: kill switch pressed" in status.stdout and "switch: kill_pressed" in status.stdout
+        rack.mode = "A"
+        assert wait_until(lambda: cli("killswitch", "arm", name=run.name).returncode == 0, timeout=5, step=0.1)
+        assert g[cb.G_TRADING_ENABLED] == 1
+        rack.mode = "silent"
+        silent = time.monotonic()
+        assert wait_until(lambda: g[cb.G_TRADING_ENABLED] == 0, timeout=2)
+        assert 0.2 < time.monotonic() - silent < 0.6
+        assert g[cb.G_KILL_REASON] == cb.KILL_SWITCH_SILENT
+        rack.mode = "A"
+        assert wait_until(lambda: cli("killswitch", "arm", name=run.name).returncode == 0, timeout=5, step=0.1)
+        rack.unplug()
+        assert wait_until(lambda: g[cb.G_TRADING_ENABLED] == 0, timeout=2)
+        assert g[cb.G_KILL_REASON] == cb.KILL_SWITCH_LOST
+        refused = cli("killswitch", "arm", name=run.name)
+        assert refused.returncode == 3 and "kill switch disconnected" in refused.stdout
+        assert g[cb.G_SWITCH_DISCONNECTS] >= 1
+    finally:
+        block.close()
+    run.proc.send_signal(signal.SIGTERM)
+    code, output = run.finish()
+    assert code == 5, output
+
+
+@pytest.mark.parametrize("victim", STAGE_NAMES)
+def test_killing_any_stage_disables_trading_and_cancels_every_open_order(live, victim):
+    run = live("--quiet")
+    run.wait_for(r"bot4: running")
+    block = attach(run)
+    try:
+        g = block.globals
+        index = STAGE_NAMES.index(victim)
+        assert wait_until(lambda: execute_stat(block, execute.ST_ORDERS) > 10, timeout=10)
+        os.kill(int(block.stages[index][cb.S_PID]), signal.SIGKILL)
+        assert wait_until(lambda: g[cb.G_TRADING_ENABLED] == 0, timeout=2)
+        assert g[cb.G_KILL_REASON] == cb.KILL_STAGE_DIED and g[cb.G_KILL_STAGE] == index
+        if victim != "execute":  # with execute gone the paper venue is gone too
+            assert wait_until(lambda: execute_stat(block, execute.ST_OPEN) == 0, timeout=1)
+            assert execute_stat(block, execute.ST_LAST_ORDER_NS) <= g[cb.G_KILL_TIME_NS]
+    finally:
+        block.close()
+    code, output = run.finish()
+    assert code == 3, output
+    assert f"stage {victim} (pid" in output and "died (signal SIGKILL); trading disabled" in output
+
+
+def test_a_stalled_feed_trips_feed_stale_and_blocks_arming(live, tmp_path):
+    conf = config_file(tmp_path, "[feed]\nstall_after_events = 5000\n[watchdog]\nfeed_stale_ms = 300\n")
+    run = live("--quiet", "--config", conf)
+    run.wait_for(r"bot4: running")
+    block = attach(run)
+    try:
+        g = block.globals
+        assert wait_until(lambda: g[cb.G_TRADING_ENABLED] == 0, timeout=5)
+        assert g[cb.G_KILL_REASON] == cb.KILL_FEED_STALE
+        assert block.stages[0][cb.S_STATE] == cb.RUNNING  # alive, heartbeating, silent
+        refused = cli("killswitch", "arm", name=run.name)
+        assert refused.returncode == 3 and "no valid market event for" in refused.stdout
+    finally:
+        block.close()
+    run.proc.send_signal(signal.SIGTERM)
+    code, output = run.finish()
+    assert code == 5 and "trading was disabled during the run: feed stale" in output
+
+
+def test_a_crash_through_the_hard_drawdown_trips_and_flattens(live, tmp_path):
+    conf = config_file(tmp_path, "[feed]\ncrash_after_events = 3000\ncrash_bps_per_event = 3.0\n"
+                                 "[risk]\ncapital_usd = 20000.0\n[execute]\nflatten_retry_ms = 10.0\n")
+    run = live("--quiet", "--config", conf)
+    run.wait_for(r"bot4: running")
+    block = attach(run)
+    try:
+        g = block.globals
+        assert wait_until(lambda: g[cb.G_TRADING_ENABLED] == 0, timeout=30, step=0.01)
+        assert g[cb.G_KILL_REASON] == cb.KILL_HARD_DRAWDOWN, cb.kill_text(g)
+        assert "from peak equity (limit 20%)" in cb.kill_text(g)
+        # Five levels of synthetic depth per attempt: flattening takes a few attempts per instrument.
+        assert wait_until(lambda: execute_stat(block, execute.ST_GROSS_USD) == 0, timeout=15, step=0.01)
+        assert execute_stat(block, execute.ST_FLATTEN_ORDERS) > 0
+    finally:
+        block.close()
+    run.proc.send_signal(signal.SIGTERM)
+    code, output = run.finish()
+    assert code == 5 and "hard drawdown" in output
+
+
+def test_operator_trip_is_latched_and_arm_clears_it(live):
+    run = live("--quiet")
+    run.wait_for(r"bot4: running")
+    tripped = cli("killswitch", "trip", "--reason", "maintenance window", name=run.name)
+    assert tripped.returncode == 0 and "tripped" in tripped.stdout
+    again = cli("killswitch", "trip", "--reason", "second", name=run.name)
+    assert "already disabled" in again.stdout
+    status = cli("killswitch", "status", name=run.name)
+    assert "reason: operator" in status.stdout and "detail: maintenance window" in status.stdout
+    armed = cli("killswitch", "arm", name=run.name)
+    assert armed.returncode == 0 and "armed" in armed.stdout, armed.stdout
+    assert "trading: ENABLED" in cli("killswitch", "status", name=run.name).stdout
+    run.proc.send_signal(signal.SIGTERM)
+    code, output = run.finish()
+    assert code == 5, output
+
+
+def test_restart_policy_restarts_a_dead_stage_and_stays_disarmed(live, tmp_path):
+    conf = config_file(tmp_path, '[run]\nrestart = "restart"\nmax_restarts = 1\n')
+    run = live("--quiet", "--config", conf)
+    run.wait_for(r"bot4: running")
+    block = attach(run)
+    try:
+        g = block.globals
+        slot = block.stages[STAGE_NAMES.index("risk")]
+        old = int(slot[cb.S_PID])
+        os.kill(old, signal.SIGKILL)
+        run.wait_for(r"restarted risk \(restart 1 of 1\)")
+        assert wait_until(lambda: slot[cb.S_STATE] == cb.RUNNING and slot[cb.S_PID] != old, timeout=60)
+        assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_RESTARTS] == 1
+        assert wait_until(lambda: cli("killswitch", "arm", name=run.name).returncode == 0, timeout=10, step=0.2)
+        os.kill(int(slot[cb.S_PID]), signal.SIGKILL)  # the second death exceeds max_restarts
+    finally:
+        block.close()
+    code, output = run.finish()
+    assert code == 3 and "restart limit (1) reached; stopping" in output
