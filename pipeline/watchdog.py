@@ -50,6 +50,7 @@ class Watchdog:
         self.alerter = alerter
         self.reading = None
         self.conditions: list[Condition] = []
+        self.was_enabled = False
 
     def poll(self) -> None:
         wall, mono = time.time_ns(), time.monotonic_ns()
@@ -74,6 +75,10 @@ class Watchdog:
         self.stats[ST_CHECKS] += 1
         if conditions and g[cb.G_TRADING_ENABLED]:
             self.trip(conditions[0], wall, mono)
+        enabled = bool(g[cb.G_TRADING_ENABLED])
+        if self.was_enabled and not enabled:
+            self.alert_trip(wall, mono)  # whoever tripped: this watchdog, the supervisor, an operator
+        self.was_enabled = enabled
         request = int(g[cb.G_ARM_REQUEST])
         if request != int(g[cb.G_ARM_RESULT_ID]):
             self.answer_arm(request, wall)
@@ -90,12 +95,19 @@ class Watchdog:
             cb.set_kill_text(g, condition.detail)
             g[cb.G_TRIPS] += 1
             self.stats[ST_TRIPS] += 1
-            stage = STAGE_NAMES[condition.stage] if 0 <= condition.stage < len(STAGE_NAMES) else ""
-            print(f"watchdog: trading disabled: reason={cb.KILL_REASON_NAMES[condition.reason]}"
-                  + (f" stage={stage}" if stage else "") + f": {condition.detail}", file=sys.stderr, flush=True)
-            if self.alerter is not None:
-                self.alerter.send("trip", reason=cb.KILL_REASON_NAMES[condition.reason], stage=stage,
-                                  detail=condition.detail, wall_ns=wall, mono_ns=mono)
+
+    def alert_trip(self, wall: int, mono: int) -> None:
+        g = self.block.globals
+        reason = cb.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
+        index = int(g[cb.G_KILL_STAGE])
+        stage = STAGE_NAMES[index] if reason in ("stage died", "stage failed", "heartbeat stale", "ring blocked") \
+            and 0 <= index < len(STAGE_NAMES) else ""
+        detail = cb.kill_text(g)
+        print(f"watchdog: trading disabled: reason={reason}" + (f" stage={stage}" if stage else "")
+              + (f": {detail}" if detail else ""), file=sys.stderr, flush=True)
+        if self.alerter is not None:
+            self.alerter.send("trip", reason=reason, stage=stage, detail=detail,
+                              kill_wall_ns=int(g[cb.G_KILL_TIME_NS]), seen_wall_ns=wall, seen_mono_ns=mono)
 
     def answer_arm(self, request: int, wall: int) -> None:
         g = self.block.globals

@@ -200,21 +200,50 @@ def test_a_crash_through_the_hard_drawdown_trips_and_flattens(live, tmp_path):
     assert code == 5 and "hard drawdown" in output
 
 
-def test_operator_trip_is_latched_and_arm_clears_it(live):
-    run = live("--quiet")
+def test_operator_trip_is_latched_alerted_and_arm_clears_it(live, tmp_path):
+    import msgpack
+    import zmq
+    endpoint = f"ipc://{tmp_path}/alerts"
+    hook_out = tmp_path / "hook.txt"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f'#!/bin/sh\necho "$BOT4_EVENT $BOT4_REASON $BOT4_DETAIL" >> {hook_out}\n')
+    hook.chmod(0o755)
+    conf = config_file(tmp_path, f'[watchdog]\nalert_endpoint = "{endpoint}"\nalert_command = "{hook}"\n')
+    context = zmq.Context()
+    alerts = context.socket(zmq.SUB)
+    alerts.setsockopt(zmq.SUBSCRIBE, b"alert")
+    alerts.connect(endpoint)
+    run = live("--quiet", "--config", conf)
     run.wait_for(r"bot4: running")
+    time.sleep(0.3)  # the subscription reaches the publisher
     tripped = cli("killswitch", "trip", "--reason", "maintenance window", name=run.name)
     assert tripped.returncode == 0 and "tripped" in tripped.stdout
     again = cli("killswitch", "trip", "--reason", "second", name=run.name)
     assert "already disabled" in again.stdout
     status = cli("killswitch", "status", name=run.name)
     assert "reason: operator" in status.stdout and "detail: maintenance window" in status.stdout
+    try:
+        messages = []
+        while alerts.poll(3000):
+            messages.append(msgpack.unpackb(alerts.recv_multipart()[1]))
+            if messages[-1]["event"] == "trip":
+                break
+        assert [m["event"] for m in messages] == ["armed", "trip"]  # the start-up arm, then the trip
+        message = messages[-1]
+        assert message["reason"] == "operator"
+        assert message["detail"] == "maintenance window" and message["run"] == run.name
+    finally:
+        alerts.close()
+        context.term()
+    assert wait_until(lambda: hook_out.exists() and "trip operator maintenance window" in hook_out.read_text(),
+                      timeout=5, step=0.05)
     armed = cli("killswitch", "arm", name=run.name)
     assert armed.returncode == 0 and "armed" in armed.stdout, armed.stdout
     assert "trading: ENABLED" in cli("killswitch", "status", name=run.name).stdout
     run.proc.send_signal(signal.SIGTERM)
     code, output = run.finish()
     assert code == 5, output
+    assert "watchdog: trading disabled: reason=operator: maintenance window" in output
 
 
 def test_restart_policy_restarts_a_dead_stage_and_stays_disarmed(live, tmp_path):
