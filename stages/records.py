@@ -31,8 +31,18 @@ def _padded(fields: list) -> np.dtype:
 
 
 # MarketEvent.kind
-EV_BOOK = 1    # top-of-book snapshot: BOOK_LEVELS levels per side
-EV_TRADE = 2   # a trade: price, size, side (+1 buyer-initiated, -1 seller-initiated)
+EV_BOOK = 1        # book view: BOOK_LEVELS levels per side (synthetic feed; or a top-N snapshot)
+EV_TRADE = 2       # a trade: price, size, side (+1 buyer-initiated, -1 seller-initiated)
+EV_BOOK_DELTA = 3  # one L2 level: side, price, size (0 = level removed); first_seq..venue_seq of its message
+EV_BBO = 4         # best bid/offer: bid_px[0], bid_sz[0], ask_px[0], ask_sz[0]
+EV_FUNDING = 5     # price = funding rate, aux = next funding time (ns)
+EV_LIQUIDATION = 6 # side (of the liquidated order), price, size
+EV_MARK = 7        # price = mark price, aux = index price
+
+# MarketEvent.flags (bits)
+F_SNAPSHOT = 1     # a delta that belongs to a full-depth snapshot (a fresh book starts here)
+F_LAST = 2         # the last record decoded from one venue message
+F_UNSYNCED = 4     # the source cannot vouch for the book yet (deltas before any snapshot)
 
 # Sides
 BUY = 1
@@ -48,8 +58,12 @@ MARKET_EVENT = _padded([
     ("venue", np.uint16),
     ("symbol", np.uint16),
     ("reason", np.uint16),       # quarantine reason (0 = valid)
-    ("price", np.float64),       # trade price
-    ("size", np.float64),        # trade size
+    ("flags", np.uint8),         # F_* bits
+    ("price", np.float64),       # trade / delta / liquidation price, funding rate, mark price
+    ("size", np.float64),        # trade / delta / liquidation size
+    ("first_seq", np.int64),     # the venue's first sequence of the message (Binance U); 0 if none
+    ("prev_seq", np.int64),      # the venue's previous final sequence (Binance futures pu); 0 if none
+    ("aux", np.float64),         # kind-specific: next funding time (ns), index price
     ("bid_px", np.float64, (BOOK_LEVELS,)),
     ("bid_sz", np.float64, (BOOK_LEVELS,)),
     ("ask_px", np.float64, (BOOK_LEVELS,)),
