@@ -9,7 +9,6 @@ cycle budget runs out (warm-up).
 A ring is passed as its ``(producer, consumer, records)`` views; outputs as a tuple of rings of one
 record type (fan-out copies the batch to each).
 """
-import numpy as np
 from numba import literally, njit, types
 from numba.extending import overload
 

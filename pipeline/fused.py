@@ -14,7 +14,7 @@ import numpy as np
 from pipeline import graph
 from pipeline.config import Config
 from shm import control as cb
-from stages import feature, feed, records, validate
+from stages import records, validate
 from stages.feed import I_SIM_NS
 
 

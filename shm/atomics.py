@@ -5,7 +5,6 @@ both compile to a plain ``mov``; their job is to stop LLVM from hoisting a load 
 reordering payload stores past the cursor store. ``fence_seq_cst`` is an ``mfence``, needed only by the
 sleep/wake handshake (a Dekker pattern: acquire/release alone cannot order a store before a later load).
 """
-from llvmlite import ir
 from numba import config, types
 from numba.core import cgutils
 from numba.extending import intrinsic

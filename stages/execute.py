@@ -12,15 +12,13 @@ through them. Queue position and venue latency are not modelled yet.
 Order states: new -> acknowledged -> partially filled -> filled, or -> cancelled / rejected. Every state
 change is an execution report; fills carry fee and the position after the fill.
 """
-import math
-
 import numpy as np
 from numba import njit
 
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages.feed import MAX_KEYS, MAX_SYMBOLS
-from stages.records import (BOOK_LEVELS, BUY, EV_BOOK, EV_TRADE, EXEC_REPORT, INTENT_CANCEL_ALL, INTENT_IOC,
+from stages.records import (BOOK_LEVELS, BUY, EV_BOOK, EV_TRADE, INTENT_CANCEL_ALL, INTENT_IOC,
                             INTENT_QUOTE, MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL,
                             ORD_REJECTED, ORDER, REJ_BAD_QTY, REJ_NO_MARKET, REJ_TOO_MANY_ORDERS,
                             REJ_TRADING_DISABLED, SELL, STRAT_FLATTEN)
@@ -342,7 +340,6 @@ def _publish_stats(state, stats):
 @njit(cache=True)
 def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     """in_a: order intents; in_b: validated market events. Market first: intents react to earlier books."""
-    ints = state[0]
     n = 0
     for i in range(n_b):
         n = _on_market(state, params, in_b[i], out, n, stats, now_ns)

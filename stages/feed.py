@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from stages.records import BOOK_LEVELS, EV_BOOK, EV_TRADE, MARKET_EVENT
+from stages.records import BOOK_LEVELS, EV_BOOK, EV_TRADE
 
 MAX_VENUES = 4
 MAX_SYMBOLS = 8

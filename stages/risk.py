@@ -6,7 +6,6 @@ reference level, and halved while equity is more than the soft drawdown below it
 the watchdog's, from the equity figures published here); every reduction sets a reason bit on the
 decision so an order can be explained later.
 """
-import math
 
 import numpy as np
 from numba import njit

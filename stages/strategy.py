@@ -5,7 +5,6 @@ the model's probability is far enough from one half (with a per-instrument coold
 two-sided quoter around the mid, skewed against inventory, that re-quotes only when its desired price
 moved by more than a threshold (so it does not spam cancels).
 """
-import math
 
 import numpy as np
 from numba import njit

@@ -10,7 +10,7 @@ import math
 import numpy as np
 from numba import njit
 
-from stages.feed import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES
+from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from stages.records import BOOK_LEVELS, EV_BOOK, EV_TRADE, MARKET_EVENT
 
 R_UNKNOWN_INSTRUMENT, R_NAN, R_NONPOSITIVE_PRICE, R_NONPOSITIVE_SIZE, R_CROSSED_BOOK, R_OUT_OF_ORDER, R_BAD_KIND = range(1, 8)

@@ -2,8 +2,6 @@
 import os
 import time
 
-import numpy as np
-import pytest
 
 from pipeline.config import STAGE_NAMES, Config, WatchdogConfig
 from pipeline.panic import PanicMonitor
