@@ -21,6 +21,15 @@ def endpoint_for(run: str, configured: str) -> str:
     return configured
 
 
+def remove_ipc_file(endpoint: str) -> None:
+    """libzmq leaves an ipc endpoint's socket file behind; whoever owns the run removes it."""
+    if endpoint.startswith("ipc://"):
+        try:
+            os.unlink(endpoint[len("ipc://"):])
+        except FileNotFoundError:
+            pass
+
+
 class Alerter:
     def __init__(self, run: str, endpoint: str, command: str):
         self.run = run
@@ -62,3 +71,4 @@ class Alerter:
         if self.socket is not None:
             self.socket.close()
             self.context.term()
+            remove_ipc_file(self.endpoint)

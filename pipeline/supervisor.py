@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import posix_ipc
 
-from pipeline import graph, launcher, names, topology, warmup
+from pipeline import alerts, graph, launcher, names, topology, warmup
 from pipeline.config import STAGE_NAMES, Config
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -280,6 +280,8 @@ class Supervisor:
             self.block.close()
             seg.unlink()
             self.block = None
+            # The watchdog removes it on a clean stop; not if it was killed.
+            alerts.remove_ipc_file(alerts.endpoint_for(self.config.run.name, self.config.watchdog.alert_endpoint))
 
 
 class StartError(RuntimeError):

@@ -28,6 +28,19 @@ def _configure_numba_cache() -> None:
         return  # the operator chose
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bot4" / "numba"
     numba.config.CACHE_DIR = str(base / _source_hash())
+    _prune(base, keep=Path(numba.config.CACHE_DIR).name)
+
+
+def _prune(base: Path, keep: str, max_age_s: float = 7 * 86400) -> None:
+    """Caches of source versions unused for a week go (another checkout may still use a recent one)."""
+    import shutil
+    import time
+    try:
+        for entry in base.iterdir():
+            if entry.name != keep and time.time() - entry.stat().st_mtime > max_age_s:
+                shutil.rmtree(entry, ignore_errors=True)
+    except OSError:
+        pass
 
 
 _configure_numba_cache()

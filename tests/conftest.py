@@ -85,6 +85,8 @@ class LiveRun:
             self.proc.wait()
         for entry in segment.list_segments(names.run_prefix(self.name)):
             segment.reclaim_if_stale(entry)
+        from pipeline.alerts import endpoint_for, remove_ipc_file
+        remove_ipc_file(endpoint_for(self.name, "auto"))
 
 
 @pytest.fixture

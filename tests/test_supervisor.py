@@ -4,6 +4,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
@@ -45,6 +46,7 @@ def test_sigterm_stops_every_stage_cleanly_and_leaves_nothing_behind(live):
     assert time.monotonic() - started < 10
     assert "stopped (SIGTERM)" in output
     assert not segment.list_segments(names.run_prefix(run.name))
+    assert not any(entry.startswith(f"bot4.{run.name}.") for entry in os.listdir(tempfile.gettempdir()))
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
