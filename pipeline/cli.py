@@ -54,7 +54,11 @@ def _fused(args) -> int:
     except ConfigError as exc:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return 2
-    result = run_fused(config, args.events)
+    if args.journal:
+        from pipeline.replay import record
+        result = record(config, args.events, args.journal)
+    else:
+        result = run_fused(config, args.events)
     orders = result.orders()
     digest = hashlib.sha256(result.reports.tobytes()).hexdigest()[:16]
     for name, c in result.counters.items():
@@ -62,6 +66,27 @@ def _fused(args) -> int:
     print(f"orders {len(orders):,} reports {len(result.reports):,} quarantined "
           f"{result.counters['validate']['quarantined']:,} report digest {digest}")
     return 0
+
+
+def _replay(args) -> int:
+    from pipeline.replay import replay
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return 2
+    outcome = replay(config, args.journal)
+    print(f"replayed {outcome.result.counters['feed']['out']:,} market events: {len(outcome.result.orders()):,} "
+          f"orders, {len(outcome.result.reports):,} reports")
+    if not outcome.recorded_reports:
+        print("the journal holds no execution reports to compare with")
+        return 0
+    if outcome.identical:
+        print(f"identical to the {outcome.recorded_reports:,} recorded reports")
+        return 0
+    print(f"DIFFERENT from the {outcome.recorded_reports:,} recorded reports, first at report "
+          f"{outcome.first_difference}")
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     fu.add_argument("--config")
     fu.add_argument("--events", type=int, default=100_000)
     fu.add_argument("--seed", type=int)
+    fu.add_argument("--journal", help="record market events, intents and reports into this directory")
     fu.set_defaults(func=_fused)
+    rp = sub.add_parser("replay", help="feed a journal through fused mode and compare the orders")
+    rp.add_argument("journal", help="journal directory (from bot4 fused --journal)")
+    rp.add_argument("--config", help="the config the journal was recorded with (defaults if omitted)")
+    rp.set_defaults(func=_replay)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

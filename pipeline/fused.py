@@ -7,7 +7,9 @@ caused each intent, so a fused run never fills against a book its strategy had n
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -16,6 +18,13 @@ from pipeline.config import Config
 from shm import control as cb
 from stages import records, validate
 from stages.feed import I_SIM_NS
+
+
+class Journal(Protocol):
+    """Where a fused run records: three writers with ``append(records)`` (see ``pipeline.journal``)."""
+    market: object
+    intents: object
+    reports: object
 
 
 @dataclass
@@ -34,9 +43,15 @@ def _stats(block: cb.ControlBlock, index: int) -> np.ndarray:
     return block.stages[index][cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
 
 
-def run_fused(config: Config, n_events: int, model_path: str | None = None) -> FusedResult:
+def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
+              market_source: Iterator[np.ndarray] | None = None, journal: Journal | None = None) -> FusedResult:
+    """Run every kernel in order. The market comes from the synthetic feed (``n_events`` of it) or, for a
+    replay, from ``market_source`` (batches of MARKET_EVENT, e.g. a journal); the synthetic clock is the
+    events' own ``origin_ts``. With ``journal``, raw market events, intents and reports are recorded."""
     from stages import inference
 
+    if market_source is None and n_events <= 0:
+        raise ValueError("give n_events > 0 for the synthetic feed, or a market_source")
     config = config.with_overrides(feed={"max_events": n_events})
     batch = config.rings.batch
     block = cb.ControlBlock.local()
@@ -67,12 +82,23 @@ def run_fused(config: Config, n_events: int, model_path: str | None = None) -> F
         counts[name][1] += n
         return n
 
+    replay = _rebatch(market_source, batch) if market_source is not None else None
     while True:
-        now = int(kernels["feed"][2][0][I_SIM_NS])
-        n = call("feed", empty_market, 0, empty_market, 0, market)
+        if replay is None:
+            now = int(kernels["feed"][2][0][I_SIM_NS])
+            n = call("feed", empty_market, 0, empty_market, 0, market)
+            now = int(kernels["feed"][2][0][I_SIM_NS])
+        else:
+            chunk = next(replay, None)
+            n = 0 if chunk is None else len(chunk)
+            if n:
+                market[:n] = chunk
+                counts["feed"][1] += n
+                now = int(chunk["origin_ts"][-1])
         if n == 0:
             break
-        now = int(kernels["feed"][2][0][I_SIM_NS])
+        if journal is not None:
+            journal.market.append(market[:n])
         n = call("validate", market, n, empty_market, 0, valid)
         n_valid = n
         n = call("feature", valid, n, empty_market, 0, features)
@@ -102,6 +128,9 @@ def run_fused(config: Config, n_events: int, model_path: str | None = None) -> F
         pending = np.concatenate(produced)
         all_reports.append(pending)
         all_intents.append(intents[:n_int].copy())
+        if journal is not None:
+            journal.intents.append(intents[:n_int])
+            journal.reports.append(pending)
 
     counters = {}
     for spec in graph.STAGES:
@@ -114,6 +143,19 @@ def run_fused(config: Config, n_events: int, model_path: str | None = None) -> F
     return FusedResult(np.concatenate(all_reports) if all_reports else empty_reports,
                        np.concatenate(all_intents) if all_intents else np.zeros(0, records.ORDER_INTENT),
                        counters, quarantine_state[1][:kept].copy())
+
+
+def _rebatch(source: Iterator[np.ndarray], batch: int) -> Iterator[np.ndarray]:
+    """Batches of exactly ``batch`` records (the last may be shorter), whatever the source's chunking, so a
+    replay steps the kernels exactly as the recorded run did."""
+    pending = np.zeros(0, records.MARKET_EVENT)
+    for chunk in source:
+        pending = np.concatenate([pending, chunk]) if len(pending) else np.asarray(chunk)
+        while len(pending) >= batch:
+            yield pending[:batch]
+            pending = pending[batch:]
+    if len(pending):
+        yield pending
 
 
 def collect_features(seed: int, n_events: int, config: Config | None = None) -> np.ndarray:
