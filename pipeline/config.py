@@ -161,6 +161,23 @@ class WatchdogConfig:
 
 
 @dataclass(frozen=True)
+class JournalConfig:
+    dir: str = ""                    # record market events, intents and reports here; "" = no journal
+    fsync: str = "interval"          # never | interval | every_batch (pipeline.journal.FsyncPolicy)
+    fsync_interval_ms: float = 100.0
+    rotate_mb: float = 256.0         # start a new segment file past this size
+    tap_capacity: int = 65536        # records per tap ring; a journal that falls behind counts what it missed
+
+    def check(self):
+        _require(self.fsync in ("never", "interval", "every_batch"), "journal.fsync", self.fsync,
+                 "use 'never', 'interval' or 'every_batch'")
+        _require(self.fsync_interval_ms > 0, "journal.fsync_interval_ms", self.fsync_interval_ms, "use > 0")
+        _require(self.rotate_mb > 0, "journal.rotate_mb", self.rotate_mb, "use > 0")
+        _require(self.tap_capacity >= 16 and self.tap_capacity & (self.tap_capacity - 1) == 0,
+                 "journal.tap_capacity", self.tap_capacity, "use a power of two >= 16")
+
+
+@dataclass(frozen=True)
 class KillSwitchConfig:
     mode: str = "none"               # none | line | heartbeat
     port: str = ""                   # serial device (/dev/ttyUSB0) or pyserial URL (loop://)
@@ -201,8 +218,8 @@ class TopologyConfig:
                  "use 'auto', 'dedicated' or 'shared'")
         _require(self.idle in IDLE_CHOICES, "topology.idle", self.idle, f"use one of {IDLE_CHOICES}")
         if self.cores:
-            _require(len(self.cores) == len(STAGE_NAMES) + 1, "topology.cores", self.cores,
-                     f"give {len(STAGE_NAMES) + 1} cores: {', '.join(STAGE_NAMES)}, watchdog")
+            _require(len(self.cores) == len(STAGE_NAMES) + 2, "topology.cores", self.cores,
+                     f"give {len(STAGE_NAMES) + 2} cores: {', '.join(STAGE_NAMES)}, watchdog, journal")
         _require(0 <= self.spin_cycles <= 1_000_000, "topology.spin_cycles", self.spin_cycles, "use 0..1000000")
         _require(0 <= self.yield_cycles <= 1_000_000, "topology.yield_cycles", self.yield_cycles, "use 0..1000000")
         _require(1 <= self.min_sleep_us <= self.max_sleep_us <= 100_000, "topology.min_sleep_us",
@@ -235,6 +252,7 @@ class Config:
     execute: ExecuteConfig = field(default_factory=ExecuteConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     killswitch: KillSwitchConfig = field(default_factory=KillSwitchConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     rings: RingsConfig = field(default_factory=RingsConfig)
 

@@ -77,8 +77,18 @@ def _publish(outs, out_sems, batch, n, slot, idle_params, timespec):
 
 
 @njit(cache=True)
-def run(stage_id, in_a, in_b, outs, out_sems, scratch_a, scratch_b, scratch_out, state, params, ctl, slot,
-        idle_params, idle_state, batch_limit, has_a, has_b, always_step, max_cycles, timespec):
+def tap_records(tap, batch, n, slot):
+    """Side tap: one try, never waits; what does not fit is counted, not silently lost."""
+    written = ring.try_write(tap[0], tap[1], tap[2], batch, n)
+    if written < 0:
+        written = 0
+    slot[cb.S_TAP_WRITTEN] += written
+    slot[cb.S_TAP_DROPPED] += n - written
+
+
+@njit(cache=True)
+def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b, scratch_out, state, params, ctl,
+        slot, idle_params, idle_state, batch_limit, has_a, has_b, always_step, max_cycles, timespec):
     """Run stage ``stage_id`` until stopped; returns an EXIT_* code. ``slot`` is its control-block slot."""
     literally(stage_id)
     stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
@@ -127,6 +137,8 @@ def run(stage_id, in_a, in_b, outs, out_sems, scratch_a, scratch_b, scratch_out,
         idle_strategies.idle(idle_params, idle_state, 1)
         if n_out > 0 and not _publish(outs, out_sems, scratch_out, n_out, slot, idle_params, timespec):
             return EXIT_ABANDONED
+        if has_tap and n_out > 0:
+            tap_records(tap, scratch_out, n_out, slot)
         done = clock_ns(timespec)
         slot[cb.S_IN] += n_a
         slot[cb.S_IN_B] += n_b

@@ -31,9 +31,12 @@ class StageSpec:
     outs: tuple[str, ...]
     out_dtype: np.dtype
     always_step: bool    # step even without input (the feed paces itself; execute polls the trading gate)
+    tap: str | None = None  # side tap to the journal: never blocks, counts what it drops
 
 
 WATCHDOG_INDEX = len(STAGE_NAMES)
+JOURNAL_INDEX = WATCHDOG_INDEX + 1
+TAP_STREAMS = {"feed.journal": "market", "strategy.journal": "intent", "execute.journal": "exec"}
 
 
 def rings(config: Config) -> dict[str, RingSpec]:
@@ -49,18 +52,24 @@ def rings(config: Config) -> dict[str, RingSpec]:
         RingSpec("execute.risk", records.EXEC_REPORT, reports),
         RingSpec("execute.strategy", records.EXEC_REPORT, reports),
     ]
+    if config.journal.dir:
+        taps = config.journal.tap_capacity
+        specs += [RingSpec("feed.journal", records.MARKET_EVENT, taps),
+                  RingSpec("strategy.journal", records.ORDER_INTENT, taps),
+                  RingSpec("execute.journal", records.EXEC_REPORT, taps)]
     return {s.name: s for s in specs}
 
 
 STAGES = (
-    StageSpec("feed", 0, None, None, ("feed.validate",), records.MARKET_EVENT, True),
+    StageSpec("feed", 0, None, None, ("feed.validate",), records.MARKET_EVENT, True, "feed.journal"),
     StageSpec("validate", 1, "feed.validate", None, ("validate.feature", "validate.execute"), records.MARKET_EVENT, False),
     StageSpec("feature", 2, "validate.feature", None, ("feature.risk",), records.FEATURE_VECTOR, False),
     StageSpec("risk", 3, "feature.risk", "execute.risk", ("risk.inference",), records.RISK_DECISION, False),
     StageSpec("inference", 4, "risk.inference", None, ("inference.strategy",), records.PREDICTION, False),
-    StageSpec("strategy", 5, "inference.strategy", "execute.strategy", ("strategy.execute",), records.ORDER_INTENT, False),
+    StageSpec("strategy", 5, "inference.strategy", "execute.strategy", ("strategy.execute",), records.ORDER_INTENT,
+              False, "strategy.journal"),
     StageSpec("execute", 6, "strategy.execute", "validate.execute", ("execute.risk", "execute.strategy"),
-              records.EXEC_REPORT, True),
+              records.EXEC_REPORT, True, "execute.journal"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 assert tuple(s.name for s in STAGES) == STAGE_NAMES
@@ -74,7 +83,10 @@ def stats_labels(stage: str) -> tuple[str, ...]:
         from stages import inference
         return getattr(inference, "STATS", ())
     if stage == "watchdog":
-        return ("checks", "trips")
+        from pipeline.watchdog import STATS
+        return STATS
+    if stage == "journal":
+        return ("market", "intent", "exec", "fsyncs")
     return MODULES[stage].STATS
 
 

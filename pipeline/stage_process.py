@@ -33,6 +33,8 @@ class Endpoints:
     in_b: tuple
     outs: tuple
     out_sems: np.ndarray       # sem_t* of each output's consumer when it blocks, else 0
+    tap: tuple                 # the journal tap, or a dummy when there is none
+    has_tap: bool
     views: list
     sem: posix_ipc.Semaphore | None
 
@@ -41,7 +43,7 @@ class Endpoints:
             close_semaphore_address(int(address))
         if self.sem is not None:
             self.sem.close()
-        self.in_a = self.in_b = self.outs = None
+        self.in_a = self.in_b = self.outs = self.tap = None
         for view in self.views:
             view.close()
 
@@ -73,7 +75,13 @@ def attach_endpoints(config: Config, run: str, spec: graph.StageSpec, placements
         blocks = placements[consumer].idle == idle_strategies.BLOCKING
         sems.append(open_semaphore_address(names.semaphore(run, consumer)) if blocks else 0)
     sem = posix_ipc.Semaphore(names.semaphore(run, spec.name)) if blocking else None
-    return Endpoints(ins[0], ins[1], tuple(outs), np.array(sems, np.int64), views, sem)
+    has_tap = spec.tap is not None and spec.tap in specs
+    if has_tap:
+        view = attach(spec.tap)
+        tap = (view.producer, view.consumer, view.records)
+    else:
+        tap = ring.local_ring(spec.out_dtype, 2)
+    return Endpoints(ins[0], ins[1], tuple(outs), np.array(sems, np.int64), tap, has_tap, views, sem)
 
 
 def _park(endpoints: Endpoints) -> None:
@@ -111,7 +119,7 @@ def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
 
     def run(entry, max_cycles, warm=False):
         return entry(spec.index, endpoints.in_a, endpoints.in_b, endpoints.outs, endpoints.out_sems,
-                     scratch_a, scratch_b, scratch_out, state, params, block.globals, slot,
+                     endpoints.tap, endpoints.has_tap and not warm, scratch_a, scratch_b, scratch_out, state, params, block.globals, slot,
                      idle_params, idle_state, batch, has_a and not warm, has_b and not warm,
                      spec.always_step and not warm, max_cycles, timespec)
 

@@ -101,6 +101,8 @@ class Supervisor:
         self.say(f"bot4: kernels compiled/loaded in {time.monotonic() - t0:.1f}s; topology: "
                  + ", ".join(f"{n}@{p.core}" for n, p in placements.items()) + f"; idle={idle_name}")
         for name in topology.PROCESSES:
+            if name == "journal" and not config.journal.dir:
+                continue
             self.children[name] = launcher.spawn(name, config, placements)
         deadline = time.monotonic() + config.run.ready_timeout_s
         while True:
@@ -109,7 +111,8 @@ class Supervisor:
                 raise StartError(f"{self.died} died during start-up")
             if self.stop_requested:
                 raise StartError(f"{self.stop_requested} during start-up")
-            waiting = [n for i, n in enumerate(PROCESS_NAMES) if self.block.stages[i][cb.S_STATE] < cb.READY]
+            waiting = [n for i, n in enumerate(PROCESS_NAMES)
+                       if n in self.children and self.block.stages[i][cb.S_STATE] < cb.READY]
             if not waiting:
                 break
             if time.monotonic() > deadline:
@@ -221,8 +224,9 @@ class Supervisor:
         return ExitCode.TRIPPED if tripped else ExitCode.CLEAN
 
     def stop_children(self) -> None:
-        """Stop the watchdog (trading is already off), then stages in pipeline order, each after draining."""
-        order = ("watchdog",) + STAGE_NAMES
+        """Stop the watchdog (trading is already off), then stages in pipeline order, each after draining,
+        then the journal, which drains their taps."""
+        order = ("watchdog",) + STAGE_NAMES + ("journal",)
         for name in order:
             child = self.children.get(name)
             if child is None:

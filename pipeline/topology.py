@@ -16,7 +16,7 @@ import psutil
 from pipeline.config import STAGE_NAMES, Config
 from shm import idle as idle_strategies
 
-PROCESSES = STAGE_NAMES + ("watchdog",)
+PROCESSES = STAGE_NAMES + ("watchdog", "journal")  # the journal process runs only with journal.dir
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def compile_all(config: Config) -> None:
             inference.finish(in_a[2], 0, np.zeros(1, np.float32), out, 0)
             continue
         _, params, state = graph.kernel(spec.name, config, live=True)
-        duty_cycle.run(spec.index, in_a, in_b, outs, sems, np.zeros(1, in_a[2].dtype), np.zeros(1, in_b[2].dtype),
+        duty_cycle.run(spec.index, in_a, in_b, outs, sems, ring.local_ring(spec.out_dtype, 2), False, np.zeros(1, in_a[2].dtype), np.zeros(1, in_b[2].dtype),
                        np.zeros(1, spec.out_dtype), state, params, block.globals, slot, idle_params,
                        idle_strategies.make_state(), 1, False, False, False, 1, timespec)
     cb.disable_trading(block.globals, 0, 0, 0)

@@ -45,6 +45,8 @@ S_CUSTOM = 16
 CUSTOM_WORDS = 16
 S_SERVICE_HIST = 32
 S_ORIGIN_HIST = S_SERVICE_HIST + HIST_BUCKETS
+S_TAP_WRITTEN = S_ORIGIN_HIST + HIST_BUCKETS   # records copied to the stage's journal tap
+S_TAP_DROPPED = S_TAP_WRITTEN + 1               # records the tap had no room for (the journal fell behind)
 
 # Stage states (S_STATE)
 STARTING, READY, RUNNING, STOPPING, STOPPED, FAILED = range(1, 7)

@@ -15,7 +15,7 @@ from shm.idle import NAMES as IDLE_NAMES
 from stages import execute
 
 IDLE_LABEL = {v: k for k, v in IDLE_NAMES.items()}
-PROCESS_NAMES = STAGE_NAMES + ("watchdog",)
+PROCESS_NAMES = STAGE_NAMES + ("watchdog", "journal")
 
 
 def _us(ns: float) -> str:
@@ -49,6 +49,8 @@ class StatusView:
                    f"{'svc p50':>9}{'svc p99':>9}{'tick p50':>10}{'tick p99':>10}{'hb age':>9}")
         for index, name in enumerate(PROCESS_NAMES):
             slot = self.block.stages[index]
+            if name == "journal" and not slot[cb.S_PID]:
+                continue
             counters = (int(slot[cb.S_IN]) + int(slot[cb.S_IN_B]), int(slot[cb.S_OUT]))
             prev = self.prev.get(name, counters)
             rate_in = (counters[0] - prev[0]) / dt if dt else 0.0
@@ -60,7 +62,7 @@ class StatusView:
             hb_age = max(0, now - int(slot[cb.S_HEARTBEAT_NS])) if slot[cb.S_HEARTBEAT_NS] else float("nan")
             out.append(
                 f"{name:<10}{cb.STATE_NAMES.get(int(slot[cb.S_STATE]), '?'):<9}{int(slot[cb.S_CORE]):>4} "
-                f"{IDLE_LABEL.get(int(slot[cb.S_IDLE_STRATEGY]), '-') if name != 'watchdog' else 'sleeping':<10}{rate_in:>10.0f}{rate_out:>10.0f}"
+                f"{IDLE_LABEL.get(int(slot[cb.S_IDLE_STRATEGY]), '-') if name in STAGE_NAMES else 'sleeping':<10}{rate_in:>10.0f}{rate_out:>10.0f}"
                 f"{int(slot[cb.S_QUEUE_DEPTH]):>7}{_us(cb.percentile_ns(service, 0.5)):>9}"
                 f"{_us(cb.percentile_ns(service, 0.99)):>9}{_us(cb.percentile_ns(origin, 0.5)):>10}"
                 f"{_us(cb.percentile_ns(origin, 0.99)):>10}{_us(hb_age):>9}")
@@ -88,9 +90,12 @@ class StatusView:
         out = {}
         for index, name in enumerate(PROCESS_NAMES):
             slot = self.block.stages[index]
+            if name == "journal" and not slot[cb.S_PID]:
+                continue
             labels = graph.stats_labels(name)
             out[name] = {"in": int(slot[cb.S_IN]), "in_b": int(slot[cb.S_IN_B]), "out": int(slot[cb.S_OUT]),
                          "blocked_ns": int(slot[cb.S_BLOCKED_NS]), "errors": int(slot[cb.S_ERRORS]),
+                         "tap_written": int(slot[cb.S_TAP_WRITTEN]), "tap_dropped": int(slot[cb.S_TAP_DROPPED]),
                          **{label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(labels)}}
         return out
 
@@ -100,12 +105,17 @@ class StatusView:
         tick = hist(self.block.stages[graph.BY_NAME["execute"].index], cb.S_ORIGIN_HIST)
         lines = [f"events in: {counters['feed']['out']:,} (quarantined {counters['validate'].get('quarantined', 0):,})"]
         lines.append("records per stage (in -> out): " + ", ".join(
-            f"{n} {c['in'] + c['in_b']:,}->{c['out']:,}" for n, c in counters.items() if n != "watchdog"))
+            f"{n} {c['in'] + c['in_b']:,}->{c['out']:,}" for n, c in counters.items() if n in STAGE_NAMES))
         lines.append(f"orders {ex['orders']:,}, fills {ex['fills']:,}, cancels {ex['cancels']:,}, rejects "
                      f"{ex['rejects']:,}, PnL ${ex['pnl_cents'] / 100:,.2f} after fees ${ex['fees_cents'] / 100:,.2f}")
         lines.append("tick-to-order latency (market event received -> execution report): "
                      f"p50 {_us(cb.percentile_ns(tick, 0.5))} p99 {_us(cb.percentile_ns(tick, 0.99))} "
                      f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")
+        if "journal" in counters:
+            written = sum(c["tap_written"] for c in counters.values())
+            dropped = sum(c["tap_dropped"] for c in counters.values())
+            lines.append(f"journal: {counters['journal']['in']:,} records written of {written:,} tapped; "
+                         f"{dropped:,} dropped (the journal fell behind)")
         blocked = {n: c["blocked_ns"] for n, c in counters.items() if c["blocked_ns"]}
         if blocked:
             lines.append("blocked on full rings: " + ", ".join(f"{n} {_us(v)}" for n, v in blocked.items()))
