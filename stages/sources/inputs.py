@@ -109,8 +109,27 @@ def _unzip(data: bytes, tally: Tally) -> bytes:
         return b""
 
 
+@dataclass
+class Loaded:
+    """A file already read and decompressed (so sniffing and parsing read it once)."""
+    data: bytes
+    label: str
+    tally: Tally
+
+
+def load(source) -> Loaded:
+    tally = Tally()
+    data, label = read_input(source, tally)
+    return Loaded(data, label, tally)
+
+
 def read_input(source, tally: Tally) -> tuple[bytes, str]:
-    """(decompressed bytes, label) from a path or from the bytes themselves; compression by magic bytes."""
+    """(decompressed bytes, label) from a path, the bytes themselves or a Loaded; compression by magic bytes."""
+    if isinstance(source, Loaded):
+        for reason, n in source.tally.bad.items():
+            tally.bad[reason] = tally.bad.get(reason, 0) + n
+        tally.examples.extend(source.tally.examples)
+        return source.data, source.label
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, label = bytes(source), "<bytes>"
     else:

@@ -1,0 +1,109 @@
+"""The recorder against a real PostgreSQL (Debian's cluster; started here if it is down)."""
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import asyncpg
+import numpy as np
+import pytest
+
+from pipeline.config import Config
+from pipeline.journal import JournalReader, JournalWriter
+from pipeline.recorder import record_journal
+from pipeline.replay import record
+from stages import records
+
+from tests.conftest import ROOT
+
+
+def _as_postgres(*args):
+    return subprocess.run(["runuser", "-u", "postgres", "--", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    if shutil.which("pg_ctlcluster") is None:
+        pytest.fail("PostgreSQL is required (Debian: apt-get install postgresql); .ci/run installs and starts it")
+    clusters = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout.split()
+    if "down" in clusters:
+        subprocess.run(["pg_ctlcluster", clusters[0], clusters[1], "start"], check=True, timeout=60)
+    role = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    exists = _as_postgres("psql", "-tAc", f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'")
+    if exists.stdout.strip() != "1":
+        _as_postgres("psql", "-c", f'CREATE ROLE "{role}" SUPERUSER LOGIN')
+    return clusters[0], clusters[1]
+
+
+@pytest.fixture
+def pg_dsn(pg_server):
+    name = f"bot4_t{uuid.uuid4().hex[:10]}"
+    made = _as_postgres("createdb", "-O", subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip(),
+                        name)
+    assert made.returncode == 0, made.stderr
+    yield f"postgresql:///{name}"
+    _as_postgres("dropdb", "--force", name)
+
+
+def count(dsn, sql):
+    async def go():
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+    return asyncio.run(go())
+
+
+def test_every_journal_record_becomes_a_row(pg_dsn, tmp_path):
+    result = record(Config(), 20_000, str(tmp_path))
+    stats = asyncio.run(record_journal(pg_dsn, str(tmp_path)))
+    assert stats.rows == {"market": 20_000, "intent": len(result.intents), "exec": len(result.reports)}
+    assert count(pg_dsn, "SELECT count(*) FROM market_events") == 20_000
+    assert count(pg_dsn, "SELECT count(*) FROM exec_reports") == len(result.reports)
+    assert count(pg_dsn, "SELECT count(*) FROM order_intents") == len(result.intents)
+    market = JournalReader(str(tmp_path), "market").read_all()
+    assert count(pg_dsn, "SELECT sum(origin_seq) FROM market_events") == int(market["origin_seq"].sum())
+    first = market[0]
+    assert count(pg_dsn, "SELECT bid_px FROM market_events WHERE origin_seq = 1") == pytest.approx(first["bid_px"][0])
+    fees = float(result.reports["fee"].sum())
+    assert count(pg_dsn, "SELECT sum(fee) FROM exec_reports") == pytest.approx(fees)
+    # Daily partitions (no TimescaleDB here) hold the rows.
+    assert count(pg_dsn, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'market_events'::regclass") >= 1
+    # Running again writes nothing twice.
+    assert asyncio.run(record_journal(pg_dsn, str(tmp_path))).rows["market"] == 0
+    assert count(pg_dsn, "SELECT count(*) FROM market_events") == 20_000
+
+
+def test_a_postgres_restart_mid_run_loses_nothing(pg_dsn, pg_server, tmp_path):
+    source = tmp_path / "source"
+    record(Config(), 40_000, str(source))
+    market = JournalReader(str(source), "market").read_all()
+    journal = tmp_path / "live"
+    writer = JournalWriter(str(journal), "market", records.MARKET_EVENT)
+    writer.append(market[:5000])
+    writer.flush()
+    recorder = subprocess.Popen([sys.executable, "-m", "pipeline.recorder", "--dsn", pg_dsn, "--journal",
+                                 str(journal), "--follow"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        for i, chunk in enumerate(np.array_split(market[5000:], 20)):
+            writer.append(chunk)
+            writer.flush()
+            time.sleep(0.05)
+            if i == 6:
+                subprocess.run(["pg_ctlcluster", pg_server[0], pg_server[1], "restart"], check=True, timeout=120)
+        writer.close()
+        time.sleep(0.5)
+        recorder.send_signal(signal.SIGTERM)
+        output, _ = recorder.communicate(timeout=120)
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+    assert recorder.returncode == 0, output
+    assert "reconnects 0" not in output  # it did see the restart
+    assert count(pg_dsn, "SELECT count(*) FROM market_events") == 40_000
+    assert count(pg_dsn, "SELECT count(DISTINCT origin_seq) FROM market_events") == 40_000
