@@ -27,6 +27,10 @@ def _run(args) -> int:
             overrides.setdefault("run", {})["status_interval_s"] = 0.0
         if args.idle:
             overrides.setdefault("topology", {})["idle"] = args.idle
+        if args.journal:
+            overrides.setdefault("journal", {})["dir"] = args.journal
+        if args.dsn:
+            overrides.setdefault("recorder", {})["dsn"] = args.dsn
         if overrides:
             config = config.with_overrides(**overrides)
     except ConfigError as exc:
@@ -101,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--name", help="run name (shared-memory prefix /bot4.<name>.)")
     run.add_argument("--idle", choices=("auto", "busy_spin", "yielding", "sleeping", "blocking"))
     run.add_argument("--quiet", action="store_true", help="no status lines, summary only")
+    run.add_argument("--journal", help="record market events, intents and reports into this directory")
+    run.add_argument("--dsn", help="PostgreSQL DSN: the recorder copies the journal into it (needs --journal)")
     run.set_defaults(func=_run)
     st = sub.add_parser("status", help="live figures of a running pipeline, read from shared memory")
     st.add_argument("--name", default="main")

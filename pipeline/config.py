@@ -178,6 +178,14 @@ class JournalConfig:
 
 
 @dataclass(frozen=True)
+class RecorderConfig:
+    dsn: str = ""                    # PostgreSQL DSN; "" = no database. Needs journal.dir: it copies the journal
+
+    def check(self):
+        pass
+
+
+@dataclass(frozen=True)
 class KillSwitchConfig:
     mode: str = "none"               # none | line | heartbeat
     port: str = ""                   # serial device (/dev/ttyUSB0) or pyserial URL (loop://)
@@ -218,8 +226,8 @@ class TopologyConfig:
                  "use 'auto', 'dedicated' or 'shared'")
         _require(self.idle in IDLE_CHOICES, "topology.idle", self.idle, f"use one of {IDLE_CHOICES}")
         if self.cores:
-            _require(len(self.cores) == len(STAGE_NAMES) + 2, "topology.cores", self.cores,
-                     f"give {len(STAGE_NAMES) + 2} cores: {', '.join(STAGE_NAMES)}, watchdog, journal")
+            _require(len(self.cores) == len(STAGE_NAMES) + 3, "topology.cores", self.cores,
+                     f"give {len(STAGE_NAMES) + 3} cores: {', '.join(STAGE_NAMES)}, watchdog, journal, recorder")
         _require(0 <= self.spin_cycles <= 1_000_000, "topology.spin_cycles", self.spin_cycles, "use 0..1000000")
         _require(0 <= self.yield_cycles <= 1_000_000, "topology.yield_cycles", self.yield_cycles, "use 0..1000000")
         _require(1 <= self.min_sleep_us <= self.max_sleep_us <= 100_000, "topology.min_sleep_us",
@@ -253,12 +261,15 @@ class Config:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     killswitch: KillSwitchConfig = field(default_factory=KillSwitchConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
+    recorder: RecorderConfig = field(default_factory=RecorderConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     rings: RingsConfig = field(default_factory=RingsConfig)
 
     def check(self) -> "Config":
         for f in dataclasses.fields(self):
             getattr(self, f.name).check()
+        _require(not self.recorder.dsn or bool(self.journal.dir), "recorder.dsn", self.recorder.dsn,
+                 "also set journal.dir (or --journal): the recorder copies the journal into the database")
         return self
 
     def with_overrides(self, **sections: dict) -> "Config":

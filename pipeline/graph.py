@@ -36,6 +36,7 @@ class StageSpec:
 
 WATCHDOG_INDEX = len(STAGE_NAMES)
 JOURNAL_INDEX = WATCHDOG_INDEX + 1
+RECORDER_INDEX = JOURNAL_INDEX + 1
 TAP_STREAMS = {"feed.journal": "market", "strategy.journal": "intent", "execute.journal": "exec"}
 
 
@@ -87,6 +88,8 @@ def stats_labels(stage: str) -> tuple[str, ...]:
         return STATS
     if stage == "journal":
         return ("market", "intent", "exec", "fsyncs")
+    if stage == "recorder":
+        return ("market", "intent", "exec", "reconnects")
     return MODULES[stage].STATS
 
 

@@ -14,8 +14,8 @@ from pipeline.topology import Placement, apply_priority
 
 
 def spawn(process: str, config: Config, placements: dict[str, Placement]) -> subprocess.Popen:
-    module = {"watchdog": "pipeline.watchdog", "journal": "pipeline.journal_process"}.get(process,
-                                                                                         "pipeline.stage_process")
+    module = {"watchdog": "pipeline.watchdog", "journal": "pipeline.journal_process",
+              "recorder": "pipeline.recorder"}.get(process, "pipeline.stage_process")
     launch = {"stage": process, "config": to_dict(config), "supervisor_pid": os.getpid(),
               "placements": {name: asdict(p) for name, p in placements.items()}}
     child = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE)

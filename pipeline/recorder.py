@@ -255,7 +255,67 @@ async def _main(args) -> int:
     return 0
 
 
+async def _process(block, slot, recorder: Recorder) -> None:
+    """Pipeline host: follow the journal until the supervisor stops us, then catch up and return."""
+    from shm import control as cb
+    stop = asyncio.Event()
+    stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+
+    async def watch():
+        while not slot[cb.S_STOP]:
+            slot[cb.S_HEARTBEAT_NS] = time.time_ns()
+            if int(block.globals[cb.G_RUN_STATE]) == cb.RUN_RUNNING:
+                slot[cb.S_STATE] = cb.RUNNING
+            for i, t in enumerate(TABLES):
+                stats[i] = recorder.stats.rows[t.stream]
+            stats[3] = recorder.stats.reconnects
+            slot[cb.S_IN] = sum(recorder.stats.rows.values())
+            await asyncio.sleep(0.01)
+        stop.set()
+
+    watcher = asyncio.ensure_future(watch())
+    await recorder.run(True, stop)
+    await watcher
+    for i, t in enumerate(TABLES):
+        stats[i] = recorder.stats.rows[t.stream]
+    slot[cb.S_IN] = sum(recorder.stats.rows.values())
+    await recorder.close()
+
+
+def process_main() -> int:
+    import json
+    import os
+
+    from pipeline import graph, names
+    from pipeline.config import from_dict
+    from pipeline.topology import Placement, die_with_parent, pin_current_process
+    from shm import control as cb
+
+    launch = json.load(sys.stdin)
+    die_with_parent(launch["supervisor_pid"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    placement = Placement(**launch["placements"]["recorder"])
+    pin_current_process(placement.core)
+    config = from_dict(launch["config"])
+    block = cb.ControlBlock.attach(names.control(config.run.name))
+    slot = block.stages[graph.RECORDER_INDEX]
+    slot[cb.S_PID] = os.getpid()
+    slot[cb.S_CORE] = placement.core
+    slot[cb.S_HEARTBEAT_NS] = time.time_ns()
+    slot[cb.S_STATE] = cb.READY  # the database may be down: the recorder catches up when it comes back
+    try:
+        asyncio.run(_process(block, slot, Recorder(config.recorder.dsn, config.journal.dir)))
+        slot[cb.S_STATE] = cb.STOPPED
+        return 0
+    finally:
+        del slot
+        block.close()
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # started by the supervisor with a launch spec on stdin
+        return process_main()
     parser = argparse.ArgumentParser(prog="python -m pipeline.recorder", description=__doc__)
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--journal", required=True, help="journal directory")

@@ -101,7 +101,7 @@ class Supervisor:
         self.say(f"bot4: kernels compiled/loaded in {time.monotonic() - t0:.1f}s; topology: "
                  + ", ".join(f"{n}@{p.core}" for n, p in placements.items()) + f"; idle={idle_name}")
         for name in topology.PROCESSES:
-            if name == "journal" and not config.journal.dir:
+            if (name == "journal" and not config.journal.dir) or (name == "recorder" and not config.recorder.dsn):
                 continue
             self.children[name] = launcher.spawn(name, config, placements)
         deadline = time.monotonic() + config.run.ready_timeout_s
@@ -226,7 +226,7 @@ class Supervisor:
     def stop_children(self) -> None:
         """Stop the watchdog (trading is already off), then stages in pipeline order, each after draining,
         then the journal, which drains their taps."""
-        order = ("watchdog",) + STAGE_NAMES + ("journal",)
+        order = ("watchdog",) + STAGE_NAMES + ("journal", "recorder")
         for name in order:
             child = self.children.get(name)
             if child is None:

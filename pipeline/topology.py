@@ -16,7 +16,7 @@ import psutil
 from pipeline.config import STAGE_NAMES, Config
 from shm import idle as idle_strategies
 
-PROCESSES = STAGE_NAMES + ("watchdog", "journal")  # the journal process runs only with journal.dir
+PROCESSES = STAGE_NAMES + ("watchdog", "journal", "recorder")  # journal, recorder: only when configured
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,14 @@ def test_a_postgres_restart_mid_run_loses_nothing(pg_dsn, pg_server, tmp_path):
     assert "reconnects 0" not in output  # it did see the restart
     assert count(pg_dsn, "SELECT count(*) FROM market_events") == 40_000
     assert count(pg_dsn, "SELECT count(DISTINCT origin_seq) FROM market_events") == 40_000
+
+
+def test_a_live_run_with_a_dsn_ends_with_every_journal_record_in_the_database(pg_dsn, tmp_path, live):
+    journal = tmp_path / "journal"
+    run = live("--quiet", "--events", "20000", "--rate", "20000", "--journal", str(journal), "--dsn", pg_dsn)
+    code, output = run.finish(timeout=240)
+    assert code == 0, output
+    assert "recorder: " in output and "rows into PostgreSQL" in output
+    for stream, table in (("market", "market_events"), ("intent", "order_intents"), ("exec", "exec_reports")):
+        assert count(pg_dsn, f"SELECT count(*) FROM {table}") == len(JournalReader(str(journal), stream)), table
+    assert count(pg_dsn, "SELECT count(*) FROM market_events") == 20_000

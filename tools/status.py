@@ -15,7 +15,7 @@ from shm.idle import NAMES as IDLE_NAMES
 from stages import execute
 
 IDLE_LABEL = {v: k for k, v in IDLE_NAMES.items()}
-PROCESS_NAMES = STAGE_NAMES + ("watchdog", "journal")
+PROCESS_NAMES = STAGE_NAMES + ("watchdog", "journal", "recorder")
 
 
 def _us(ns: float) -> str:
@@ -49,7 +49,7 @@ class StatusView:
                    f"{'svc p50':>9}{'svc p99':>9}{'tick p50':>10}{'tick p99':>10}{'hb age':>9}")
         for index, name in enumerate(PROCESS_NAMES):
             slot = self.block.stages[index]
-            if name == "journal" and not slot[cb.S_PID]:
+            if name in ("journal", "recorder") and not slot[cb.S_PID]:
                 continue
             counters = (int(slot[cb.S_IN]) + int(slot[cb.S_IN_B]), int(slot[cb.S_OUT]))
             prev = self.prev.get(name, counters)
@@ -90,7 +90,7 @@ class StatusView:
         out = {}
         for index, name in enumerate(PROCESS_NAMES):
             slot = self.block.stages[index]
-            if name == "journal" and not slot[cb.S_PID]:
+            if name in ("journal", "recorder") and not slot[cb.S_PID]:
                 continue
             labels = graph.stats_labels(name)
             out[name] = {"in": int(slot[cb.S_IN]), "in_b": int(slot[cb.S_IN_B]), "out": int(slot[cb.S_OUT]),
@@ -116,6 +116,10 @@ class StatusView:
             dropped = sum(c["tap_dropped"] for c in counters.values())
             lines.append(f"journal: {counters['journal']['in']:,} records written of {written:,} tapped; "
                          f"{dropped:,} dropped (the journal fell behind)")
+        if "recorder" in counters:
+            r = counters["recorder"]
+            lines.append(f"recorder: {r['in']:,} rows into PostgreSQL (market {r['market']:,}, intent {r['intent']:,}, "
+                         f"exec {r['exec']:,}); reconnects {r['reconnects']}")
         blocked = {n: c["blocked_ns"] for n, c in counters.items() if c["blocked_ns"]}
         if blocked:
             lines.append("blocked on full rings: " + ", ".join(f"{n} {_us(v)}" for n, v in blocked.items()))

@@ -164,7 +164,12 @@ def parse_binance_ws(source, table: SymbolTable, venue: str) -> ParseResult:
             if e is None or e == "bookTicker":
                 if "B" in d and "A" in d:
                     vals = (d["b"], d["B"], d["a"], d["A"])
-                    append((line_no, key_for(d["s"], line_no), recv, _exch_time(d), d["u"], 0, 0, 0, _BBO, 1, 0))
+                    s = d["s"]
+                    k = key_of.get(s)
+                    if k is None:
+                        k = key_for(s, line_no)
+                    t = d.get("T")
+                    append((line_no, k, recv, t if t is not None else d.get("E", _NO_TIME), d["u"], 0, 0, 0, _BBO, 1, 0))
                     nums.extend(vals)
                 elif "lastUpdateId" in d:
                     _snapshot(d, line_no, recv, key_for, keys, depth_buf, nums, append, tally)
@@ -178,7 +183,10 @@ def parse_binance_ws(source, table: SymbolTable, venue: str) -> ParseResult:
                 flat.extend(chain_(a))
                 if len(flat) != 2 * (nb + na) or (nb and set(map(len, b)) != {2}) or (na and set(map(len, a)) != {2}):
                     raise _Malformed("bad_message")
-                k = key_for(d["s"], line_no)
+                s = d["s"]
+                k = key_of.get(s)
+                if k is None:
+                    k = key_for(s, line_no)
                 row = (line_no, k, recv, _exch_time(d), d["u"], d["U"], d.get("pu", 0), 0, _DEPTH, nb, na)
                 if nb + na == 0:
                     tally.ignore("empty_depth")
@@ -197,7 +205,11 @@ def parse_binance_ws(source, table: SymbolTable, venue: str) -> ParseResult:
                     raise _Malformed("bad_message")
                 vals = (d["p"], d["q"])
                 first, seq = (0, d["t"]) if e == "trade" else (d["f"], d["l"])
-                append((line_no, key_for(d["s"], line_no), recv, d["T"], seq, first, 0, 0,
+                s = d["s"]
+                k = key_of.get(s)
+                if k is None:
+                    k = key_for(s, line_no)
+                append((line_no, k, recv, d["T"], seq, first, 0, 0,
                         _TRADE_SELL if m else _TRADE_BUY, 1, 0))
                 nums.extend(vals)
             elif e == "markPriceUpdate":
