@@ -1,0 +1,56 @@
+"""Recorder rows/s into PostgreSQL: a fused run's journal (market events, intents, reports) copied into a
+fresh database by binary COPY, median of 3. Needs a local cluster and a role for the current user (as the
+tests set up). Run: ``python -m bench.recorder_throughput [--events 200000] [--dsn postgresql:///bot4_bench]``."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import tempfile
+import time
+
+import asyncpg
+
+from pipeline.config import Config
+from pipeline.journal import JournalReader
+from pipeline.recorder import TABLES, record_journal
+from pipeline.replay import record
+
+
+async def _reset(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        for t in TABLES:
+            await conn.execute(f"DROP TABLE IF EXISTS {t.name} CASCADE")
+        await conn.execute("DROP TABLE IF EXISTS bot4_recorder_progress")
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--dsn", default="postgresql:///bot4_bench")
+    args = parser.parse_args()
+    if args.dsn == "postgresql:///bot4_bench":
+        subprocess.run(["runuser", "-u", "postgres", "--", "createdb", "-O", "root", "bot4_bench"],
+                       capture_output=True)
+    with tempfile.TemporaryDirectory() as journal:
+        record(Config(), args.events, journal)
+        rows = sum(len(JournalReader(journal, t.stream)) for t in TABLES)
+        rates = []
+        for _ in range(3):
+            asyncio.run(_reset(args.dsn))
+            started = time.perf_counter()
+            stats = asyncio.run(record_journal(args.dsn, journal))
+            seconds = time.perf_counter() - started
+            assert sum(stats.rows.values()) == rows
+            rates.append(rows / seconds)
+    print(f"recorder: {rows:,} rows ({args.events:,} market events + intents + reports) per run; "
+          f"median {statistics.median(rates):,.0f} rows/s (runs: {', '.join(f'{r:,.0f}' for r in rates)}); "
+          "binary COPY in 65,536-row batches, one transaction each with the stream position")
+
+
+if __name__ == "__main__":
+    main()
