@@ -162,10 +162,8 @@ class Supervisor:
             # Trading off first, then everything else.
             g = self.block.globals
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            if cb.disable_trading(g, cb.KILL_STAGE_DIED, index, time.time_ns()):
-                g[cb.G_KILL_MONO_NS] = time.monotonic_ns()
-                cb.set_kill_text(g, f"stage {name} (pid {child.pid}) died ({how})")
-                g[cb.G_TRIPS] += 1
+            cb.trip(g, cb.KILL_STAGE_DIED, index, f"stage {name} (pid {child.pid}) died ({how})", time.time_ns(),
+                    time.monotonic_ns())
             self.say(f"bot4: stage {name} (pid {child.pid}) died ({how}); trading disabled")
             running = int(g[cb.G_RUN_STATE]) == cb.RUN_RUNNING
             if self.config.run.restart == "restart" and running and self.restarts < self.config.run.max_restarts:

@@ -90,10 +90,7 @@ class Watchdog:
 
     def trip(self, condition: Condition, wall: int, mono: int) -> None:
         g = self.block.globals
-        if cb.disable_trading(g, condition.reason, condition.stage, wall):
-            g[cb.G_KILL_MONO_NS] = mono
-            cb.set_kill_text(g, condition.detail)
-            g[cb.G_TRIPS] += 1
+        if cb.trip(g, condition.reason, condition.stage, condition.detail, wall, mono):
             self.stats[ST_TRIPS] += 1
 
     def alert_trip(self, wall: int, mono: int) -> None:

@@ -168,6 +168,17 @@ def _write_text(globals_: np.ndarray, first: int, words: int, text: str) -> None
     globals_[first:first + words] = np.frombuffer(raw.ljust(words * 8, b"\0"), np.int64)
 
 
+def trip(globals_: np.ndarray, reason: int, stage: int, text: str, wall_ns: int, mono_ns: int) -> bool:
+    """``disable_trading`` plus the latched detail (monotonic time, text, trip count) when this call was
+    the first; returns whether it was."""
+    first = disable_trading(globals_, reason, stage, wall_ns)
+    if first:
+        globals_[G_KILL_MONO_NS] = mono_ns
+        set_kill_text(globals_, text)
+        globals_[G_TRIPS] += 1
+    return first
+
+
 def kill_text(globals_: np.ndarray) -> str:
     return _read_text(globals_, G_KILL_TEXT, KILL_TEXT_WORDS)
 

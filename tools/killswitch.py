@@ -35,13 +35,7 @@ def request_arm(block: cb.ControlBlock, timeout_s: float = 3.0) -> tuple[bool, s
 
 def trip(block: cb.ControlBlock, reason_text: str) -> bool:
     """Drop trading now with KILL_OPERATOR; False if it was already disabled (the first reason stays)."""
-    g = block.globals
-    first = cb.disable_trading(g, cb.KILL_OPERATOR, -1, time.time_ns())
-    if first:
-        g[cb.G_KILL_MONO_NS] = time.monotonic_ns()
-        cb.set_kill_text(g, reason_text)
-        g[cb.G_TRIPS] += 1
-    return first
+    return cb.trip(block.globals, cb.KILL_OPERATOR, -1, reason_text, time.time_ns(), time.monotonic_ns())
 
 
 def _when(ns: int) -> str:
