@@ -35,25 +35,30 @@ def _tile(data: bytes, rows: int, header: bool = True) -> bytes:
 
 
 def _generated(kind: str, rows: int) -> bytes:
-    i = np.arange(rows)
-    t_us = 1_600_000_000_000_000 + i * 1000
+    j = np.arange(rows)
+    t_us = 1_600_000_000_000_000 + j * 1000
+    price = (10000 + j % 100).astype(str)
+    qty = np.char.mod("%.3f", 0.001 * (1 + j % 50))
+    maker = np.where(j % 3 == 0, "false", "true")
     if kind == "derivative_ticker":
-        head = "exchange,symbol,timestamp,local_timestamp,funding_timestamp,funding_rate,predicted_funding_rate,open_interest,last_price,index_price,mark_price"
-        lines = [f"binance-futures,BTCUSDT,{t},{t + 150},{1_600_000_000_000_000 + 28_800_000_000},{0.0001 + (j % 7) * 1e-6:.8f},,1000.5,{10000 + j % 13},{10000.5 + j % 11},{10000.25 + j % 17}"
-                 for j, t in zip(i.tolist(), t_us.tolist())]
+        head = ("exchange,symbol,timestamp,local_timestamp,funding_timestamp,funding_rate,predicted_funding_rate,"
+                "open_interest,last_price,index_price,mark_price")
+        cols = ["binance-futures", "BTCUSDT", t_us, t_us + 150, 1_600_028_800_000_000,
+                np.char.mod("%.8f", 0.0001 + (j % 7) * 1e-6), "", "1000.5", 10000 + j % 13,
+                np.char.mod("%.1f", 10000.5 + j % 11), np.char.mod("%.2f", 10000.25 + j % 17)]
     elif kind == "liquidations":
         head = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount"
-        lines = [f"binance-futures,BTCUSDT,{t},{t + 150},{j},{'buy' if j % 2 else 'sell'},{10000 + j % 100},{0.001 * (1 + j % 50):.3f}"
-                 for j, t in zip(i.tolist(), t_us.tolist())]
+        cols = ["binance-futures", "BTCUSDT", t_us, t_us + 150, j, np.where(j % 2, "buy", "sell"), price, qty]
     elif kind == "trades":
         head = "id,price,qty,quote_qty,time,is_buyer_maker"
-        lines = [f"{j},{10000 + j % 100:.2f},{0.001 * (1 + j % 50):.3f},{10.0:.4f},{t // 1000},{'true' if j % 3 else 'false'}"
-                 for j, t in zip(i.tolist(), t_us.tolist())]
+        cols = [j, price, qty, "10.0", t_us // 1000, maker]
     else:
         head = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
-        lines = [f"{j},{10000 + j % 100:.2f},{0.001 * (1 + j % 50):.3f},{2 * j},{2 * j + 1},{t // 1000},{'true' if j % 3 else 'false'}"
-                 for j, t in zip(i.tolist(), t_us.tolist())]
-    return (head + "\n" + "\n".join(lines) + "\n").encode()
+        cols = [j, price, qty, 2 * j, 2 * j + 1, t_us // 1000, maker]
+    body = np.broadcast_to(np.asarray(cols[0]).astype(str), (rows,))
+    for col in cols[1:]:
+        body = np.char.add(np.char.add(body, ","), np.broadcast_to(np.asarray(col).astype(str), (rows,)))
+    return (head + "\n" + "\n".join(body.tolist()) + "\n").encode()
 
 
 def _time(fn, repeats: int) -> tuple[float, object]:

@@ -34,9 +34,7 @@ class StageSpec:
     tap: str | None = None  # side tap to the journal: never blocks, counts what it drops
 
 
-WATCHDOG_INDEX = len(STAGE_NAMES)
-JOURNAL_INDEX = WATCHDOG_INDEX + 1
-RECORDER_INDEX = JOURNAL_INDEX + 1
+WATCHDOG_INDEX = len(STAGE_NAMES)  # control-block slots follow topology.PROCESSES
 TAP_STREAMS = {"feed.journal": "market", "strategy.journal": "intent", "execute.journal": "exec"}
 
 

@@ -6,18 +6,14 @@ summary says so). It drains every tap in batches, writes one ``append`` per batc
 """
 from __future__ import annotations
 
-import json
-import os
-import signal
 import sys
 import time
 
 import numpy as np
 
 from pipeline import graph, names
-from pipeline.config import from_dict
 from pipeline.journal import FsyncPolicy, JournalWriter
-from pipeline.topology import Placement, die_with_parent, pin_current_process
+from pipeline.child import start
 from shm import control as cb
 from shm import ring
 
@@ -26,18 +22,10 @@ ST_FSYNCS = 3
 
 
 def main() -> int:
-    launch = json.load(sys.stdin)
-    die_with_parent(launch["supervisor_pid"])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    placement = Placement(**launch["placements"]["journal"])
-    pin_current_process(placement.core)
-    config = from_dict(launch["config"])
+    child = start("journal")
+    config, block, slot = child.config, child.block, child.slot
     run = config.run.name
-    block = cb.ControlBlock.attach(names.control(run))
-    slot = block.stages[graph.JOURNAL_INDEX]
     stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
-    slot[cb.S_PID] = os.getpid()
-    slot[cb.S_CORE] = placement.core
     specs = graph.rings(config)
     policy = FsyncPolicy[config.journal.fsync.upper()]
     taps, writers, buffers = [], [], []

@@ -283,25 +283,11 @@ async def _process(block, slot, recorder: Recorder) -> None:
 
 
 def process_main() -> int:
-    import json
-    import os
-
-    from pipeline import graph, names
-    from pipeline.config import from_dict
-    from pipeline.topology import Placement, die_with_parent, pin_current_process
+    from pipeline.child import start
     from shm import control as cb
 
-    launch = json.load(sys.stdin)
-    die_with_parent(launch["supervisor_pid"])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    placement = Placement(**launch["placements"]["recorder"])
-    pin_current_process(placement.core)
-    config = from_dict(launch["config"])
-    block = cb.ControlBlock.attach(names.control(config.run.name))
-    slot = block.stages[graph.RECORDER_INDEX]
-    slot[cb.S_PID] = os.getpid()
-    slot[cb.S_CORE] = placement.core
-    slot[cb.S_HEARTBEAT_NS] = time.time_ns()
+    child = start("recorder")
+    config, block, slot = child.config, child.block, child.slot
     slot[cb.S_STATE] = cb.READY  # the database may be down: the recorder catches up when it comes back
     try:
         asyncio.run(_process(block, slot, Recorder(config.recorder.dsn, config.journal.dir)))

@@ -5,9 +5,6 @@ is ignored (the supervisor owns Ctrl-C); the supervisor stops a stage through it
 """
 from __future__ import annotations
 
-import json
-import os
-import signal
 import sys
 import time
 import traceback
@@ -17,8 +14,9 @@ import numpy as np
 import posix_ipc
 
 from pipeline import duty_cycle, graph, names
-from pipeline.config import Config, from_dict
-from pipeline.topology import Placement, die_with_parent, pin_current_process
+from pipeline.config import Config
+from pipeline.child import start
+from pipeline.topology import Placement
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
@@ -190,22 +188,12 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement) -> None
 
 
 def main() -> int:
-    launch = json.load(sys.stdin)
-    die_with_parent(launch["supervisor_pid"])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stage = launch["stage"]
-    placement = Placement(**launch["placements"][stage])
-    pin_current_process(placement.core)
-    config = from_dict(launch["config"])
+    child = start()
+    stage, config, placement, placements = child.name, child.config, child.placement, child.placements
     run = config.run.name
-    placements = {name: Placement(**p) for name, p in launch["placements"].items()}
     spec = graph.BY_NAME[stage]
-    block = cb.ControlBlock.attach(names.control(run))
-    slot = block.stages[spec.index]
-    slot[cb.S_PID] = os.getpid()
-    slot[cb.S_CORE] = placement.core
+    block, slot = child.block, child.slot
     slot[cb.S_IDLE_STRATEGY] = placement.idle
-    slot[cb.S_HEARTBEAT_NS] = time.time_ns()
     slot[cb.S_STATE] = cb.STARTING
     endpoints = None
     try:

@@ -9,20 +9,17 @@ block every poll. Started like a stage (JSON launch spec on stdin); stops when i
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
-import signal
 import sys
 import time
 
 import numpy as np
 
-from pipeline import graph, names
+from pipeline import graph
 from pipeline.alerts import Alerter
-from pipeline.config import STAGE_NAMES, Config, from_dict
+from pipeline.config import STAGE_NAMES, Config
 from pipeline.panic import Condition, PanicMonitor, pid_alive
-from pipeline.topology import Placement, die_with_parent, pin_current_process
+from pipeline.child import start
 from shm import control as cb
 
 ST_CHECKS, ST_TRIPS, ST_ARMS, ST_ARM_REFUSALS, ST_MAX_POLL_NS = range(5)
@@ -139,14 +136,9 @@ class Watchdog:
 
 
 def main() -> int:
-    launch = json.load(sys.stdin)
-    die_with_parent(launch["supervisor_pid"])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child = start("watchdog")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    placement = Placement(**launch["placements"]["watchdog"])
-    pin_current_process(placement.core)
-    config = from_dict(launch["config"])
-    block = cb.ControlBlock.attach(names.control(config.run.name))
+    config, block = child.config, child.block
     cb.disable_trading(np.zeros(cb.GLOBAL_WORDS, np.int64), 0, 0, 0)  # compile before ready
     switch = alerter = None
     try:
@@ -157,8 +149,6 @@ def main() -> int:
         alerter = Alerter(config.run.name, wd.alert_endpoint, wd.alert_command)
         watchdog = Watchdog(config, block, switch, alerter)
         slot = watchdog.slot
-        slot[cb.S_PID] = os.getpid()
-        slot[cb.S_CORE] = placement.core
         slot[cb.S_STATE] = cb.READY
         period_s = wd.period_ms / 1e3
         while not slot[cb.S_STOP]:

@@ -3,6 +3,7 @@ malformed input is counted, never raised (hypothesis fuzzing of every parser).""
 import functools
 import gzip
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -62,8 +63,6 @@ def ws_lines(name, n):
         return b"".join(f.readline() for _ in range(n))
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Binance websocket captures
 
 @pytest.mark.parametrize("name", sorted(CAPTURES))
 def test_capture_message_counts_match_sources_table(name):
@@ -222,7 +221,7 @@ def test_sequence_gap_makes_book_unsynced_until_next_snapshot():
     rec = parse_binance_ws(lines, table(), "binance").records
     unsynced = [bool(f & F_UNSYNCED) for f in rec["flags"]]
     assert unsynced == [True, False, False, False, False, True, True, False, True, False]
-    futures = ws({"lastUpdateId": 100, "bids": [["10", "1"]], "asks": []},
+    futures = ws({"lastUpdateId": 100, "symbol": "BTCUSDT", "bids": [["10", "1"]], "asks": []},
                  depth(90, 105, [("10", "2")], pu=89), depth(106, 110, [("10", "3")], pu=105),
                  depth(112, 115, [("10", "4")], pu=111))  # pu != previous u: a gap
     rec = parse_binance_ws(futures, table(), "binance-usdm").records
@@ -256,7 +255,8 @@ def test_mark_price_force_order_and_agg_trade():
     assert (rec[0]["price"], rec[0]["aux"]) == (11794.15, 11784.62)
     assert (rec[1]["price"], rec[1]["aux"]) == (0.00038167, 1562306400000e6)
     assert list(flag(rec, F_LAST)) == [False, True, True, True]
-    assert (rec[2]["side"], rec[2]["price"], rec[2]["size"], rec[2]["exch_ts"]) == (SELL, 9910.0, 0.014, 1568014460893_000_000)
+    assert (rec[2]["side"], rec[2]["price"], rec[2]["size"]) == (SELL, 9910.0, 0.014)
+    assert rec[2]["exch_ts"] == 1568014460893_000_000
     assert (rec[3]["side"], rec[3]["first_seq"], rec[3]["venue_seq"]) == (SELL, 100, 105)
 
 
@@ -272,18 +272,17 @@ def test_ws_malformed_lines_are_counted_with_reasons():
     assert r.bad == {"bad_prefix": 2, "bad_json": 1, "bad_message": 2, "bad_number": 2, "bad_symbol": 1}
     assert r.ignored == {"blank": 2, "unsupported": 1, "empty_snapshot": 1}
     assert len(r.records) == 2 and r.lines == 12
-    assert [e[0] for e in r.examples] == [3, 4, 5, 6, 7, 8, 9, 10]
+    assert [e[0] for e in r.examples] == [4, 5, 6, 7, 8, 9, 10, 11]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# compression and sniffing
 
 def test_plain_gzip_and_zip_give_the_same_records(tmp_path):
     plain = ws_lines("cm_btcusd_perp_20240808.gz", 300)  # includes the REST snapshot (line 37)
     zipped = io.BytesIO()
     with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("capture.txt", plain)
-    results = [parse_binance_ws(data, table(), "binance-coinm") for data in (plain, gzip.compress(plain), zipped.getvalue())]
+    results = [parse_binance_ws(data, table(), "binance-coinm")
+               for data in (plain, gzip.compress(plain), zipped.getvalue())]
     (tmp_path / "c.gz").write_bytes(gzip.compress(plain))
     results.append(parse_binance_ws(tmp_path / "c.gz", table(), "binance-coinm"))
     assert len(results[0].records) > 1000 and not results[0].bad
@@ -297,9 +296,9 @@ def test_truncated_gzip_is_counted_not_raised():
     plain = ws_lines("spot_ethusdt_20240808.gz", 400)
     whole = parse_binance_ws(plain, table(), "binance")
     r = parse_binance_ws(gzip.compress(plain)[:-2000], table(), "binance")
-    assert r.bad.get("corrupt_compression") == 1
+    assert r.bad.get("corrupt_compression") == 1 and r.n_bad <= 2
     assert 0 < len(r.records) < len(whole.records)
-    assert r.records.tobytes() == whole.records[:len(r.records)].tobytes() or r.bad.get("bad_json", 0) <= 1
+    assert r.records.tobytes() == whole.records[:len(r.records)].tobytes()
 
 
 def test_sniff_and_parse_file(tmp_path):
@@ -316,8 +315,6 @@ def test_sniff_and_parse_file(tmp_path):
         sniff(b"hello,world\n1,2\n")
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Tardis CSV
 
 def test_tardis_incremental_book_l2():
     r = parse_tardis(CSV / "deribit_incremental_book_L2_BTC-PERPETUAL.csv", table())
@@ -435,13 +432,20 @@ def test_tardis_bad_rows_are_counted_and_good_rows_unchanged():
     r = parse_tardis(dirty, table())
     assert r.bad == {"field_count": 1, "bad_number": 2, "bad_side": 1, "bad_text": 1}
     assert r.records.tobytes() == parse_tardis(clean, table()).records.tobytes()
-    assert [e[0] for e in r.examples] == [52, 53, 54, 55, 56]
+    assert [e[0] for e in r.examples] == [51, 52, 53, 54, 55]
     header_only = parse_tardis(b"exchange,symbol,nonsense\nbinance-futures,BTCUSDT,1\n", table(), kind="trades")
     assert header_only.bad == {"bad_header": 1} and len(header_only.records) == 0
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Binance public-data CSV
+def test_csv_line_endings():
+    clean = (CSV / "tardis_quotes.csv").read_bytes()
+    crlf = parse_tardis(clean.replace(b"\n", b"\r\n"), table())
+    assert not crlf.bad and crlf.records.tobytes() == parse_tardis(clean, table()).records.tobytes()
+    head = b"\n".join(clean.split(b"\n")[:30]) + b"\n"
+    stray = parse_tardis(head.replace(b"9682,", b"96\r82,", 1), table())
+    assert stray.n_bad == 1 and len(stray.records) == stray.lines - 1
+
+
 
 def test_binance_depth_snapshot_and_update():
     snap = parse_binance_depth(CSV / "btcusdt-depth-snap.csv", table(), "binance-usdm")
@@ -485,8 +489,6 @@ def test_binance_trades_and_agg_trades():
     assert r.bad == {"bad_flag": 1, "field_count": 1} and len(r.records) == 2
 
 
-# ---------------------------------------------------------------------------------------------------------
-# symbol table
 
 def test_symbol_table_matching_strictness_and_errors():
     t = table()
@@ -506,8 +508,6 @@ def test_symbol_table_matching_strictness_and_errors():
         SymbolTable(venues=["a", "A"], symbols=["x"])
 
 
-# ---------------------------------------------------------------------------------------------------------
-# merge and pacer
 
 def _events(ts, venue=0):
     rec = np.zeros(len(ts), MARKET_EVENT)
@@ -577,15 +577,21 @@ def test_pacer_poll_never_waits():
     assert len(pacer.poll(20_000)) == 0
 
 
-# ---------------------------------------------------------------------------------------------------------
-# fuzzing: no input crashes a parser, and every input line is accounted for
 
-FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# REPLAY_FUZZ_EXAMPLES=5000 for a long soak; the default keeps this file at a few seconds
+FUZZ = settings(max_examples=int(os.environ.get("REPLAY_FUZZ_EXAMPLES", "40")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 WS_SAMPLE = [ln for ln in ws_lines("usdm_btcusdt_20240808.gz", 60).split(b"\n") if ln] + \
-            [ln for ln in ws_lines("spot_ethusdt_20240808.gz", 8).split(b"\n") if ln]
-json_values = st.recursive(st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) |
+            [ln for ln in ws_lines("spot_ethusdt_20240808.gz", 8).split(b"\n") if ln] + \
+            ws({"e": "markPriceUpdate", "E": 1, "s": "BTCUSDT", "p": "1.5", "i": "1.4", "r": "0.0001", "T": 2},
+               {"e": "forceOrder", "E": 1, "o": {"s": "BTCUSDT", "S": "BUY", "p": "9910", "q": "0.014", "T": 3}},
+               {"e": "aggTrade", "s": "BTCUSDT", "p": "1", "q": "2", "f": 1, "l": 2, "T": 4, "m": False},
+               {"lastUpdateId": 5123107837557, "symbol": "BTCUSDT", "E": 1, "T": 1, "bids": [["61800.1", "1"]],
+                "asks": [["61800.2", "2"]]}).split(b"\n")[:-1]
+json_values = st.recursive(st.none() | st.booleans() | st.integers(min_value=-2**63, max_value=2**64 - 1) |
                            st.floats() | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+                           lambda inner: (st.lists(inner, max_size=3)
+                                          | st.dictionaries(st.text(max_size=3), inner, max_size=3)),
                            max_leaves=6)
 
 
@@ -630,7 +636,7 @@ def test_fuzz_binance_ws_field_values(data):
     line = b"1723161255030314667 " + orjson.dumps(base, option=orjson.OPT_NON_STR_KEYS) if data.draw(st.booleans()) \
         else data.draw(st.binary(max_size=60)).replace(b"\n", b"")
     r = parse_binance_ws(b"\n".join([WS_SAMPLE[0], line, WS_SAMPLE[1]]), table(strict=False), "binance-usdm")
-    check_ws_accounting(r, 3 if line.strip() else 2)
+    check_ws_accounting(r, 3)
 
 
 CSV_SAMPLES = {
@@ -646,7 +652,8 @@ TICKER = (b"exchange,symbol,timestamp,local_timestamp,funding_timestamp,funding_
           b"open_interest,last_price,index_price,mark_price\n"
           b"binance-futures,BTCUSDT,1000,1100,28800000000,0.0001,0.0002,10,100,99.5,99.75\n"
           b"binance-futures,BTCUSDT,3000,3100,28800000000,0.0001,,11,101,99.6,99.75\n")
-TRADES = b"id,price,qty,quote_qty,time,is_buyer_maker\n1,10.5,0.1,1.05,1723161256322,false\n2,10.6,0.2,2.1,1723161256323,true\n"
+TRADES = (b"id,price,qty,quote_qty,time,is_buyer_maker\n"
+          b"1,10.5,0.1,1.05,1723161256322,false\n2,10.6,0.2,2.1,1723161256323,true\n")
 ONE_RECORD_PER_ROW = {"tardis-trades", "tardis-quotes", "tardis-l2", "binance-depth", "binance-trades"}
 
 
@@ -656,11 +663,12 @@ def test_fuzz_csv_parsers(name, data):
     path, parse = CSV_SAMPLES[name]
     raw = path.read_bytes() if path else (TICKER if name == "tardis-ticker" else TRADES)
     header, *rows = [ln for ln in raw.split(b"\n")[:12] if ln]
-    rows = [mutate(r, data).replace(b"\n", b"") if data.draw(st.booleans()) else r for r in rows]
-    rows += data.draw(st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=2))
+    rows = [mutate(r, data) if data.draw(st.booleans()) else r for r in rows]
+    rows += data.draw(st.lists(st.binary(max_size=30), max_size=2))
+    rows = [r.replace(b"\n", b"").replace(b"\r", b"") for r in rows]  # line endings: test_csv_line_endings
     r = parse(b"\n".join([header] + rows) + b"\n")
     assert r.records.dtype == MARKET_EVENT
-    n_rows = sum(1 for row in rows if row.replace(b"\r", b""))
+    n_rows = sum(1 for row in rows if row)
     assert r.lines == n_rows
     if name in ONE_RECORD_PER_ROW:
         assert len(r.records) + r.n_bad == n_rows

@@ -10,12 +10,13 @@ import numpy as np
 
 from pipeline import graph
 from pipeline.config import STAGE_NAMES
+from pipeline.topology import PROCESSES
 from shm import control as cb
 from shm.idle import NAMES as IDLE_NAMES
 from stages import execute
 
 IDLE_LABEL = {v: k for k, v in IDLE_NAMES.items()}
-PROCESS_NAMES = STAGE_NAMES + ("watchdog", "journal", "recorder")
+PROCESS_NAMES = PROCESSES  # control-block slot i belongs to PROCESSES[i]
 
 
 def _us(ns: float) -> str:

@@ -31,7 +31,7 @@ from stages.sources.csvread import (FLOAT, INT, SKIP, TEXT, categorical_map, mes
                                     resolve_instruments, split_header)
 from stages.sources.inputs import ParseResult, Tally, empty_records, read_input
 from stages.sources.pyvalues import INT64_MAX, MS_MAX
-from stages.sources.symbols import SymbolTable
+from stages.sources.symbols import SymbolTable, require_venue
 from stages.sources.sync import mark_unsynced
 
 DEPTH_HEADER = ["symbol", "timestamp", "first_update_id", "last_update_id", "side", "update_type", "price", "qty", "pu"]
@@ -73,6 +73,7 @@ def _bad_header(tally: Tally, label: str, fmt: str, data: bytes, body: bytes) ->
 
 def parse_binance_depth(source, table: SymbolTable, venue: str, symbol: str | None = None) -> ParseResult:
     """Decode a Binance order-book snapshot or update CSV (path or bytes; plain, gzip or zip)."""
+    require_venue(venue)
     fmt = "binance-depth-csv"
     tally = Tally()
     data, label = read_input(source, tally)
@@ -121,6 +122,7 @@ def parse_binance_trades(source, table: SymbolTable, venue: str, symbol: str | N
     """Decode a Binance ``trades`` or ``aggTrades`` CSV (path or bytes; plain, gzip or zip)."""
     if kind not in ("trades", "aggTrades"):
         raise ValueError(f"kind must be 'trades' or 'aggTrades', not {kind!r}")
+    require_venue(venue)
     fmt = f"binance-{kind}-csv"
     tally = Tally()
     data, label = read_input(source, tally)

@@ -41,7 +41,7 @@ from stages.records import (BUY, EV_BBO, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATI
                             F_SNAPSHOT, SELL)
 from stages.sources.inputs import ParseResult, Tally, empty_records, read_input
 from stages.sources.pyvalues import float_column, int_rows, ms_to_ns
-from stages.sources.symbols import SymbolTable, UnknownInstrumentError
+from stages.sources.symbols import SymbolTable, UnknownInstrumentError, require_venue
 from stages.sources.sync import mark_unsynced
 
 FORMAT = "binance-ws"
@@ -109,6 +109,7 @@ def _fold(bids, asks, last_id, buffered, nums):
 
 def parse_binance_ws(source, table: SymbolTable, venue: str) -> ParseResult:
     """Decode a websocket capture (path or bytes; plain, gzip or zip) of venue ``venue`` into records."""
+    require_venue(venue)
     tally = Tally()
     data, label = read_input(source, tally)
     lines = data.split(b"\n")
@@ -294,8 +295,8 @@ def _build(tally, lines, keys, rows, nums) -> np.ndarray:
     if v_ok is not None:
         ok &= v_ok
     for m in np.flatnonzero(~ok).tolist():
-        line_no = rows[m][C_LINE] if isinstance(rows[m][C_LINE], int) else 0
-        tally.bad_line(line_no, "bad_number", lines[line_no - 1] if line_no else b"")
+        line_no = rows[m][C_LINE]
+        tally.bad_line(line_no, "bad_number", lines[line_no - 1])
 
     off = np.cumsum(width) - width
     last = np.zeros(len(msg_of), np.bool_)

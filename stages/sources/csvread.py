@@ -91,8 +91,8 @@ def _fast(body: bytes, spec: list, first_line: int) -> Table | None:
     try:
         df = pd.read_csv(io.BytesIO(body), header=None, names=names, usecols=used, dtype=dtypes, engine="c",
                          quoting=csv.QUOTE_NONE, keep_default_na=False, na_values=na, index_col=False,
-                         skip_blank_lines=True, encoding="utf-8", float_precision="round_trip")
-    except (ValueError, OverflowError, UnicodeDecodeError, pd.errors.ParserError):
+                         skip_blank_lines=True, encoding="utf-8")
+    except Exception:  # whatever the C reader rejects, the per-line reader accounts for row by row
         return None
     if len(df) != len(line):
         return None
@@ -182,7 +182,8 @@ def categorical_map(cat: pd.Categorical, mapping: dict, default=None) -> tuple[n
     return vals[codes], known[codes]
 
 
-def resolve_instruments(table: SymbolTable, venue, symbol, line: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def resolve_instruments(table: SymbolTable, venue, symbol, line: np.ndarray,
+                        source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(venue ids, symbol ids, ok) per row; ``venue``/``symbol`` are a fixed name or a pd.Categorical
     column. Raises UnknownInstrumentError (strict table) naming the first line that uses an unknown name."""
     n = len(line)

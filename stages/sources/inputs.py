@@ -28,7 +28,8 @@ class ParseResult:
     ``bad`` counts malformed input (undecodable: not JSON, a field that is not a number, a wrong field
     count...) by reason; ``ignored`` counts well-formed input that carries no market event (blank lines,
     event types this parser does not map) by reason. ``examples`` keeps the first few bad lines as
-    (line number, reason, excerpt). ``origin_seq`` is 0 in every record: :func:`merge` assigns it.
+    (line number, reason, excerpt). ``lines`` counts non-blank input lines (CSV: data rows, header
+    excluded). ``origin_seq`` is 0 in every record: :func:`merge` assigns it.
     """
     source: str
     format: str

@@ -12,26 +12,6 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MS_MAX = INT64_MAX // 1_000_000  # the largest ms (or µs/1000) value whose ns still fits int64
 
 
-def int_column(values: list) -> tuple[np.ndarray, np.ndarray | None]:
-    """(int64 array, per-value ok mask or None when every value is an in-range integer)."""
-    if not values:
-        return np.zeros(0, np.int64), None
-    try:
-        arr = np.array(values)
-        if arr.dtype == np.int64 and arr.ndim == 1:
-            return arr, None
-    except (ValueError, TypeError, OverflowError):
-        pass
-    out = np.zeros(len(values), np.int64)
-    ok = np.ones(len(values), np.bool_)
-    for i, v in enumerate(values):
-        if isinstance(v, int) and INT64_MIN <= v <= INT64_MAX:
-            out[i] = v
-        else:
-            ok[i] = False
-    return out, ok
-
-
 def int_rows(rows: list, width: int) -> tuple[np.ndarray, np.ndarray]:
     """(int64 table of shape (len(rows), width), per-row ok mask) from tuples of decoded JSON values.
     A row holding anything but in-range integers is not ok (its values are zeroed)."""

@@ -23,11 +23,11 @@ import numpy as np
 from stages.records import MARKET_EVENT
 from stages.sources.binance_csv import DEPTH_HEADER, parse_binance_depth, parse_binance_trades
 from stages.sources.binance_ws import parse_binance_ws
+from stages.sources.csvread import split_header
 from stages.sources.inputs import Loaded, ParseResult, load
 from stages.sources.symbols import SymbolTable
 from stages.sources.sync import mark_unsynced
 from stages.sources.tardis import detect_kind, parse_tardis
-from stages.sources.csvread import split_header
 
 
 class UnknownFormatError(ValueError):

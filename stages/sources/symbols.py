@@ -44,6 +44,13 @@ def well_formed(name) -> bool:
     return type(name) is str and _WELL_FORMED.fullmatch(name) is not None
 
 
+def require_venue(venue) -> None:
+    """A venue named by the caller (not read from a file) must be a well-formed name: a typo there is a
+    programming error, not bad input, so it raises instead of turning every line into a bad one."""
+    if not well_formed(venue):
+        raise ValueError(f"venue must be a name like 'binance', not {venue!r}")
+
+
 def _venue_key(name: str) -> str:
     return name.strip().lower()
 

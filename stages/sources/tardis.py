@@ -271,7 +271,6 @@ def _ticker(rows: np.ndarray, base: dict, cols: dict, n: int) -> np.ndarray:
     want_mark = ~np.isnan(mark) & _changed(key, mark, index)
     want_funding = ~np.isnan(rate) & _changed(key, rate, f_us)
     f_ns = np.where(np.isnan(f_us), np.nan, np.where(np.isnan(f_us), 0, f_us).astype(np.int64) * 1000.0)
-
     sel_m = np.flatnonzero(want_mark)
     sel_f = np.flatnonzero(want_funding)
     order = np.argsort(np.concatenate([sel_m * 2, sel_f * 2 + 1]), kind="stable")
