@@ -74,6 +74,17 @@ class FeedConfig:
 
 
 @dataclass(frozen=True)
+class ValidateConfig:
+    max_stale_ms: float = 5000.0     # receive time this far behind the venue's time: quarantined
+    max_future_ms: float = 1000.0    # venue time this far ahead of the receive time: quarantined
+    max_jump_pct: float = 10.0       # a price this far from the instrument's last accepted one: quarantined
+
+    def check(self):
+        for key in ("max_stale_ms", "max_future_ms", "max_jump_pct"):
+            _require(getattr(self, key) > 0, f"validate.{key}", getattr(self, key), "use a positive number")
+
+
+@dataclass(frozen=True)
 class RiskConfig:
     max_position_usd: float = 50_000.0
     max_order_usd: float = 5_000.0
@@ -254,6 +265,7 @@ class RingsConfig:
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     feed: FeedConfig = field(default_factory=FeedConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)

@@ -110,7 +110,12 @@ def kernel(stage: str, config: Config, live: bool):
                                   crash_bps=config.feed.crash_bps_per_event)
         return feed.step, params, feed.make_state(config.feed.seed, symbols)
     if stage == "validate":
-        return validate.step, validate.make_params(n_venues, n_symbols), validate.make_state()
+        symbols = {s[0]: s for s in feed.DEFAULT_SYMBOLS}
+        chosen = [symbols[name] for name in config.feed.symbols]
+        v = config.validate
+        params = validate.make_params(n_venues, n_symbols, v.max_stale_ms, v.max_future_ms, v.max_jump_pct,
+                                      ticks=[s[2] for s in chosen], lots=[s[3] for s in chosen])
+        return validate.step, params, validate.make_state()
     if stage == "feature":
         return feature.step, feature.make_params(), feature.make_state()
     if stage == "risk":

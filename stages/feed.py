@@ -19,7 +19,6 @@ from stages.records import BOOK_LEVELS, EV_BOOK, EV_TRADE
 MAX_VENUES = 4
 MAX_SYMBOLS = 8
 MAX_KEYS = MAX_VENUES * MAX_SYMBOLS
-EPOCH_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z: synthetic exchange time starts here
 
 # params (float64)
 (P_RATE_EPS, P_MAX_EVENTS, P_N_VENUES, P_N_SYMBOLS, P_BAD_RATE, P_TRADE_PROB, P_SIM_CLOCK, P_MEAN_GAP_NS,
@@ -105,7 +104,8 @@ def _emit_one(state, params, rec, seq, now_ns):
     ints[I_SIM_NS] += int(_exponential(rng, params[P_MEAN_GAP_NS])) + 1
     rec["origin_ts"] = ints[I_SIM_NS] if params[P_SIM_CLOCK] != 0.0 else now_ns
     rec["origin_seq"] = seq
-    rec["exch_ts"] = EPOCH_NS + ints[I_SIM_NS]
+    # The synthetic venue sits next to us: its time is the receive time (the synthetic clock when fused).
+    rec["exch_ts"] = rec["origin_ts"]
     rec["venue"] = venue
     rec["symbol"] = s
     rec["reason"] = 0

@@ -1,9 +1,16 @@
 """Validate stage: forward well-formed market events; quarantine the rest with a reason code.
 
-Rules, in order (the first that fails names the reason): unknown instrument, NaN, non-positive price,
-non-positive size, crossed or locked book, out-of-order venue sequence. Sequence gaps are counted and the
-event forwarded (the feed decides on resync). Quarantined events are counted per reason and the latest
-``QUARANTINE_KEEP`` are kept, with their reason, in the stage state for inspection.
+Rules, in order (the first that fails names the reason): unknown instrument, unknown kind, NaN,
+non-positive price, non-positive size (a book delta may carry size 0: it removes the level), crossed or
+locked book (snapshots and BBO), out-of-order venue sequence, stale or future venue time, an outlier jump
+from the instrument's last accepted price, and a price or size off the instrument's tick/lot grid.
+
+Sequences are checked per instrument and per sequence space, only where the venue gives one (> 0):
+books and trades of the synthetic feed share one counter (its venue does), L2 deltas may repeat their
+message's id (one message, many levels) but never go back, BBO ids only rise. Trade-id gaps are counted
+and forwarded (the source decides on resync; L2 gaps arrive already marked F_UNSYNCED by the source and
+are counted as such). Quarantined events are counted per reason and the latest ``QUARANTINE_KEEP`` are
+kept, with their reason, in the stage state for inspection.
 """
 import math
 
@@ -11,46 +18,72 @@ import numpy as np
 from numba import njit
 
 from stages.feed import MAX_KEYS, MAX_SYMBOLS
-from stages.records import BOOK_LEVELS, EV_BOOK, EV_TRADE, MARKET_EVENT
+from stages.records import (BOOK_LEVELS, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_MARK,
+                            EV_TRADE, F_UNSYNCED, MARKET_EVENT)
 
-R_UNKNOWN_INSTRUMENT, R_NAN, R_NONPOSITIVE_PRICE, R_NONPOSITIVE_SIZE, R_CROSSED_BOOK, R_OUT_OF_ORDER, R_BAD_KIND = range(1, 8)
+(R_UNKNOWN_INSTRUMENT, R_NAN, R_NONPOSITIVE_PRICE, R_NONPOSITIVE_SIZE, R_CROSSED_BOOK, R_OUT_OF_ORDER, R_BAD_KIND,
+ R_STALE, R_FUTURE, R_OUTLIER, R_OFF_GRID) = range(1, 12)
 REASON_NAMES = {R_UNKNOWN_INSTRUMENT: "unknown instrument", R_NAN: "NaN", R_NONPOSITIVE_PRICE: "non-positive price",
                 R_NONPOSITIVE_SIZE: "non-positive size", R_CROSSED_BOOK: "crossed book",
-                R_OUT_OF_ORDER: "out-of-order sequence", R_BAD_KIND: "unknown event kind"}
+                R_OUT_OF_ORDER: "out-of-order sequence", R_BAD_KIND: "unknown event kind",
+                R_STALE: "stale venue time", R_FUTURE: "venue time in the future", R_OUTLIER: "outlier jump",
+                R_OFF_GRID: "off the tick/lot grid"}
 
 STATS = ("forwarded", "quarantined", "unknown_instrument", "nan", "nonpositive_price", "nonpositive_size",
-         "crossed_book", "out_of_order", "bad_kind", "sequence_gaps")
+         "crossed_book", "out_of_order", "bad_kind", "stale", "future", "outlier", "off_grid", "sequence_gaps",
+         "unsynced")
 ST_FORWARDED, ST_QUARANTINED = 0, 1  # per-reason counter = 1 + reason
-ST_GAPS = 9
+ST_GAPS, ST_UNSYNCED = 13, 14
 
-P_N_VENUES, P_N_SYMBOLS = range(2)
+P_N_VENUES, P_N_SYMBOLS, P_MAX_STALE_NS, P_MAX_FUTURE_NS, P_MAX_JUMP = range(5)
+P_TICK = 8                     # P_TICK + symbol: tick size (0 = not checked)
+P_LOT = P_TICK + MAX_SYMBOLS   # P_LOT + symbol: lot size (0 = not checked)
+N_PARAMS = P_LOT + MAX_SYMBOLS
 QUARANTINE_KEEP = 256
 
+# sequence spaces (columns of the last-sequence table)
+SEQ_BOOK_TRADE, SEQ_DELTA, SEQ_BBO = range(3)
 
-def make_params(n_venues: int, n_symbols: int) -> np.ndarray:
-    return np.array([n_venues, n_symbols, 0, 0], np.float64)
+
+def make_params(n_venues: int, n_symbols: int, max_stale_ms: float = 5000.0, max_future_ms: float = 1000.0,
+                max_jump_pct: float = 10.0, ticks=(), lots=()) -> np.ndarray:
+    p = np.zeros(N_PARAMS)
+    p[P_N_VENUES], p[P_N_SYMBOLS] = n_venues, n_symbols
+    p[P_MAX_STALE_NS], p[P_MAX_FUTURE_NS], p[P_MAX_JUMP] = max_stale_ms * 1e6, max_future_ms * 1e6, max_jump_pct / 100
+    p[P_TICK:P_TICK + len(ticks)] = ticks
+    p[P_LOT:P_LOT + len(lots)] = lots
+    return p
 
 
 def make_state():
-    """(last venue sequence per key, quarantine ring of the latest rejects, its count)."""
-    return np.zeros(MAX_KEYS, np.int64), np.zeros(QUARANTINE_KEEP, MARKET_EVENT), np.zeros(1, np.int64)
+    """(last sequence per key and space, last accepted price per key, quarantine ring, its count)."""
+    return (np.zeros((MAX_KEYS, 3), np.int64), np.zeros(MAX_KEYS), np.zeros(QUARANTINE_KEEP, MARKET_EVENT),
+            np.zeros(1, np.int64))
 
 
 @njit(cache=True)
-def reason_of(ev, last_seq, n_venues, n_symbols):
-    if ev["venue"] >= n_venues or ev["symbol"] >= n_symbols:
-        return R_UNKNOWN_INSTRUMENT
-    if ev["kind"] == EV_TRADE:
-        if math.isnan(ev["price"]) or math.isnan(ev["size"]):
-            return R_NAN
-        if ev["price"] <= 0.0:
-            return R_NONPOSITIVE_PRICE
-        if ev["size"] <= 0.0:
-            return R_NONPOSITIVE_SIZE
-    elif ev["kind"] == EV_BOOK:
+def _finite(*values):
+    for v in values:
+        if math.isnan(v) or math.isinf(v):
+            return False
+    return True
+
+
+@njit(cache=True)
+def _off_grid(value, step):
+    if step <= 0.0:
+        return False
+    units = value / step
+    return abs(units - round(units)) > 1e-6 * max(1.0, abs(units))
+
+
+@njit(cache=True)
+def _content(ev, tick, lot):
+    """Kind-specific checks of the values themselves; 0 if fine."""
+    kind = ev["kind"]
+    if kind == EV_BOOK:
         for j in range(BOOK_LEVELS):
-            if (math.isnan(ev["bid_px"][j]) or math.isnan(ev["ask_px"][j]) or math.isnan(ev["bid_sz"][j])
-                    or math.isnan(ev["ask_sz"][j])):
+            if not _finite(ev["bid_px"][j], ev["ask_px"][j], ev["bid_sz"][j], ev["ask_sz"][j]):
                 return R_NAN
         for j in range(BOOK_LEVELS):
             if ev["bid_px"][j] <= 0.0 or ev["ask_px"][j] <= 0.0:
@@ -60,24 +93,98 @@ def reason_of(ev, last_seq, n_venues, n_symbols):
                 return R_NONPOSITIVE_SIZE
         if ev["bid_px"][0] >= ev["ask_px"][0]:
             return R_CROSSED_BOOK
+    elif kind == EV_TRADE or kind == EV_LIQUIDATION or kind == EV_BOOK_DELTA:
+        if not _finite(ev["price"], ev["size"]):
+            return R_NAN
+        if ev["price"] <= 0.0:
+            return R_NONPOSITIVE_PRICE
+        if ev["size"] < 0.0 or (ev["size"] == 0.0 and kind != EV_BOOK_DELTA):
+            return R_NONPOSITIVE_SIZE
+    elif kind == EV_BBO:
+        if not _finite(ev["bid_px"][0], ev["ask_px"][0], ev["bid_sz"][0], ev["ask_sz"][0]):
+            return R_NAN
+        if ev["bid_px"][0] <= 0.0 or ev["ask_px"][0] <= 0.0:
+            return R_NONPOSITIVE_PRICE
+        if ev["bid_sz"][0] < 0.0 or ev["ask_sz"][0] < 0.0:
+            return R_NONPOSITIVE_SIZE
+        if ev["bid_px"][0] >= ev["ask_px"][0]:
+            return R_CROSSED_BOOK
+    elif kind == EV_FUNDING:
+        if not _finite(ev["price"], ev["aux"]):
+            return R_NAN
+    elif kind == EV_MARK:
+        if not _finite(ev["price"], ev["aux"]):
+            return R_NAN
+        if ev["price"] <= 0.0:
+            return R_NONPOSITIVE_PRICE
     else:
         return R_BAD_KIND
-    if ev["venue_seq"] <= last_seq:
-        return R_OUT_OF_ORDER
+    return 0
+
+
+@njit(cache=True)
+def _reference_price(ev):
+    kind = ev["kind"]
+    if kind == EV_BOOK or kind == EV_BBO:
+        return 0.5 * (ev["bid_px"][0] + ev["ask_px"][0])
+    if kind == EV_TRADE:
+        return ev["price"]
+    return 0.0  # deltas can sit far from the touch; funding and marks are not prices of the book
+
+
+@njit(cache=True)
+def reason_of(ev, last_seq, last_price, params):
+    """The quarantine reason for ``ev`` (0 = valid). ``last_seq`` is the instrument's row of sequences."""
+    if ev["venue"] >= params[P_N_VENUES] or ev["symbol"] >= params[P_N_SYMBOLS]:
+        return R_UNKNOWN_INSTRUMENT
+    symbol = int(ev["symbol"])
+    reason = _content(ev, params[P_TICK + symbol], params[P_LOT + symbol])
+    if reason != 0:
+        return reason
+    kind = ev["kind"]
+    seq = ev["venue_seq"]
+    if seq > 0:
+        if kind == EV_BOOK or kind == EV_TRADE:
+            if seq <= last_seq[SEQ_BOOK_TRADE]:
+                return R_OUT_OF_ORDER
+        elif kind == EV_BOOK_DELTA:
+            if seq < last_seq[SEQ_DELTA]:
+                return R_OUT_OF_ORDER
+        elif kind == EV_BBO:
+            if seq <= last_seq[SEQ_BBO]:
+                return R_OUT_OF_ORDER
+    if ev["exch_ts"] > 0:
+        lag = ev["origin_ts"] - ev["exch_ts"]
+        if lag > params[P_MAX_STALE_NS]:
+            return R_STALE
+        if -lag > params[P_MAX_FUTURE_NS]:
+            return R_FUTURE
+    price = _reference_price(ev)
+    if price > 0.0 and last_price > 0.0 and abs(price / last_price - 1.0) > params[P_MAX_JUMP]:
+        return R_OUTLIER
+    tick = params[P_TICK + symbol]
+    lot = params[P_LOT + symbol]
+    if kind == EV_BOOK:
+        for j in range(BOOK_LEVELS):
+            if _off_grid(ev["bid_px"][j], tick) or _off_grid(ev["ask_px"][j], tick) or \
+                    _off_grid(ev["bid_sz"][j], lot) or _off_grid(ev["ask_sz"][j], lot):
+                return R_OFF_GRID
+    elif kind == EV_TRADE or kind == EV_BOOK_DELTA or kind == EV_LIQUIDATION:
+        if _off_grid(ev["price"], tick) or _off_grid(ev["size"], lot):
+            return R_OFF_GRID
     return 0
 
 
 @njit(cache=True)
 def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
-    last_seq, quarantine, quarantined = state
-    n_venues = int(params[P_N_VENUES])
-    n_symbols = int(params[P_N_SYMBOLS])
+    last_seq, last_price, quarantine, quarantined = state
     n_out = 0
     for i in range(n_a):
         ev = in_a[i]
         key = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
-        prev = last_seq[key] if key < MAX_KEYS else 0
-        reason = reason_of(ev, prev, n_venues, n_symbols)
+        known = ev["venue"] < params[P_N_VENUES] and ev["symbol"] < params[P_N_SYMBOLS] and key < MAX_KEYS
+        row = last_seq[key] if known else last_seq[0]
+        reason = reason_of(ev, row, last_price[key] if known else 0.0, params)
         if reason != 0:
             slot = quarantined[0] % QUARANTINE_KEEP
             quarantine[slot] = ev
@@ -86,9 +193,22 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             stats[ST_QUARANTINED] += 1
             stats[1 + reason] += 1
             continue
-        if prev != 0 and ev["venue_seq"] != prev + 1:
-            stats[ST_GAPS] += 1
-        last_seq[key] = ev["venue_seq"]
+        kind = ev["kind"]
+        seq = ev["venue_seq"]
+        if seq > 0:
+            if kind == EV_BOOK or kind == EV_TRADE:
+                if row[SEQ_BOOK_TRADE] != 0 and seq != row[SEQ_BOOK_TRADE] + 1:
+                    stats[ST_GAPS] += 1
+                row[SEQ_BOOK_TRADE] = seq
+            elif kind == EV_BOOK_DELTA:
+                row[SEQ_DELTA] = seq
+            elif kind == EV_BBO:
+                row[SEQ_BBO] = seq
+        if ev["flags"] & F_UNSYNCED:
+            stats[ST_UNSYNCED] += 1
+        price = _reference_price(ev)
+        if price > 0.0:
+            last_price[key] = price
         out[n_out] = ev
         n_out += 1
     stats[ST_FORWARDED] += n_out

@@ -27,12 +27,13 @@ def trade(venue=0, symbol=0, seq=1, price=100.0, size=1.0, side=SELL):
     return ev
 
 
-def run_validate(events):
+def run_validate(events, **params):
     events = np.array(events, dtype=records.MARKET_EVENT)
     out = np.zeros(len(events), records.MARKET_EVENT)
     stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
     state = validate.make_state()
-    n = validate.step(events, len(events), events[:0], 0, state, validate.make_params(2, 3), None, stats, out, 0)
+    n = validate.step(events, len(events), events[:0], 0, state, validate.make_params(2, 3, **params), None, stats,
+                      out, 0)
     return out[:n], stats, state
 
 
@@ -59,13 +60,41 @@ def _with(ev, **changes):
     (validate.R_CROSSED_BOOK, lambda: book(seq=2, bid=100.0, ask=100.0)),  # locked
     (validate.R_OUT_OF_ORDER, lambda: book(seq=1)),
     (validate.R_BAD_KIND, lambda: _with(book(seq=2), kind=9)),
+    (validate.R_STALE, lambda: _with(book(seq=2), exch_ts=1, origin_ts=6_000_000_002)),
+    (validate.R_FUTURE, lambda: _with(book(seq=2), exch_ts=2_000_000_000, origin_ts=2)),
+    (validate.R_OUTLIER, lambda: book(seq=2, bid=150.0, ask=150.5)),
+    (validate.R_OFF_GRID, lambda: book(seq=2, bid=100.2, ask=100.7)),
+    (validate.R_OFF_GRID, lambda: _with(trade(seq=2), size=0.37)),
+    (validate.R_NONPOSITIVE_SIZE, lambda: _with(trade(seq=2, price=100.0), kind=records.EV_LIQUIDATION, size=0.0)),
+    (validate.R_NAN, lambda: _with(trade(seq=2), kind=records.EV_FUNDING, price=math.nan)),
+    (validate.R_NONPOSITIVE_PRICE, lambda: _with(trade(seq=2), kind=records.EV_MARK, price=0.0)),
+    (validate.R_CROSSED_BOOK, lambda: _with(book(seq=2, bid=101.0, ask=100.0), kind=records.EV_BBO)),
 ])
 def test_each_bad_event_is_quarantined_with_its_reason_and_counted(reason, bad):
-    out, stats, state = run_validate([book(seq=1), bad(), book(seq=3)])
+    out, stats, state = run_validate([book(seq=1), bad(), book(seq=3)], ticks=[0.5], lots=[0.1])
     assert list(out["venue_seq"]) == [1, 3]
     assert stats[validate.ST_QUARANTINED] == 1
     assert stats[1 + reason] == 1
-    assert state[1][0]["reason"] == reason
+    assert state[2][0]["reason"] == reason
+
+
+def test_each_sequence_space_is_checked_on_its_own():
+    delta = lambda seq, price=100.0, size=1.0: _with(trade(seq=seq, price=price, size=size),  # noqa: E731
+                                                      kind=records.EV_BOOK_DELTA, side=1)
+    bbo = lambda seq: _with(book(seq=seq), kind=records.EV_BBO)  # noqa: E731
+    events = [book(seq=10), delta(500), delta(500, 99.5, 0.0), bbo(700), trade(seq=11), delta(499), bbo(700),
+              delta(501), bbo(701)]
+    out, stats, _ = run_validate(events)
+    assert list(out["venue_seq"]) == [10, 500, 500, 700, 11, 501, 701]  # a delta may repeat its message id
+    assert stats[1 + validate.R_OUT_OF_ORDER] == 2 and stats[validate.ST_GAPS] == 0
+
+
+def test_funding_marks_and_liquidations_pass_when_sane():
+    events = [_with(trade(seq=0), kind=records.EV_FUNDING, price=0.0001, aux=1e18),
+              _with(trade(seq=0), kind=records.EV_MARK, price=100.1, aux=100.0),
+              _with(trade(seq=0, side=1), kind=records.EV_LIQUIDATION)]
+    out, stats, _ = run_validate(events)
+    assert len(out) == 3 and stats[validate.ST_QUARANTINED] == 0
 
 
 def test_sequence_gaps_are_counted_and_forwarded():
