@@ -18,7 +18,7 @@ from numba import njit
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages.feed import MAX_KEYS, MAX_SYMBOLS
-from stages.records import (BOOK_LEVELS, BUY, EV_BOOK, EV_TRADE, INTENT_CANCEL_ALL, INTENT_IOC,
+from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_TRADE, INTENT_CANCEL_ALL, INTENT_IOC,
                             INTENT_QUOTE, MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL,
                             ORD_REJECTED, ORDER, REJ_BAD_QTY, REJ_NO_MARKET, REJ_TOO_MANY_ORDERS,
                             REJ_TRADING_DISABLED, SELL, STRAT_FLATTEN)
@@ -151,7 +151,7 @@ def _take(state, params, out, n, order, stats, now_ns):
 def _on_market(state, params, ev, out, n, stats, now_ns):
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
     k = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
-    if ev["kind"] == EV_BOOK:
+    if ev["kind"] == EV_BOOK or ev["kind"] == EV_BBO:  # a BBO matches as a one-level book
         books[k] = ev
         has_book[k] = 1
     for side_col in range(2):

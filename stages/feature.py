@@ -1,7 +1,8 @@
 """Feature stage: per (venue, symbol) incremental features, one vector per market event.
 
-Book events update mid, spread, microprice and imbalances, and the return/volatility EWMAs; trade events
-update the signed trade-flow EWMA and re-emit the latest book features. Horizons count events of the
+Book and BBO events update mid, spread, microprice and imbalances, and the return/volatility EWMAs; trade
+events update the signed trade-flow EWMA; every other kind (L2 deltas until books feed features, funding,
+marks, liquidations) re-emits the latest vector, so each event still yields exactly one. Horizons count events of the
 same instrument (event time, never wall time).
 """
 import math
@@ -10,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from stages.feed import MAX_KEYS, MAX_SYMBOLS
-from stages.records import BOOK_LEVELS, EV_BOOK, EV_TRADE, FEATURE_SCHEMA_HASH, N_FEATURES
+from stages.records import BOOK_LEVELS, EV_BBO, EV_BOOK, EV_TRADE, FEATURE_SCHEMA_HASH, N_FEATURES
 
 F_SPREAD_BPS, F_MICRO_DEV_BPS, F_IMBALANCE_1, F_IMBALANCE_5, F_RET_1_BPS, F_MOMENTUM_BPS, F_RVOL_BPS, F_TRADE_FLOW = range(8)
 
@@ -47,7 +48,7 @@ def _imbalance(bid_sz, ask_sz, depth):
 @njit(cache=True)
 def update(ev, row, params):
     """Fold one market event into the instrument's state row; returns True if the row has a book."""
-    if ev["kind"] == EV_BOOK:
+    if ev["kind"] == EV_BOOK or ev["kind"] == EV_BBO:  # a BBO is a one-level book (deeper sizes are 0)
         bid = ev["bid_px"][0]
         ask = ev["ask_px"][0]
         bid_sz = ev["bid_sz"][0]

@@ -292,3 +292,17 @@ def test_risk_publishes_equity_and_halves_size_beyond_the_soft_drawdown():
     mark(84.0)  # 16% below peak: size halved
     assert out[0]["reasons"] & records.RISK_DRAWDOWN
     assert out[0]["buy_budget"] * 84.0 == pytest.approx(500.0)
+
+
+def test_a_bbo_feeds_features_and_the_paper_venue_as_a_one_level_book():
+    bbo = _with(book(bid=100.0, ask=100.5, size=2.0), kind=records.EV_BBO)
+    for j in range(1, records.BOOK_LEVELS):
+        bbo["bid_px"][j] = bbo["ask_px"][j] = bbo["bid_sz"][j] = bbo["ask_sz"][j] = 0.0
+    row = np.zeros(feature.KEY_COLUMNS)
+    assert feature.update(bbo, row, feature.make_params())
+    assert row[feature.F_SPREAD_BPS] == pytest.approx(0.5 / 100.25 * 1e4) and row[feature.F_IMBALANCE_5] == 0.0
+    v = Venue()
+    v.send(market=[bbo])
+    reports = v.send([intent(INTENT_IOC, BUY, 101.0, 3.0)])
+    fills = reports[reports["liquidity"] != 0]
+    assert list(fills["price"]) == [100.5] and list(fills["qty"]) == [2.0]  # only the one level exists
