@@ -43,7 +43,9 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class FeedConfig:
-    source: str = "synthetic"
+    source: str = "synthetic"        # synthetic | replay
+    files: tuple = ()                # replay: "VENUE=PATH" per file (venue: one of feed.venues); any supported format
+    replay_speed: float = 1.0        # replay: 1 = as recorded, N = N times faster, 0 = as fast as possible
     seed: int = 7
     rate_eps: float = 10_000.0       # events per second; 0 = as fast as the pipeline takes them
     max_events: int = 0              # 0 = unlimited
@@ -61,14 +63,21 @@ class FeedConfig:
         _require(0 <= self.crash_bps_per_event < 100, "feed.crash_bps_per_event", self.crash_bps_per_event,
                  "use 0..100")
         from stages.feed import DEFAULT_SYMBOLS, MAX_SYMBOLS, MAX_VENUES
-        _require(self.source == "synthetic", "feed.source", self.source,
-                 "only 'synthetic' is available in this version")
+        _require(self.source in ("synthetic", "replay"), "feed.source", self.source, "use 'synthetic' or 'replay'")
+        if self.source == "replay":
+            _require(bool(self.files), "feed.files", self.files, 'give at least one "VENUE=PATH"')
+            for entry in self.files:
+                venue, _, path = str(entry).partition("=")
+                _require(venue in self.venues and bool(path), "feed.files", entry,
+                         f'use "VENUE=PATH" with VENUE one of feed.venues {list(self.venues)}')
+                _require(Path(path).is_file(), "feed.files", entry, f"{path} does not exist")
+        _require(self.replay_speed >= 0, "feed.replay_speed", self.replay_speed, "use 0 (max) or a positive factor")
         _require(self.rate_eps >= 0, "feed.rate_eps", self.rate_eps, "use 0 (max rate) or a positive rate")
         _require(self.max_events >= 0, "feed.max_events", self.max_events, "use 0 (unlimited) or more")
         _require(1 <= len(self.venues) <= MAX_VENUES, "feed.venues", self.venues, f"give 1 to {MAX_VENUES} venues")
         known = [s[0] for s in DEFAULT_SYMBOLS]
-        _require(1 <= len(self.symbols) <= MAX_SYMBOLS and all(s in known for s in self.symbols), "feed.symbols",
-                 self.symbols, f"choose from {known}")
+        _require(1 <= len(self.symbols) <= MAX_SYMBOLS and (self.source == "replay" or all(s in known for s in self.symbols)),
+                 "feed.symbols", self.symbols, f"choose from {known} (any names for a replay)")
         _require(0 <= self.malformed_rate < 1, "feed.malformed_rate", self.malformed_rate, "use a fraction in [0, 1)")
         _require(0 <= self.trade_prob < 1, "feed.trade_prob", self.trade_prob, "use a fraction in [0, 1)")
 

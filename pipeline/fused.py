@@ -138,7 +138,7 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
         stats = _stats(block, spec.index)
         counters[spec.name] = {"in": counts[spec.name][0], "out": counts[spec.name][1],
                                **{label: int(stats[i]) for i, label in enumerate(labels)}}
-    _, _, quarantine, quarantined = kernels["validate"][2]
+    _, _, quarantine, quarantined, _ = kernels["validate"][2]
     kept = min(int(quarantined[0]), validate.QUARANTINE_KEEP)
     return FusedResult(np.concatenate(all_reports) if all_reports else empty_reports,
                        np.concatenate(all_intents) if all_intents else np.zeros(0, records.ORDER_INTENT),

@@ -110,11 +110,14 @@ def kernel(stage: str, config: Config, live: bool):
                                   crash_bps=config.feed.crash_bps_per_event)
         return feed.step, params, feed.make_state(config.feed.seed, symbols)
     if stage == "validate":
-        symbols = {s[0]: s for s in feed.DEFAULT_SYMBOLS}
-        chosen = [symbols[name] for name in config.feed.symbols]
         v = config.validate
+        ticks = lots = ()
+        if config.feed.source == "synthetic":  # a replay's grids are the venue's, not known here
+            symbols = {s[0]: s for s in feed.DEFAULT_SYMBOLS}
+            chosen = [symbols[name] for name in config.feed.symbols]
+            ticks, lots = [s[2] for s in chosen], [s[3] for s in chosen]
         params = validate.make_params(n_venues, n_symbols, v.max_stale_ms, v.max_future_ms, v.max_jump_pct,
-                                      ticks=[s[2] for s in chosen], lots=[s[3] for s in chosen])
+                                      ticks=ticks, lots=lots)
         return validate.step, params, validate.make_state()
     if stage == "feature":
         return feature.step, feature.make_params(), feature.make_state()

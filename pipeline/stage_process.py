@@ -199,6 +199,9 @@ def main() -> int:
     try:
         endpoints = attach_endpoints(config, run, spec, placements)
         host = run_inference_stage if stage == "inference" else run_numba_stage
+        if stage == "feed" and config.feed.source == "replay":
+            from pipeline import replay_feed
+            host = replay_feed.run
         host(spec, config, endpoints, block, slot, placement)
         slot[cb.S_STATE] = cb.STOPPED
         return 0

@@ -21,6 +21,7 @@ from pipeline.config import STAGE_NAMES, Config
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring, segment
+from stages import feed
 from tools import killswitch
 from tools.status import PROCESS_NAMES, StatusView, hist
 
@@ -202,7 +203,7 @@ class Supervisor:
             if config.run.duration_s and now - started >= config.run.duration_s:
                 self.stop_requested = "duration"
                 break
-            feed_done = config.feed.max_events and self.block.stages[0][cb.S_CUSTOM] >= config.feed.max_events
+            feed_done = self.block.stages[0][cb.S_CUSTOM + feed.ST_FINISHED] != 0
             if config.run.status_interval_s and now >= next_status:
                 self.say("\n".join(view.lines()))
                 next_status = now + config.run.status_interval_s

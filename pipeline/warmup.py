@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline import duty_cycle, graph
-from pipeline.config import Config
+from pipeline.config import Config, to_dict
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
@@ -16,6 +16,29 @@ from shm.syscalls import new_timespec
 
 
 def compile_all(config: Config) -> None:
+    """Compile (or load) everything; a cache that fails to load is removed and rebuilt in a clean process.
+
+    numba's cache index is not safe against two processes compiling the same function at once (both
+    append entry N+1): a corrupt entry then fails to unbox at call time. Warming here, alone, before any
+    child starts avoids that in the pipeline; other tools sharing the cache can still collide.
+    """
+    try:
+        _compile_all(config)
+    except Exception as exc:  # a corrupt entry surfaces as a TypeError or a numba typing error
+        import shutil
+        import subprocess
+        import sys
+
+        import numba
+        print(f"bot4: kernel cache at {numba.config.CACHE_DIR} failed to load ({type(exc).__name__}); rebuilding",
+              file=sys.stderr)
+        shutil.rmtree(numba.config.CACHE_DIR, ignore_errors=True)
+        code = ("from pipeline.config import from_dict; from pipeline.warmup import _compile_all; "
+                f"_compile_all(from_dict({to_dict(config)!r}))")
+        subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _compile_all(config: Config) -> None:
     specs = graph.rings(config)
     block = cb.ControlBlock.local()
     timespec = new_timespec()
@@ -27,6 +50,11 @@ def compile_all(config: Config) -> None:
         outs = tuple(local(name) for name in spec.outs)
         sems = np.zeros(len(outs), np.int64)
         slot = block.stages[spec.index]
+        if spec.name == "feed":  # the replay host publishes from Python
+            out = np.zeros(1, spec.out_dtype)
+            duty_cycle.publish(outs, sems, out, 0, slot, idle_params, timespec)
+            duty_cycle.tap_records(ring.local_ring(spec.out_dtype, 2), out, 0, slot)
+            duty_cycle.account(slot, 0, 0, out, 0, timespec)
         if spec.name == "inference":
             from stages import inference
             duty_cycle.wait_for_input(in_a, slot, idle_params, idle_strategies.make_state(), 0, timespec)

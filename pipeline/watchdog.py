@@ -92,6 +92,8 @@ class Watchdog:
 
     def alert_trip(self, wall: int, mono: int) -> None:
         g = self.block.globals
+        if int(g[cb.G_KILL_REASON]) == cb.KILL_SHUTDOWN:
+            return  # an orderly stop is not an alarm
         reason = cb.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
         index = int(g[cb.G_KILL_STAGE])
         stage = STAGE_NAMES[index] if reason in ("stage died", "stage failed", "heartbeat stale", "ring blocked") \

@@ -33,8 +33,8 @@ Y_MID, Y_VAR, Y_TICK, Y_LOT, Y_PRESSURE = range(5)
 K_OFFSET, K_IMBALANCE, K_BID, K_ASK, K_HAS_BOOK = range(5)
 
 # stats (the stage's custom counters)
-STATS = ("emitted", "malformed_injected", "books", "trades")
-ST_EMITTED, ST_MALFORMED, ST_BOOKS, ST_TRADES = range(4)
+STATS = ("emitted", "malformed_injected", "books", "trades", "finished")
+ST_EMITTED, ST_MALFORMED, ST_BOOKS, ST_TRADES, ST_FINISHED = range(5)
 
 DEFAULT_SYMBOLS = (("BTC-USDT", 60_000.0, 0.1, 0.0001), ("ETH-USDT", 3_000.0, 0.01, 0.001),
                    ("SOL-USDT", 150.0, 0.001, 0.01))
@@ -209,6 +209,8 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             stats[ST_TRADES] += 1
         else:
             stats[ST_BOOKS] += 1
+    if params[P_MAX_EVENTS] > 0.0 and ints[I_EMITTED] >= params[P_MAX_EVENTS]:
+        stats[ST_FINISHED] = 1
     if want < 0:
         return 0
     stats[ST_EMITTED] = ints[I_EMITTED]

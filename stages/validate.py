@@ -2,7 +2,8 @@
 
 Rules, in order (the first that fails names the reason): unknown instrument, unknown kind, NaN,
 non-positive price, non-positive size (a book delta may carry size 0: it removes the level), crossed or
-locked book (snapshots and BBO), out-of-order venue sequence, stale or future venue time, an outlier jump
+locked book (snapshots and BBO), out-of-order venue sequence, stale or future venue time (against the
+venue's tracked clock offset, see ``track_clock``), an outlier jump
 from the instrument's last accepted price, and a price or size off the instrument's tick/lot grid.
 
 Sequences are checked per instrument and per sequence space, only where the venue gives one (> 0):
@@ -17,7 +18,7 @@ import math
 import numpy as np
 from numba import njit
 
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
+from stages.feed import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES
 from stages.records import (BOOK_LEVELS, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_MARK,
                             EV_TRADE, F_UNSYNCED, MARKET_EVENT)
 
@@ -56,9 +57,13 @@ def make_params(n_venues: int, n_symbols: int, max_stale_ms: float = 5000.0, max
 
 
 def make_state():
-    """(last sequence per key and space, last accepted price per key, quarantine ring, its count)."""
+    """(last sequence per key and space, last accepted price per key, quarantine ring, its count,
+    per-venue clock offset [offset ns, events seen])."""
     return (np.zeros((MAX_KEYS, 3), np.int64), np.zeros(MAX_KEYS), np.zeros(QUARANTINE_KEEP, MARKET_EVENT),
-            np.zeros(1, np.int64))
+            np.zeros(1, np.int64), np.zeros((MAX_VENUES, 2)))
+
+
+OFFSET_ALPHA = 0.01  # the venue-clock offset follows drift over ~100 events
 
 
 @njit(cache=True)
@@ -133,8 +138,24 @@ def _reference_price(ev):
 
 
 @njit(cache=True)
-def reason_of(ev, last_seq, last_price, params):
-    """The quarantine reason for ``ev`` (0 = valid). ``last_seq`` is the instrument's row of sequences."""
+def track_clock(ev, clock):
+    """Venue time minus receive time, tracked per venue: a constant skew (a venue's clock, the recording
+    host's) is learned, so stale/future judge the change against it, not the raw difference. Every event
+    moves the estimate (accepted or not), so a bad first event cannot poison it for long."""
+    if ev["exch_ts"] <= 0:
+        return
+    lag = float(ev["exch_ts"] - ev["origin_ts"])
+    if clock[1] == 0.0:
+        clock[0] = lag
+    else:
+        clock[0] += OFFSET_ALPHA * (lag - clock[0])
+    clock[1] += 1.0
+
+
+@njit(cache=True)
+def reason_of(ev, last_seq, last_price, params, clock_offset_ns=0.0):
+    """The quarantine reason for ``ev`` (0 = valid). ``last_seq`` is the instrument's row of sequences;
+    ``clock_offset_ns`` the venue's usual venue-minus-receive time."""
     if ev["venue"] >= params[P_N_VENUES] or ev["symbol"] >= params[P_N_SYMBOLS]:
         return R_UNKNOWN_INSTRUMENT
     symbol = int(ev["symbol"])
@@ -154,7 +175,7 @@ def reason_of(ev, last_seq, last_price, params):
             if seq <= last_seq[SEQ_BBO]:
                 return R_OUT_OF_ORDER
     if ev["exch_ts"] > 0:
-        lag = ev["origin_ts"] - ev["exch_ts"]
+        lag = float(ev["origin_ts"] - ev["exch_ts"]) + clock_offset_ns
         if lag > params[P_MAX_STALE_NS]:
             return R_STALE
         if -lag > params[P_MAX_FUTURE_NS]:
@@ -177,14 +198,20 @@ def reason_of(ev, last_seq, last_price, params):
 
 @njit(cache=True)
 def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
-    last_seq, last_price, quarantine, quarantined = state
+    last_seq, last_price, quarantine, quarantined, clocks = state
     n_out = 0
     for i in range(n_a):
         ev = in_a[i]
         key = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
         known = ev["venue"] < params[P_N_VENUES] and ev["symbol"] < params[P_N_SYMBOLS] and key < MAX_KEYS
         row = last_seq[key] if known else last_seq[0]
-        reason = reason_of(ev, row, last_price[key] if known else 0.0, params)
+        clock = clocks[int(ev["venue"])] if known else clocks[0]
+        seeding = known and clock[1] == 0.0
+        if seeding:  # the venue's first timed event sets the offset: nothing to judge it against yet
+            track_clock(ev, clock)
+        reason = reason_of(ev, row, last_price[key] if known else 0.0, params, clock[0])
+        if known and not seeding:
+            track_clock(ev, clock)
         if reason != 0:
             slot = quarantined[0] % QUARANTINE_KEEP
             quarantine[slot] = ev

@@ -13,7 +13,7 @@ from stages.records import (BUY, EV_BOOK, EV_TRADE, INTENT_IOC, INTENT_QUOTE, OR
 def book(venue=0, symbol=0, seq=1, bid=100.0, ask=100.5, size=2.0, tick=0.5):
     ev = np.zeros(1, records.MARKET_EVENT)[0]
     ev["kind"], ev["venue"], ev["symbol"], ev["venue_seq"], ev["origin_seq"] = EV_BOOK, venue, symbol, seq, seq
-    ev["origin_ts"] = 1_000 + seq
+    ev["origin_ts"] = ev["exch_ts"] = 1_000_000_000 + seq
     for j in range(records.BOOK_LEVELS):
         ev["bid_px"][j], ev["ask_px"][j] = bid - j * tick, ask + j * tick
         ev["bid_sz"][j] = ev["ask_sz"][j] = size
@@ -23,7 +23,8 @@ def book(venue=0, symbol=0, seq=1, bid=100.0, ask=100.5, size=2.0, tick=0.5):
 def trade(venue=0, symbol=0, seq=1, price=100.0, size=1.0, side=SELL):
     ev = np.zeros(1, records.MARKET_EVENT)[0]
     ev["kind"], ev["venue"], ev["symbol"], ev["venue_seq"], ev["origin_seq"] = EV_TRADE, venue, symbol, seq, seq
-    ev["price"], ev["size"], ev["side"], ev["origin_ts"] = price, size, side, 1_000 + seq
+    ev["price"], ev["size"], ev["side"] = price, size, side
+    ev["origin_ts"] = ev["exch_ts"] = 1_000_000_000 + seq
     return ev
 
 
@@ -61,7 +62,7 @@ def _with(ev, **changes):
     (validate.R_OUT_OF_ORDER, lambda: book(seq=1)),
     (validate.R_BAD_KIND, lambda: _with(book(seq=2), kind=9)),
     (validate.R_STALE, lambda: _with(book(seq=2), exch_ts=1, origin_ts=6_000_000_002)),
-    (validate.R_FUTURE, lambda: _with(book(seq=2), exch_ts=2_000_000_000, origin_ts=2)),
+    (validate.R_FUTURE, lambda: _with(book(seq=2), exch_ts=9_000_000_000, origin_ts=1_000_000_002)),
     (validate.R_OUTLIER, lambda: book(seq=2, bid=150.0, ask=150.5)),
     (validate.R_OFF_GRID, lambda: book(seq=2, bid=100.2, ask=100.7)),
     (validate.R_OFF_GRID, lambda: _with(trade(seq=2), size=0.37)),
@@ -76,6 +77,13 @@ def test_each_bad_event_is_quarantined_with_its_reason_and_counted(reason, bad):
     assert stats[validate.ST_QUARANTINED] == 1
     assert stats[1 + reason] == 1
     assert state[2][0]["reason"] == reason
+
+
+def test_a_constant_venue_clock_skew_is_learned_but_a_jump_is_not():
+    skewed = [_with(book(seq=s), exch_ts=book(seq=s)["origin_ts"] + 1_270_000_000) for s in range(1, 6)]
+    jump = _with(book(seq=6), exch_ts=book(seq=6)["origin_ts"] + 4_000_000_000)
+    out, stats, _ = run_validate(skewed + [jump])
+    assert list(out["venue_seq"]) == [1, 2, 3, 4, 5] and stats[1 + validate.R_FUTURE] == 1
 
 
 def test_each_sequence_space_is_checked_on_its_own():
