@@ -40,6 +40,7 @@ def run(spec, config, endpoints, block, slot, placement) -> None:
     stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
     batch = np.zeros(config.rings.batch, records.MARKET_EVENT)
     idle_params = placement.idle_params()
+    idle_state = idle_strategies.make_state()
     timespec = new_timespec()
     duty_cycle.publish(endpoints.outs, endpoints.out_sems, batch, 0, slot, idle_params, timespec)
     duty_cycle.account(slot, 0, 0, batch, time.time_ns(), timespec)
@@ -58,6 +59,7 @@ def run(spec, config, endpoints, block, slot, placement) -> None:
         due = pacer.poll(time.monotonic_ns())
         n = len(due)
         if n:
+            idle_strategies.idle(idle_params, idle_state, n)
             batch[:n] = due
             # Shift venue time with the receive time: the recorded venue->receive latency is kept.
             shift = now - batch["origin_ts"][:n]
@@ -79,4 +81,4 @@ def run(spec, config, endpoints, block, slot, placement) -> None:
         if wait_ns > 50_000:
             time.sleep(min(wait_ns, 1_000_000) / 1e9)
         else:
-            idle_strategies.idle(idle_params, np.zeros(4, np.int64), 0)
+            idle_strategies.idle(idle_params, idle_state, 0)

@@ -117,8 +117,8 @@ def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
 
     def run(entry, max_cycles, warm=False):
         return entry(spec.index, endpoints.in_a, endpoints.in_b, endpoints.outs, endpoints.out_sems,
-                     endpoints.tap, endpoints.has_tap and not warm, scratch_a, scratch_b, scratch_out, state, params, block.globals, slot,
-                     idle_params, idle_state, batch, has_a and not warm, has_b and not warm,
+                     endpoints.tap, endpoints.has_tap and not warm, scratch_a, scratch_b, scratch_out, state, params,
+                     block.globals, slot, idle_params, idle_state, batch, has_a and not warm, has_b and not warm,
                      spec.always_step and not warm, max_cycles, timespec)
 
     run(duty_cycle.run, 1, warm=True)  # loads (or compiles) the machine code before we say ready
