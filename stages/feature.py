@@ -1,8 +1,9 @@
 """Feature stage: per (venue, symbol) incremental features, one vector per market event.
 
 Book and BBO events update mid, spread, microprice and imbalances, and the return/volatility EWMAs; trade
-events update the signed trade-flow EWMA; every other kind (L2 deltas until books feed features, funding,
-marks, liquidations) re-emits the latest vector, so each event still yields exactly one. Horizons count events of the
+events update the signed trade-flow EWMA; L2 deltas build the instrument's book (``stages.book``) and, at the
+end of each venue message, the top levels feed the same book features; every other kind (funding, marks,
+liquidations) re-emits the latest vector, so each event still yields exactly one. Horizons count events of the
 same instrument (event time, never wall time).
 """
 import math
@@ -11,7 +12,9 @@ import numpy as np
 from numba import njit
 
 from stages.feed import MAX_KEYS, MAX_SYMBOLS
-from stages.records import BOOK_LEVELS, EV_BBO, EV_BOOK, EV_TRADE, FEATURE_SCHEMA_HASH, N_FEATURES
+from stages import book
+from stages.records import (BOOK_LEVELS, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_TRADE, F_LAST, FEATURE_SCHEMA_HASH,
+                            N_FEATURES)
 
 F_SPREAD_BPS, F_MICRO_DEV_BPS, F_IMBALANCE_1, F_IMBALANCE_5, F_RET_1_BPS, F_MOMENTUM_BPS, F_RVOL_BPS, F_TRADE_FLOW = range(8)
 
@@ -21,8 +24,8 @@ KEY_COLUMNS = N_FEATURES + 8
 
 P_MOMENTUM_ALPHA, P_VOL_ALPHA, P_FLOW_ALPHA = range(3)
 
-STATS = ("vectors", "book_events", "trade_events", "before_first_book")
-ST_VECTORS, ST_BOOKS, ST_TRADES, ST_NO_BOOK = range(4)
+STATS = ("vectors", "book_events", "trade_events", "before_first_book", "from_l2_books")  # book: views, BBO, deltas
+ST_VECTORS, ST_BOOKS, ST_TRADES, ST_NO_BOOK, ST_BOOKS_BUILT = range(5)
 
 
 def make_params(momentum_half_life: float = 10.0, vol_half_life: float = 50.0, flow_half_life: float = 20.0):
@@ -31,7 +34,8 @@ def make_params(momentum_half_life: float = 10.0, vol_half_life: float = 50.0, f
 
 
 def make_state():
-    return (np.zeros((MAX_KEYS, KEY_COLUMNS)),)
+    """(feature state per key, L2 books built from deltas, top-of-book scratch [bid px, bid sz, ask px, ask sz])."""
+    return np.zeros((MAX_KEYS, KEY_COLUMNS)), book.make_books(), np.zeros((4, BOOK_LEVELS))
 
 
 @njit(cache=True)
@@ -49,31 +53,7 @@ def _imbalance(bid_sz, ask_sz, depth):
 def update(ev, row, params):
     """Fold one market event into the instrument's state row; returns True if the row has a book."""
     if ev["kind"] == EV_BOOK or ev["kind"] == EV_BBO:  # a BBO is a one-level book (deeper sizes are 0)
-        bid = ev["bid_px"][0]
-        ask = ev["ask_px"][0]
-        bid_sz = ev["bid_sz"][0]
-        ask_sz = ev["ask_sz"][0]
-        mid = 0.5 * (bid + ask)
-        ret_bps = 0.0
-        if row[K_HAS_BOOK] != 0.0:
-            ret_bps = (mid / row[K_MID] - 1.0) * 1e4
-        a_m = params[P_MOMENTUM_ALPHA]
-        a_v = params[P_VOL_ALPHA]
-        row[F_RET_1_BPS] = ret_bps
-        row[F_MOMENTUM_BPS] += a_m * (ret_bps - row[F_MOMENTUM_BPS])
-        row[K_VAR] += a_v * (ret_bps * ret_bps - row[K_VAR])
-        row[F_RVOL_BPS] = math.sqrt(row[K_VAR])
-        row[F_SPREAD_BPS] = (ask - bid) / mid * 1e4
-        micro = (bid * ask_sz + ask * bid_sz) / (bid_sz + ask_sz)
-        row[F_MICRO_DEV_BPS] = (micro - mid) / mid * 1e4
-        row[F_IMBALANCE_1] = _imbalance(ev["bid_sz"], ev["ask_sz"], 1)
-        row[F_IMBALANCE_5] = _imbalance(ev["bid_sz"], ev["ask_sz"], BOOK_LEVELS)
-        row[K_MID] = mid
-        row[K_BID] = bid
-        row[K_ASK] = ask
-        row[K_BID_SZ] = bid_sz
-        row[K_ASK_SZ] = ask_sz
-        row[K_HAS_BOOK] = 1.0
+        fold_book(row, ev["bid_px"], ev["bid_sz"], ev["ask_px"], ev["ask_sz"], params)
     elif ev["kind"] == EV_TRADE:
         signed = float(ev["side"])
         row[F_TRADE_FLOW] += params[P_FLOW_ALPHA] * (signed - row[F_TRADE_FLOW])
@@ -81,12 +61,53 @@ def update(ev, row, params):
 
 
 @njit(cache=True)
+def fold_book(row, bid_px, bid_sz, ask_px, ask_sz, params):
+    """Book features from the top levels (best first), from an event's own levels or a built L2 book."""
+    bid = bid_px[0]
+    ask = ask_px[0]
+    bid_sz0 = bid_sz[0]
+    ask_sz0 = ask_sz[0]
+    mid = 0.5 * (bid + ask)
+    ret_bps = 0.0
+    if row[K_HAS_BOOK] != 0.0:
+        ret_bps = (mid / row[K_MID] - 1.0) * 1e4
+    a_m = params[P_MOMENTUM_ALPHA]
+    a_v = params[P_VOL_ALPHA]
+    row[F_RET_1_BPS] = ret_bps
+    row[F_MOMENTUM_BPS] += a_m * (ret_bps - row[F_MOMENTUM_BPS])
+    row[K_VAR] += a_v * (ret_bps * ret_bps - row[K_VAR])
+    row[F_RVOL_BPS] = math.sqrt(row[K_VAR])
+    row[F_SPREAD_BPS] = (ask - bid) / mid * 1e4
+    micro = (bid * ask_sz0 + ask * bid_sz0) / (bid_sz0 + ask_sz0)
+    row[F_MICRO_DEV_BPS] = (micro - mid) / mid * 1e4
+    row[F_IMBALANCE_1] = _imbalance(bid_sz, ask_sz, 1)
+    row[F_IMBALANCE_5] = _imbalance(bid_sz, ask_sz, BOOK_LEVELS)
+    row[K_MID] = mid
+    row[K_BID] = bid
+    row[K_ASK] = ask
+    row[K_BID_SZ] = bid_sz0
+    row[K_ASK_SZ] = ask_sz0
+    row[K_HAS_BOOK] = 1.0
+
+
+@njit(cache=True)
 def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
-    keys = state[0]
+    keys, books, top = state
     for i in range(n_a):
         ev = in_a[i]
-        row = keys[int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])]
-        has_book = update(ev, row, params)
+        key = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
+        row = keys[key]
+        if ev["kind"] == EV_BOOK_DELTA:
+            book.apply(books, ev)
+            # A message's levels arrive as several records: features move once it is complete, and only
+            # from a book that is in sync (an unsynced one re-emits the last vector).
+            if ev["flags"] & F_LAST and book.is_synced(books, key) and \
+                    book.top(books, key, BOOK_LEVELS, top[0], top[1], top[2], top[3]) > 0:
+                fold_book(row, top[0], top[1], top[2], top[3], params)
+                stats[ST_BOOKS_BUILT] += 1
+            has_book = row[K_HAS_BOOK] != 0.0
+        else:
+            has_book = update(ev, row, params)
         o = out[i]
         o["origin_ts"] = ev["origin_ts"]
         o["origin_seq"] = ev["origin_seq"]
@@ -108,9 +129,9 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             stats[ST_NO_BOOK] += 1
         for j in range(N_FEATURES):
             o["values"][j] = row[j]
-        if ev["kind"] == EV_BOOK:
-            stats[ST_BOOKS] += 1
-        else:
+        if ev["kind"] == EV_TRADE:
             stats[ST_TRADES] += 1
+        elif ev["kind"] == EV_BOOK or ev["kind"] == EV_BBO or ev["kind"] == EV_BOOK_DELTA:
+            stats[ST_BOOKS] += 1
     stats[ST_VECTORS] += n_a
     return n_a
