@@ -39,6 +39,33 @@ def _call_step(stage_id, in_a, n_a, in_b, n_b, state, params, ctl, stats, out, n
         return step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns)
     return impl
 
+VALIDATE_INDEX = 1
+
+
+def side_tap(stage_id, tap, state, scratch_a, out, n_out, slot):
+    raise NotImplementedError("only callable from njit code with a literal stage_id")
+
+
+@overload(side_tap)
+def _side_tap(stage_id, tap, state, scratch_a, out, n_out, slot):
+    """What a stage copies to its journal tap: validate its quarantined events (with their reasons; its
+    input scratch is free again and of the same record type), every other stage its output."""
+    if not isinstance(stage_id, types.IntegerLiteral):
+        return None
+    if stage_id.literal_value == VALIDATE_INDEX:
+        def impl(stage_id, tap, state, scratch_a, out, n_out, slot):
+            n, missed = validate.take_quarantined(state, scratch_a)
+            slot[cb.S_TAP_DROPPED] += missed
+            if n > 0:
+                tap_records(tap, scratch_a, n, slot)
+        return impl
+
+    def impl(stage_id, tap, state, scratch_a, out, n_out, slot):
+        if n_out > 0:
+            tap_records(tap, out, n_out, slot)
+    return impl
+
+
 EXIT_STOPPED = 0   # stop requested and inputs drained
 EXIT_PARK = 1      # BLOCKING idle: block on the stage semaphore, then call again
 EXIT_BUDGET = 2    # max_cycles reached
@@ -137,8 +164,8 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
         idle_strategies.idle(idle_params, idle_state, 1)
         if n_out > 0 and not _publish(outs, out_sems, scratch_out, n_out, slot, idle_params, timespec):
             return EXIT_ABANDONED
-        if has_tap and n_out > 0:
-            tap_records(tap, scratch_out, n_out, slot)
+        if has_tap:
+            side_tap(stage_id, tap, state, scratch_a, scratch_out, n_out, slot)
         done = clock_ns(timespec)
         slot[cb.S_IN] += n_a
         slot[cb.S_IN_B] += n_b

@@ -21,10 +21,11 @@ from stages.feed import I_SIM_NS
 
 
 class Journal(Protocol):
-    """Where a fused run records: three writers with ``append(records)`` (see ``pipeline.journal``)."""
+    """Where a fused run records: writers with ``append(records)`` (see ``pipeline.journal``)."""
     market: object
     intents: object
     reports: object
+    quarantine: object
 
 
 @dataclass
@@ -64,6 +65,7 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
 
     market = np.zeros(batch, records.MARKET_EVENT)
     valid = np.zeros(batch, records.MARKET_EVENT)
+    refused = np.zeros(batch, records.MARKET_EVENT)
     features = np.zeros(batch, records.FEATURE_VECTOR)
     decisions = np.zeros(batch, records.RISK_DECISION)
     x = np.zeros((batch, records.N_FEATURES), np.float32)
@@ -101,6 +103,9 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
             journal.market.append(market[:n])
         n = call("validate", market, n, empty_market, 0, valid)
         n_valid = n
+        if journal is not None:
+            n_bad, _ = validate.take_quarantined(kernels["validate"][2], refused)
+            journal.quarantine.append(refused[:n_bad])
         n = call("feature", valid, n, empty_market, 0, features)
         n = call("risk", features, n, pending, len(pending), decisions)
         inference.prepare(decisions, n, x)
@@ -139,7 +144,7 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
         counters[spec.name] = {"in": counts[spec.name][0], "out": counts[spec.name][1],
                                **{label: int(stats[i]) for i, label in enumerate(labels)}}
     _, _, quarantine, quarantined, _ = kernels["validate"][2]
-    kept = min(int(quarantined[0]), validate.QUARANTINE_KEEP)
+    kept = min(int(quarantined[0]), len(quarantine))
     return FusedResult(np.concatenate(all_reports) if all_reports else empty_reports,
                        np.concatenate(all_intents) if all_intents else np.zeros(0, records.ORDER_INTENT),
                        counters, quarantine[:kept].copy())

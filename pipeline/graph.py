@@ -35,7 +35,9 @@ class StageSpec:
 
 
 WATCHDOG_INDEX = len(STAGE_NAMES)  # control-block slots follow topology.PROCESSES
-TAP_STREAMS = {"feed.journal": "market", "strategy.journal": "intent", "execute.journal": "exec"}
+# Taps in journal-stream order; validate's tap carries its quarantined events, the others their output.
+TAP_STREAMS = {"feed.journal": "market", "strategy.journal": "intent", "execute.journal": "exec",
+               "validate.journal": "quarantine"}
 
 
 def rings(config: Config) -> dict[str, RingSpec]:
@@ -55,13 +57,15 @@ def rings(config: Config) -> dict[str, RingSpec]:
         taps = config.journal.tap_capacity
         specs += [RingSpec("feed.journal", records.MARKET_EVENT, taps),
                   RingSpec("strategy.journal", records.ORDER_INTENT, taps),
-                  RingSpec("execute.journal", records.EXEC_REPORT, taps)]
+                  RingSpec("execute.journal", records.EXEC_REPORT, taps),
+                  RingSpec("validate.journal", records.MARKET_EVENT, taps)]
     return {s.name: s for s in specs}
 
 
 STAGES = (
     StageSpec("feed", 0, None, None, ("feed.validate",), records.MARKET_EVENT, True, "feed.journal"),
-    StageSpec("validate", 1, "feed.validate", None, ("validate.feature", "validate.execute"), records.MARKET_EVENT, False),
+    StageSpec("validate", 1, "feed.validate", None, ("validate.feature", "validate.execute"), records.MARKET_EVENT, False,
+              "validate.journal"),
     StageSpec("feature", 2, "validate.feature", None, ("feature.risk",), records.FEATURE_VECTOR, False),
     StageSpec("risk", 3, "feature.risk", "execute.risk", ("risk.inference",), records.RISK_DECISION, False),
     StageSpec("inference", 4, "risk.inference", None, ("inference.strategy",), records.PREDICTION, False),
@@ -85,9 +89,10 @@ def stats_labels(stage: str) -> tuple[str, ...]:
         from pipeline.watchdog import STATS
         return STATS
     if stage == "journal":
-        return ("market", "intent", "exec", "fsyncs")
+        return (*TAP_STREAMS.values(), "fsyncs")
     if stage == "recorder":
-        return ("market", "intent", "exec", "reconnects")
+        from pipeline.recorder import TABLES
+        return (*(t.stream for t in TABLES), "reconnects")
     return MODULES[stage].STATS
 
 
@@ -118,7 +123,7 @@ def kernel(stage: str, config: Config, live: bool):
             ticks, lots = [s[2] for s in chosen], [s[3] for s in chosen]
         params = validate.make_params(n_venues, n_symbols, v.max_stale_ms, v.max_future_ms, v.max_jump_pct,
                                       ticks=ticks, lots=lots)
-        return validate.step, params, validate.make_state()
+        return validate.step, params, validate.make_state(config.rings.batch)
     if stage == "feature":
         return feature.step, feature.make_params(), feature.make_state()
     if stage == "risk":

@@ -18,7 +18,7 @@ from shm import control as cb
 from shm import ring
 
 BATCH = 4096
-ST_FSYNCS = 3
+ST_FSYNCS = len(graph.TAP_STREAMS)
 
 
 def main() -> int:

@@ -84,7 +84,10 @@ class Table:
 
 TABLES = (Table("market", "market_events", records.MARKET_EVENT, _market_columns()),
           Table("intent", "order_intents", records.ORDER_INTENT, _intent_columns()),
-          Table("exec", "exec_reports", records.EXEC_REPORT, _exec_columns()))
+          Table("exec", "exec_reports", records.EXEC_REPORT, _exec_columns()),
+          Table("quarantine", "quarantined_events", records.MARKET_EVENT,
+                _market_columns() + [Column("reason", "smallint", ">i2", "reason")]))
+ST_RECONNECTS = len(TABLES)
 
 
 def encode_copy(table: Table, batch: np.ndarray) -> bytes:
@@ -268,7 +271,7 @@ async def _process(block, slot, recorder: Recorder) -> None:
                 slot[cb.S_STATE] = cb.RUNNING
             for i, t in enumerate(TABLES):
                 stats[i] = recorder.stats.rows[t.stream]
-            stats[3] = recorder.stats.reconnects
+            stats[ST_RECONNECTS] = recorder.stats.reconnects
             slot[cb.S_IN] = sum(recorder.stats.rows.values())
             await asyncio.sleep(0.01)
         stop.set()

@@ -1,7 +1,8 @@
 """Event sourcing: record a fused run into a journal, and replay a journal through fused mode.
 
-A journal directory holds three streams: ``market`` (every market event as the feed emitted it, before
-validation, so quarantine decisions replay too), ``intent`` and ``exec`` (what the run decided). Replaying
+A journal directory holds four streams: ``market`` (every market event as the feed emitted it, before
+validation, so quarantine decisions replay too), ``intent`` and ``exec`` (what the run decided), and
+``quarantine`` (the events validation refused, each with its reason code). Replaying
 feeds ``market`` through the same kernels in fused mode and compares the execution reports with ``exec``
 byte for byte.
 """
@@ -16,19 +17,21 @@ from pipeline.fused import FusedResult, run_fused
 from pipeline.journal import FsyncPolicy, JournalReader, JournalWriter, segment_paths
 from stages import records
 
-STREAMS = {"market": records.MARKET_EVENT, "intent": records.ORDER_INTENT, "exec": records.EXEC_REPORT}
+STREAMS = {"market": records.MARKET_EVENT, "intent": records.ORDER_INTENT, "exec": records.EXEC_REPORT,
+           "quarantine": records.MARKET_EVENT}
 
 
 class JournalSet:
-    """The three writers a fused run records into."""
+    """The writers a fused run records into."""
 
     def __init__(self, directory: str, source: str, fsync_policy: FsyncPolicy = FsyncPolicy.INTERVAL):
         self.market = JournalWriter(directory, "market", records.MARKET_EVENT, source, fsync_policy)
         self.intents = JournalWriter(directory, "intent", records.ORDER_INTENT, source, fsync_policy)
         self.reports = JournalWriter(directory, "exec", records.EXEC_REPORT, source, fsync_policy)
+        self.quarantine = JournalWriter(directory, "quarantine", records.MARKET_EVENT, source, fsync_policy)
 
     def close(self) -> None:
-        for writer in (self.market, self.intents, self.reports):
+        for writer in (self.market, self.intents, self.reports, self.quarantine):
             writer.close()
 
 

@@ -10,8 +10,9 @@ Sequences are checked per instrument and per sequence space, only where the venu
 books and trades of the synthetic feed share one counter (its venue does), L2 deltas may repeat their
 message's id (one message, many levels) but never go back, BBO ids only rise. Trade-id gaps are counted
 and forwarded (the source decides on resync; L2 gaps arrive already marked F_UNSYNCED by the source and
-are counted as such). Quarantined events are counted per reason and the latest ``QUARANTINE_KEEP`` are
-kept, with their reason, in the stage state for inspection.
+are counted as such). Quarantined events are counted per reason and the latest (at least a batch) are
+kept, with their reason, in the stage state; the host copies each batch's quarantined events to the journal's
+``quarantine`` stream (``take_quarantined``), counting any it could not keep.
 """
 import math
 
@@ -56,11 +57,11 @@ def make_params(n_venues: int, n_symbols: int, max_stale_ms: float = 5000.0, max
     return p
 
 
-def make_state():
-    """(last sequence per key and space, last accepted price per key, quarantine ring, its count,
-    per-venue clock offset [offset ns, events seen])."""
-    return (np.zeros((MAX_KEYS, 3), np.int64), np.zeros(MAX_KEYS), np.zeros(QUARANTINE_KEEP, MARKET_EVENT),
-            np.zeros(1, np.int64), np.zeros((MAX_VENUES, 2)))
+def make_state(batch: int = QUARANTINE_KEEP):
+    """(last sequence per key and space, last accepted price per key, quarantine ring, its counts
+    [quarantined, taken by the host], per-venue clock offset [offset ns, events seen])."""
+    return (np.zeros((MAX_KEYS, 3), np.int64), np.zeros(MAX_KEYS), np.zeros(max(QUARANTINE_KEEP, batch), MARKET_EVENT),
+            np.zeros(2, np.int64), np.zeros((MAX_VENUES, 2)))
 
 
 OFFSET_ALPHA = 0.01  # the venue-clock offset follows drift over ~100 events
@@ -213,7 +214,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         if known and not seeding:
             track_clock(ev, clock)
         if reason != 0:
-            slot = quarantined[0] % QUARANTINE_KEEP
+            slot = quarantined[0] % quarantine.shape[0]
             quarantine[slot] = ev
             quarantine[slot]["reason"] = reason
             quarantined[0] += 1
@@ -240,3 +241,24 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         n_out += 1
     stats[ST_FORWARDED] += n_out
     return n_out
+
+
+@njit(cache=True)
+def take_quarantined(state, out):
+    """Copy the events quarantined since the last call into ``out`` (oldest first); returns (n, missed):
+    ``missed`` were overwritten in the keep ring before anyone took them (the host skipped calls) or did
+    not fit in ``out``. Single caller: the stage's own host, between steps."""
+    quarantine, counts = state[2], state[3]
+    total = counts[0]
+    start = counts[1]
+    missed = 0
+    keep = quarantine.shape[0]
+    if total - start > keep:
+        missed = total - start - keep
+        start = total - keep
+    n = min(total - start, out.shape[0])
+    missed += total - start - n
+    for i in range(n):
+        out[i] = quarantine[(start + i) % keep]
+    counts[1] = total
+    return n, missed

@@ -1,5 +1,6 @@
 """The recorder against a real PostgreSQL (Debian's cluster; started here if it is down)."""
 import asyncio
+import re
 import shutil
 import signal
 import subprocess
@@ -115,6 +116,11 @@ def test_a_live_run_with_a_dsn_ends_with_every_journal_record_in_the_database(pg
     code, output = run.finish(timeout=240)
     assert code == 0, output
     assert "recorder: " in output and "rows into PostgreSQL" in output
-    for stream, table in (("market", "market_events"), ("intent", "order_intents"), ("exec", "exec_reports")):
+    for stream, table in (("market", "market_events"), ("intent", "order_intents"), ("exec", "exec_reports"),
+                          ("quarantine", "quarantined_events")):
         assert count(pg_dsn, f"SELECT count(*) FROM {table}") == len(JournalReader(str(journal), stream)), table
     assert count(pg_dsn, "SELECT count(*) FROM market_events") == 20_000
+    # live quarantine: every refused event reached the journal and the database, with its reason
+    quarantined = int(re.search(r"quarantined ([\d,]+)", output).group(1).replace(",", ""))
+    assert quarantined > 0
+    assert count(pg_dsn, "SELECT count(*) FROM quarantined_events WHERE reason > 0") == quarantined

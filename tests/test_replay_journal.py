@@ -6,7 +6,7 @@ import numpy as np
 from pipeline.config import Config
 from pipeline.journal import JournalReader, JournalWriter
 from pipeline.replay import record, replay
-from stages import records
+from stages import records, validate
 
 from tests.conftest import ROOT
 
@@ -19,6 +19,24 @@ def test_a_recorded_fused_run_replays_to_identical_orders(tmp_path):
     outcome = replay(Config(), str(tmp_path))
     assert outcome.identical and outcome.recorded_reports == len(original.reports)
     assert outcome.result.counters["validate"]["quarantined"] == original.counters["validate"]["quarantined"]
+
+
+def test_every_quarantined_event_is_journalled_with_its_reason(tmp_path):
+    result = record(Config().with_overrides(feed={"malformed_rate": 0.01}), 12_000, str(tmp_path))
+    refused = JournalReader(str(tmp_path), "quarantine").read_all()
+    market = JournalReader(str(tmp_path), "market").read_all()
+    counters = result.counters["validate"]
+    assert len(refused) == counters["quarantined"] > 50
+    assert (refused["reason"] > 0).all()
+    for code, name in validate.REASON_NAMES.items():
+        label = validate.STATS[1 + code]
+        assert int((refused["reason"] == code).sum()) == counters[label], name
+    # each quarantined record is the market event as it arrived, plus its reason
+    by_seq = {int(s): i for i, s in enumerate(market["origin_seq"])}
+    originals = market[[by_seq[int(s)] for s in refused["origin_seq"]]].copy()
+    originals["reason"] = refused["reason"]
+    assert originals.tobytes() == refused.tobytes()
+    assert list(refused["origin_seq"]) == sorted(refused["origin_seq"])
 
 
 def test_a_tampered_journal_replays_to_different_orders(tmp_path):

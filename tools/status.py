@@ -120,7 +120,7 @@ class StatusView:
         if "recorder" in counters:
             r = counters["recorder"]
             lines.append(f"recorder: {r['in']:,} rows into PostgreSQL (market {r['market']:,}, intent {r['intent']:,}, "
-                         f"exec {r['exec']:,}); reconnects {r['reconnects']}")
+                         f"exec {r['exec']:,}, quarantine {r['quarantine']:,}); reconnects {r['reconnects']}")
         blocked = {n: c["blocked_ns"] for n, c in counters.items() if c["blocked_ns"]}
         if blocked:
             lines.append("blocked on full rings: " + ", ".join(f"{n} {_us(v)}" for n, v in blocked.items()))
