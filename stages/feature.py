@@ -78,7 +78,8 @@ def fold_book(row, bid_px, bid_sz, ask_px, ask_sz, params):
     row[K_VAR] += a_v * (ret_bps * ret_bps - row[K_VAR])
     row[F_RVOL_BPS] = math.sqrt(row[K_VAR])
     row[F_SPREAD_BPS] = (ask - bid) / mid * 1e4
-    micro = (bid * ask_sz0 + ask * bid_sz0) / (bid_sz0 + ask_sz0)
+    top_size = bid_sz0 + ask_sz0
+    micro = (bid * ask_sz0 + ask * bid_sz0) / top_size if top_size > 0.0 else mid  # a BBO may show no size
     row[F_MICRO_DEV_BPS] = (micro - mid) / mid * 1e4
     row[F_IMBALANCE_1] = _imbalance(bid_sz, ask_sz, 1)
     row[F_IMBALANCE_5] = _imbalance(bid_sz, ask_sz, BOOK_LEVELS)
