@@ -56,6 +56,12 @@ class FeedConfig:
     stall_after_events: int = 0      # chaos: go silent (heartbeat on) after this many events; 0 = never
     crash_after_events: int = 0      # scripted crash: from this event on every mid steps down...
     crash_bps_per_event: float = 0.0  # ...by this much
+    burstiness: float = 0.5          # Hawkes branching ratio of arrivals: 0 = Poisson, up to 0.95 = very bursty
+    burst_decay_ms: float = 20.0     # how fast a burst's excitation fades (synthetic clock)
+    regime_mean_s: float = 30.0      # mean time a symbol stays trending / range-bound / volatile
+    info_interval_ms: float = 1000.0  # mean time between a (venue, symbol)'s funding and mark events
+    liquidation_prob: float = 0.2    # chance that a move beyond 3 sigma liquidates someone (x3 when volatile)
+    trend_bps_per_s: float = 5.0     # drift of the trending regime (synthetic clock)
 
     def check(self):
         _require(self.stall_after_events >= 0, "feed.stall_after_events", self.stall_after_events, "use 0 or more")
@@ -80,6 +86,14 @@ class FeedConfig:
                  "feed.symbols", self.symbols, f"choose from {known} (any names for a replay)")
         _require(0 <= self.malformed_rate < 1, "feed.malformed_rate", self.malformed_rate, "use a fraction in [0, 1)")
         _require(0 <= self.trade_prob < 1, "feed.trade_prob", self.trade_prob, "use a fraction in [0, 1)")
+        _require(0 <= self.burstiness <= 0.95, "feed.burstiness", self.burstiness,
+                 "use 0 (Poisson arrivals) .. 0.95 (a branching ratio near 1 never settles)")
+        _require(self.burst_decay_ms > 0, "feed.burst_decay_ms", self.burst_decay_ms, "use a positive time")
+        _require(self.regime_mean_s > 0, "feed.regime_mean_s", self.regime_mean_s, "use a positive time")
+        _require(0 <= self.trend_bps_per_s <= 1000, "feed.trend_bps_per_s", self.trend_bps_per_s, "use 0..1000")
+        _require(self.info_interval_ms > 0, "feed.info_interval_ms", self.info_interval_ms, "use a positive time")
+        _require(0 <= self.liquidation_prob <= 0.33, "feed.liquidation_prob", self.liquidation_prob,
+                 "use a probability in [0, 0.33] (it is tripled in the volatile regime)")
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ def kernel(stage: str, config: Config, live: bool):
     """(step, params, state) for a numba-hosted stage, built from the typed config."""
     n_venues, n_symbols = len(config.feed.venues), len(config.feed.symbols)
     if stage == "feed":
+        f = config.feed
         symbols = [s for s in feed.DEFAULT_SYMBOLS if s[0] in config.feed.symbols]
         symbols.sort(key=lambda s: config.feed.symbols.index(s[0]))
         params = feed.make_params(config.feed.rate_eps if live else 0.0, config.feed.max_events, n_venues,
@@ -112,7 +113,10 @@ def kernel(stage: str, config: Config, live: bool):
                                   batch=config.rings.batch, trade_prob=config.feed.trade_prob,
                                   stall_after=config.feed.stall_after_events,
                                   crash_after=config.feed.crash_after_events,
-                                  crash_bps=config.feed.crash_bps_per_event)
+                                  crash_bps=config.feed.crash_bps_per_event, burstiness=f.burstiness,
+                                  burst_decay_ms=f.burst_decay_ms, regime_mean_s=f.regime_mean_s,
+                                  info_interval_ms=f.info_interval_ms, liquidation_prob=f.liquidation_prob,
+                                  trend_bps_per_s=f.trend_bps_per_s)
         return feed.step, params, feed.make_state(config.feed.seed, symbols)
     if stage == "validate":
         v = config.validate

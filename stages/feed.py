@@ -1,20 +1,29 @@
 """Feed stage: a seeded synthetic market (the embedded default source).
 
 Per symbol a fundamental mid follows a random walk whose per-event variance is GARCH(1,1) (volatility
-clusters); each venue quotes it with a small mean-reverting (Ornstein-Uhlenbeck) relative offset, so
-venues differ by a few bps and cross-venue arbitrage exists. Each event is a five-level book snapshot or
-a trade on one (venue, symbol). The next move drifts toward the side with more resting size (book
-pressure, a persistent latent process that also tilts resting sizes and trade direction), so
-imbalance and trade flow carry real, modest predictive power. A configurable fraction of events is
+clusters) inside a regime: trending (a persistent drift), range-bound (lower volatility, mean reversion to
+the price the regime started at) or volatile (doubled shocks), switching as a Markov chain in event time.
+Each venue quotes the fundamental with a small mean-reverting (Ornstein-Uhlenbeck) relative offset, so
+venues differ by a few bps and cross-venue arbitrage exists. Events arrive as a Hawkes process (exponential
+kernel, simulated exactly after Dassios & Zhao 2013): arrivals excite more arrivals, so activity comes in
+bursts while the mean rate stays the configured one. Most events are a five-level book snapshot or a trade
+on one (venue, symbol); each (venue, symbol) also publishes its funding rate (with the next funding time)
+and its mark/index prices about once per ``info_interval``, and large moves liquidate someone (a forced
+order on the side the move hurt). The next move drifts toward the side with more resting size (book
+pressure, a persistent latent process that also tilts resting sizes and trade direction), so imbalance and
+trade flow carry real, modest predictive power. A configurable fraction of book and trade events is
 deliberately malformed (NaN, non-positive size, crossed book, out-of-order venue sequence) to exercise
 validation. All randomness comes from a xorshift64* generator in the kernel state: same seed, same events.
+
+Paced live, an event is emitted when its place on the synthetic clock (mean gap ``1 / rate``) has come in
+wall time, so the bursts reach the pipeline; fused, the synthetic clock is the time.
 """
 import math
 
 import numpy as np
 from numba import njit
 
-from stages.records import BOOK_LEVELS, EV_BOOK, EV_TRADE
+from stages.records import BOOK_LEVELS, BUY, EV_BOOK, EV_FUNDING, EV_LIQUIDATION, EV_MARK, EV_TRADE, SELL
 
 MAX_VENUES = 4
 MAX_SYMBOLS = 8
@@ -22,19 +31,28 @@ MAX_KEYS = MAX_VENUES * MAX_SYMBOLS
 
 # params (float64)
 (P_RATE_EPS, P_MAX_EVENTS, P_N_VENUES, P_N_SYMBOLS, P_BAD_RATE, P_TRADE_PROB, P_SIM_CLOCK, P_MEAN_GAP_NS,
- P_BATCH, P_SIGMA_BPS, P_PRESSURE, P_VENUE_SPREAD_BPS, P_STALL_AFTER, P_CRASH_AFTER, P_CRASH_BPS) = range(15)
-N_PARAMS = 16
+ P_BATCH, P_SIGMA_BPS, P_PRESSURE, P_VENUE_SPREAD_BPS, P_STALL_AFTER, P_CRASH_AFTER, P_CRASH_BPS, P_BURSTINESS,
+ P_BURST_DECAY_NS, P_REGIME_MEAN_NS, P_INFO_INTERVAL_NS, P_LIQUIDATION_PROB, P_TREND_DRIFT) = range(21)
+N_PARAMS = 24
 
 # ints state
-I_EMITTED, I_START_NS, I_SIM_NS = range(3)
+I_EMITTED, I_START_NS, I_SIM_NS, I_PENDING_GAP_NS = range(4)
 # symbol state columns
-Y_MID, Y_VAR, Y_TICK, Y_LOT, Y_PRESSURE = range(5)
+Y_MID, Y_VAR, Y_TICK, Y_LOT, Y_PRESSURE, Y_REGIME, Y_TREND_DIR, Y_ANCHOR = range(8)
 # key state columns
-K_OFFSET, K_IMBALANCE, K_BID, K_ASK, K_HAS_BOOK = range(5)
+K_OFFSET, K_IMBALANCE, K_BID, K_ASK, K_HAS_BOOK, K_NEXT_INFO_NS, K_INFO_TOGGLE = range(7)
+# arrivals state: the Hawkes process's excess intensity (per ns) just after the last arrival
+A_EXCITATION = 0
+
+REGIME_TRENDING, REGIME_RANGE, REGIME_VOLATILE = range(3)
+REGIME_NAMES = ("trending", "range-bound", "volatile")
+FUNDING_PERIOD_NS = 8 * 3600 * 1_000_000_000
 
 # stats (the stage's custom counters)
-STATS = ("emitted", "malformed_injected", "books", "trades", "finished")
-ST_EMITTED, ST_MALFORMED, ST_BOOKS, ST_TRADES, ST_FINISHED = range(5)
+STATS = ("emitted", "malformed_injected", "books", "trades", "finished", "fundings", "marks", "liquidations",
+         "regime_switches")
+ST_EMITTED, ST_MALFORMED, ST_BOOKS, ST_TRADES, ST_FINISHED, ST_FUNDINGS, ST_MARKS, ST_LIQUIDATIONS, \
+    ST_REGIME_SWITCHES = range(9)
 
 DEFAULT_SYMBOLS = (("BTC-USDT", 60_000.0, 0.1, 0.0001), ("ETH-USDT", 3_000.0, 0.01, 0.001),
                    ("SOL-USDT", 150.0, 0.001, 0.01))
@@ -43,10 +61,21 @@ DEFAULT_SYMBOLS = (("BTC-USDT", 60_000.0, 0.1, 0.0001), ("ETH-USDT", 3_000.0, 0.
 def make_params(rate_eps: float, max_events: int, n_venues: int, n_symbols: int, bad_rate: float,
                 sim_clock: bool, batch: int, trade_prob: float = 0.2, mean_gap_ns: float = 100_000.0,
                 sigma_bps: float = 1.0, pressure: float = 0.15, venue_spread_bps: float = 2.0,
-                stall_after: int = 0, crash_after: int = 0, crash_bps: float = 0.0) -> np.ndarray:
+                stall_after: int = 0, crash_after: int = 0, crash_bps: float = 0.0, burstiness: float = 0.5,
+                burst_decay_ms: float = 20.0, regime_mean_s: float = 30.0, info_interval_ms: float = 1000.0,
+                liquidation_prob: float = 0.2, trend_bps_per_s: float = 5.0) -> np.ndarray:
     """``stall_after`` (chaos): go silent after that many events, as a dead socket would (0 = never);
-    ``crash_after``/``crash_bps``: from that event on, every mid steps down by ``crash_bps`` (a scripted crash)."""
+    ``crash_after``/``crash_bps``: from that event on, every mid steps down by ``crash_bps`` (a scripted crash).
+    ``burstiness``: the Hawkes branching ratio (0 = Poisson arrivals, < 1), excitation decaying over
+    ``burst_decay_ms``; ``regime_mean_s``: mean time a symbol stays in a regime; ``info_interval_ms``: mean
+    time between a (venue, symbol)'s funding/mark events; ``liquidation_prob``: chance that a move beyond 3
+    sigma liquidates someone (x3 when volatile); ``trend_bps_per_s``: a trend's drift.
+    Times are on the synthetic clock, whose mean gap is ``1 / rate_eps`` when paced, ``mean_gap_ns`` otherwise."""
+    if rate_eps > 0.0:
+        mean_gap_ns = 1e9 / rate_eps
     p = np.zeros(N_PARAMS)
+    p[P_BURSTINESS], p[P_BURST_DECAY_NS], p[P_REGIME_MEAN_NS] = burstiness, burst_decay_ms * 1e6, regime_mean_s * 1e9
+    p[P_INFO_INTERVAL_NS], p[P_LIQUIDATION_PROB], p[P_TREND_DRIFT] = info_interval_ms * 1e6, liquidation_prob, trend_bps_per_s
     p[P_STALL_AFTER], p[P_CRASH_AFTER], p[P_CRASH_BPS] = stall_after, crash_after, crash_bps
     p[P_RATE_EPS], p[P_MAX_EVENTS], p[P_N_VENUES], p[P_N_SYMBOLS] = rate_eps, max_events, n_venues, n_symbols
     p[P_BAD_RATE], p[P_TRADE_PROB], p[P_SIM_CLOCK], p[P_MEAN_GAP_NS] = bad_rate, trade_prob, sim_clock, mean_gap_ns
@@ -55,15 +84,17 @@ def make_params(rate_eps: float, max_events: int, n_venues: int, n_symbols: int,
 
 
 def make_state(seed: int, symbols=DEFAULT_SYMBOLS):
-    """(ints, rng, symbol state, key state, venue sequences) for ``symbols`` = (name, price, tick, lot)."""
+    """(ints, rng, symbol state, key state, venue sequences, arrivals) for ``symbols`` = (name, price, tick,
+    lot). Every symbol starts range-bound around its price."""
     if len(symbols) > MAX_SYMBOLS:
         raise ValueError(f"at most {MAX_SYMBOLS} symbols, got {len(symbols)}")
-    ints = np.zeros(4, np.int64)
+    ints = np.zeros(8, np.int64)
     rng = np.array([(seed * 0x9E3779B97F4A7C15 + 0x2545F4914F6CDD1D) % 2**64 or 1], np.uint64)
-    sym = np.zeros((MAX_SYMBOLS, 5))
+    sym = np.zeros((MAX_SYMBOLS, 8))
     for i, (_, price, tick, lot) in enumerate(symbols):
         sym[i, Y_MID], sym[i, Y_VAR], sym[i, Y_TICK], sym[i, Y_LOT] = price, 1e-8, tick, lot
-    return ints, rng, sym, np.zeros((MAX_KEYS, 8)), np.zeros(MAX_KEYS, np.int64)
+        sym[i, Y_REGIME], sym[i, Y_TREND_DIR], sym[i, Y_ANCHOR] = REGIME_RANGE, 1.0, price
+    return ints, rng, sym, np.zeros((MAX_KEYS, 8)), np.zeros(MAX_KEYS, np.int64), np.zeros(2)
 
 
 @njit(cache=True)
@@ -94,14 +125,41 @@ def _exponential(rng, mean):
 
 
 @njit(cache=True)
-def _emit_one(state, params, rec, seq, now_ns):
-    ints, rng, sym, key_state, venue_seq = state
+def _next_gap_ns(state, params):
+    """Time to the next arrival of a Hawkes process with exponential kernel, exactly (Dassios & Zhao 2013):
+    baseline mu = (1 - n) / mean_gap keeps the mean rate at 1 / mean_gap for branching ratio n."""
+    rng, arrivals = state[1], state[5]
+    n = params[P_BURSTINESS]
+    beta = 1.0 / params[P_BURST_DECAY_NS]
+    mu = (1.0 - n) / params[P_MEAN_GAP_NS]
+    gap = -math.log(1.0 - _uniform(rng)) / mu
+    excitation = arrivals[A_EXCITATION]
+    if excitation > 0.0:
+        d = 1.0 + beta * math.log(1.0 - _uniform(rng)) / excitation
+        if d > 0.0:
+            gap = min(gap, -math.log(d) / beta)
+    arrivals[A_EXCITATION] = excitation * math.exp(-beta * gap) + n * beta
+    return int(gap) + 1
+
+
+@njit(cache=True)
+def _on_grid(value, step):
+    return round(value / step) * step
+
+
+@njit(cache=True)
+def _emit_one(state, params, rec, seq, now_ns, stats):
+    ints, rng, sym, key_state, venue_seq, arrivals = state
     n_venues = int(params[P_N_VENUES])
     n_symbols = int(params[P_N_SYMBOLS])
     k = int(_uniform(rng) * n_venues * n_symbols)
     venue = k // n_symbols
     s = k % n_symbols
-    ints[I_SIM_NS] += int(_exponential(rng, params[P_MEAN_GAP_NS])) + 1
+    if ints[I_PENDING_GAP_NS] == 0:
+        ints[I_PENDING_GAP_NS] = _next_gap_ns(state, params)
+    gap = ints[I_PENDING_GAP_NS]
+    ints[I_PENDING_GAP_NS] = 0
+    ints[I_SIM_NS] += gap
     rec["origin_ts"] = ints[I_SIM_NS] if params[P_SIM_CLOCK] != 0.0 else now_ns
     rec["origin_seq"] = seq
     # The synthetic venue sits next to us: its time is the receive time (the synthetic clock when fused).
@@ -109,16 +167,38 @@ def _emit_one(state, params, rec, seq, now_ns):
     rec["venue"] = venue
     rec["symbol"] = s
     rec["reason"] = 0
+    rec["flags"] = 0
+    rec["first_seq"] = 0
+    rec["prev_seq"] = 0
+    rec["aux"] = 0.0
     tick = sym[s, Y_TICK]
     lot = sym[s, Y_LOT]
 
-    # GARCH(1,1) per-event variance (omega, alpha, beta keep the long-run sigma at P_SIGMA_BPS).
-    base_var = (params[P_SIGMA_BPS] * 1e-4) ** 2
+    # Regimes switch as a Markov chain in event time: each symbol stays P_REGIME_MEAN_NS on average.
+    if _uniform(rng) < gap * n_symbols / params[P_REGIME_MEAN_NS]:
+        sym[s, Y_REGIME] = (sym[s, Y_REGIME] + 1.0 + math.floor(_uniform(rng) * 2.0)) % 3.0
+        sym[s, Y_TREND_DIR] = 1.0 if _uniform(rng) < 0.5 else -1.0
+        sym[s, Y_ANCHOR] = sym[s, Y_MID]
+        stats[ST_REGIME_SWITCHES] += 1
+    regime = int(sym[s, Y_REGIME])
+    # The regime sets the GARCH long-run level (through omega; scaling the shocks instead would push
+    # alpha + beta past 1 and the variance would explode): sigma x2 volatile, x0.7 range-bound.
+    level = 4.0 if regime == REGIME_VOLATILE else (0.5 if regime == REGIME_RANGE else 1.0)
+
+    # GARCH(1,1) per-event variance (omega, alpha, beta keep the long-run sigma at P_SIGMA_BPS x the regime's).
+    base_var = level * (params[P_SIGMA_BPS] * 1e-4) ** 2
     var = sym[s, Y_VAR]
+    sigma = math.sqrt(var)
     # Latent book pressure: a persistent AR(1) per symbol that tilts resting sizes and drifts the mid.
     sym[s, Y_PRESSURE] = 0.97 * sym[s, Y_PRESSURE] + 0.25 * _normal(rng)
     tilt = math.tanh(sym[s, Y_PRESSURE])
-    r = math.sqrt(var) * (_normal(rng) + params[P_PRESSURE] * tilt)
+    z = _normal(rng)
+    r = sigma * (z + params[P_PRESSURE] * tilt)
+    if regime == REGIME_TRENDING:
+        # per event of this symbol: drift/s x the symbol's mean time between events (gap x symbols)
+        r += sym[s, Y_TREND_DIR] * params[P_TREND_DRIFT] * 1e-4 * gap * n_symbols * 1e-9
+    elif regime == REGIME_RANGE:
+        r -= 0.02 * math.log(sym[s, Y_MID] / sym[s, Y_ANCHOR])
     if params[P_CRASH_AFTER] > 0.0 and ints[I_EMITTED] >= params[P_CRASH_AFTER]:
         r -= params[P_CRASH_BPS] * 1e-4
     sym[s, Y_VAR] = 0.05 * base_var + 0.10 * r * r + 0.85 * var
@@ -127,18 +207,50 @@ def _emit_one(state, params, rec, seq, now_ns):
     key_state[k, K_OFFSET] = offset
     venue_mid = sym[s, Y_MID] * (1.0 + offset)
 
-    is_trade = key_state[k, K_HAS_BOOK] != 0.0 and _uniform(rng) < params[P_TRADE_PROB]
     for j in range(BOOK_LEVELS):
         rec["bid_px"][j] = 0.0
         rec["bid_sz"][j] = 0.0
         rec["ask_px"][j] = 0.0
         rec["ask_sz"][j] = 0.0
+    rec["venue_seq"] = 0  # funding, marks and liquidations carry no venue sequence
+    has_book = key_state[k, K_HAS_BOOK] != 0.0
+    liquidation_odds = params[P_LIQUIDATION_PROB] * (3.0 if regime == REGIME_VOLATILE else 1.0)
+    if has_book and abs(z) > 3.0 and _uniform(rng) < liquidation_odds:
+        # The move hurt one side: longs are sold out on a drop, shorts bought in on a rise, through the touch.
+        side = SELL if r < 0.0 else BUY
+        rec["kind"] = EV_LIQUIDATION
+        rec["side"] = side
+        rec["price"] = key_state[k, K_BID] - tick if side == SELL else key_state[k, K_ASK] + tick
+        rec["size"] = max(lot, round(_exponential(rng, 200.0 * lot) / lot) * lot)
+        stats[ST_LIQUIDATIONS] += 1
+        return 0
+    if has_book and ints[I_SIM_NS] >= key_state[k, K_NEXT_INFO_NS]:
+        key_state[k, K_NEXT_INFO_NS] = ints[I_SIM_NS] + params[P_INFO_INTERVAL_NS] * (0.5 + _uniform(rng))
+        key_state[k, K_INFO_TOGGLE] = 1.0 - key_state[k, K_INFO_TOGGLE]
+        rec["side"] = 0
+        rec["size"] = 0.0
+        if key_state[k, K_INFO_TOGGLE] != 0.0:
+            # Funding follows the venue's premium over the fundamental (clamped as venues do).
+            rate = 0.0001 + 0.5 * offset + 0.00002 * _normal(rng)
+            rec["kind"] = EV_FUNDING
+            rec["price"] = min(0.0075, max(-0.0075, rate))
+            rec["aux"] = float((rec["origin_ts"] // FUNDING_PERIOD_NS + 1) * FUNDING_PERIOD_NS)
+            stats[ST_FUNDINGS] += 1
+        else:
+            rec["kind"] = EV_MARK
+            rec["price"] = venue_mid
+            rec["aux"] = sym[s, Y_MID]
+            stats[ST_MARKS] += 1
+        return 0
+
+    is_trade = has_book and _uniform(rng) < params[P_TRADE_PROB]
     if is_trade:
         side = 1 if _uniform(rng) < 0.5 + 0.3 * math.tanh(sym[s, Y_PRESSURE]) else -1
         rec["kind"] = EV_TRADE
         rec["side"] = side
         rec["price"] = key_state[k, K_ASK] if side > 0 else key_state[k, K_BID]
         rec["size"] = max(lot, round(_exponential(rng, 20.0 * lot) / lot) * lot)
+        stats[ST_TRADES] += 1
     else:
         half_ticks = 1.0 + math.floor(_uniform(rng) * 2.0)
         best_bid = (math.floor(venue_mid / tick) - half_ticks + 1.0) * tick
@@ -158,6 +270,7 @@ def _emit_one(state, params, rec, seq, now_ns):
         key_state[k, K_BID] = best_bid
         key_state[k, K_ASK] = best_ask
         key_state[k, K_HAS_BOOK] = 1.0
+        stats[ST_BOOKS] += 1
     venue_seq[k] += 1
     rec["venue_seq"] = venue_seq[k]
 
@@ -184,17 +297,15 @@ def _emit_one(state, params, rec, seq, now_ns):
 
 @njit(cache=True)
 def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
-    """Emit the events due by ``now_ns`` (paced at P_RATE_EPS; all of a batch when the rate is 0)."""
+    """Emit the events due by ``now_ns``: paced, those whose synthetic time has come; all of a batch when the
+    rate is 0."""
     ints = state[0]
     want = int(params[P_BATCH])
     if want > out.shape[0]:
         want = out.shape[0]
-    if params[P_RATE_EPS] > 0.0:
-        if ints[I_START_NS] == 0:
-            ints[I_START_NS] = now_ns
-        due = int((now_ns - ints[I_START_NS]) * params[P_RATE_EPS] * 1e-9) - ints[I_EMITTED]
-        if due < want:
-            want = due
+    paced = params[P_RATE_EPS] > 0.0
+    if paced and ints[I_START_NS] == 0:
+        ints[I_START_NS] = now_ns
     limit = params[P_MAX_EVENTS]
     if params[P_STALL_AFTER] > 0.0 and (limit == 0.0 or params[P_STALL_AFTER] < limit):
         limit = params[P_STALL_AFTER]
@@ -202,16 +313,17 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         left = int(limit) - ints[I_EMITTED]
         if left < want:
             want = left
-    for i in range(want):
+    n = 0
+    while n < want:
+        if paced:
+            if ints[I_PENDING_GAP_NS] == 0:
+                ints[I_PENDING_GAP_NS] = _next_gap_ns(state, params)
+            if ints[I_SIM_NS] + ints[I_PENDING_GAP_NS] > now_ns - ints[I_START_NS]:
+                break
         ints[I_EMITTED] += 1
-        stats[ST_MALFORMED] += _emit_one(state, params, out[i], ints[I_EMITTED], now_ns)
-        if out[i]["kind"] == EV_TRADE:
-            stats[ST_TRADES] += 1
-        else:
-            stats[ST_BOOKS] += 1
+        stats[ST_MALFORMED] += _emit_one(state, params, out[n], ints[I_EMITTED], now_ns, stats)
+        n += 1
     if params[P_MAX_EVENTS] > 0.0 and ints[I_EMITTED] >= params[P_MAX_EVENTS]:
         stats[ST_FINISHED] = 1
-    if want < 0:
-        return 0
     stats[ST_EMITTED] = ints[I_EMITTED]
-    return want
+    return n

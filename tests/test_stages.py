@@ -242,18 +242,59 @@ def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
 
 
 def test_feed_is_paced_by_its_clock_and_reproducible():
-    def emit(seed, now_ns):
+    def emit(seed, horizon_ns, burstiness=0.5):
         state = feed.make_state(seed)
-        params = feed.make_params(1000.0, 0, 2, 3, 0.0, False, 256)
+        params = feed.make_params(1000.0, 0, 2, 3, 0.0, False, 256, burstiness=burstiness)
         out = np.zeros(256, records.MARKET_EVENT)
         stats = np.zeros(16, np.int64)
         assert feed.step(out, 0, out, 0, state, params, None, stats, out, 1) == 0  # starts the clock
-        n = feed.step(out, 0, out, 0, state, params, None, stats, out, 1 + now_ns)
-        return out[:n]
-    assert len(emit(1, 100_000_000)) == 100  # 1000 events/s for 0.1 s
-    a, b = emit(3, 50_000_000), emit(3, 50_000_000)
+        chunks = []
+        for now in range(1 + 1_000_000, 1 + horizon_ns + 1, 1_000_000):  # a step every ms
+            n = feed.step(out, 0, out, 0, state, params, None, stats, out, now)
+            chunks.append(out[:n].copy())
+            assert (out[:n]["origin_ts"] == now).all()  # live: stamped when emitted
+        return np.concatenate(chunks)
+    for burstiness in (0.0, 0.5):
+        assert 1600 <= len(emit(1, 2_000_000_000, burstiness)) <= 2400  # 1000 events/s on average for 2 s
+    a, b = emit(3, 200_000_000), emit(3, 200_000_000)
     assert a.tobytes() == b.tobytes()
-    assert list(a["origin_seq"]) == list(range(1, 51))
+    assert list(a["origin_seq"]) == list(range(1, len(a) + 1))
+
+
+def _synthetic(n_events, seed=7, **params):
+    state = feed.make_state(seed)
+    p = feed.make_params(0.0, n_events, 2, 3, 0.0, True, 256, **params)
+    out = np.zeros(256, records.MARKET_EVENT)
+    stats = np.zeros(16, np.int64)
+    chunks = []
+    while (n := feed.step(out, 0, out, 0, state, p, None, stats, out, 0)) > 0:
+        chunks.append(out[:n].copy())
+    return np.concatenate(chunks), stats
+
+
+def test_synthetic_market_has_regimes_funding_marks_and_liquidations_and_all_of_it_validates():
+    events, stats = _synthetic(300_000, regime_mean_s=5.0)
+    kinds = np.bincount(events["kind"], minlength=8)
+    assert kinds[records.EV_FUNDING] == stats[feed.ST_FUNDINGS] > 50  # ~1 a second per (venue, symbol)
+    assert kinds[records.EV_MARK] == stats[feed.ST_MARKS] > 50
+    assert kinds[records.EV_LIQUIDATION] == stats[feed.ST_LIQUIDATIONS] > 20
+    assert stats[feed.ST_REGIME_SWITCHES] >= 5
+    funding = events[events["kind"] == records.EV_FUNDING]
+    assert (np.abs(funding["price"]) <= 0.0075).all() and (funding["aux"] > funding["origin_ts"]).all()
+    assert (funding["aux"] % feed.FUNDING_PERIOD_NS == 0).all()
+    valid, vstats, _ = run_validate(events[:40_000], ticks=[0.1, 0.01, 0.001], lots=[0.0001, 0.001, 0.01])
+    assert vstats[validate.ST_QUARANTINED] == 0 and len(valid) == 40_000
+
+
+def test_synthetic_arrivals_are_bursty_at_the_configured_mean_rate():
+    def dispersion(burstiness):
+        events, _ = _synthetic(200_000, burstiness=burstiness)
+        counts = np.bincount(events["origin_ts"] // 100_000_000)[:-1]  # 100 ms windows
+        return np.diff(events["origin_ts"]).mean(), counts.var() / counts.mean()
+    gap_poisson, poisson = dispersion(0.0)
+    gap_hawkes, hawkes = dispersion(0.5)
+    assert 0.9e5 < gap_poisson < 1.1e5 and 0.9e5 < gap_hawkes < 1.1e5  # mean gap = 100 us either way
+    assert poisson < 1.5 and hawkes > 2.0  # a Hawkes process clusters: variance-to-mean 1/(1-n)^2 = 4
 
 
 @pytest.mark.parametrize("flatten", [True, False])
