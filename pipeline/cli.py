@@ -31,6 +31,8 @@ def _run(args) -> int:
             overrides.setdefault("journal", {})["dir"] = args.journal
         if args.dsn:
             overrides.setdefault("recorder", {})["dsn"] = args.dsn
+        if getattr(args, "record", False):
+            overrides.setdefault("run", {})["mode"] = "record"
         if overrides:
             config = config.with_overrides(**overrides)
     except ConfigError as exc:
@@ -108,6 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--journal", help="record market events, intents and reports into this directory")
     run.add_argument("--dsn", help="PostgreSQL DSN: the recorder copies the journal into it (needs --journal)")
     run.set_defaults(func=_run)
+    rec = sub.add_parser("record", help="record the market only: feed, validate, journal (and the recorder with "
+                                        "--dsn); nothing trades")
+    for flag, kwargs in (("--config", {}), ("--duration", {"type": float}), ("--rate", {"type": float}),
+                         ("--events", {"type": int}), ("--seed", {"type": int}), ("--name", {}),
+                         ("--idle", {"choices": ("auto", "busy_spin", "yielding", "sleeping", "blocking")})):
+        rec.add_argument(flag, **kwargs, help=next(a.help for a in run._actions if flag in a.option_strings))
+    rec.add_argument("--quiet", action="store_true", help="no status lines, summary only")
+    rec.add_argument("--journal", required=True, help="journal directory: market events and quarantined ones")
+    rec.add_argument("--dsn", help="PostgreSQL DSN: the recorder copies the journal into it")
+    rec.set_defaults(func=_run, record=True)
     st = sub.add_parser("status", help="live figures of a running pipeline, read from shared memory")
     st.add_argument("--name", default="main")
     st.set_defaults(func=_status)

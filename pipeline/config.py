@@ -30,9 +30,11 @@ class RunConfig:
     max_restarts: int = 3            # per run, with restart
     arm_at_start: bool = True        # arm after start-up self-checks pass (else wait for killswitch arm)
     arm_grace_s: float = 3.0         # start-up: keep asking to arm this long (the switch's first frames)
+    mode: str = "trade"              # trade: the whole pipeline | record: feed, validate, journal, recorder only
 
     def check(self):
         _require(self.restart in ("never", "restart"), "run.restart", self.restart, "use 'never' or 'restart'")
+        _require(self.mode in ("trade", "record"), "run.mode", self.mode, "use 'trade' or 'record'")
         _require(0 <= self.max_restarts <= 100, "run.max_restarts", self.max_restarts, "use 0..100")
         _require(self.name.replace("-", "").replace("_", "").isalnum() and len(self.name) <= 40, "run.name",
                  self.name, "use letters, digits, '-' or '_' (at most 40)")
@@ -305,6 +307,8 @@ class Config:
             getattr(self, f.name).check()
         _require(not self.recorder.dsn or bool(self.journal.dir), "recorder.dsn", self.recorder.dsn,
                  "also set journal.dir (or --journal): the recorder copies the journal into the database")
+        _require(self.run.mode != "record" or bool(self.journal.dir), "run.mode", self.run.mode,
+                 "record mode writes a journal: set journal.dir (or --journal)")
         return self
 
     def with_overrides(self, **sections: dict) -> "Config":

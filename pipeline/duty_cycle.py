@@ -103,6 +103,19 @@ def _publish(outs, out_sems, batch, n, slot, idle_params, timespec):
     return True
 
 
+def publish_all(outs, out_sems, batch, n, slot, idle_params, timespec):
+    raise NotImplementedError("only callable from njit code")
+
+
+@overload(publish_all)
+def _publish_all(outs, out_sems, batch, n, slot, idle_params, timespec):
+    """``_publish``, or nothing for a stage without outputs (validate in record mode taps only)."""
+    if isinstance(outs, types.BaseTuple) and len(outs) == 0:
+        return lambda outs, out_sems, batch, n, slot, idle_params, timespec: True
+    return lambda outs, out_sems, batch, n, slot, idle_params, timespec: _publish(outs, out_sems, batch, n, slot,
+                                                                                  idle_params, timespec)
+
+
 @njit(cache=True)
 def tap_records(tap, batch, n, slot):
     """Side tap: one try, never waits; what does not fit is counted, not silently lost."""
@@ -162,7 +175,7 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
                 usleep(idle_params[idle_strategies.I_MIN_SLEEP_US])
             continue
         idle_strategies.idle(idle_params, idle_state, 1)
-        if n_out > 0 and not _publish(outs, out_sems, scratch_out, n_out, slot, idle_params, timespec):
+        if n_out > 0 and not publish_all(outs, out_sems, scratch_out, n_out, slot, idle_params, timespec):
             return EXIT_ABANDONED
         if has_tap:
             side_tap(stage_id, tap, state, scratch_a, scratch_out, n_out, slot)

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 
 import numpy as np
@@ -59,7 +59,8 @@ def rings(config: Config) -> dict[str, RingSpec]:
                   RingSpec("strategy.journal", records.ORDER_INTENT, taps),
                   RingSpec("execute.journal", records.EXEC_REPORT, taps),
                   RingSpec("validate.journal", records.MARKET_EVENT, taps)]
-    return {s.name: s for s in specs}
+    used = {name for s in stages(config) for name in (s.in_a, s.in_b, s.tap, *s.outs) if name}
+    return {s.name: s for s in specs if s.name in used}
 
 
 STAGES = (
@@ -76,6 +77,17 @@ STAGES = (
 )
 BY_NAME = {s.name: s for s in STAGES}
 assert tuple(s.name for s in STAGES) == STAGE_NAMES
+# Record mode: the market comes in, is validated and journalled (market and quarantine taps); nothing trades.
+RECORD_STAGES = (BY_NAME["feed"], replace(BY_NAME["validate"], outs=()))
+
+
+def stages(config: Config) -> tuple[StageSpec, ...]:
+    """The stages this run hosts, in pipeline order."""
+    return RECORD_STAGES if config.run.mode == "record" else STAGES
+
+
+def stage(config: Config, name: str) -> StageSpec:
+    return next(s for s in stages(config) if s.name == name)
 
 MODULES: dict[str, ModuleType] = {"feed": feed, "validate": validate, "feature": feature, "risk": risk,
                                   "strategy": strategy, "execute": execute}

@@ -28,9 +28,11 @@ def main() -> int:
     stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
     specs = graph.rings(config)
     policy = FsyncPolicy[config.journal.fsync.upper()]
-    taps, writers, buffers = [], [], []
+    taps, writers, buffers, counters = [], [], [], []
     try:
         for index, (tap_name, stream) in enumerate(graph.TAP_STREAMS.items()):
+            if tap_name not in specs:
+                continue  # its stage is not part of this run (record mode)
             spec = specs[tap_name]
             view = ring.attach_ring(names.ring(run, tap_name), spec.dtype, spec.capacity)
             taps.append(view)
@@ -38,13 +40,14 @@ def main() -> int:
                                          fsync_policy=policy, rotate_bytes=int(config.journal.rotate_mb * 2**20),
                                          fsync_interval_ms=config.journal.fsync_interval_ms))
             buffers.append(np.zeros(BATCH, spec.dtype))
+            counters.append(index)
         slot[cb.S_STATE] = cb.READY
         while True:
             slot[cb.S_HEARTBEAT_NS] = time.time_ns()
             if int(block.globals[cb.G_RUN_STATE]) == cb.RUN_RUNNING:
                 slot[cb.S_STATE] = cb.RUNNING
             work = 0
-            for index, (view, writer, buffer) in enumerate(zip(taps, writers, buffers)):
+            for view, writer, buffer, index in zip(taps, writers, buffers, counters):
                 n = ring.read(view.producer, view.consumer, view.records, buffer, BATCH)
                 if n:
                     writer.append(buffer[:n])

@@ -164,6 +164,10 @@ class Recorder:
                 await c.execute(f"SELECT add_compression_policy('{t.name}', INTERVAL '7 days', if_not_exists => TRUE)")
             else:
                 await c.execute(f"CREATE TABLE IF NOT EXISTS {t.name} ({cols}) PARTITION BY RANGE (ts)")
+        # The journal keeps market events as they arrived; what validation passed is the rest.
+        await c.execute("CREATE OR REPLACE VIEW validated_market_events AS SELECT m.* FROM market_events m "
+                        "WHERE NOT EXISTS (SELECT 1 FROM quarantined_events q "
+                        "WHERE q.origin_seq = m.origin_seq AND q.origin_ts = m.origin_ts)")
 
     async def _ensure_partitions(self, table: Table, batch: np.ndarray, ts_field: str) -> None:
         if self.timescale:

@@ -191,7 +191,7 @@ def main() -> int:
     child = start()
     stage, config, placement, placements = child.name, child.config, child.placement, child.placements
     run = config.run.name
-    spec = graph.BY_NAME[stage]
+    spec = graph.stage(config, stage)
     block, slot = child.block, child.slot
     slot[cb.S_IDLE_STRATEGY] = placement.idle
     slot[cb.S_STATE] = cb.STARTING

@@ -93,17 +93,22 @@ class Supervisor:
         cb.set_kill_text(g, "start-up: self-checks pending")
         for spec in graph.rings(config).values():
             self.rings.append(ring.create_ring(names.ring(run, spec.name), spec.dtype, spec.capacity))
+        hosted = {s.name for s in graph.stages(config)}
         for name in STAGE_NAMES:
-            if placements[name].idle == idle_strategies.BLOCKING:
+            if name in hosted and placements[name].idle == idle_strategies.BLOCKING:
                 self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
         t0 = time.monotonic()
         warmup.compile_all(config)
         idle_name = {v: k for k, v in idle_strategies.NAMES.items()}[placements["feed"].idle]
         self.say(f"bot4: kernels compiled/loaded in {time.monotonic() - t0:.1f}s; topology: "
-                 + ", ".join(f"{n}@{p.core}" for n, p in placements.items()) + f"; idle={idle_name}")
+                 + ", ".join(f"{n}@{p.core}" for n, p in placements.items() if n not in STAGE_NAMES or n in hosted)
+                 + f"; idle={idle_name}")
+        recording = config.run.mode == "record"
         for name in topology.PROCESSES:
             if (name == "journal" and not config.journal.dir) or (name == "recorder" and not config.recorder.dsn):
                 continue
+            if (name in STAGE_NAMES and name not in hosted) or (name == "watchdog" and recording):
+                continue  # record mode: no trading stages, so no kill switch to watch
             self.children[name] = launcher.spawn(name, config, placements)
         deadline = time.monotonic() + config.run.ready_timeout_s
         while True:
@@ -121,7 +126,10 @@ class Supervisor:
             time.sleep(0.01)
         g[cb.G_RUN_STATE] = cb.RUN_RUNNING
         g[cb.G_ARMED_NS] = time.time_ns()
-        if config.run.arm_at_start:
+        if recording:
+            cb.set_kill_text(g, "record mode: nothing trades")
+            self.armed_text = "record mode: feed, validate and the journal only; nothing trades"
+        elif config.run.arm_at_start:
             # The switch needs a few frames after the watchdog opened it: retry within a grace period.
             deadline = time.monotonic() + config.run.arm_grace_s
             while True:
@@ -218,6 +226,8 @@ class Supervisor:
     def exit_code(self) -> int:
         if self.died:
             return ExitCode.STAGE_DIED
+        if self.config.run.mode == "record":
+            return ExitCode.CLEAN  # trading was never meant to be on
         reason = int(self.block.globals[cb.G_KILL_REASON])
         tripped = int(self.block.globals[cb.G_TRIPS]) > 0 or reason not in (cb.KILL_NONE, cb.KILL_SHUTDOWN)
         return ExitCode.TRIPPED if tripped else ExitCode.CLEAN
@@ -261,7 +271,8 @@ class Supervisor:
             if self.children:
                 view = StatusView(self.block)
                 self.say("bot4: stopped (" + (self.stop_requested or f"{self.died} died") + ")")
-                if int(self.block.globals[cb.G_KILL_REASON]) not in (cb.KILL_NONE, cb.KILL_SHUTDOWN):
+                if int(self.block.globals[cb.G_KILL_REASON]) not in (cb.KILL_NONE, cb.KILL_SHUTDOWN) and \
+                        self.config.run.mode != "record":
                     text = cb.kill_text(self.block.globals)
                     self.say(f"bot4: trading was disabled during the run: {view.kill_reason()}"
                              + (f" ({text})" if text else ""))

@@ -43,7 +43,7 @@ def _compile_all(config: Config) -> None:
     block = cb.ControlBlock.local()
     timespec = new_timespec()
     idle_params = idle_strategies.make_params(idle_strategies.YIELDING)
-    for spec in graph.STAGES:
+    for spec in graph.stages(config):
         def local(name):
             return ring.local_ring(specs[name].dtype, 2) if name else ring.local_ring(spec.out_dtype, 2)
         in_a, in_b = local(spec.in_a), local(spec.in_b)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Config
-from pipeline.journal import JournalReader, JournalWriter
+from pipeline.journal import JournalReader, JournalWriter, list_streams
 from pipeline.recorder import record_journal
 from pipeline.replay import record
 from stages import records
@@ -62,7 +62,10 @@ def count(dsn, sql):
 def test_every_journal_record_becomes_a_row(pg_dsn, tmp_path):
     result = record(Config(), 20_000, str(tmp_path))
     stats = asyncio.run(record_journal(pg_dsn, str(tmp_path)))
-    assert stats.rows == {"market": 20_000, "intent": len(result.intents), "exec": len(result.reports)}
+    assert stats.rows == {"market": 20_000, "intent": len(result.intents), "exec": len(result.reports),
+                          "quarantine": result.counters["validate"]["quarantined"]}
+    assert count(pg_dsn, "SELECT count(*) FROM validated_market_events") == \
+        20_000 - result.counters["validate"]["quarantined"]
     assert count(pg_dsn, "SELECT count(*) FROM market_events") == 20_000
     assert count(pg_dsn, "SELECT count(*) FROM exec_reports") == len(result.reports)
     assert count(pg_dsn, "SELECT count(*) FROM order_intents") == len(result.intents)
@@ -124,3 +127,19 @@ def test_a_live_run_with_a_dsn_ends_with_every_journal_record_in_the_database(pg
     quarantined = int(re.search(r"quarantined ([\d,]+)", output).group(1).replace(",", ""))
     assert quarantined > 0
     assert count(pg_dsn, "SELECT count(*) FROM quarantined_events WHERE reason > 0") == quarantined
+
+
+def test_bot4_record_journals_and_copies_the_market_and_its_quarantine_without_trading(pg_dsn, tmp_path):
+    journal = tmp_path / "journal"
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "record", "--quiet", "--events", "30000", "--rate",
+                           "0", "--journal", str(journal), "--dsn", pg_dsn, "--name", f"r{uuid.uuid4().hex[:8]}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "record mode: nothing traded" in done.stdout and "running (4 processes)" in done.stdout
+    quarantined = int(re.search(r"quarantined ([\d,]+)", done.stdout).group(1).replace(",", ""))
+    assert quarantined > 0
+    assert len(JournalReader(str(journal), "market")) == 30_000
+    assert set(list_streams(str(journal))) == {"market", "quarantine"}  # no intents, no reports: nothing traded
+    assert count(pg_dsn, "SELECT count(*) FROM market_events") == 30_000
+    assert count(pg_dsn, "SELECT count(*) FROM quarantined_events") == quarantined
+    assert count(pg_dsn, "SELECT count(*) FROM validated_market_events") == 30_000 - quarantined

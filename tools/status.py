@@ -13,7 +13,7 @@ from pipeline.config import STAGE_NAMES
 from pipeline.topology import PROCESSES
 from shm import control as cb
 from shm.idle import NAMES as IDLE_NAMES
-from stages import execute
+from stages import execute, validate
 
 IDLE_LABEL = {v: k for k, v in IDLE_NAMES.items()}
 PROCESS_NAMES = PROCESSES  # control-block slot i belongs to PROCESSES[i]
@@ -50,8 +50,8 @@ class StatusView:
                    f"{'svc p50':>9}{'svc p99':>9}{'tick p50':>10}{'tick p99':>10}{'hb age':>9}")
         for index, name in enumerate(PROCESS_NAMES):
             slot = self.block.stages[index]
-            if name in ("journal", "recorder") and not slot[cb.S_PID]:
-                continue
+            if not slot[cb.S_PID] and int(slot[cb.S_STATE]) == 0:
+                continue  # never started: not part of this run (journal, recorder unless configured; record mode)
             counters = (int(slot[cb.S_IN]) + int(slot[cb.S_IN_B]), int(slot[cb.S_OUT]))
             prev = self.prev.get(name, counters)
             rate_in = (counters[0] - prev[0]) / dt if dt else 0.0
@@ -91,7 +91,7 @@ class StatusView:
         out = {}
         for index, name in enumerate(PROCESS_NAMES):
             slot = self.block.stages[index]
-            if name in ("journal", "recorder") and not slot[cb.S_PID]:
+            if not slot[cb.S_PID] and int(slot[cb.S_STATE]) == 0:
                 continue
             labels = graph.stats_labels(name)
             out[name] = {"in": int(slot[cb.S_IN]), "in_b": int(slot[cb.S_IN_B]), "out": int(slot[cb.S_OUT]),
@@ -102,16 +102,24 @@ class StatusView:
 
     def summary(self) -> list[str]:
         counters = self.stage_counters()
-        ex = self.execute_stats()
-        tick = hist(self.block.stages[graph.BY_NAME["execute"].index], cb.S_ORIGIN_HIST)
-        lines = [f"events in: {counters['feed']['out']:,} (quarantined {counters['validate'].get('quarantined', 0):,})"]
+        checked = counters.get("validate", {})
+        by_reason = ", ".join(f"{name} {checked[validate.STATS[1 + code]]:,}" for code, name in
+                              validate.REASON_NAMES.items() if checked.get(validate.STATS[1 + code]))
+        lines = [f"events in: {counters['feed']['out']:,} (quarantined {checked.get('quarantined', 0):,}"
+                 + (f": {by_reason})" if by_reason else ")")]
         lines.append("records per stage (in -> out): " + ", ".join(
             f"{n} {c['in'] + c['in_b']:,}->{c['out']:,}" for n, c in counters.items() if n in STAGE_NAMES))
-        lines.append(f"orders {ex['orders']:,}, fills {ex['fills']:,}, cancels {ex['cancels']:,}, rejects "
-                     f"{ex['rejects']:,}, PnL ${ex['pnl_cents'] / 100:,.2f} after fees ${ex['fees_cents'] / 100:,.2f}")
-        lines.append("tick-to-order latency (market event received -> execution report): "
-                     f"p50 {_us(cb.percentile_ns(tick, 0.5))} p99 {_us(cb.percentile_ns(tick, 0.99))} "
-                     f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")
+        if "execute" in counters:
+            ex = self.execute_stats()
+            tick = hist(self.block.stages[graph.BY_NAME["execute"].index], cb.S_ORIGIN_HIST)
+            lines.append(f"orders {ex['orders']:,}, fills {ex['fills']:,}, cancels {ex['cancels']:,}, rejects "
+                         f"{ex['rejects']:,}, PnL ${ex['pnl_cents'] / 100:,.2f} after fees "
+                         f"${ex['fees_cents'] / 100:,.2f}")
+            lines.append("tick-to-order latency (market event received -> execution report): "
+                         f"p50 {_us(cb.percentile_ns(tick, 0.5))} p99 {_us(cb.percentile_ns(tick, 0.99))} "
+                         f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")
+        else:
+            lines.append("record mode: nothing traded")
         if "journal" in counters:
             written = sum(c["tap_written"] for c in counters.values())
             dropped = sum(c["tap_dropped"] for c in counters.values())
