@@ -46,6 +46,12 @@ def market_event(draw):
     return ev
 
 
+def _numbered(evs):
+    events = np.array(evs, dtype=MARKET_EVENT)
+    events["origin_seq"] = np.arange(1, len(events) + 1)
+    return events
+
+
 def _run(events):
     out = np.zeros(len(events), MARKET_EVENT)
     stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
@@ -96,8 +102,7 @@ def _assert_accounted(events, out, stats, state):
 @given(st.lists(market_event(), min_size=1, max_size=40))
 @SETTINGS
 def test_any_event_is_forwarded_sane_or_quarantined_with_a_counted_reason(evs):
-    events = np.array(evs, dtype=MARKET_EVENT)
-    events["origin_seq"] = np.arange(1, len(events) + 1)
+    events = _numbered(evs)
     out, stats, state = _run(events)
     for ev in out:
         _assert_forwarded_is_sane(ev)
@@ -125,9 +130,7 @@ def test_raw_bytes_never_crash_the_validator(raw):
 @given(st.lists(market_event(), min_size=1, max_size=40))
 @SETTINGS
 def test_whatever_validation_forwards_the_feature_stage_digests(evs):
-    events = np.array(evs, dtype=MARKET_EVENT)
-    events["origin_seq"] = np.arange(1, len(events) + 1)
-    valid, _, _ = _run(events)
+    valid, _, _ = _run(_numbered(evs))
     state = feature.make_state()
     out = np.zeros(max(1, len(valid)), records.FEATURE_VECTOR)
     stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
