@@ -39,7 +39,7 @@ def _call_step(stage_id, in_a, n_a, in_b, n_b, state, params, ctl, stats, out, n
         return step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns)
     return impl
 
-VALIDATE_INDEX = 1
+VALIDATE_INDEX = next(index for index, step in STEPS.items() if step is validate.step)
 
 
 def side_tap(stage_id, tap, state, scratch_a, out, n_out, slot):

@@ -56,7 +56,10 @@ class Supervisor:
     ran_s: float = 0.0
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        try:
+            print(text, file=self.out, flush=True)
+        except (BrokenPipeError, ValueError):  # a reader that went away (| head) must not stop the clean-up
+            self.out = open(os.devnull, "w")
 
     def run(self) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -94,6 +97,12 @@ class Supervisor:
         for spec in graph.rings(config).values():
             self.rings.append(ring.create_ring(names.ring(run, spec.name), spec.dtype, spec.capacity))
         hosted = {s.name for s in graph.stages(config)}
+        recording = config.run.mode == "record"  # no trading stages, so no kill switch to watch
+        spawned = [name for name in topology.PROCESSES
+                   if not (name == "journal" and not config.journal.dir)
+                   and not (name == "recorder" and not config.recorder.dsn)
+                   and not (name in STAGE_NAMES and name not in hosted)
+                   and not (name == "watchdog" and recording)]
         for name in STAGE_NAMES:
             if name in hosted and placements[name].idle == idle_strategies.BLOCKING:
                 self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
@@ -101,14 +110,8 @@ class Supervisor:
         warmup.compile_all(config)
         idle_name = {v: k for k, v in idle_strategies.NAMES.items()}[placements["feed"].idle]
         self.say(f"bot4: kernels compiled/loaded in {time.monotonic() - t0:.1f}s; topology: "
-                 + ", ".join(f"{n}@{p.core}" for n, p in placements.items() if n not in STAGE_NAMES or n in hosted)
-                 + f"; idle={idle_name}")
-        recording = config.run.mode == "record"
-        for name in topology.PROCESSES:
-            if (name == "journal" and not config.journal.dir) or (name == "recorder" and not config.recorder.dsn):
-                continue
-            if (name in STAGE_NAMES and name not in hosted) or (name == "watchdog" and recording):
-                continue  # record mode: no trading stages, so no kill switch to watch
+                 + ", ".join(f"{n}@{placements[n].core}" for n in spawned) + f"; idle={idle_name}")
+        for name in spawned:
             self.children[name] = launcher.spawn(name, config, placements)
         deadline = time.monotonic() + config.run.ready_timeout_s
         while True:
