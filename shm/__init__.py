@@ -15,8 +15,8 @@ def _source_hash() -> str:
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.blake2b(digest_size=8)
     for package in ("shm", "stages", "pipeline"):
-        for path in sorted((root / package).glob("*.py")):
-            digest.update(path.name.encode())
+        for path in sorted((root / package).rglob("*.py")):  # subpackages too (stages/sources has kernels)
+            digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
 
