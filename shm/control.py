@@ -18,6 +18,7 @@ Histograms are log-bucketed, four buckets per power of two (<= 19% relative erro
 bucket(v) = 4*floor(log2 v) + the two bits after the leading one.
 """
 import math
+import time
 
 import numpy as np
 from numba import njit
@@ -170,9 +171,14 @@ def _write_text(globals_: np.ndarray, first: int, words: int, text: str) -> None
 
 def trip(globals_: np.ndarray, reason: int, stage: int, text: str, wall_ns: int, mono_ns: int) -> bool:
     """``disable_trading`` plus the latched detail (monotonic time, text, trip count) when this call was
-    the first; returns whether it was."""
+    the first; returns whether it was.
+
+    The latched kill time is re-read once the flag is down: ``wall_ns`` was read before the decision and a
+    tripping process preempted in between would otherwise stamp a time at which execute still traded. Every
+    order execute accepted carries a clock read taken before it saw the flag up, so before this one."""
     first = disable_trading(globals_, reason, stage, wall_ns)
     if first:
+        globals_[G_KILL_TIME_NS] = max(wall_ns, time.time_ns())
         globals_[G_KILL_MONO_NS] = mono_ns
         set_kill_text(globals_, text)
         globals_[G_TRIPS] += 1
