@@ -93,6 +93,20 @@ def _replay(args) -> int:
     return 1
 
 
+def _features(args) -> int:
+    from pipeline import feature_build
+    try:
+        config = load(args.config)
+        market, source = feature_build.market_source(config, args.journal)
+    except ConfigError as exc:
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return 2
+    result = feature_build.build(config, market, args.out, source)
+    print(f"wrote {result.rows:,} feature rows from {result.market_events:,} market events "
+          f"({result.quarantined:,} quarantined) to {result.path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bot4", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("journal", help="journal directory (from bot4 fused --journal)")
     rp.add_argument("--config", help="the config the journal was recorded with (defaults if omitted)")
     rp.set_defaults(func=_replay)
+    fe = sub.add_parser("features", help="feature store: build the offline (Parquet) store from recorded data")
+    fe_sub = fe.add_subparsers(dest="action", required=True)
+    fb = fe_sub.add_parser("build", help="run validate and feature kernels over recorded events into Parquet")
+    fb.add_argument("--config", help="TOML config; its feed.files (feed.source = \"replay\") are the input "
+                                     "unless --journal is given")
+    fb.add_argument("--journal", help="journal directory: build from its market stream")
+    fb.add_argument("--out", required=True, help="Parquet file to write")
+    fb.set_defaults(func=_features)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
