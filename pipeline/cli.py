@@ -93,7 +93,34 @@ def _replay(args) -> int:
     return 1
 
 
+def _features_latest(args) -> int:
+    import numpy as np
+
+    from pipeline.feature_store import FeatureStoreReader
+    from shm.segment import SegmentError
+    from stages.records import FEATURE_NAMES
+    try:
+        reader = FeatureStoreReader(args.name)
+    except SegmentError as exc:
+        print(f"bot4: {exc}", file=sys.stderr)
+        return 1
+    try:
+        vectors = reader.snapshot()
+    finally:
+        reader.close()
+    if not len(vectors):
+        print("no feature vector written yet")
+        return 0
+    print(f"{'':<20}" + "".join(f"{f'v{v.venue}/s{v.symbol}':>16}" for v in vectors.view(np.recarray)))
+    print(f"{'origin_seq':<20}" + "".join(f"{int(seq):>16}" for seq in vectors["origin_seq"]))
+    for j, name in enumerate(FEATURE_NAMES):
+        print(f"{name:<20}" + "".join(f"{value:>16.6g}" for value in vectors["values"][:, j]))
+    return 0
+
+
 def _features(args) -> int:
+    if args.action == "latest":
+        return _features_latest(args)
     from pipeline import feature_build
     try:
         config = load(args.config)
@@ -153,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     fb.add_argument("--journal", help="journal directory: build from its market stream")
     fb.add_argument("--out", required=True, help="Parquet file to write")
     fb.set_defaults(func=_features)
+    fl = fe_sub.add_parser("latest", help="the online store of a running pipeline: latest vector per instrument")
+    fl.add_argument("--name", default="main", help="run name")
+    fl.set_defaults(func=_features)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

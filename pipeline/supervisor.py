@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import posix_ipc
 
-from pipeline import alerts, graph, launcher, names, topology, warmup
+from pipeline import alerts, feature_store, graph, launcher, names, topology, warmup
 from pipeline.config import STAGE_NAMES, Config
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -54,6 +54,7 @@ class Supervisor:
     placements: dict = field(default_factory=dict)
     final_histograms: dict = field(default_factory=dict)
     ran_s: float = 0.0
+    feature_store: object = None   # the online feature store (pipeline.feature_store)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -93,6 +94,7 @@ class Supervisor:
         cb.set_kill_text(g, "start-up: self-checks pending")
         for spec in graph.rings(config).values():
             self.rings.append(ring.create_ring(names.ring(run, spec.name), spec.dtype, spec.capacity))
+        self.feature_store = feature_store.create(run)
         for name in STAGE_NAMES:
             if placements[name].idle == idle_strategies.BLOCKING:
                 self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
@@ -274,6 +276,10 @@ class Supervisor:
             r.close()
             r.segment.unlink()
         self.rings.clear()
+        if self.feature_store is not None:
+            self.feature_store.close()
+            self.feature_store.segment.unlink()
+            self.feature_store = None
         for sem in self.semaphores:
             sem.unlink()
             sem.close()
