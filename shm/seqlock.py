@@ -13,8 +13,8 @@ Protocol (one writer per table; readers never write):
 
 A reader's copy is one the writer published whole: had the writer touched the slot during the copy, the
 sequence would have moved. ``s1 / 2`` is how many times the slot was written (0 = never). The writer never
-waits; a reader retries while it races a write (a write is a few dozen ns) and gives up after
-``max_tries``, returning -1.
+waits; a reader retries while it races a write (a write is a few dozen ns), yielding the core after
+SPIN_TRIES tries in case the writer was preempted mid-write, and gives up after ``max_tries``, returning -1.
 """
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ from numba import njit
 
 from shm import segment
 from shm.atomics import fence_seq_cst, load_acquire, store_release
+from shm.syscalls import sched_yield
 
 SEQ_STRIDE = 8  # int64 words per slot sequence: one cache line
+SPIN_TRIES = 64  # a reader's tries before it yields the core between tries
 
 
 def payload_bytes(dtype: np.dtype, n_slots: int) -> int:
@@ -93,7 +95,9 @@ def read(seqs, records, slot, dst, j, max_tries):
     """Copy slot ``slot``'s record into ``dst[j]``; returns its (even) sequence, or -1 after ``max_tries``
     tries that each raced a write."""
     w = slot * SEQ_STRIDE
-    for _ in range(max_tries):
+    for attempt in range(max_tries):
+        if attempt >= SPIN_TRIES:
+            sched_yield()  # the writer was preempted mid-write (cores are shared): let it finish
         s1 = load_acquire(seqs, w)
         if s1 & 1:
             continue
