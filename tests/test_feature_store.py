@@ -2,6 +2,8 @@
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -13,7 +15,9 @@ from pipeline.config import Config
 from pipeline.feature_store import FeatureStoreReader
 from shm import seqlock
 from shm.segment import SegmentError
-from stages.records import FEATURE_VECTOR, N_FEATURES
+from stages.records import FEATURE_NAMES, FEATURE_VECTOR, N_FEATURES
+
+from tests.conftest import ROOT
 
 
 @njit(cache=True)
@@ -122,6 +126,12 @@ def test_a_live_runs_online_vectors_equal_the_offline_rows_built_from_its_journa
         online = reader.snapshot()
     finally:
         reader.close()
+    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "features", "latest", "--name", run.name], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].split() == ["v0/s0", "v0/s1", "v0/s2", "v1/s0", "v1/s1", "v1/s2"]
+    assert [line.split()[0] for line in lines[2:]] == list(FEATURE_NAMES)
     run.proc.send_signal(signal.SIGTERM)
     code, output = run.finish()
     assert code == 0, output
