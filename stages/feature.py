@@ -4,8 +4,8 @@ Book and BBO events update the book features (mid, microprice, spread, imbalance
 order-flow imbalance, returns, volatility, momentum); trade events the trade-flow and VWAP features;
 funding events the funding rate and time to funding; liquidations their intensity. L2 deltas build the
 instrument's book (``stages.book``) and, at the end of each synced venue message, its top ten levels feed
-the same book features. Marks change nothing. Every event yields exactly one vector: the instrument's
-latest values as of that event.
+the same book features; a BBO on a synced book is its level 0 above the book's deeper levels. Marks
+change nothing. Every event yields exactly one vector: the instrument's latest values as of that event.
 
 Two kinds of horizon:
 
@@ -106,12 +106,13 @@ def make_store(n_keys: int = MAX_KEYS):
 
 
 def make_state(store=None):
-    """(feature state per key, L2 books built from deltas, top-of-book scratch [bid px, bid sz, ask px, ask sz],
-    key times, online store (seqs, records), the batch's last output row per key (-1 = untouched))."""
+    """(feature state per key, L2 books built from deltas, book-view scratch [bid px, bid sz, ask px, ask sz]
+    (rows 0-3: the view folded, rows 4-7: the L2 book's top under a BBO), key times, online store (seqs,
+    records), the batch's last output row per key (-1 = untouched))."""
     seqs, slots = store if store is not None else make_store()
     if len(slots) < MAX_KEYS:
         raise ValueError(f"feature store has {len(slots)} slots; it needs MAX_KEYS={MAX_KEYS}")
-    return (np.zeros((MAX_KEYS, KEY_COLUMNS)), book.make_books(), np.zeros((4, DEPTH_LEVELS)),
+    return (np.zeros((MAX_KEYS, KEY_COLUMNS)), book.make_books(), np.zeros((8, DEPTH_LEVELS)),
             np.zeros((MAX_KEYS, 2), np.int64), seqs, slots, np.full(MAX_KEYS, -1, np.int64))
 
 
@@ -223,6 +224,29 @@ def fold_book(row, bid_px, bid_sz, ask_px, ask_sz, params):
 
 
 @njit(cache=True, _nrt=False)
+def merge_bbo(ev, top):
+    """The view under a BBO: the BBO as level 0, then the L2 book's levels (``top[4:8]``) strictly behind
+    it. The BBO is fresher than the last depth message, so book levels at or through it are gone."""
+    for s in range(2):
+        px, sz, deep_px, deep_sz = top[2 * s], top[2 * s + 1], top[4 + 2 * s], top[5 + 2 * s]
+        best = ev["bid_px"][0] if s == 0 else ev["ask_px"][0]
+        px[0] = best
+        sz[0] = ev["bid_sz"][0] if s == 0 else ev["ask_sz"][0]
+        k = 1
+        for j in range(deep_px.shape[0]):
+            if k == px.shape[0]:
+                break
+            p = deep_px[j]
+            if (s == 0 and p < best) or (s == 1 and p > best):  # NaN (past the book's depth) never is
+                px[k] = p
+                sz[k] = deep_sz[j]
+                k += 1
+        for j in range(k, px.shape[0]):
+            px[j] = math.nan
+            sz[j] = 0.0
+
+
+@njit(cache=True, _nrt=False)
 def fold_funding(row, times, key, ev):
     row[F_FUNDING_RATE_BPS] = ev["price"] * 1e4
     next_ns = int(ev["aux"])
@@ -291,6 +315,15 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
                     book.top(books, key, DEPTH_LEVELS, top[0], top[1], top[2], top[3]) > 0:
                 fold_book(row, top[0], top[1], top[2], top[3], params)
                 stats[ST_BOOKS_BUILT] += 1
+        elif kind == EV_BBO:
+            # The book checks the BBO against itself (a mismatch unsyncs it); a synced book lends its
+            # deeper levels, else the BBO is a one-level book.
+            book.apply(books, ev)
+            if book.is_synced(books, key) and book.top(books, key, DEPTH_LEVELS, top[4], top[5], top[6], top[7]) > 0:
+                merge_bbo(ev, top)
+                fold_book(row, top[0], top[1], top[2], top[3], params)
+            else:
+                update(ev, row, params)
         elif kind == EV_FUNDING:
             fold_funding(row, times, key, ev)
         elif kind == EV_LIQUIDATION:

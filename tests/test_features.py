@@ -261,3 +261,27 @@ def test_invariants_hold_and_batching_changes_nothing(events, batch):
     assert (out["schema_hash"] == records.FEATURE_SCHEMA_HASH).all()
     again = run_kernel(events, batch=batch)
     assert again.tobytes() == out.tobytes()
+
+
+def test_a_bbo_on_a_synced_l2_book_sits_on_top_of_the_books_deeper_levels():
+    from stages import book
+    events = parse_file(str(CAPTURES / "spot_btcusdt_20240808.gz"),
+                        SymbolTable(venues=["spot"], symbols=["BTC-USDT"]), venue="spot").records[:60000].copy()
+    out = run_kernel(events)
+    books, deep = book.make_books(), np.zeros((4, 10))
+    checked = 0
+    for i, ev in enumerate(events):
+        book.apply(books, ev)
+        if ev["kind"] != EV_BBO or not book.is_synced(books, 0) or book.top(books, 0, 10, *deep) == 0:
+            continue
+        bid, ask = ev["bid_px"][0], ev["ask_px"][0]
+        bids = [ev["bid_sz"][0]] + [s for p, s in zip(deep[0], deep[1]) if p < bid]
+        asks = [ev["ask_sz"][0]] + [s for p, s in zip(deep[2], deep[3]) if p > ask]
+        b, a = sum(bids[:10]), sum(asks[:10])
+        assert out["values"][i, NAMES.index("imbalance_10")] == pytest.approx((b - a) / (b + a), rel=1e-12, abs=1e-15)
+        b, a = sum(bids[:5]), sum(asks[:5])
+        assert out["values"][i, NAMES.index("imbalance_5")] == pytest.approx((b - a) / (b + a), rel=1e-12, abs=1e-15)
+        assert out["bid"][i] == bid and out["ask"][i] == ask
+        checked += 1
+    assert checked > 10_000
+    assert book.counters(books, 0)["bbo_mismatched"] == 0
