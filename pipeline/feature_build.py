@@ -144,7 +144,10 @@ def read(path: Path | str) -> tuple[np.ndarray, dict[str, str]]:
 def market_source(config: Config, journal: str | None) -> tuple[Iterable[np.ndarray], str]:
     """The recorded market stream to build from: a journal's ``market`` stream, or the config's replay files."""
     if journal:
-        from pipeline.journal import JournalReader
+        from pipeline.journal import JournalReader, segment_paths
+        if not segment_paths(journal, "market"):
+            raise ConfigError(f"--journal {journal}: no market stream there; give a directory written by "
+                              "bot4 run --journal or bot4 fused --journal")
         return JournalReader(journal, "market", records.MARKET_EVENT).batches(), f"journal {journal}"
     if config.feed.source != "replay":
         raise ConfigError(f"feed.source={config.feed.source!r}: features are built from recorded data; set "

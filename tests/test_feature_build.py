@@ -91,6 +91,8 @@ def test_build_without_recorded_data_names_the_key_and_the_fix(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "features", "build", "--out", str(tmp_path / "x")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "feed.source" in done.stderr
+    with pytest.raises(ConfigError, match=r"--journal .*: no market stream there"):
+        feature_build.market_source(Config(), str(tmp_path))
 
 
 def test_a_file_from_another_feature_schema_is_refused(built, tmp_path):
