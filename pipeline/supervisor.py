@@ -54,7 +54,7 @@ class Supervisor:
     placements: dict = field(default_factory=dict)
     final_histograms: dict = field(default_factory=dict)
     ran_s: float = 0.0
-    feature_store: object = None   # the online feature store (pipeline.feature_store)
+    online_store: object = None    # the online feature store (pipeline.feature_store)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -94,7 +94,7 @@ class Supervisor:
         cb.set_kill_text(g, "start-up: self-checks pending")
         for spec in graph.rings(config).values():
             self.rings.append(ring.create_ring(names.ring(run, spec.name), spec.dtype, spec.capacity))
-        self.feature_store = feature_store.create(run)
+        self.online_store = feature_store.create(run)
         for name in STAGE_NAMES:
             if placements[name].idle == idle_strategies.BLOCKING:
                 self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
@@ -276,10 +276,10 @@ class Supervisor:
             r.close()
             r.segment.unlink()
         self.rings.clear()
-        if self.feature_store is not None:
-            self.feature_store.close()
-            self.feature_store.segment.unlink()
-            self.feature_store = None
+        if self.online_store is not None:
+            self.online_store.close()
+            self.online_store.segment.unlink()
+            self.online_store = None
         for sem in self.semaphores:
             sem.unlink()
             sem.close()
