@@ -5,7 +5,8 @@ order-flow imbalance, returns, volatility, momentum); trade events the trade-flo
 funding events the funding rate and time to funding; liquidations their intensity. L2 deltas build the
 instrument's book (``stages.book``) and, at the end of each synced venue message, its top ten levels feed
 the same book features; a BBO on a synced book is its level 0 above the book's deeper levels. Marks
-change nothing. Every event yields exactly one vector: the instrument's latest values as of that event.
+change nothing. Every event yields exactly one vector: the instrument's latest values as of that event
+(before its first book, the book features are 0 and the vector's bid/ask NaN).
 
 Two kinds of horizon:
 
