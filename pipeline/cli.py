@@ -95,6 +95,47 @@ def _replay(args) -> int:
     return 1
 
 
+def _features_latest(args) -> int:
+    import numpy as np
+
+    from pipeline.feature_store import FeatureStoreReader
+    from shm.segment import SegmentError
+    from stages.records import FEATURE_NAMES
+    try:
+        reader = FeatureStoreReader(args.name)
+    except SegmentError as exc:
+        print(f"bot4: {exc}", file=sys.stderr)
+        return 1
+    try:
+        vectors = reader.snapshot()
+    finally:
+        reader.close()
+    if not len(vectors):
+        print("no feature vector written yet")
+        return 0
+    print(f"{'':<20}" + "".join(f"{f'v{v.venue}/s{v.symbol}':>16}" for v in vectors.view(np.recarray)))
+    print(f"{'origin_seq':<20}" + "".join(f"{int(seq):>16}" for seq in vectors["origin_seq"]))
+    for j, name in enumerate(FEATURE_NAMES):
+        print(f"{name:<20}" + "".join(f"{value:>16.6g}" for value in vectors["values"][:, j]))
+    return 0
+
+
+def _features(args) -> int:
+    if args.action == "latest":
+        return _features_latest(args)
+    from pipeline import feature_build
+    try:
+        config = load(args.config)
+        market, source = feature_build.market_source(config, args.journal)
+    except ConfigError as exc:
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return 2
+    result = feature_build.build(config, market, args.out, source)
+    print(f"wrote {result.rows:,} feature rows from {result.market_events:,} market events "
+          f"({result.quarantined:,} quarantined) to {result.path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bot4", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("journal", help="journal directory (from bot4 fused --journal)")
     rp.add_argument("--config", help="the config the journal was recorded with (defaults if omitted)")
     rp.set_defaults(func=_replay)
+    fe = sub.add_parser("features", help="feature store: build the offline (Parquet) store from recorded data")
+    fe_sub = fe.add_subparsers(dest="action", required=True)
+    fb = fe_sub.add_parser("build", help="run validate and feature kernels over recorded events into Parquet")
+    fb.add_argument("--config", help="TOML config; its feed.files (feed.source = \"replay\") are the input "
+                                     "unless --journal is given")
+    fb.add_argument("--journal", help="journal directory: build from its market stream")
+    fb.add_argument("--out", required=True, help="Parquet file to write")
+    fb.set_defaults(func=_features)
+    fl = fe_sub.add_parser("latest", help="the online store of a running pipeline: latest vector per instrument")
+    fl.add_argument("--name", default="main", help="run name")
+    fl.set_defaults(func=_features)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -7,7 +7,7 @@ caused each intent, so a fused run never fills against a book its strategy had n
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,10 +45,12 @@ def _stats(block: cb.ControlBlock, index: int) -> np.ndarray:
 
 
 def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
-              market_source: Iterator[np.ndarray] | None = None, journal: Journal | None = None) -> FusedResult:
+              market_source: Iterator[np.ndarray] | None = None, journal: Journal | None = None,
+              feature_sink: Callable[[np.ndarray], None] | None = None) -> FusedResult:
     """Run every kernel in order. The market comes from the synthetic feed (``n_events`` of it) or, for a
     replay, from ``market_source`` (batches of MARKET_EVENT, e.g. a journal); the synthetic clock is the
-    events' own ``origin_ts``. With ``journal``, raw market events, intents and reports are recorded."""
+    events' own ``origin_ts``. With ``journal``, raw market events, intents and reports are recorded;
+    ``feature_sink`` gets each batch's feature vectors (a view, overwritten by the next batch)."""
     from stages import inference
 
     if market_source is None and n_events <= 0:
@@ -107,6 +109,8 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
             n_bad, _ = validate.take_quarantined(kernels["validate"][2], refused)
             journal.quarantine.append(refused[:n_bad])
         n = call("feature", valid, n, empty_market, 0, features)
+        if feature_sink is not None:
+            feature_sink(features[:n])
         n = call("risk", features, n, pending, len(pending), decisions)
         inference.prepare(decisions, n, x)
         prob_up = model.predict(x[:n])

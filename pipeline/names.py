@@ -16,3 +16,7 @@ def semaphore(run: str, stage: str) -> str:
 
 def run_prefix(run: str) -> str:
     return f"{NAME_PREFIX}{run}."
+
+
+def feature_store(run: str) -> str:
+    return f"{NAME_PREFIX}{run}.features"

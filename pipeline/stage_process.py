@@ -104,6 +104,21 @@ def _wait_until_running(block: cb.ControlBlock, slot: np.ndarray) -> bool:
 
 def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
     _, params, state = graph.kernel(spec.name, config, live=True)
+    store = None
+    if spec.name == "feature":  # the online store: this stage is its only writer
+        from pipeline import feature_store
+        from stages import feature
+        store = feature_store.attach(config.run.name)
+        state = feature.make_state(store.arrays)
+    try:
+        _run_numba_stage(spec, config, endpoints, block, slot, placement, params, state)
+    finally:
+        if store is not None:
+            del state  # drop the views into the segment before unmapping it
+            store.close()
+
+
+def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, state) -> None:
     batch = config.rings.batch
     in_dtype_a = endpoints.in_a[2].dtype
     in_dtype_b = endpoints.in_b[2].dtype

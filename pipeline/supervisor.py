@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import posix_ipc
 
-from pipeline import alerts, graph, launcher, names, topology, warmup
+from pipeline import alerts, feature_store, graph, launcher, names, topology, warmup
 from pipeline.config import STAGE_NAMES, Config
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -54,6 +54,7 @@ class Supervisor:
     placements: dict = field(default_factory=dict)
     final_histograms: dict = field(default_factory=dict)
     ran_s: float = 0.0
+    online_store: object = None    # the online feature store (pipeline.feature_store)
 
     def say(self, text: str) -> None:
         try:
@@ -103,6 +104,8 @@ class Supervisor:
                    and not (name == "recorder" and not config.recorder.dsn)
                    and not (name in STAGE_NAMES and name not in hosted)
                    and not (name == "watchdog" and recording)]
+        if "feature" in hosted:
+            self.online_store = feature_store.create(run)
         for name in STAGE_NAMES:
             if name in hosted and placements[name].idle == idle_strategies.BLOCKING:
                 self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
@@ -288,6 +291,10 @@ class Supervisor:
             r.close()
             r.segment.unlink()
         self.rings.clear()
+        if self.online_store is not None:
+            self.online_store.close()
+            self.online_store.segment.unlink()
+            self.online_store = None
         for sem in self.semaphores:
             sem.unlink()
             sem.close()

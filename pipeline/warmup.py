@@ -13,6 +13,7 @@ from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
 from shm.syscalls import new_timespec
+from stages import records
 
 
 def compile_all(config: Config) -> None:
@@ -63,7 +64,7 @@ def _compile_all(config: Config) -> None:
             out = np.zeros(1, spec.out_dtype)
             duty_cycle.account(slot, 0, 0, out, 0, timespec)
             duty_cycle.publish(outs, sems, out, 0, slot, idle_params, timespec)
-            inference.prepare(in_a[2], 0, np.zeros((1, 8), np.float32))
+            inference.prepare(in_a[2], 0, np.zeros((1, records.N_FEATURES), np.float32))
             inference.finish(in_a[2], 0, np.zeros(1, np.float32), out, 0)
             continue
         _, params, state = graph.kernel(spec.name, config, live=True)

@@ -12,7 +12,7 @@ from shm.segment import layout_hash
 
 RECORDS_VERSION = 1
 BOOK_LEVELS = 5
-N_FEATURES = 8
+N_FEATURES = 28
 
 def _padded(fields: list) -> np.dtype:
     """An aligned dtype with named alignment pads and a trailing ``reserved`` field up to a multiple of 64 bytes."""
@@ -79,6 +79,28 @@ FEATURE_NAMES = (
     "momentum_bps",        # EWMA of mid returns (half-life ~10 events)
     "rvol_bps",            # EWMA realised volatility of mid returns (half-life ~50 events)
     "trade_flow",          # EWMA signed trade-volume imbalance in [-1, 1]
+    # Clock-based features below: exponential weights 0.5 ** (age / half-life) by event time (origin_ts);
+    # the suffix is the half-life. See stages/feature.py for each definition.
+    "mid",                 # (bid + ask) / 2, quote units
+    "microprice",          # (bid * ask_sz + ask * bid_sz) / (bid_sz + ask_sz), quote units
+    "imbalance_10",        # ten-level size imbalance in [-1, 1] (as deep as the book view goes)
+    "ofi_1s",              # order-flow imbalance (Cont, Kukanov & Stoikov 2014), normalised to [-1, 1]
+    "ofi_10s",
+    "tfi_1s",              # trade-flow imbalance: signed / total traded volume, [-1, 1]
+    "tfi_10s",
+    "rvol_1s_bps",         # realised volatility: sqrt of the weighted sum of squared mid returns
+    "rvol_10s_bps",
+    "rvol_60s_bps",
+    "mom_1s_bps",          # mid against its time-weighted EWMA
+    "mom_10s_bps",
+    "mom_60s_bps",
+    "vwap_dev_10s_bps",    # mid against the time-weighted VWAP of trades
+    "vwap_dev_60s_bps",
+    "basis_bps",           # mid against the mean mid of the same symbol on the other venues
+    "funding_rate_bps",    # the latest funding rate
+    "time_to_funding_s",   # seconds to the next funding time (0 when unknown)
+    "liq_intensity_60s",   # liquidations per second (exponential kernel)
+    "liq_notional_60s",    # liquidated notional per second, quote units
 )
 assert len(FEATURE_NAMES) == N_FEATURES
 
@@ -214,4 +236,6 @@ ALL = {
 for _name, _dtype in ALL.items():
     assert _dtype.itemsize % 64 == 0, f"record {_name} is {_dtype.itemsize} bytes, not a multiple of 64"
 
-FEATURE_SCHEMA_HASH = layout_hash("features", FEATURE_NAMES) & 0xFFFF_FFFF
+FEATURE_SCHEMA_VERSION = 2  # bump when a feature's definition changes under the same name
+FEATURE_DTYPES = ("float64",) * N_FEATURES  # one per name; the vector's ``values`` field
+FEATURE_SCHEMA_HASH = layout_hash("features", FEATURE_SCHEMA_VERSION, FEATURE_NAMES, FEATURE_DTYPES) & 0xFFFF_FFFF
