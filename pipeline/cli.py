@@ -93,6 +93,11 @@ def _replay(args) -> int:
     return 1
 
 
+def _risk(args) -> int:
+    from tools import fit_garch
+    return fit_garch.main(args.extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bot4", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,7 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("journal", help="journal directory (from bot4 fused --journal)")
     rp.add_argument("--config", help="the config the journal was recorded with (defaults if omitted)")
     rp.set_defaults(func=_replay)
-    args = parser.parse_args(argv)
+    rk = sub.add_parser("risk", help="risk tools: fit-garch (GARCH(1,1) per symbol with arch, stored as JSON)")
+    rk_sub = rk.add_subparsers(dest="action", required=True)
+    rk_sub.add_parser("fit-garch", help="fit GARCH(1,1) on recorded bar returns; see its --help", add_help=False)
+    rk.set_defaults(func=_risk)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "risk":  # only the risk tools take their own arguments
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     return int(args.func(args))
 
 
