@@ -230,6 +230,7 @@ def test_risk_budget_shrinks_with_position_and_volatility():
 def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
     p = np.zeros(1, records.PREDICTION)
     p["bid"], p["ask"], p["prob_up"], p["buy_budget"], p["sell_budget"] = 99.0, 101.0, 0.8, 10.0, 10.0
+    p["equity"] = 1e6  # Kelly target 0.25 * (0.8 - 0.2) * 1e6 = $150,000: the budget binds
     ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
     ctl[cb.G_TRADING_ENABLED] = 1
     out = np.zeros(strategy.out_capacity(1), records.ORDER_INTENT)
