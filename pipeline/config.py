@@ -179,8 +179,8 @@ class ExecuteConfig:
     max_order_qty: float = 1_000.0     # pre-trade gate: base units per order
     max_order_usd: float = 25_000.0    # pre-trade gate: notional per order at the reference price
     price_collar_bps: float = 100.0    # limit price at most this far from the mid
-    max_orders_per_s: float = 500.0    # token bucket refill rate (event time)
-    order_burst: int = 100             # token bucket depth
+    max_orders_per_s: float = 5_000.0  # token bucket refill rate (event time)
+    order_burst: int = 1_000           # token bucket depth
     duplicate_window_ms: float = 10.0  # the same order again within this is a duplicate
     max_position_usd: float = 75_000.0  # per instrument, after a full fill of this and the side's open orders
 

@@ -148,6 +148,8 @@ def kernel(stage: str, config: Config, live: bool):
     if stage == "execute":
         e = config.execute
         params = execute.make_params(e.maker_fee_bps, e.taker_fee_bps, e.max_open_orders, e.on_kill == "flatten",
-                                     e.flatten_collar_bps, e.flatten_retry_ms)
+                                     e.flatten_collar_bps, e.flatten_retry_ms, e.max_order_qty, e.max_order_usd,
+                                     e.price_collar_bps, e.max_orders_per_s, e.order_burst, e.duplicate_window_ms,
+                                     e.max_position_usd)
         return execute.step, params, execute.make_state()
     raise KeyError(f"stage {stage!r} has no numba kernel")

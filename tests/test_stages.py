@@ -132,7 +132,7 @@ class Venue:
 
     def __init__(self, max_open=64):
         self.state = execute.make_state()
-        self.params = execute.make_params(1.0, 5.0, max_open)
+        self.params = execute.make_params(1.0, 5.0, max_open, price_collar_bps=500.0)  # books here are 50 bps wide
         self.ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
         self.ctl[cb.G_TRADING_ENABLED] = 1
         self.stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
@@ -260,7 +260,7 @@ def test_feed_is_paced_by_its_clock_and_reproducible():
 @pytest.mark.parametrize("flatten", [True, False])
 def test_a_kill_flattens_positions_reduce_only_unless_cancel_only(flatten):
     v = Venue()
-    v.params = execute.make_params(1.0, 5.0, 64, flatten=flatten, flatten_collar_bps=50.0)
+    v.params = execute.make_params(1.0, 5.0, 64, flatten=flatten, flatten_collar_bps=50.0, price_collar_bps=500.0)
     v.send(market=[book(size=1.0)])
     v.send([intent(INTENT_IOC, BUY, 101.0, 1.5)])  # long 1.5
     assert v.state[5][0] == pytest.approx(1.5)
