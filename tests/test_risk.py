@@ -282,3 +282,18 @@ def test_the_decision_carries_its_inputs_and_the_shipped_fit_applies_per_symbol(
     d = r.step([(0, 100.0), (1, 50.0)], 1_000 * S)
     assert np.all(d["equity"] == 100_000.0) and np.all(d["drawdown"] == 0.0) and np.all(d["heat"] == 0.0)
     np.testing.assert_allclose(d["garch_sigma_bps"], 1.0, rtol=1e-12)  # the unconditional level to start
+
+
+@pytest.mark.parametrize("section,key,value,fix", [
+    ("risk", "kelly_form", "half", "use 'binary' or 'continuous'"),
+    ("risk", "kelly_fraction", 1.5, r"use \(0, 1\]"),
+    ("risk", "heat_limit", 0.0, r"use \(0, 10\]"),
+    ("risk", "liq_distance_sigmas", -1.0, "use 0 \\(off\\) or more"),
+    ("risk", "garch_params", "/nonexistent/g.json", "does not exist; run `bot4 risk fit-garch"),
+    ("execute", "price_collar_bps", 0.0, "use a positive number"),
+    ("execute", "order_burst", 0, "use 1 or more"),
+])
+def test_bad_risk_and_gate_settings_name_the_key_and_the_fix(section, key, value, fix):
+    from pipeline.config import Config, ConfigError
+    with pytest.raises(ConfigError, match=rf"{section}.{key}=.*{fix}"):
+        Config().with_overrides(**{section: {key: value}})
