@@ -297,3 +297,24 @@ def test_bad_risk_and_gate_settings_name_the_key_and_the_fix(section, key, value
     from pipeline.config import Config, ConfigError
     with pytest.raises(ConfigError, match=rf"{section}.{key}=.*{fix}"):
         Config().with_overrides(**{section: {key: value}})
+
+
+def test_a_fused_replay_of_a_real_capture_runs_garch_on_its_bars_and_intents_carry_the_risk_inputs():
+    from pipeline.config import Config
+    from pipeline.fused import run_fused
+    from pipeline.replay_feed import load_recording
+    path = "/work/shared/data/binance-ws-capture/spot_btcusdt_20240809.gz"
+    config = Config().with_overrides(feed={"source": "replay", "files": (f"binance={path}",), "venues": ("binance",),
+                                           "symbols": ("BTC-USDT",)})
+    events, _ = load_recording(config)
+    span_s = (events["origin_ts"][-1] - events["origin_ts"][0]) / 1e9
+    result = run_fused(config, market_source=iter([events]))
+    c = result.counters["risk"]
+    assert abs(c["bars"] - span_s) <= 2  # one-second bars by receive time
+    assert c["decisions"] == result.counters["feature"]["out"] > 100_000
+    intents = result.intents
+    assert len(intents) > 100
+    sigma = intents["horizon_sigma_bps"]
+    assert np.all(sigma > 0) and np.unique(sigma).size > 10  # the variance moves with the bars
+    assert np.all(intents["risk_reasons"] & records.RISK_NOTIONAL_LIMIT)
+    assert np.all(np.isfinite(intents["heat"])) and np.all(intents["drawdown"] >= 0)
