@@ -106,6 +106,7 @@ def test_a_failed_refit_keeps_the_previous_parameters_and_says_why(btc_samples, 
     previous = {"version": 1, "bar_s": 1.0, "symbols": {
         "BTCUSDT": {"omega": 0.02, "alpha": 0.05, "beta": 0.9, "loglik": -1.0, "fitted_at": "2025-01-01"},
         "XRPUSDT": {"omega": 0.01, "alpha": 0.1, "beta": 0.8},
+        "SOLUSDT": {"omega": 0.04, "alpha": 0.1, "beta": 0.8},
         "default": {"omega": 0.03, "alpha": 0.05, "beta": 0.9}}}
     short, flat = fit_garch.Sample(), fit_garch.Sample()
     short.add(btc_samples[0].series()[:50], "a", 1, 2)
@@ -118,6 +119,7 @@ def test_a_failed_refit_keeps_the_previous_parameters_and_says_why(btc_samples, 
     xrp = doc["symbols"]["XRPUSDT"]
     assert (xrp["omega"], xrp["alpha"], xrp["beta"]) == (0.01, 0.1, 0.8)
     assert "not covariance-stationary" in xrp["last_failure"]["reason"]
+    assert doc["symbols"]["SOLUSDT"] == previous["symbols"]["SOLUSDT"]  # not in this sample: kept as it was
     assert "constant" in doc["symbols"]["ETHUSDT"]["failed"]
     assert not fit_garch.usable(doc["symbols"]["ETHUSDT"])
     path = tmp_path / "g.json"
@@ -138,3 +140,22 @@ def test_shipped_parameters_load_and_are_stationary():
     for symbol in ("BTC-USDT", "ETH-USDT", "SOL-USDT"):
         omega, alpha, beta = fit_garch.params_for(doc, symbol)
         assert omega > 0 and alpha >= 0 and beta >= 0 and alpha + beta < 1
+
+
+def test_the_periodic_refit_rewrites_the_file_each_period_until_stopped(tmp_path):
+    import threading
+    out = tmp_path / "g.json"
+    files = [f"binance={CAPTURES}/spot_btcusdt_20240808.gz", f"binance={CAPTURES}/spot_btcusdt_20240809.gz"]
+    stop = threading.Event()
+    writes = []
+
+    def after(doc):
+        writes.append((doc, json.loads(out.read_text())))
+        if len(writes) == 2:
+            stop.set()
+
+    assert fit_garch.refit_every(0.01, stop, files, None, None, 1.0, 200, out, after=after) == 2
+    (first, first_file), (second, second_file) = writes
+    assert first == first_file and second == second_file  # what was fitted is what is on disk
+    assert first["symbols"]["BTCUSDT"]["n_bars"] == second["symbols"]["BTCUSDT"]["n_bars"] > 600
+    assert not list(tmp_path.glob("*.tmp"))

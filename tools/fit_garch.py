@@ -10,7 +10,8 @@ bps**2 per bar, the units the risk stage uses).
 
 A fit is accepted when the optimiser converged, omega > 0, alpha, beta >= 0, alpha + beta < 0.999 and the sample
 has at least ``--min-bars`` returns. Otherwise the symbol keeps the parameters it had in the output file
-(if any) and the file records why the refit failed. ``default`` is fitted on every symbol's returns pooled and
+(if any) and the file records why the refit failed. ``--every-s`` refits periodically (the strategic loop,
+e.g. on a journal the live run keeps appending to); the risk stage reads the file when it starts. ``default`` is fitted on every symbol's returns pooled and
 applies to symbols without their own entry.
 """
 from __future__ import annotations
@@ -19,7 +20,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -161,6 +164,8 @@ def refit(samples: dict[str, Sample], bar_s: float, previous: dict | None, min_b
         else:
             entry = {"failed": outcome.failure, "at": now.isoformat(timespec="seconds")}
         doc["symbols"][key] = entry
+    for key, entry in old.items():  # symbols this sample does not cover keep their fit
+        doc["symbols"].setdefault(key, entry)
     return doc
 
 
@@ -195,32 +200,42 @@ def params_for(doc: dict, symbol: str) -> tuple[float, float, float]:
     return float(entry["omega"]), float(entry["alpha"]), float(entry["beta"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bot4 risk fit-garch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--file", action="append", default=[], help="VENUE=PATH (or PATH: venue binance); repeat")
-    parser.add_argument("--journal", help="a journal directory (its market stream)")
-    parser.add_argument("--config", help="the run's TOML config (symbol names for --journal)")
-    parser.add_argument("--bar-s", type=float, default=1.0, help="bar length in seconds (risk.bar_s)")
-    parser.add_argument("--min-bars", type=int, default=200, help="fewer bar returns than this: keep the old fit")
-    parser.add_argument("--out", default=str(DEFAULT_PARAMS_PATH), help="parameter file to write (and refit)")
-    args = parser.parse_args(argv)
-    if not args.file and not args.journal:
-        parser.error("give --file VENUE=PATH (repeatable) or --journal DIR")
-    if args.bar_s <= 0:
-        parser.error("--bar-s must be positive")
-    bar_ns = int(round(args.bar_s * 1e9))
+def refit_file(files: list[str], journal: str | None, config: str | None, bar_s: float, min_bars: int,
+               out: Path) -> dict:
+    """Read the recordings, refit over the file at ``out`` (keeping what fails) and replace it atomically."""
+    bar_ns = int(round(bar_s * 1e9))
     samples: dict[str, Sample] = {}
-    load_files(args.file, bar_ns, samples)
-    if args.journal:
+    load_files(files, bar_ns, samples)
+    if journal:
         from pipeline.config import load
-        load_journal(args.journal, list(load(args.config).feed.symbols), bar_ns, samples)
-    out = Path(args.out)
+        load_journal(journal, list(load(config).feed.symbols), bar_ns, samples)
     previous = json.loads(out.read_text()) if out.is_file() else None
-    doc = refit(samples, args.bar_s, previous, args.min_bars)
+    doc = refit(samples, bar_s, previous, min_bars)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, out)  # readers never see half a file
+    return doc
+
+
+def refit_every(every_s: float, stop: threading.Event, *args, after=None) -> int:
+    """The strategic loop for GARCH: refit now and then every ``every_s`` until ``stop``; returns refits done.
+    ``after(doc)`` is called after each write. A refit that raises (a journal being rotated, say) is
+    reported and retried next period."""
+    done = 0
+    while True:
+        try:
+            doc = refit_file(*args)
+            report(doc, args[-1])
+            done += 1
+            if after is not None:
+                after(doc)
+        except (OSError, ValueError) as exc:
+            print(f"refit failed: {type(exc).__name__}: {exc}; keeping {args[-1]} as it is", file=sys.stderr)
+        if stop.wait(every_s):
+            return done
+
+
+def report(doc: dict, out: Path) -> int:
     status = 0
     for key, entry in doc["symbols"].items():
         if "last_failure" in entry or "failed" in entry:
@@ -232,8 +247,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: omega={entry['omega']:.5g} alpha={entry['alpha']:.4f} beta={entry['beta']:.4f} "
                   f"sigma={math.sqrt(entry['unconditional_var']):.3f} bps/bar loglik={entry['loglik']:.1f} "
                   f"n={entry['n_bars']}")
-    print(f"wrote {out}")
+    print(f"wrote {out}", flush=True)
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bot4 risk fit-garch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--file", action="append", default=[], help="VENUE=PATH (or PATH: venue binance); repeat")
+    parser.add_argument("--journal", help="a journal directory (its market stream)")
+    parser.add_argument("--config", help="the run's TOML config (symbol names for --journal)")
+    parser.add_argument("--bar-s", type=float, default=1.0, help="bar length in seconds (risk.bar_s)")
+    parser.add_argument("--min-bars", type=int, default=200, help="fewer bar returns than this: keep the old fit")
+    parser.add_argument("--out", default=str(DEFAULT_PARAMS_PATH), help="parameter file to write (and refit)")
+    parser.add_argument("--every-s", type=float, default=0.0,
+                        help="refit periodically (e.g. on a growing journal) until interrupted; 0 = once")
+    args = parser.parse_args(argv)
+    if not args.file and not args.journal:
+        parser.error("give --file VENUE=PATH (repeatable) or --journal DIR")
+    if args.bar_s <= 0 or args.every_s < 0:
+        parser.error("--bar-s must be positive and --every-s 0 or more")
+    fit_args = (args.file, args.journal, args.config, args.bar_s, args.min_bars, Path(args.out))
+    if args.every_s > 0:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            refit_every(args.every_s, stop, *fit_args)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    return report(refit_file(*fit_args), fit_args[-1])
 
 
 if __name__ == "__main__":
