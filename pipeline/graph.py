@@ -143,7 +143,8 @@ def kernel(stage: str, config: Config, live: bool):
         s = config.strategy
         params = strategy.make_params(s.threshold, s.take_usd, s.quote_usd, s.half_spread_bps, s.requote_bps,
                                       s.skew_bps, s.cooldown_ms, s.quoting, config.risk.max_position_usd,
-                                      config.risk.kelly_fraction, config.risk.kelly_payoff_ratio, config.risk.kelly_form)
+                                      config.risk.kelly_fraction, config.risk.kelly_payoff_ratio,
+                                      config.risk.kelly_form)
         return strategy.step, params, strategy.make_state()
     if stage == "execute":
         e = config.execute

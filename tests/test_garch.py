@@ -25,8 +25,8 @@ def sp500_fit():
 def btc_samples():
     """One-second bar returns of BTCUSDT mids: spot on two days, and the USD-M perpetual (each file alone)."""
     spot, perp = {}, {}
-    fit_garch.load_files([f"binance={CAPTURES}/spot_btcusdt_20240808.gz", f"binance={CAPTURES}/spot_btcusdt_20240809.gz"],
-                         1_000_000_000, spot)
+    days = [f"binance={CAPTURES}/spot_btcusdt_20240808.gz", f"binance={CAPTURES}/spot_btcusdt_20240809.gz"]
+    fit_garch.load_files(days, 1_000_000_000, spot)
     fit_garch.load_files([f"binance={CAPTURES}/usdm_btcusdt_20240808.gz"], 1_000_000_000, perp)
     return spot["BTCUSDT"], perp["BTCUSDT"]
 
@@ -129,7 +129,7 @@ def test_a_failed_refit_keeps_the_previous_parameters_and_says_why(btc_samples, 
 
 
 def test_parameter_file_errors_name_the_config_key_and_the_fix(tmp_path):
-    with pytest.raises(fit_garch.GarchParamsError, match=r"risk.garch_params=.*does not exist; run `bot4 risk fit-garch"):
+    with pytest.raises(fit_garch.GarchParamsError, match=r"risk.garch_params=.*does not exist; run `bot4 risk"):
         fit_garch.load_params(tmp_path / "missing.json", 1.0)
     with pytest.raises(fit_garch.GarchParamsError, match=r"risk.bar_s=5.0; refit with --bar-s 5.0"):
         fit_garch.load_params(fit_garch.DEFAULT_PARAMS_PATH, 5.0)

@@ -1,6 +1,6 @@
 """Fit GARCH(1,1) per symbol with ``arch`` on bar returns of recorded market data; store the parameters as JSON.
 
-    bot4 risk fit-garch [--file VENUE=PATH ...] [--journal DIR --config C] [--bar-s 1] [--out PATH]
+    bot4 risk fit-garch [--file VENUE=PATH ...] [--journal DIR --config C] [--bar-s 1] [--out PATH] [--every-s S]
 
 Mids come from best bid/offer and book events (``(bid + ask) / 2``), each recording (file or journal) cut
 into bars by receive time with ``stages.garch.bar_returns`` (the rule the risk stage uses online), in basis
@@ -8,11 +8,13 @@ points. Recordings are not joined: a gap between two captures would otherwise be
 model is arch's zero-mean GARCH(1,1) with normal errors (``rescale=False``: the stored parameters are in
 bps**2 per bar, the units the risk stage uses).
 
-A fit is accepted when the optimiser converged, omega > 0, alpha, beta >= 0, alpha + beta < 0.999 and the sample
-has at least ``--min-bars`` returns. Otherwise the symbol keeps the parameters it had in the output file
-(if any) and the file records why the refit failed. ``--every-s`` refits periodically (the strategic loop,
-e.g. on a journal the live run keeps appending to); the risk stage reads the file when it starts. ``default`` is fitted on every symbol's returns pooled and
-applies to symbols without their own entry.
+A fit is accepted when the optimiser converged, omega > 0, alpha, beta >= 0, alpha + beta < 0.999 and the
+sample has at least ``--min-bars`` returns. Otherwise the symbol keeps the parameters it had in the output
+file (if any) and the file records why the refit failed; symbols outside the sample keep theirs too.
+``default`` is fitted on every symbol's returns pooled and applies to symbols without their own entry.
+
+``--every-s`` refits periodically (the strategic loop, e.g. on a journal the live run keeps appending to);
+the risk stage reads the file when it starts.
 """
 from __future__ import annotations
 
