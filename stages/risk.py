@@ -78,7 +78,7 @@ def make_state(omega_alpha_beta: np.ndarray | None = None):
         from tools.fit_garch import DEFAULT_KEY, DEFAULT_PARAMS_PATH, load_params, params_for
         omega_alpha_beta = np.tile(params_for(load_params(DEFAULT_PARAMS_PATH, 1.0), DEFAULT_KEY), (MAX_KEYS, 1))
     return (np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(1), garch_table(omega_alpha_beta),
-            np.zeros((MAX_KEYS, MAX_KEYS)), np.full(2, -1, np.int64), np.zeros((4, MAX_KEYS)))
+            np.zeros((MAX_KEYS, MAX_KEYS)), np.array([-1, 0], np.int64), np.zeros((4, MAX_KEYS)))
 
 
 @njit(cache=True)
@@ -167,7 +167,12 @@ def portfolio_limits(positions, mids, table, cov, ints, scratch, params, equity,
         table[k, G_HORIZON_VAR] = garch.horizon_variance(table[k, G_H], table[k, G_OMEGA], table[k, G_ALPHA],
                                                          table[k, G_BETA], horizon)
         sigma[k] = math.sqrt(table[k, G_HORIZON_VAR]) * 1e-4 if mids[k] > 0.0 else 0.0
-    warm = ints[I_COV_BARS] >= params[P_COV_MIN_BARS]
+    # Correlations count only once every instrument held has cov_min_bars returns in the covariance.
+    min_bars = params[P_COV_MIN_BARS]
+    warm = ints[I_COV_BARS] >= min_bars
+    for k in range(MAX_KEYS):
+        if w[k] != 0.0 and table[k, G_BARS] < min_bars:
+            warm = False
     stop = params[P_HEAT_STOP_SIGMAS]
     limit = params[P_HEAT_LIMIT]
     portfolio_heat = heat.heat(w, sigma, cov, warm, stop, equity)
@@ -183,7 +188,7 @@ def portfolio_limits(positions, mids, table, cov, ints, scratch, params, equity,
             s = 1.0 if side == 0 else -1.0
             room = heat.abs_room(w[k], s, others, 1.0, gross_limit)
             bound = BOUND_GROSS
-            by_heat = heat.room(w, k, s, sigma, cov, warm, stop, equity, limit)
+            by_heat = heat.room(w, k, s, sigma, cov, warm and table[k, G_BARS] >= min_bars, stop, equity, limit)
             if by_heat < room:
                 room = by_heat
                 bound = BOUND_HEAT

@@ -318,3 +318,27 @@ def test_a_fused_replay_of_a_real_capture_runs_garch_on_its_bars_and_intents_car
     assert np.all(sigma > 0) and np.unique(sigma).size > 10  # the variance moves with the bars
     assert np.all(intents["risk_reasons"] & records.RISK_NOTIONAL_LIMIT)
     assert np.all(np.isfinite(intents["heat"])) and np.all(intents["drawdown"] >= 0)
+
+
+def test_heat_in_the_stage_turns_correlation_aware_when_the_covariance_is_warm():
+    """Two instruments whose bar returns are exact opposites, held long and long in equal notional: before
+    cov_min_bars the heat is the sum of both risks; once warm, the EWMA correlation (-1) nets them."""
+    r = Risk(cov_min_bars=20, heat_limit=10.0)
+    ts = 1_000 * S
+    r.step([(0, 100.0), (1, 100.0)], ts, fills=[r.hold(0, 100.0, 100.0), r.hold(1, 100.0, 100.0)])
+    rng = np.random.default_rng(2)
+    a = b = 100.0
+    heats = []
+    for i in range(1, 40):
+        x = rng.normal(0, 2e-4)
+        a, b = a * math.exp(x), b * math.exp(-x)
+        d = r.step([(0, a), (1, b)], ts + i * S)
+        heats.append((i, d[0]["heat"], d[0]["horizon_sigma_bps"], d[1]["horizon_sigma_bps"], a * 100, b * 100))
+    for i, h, s0, s1, w0, w1 in heats:
+        bound = 2.0 * (w0 * s0 + w1 * s1) * 1e-4 / (100_000.0 + w0 + w1 - 20_000.0)
+        netted = 2.0 * abs(w0 * s0 - w1 * s1) * 1e-4 / (100_000.0 + w0 + w1 - 20_000.0)
+        if i <= 20:  # bars closed so far: i - 1 < 20
+            assert h == pytest.approx(bound, rel=1e-9), i
+        else:
+            assert h == pytest.approx(netted, rel=1e-6, abs=1e-12), i
+    assert heats[-1][1] < heats[10][1] / 10
