@@ -12,12 +12,21 @@ recursion can be checked against ``arch``'s ``conditional_volatility``.
 Bars are cut by event time: bar ``b`` holds events with ``b * bar_ns <= ts < (b + 1) * bar_ns`` and its
 close is the last mid seen by then; a bar without events closes at the previous close (return 0). The fit
 tool and the risk stage both go through :func:`bar_returns`' rule, so they see the same returns.
+
+The fitted parameters live in a JSON file (``risk.garch_params``; the shipped one is
+``models/garch_params.json``): :func:`load_params` checks it against the bar length and :func:`params_for`
+picks a symbol's entry or the pooled ``default``. Plain Python, read once when a risk kernel is built.
 """
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 from numba import njit
 
+FORMAT_VERSION = 1
+DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent.parent / "models" / "garch_params.json"
+DEFAULT_KEY = "default"
 BACKCAST_BARS = 75       # arch's backcast: EWMA (0.94) of the first 75 squared residuals
 BACKCAST_DECAY = 0.94
 
@@ -109,3 +118,43 @@ def bar_returns(ts, mids, bar_ns, out):
 
 def returns_capacity(ts: np.ndarray, bar_ns: int) -> int:
     return 0 if len(ts) == 0 else int(ts[-1] // bar_ns - ts[0] // bar_ns) + 1
+
+
+class GarchParamsError(ValueError):
+    """A GARCH parameter file is missing, malformed or does not fit the configured bar length."""
+
+
+def symbol_key(name: str) -> str:
+    """Symbols match across spellings: BTC-USDT, btc_usdt and BTCUSDT are one key."""
+    return "".join(ch for ch in name if ch.isalnum()).upper()
+
+
+def usable(entry: dict) -> bool:
+    return all(k in entry for k in ("omega", "alpha", "beta"))
+
+
+def load_params(path: str | Path, bar_s: float) -> dict:
+    """The parameter document at ``path``, checked against the configured bar length."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GarchParamsError(f"risk.garch_params={str(path)!r} does not exist; run `bot4 risk fit-garch --out "
+                               f"{path}` or leave risk.garch_params empty for the shipped file") from None
+    except json.JSONDecodeError as exc:
+        raise GarchParamsError(f"risk.garch_params={str(path)!r} is not valid JSON ({exc}); refit it") from None
+    if doc.get("version") != FORMAT_VERSION or "symbols" not in doc:
+        raise GarchParamsError(f"risk.garch_params={str(path)!r} is not a version {FORMAT_VERSION} GARCH file")
+    if abs(float(doc.get("bar_s", -1)) - bar_s) > 1e-12:
+        raise GarchParamsError(f"risk.garch_params={str(path)!r} was fitted on {doc.get('bar_s')} s bars but "
+                               f"risk.bar_s={bar_s}; refit with --bar-s {bar_s} or set risk.bar_s={doc.get('bar_s')}")
+    if not usable(doc["symbols"].get(DEFAULT_KEY, {})):
+        raise GarchParamsError(f"risk.garch_params={str(path)!r} has no usable '{DEFAULT_KEY}' entry; refit it")
+    return doc
+
+
+def params_for(doc: dict, symbol: str) -> tuple[float, float, float]:
+    entry = doc["symbols"].get(symbol_key(symbol), {})
+    if not usable(entry):
+        entry = doc["symbols"][DEFAULT_KEY]
+    return float(entry["omega"]), float(entry["alpha"]), float(entry["beta"])

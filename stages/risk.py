@@ -75,8 +75,8 @@ def make_state(omega_alpha_beta: np.ndarray | None = None):
     """(positions, cash per instrument, last mid per instrument, [peak equity], GARCH table, EWMA covariance
     of bar returns (bps^2), [bar, covariance bars], scratch). Without parameters: the shipped default fit."""
     if omega_alpha_beta is None:
-        from tools.fit_garch import DEFAULT_KEY, DEFAULT_PARAMS_PATH, load_params, params_for
-        omega_alpha_beta = np.tile(params_for(load_params(DEFAULT_PARAMS_PATH, 1.0), DEFAULT_KEY), (MAX_KEYS, 1))
+        default = garch.params_for(garch.load_params(garch.DEFAULT_PARAMS_PATH, 1.0), garch.DEFAULT_KEY)
+        omega_alpha_beta = np.tile(default, (MAX_KEYS, 1))
     return (np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(1), garch_table(omega_alpha_beta),
             np.zeros((MAX_KEYS, MAX_KEYS)), np.array([-1, 0], np.int64), np.zeros((4, MAX_KEYS)))
 

@@ -99,7 +99,7 @@ def test_refit_accepts_a_good_fit_and_records_date_sample_and_loglikelihood(btc_
     assert entry["sample"]["sources"] == ["spot_btcusdt_20240808.gz", "spot_btcusdt_20240809.gz"]
     assert entry["sample"]["start"].startswith("2024-08-08")
     assert entry["alpha"] + entry["beta"] < 1 and entry["omega"] > 0
-    assert fit_garch.params_for(doc, "BTC-USDT") == (entry["omega"], entry["alpha"], entry["beta"])
+    assert garch.params_for(doc, "BTC-USDT") == (entry["omega"], entry["alpha"], entry["beta"])
 
 
 def test_a_failed_refit_keeps_the_previous_parameters_and_says_why(btc_samples, tmp_path):
@@ -124,21 +124,21 @@ def test_a_failed_refit_keeps_the_previous_parameters_and_says_why(btc_samples, 
     assert not fit_garch.usable(doc["symbols"]["ETHUSDT"])
     path = tmp_path / "g.json"
     path.write_text(json.dumps(doc))
-    loaded = fit_garch.load_params(path, 1.0)
-    assert fit_garch.params_for(loaded, "ETH-USDT") == fit_garch.params_for(loaded, "default")
+    loaded = garch.load_params(path, 1.0)
+    assert garch.params_for(loaded, "ETH-USDT") == garch.params_for(loaded, "default")
 
 
 def test_parameter_file_errors_name_the_config_key_and_the_fix(tmp_path):
-    with pytest.raises(fit_garch.GarchParamsError, match=r"risk.garch_params=.*does not exist; run `bot4 risk"):
-        fit_garch.load_params(tmp_path / "missing.json", 1.0)
-    with pytest.raises(fit_garch.GarchParamsError, match=r"risk.bar_s=5.0; refit with --bar-s 5.0"):
-        fit_garch.load_params(fit_garch.DEFAULT_PARAMS_PATH, 5.0)
+    with pytest.raises(garch.GarchParamsError, match=r"risk.garch_params=.*does not exist; run `bot4 risk"):
+        garch.load_params(tmp_path / "missing.json", 1.0)
+    with pytest.raises(garch.GarchParamsError, match=r"risk.bar_s=5.0; refit with --bar-s 5.0"):
+        garch.load_params(garch.DEFAULT_PARAMS_PATH, 5.0)
 
 
 def test_shipped_parameters_load_and_are_stationary():
-    doc = fit_garch.load_params(fit_garch.DEFAULT_PARAMS_PATH, 1.0)
+    doc = garch.load_params(garch.DEFAULT_PARAMS_PATH, 1.0)
     for symbol in ("BTC-USDT", "ETH-USDT", "SOL-USDT"):
-        omega, alpha, beta = fit_garch.params_for(doc, symbol)
+        omega, alpha, beta = garch.params_for(doc, symbol)
         assert omega > 0 and alpha >= 0 and beta >= 0 and alpha + beta < 1
 
 

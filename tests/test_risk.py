@@ -272,7 +272,7 @@ def test_risk_reduction_request_becomes_a_reduce_only_intent():
 def test_the_decision_carries_its_inputs_and_the_shipped_fit_applies_per_symbol():
     from pipeline import graph
     from pipeline.config import Config
-    from tools.fit_garch import DEFAULT_PARAMS_PATH, load_params, params_for
+    from stages.garch import DEFAULT_PARAMS_PATH, load_params, params_for
     config = Config()
     table = graph.garch_parameters(config)
     doc = load_params(DEFAULT_PARAMS_PATH, 1.0)

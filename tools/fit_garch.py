@@ -33,16 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from stages import garch
+from stages.garch import DEFAULT_KEY, DEFAULT_PARAMS_PATH, FORMAT_VERSION, symbol_key, usable
 from stages.records import EV_BBO, EV_BOOK
 
-FORMAT_VERSION = 1
-DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent.parent / "models" / "garch_params.json"
-DEFAULT_KEY = "default"
 MAX_PERSISTENCE = 0.999  # closer to a unit root the unconditional variance is meaningless (and arch often lands on 1)
-
-
-class GarchParamsError(ValueError):
-    """A GARCH parameter file is missing, malformed or does not fit the configured bar length."""
 
 
 @dataclass
@@ -60,11 +54,6 @@ class Sample:
 
     def series(self) -> np.ndarray:
         return np.concatenate(self.returns) if self.returns else np.zeros(0)
-
-
-def symbol_key(name: str) -> str:
-    """Symbols match across spellings: BTC-USDT, btc_usdt and BTCUSDT are one key."""
-    return "".join(ch for ch in name if ch.isalnum()).upper()
 
 
 def bar_returns_by_symbol(events: np.ndarray, symbol_names: list[str], bar_ns: int, source: str,
@@ -169,37 +158,6 @@ def refit(samples: dict[str, Sample], bar_s: float, previous: dict | None, min_b
     for key, entry in old.items():  # symbols this sample does not cover keep their fit
         doc["symbols"].setdefault(key, entry)
     return doc
-
-
-def usable(entry: dict) -> bool:
-    return all(k in entry for k in ("omega", "alpha", "beta"))
-
-
-def load_params(path: str | Path, bar_s: float) -> dict:
-    """The parameter document at ``path``, checked against the configured bar length."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise GarchParamsError(f"risk.garch_params={str(path)!r} does not exist; run `bot4 risk fit-garch --out "
-                               f"{path}` or leave risk.garch_params empty for the shipped file") from None
-    except json.JSONDecodeError as exc:
-        raise GarchParamsError(f"risk.garch_params={str(path)!r} is not valid JSON ({exc}); refit it") from None
-    if doc.get("version") != FORMAT_VERSION or "symbols" not in doc:
-        raise GarchParamsError(f"risk.garch_params={str(path)!r} is not a version {FORMAT_VERSION} GARCH file")
-    if abs(float(doc.get("bar_s", -1)) - bar_s) > 1e-12:
-        raise GarchParamsError(f"risk.garch_params={str(path)!r} was fitted on {doc.get('bar_s')} s bars but "
-                               f"risk.bar_s={bar_s}; refit with --bar-s {bar_s} or set risk.bar_s={doc.get('bar_s')}")
-    if not usable(doc["symbols"].get(DEFAULT_KEY, {})):
-        raise GarchParamsError(f"risk.garch_params={str(path)!r} has no usable '{DEFAULT_KEY}' entry; refit it")
-    return doc
-
-
-def params_for(doc: dict, symbol: str) -> tuple[float, float, float]:
-    entry = doc["symbols"].get(symbol_key(symbol), {})
-    if not usable(entry):
-        entry = doc["symbols"][DEFAULT_KEY]
-    return float(entry["omega"]), float(entry["alpha"]), float(entry["beta"])
 
 
 def refit_file(files: list[str], journal: str | None, config: str | None, bar_s: float, min_bars: int,
