@@ -159,3 +159,23 @@ def test_the_periodic_refit_rewrites_the_file_each_period_until_stopped(tmp_path
     assert first == first_file and second == second_file  # what was fitted is what is on disk
     assert first["symbols"]["BTCUSDT"]["n_bars"] == second["symbols"]["BTCUSDT"]["n_bars"] > 600
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_fit_garch_reads_a_journal_with_the_run_config_symbol_names(tmp_path):
+    from pipeline.config import load
+    from pipeline.journal import JournalWriter
+    from pipeline.replay_feed import load_recording
+    from stages.records import MARKET_EVENT
+    conf = tmp_path / "run.toml"
+    conf.write_text(f'[feed]\nsource = "replay"\nfiles = ["binance={CAPTURES}/spot_btcusdt_20240809.gz"]\n'
+                    'venues = ["binance"]\nsymbols = ["BTC-USDT"]\n')
+    events, _ = load_recording(load(conf))
+    with JournalWriter(str(tmp_path / "j"), "market", MARKET_EVENT) as writer:
+        writer.append(events)
+    out = tmp_path / "g.json"
+    fit_garch.main(["--journal", str(tmp_path / "j"), "--config", str(conf), "--out", str(out)])
+    entry = json.loads(out.read_text())["symbols"]["BTCUSDT"]
+    span_s = (events["origin_ts"][-1] - events["origin_ts"][0]) / 1e9
+    if "last_failure" in entry or "failed" in entry:
+        pytest.fail(f"the capture should fit: {entry}")
+    assert abs(entry["n_bars"] - span_s) <= 2 and entry["sample"]["sources"] == [f"journal:{tmp_path / 'j'}"]
