@@ -94,6 +94,9 @@ def _replay(args) -> int:
 
 
 def _risk(args) -> int:
+    if args.action == "explain":
+        from tools import explain_orders
+        return explain_orders.main(args.extra)
     from tools import fit_garch
     return fit_garch.main(args.extra)
 
@@ -136,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("journal", help="journal directory (from bot4 fused --journal)")
     rp.add_argument("--config", help="the config the journal was recorded with (defaults if omitted)")
     rp.set_defaults(func=_replay)
-    rk = sub.add_parser("risk", help="risk tools: fit-garch (GARCH(1,1) per symbol with arch, stored as JSON)")
+    rk = sub.add_parser("risk", help="risk tools: fit-garch (GARCH(1,1) per symbol with arch), explain (orders)")
     rk_sub = rk.add_subparsers(dest="action", required=True)
     rk_sub.add_parser("fit-garch", help="fit GARCH(1,1) on recorded bar returns; see its --help", add_help=False)
+    rk_sub.add_parser("explain", help="orders in a journal with the risk inputs that sized them", add_help=False)
     rk.set_defaults(func=_risk)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "risk":  # only the risk tools take their own arguments

@@ -342,3 +342,25 @@ def test_heat_in_the_stage_turns_correlation_aware_when_the_covariance_is_warm()
         else:
             assert h == pytest.approx(netted, rel=1e-6, abs=1e-12), i
     assert heats[-1][1] < heats[10][1] / 10
+
+
+def test_every_order_and_rejection_in_a_journal_is_explained_by_its_intent(tmp_path, capsys):
+    from pipeline.config import Config
+    from pipeline.replay import record
+    from tools import explain_orders
+    config = Config().with_overrides(execute={"max_order_usd": 1_500.0})  # takes of $2,000 are rejected
+    result = record(config, 6_000, str(tmp_path))
+    reports = result.reports
+    answered = reports[(reports["state"] == records.ORD_ACKED) | (reports["state"] == records.ORD_REJECTED)]
+    pairs = explain_orders.explain(result.intents, reports)
+    assert len(pairs) == len(answered) > 0
+    for intent, report in pairs:
+        assert (intent["origin_seq"], intent["side"], intent["qty"]) == (report["origin_seq"], report["side"],
+                                                                        report["qty"])
+        assert intent["risk_reasons"] & records.RISK_NOTIONAL_LIMIT and intent["horizon_sigma_bps"] > 0
+    rejected = [r for _, r in pairs if r["state"] == records.ORD_REJECTED]
+    assert rejected and all(r["reject_reason"] == records.REJ_MAX_NOTIONAL for r in rejected)
+    assert explain_orders.main([str(tmp_path), "--rejected", "--limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "REJECTED (max order notional)" in out and "sized by: order notional limit" in out
+    assert f"{len(rejected):,} rejected intents" in out
