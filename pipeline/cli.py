@@ -136,6 +136,14 @@ def _features(args) -> int:
     return 0
 
 
+def _risk(args) -> int:
+    if args.action == "explain":
+        from tools import explain_orders
+        return explain_orders.main(args.extra)
+    from tools import fit_garch
+    return fit_garch.main(args.extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bot4", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,7 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     fl = fe_sub.add_parser("latest", help="the online store of a running pipeline: latest vector per instrument")
     fl.add_argument("--name", default="main", help="run name")
     fl.set_defaults(func=_features)
-    args = parser.parse_args(argv)
+    rk = sub.add_parser("risk", help="risk tools: fit-garch (GARCH(1,1) per symbol with arch), explain (orders)")
+    rk_sub = rk.add_subparsers(dest="action", required=True)
+    rk_sub.add_parser("fit-garch", help="fit GARCH(1,1) on recorded bar returns; see its --help", add_help=False)
+    rk_sub.add_parser("explain", help="orders in a journal with the risk inputs that sized them", add_help=False)
+    rk.set_defaults(func=_risk)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "risk":  # only the risk tools take their own arguments
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     return int(args.func(args))
 
 

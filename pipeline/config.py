@@ -116,11 +116,43 @@ class RiskConfig:
     vol_ref_bps: float = 2.0         # per-event volatility above which order size is scaled down
     capital_usd: float = 100_000.0   # starting equity
     soft_drawdown_pct: float = 15.0  # from peak equity: order size halved beyond this
+    garch_params: str = ""           # GARCH(1,1) fit per symbol (bot4 risk fit-garch); "" = the shipped file
+    bar_s: float = 1.0               # GARCH bars, cut by event time; must match the fit
+    horizon_bars: int = 3600         # risk horizon for heat, the liquidation guard and continuous Kelly
+    cov_halflife_bars: float = 300.0  # EWMA covariance of bar returns across instruments
+    cov_min_bars: int = 100          # before this many bars heat assumes the worst correlation
+    max_gross_usd: float = 150_000.0  # sum of |position notional|
+    max_leverage: float = 3.0        # gross notional at most this times equity
+    heat_limit: float = 0.25         # heat_stop_sigmas * portfolio horizon sigma / equity: no new risk above
+    heat_stop_sigmas: float = 2.0
+    maintenance_margin_pct: float = 0.5  # venue maintenance margin (cross margin, perpetuals)
+    liq_distance_sigmas: float = 3.0  # keep liquidation this many horizon sigmas away; 0 = guard off (spot)
+    kelly_fraction: float = 0.25     # fraction of full Kelly
+    kelly_form: str = "binary"       # binary: c*(p - q/b) from prob_up | continuous: c*mu/sigma^2
+    kelly_payoff_ratio: float = 1.0  # binary form: win/loss ratio b
 
     def check(self):
         for key in ("max_position_usd", "max_order_usd", "vol_ref_bps", "capital_usd"):
             _require(getattr(self, key) > 0, f"risk.{key}", getattr(self, key), "use a positive number")
         _require(0 < self.soft_drawdown_pct < 100, "risk.soft_drawdown_pct", self.soft_drawdown_pct, "use (0, 100)")
+        for key in ("bar_s", "cov_halflife_bars", "max_gross_usd", "max_leverage", "heat_stop_sigmas",
+                    "kelly_payoff_ratio"):
+            _require(getattr(self, key) > 0, f"risk.{key}", getattr(self, key), "use a positive number")
+        _require(self.horizon_bars >= 1, "risk.horizon_bars", self.horizon_bars, "use 1 or more")
+        _require(self.cov_min_bars >= 0, "risk.cov_min_bars", self.cov_min_bars, "use 0 or more")
+        _require(0 < self.heat_limit <= 10, "risk.heat_limit", self.heat_limit, "use (0, 10]; 0.25 is usual")
+        _require(0 <= self.maintenance_margin_pct < 100, "risk.maintenance_margin_pct", self.maintenance_margin_pct,
+                 "use [0, 100)")
+        _require(self.liq_distance_sigmas >= 0, "risk.liq_distance_sigmas", self.liq_distance_sigmas,
+                 "use 0 (off) or more")
+        _require(0 < self.kelly_fraction <= 1, "risk.kelly_fraction", self.kelly_fraction, "use (0, 1]; 0.25 is usual")
+        _require(self.kelly_form in ("binary", "continuous"), "risk.kelly_form", self.kelly_form,
+                 "use 'binary' or 'continuous'")
+        from stages.garch import DEFAULT_PARAMS_PATH, GarchParamsError, load_params
+        try:
+            load_params(self.garch_params or DEFAULT_PARAMS_PATH, self.bar_s)
+        except GarchParamsError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -160,8 +192,20 @@ class ExecuteConfig:
     on_kill: str = "flatten"         # flatten (cancel all, then close positions reduce-only) | cancel_only
     flatten_collar_bps: float = 50.0  # flatten orders cross the touch by at most this
     flatten_retry_ms: float = 100.0
+    max_order_qty: float = 1_000.0     # pre-trade gate: base units per order
+    max_order_usd: float = 25_000.0    # pre-trade gate: notional per order at the reference price
+    price_collar_bps: float = 100.0    # limit price at most this far from the mid
+    max_orders_per_s: float = 5_000.0  # token bucket refill rate (event time)
+    order_burst: int = 1_000           # token bucket depth
+    duplicate_window_ms: float = 10.0  # the same order again within this is a duplicate
+    max_position_usd: float = 75_000.0  # per instrument, after a full fill of this and the side's open orders
 
     def check(self):
+        for key in ("max_order_qty", "max_order_usd", "price_collar_bps", "max_orders_per_s", "max_position_usd"):
+            _require(getattr(self, key) > 0, f"execute.{key}", getattr(self, key), "use a positive number")
+        _require(self.order_burst >= 1, "execute.order_burst", self.order_burst, "use 1 or more")
+        _require(self.duplicate_window_ms >= 0, "execute.duplicate_window_ms", self.duplicate_window_ms,
+                 "use 0 (open orders only) or more")
         _require(self.on_kill in ("flatten", "cancel_only"), "execute.on_kill", self.on_kill,
                  "use 'flatten' or 'cancel_only'")
         _require(self.flatten_collar_bps > 0, "execute.flatten_collar_bps", self.flatten_collar_bps, "use > 0")

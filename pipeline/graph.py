@@ -113,6 +113,17 @@ def out_capacity(stage: str, batch: int) -> int:
     return module.out_capacity(batch) if module is not None and hasattr(module, "out_capacity") else batch
 
 
+def garch_parameters(config: Config) -> np.ndarray:
+    """(MAX_KEYS, 3) omega, alpha, beta per instrument key from the configured (or shipped) fit."""
+    from stages.garch import DEFAULT_KEY, DEFAULT_PARAMS_PATH, load_params, params_for
+    doc = load_params(config.risk.garch_params or DEFAULT_PARAMS_PATH, config.risk.bar_s)
+    table = np.tile(params_for(doc, DEFAULT_KEY), (feed.MAX_KEYS, 1))
+    for v in range(len(config.feed.venues)):
+        for s, symbol in enumerate(config.feed.symbols):
+            table[v * feed.MAX_SYMBOLS + s] = params_for(doc, symbol)
+    return table
+
+
 def kernel(stage: str, config: Config, live: bool):
     """(step, params, state) for a numba-hosted stage, built from the typed config."""
     n_venues, n_symbols = len(config.feed.venues), len(config.feed.symbols)
@@ -145,16 +156,22 @@ def kernel(stage: str, config: Config, live: bool):
     if stage == "risk":
         r = config.risk
         params = risk.make_params(r.max_position_usd, r.max_order_usd, r.vol_ref_bps, r.capital_usd,
-                                  r.soft_drawdown_pct)
-        return risk.step, params, risk.make_state()
+                                  r.soft_drawdown_pct, r.bar_s, r.horizon_bars, r.cov_halflife_bars, r.cov_min_bars,
+                                  r.max_gross_usd, r.max_leverage, r.heat_limit, r.heat_stop_sigmas,
+                                  r.maintenance_margin_pct, r.liq_distance_sigmas)
+        return risk.step, params, risk.make_state(garch_parameters(config))
     if stage == "strategy":
         s = config.strategy
         params = strategy.make_params(s.threshold, s.take_usd, s.quote_usd, s.half_spread_bps, s.requote_bps,
-                                      s.skew_bps, s.cooldown_ms, s.quoting, config.risk.max_position_usd)
+                                      s.skew_bps, s.cooldown_ms, s.quoting, config.risk.max_position_usd,
+                                      config.risk.kelly_fraction, config.risk.kelly_payoff_ratio,
+                                      config.risk.kelly_form)
         return strategy.step, params, strategy.make_state()
     if stage == "execute":
         e = config.execute
         params = execute.make_params(e.maker_fee_bps, e.taker_fee_bps, e.max_open_orders, e.on_kill == "flatten",
-                                     e.flatten_collar_bps, e.flatten_retry_ms)
+                                     e.flatten_collar_bps, e.flatten_retry_ms, e.max_order_qty, e.max_order_usd,
+                                     e.price_collar_bps, e.max_orders_per_s, e.order_burst, e.duplicate_window_ms,
+                                     e.max_position_usd)
         return execute.step, params, execute.make_state()
     raise KeyError(f"stage {stage!r} has no numba kernel")

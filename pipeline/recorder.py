@@ -59,7 +59,15 @@ def _intent_columns():
             Column("intent_id", "bigint", ">i8", "intent_id"), Column("venue", "smallint", ">i2", "venue"),
             Column("symbol", "smallint", ">i2", "symbol"), Column("kind", "smallint", ">i2", "kind"),
             Column("side", "smallint", ">i2", "side"), Column("strategy", "smallint", ">i2", "strategy"),
-            Column("price", "double precision", ">f8", "price"), Column("qty", "double precision", ">f8", "qty")]
+            Column("price", "double precision", ">f8", "price"), Column("qty", "double precision", ">f8", "qty"),
+            *_intent_risk_columns()]
+
+
+def _intent_risk_columns():
+    """Why each order has its size (added after the first schema: existing tables gain them with default 0)."""
+    return [Column("risk_reasons", "integer", ">i4", "risk_reasons"),
+            *(Column(name, "double precision", ">f8", name)
+              for name in ("kelly_f", "budget", "horizon_sigma_bps", "heat", "drawdown"))]
 
 
 def _exec_columns():
@@ -164,6 +172,9 @@ class Recorder:
                 await c.execute(f"SELECT add_compression_policy('{t.name}', INTERVAL '7 days', if_not_exists => TRUE)")
             else:
                 await c.execute(f"CREATE TABLE IF NOT EXISTS {t.name} ({cols}) PARTITION BY RANGE (ts)")
+        for col in _intent_risk_columns():
+            await c.execute(f"ALTER TABLE order_intents ADD COLUMN IF NOT EXISTS {col.name} {col.pg_type} "
+                            "NOT NULL DEFAULT 0")
         # The journal keeps market events as they arrived; what validation passed is the rest.
         await c.execute("CREATE OR REPLACE VIEW validated_market_events AS SELECT m.* FROM market_events m "
                         "WHERE NOT EXISTS (SELECT 1 FROM quarantined_events q "

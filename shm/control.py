@@ -6,9 +6,10 @@ Payload layout (int64 words)::
                        request/result, switch state, conditions holding and their text, ...
     words 64 + i*320   stage slot i (2,560 bytes, a multiple of 128 so slots never share a line):
         0..15   heartbeat_ns, state, pid, core, in/out counters, blocked_ns, errors, ...
-        16..31  stage-defined counters (labels declared by the stage)
-        32..159 service-time histogram (ns per batch, per record served)
-        160..287 origin-latency histogram (ns from the market event's receive time to this stage's output)
+        16..47  stage-defined counters (labels declared by the stage)
+        48..175 service-time histogram (ns per batch, per record served)
+        176..303 origin-latency histogram (ns from the market event's receive time to this stage's output)
+        304, 305 journal tap: records written, records dropped
 
 Concurrency: each stage slot has one writer (its stage process); global words are written by the
 supervisor and watchdog with release stores, read by everyone with acquire loads. Readers (tools) may
@@ -43,8 +44,8 @@ CONDITIONS_TEXT_WORDS = 32
 (S_HEARTBEAT_NS, S_STATE, S_PID, S_CORE, S_IN, S_OUT, S_BLOCKED_NS, S_ERRORS, S_IDLE_STRATEGY,
  S_BATCHES, S_IN_B, S_STOP, S_PARKS, S_LAST_ORIGIN_NS, S_QUEUE_DEPTH, S_BLOCKED_SINCE_NS) = range(16)
 S_CUSTOM = 16
-CUSTOM_WORDS = 16
-S_SERVICE_HIST = 32
+CUSTOM_WORDS = 32  # execute's gate counts every rejection reason
+S_SERVICE_HIST = S_CUSTOM + CUSTOM_WORDS
 S_ORIGIN_HIST = S_SERVICE_HIST + HIST_BUCKETS
 S_TAP_WRITTEN = S_ORIGIN_HIST + HIST_BUCKETS   # records copied to the stage's journal tap
 S_TAP_DROPPED = S_TAP_WRITTEN + 1               # records the tap had no room for (the journal fell behind)
@@ -71,7 +72,7 @@ KILL_REASON_NAMES = {KILL_NONE: "none", KILL_OPERATOR: "operator", KILL_STAGE_DI
                      KILL_NOT_ARMED: "not armed", KILL_SUPERVISOR_DIED: "supervisor died"}
 
 PAYLOAD_WORDS = GLOBAL_WORDS + MAX_STAGES * STAGE_WORDS
-LAYOUT = segment.layout_hash("control-block", 1, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES)
+LAYOUT = segment.layout_hash("control-block", 1, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
 
 
 class ControlBlock:

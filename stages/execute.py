@@ -11,6 +11,14 @@ through them. Queue position and venue latency are not modelled yet.
 
 Order states: new -> acknowledged -> partially filled -> filled, or -> cancelled / rejected. Every state
 change is an execution report; fills carry fee and the position after the fill.
+
+The pre-trade gate (in the spirit of SEC Rule 15c3-5) checks every intent before it can become an order:
+``trading_enabled``, quantity and price sanity, a market to price against, max quantity and notional per
+order, a price collar around the mid, duplicates (an identical open order, or an identical IOC within the
+window), the position after a full fill of this and the side's open orders (reductions always pass), max
+open orders, and an order-rate token bucket refilled in event time (only orders that pass everything
+spend a token). A rejection is an execution report with a REJ_* reason, counted per reason; it never
+becomes an order. Execute's own reduce-only flatten orders after a kill do not pass the gate.
 """
 import numpy as np
 from numba import njit
@@ -20,19 +28,27 @@ from shm.control import G_TRADING_ENABLED
 from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_TRADE, INTENT_CANCEL_ALL, INTENT_IOC,
                             INTENT_QUOTE, MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL,
-                            ORD_REJECTED, ORDER, REJ_BAD_QTY, REJ_NO_MARKET, REJ_TOO_MANY_ORDERS,
+                            ORD_REJECTED, ORDER, REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES,
+                            REJ_NO_MARKET, REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
                             REJ_TRADING_DISABLED, SELL, STRAT_FLATTEN)
 
 MAX_ORDERS = 256
 
-P_MAKER_FEE_BPS, P_TAKER_FEE_BPS, P_MAX_OPEN_ORDERS, P_FLATTEN, P_FLATTEN_COLLAR_BPS, P_FLATTEN_RETRY_NS = range(6)
+(P_MAKER_FEE_BPS, P_TAKER_FEE_BPS, P_MAX_OPEN_ORDERS, P_FLATTEN, P_FLATTEN_COLLAR_BPS, P_FLATTEN_RETRY_NS,
+ P_MAX_ORDER_QTY, P_MAX_ORDER_USD, P_COLLAR_BPS, P_RATE_PER_NS, P_BURST, P_DUP_WINDOW_NS,
+ P_MAX_POSITION_USD) = range(13)
 
-I_NEXT_ORDER_ID, I_OPEN = range(2)
+I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS = range(3)   # I_BUCKET_NS: event time of the last token refill (0 = full)
+GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
 
 STATS = ("orders", "fills", "cancels", "rejects", "open_orders", "gross_position_usd", "pnl_cents", "fees_cents",
          "market_events", "intents", "disabled_rejects", "flatten_orders", "last_cancel_all_ns", "last_order_ns")
 (ST_ORDERS, ST_FILLS, ST_CANCELS, ST_REJECTS, ST_OPEN, ST_GROSS_USD, ST_PNL_CENTS, ST_FEES_CENTS, ST_MARKET,
  ST_INTENTS, ST_DISABLED_REJECTS, ST_FLATTEN_ORDERS, ST_LAST_CANCEL_ALL_NS, ST_LAST_ORDER_NS) = range(14)
+# one counter per rejection reason, REJ_* code order: stats[ST_REJ_BASE + code - 1]
+ST_REJ_BASE = len(STATS)
+STATS = STATS + tuple("rej_" + REJ_NAMES[code].replace(" ", "_") for code in sorted(REJ_NAMES))
+assert sorted(REJ_NAMES) == list(range(1, len(REJ_NAMES) + 1))
 
 
 def out_capacity(batch: int) -> int:
@@ -42,17 +58,23 @@ def out_capacity(batch: int) -> int:
 
 
 def make_params(maker_fee_bps: float, taker_fee_bps: float, max_open_orders: int, flatten: bool = True,
-                flatten_collar_bps: float = 50.0, flatten_retry_ms: float = 100.0) -> np.ndarray:
+                flatten_collar_bps: float = 50.0, flatten_retry_ms: float = 100.0, max_order_qty: float = 1_000.0,
+                max_order_usd: float = 25_000.0, price_collar_bps: float = 100.0, max_orders_per_s: float = 5_000.0,
+                order_burst: int = 1_000, duplicate_window_ms: float = 10.0,
+                max_position_usd: float = 75_000.0) -> np.ndarray:
     return np.array([maker_fee_bps, taker_fee_bps, float(min(max_open_orders, MAX_ORDERS)), float(flatten),
-                     flatten_collar_bps, flatten_retry_ms * 1e6, 0.0, 0.0])
+                     flatten_collar_bps, flatten_retry_ms * 1e6, max_order_qty, max_order_usd, price_collar_bps,
+                     max_orders_per_s * 1e-9, float(order_burst), duplicate_window_ms * 1e6, max_position_usd, 0.0])
 
 
 def make_state():
-    """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns)."""
+    """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns, gate)."""
     quote_slot = np.full((MAX_KEYS, 2), -1, np.int64)
+    gate = np.zeros((1 + 2 * MAX_KEYS, 3))
+    gate[0, GATE_TOKENS] = -1.0  # the bucket starts full at the first order
     return (np.zeros(4, np.int64), np.zeros(MAX_KEYS, MARKET_EVENT), np.zeros(MAX_KEYS, np.int64),
             np.zeros(MAX_ORDERS, ORDER), quote_slot, np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS),
-            np.full(MAX_KEYS, -(1 << 62), np.int64))
+            np.full(MAX_KEYS, -(1 << 62), np.int64), gate)
 
 
 @njit(cache=True)
@@ -79,7 +101,7 @@ def _report(out, n, order, state_code, price, qty, fee, liquidity, position, rej
 
 @njit(cache=True)
 def _fill(state, params, out, n, order, price, qty, liquidity, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
     k = int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])
     fee_bps = params[P_MAKER_FEE_BPS] if liquidity > 0 else params[P_TAKER_FEE_BPS]
     fee = qty * price * fee_bps * 1e-4
@@ -97,7 +119,7 @@ def _fill(state, params, out, n, order, price, qty, liquidity, stats, now_ns):
 
 @njit(cache=True)
 def _close(state, slot, out, n, state_code, stats, now_ns, origin_ts):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
     order = orders[slot]
     if state_code == ORD_CANCELLED:
         order["origin_ts"] = origin_ts
@@ -122,7 +144,7 @@ def _is_open(order):
 @njit(cache=True)
 def _take(state, params, out, n, order, stats, now_ns):
     """Match ``order`` against the book as taker, depleting the book copy."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
     k = int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])
     book = books[k]
     for j in range(BOOK_LEVELS):
@@ -149,7 +171,7 @@ def _take(state, params, out, n, order, stats, now_ns):
 
 @njit(cache=True)
 def _on_market(state, params, ev, out, n, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
     k = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
     if ev["kind"] == EV_BOOK or ev["kind"] == EV_BBO:  # a BBO matches as a one-level book
         books[k] = ev
@@ -209,6 +231,7 @@ def _reject(out, n, intent, reason, position, stats, now_ns):
     r["fee"] = 0.0
     r["position"] = position
     stats[ST_REJECTS] += 1
+    stats[ST_REJ_BASE + reason - 1] += 1
     return n + 1
 
 
@@ -222,8 +245,57 @@ def cancel_all(state, out, n, stats, now_ns):
 
 
 @njit(cache=True)
+def gate_check(state, params, intent, k, now_ns):
+    """The pre-trade checks that need no order slot or token; 0 = pass, else a REJ_* code."""
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
+    qty = intent["qty"]
+    price = intent["price"]
+    side = intent["side"]
+    if qty > params[P_MAX_ORDER_QTY]:
+        return REJ_MAX_QTY
+    if qty * price > params[P_MAX_ORDER_USD]:
+        return REJ_MAX_NOTIONAL
+    book = books[k]
+    mid = 0.5 * (book["bid_px"][0] + book["ask_px"][0])
+    if not (mid > 0.0) or abs(price - mid) > params[P_COLLAR_BPS] * 1e-4 * mid:
+        return REJ_PRICE_COLLAR
+    open_same_side = 0.0
+    for s in range(orders.shape[0]):
+        o = orders[s]
+        if _is_open(o) and int(o["venue"]) * MAX_SYMBOLS + int(o["symbol"]) == k and o["side"] == side:
+            if o["price"] == price and o["qty"] - o["filled"] == qty:
+                return REJ_DUPLICATE
+            open_same_side += o["qty"] - o["filled"]
+    if intent["kind"] == INTENT_IOC:
+        last = gate[1 + 2 * k + (0 if side == BUY else 1)]
+        if last[1] > 0.0 and last[0] == price and last[1] == qty and now_ns - last[2] < params[P_DUP_WINDOW_NS]:
+            return REJ_DUPLICATE
+    after = positions[k] + side * (qty + open_same_side)
+    if abs(after) * mid > params[P_MAX_POSITION_USD] and abs(after) > abs(positions[k]):
+        return REJ_POSITION_LIMIT
+    return 0
+
+
+@njit(cache=True)
+def _spend_token(ints, gate, params, now_ns):
+    """Token bucket in event time: refill at P_RATE_PER_NS up to P_BURST, spend one per accepted order."""
+    burst = params[P_BURST]
+    tokens = gate[0, GATE_TOKENS]
+    if tokens < 0.0:
+        tokens = burst
+    else:
+        tokens = min(burst, tokens + max(now_ns - ints[I_BUCKET_NS], 0) * params[P_RATE_PER_NS])
+    ints[I_BUCKET_NS] = now_ns
+    if tokens < 1.0:
+        gate[0, GATE_TOKENS] = tokens
+        return False
+    gate[0, GATE_TOKENS] = tokens - 1.0
+    return True
+
+
+@njit(cache=True)
 def _on_intent(state, params, intent, out, n, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
     k = int(intent["venue"]) * MAX_SYMBOLS + int(intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
     if intent["kind"] == INTENT_CANCEL_ALL:
@@ -238,9 +310,19 @@ def _on_intent(state, params, intent, out, n, stats, now_ns):
         return _reject(out, n, intent, REJ_BAD_QTY, positions[k], stats, now_ns)
     if has_book[k] == 0:
         return _reject(out, n, intent, REJ_NO_MARKET, positions[k], stats, now_ns)
+    reason = gate_check(state, params, intent, k, now_ns)
+    if reason != 0:
+        return _reject(out, n, intent, reason, positions[k], stats, now_ns)
     slot = _free_slot(orders) if ints[I_OPEN] < params[P_MAX_OPEN_ORDERS] else -1
     if slot < 0:
         return _reject(out, n, intent, REJ_TOO_MANY_ORDERS, positions[k], stats, now_ns)
+    if not _spend_token(ints, gate, params, now_ns):
+        return _reject(out, n, intent, REJ_RATE_LIMIT, positions[k], stats, now_ns)
+    if intent["kind"] == INTENT_IOC:
+        last = gate[1 + 2 * k + side_col]
+        last[0] = intent["price"]
+        last[1] = intent["qty"]
+        last[2] = now_ns
     ints[I_NEXT_ORDER_ID] += 1
     ints[I_OPEN] += 1
     order = orders[slot]
@@ -274,7 +356,7 @@ def _on_intent(state, params, intent, out, n, stats, now_ns):
 def flatten(state, params, out, n, stats, now_ns):
     """Reduce-only IOC orders that close every position against the book, within a price collar; a
     remainder (thin book) is retried every P_FLATTEN_RETRY_NS. Runs only while trading is disabled."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
     for k in range(positions.shape[0]):
         position = positions[k]
         if position == 0.0 or has_book[k] == 0 or now_ns - flatten_ns[k] < params[P_FLATTEN_RETRY_NS]:
@@ -323,7 +405,7 @@ def _on_disabled(state, params, out, n, stats, now_ns):
 
 @njit(cache=True)
 def _publish_stats(state, stats):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
     gross = 0.0
     pnl = 0.0
     for k in range(positions.shape[0]):

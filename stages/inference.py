@@ -56,6 +56,12 @@ def finish(decisions, n, prob_up, out, now_ns):
         out[i]["sell_budget"] = d["sell_budget"]
         out[i]["sigma_bps"] = d["sigma_bps"]
         out[i]["prob_up"] = prob_up[i]
+        out[i]["equity"] = d["equity"]
+        out[i]["drawdown"] = d["drawdown"]
+        out[i]["heat"] = d["heat"]
+        out[i]["garch_sigma_bps"] = d["garch_sigma_bps"]
+        out[i]["horizon_sigma_bps"] = d["horizon_sigma_bps"]
+        out[i]["reduce_qty"] = d["reduce_qty"]
     return n
 
 

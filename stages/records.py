@@ -125,6 +125,14 @@ RISK_NOTIONAL_LIMIT = 2
 RISK_VOLATILITY = 4
 RISK_NO_MARKET = 8
 RISK_DRAWDOWN = 16       # soft drawdown: size halved
+RISK_HEAT = 32           # portfolio heat: no new risk above the limit
+RISK_GROSS_LIMIT = 64    # gross notional (sum of |positions|) limit
+RISK_LIQUIDATION = 128   # distance to the liquidation price below the configured multiple of volatility
+RISK_KELLY = 256         # strategy: order sized by fractional Kelly below the budget
+RISK_NAMES = {RISK_POSITION_LIMIT: "position limit", RISK_NOTIONAL_LIMIT: "order notional limit",
+              RISK_VOLATILITY: "volatility", RISK_NO_MARKET: "no market", RISK_DRAWDOWN: "soft drawdown",
+              RISK_HEAT: "portfolio heat", RISK_GROSS_LIMIT: "gross limit", RISK_LIQUIDATION: "liquidation distance",
+              RISK_KELLY: "fractional Kelly"}
 
 RISK_DECISION = _padded([
     ("origin_ts", np.int64),
@@ -140,6 +148,12 @@ RISK_DECISION = _padded([
     ("sell_budget", np.float64), # max additional short size allowed now
     ("sigma_bps", np.float64),   # volatility used for the budget
     ("values", np.float64, (N_FEATURES,)),  # the features, carried for inference
+    ("equity", np.float64),      # quote currency, marked to the latest mids
+    ("drawdown", np.float64),    # from peak equity, a fraction
+    ("heat", np.float64),        # portfolio risk to stop over equity, before this decision
+    ("garch_sigma_bps", np.float64),    # GARCH(1,1) next-bar volatility
+    ("horizon_sigma_bps", np.float64),  # GARCH volatility of the risk horizon's return
+    ("reduce_qty", np.float64),  # signed quantity risk wants traded now to restore the liquidation distance
 ])
 
 PREDICTION = _padded([
@@ -156,6 +170,12 @@ PREDICTION = _padded([
     ("sell_budget", np.float64),
     ("sigma_bps", np.float64),
     ("prob_up", np.float64),     # model probability that the mid rises over the label horizon
+    ("equity", np.float64),      # the risk decision's inputs, carried so every order can be explained
+    ("drawdown", np.float64),
+    ("heat", np.float64),
+    ("garch_sigma_bps", np.float64),
+    ("horizon_sigma_bps", np.float64),
+    ("reduce_qty", np.float64),
 ])
 
 # OrderIntent.kind
@@ -167,6 +187,7 @@ INTENT_CANCEL_ALL = 3
 STRAT_DIRECTIONAL = 1
 STRAT_QUOTER = 2
 STRAT_FLATTEN = 3     # execute's own reduce-only orders after a kill
+STRAT_RISK_REDUCE = 4 # reduce-only orders the risk stage asks for (liquidation distance)
 
 ORDER_INTENT = _padded([
     ("origin_ts", np.int64),
@@ -180,6 +201,12 @@ ORDER_INTENT = _padded([
     ("strategy", np.uint8),
     ("price", np.float64),
     ("qty", np.float64),
+    ("risk_reasons", np.uint32),  # the risk decision's RISK_* bits (+ RISK_KELLY): why the size is what it is
+    ("kelly_f", np.float64),      # fractional Kelly target (position notional over equity, signed)
+    ("budget", np.float64),       # the risk budget on this side (base units)
+    ("horizon_sigma_bps", np.float64),
+    ("heat", np.float64),
+    ("drawdown", np.float64),
 ])
 
 # Order.state and ExecReport.state
@@ -192,6 +219,16 @@ REJ_TRADING_DISABLED = 1
 REJ_TOO_MANY_ORDERS = 2
 REJ_BAD_QTY = 3
 REJ_NO_MARKET = 4
+REJ_MAX_QTY = 5          # order quantity above the per-order maximum
+REJ_MAX_NOTIONAL = 6     # order notional above the per-order maximum
+REJ_PRICE_COLLAR = 7     # limit price too far from the reference (mid) price
+REJ_RATE_LIMIT = 8       # order rate above the token bucket
+REJ_DUPLICATE = 9        # the same order (instrument, side, price, qty) is open or was just sent
+REJ_POSITION_LIMIT = 10  # the position after a full fill (with open orders on that side) would exceed the limit
+REJ_NAMES = {REJ_TRADING_DISABLED: "trading disabled", REJ_TOO_MANY_ORDERS: "too many open orders",
+             REJ_BAD_QTY: "bad quantity or price", REJ_NO_MARKET: "no market", REJ_MAX_QTY: "max order quantity",
+             REJ_MAX_NOTIONAL: "max order notional", REJ_PRICE_COLLAR: "price collar", REJ_RATE_LIMIT: "rate limit",
+             REJ_DUPLICATE: "duplicate order", REJ_POSITION_LIMIT: "position limit after fill"}
 
 ORDER = _padded([
     ("order_id", np.int64),

@@ -4,6 +4,12 @@ Two simple, honest rules (deepened later): a directional taker that crosses the 
 the model's probability is far enough from one half (with a per-instrument cooldown in event time), and a
 two-sided quoter around the mid, skewed against inventory, that re-quotes only when its desired price
 moved by more than a threshold (so it does not spam cancels).
+
+The taker sizes by fractional Kelly, here because the probability is first known here: the target position
+is ``f * equity`` with ``f = c * (p - q / b)`` (binary) or ``c * mu / sigma^2`` (continuous, ``mu = (2p - 1)
+sigma`` over the risk horizon, ``sigma`` risk's GARCH horizon volatility); an order takes the step towards
+the target, capped by ``take_usd`` and by risk's budget. When risk asks for a reduction (liquidation
+distance) that comes first, as a reduce-only IOC. Every intent carries the decision's inputs and reasons.
 """
 
 import numpy as np
@@ -12,16 +18,19 @@ from numba import njit
 from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
-from stages.records import (BUY, INTENT_IOC, INTENT_QUOTE, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED, SELL,
-                            STRAT_DIRECTIONAL, STRAT_QUOTER)
+from stages import kelly
+from stages.records import (BUY, INTENT_IOC, INTENT_QUOTE, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED,
+                            RISK_KELLY, SELL, STRAT_DIRECTIONAL, STRAT_QUOTER, STRAT_RISK_REDUCE)
 
 (P_THRESHOLD, P_TAKE_USD, P_QUOTE_USD, P_HALF_SPREAD_BPS, P_REQUOTE_BPS, P_SKEW_BPS, P_COOLDOWN_NS, P_QUOTING,
- P_MAX_POSITION_USD) = range(9)
+ P_MAX_POSITION_USD, P_KELLY_FRACTION, P_KELLY_PAYOFF, P_KELLY_CONTINUOUS) = range(12)
 
 K_QUOTE_BID, K_QUOTE_ASK, K_LAST_TAKE_TS, K_POSITION = range(4)
 
-STATS = ("predictions", "takes", "quotes", "quote_cancels", "fills_seen", "no_market", "trading_disabled")
-ST_PREDICTIONS, ST_TAKES, ST_QUOTES, ST_QUOTE_CANCELS, ST_FILLS, ST_NO_MARKET, ST_DISABLED = range(7)
+STATS = ("predictions", "takes", "quotes", "quote_cancels", "fills_seen", "no_market", "trading_disabled",
+         "kelly_sized", "kelly_no_edge", "risk_reductions")
+(ST_PREDICTIONS, ST_TAKES, ST_QUOTES, ST_QUOTE_CANCELS, ST_FILLS, ST_NO_MARKET, ST_DISABLED, ST_KELLY_SIZED,
+ ST_KELLY_NO_EDGE, ST_RISK_REDUCTIONS) = range(10)
 
 MAX_INTENTS_PER_PREDICTION = 3
 
@@ -32,9 +41,11 @@ def out_capacity(batch: int) -> int:
 
 def make_params(threshold: float, take_usd: float, quote_usd: float, half_spread_bps: float,
                 requote_bps: float, skew_bps: float, cooldown_ms: float, quoting: bool,
-                max_position_usd: float) -> np.ndarray:
+                max_position_usd: float, kelly_fraction: float = 0.25, kelly_payoff_ratio: float = 1.0,
+                kelly_form: str = "binary") -> np.ndarray:
     return np.array([threshold, take_usd, quote_usd, half_spread_bps, requote_bps, skew_bps,
-                     cooldown_ms * 1e6, float(quoting), max_position_usd, 0.0])
+                     cooldown_ms * 1e6, float(quoting), max_position_usd, kelly_fraction, kelly_payoff_ratio,
+                     float(kelly_form == "continuous"), 0.0])
 
 
 def make_state():
@@ -44,8 +55,14 @@ def make_state():
 
 
 @njit(cache=True)
-def _intent(o, p, intent_ids, kind, side, price, qty, strategy, now_ns):
+def _intent(o, p, intent_ids, kind, side, price, qty, strategy, now_ns, kelly_f=0.0, extra_reasons=0):
     intent_ids[0] += 1
+    o["risk_reasons"] = p["reasons"] | extra_reasons
+    o["kelly_f"] = kelly_f
+    o["budget"] = p["buy_budget"] if side == BUY else p["sell_budget"]
+    o["horizon_sigma_bps"] = p["horizon_sigma_bps"]
+    o["heat"] = p["heat"]
+    o["drawdown"] = p["drawdown"]
     o["origin_ts"] = p["origin_ts"]
     o["origin_seq"] = p["origin_seq"]
     o["stage_ts"] = now_ns
@@ -57,6 +74,19 @@ def _intent(o, p, intent_ids, kind, side, price, qty, strategy, now_ns):
     o["strategy"] = strategy
     o["price"] = price
     o["qty"] = qty
+
+
+@njit(cache=True)
+def kelly_target(p, side, params):
+    """Fractional Kelly target position notional over equity on ``side`` (>= 0: no edge, no position)."""
+    prob = p["prob_up"] if side == BUY else 1.0 - p["prob_up"]
+    c = params[P_KELLY_FRACTION]
+    if params[P_KELLY_CONTINUOUS] != 0.0:
+        sigma = p["horizon_sigma_bps"] * 1e-4
+        f = kelly.continuous((2.0 * prob - 1.0) * sigma, sigma * sigma, c)
+    else:
+        f = kelly.binary(prob, params[P_KELLY_PAYOFF], c)
+    return max(f, 0.0)
 
 
 @njit(cache=True)
@@ -91,19 +121,38 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         mid = 0.5 * (bid + ask)
         edge = p["prob_up"] - 0.5
         if p["origin_ts"] - keys[k, K_LAST_TAKE_TS] >= params[P_COOLDOWN_NS]:
-            take_qty = params[P_TAKE_USD] / mid
-            if edge > threshold and p["buy_budget"] > 0.0:
-                _intent(out[n_out], p, intent_ids, INTENT_IOC, BUY, ask, min(take_qty, p["buy_budget"]),
-                        STRAT_DIRECTIONAL, now_ns)
-                n_out += 1
-                keys[k, K_LAST_TAKE_TS] = p["origin_ts"]
-                stats[ST_TAKES] += 1
-            elif edge < -threshold and p["sell_budget"] > 0.0:
-                _intent(out[n_out], p, intent_ids, INTENT_IOC, SELL, bid, min(take_qty, p["sell_budget"]),
-                        STRAT_DIRECTIONAL, now_ns)
-                n_out += 1
-                keys[k, K_LAST_TAKE_TS] = p["origin_ts"]
-                stats[ST_TAKES] += 1
+            reduce = p["reduce_qty"]
+            side = BUY if edge > threshold else (SELL if edge < -threshold else 0)
+            if reduce != 0.0:
+                side = BUY if reduce > 0.0 else SELL
+                qty = min(abs(reduce), abs(keys[k, K_POSITION]))  # reduce-only, against strategy's own view too
+                if qty > 0.0 and keys[k, K_POSITION] * reduce < 0.0:
+                    _intent(out[n_out], p, intent_ids, INTENT_IOC, side, ask if side == BUY else bid, qty,
+                            STRAT_RISK_REDUCE, now_ns)
+                    n_out += 1
+                    keys[k, K_LAST_TAKE_TS] = p["origin_ts"]
+                    stats[ST_RISK_REDUCTIONS] += 1
+            elif side != 0:
+                budget = p["buy_budget"] if side == BUY else p["sell_budget"]
+                f = kelly_target(p, side, params)
+                # the step from the current position to the Kelly target, on this side
+                want_usd = f * p["equity"] - side * keys[k, K_POSITION] * mid
+                qty = min(params[P_TAKE_USD] / mid, budget)
+                kelly_qty = max(want_usd / mid, 0.0)
+                extra = 0
+                if kelly_qty < qty:
+                    qty = kelly_qty
+                    extra = RISK_KELLY
+                if qty > 0.0:
+                    _intent(out[n_out], p, intent_ids, INTENT_IOC, side, ask if side == BUY else bid, qty,
+                            STRAT_DIRECTIONAL, now_ns, side * f, extra)
+                    n_out += 1
+                    keys[k, K_LAST_TAKE_TS] = p["origin_ts"]
+                    stats[ST_TAKES] += 1
+                    if extra:
+                        stats[ST_KELLY_SIZED] += 1
+                elif f <= 0.0:
+                    stats[ST_KELLY_NO_EDGE] += 1
         if params[P_QUOTING] == 0.0:
             continue
         inventory = keys[k, K_POSITION] * mid / params[P_MAX_POSITION_USD]

@@ -132,7 +132,7 @@ class Venue:
 
     def __init__(self, max_open=64):
         self.state = execute.make_state()
-        self.params = execute.make_params(1.0, 5.0, max_open)
+        self.params = execute.make_params(1.0, 5.0, max_open, price_collar_bps=500.0)  # books here are 50 bps wide
         self.ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
         self.ctl[cb.G_TRADING_ENABLED] = 1
         self.stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
@@ -230,6 +230,7 @@ def test_risk_budget_shrinks_with_position_and_volatility():
 def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
     p = np.zeros(1, records.PREDICTION)
     p["bid"], p["ask"], p["prob_up"], p["buy_budget"], p["sell_budget"] = 99.0, 101.0, 0.8, 10.0, 10.0
+    p["equity"] = 1e6  # Kelly target 0.25 * (0.8 - 0.2) * 1e6 = $150,000: the budget binds
     ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
     ctl[cb.G_TRADING_ENABLED] = 1
     out = np.zeros(strategy.out_capacity(1), records.ORDER_INTENT)
@@ -300,7 +301,7 @@ def test_synthetic_arrivals_are_bursty_at_the_configured_mean_rate():
 @pytest.mark.parametrize("flatten", [True, False])
 def test_a_kill_flattens_positions_reduce_only_unless_cancel_only(flatten):
     v = Venue()
-    v.params = execute.make_params(1.0, 5.0, 64, flatten=flatten, flatten_collar_bps=50.0)
+    v.params = execute.make_params(1.0, 5.0, 64, flatten=flatten, flatten_collar_bps=50.0, price_collar_bps=500.0)
     v.send(market=[book(size=1.0)])
     v.send([intent(INTENT_IOC, BUY, 101.0, 1.5)])  # long 1.5
     assert v.state[5][0] == pytest.approx(1.5)

@@ -115,6 +115,10 @@ class StatusView:
             lines.append(f"orders {ex['orders']:,}, fills {ex['fills']:,}, cancels {ex['cancels']:,}, rejects "
                          f"{ex['rejects']:,}, PnL ${ex['pnl_cents'] / 100:,.2f} after fees "
                          f"${ex['fees_cents'] / 100:,.2f}")
+            rejected = {label[4:]: v for label, v in ex.items() if label.startswith("rej_") and v}
+            if rejected:
+                lines.append("rejected by the gate: " + ", ".join(f"{k.replace('_', ' ')} {v:,}"
+                                                                   for k, v in rejected.items()))
             lines.append("tick-to-order latency (market event received -> execution report): "
                          f"p50 {_us(cb.percentile_ns(tick, 0.5))} p99 {_us(cb.percentile_ns(tick, 0.99))} "
                          f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")

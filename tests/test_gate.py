@@ -1,0 +1,142 @@
+"""The pre-trade gate in execute: every rejection reason produced, reported with its code, counted, and
+never turned into an order."""
+import numpy as np
+import pytest
+
+from shm import control as cb
+from stages import execute, records
+from stages.records import BUY, EV_BOOK, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_REJECTED, SELL
+
+MS = 1_000_000
+
+
+def book(bid=100.0, ask=100.5, size=5.0, tick=0.5, seq=1):
+    ev = np.zeros(1, records.MARKET_EVENT)[0]
+    ev["kind"], ev["origin_seq"], ev["venue_seq"], ev["origin_ts"] = EV_BOOK, seq, seq, seq
+    for j in range(records.BOOK_LEVELS):
+        ev["bid_px"][j], ev["ask_px"][j] = bid - j * tick, ask + j * tick
+        ev["bid_sz"][j] = ev["ask_sz"][j] = size
+    return ev
+
+
+def intent(kind, side, price, qty, intent_id=1):
+    it = np.zeros(1, records.ORDER_INTENT)[0]
+    it["kind"], it["side"], it["price"], it["qty"], it["intent_id"] = kind, side, price, qty, intent_id
+    it["strategy"] = records.STRAT_DIRECTIONAL
+    return it
+
+
+class Gate:
+    def __init__(self, **limits):
+        self.state = execute.make_state()
+        self.params = execute.make_params(1.0, 5.0, 64, **limits)
+        self.ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
+        self.ctl[cb.G_TRADING_ENABLED] = 1
+        self.stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
+        self.out = np.zeros(execute.out_capacity(16), records.EXEC_REPORT)
+        self.send(market=[book()])
+
+    def send(self, intents=(), market=(), now_ns=1_000 * MS):
+        intents = np.array(list(intents), records.ORDER_INTENT)
+        market = np.array(list(market), records.MARKET_EVENT)
+        n = execute.step(intents, len(intents), market, len(market), self.state, self.params, self.ctl,
+                         self.stats, self.out, now_ns)
+        return self.out[:n].copy()
+
+    def rejected(self, reason):
+        return int(self.stats[execute.ST_REJ_BASE + reason - 1])
+
+    @property
+    def position(self):
+        return self.state[5][0]
+
+
+def assert_rejected(gate, reports, reason):
+    """One report, a rejection with ``reason``; no order was acknowledged for it; the reason's counter moved."""
+    assert len(reports) == 1
+    r = reports[0]
+    assert r["state"] == ORD_REJECTED and r["reject_reason"] == reason and r["order_id"] == 0
+    assert gate.rejected(reason) >= 1
+
+
+def test_the_stats_name_one_counter_per_rejection_reason():
+    names = execute.STATS[execute.ST_REJ_BASE:]
+    assert len(names) == len(records.REJ_NAMES) and len(execute.STATS) <= cb.CUSTOM_WORDS
+    assert names[records.REJ_PRICE_COLLAR - 1] == "rej_price_collar"
+
+
+def test_max_order_quantity():
+    g = Gate(max_order_qty=2.0)
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 2.5)]), records.REJ_MAX_QTY)
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 2.0)])[0]["state"] == ORD_ACKED
+    assert g.stats[execute.ST_ORDERS] == 1 and g.stats[execute.ST_REJECTS] == 1
+
+
+def test_max_order_notional():
+    g = Gate(max_order_usd=150.0)
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 1.5)]), records.REJ_MAX_NOTIONAL)  # $150.75
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 1.4)])[0]["state"] == ORD_ACKED
+    assert g.position == pytest.approx(1.4)
+
+
+@pytest.mark.parametrize("side,price", [(BUY, 101.0), (SELL, 99.5), (BUY, 99.5)])
+def test_price_collar_around_the_mid(side, price):
+    g = Gate(price_collar_bps=50.0)  # mid 100.25: 50 bps = 0.50
+    assert_rejected(g, g.send([intent(INTENT_QUOTE, side, price, 1.0)]), records.REJ_PRICE_COLLAR)
+    assert g.send([intent(INTENT_QUOTE, side, 100.25 - side * 0.5, 1.0)])[0]["state"] == ORD_ACKED
+
+
+def test_order_rate_token_bucket_refills_in_event_time_and_rejections_spend_no_token():
+    g = Gate(max_orders_per_s=10.0, order_burst=2, max_order_qty=5.0)
+    t = 1_000 * MS
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.1)], now_ns=t)[0]["state"] == ORD_ACKED
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 9.0)], now_ns=t), records.REJ_MAX_QTY)
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.2)], now_ns=t)[0]["state"] == ORD_ACKED
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 0.3)], now_ns=t + 50 * MS), records.REJ_RATE_LIMIT)
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.3)], now_ns=t + 100 * MS)[0]["state"] == ORD_ACKED
+    assert g.rejected(records.REJ_RATE_LIMIT) == 1 and g.stats[execute.ST_ORDERS] == 3
+
+
+def test_duplicates_an_identical_ioc_within_the_window_or_an_identical_open_order():
+    g = Gate(duplicate_window_ms=10.0)
+    t = 1_000 * MS
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.5)], now_ns=t)[0]["state"] == ORD_ACKED
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 0.5)], now_ns=t + 9 * MS), records.REJ_DUPLICATE)
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.6)], now_ns=t + 9 * MS)[0]["state"] == ORD_ACKED  # other qty
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.5)], now_ns=t + 10 * MS)[0]["state"] == ORD_ACKED
+    assert g.send([intent(INTENT_QUOTE, SELL, 101.0, 1.0)], now_ns=t + 20 * MS)[0]["state"] == ORD_ACKED
+    # an IOC identical to the resting quote (same side, price and open quantity)
+    assert_rejected(g, g.send([intent(INTENT_IOC, SELL, 101.0, 1.0)], now_ns=t + 40 * MS), records.REJ_DUPLICATE)
+    assert g.rejected(records.REJ_DUPLICATE) == 2
+
+
+def test_position_limit_after_a_full_fill_counts_open_orders_and_always_lets_reductions_through():
+    g = Gate(max_position_usd=250.0)  # mid 100.25: 2.49 units
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 1.0)])[0]["state"] == ORD_ACKED
+    assert g.send([intent(INTENT_QUOTE, BUY, 99.5, 1.0)])[0]["state"] == ORD_ACKED  # long 1 + 1 open = 2
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 0.5, intent_id=3)]), records.REJ_POSITION_LIMIT)
+    assert g.position == pytest.approx(1.0)
+    assert g.send([intent(INTENT_IOC, SELL, 100.0, 0.5)])[0]["state"] == ORD_ACKED  # reduces: passes
+    g2 = Gate(max_position_usd=50.0)
+    g2.state[5][0] = 3.0  # already long beyond the limit (e.g. limit lowered): selling still passes
+    assert g2.send([intent(INTENT_IOC, SELL, 100.0, 1.0)])[0]["state"] == ORD_ACKED
+    assert_rejected(g2, g2.send([intent(INTENT_IOC, SELL, 100.0, 5.0)]), records.REJ_POSITION_LIMIT)  # flips to -3
+
+
+def test_trading_disabled_is_a_counted_rejection_and_the_other_reasons_stay_counted():
+    g = Gate()
+    cb.disable_trading(g.ctl, cb.KILL_OPERATOR, -1, 1)
+    reports = g.send([intent(INTENT_IOC, BUY, 100.5, 0.5)])
+    assert list(reports["reject_reason"]) == [records.REJ_TRADING_DISABLED]
+    assert g.rejected(records.REJ_TRADING_DISABLED) == 1 == g.stats[execute.ST_DISABLED_REJECTS]
+    assert g.stats[execute.ST_ORDERS] == 0
+
+
+def test_bad_quantity_and_no_market_are_counted_under_their_codes():
+    g = Gate()
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, -1.0)]), records.REJ_BAD_QTY)
+    it = intent(INTENT_IOC, BUY, 100.5, 1.0)
+    it["symbol"] = 1
+    assert_rejected(g, g.send([it]), records.REJ_NO_MARKET)
+    total = sum(g.stats[execute.ST_REJ_BASE:execute.ST_REJ_BASE + len(records.REJ_NAMES)])
+    assert total == g.stats[execute.ST_REJECTS] == 2

@@ -1,0 +1,76 @@
+"""Explain orders from a journal: each order or rejection next to the risk inputs that sized it.
+
+    bot4 risk explain JOURNAL [--limit N] [--rejected]
+
+Intents carry the risk decision's reasons (``records.RISK_NAMES``), the fractional Kelly target, the side's
+budget, the GARCH horizon sigma, heat and drawdown; execution reports carry what the venue (or the gate)
+made of them. An intent is matched to the first later acknowledgement or rejection with the same origin,
+instrument, side, price and quantity (execute answers intents in order, one answer each).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict, deque
+
+import numpy as np
+
+from pipeline.journal import JournalReader
+from stages import records
+
+
+def reason_names(bits: int) -> str:
+    names = [name for bit, name in sorted(records.RISK_NAMES.items()) if bits & bit]
+    return ", ".join(names) if names else "-"
+
+
+def explain(intents: np.ndarray, reports: np.ndarray) -> list[tuple[np.void, np.void]]:
+    """(intent, report) for every intent that was acknowledged or rejected, in report order."""
+    waiting = defaultdict(deque)
+    for i in range(len(intents)):
+        it = intents[i]
+        waiting[(int(it["origin_seq"]), int(it["venue"]), int(it["symbol"]), int(it["side"]), float(it["price"]),
+                 float(it["qty"]))].append(i)
+    answered = reports[(reports["state"] == records.ORD_ACKED) | (reports["state"] == records.ORD_REJECTED)]
+    out = []
+    for r in answered:
+        key = (int(r["origin_seq"]), int(r["venue"]), int(r["symbol"]), int(r["side"]), float(r["price"]),
+               float(r["qty"]))
+        if waiting[key]:
+            out.append((intents[waiting[key].popleft()], r))
+    return out
+
+
+def line(intent: np.void, report: np.void) -> str:
+    side = "buy" if intent["side"] == records.BUY else "sell"
+    if report["state"] == records.ORD_REJECTED:
+        outcome = f"REJECTED ({records.REJ_NAMES.get(int(report['reject_reason']), '?')})"
+    else:
+        outcome = f"order {int(report['order_id'])}"
+    return (f"{int(intent['origin_ts'])} {outcome}: {side} {intent['qty']:.6g} @ {intent['price']:.8g} "
+            f"venue {int(intent['venue'])} symbol {int(intent['symbol'])} strategy {int(intent['strategy'])} | "
+            f"budget {intent['budget']:.6g} kelly f {intent['kelly_f']:+.4f} sigma(h) {intent['horizon_sigma_bps']:.1f} "
+            f"bps heat {intent['heat']:.4f} drawdown {intent['drawdown']:.2%} | sized by: "
+            f"{reason_names(int(intent['risk_reasons']))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bot4 risk explain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("journal", help="journal directory with intent and exec streams")
+    parser.add_argument("--limit", type=int, default=50, help="at most this many lines (0 = all)")
+    parser.add_argument("--rejected", action="store_true", help="only rejections")
+    args = parser.parse_args(argv)
+    intents = JournalReader(args.journal, "intent", records.ORDER_INTENT).read_all()
+    reports = JournalReader(args.journal, "exec", records.EXEC_REPORT).read_all()
+    pairs = explain(intents, reports)
+    if args.rejected:
+        pairs = [(i, r) for i, r in pairs if r["state"] == records.ORD_REJECTED]
+    for intent, report in pairs[:args.limit or None]:
+        print(line(intent, report))
+    print(f"{len(pairs):,} {'rejected' if args.rejected else 'answered'} intents of {len(intents):,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
