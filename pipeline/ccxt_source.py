@@ -18,8 +18,9 @@ so the venue's own URL layout is what gets served). Per symbol it runs
 ``exch_ts`` is the venue's timestamp, ``origin_ts`` the local time the watch returned. A failed watch
 (network error, dropped connection) retries after an exponential backoff (``reconnect_min_ms`` doubled per
 consecutive failure up to ``reconnect_max_ms``, with jitter), counted. The venue clock is tracked two ways
-per venue: the REST server time against the local clock at the round trip's midpoint (every
-``CLOCK_PERIOD_S``), and an EWMA of venue-minus-receive time over the stream.
+per venue: the REST server time against the local clock at the round trip's midpoint (the fastest of
+``CLOCK_SAMPLES`` round trips every ``CLOCK_PERIOD_S``; logged when it moves), and an EWMA of
+venue-minus-receive time over the stream (which also holds the delivery latency).
 
 Concurrency: :class:`CcxtSource` runs on one asyncio loop (its own thread in the feed process); records
 leave through ``emit``, which may block (back-pressure from the ring); ``stats`` are written on that loop
@@ -39,6 +40,9 @@ from stages.records import (BOOK_LEVELS, BUY, EV_BOOK, EV_FUNDING, EV_MARK, EV_T
                             SELL)
 
 CLOCK_PERIOD_S = 30.0
+CLOCK_SAMPLES = 3
+CLOCK_LOG_STEP_MS = 50.0   # log the venue clock when it moved this much since last logged
+TIME_ENDPOINTS = {"binance": "public", "binanceusdm": "fapiPublic", "binancecoinm": "dapiPublic"}
 STREAM_OFFSET_ALPHA = 0.01
 MARKET_TYPES = {"binance": "spot", "binanceusdm": "linear", "binancecoinm": "inverse"}  # markets each class loads
 
@@ -376,17 +380,20 @@ class CcxtSource:
 
     async def _clock(self, spec: VenueSpec, ex) -> None:
         stats = self.stats[spec.venue]
+        logged = float("nan")
         while not self._stopping:
             try:
-                t0 = time.time_ns()
-                venue_ms = await ex.fetch_time()
-                t1 = time.time_ns()
-                stats.rest_offset_ms = venue_ms - (t0 + t1) / 2e6
-                stats.rest_rtt_ms = (t1 - t0) / 1e6
+                samples = [await _time_probe(ex) for _ in range(CLOCK_SAMPLES)]
+                rtt_ns, offset_ns = min(samples)  # the fastest round trip bounds the error best (as NTP does)
+                stats.rest_offset_ms, stats.rest_rtt_ms = offset_ns / 1e6, rtt_ns / 1e6
+                if not abs(stats.rest_offset_ms - logged) < CLOCK_LOG_STEP_MS:
+                    logged = stats.rest_offset_ms
+                    self.log(f"ccxt {spec.venue}: venue clock - local {stats.rest_offset_ms:+.1f} ms "
+                             f"(REST, rtt {stats.rest_rtt_ms:.1f} ms); stream {stats.stream_offset_ms:+.1f} ms")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the clock is advisory; the stream offset still runs
-                stats.last_error = f"fetch_time: {type(exc).__name__}: {str(exc)[:200]}"
+                stats.last_error = f"server time: {type(exc).__name__}: {str(exc)[:200]}"
             await asyncio.sleep(CLOCK_PERIOD_S)
 
     @staticmethod
@@ -398,6 +405,25 @@ class CcxtSource:
             stats.stream_offset_ms = lag_ms
         else:
             stats.stream_offset_ms += STREAM_OFFSET_ALPHA * (lag_ms - stats.stream_offset_ms)
+
+
+async def _time_probe(ex) -> tuple[int, int]:
+    """(round trip ns, venue time minus local time at its midpoint, ns) from one server-time request.
+
+    Binance classes are asked directly (ccxt's ``fetch`` without its rate-limit throttle, whose wait would
+    count as round trip); others through ``fetch_time``."""
+    path = TIME_ENDPOINTS.get(ex.id)
+    if path is not None:
+        request = ex.sign("time", [path], "GET", {})
+        t0 = time.time_ns()
+        reply = await ex.fetch(request["url"], "GET", request["headers"], request["body"])
+        t1 = time.time_ns()
+        venue_ms = int(reply["serverTime"])
+    else:
+        t0 = time.time_ns()
+        venue_ms = await ex.fetch_time()
+        t1 = time.time_ns()
+    return t1 - t0, venue_ms * 1_000_000 - (t0 + t1) // 2
 
 
 def _float(value) -> float:

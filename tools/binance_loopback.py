@@ -20,8 +20,9 @@ diff that bridges it (earlier lines of that symbol are skipped). The replay cloc
 the receive time, keeping the recorded venue-minus-receive skew, so a paced replay looks live.
 
 Fault injection: ``drop_after`` closes each of the first ``drops`` connections abruptly after sending it
-that many messages; ``gap_at`` withholds the Nth depth diff of every symbol (``gaps`` times, every
-``gap_at`` diffs) from every client while the server's book still applies it: a sequence gap. ``counts``
+that many messages; ``gap_at`` withholds from every client the ``gap_at``-th depth diff of a symbol after
+each snapshot of it served (``gaps`` times per symbol) while the server's book still applies it: a
+sequence gap in a book the client has just synced. ``counts``
 says what was served (connections, snapshots, messages, drops, gaps), for tests and operators.
 
 Concurrency: everything runs on the server's own event loop (its thread when started with
@@ -151,7 +152,7 @@ def load_capture(paths, product: str) -> tuple[list[Event], dict[str, Book]]:
 class Faults:
     drop_after: int = 0     # close a connection abruptly after sending it this many messages (0 = never)
     drops: int = 1          # ...for this many connections
-    gap_at: int = 0         # withhold every gap_at-th depth diff of each symbol (0 = never)
+    gap_at: int = 0         # withhold the gap_at-th depth diff after each snapshot served (0 = never)
     gaps: int = 1           # ...this many times per symbol
 
 
@@ -185,7 +186,7 @@ class LoopbackServer:
         self._connections: list[Connection] = []
         self._subscribed: set = set()
         self._start = None           # asyncio.Event, made on the server's loop
-        self._depth_seen: dict[str, int] = {}
+        self._since_snapshot: dict[str, int | None] = {}  # diffs served since the symbol's last snapshot
         self._gaps_done: dict[str, int] = {}
         self._drops_left = self.faults.drops
         self._loop = None
@@ -283,6 +284,7 @@ class LoopbackServer:
             return web.json_response({"code": -1100, "msg": "Illegal characters found in parameter 'limit'."},
                                      status=400)
         self.counts["snapshots"] += 1
+        self._since_snapshot[symbol] = 0
         bids, asks = book.snapshot(max(1, min(limit, 5000)))
         body = {"lastUpdateId": book.last_u}
         if self.product != "spot":
@@ -366,14 +368,16 @@ class LoopbackServer:
     # --- the replay -----------------------------------------------------------------------------------
 
     def _withhold(self, e: Event) -> bool:
-        """Fault injection: is this depth diff the one to leave out (the server's book still applies it)?"""
-        n = self._depth_seen[e.symbol] = self._depth_seen.get(e.symbol, 0) + 1
-        if not self.faults.gap_at or n % self.faults.gap_at:
+        """Fault injection: is this depth diff the one to leave out (the server's book still applies it)?
+        The gap_at-th diff after each snapshot served, so each gap lands in a book a client has synced."""
+        n = self._since_snapshot.get(e.symbol)
+        if not self.faults.gap_at or n is None or self._gaps_done.get(e.symbol, 0) >= self.faults.gaps:
             return False
-        done = self._gaps_done.get(e.symbol, 0)
-        if done >= self.faults.gaps:
+        self._since_snapshot[e.symbol] = n + 1
+        if n + 1 < self.faults.gap_at:
             return False
-        self._gaps_done[e.symbol] = done + 1
+        self._since_snapshot[e.symbol] = None  # the next gap waits for the next snapshot
+        self._gaps_done[e.symbol] = self._gaps_done.get(e.symbol, 0) + 1
         self.counts["gaps"] += 1
         return True
 
@@ -381,7 +385,6 @@ class LoopbackServer:
         if not self.restamp:
             return e.data
         shift = now_ns // 1_000_000 - e.recv_ns // 1_000_000
-        self.shift_ms = shift
         data = dict(e.data)
         for k in ("E", "T"):
             if k in data:
@@ -395,18 +398,18 @@ class LoopbackServer:
         for e in self.events:
             if self.speed > 0:
                 wait = (t0 + (e.recv_ns - first) / self.speed - time.monotonic_ns()) / 1e9
-                if wait > 0:
+                if wait > 0.0005:  # sleeping per message would cost more than the pacing is worth
                     await asyncio.sleep(wait)
-            data = self._payload(e, time.time_ns())
             withheld = False
             if e.channel == "depth":
                 withheld = self._withhold(e)
                 book = self.books[e.symbol]
                 book.apply(e.data)
                 book.exch_ms = e.data.get("T", e.data.get("E", 0))
+                self.shift_ms = time.time_ns() // 1_000_000 - e.recv_ns // 1_000_000 if self.restamp else 0
             self.counts["replayed"] += 1
-            if not withheld:
-                await self._send(e, data)
+            if not withheld and any((e.symbol, e.channel) in c.streams for c in self._connections):
+                await self._send(e, self._payload(e, time.time_ns()))
             if self.speed == 0:
                 await asyncio.sleep(0)
         self.finished.set()
@@ -501,7 +504,7 @@ def main(argv=None) -> int:
     ap.add_argument("--wait-streams", type=int, default=1, help="start the replay once this many streams are subscribed")
     ap.add_argument("--drop-after", type=int, default=0, help="drop a connection after sending it N messages")
     ap.add_argument("--drops", type=int, default=1, help="...for this many connections")
-    ap.add_argument("--gap-at", type=int, default=0, help="withhold every Nth depth diff (a sequence gap)")
+    ap.add_argument("--gap-at", type=int, default=0, help="withhold the Nth depth diff after each snapshot (a sequence gap)")
     ap.add_argument("--gaps", type=int, default=1, help="...this many times per symbol")
     args = ap.parse_args(argv)
     try:
