@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -438,6 +439,15 @@ class LoopbackServer:
                 if transport is not None:
                     transport.abort()  # no close frame: the client sees a dropped connection
 
+    def publish(self, symbol: str, channel: str, data: dict) -> None:
+        """Send one message of the venue's format to the subscribers of (symbol, channel), from any thread:
+        for streams the capture does not have (mark price, liquidations) and for operators' experiments."""
+        future = asyncio.run_coroutine_threadsafe(self._send(Event(0, symbol, channel, data), data), self._loop)
+        future.result(10)
+
+    def subscribed(self, symbol: str, channel: str) -> bool:
+        return (symbol, channel) in self._subscribed
+
     # --- lifecycle ------------------------------------------------------------------------------------
 
     async def serve(self) -> None:
@@ -493,6 +503,10 @@ class LoopbackServer:
         self.stop()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.binance_loopback", description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="+", help="capture files of one product")
@@ -515,10 +529,13 @@ def main(argv=None) -> int:
         print(f"binance_loopback: {exc}")
         return 2
     server.start()
+    signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop is a clean stop, like Ctrl-C
     exchange = {"spot": "binance", "usdm": "binanceusdm", "coinm": "binancecoinm"}[args.product]
-    print(f"binance loopback ({args.product}: {', '.join(server.symbols)}) on {server.rest_url}; config:\n"
-          f'  [[feed.ccxt]]  # or feed.ccxt_venues\n  exchange = "{exchange}"\n'
-          f'  rest_url = "{server.rest_url}"\n  ws_url = "{server.ws_url}"', flush=True)
+    v = args.product
+    print(f"binance loopback ({v}: {', '.join(server.symbols)}) on {server.rest_url}; a feed for it:\n"
+          f'[feed]\nsource = "ccxt"\nvenues = ["{v}"]\nsymbols = {orjson.dumps(server.symbols).decode()}\n'
+          f'ccxt_exchanges = ["{v}={exchange}"]\nccxt_rest_urls = ["{v}={server.rest_url}"]\n'
+          f'ccxt_ws_urls = ["{v}={server.ws_url}"]', flush=True)
     try:
         while not server.finished.wait(1.0):
             pass
