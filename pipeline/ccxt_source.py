@@ -12,7 +12,7 @@ so the venue's own URL layout is what gets served). Per symbol it runs
   and fetches a fresh snapshot: that is the resync, counted here. No view is emitted from a book that
   failed the check (ccxt rejects instead of resolving), nor from a crossed one (counted).
 - ``watch_trades``: EV_TRADE per trade, side +1 when the buyer took, ``venue_seq`` = the trade id; a trade
-  id already emitted is not emitted again (a reconnect may resend).
+  id already emitted is not emitted again (a reconnect may resend); ids skipped are counted (trade_gaps).
 - ``watch_mark_price`` on swaps whose class has it: EV_MARK (mark, index) and EV_FUNDING (rate, next time).
 
 ``exch_ts`` is the venue's timestamp, ``origin_ts`` the local time the watch returned. A failed watch
@@ -40,6 +40,7 @@ from stages.records import (BOOK_LEVELS, BUY, EV_BOOK, EV_FUNDING, EV_MARK, EV_T
                             SELL)
 
 CLOCK_PERIOD_S = 30.0
+TRADES_KEPT = 10_000
 CLOCK_SAMPLES = 3
 CLOCK_LOG_STEP_MS = 50.0   # log the venue clock when it moved this much since last logged
 TIME_ENDPOINTS = {"binance": "public", "binanceusdm": "fapiPublic", "binancecoinm": "dapiPublic"}
@@ -117,7 +118,9 @@ def _replace_origin(urls, origin: str):
 def make_exchange(spec: VenueSpec):
     import ccxt.pro
 
-    options = {}
+    # ccxt keeps the latest tradesLimit trades per symbol; a watcher that falls further behind than that loses
+    # trades (counted as trade_gaps), so keep more than a busy second of them
+    options = {"tradesLimit": TRADES_KEPT}
     if spec.exchange in MARKET_TYPES:  # load only the product this venue is, not every Binance product
         options["fetchMarkets"] = {"types": [MARKET_TYPES[spec.exchange]]}
     ex = getattr(ccxt.pro, spec.exchange)({"enableRateLimit": True, "options": options})
@@ -156,6 +159,7 @@ class VenueStats:
     reconnects: int = 0         # watches retried after a network error or a dropped connection
     errors: int = 0             # other failed watches (retried with the same backoff)
     crossed: int = 0            # books not emitted because their top was crossed
+    trade_gaps: int = 0         # trade ids never seen between two seen ones (a reconnect, or a watcher behind)
     rest_offset_ms: float = float("nan")   # venue REST time minus local time at the round trip's midpoint
     rest_rtt_ms: float = float("nan")
     stream_offset_ms: float = float("nan")  # EWMA of exch_ts - origin_ts over the stream (includes latency)
@@ -163,7 +167,8 @@ class VenueStats:
 
     def line(self, venue: str) -> str:
         return (f"{venue}: books {self.books:,}, trades {self.trades:,}, marks {self.marks:,}, "
-                f"resyncs {self.resyncs}, reconnects {self.reconnects}, errors {self.errors}, crossed {self.crossed}; "
+                f"resyncs {self.resyncs}, reconnects {self.reconnects}, errors {self.errors}, crossed {self.crossed}, "
+                f"trades missed {self.trade_gaps}; "
                 f"venue clock - local: REST {self.rest_offset_ms:+.1f} ms (rtt {self.rest_rtt_ms:.1f} ms), "
                 f"stream {self.stream_offset_ms:+.1f} ms")
 
@@ -342,6 +347,8 @@ class CcxtSource:
                 r["side"] = BUY if t["side"] == "buy" else SELL
                 r["venue"], r["symbol"] = spec.venue_id, symbol_id
                 r["price"], r["size"] = t["price"], t["amount"]
+            if last_id and int(fresh[0]["id"]) > last_id + 1:
+                stats.trade_gaps += int(fresh[0]["id"]) - last_id - 1
             last_id = int(fresh[-1]["id"])
             stats.trades += len(fresh)
             self._track(stats, rec[-1])

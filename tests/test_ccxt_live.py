@@ -99,13 +99,14 @@ def test_snapshot_and_diffs_build_the_book_the_capture_implies(name, product, sy
         counts = dict(server.counts)
     stats = source.stats[product]
     views = assert_books_match_capture(records, name, product)
-    assert counts["snapshots"] == 1 and stats.resyncs == 0 and stats.reconnects == 0
-    assert len(views) >= 200 and stats.books == len(views)
+    assert counts["snapshots"] == 1 and stats.resyncs == 0 and stats.reconnects == 0, (counts, stats)
+    assert len(views) >= 100 and stats.books == len(views), (counts, stats)
     assert views[0]["flags"] & F_SNAPSHOT and not (views[1:]["flags"] & F_SNAPSHOT).any()
     assert np.array_equal(views["first_seq"][1:], views["venue_seq"][:-1] + 1)  # each view continues the last
     trades = records[records["kind"] == EV_TRADE]
     ids = trades["venue_seq"]
-    assert len(trades) > 50 and np.all(np.diff(ids) == 1)  # every trade once, in order, none missed
+    assert len(trades) > 50 and np.all(np.diff(ids) == 1), stats  # every trade once, in order, none missed
+    assert stats.trade_gaps == 0
     assert set(trades["side"].tolist()) == {1, -1}
     assert (records["origin_ts"] > 0).all() and (trades["exch_ts"] > 0).all() and (views["exch_ts"][1:] > 0).all()
     # (the first view may be a bare spot snapshot, which carries no venue time: exch_ts 0)
@@ -181,7 +182,9 @@ def test_a_dropped_connection_reconnects_and_events_keep_flowing():
     assert (views["flags"] & F_SNAPSHOT).sum() == counts["snapshots"] >= 2  # a new snapshot after the book's drop
     assert np.all(np.diff(views["venue_seq"].astype(np.int64)) > 0)
     trades = records[records["kind"] == EV_TRADE]
-    assert len(np.unique(trades["venue_seq"])) == len(trades)  # nothing emitted twice across the reconnect
+    ids = trades["venue_seq"]
+    assert np.all(np.diff(ids) > 0)  # nothing emitted twice across the reconnect
+    assert stats.trade_gaps == ids[-1] - ids[0] + 1 - len(ids)  # what the outage cost is counted
 
 
 def test_a_live_run_from_the_loopback_venues_passes_through_every_stage_and_stops_clean(live, tmp_path):
@@ -206,6 +209,6 @@ def test_a_live_run_from_the_loopback_venues_passes_through_every_stage_and_stop
                   re.findall(r"(\w+) ([\d,]+)->([\d,]+)", re.search(r"records per stage.*", output).group(0)))
     assert events > 100 and counts["inference"] > 0, output
     for venue in ("spot", "usdm"):
-        line = re.search(rf"feed: ccxt {venue}: books ([\d,]+), trades ([\d,]+).*resyncs 0, reconnects 0", output)
+        line = re.search(rf"feed: ccxt {venue}: books ([\d,]+), trades ([\d,]+).*resyncs 0, reconnects 0.*trades missed 0", output)
         assert line and int(line.group(1).replace(",", "")) > 0 and int(line.group(2).replace(",", "")) > 0, output
     assert spot.counts["snapshots"] == usdm.counts["snapshots"] == 1
