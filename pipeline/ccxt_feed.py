@@ -41,8 +41,8 @@ class SourceThread:
         self.failure: BaseException | None = None
         self._stopped = threading.Event()
         f = config.feed
-        self.source = CcxtSource(venue_specs(f), list(f.symbols), self._put, reconnect_min_ms=f.reconnect_min_ms,
-                                 reconnect_max_ms=f.reconnect_max_ms, trades=f.ccxt_trades, funding=f.ccxt_funding,
+        self.source = CcxtSource(venue_specs(f), list(f.symbols), self._put, reconnect_min_ms=f.ccxt_reconnect_min_ms,
+                                 reconnect_max_ms=f.ccxt_reconnect_max_ms, trades=f.ccxt_trades, funding=f.ccxt_funding,
                                  log=log, seed=f.seed)
         self._loop = asyncio.new_event_loop()
         self._stop_event: asyncio.Event | None = None

@@ -16,11 +16,11 @@ so the venue's own URL layout is what gets served). Per symbol it runs
 - ``watch_mark_price`` on swaps whose class has it: EV_MARK (mark, index) and EV_FUNDING (rate, next time).
 
 ``exch_ts`` is the venue's timestamp, ``origin_ts`` the local time the watch returned. A failed watch
-(network error, dropped connection) retries after an exponential backoff (``reconnect_min_ms`` doubled per
-consecutive failure up to ``reconnect_max_ms``, with jitter), counted. The venue clock is tracked two ways
-per venue: the REST server time against the local clock at the round trip's midpoint (the fastest of
-``CLOCK_SAMPLES`` round trips every ``CLOCK_PERIOD_S``; logged when it moves), and an EWMA of
-venue-minus-receive time over the stream (which also holds the delivery latency).
+(network error, dropped connection) retries after an exponential backoff (``feed.ccxt_reconnect_min_ms``
+doubled per consecutive failure up to ``feed.ccxt_reconnect_max_ms``, with jitter), counted. The venue
+clock is tracked two ways per venue: the REST server time against the local clock at the round trip's
+midpoint (the fastest of ``CLOCK_SAMPLES`` round trips every ``CLOCK_PERIOD_S``; logged when it moves),
+and an EWMA of venue-minus-receive time over the stream (which also holds the delivery latency).
 
 Concurrency: :class:`CcxtSource` runs on one asyncio loop (its own thread in the feed process); records
 leave through ``emit``, which may block (back-pressure from the ring); ``stats`` are written on that loop
@@ -77,8 +77,9 @@ def check_feed_config(feed, require) -> None:
         venue, colon, symbol = left.partition(":")
         require(bool(sep and colon and market) and venue in feed.venues and symbol in feed.symbols,
                 "feed.ccxt_symbols", entry, 'use "VENUE:SYMBOL=CCXT_SYMBOL" with a venue and symbol of the feed')
-    require(0 < feed.reconnect_min_ms <= feed.reconnect_max_ms, "feed.reconnect_min_ms",
-            (feed.reconnect_min_ms, feed.reconnect_max_ms), "use 0 < reconnect_min_ms <= reconnect_max_ms")
+    require(0 < feed.ccxt_reconnect_min_ms <= feed.ccxt_reconnect_max_ms, "feed.ccxt_reconnect_min_ms",
+            (feed.ccxt_reconnect_min_ms, feed.ccxt_reconnect_max_ms),
+            "use 0 < ccxt_reconnect_min_ms <= ccxt_reconnect_max_ms")
 
 
 @dataclass(frozen=True)

@@ -56,14 +56,14 @@ class FeedConfig:
     stall_after_events: int = 0      # chaos: go silent (heartbeat on) after this many events; 0 = never
     crash_after_events: int = 0      # scripted crash: from this event on every mid steps down...
     crash_bps_per_event: float = 0.0  # ...by this much
-    ccxt_exchanges: tuple = ()       # ccxt: "VENUE=EXCHANGE" for each of feed.venues (binance, binanceusdm, binancecoinm)
-    ccxt_symbols: tuple = ()         # ccxt: "VENUE:SYMBOL=CCXT_SYMBOL"; default: the market whose id matches (BTC-USDT ~ BTCUSDT)
+    ccxt_exchanges: tuple = ()       # ccxt: "VENUE=EXCHANGE" for each of feed.venues (binance, binanceusdm, ...)
+    ccxt_symbols: tuple = ()         # ccxt: "VENUE:SYMBOL=CCXT_SYMBOL"; default: the market with a matching id
     ccxt_rest_urls: tuple = ()       # ccxt: "VENUE=http://HOST:PORT" replaces the venue's REST origin (paths kept)
     ccxt_ws_urls: tuple = ()         # ccxt: "VENUE=ws://HOST:PORT" replaces the venue's websocket origin (paths kept)
     ccxt_trades: bool = True         # ccxt: watch trades as well as books
     ccxt_funding: bool = True        # ccxt: watch mark price and funding on swaps whose ccxt class can
-    reconnect_min_ms: float = 100.0  # ccxt: first retry after a failed watch, doubled per failure...
-    reconnect_max_ms: float = 10_000.0  # ...up to this
+    ccxt_reconnect_min_ms: float = 100.0  # ccxt: first retry after a failed watch, doubled per failure...
+    ccxt_reconnect_max_ms: float = 10_000.0  # ...up to this
 
     def check(self):
         _require(self.stall_after_events >= 0, "feed.stall_after_events", self.stall_after_events, "use 0 or more")
@@ -88,7 +88,8 @@ class FeedConfig:
         _require(self.max_events >= 0, "feed.max_events", self.max_events, "use 0 (unlimited) or more")
         _require(1 <= len(self.venues) <= MAX_VENUES, "feed.venues", self.venues, f"give 1 to {MAX_VENUES} venues")
         known = [s[0] for s in DEFAULT_SYMBOLS]
-        _require(1 <= len(self.symbols) <= MAX_SYMBOLS and (self.source != "synthetic" or all(s in known for s in self.symbols)),
+        _require(1 <= len(self.symbols) <= MAX_SYMBOLS
+                 and (self.source != "synthetic" or all(s in known for s in self.symbols)),
                  "feed.symbols", self.symbols, f"choose from {known} (any names for a replay or ccxt)")
         _require(0 <= self.malformed_rate < 1, "feed.malformed_rate", self.malformed_rate, "use a fraction in [0, 1)")
         _require(0 <= self.trade_prob < 1, "feed.trade_prob", self.trade_prob, "use a fraction in [0, 1)")

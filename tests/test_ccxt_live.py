@@ -197,7 +197,7 @@ def test_a_live_run_from_the_loopback_venues_passes_through_every_stage_and_stop
             'ccxt_exchanges = ["spot=binance", "usdm=binanceusdm"]\n'
             f'ccxt_rest_urls = ["spot={spot.rest_url}", "usdm={usdm.rest_url}"]\n'
             f'ccxt_ws_urls = ["spot={spot.ws_url}", "usdm={usdm.ws_url}"]\n')
-        run = live("--quiet", "--config", str(conf), "--duration", "6")
+        run = live("--quiet", "--config", str(conf), "--duration", "4")
         code, output = run.finish(timeout=240)
     finally:
         spot.stop()
@@ -209,6 +209,7 @@ def test_a_live_run_from_the_loopback_venues_passes_through_every_stage_and_stop
                   re.findall(r"(\w+) ([\d,]+)->([\d,]+)", re.search(r"records per stage.*", output).group(0)))
     assert events > 100 and counts["inference"] > 0, output
     for venue in ("spot", "usdm"):
-        line = re.search(rf"feed: ccxt {venue}: books ([\d,]+), trades ([\d,]+).*resyncs 0, reconnects 0.*trades missed 0", output)
+        line = re.search(rf"feed: ccxt {venue}: books ([\d,]+), trades ([\d,]+).*resyncs 0, reconnects 0.*"
+                         rf"trades missed 0", output)
         assert line and int(line.group(1).replace(",", "")) > 0 and int(line.group(2).replace(",", "")) > 0, output
     assert spot.counts["snapshots"] == usdm.counts["snapshots"] == 1

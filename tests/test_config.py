@@ -23,8 +23,8 @@ def test_defaults_are_valid_and_typed():
      "'binanse' is not a ccxt.pro exchange id"),
     ({"feed": {"source": "ccxt", "venues": ["spot"], "ccxt_exchanges": ["spot=binance"],
                "ccxt_ws_urls": ["spot=http://127.0.0.1:1"]}}, 'use "VENUE=ws://HOST:PORT"'),
-    ({"feed": {"source": "ccxt", "venues": ["spot"], "ccxt_exchanges": ["spot=binance"], "reconnect_min_ms": 0}},
-     "feed.reconnect_min_ms=(0.0, 10000.0) is invalid"),
+    ({"feed": {"source": "ccxt", "venues": ["spot"], "ccxt_exchanges": ["spot=binance"], "ccxt_reconnect_min_ms": 0}},
+     "feed.ccxt_reconnect_min_ms=(0.0, 10000.0) is invalid"),
 ])
 def test_a_bad_value_names_the_key_and_the_fix(data, message):
     with pytest.raises(ConfigError) as err:

@@ -28,7 +28,8 @@ says what was served (connections, snapshots, messages, drops, gaps), for tests 
 Concurrency: everything runs on the server's own event loop (its thread when started with
 :meth:`LoopbackServer.start`); ``counts`` is written there and read elsewhere (ints: safe to read).
 
-    python -m tools.binance_loopback --product spot --port 8765 ../shared/data/binance-ws-capture/spot_btcusdt_20240808.gz
+    python -m tools.binance_loopback --product spot --port 8765 \
+        ../shared/data/binance-ws-capture/spot_btcusdt_20240808.gz
 """
 from __future__ import annotations
 
@@ -515,10 +516,12 @@ def main(argv=None) -> int:
     ap.add_argument("--port", type=int, default=0, help="0 = any free port (printed)")
     ap.add_argument("--speed", type=float, default=1.0, help="1 = as recorded, N = N times faster, 0 = max")
     ap.add_argument("--no-restamp", action="store_true", help="serve the recorded venue times unchanged")
-    ap.add_argument("--wait-streams", type=int, default=1, help="start the replay once this many streams are subscribed")
+    ap.add_argument("--wait-streams", type=int, default=1,
+                    help="start the replay once this many streams are subscribed")
     ap.add_argument("--drop-after", type=int, default=0, help="drop a connection after sending it N messages")
     ap.add_argument("--drops", type=int, default=1, help="...for this many connections")
-    ap.add_argument("--gap-at", type=int, default=0, help="withhold the Nth depth diff after each snapshot (a sequence gap)")
+    ap.add_argument("--gap-at", type=int, default=0,
+                    help="withhold the Nth depth diff after each snapshot (a sequence gap)")
     ap.add_argument("--gaps", type=int, default=1, help="...this many times per symbol")
     args = ap.parse_args(argv)
     try:
