@@ -158,8 +158,20 @@ def run(spec, config, endpoints, block, slot, placement) -> None:
     finally:
         source.stop()
         _store(stats, source)
+        # received after the stop was asked for: not published (the run is over), but said
+        unpublished = sum(len(a) for a in pending) + sum(len(a) for a in _drain(source.queue))
         for venue, vs in source.source.stats.items():
-            log(f"ccxt {vs.line(venue)}; queue full {source.queue_full}")
+            log(f"ccxt {vs.line(venue)}")
+        log(f"ccxt: queue full {source.queue_full} times; {unpublished} records received after the stop, not published")
+
+
+def _drain(q: queue.Queue) -> list:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
 
 
 def _store(stats, source: SourceThread) -> None:
