@@ -159,7 +159,8 @@ class Faults:
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse, combined: bool, drop_after: int):
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, combined: bool, drop_after: int):
+        self.request = request
         self.ws = ws
         self.combined = combined
         self.streams: dict[tuple, str] = {}   # (symbol, channel) -> the stream name as subscribed
@@ -329,7 +330,7 @@ class LoopbackServer:
         if self.faults.drop_after and self._drops_left > 0:
             self._drops_left -= 1
             drop_after = self.faults.drop_after
-        conn = Connection(ws, combined, drop_after)
+        conn = Connection(request, ws, combined, drop_after)
         self._connections.append(conn)
         try:
             if initial and not self._subscribe(conn, initial):
@@ -436,9 +437,8 @@ class LoopbackServer:
             if conn.drop_after and conn.sent >= conn.drop_after:
                 self.counts["drops"] += 1
                 conn.drop_after = 0
-                transport = conn.ws._req.transport if conn.ws._req is not None else None
-                if transport is not None:
-                    transport.abort()  # no close frame: the client sees a dropped connection
+                if conn.request.transport is not None:
+                    conn.request.transport.abort()  # no close frame: the client sees a dropped connection
 
     def publish(self, symbol: str, channel: str, data: dict) -> None:
         """Send one message of the venue's format to the subscribers of (symbol, channel), from any thread:
