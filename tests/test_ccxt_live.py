@@ -202,7 +202,6 @@ def test_a_live_run_from_the_loopback_venues_passes_through_every_stage_and_stop
     finally:
         spot.stop()
         usdm.stop()
-    print(output)
     assert code == 0, output
     events = int(re.search(r"events in: ([\d,]+) \(quarantined 0\)", output).group(1).replace(",", ""))
     counts = dict((n, int(b.replace(",", ""))) for n, a, b in
