@@ -45,7 +45,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class FeedConfig:
-    source: str = "synthetic"        # synthetic | replay
+    source: str = "synthetic"        # synthetic | replay | ccxt (live through ccxt.pro websockets)
     files: tuple = ()                # replay: "VENUE=PATH" per file (venue: one of feed.venues); any supported format
     replay_speed: float = 1.0        # replay: 1 = as recorded, N = N times faster, 0 = as fast as possible
     seed: int = 7
@@ -64,6 +64,14 @@ class FeedConfig:
     info_interval_ms: float = 1000.0  # mean time between a (venue, symbol)'s funding and mark events
     liquidation_prob: float = 0.2    # chance that a move beyond 3 sigma liquidates someone (x3 when volatile)
     trend_bps_per_s: float = 5.0     # drift of the trending regime (synthetic clock)
+    ccxt_exchanges: tuple = ()       # ccxt: "VENUE=EXCHANGE" for each of feed.venues (binance, binanceusdm, ...)
+    ccxt_symbols: tuple = ()         # ccxt: "VENUE:SYMBOL=CCXT_SYMBOL"; default: the market with a matching id
+    ccxt_rest_urls: tuple = ()       # ccxt: "VENUE=http://HOST:PORT" replaces the venue's REST origin (paths kept)
+    ccxt_ws_urls: tuple = ()         # ccxt: "VENUE=ws://HOST:PORT" replaces the venue's websocket origin (paths kept)
+    ccxt_trades: bool = True         # ccxt: watch trades as well as books
+    ccxt_funding: bool = True        # ccxt: watch mark price and funding on swaps whose ccxt class can
+    ccxt_reconnect_min_ms: float = 100.0  # ccxt: first retry after a failed watch, doubled per failure...
+    ccxt_reconnect_max_ms: float = 10_000.0  # ...up to this
 
     def check(self):
         _require(self.stall_after_events >= 0, "feed.stall_after_events", self.stall_after_events, "use 0 or more")
@@ -71,7 +79,11 @@ class FeedConfig:
         _require(0 <= self.crash_bps_per_event < 100, "feed.crash_bps_per_event", self.crash_bps_per_event,
                  "use 0..100")
         from stages.feed import DEFAULT_SYMBOLS, MAX_SYMBOLS, MAX_VENUES
-        _require(self.source in ("synthetic", "replay"), "feed.source", self.source, "use 'synthetic' or 'replay'")
+        _require(self.source in ("synthetic", "replay", "ccxt"), "feed.source", self.source,
+                 "use 'synthetic', 'replay' or 'ccxt'")
+        if self.source == "ccxt":
+            from pipeline.ccxt_source import check_feed_config
+            check_feed_config(self, _require)
         if self.source == "replay":
             _require(bool(self.files), "feed.files", self.files, 'give at least one "VENUE=PATH"')
             for entry in self.files:
@@ -84,8 +96,9 @@ class FeedConfig:
         _require(self.max_events >= 0, "feed.max_events", self.max_events, "use 0 (unlimited) or more")
         _require(1 <= len(self.venues) <= MAX_VENUES, "feed.venues", self.venues, f"give 1 to {MAX_VENUES} venues")
         known = [s[0] for s in DEFAULT_SYMBOLS]
-        _require(1 <= len(self.symbols) <= MAX_SYMBOLS and (self.source == "replay" or all(s in known for s in self.symbols)),
-                 "feed.symbols", self.symbols, f"choose from {known} (any names for a replay)")
+        _require(1 <= len(self.symbols) <= MAX_SYMBOLS
+                 and (self.source != "synthetic" or all(s in known for s in self.symbols)),
+                 "feed.symbols", self.symbols, f"choose from {known} (any names for a replay or ccxt)")
         _require(0 <= self.malformed_rate < 1, "feed.malformed_rate", self.malformed_rate, "use a fraction in [0, 1)")
         _require(0 <= self.trade_prob < 1, "feed.trade_prob", self.trade_prob, "use a fraction in [0, 1)")
         _require(0 <= self.burstiness <= 0.95, "feed.burstiness", self.burstiness,

@@ -217,6 +217,9 @@ def main() -> int:
         if stage == "feed" and config.feed.source == "replay":
             from pipeline import replay_feed
             host = replay_feed.run
+        if stage == "feed" and config.feed.source == "ccxt":
+            from pipeline import ccxt_feed
+            host = ccxt_feed.run
         host(spec, config, endpoints, block, slot, placement)
         slot[cb.S_STATE] = cb.STOPPED
         return 0

@@ -41,6 +41,7 @@ EV_MARK = 7        # price = mark price, aux = index price
 
 # MarketEvent.flags (bits)
 F_SNAPSHOT = 1     # a delta that belongs to a full-depth snapshot (a fresh book starts here)
+                   # (on an EV_BOOK view of a venue's L2 book: the first view after that book was synced)
 F_LAST = 2         # the last record decoded from one venue message
 F_UNSYNCED = 4     # the source cannot vouch for the book yet (deltas before any snapshot)
 

@@ -8,7 +8,9 @@ from the instrument's last accepted price, and a price or size off the instrumen
 
 Sequences are checked per instrument and per sequence space, only where the venue gives one (> 0):
 books and trades of the synthetic feed share one counter (its venue does), L2 deltas may repeat their
-message's id (one message, many levels) but never go back, BBO ids only rise. Trade-id gaps are counted
+message's id (one message, many levels) but never go back, BBO ids only rise. A book view taken from a
+venue's L2 book (EV_BOOK with ``first_seq`` > 0: the live ccxt source) carries that book's update ids, so it
+is checked in the L2 space, apart from the venue's trade ids. Trade-id gaps are counted
 and forwarded (the source decides on resync; L2 gaps arrive already marked F_UNSYNCED by the source and
 are counted as such). Quarantined events are counted per reason and the latest (at least a batch) are
 kept, with their reason, in the stage state; the host copies each batch's quarantined events to the journal's
@@ -166,10 +168,10 @@ def reason_of(ev, last_seq, last_price, params, clock_offset_ns=0.0):
     kind = ev["kind"]
     seq = ev["venue_seq"]
     if seq > 0:
-        if kind == EV_BOOK or kind == EV_TRADE:
+        if kind == EV_TRADE or (kind == EV_BOOK and ev["first_seq"] == 0):
             if seq <= last_seq[SEQ_BOOK_TRADE]:
                 return R_OUT_OF_ORDER
-        elif kind == EV_BOOK_DELTA:
+        elif kind == EV_BOOK_DELTA or kind == EV_BOOK:  # a view of a venue's L2 book: its update ids
             if seq < last_seq[SEQ_DELTA]:
                 return R_OUT_OF_ORDER
         elif kind == EV_BBO:
@@ -224,11 +226,11 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         kind = ev["kind"]
         seq = ev["venue_seq"]
         if seq > 0:
-            if kind == EV_BOOK or kind == EV_TRADE:
+            if kind == EV_TRADE or (kind == EV_BOOK and ev["first_seq"] == 0):
                 if row[SEQ_BOOK_TRADE] != 0 and seq != row[SEQ_BOOK_TRADE] + 1:
                     stats[ST_GAPS] += 1
                 row[SEQ_BOOK_TRADE] = seq
-            elif kind == EV_BOOK_DELTA:
+            elif kind == EV_BOOK_DELTA or kind == EV_BOOK:
                 row[SEQ_DELTA] = seq
             elif kind == EV_BBO:
                 row[SEQ_BBO] = seq

@@ -18,6 +18,13 @@ def test_defaults_are_valid_and_typed():
     ({"strategy": {"quoting": 1}}, "strategy.quoting=1 is invalid: use true or false"),
     ({"topology": {"idle": "spin"}}, "topology.idle='spin' is invalid"),
     ({"feed": {"symbols": ["DOGE-USDT"]}}, "feed.symbols=('DOGE-USDT',) is invalid: choose from"),
+    ({"feed": {"source": "ccxt", "venues": ["spot"]}}, 'feed.ccxt_exchanges=() is invalid: give "spot=EXCHANGE"'),
+    ({"feed": {"source": "ccxt", "venues": ["spot"], "ccxt_exchanges": ["spot=binanse"]}},
+     "'binanse' is not a ccxt.pro exchange id"),
+    ({"feed": {"source": "ccxt", "venues": ["spot"], "ccxt_exchanges": ["spot=binance"],
+               "ccxt_ws_urls": ["spot=http://127.0.0.1:1"]}}, 'use "VENUE=ws://HOST:PORT"'),
+    ({"feed": {"source": "ccxt", "venues": ["spot"], "ccxt_exchanges": ["spot=binance"], "ccxt_reconnect_min_ms": 0}},
+     "feed.ccxt_reconnect_min_ms=(0.0, 10000.0) is invalid"),
 ])
 def test_a_bad_value_names_the_key_and_the_fix(data, message):
     with pytest.raises(ConfigError) as err:

@@ -97,6 +97,14 @@ def test_each_sequence_space_is_checked_on_its_own():
     assert stats[1 + validate.R_OUT_OF_ORDER] == 2 and stats[validate.ST_GAPS] == 0
 
 
+def test_a_view_of_a_venue_l2_book_is_checked_against_its_update_ids_not_the_trade_ids():
+    view = lambda seq: _with(book(seq=seq), first_seq=seq)  # noqa: E731  (the live ccxt source's EV_BOOK)
+    events = [view(50_000), trade(seq=3_700), view(50_007), trade(seq=3_701), view(50_006)]
+    out, stats, _ = run_validate(events)
+    assert list(out["venue_seq"]) == [50_000, 3_700, 50_007, 3_701]
+    assert stats[1 + validate.R_OUT_OF_ORDER] == 1 and stats[validate.ST_GAPS] == 0
+
+
 def test_funding_marks_and_liquidations_pass_when_sane():
     events = [_with(trade(seq=0), kind=records.EV_FUNDING, price=0.0001, aux=1e18),
               _with(trade(seq=0), kind=records.EV_MARK, price=100.1, aux=100.0),
