@@ -2,9 +2,10 @@
 cancelled on the paper venue, over many trips.
 
 A rack controller on a pseudo-terminal sends armed frames at 100 Hz; each trip it writes one kill frame
-and notes CLOCK_MONOTONIC just before the write. The watchdog records the monotonic time at which it
-dropped the flag (``G_KILL_MONO_NS``); the execute stage records the wall time of its cancel-all
-(``last_cancel_all_ns``) against the flag's wall time (``G_KILL_TIME_NS``). So the bench process never
+and notes CLOCK_MONOTONIC just before the write. The watchdog stamps the monotonic and wall time just
+after it dropped the flag (``G_KILL_MONO_NS``, ``G_KILL_TIME_NS``); the execute stage records the wall time
+of its cancel-all (``last_cancel_all_ns``), which can precede the stamp by the few microseconds between the
+drop and the clock read (a negative figure). So the bench process never
 spins on the two cores it measures. Between trips it re-arms (armed frames, ``bot4 killswitch arm``) and
 waits for quotes to rest again. Run: ``python -m bench.killswitch_latency [--trips 1000]``.
 """

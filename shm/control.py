@@ -174,13 +174,14 @@ def trip(globals_: np.ndarray, reason: int, stage: int, text: str, wall_ns: int,
     """``disable_trading`` plus the latched detail (monotonic time, text, trip count) when this call was
     the first; returns whether it was.
 
-    The latched kill time is re-read once the flag is down: ``wall_ns`` was read before the decision and a
-    tripping process preempted in between would otherwise stamp a time at which execute still traded. Every
-    order execute accepted carries a clock read taken before it saw the flag up, so before this one."""
+    The latched kill times are re-read once the flag is down: ``wall_ns``/``mono_ns`` were read before the
+    decision and a tripping process preempted in between would otherwise stamp a time at which execute
+    still traded. Every order execute accepted carries a clock read taken before it saw the flag up, so
+    before these."""
     first = disable_trading(globals_, reason, stage, wall_ns)
     if first:
         globals_[G_KILL_TIME_NS] = max(wall_ns, time.time_ns())
-        globals_[G_KILL_MONO_NS] = mono_ns
+        globals_[G_KILL_MONO_NS] = max(mono_ns, time.monotonic_ns())
         set_kill_text(globals_, text)
         globals_[G_TRIPS] += 1
     return first
