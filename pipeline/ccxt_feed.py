@@ -27,8 +27,7 @@ from shm.syscalls import new_timespec
 from stages import feed, records
 
 QUEUE_ARRAYS = 4096
-# Control-block custom words after the feed's own STATS: ccxt totals over all venues.
-CCXT_STATS = ("resyncs", "reconnects", "errors", "queue_full")
+# Control-block custom words after the feed's own STATS: ccxt totals over all venues (graph.CCXT_FEED_STATS).
 W_RESYNCS = len(feed.STATS)
 
 

@@ -34,6 +34,8 @@ class StageSpec:
     tap: str | None = None  # side tap to the journal: never blocks, counts what it drops
 
 
+# The ccxt feed host's counters, after the feed kernel's own (pipeline.ccxt_feed writes them).
+CCXT_FEED_STATS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
 WATCHDOG_INDEX = len(STAGE_NAMES)  # control-block slots follow topology.PROCESSES
 # Taps in journal-stream order; validate's tap carries its quarantined events, the others their output.
 TAP_STREAMS = {"feed.journal": "market", "strategy.journal": "intent", "execute.journal": "exec",
@@ -100,6 +102,8 @@ def stats_labels(stage: str) -> tuple[str, ...]:
     if stage == "watchdog":
         from pipeline.watchdog import STATS
         return STATS
+    if stage == "feed":
+        return feed.STATS + CCXT_FEED_STATS
     if stage == "journal":
         return (*TAP_STREAMS.values(), "fsyncs")
     if stage == "recorder":

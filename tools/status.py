@@ -124,6 +124,9 @@ class StatusView:
                          f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")
         else:
             lines.append("record mode: nothing traded")
+        source = {label[5:].replace("_", " "): counters["feed"].get(label, 0) for label in graph.CCXT_FEED_STATS}
+        if any(source.values()):
+            lines.append("live source (ccxt): " + ", ".join(f"{k} {v:,}" for k, v in source.items()))
         if "journal" in counters:
             written = sum(c["tap_written"] for c in counters.values())
             dropped = sum(c["tap_dropped"] for c in counters.values())
