@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from pipeline import duty_cycle
+from pipeline.stage_process import start_python_feed
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm.syscalls import new_timespec
@@ -42,17 +43,8 @@ def run(spec, config, endpoints, block, slot, placement) -> None:
     idle_params = placement.idle_params()
     idle_state = idle_strategies.make_state()
     timespec = new_timespec()
-    duty_cycle.publish(endpoints.outs, endpoints.out_sems, batch, 0, slot, idle_params, timespec)
-    duty_cycle.account(slot, 0, 0, batch, time.time_ns(), timespec)
-    slot[cb.S_BATCHES] = 0
-    slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
-    slot[cb.S_STATE] = cb.READY
-    while int(block.globals[cb.G_RUN_STATE]) < cb.RUN_RUNNING:
-        slot[cb.S_HEARTBEAT_NS] = time.time_ns()
-        if slot[cb.S_STOP]:
-            return
-        time.sleep(0.001)
-    slot[cb.S_STATE] = cb.RUNNING
+    if not start_python_feed(endpoints, block, slot, batch, idle_params, timespec):
+        return
     while not slot[cb.S_STOP]:
         now = time.time_ns()
         slot[cb.S_HEARTBEAT_NS] = now

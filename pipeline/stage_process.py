@@ -102,6 +102,20 @@ def _wait_until_running(block: cb.ControlBlock, slot: np.ndarray) -> bool:
         time.sleep(0.001)
 
 
+def start_python_feed(endpoints, block, slot, batch, idle_params, timespec) -> bool:
+    """For feed hosts that publish from Python (replay, ccxt): load the njit calls they use, say ready, wait
+    for the run to start. False if the run stopped first."""
+    duty_cycle.publish(endpoints.outs, endpoints.out_sems, batch, 0, slot, idle_params, timespec)
+    duty_cycle.account(slot, 0, 0, batch, time.time_ns(), timespec)
+    slot[cb.S_BATCHES] = 0
+    slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
+    slot[cb.S_STATE] = cb.READY
+    if not _wait_until_running(block, slot):
+        return False
+    slot[cb.S_STATE] = cb.RUNNING
+    return True
+
+
 def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
     _, params, state = graph.kernel(spec.name, config, live=True)
     store = None
