@@ -7,6 +7,7 @@ checking pids, so it is tested in-process against a local control block and a sc
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from pipeline.config import STAGE_NAMES, WatchdogConfig
@@ -25,6 +26,18 @@ class Condition:
 
     def __str__(self) -> str:
         return self.detail
+
+
+def read_clocks(max_gap_ns: int = 50_000, tries: int = 10) -> tuple[int, int]:
+    """(wall, monotonic) as one reading: the wall read is bracketed by two monotonic reads, and taken again
+    when something preempted us in between, so a preemption does not look like the wall clock stepping back."""
+    for _ in range(tries):
+        before = time.monotonic_ns()
+        wall = time.time_ns()
+        after = time.monotonic_ns()
+        if after - before <= max_gap_ns:
+            break
+    return wall, (before + after) // 2
 
 
 def pid_alive(pid: int) -> bool:

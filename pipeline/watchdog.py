@@ -18,7 +18,7 @@ import numpy as np
 from pipeline import graph
 from pipeline.alerts import Alerter
 from pipeline.config import STAGE_NAMES, Config
-from pipeline.panic import Condition, PanicMonitor, pid_alive
+from pipeline.panic import Condition, PanicMonitor, pid_alive, read_clocks
 from pipeline.child import start
 from shm import control as cb
 
@@ -50,7 +50,7 @@ class Watchdog:
         self.was_enabled = False
 
     def poll(self) -> None:
-        wall, mono = time.time_ns(), time.monotonic_ns()
+        wall, mono = read_clocks()
         g = self.block.globals
         self.slot[cb.S_HEARTBEAT_NS] = wall
         if self.switch is not None:

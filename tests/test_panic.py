@@ -4,7 +4,7 @@ import time
 
 
 from pipeline.config import STAGE_NAMES, Config, WatchdogConfig
-from pipeline.panic import PanicMonitor
+from pipeline.panic import PanicMonitor, read_clocks
 from pipeline.watchdog import Watchdog
 from shm import control as cb
 from shm import segment
@@ -97,6 +97,20 @@ def test_the_wall_clock_stepping_back_trips():
     assert monitor.evaluate(block, NOW + 1_000_000, MONO + 1_000_000) == []  # both advanced: fine
     got = monitor.evaluate(block, NOW - 5_000_000, MONO + 2_000_000)  # wall went back 5 ms (7 ms vs mono)
     assert reasons(got) == [(cb.KILL_CLOCK_BACKWARDS, -1)]
+
+
+def test_a_preemption_between_clock_reads_is_not_a_clock_step(monkeypatch):
+    """The first bracket is stretched 3 ms (as if preempted between the reads): it is read again."""
+    wall_reads = iter([NOW, NOW + 3_100_000])
+    mono_reads = iter([MONO, MONO + 3_000_000, MONO + 3_050_000, MONO + 3_060_000])
+    monkeypatch.setattr(time, "time_ns", lambda: next(wall_reads))
+    monkeypatch.setattr(time, "monotonic_ns", lambda: next(mono_reads))
+    wall, mono = read_clocks()
+    assert (wall, mono) == (NOW + 3_100_000, MONO + 3_055_000)
+    monitor = PanicMonitor(WatchdogConfig(clock_backwards_ms=1.0))
+    block = running_block()
+    assert monitor.evaluate(block, NOW, MONO + 50) == []
+    assert monitor.evaluate(block, wall, mono) == []  # the offset moved 45 us, not 3 ms
 
 
 def test_a_corrupted_control_block_trips(shm_prefix):
