@@ -32,7 +32,7 @@ MAX_KEYS = MAX_VENUES * MAX_SYMBOLS
 # params (float64)
 (P_RATE_EPS, P_MAX_EVENTS, P_N_VENUES, P_N_SYMBOLS, P_BAD_RATE, P_TRADE_PROB, P_SIM_CLOCK, P_MEAN_GAP_NS,
  P_BATCH, P_SIGMA_BPS, P_PRESSURE, P_VENUE_SPREAD_BPS, P_STALL_AFTER, P_CRASH_AFTER, P_CRASH_BPS, P_BURSTINESS,
- P_BURST_DECAY_NS, P_REGIME_MEAN_NS, P_INFO_INTERVAL_NS, P_LIQUIDATION_PROB, P_TREND_DRIFT) = range(21)
+ P_BURST_DECAY_NS, P_REGIME_MEAN_NS, P_INFO_INTERVAL_NS, P_LIQUIDATION_PROB, P_TREND_BPS_PER_S) = range(21)
 N_PARAMS = 24
 
 # ints state
@@ -75,7 +75,8 @@ def make_params(rate_eps: float, max_events: int, n_venues: int, n_symbols: int,
         mean_gap_ns = 1e9 / rate_eps
     p = np.zeros(N_PARAMS)
     p[P_BURSTINESS], p[P_BURST_DECAY_NS], p[P_REGIME_MEAN_NS] = burstiness, burst_decay_ms * 1e6, regime_mean_s * 1e9
-    p[P_INFO_INTERVAL_NS], p[P_LIQUIDATION_PROB], p[P_TREND_DRIFT] = info_interval_ms * 1e6, liquidation_prob, trend_bps_per_s
+    p[P_INFO_INTERVAL_NS], p[P_LIQUIDATION_PROB] = info_interval_ms * 1e6, liquidation_prob
+    p[P_TREND_BPS_PER_S] = trend_bps_per_s
     p[P_STALL_AFTER], p[P_CRASH_AFTER], p[P_CRASH_BPS] = stall_after, crash_after, crash_bps
     p[P_RATE_EPS], p[P_MAX_EVENTS], p[P_N_VENUES], p[P_N_SYMBOLS] = rate_eps, max_events, n_venues, n_symbols
     p[P_BAD_RATE], p[P_TRADE_PROB], p[P_SIM_CLOCK], p[P_MEAN_GAP_NS] = bad_rate, trade_prob, sim_clock, mean_gap_ns
@@ -143,11 +144,6 @@ def _next_gap_ns(state, params):
 
 
 @njit(cache=True)
-def _on_grid(value, step):
-    return round(value / step) * step
-
-
-@njit(cache=True)
 def _emit_one(state, params, rec, seq, now_ns, stats):
     ints, rng, sym, key_state, venue_seq, arrivals = state
     n_venues = int(params[P_N_VENUES])
@@ -196,7 +192,7 @@ def _emit_one(state, params, rec, seq, now_ns, stats):
     r = sigma * (z + params[P_PRESSURE] * tilt)
     if regime == REGIME_TRENDING:
         # per event of this symbol: drift/s x the symbol's mean time between events (gap x symbols)
-        r += sym[s, Y_TREND_DIR] * params[P_TREND_DRIFT] * 1e-4 * gap * n_symbols * 1e-9
+        r += sym[s, Y_TREND_DIR] * params[P_TREND_BPS_PER_S] * 1e-4 * gap * n_symbols * 1e-9
     elif regime == REGIME_RANGE:
         r -= 0.02 * math.log(sym[s, Y_MID] / sym[s, Y_ANCHOR])
     if params[P_CRASH_AFTER] > 0.0 and ints[I_EMITTED] >= params[P_CRASH_AFTER]:

@@ -19,6 +19,10 @@ IDLE_LABEL = {v: k for k, v in IDLE_NAMES.items()}
 PROCESS_NAMES = PROCESSES  # control-block slot i belongs to PROCESSES[i]
 
 
+def _started(slot: np.ndarray) -> bool:
+    return bool(slot[cb.S_PID]) or int(slot[cb.S_STATE]) != 0
+
+
 def _us(ns: float) -> str:
     if ns != ns:  # nan
         return "-"
@@ -50,8 +54,8 @@ class StatusView:
                    f"{'svc p50':>9}{'svc p99':>9}{'tick p50':>10}{'tick p99':>10}{'hb age':>9}")
         for index, name in enumerate(PROCESS_NAMES):
             slot = self.block.stages[index]
-            if not slot[cb.S_PID] and int(slot[cb.S_STATE]) == 0:
-                continue  # never started: not part of this run (journal, recorder unless configured; record mode)
+            if not _started(slot):
+                continue  # not part of this run (journal, recorder unless configured; record mode)
             counters = (int(slot[cb.S_IN]) + int(slot[cb.S_IN_B]), int(slot[cb.S_OUT]))
             prev = self.prev.get(name, counters)
             rate_in = (counters[0] - prev[0]) / dt if dt else 0.0
@@ -91,7 +95,7 @@ class StatusView:
         out = {}
         for index, name in enumerate(PROCESS_NAMES):
             slot = self.block.stages[index]
-            if not slot[cb.S_PID] and int(slot[cb.S_STATE]) == 0:
+            if not _started(slot):
                 continue
             labels = graph.stats_labels(name)
             out[name] = {"in": int(slot[cb.S_IN]), "in_b": int(slot[cb.S_IN_B]), "out": int(slot[cb.S_OUT]),
