@@ -24,6 +24,9 @@ from shm import control as cb
 
 ST_CHECKS, ST_TRIPS, ST_ARMS, ST_ARM_REFUSALS, ST_MAX_POLL_NS = range(5)
 STATS = ("checks", "trips", "arms", "arm_refusals", "max_poll_ns")
+# A tripping process drops the flag first and writes the reason text and trip count after (cb.trip), so the
+# alert waits for the count; a tripper that died in between is alerted with what it wrote after this long.
+TRIP_LATCH_WAIT_NS = 1_000_000_000
 
 
 def switch_condition(reading) -> Condition | None:
@@ -48,6 +51,8 @@ class Watchdog:
         self.reading = None
         self.conditions: list[Condition] = []
         self.was_enabled = False
+        self.alerted_trips = int(block.globals[cb.G_TRIPS])
+        self.trip_seen_mono = 0  # when the flag was seen down with no new trip latched; 0 = nothing pending
 
     def poll(self) -> None:
         wall, mono = read_clocks()
@@ -74,15 +79,13 @@ class Watchdog:
         self.stats[ST_CHECKS] += 1
         if conditions and g[cb.G_TRADING_ENABLED]:
             self.trip(conditions[0], wall, mono)
-        enabled = bool(g[cb.G_TRADING_ENABLED])
-        if self.was_enabled and not enabled:
-            self.alert_trip(wall, mono)  # whoever tripped: this watchdog, the supervisor, an operator
-        self.was_enabled = enabled
+        self.alert_new_trips(wall, mono)
         request = int(g[cb.G_ARM_REQUEST])
         if request != int(g[cb.G_ARM_RESULT_ID]):
             self.answer_arm(request, wall)
         if self.switch is not None:
             self.switch.report(not g[cb.G_TRADING_ENABLED], mono)
+        self.was_enabled = bool(g[cb.G_TRADING_ENABLED])  # after arming, so a trip right after it is seen
         spent = time.monotonic_ns() - mono
         if spent > self.stats[ST_MAX_POLL_NS]:
             self.stats[ST_MAX_POLL_NS] = spent
@@ -91,6 +94,21 @@ class Watchdog:
         g = self.block.globals
         if cb.trip(g, condition.reason, condition.stage, condition.detail, wall, mono):
             self.stats[ST_TRIPS] += 1
+
+    def alert_new_trips(self, wall: int, mono: int) -> None:
+        """Alert each trip, whoever tripped (this watchdog, the supervisor, an operator), once it is latched."""
+        g = self.block.globals
+        trips = int(g[cb.G_TRIPS])
+        if trips != self.alerted_trips:
+            self.alerted_trips = trips
+            self.trip_seen_mono = 0
+            self.alert_trip(wall, mono)
+        elif self.was_enabled and not g[cb.G_TRADING_ENABLED]:
+            self.trip_seen_mono = mono
+        elif self.trip_seen_mono and (g[cb.G_TRADING_ENABLED] or mono - self.trip_seen_mono > TRIP_LATCH_WAIT_NS):
+            if not g[cb.G_TRADING_ENABLED]:
+                self.alert_trip(wall, mono)
+            self.trip_seen_mono = 0
 
     def alert_trip(self, wall: int, mono: int) -> None:
         g = self.block.globals

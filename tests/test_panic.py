@@ -204,3 +204,46 @@ def test_a_trip_is_latched_with_the_first_reason_and_never_re_armed_by_itself():
         dog.poll()
     assert g[cb.G_TRADING_ENABLED] == 0  # all clear is not enough: arming is explicit
     assert g[cb.G_TRIPS] == 1
+
+
+class RecordingAlerter:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, event, **fields):
+        if event == "trip":
+            self.sent.append((event, fields))
+
+
+def test_an_alert_waits_for_another_process_to_finish_latching_its_trip(monkeypatch):
+    # cb.trip drops the flag first and writes the text and the trip count after: a watchdog polling in
+    # between must not alert an empty reason (this raced in the live operator-trip test).
+    dog, _ = watchdog_with()
+    dog.alerter = RecordingAlerter()
+    for i in range(len(STAGE_NAMES)):
+        dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
+    assert arm(dog)[0]
+    g = dog.block.globals
+    cb.disable_trading(g, cb.KILL_OPERATOR, -1, time.time_ns())  # the operator's half of cb.trip so far
+    dog.poll()
+    assert dog.alerter.sent == []
+    cb.set_kill_text(g, "maintenance window")
+    g[cb.G_TRIPS] += 1
+    dog.poll()
+    assert [(e, f["reason"], f["detail"]) for e, f in dog.alerter.sent] == [("trip", "operator", "maintenance window")]
+    dog.poll()
+    assert len(dog.alerter.sent) == 1
+
+
+def test_a_tripper_that_died_half_way_is_still_alerted(monkeypatch):
+    import pipeline.watchdog as watchdog_module
+    monkeypatch.setattr(watchdog_module, "TRIP_LATCH_WAIT_NS", 0)
+    dog, _ = watchdog_with()
+    dog.alerter = RecordingAlerter()
+    for i in range(len(STAGE_NAMES)):
+        dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
+    assert arm(dog)[0]
+    cb.disable_trading(dog.block.globals, cb.KILL_OPERATOR, -1, time.time_ns())
+    dog.poll()
+    dog.poll()
+    assert [(e, f["reason"]) for e, f in dog.alerter.sent] == [("trip", "operator")]
