@@ -99,6 +99,9 @@ class FeedConfig:
         _require(1 <= len(self.symbols) <= MAX_SYMBOLS
                  and (self.source != "synthetic" or all(s in known for s in self.symbols)),
                  "feed.symbols", self.symbols, f"choose from {known} (any names for a replay or ccxt)")
+        from stages.garch import SYMBOL_NAME_BYTES  # the run publishes its symbol names with its GARCH table
+        _require(all(0 < len(s.encode()) <= SYMBOL_NAME_BYTES for s in self.symbols), "feed.symbols", self.symbols,
+                 f"name each symbol in 1 to {SYMBOL_NAME_BYTES} bytes")
         _require(0 <= self.malformed_rate < 1, "feed.malformed_rate", self.malformed_rate, "use a fraction in [0, 1)")
         _require(0 <= self.trade_prob < 1, "feed.trade_prob", self.trade_prob, "use a fraction in [0, 1)")
         _require(0 <= self.burstiness <= 0.95, "feed.burstiness", self.burstiness,

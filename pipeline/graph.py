@@ -119,13 +119,9 @@ def out_capacity(stage: str, batch: int) -> int:
 
 def garch_parameters(config: Config) -> np.ndarray:
     """(MAX_KEYS, 3) omega, alpha, beta per instrument key from the configured (or shipped) fit."""
-    from stages.garch import DEFAULT_KEY, DEFAULT_PARAMS_PATH, load_params, params_for
-    doc = load_params(config.risk.garch_params or DEFAULT_PARAMS_PATH, config.risk.bar_s)
-    table = np.tile(params_for(doc, DEFAULT_KEY), (feed.MAX_KEYS, 1))
-    for v in range(len(config.feed.venues)):
-        for s, symbol in enumerate(config.feed.symbols):
-            table[v * feed.MAX_SYMBOLS + s] = params_for(doc, symbol)
-    return table
+    from stages.garch import DEFAULT_PARAMS_PATH, key_table, load_params
+    return key_table(load_params(config.risk.garch_params or DEFAULT_PARAMS_PATH, config.risk.bar_s),
+                     list(config.feed.symbols))
 
 
 def kernel(stage: str, config: Config, live: bool):

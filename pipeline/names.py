@@ -20,3 +20,7 @@ def run_prefix(run: str) -> str:
 
 def feature_store(run: str) -> str:
     return f"{NAME_PREFIX}{run}.features"
+
+
+def garch_params(run: str) -> str:
+    return f"{NAME_PREFIX}{run}.garch"

@@ -124,6 +124,11 @@ def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
         from stages import feature
         store = feature_store.attach(config.run.name)
         state = feature.make_state(store.arrays)
+    elif spec.name == "risk":  # reads the GARCH parameters the run publishes (refits reach it there)
+        from pipeline import garch_store
+        from stages import risk
+        store = garch_store.attach(config.run.name)
+        state = risk.make_state(graph.garch_parameters(config), store.arrays)
     try:
         _run_numba_stage(spec, config, endpoints, block, slot, placement, params, state)
     finally:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import posix_ipc
 
-from pipeline import alerts, feature_store, graph, launcher, names, topology, warmup
+from pipeline import alerts, feature_store, garch_store, graph, launcher, names, topology, warmup
 from pipeline.config import STAGE_NAMES, Config
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -55,6 +55,7 @@ class Supervisor:
     final_histograms: dict = field(default_factory=dict)
     ran_s: float = 0.0
     online_store: object = None    # the online feature store (pipeline.feature_store)
+    garch_store: object = None     # the GARCH parameters in use (pipeline.garch_store)
 
     def say(self, text: str) -> None:
         try:
@@ -106,6 +107,12 @@ class Supervisor:
                    and not (name == "watchdog" and recording)]
         if "feature" in hosted:
             self.online_store = feature_store.create(run)
+        if "risk" in hosted:
+            from stages.garch import DEFAULT_PARAMS_PATH, load_params
+            self.garch_store = garch_store.create(run)
+            garch_store.publish_initial(self.garch_store, load_params(config.risk.garch_params or DEFAULT_PARAMS_PATH,
+                                                                      config.risk.bar_s),
+                                        list(config.feed.symbols), round(config.risk.bar_s * 1e9))
         for name in STAGE_NAMES:
             if name in hosted and placements[name].idle == idle_strategies.BLOCKING:
                 self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
@@ -295,6 +302,10 @@ class Supervisor:
             self.online_store.close()
             self.online_store.segment.unlink()
             self.online_store = None
+        if self.garch_store is not None:
+            self.garch_store.close()
+            self.garch_store.segment.unlink()
+            self.garch_store = None
         for sem in self.semaphores:
             sem.unlink()
             sem.close()

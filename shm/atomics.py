@@ -62,6 +62,21 @@ def fetch_add(typingctx, arr, index, value):
 
 
 @intrinsic
+def compare_exchange(typingctx, arr, index, expected, desired):
+    """Atomically (seq_cst) set ``arr[index] = desired`` if it equals ``expected``; returns whether it did."""
+    _check(arr, index)
+
+    def codegen(context, builder, signature, args):
+        ptr = _element_ptr(context, builder, signature.args[0], args[0], args[1])
+        old = context.cast(builder, args[2], signature.args[2], types.int64)
+        new = context.cast(builder, args[3], signature.args[3], types.int64)
+        pair = builder.cmpxchg(ptr, old, new, ordering="seq_cst", failordering="seq_cst")
+        return builder.extract_value(pair, 1)
+
+    return types.boolean(arr, index, expected, desired), codegen
+
+
+@intrinsic
 def fence_seq_cst(typingctx):
     """Full fence: no load or store moves across it in either direction."""
 
@@ -85,6 +100,12 @@ if config.DISABLE_JIT:
         previous = int(arr[index])
         arr[index] = previous + value
         return previous
+
+    def compare_exchange(arr, index, expected, desired):  # noqa: F811
+        if int(arr[index]) != expected:
+            return False
+        arr[index] = desired
+        return True
 
     def fence_seq_cst():  # noqa: F811
         pass

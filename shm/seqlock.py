@@ -11,6 +11,10 @@ Protocol (one writer per table; readers never write):
     writer  s = seqs[i]; seqs[i] = s + 1 (odd: writing); fence; records[i] = new; seqs[i] = s + 2 (release)
     reader  s1 = seqs[i] (acquire); if odd retry; copy records[i]; fence; s2 = seqs[i]; if s1 != s2 retry
 
+A table with several writers (rare publishers, such as operator tools) uses :func:`write_contended` for every
+write: it claims the slot by a compare-and-swap of an even sequence to the odd one, so two writers never
+interleave; it must not be mixed with :func:`write` on the same table.
+
 A reader's copy is one the writer published whole: had the writer touched the slot during the copy, the
 sequence would have moved. ``s1 / 2`` is how many times the slot was written (0 = never). The writer never
 waits; a reader retries while it races a write (a write is a few dozen ns), yielding the core after
@@ -22,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from shm import segment
-from shm.atomics import fence_seq_cst, load_acquire, store_release
+from shm.atomics import compare_exchange, fence_seq_cst, load_acquire, store_release
 from shm.syscalls import sched_yield
 
 SEQ_STRIDE = 8  # int64 words per slot sequence: one cache line
@@ -73,6 +77,16 @@ class SeqlockTable:
             raise TimeoutError(f"{self.segment.name}: slot {slot} changed during each of {max_tries} reads")
         return out[0], version // 2
 
+    def publish(self, slot: int, record, max_tries: int = 1_000_000) -> int:
+        """Write ``record`` to the slot under :func:`write_contended` (any number of writers); returns how many
+        times the slot has now been written. Raises TimeoutError if every try met another writer."""
+        src = np.zeros(1, self.records.dtype)
+        src[0] = record
+        sequence = write_contended(self.seqs, self.records, slot, src, 0, max_tries)
+        if sequence < 0:
+            raise TimeoutError(f"{self.segment.name}: slot {slot} was being written during each of {max_tries} tries")
+        return sequence // 2
+
     def close(self) -> None:
         """Drop the views, then the mapping (views must not outlive it)."""
         self.seqs = self.records = None
@@ -88,6 +102,24 @@ def write(seqs, records, slot, src, j):
     fence_seq_cst()  # the odd sequence is visible before any byte of the record changes
     records[slot] = src[j]
     store_release(seqs, w, s + 2)  # every byte of the record is visible before the even sequence
+
+
+@njit(cache=True)
+def write_contended(seqs, records, slot, src, j, max_tries):
+    """Publish ``src[j]`` as slot ``slot``'s record when other processes may write it too; returns the new
+    (even) sequence, or -1 after ``max_tries`` tries that each found another writer mid-write."""
+    w = slot * SEQ_STRIDE
+    for attempt in range(max_tries):
+        if attempt >= SPIN_TRIES:
+            sched_yield()  # the other writer was preempted mid-write
+        s = load_acquire(seqs, w)
+        if s & 1:
+            continue
+        if compare_exchange(seqs, w, s, s + 1):  # seq_cst: the odd sequence is visible before the record changes
+            records[slot] = src[j]
+            store_release(seqs, w, s + 2)
+            return s + 2
+    return -1
 
 
 @njit(cache=True)

@@ -15,7 +15,9 @@ tool and the risk stage both go through :func:`bar_returns`' rule, so they see t
 
 The fitted parameters live in a JSON file (``risk.garch_params``; the shipped one is
 ``models/garch_params.json``): :func:`load_params` checks it against the bar length and :func:`params_for`
-picks a symbol's entry or the pooled ``default``. Plain Python, read once when a risk kernel is built.
+picks a symbol's entry or the pooled ``default``. Plain Python, read when a risk kernel is built; a running
+pipeline takes refits through its published table (:data:`PUBLISHED_GARCH`, ``pipeline.garch_store``), which
+the risk stage checks at each bar boundary.
 """
 import json
 import math
@@ -24,11 +26,23 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from stages.feed import MAX_KEYS, MAX_SYMBOLS
+
 FORMAT_VERSION = 1
 DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent.parent / "models" / "garch_params.json"
 DEFAULT_KEY = "default"
 BACKCAST_BARS = 75       # arch's backcast: EWMA (0.94) of the first 75 squared residuals
 BACKCAST_DECAY = 0.94
+SYMBOL_NAME_BYTES = 32
+
+# The parameters a running pipeline uses, as published to it (one seqlock slot: ``pipeline.garch_store``).
+PUBLISHED_GARCH = np.dtype([
+    ("params", np.float64, (MAX_KEYS, 3)),   # omega, alpha, beta per key (venue * MAX_SYMBOLS + symbol)
+    ("bar_ns", np.int64),                    # the bar they are per; a publisher must match the run's
+    ("fitted_ns", np.int64),                 # the newest fit among the entries used (0: not known)
+    ("published_ns", np.int64),
+    ("symbols", np.uint8, (MAX_SYMBOLS, SYMBOL_NAME_BYTES)),  # the run's symbols by index, UTF-8, NUL-padded
+])
 
 
 @njit(cache=True)
@@ -153,8 +167,56 @@ def load_params(path: str | Path, bar_s: float) -> dict:
     return doc
 
 
-def params_for(doc: dict, symbol: str) -> tuple[float, float, float]:
+def entry_for(doc: dict, symbol: str) -> dict:
     entry = doc["symbols"].get(symbol_key(symbol), {})
-    if not usable(entry):
-        entry = doc["symbols"][DEFAULT_KEY]
+    return entry if usable(entry) else doc["symbols"][DEFAULT_KEY]
+
+
+def params_for(doc: dict, symbol: str) -> tuple[float, float, float]:
+    entry = entry_for(doc, symbol)
     return float(entry["omega"]), float(entry["alpha"]), float(entry["beta"])
+
+
+def key_table(doc: dict, symbols: list[str]) -> np.ndarray:
+    """(MAX_KEYS, 3) omega, alpha, beta per instrument key: symbol ``s`` on every venue takes its own entry
+    (or ``default``); keys of unconfigured symbols take ``default``."""
+    table = np.tile(params_for(doc, DEFAULT_KEY), (MAX_KEYS, 1))
+    for s, symbol in enumerate(symbols):
+        table[s::MAX_SYMBOLS] = params_for(doc, symbol)
+    return table
+
+
+def fitted_ns(doc: dict, symbols: list[str]) -> int:
+    """When the newest of the entries ``symbols`` use was fitted (ns since the epoch; 0 if none says)."""
+    from datetime import datetime, timezone
+    newest = 0
+    for symbol in [*symbols, DEFAULT_KEY]:
+        stamp = entry_for(doc, symbol).get("fitted_at")
+        if stamp:
+            when = datetime.fromisoformat(stamp)
+            when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)  # fit-garch writes UTC
+            newest = max(newest, int(when.timestamp()) * 10 ** 9 + when.microsecond * 1000)
+    return newest
+
+
+def published_record(doc: dict, symbols: list[str], bar_ns: int, now_ns: int) -> np.ndarray:
+    """The :data:`PUBLISHED_GARCH` record of ``doc`` for a run trading ``symbols``."""
+    record = np.zeros(1, PUBLISHED_GARCH)
+    record[0]["params"] = key_table(doc, symbols)
+    record[0]["bar_ns"] = bar_ns
+    record[0]["fitted_ns"] = fitted_ns(doc, symbols)
+    record[0]["published_ns"] = now_ns
+    for s, symbol in enumerate(symbols):
+        raw = symbol.encode()
+        if len(raw) > SYMBOL_NAME_BYTES:
+            raise ValueError(f"symbol {symbol!r} is longer than {SYMBOL_NAME_BYTES} bytes")
+        record[0]["symbols"][s, :len(raw)] = np.frombuffer(raw, np.uint8)
+    return record[0]
+
+
+def published_symbols(record: np.void) -> list[str]:
+    """The symbol names a :data:`PUBLISHED_GARCH` record was made for, by index."""
+    names = [bytes(row).rstrip(b"\0").decode() for row in record["symbols"]]
+    while names and not names[-1]:
+        names.pop()
+    return names

@@ -3,6 +3,8 @@
 Positions follow the execute stage's reports (its view is authoritative). Mids are cut into bars by event
 time (``origin_ts``, ``bar_ns``); on each closed bar every instrument's GARCH(1,1) variance is updated and
 an EWMA covariance of the bar returns across instruments is updated (``stages.garch``, ``stages.heat``).
+GARCH parameters refitted while the run goes on (``bot4 risk fit-garch --publish``) are taken at the next
+bar boundary (:func:`apply_published`).
 The budget on each side is the per-order notional (halved beyond the soft drawdown, scaled down by the
 feature stage's per-event volatility above its reference), capped by:
 
@@ -23,6 +25,8 @@ import math
 import numpy as np
 from numba import njit
 
+from shm import seqlock
+from shm.atomics import load_acquire
 from stages import garch, heat
 from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from stages.records import (FEATURE_SCHEMA_HASH, N_FEATURES, ORD_FILLED, ORD_PARTIAL, RISK_DRAWDOWN,
@@ -36,10 +40,11 @@ from stages.feature import F_RVOL_BPS
 
 STATS = ("decisions", "fills_seen", "schema_mismatch", "no_market", "position_limited", "vol_scaled",
          "equity_cents", "peak_equity_cents", "drawdown_bps", "drawdown_halved", "bars", "heat_bps",
-         "heat_limited", "gross_limited", "liquidation_limited", "gross_usd")
+         "heat_limited", "gross_limited", "liquidation_limited", "gross_usd", "garch_version",
+         "garch_rows_refused")
 (ST_DECISIONS, ST_FILLS, ST_SCHEMA, ST_NO_MARKET, ST_POSITION_LIMITED, ST_VOL_SCALED, ST_EQUITY_CENTS,
  ST_PEAK_CENTS, ST_DRAWDOWN_BPS, ST_DRAWDOWN_HALVED, ST_BARS, ST_HEAT_BPS, ST_HEAT_LIMITED, ST_GROSS_LIMITED,
- ST_LIQ_LIMITED, ST_GROSS_USD) = range(16)
+ ST_LIQ_LIMITED, ST_GROSS_USD, ST_GARCH_VERSION, ST_GARCH_REFUSED) = range(18)
 
 # per-instrument columns of the GARCH table
 (G_OMEGA, G_ALPHA, G_BETA, G_H, G_PREV_CLOSE, G_BARS, G_HORIZON_VAR, G_ROOM_BUY, G_ROOM_SELL, G_REDUCE_USD,
@@ -47,7 +52,8 @@ STATS = ("decisions", "fills_seen", "schema_mismatch", "no_market", "position_li
 G_COLUMNS = 12
 BOUND_GROSS, BOUND_HEAT, BOUND_LIQ = 1, 2, 3   # G_BOUND_*: which portfolio cap is the side's room
 
-I_BAR, I_COV_BARS = range(2)
+I_BAR, I_COV_BARS, I_GARCH_SEQ = range(3)
+PUBLISHED_READ_TRIES = 16  # a publisher mid-write: keep the parameters until the next bar, never wait
 
 
 def make_params(max_position_usd: float, max_order_usd: float, vol_ref_bps: float, capital_usd: float = 100_000.0,
@@ -71,14 +77,45 @@ def garch_table(omega_alpha_beta: np.ndarray) -> np.ndarray:
     return table
 
 
-def make_state(omega_alpha_beta: np.ndarray | None = None):
+def make_state(omega_alpha_beta: np.ndarray | None = None, published: tuple | None = None):
     """(positions, cash per instrument, last mid per instrument, [peak equity], GARCH table, EWMA covariance
-    of bar returns (bps^2), [bar, covariance bars], scratch). Without parameters: the shipped default fit."""
+    of bar returns (bps^2), [bar, covariance bars, published sequence applied], scratch, (published seqlock
+    sequences, records, read buffer)). Without parameters: the shipped default fit. ``published`` is a live
+    run's GARCH table (``pipeline.garch_store``); without it, a local one nobody publishes to."""
     if omega_alpha_beta is None:
         default = garch.params_for(garch.load_params(garch.DEFAULT_PARAMS_PATH, 1.0), garch.DEFAULT_KEY)
         omega_alpha_beta = np.tile(default, (MAX_KEYS, 1))
+    seqs, records = published if published is not None else seqlock.local_table(garch.PUBLISHED_GARCH, 1)
     return (np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(1), garch_table(omega_alpha_beta),
-            np.zeros((MAX_KEYS, MAX_KEYS)), np.array([-1, 0], np.int64), np.zeros((4, MAX_KEYS)))
+            np.zeros((MAX_KEYS, MAX_KEYS)), np.array([-1, 0, 0], np.int64), np.zeros((4, MAX_KEYS)),
+            (seqs, records, np.zeros(1, garch.PUBLISHED_GARCH)))
+
+
+@njit(cache=True)
+def apply_published(published, table, ints, stats):
+    """Take parameters published since the last look (a refit, or a restarted stage catching up). Called at bar
+    boundaries only, so one bar's variance update uses one parameter set; the conditional variance carries
+    on, except that an instrument with no bar yet starts at the new unconditional level. A row that is not
+    covariance-stationary keeps the old parameters and is counted."""
+    seqs, records, dst = published
+    if load_acquire(seqs, 0) == ints[I_GARCH_SEQ]:
+        return
+    sequence = seqlock.read(seqs, records, 0, dst, 0, PUBLISHED_READ_TRIES)
+    if sequence < 0:
+        return
+    p = dst[0]["params"]
+    for k in range(MAX_KEYS):
+        omega, alpha, beta = p[k, 0], p[k, 1], p[k, 2]
+        if not (omega > 0.0 and alpha >= 0.0 and beta >= 0.0 and alpha + beta < 1.0):
+            stats[ST_GARCH_REFUSED] += 1
+            continue
+        table[k, G_OMEGA] = omega
+        table[k, G_ALPHA] = alpha
+        table[k, G_BETA] = beta
+        if table[k, G_BARS] == 0.0:
+            table[k, G_H] = omega / (1.0 - alpha - beta)
+    ints[I_GARCH_SEQ] = sequence
+    stats[ST_GARCH_VERSION] = sequence // 2
 
 
 @njit(cache=True)
@@ -108,9 +145,10 @@ def mark_equity(positions, cash, mids, peak, capital, stats):
 
 
 @njit(cache=True)
-def close_bars(to_bar, mids, table, cov, ints, scratch, params, stats):
+def close_bars(to_bar, mids, table, cov, ints, scratch, params, stats, published):
     """Close every bar before ``to_bar``: GARCH variances and the EWMA covariance see each instrument's
     close-to-close return (bps); bars without events return 0 (closed form, however many were skipped)."""
+    apply_published(published, table, ints, stats)
     if ints[I_BAR] < 0:
         ints[I_BAR] = to_bar
         return
@@ -220,7 +258,7 @@ def _reason_of(bound):
 
 @njit(cache=True)
 def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
-    positions, cash, mids, peak, table, cov, ints, scratch = state
+    positions, cash, mids, peak, table, cov, ints, scratch, published = state
     absorb_reports(in_b, n_b, positions, cash, stats)
     max_pos = params[P_MAX_POSITION_USD]
     max_order = params[P_MAX_ORDER_USD]
@@ -230,7 +268,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         f = in_a[i]
         bar = f["origin_ts"] // bar_ns
         if bar > ints[I_BAR]:
-            close_bars(bar, mids, table, cov, ints, scratch, params, stats)
+            close_bars(bar, mids, table, cov, ints, scratch, params, stats, published)
         key = int(f["venue"]) * MAX_SYMBOLS + int(f["symbol"])
         if f["ask"] > f["bid"] > 0.0:
             mids[key] = 0.5 * (f["bid"] + f["ask"])

@@ -1,6 +1,7 @@
 """Fit GARCH(1,1) per symbol with ``arch`` on bar returns of recorded market data; store the parameters as JSON.
 
     bot4 risk fit-garch [--file VENUE=PATH ...] [--journal DIR --config C] [--bar-s 1] [--out PATH] [--every-s S]
+                        [--publish RUN]
 
 Mids come from best bid/offer and book events (``(bid + ask) / 2``), each recording (file or journal) cut
 into bars by receive time with ``stages.garch.bar_returns`` (the rule the risk stage uses online), in basis
@@ -13,8 +14,10 @@ sample has at least ``--min-bars`` returns. Otherwise the symbol keeps the param
 file (if any) and the file records why the refit failed; symbols outside the sample keep theirs too.
 ``default`` is fitted on every symbol's returns pooled and applies to symbols without their own entry.
 
-``--every-s`` refits periodically (the strategic loop, e.g. on a journal the live run keeps appending to);
-the risk stage reads the file when it starts.
+``--every-s`` refits periodically (the strategic loop, e.g. on a journal the live run keeps appending to).
+A run reads the file when it starts; ``--publish RUN`` also hands each written document to the running
+pipeline ``RUN`` (``pipeline.garch_store``), whose risk stage takes it at its next bar boundary. The run's own
+symbols and bar length decide what is published; a fit for another bar length is refused.
 """
 from __future__ import annotations
 
@@ -222,21 +225,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_PARAMS_PATH), help="parameter file to write (and refit)")
     parser.add_argument("--every-s", type=float, default=0.0,
                         help="refit periodically (e.g. on a growing journal) until interrupted; 0 = once")
+    parser.add_argument("--publish", metavar="RUN",
+                        help="also publish each fit to the running pipeline RUN (its risk stage takes it at the "
+                             "next bar)")
     args = parser.parse_args(argv)
     if not args.file and not args.journal:
         parser.error("give --file VENUE=PATH (repeatable) or --journal DIR")
     if args.bar_s <= 0 or args.every_s < 0:
         parser.error("--bar-s must be positive and --every-s 0 or more")
     fit_args = (args.file, args.journal, args.config, args.bar_s, args.min_bars, Path(args.out))
+    after = (lambda doc: publish(args.publish, doc)) if args.publish else None
     if args.every_s > 0:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            refit_every(args.every_s, stop, *fit_args)
+            refit_every(args.every_s, stop, *fit_args, after=after)
         except KeyboardInterrupt:
             pass
         return 0
-    return report(refit_file(*fit_args), fit_args[-1])
+    doc = refit_file(*fit_args)
+    status = report(doc, fit_args[-1])
+    if after is not None and not after(doc):
+        return 2
+    return status
+
+
+def publish(run: str, doc: dict) -> bool:
+    """Hand ``doc`` to the running pipeline ``run``; says what was published or why not."""
+    from pipeline import garch_store
+    from shm.segment import SegmentError
+    try:
+        version, record = garch_store.publish_refit(run, doc)
+    except (garch_store.PublishError, SegmentError, TimeoutError) as exc:
+        print(f"not published to run {run!r}: {exc}", file=sys.stderr, flush=True)
+        return False
+    print(f"published to run {run!r} as version {version} (fitted {_iso(int(record['fitted_ns']))}); its risk "
+          "stage takes it at the next bar", flush=True)
+    return True
 
 
 if __name__ == "__main__":

@@ -77,6 +77,13 @@ class StatusView:
         out.append(f"trading {trading} | orders {ex['orders']} fills {ex['fills']} open {ex['open_orders']} "
                    f"rejects {ex['rejects']} | gross position ${ex['gross_position_usd']:,} | "
                    f"PnL ${ex['pnl_cents'] / 100:,.2f} (fees ${ex['fees_cents'] / 100:,.2f})")
+        rk = self.stage_counters().get("risk")
+        if rk is not None:
+            version = rk["garch_version"]
+            out.append(f"risk: equity ${rk['equity_cents'] / 100:,.2f} drawdown {rk['drawdown_bps'] / 100:.2f}% "
+                       f"heat {rk['heat_bps'] / 100:.2f}% | GARCH parameters version {version}"
+                       + (f" ({version - 1} refit{'s' if version != 2 else ''} published)" if version > 1 else "")
+                       + (f", {rk['garch_rows_refused']} rows refused" if rk["garch_rows_refused"] else ""))
         self.prev_ns = now
         return out
 
