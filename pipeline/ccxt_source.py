@@ -45,6 +45,7 @@ CLOCK_SAMPLES = 3
 CLOCK_LOG_STEP_MS = 50.0   # log the venue clock when it moved this much since last logged
 TIME_ENDPOINTS = {"binance": "public", "binanceusdm": "fapiPublic", "binancecoinm": "dapiPublic"}
 STREAM_OFFSET_ALPHA = 0.01
+GAP_RETRY_S = 0.005  # after a book gap: let ccxt re-subscribe and fetch the snapshot before watching again
 MARKET_TYPES = {"binance": "spot", "binanceusdm": "linear", "binancecoinm": "inverse"}  # markets each class loads
 
 
@@ -275,16 +276,22 @@ class CcxtSource:
 
         stats = self.stats[spec.venue]
         backoff = Backoff(*self.reconnect, self.rng)
-        last_nonce, book_obj = 0, None
+        last_nonce, book_obj, last_gap = 0, None, None
         while not self._stopping:
             try:
                 ob = await ex.watch_order_book(market)
             except ccxt.ChecksumError as exc:  # a sequence gap: ccxt dropped its book; the next watch resyncs
-                stats.resyncs += 1
-                stats.last_error = f"book {market}: sequence gap"
-                self.log(f"ccxt {spec.venue}: {market} book sequence gap ({str(exc)[:80]}...); resync "
-                         f"{stats.resyncs} from a new snapshot")
                 book_obj = None
+                # A gap ccxt saw while no watch was pending stays in its cached, already-rejected future until
+                # the new snapshot resolves it: every watch until then re-raises the same error at once, without
+                # yielding, so a bare retry spins forever and the re-subscription never runs. One gap counts once.
+                if exc is not last_gap:
+                    last_gap = exc
+                    stats.resyncs += 1
+                    stats.last_error = f"book {market}: sequence gap"
+                    self.log(f"ccxt {spec.venue}: {market} book sequence gap ({str(exc)[:80]}...); resync "
+                             f"{stats.resyncs} from a new snapshot")
+                await asyncio.sleep(GAP_RETRY_S)
                 continue
             except asyncio.CancelledError:
                 raise
