@@ -201,3 +201,35 @@ def test_trainer_should_produce_a_deterministic_model_that_loads(tmp_path):
     x = _features_like(w, 33)
     np.testing.assert_allclose(model.predict(x), _logistic(x, w), rtol=0, atol=1e-5)
     assert meta["onnx_sha256"] == model.metadata["onnx_sha256"]
+
+
+def test_purged_split_should_keep_every_label_inside_its_own_period():
+    from tools.train_model import purged_split
+    rows = np.arange(0, 400, 2)  # every other record is labelled
+    future = rows + 7
+    masks = purged_split(rows, future)
+    start_validation, start_test = rows[120], rows[150]
+    train, validation, refit, test = (masks[k] for k in ("train", "validation", "refit", "test"))
+    assert not (train & validation).any() and not (refit & test).any()
+    assert (future[train] < start_validation).all()
+    assert (rows[validation] >= start_validation).all() and (future[validation] < start_test).all()
+    assert (future[refit] < start_test).all() and (train | validation).sum() < refit.sum()
+    assert (rows[test] >= start_test).all() and test.sum() == rows.size - 150
+
+
+def test_selection_and_refit_should_not_read_the_test_period(tmp_path):
+    from pipeline.fused import collect_features
+    from tools.train_model import train
+    feats = collect_features(seed=11, n_events=6_000)
+    first = train(seed=11, horizon=5, out=tmp_path / "a" / "m.onnx", features=feats)
+    test_start_seq = first["training"]["test"]["origin_seq"][0]
+    changed = feats.copy()
+    later = changed["origin_seq"] >= test_start_seq
+    # feature values only: bid/ask (and so the labels and the split) stay as they were
+    changed["values"][later] = -3.0 * changed["values"][later] + 1.0
+    second = train(seed=11, horizon=5, out=tmp_path / "b" / "m.onnx", features=changed)
+    assert second["training"]["selection"] == first["training"]["selection"]
+    assert second["weights"] == first["weights"] and second["onnx_sha256"] == first["onnx_sha256"]
+    assert second["metrics"]["test"] != first["metrics"]["test"]
+    assert first["training"]["selection"]["chosen"] == {"inputs": first["training"]["inputs"],
+                                                        "l2": first["training"]["l2"]}

@@ -1,6 +1,6 @@
 """Train the directional model and export it as ONNX plus JSON metadata.
 
-    python -m tools.train_model [--seed S] [--events N] [--horizon H] [--l2 L] [--out models/directional_v1.onnx]
+    python -m tools.train_model [--seed S] [--events N] [--horizon H] [--l2 L [L ...]] [--out models/directional_v1.onnx]
 
 Features come from ``pipeline.fused.collect_features``: the real synthetic feed, validate and feature
 kernels, so training and serving features are the same code.
@@ -12,21 +12,34 @@ symmetric around 0.5, so a strategy can read 0.5 as "no view". (Keeping ties as 
 prediction towards "down" in quiet markets.) Rows with a non-finite feature are dropped too.
 
 Model: logistic regression on standardised features, fitted by Newton/IRLS with an L2 penalty on the
-weights (not the intercept). Split by time: rows before the 70 % point train, rows after it test; train
-rows whose label looks past that point are purged so no test price leaks into training.
+weights (not the intercept). Inputs a candidate leaves out get weight 0 (the graph still takes every
+feature, in FEATURE_NAMES order).
+
+Split by time into three periods of labelled rows: the first 60 % train, the next 15 % validation, the
+last 25 % test. A row whose label horizon reaches into the next period is purged from its own, so no
+later period's price leaks into an earlier one's labels. Selection sees train and validation only: every
+candidate input set (``input_candidates``) with every penalty of the ``--l2`` grid is fitted on train
+(standardised by train's mean and std) and scored by validation log loss; the lowest wins, the first
+listed on a tie. The winner is refitted on train + validation (one period now: only its boundary with
+test is purged) and evaluated on test once. The JSON records every candidate's validation figures, the
+choice, each period's origin_seq/origin_ts range and the test metrics.
 
 Graph: features[N, N_FEATURES] -> Sub(mean) -> Div(std) -> MatMul(coef) -> Add(intercept) -> Sigmoid -> Reshape
 -> prob_up[N]; opset 17. The same seed gives a byte-identical .onnx (no timestamps in the graph; the
-creation time is in the JSON only), and reductions avoid multithreaded BLAS, whose summation order can vary.
+creation time is in the JSON only), and reductions avoid multithreaded BLAS, whose summation order can vary:
+the fits and every score that selection compares use einsum's own single-threaded loops.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -38,21 +51,32 @@ MODEL_NAME = "directional_v1"
 MODEL_VERSION = 1
 OPSET = 17
 IR_VERSION = 8  # the IR that introduced opset 17 features; every onnxruntime >= 1.12 reads it
-TRAIN_FRACTION = 0.7
+TRAIN_FRACTION = 0.60       # of labelled rows, in time order
+VALIDATION_FRACTION = 0.15  # the next rows; test is the remaining 25 %
 VERIFY_TOLERANCE = 1e-5
 
 DEFAULT_SEED = 7
 DEFAULT_EVENTS = 200_000
 DEFAULT_HORIZON = 20
-DEFAULT_L2 = 1.0
+# The penalty grid selection searches (one value fixes the penalty). The penalty is on the summed log
+# loss, so what it does scales with the rows: at ~120k training rows, 0.1 to 10 shrink the weights by
+# under 0.1 % and search nothing; the decades run on until the shrinkage is strong (1e5 is ~75 %).
+DEFAULT_L2 = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 DEFAULT_OUT = Path("models") / f"{MODEL_NAME}.onnx"
-# Features given weight 0 (the graph still takes every feature, in FEATURE_NAMES order): raw price levels
-# name the instrument rather than its direction; with the clock-based volatility, momentum and VWAP
-# features in, the synthetic feed's holdout log loss got worse (0.685 against 0.672 without them: their
-# levels drift with the GARCH regime between the train and test periods), so they wait for a model that
-# can use them.
-NOT_MODEL_INPUTS = ("mid", "microprice", "rvol_1s_bps", "rvol_10s_bps", "rvol_60s_bps", "mom_1s_bps",
-                    "mom_10s_bps", "mom_60s_bps", "vwap_dev_10s_bps", "vwap_dev_60s_bps")
+
+# Never inputs: raw price levels name the instrument and its price regime rather than its direction.
+PRICE_LEVELS = ("mid", "microprice")
+# Clock-based groups selection may leave out, each subset of them in turn (the event-count rvol_bps and
+# momentum_bps stay in every candidate). The feed's default run spans ~20 s of event time, so the 10 s and
+# 60 s horizons never settle: their levels trend through the run and mom_10s/60s and vwap_dev_* move
+# almost as one (correlation 0.9999 on the training rows).
+INPUT_GROUPS = (
+    ("rvol", ("rvol_1s_bps", "rvol_10s_bps", "rvol_60s_bps")),
+    ("mom", ("mom_1s_bps", "mom_10s_bps", "mom_60s_bps")),
+    ("vwap_dev", ("vwap_dev_10s_bps", "vwap_dev_60s_bps")),
+)
+_unknown = set(PRICE_LEVELS).union(*(names for _, names in INPUT_GROUPS)) - set(FEATURE_NAMES)
+assert not _unknown, f"INPUT_GROUPS names features not in FEATURE_NAMES: {sorted(_unknown)}"
 
 LABEL_DEFINITION = (
     "y = 1 if mid[t+H] > mid[t] else 0, where mid = (bid + ask) / 2 and t+H is the H-th later feature record "
@@ -84,6 +108,34 @@ def label_mid_direction(feats: np.ndarray, horizon: int) -> tuple[np.ndarray, np
     return rows_a[keep], (delta[keep] > 0.0).astype(np.float64), fut_a[keep]
 
 
+def input_candidates() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(name, features left out) for each subset of INPUT_GROUPS left out, price levels always out.
+
+    Ordered by the number of groups left out, then by INPUT_GROUPS order; the name reads as a subtraction,
+    e.g. ``all-price-mom``."""
+    candidates = []
+    for k in range(len(INPUT_GROUPS) + 1):
+        for subset in itertools.combinations(INPUT_GROUPS, k):
+            name = "-".join(["all", "price"] + [group for group, _ in subset])
+            candidates.append((name, PRICE_LEVELS + tuple(f for _, names in subset for f in names)))
+    return tuple(candidates)
+
+
+def purged_split(rows: np.ndarray, future: np.ndarray) -> dict[str, np.ndarray]:
+    """Masks over labelled rows: ``train``, ``validation``, ``refit`` (train + validation) and ``test``.
+
+    The periods start at the rows at the 0, TRAIN_FRACTION and TRAIN_FRACTION + VALIDATION_FRACTION
+    points; a row is kept in its period only if its label's future record lies in the same period."""
+    start_validation = rows[int(rows.size * TRAIN_FRACTION)]
+    start_test = rows[int(rows.size * (TRAIN_FRACTION + VALIDATION_FRACTION))]
+    return {
+        "train": future < start_validation,
+        "validation": (rows >= start_validation) & (future < start_test),
+        "refit": future < start_test,
+        "test": rows >= start_test,
+    }
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -500.0, 500.0)))
 
@@ -108,6 +160,61 @@ def fit_logistic(z: np.ndarray, y: np.ndarray, l2: float, max_iter: int = 100,
         if np.max(np.abs(step)) < tol:
             break
     return beta[1:].copy(), float(beta[0]), it
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    """A fitted model over all N_FEATURES columns; an unused input has mean 0, std 1 and coef 0."""
+    mean: np.ndarray
+    std: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    iterations: int
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        # einsum rather than a BLAS matmul: the same bits every run, so selection's comparisons repeat.
+        return _sigmoid(np.einsum("ni,i->n", (x - self.mean) / self.std, self.coef) + self.intercept)
+
+
+def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std of ``x``; a constant column gets std 1 (it carries no signal and stays at 0)."""
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std[~(std > 1e-12)] = 1.0
+    return mean, std
+
+
+def fit_inputs(x: np.ndarray, y: np.ndarray, used: np.ndarray, l2: float,
+               scale: tuple[np.ndarray, np.ndarray] | None = None) -> LogisticFit:
+    """Fit on the ``used`` columns of ``x``, standardised by ``scale`` (default: ``x``'s own mean and std)."""
+    mean, std = standardiser(x) if scale is None else scale
+    mean, std = np.where(used, mean, 0.0), np.where(used, std, 1.0)
+    coef = np.zeros(N_FEATURES)
+    coef[used], intercept, iterations = fit_logistic(((x - mean) / std)[:, used], y, l2)
+    return LogisticFit(mean, std, coef, intercept, iterations)
+
+
+def select_configuration(x_train: np.ndarray, y_train: np.ndarray, x_validation: np.ndarray,
+                         y_validation: np.ndarray, candidates,
+                         l2_grid: Sequence[float]) -> tuple[list[dict], int, dict]:
+    """Fit every (candidate, penalty) on train and score it on validation: the table (one row per fit),
+    the winner's index in it and the winner's validation metrics.
+
+    The winner has the lowest validation log loss; on a tie, the first in table order (candidates in their
+    order, each with the penalties in grid order)."""
+    scale = standardiser(x_train)
+    table, metrics = [], []
+    for name, excluded in candidates:
+        used = np.array([f not in excluded for f in FEATURE_NAMES])
+        for l2 in l2_grid:
+            fit = fit_inputs(x_train, y_train, used, l2, scale)
+            m = classification_metrics(y_validation, fit.predict(x_validation))
+            table.append({"inputs": name, "l2": l2, "validation_log_loss": m["log_loss"],
+                          "validation_auc": m["auc"], "validation_accuracy": m["accuracy"],
+                          "newton_iterations": fit.iterations})
+            metrics.append(m)
+    best = min(range(len(table)), key=lambda i: table[i]["validation_log_loss"])
+    return table, best, metrics[best]
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -188,15 +295,25 @@ def _range(feats: np.ndarray, rows: np.ndarray) -> dict:
             "origin_ts": [int(first["origin_ts"]), int(last["origin_ts"])]}
 
 
-def command_line(seed: int, n_events: int, horizon: int, l2: float, out: Path | str) -> str:
+def command_line(seed: int, n_events: int, horizon: int, l2_grid: Sequence[float], out: Path | str) -> str:
     return (f"python -m tools.train_model --seed {seed} --events {n_events} --horizon {horizon} "
-            f"--l2 {l2!r} --out {out}")
+            f"--l2 {' '.join(repr(v) for v in l2_grid)} --out {out}")
+
+
+def _l2_grid(l2: float | Sequence[float]) -> tuple[float, ...]:
+    grid = (float(l2),) if np.isscalar(l2) else tuple(float(v) for v in l2)
+    if not grid or not all(np.isfinite(v) and v >= 0.0 for v in grid):
+        raise ValueError(f"l2={l2!r} must be one or more finite penalties >= 0")
+    return grid
 
 
 def train(seed: int = DEFAULT_SEED, n_events: int = DEFAULT_EVENTS, horizon: int = DEFAULT_HORIZON,
-          out: Path | str = DEFAULT_OUT, l2: float = DEFAULT_L2, features: np.ndarray | None = None) -> dict:
-    """Collect features (or use ``features``), fit, export ``out`` and its metadata; returns the metadata."""
+          out: Path | str = DEFAULT_OUT, l2: float | Sequence[float] = DEFAULT_L2,
+          features: np.ndarray | None = None) -> dict:
+    """Collect features (or use ``features``), select inputs and penalty on validation, refit, export ``out``
+    and its metadata; returns the metadata. ``l2`` is the penalty grid (one value fixes it)."""
     out = Path(out)
+    l2_grid = _l2_grid(l2)
     feats = _collect(seed, n_events) if features is None else features
     if feats.dtype != FEATURE_VECTOR:
         raise ValueError(f"features dtype={feats.dtype} is not FEATURE_VECTOR")
@@ -209,33 +326,36 @@ def train(seed: int = DEFAULT_SEED, n_events: int = DEFAULT_EVENTS, horizon: int
     rows, y, future = label_mid_direction(feats, horizon)
     if rows.size < 10:
         raise ValueError(f"only {rows.size} labelled rows from {feats.size} feature records; need more events")
-    split = rows[int(rows.size * TRAIN_FRACTION)]
-    is_train = future < split
-    is_test = rows >= split
-    train_rows, test_rows = rows[is_train], rows[is_test]
-    y_train, y_test = y[is_train], y[is_test]
-    if y_train.min() == y_train.max():
-        raise ValueError("training labels are all one class; need more events")
-
+    masks = purged_split(rows, future)
+    period_rows = {name: rows[mask] for name, mask in masks.items()}
+    period_y = {name: y[mask] for name, mask in masks.items()}
+    for name in ("train", "validation", "refit"):
+        if period_y[name].size == 0 or period_y[name].min() == period_y[name].max():
+            raise ValueError(f"{name} labels: rows={period_y[name].size}, all one class or none after purging; "
+                             f"need more events or a shorter horizon")
     x_all = feats["values"]
-    x_train = x_all[train_rows]
-    mean = x_train.mean(axis=0)
-    std = x_train.std(axis=0)
-    std[~(std > 1e-12)] = 1.0  # a constant feature carries no signal; dividing by 1 leaves it at 0
-    used = np.array([name not in NOT_MODEL_INPUTS for name in FEATURE_NAMES])
-    mean[~used], std[~used] = 0.0, 1.0
-    coef = np.zeros(N_FEATURES)
-    coef[used], intercept, iterations = fit_logistic(((x_train - mean) / std)[:, used], y_train, l2)
 
-    def reference(x: np.ndarray) -> np.ndarray:
-        return _sigmoid(((x - mean) / std) @ coef + intercept)
+    # Selection: train -> validation only; the test rows are not read until the chosen model is refitted.
+    candidates = input_candidates()
+    table, best, validation_metrics = select_configuration(
+        x_all[period_rows["train"]], period_y["train"], x_all[period_rows["validation"]], period_y["validation"],
+        candidates, l2_grid)
+    chosen_inputs, chosen_l2 = table[best]["inputs"], table[best]["l2"]
+    excluded = dict(candidates)[chosen_inputs]
+    used = np.array([f not in excluded for f in FEATURE_NAMES])
 
-    p_train, p_test = reference(x_train), reference(x_all[test_rows])
-    metrics = {"test": classification_metrics(y_test, p_test), "train": classification_metrics(y_train, p_train)}
+    x_refit = x_all[period_rows["refit"]]
+    fit = fit_inputs(x_refit, period_y["refit"], used, chosen_l2)
+    test_rows = period_rows["test"]
+    metrics = {
+        "test": classification_metrics(period_y["test"], fit.predict(x_all[test_rows])),
+        "validation": validation_metrics,  # the chosen configuration fitted on train alone
+        "refit": classification_metrics(period_y["refit"], fit.predict(x_refit)),
+    }
 
     props = {"feature_schema_hash": str(FEATURE_SCHEMA_HASH), "feature_names": ",".join(FEATURE_NAMES),
              "horizon": str(horizon), "seed": str(seed), "events": str(n_events)}
-    model_bytes = build_graph(mean, std, coef, intercept, props).SerializeToString(deterministic=True)
+    model_bytes = build_graph(fit.mean, fit.std, fit.coef, fit.intercept, props).SerializeToString(deterministic=True)
 
     meta = {
         "name": MODEL_NAME,
@@ -257,18 +377,32 @@ def train(seed: int = DEFAULT_SEED, n_events: int = DEFAULT_EVENTS, horizon: int
             "horizon": horizon,
             "label": LABEL_DEFINITION,
             "labelled_rows": int(rows.size),
-            "split": f"time-ordered: first {TRAIN_FRACTION:.0%} of labelled rows train, rest test; train rows "
-                     "whose label horizon reaches the test period are purged",
-            "train": _range(feats, train_rows),
+            "split": f"time-ordered: first {TRAIN_FRACTION:.0%} of labelled rows train, next "
+                     f"{VALIDATION_FRACTION:.0%} validation, rest test; a row whose label horizon reaches the "
+                     "next period is purged; the final model is refitted on train + validation (refit), "
+                     "purged only at the test boundary",
+            "train": _range(feats, period_rows["train"]),
+            "validation": _range(feats, period_rows["validation"]),
+            "refit": _range(feats, period_rows["refit"]),
             "test": _range(feats, test_rows),
-            "l2": l2,
-            "newton_iterations": iterations,
-            "weight_zero_features": list(NOT_MODEL_INPUTS),
+            "selection": {
+                "criterion": "lowest validation log loss of a fit on train (standardised by train); the "
+                             "first in table order on a tie; test not used",
+                "l2_grid": list(l2_grid),
+                "input_candidates": {name: list(names) for name, names in candidates},
+                "candidates": table,
+                "chosen": {"inputs": chosen_inputs, "l2": chosen_l2},
+            },
+            "inputs": chosen_inputs,
+            "l2": chosen_l2,
+            "newton_iterations": fit.iterations,
+            "weight_zero_features": list(excluded),
         },
-        "weights": {"mean": mean.tolist(), "std": std.tolist(), "coef": coef.tolist(), "intercept": intercept},
+        "weights": {"mean": fit.mean.tolist(), "std": fit.std.tolist(), "coef": fit.coef.tolist(),
+                    "intercept": fit.intercept},
         "metrics": metrics,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": command_line(seed, n_events, horizon, l2, out),
+        "command": command_line(seed, n_events, horizon, l2_grid, out),
     }
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +410,7 @@ def train(seed: int = DEFAULT_SEED, n_events: int = DEFAULT_EVENTS, horizon: int
     out.write_bytes(model_bytes)
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     try:
-        _verify(out, x_all[test_rows] if test_rows.size else x_train, reference)
+        _verify(out, x_all[test_rows] if test_rows.size else x_refit, fit.predict)
     except Exception:
         out.unlink(missing_ok=True)
         meta_path.unlink(missing_ok=True)
@@ -302,12 +436,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=DEFAULT_EVENTS, help="market events to simulate")
     parser.add_argument("--horizon", type=int, default=DEFAULT_HORIZON,
                         help="label horizon in records of the same (venue, symbol)")
-    parser.add_argument("--l2", type=float, default=DEFAULT_L2, help="L2 penalty on standardised weights")
+    parser.add_argument("--l2", type=float, nargs="+", default=list(DEFAULT_L2),
+                        help="L2 penalties on standardised weights that selection tries (one value fixes it)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="ONNX path; metadata goes beside it (.json)")
     args = parser.parse_args(argv)
     meta = train(args.seed, args.events, args.horizon, args.out, args.l2)
-    test = meta["metrics"]["test"]
-    print(f"model={args.out} rows train={meta['training']['train']['rows']} test={test['rows']} "
+    training, test = meta["training"], meta["metrics"]["test"]
+    for row in training["selection"]["candidates"]:
+        print(f"candidate inputs={row['inputs']} l2={row['l2']!r} validation log_loss={row['validation_log_loss']:.4f} "
+              f"auc={row['validation_auc']:.4f} accuracy={row['validation_accuracy']:.4f}")
+    print(f"model={args.out} inputs={training['inputs']} l2={training['l2']!r} rows train={training['train']['rows']} "
+          f"validation={training['validation']['rows']} refit={training['refit']['rows']} test={test['rows']} "
           f"accuracy={test['accuracy']:.4f} log_loss={test['log_loss']:.4f} auc={test['auc']:.4f} "
           f"base_rate={test['base_rate']:.4f}")
     return 0
