@@ -10,18 +10,20 @@ from stages.records import BUY, EV_BOOK, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, OR
 MS = 1_000_000
 
 
-def book(bid=100.0, ask=100.5, size=5.0, tick=0.5, seq=1):
+def book(bid=100.0, ask=100.5, size=5.0, tick=0.5, seq=1, symbol=0, venue=0):
     ev = np.zeros(1, records.MARKET_EVENT)[0]
     ev["kind"], ev["origin_seq"], ev["venue_seq"], ev["origin_ts"] = EV_BOOK, seq, seq, seq
+    ev["venue"], ev["symbol"] = venue, symbol
     for j in range(records.BOOK_LEVELS):
         ev["bid_px"][j], ev["ask_px"][j] = bid - j * tick, ask + j * tick
         ev["bid_sz"][j] = ev["ask_sz"][j] = size
     return ev
 
 
-def intent(kind, side, price, qty, intent_id=1):
+def intent(kind, side, price, qty, intent_id=1, symbol=0, venue=0):
     it = np.zeros(1, records.ORDER_INTENT)[0]
     it["kind"], it["side"], it["price"], it["qty"], it["intent_id"] = kind, side, price, qty, intent_id
+    it["venue"], it["symbol"] = venue, symbol
     it["strategy"] = records.STRAT_DIRECTIONAL
     return it
 
@@ -77,6 +79,64 @@ def test_max_order_notional():
     assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 1.5)]), records.REJ_MAX_NOTIONAL)  # $150.75
     assert g.send([intent(INTENT_IOC, BUY, 100.5, 1.4)])[0]["state"] == ORD_ACKED
     assert g.position == pytest.approx(1.4)
+
+
+def acked(reports):
+    return len(reports) >= 1 and reports[0]["state"] == ORD_ACKED
+
+
+# Venue 0: symbol 0 and symbol 2 have limits of their own, symbol 3 has none (the global limit applies).
+# All three see the same book, so the same order differs only in the instrument it is for.
+def per_symbol_gate(**limits):
+    g = Gate(**limits)
+    g.send(market=[book(symbol=2), book(symbol=3)])
+    return g
+
+
+def test_a_per_symbol_quantity_limit_rejects_on_one_symbol_while_a_larger_one_passes_the_same_quantity():
+    g = per_symbol_gate(max_order_qty=3.0, max_order_qty_by_key={0: 2.0, 2: 10.0})
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 2.5)]), records.REJ_MAX_QTY)
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 2.5, symbol=2)]))
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 2.5, symbol=3)]))  # global 3.0
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 3.5, symbol=3)]), records.REJ_MAX_QTY)
+    assert g.rejected(records.REJ_MAX_QTY) == 2 and g.stats[execute.ST_ORDERS] == 2
+
+
+def test_a_per_symbol_notional_limit_rejects_on_one_symbol_while_a_larger_one_passes_the_same_order():
+    g = per_symbol_gate(max_order_usd=200.0, max_order_usd_by_key={0: 150.0, 2: 1_000.0})
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 1.5)]), records.REJ_MAX_NOTIONAL)  # $150.75
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 1.5, symbol=2)]))
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 1.5, symbol=3)]))  # global $200
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 2.5, symbol=3)]), records.REJ_MAX_NOTIONAL)
+    assert g.rejected(records.REJ_MAX_NOTIONAL) == 2
+
+
+def test_a_per_symbol_position_limit_rejects_on_one_symbol_while_a_larger_one_passes_the_same_orders():
+    g = per_symbol_gate(max_position_usd=250.0, max_position_usd_by_key={0: 150.0, 2: 1_000.0},
+                        duplicate_window_ms=0.0)  # the same IOC again is the point here
+    for symbol in (0, 2, 3):
+        assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 1.0, symbol=symbol)]))  # long $100.25
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 1.0)]), records.REJ_POSITION_LIMIT)
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 1.0, symbol=2)]))  # long $200.50, within $1,000
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 1.0, symbol=3)]))  # long $200.50, within the global $250
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 1.0, symbol=3)]), records.REJ_POSITION_LIMIT)
+    assert acked(g.send([intent(INTENT_IOC, SELL, 100.0, 0.5)]))  # reductions still pass on symbol 0
+    assert g.rejected(records.REJ_POSITION_LIMIT) == 2
+
+
+def test_a_per_symbol_limit_is_for_its_venue_and_symbol_only():
+    key = 1 * execute.MAX_SYMBOLS + 0  # venue 1, symbol 0
+    params = execute.make_params(1.0, 5.0, 64, max_order_qty=3.0, max_order_usd=200.0, max_position_usd=250.0,
+                                 max_order_qty_by_key={key: 2.0}, max_position_usd_by_key={key: 9.0})
+    assert execute.gate_limits(params, key) == (2.0, 200.0, 9.0)
+    g = Gate(max_order_qty=3.0, max_order_qty_by_key={key: 2.0})
+    g.send(market=[book(venue=1)])
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 2.5)]))
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 2.5, venue=1)]), records.REJ_MAX_QTY)
+    assert execute.gate_limits(params, 0) == (3.0, 200.0, 250.0)
+    assert execute.gate_limits(params, execute.MAX_KEYS - 1) == (3.0, 200.0, 250.0)
+    with pytest.raises(ValueError, match="instrument key=32"):
+        execute.make_params(1.0, 5.0, 64, max_order_qty_by_key={execute.MAX_KEYS: 2.0})
 
 
 @pytest.mark.parametrize("side,price", [(BUY, 101.0), (SELL, 99.5), (BUY, 99.5)])
