@@ -3,6 +3,8 @@ never turned into an order."""
 import numpy as np
 import pytest
 
+from pipeline import graph
+from pipeline.config import Config, ConfigError, from_dict
 from shm import control as cb
 from stages import execute, records
 from stages.records import BUY, EV_BOOK, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_REJECTED, SELL
@@ -200,3 +202,53 @@ def test_bad_quantity_and_no_market_are_counted_under_their_codes():
     assert_rejected(g, g.send([it]), records.REJ_NO_MARKET)
     total = sum(g.stats[execute.ST_REJ_BASE:execute.ST_REJ_BASE + len(records.REJ_NAMES)])
     assert total == g.stats[execute.ST_REJECTS] == 2
+
+
+def test_per_symbol_limits_from_the_config_reach_every_venue_of_that_symbol_and_no_other_symbol():
+    config = Config().with_overrides(execute={"max_order_qty": 100.0, "max_order_qty_by_symbol": ["SOL-USDT=500"],
+                                              "max_order_usd_by_symbol": ["BTC-USDT=9000"],
+                                              "max_position_usd_by_symbol": ["ETH-USDT=1000", "BTC-USDT=2e5"]})
+    _, params, _ = graph.kernel("execute", config, live=False)
+    btc, eth, sol = (config.feed.symbols.index(s) for s in ("BTC-USDT", "ETH-USDT", "SOL-USDT"))
+    for venue in range(len(config.feed.venues)):
+        key = venue * execute.MAX_SYMBOLS
+        assert execute.gate_limits(params, key + btc) == (100.0, 9_000.0, 200_000.0)
+        assert execute.gate_limits(params, key + eth) == (100.0, 25_000.0, 1_000.0)
+        assert execute.gate_limits(params, key + sol) == (500.0, 25_000.0, 75_000.0)
+    assert config.execute.gate_limit("max_order_qty", "SOL-USDT") == (500.0, "execute.max_order_qty_by_symbol")
+    assert config.execute.gate_limit("max_order_qty", "BTC-USDT") == (100.0, "execute.max_order_qty")
+
+
+def test_no_per_symbol_entries_gives_every_instrument_the_global_limits():
+    _, params, _ = graph.kernel("execute", Config(), live=False)
+    e = Config().execute
+    assert all(execute.gate_limits(params, k) == (e.max_order_qty, e.max_order_usd, e.max_position_usd)
+               for k in range(execute.MAX_KEYS))
+
+
+@pytest.mark.parametrize("key,entries,message", [
+    ("max_order_qty_by_symbol", ["BTC-USDT"],
+     "execute.max_order_qty_by_symbol='BTC-USDT' is invalid: use \"SYMBOL=VALUE\" (base units)"),
+    ("max_order_qty_by_symbol", ["=2"], "execute.max_order_qty_by_symbol='=2' is invalid: use \"SYMBOL=VALUE\""),
+    ("max_order_usd_by_symbol", ["BTC-USDT=lots"],
+     "execute.max_order_usd_by_symbol='BTC-USDT=lots' is invalid: give a positive, finite number (USD)"),
+    ("max_order_qty_by_symbol", ["SOL-USDT=0"], "execute.max_order_qty_by_symbol='SOL-USDT=0' is invalid: give a"),
+    ("max_position_usd_by_symbol", ["SOL-USDT=-5"], "execute.max_position_usd_by_symbol='SOL-USDT=-5' is invalid"),
+    ("max_position_usd_by_symbol", ["SOL-USDT=inf"], "execute.max_position_usd_by_symbol='SOL-USDT=inf' is invalid"),
+    ("max_order_qty_by_symbol", ["BTC-USDT=1", "ETH-USDT=2", "BTC-USDT=3"],
+     "execute.max_order_qty_by_symbol='BTC-USDT=3' is invalid: BTC-USDT has two entries; keep one"),
+    ("max_order_usd_by_symbol", ["DOGE-USDT=1000"],
+     "execute.max_order_usd_by_symbol='DOGE-USDT=1000' is invalid: 'DOGE-USDT' is not one of feed.symbols "
+     "['BTC-USDT', 'ETH-USDT', 'SOL-USDT']; add it there or drop the entry"),
+])
+def test_a_bad_per_symbol_limit_is_a_config_error_naming_the_key_and_the_fix(key, entries, message):
+    with pytest.raises(ConfigError) as err:
+        from_dict({"execute": {key: entries}})
+    assert message in str(err.value)
+
+
+def test_a_per_symbol_limit_is_checked_against_the_configured_symbols_not_the_shipped_ones():
+    config = from_dict({"feed": {"symbols": ["ETH-USDT"]}, "execute": {"max_order_qty_by_symbol": ["ETH-USDT=40"]}})
+    assert config.execute.limits_by_symbol("max_order_qty") == {"ETH-USDT": 40.0}
+    with pytest.raises(ConfigError, match="'BTC-USDT' is not one of feed.symbols \\['ETH-USDT'\\]"):
+        from_dict({"feed": {"symbols": ["ETH-USDT"]}, "execute": {"max_order_qty_by_symbol": ["BTC-USDT=1"]}})
