@@ -252,3 +252,23 @@ def test_a_per_symbol_limit_is_checked_against_the_configured_symbols_not_the_sh
     assert config.execute.limits_by_symbol("max_order_qty") == {"ETH-USDT": 40.0}
     with pytest.raises(ConfigError, match="'BTC-USDT' is not one of feed.symbols \\['ETH-USDT'\\]"):
         from_dict({"feed": {"symbols": ["ETH-USDT"]}, "execute": {"max_order_qty_by_symbol": ["BTC-USDT=1"]}})
+
+
+def test_explain_names_the_limit_that_rejected_an_order_given_the_runs_config():
+    from tools import explain_orders
+    config = Config().with_overrides(execute={"max_order_qty_by_symbol": ["SOL-USDT=500"]})
+    sol = config.feed.symbols.index("SOL-USDT")
+    it = intent(INTENT_IOC, BUY, 150.0, 600.0, symbol=sol, venue=1)
+    report = np.zeros(1, records.EXEC_REPORT)[0]
+    report["state"], report["reject_reason"], report["venue"], report["symbol"] = (ORD_REJECTED, records.REJ_MAX_QTY,
+                                                                                   1, sol)
+    assert "REJECTED (max order quantity; limit execute.max_order_qty_by_symbol SOL-USDT=500)" in \
+        explain_orders.line(it, report, config)
+    report["symbol"] = config.feed.symbols.index("BTC-USDT")
+    assert "REJECTED (max order quantity; limit execute.max_order_qty=1000)" in explain_orders.line(it, report, config)
+    report["reject_reason"] = records.REJ_POSITION_LIMIT
+    explained = explain_orders.line(it, report, config)
+    assert "(position limit after fill; limit execute.max_position_usd=75000)" in explained
+    assert "REJECTED (position limit after fill):" in explain_orders.line(it, report)  # no config: the code alone
+    report["reject_reason"] = records.REJ_PRICE_COLLAR
+    assert "REJECTED (price collar):" in explain_orders.line(it, report, config)
