@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,9 @@ class StrategyConfig:
         _require(self.skew_bps >= 0, "strategy.skew_bps", self.skew_bps, "use 0 or more")
 
 
+GATE_LIMITS = ("max_order_qty", "max_order_usd", "max_position_usd")  # each with an execute.<limit>_by_symbol
+
+
 @dataclass(frozen=True)
 class ExecuteConfig:
     venue: str = "paper"
@@ -215,10 +219,17 @@ class ExecuteConfig:
     order_burst: int = 1_000           # token bucket depth
     duplicate_window_ms: float = 10.0  # the same order again within this is a duplicate
     max_position_usd: float = 75_000.0  # per instrument, after a full fill of this and the side's open orders
+    # Per-symbol gate limits, "SYMBOL=VALUE" with SYMBOL one of feed.symbols (on every venue); a symbol
+    # without an entry gets the global key above. Base units differ per symbol, so max_order_qty needs them most.
+    max_order_qty_by_symbol: tuple = ()     # e.g. ["BTC-USDT=2.5", "SOL-USDT=500"]
+    max_order_usd_by_symbol: tuple = ()     # e.g. ["SOL-USDT=10000"]
+    max_position_usd_by_symbol: tuple = ()  # e.g. ["BTC-USDT=100000", "SOL-USDT=20000"]
 
     def check(self):
         for key in ("max_order_qty", "max_order_usd", "price_collar_bps", "max_orders_per_s", "max_position_usd"):
             _require(getattr(self, key) > 0, f"execute.{key}", getattr(self, key), "use a positive number")
+        for limit in GATE_LIMITS:
+            self.limits_by_symbol(limit)
         _require(self.order_burst >= 1, "execute.order_burst", self.order_burst, "use 1 or more")
         _require(self.duplicate_window_ms >= 0, "execute.duplicate_window_ms", self.duplicate_window_ms,
                  "use 0 (open orders only) or more")
@@ -228,6 +239,40 @@ class ExecuteConfig:
         _require(self.flatten_retry_ms > 0, "execute.flatten_retry_ms", self.flatten_retry_ms, "use > 0")
         _require(self.venue == "paper", "execute.venue", self.venue, "only 'paper' is available in this version")
         _require(1 <= self.max_open_orders <= 256, "execute.max_open_orders", self.max_open_orders, "use 1..256")
+
+    def check_symbols(self, symbols: tuple) -> None:
+        """Every per-symbol limit names one of ``symbols`` (feed.symbols; Config.check passes them)."""
+        for limit in GATE_LIMITS:
+            key = f"execute.{limit}_by_symbol"
+            for entry in getattr(self, f"{limit}_by_symbol"):
+                symbol = str(entry).partition("=")[0].strip()
+                _require(symbol in symbols, key, entry,
+                         f"{symbol!r} is not one of feed.symbols {list(symbols)}; add it there or drop the entry")
+
+    def limits_by_symbol(self, limit: str) -> dict[str, float]:
+        """{symbol: value} of ``execute.<limit>_by_symbol`` (``limit`` one of GATE_LIMITS)."""
+        key = f"execute.{limit}_by_symbol"
+        unit, example = ("base units", "2.5") if limit == "max_order_qty" else ("USD", "50000")
+        found: dict[str, float] = {}
+        for entry in getattr(self, f"{limit}_by_symbol"):
+            symbol, sep, text = (part.strip() for part in str(entry).partition("="))
+            _require(bool(sep) and bool(symbol), key, entry, f'use "SYMBOL=VALUE" ({unit}), e.g. "BTC-USDT={example}"')
+            try:
+                value = float(text)
+            except ValueError:
+                value = float("nan")
+            _require(math.isfinite(value) and value > 0, key, entry,
+                     f'give a positive, finite number ({unit}) after "=", e.g. "{symbol}={example}"')
+            _require(symbol not in found, key, entry, f"{symbol} has two entries; keep one")
+            found[symbol] = value
+        return found
+
+    def gate_limit(self, limit: str, symbol: str) -> tuple[float, str]:
+        """The value of gate limit ``limit`` (one of GATE_LIMITS) for ``symbol``, and the key it comes from."""
+        by_symbol = self.limits_by_symbol(limit)
+        if symbol in by_symbol:
+            return by_symbol[symbol], f"execute.{limit}_by_symbol"
+        return getattr(self, limit), f"execute.{limit}"
 
 
 @dataclass(frozen=True)
@@ -365,6 +410,7 @@ class Config:
     def check(self) -> "Config":
         for f in dataclasses.fields(self):
             getattr(self, f.name).check()
+        self.execute.check_symbols(self.feed.symbols)
         _require(not self.recorder.dsn or bool(self.journal.dir), "recorder.dsn", self.recorder.dsn,
                  "also set journal.dir (or --journal): the recorder copies the journal into the database")
         _require(self.run.mode != "record" or bool(self.journal.dir), "run.mode", self.run.mode,

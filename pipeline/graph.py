@@ -11,7 +11,7 @@ from types import ModuleType
 
 import numpy as np
 
-from pipeline.config import STAGE_NAMES, Config
+from pipeline.config import GATE_LIMITS, STAGE_NAMES, Config
 from stages import execute, feature, feed, records, risk, strategy, validate
 
 
@@ -124,6 +124,14 @@ def garch_parameters(config: Config) -> np.ndarray:
                      list(config.feed.symbols))
 
 
+def gate_limits_by_key(config: Config, limit: str) -> dict[int, float]:
+    """execute.<limit>_by_symbol as {instrument key: value}: a symbol's limit holds on every venue."""
+    symbols = config.feed.symbols
+    return {venue * feed.MAX_SYMBOLS + symbols.index(symbol): value
+            for symbol, value in config.execute.limits_by_symbol(limit).items()
+            for venue in range(len(config.feed.venues))}
+
+
 def kernel(stage: str, config: Config, live: bool):
     """(step, params, state) for a numba-hosted stage, built from the typed config."""
     n_venues, n_symbols = len(config.feed.venues), len(config.feed.symbols)
@@ -169,9 +177,12 @@ def kernel(stage: str, config: Config, live: bool):
         return strategy.step, params, strategy.make_state()
     if stage == "execute":
         e = config.execute
+        by_key = {limit: gate_limits_by_key(config, limit) for limit in GATE_LIMITS}
         params = execute.make_params(e.maker_fee_bps, e.taker_fee_bps, e.max_open_orders, e.on_kill == "flatten",
                                      e.flatten_collar_bps, e.flatten_retry_ms, e.max_order_qty, e.max_order_usd,
                                      e.price_collar_bps, e.max_orders_per_s, e.order_burst, e.duplicate_window_ms,
-                                     e.max_position_usd)
+                                     e.max_position_usd, max_order_qty_by_key=by_key["max_order_qty"],
+                                     max_order_usd_by_key=by_key["max_order_usd"],
+                                     max_position_usd_by_key=by_key["max_position_usd"])
         return execute.step, params, execute.make_state()
     raise KeyError(f"stage {stage!r} has no numba kernel")

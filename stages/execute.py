@@ -17,7 +17,8 @@ The pre-trade gate (in the spirit of SEC Rule 15c3-5) checks every intent before
 order, a price collar around the mid, duplicates (an identical open order, or an identical IOC within the
 window), the position after a full fill of this and the side's open orders (reductions always pass), max
 open orders, and an order-rate token bucket refilled in event time (only orders that pass everything
-spend a token). A rejection is an execution report with a REJ_* reason, counted per reason; it never
+spend a token). The quantity, notional and position limits are per instrument (a table in the params,
+see P_LIMITS). A rejection is an execution report with a REJ_* reason, counted per reason; it never
 becomes an order. Execute's own reduce-only flatten orders after a kill do not pass the gate.
 """
 import numpy as np
@@ -37,6 +38,12 @@ MAX_ORDERS = 256
 (P_MAKER_FEE_BPS, P_TAKER_FEE_BPS, P_MAX_OPEN_ORDERS, P_FLATTEN, P_FLATTEN_COLLAR_BPS, P_FLATTEN_RETRY_NS,
  P_MAX_ORDER_QTY, P_MAX_ORDER_USD, P_COLLAR_BPS, P_RATE_PER_NS, P_BURST, P_DUP_WINDOW_NS,
  P_MAX_POSITION_USD) = range(13)
+# The gate's limits per instrument: params[P_LIMITS + key * N_LIMITS + LIMIT_*], key = venue * MAX_SYMBOLS +
+# symbol. make_params fills every key with the global P_MAX_ORDER_QTY / _USD / P_MAX_POSITION_USD, then
+# applies the per-instrument values: one base-unit quantity cap cannot suit BTC and SOL alike.
+LIMIT_QTY, LIMIT_USD, LIMIT_POSITION_USD = range(3)
+N_LIMITS = 3
+P_LIMITS = 14
 
 I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS = range(3)   # I_BUCKET_NS: event time of the last token refill (0 = full)
 GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
@@ -61,10 +68,31 @@ def make_params(maker_fee_bps: float, taker_fee_bps: float, max_open_orders: int
                 flatten_collar_bps: float = 50.0, flatten_retry_ms: float = 100.0, max_order_qty: float = 1_000.0,
                 max_order_usd: float = 25_000.0, price_collar_bps: float = 100.0, max_orders_per_s: float = 5_000.0,
                 order_burst: int = 1_000, duplicate_window_ms: float = 10.0,
-                max_position_usd: float = 75_000.0) -> np.ndarray:
-    return np.array([maker_fee_bps, taker_fee_bps, float(min(max_open_orders, MAX_ORDERS)), float(flatten),
-                     flatten_collar_bps, flatten_retry_ms * 1e6, max_order_qty, max_order_usd, price_collar_bps,
-                     max_orders_per_s * 1e-9, float(order_burst), duplicate_window_ms * 1e6, max_position_usd, 0.0])
+                max_position_usd: float = 75_000.0, max_order_qty_by_key: dict | None = None,
+                max_order_usd_by_key: dict | None = None, max_position_usd_by_key: dict | None = None) -> np.ndarray:
+    """The ``*_by_key`` dicts map an instrument key (venue * MAX_SYMBOLS + symbol) to its own limit; keys
+    without one get the global limit."""
+    scalars = [maker_fee_bps, taker_fee_bps, float(min(max_open_orders, MAX_ORDERS)), float(flatten),
+               flatten_collar_bps, flatten_retry_ms * 1e6, max_order_qty, max_order_usd, price_collar_bps,
+               max_orders_per_s * 1e-9, float(order_burst), duplicate_window_ms * 1e6, max_position_usd, 0.0]
+    assert len(scalars) == P_LIMITS
+    limits = np.empty((MAX_KEYS, N_LIMITS))
+    limits[:, LIMIT_QTY], limits[:, LIMIT_USD], limits[:, LIMIT_POSITION_USD] = (max_order_qty, max_order_usd,
+                                                                                 max_position_usd)
+    for column, by_key in ((LIMIT_QTY, max_order_qty_by_key), (LIMIT_USD, max_order_usd_by_key),
+                           (LIMIT_POSITION_USD, max_position_usd_by_key)):
+        for key, value in (by_key or {}).items():
+            if not 0 <= key < MAX_KEYS:
+                raise ValueError(f"instrument key={key} is outside 0..{MAX_KEYS - 1}")
+            limits[key, column] = value
+    return np.concatenate((np.array(scalars), limits.ravel()))
+
+
+def gate_limits(params: np.ndarray, key: int) -> tuple[float, float, float]:
+    """(max order qty, max order usd, max position usd) the gate applies to instrument ``key``."""
+    base = P_LIMITS + key * N_LIMITS
+    return (float(params[base + LIMIT_QTY]), float(params[base + LIMIT_USD]),
+            float(params[base + LIMIT_POSITION_USD]))
 
 
 def make_state():
@@ -251,9 +279,10 @@ def gate_check(state, params, intent, k, now_ns):
     qty = intent["qty"]
     price = intent["price"]
     side = intent["side"]
-    if qty > params[P_MAX_ORDER_QTY]:
+    limits = P_LIMITS + k * N_LIMITS
+    if qty > params[limits + LIMIT_QTY]:
         return REJ_MAX_QTY
-    if qty * price > params[P_MAX_ORDER_USD]:
+    if qty * price > params[limits + LIMIT_USD]:
         return REJ_MAX_NOTIONAL
     book = books[k]
     mid = 0.5 * (book["bid_px"][0] + book["ask_px"][0])
@@ -271,7 +300,7 @@ def gate_check(state, params, intent, k, now_ns):
         if last[1] > 0.0 and last[0] == price and last[1] == qty and now_ns - last[2] < params[P_DUP_WINDOW_NS]:
             return REJ_DUPLICATE
     after = positions[k] + side * (qty + open_same_side)
-    if abs(after) * mid > params[P_MAX_POSITION_USD] and abs(after) > abs(positions[k]):
+    if abs(after) * mid > params[limits + LIMIT_POSITION_USD] and abs(after) > abs(positions[k]):
         return REJ_POSITION_LIMIT
     return 0
 

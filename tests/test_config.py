@@ -18,6 +18,8 @@ def test_defaults_are_valid_and_typed():
     ({"strategy": {"quoting": 1}}, "strategy.quoting=1 is invalid: use true or false"),
     ({"topology": {"idle": "spin"}}, "topology.idle='spin' is invalid"),
     ({"feed": {"symbols": ["DOGE-USDT"]}}, "feed.symbols=('DOGE-USDT',) is invalid: choose from"),
+    ({"execute": {"max_order_qty_by_symbol": ["DOGE-USDT=5"]}},
+     "execute.max_order_qty_by_symbol='DOGE-USDT=5' is invalid: 'DOGE-USDT' is not one of feed.symbols"),
     ({"feed": {"source": "ccxt", "venues": ["spot"]}}, 'feed.ccxt_exchanges=() is invalid: give "spot=EXCHANGE"'),
     ({"feed": {"source": "ccxt", "venues": ["spot"], "ccxt_exchanges": ["spot=binanse"]}},
      "'binanse' is not a ccxt.pro exchange id"),

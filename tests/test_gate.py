@@ -3,6 +3,8 @@ never turned into an order."""
 import numpy as np
 import pytest
 
+from pipeline import graph
+from pipeline.config import Config, ConfigError, from_dict
 from shm import control as cb
 from stages import execute, records
 from stages.records import BUY, EV_BOOK, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_REJECTED, SELL
@@ -10,18 +12,20 @@ from stages.records import BUY, EV_BOOK, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, OR
 MS = 1_000_000
 
 
-def book(bid=100.0, ask=100.5, size=5.0, tick=0.5, seq=1):
+def book(bid=100.0, ask=100.5, size=5.0, tick=0.5, seq=1, symbol=0, venue=0):
     ev = np.zeros(1, records.MARKET_EVENT)[0]
     ev["kind"], ev["origin_seq"], ev["venue_seq"], ev["origin_ts"] = EV_BOOK, seq, seq, seq
+    ev["venue"], ev["symbol"] = venue, symbol
     for j in range(records.BOOK_LEVELS):
         ev["bid_px"][j], ev["ask_px"][j] = bid - j * tick, ask + j * tick
         ev["bid_sz"][j] = ev["ask_sz"][j] = size
     return ev
 
 
-def intent(kind, side, price, qty, intent_id=1):
+def intent(kind, side, price, qty, intent_id=1, symbol=0, venue=0):
     it = np.zeros(1, records.ORDER_INTENT)[0]
     it["kind"], it["side"], it["price"], it["qty"], it["intent_id"] = kind, side, price, qty, intent_id
+    it["venue"], it["symbol"] = venue, symbol
     it["strategy"] = records.STRAT_DIRECTIONAL
     return it
 
@@ -77,6 +81,64 @@ def test_max_order_notional():
     assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 1.5)]), records.REJ_MAX_NOTIONAL)  # $150.75
     assert g.send([intent(INTENT_IOC, BUY, 100.5, 1.4)])[0]["state"] == ORD_ACKED
     assert g.position == pytest.approx(1.4)
+
+
+def acked(reports):
+    return len(reports) >= 1 and reports[0]["state"] == ORD_ACKED
+
+
+# Venue 0: symbol 0 and symbol 2 have limits of their own, symbol 3 has none (the global limit applies).
+# All three see the same book, so the same order differs only in the instrument it is for.
+def per_symbol_gate(**limits):
+    g = Gate(**limits)
+    g.send(market=[book(symbol=2), book(symbol=3)])
+    return g
+
+
+def test_a_per_symbol_quantity_limit_rejects_on_one_symbol_while_a_larger_one_passes_the_same_quantity():
+    g = per_symbol_gate(max_order_qty=3.0, max_order_qty_by_key={0: 2.0, 2: 10.0})
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 2.5)]), records.REJ_MAX_QTY)
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 2.5, symbol=2)]))
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 2.5, symbol=3)]))  # global 3.0
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 3.5, symbol=3)]), records.REJ_MAX_QTY)
+    assert g.rejected(records.REJ_MAX_QTY) == 2 and g.stats[execute.ST_ORDERS] == 2
+
+
+def test_a_per_symbol_notional_limit_rejects_on_one_symbol_while_a_larger_one_passes_the_same_order():
+    g = per_symbol_gate(max_order_usd=200.0, max_order_usd_by_key={0: 150.0, 2: 1_000.0})
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 1.5)]), records.REJ_MAX_NOTIONAL)  # $150.75
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 1.5, symbol=2)]))
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 1.5, symbol=3)]))  # global $200
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 2.5, symbol=3)]), records.REJ_MAX_NOTIONAL)
+    assert g.rejected(records.REJ_MAX_NOTIONAL) == 2
+
+
+def test_a_per_symbol_position_limit_rejects_on_one_symbol_while_a_larger_one_passes_the_same_orders():
+    g = per_symbol_gate(max_position_usd=250.0, max_position_usd_by_key={0: 150.0, 2: 1_000.0},
+                        duplicate_window_ms=0.0)  # the same IOC again is the point here
+    for symbol in (0, 2, 3):
+        assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 1.0, symbol=symbol)]))  # long $100.25
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 1.0)]), records.REJ_POSITION_LIMIT)
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 1.0, symbol=2)]))  # long $200.50, within $1,000
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 1.0, symbol=3)]))  # long $200.50, within the global $250
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 1.0, symbol=3)]), records.REJ_POSITION_LIMIT)
+    assert acked(g.send([intent(INTENT_IOC, SELL, 100.0, 0.5)]))  # reductions still pass on symbol 0
+    assert g.rejected(records.REJ_POSITION_LIMIT) == 2
+
+
+def test_a_per_symbol_limit_is_for_its_venue_and_symbol_only():
+    key = 1 * execute.MAX_SYMBOLS + 0  # venue 1, symbol 0
+    params = execute.make_params(1.0, 5.0, 64, max_order_qty=3.0, max_order_usd=200.0, max_position_usd=250.0,
+                                 max_order_qty_by_key={key: 2.0}, max_position_usd_by_key={key: 9.0})
+    assert execute.gate_limits(params, key) == (2.0, 200.0, 9.0)
+    g = Gate(max_order_qty=3.0, max_order_qty_by_key={key: 2.0})
+    g.send(market=[book(venue=1)])
+    assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 2.5)]))
+    assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 2.5, venue=1)]), records.REJ_MAX_QTY)
+    assert execute.gate_limits(params, 0) == (3.0, 200.0, 250.0)
+    assert execute.gate_limits(params, execute.MAX_KEYS - 1) == (3.0, 200.0, 250.0)
+    with pytest.raises(ValueError, match="instrument key=32"):
+        execute.make_params(1.0, 5.0, 64, max_order_qty_by_key={execute.MAX_KEYS: 2.0})
 
 
 @pytest.mark.parametrize("side,price", [(BUY, 101.0), (SELL, 99.5), (BUY, 99.5)])
@@ -140,3 +202,73 @@ def test_bad_quantity_and_no_market_are_counted_under_their_codes():
     assert_rejected(g, g.send([it]), records.REJ_NO_MARKET)
     total = sum(g.stats[execute.ST_REJ_BASE:execute.ST_REJ_BASE + len(records.REJ_NAMES)])
     assert total == g.stats[execute.ST_REJECTS] == 2
+
+
+def test_per_symbol_limits_from_the_config_reach_every_venue_of_that_symbol_and_no_other_symbol():
+    config = Config().with_overrides(execute={"max_order_qty": 100.0, "max_order_qty_by_symbol": ["SOL-USDT=500"],
+                                              "max_order_usd_by_symbol": ["BTC-USDT=9000"],
+                                              "max_position_usd_by_symbol": ["ETH-USDT=1000", "BTC-USDT=2e5"]})
+    _, params, _ = graph.kernel("execute", config, live=False)
+    btc, eth, sol = (config.feed.symbols.index(s) for s in ("BTC-USDT", "ETH-USDT", "SOL-USDT"))
+    for venue in range(len(config.feed.venues)):
+        key = venue * execute.MAX_SYMBOLS
+        assert execute.gate_limits(params, key + btc) == (100.0, 9_000.0, 200_000.0)
+        assert execute.gate_limits(params, key + eth) == (100.0, 25_000.0, 1_000.0)
+        assert execute.gate_limits(params, key + sol) == (500.0, 25_000.0, 75_000.0)
+    assert config.execute.gate_limit("max_order_qty", "SOL-USDT") == (500.0, "execute.max_order_qty_by_symbol")
+    assert config.execute.gate_limit("max_order_qty", "BTC-USDT") == (100.0, "execute.max_order_qty")
+
+
+def test_no_per_symbol_entries_gives_every_instrument_the_global_limits():
+    _, params, _ = graph.kernel("execute", Config(), live=False)
+    e = Config().execute
+    assert all(execute.gate_limits(params, k) == (e.max_order_qty, e.max_order_usd, e.max_position_usd)
+               for k in range(execute.MAX_KEYS))
+
+
+@pytest.mark.parametrize("key,entries,message", [
+    ("max_order_qty_by_symbol", ["BTC-USDT"],
+     "execute.max_order_qty_by_symbol='BTC-USDT' is invalid: use \"SYMBOL=VALUE\" (base units)"),
+    ("max_order_qty_by_symbol", ["=2"], "execute.max_order_qty_by_symbol='=2' is invalid: use \"SYMBOL=VALUE\""),
+    ("max_order_usd_by_symbol", ["BTC-USDT=lots"],
+     "execute.max_order_usd_by_symbol='BTC-USDT=lots' is invalid: give a positive, finite number (USD)"),
+    ("max_order_qty_by_symbol", ["SOL-USDT=0"], "execute.max_order_qty_by_symbol='SOL-USDT=0' is invalid: give a"),
+    ("max_position_usd_by_symbol", ["SOL-USDT=-5"], "execute.max_position_usd_by_symbol='SOL-USDT=-5' is invalid"),
+    ("max_position_usd_by_symbol", ["SOL-USDT=inf"], "execute.max_position_usd_by_symbol='SOL-USDT=inf' is invalid"),
+    ("max_order_qty_by_symbol", ["BTC-USDT=1", "ETH-USDT=2", "BTC-USDT=3"],
+     "execute.max_order_qty_by_symbol='BTC-USDT=3' is invalid: BTC-USDT has two entries; keep one"),
+    ("max_order_usd_by_symbol", ["DOGE-USDT=1000"],
+     "execute.max_order_usd_by_symbol='DOGE-USDT=1000' is invalid: 'DOGE-USDT' is not one of feed.symbols "
+     "['BTC-USDT', 'ETH-USDT', 'SOL-USDT']; add it there or drop the entry"),
+])
+def test_a_bad_per_symbol_limit_is_a_config_error_naming_the_key_and_the_fix(key, entries, message):
+    with pytest.raises(ConfigError) as err:
+        from_dict({"execute": {key: entries}})
+    assert message in str(err.value)
+
+
+def test_a_per_symbol_limit_is_checked_against_the_configured_symbols_not_the_shipped_ones():
+    config = from_dict({"feed": {"symbols": ["ETH-USDT"]}, "execute": {"max_order_qty_by_symbol": ["ETH-USDT=40"]}})
+    assert config.execute.limits_by_symbol("max_order_qty") == {"ETH-USDT": 40.0}
+    with pytest.raises(ConfigError, match="'BTC-USDT' is not one of feed.symbols \\['ETH-USDT'\\]"):
+        from_dict({"feed": {"symbols": ["ETH-USDT"]}, "execute": {"max_order_qty_by_symbol": ["BTC-USDT=1"]}})
+
+
+def test_explain_names_the_limit_that_rejected_an_order_given_the_runs_config():
+    from tools import explain_orders
+    config = Config().with_overrides(execute={"max_order_qty_by_symbol": ["SOL-USDT=500"]})
+    sol = config.feed.symbols.index("SOL-USDT")
+    it = intent(INTENT_IOC, BUY, 150.0, 600.0, symbol=sol, venue=1)
+    report = np.zeros(1, records.EXEC_REPORT)[0]
+    report["state"], report["reject_reason"], report["venue"], report["symbol"] = (ORD_REJECTED, records.REJ_MAX_QTY,
+                                                                                   1, sol)
+    assert "REJECTED (max order quantity; limit execute.max_order_qty_by_symbol SOL-USDT=500)" in \
+        explain_orders.line(it, report, config)
+    report["symbol"] = config.feed.symbols.index("BTC-USDT")
+    assert "REJECTED (max order quantity; limit execute.max_order_qty=1000)" in explain_orders.line(it, report, config)
+    report["reject_reason"] = records.REJ_POSITION_LIMIT
+    explained = explain_orders.line(it, report, config)
+    assert "(position limit after fill; limit execute.max_position_usd=75000)" in explained
+    assert "REJECTED (position limit after fill):" in explain_orders.line(it, report)  # no config: the code alone
+    report["reject_reason"] = records.REJ_PRICE_COLLAR
+    assert "REJECTED (price collar):" in explain_orders.line(it, report, config)

@@ -1,11 +1,15 @@
 """Explain orders from a journal: each order or rejection next to the risk inputs that sized it.
 
-    bot4 risk explain JOURNAL [--limit N] [--rejected]
+    bot4 risk explain JOURNAL [--limit N] [--rejected] [--config RUN.toml]
 
 Intents carry the risk decision's reasons (``records.RISK_NAMES``), the fractional Kelly target, the side's
 budget, the GARCH horizon sigma, heat and drawdown; execution reports carry what the venue (or the gate)
 made of them. An intent is matched to the first later acknowledgement or rejection with the same origin,
 instrument, side, price and quantity (execute answers intents in order, one answer each).
+
+A rejection carries its reason code, not the limit's value; with the run's config (``--config``) a
+rejection by a quantity, notional or position limit also names the limit that applied to its symbol
+(``execute.max_order_qty_by_symbol BTC-USDT=2.5``, or the global key).
 """
 from __future__ import annotations
 
@@ -41,10 +45,27 @@ def explain(intents: np.ndarray, reports: np.ndarray) -> list[tuple[np.void, np.
     return out
 
 
-def line(intent: np.void, report: np.void) -> str:
+# the gate limit behind each per-instrument rejection reason (pipeline.config.GATE_LIMITS)
+LIMIT_OF_REASON = {records.REJ_MAX_QTY: "max_order_qty", records.REJ_MAX_NOTIONAL: "max_order_usd",
+                   records.REJ_POSITION_LIMIT: "max_position_usd"}
+
+
+def limit_applied(report: np.void, config) -> str:
+    """The config key and value of the limit that rejected ``report``; "" if none or no config."""
+    limit = LIMIT_OF_REASON.get(int(report["reject_reason"]))
+    if config is None or limit is None or int(report["symbol"]) >= len(config.feed.symbols):
+        return ""
+    symbol = config.feed.symbols[int(report["symbol"])]
+    value, key = config.execute.gate_limit(limit, symbol)
+    return f"{key} {symbol}={value:g}" if key.endswith("_by_symbol") else f"{key}={value:g}"
+
+
+def line(intent: np.void, report: np.void, config=None) -> str:
     side = "buy" if intent["side"] == records.BUY else "sell"
     if report["state"] == records.ORD_REJECTED:
-        outcome = f"REJECTED ({records.REJ_NAMES.get(int(report['reject_reason']), '?')})"
+        applied = limit_applied(report, config)
+        outcome = (f"REJECTED ({records.REJ_NAMES.get(int(report['reject_reason']), '?')}"
+                   f"{'; limit ' + applied if applied else ''})")
     else:
         outcome = f"order {int(report['order_id'])}"
     return (f"{int(intent['origin_ts'])} {outcome}: {side} {intent['qty']:.6g} @ {intent['price']:.8g} "
@@ -60,14 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("journal", help="journal directory with intent and exec streams")
     parser.add_argument("--limit", type=int, default=50, help="at most this many lines (0 = all)")
     parser.add_argument("--rejected", action="store_true", help="only rejections")
+    parser.add_argument("--config", help="the run's TOML config: name the gate limit behind each rejection")
     args = parser.parse_args(argv)
+    config = None
+    if args.config:
+        from pipeline.config import ConfigError, load
+        try:
+            config = load(args.config)
+        except ConfigError as exc:
+            print(f"bot4 risk explain: config error: {exc}", file=sys.stderr)
+            return 2
     intents = JournalReader(args.journal, "intent", records.ORDER_INTENT).read_all()
     reports = JournalReader(args.journal, "exec", records.EXEC_REPORT).read_all()
     pairs = explain(intents, reports)
     if args.rejected:
         pairs = [(i, r) for i, r in pairs if r["state"] == records.ORD_REJECTED]
     for intent, report in pairs[:args.limit or None]:
-        print(line(intent, report))
+        print(line(intent, report, config))
     print(f"{len(pairs):,} {'rejected' if args.rejected else 'answered'} intents of {len(intents):,}")
     return 0
 
