@@ -168,7 +168,13 @@ def _rebatch(source: Iterator[np.ndarray], batch: int) -> Iterator[np.ndarray]:
 
 
 def collect_features(seed: int, n_events: int, config: Config | None = None) -> np.ndarray:
-    """Feature vectors from the synthetic feed through validate and feature (for training models)."""
+    """Feature vectors from the synthetic feed through validate and feature (for training models).
+
+    The feature stage writes straight into one array of ``n_events`` records (at most one vector per
+    event), so a long history (10 minutes of market time is ~2 GB of vectors) is held once, not twice
+    as chunks and their concatenation; the result is a view of its filled part."""
+    if n_events <= 0:
+        raise ValueError(f"n_events={n_events} must be > 0")
     config = (config or Config()).with_overrides(feed={"seed": seed, "max_events": n_events})
     batch = config.rings.batch
     block = cb.ControlBlock.local()
@@ -176,8 +182,8 @@ def collect_features(seed: int, n_events: int, config: Config | None = None) -> 
     stages = {name: graph.kernel(name, config, live=False) for name in ("feed", "validate", "feature")}
     market = np.zeros(batch, records.MARKET_EVENT)
     valid = np.zeros(batch, records.MARKET_EVENT)
-    out = np.zeros(batch, records.FEATURE_VECTOR)
-    chunks = []
+    out = np.zeros(n_events, records.FEATURE_VECTOR)
+    filled = 0
     stats = _stats(block, 0)
     while True:
         step, params, state = stages["feed"]
@@ -187,6 +193,5 @@ def collect_features(seed: int, n_events: int, config: Config | None = None) -> 
         step, params, state = stages["validate"]
         n = step(market, n, market, 0, state, params, ctl, stats, valid, 0)
         step, params, state = stages["feature"]
-        n = step(valid, n, valid, 0, state, params, ctl, stats, out, 0)
-        chunks.append(out[:n].copy())
-    return np.concatenate(chunks) if chunks else np.zeros(0, records.FEATURE_VECTOR)
+        filled += step(valid, n, valid, 0, state, params, ctl, stats, out[filled:filled + n], 0)
+    return out[:filled]

@@ -233,3 +233,19 @@ def test_selection_and_refit_should_not_read_the_test_period(tmp_path):
     assert second["metrics"]["test"] != first["metrics"]["test"]
     assert first["training"]["selection"]["chosen"] == {"inputs": first["training"]["inputs"],
                                                         "l2": first["training"]["l2"]}
+
+
+def test_fits_should_use_every_kth_row_and_scores_every_row(tmp_path):
+    from pipeline.fused import collect_features
+    from tools.train_model import train
+    feats = collect_features(seed=11, n_events=6_000)
+    every = train(seed=11, horizon=5, out=tmp_path / "a" / "m.onnx", features=feats, fit_stride=1)
+    thinned = train(seed=11, horizon=5, out=tmp_path / "b" / "m.onnx", features=feats, fit_stride=3)
+    t1, t3 = every["training"], thinned["training"]
+    for period in ("train", "refit"):
+        assert t1["fitted_rows"][period] == t1[period]["rows"]
+        assert t3["fitted_rows"][period] == -(-t3[period]["rows"] // 3)
+    for period in ("validation", "test"):
+        assert thinned["metrics"][period]["rows"] == every["metrics"][period]["rows"] == t1[period]["rows"]
+    assert t3["train"] == t1["train"] and "--fit-stride 3" in thinned["command"]
+    assert t1["test"]["market_s"] > 0
