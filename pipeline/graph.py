@@ -139,8 +139,11 @@ def kernel(stage: str, config: Config, live: bool):
         f = config.feed
         symbols = [s for s in feed.DEFAULT_SYMBOLS if s[0] in config.feed.symbols]
         symbols.sort(key=lambda s: config.feed.symbols.index(s[0]))
+        # Unpaced (fused, or a live run at max rate) the synthetic clock still runs at the configured rate, so
+        # fused mode replays the market a paced live run of the same config sees.
+        mean_gap_ns = 1e9 / f.rate_eps if f.rate_eps > 0 else feed.DEFAULT_MEAN_GAP_NS
         params = feed.make_params(config.feed.rate_eps if live else 0.0, config.feed.max_events, n_venues,
-                                  n_symbols, config.feed.malformed_rate, sim_clock=not live,
+                                  n_symbols, config.feed.malformed_rate, sim_clock=not live, mean_gap_ns=mean_gap_ns,
                                   batch=config.rings.batch, trade_prob=config.feed.trade_prob,
                                   stall_after=config.feed.stall_after_events,
                                   crash_after=config.feed.crash_after_events,

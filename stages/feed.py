@@ -28,6 +28,7 @@ from stages.records import BOOK_LEVELS, BUY, EV_BOOK, EV_FUNDING, EV_LIQUIDATION
 MAX_VENUES = 4
 MAX_SYMBOLS = 8
 MAX_KEYS = MAX_VENUES * MAX_SYMBOLS
+DEFAULT_MEAN_GAP_NS = 100_000.0  # the synthetic clock's mean gap between events when no rate is set (max rate)
 
 # params (float64)
 (P_RATE_EPS, P_MAX_EVENTS, P_N_VENUES, P_N_SYMBOLS, P_BAD_RATE, P_TRADE_PROB, P_SIM_CLOCK, P_MEAN_GAP_NS,
@@ -59,7 +60,7 @@ DEFAULT_SYMBOLS = (("BTC-USDT", 60_000.0, 0.1, 0.0001), ("ETH-USDT", 3_000.0, 0.
 
 
 def make_params(rate_eps: float, max_events: int, n_venues: int, n_symbols: int, bad_rate: float,
-                sim_clock: bool, batch: int, trade_prob: float = 0.2, mean_gap_ns: float = 100_000.0,
+                sim_clock: bool, batch: int, trade_prob: float = 0.2, mean_gap_ns: float = DEFAULT_MEAN_GAP_NS,
                 sigma_bps: float = 1.0, pressure: float = 0.15, venue_spread_bps: float = 2.0,
                 stall_after: int = 0, crash_after: int = 0, crash_bps: float = 0.0, burstiness: float = 0.5,
                 burst_decay_ms: float = 20.0, regime_mean_s: float = 30.0, info_interval_ms: float = 1000.0,

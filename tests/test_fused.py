@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Config
-from pipeline.fused import run_fused
+from pipeline.fused import collect_features, run_fused
 from stages import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,3 +76,13 @@ def test_all_kernels_give_the_same_orders_without_jit():
     digest, n_orders = out.stdout.split()
     assert int(n_orders) == len(compiled.orders()) > 0
     assert digest == hashlib.sha256(compiled.reports.tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("rate_eps", [1_000.0, 50_000.0])
+def test_fused_mode_runs_the_synthetic_clock_at_the_configured_rate(rate_eps):
+    # The unpaced feed used to keep a fixed 100 us mean gap whatever feed.rate_eps said, so fused mode (and
+    # model training) saw another market than a paced live run of the same config.
+    n = 20_000
+    vectors = collect_features(3, n, Config().with_overrides(feed={"rate_eps": rate_eps}))
+    span_s = (int(vectors["origin_ts"][-1]) - int(vectors["origin_ts"][0])) / 1e9
+    assert span_s == pytest.approx(n / rate_eps, rel=0.15)
