@@ -98,8 +98,6 @@ def apply_published(published, table, ints, stats):
     on, except that an instrument with no bar yet starts at the new unconditional level. A row that is not
     covariance-stationary keeps the old parameters and is counted."""
     seqs, records, dst = published
-    if load_acquire(seqs, 0) == ints[I_GARCH_SEQ]:
-        return
     sequence = seqlock.read(seqs, records, 0, dst, 0, PUBLISHED_READ_TRIES)
     if sequence < 0:
         return
@@ -148,7 +146,8 @@ def mark_equity(positions, cash, mids, peak, capital, stats):
 def close_bars(to_bar, mids, table, cov, ints, scratch, params, stats, published):
     """Close every bar before ``to_bar``: GARCH variances and the EWMA covariance see each instrument's
     close-to-close return (bps); bars without events return 0 (closed form, however many were skipped)."""
-    apply_published(published, table, ints, stats)
+    if load_acquire(published[0], 0) != ints[I_GARCH_SEQ]:
+        apply_published(published, table, ints, stats)
     if ints[I_BAR] < 0:
         ints[I_BAR] = to_bar
         return
