@@ -13,6 +13,8 @@ import time
 import numpy as np
 
 from pipeline import names
+from shm import segment
+from shm.segment import SegmentError
 from shm.seqlock import SeqlockTable
 from stages import garch
 
@@ -54,7 +56,13 @@ def publish_initial(table: SeqlockTable, doc: dict, symbols: list[str], bar_ns: 
 def publish_refit(run: str, doc: dict) -> tuple[int, np.void]:
     """Publish ``doc`` (a fit-garch document) to the running pipeline ``run``; returns (its version, the record).
     The symbols and bar length are the run's own, read from what it published at start."""
-    table = attach(run)
+    try:
+        table = attach(run)
+    except SegmentError:
+        if names.control(run) in segment.list_segments(names.run_prefix(run)):
+            raise PublishError(f"run {run!r} is running without a risk stage (bot4 record?): nothing uses GARCH "
+                               "parameters there") from None
+        raise
     try:
         current, version = table.read(SLOT)
         if version == 0:

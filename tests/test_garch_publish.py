@@ -160,6 +160,13 @@ def test_the_publisher_maps_symbols_by_name_and_refuses_another_bar_or_a_bad_fit
         table.segment.unlink()
     with pytest.raises(SegmentError, match="does not exist"):
         garch_store.publish_refit(run, doc_with(REFIT))
+    control = cb.ControlBlock.create(names.control(run))  # a run without a risk stage (bot4 record)
+    try:
+        with pytest.raises(garch_store.PublishError, match="without a risk stage"):
+            garch_store.publish_refit(run, doc_with(REFIT))
+    finally:
+        control.close()
+        control.segment.unlink()
 
 
 def test_fit_garch_publish_reaches_the_risk_stage_of_a_live_run(live, tmp_path):
