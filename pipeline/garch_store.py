@@ -19,9 +19,6 @@ from shm.seqlock import SeqlockTable
 from stages import garch
 
 SLOT = 0
-# A risk stage reading at a bar boundary gives up after this many tries (a publisher mid-write) and
-# tries again at the next bar: it never waits on a publisher.
-KERNEL_READ_TRIES = 16
 
 
 class PublishError(ValueError):
