@@ -23,7 +23,8 @@ Two kinds of horizon:
   A ratio with a zero denominator is 0. Time that goes backwards decays nothing.
 
 ``basis_bps`` compares the mid with the mean of the latest mids of the same symbol on the other venues
-(0 when none has a book); ``time_to_funding_s`` counts from the event's receive time to the next funding
+whose book moved within ``BASIS_MAX_AGE_S`` of event time (0 when none did: a venue whose feed stalled
+would otherwise pin the basis to its last price); ``time_to_funding_s`` counts from the event's receive time to the next funding
 time, carried from the venue's clock to the receive clock at the funding event.
 
 Online store: at the end of each batch the latest vector of every instrument the batch touched is
@@ -64,7 +65,7 @@ H_1S, H_10S, H_60S = range(3)
 N_HORIZONS = 3
 
 # key state columns beyond the feature values
-K_MID, K_BID, K_ASK, K_BID_SZ, K_ASK_SZ, K_VAR, K_HAS_BOOK = range(N_FEATURES, N_FEATURES + 7)
+K_MID, K_BID, K_ASK, K_BID_SZ, K_ASK_SZ, K_VAR, K_HAS_BOOK, K_BOOK_FOLDS = range(N_FEATURES, N_FEATURES + 8)
 # weighted sums per horizon: column A_FIRST + h * N_SUMS + A_*
 (A_OFI, A_OFI_ABS, A_TF_SIGNED, A_TF_VOL, A_RET_SQ, A_MID, A_MID_W, A_VWAP_PQ, A_VWAP_Q, A_LIQ_N,
  A_LIQ_NOTIONAL) = range(11)
@@ -73,7 +74,10 @@ A_FIRST = N_FEATURES + 8
 KEY_COLUMNS = A_FIRST + N_HORIZONS * N_SUMS
 
 # key times (int64: float64 cannot hold a ns timestamp exactly)
-T_LAST, T_FUNDING = range(2)
+T_LAST, T_FUNDING, T_BOOK = range(3)  # T_BOOK: event time the key's book last moved (its mid is as of then)
+N_TIMES = 3
+BASIS_MAX_AGE_S = 1.0  # part of basis_bps's definition (FEATURE_SCHEMA_VERSION), so not a config key
+BASIS_MAX_AGE_NS = int(BASIS_MAX_AGE_S * 1e9)
 
 P_MOMENTUM_ALPHA, P_VOL_ALPHA, P_FLOW_ALPHA = range(3)
 P_DECAY_PER_NS = 4  # + horizon: ln 2 / half-life in ns
@@ -114,7 +118,7 @@ def make_state(store=None):
     if len(slots) < MAX_KEYS:
         raise ValueError(f"feature store has {len(slots)} slots; it needs MAX_KEYS={MAX_KEYS}")
     return (np.zeros((MAX_KEYS, KEY_COLUMNS)), book.make_books(), np.zeros((8, DEPTH_LEVELS)),
-            np.zeros((MAX_KEYS, 2), np.int64), seqs, slots, np.full(MAX_KEYS, -1, np.int64))
+            np.zeros((MAX_KEYS, N_TIMES), np.int64), seqs, slots, np.full(MAX_KEYS, -1, np.int64))
 
 
 @njit(cache=True, _nrt=False)
@@ -223,6 +227,7 @@ def fold_book(row, bid_px, bid_sz, ask_px, ask_sz, params):
     row[K_BID_SZ] = bid_sz0
     row[K_ASK_SZ] = ask_sz0
     row[K_HAS_BOOK] = 1.0
+    row[K_BOOK_FOLDS] += 1.0
 
 
 @njit(cache=True, _nrt=False)
@@ -291,9 +296,10 @@ def derive(keys, times, key, ts, params):
     symbol = key % MAX_SYMBOLS
     total = 0.0
     others = 0
+    oldest = ts - BASIS_MAX_AGE_NS
     for v in range(MAX_VENUES):
         other = v * MAX_SYMBOLS + symbol
-        if v != venue and keys[other, K_HAS_BOOK] != 0.0:
+        if v != venue and keys[other, K_HAS_BOOK] != 0.0 and times[other, T_BOOK] >= oldest:
             total += keys[other, K_MID]
             others += 1
     row[F_BASIS_BPS] = (mid / (total / others) - 1.0) * 1e4 if has_book and others > 0 else 0.0
@@ -308,6 +314,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         row = keys[key]
         ts = ev["origin_ts"]
         decay(row, times, key, ts, params)
+        folds = row[K_BOOK_FOLDS]
         kind = ev["kind"]
         if kind == EV_BOOK_DELTA:
             book.apply(books, ev)
@@ -332,6 +339,8 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             fold_liquidation(row, ev["price"], ev["size"])
         else:
             update(ev, row, params)
+        if row[K_BOOK_FOLDS] != folds:
+            times[key, T_BOOK] = ts
         has_book = row[K_HAS_BOOK] != 0.0
         derive(keys, times, key, ts, params)
         o = out[i]

@@ -274,6 +274,6 @@ ALL = {
 for _name, _dtype in ALL.items():
     assert _dtype.itemsize % 64 == 0, f"record {_name} is {_dtype.itemsize} bytes, not a multiple of 64"
 
-FEATURE_SCHEMA_VERSION = 2  # bump when a feature's definition changes under the same name
+FEATURE_SCHEMA_VERSION = 3  # bump when a feature's definition changes under the same name (3: basis_bps ignores stale venues)
 FEATURE_DTYPES = ("float64",) * N_FEATURES  # one per name; the vector's ``values`` field
 FEATURE_SCHEMA_HASH = layout_hash("features", FEATURE_SCHEMA_VERSION, FEATURE_NAMES, FEATURE_DTYPES) & 0xFFFF_FFFF

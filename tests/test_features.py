@@ -146,14 +146,39 @@ def test_cross_venue_basis_matches_the_other_venues_mid_on_overlapping_captures(
     ev = ev[ev["kind"] == EV_BBO][:20000].copy()
     out = run_kernel(ev)
     mid = (ev["bid_px"][:, 0] + ev["ask_px"][:, 0]) / 2
-    df = pd.DataFrame({"venue": ev["venue"], "mid": mid})
+    ts = ev["origin_ts"].astype(np.int64)
+    df = pd.DataFrame({"venue": ev["venue"], "mid": mid, "ts": ts})
     per_venue = df.pivot(columns="venue", values="mid").ffill()  # each venue's latest mid at every row
+    seen = df.pivot(columns="venue", values="ts").ffill()        # and when it was set
     mine = np.where(df["venue"] == 0, per_venue[0], per_venue[1])
     other = np.where(df["venue"] == 0, per_venue[1], per_venue[0])
-    want = np.where(np.isfinite(other), (mine / other - 1) * 1e4, 0.0)
+    other_ts = np.where(df["venue"] == 0, seen[1], seen[0])
+    fresh = np.isfinite(other) & (other_ts >= ts - feature.BASIS_MAX_AGE_NS)
+    want = np.where(fresh, (mine / np.where(fresh, other, 1.0) - 1) * 1e4, 0.0)
     assert (ev["venue"] == 0).sum() > 1000 and (ev["venue"] == 1).sum() > 1000
     assert np.abs(want).max() > 1.0  # a real basis between spot and the perpetual
     close(col(out, "basis_bps"), want)
+
+
+def test_a_venue_whose_book_stopped_moving_leaves_the_basis_after_its_max_age():
+    s = 1_000_000_000
+    t0 = 1_700_000_000 * s
+    bbo = lambda ts, venue, mid: _event(EV_BBO, ts, venue=venue, bid_px=np.r_[mid - 0.5, np.zeros(4)],  # noqa: E731
+                                        ask_px=np.r_[mid + 0.5, np.zeros(4)], bid_sz=np.r_[1.0, np.zeros(4)],
+                                        ask_sz=np.r_[1.0, np.zeros(4)])
+    events = [bbo(t0, 1, 100.0)]  # venue 1 quotes once, then its feed stalls
+    events += [bbo(t0 + i * s // 4, 0, 101.0) for i in range(1, 9)]  # venue 0 every 250 ms for 2 s
+    events.append(bbo(t0 + 3 * s, 1, 100.0))  # venue 1 is back
+    events.append(bbo(t0 + 3 * s + 1, 0, 101.0))
+    out = run_kernel(np.array(events, records.MARKET_EVENT))
+    basis = col(out, "basis_bps")
+    age_s = np.array([(e["origin_ts"] - t0) / s for e in events])
+    want_live = (101.0 / 100.0 - 1) * 1e4
+    on_venue_0 = np.array([e["venue"] == 0 for e in events])
+    close(basis[on_venue_0 & (age_s <= 1.0)], want_live)
+    assert np.all(basis[on_venue_0 & (age_s > 1.0) & (age_s < 3.0)] == 0.0)  # stale: left out, no other venue
+    close(basis[-1:], [want_live])  # fresh again
+    close(basis[-2:-1], [-want_live * 100.0 / 101.0])  # venue 1 against venue 0's 101 (set 1 s ago: still fresh)
 
 
 def _event(kind, ts, venue=0, symbol=0, **fields):
