@@ -23,8 +23,6 @@ from pipeline import duty_cycle
 from pipeline.ccxt_source import CcxtSource, venue_specs
 from pipeline.stage_process import start_python_feed
 from shm import control as cb
-from shm import idle as idle_strategies
-from shm.syscalls import new_timespec
 from stages import feed, records
 
 QUEUE_ARRAYS = 4096
@@ -115,13 +113,10 @@ def take(q: queue.Queue, batch: np.ndarray, pending: list, wait_s: float) -> int
 def run(spec, config, endpoints, block, slot, placement) -> None:
     log = lambda text: print(f"feed: {text}", flush=True)  # noqa: E731
     source = SourceThread(config, log)
-    stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
-    batch = np.zeros(config.rings.batch, records.MARKET_EVENT)
-    idle_params = placement.idle_params()
-    idle_state = idle_strategies.make_state()
-    timespec = new_timespec()
-    if not start_python_feed(endpoints, block, slot, batch, idle_params, timespec):
+    host = start_python_feed(config, endpoints, block, slot, placement)
+    if host is None:
         return
+    stats, batch, idle_params, _, timespec = host
     source.start()
     seq, pending, last_note = 0, [], time.monotonic()
     try:

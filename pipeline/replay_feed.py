@@ -15,8 +15,7 @@ from pipeline import duty_cycle
 from pipeline.stage_process import start_python_feed
 from shm import control as cb
 from shm import idle as idle_strategies
-from shm.syscalls import new_timespec
-from stages import feed, records
+from stages import feed
 from stages.sources import Pacer, SymbolTable, merge, parse_file
 
 
@@ -38,13 +37,10 @@ def run(spec, config, endpoints, block, slot, placement) -> None:
         print(f"feed: {note}", flush=True)
     speed = config.feed.replay_speed or None
     pacer = Pacer(stream, speed, max_batch=config.rings.batch)
-    stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
-    batch = np.zeros(config.rings.batch, records.MARKET_EVENT)
-    idle_params = placement.idle_params()
-    idle_state = idle_strategies.make_state()
-    timespec = new_timespec()
-    if not start_python_feed(endpoints, block, slot, batch, idle_params, timespec):
+    host = start_python_feed(config, endpoints, block, slot, placement)
+    if host is None:
         return
+    stats, batch, idle_params, idle_state, timespec = host
     while not slot[cb.S_STOP]:
         now = time.time_ns()
         slot[cb.S_HEARTBEAT_NS] = now

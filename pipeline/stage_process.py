@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import posix_ipc
@@ -102,18 +103,30 @@ def _wait_until_running(block: cb.ControlBlock, slot: np.ndarray) -> bool:
         time.sleep(0.001)
 
 
-def start_python_feed(endpoints, block, slot, batch, idle_params, timespec) -> bool:
-    """For feed hosts that publish from Python (replay, ccxt): load the njit calls they use, say ready, wait
-    for the run to start. False if the run stopped first."""
-    duty_cycle.publish(endpoints.outs, endpoints.out_sems, batch, 0, slot, idle_params, timespec)
-    duty_cycle.account(slot, 0, 0, batch, time.time_ns(), timespec)
+class PythonFeed(NamedTuple):
+    """What a feed host that publishes from Python (replay, ccxt) works with."""
+    stats: np.ndarray          # the feed's custom counters in its control-block slot
+    batch: np.ndarray          # MARKET_EVENT records to publish
+    idle_params: np.ndarray
+    idle_state: np.ndarray
+    timespec: np.ndarray
+
+
+def start_python_feed(config: Config, endpoints, block, slot, placement) -> PythonFeed | None:
+    """Load the njit calls a Python feed host uses, say ready, wait for the run to start; None if the run
+    stopped first."""
+    from stages import records
+    feed = PythonFeed(slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS], np.zeros(config.rings.batch,
+                      records.MARKET_EVENT), placement.idle_params(), idle_strategies.make_state(), new_timespec())
+    duty_cycle.publish(endpoints.outs, endpoints.out_sems, feed.batch, 0, slot, feed.idle_params, feed.timespec)
+    duty_cycle.account(slot, 0, 0, feed.batch, time.time_ns(), feed.timespec)
     slot[cb.S_BATCHES] = 0
     slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
     slot[cb.S_STATE] = cb.READY
     if not _wait_until_running(block, slot):
-        return False
+        return None
     slot[cb.S_STATE] = cb.RUNNING
-    return True
+    return feed
 
 
 def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
@@ -128,7 +141,8 @@ def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
         from pipeline import garch_store
         from stages import risk
         store = garch_store.attach(config.run.name)
-        state = risk.make_state(graph.garch_parameters(config), store.arrays)
+        published, _ = store.read(garch_store.SLOT)  # the supervisor's (or a refit's) table: one source of truth
+        state = risk.make_state(published["params"], store.arrays)
     try:
         _run_numba_stage(spec, config, endpoints, block, slot, placement, params, state)
     finally:
