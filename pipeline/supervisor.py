@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -92,6 +93,7 @@ class Supervisor:
         g[cb.G_SUPERVISOR_PID] = os.getpid()
         g[cb.G_N_STAGES] = len(STAGE_NAMES)
         g[cb.G_STARTED_NS] = time.time_ns()
+        g[cb.G_RUN_ID] = secrets.randbits(63) or 1
         g[cb.G_RUN_STATE] = cb.RUN_STARTING
         # Disarmed until the start-up self-checks pass: a latched kill that only the watchdog clears.
         cb.disable_trading(g, cb.KILL_NOT_ARMED, -1, time.time_ns())

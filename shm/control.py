@@ -2,9 +2,10 @@
 
 Payload layout (int64 words)::
 
-    words 0..63        global lines: trading_enabled, kill reason/time/stage/text, run state, arm
-                       request/result, switch state, conditions holding and their text, ...
-    words 64 + i*320   stage slot i (2,560 bytes, a multiple of 128 so slots never share a line):
+    words 0..127       global lines: trading_enabled, kill reason/time/stage, run state and id, arm
+                       request/result, switch state, conditions holding; 24..63 free for new words;
+                       64..95 the kill text, 96..127 the conditions text
+    words 128 + i*320  stage slot i (2,560 bytes, a multiple of 128 so slots never share a line):
         0..15   heartbeat_ns, state, pid, core, in/out counters, blocked_ns, errors, ...
         16..47  stage-defined counters (labels declared by the stage)
         48..175 service-time histogram (ns per batch, per record served)
@@ -27,7 +28,7 @@ from numba import njit
 from shm import segment
 from shm.atomics import fetch_add, store_release
 
-GLOBAL_WORDS = 64
+GLOBAL_WORDS = 128
 STAGE_WORDS = 320
 HIST_BUCKETS = 128
 MAX_STAGES = 16
@@ -35,10 +36,11 @@ MAX_STAGES = 16
 (G_TRADING_ENABLED, G_KILL_REASON, G_KILL_TIME_NS, G_KILL_STAGE, G_RUN_STATE, G_SUPERVISOR_PID,
  G_N_STAGES, G_STARTED_NS, G_ARMED_NS, G_KILL_COUNT, G_KILL_MONO_NS, G_CONDITIONS, G_ARM_REQUEST,
  G_ARM_RESULT_ID, G_ARM_RESULT_BLOCKERS, G_SWITCH_STATE, G_SWITCH_FRAMES_OK, G_SWITCH_FRAMES_BAD,
- G_SWITCH_DISCONNECTS, G_SWITCH_LAST_FRAME_NS, G_TRIPS, G_RESTARTS, G_EQUITY_PEAK_CENTS) = range(23)
-G_KILL_TEXT = 24          # words 24..31: the operator's or watchdog's kill text, 64 bytes UTF-8, NUL-padded
-KILL_TEXT_WORDS = 8
-G_CONDITIONS_TEXT = 32    # words 32..63: what currently blocks arming, 256 bytes UTF-8 (watchdog writes)
+ G_SWITCH_DISCONNECTS, G_SWITCH_LAST_FRAME_NS, G_TRIPS, G_RESTARTS, G_EQUITY_PEAK_CENTS, G_RUN_ID) = range(24)
+# G_RUN_ID: a random 63-bit id the supervisor draws at every start; journals and the database carry it.
+G_KILL_TEXT = 64          # words 64..95: the operator's or watchdog's kill text, 256 bytes UTF-8, NUL-padded
+KILL_TEXT_WORDS = 32
+G_CONDITIONS_TEXT = 96    # words 96..127: what currently blocks arming, 256 bytes UTF-8 (watchdog writes)
 CONDITIONS_TEXT_WORDS = 32
 
 (S_HEARTBEAT_NS, S_STATE, S_PID, S_CORE, S_IN, S_OUT, S_BLOCKED_NS, S_ERRORS, S_IDLE_STRATEGY,
@@ -72,11 +74,11 @@ KILL_REASON_NAMES = {KILL_NONE: "none", KILL_OPERATOR: "operator", KILL_STAGE_DI
                      KILL_NOT_ARMED: "not armed", KILL_SUPERVISOR_DIED: "supervisor died"}
 
 PAYLOAD_WORDS = GLOBAL_WORDS + MAX_STAGES * STAGE_WORDS
-LAYOUT = segment.layout_hash("control-block", 1, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
+LAYOUT = segment.layout_hash("control-block", 2, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
 
 
 class ControlBlock:
-    """Views over the control segment: ``globals`` (int64[32]) and ``stages[i]`` (int64[320])."""
+    """Views over the control segment: ``globals`` (int64[GLOBAL_WORDS]) and ``stages[i]`` (int64[320])."""
 
     def __init__(self, seg: segment.Segment):
         self.segment = seg
