@@ -1,8 +1,11 @@
 """The journal: append-only segment files of raw records, one record dtype per stream (event sourcing).
 
 A journal directory holds streams; a stream is a sequence of segment files ``<stream>-<index>.b4j``
-(index zero-padded to 8 digits, dense from 1). A segment is a 4096-byte header followed by records of the
-stream's dtype back to back, exactly as they sat in the ring. Little-endian header::
+(index zero-padded to 8 digits, dense from 1). A directory is one journal: its random 63-bit journal id is
+in ``.journal_id`` (hex, created once, before any segment, by the first writer) and in every segment header,
+so a database that records several journals tells them apart (and a directory emptied and reused is a new
+journal). A segment is a 4096-byte header followed by records of the stream's dtype back to back, exactly as
+they sat in the ring. Little-endian header, format version 2::
 
     offset size  field
          0    8  magic            b"BOT4JRNL"
@@ -19,14 +22,27 @@ stream's dtype back to back, exactly as they sat in the ring. Little-endian head
         60    4  descr_len        u32, bytes of UTF-8 at offset 256
         64   64  stream           the stream name, NUL-padded
        128  128  source           who wrote it (run name, source), NUL-padded
-       256 3840  descr            JSON of the dtype's array-interface descr (numpy.lib.format.dtype_to_descr),
+       256 2560  descr            JSON of the dtype's array-interface descr (numpy.lib.format.dtype_to_descr),
                                   so a reader without this code can decode the records; NUL-padded
+      2816    8  journal_id       u64, the directory's journal id
+      2824    8  run_id           u64, the run that wrote the segment (the control block's G_RUN_ID; fused
+                                  mode draws one); 0 = unknown
+      2832    4  universe_len     u32, bytes of UTF-8 at offset 2880
+      2836   44  reserved         zero
+      2880 1216  universe         JSON {"venues": [...], "symbols": [...]}: the names behind the records'
+                                  venue and symbol indices in this run; NUL-padded
       4096       records          record_size bytes each; a partial record at the end is a torn tail
+
+Version 1 (still read) is the same up to offset 256, with descr filling the rest of the header and no
+journal id, run id or universe: such segments read as run 0 with an empty universe, and a directory of
+version-1 segments only has a journal id derived from its oldest segment header (stable; a new writer in
+that directory adopts it).
 
 The header is written with one write() before any record; a batch is one write() and never straddles
 segments, so a crash can tear only the end of the segment being written. A reopened stream continues in a
 new segment (the old one is never touched), so every segment may end torn; readers ignore the partial
-bytes and report them. One writer per stream, enforced with an flock on ``.<stream>.lock``.
+bytes and report them. One writer per stream, enforced with an flock on ``.<stream>.lock``. Everything a
+writer creates is owner-only: a new directory 0700, files 0600 (records can hold positions and orders).
 """
 from __future__ import annotations
 
@@ -34,15 +50,17 @@ import argparse
 import datetime as _dt
 import enum
 import fcntl
+import hashlib
 import json
 import os
 import re
+import secrets
 import struct
 import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
 import numpy as np
@@ -51,7 +69,9 @@ from numpy.lib import format as npformat
 from shm.segment import layout_hash
 
 MAGIC = b"BOT4JRNL"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+ID_FILE = ".journal_id"
 HEADER_BYTES = 4096
 SUFFIX = ".b4j"
 INDEX_DIGITS = 8
@@ -63,8 +83,14 @@ _FIXED = struct.Struct("<8sIIQQqQIIHHI")
 _CRC_OFFSET = 52
 _STREAM_OFFSET, _STREAM_MAX = 64, 64
 _SOURCE_OFFSET, _SOURCE_MAX = 128, 128
-_DESCR_OFFSET, _DESCR_MAX = 256, HEADER_BYTES - 256
-assert _FIXED.size == _STREAM_OFFSET
+_DESCR_OFFSET, _DESCR_MAX = 256, 2560
+_DESCR_MAX_V1 = HEADER_BYTES - _DESCR_OFFSET
+_IDS = struct.Struct("<QQI")
+_IDS_OFFSET = _DESCR_OFFSET + _DESCR_MAX
+_UNIVERSE_OFFSET = _IDS_OFFSET + 64
+_UNIVERSE_MAX = HEADER_BYTES - _UNIVERSE_OFFSET
+assert _FIXED.size == _STREAM_OFFSET and _IDS.size <= 64
+MAX_ID = 2**63 - 1  # ids are stored as PostgreSQL bigint
 
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _SEGMENT_NAME = re.compile(
@@ -163,6 +189,23 @@ def list_streams(directory: str) -> list[str]:
     return sorted({m["stream"] for m in map(_SEGMENT_NAME.fullmatch, entries) if m})
 
 
+def empty_universe() -> dict:
+    return {"venues": [], "symbols": []}
+
+
+def _universe(value: dict | None) -> dict:
+    """``{"venues": [names], "symbols": [names]}`` from a writer's argument (None: unknown, empty)."""
+    if value is None:
+        return empty_universe()
+    try:
+        out = {key: [str(name) for name in value.get(key, ())] for key in ("venues", "symbols")}
+    except (AttributeError, TypeError):
+        raise ValueError(f"universe={value!r} must be a dict of 'venues' and 'symbols' name lists") from None
+    if set(value) - set(out):
+        raise ValueError(f"universe keys {sorted(set(value) - set(out))} unknown; use 'venues' and 'symbols'")
+    return out
+
+
 @dataclass(frozen=True)
 class SegmentHeader:
     format_version: int
@@ -175,6 +218,9 @@ class SegmentHeader:
     stream: str
     source: str
     descr_json: str
+    journal_id: int = 0     # version 1: 0 (the directory's journal id applies)
+    run_id: int = 0         # version 1: 0, unknown
+    universe: dict = field(default_factory=empty_universe)
 
     @property
     def dtype(self) -> np.dtype:
@@ -188,13 +234,23 @@ def _text(value: str, what: str, limit: int) -> bytes:
     return raw
 
 
+def _check_id(value: int, what: str) -> int:
+    if not isinstance(value, int) or not 0 <= value <= MAX_ID:
+        raise ValueError(f"{what}={value!r} must be an integer in [0, 2**63 - 1]")
+    return value
+
+
 def pack_header(dtype: np.dtype, stream: str, source: str, segment_index: int, created_ns: int,
-                writer_pid: int) -> bytes:
+                writer_pid: int, journal_id: int = 0, run_id: int = 0, universe: dict | None = None) -> bytes:
     stream_raw = _text(stream, "stream", _STREAM_MAX)
     source_raw = _text(source, "source", _SOURCE_MAX)
     descr_raw = dtype_to_json(dtype).encode()
     if len(descr_raw) > _DESCR_MAX:
         raise ValueError(f"dtype descr is {len(descr_raw)} bytes of JSON; the header holds {_DESCR_MAX}")
+    universe_raw = json.dumps(_universe(universe), ensure_ascii=False, separators=(",", ":")).encode()
+    if len(universe_raw) > _UNIVERSE_MAX:
+        raise ValueError(f"universe (venue and symbol names) is {len(universe_raw)} bytes of JSON; the header "
+                         f"holds {_UNIVERSE_MAX}: use shorter names")
     buf = bytearray(HEADER_BYTES)
     _FIXED.pack_into(buf, 0, MAGIC, FORMAT_VERSION, HEADER_BYTES, record_layout_hash(dtype), dtype.itemsize,
                      created_ns, segment_index, writer_pid & 0xFFFF_FFFF, 0, len(stream_raw), len(source_raw),
@@ -202,34 +258,49 @@ def pack_header(dtype: np.dtype, stream: str, source: str, segment_index: int, c
     buf[_STREAM_OFFSET:_STREAM_OFFSET + len(stream_raw)] = stream_raw
     buf[_SOURCE_OFFSET:_SOURCE_OFFSET + len(source_raw)] = source_raw
     buf[_DESCR_OFFSET:_DESCR_OFFSET + len(descr_raw)] = descr_raw
+    _IDS.pack_into(buf, _IDS_OFFSET, _check_id(journal_id, "journal_id"), _check_id(run_id, "run_id"),
+                   len(universe_raw))
+    buf[_UNIVERSE_OFFSET:_UNIVERSE_OFFSET + len(universe_raw)] = universe_raw
     struct.pack_into("<I", buf, _CRC_OFFSET, zlib.crc32(buf))
     return bytes(buf)
 
 
 def unpack_header(raw: bytes, path: str) -> SegmentHeader:
-    """Parse and verify a segment header; JournalError (naming ``path``) if it is not one."""
+    """Parse and verify a segment header (version 1 or 2); JournalError (naming ``path``) if it is not one."""
     if len(raw) < HEADER_BYTES:
         raise JournalError(f"segment path={path!r}: header is {len(raw)} bytes, expected {HEADER_BYTES}")
     (magic, version, header_bytes, found_hash, record_size, created_ns, index, pid, crc,
      stream_len, source_len, descr_len) = _FIXED.unpack_from(raw, 0)
     if magic != MAGIC:
         raise JournalError(f"segment path={path!r}: magic={magic!r} expected={MAGIC!r}; not a Bot4 journal segment")
-    if version != FORMAT_VERSION:
-        raise JournalError(f"segment path={path!r}: format_version={version} expected={FORMAT_VERSION}; "
-                           "written by other code")
+    if version not in READABLE_VERSIONS:
+        raise JournalError(f"segment path={path!r}: format_version={version}, this code reads "
+                           f"{list(READABLE_VERSIONS)}; written by other code")
     blank = bytearray(raw[:HEADER_BYTES])
     blank[_CRC_OFFSET:_CRC_OFFSET + 4] = b"\0\0\0\0"
     if zlib.crc32(blank) != crc:
         raise JournalError(f"segment path={path!r}: header_crc32={crc:#010x} does not match its contents; "
                            "the header is corrupt")
-    if header_bytes != HEADER_BYTES or record_size <= 0:
-        raise JournalError(f"segment path={path!r}: header_bytes={header_bytes} record_size={record_size} invalid")
+    descr_max = _DESCR_MAX_V1 if version == 1 else _DESCR_MAX
+    if header_bytes != HEADER_BYTES or record_size <= 0 or descr_len > descr_max:
+        raise JournalError(f"segment path={path!r}: header_bytes={header_bytes} record_size={record_size} "
+                           f"descr_len={descr_len} invalid")
+    extra = {}
+    if version >= 2:
+        journal_id, run_id, universe_len = _IDS.unpack_from(raw, _IDS_OFFSET)
+        if universe_len > _UNIVERSE_MAX:
+            raise JournalError(f"segment path={path!r}: universe_len={universe_len} invalid")
+        try:
+            universe = _universe(json.loads(raw[_UNIVERSE_OFFSET:_UNIVERSE_OFFSET + universe_len].decode()))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise JournalError(f"segment path={path!r}: universe is not valid JSON ({exc})") from None
+        extra = {"journal_id": journal_id, "run_id": run_id, "universe": universe}
     return SegmentHeader(
         format_version=version, header_bytes=header_bytes, layout_hash=found_hash, record_size=record_size,
         created_ns=created_ns, segment_index=index, writer_pid=pid,
         stream=raw[_STREAM_OFFSET:_STREAM_OFFSET + stream_len].decode(),
         source=raw[_SOURCE_OFFSET:_SOURCE_OFFSET + source_len].decode(),
-        descr_json=raw[_DESCR_OFFSET:_DESCR_OFFSET + descr_len].decode())
+        descr_json=raw[_DESCR_OFFSET:_DESCR_OFFSET + descr_len].decode(), **extra)
 
 
 @dataclass(frozen=True)
@@ -266,6 +337,93 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+def make_directory(directory: str) -> None:
+    """Create ``directory`` owner-only (0700 whatever the umask). An existing one keeps its mode: it may be
+    shared (say /tmp) and is not ours to change."""
+    try:
+        os.makedirs(directory, mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(directory, 0o700)
+
+
+def _all_segments(directory: str) -> list[tuple[str, int, str]]:
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted((m["stream"], int(m["index"]), os.path.join(directory, entry))
+                  for entry in entries if (m := _SEGMENT_NAME.fullmatch(entry)))
+
+
+def _read_id_file(path: str) -> int:
+    with open(path, encoding="ascii") as f:
+        text = f.read().strip()
+    try:
+        value = int(text, 16)
+    except ValueError:
+        value = -1
+    if not 0 < value <= MAX_ID:
+        raise JournalError(f"journal id file path={path!r} holds {text!r}, expected a hex id in [1, 2**63 - 1]")
+    return value
+
+
+def _id_from_segments(directory: str) -> int:
+    """The id of a directory without an id file: the one in its version-2 headers, else (version 1 only)
+    one derived from its oldest segment header, stable while that segment exists; 0 without segments."""
+    oldest = None
+    for stream, index, path in _all_segments(directory):
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(HEADER_BYTES)
+        except FileNotFoundError:
+            continue
+        if len(raw) < HEADER_BYTES or not any(raw):
+            continue  # torn header
+        header = unpack_header(raw, path)
+        if header.journal_id:
+            return header.journal_id
+        key = (header.created_ns, stream, index)
+        if oldest is None or key < oldest[0]:
+            oldest = (key, raw)
+    if oldest is None:
+        return 0
+    return int.from_bytes(hashlib.blake2b(oldest[1], digest_size=8).digest(), "little") & MAX_ID or 1
+
+
+def journal_id(directory: str, create: bool = False) -> int:
+    """The journal id of ``directory``; 0 if it has none yet (no id file, no segment) and not ``create``.
+
+    ``create``: write the id file if missing (a writer does, before its first segment). Creation is one
+    link() of a complete file, so concurrent writers agree on one id and a reader never sees a partial one.
+    """
+    path = os.path.join(directory, ID_FILE)
+    try:
+        return _read_id_file(path)
+    except FileNotFoundError:
+        pass
+    value = _id_from_segments(directory)
+    if not create:
+        return value
+    value = value or (secrets.randbits(63) or 1)
+    scratch = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, f"{value:016x}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(scratch, path)
+    except FileExistsError:
+        return _read_id_file(path)  # another writer was first: its id holds
+    finally:
+        os.unlink(scratch)
+    _fsync_directory(directory)
+    return value
+
+
 class JournalWriter:
     """Appends batches of one record dtype to a stream. Not safe for use from multiple threads; one
     writer per stream across processes (a second one raises JournalError at open).
@@ -274,13 +432,16 @@ class JournalWriter:
     segment whose layout differs is refused (JournalLayoutError) rather than making the stream
     unreadable. ``resumed_torn_bytes`` reports a partial record a crash left at the end of that segment.
     A batch larger than ``rotate_bytes`` is still written whole, into a segment of its own.
+
+    ``run_id`` and ``universe`` (``{"venues": [...], "symbols": [...]}``, the names behind the records'
+    indices) go into every segment header with the directory's journal id (created here if it has none).
     """
 
     def __init__(self, directory: str, stream: str, dtype: np.dtype, source: str = "",
                  fsync_policy: FsyncPolicy = FsyncPolicy.INTERVAL,
                  rotate_bytes: int = DEFAULT_ROTATE_BYTES,
                  fsync_interval_ms: float = DEFAULT_FSYNC_INTERVAL_MS,
-                 clock_ns: Callable[[], int] = time.monotonic_ns):
+                 clock_ns: Callable[[], int] = time.monotonic_ns, run_id: int = 0, universe: dict | None = None):
         _check_stream(stream)
         self.directory = directory
         self.stream = stream
@@ -289,6 +450,10 @@ class JournalWriter:
         self.fsync_policy = FsyncPolicy(fsync_policy)
         self.layout_hash = record_layout_hash(self.dtype)
         _text(source, "source", _SOURCE_MAX)
+        self.run_id = _check_id(run_id, "run_id")
+        self.universe = _universe(universe)
+        self.journal_id = 0
+        pack_header(self.dtype, stream, source, 1, 0, 0, 0, self.run_id, self.universe)  # refuse bad input now
         if rotate_bytes < HEADER_BYTES + self.dtype.itemsize:
             raise ValueError(f"rotate_bytes={rotate_bytes} must hold the header and one record "
                              f"({HEADER_BYTES + self.dtype.itemsize} bytes)")
@@ -312,9 +477,10 @@ class JournalWriter:
         self._last_sync_ns = clock_ns()
         self._broken: str | None = None
 
-        os.makedirs(directory, exist_ok=True)
+        make_directory(directory)
         self._lock_fd = self._lock()
         try:
+            self.journal_id = journal_id(directory, create=True)
             existing = segment_paths(directory, stream)
             if existing:
                 self._check_previous(existing[-1])
@@ -326,8 +492,9 @@ class JournalWriter:
 
     def _lock(self) -> int:
         path = os.path.join(self.directory, f".{self.stream}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
+            os.fchmod(fd, 0o600)  # also one an older writer left 0644
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
@@ -353,12 +520,13 @@ class JournalWriter:
         path = os.path.join(self.directory, segment_name(self.stream, index))
         # O_EXCL: a writer never overwrites; O_APPEND: after a failed batch is cut off, the next one
         # lands at the new end of file.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self._fd, self.path, self.segment_index, self._segment_bytes = fd, path, index, 0
         self.segments_created += 1
         try:
+            os.fchmod(fd, 0o600)  # whatever the umask
             self._write_all(memoryview(pack_header(self.dtype, self.stream, self.source, index, time.time_ns(),
-                                                   os.getpid())))
+                                                   os.getpid(), self.journal_id, self.run_id, self.universe)))
             if self.fsync_policy is not FsyncPolicy.NEVER:
                 self._sync()
                 _fsync_directory(self.directory)
@@ -496,6 +664,10 @@ class JournalReader:
             if h.stream != stream or h.segment_index != s.index:
                 raise JournalError(f"segment path={s.path!r} says stream={h.stream!r} "
                                    f"segment_index={h.segment_index}; the file was renamed or copied")
+        journals = {s.header.journal_id for s in headed if s.header.journal_id}
+        if len(journals) > 1:
+            raise JournalError(f"stream={stream!r} in directory={directory!r} holds segments of journals "
+                               f"{sorted(journals)}; segments were copied between journals")
         self.torn = [(s.path, s.torn_bytes) for s in self.segments if s.torn_bytes]
         self.torn_tail_bytes = self.segments[-1].torn_bytes if self.segments else 0
         indices = [s.index for s in self.segments]
@@ -571,6 +743,11 @@ def describe(directory: str) -> tuple[list[str], bool]:
     streams = list_streams(directory)
     if not streams:
         return [f"directory={directory!r}: no journal segments"], os.path.isdir(directory)
+    try:
+        lines.append(f"journal_id={journal_id(directory):#018x}")
+    except JournalError as exc:
+        lines.append(f"journal_id ERROR {exc}")
+        ok = False
     for stream in streams:
         try:
             reader = JournalReader(directory, stream)
@@ -597,9 +774,10 @@ def describe(directory: str) -> tuple[list[str], bool]:
                 last = int(reader.record_at(s, s.record_count - 1)["origin_ts"][0])
                 span = f" origin_ts {_fmt_ns(first)} .. {_fmt_ns(last)}"
             torn = f" torn_bytes={s.torn_bytes}" if s.torn_bytes else ""
+            h = s.header
+            run = f" run_id={h.run_id:#x}" if h.format_version >= 2 else f" format_version={h.format_version}"
             lines.append(f"  {os.path.basename(s.path)} records={s.record_count} bytes={s.file_bytes} "
-                         f"created={_fmt_ns(s.header.created_ns)} source={s.header.source!r} "
-                         f"pid={s.header.writer_pid}{span}{torn}")
+                         f"created={_fmt_ns(h.created_ns)} source={h.source!r} pid={h.writer_pid}{run}{span}{torn}")
         if reader.missing_indices:
             lines.append(f"  MISSING segment indices {reader.missing_indices}")
             ok = False

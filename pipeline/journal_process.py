@@ -28,6 +28,8 @@ def main() -> int:
     stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
     specs = graph.rings(config)
     policy = FsyncPolicy[config.journal.fsync.upper()]
+    run_id = int(block.globals[cb.G_RUN_ID])  # every segment names its run and the run's venue/symbol names
+    universe = {"venues": list(config.feed.venues), "symbols": list(config.feed.symbols)}
     taps, writers, buffers, counters = [], [], [], []
     try:
         for index, (tap_name, stream) in enumerate(graph.TAP_STREAMS.items()):
@@ -38,7 +40,8 @@ def main() -> int:
             taps.append(view)
             writers.append(JournalWriter(config.journal.dir, stream, spec.dtype, source=f"bot4 run {run}",
                                          fsync_policy=policy, rotate_bytes=int(config.journal.rotate_mb * 2**20),
-                                         fsync_interval_ms=config.journal.fsync_interval_ms))
+                                         fsync_interval_ms=config.journal.fsync_interval_ms,
+                                         run_id=run_id, universe=universe))
             buffers.append(np.zeros(BATCH, spec.dtype))
             counters.append(index)
         slot[cb.S_STATE] = cb.READY

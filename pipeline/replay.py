@@ -8,6 +8,7 @@ byte for byte.
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,13 +23,16 @@ STREAMS = {"market": records.MARKET_EVENT, "intent": records.ORDER_INTENT, "exec
 
 
 class JournalSet:
-    """The writers a fused run records into."""
+    """The writers a fused run records into. A fused run has no control block: it draws its own run id."""
 
-    def __init__(self, directory: str, source: str, fsync_policy: FsyncPolicy = FsyncPolicy.INTERVAL):
-        self.market = JournalWriter(directory, "market", records.MARKET_EVENT, source, fsync_policy)
-        self.intents = JournalWriter(directory, "intent", records.ORDER_INTENT, source, fsync_policy)
-        self.reports = JournalWriter(directory, "exec", records.EXEC_REPORT, source, fsync_policy)
-        self.quarantine = JournalWriter(directory, "quarantine", records.MARKET_EVENT, source, fsync_policy)
+    def __init__(self, directory: str, source: str, fsync_policy: FsyncPolicy = FsyncPolicy.INTERVAL,
+                 universe: dict | None = None, run_id: int = 0):
+        self.run_id = run_id or secrets.randbits(63) or 1
+        ids = {"run_id": self.run_id, "universe": universe}
+        self.market = JournalWriter(directory, "market", records.MARKET_EVENT, source, fsync_policy, **ids)
+        self.intents = JournalWriter(directory, "intent", records.ORDER_INTENT, source, fsync_policy, **ids)
+        self.reports = JournalWriter(directory, "exec", records.EXEC_REPORT, source, fsync_policy, **ids)
+        self.quarantine = JournalWriter(directory, "quarantine", records.MARKET_EVENT, source, fsync_policy, **ids)
 
     def close(self) -> None:
         for writer in (self.market, self.intents, self.reports, self.quarantine):
@@ -36,7 +40,8 @@ class JournalSet:
 
 
 def record(config: Config, n_events: int, directory: str) -> FusedResult:
-    journal = JournalSet(directory, source=f"bot4 fused seed={config.feed.seed} events={n_events}")
+    journal = JournalSet(directory, source=f"bot4 fused seed={config.feed.seed} events={n_events}",
+                         universe={"venues": list(config.feed.venues), "symbols": list(config.feed.symbols)})
     try:
         return run_fused(config, n_events, journal=journal)
     finally:

@@ -361,3 +361,82 @@ def test_should_print_streams_segments_counts_and_time_ranges(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-m", "pipeline.journal", "info", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and "stream=exec" in done.stdout and "records=2" in done.stdout
+
+
+def _version_1_segment(path, dtype, records_, stream, source="old writer", index=1):
+    """A segment exactly as format version 1 wrote it (layout spelled out here, not taken from the code)."""
+    import json
+    import struct
+    import zlib
+    stream_raw, source_raw = stream.encode(), source.encode()
+    descr = json.dumps(np.lib.format.dtype_to_descr(dtype), separators=(",", ":")).encode()
+    header = bytearray(4096)
+    struct.pack_into("<8sIIQQqQIIHHI", header, 0, b"BOT4JRNL", 1, 4096, journal.record_layout_hash(dtype),
+                     dtype.itemsize, 1_700_000_000_000_000_000, index, 4242, 0, len(stream_raw), len(source_raw),
+                     len(descr))
+    header[64:64 + len(stream_raw)] = stream_raw
+    header[128:128 + len(source_raw)] = source_raw
+    header[256:256 + len(descr)] = descr
+    struct.pack_into("<I", header, 52, zlib.crc32(header))
+    with open(path, "wb") as f:
+        f.write(bytes(header) + records_.tobytes())
+
+
+def test_should_write_journal_id_run_id_and_universe_in_every_header(tmp_path):
+    universe = {"venues": ["venue_a", "venue_b"], "symbols": ["BTC-USDT", "ETH-USDT"]}
+    with JournalWriter(str(tmp_path), "intent", records.ORDER_INTENT, run_id=77, universe=universe,
+                       rotate_bytes=HEADER_BYTES + records.ORDER_INTENT.itemsize) as w:
+        w.append(random_records(records.ORDER_INTENT, 1))
+        w.append(random_records(records.ORDER_INTENT, 1))
+    with JournalWriter(str(tmp_path), "exec", records.EXEC_REPORT, run_id=78) as w:
+        w.append(random_records(records.EXEC_REPORT, 1))
+    journal_id = journal.journal_id(str(tmp_path))
+    assert journal_id > 0
+    intents = JournalReader(str(tmp_path), "intent").segments
+    assert len(intents) == 2
+    for s in intents:
+        h = s.header
+        assert (h.format_version, h.journal_id, h.run_id, h.universe) == (2, journal_id, 77, universe)
+    h = JournalReader(str(tmp_path), "exec").segments[0].header
+    assert (h.journal_id, h.run_id, h.universe) == (journal_id, 78, {"venues": [], "symbols": []})
+    other = tmp_path / "other"
+    JournalWriter(str(other), "exec", records.EXEC_REPORT).close()
+    assert journal.journal_id(str(other)) not in (0, journal_id)  # a new directory, a new journal
+
+
+def test_should_read_version_1_segments_and_keep_their_journal_identity(tmp_path):
+    dtype = records.MARKET_EVENT
+    old = random_records(dtype, 5)
+    _version_1_segment(os.path.join(tmp_path, journal.segment_name("market", 1)), dtype, old, "market")
+    reader = JournalReader(str(tmp_path), "market")
+    h = reader.segments[0].header
+    assert (h.format_version, h.run_id, h.journal_id, h.universe, h.source) == (
+        1, 0, 0, {"venues": [], "symbols": []}, "old writer")
+    assert same_bytes(reader.read_all(), old)
+    derived = journal.journal_id(str(tmp_path))
+    assert derived > 0 and journal.journal_id(str(tmp_path)) == derived  # stable without an id file
+    lines, ok = journal.describe(str(tmp_path))
+    assert ok and any("records=5" in line for line in lines)
+    new = random_records(dtype, 3, seed=9)
+    with JournalWriter(str(tmp_path), "market", dtype, run_id=5) as w:  # a new writer continues the old journal
+        w.append(new)
+    assert journal.journal_id(str(tmp_path)) == derived
+    reader = JournalReader(str(tmp_path), "market")
+    assert [s.header.format_version for s in reader.segments] == [1, 2]
+    assert reader.segments[1].header.journal_id == derived
+    assert same_bytes(reader.read_all(), np.concatenate([old, new]))
+
+
+def test_should_create_journal_files_owner_only(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        directory = tmp_path / "deep" / "journal"
+        with JournalWriter(str(directory), "market", records.MARKET_EVENT) as w:
+            w.append(random_records(records.MARKET_EVENT, 2))
+    finally:
+        os.umask(previous)
+    assert os.stat(directory).st_mode & 0o777 == 0o700
+    entries = os.listdir(directory)
+    assert {".market.lock", journal.ID_FILE, journal.segment_name("market", 1)} <= set(entries)
+    for entry in entries:
+        assert os.stat(directory / entry).st_mode & 0o777 == 0o600, entry
