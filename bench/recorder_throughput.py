@@ -23,7 +23,8 @@ async def _reset(dsn: str) -> None:
     try:
         for t in TABLES:
             await conn.execute(f"DROP TABLE IF EXISTS {t.name} CASCADE")
-        await conn.execute("DROP TABLE IF EXISTS bot4_recorder_progress")
+        for table in ("bot4_journal_progress", "bot4_runs", "bot4_instruments"):
+            await conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     finally:
         await conn.close()
 

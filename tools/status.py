@@ -144,9 +144,12 @@ class StatusView:
             lines.append(f"journal: {counters['journal']['in']:,} records written of {written:,} tapped; "
                          f"{dropped:,} dropped (the journal fell behind)")
         if "recorder" in counters:
+            from pipeline.recorder import slot_error
             r = counters["recorder"]
+            error = slot_error(self.block.stages[PROCESS_NAMES.index("recorder")])  # masked by the recorder
             lines.append(f"recorder: {r['in']:,} rows into PostgreSQL (market {r['market']:,}, intent {r['intent']:,}, "
-                         f"exec {r['exec']:,}, quarantine {r['quarantine']:,}); reconnects {r['reconnects']}")
+                         f"exec {r['exec']:,}, quarantine {r['quarantine']:,}); reconnects {r['reconnects']}"
+                         + (f" (last error: {error})" if error else ""))
         blocked = {n: c["blocked_ns"] for n, c in counters.items() if c["blocked_ns"]}
         if blocked:
             lines.append("blocked on full rings: " + ", ".join(f"{n} {_us(v)}" for n, v in blocked.items()))
