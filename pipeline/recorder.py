@@ -26,7 +26,7 @@ carries no password (it would be visible in ps): PostgreSQL's own PGPASSFILE (a 
 or PGPASSWORD supply it. SIGTERM or SIGINT: without --follow stop after the current batch; with --follow
 stop following, catch up and exit, unless the database is unreachable then (backing off or connecting):
 stop at once. A second signal stops at once. Exit codes: 0 everything the journal held is in the database;
-2 bad arguments (a password in --dsn); 3 permanent database error; 4 the journal cannot be read; 5 stopped
+2 bad arguments (a password in --dsn, no journal directory); 3 permanent database error; 4 the journal cannot be read; 5 stopped
 by a signal before catching up (the rest stays in the journal; the next run continues from the position).
 """
 from __future__ import annotations
@@ -724,7 +724,9 @@ async def _process(block, slot, recorder: Recorder) -> int:
     watcher = asyncio.ensure_future(watch())
     try:
         try:
-            await recorder.first_attempt()
+            if not await _until(stop, recorder.first_attempt()):  # stopped during start-up
+                slot[cb.S_STATE] = cb.STOPPED
+                return EXIT_OK
             slot[cb.S_STATE] = cb.READY
             ready = True
             copying = asyncio.ensure_future(recorder.run(True, stop))
@@ -776,6 +778,10 @@ def main(argv: list[str] | None = None) -> int:
     refused = refuse_password(args.dsn, "--dsn")
     if refused:
         print(refused, file=sys.stderr)
+        return EXIT_USAGE
+    if not args.follow and not os.path.isdir(args.journal):  # with --follow it may be created later
+        print(f"recorder: --journal={args.journal!r} is not a directory; give a journal directory "
+              "(bot4 run --journal DIR writes one)", file=sys.stderr)
         return EXIT_USAGE
     return asyncio.run(_main(args))
 

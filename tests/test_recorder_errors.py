@@ -66,7 +66,7 @@ def cause_lines(err):
 def test_a_wrong_password_stops_the_recorder_naming_the_cause(pg_role, tmp_path):
     role, password = pg_role
     wrong = secrets.token_hex(12)
-    code, out, err = finish(recorder(f"postgresql://{role}@127.0.0.1/{role}", tmp_path / "j",
+    code, out, err = finish(recorder(f"postgresql://{role}@127.0.0.1/{role}", tmp_path,
                                      env={"PGPASSFILE": passfile(tmp_path, role, wrong)}))
     assert code == EXIT_PERMANENT, out + err
     lines = cause_lines(err)
@@ -74,11 +74,15 @@ def test_a_wrong_password_stops_the_recorder_naming_the_cause(pg_role, tmp_path)
     assert "PGPASSFILE" in lines[0]  # the fix is named
     assert "last error" in out and "password authentication failed" in out  # the summary line says it too
     assert wrong not in out + err and password not in out + err
+    # the right password in the same file: asyncpg read PGPASSFILE (without it the refusal looks the same)
+    code, out, err = finish(recorder(f"postgresql://{role}@127.0.0.1/{role}", tmp_path,
+                                     env={"PGPASSFILE": passfile(tmp_path, role, password)}))
+    assert code == 0 and "reconnects 0" in out, out + err
 
 
 def test_a_missing_database_stops_the_recorder_naming_the_cause(pg_role, tmp_path):
     role, password = pg_role
-    code, out, err = finish(recorder(f"postgresql://{role}@127.0.0.1/{role}_missing", tmp_path / "j",
+    code, out, err = finish(recorder(f"postgresql://{role}@127.0.0.1/{role}_missing", tmp_path,
                                      env={"PGPASSWORD": password}))
     assert code == EXIT_PERMANENT, out + err
     lines = cause_lines(err)
@@ -92,6 +96,8 @@ def test_a_password_on_the_command_line_is_refused_with_the_fix(tmp_path):
     assert code == 2, out + err
     assert "PGPASSFILE" in err and "PGPASSWORD" in err and "postgresql://someone:***@127.0.0.1/db" in err
     assert password not in out + err
+    code, out, err = finish(recorder("postgresql://someone@127.0.0.1/db", tmp_path / "missing"))
+    assert code == 2 and "is not a directory" in err, out + err
 
 
 def free_port():
@@ -172,3 +178,24 @@ def test_a_live_run_outlives_a_database_that_is_down_and_says_so(tmp_path, live)
     assert code == 0, output
     summary = [line for line in output.splitlines() if line.startswith("recorder: ") and "rows into" in line]
     assert len(summary) == 1 and "last error" in summary[0] and "ConnectionRefusedError" in summary[0], output
+
+
+def test_errors_are_told_transient_or_permanent():
+    import asyncpg.exceptions as pg
+
+    from pipeline.journal import JournalError
+    from pipeline.recorder import is_permanent
+    transient = [ConnectionRefusedError(111, "refused"), ConnectionResetError(104, "reset"), asyncio.TimeoutError(),
+                 pg.CannotConnectNowError("the database system is starting up"),
+                 pg.AdminShutdownError("terminating connection due to administrator command"),
+                 pg.TooManyConnectionsError("sorry, too many clients already"),
+                 pg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+                 pg.SerializationError("could not serialize"), pg.DiskFullError("no space left on device")]
+    permanent = [pg.InvalidPasswordError("password authentication failed"),
+                 pg.InvalidAuthorizationSpecificationError('role "x" does not exist'),
+                 pg.InvalidCatalogNameError('database "x" does not exist'),
+                 pg.InsufficientPrivilegeError("permission denied for schema public"),
+                 pg.ClientConfigurationError("invalid DSN"), ValueError("Invalid IPv6 URL"),
+                 JournalError("segment is corrupt")]
+    assert [e for e in transient if is_permanent(e)] == []
+    assert [e for e in permanent if not is_permanent(e)] == []

@@ -102,3 +102,37 @@ def test_compare_with_journal_finds_a_missing_and_a_duplicated_row(pg_dsn, tmp_p
     asyncio.run(execute("UPDATE order_intents SET qty = qty * 2 WHERE intent_id = (SELECT min(intent_id) "
                         "FROM order_intents)"))
     assert len(compare_with_journal(pg_dsn, str(tmp_path))) == 4  # a changed row: one missing, one extra
+
+
+def test_a_database_of_the_old_recorder_is_migrated_without_losing_or_duplicating(pg_dsn, tmp_path):
+    async def old_recorder_schema():  # as the per-stream recorder left it: a position, a row, no ids
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute("CREATE TABLE bot4_recorder_progress (stream text PRIMARY KEY, records bigint NOT "
+                               "NULL, updated timestamptz NOT NULL DEFAULT now())")
+            await conn.execute("INSERT INTO bot4_recorder_progress (stream, records) VALUES ('market', 5000), "
+                               "('exec', 700)")
+            await conn.execute(
+                "CREATE TABLE market_events (ts timestamptz NOT NULL, origin_ts bigint NOT NULL, origin_seq bigint "
+                "NOT NULL, exch_ts bigint NOT NULL, venue_seq bigint NOT NULL, venue smallint NOT NULL, symbol "
+                "smallint NOT NULL, kind smallint NOT NULL, side smallint NOT NULL, price double precision NOT NULL, "
+                "size double precision NOT NULL, bid_px double precision NOT NULL, bid_sz double precision NOT NULL, "
+                "ask_px double precision NOT NULL, ask_sz double precision NOT NULL) PARTITION BY RANGE (ts)")
+            await conn.execute("CREATE TABLE market_events_old PARTITION OF market_events "
+                               "FOR VALUES FROM ('1999-01-01') TO ('2000-01-01')")
+            await conn.execute("INSERT INTO market_events VALUES ('1999-06-01', 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, "
+                               "1, 1)")
+        finally:
+            await conn.close()
+
+    asyncio.run(old_recorder_schema())
+    record(Config(), 6_000, str(tmp_path))
+    asyncio.run(record_journal(pg_dsn, str(tmp_path)))
+    assert count(pg_dsn, "SELECT count(*) FROM market_events") == 6_000 + 1  # the old one skipped 5,000
+    assert count(pg_dsn, "SELECT run_id FROM market_events WHERE ts = '1999-06-01'") == 0
+    assert count(pg_dsn, "SELECT journal_id FROM market_events WHERE ts = '1999-06-01'") == 0
+    assert count(pg_dsn, "SELECT sum(records) FROM bot4_recorder_progress") == 5_700  # left as it was
+    from pipeline.recorder import compare_with_journal
+    assert compare_with_journal(pg_dsn, str(tmp_path)) == []
+    asyncio.run(record_journal(pg_dsn, str(tmp_path)))  # again: nothing twice
+    assert count(pg_dsn, "SELECT count(*) FROM market_events") == 6_000 + 1
