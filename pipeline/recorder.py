@@ -463,7 +463,7 @@ class Recorder:
         backoff = self.min_backoff_s
         while True:
             if stop.is_set() and not follow:
-                return RunOutcome(False, "stopped before the journal was copied")
+                return RunOutcome(self.behind() == 0, "stopped before the journal was copied")
             try:
                 if self.conn is None or self.conn.is_closed():
                     if not await _until(stop, self.connect()):
