@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import math
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -397,6 +398,15 @@ class WatchdogConfig:
         _require(0 < self.max_error_fraction <= 1, "watchdog.max_error_fraction", self.max_error_fraction,
                  "use (0, 1]")
         _require(self.clock_backwards_ms >= 0, "watchdog.clock_backwards_ms", self.clock_backwards_ms, "use >= 0")
+        if self.alert_endpoint.startswith("ipc://"):
+            path = self.alert_endpoint[len("ipc://"):]
+            # A regular file there would be deleted by the bind; a missing directory fails it.
+            _require(not os.path.lexists(path) or stat.S_ISSOCK(os.lstat(path).st_mode), "watchdog.alert_endpoint",
+                     self.alert_endpoint, f"{path} exists and is not a socket; choose another path ('auto' "
+                     "uses the temp directory)")
+            directory = os.path.dirname(path) or "."
+            _require(os.path.isdir(directory), "watchdog.alert_endpoint", self.alert_endpoint,
+                     f"the directory {directory} does not exist; create it or choose another path")
 
 
 @dataclass(frozen=True)
