@@ -69,7 +69,7 @@ class Supervisor:
         try:
             try:
                 self.start()
-            except StartError as exc:
+            except (StartError, segment.SegmentError) as exc:  # a planted or absurd segment: no traceback
                 self.say(f"bot4: start-up failed: {exc}")
                 return ExitCode.START_FAILED if not self.died else ExitCode.STAGE_DIED
             self.say(f"bot4: running ({len(self.children)} processes); {self.armed_text}")
