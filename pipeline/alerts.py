@@ -9,18 +9,17 @@ import shlex
 import socket
 import stat
 import subprocess
-import tempfile
 
 import msgpack
 import zmq
+
+from pipeline.config import alert_endpoint_for, ipc_file_problem
 
 log = logging.getLogger("bot4.alerts")
 
 
 def endpoint_for(run: str, configured: str) -> str:
-    if configured == "auto":
-        return f"ipc://{tempfile.gettempdir()}/bot4.{run}.alerts"
-    return configured
+    return alert_endpoint_for(run, configured)
 
 
 class AlertError(RuntimeError):
@@ -44,16 +43,10 @@ def _listened_on(path: str) -> bool:
 
 def check_ipc_path(path: str) -> str:
     """Why an ipc endpoint at ``path`` cannot be bound ("" if it can): libzmq unlinks whatever file is there."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        directory = os.path.dirname(path) or "."
-        return "" if os.path.isdir(directory) else f"its directory {directory} does not exist"
-    if not stat.S_ISSOCK(st.st_mode):
-        return f"{path} exists and is not a socket (binding would delete it); choose another path"
-    if _listened_on(path):
-        return f"{path} is in use by another process (another run's alerts?); choose another path"
-    return ""
+    problem = ipc_file_problem(path)
+    if not problem and os.path.lexists(path) and _listened_on(path):
+        problem = f"{path} is in use by another process (another run's alerts?)"
+    return problem
 
 
 def remove_ipc_file(endpoint: str) -> None:
@@ -63,7 +56,8 @@ def remove_ipc_file(endpoint: str) -> None:
     if path is None:
         return
     try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode) and not _listened_on(path):
+        st = os.lstat(path)
+        if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.geteuid() and not _listened_on(path):
             os.unlink(path)
     except FileNotFoundError:
         pass
@@ -81,7 +75,8 @@ class Alerter:
             path = ipc_path(self.endpoint)
             problem = check_ipc_path(path) if path is not None else ""
             if problem:
-                raise AlertError(f"watchdog.alert_endpoint={self.endpoint!r} cannot be bound: {problem}")
+                raise AlertError(f"watchdog.alert_endpoint={self.endpoint!r} cannot be bound: {problem}; choose "
+                                 "another path or run.name")
             self.context = zmq.Context(io_threads=1)
             self.socket = self.context.socket(zmq.PUB)
             self.socket.setsockopt(zmq.LINGER, 200)

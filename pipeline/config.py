@@ -10,6 +10,7 @@ import difflib
 import math
 import os
 import stat
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -398,15 +399,35 @@ class WatchdogConfig:
         _require(0 < self.max_error_fraction <= 1, "watchdog.max_error_fraction", self.max_error_fraction,
                  "use (0, 1]")
         _require(self.clock_backwards_ms >= 0, "watchdog.clock_backwards_ms", self.clock_backwards_ms, "use >= 0")
-        if self.alert_endpoint.startswith("ipc://"):
-            path = self.alert_endpoint[len("ipc://"):]
-            # A regular file there would be deleted by the bind; a missing directory fails it.
-            _require(not os.path.lexists(path) or stat.S_ISSOCK(os.lstat(path).st_mode), "watchdog.alert_endpoint",
-                     self.alert_endpoint, f"{path} exists and is not a socket; choose another path ('auto' "
-                     "uses the temp directory)")
-            directory = os.path.dirname(path) or "."
-            _require(os.path.isdir(directory), "watchdog.alert_endpoint", self.alert_endpoint,
-                     f"the directory {directory} does not exist; create it or choose another path")
+
+    def check_endpoint(self, run: str) -> None:
+        """An ipc endpoint's path (auto: in the temp dir, named after the run) can be bound without deleting
+        anything: libzmq's bind unlinks whatever file is there."""
+        endpoint = alert_endpoint_for(run, self.alert_endpoint)
+        if endpoint.startswith("ipc://"):
+            problem = ipc_file_problem(endpoint[len("ipc://"):])
+            _require(not problem, "watchdog.alert_endpoint", self.alert_endpoint,
+                     f"{problem}; choose another path ('auto' is $TMPDIR/bot4.<run.name>.alerts) or another run.name")
+
+
+def alert_endpoint_for(run: str, configured: str) -> str:
+    if configured == "auto":
+        return f"ipc://{tempfile.gettempdir()}/bot4.{run}.alerts"
+    return configured
+
+
+def ipc_file_problem(path: str) -> str:
+    """Why binding an ipc socket at ``path`` would destroy something or fail ("" if it would not)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        directory = os.path.dirname(path) or "."
+        return "" if os.path.isdir(directory) else f"its directory {directory} does not exist"
+    if not stat.S_ISSOCK(st.st_mode):
+        return f"{path} exists and is not a socket (binding would delete it)"
+    if st.st_uid != os.geteuid():
+        return f"{path} belongs to uid {st.st_uid}, not to this user"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -534,6 +555,7 @@ class Config:
             _check_ranges(getattr(self, f.name), f.name)
             getattr(self, f.name).check()
         self.execute.check_symbols(self.feed.symbols)
+        self.watchdog.check_endpoint(self.run.name)
         _require(not self.recorder.dsn or bool(self.journal.dir), "recorder.dsn", self.recorder.dsn,
                  "also set journal.dir (or --journal): the recorder copies the journal into the database")
         _require(self.run.mode != "record" or bool(self.journal.dir), "run.mode", self.run.mode,

@@ -139,12 +139,14 @@ def _read_header(fd: int) -> np.ndarray:
 def _check_create_size(name: str, size: int) -> None:
     stats = os.statvfs(SHM_DIR)
     free = stats.f_bavail * stats.f_frsize
-    if size > MAX_SEGMENT_BYTES or size > free:
+    limits = []
+    if size > MAX_SEGMENT_BYTES:
+        limits.append(f"the cap of {MAX_SEGMENT_BYTES:,}")
+    if size > free:  # tmpfs pages are allocated on first touch: a ring bigger than this dies of SIGBUS later
+        limits.append(f"the {free:,} bytes free in {SHM_DIR}")
+    if limits:
         raise SegmentError(f"refusing to create segment {_path(name)} of {size:,} bytes: more than "
-                           f"{'the cap of ' + format(MAX_SEGMENT_BYTES, ',') if size > MAX_SEGMENT_BYTES else ''}"
-                           f"{' and ' if size > MAX_SEGMENT_BYTES and size > free else ''}"
-                           f"{'the ' + format(free, ',') + ' bytes free in ' + SHM_DIR if size > free else ''}; "
-                           "lower rings.capacity / journal.tap_capacity")
+                           f"{' and '.join(limits)}; lower rings.capacity / journal.tap_capacity")
 
 
 def create(name: str, payload_bytes: int, layout: int, capacity: int, record_size: int) -> Segment:

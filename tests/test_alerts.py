@@ -82,3 +82,19 @@ def test_bot4_run_with_an_alert_endpoint_on_a_file_exits_2_and_keeps_the_file(tm
     assert precious.read_text() == "operator data"
     assert out.returncode == 2 and "watchdog.alert_endpoint" in out.stderr, out.stdout + out.stderr
     assert not os.path.exists(tmp_path / "precious.txt.sock")
+
+
+def test_a_file_planted_at_the_auto_endpoint_is_a_config_error_naming_it():
+    import tempfile
+    run = f"t{uuid.uuid4().hex[:8]}"
+    planted = os.path.join(tempfile.gettempdir(), f"bot4.{run}.alerts")
+    with open(planted, "w") as fh:
+        fh.write("a local user's file")
+    try:
+        with pytest.raises(ConfigError, match=r"watchdog\.alert_endpoint='auto'") as err:
+            from_dict({"run": {"name": run}})
+        assert planted in str(err.value)
+        alerts.remove_ipc_file(alerts.endpoint_for(run, "auto"))  # the supervisor's clean-up: not a socket, kept
+        assert open(planted).read() == "a local user's file"
+    finally:
+        os.unlink(planted)
