@@ -64,8 +64,9 @@ BPS = _positive(10_000)
 EVENTS = Range(0, 10 ** 15)
 RECORDS = 2 ** 24             # ring and tap capacities: 16 Mi records per ring is far past any use
 
-# RANGES[section][key]: checked for every int and float key before the section's own check (which may
-# narrow further: powers of two, 0 meaning off). A numeric key added without a range fails the tests.
+# RANGES[section][key]: every int and float key lies in its range (inf and nan are refused before the
+# section's own check, which may say more: powers of two, 0 meaning off; the range is checked after it).
+# A numeric key added without a range fails the tests.
 RANGES: dict[str, dict[str, Range]] = {
     "run": {"duration_s": Range(0, 366 * 86_400), "status_interval_s": Range(0, 86_400),
             "ready_timeout_s": _positive(3_600), "max_restarts": Range(0, 100), "arm_grace_s": Range(0, 600)},
@@ -109,7 +110,7 @@ RANGES: dict[str, dict[str, Range]] = {
 }
 
 
-def _check_ranges(section: object, path: str) -> None:
+def _check_ranges(section: object, path: str, finite_only: bool = False) -> None:
     hints = get_type_hints(type(section))
     for f in dataclasses.fields(section):
         kind = hints[f.name]
@@ -117,6 +118,8 @@ def _check_ranges(section: object, path: str) -> None:
             continue
         value = getattr(section, f.name)
         bounds = RANGES.get(path, {}).get(f.name, Range(-INT64_MAX, INT64_MAX))  # undeclared: at least finite
+        if finite_only and math.isfinite(value):
+            continue
         what = "a whole number" if kind is int else "a finite number"
         _require(bounds.contains(value), f"{path}.{f.name}", value, f"use {what} in {bounds}")
 
@@ -362,7 +365,8 @@ class ExecuteConfig:
             except ValueError:
                 value = float("nan")
             _require(RANGES["execute"][limit].contains(value), key, entry,
-                     f'give a number in {RANGES["execute"][limit]} ({unit}) after "=", e.g. "{symbol}={example}"')
+                     f'give a positive, finite number ({unit}) in {RANGES["execute"][limit]} after "=", '
+                     f'e.g. "{symbol}={example}"')
             _require(symbol not in found, key, entry, f"{symbol} has two entries; keep one")
             found[symbol] = value
         return found
@@ -552,8 +556,10 @@ class Config:
 
     def check(self) -> "Config":
         for f in dataclasses.fields(self):
-            _check_ranges(getattr(self, f.name), f.name)
-            getattr(self, f.name).check()
+            section = getattr(self, f.name)
+            _check_ranges(section, f.name, finite_only=True)  # inf and nan first: no check below sees them
+            section.check()  # its own fixes ("0 = off", powers of two) come before the generic range
+            _check_ranges(section, f.name)
         self.execute.check_symbols(self.feed.symbols)
         self.watchdog.check_endpoint(self.run.name)
         _require(not self.recorder.dsn or bool(self.journal.dir), "recorder.dsn", self.recorder.dsn,
