@@ -79,16 +79,16 @@ def test_a_foreign_owned_segment_is_a_clear_error_naming_it_and_is_left_alone():
         _gone(path)
 
 
-def _bot4_run(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--name", name, "--quiet", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+def _bot4(command: str, name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", command, "--name", name, "--quiet", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def test_bot4_run_over_a_foreign_segment_fails_clearly_without_a_traceback():
     run = f"t{uuid.uuid4().hex[:8]}"
     path = _plant(names.control(run), HUGE, uid=NOBODY)
     try:
-        out = _bot4_run(run, "--duration", "1")
+        out = _bot4("run", run, "--duration", "1")
         output = out.stdout + out.stderr
         assert out.returncode == 4, output
         assert "start-up failed" in output and path in output and "nobody" in output, output
@@ -98,11 +98,11 @@ def test_bot4_run_over_a_foreign_segment_fails_clearly_without_a_traceback():
         _gone(path)
 
 
-def test_bot4_run_over_an_oversized_segment_of_a_dead_run_of_ours_reclaims_it_and_runs():
+def test_bot4_over_an_oversized_segment_of_a_dead_run_of_ours_reclaims_it_and_runs(tmp_path):
     run = f"t{uuid.uuid4().hex[:8]}"
     path = _plant(names.control(run), HUGE)
-    try:
-        out = _bot4_run(run, "--duration", "1", "--events", "2000")
+    try:  # record mode: the same start-up path with three processes instead of eight
+        out = _bot4("record", run, "--journal", str(tmp_path / "j"), "--duration", "1", "--events", "2000")
         output = out.stdout + out.stderr
         assert out.returncode == 0 and "reclaimed 1 stale" in output and "Traceback" not in output, output
         assert not segment.list_segments(names.run_prefix(run))
