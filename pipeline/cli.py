@@ -6,6 +6,7 @@ import hashlib
 import sys
 
 from pipeline.config import ConfigError, load
+from pipeline.redact import has_password
 
 
 def _run(args) -> int:
@@ -30,6 +31,11 @@ def _run(args) -> int:
         if args.journal:
             overrides.setdefault("journal", {})["dir"] = args.journal
         if args.dsn:
+            if has_password(args.dsn):  # every user sees a command line (ps, /proc/PID/cmdline)
+                raise ConfigError("--dsn carries a password, which every user of this machine can read in ps: "
+                                  "give the DSN without it and put the password in ~/.pgpass (or the file "
+                                  "PGPASSFILE names) or PGPASSWORD, or set recorder.dsn in a config file only "
+                                  "you can read (chmod 600)")
             overrides.setdefault("recorder", {})["dsn"] = args.dsn
         if getattr(args, "record", False):
             overrides.setdefault("run", {})["mode"] = "record"
@@ -157,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--idle", choices=("auto", "busy_spin", "yielding", "sleeping", "blocking"))
     run.add_argument("--quiet", action="store_true", help="no status lines, summary only")
     run.add_argument("--journal", help="record market events, intents and reports into this directory")
-    run.add_argument("--dsn", help="PostgreSQL DSN: the recorder copies the journal into it (needs --journal)")
+    run.add_argument("--dsn", help="PostgreSQL DSN without a password (that goes in ~/.pgpass, PGPASSFILE or "
+                                   "PGPASSWORD): the recorder copies the journal into it (needs --journal)")
     run.set_defaults(func=_run)
     rec = sub.add_parser("record", help="record the market only: feed, validate, journal (and the recorder with "
                                         "--dsn); nothing trades")
@@ -167,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         rec.add_argument(flag, **kwargs, help=next(a.help for a in run._actions if flag in a.option_strings))
     rec.add_argument("--quiet", action="store_true", help="no status lines, summary only")
     rec.add_argument("--journal", required=True, help="journal directory: market events and quarantined ones")
-    rec.add_argument("--dsn", help="PostgreSQL DSN: the recorder copies the journal into it")
+    rec.add_argument("--dsn", help="PostgreSQL DSN without a password (~/.pgpass, PGPASSFILE or PGPASSWORD): "
+                                   "the recorder copies the journal into it")
     rec.set_defaults(func=_run, record=True)
     st = sub.add_parser("status", help="live figures of a running pipeline, read from shared memory")
     st.add_argument("--name", default="main")

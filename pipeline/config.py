@@ -8,17 +8,120 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import stat
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+
+from pipeline.redact import has_password, mask
 
 STAGE_NAMES = ("feed", "validate", "feature", "risk", "inference", "strategy", "execute")
 IDLE_CHOICES = ("auto", "busy_spin", "yielding", "sleeping", "blocking")
 
 
 class ConfigError(ValueError):
-    """A configuration value is wrong; the message names the key and how to fix it."""
+    """A configuration value is wrong; the message names the key and how to fix it (passwords masked)."""
+
+    def __init__(self, message: str):
+        super().__init__(mask(str(message)))
+
+
+INT64_MAX = 2 ** 63 - 1
+
+
+@dataclass(frozen=True)
+class Range:
+    """The finite interval a numeric key must lie in; every int and float key of every section has one."""
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        return (math.isfinite(value) and (value > self.lo if self.lo_open else value >= self.lo)
+                and (value < self.hi if self.hi_open else value <= self.hi))
+
+    def __str__(self) -> str:
+        def text(v):
+            return f"{int(v):,}" if float(v).is_integer() else f"{v:g}"
+        return f"{'(' if self.lo_open else '['}{text(self.lo)}, {text(self.hi)}{')' if self.hi_open else ']'}"
+
+
+def _positive(hi: float) -> Range:
+    return Range(0, hi, lo_open=True)
+
+
+def _fraction() -> Range:
+    return Range(0, 1, hi_open=True)
+
+
+DAY_MS = 86_400_000
+MONEY_USD = _positive(1e12)   # money limits: positive and finite; 1e12 leaves room for any real book
+BPS = _positive(10_000)
+EVENTS = Range(0, 10 ** 15)
+RECORDS = 2 ** 24             # ring and tap capacities: 16 Mi records per ring is far past any use
+
+# RANGES[section][key]: every int and float key lies in its range (inf and nan are refused before the
+# section's own check, which may say more: powers of two, 0 meaning off; the range is checked after it).
+# A numeric key added without a range fails the tests.
+RANGES: dict[str, dict[str, Range]] = {
+    "run": {"duration_s": Range(0, 366 * 86_400), "status_interval_s": Range(0, 86_400),
+            "ready_timeout_s": _positive(3_600), "max_restarts": Range(0, 100), "arm_grace_s": Range(0, 600)},
+    "feed": {"replay_speed": Range(0, 1e6), "seed": Range(0, INT64_MAX), "rate_eps": Range(0, 1e8),
+             "max_events": EVENTS, "malformed_rate": _fraction(), "trade_prob": _fraction(),
+             "stall_after_events": EVENTS, "crash_after_events": EVENTS,
+             "crash_bps_per_event": Range(0, 100, hi_open=True), "burstiness": Range(0, 0.95),
+             "burst_decay_ms": _positive(DAY_MS), "regime_mean_s": _positive(366 * 86_400),
+             "info_interval_ms": _positive(DAY_MS), "liquidation_prob": Range(0, 0.33),
+             "trend_bps_per_s": Range(0, 1000), "ccxt_reconnect_min_ms": Range(0, 600_000),
+             "ccxt_reconnect_max_ms": Range(0, 600_000)},
+    "validate": {"max_stale_ms": _positive(DAY_MS), "max_future_ms": _positive(DAY_MS),
+                 "max_jump_pct": _positive(1000)},
+    "risk": {"max_position_usd": MONEY_USD, "max_order_usd": MONEY_USD, "vol_ref_bps": BPS, "capital_usd": MONEY_USD,
+             "soft_drawdown_pct": Range(0, 100, True, True), "bar_s": _positive(86_400),
+             "horizon_bars": Range(1, 10 ** 7), "cov_halflife_bars": _positive(10 ** 7),
+             "cov_min_bars": Range(0, 10 ** 7), "max_gross_usd": MONEY_USD, "max_leverage": _positive(1000),
+             "heat_limit": _positive(10), "heat_stop_sigmas": _positive(100),
+             "maintenance_margin_pct": Range(0, 100, hi_open=True), "liq_distance_sigmas": Range(0, 100),
+             "kelly_fraction": _positive(1), "kelly_payoff_ratio": _positive(1000)},
+    "strategy": {"threshold": Range(0, 0.5, True, True), "take_usd": MONEY_USD, "cooldown_ms": Range(0, DAY_MS),
+                 "quote_usd": MONEY_USD, "half_spread_bps": BPS, "requote_bps": BPS, "skew_bps": Range(0, 10_000)},
+    "execute": {"maker_fee_bps": Range(-100, 1000), "taker_fee_bps": Range(-100, 1000),  # negative: a rebate
+                "max_open_orders": Range(1, 256), "flatten_collar_bps": BPS, "flatten_retry_ms": _positive(60_000),
+                "max_order_qty": _positive(1e12), "max_order_usd": MONEY_USD, "price_collar_bps": BPS,
+                "max_orders_per_s": _positive(1e9), "order_burst": Range(1, 10 ** 9),
+                "duplicate_window_ms": Range(0, DAY_MS), "max_position_usd": MONEY_USD},
+    "watchdog": {"period_ms": _positive(100), "heartbeat_stale_ms": Range(10, 600_000),
+                 "feed_stale_ms": Range(0, DAY_MS), "hard_drawdown_pct": Range(0, 100, True, True),
+                 "ring_blocked_ms": Range(10, 3_600_000), "max_error_fraction": _positive(1),
+                 "clock_backwards_ms": Range(0, 3_600_000)},
+    "journal": {"fsync_interval_ms": _positive(3_600_000), "rotate_mb": _positive(1_048_576),
+                "tap_capacity": Range(16, RECORDS)},
+    "recorder": {},
+    "killswitch": {"baudrate": Range(50, 10_000_000), "heartbeat_timeout_ms": Range(10, 10_000),
+                   "reconnect_min_ms": _positive(600_000), "reconnect_max_ms": _positive(600_000)},
+    "topology": {"spin_cycles": Range(0, 1_000_000), "yield_cycles": Range(0, 1_000_000),
+                 "min_sleep_us": Range(1, 100_000), "max_sleep_us": Range(1, 100_000), "nice": Range(-20, 19),
+                 "realtime_priority": Range(0, 99)},
+    "rings": {"capacity": Range(16, RECORDS), "report_capacity": Range(16, RECORDS), "batch": Range(1, RECORDS)},
+}
+
+
+def _check_ranges(section: object, path: str, finite_only: bool = False) -> None:
+    hints = get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        kind = hints[f.name]
+        if kind not in (int, float):
+            continue
+        value = getattr(section, f.name)
+        bounds = RANGES.get(path, {}).get(f.name, Range(-INT64_MAX, INT64_MAX))  # undeclared: at least finite
+        if finite_only and math.isfinite(value):
+            continue
+        what = "a whole number" if kind is int else "a finite number"
+        _require(bounds.contains(value), f"{path}.{f.name}", value, f"use {what} in {bounds}")
 
 
 @dataclass(frozen=True)
@@ -261,8 +364,9 @@ class ExecuteConfig:
                 value = float(text)
             except ValueError:
                 value = float("nan")
-            _require(math.isfinite(value) and value > 0, key, entry,
-                     f'give a positive, finite number ({unit}) after "=", e.g. "{symbol}={example}"')
+            _require(RANGES["execute"][limit].contains(value), key, entry,
+                     f'give a positive, finite number ({unit}) in {RANGES["execute"][limit]} after "=", '
+                     f'e.g. "{symbol}={example}"')
             _require(symbol not in found, key, entry, f"{symbol} has two entries; keep one")
             found[symbol] = value
         return found
@@ -299,6 +403,35 @@ class WatchdogConfig:
         _require(0 < self.max_error_fraction <= 1, "watchdog.max_error_fraction", self.max_error_fraction,
                  "use (0, 1]")
         _require(self.clock_backwards_ms >= 0, "watchdog.clock_backwards_ms", self.clock_backwards_ms, "use >= 0")
+
+    def check_endpoint(self, run: str) -> None:
+        """An ipc endpoint's path (auto: in the temp dir, named after the run) can be bound without deleting
+        anything: libzmq's bind unlinks whatever file is there."""
+        endpoint = alert_endpoint_for(run, self.alert_endpoint)
+        if endpoint.startswith("ipc://"):
+            problem = ipc_file_problem(endpoint[len("ipc://"):])
+            _require(not problem, "watchdog.alert_endpoint", self.alert_endpoint,
+                     f"{problem}; choose another path ('auto' is $TMPDIR/bot4.<run.name>.alerts) or another run.name")
+
+
+def alert_endpoint_for(run: str, configured: str) -> str:
+    if configured == "auto":
+        return f"ipc://{tempfile.gettempdir()}/bot4.{run}.alerts"
+    return configured
+
+
+def ipc_file_problem(path: str) -> str:
+    """Why binding an ipc socket at ``path`` would destroy something or fail ("" if it would not)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        directory = os.path.dirname(path) or "."
+        return "" if os.path.isdir(directory) else f"its directory {directory} does not exist"
+    if not stat.S_ISSOCK(st.st_mode):
+        return f"{path} exists and is not a socket (binding would delete it)"
+    if st.st_uid != os.geteuid():
+        return f"{path} belongs to uid {st.st_uid}, not to this user"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -369,6 +502,11 @@ class TopologyConfig:
         if self.cores:
             _require(len(self.cores) == len(STAGE_NAMES) + 3, "topology.cores", self.cores,
                      f"give {len(STAGE_NAMES) + 3} cores: {', '.join(STAGE_NAMES)}, watchdog, journal, recorder")
+            _require(all(isinstance(c, int) and not isinstance(c, bool) for c in self.cores), "topology.cores",
+                     self.cores, "give each core as a whole number")
+            allowed = usable_cores()
+            _require(all(c in allowed for c in self.cores), "topology.cores", self.cores,
+                     f"use cores this process may run on (os.sched_getaffinity): {sorted(allowed)}")
         _require(0 <= self.spin_cycles <= 1_000_000, "topology.spin_cycles", self.spin_cycles, "use 0..1000000")
         _require(0 <= self.yield_cycles <= 1_000_000, "topology.yield_cycles", self.yield_cycles, "use 0..1000000")
         _require(1 <= self.min_sleep_us <= self.max_sleep_us <= 100_000, "topology.min_sleep_us",
@@ -376,6 +514,15 @@ class TopologyConfig:
         _require(-20 <= self.nice <= 19, "topology.nice", self.nice, "use -20..19")
         _require(0 <= self.realtime_priority <= 99, "topology.realtime_priority", self.realtime_priority,
                  "use 0 (off) .. 99")
+
+
+# A child is pinned to one core before it re-checks the config: it inherits the first Bot4 process's set.
+os.environ.setdefault("BOT4_USABLE_CORES", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))))
+
+
+def usable_cores() -> set[int]:
+    """Cores the supervisor may pin processes to (its affinity when it started)."""
+    return {int(c) for c in os.environ["BOT4_USABLE_CORES"].split(",")}
 
 
 @dataclass(frozen=True)
@@ -409,8 +556,12 @@ class Config:
 
     def check(self) -> "Config":
         for f in dataclasses.fields(self):
-            getattr(self, f.name).check()
+            section = getattr(self, f.name)
+            _check_ranges(section, f.name, finite_only=True)  # inf and nan first: no check below sees them
+            section.check()  # its own fixes ("0 = off", powers of two) come before the generic range
+            _check_ranges(section, f.name)
         self.execute.check_symbols(self.feed.symbols)
+        self.watchdog.check_endpoint(self.run.name)
         _require(not self.recorder.dsn or bool(self.journal.dir), "recorder.dsn", self.recorder.dsn,
                  "also set journal.dir (or --journal): the recorder copies the journal into the database")
         _require(self.run.mode != "record" or bool(self.journal.dir), "run.mode", self.run.mode,
@@ -487,4 +638,13 @@ def load(path: str | Path | None) -> Config:
         raise ConfigError(f"config file {path} does not exist; pass an existing TOML file or omit --config") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    recorder = data.get("recorder")
+    dsn = recorder.get("dsn") if isinstance(recorder, dict) else None
+    if isinstance(dsn, str) and has_password(dsn):
+        # libpq's own rule for ~/.pgpass: a file holding a password is readable by its owner only.
+        mode = os.stat(path).st_mode & 0o777
+        if mode & 0o077:
+            raise ConfigError(f"config file {path} holds a password in recorder.dsn and others can read it "
+                              f"(mode {mode:o}): chmod 600 {path}, or take the password out of the DSN and put "
+                              "it in ~/.pgpass (PGPASSFILE) or PGPASSWORD")
     return from_dict(data)

@@ -69,7 +69,7 @@ class Supervisor:
         try:
             try:
                 self.start()
-            except StartError as exc:
+            except (StartError, segment.SegmentError) as exc:  # a planted or absurd segment: no traceback
                 self.say(f"bot4: start-up failed: {exc}")
                 return ExitCode.START_FAILED if not self.died else ExitCode.STAGE_DIED
             self.say(f"bot4: running ({len(self.children)} processes); {self.armed_text}")
@@ -119,7 +119,12 @@ class Supervisor:
             if name in hosted and placements[name].idle == idle_strategies.BLOCKING:
                 self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
         t0 = time.monotonic()
-        warmup.compile_all(config)
+        try:
+            warmup.compile_all(config, lambda: bool(self.stop_requested))
+        except warmup.WarmupStopped:
+            raise StartError(f"{self.stop_requested} during start-up (kernel compilation stopped)") from None
+        except warmup.WarmupError as exc:
+            raise StartError(str(exc)) from None
         idle_name = {v: k for k, v in idle_strategies.NAMES.items()}[placements["feed"].idle]
         self.say(f"bot4: kernels compiled/loaded in {time.monotonic() - t0:.1f}s; topology: "
                  + ", ".join(f"{n}@{placements[n].core}" for n in spawned) + f"; idle={idle_name}")

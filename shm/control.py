@@ -161,15 +161,20 @@ def _read_text(globals_: np.ndarray, first: int, words: int) -> str:
     return globals_[first:first + words].tobytes().rstrip(b"\0").decode("utf-8", "replace")
 
 
+ELLIPSIS = "…"
+
+
 def _write_text(globals_: np.ndarray, first: int, words: int, text: str) -> None:
-    raw = text.encode("utf-8")[:words * 8]
-    while True:  # never cut a multi-byte character in half
-        try:
-            raw.decode("utf-8")
-            break
-        except UnicodeDecodeError:
-            raw = raw[:-1]
-    globals_[first:first + words] = np.frombuffer(raw.ljust(words * 8, b"\0"), np.int64)
+    """A text too long for its field is cut at the last word that fits, marked with an ellipsis."""
+    room = words * 8
+    raw = text.encode("utf-8")
+    if len(raw) > room:
+        keep = raw[:room - len(ELLIPSIS.encode())].decode("utf-8", "ignore")  # never half a character
+        cut = keep.rstrip()
+        if not text[len(cut):len(cut) + 1].isspace():  # mid-word: back to the last space, if there is one
+            cut = keep[:keep.rfind(" ")].rstrip() if " " in keep else keep
+        raw = (cut + ELLIPSIS).encode("utf-8")
+    globals_[first:first + words] = np.frombuffer(raw.ljust(room, b"\0"), np.int64)
 
 
 def trip(globals_: np.ndarray, reason: int, stage: int, text: str, wall_ns: int, mono_ns: int) -> bool:

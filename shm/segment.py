@@ -10,10 +10,13 @@ Segment layout (little-endian int64 words; every segment starts with this 128-by
     word  5  creator_pid
     word  6  creator_start_ns the creator process's start time (pid reuse cannot fake liveness)
     word  7  created_ns       wall clock at creation
-    words 8-15 reserved
+    word  8  total_bytes      the segment's size (header included); attach refuses a file of another size
+    words 9-15 reserved
     byte 128... payload, owned by the segment's user (ring cursors, records, control words)
 
-A segment whose creator is dead is stale: ``create`` reclaims it. The ``Segment`` owns the mapping; views
+A segment whose creator is dead is stale: ``create`` reclaims it. Nothing is mapped before its owner and
+size are checked (fstat): a segment another user owns is an error naming it, a size beyond what its header
+says (or beyond MAX_SEGMENT_BYTES) is refused, and reclaiming maps the 128-byte header only. The ``Segment`` owns the mapping; views
 are made with ``np.frombuffer`` (which refuses to outlive it) and must be dropped before ``close``.
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import pwd
 import time
 from dataclasses import dataclass
 
@@ -29,11 +33,14 @@ import posix_ipc
 import psutil
 
 MAGIC = 0x424F543453454731
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 HEADER_BYTES = 128
 NAME_PREFIX = "/bot4."
+SHM_DIR = "/dev/shm"
+MAX_SEGMENT_BYTES = 1 << 36  # 64 GiB: far above any layout the config allows (2**24 records per ring)
 
-H_MAGIC, H_VERSION, H_LAYOUT_HASH, H_CAPACITY, H_RECORD_SIZE, H_CREATOR_PID, H_CREATOR_START_NS, H_CREATED_NS = range(8)
+(H_MAGIC, H_VERSION, H_LAYOUT_HASH, H_CAPACITY, H_RECORD_SIZE, H_CREATOR_PID, H_CREATOR_START_NS, H_CREATED_NS,
+ H_TOTAL_BYTES) = range(9)
 
 
 class SegmentError(RuntimeError):
@@ -88,26 +95,81 @@ class Segment:
             pass
 
 
-def _map(name: str, size: int | None, flags: int) -> tuple[mmap.mmap, int]:
-    shm = posix_ipc.SharedMemory(name, flags, mode=0o600, size=size or 0)
+def _path(name: str) -> str:
+    return f"{SHM_DIR}/{name.lstrip('/')}"
+
+
+def _owner_name(uid: int) -> str:
     try:
-        mapping = mmap.mmap(shm.fd, shm.size)
-        return mapping, shm.size
-    finally:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_owner(name: str, st: os.stat_result) -> None:
+    if st.st_uid != os.geteuid():
+        owner = _owner_name(st.st_uid)
+        raise SegmentError(f"segment {_path(name)} belongs to {owner} (uid {st.st_uid}), not to this user: "
+                           f"choose another run.name (--name), or ask {owner} or root to remove {_path(name)}")
+
+
+def _open(name: str) -> tuple[posix_ipc.SharedMemory, os.stat_result] | None:
+    """Open an existing segment and check its owner; None if it does not exist. The caller closes the fd."""
+    try:
+        shm = posix_ipc.SharedMemory(name, 0)
+    except posix_ipc.ExistentialError:
+        return None
+    try:
+        st = os.fstat(shm.fd)
+        _check_owner(name, st)
+    except BaseException:
         shm.close_fd()
+        raise
+    return shm, st
+
+
+def _read_header(fd: int) -> np.ndarray:
+    head = mmap.mmap(fd, HEADER_BYTES, access=mmap.ACCESS_READ)
+    try:
+        return np.frombuffer(head, dtype=np.int64, count=HEADER_BYTES // 8).copy()
+    finally:
+        head.close()
+
+
+def _check_create_size(name: str, size: int) -> None:
+    stats = os.statvfs(SHM_DIR)
+    free = stats.f_bavail * stats.f_frsize
+    limits = []
+    if size > MAX_SEGMENT_BYTES:
+        limits.append(f"the cap of {MAX_SEGMENT_BYTES:,}")
+    if size > free:  # tmpfs pages are allocated on first touch: a ring bigger than this dies of SIGBUS later
+        limits.append(f"the {free:,} bytes free in {SHM_DIR}")
+    if limits:
+        raise SegmentError(f"refusing to create segment {_path(name)} of {size:,} bytes: more than "
+                           f"{' and '.join(limits)}; lower rings.capacity / journal.tap_capacity")
 
 
 def create(name: str, payload_bytes: int, layout: int, capacity: int, record_size: int) -> Segment:
-    """Create a segment; a stale one (creator dead) is reclaimed, a live one is an error."""
+    """Create a segment; a stale one (creator dead) is reclaimed, a live one is an error. Nothing is left
+    behind when creation fails."""
     if not name.startswith(NAME_PREFIX):
         raise SegmentError(f"segment name={name!r} must start with {NAME_PREFIX!r}")
     size = HEADER_BYTES + payload_bytes
+    _check_create_size(name, size)
     try:
-        mapping, _ = _map(name, size, posix_ipc.O_CREX)
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600)
     except posix_ipc.ExistentialError:
         if not reclaim_if_stale(name):
-            raise SegmentError(f"segment name={name!r} exists and its creator is alive; stop that run first")
-        mapping, _ = _map(name, size, posix_ipc.O_CREX)
+            raise SegmentError(f"segment name={name!r} exists and its creator is alive; stop that run first") from None
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600)
+    try:
+        os.ftruncate(shm.fd, size)
+        mapping = mmap.mmap(shm.fd, size)
+    except OSError as exc:
+        posix_ipc.unlink_shared_memory(name)
+        raise SegmentError(f"cannot create segment {_path(name)} of {size:,} bytes: {exc}") from None
+    finally:
+        shm.close_fd()
     seg = Segment(name, size, mapping, owner=True)
     h = seg.header
     h[H_LAYOUT_HASH] = layout
@@ -116,6 +178,7 @@ def create(name: str, payload_bytes: int, layout: int, capacity: int, record_siz
     h[H_CREATOR_PID] = os.getpid()
     h[H_CREATOR_START_NS] = process_start_ns(os.getpid())
     h[H_CREATED_NS] = time.time_ns()
+    h[H_TOTAL_BYTES] = size
     h[H_VERSION] = LAYOUT_VERSION
     h[H_MAGIC] = MAGIC  # last: a reader seeing the magic sees a complete header
     del h
@@ -123,43 +186,50 @@ def create(name: str, payload_bytes: int, layout: int, capacity: int, record_siz
 
 
 def attach(name: str, layout: int) -> Segment:
-    """Attach to an existing segment, refusing one built from another layout or version."""
+    """Attach to an existing segment, refusing one of another owner, layout, version or size."""
+    opened = _open(name)
+    if opened is None:
+        raise SegmentError(f"segment name={name!r} does not exist; is the supervisor running?")
+    shm, st = opened
     try:
-        mapping, size = _map(name, None, 0)
-    except posix_ipc.ExistentialError:
-        raise SegmentError(f"segment name={name!r} does not exist; is the supervisor running?") from None
-    seg = Segment(name, size, mapping, owner=False)
-    h = seg.header
-    magic, version, found = int(h[H_MAGIC]), int(h[H_VERSION]), int(h[H_LAYOUT_HASH])
-    del h
-    problem = None
-    if magic != MAGIC:
-        problem = f"magic={magic:#x} expected={MAGIC:#x} (not a Bot4 segment or not initialised)"
-    elif version != LAYOUT_VERSION:
-        problem = f"version={version} expected={LAYOUT_VERSION}"
-    elif found != layout:
-        problem = f"layout_hash={found:#x} expected={layout:#x}: built from other code; rebuild both sides"
-    if problem:
-        seg.close()
-        raise SegmentError(f"refusing to attach segment name={name!r}: {problem}")
-    return seg
+        problem = None
+        if st.st_size < HEADER_BYTES:
+            problem = f"size={st.st_size} is smaller than its header (not initialised)"
+        else:
+            h = _read_header(shm.fd)
+            magic, version, found, total = int(h[H_MAGIC]), int(h[H_VERSION]), int(h[H_LAYOUT_HASH]), int(h[H_TOTAL_BYTES])
+            if magic != MAGIC:
+                problem = f"magic={magic:#x} expected={MAGIC:#x} (not a Bot4 segment or not initialised)"
+            elif version != LAYOUT_VERSION:
+                problem = f"version={version} expected={LAYOUT_VERSION}"
+            elif found != layout:
+                problem = f"layout_hash={found:#x} expected={layout:#x}: built from other code; rebuild both sides"
+            elif st.st_size != total or total > MAX_SEGMENT_BYTES:
+                problem = (f"size={st.st_size:,} bytes but its header says {total:,} (at most "
+                           f"{MAX_SEGMENT_BYTES:,}): resized by someone else")
+        if problem:
+            raise SegmentError(f"refusing to attach segment name={name!r}: {problem}")
+        mapping = mmap.mmap(shm.fd, st.st_size)
+    finally:
+        shm.close_fd()
+    return Segment(name, st.st_size, mapping, owner=False)
 
 
 def reclaim_if_stale(name: str) -> bool:
-    """Unlink ``name`` if its creator is dead (or it was never initialised); True if it is gone now."""
-    try:
-        mapping, size = _map(name, None, 0)
-    except posix_ipc.ExistentialError:
+    """Unlink ``name`` if its creator is dead (or it was never initialised); True if it is gone now. Maps its
+    header only, whatever the file's size. A segment of another user is a SegmentError, left alone."""
+    opened = _open(name)
+    if opened is None:
         return True
+    shm, st = opened
     try:
-        if size < HEADER_BYTES:
+        if st.st_size < HEADER_BYTES:
             stale = True
         else:
-            h = np.frombuffer(mapping, dtype=np.int64, count=HEADER_BYTES // 8)
+            h = _read_header(shm.fd)
             stale = int(h[H_MAGIC]) != MAGIC or not creator_alive(int(h[H_CREATOR_PID]), int(h[H_CREATOR_START_NS]))
-            del h
     finally:
-        mapping.close()
+        shm.close_fd()
     if stale:
         try:
             posix_ipc.unlink_shared_memory(name)

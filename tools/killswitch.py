@@ -8,6 +8,7 @@ names each blocking condition.
 from __future__ import annotations
 
 import datetime
+import sys
 import time
 
 from pipeline import names
@@ -45,6 +46,11 @@ def _when(ns: int) -> str:
     return f"{at:%Y-%m-%d %H:%M:%S.%f} UTC ({(time.time_ns() - ns) / 1e9:.1f} s ago)"
 
 
+def _ago_monotonic(ns: int) -> str:
+    """A CLOCK_MONOTONIC stamp (system-wide, so another process's) as an age; it has no date."""
+    return f"{(time.monotonic_ns() - ns) / 1e9:.1f} s ago" if ns else "-"
+
+
 def describe(block: cb.ControlBlock) -> list[str]:
     from pipeline.switch import SwitchState
     g = block.globals
@@ -64,7 +70,7 @@ def describe(block: cb.ControlBlock) -> list[str]:
     switch = "no hardware switch configured" if state == 0 else SwitchState(state - 1).name.lower()
     lines.append(f"switch: {switch}; frames ok {int(g[cb.G_SWITCH_FRAMES_OK])}, bad "
                  f"{int(g[cb.G_SWITCH_FRAMES_BAD])}, disconnects {int(g[cb.G_SWITCH_DISCONNECTS])}, "
-                 f"last frame {_when(int(g[cb.G_SWITCH_LAST_FRAME_NS]))}")
+                 f"last frame {_ago_monotonic(int(g[cb.G_SWITCH_LAST_FRAME_NS]))}")
     holding = cb.conditions_text(g)
     lines.append(f"conditions holding now: {holding or 'none'}")
     lines.append(f"trips this run: {int(g[cb.G_TRIPS])}, stage restarts: {int(g[cb.G_RESTARTS])}")
@@ -75,7 +81,7 @@ def main(command: str, run: str, reason: str = "") -> int:
     try:
         block = cb.ControlBlock.attach(names.control(run))
     except SegmentError as exc:
-        print(f"bot4 killswitch: {exc}")
+        print(f"bot4 killswitch: {exc}", file=sys.stderr)
         return 1
     try:
         if command == "status":

@@ -4,6 +4,7 @@ Reading never stops or slows anything: it maps the control block and reads words
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -162,7 +163,7 @@ def main(run: str) -> int:
     try:
         block = cb.ControlBlock.attach(names.control(run))
     except SegmentError as exc:
-        print(f"bot4 status: {exc}")
+        print(f"bot4 status: {exc}", file=sys.stderr)
         return 1
     view = StatusView(block)
     view.lines()
