@@ -51,6 +51,8 @@ class Watchdog:
         self.reading = None
         self.conditions: list[Condition] = []
         self.was_enabled = False
+        # The watchdog owns the flag: a 1 it did not grant (a stray write, after a trip or before any arm) trips.
+        self.granted = False
         self.alerted_trips = int(block.globals[cb.G_TRIPS])
         self.trip_seen_mono = 0  # when the flag was seen down with no new trip latched; 0 = nothing pending
 
@@ -61,6 +63,10 @@ class Watchdog:
         if self.switch is not None:
             self.reading = self.switch.poll(mono)
             self._publish_switch(self.reading)
+        if not g[cb.G_TRADING_ENABLED]:
+            self.granted = False
+        elif not self.granted:
+            self.trip_ungranted(wall, mono)
         conditions = []
         held = switch_condition(self.reading)
         if held is not None:
@@ -94,6 +100,14 @@ class Watchdog:
         g = self.block.globals
         if cb.trip(g, condition.reason, condition.stage, condition.detail, wall, mono):
             self.stats[ST_TRIPS] += 1
+
+    def trip_ungranted(self, wall: int, mono: int) -> None:
+        """A 1 in the flag with no arm behind it voids the latch it overwrote: latch a new trip of its own."""
+        g = self.block.globals
+        previous = cb.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
+        g[cb.G_KILL_COUNT] = 0  # so this trip latches its own reason; a concurrent tripper may win instead
+        self.trip(Condition(cb.KILL_UNGRANTED_ARM, -1, "trading_enabled set to 1 without an arm the watchdog "
+                            f"granted (it was disabled: {previous})"), wall, mono)
 
     def alert_new_trips(self, wall: int, mono: int) -> None:
         """Alert each trip, whoever tripped (this watchdog, the supervisor, an operator), once it is latched."""
@@ -141,6 +155,7 @@ class Watchdog:
             cb.set_conditions_text(g, "; ".join(str(c) for c in blockers))
             self.stats[ST_ARM_REFUSALS] += 1
         elif g[cb.G_TRADING_ENABLED] == 0:
+            self.granted = True  # before the flag rises: this process reads it next poll
             cb.rearm(g, wall)
             self.stats[ST_ARMS] += 1
             if self.alerter is not None:

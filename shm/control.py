@@ -63,7 +63,9 @@ RUN_STARTING, RUN_RUNNING, RUN_STOPPING, RUN_STOPPED = range(1, 5)
 # Kill reasons (G_KILL_REASON); 0 = none
 (KILL_NONE, KILL_OPERATOR, KILL_STAGE_DIED, KILL_HEARTBEAT_STALE, KILL_SHUTDOWN, KILL_STAGE_FAILED,
  KILL_SWITCH_PRESSED, KILL_SWITCH_SILENT, KILL_SWITCH_LOST, KILL_FEED_STALE, KILL_HARD_DRAWDOWN, KILL_RING_BLOCKED,
- KILL_ERROR_RATE, KILL_CLOCK_BACKWARDS, KILL_CONTROL_CORRUPT, KILL_NOT_ARMED, KILL_SUPERVISOR_DIED) = range(17)
+ KILL_ERROR_RATE, KILL_CLOCK_BACKWARDS, KILL_CONTROL_CORRUPT, KILL_NOT_ARMED, KILL_SUPERVISOR_DIED,
+ KILL_UNGRANTED_ARM) = range(18)
+# KILL_UNGRANTED_ARM: trading_enabled read 1 when the watchdog had not granted an arm (a stray write).
 KILL_REASON_NAMES = {KILL_NONE: "none", KILL_OPERATOR: "operator", KILL_STAGE_DIED: "stage died",
                      KILL_HEARTBEAT_STALE: "heartbeat stale", KILL_SHUTDOWN: "shutdown",
                      KILL_STAGE_FAILED: "stage failed", KILL_SWITCH_PRESSED: "kill switch pressed",
@@ -71,7 +73,8 @@ KILL_REASON_NAMES = {KILL_NONE: "none", KILL_OPERATOR: "operator", KILL_STAGE_DI
                      KILL_FEED_STALE: "feed stale", KILL_HARD_DRAWDOWN: "hard drawdown",
                      KILL_RING_BLOCKED: "ring blocked", KILL_ERROR_RATE: "error rate",
                      KILL_CLOCK_BACKWARDS: "clock went backwards", KILL_CONTROL_CORRUPT: "control block corrupt",
-                     KILL_NOT_ARMED: "not armed", KILL_SUPERVISOR_DIED: "supervisor died"}
+                     KILL_NOT_ARMED: "not armed", KILL_SUPERVISOR_DIED: "supervisor died",
+                     KILL_UNGRANTED_ARM: "arm not granted"}
 
 PAYLOAD_WORDS = GLOBAL_WORDS + MAX_STAGES * STAGE_WORDS
 LAYOUT = segment.layout_hash("control-block", 2, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
