@@ -38,6 +38,8 @@ MAX_STAGES = 16
  G_ARM_RESULT_ID, G_ARM_RESULT_BLOCKERS, G_SWITCH_STATE, G_SWITCH_FRAMES_OK, G_SWITCH_FRAMES_BAD,
  G_SWITCH_DISCONNECTS, G_SWITCH_LAST_FRAME_NS, G_TRIPS, G_RESTARTS, G_EQUITY_PEAK_CENTS, G_RUN_ID) = range(24)
 # G_RUN_ID: a random 63-bit id the supervisor draws at every start; journals and the database carry it.
+G_START_FAILURES = 24     # processes that failed before the run started (fetch_add: the first claims the text)
+G_START_FAILED = 25       # slot index + 1 of the first of them; its one-line cause is then the kill text
 G_KILL_TEXT = 64          # words 64..95: the operator's or watchdog's kill text, 256 bytes UTF-8, NUL-padded
 KILL_TEXT_WORDS = 32
 G_CONDITIONS_TEXT = 96    # words 96..127: what currently blocks arming, 256 bytes UTF-8 (watchdog writes)
@@ -51,6 +53,7 @@ S_SERVICE_HIST = S_CUSTOM + CUSTOM_WORDS
 S_ORIGIN_HIST = S_SERVICE_HIST + HIST_BUCKETS
 S_TAP_WRITTEN = S_ORIGIN_HIST + HIST_BUCKETS   # records copied to the stage's journal tap
 S_TAP_DROPPED = S_TAP_WRITTEN + 1               # records the tap had no room for (the journal fell behind)
+S_PID_START_NS = 310                            # the process's start time: with S_PID, pid reuse cannot fake liveness
 
 # Stage states (S_STATE)
 STARTING, READY, RUNNING, STOPPING, STOPPED, FAILED = range(1, 7)
@@ -158,6 +161,12 @@ def disable_trading(globals_, reason, stage, now_ns):
         globals_[G_KILL_TIME_NS] = now_ns
     store_release(globals_, G_TRADING_ENABLED, 0)
     return first
+
+
+@njit(cache=True)
+def claim_first(globals_, word):
+    """Atomically count a claim on ``globals_[word]``; True for the first claimer."""
+    return fetch_add(globals_, word, 1) == 0
 
 
 def _read_text(globals_: np.ndarray, first: int, words: int) -> str:

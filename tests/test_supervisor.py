@@ -159,3 +159,52 @@ def test_a_crashed_supervisor_takes_its_stages_with_it_and_the_next_start_reclai
     assert again.returncode == 0, again.stdout + again.stderr
     assert "reclaimed" in again.stdout
     assert not segment.list_segments(names.run_prefix(run.name))
+
+
+def _model_with_wrong_feature_hash(tmp_path):
+    import json
+    import shutil
+    from stages import inference
+    onnx = tmp_path / "model.onnx"
+    shutil.copy(inference.DEFAULT_MODEL, onnx)
+    meta = json.loads(inference.metadata_path_for(inference.DEFAULT_MODEL).read_text())
+    meta["feature_schema_hash"] = (meta["feature_schema_hash"] + 1) & 0xFFFF_FFFF
+    inference.metadata_path_for(onnx).write_text(json.dumps(meta))
+    return f'[inference]\nmodel = "{onnx}"\n', "inference.model: model="
+
+
+def _empty_replay_file(tmp_path):
+    (tmp_path / "x.csv").write_bytes(b"")
+    return (f'[feed]\nsource = "replay"\nvenues = ["spot"]\nsymbols = ["ETH-USDT"]\nfiles = ["spot={tmp_path}/x.csv"]\n',
+            f"feed.files: {tmp_path}/x.csv: 0 events from 0 lines (empty file)")
+
+
+def _journal_dir_that_is_a_file(tmp_path):
+    (tmp_path / "journal").write_text("not a directory")
+    return f'[journal]\ndir = "{tmp_path}/journal"\n', f"journal.dir: {tmp_path}/journal: exists and is not a directory"
+
+
+@pytest.mark.parametrize("make", [_model_with_wrong_feature_hash, _empty_replay_file, _journal_dir_that_is_a_file])
+def test_a_resource_that_fails_its_preflight_is_exit_4_before_anything_is_spawned(live, tmp_path, make):
+    text, said = make(tmp_path)
+    conf = tmp_path / "bot4.toml"
+    conf.write_text(text)
+    code, output = live("--quiet", "--config", str(conf)).finish(timeout=120)
+    assert code == 4, output
+    assert f"bot4: start-up failed: {said}" in output
+    assert "kernels compiled" not in output and "trading enabled" not in output  # nothing was spawned
+
+
+def test_a_stage_that_fails_during_start_up_is_exit_4_with_its_own_cause(live, tmp_path):
+    """A Tardis file whose every row is refused: the feed fails before ready. It used to count as ready
+    (FAILED >= READY) and the run finished with exit 0 and "trading enabled"."""
+    bad = tmp_path / "trades.csv"
+    bad.write_text("exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
+                   "binance,ETHUSDT,soon,later,3,buy,1,1\nbinance,ETHUSDT,x,y,4,sell,1,1\n")
+    conf = tmp_path / "bot4.toml"
+    conf.write_text(f'[feed]\nsource = "replay"\nvenues = ["binance"]\nsymbols = ["ETH-USDT"]\n'
+                    f'files = ["binance={bad}"]\n')
+    code, output = live("--quiet", "--config", str(conf)).finish(timeout=300)
+    assert code == 4, output
+    assert f"bot4: start-up failed: feed failed: feed.files: {bad}: 0 events from 2 lines (refused: " in output
+    assert "trading enabled" not in output and "Traceback" not in output
