@@ -52,6 +52,11 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def process_alive(pid: int, start_ns: int = 0) -> bool:
+    """``pid`` runs and is not a zombie; with its recorded start time, also that the pid was not reused."""
+    return pid_alive(pid) and (start_ns <= 0 or segment.creator_alive(pid, start_ns))
+
+
 class PanicMonitor:
     """Stateful across polls (feed progress, error-rate window, last wall clock)."""
 
