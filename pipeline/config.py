@@ -97,7 +97,8 @@ RANGES: dict[str, dict[str, Range]] = {
     "watchdog": {"period_ms": _positive(100), "heartbeat_stale_ms": Range(10, 600_000),
                  "feed_stale_ms": Range(0, DAY_MS), "hard_drawdown_pct": Range(0, 100, True, True),
                  "ring_blocked_ms": Range(10, 3_600_000), "max_error_fraction": _positive(1),
-                 "clock_backwards_ms": Range(0, 3_600_000)},
+                 "clock_backwards_ms": Range(0, 3_600_000), "min_error_events": Range(1, 10 ** 9),
+                 "error_window_s": Range(0.1, 3600)},
     "journal": {"fsync_interval_ms": _positive(3_600_000), "rotate_mb": _positive(1_048_576),
                 "tap_capacity": Range(16, RECORDS)},
     "recorder": {},
@@ -386,7 +387,9 @@ class WatchdogConfig:
     feed_stale_ms: float = 2000.0       # no valid market event for this long trips (0 = off)
     hard_drawdown_pct: float = 20.0     # from peak equity (the risk stage's figures)
     ring_blocked_ms: float = 2000.0     # a hot-path producer blocked on a full ring this long trips
-    max_error_fraction: float = 0.05    # quarantined / received over the last second (with >= 1000 received)
+    max_error_fraction: float = 0.05    # quarantined / received over the last error_window_s trips...
+    min_error_events: int = 500         # ...once the window holds at least this many received events
+    error_window_s: float = 10.0        # the sliding window of the error-rate guard
     clock_backwards_ms: float = 1.0     # the wall clock stepping back more than this trips
     alert_endpoint: str = "auto"        # zmq PUB endpoint for alerts; auto = ipc in the temp dir; "" = off
     alert_command: str = ""             # run on every trip (shell words; BOT4_* variables describe it)
@@ -402,6 +405,9 @@ class WatchdogConfig:
         _require(self.ring_blocked_ms >= 10, "watchdog.ring_blocked_ms", self.ring_blocked_ms, "use at least 10 ms")
         _require(0 < self.max_error_fraction <= 1, "watchdog.max_error_fraction", self.max_error_fraction,
                  "use (0, 1]")
+        _require(self.min_error_events >= 1, "watchdog.min_error_events", self.min_error_events, "use at least 1")
+        _require(0.1 <= self.error_window_s <= 3600, "watchdog.error_window_s", self.error_window_s,
+                 "use [0.1, 3600] seconds")
         _require(self.clock_backwards_ms >= 0, "watchdog.clock_backwards_ms", self.clock_backwards_ms, "use >= 0")
 
     def check_endpoint(self, run: str) -> None:

@@ -7,6 +7,7 @@ checking pids, so it is tested in-process against a local control block and a sc
 """
 from __future__ import annotations
 
+import collections
 import time
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from shm import control as cb
 from shm import segment
 from stages import risk, validate
 
+ERROR_SAMPLE_FRACTION = 0.01  # the error window advances in steps of 1% of its length
 VALIDATE, RISK, FEED = STAGE_NAMES.index("validate"), STAGE_NAMES.index("risk"), STAGE_NAMES.index("feed")
 
 
@@ -50,6 +52,11 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def process_alive(pid: int, start_ns: int = 0) -> bool:
+    """``pid`` runs and is not a zombie; with its recorded start time, also that the pid was not reused."""
+    return pid_alive(pid) and (start_ns <= 0 or segment.creator_alive(pid, start_ns))
+
+
 class PanicMonitor:
     """Stateful across polls (feed progress, error-rate window, last wall clock)."""
 
@@ -58,10 +65,9 @@ class PanicMonitor:
         self.layout = layout
         self.last_forwarded = -1
         self.last_progress_mono = 0
-        self.window_start_mono = 0
-        self.window_in = 0
-        self.window_quarantined = 0
-        self.error_fraction = 0.0
+        # (mono_ns, received, quarantined) samples of validate's counters, oldest first, spanning at most
+        # error_window_s (plus one sample older than it as the base), one every ERROR_SAMPLE_FRACTION of it.
+        self.error_samples: collections.deque = collections.deque()
         self.last_wall = 0
         self.last_offset = None
 
@@ -136,14 +142,27 @@ class PanicMonitor:
                                  f"(limit {self.config.feed_stale_ms:g})"))
         received = int(block.stages[VALIDATE][cb.S_IN])
         quarantined = int(stats[validate.ST_QUARANTINED])
-        if self.window_start_mono == 0:
-            self.window_start_mono, self.window_in, self.window_quarantined = mono_ns, received, quarantined
-        elif mono_ns - self.window_start_mono >= 1_000_000_000:
-            got = received - self.window_in
-            bad = quarantined - self.window_quarantined
-            self.error_fraction = bad / got if got >= 1000 else 0.0
-            self.window_start_mono, self.window_in, self.window_quarantined = mono_ns, received, quarantined
-        if self.error_fraction > self.config.max_error_fraction:
-            out.append(Condition(cb.KILL_ERROR_RATE, VALIDATE, f"{self.error_fraction:.1%} of market events "
-                                 f"quarantined in the last second (limit {self.config.max_error_fraction:.1%})"))
+        condition = self._error_rate(mono_ns, received, quarantined)
+        if condition is not None:
+            out.append(condition)
         return out
+
+    def _error_rate(self, mono_ns: int, received: int, quarantined: int) -> Condition | None:
+        """Quarantined / received over the sliding window, judged once it holds ``min_error_events``: a count,
+        not a rate, so a 250 events/s stream trips as surely as a 10 k/s one."""
+        samples = self.error_samples
+        window_ns = int(self.config.error_window_s * 1e9)
+        if samples and received < samples[-1][1]:
+            samples.clear()  # validate restarted: its counters began again
+        if not samples or mono_ns - samples[-1][0] >= window_ns * ERROR_SAMPLE_FRACTION:
+            samples.append((mono_ns, received, quarantined))
+        while len(samples) > 1 and samples[1][0] <= mono_ns - window_ns:
+            samples.popleft()
+        base_mono, base_in, base_quarantined = samples[0]
+        got, bad = received - base_in, quarantined - base_quarantined
+        if got < self.config.min_error_events or bad <= self.config.max_error_fraction * got:
+            return None
+        return Condition(cb.KILL_ERROR_RATE, VALIDATE,
+                         f"{bad / got:.1%} of market events quarantined over the last {(mono_ns - base_mono) / 1e9:.1f} s "
+                         f"({bad:,} of {got:,}; limit {self.config.max_error_fraction:.1%} "
+                         f"over at least {self.config.min_error_events:,} events)")

@@ -16,18 +16,64 @@ from pipeline.stage_process import start_python_feed
 from shm import control as cb
 from shm import idle as idle_strategies
 from stages import feed
-from stages.sources import Pacer, SymbolTable, merge, parse_file
+from stages.sources import Pacer, SymbolTable, UnknownFormatError, UnknownInstrumentError, merge, parse_file, \
+    refusal_markers, sniff
+from stages.sources.inputs import load
+
+
+class ReplayInputError(ValueError):
+    """A replay file that cannot feed the run; the message names feed.files, the file and what was read."""
+
+
+def _what_was_read(result) -> str:
+    if result.lines == 0:
+        return "empty file"
+    parts = []
+    if result.bad:
+        parts.append("refused: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.bad.items())))
+    if result.ignored:
+        parts.append("ignored: " + ", ".join(f"{k} {v:,}" for k, v in sorted(result.ignored.items())))
+    return "; ".join(parts) or "no line decoded"
+
+
+def check_file(path: str) -> None:
+    """The pre-flight look at one replay file (read once, not parsed): it opens, is not empty and is a format
+    we read. Raises ReplayInputError naming feed.files and the file."""
+    try:
+        loaded = load(path)
+    except OSError as exc:
+        raise ReplayInputError(f"feed.files: {path}: cannot read it ({exc.strerror or exc})") from None
+    if not loaded.data.strip():
+        raise ReplayInputError(f"feed.files: {path}: 0 events from 0 lines (empty file"
+                               + (f"; {', '.join(loaded.tally.bad)}" if loaded.tally.bad else "") + ")")
+    try:
+        sniff(loaded)
+    except UnknownFormatError as exc:
+        raise ReplayInputError(f"feed.files: {exc}") from None
 
 
 def load_recording(config) -> tuple[np.ndarray, list[str]]:
-    """Every configured file parsed and merged into one numbered stream; notes for the operator."""
+    """Every configured file parsed and merged into one numbered stream; notes for the operator. Lines a
+    parser refused go into the stream as EV_UNPARSABLE stand-ins (validate quarantines them as
+    "unparsable"). A file that yields no event is a ReplayInputError saying what was read."""
     table = SymbolTable(venues=list(config.feed.venues), symbols=list(config.feed.symbols))
     results, notes = [], []
     for entry in config.feed.files:
         venue, _, path = str(entry).partition("=")
-        result = parse_file(path, table, venue=venue)
+        check_file(path)
+        try:
+            result = parse_file(path, table, venue=venue)
+        except UnknownInstrumentError as exc:
+            raise ReplayInputError(f"feed.files: {exc} (feed.symbols lists {list(config.feed.symbols)})") from None
+        if len(result.records) == 0:
+            raise ReplayInputError(f"feed.files: {path}: 0 events from {result.lines:,} lines "
+                                   f"({_what_was_read(result)})")
         results.append(result)
-        notes.append(f"{path}: {len(result.records):,} records from {result.lines:,} lines, {result.n_bad} bad")
+        markers = refusal_markers(result)
+        if len(markers):
+            results.append(markers)
+        notes.append(f"{path}: {len(result.records):,} records from {result.lines:,} lines, {result.n_bad} bad"
+                     + (f" (quarantined as unparsable; {_what_was_read(result)})" if result.n_bad else ""))
     return merge(results), notes
 
 

@@ -16,7 +16,7 @@ import posix_ipc
 
 from pipeline import duty_cycle, graph, names
 from pipeline.config import Config
-from pipeline.child import start
+from pipeline.child import EXPECTED_FAILURES, report_failure, start
 from pipeline.topology import Placement
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -256,10 +256,10 @@ def main() -> int:
         host(spec, config, endpoints, block, slot, placement)
         slot[cb.S_STATE] = cb.STOPPED
         return 0
-    except Exception:
-        slot[cb.S_ERRORS] += 1
-        slot[cb.S_STATE] = cb.FAILED
-        traceback.print_exc()
+    except Exception as exc:
+        if not isinstance(exc, EXPECTED_FAILURES):
+            traceback.print_exc()  # a bug: the whole story, then the one line
+        report_failure(child, exc)
         return 1
     finally:
         if endpoints is not None:

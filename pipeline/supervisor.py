@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import posix_ipc
 
-from pipeline import alerts, feature_store, garch_store, graph, launcher, names, topology, warmup
+from pipeline import alerts, feature_store, garch_store, graph, launcher, names, postmortem, topology, warmup
 from pipeline.config import STAGE_NAMES, Config
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -31,8 +31,11 @@ class ExitCode(enum.IntEnum):
     CLEAN = 0              # stopped on request (signal or duration) with no trip
     ERROR = 1
     CONFIG = 2             # bad configuration (raised before anything starts)
-    STAGE_DIED = 3         # a process died: trading was disabled, the run stopped
-    START_FAILED = 4       # a stage did not become ready
+    STAGE_DIED = 3         # a process died after start-up: trading was disabled, the run stopped
+    # A resource the configuration names failed its pre-flight check before anything was spawned (the
+    # model's metadata, a replay file, the journal directory), or a process failed or exited before it was
+    # ready, or was not ready in time. Config values themselves (a type, a range, a missing file) are CONFIG.
+    START_FAILED = 4
     TRIPPED = 5            # stopped on request, but trading was disabled during the run (reason printed)
 
 
@@ -70,8 +73,9 @@ class Supervisor:
             try:
                 self.start()
             except (StartError, segment.SegmentError) as exc:  # a planted or absurd segment: no traceback
+                self.stop_requested = self.stop_requested or "start-up failed"
                 self.say(f"bot4: start-up failed: {exc}")
-                return ExitCode.START_FAILED if not self.died else ExitCode.STAGE_DIED
+                return ExitCode.START_FAILED
             self.say(f"bot4: running ({len(self.children)} processes); {self.armed_text}")
             self.watch()
             return self.exit_code()
@@ -87,7 +91,9 @@ class Supervisor:
         config = self.config
         run = config.run.name
         placements = self.placements = topology.plan(config)
+        preflight(config)
         self._reclaim_stale(run)
+        postmortem.remove(run)  # a new run under this name: the last one's account is superseded
         self.block = cb.ControlBlock.create(names.control(run))
         g = self.block.globals
         g[cb.G_SUPERVISOR_PID] = os.getpid()
@@ -132,13 +138,14 @@ class Supervisor:
             self.children[name] = launcher.spawn(name, config, placements)
         deadline = time.monotonic() + config.run.ready_timeout_s
         while True:
-            self.poll_children()
-            if self.died:
-                raise StartError(f"{self.died} died during start-up")
+            failed = self._start_failure()
+            if failed:
+                raise StartError(failed)
             if self.stop_requested:
                 raise StartError(f"{self.stop_requested} during start-up")
+            # FAILED (6) sorts after READY: readiness is READY or RUNNING, nothing else.
             waiting = [n for i, n in enumerate(PROCESS_NAMES)
-                       if n in self.children and self.block.stages[i][cb.S_STATE] < cb.READY]
+                       if n in self.children and self.block.stages[i][cb.S_STATE] not in (cb.READY, cb.RUNNING)]
             if not waiting:
                 break
             if time.monotonic() > deadline:
@@ -161,6 +168,24 @@ class Supervisor:
         else:
             cb.set_kill_text(g, "waiting for: bot4 killswitch arm")
             self.armed_text = "trading disabled until: bot4 killswitch arm"
+
+    def _start_failure(self) -> str:
+        """Why start-up failed ("" while it has not): a process that said FAILED or exited before ready, with
+        its own one-line cause when it left one (pipeline.child.report_failure)."""
+        g = self.block.globals
+        for name, child in self.children.items():
+            index = PROCESS_NAMES.index(name)
+            state = int(self.block.stages[index][cb.S_STATE])
+            code = child.poll()
+            if state != cb.FAILED and code is None:
+                continue
+            if int(g[cb.G_START_FAILED]):  # the first process to fail wrote its cause (maybe not this one)
+                return cb.kill_text(g)
+            if code is None:  # FAILED and still exiting: its cause follows within moments
+                continue
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            return f"{name} (pid {child.pid}) exited during start-up ({how}); its error is above"
+        return ""
 
     def _reclaim_stale(self, run: str) -> None:
         """Segments of a crashed run (creator dead) are unlinked; a live run's are an error."""
@@ -324,6 +349,45 @@ class Supervisor:
             self.block = None
             # The watchdog removes it on a clean stop; not if it was killed.
             alerts.remove_ipc_file(alerts.endpoint_for(self.config.run.name, self.config.watchdog.alert_endpoint))
+
+
+def preflight(config: Config) -> None:
+    """What the configuration names and only this machine can tell, checked once before any segment or
+    process exists: the model's metadata, each replay file, the journal directory. Raises StartError
+    naming each key that fails."""
+    problems = []
+    hosted = {s.name for s in graph.stages(config)}
+    if "inference" in hosted:
+        from stages import inference
+        try:
+            inference.verify_files(config.inference.model or inference.DEFAULT_MODEL)
+        except (OSError, ValueError) as exc:
+            problems.append(f"inference.model: {exc}")
+    if "feed" in hosted and config.feed.source == "replay":
+        from pipeline import replay_feed
+        for entry in config.feed.files:
+            try:
+                replay_feed.check_file(str(entry).partition("=")[2])
+            except replay_feed.ReplayInputError as exc:
+                problems.append(str(exc))
+    if config.journal.dir:
+        problem = _unusable_dir(config.journal.dir)
+        if problem:
+            problems.append(f"journal.dir: {config.journal.dir}: {problem}")
+    if problems:
+        raise StartError("; ".join(problems))
+
+
+def _unusable_dir(directory: str) -> str:
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        return "exists and is not a directory; give a directory (it is created when missing)"
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror or exc})"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "is not writable by this user"
+    return ""
 
 
 class StartError(RuntimeError):

@@ -78,13 +78,14 @@ def apply_priority(pid: int, nice: int, realtime_priority: int, dedicated: bool)
     return ", ".join(applied)
 
 
-def die_with_parent(expected_parent: int) -> None:
-    """Ask the kernel to SIGKILL this process when its parent (the supervisor) dies: no orphaned stage
-    keeps spinning after a crashed supervisor. The next start reclaims the shared memory it left."""
+def die_with_parent(expected_parent: int, death_signal: int | None = None) -> None:
+    """Ask the kernel to signal this process when its parent (the supervisor) dies: SIGKILL for a stage, so
+    no orphan keeps spinning after a crashed supervisor; the watchdog asks for a signal it catches, so it can
+    disarm and clean up after the supervisor (pipeline.watchdog)."""
     import ctypes
     import signal
     PR_SET_PDEATHSIG = 1
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL if death_signal is None else death_signal), 0, 0, 0)
     if os.getppid() != expected_parent:  # the parent died before prctl took effect
         os._exit(1)

@@ -9,18 +9,25 @@ block every poll. Started like a stage (JSON launch spec on stdin); stops when i
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
 import time
 
 import numpy as np
+import posix_ipc
 
-from pipeline import graph
+from pipeline import child as child_process
+from pipeline import graph, names, postmortem
 from pipeline.alerts import Alerter
 from pipeline.config import STAGE_NAMES, Config
-from pipeline.panic import Condition, PanicMonitor, pid_alive, read_clocks
+from pipeline.panic import Condition, PanicMonitor, pid_alive, process_alive, read_clocks
 from pipeline.child import start
+from pipeline.topology import PROCESSES
 from shm import control as cb
+from shm import segment
+from stages import validate
+from tools.status import StatusView
 
 ST_CHECKS, ST_TRIPS, ST_ARMS, ST_ARM_REFUSALS, ST_MAX_POLL_NS = range(5)
 STATS = ("checks", "trips", "arms", "arm_refusals", "max_poll_ns")
@@ -51,6 +58,9 @@ class Watchdog:
         self.reading = None
         self.conditions: list[Condition] = []
         self.was_enabled = False
+        # The watchdog owns the flag: a 1 it did not grant (a stray write, after a trip or before any arm) trips.
+        self.granted = False
+        self.supervisor_gone = False
         self.alerted_trips = int(block.globals[cb.G_TRIPS])
         self.trip_seen_mono = 0  # when the flag was seen down with no new trip latched; 0 = nothing pending
 
@@ -58,9 +68,17 @@ class Watchdog:
         wall, mono = read_clocks()
         g = self.block.globals
         self.slot[cb.S_HEARTBEAT_NS] = wall
+        if not pid_alive(int(g[cb.G_SUPERVISOR_PID])):
+            # Before anything else: the stages die with it, and the trip must name the cause, not them.
+            self.supervisor_gone = True
+            return  # outlive_supervisor takes over
         if self.switch is not None:
             self.reading = self.switch.poll(mono)
             self._publish_switch(self.reading)
+        if not g[cb.G_TRADING_ENABLED]:
+            self.granted = False
+        elif not self.granted:
+            self.trip_ungranted(wall, mono)
         conditions = []
         held = switch_condition(self.reading)
         if held is not None:
@@ -68,8 +86,6 @@ class Watchdog:
             if g[cb.G_TRADING_ENABLED]:
                 self.trip(held, wall, mono)  # the rack's word first: the other checks cost a few hundred us
         conditions += self.monitor.evaluate(self.block, wall, mono)
-        if not pid_alive(int(g[cb.G_SUPERVISOR_PID])):
-            conditions.append(Condition(cb.KILL_SUPERVISOR_DIED, -1, "the supervisor is gone"))
         self.conditions = conditions
         mask = 0
         for c in conditions:
@@ -94,6 +110,14 @@ class Watchdog:
         g = self.block.globals
         if cb.trip(g, condition.reason, condition.stage, condition.detail, wall, mono):
             self.stats[ST_TRIPS] += 1
+
+    def trip_ungranted(self, wall: int, mono: int) -> None:
+        """A 1 in the flag with no arm behind it voids the latch it overwrote: latch a new trip of its own."""
+        g = self.block.globals
+        previous = cb.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
+        g[cb.G_KILL_COUNT] = 0  # so this trip latches its own reason; a concurrent tripper may win instead
+        self.trip(Condition(cb.KILL_UNGRANTED_ARM, -1, "trading_enabled set to 1 without an arm the watchdog "
+                            f"granted (it was disabled: {previous})"), wall, mono)
 
     def alert_new_trips(self, wall: int, mono: int) -> None:
         """Alert each trip, whoever tripped (this watchdog, the supervisor, an operator), once it is latched."""
@@ -141,6 +165,7 @@ class Watchdog:
             cb.set_conditions_text(g, "; ".join(str(c) for c in blockers))
             self.stats[ST_ARM_REFUSALS] += 1
         elif g[cb.G_TRADING_ENABLED] == 0:
+            self.granted = True  # before the flag rises: this process reads it next poll
             cb.rearm(g, wall)
             self.stats[ST_ARMS] += 1
             if self.alerter is not None:
@@ -155,6 +180,70 @@ class Watchdog:
         g[cb.G_SWITCH_FRAMES_BAD] = reading.frames_bad
         g[cb.G_SWITCH_DISCONNECTS] = reading.disconnects
         g[cb.G_SWITCH_LAST_FRAME_NS] = reading.last_frame_ns
+
+
+STAGES_GONE_WAIT_S = 5.0  # the stages die by their own PDEATHSIG; a stage stuck in the kernel is waited for this long
+
+
+def outlive_supervisor(watchdog: Watchdog, alerter: Alerter | None, run: str) -> None:
+    """The supervisor died (SIGKILL, a crash): nothing else will drop the flag or clean up, so this does, in
+    order: trading off (KILL_SUPERVISOR_DIED) and alerted, the stages waited for, the run's shared memory
+    and alert socket removed, a post-mortem written (pipeline.postmortem), the control block removed last."""
+    block, g = watchdog.block, watchdog.block.globals
+    wall, mono = read_clocks()
+    supervisor = int(g[cb.G_SUPERVISOR_PID])
+    text = f"the supervisor (pid {supervisor}) died; the watchdog disabled trading and removed the run"
+    was_enabled = bool(g[cb.G_TRADING_ENABLED])
+    latched = cb.trip(g, cb.KILL_SUPERVISOR_DIED, -1, text, wall, mono)
+    if latched:
+        watchdog.stats[ST_TRIPS] += 1
+        watchdog.alert_new_trips(wall, mono)
+    else:  # trading was already off: the first reason stays, the death is still news
+        print(f"watchdog: {text}", file=sys.stderr, flush=True)
+        if alerter is not None:
+            alerter.send("supervisor_died", detail=text, seen_wall_ns=wall)
+    processes = [(name, int(block.stages[i][cb.S_PID]), int(block.stages[i][cb.S_PID_START_NS]))
+                 for i, name in enumerate(PROCESSES) if name != "watchdog" and block.stages[i][cb.S_PID]]
+    deadline = time.monotonic() + STAGES_GONE_WAIT_S
+    while time.monotonic() < deadline and any(process_alive(pid, start) for _, pid, start in processes):
+        time.sleep(0.01)
+    alive = [f"{name} (pid {pid})" for name, pid, start in processes if process_alive(pid, start)]
+    view = StatusView(block)
+    counters = {"orders": 0, "fills": 0, "open_orders": 0}
+    try:
+        counters = {k: v for k, v in view.execute_stats().items() if k in counters}
+        counters["events_in"] = int(block.stages[PROCESSES.index("feed")][cb.S_OUT])
+        counters["quarantined"] = int(block.stages[PROCESSES.index("validate")][cb.S_CUSTOM + validate.ST_QUARANTINED])
+    except (KeyError, ValueError):
+        pass
+    removed = 0
+    control = names.control(run)
+    for name in segment.list_segments(names.run_prefix(run)):
+        if name == control:
+            continue
+        if ".sem." in name:
+            try:
+                posix_ipc.unlink_semaphore(name)
+                removed += 1
+            except posix_ipc.ExistentialError:
+                pass
+        elif segment.reclaim_if_stale(name):  # its creator, the supervisor, is dead: never a new run's
+            removed += 1
+    if alerter is not None:
+        alerter.close()  # removes the ipc socket file
+    account = {
+        "run": run, "run_id": int(g[cb.G_RUN_ID]), "what": f"the supervisor (pid {supervisor}) died",
+        "when": datetime.datetime.fromtimestamp(wall / 1e9, datetime.timezone.utc).isoformat(), "when_ns": wall,
+        "trading_was": "enabled" if was_enabled else "disabled",
+        "kill_reason": cb.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?"), "kill_text": cb.kill_text(g),
+        "trips": int(g[cb.G_TRIPS]), "counters": counters,
+        "cleanup": f"{removed} shared-memory entries and the alert socket removed; "
+                   + (f"still alive after {STAGES_GONE_WAIT_S:g}s: {', '.join(alive)}" if alive else "no process left"),
+    }
+    path = postmortem.write(run, account)
+    print(f"watchdog: supervisor gone; run {run!r} disarmed and removed; post-mortem in {path}", file=sys.stderr,
+          flush=True)
+    segment.reclaim_if_stale(control)
 
 
 def main() -> int:
@@ -177,6 +266,10 @@ def main() -> int:
             if int(block.globals[cb.G_RUN_STATE]) == cb.RUN_RUNNING:
                 slot[cb.S_STATE] = cb.RUNNING
             watchdog.poll()
+            if watchdog.supervisor_gone or child_process.supervisor_died:
+                outlive_supervisor(watchdog, alerter, config.run.name)
+                alerter = None
+                return 0
             if switch is not None:
                 switch.wait(period_s)  # wakes early on a byte from the rack
             else:

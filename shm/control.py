@@ -38,6 +38,8 @@ MAX_STAGES = 16
  G_ARM_RESULT_ID, G_ARM_RESULT_BLOCKERS, G_SWITCH_STATE, G_SWITCH_FRAMES_OK, G_SWITCH_FRAMES_BAD,
  G_SWITCH_DISCONNECTS, G_SWITCH_LAST_FRAME_NS, G_TRIPS, G_RESTARTS, G_EQUITY_PEAK_CENTS, G_RUN_ID) = range(24)
 # G_RUN_ID: a random 63-bit id the supervisor draws at every start; journals and the database carry it.
+G_START_FAILURES = 24     # processes that failed before the run started (fetch_add: the first claims the text)
+G_START_FAILED = 25       # slot index + 1 of the first of them; its one-line cause is then the kill text
 G_KILL_TEXT = 64          # words 64..95: the operator's or watchdog's kill text, 256 bytes UTF-8, NUL-padded
 KILL_TEXT_WORDS = 32
 G_CONDITIONS_TEXT = 96    # words 96..127: what currently blocks arming, 256 bytes UTF-8 (watchdog writes)
@@ -51,6 +53,7 @@ S_SERVICE_HIST = S_CUSTOM + CUSTOM_WORDS
 S_ORIGIN_HIST = S_SERVICE_HIST + HIST_BUCKETS
 S_TAP_WRITTEN = S_ORIGIN_HIST + HIST_BUCKETS   # records copied to the stage's journal tap
 S_TAP_DROPPED = S_TAP_WRITTEN + 1               # records the tap had no room for (the journal fell behind)
+S_PID_START_NS = 310                            # the process's start time: with S_PID, pid reuse cannot fake liveness
 
 # Stage states (S_STATE)
 STARTING, READY, RUNNING, STOPPING, STOPPED, FAILED = range(1, 7)
@@ -63,7 +66,9 @@ RUN_STARTING, RUN_RUNNING, RUN_STOPPING, RUN_STOPPED = range(1, 5)
 # Kill reasons (G_KILL_REASON); 0 = none
 (KILL_NONE, KILL_OPERATOR, KILL_STAGE_DIED, KILL_HEARTBEAT_STALE, KILL_SHUTDOWN, KILL_STAGE_FAILED,
  KILL_SWITCH_PRESSED, KILL_SWITCH_SILENT, KILL_SWITCH_LOST, KILL_FEED_STALE, KILL_HARD_DRAWDOWN, KILL_RING_BLOCKED,
- KILL_ERROR_RATE, KILL_CLOCK_BACKWARDS, KILL_CONTROL_CORRUPT, KILL_NOT_ARMED, KILL_SUPERVISOR_DIED) = range(17)
+ KILL_ERROR_RATE, KILL_CLOCK_BACKWARDS, KILL_CONTROL_CORRUPT, KILL_NOT_ARMED, KILL_SUPERVISOR_DIED,
+ KILL_UNGRANTED_ARM) = range(18)
+# KILL_UNGRANTED_ARM: trading_enabled read 1 when the watchdog had not granted an arm (a stray write).
 KILL_REASON_NAMES = {KILL_NONE: "none", KILL_OPERATOR: "operator", KILL_STAGE_DIED: "stage died",
                      KILL_HEARTBEAT_STALE: "heartbeat stale", KILL_SHUTDOWN: "shutdown",
                      KILL_STAGE_FAILED: "stage failed", KILL_SWITCH_PRESSED: "kill switch pressed",
@@ -71,7 +76,8 @@ KILL_REASON_NAMES = {KILL_NONE: "none", KILL_OPERATOR: "operator", KILL_STAGE_DI
                      KILL_FEED_STALE: "feed stale", KILL_HARD_DRAWDOWN: "hard drawdown",
                      KILL_RING_BLOCKED: "ring blocked", KILL_ERROR_RATE: "error rate",
                      KILL_CLOCK_BACKWARDS: "clock went backwards", KILL_CONTROL_CORRUPT: "control block corrupt",
-                     KILL_NOT_ARMED: "not armed", KILL_SUPERVISOR_DIED: "supervisor died"}
+                     KILL_NOT_ARMED: "not armed", KILL_SUPERVISOR_DIED: "supervisor died",
+                     KILL_UNGRANTED_ARM: "arm not granted"}
 
 PAYLOAD_WORDS = GLOBAL_WORDS + MAX_STAGES * STAGE_WORDS
 LAYOUT = segment.layout_hash("control-block", 2, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
@@ -155,6 +161,12 @@ def disable_trading(globals_, reason, stage, now_ns):
         globals_[G_KILL_TIME_NS] = now_ns
     store_release(globals_, G_TRADING_ENABLED, 0)
     return first
+
+
+@njit(cache=True)
+def claim_first(globals_, word):
+    """Atomically count a claim on ``globals_[word]``; True for the first claimer."""
+    return fetch_add(globals_, word, 1) == 0
 
 
 def _read_text(globals_: np.ndarray, first: int, words: int) -> str:

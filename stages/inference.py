@@ -93,6 +93,23 @@ def _check_metadata(meta: dict, onnx_path: Path, meta_path: Path, onnx_bytes: by
                 f"model={onnx_path} metadata={meta_path}: onnx_sha256 expected={expected_sha} found={found_sha}")
 
 
+def verify_files(onnx_path: Path | str = DEFAULT_MODEL) -> None:
+    """The checks ``OnnxModel.load`` makes of the files (metadata present, feature schema hash and names,
+    the graph's digest), without opening a session: the supervisor's pre-flight, before any process starts."""
+    onnx_path = Path(onnx_path)
+    meta_path = metadata_path_for(onnx_path)
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"model={onnx_path}: metadata file={meta_path} missing; "
+                                "a model without metadata cannot be checked and is refused")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise ModelMismatchError(f"model={onnx_path} metadata={meta_path}: not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ModelMismatchError(f"model={onnx_path} metadata={meta_path}: not a JSON object")
+    _check_metadata(meta, onnx_path, meta_path, onnx_path.read_bytes())
+
+
 def _check_session(session: ort.InferenceSession, onnx_path: Path) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(float)" \

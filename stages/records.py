@@ -38,6 +38,7 @@ EV_BBO = 4         # best bid/offer: bid_px[0], bid_sz[0], ask_px[0], ask_sz[0]
 EV_FUNDING = 5     # price = funding rate, aux = next funding time (ns)
 EV_LIQUIDATION = 6 # side (of the liquidated order), price, size
 EV_MARK = 7        # price = mark price, aux = index price
+EV_UNPARSABLE = 15 # an input line the source's parser refused: carries no market data; validate quarantines it
 
 # MarketEvent.flags (bits)
 F_SNAPSHOT = 1     # a delta that belongs to a full-depth snapshot (a fresh book starts here)

@@ -1,7 +1,7 @@
 """Validate stage: forward well-formed market events; quarantine the rest with a reason code.
 
-Rules, in order (the first that fails names the reason): unknown instrument, unknown kind, NaN,
-non-positive price, non-positive size (a book delta may carry size 0: it removes the level), crossed or
+Rules, in order (the first that fails names the reason): a stand-in for a line the source could not parse,
+unknown instrument, unknown kind, NaN, non-positive price, non-positive size (a book delta may carry size 0: it removes the level), crossed or
 locked book (snapshots and BBO), out-of-order venue sequence, stale or future venue time (against the
 venue's tracked clock offset, see ``track_clock``), an outlier jump
 from the instrument's last accepted price, and a price or size off the instrument's tick/lot grid.
@@ -23,21 +23,22 @@ from numba import njit
 
 from stages.feed import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES
 from stages.records import (BOOK_LEVELS, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_MARK,
-                            EV_TRADE, F_UNSYNCED, MARKET_EVENT)
+                            EV_TRADE, EV_UNPARSABLE, F_UNSYNCED, MARKET_EVENT)
 
 (R_UNKNOWN_INSTRUMENT, R_NAN, R_NONPOSITIVE_PRICE, R_NONPOSITIVE_SIZE, R_CROSSED_BOOK, R_OUT_OF_ORDER, R_BAD_KIND,
- R_STALE, R_FUTURE, R_OUTLIER, R_OFF_GRID) = range(1, 12)
+ R_STALE, R_FUTURE, R_OUTLIER, R_OFF_GRID, R_UNPARSABLE) = range(1, 13)
+# R_UNPARSABLE: an EV_UNPARSABLE stand-in for an input line the source could not parse (stages.sources).
 REASON_NAMES = {R_UNKNOWN_INSTRUMENT: "unknown instrument", R_NAN: "NaN", R_NONPOSITIVE_PRICE: "non-positive price",
                 R_NONPOSITIVE_SIZE: "non-positive size", R_CROSSED_BOOK: "crossed book",
                 R_OUT_OF_ORDER: "out-of-order sequence", R_BAD_KIND: "unknown event kind",
                 R_STALE: "stale venue time", R_FUTURE: "venue time in the future", R_OUTLIER: "outlier jump",
-                R_OFF_GRID: "off the tick/lot grid"}
+                R_OFF_GRID: "off the tick/lot grid", R_UNPARSABLE: "unparsable"}
 
 STATS = ("forwarded", "quarantined", "unknown_instrument", "nan", "nonpositive_price", "nonpositive_size",
-         "crossed_book", "out_of_order", "bad_kind", "stale", "future", "outlier", "off_grid", "sequence_gaps",
-         "unsynced")
+         "crossed_book", "out_of_order", "bad_kind", "stale", "future", "outlier", "off_grid", "unparsable",
+         "sequence_gaps", "unsynced")
 ST_FORWARDED, ST_QUARANTINED = 0, 1  # per-reason counter = 1 + reason
-ST_GAPS, ST_UNSYNCED = 13, 14
+ST_GAPS, ST_UNSYNCED = 14, 15
 
 P_N_VENUES, P_N_SYMBOLS, P_MAX_STALE_NS, P_MAX_FUTURE_NS, P_MAX_JUMP = range(5)
 P_TICK = 8                     # P_TICK + symbol: tick size (0 = not checked)
@@ -159,6 +160,8 @@ def track_clock(ev, clock):
 def reason_of(ev, last_seq, last_price, params, clock_offset_ns=0.0):
     """The quarantine reason for ``ev`` (0 = valid). ``last_seq`` is the instrument's row of sequences;
     ``clock_offset_ns`` the venue's usual venue-minus-receive time."""
+    if ev["kind"] == EV_UNPARSABLE:
+        return R_UNPARSABLE
     if ev["venue"] >= params[P_N_VENUES] or ev["symbol"] >= params[P_N_SYMBOLS]:
         return R_UNKNOWN_INSTRUMENT
     symbol = int(ev["symbol"])

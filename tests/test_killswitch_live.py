@@ -245,6 +245,17 @@ def test_operator_trip_is_latched_alerted_and_arm_clears_it(live, tmp_path):
         context.term()
     assert wait_until(lambda: hook_out.exists() and "trip operator maintenance window" in hook_out.read_text(),
                       timeout=5, step=0.05)
+    # A same-user write of 1 is no arm: the watchdog owns the flag, drops it again and says so.
+    block = attach(run)
+    try:
+        g = block.globals
+        block.globals[cb.G_TRADING_ENABLED] = 1
+        assert wait_tripped(g, trips=2)
+        assert g[cb.G_KILL_REASON] == cb.KILL_UNGRANTED_ARM
+    finally:
+        block.close()
+    assert wait_until(lambda: hook_out.exists() and "trip arm not granted" in hook_out.read_text(), timeout=5,
+                      step=0.05)
     armed = cli("killswitch", "arm", name=run.name)
     assert armed.returncode == 0 and "armed" in armed.stdout, armed.stdout
     assert "trading: ENABLED" in cli("killswitch", "status", name=run.name).stdout
@@ -252,6 +263,7 @@ def test_operator_trip_is_latched_alerted_and_arm_clears_it(live, tmp_path):
     code, output = run.finish()
     assert code == 5, output
     assert "watchdog: trading disabled: reason=operator: maintenance window" in output
+    assert "watchdog: trading disabled: reason=arm not granted: trading_enabled set to 1 without an arm" in output
 
 
 def test_restart_policy_restarts_a_dead_stage_and_stays_disarmed(live, tmp_path):

@@ -68,7 +68,7 @@ def test_feed_stale_when_no_valid_event_arrives():
 
 def test_error_rate_over_the_threshold_trips():
     block = running_block()
-    monitor = PanicMonitor(WatchdogConfig(max_error_fraction=0.05, feed_stale_ms=0))
+    monitor = PanicMonitor(WatchdogConfig(max_error_fraction=0.05, feed_stale_ms=0, error_window_s=1.0))
     slot = block.stages[1]
     for i in range(len(STAGE_NAMES)):
         block.stages[i][cb.S_HEARTBEAT_NS] = NOW + 2_000_000_000
@@ -247,3 +247,61 @@ def test_a_tripper_that_died_half_way_is_still_alerted(monkeypatch):
     dog.poll()
     dog.poll()
     assert [(e, f["reason"]) for e, f in dog.alerter.sent] == [("trip", "operator")]
+
+
+def feed_validate(block, monitor, seconds, rate, bad_every, wall=NOW, mono=MONO, step_ns=4_000_000):
+    """``rate`` events a second into validate, one in ``bad_every`` quarantined, polled every ``step_ns`` on a
+    scripted clock; the conditions of the first poll that held any, else []."""
+    slot = block.stages[1]
+    per_step = rate * step_ns / 1e9
+    owed, seen = 0.0, 0
+    for k in range(int(seconds * 1e9 / step_ns)):
+        owed += per_step
+        while owed >= 1:
+            owed -= 1
+            seen += 1
+            slot[cb.S_IN] += 1
+            if seen % bad_every == 0:
+                slot[cb.S_CUSTOM + validate.ST_QUARANTINED] += 1
+        t = k * step_ns
+        for i in range(len(STAGE_NAMES)):
+            block.stages[i][cb.S_HEARTBEAT_NS] = wall + t
+        got = monitor.evaluate(block, wall + t, mono + t)
+        if got:
+            return got
+    return []
+
+
+def test_the_error_rate_guard_trips_at_a_real_stream_rate():
+    """250 events/s (a real Binance stream), 9% quarantined: the old one-second window wanted 1,000 events."""
+    got = feed_validate(running_block(), PanicMonitor(WatchdogConfig(feed_stale_ms=0)), 20, 250, 11)
+    assert reasons(got) == [(cb.KILL_ERROR_RATE, 1)]
+    assert got[0].detail.startswith("9.0% of market events quarantined over the last 2.0 s (45 of 500")
+
+
+def test_the_error_rate_guard_holds_at_one_percent_and_below_the_minimum_count():
+    assert feed_validate(running_block(), PanicMonitor(WatchdogConfig(feed_stale_ms=0)), 20, 250, 100) == []
+    # 5 events/s, half of them bad: never the minimum count inside the window, so no verdict on noise.
+    assert feed_validate(running_block(), PanicMonitor(WatchdogConfig(feed_stale_ms=0)), 20, 5, 2) == []
+
+
+def test_trading_enabled_written_without_an_arm_the_watchdog_granted_is_a_trip():
+    dog, _ = watchdog_with()
+    dog.alerter = RecordingAlerter()
+    g = dog.block.globals
+    for i in range(len(STAGE_NAMES)):
+        dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
+    g[cb.G_TRADING_ENABLED] = 1  # before the watchdog ever armed
+    dog.poll()
+    assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_UNGRANTED_ARM
+    assert "without an arm the watchdog granted" in cb.kill_text(g)
+    assert arm(dog)[0]
+    dog.poll()
+    assert g[cb.G_TRADING_ENABLED] == 1  # its own arm stands
+    assert cb.trip(g, cb.KILL_OPERATOR, -1, "maintenance", time.time_ns(), time.monotonic_ns())
+    dog.poll()
+    g[cb.G_TRADING_ENABLED] = 1  # a same-user write after a trip
+    dog.poll()
+    assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_UNGRANTED_ARM and g[cb.G_TRIPS] == 3
+    assert [(e, f["reason"]) for e, f in dog.alerter.sent] == \
+        [("trip", "arm not granted"), ("trip", "operator"), ("trip", "arm not granted")]

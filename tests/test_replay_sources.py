@@ -683,3 +683,49 @@ def test_fuzz_random_bytes(blob):
                   lambda d: parse_binance_depth(d, table(strict=False), "binance"),
                   lambda d: parse_binance_trades(d, table(strict=False), "binance", symbol="X", kind="aggTrades")):
         assert parse(blob).records.dtype == MARKET_EVENT
+
+
+def replay_config(tmp_path, *files):
+    from pipeline.config import Config
+    return Config().with_overrides(feed={"source": "replay", "venues": ["spot"], "symbols": ["ETH-USDT"],
+                                         "files": [f"spot={f}" for f in files]})
+
+
+def test_lines_a_parser_refused_are_quarantined_as_unparsable_by_validate(tmp_path):
+    """They used to vanish before validate: not in its counters, not in the error-rate guard, not journalled."""
+    from pipeline.replay_feed import load_recording
+    from stages import validate
+    from shm import control as cb
+    good = ws_lines("spot_ethusdt_20240808.gz", 400)
+    bad = b"".join(b"1723161254024619568 {not json %d\n" % i for i in range(60))
+    path = tmp_path / "mixed.ws"
+    half = good.index(b"\n", len(good) // 2) + 1
+    path.write_bytes(good[:half] + bad + good[half:])
+    stream, notes = load_recording(replay_config(tmp_path, path))
+    assert "60 bad (quarantined as unparsable" in notes[0]
+    stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
+    state = validate.make_state(len(stream))
+    out = np.zeros(len(stream), MARKET_EVENT)
+    validate.step(stream, len(stream), stream[:0], 0, state, validate.make_params(1, 1, max_stale_ms=1e12), None,
+                  stats, out, 0)
+    assert stats[1 + validate.R_UNPARSABLE] == 60 and stats[validate.ST_QUARANTINED] >= 60
+    kept = np.zeros(len(stream), MARKET_EVENT)
+    n, _ = validate.take_quarantined(state, kept)
+    assert (kept[:n]["reason"] == validate.R_UNPARSABLE).sum() == 60
+    assert validate.STATS[1 + validate.R_UNPARSABLE] == "unparsable"
+
+
+@pytest.mark.parametrize("content, said", [
+    (b"", "0 events from 0 lines (empty file)"),
+    (b"exchange,symbol,timestamp,local_timestamp,id,side,price,amountX\nbinance,ETHUSDT,1,2,3,buy,1,1\n",
+     "not a recognised replay format"),
+    (b"exchange,symbol,timestamp,local_timestamp,id,side,price,amount\nbinance,ETHUSDT,x,y,3,buy,1,1\n",
+     "0 events from 1 lines (refused: "),
+])
+def test_a_replay_file_that_yields_no_event_fails_saying_what_was_read(tmp_path, content, said):
+    from pipeline.replay_feed import ReplayInputError, load_recording
+    path = tmp_path / "x.csv"
+    path.write_bytes(content)
+    with pytest.raises(ReplayInputError) as err:
+        load_recording(replay_config(tmp_path, path))
+    assert str(err.value).startswith(f"feed.files: {path}") and said in str(err.value), str(err.value)

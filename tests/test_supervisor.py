@@ -143,19 +143,124 @@ def test_blocking_idle_strategy_moves_every_event(live):
     assert counts["inference"] == 5000 - quarantined
 
 
-def test_a_crashed_supervisor_takes_its_stages_with_it_and_the_next_start_reclaims_its_memory(live):
+def _cli(*args, name):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "--name", name], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_killed_supervisor_leaves_trading_off_and_nothing_behind_and_the_name_starts_again(live):
+    """SIGKILL of the supervisor used to leave "trading ENABLED" in shared memory, every stage "running",
+    12 segments and the alert socket: its children died with it, the watchdog too."""
+    from pipeline.alerts import endpoint_for
     run = live("--quiet")
     run.wait_for(r"bot4: running")
-    children = run.descendants()
-    assert len(children) == 8
-    run.proc.kill()
-    run.proc.wait()
-    gone, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive
-    assert segment.list_segments(names.run_prefix(run.name))  # left behind by the crash
+    block = cb.ControlBlock.attach(names.control(run.name))
+    try:
+        g = block.globals
+        deadline = time.monotonic() + 10
+        while int(block.stages[6][cb.S_CUSTOM]) < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)  # some orders first
+        assert g[cb.G_TRADING_ENABLED] == 1
+        children = run.descendants()
+        assert len(children) == 8
+        run.proc.kill()
+        run.proc.wait()
+        gone, alive = psutil.wait_procs(children, timeout=15)  # the watchdog too, once it has cleaned up
+        assert not alive
+        # Our mapping outlives the unlinked control block: what the watchdog left in it.
+        assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_SUPERVISOR_DIED
+        assert f"the supervisor (pid {run.proc.pid}) died" in cb.kill_text(g)
+    finally:
+        block.close()
+    assert not segment.list_segments(names.run_prefix(run.name))
+    assert not os.path.exists(endpoint_for(run.name, "auto")[len("ipc://"):])
+    from pipeline import postmortem
+    account = postmortem.read(run.name)
+    assert account["kill_reason"] == "supervisor died" and account["trading_was"] == "enabled"
+    assert account["counters"]["orders"] >= 10 and "no process left" in account["cleanup"]
+    assert os.stat(postmortem.path(run.name)).st_mode & 0o077 == 0
+    for args in (("status",), ("killswitch", "status")):
+        said = _cli(*args, name=run.name)
+        assert said.returncode == 1 and f"the supervisor (pid {run.proc.pid}) died" in said.stdout, said.stdout
+        assert "trading: DISABLED, reason: supervisor died" in said.stdout
     again = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--name", run.name, "--quiet",
                             "--events", "2000", "--rate", "0"], cwd=ROOT, capture_output=True, text=True,
                            timeout=240)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "reclaimed" in again.stdout
-    assert not segment.list_segments(names.run_prefix(run.name))
+    assert not segment.list_segments(names.run_prefix(run.name)) and postmortem.read(run.name) is None
+
+
+def test_a_stopped_supervisor_is_alive_and_when_everything_is_killed_status_says_dead(live):
+    run = live("--quiet")
+    run.wait_for(r"bot4: running")
+    block = cb.ControlBlock.attach(names.control(run.name))
+    try:
+        g = block.globals
+        children = run.descendants()
+        watchdog = next(c for c in children if "pipeline.watchdog" in " ".join(c.cmdline()))
+        run.proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.0)
+        assert g[cb.G_TRADING_ENABLED] == 1 and watchdog.is_running()  # stopped is not dead: no trip by itself
+        watchdog.kill()  # everything killed at once: the watchdog cannot clean up (a zombie till its parent dies)
+        run.proc.kill()
+        run.proc.wait()
+        psutil.wait_procs(children, timeout=15)
+        assert g[cb.G_TRADING_ENABLED] == 1  # left behind, but nothing trades any more
+    finally:
+        block.close()
+    status = _cli("status", name=run.name)
+    assert status.returncode == 1, status.stdout
+    assert f"NOT RUNNING: the supervisor (pid {run.proc.pid}) is dead, and every stage (the flag reads 1, but " \
+        "nothing is trading)" in status.stdout
+    assert all(line.split()[1] == "dead" for line in status.stdout.splitlines()[1:9]), status.stdout
+    ks = _cli("killswitch", "status", name=run.name)
+    assert ks.returncode == 1 and "run: DEAD: the supervisor" in ks.stdout and "nothing is trading" in ks.stdout
+
+
+def _model_with_wrong_feature_hash(tmp_path):
+    import json
+    import shutil
+    from stages import inference
+    onnx = tmp_path / "model.onnx"
+    shutil.copy(inference.DEFAULT_MODEL, onnx)
+    meta = json.loads(inference.metadata_path_for(inference.DEFAULT_MODEL).read_text())
+    meta["feature_schema_hash"] = (meta["feature_schema_hash"] + 1) & 0xFFFF_FFFF
+    inference.metadata_path_for(onnx).write_text(json.dumps(meta))
+    return f'[inference]\nmodel = "{onnx}"\n', "inference.model: model="
+
+
+def _empty_replay_file(tmp_path):
+    (tmp_path / "x.csv").write_bytes(b"")
+    return (f'[feed]\nsource = "replay"\nvenues = ["spot"]\nsymbols = ["ETH-USDT"]\nfiles = ["spot={tmp_path}/x.csv"]\n',
+            f"feed.files: {tmp_path}/x.csv: 0 events from 0 lines (empty file)")
+
+
+def _journal_dir_that_is_a_file(tmp_path):
+    (tmp_path / "journal").write_text("not a directory")
+    return f'[journal]\ndir = "{tmp_path}/journal"\n', f"journal.dir: {tmp_path}/journal: exists and is not a directory"
+
+
+@pytest.mark.parametrize("make", [_model_with_wrong_feature_hash, _empty_replay_file, _journal_dir_that_is_a_file])
+def test_a_resource_that_fails_its_preflight_is_exit_4_before_anything_is_spawned(live, tmp_path, make):
+    text, said = make(tmp_path)
+    conf = tmp_path / "bot4.toml"
+    conf.write_text(text)
+    code, output = live("--quiet", "--config", str(conf)).finish(timeout=120)
+    assert code == 4, output
+    assert f"bot4: start-up failed: {said}" in output
+    assert "kernels compiled" not in output and "trading enabled" not in output  # nothing was spawned
+
+
+def test_a_stage_that_fails_during_start_up_is_exit_4_with_its_own_cause(live, tmp_path):
+    """A Tardis file whose every row is refused: the feed fails before ready. It used to count as ready
+    (FAILED >= READY) and the run finished with exit 0 and "trading enabled"."""
+    bad = tmp_path / "trades.csv"
+    bad.write_text("exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
+                   "binance,ETHUSDT,soon,later,3,buy,1,1\nbinance,ETHUSDT,x,y,4,sell,1,1\n")
+    conf = tmp_path / "bot4.toml"
+    conf.write_text(f'[feed]\nsource = "replay"\nvenues = ["binance"]\nsymbols = ["ETH-USDT"]\n'
+                    f'files = ["binance={bad}"]\n')
+    code, output = live("--quiet", "--config", str(conf)).finish(timeout=300)
+    assert code == 4, output
+    assert f"bot4: start-up failed: feed failed: feed.files: {bad}: 0 events from 2 lines (refused: " in output
+    assert "trading enabled" not in output and "Traceback" not in output

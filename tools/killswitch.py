@@ -53,8 +53,15 @@ def _ago_monotonic(ns: int) -> str:
 
 def describe(block: cb.ControlBlock) -> list[str]:
     from pipeline.switch import SwitchState
+    from tools.status import PROCESS_NAMES, state_label, supervisor_alive
     g = block.globals
     lines = []
+    if not supervisor_alive(block):
+        dead = [n for i, n in enumerate(PROCESS_NAMES) if state_label(block.stages[i]) == "dead"]
+        lines.append(f"run: DEAD: the supervisor (pid {int(g[cb.G_SUPERVISOR_PID])}) is gone"
+                     + (f"; dead processes: {', '.join(dead)}" if dead else "")
+                     + ("; the flag below reads 1, but nothing is trading" if g[cb.G_TRADING_ENABLED] else "")
+                     + "; the next start under this name reclaims its memory")
     if g[cb.G_TRADING_ENABLED]:
         lines.append(f"trading: ENABLED since {_when(int(g[cb.G_ARMED_NS]))}")
     else:
@@ -81,12 +88,18 @@ def main(command: str, run: str, reason: str = "") -> int:
     try:
         block = cb.ControlBlock.attach(names.control(run))
     except SegmentError as exc:
-        print(f"bot4 killswitch: {exc}", file=sys.stderr)
+        from pipeline import postmortem
+        account = postmortem.read(run) if command == "status" else None
+        if account:
+            print("\n".join(postmortem.describe(account)))
+        else:
+            print(f"bot4 killswitch: {exc}", file=sys.stderr)
         return 1
     try:
         if command == "status":
             print("\n".join(describe(block)))
-            return 0
+            from tools.status import supervisor_alive
+            return 0 if supervisor_alive(block) else 1
         if command == "trip":
             if trip(block, reason or "operator"):
                 print(f"tripped: trading disabled ({reason or 'operator'})")

@@ -38,6 +38,32 @@ def hist(slot: np.ndarray, offset: int) -> np.ndarray:
     return slot[offset:offset + cb.HIST_BUCKETS].copy()
 
 
+def supervisor_alive(block: cb.ControlBlock) -> bool:
+    """The control block's creator (the supervisor) runs: pid and start time from the segment header, so a
+    reused pid cannot fake it; a process-private block has only the pid word."""
+    from pipeline.panic import pid_alive, process_alive
+    from shm import segment
+    if block.segment is None:
+        return pid_alive(int(block.globals[cb.G_SUPERVISOR_PID]))
+    h = block.segment.header
+    pid, start = int(h[segment.H_CREATOR_PID]), int(h[segment.H_CREATOR_START_NS])
+    del h
+    return process_alive(pid, start)
+
+
+def slot_alive(slot: np.ndarray) -> bool:
+    from pipeline.panic import process_alive
+    return process_alive(int(slot[cb.S_PID]), int(slot[cb.S_PID_START_NS]))
+
+
+def state_label(slot: np.ndarray) -> str:
+    """The slot's state, or "dead" when it claims to be live and its process is gone."""
+    state = int(slot[cb.S_STATE])
+    if state not in (0, cb.STOPPED) and slot[cb.S_PID] and not slot_alive(slot):
+        return "dead"
+    return cb.STATE_NAMES.get(state, "?")
+
+
 class StatusView:
     """Formats status lines; keeps the previous sample to turn counters into rates."""
 
@@ -67,7 +93,7 @@ class StatusView:
             # A heartbeat newer than our clock read (written after it) counts as age 0.
             hb_age = max(0, now - int(slot[cb.S_HEARTBEAT_NS])) if slot[cb.S_HEARTBEAT_NS] else float("nan")
             out.append(
-                f"{name:<10}{cb.STATE_NAMES.get(int(slot[cb.S_STATE]), '?'):<9}{int(slot[cb.S_CORE]):>4} "
+                f"{name:<10}{state_label(slot):<9}{int(slot[cb.S_CORE]):>4} "
                 f"{IDLE_LABEL.get(int(slot[cb.S_IDLE_STRATEGY]), '-') if name in STAGE_NAMES else 'sleeping':<10}{rate_in:>10.0f}{rate_out:>10.0f}"
                 f"{int(slot[cb.S_QUEUE_DEPTH]):>7}{_us(cb.percentile_ns(service, 0.5)):>9}"
                 f"{_us(cb.percentile_ns(service, 0.99)):>9}{_us(cb.percentile_ns(origin, 0.5)):>10}"
@@ -75,6 +101,13 @@ class StatusView:
         ex = self.execute_stats()
         enabled = int(g[cb.G_TRADING_ENABLED])
         trading = "ENABLED" if enabled else f"DISABLED ({self.kill_reason()})"
+        if not supervisor_alive(self.block):
+            live = [n for i, n in enumerate(PROCESS_NAMES) if _started(self.block.stages[i])
+                    and state_label(self.block.stages[i]) not in ("dead", "stopped", "new")]
+            trading = (f"NOT RUNNING: the supervisor (pid {int(g[cb.G_SUPERVISOR_PID])}) is dead"
+                       + (f", still alive: {', '.join(live)}" if live else ", and every stage")
+                       + (" (the flag reads 1, but nothing is trading)" if enabled and not live else
+                          f" (flag {enabled}; {self.kill_reason()})"))
         out.append(f"trading {trading} | orders {ex['orders']} fills {ex['fills']} open {ex['open_orders']} "
                    f"rejects {ex['rejects']} | gross position ${ex['gross_position_usd']:,} | "
                    f"PnL ${ex['pnl_cents'] / 100:,.2f} (fees ${ex['fees_cents'] / 100:,.2f})")
@@ -163,10 +196,16 @@ def main(run: str) -> int:
     try:
         block = cb.ControlBlock.attach(names.control(run))
     except SegmentError as exc:
-        print(f"bot4 status: {exc}", file=sys.stderr)
+        from pipeline import postmortem
+        account = postmortem.read(run)
+        if account:
+            print("\n".join(postmortem.describe(account)))
+        else:
+            print(f"bot4 status: {exc}", file=sys.stderr)
         return 1
     view = StatusView(block)
     view.lines()
-    time.sleep(1.0)
+    if supervisor_alive(block):
+        time.sleep(1.0)
     print("\n".join(view.lines()))
-    return 0
+    return 0 if supervisor_alive(block) else 1

@@ -11,11 +11,11 @@ in ``ParseResult.bad`` with its reason.
 from stages.sources.binance_csv import parse_binance_depth, parse_binance_trades
 from stages.sources.binance_ws import parse_binance_ws
 from stages.sources.inputs import ParseResult
-from stages.sources.replay import Pacer, UnknownFormatError, merge, parse_file, sniff
+from stages.sources.replay import Pacer, UnknownFormatError, merge, parse_file, refusal_markers, sniff
 from stages.sources.symbols import SymbolTable, UnknownInstrumentError
 from stages.sources.sync import mark_unsynced
 from stages.sources.tardis import parse_tardis
 
 __all__ = ["ParseResult", "Pacer", "SymbolTable", "UnknownFormatError", "UnknownInstrumentError", "mark_unsynced",
            "merge", "parse_binance_depth", "parse_binance_trades", "parse_binance_ws", "parse_file", "parse_tardis",
-           "sniff"]
+           "refusal_markers", "sniff"]

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from stages.records import MARKET_EVENT
+from stages.records import EV_UNPARSABLE, F_LAST, MARKET_EVENT
 from stages.sources.binance_csv import DEPTH_HEADER, parse_binance_depth, parse_binance_trades
 from stages.sources.binance_ws import parse_binance_ws
 from stages.sources.csvread import split_header
@@ -124,6 +124,22 @@ class Pacer:
             due = self.next_due_ns()
             if due is not None and due > now:
                 self.sleep_ns(due - now)
+
+
+def refusal_markers(result: ParseResult) -> np.ndarray:
+    """One EV_UNPARSABLE record per input line ``result`` counted bad, so validation quarantines (and counts,
+    and journals) what the parser refused. A refused line has no time of its own: the markers are spread
+    evenly over the file's receive times. Venue: the file's (its first record's); none without records."""
+    n_bad, good = result.n_bad, result.records
+    if n_bad == 0 or len(good) == 0:
+        return np.zeros(0, MARKET_EVENT)
+    ts = np.sort(good["origin_ts"])
+    out = np.zeros(n_bad, MARKET_EVENT)
+    out["origin_ts"] = ts[((np.arange(n_bad) + 0.5) * len(ts) / n_bad).astype(np.int64)]
+    out["kind"] = EV_UNPARSABLE
+    out["venue"] = good["venue"][0]
+    out["flags"] = F_LAST
+    return out
 
 
 def sniff(source) -> str:
