@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline import duty_cycle, graph, names
+from pipeline.config import ConfigError, from_dict
 from pipeline.journal import JournalReader
 from shm import control as cb
 from shm import ring
@@ -58,6 +60,12 @@ def test_a_full_lossless_tap_waits_and_counts_what_it_gives_up_on():
     tap[1][ring.C_HEAD] = 4  # the journal took four: a lossless tap writes them, then waits for the rest
     duty_cycle.tap_records(tap, batch, 6, slot)
     assert (slot[cb.S_TAP_WRITTEN], slot[cb.S_TAP_DROPPED]) == (4, 12)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, 601.0])
+def test_a_flatten_timeout_out_of_range_names_the_key_and_the_range(value):
+    with pytest.raises(ConfigError, match=r"run\.flatten_timeout_s=.* is invalid: use 0\.\.600 seconds"):
+        from_dict({"run": {"flatten_timeout_s": value}})
 
 
 def _number(text: str) -> int:
