@@ -69,7 +69,8 @@ RECORDS = 2 ** 24             # ring and tap capacities: 16 Mi records per ring 
 # A numeric key added without a range fails the tests.
 RANGES: dict[str, dict[str, Range]] = {
     "run": {"duration_s": Range(0, 366 * 86_400), "status_interval_s": Range(0, 86_400),
-            "ready_timeout_s": _positive(3_600), "max_restarts": Range(0, 100), "arm_grace_s": Range(0, 600)},
+            "ready_timeout_s": _positive(3_600), "max_restarts": Range(0, 100), "arm_grace_s": Range(0, 600),
+            "flatten_timeout_s": Range(0, 600)},
     "feed": {"replay_speed": Range(0, 1e6), "seed": Range(0, INT64_MAX), "rate_eps": Range(0, 1e8),
              "max_events": EVENTS, "malformed_rate": _fraction(), "trade_prob": _fraction(),
              "stall_after_events": EVENTS, "crash_after_events": EVENTS,
@@ -136,6 +137,7 @@ class RunConfig:
     arm_at_start: bool = True        # arm after start-up self-checks pass (else wait for killswitch arm)
     arm_grace_s: float = 3.0         # start-up: keep asking to arm this long (the switch's first frames)
     mode: str = "trade"              # trade: the whole pipeline | record: feed, validate, journal, recorder only
+    flatten_timeout_s: float = 5.0   # on a stop or trip: execute and its market data run until flat, at most this
 
     def check(self):
         _require(self.restart in ("never", "restart"), "run.restart", self.restart, "use 'never' or 'restart'")
@@ -146,6 +148,8 @@ class RunConfig:
         _require(self.duration_s >= 0, "run.duration_s", self.duration_s, "use 0 (run until stopped) or more")
         _require(self.status_interval_s >= 0, "run.status_interval_s", self.status_interval_s, "use 0 or more")
         _require(self.ready_timeout_s > 0, "run.ready_timeout_s", self.ready_timeout_s, "use a positive number")
+        _require(math.isfinite(self.flatten_timeout_s) and 0 <= self.flatten_timeout_s <= 600,
+                 "run.flatten_timeout_s", self.flatten_timeout_s, "use 0..600 seconds (0 = do not wait for the flatten)")
 
 
 @dataclass(frozen=True)

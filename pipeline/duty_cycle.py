@@ -2,13 +2,15 @@
 
 One cycle: read the clock once, write the heartbeat, read a bounded batch from each input ring, run the
 kernel, publish its output to every output ring (blocking on a full ring, never dropping, counting the
-time blocked), update counters and latency histograms, then hand the work count to the idle strategy.
+time blocked; a ring whose consumer died is discarded into, counted), update counters and latency
+histograms, then hand the work count to the idle strategy.
 The loop returns to its Python host only to stop, to block on the semaphore (BLOCKING idle), or when a
 cycle budget runs out (warm-up).
 
 A ring is passed as its ``(producer, consumer, records)`` views; outputs as a tuple of rings of one
 record type (fan-out copies the batch to each).
 """
+import numpy as np
 from numba import literally, njit, types
 from numba.extending import overload
 
@@ -49,7 +51,8 @@ def side_tap(stage_id, tap, state, scratch_a, out, n_out, slot):
 @overload(side_tap)
 def _side_tap(stage_id, tap, state, scratch_a, out, n_out, slot):
     """What a stage copies to its journal tap: validate its quarantined events (with their reasons; its
-    input scratch is free again and of the same record type), every other stage its output."""
+    input scratch is free again and of the same record type), every other stage its output. Validate's
+    are taken after every step, so at most one batch waits in its keep ring: none is missed."""
     if not isinstance(stage_id, types.IntegerLiteral):
         return None
     if stage_id.literal_value == VALIDATE_INDEX:
@@ -82,6 +85,9 @@ def _publish(outs, out_sems, batch, n, slot, idle_params, timespec):
         while done < n:
             written = ring.try_write(producer, consumer, records, batch[done:], n - done)
             if written == ring.BACK_PRESSURED:
+                if ring.consumer_gone(consumer):
+                    producer[ring.P_DISCARDED] += n - done  # nothing will ever make room
+                    break
                 now = clock_ns(timespec)
                 slot[cb.S_HEARTBEAT_NS] = now  # blocked is alive: back-pressure is not a hang
                 if blocked_since == 0:
@@ -118,12 +124,42 @@ def _publish_all(outs, out_sems, batch, n, slot, idle_params, timespec):
 
 @njit(cache=True)
 def tap_records(tap, batch, n, slot):
-    """Side tap: one try, never waits; what does not fit is counted, not silently lost."""
-    written = ring.try_write(tap[0], tap[1], tap[2], batch, n)
+    """Side tap: one try, never waits; what does not fit is counted, not silently lost. A lossless tap
+    (its consumer asked, record mode: the journal is the product) waits for room instead."""
+    producer, consumer, records = tap
+    written = ring.try_write(producer, consumer, records, batch, n)
     if written < 0:
         written = 0
+    if written < n and consumer[ring.C_LOSSLESS] != 0:
+        written += _wait_for_tap(producer, consumer, records, batch[written:], n - written, slot)
     slot[cb.S_TAP_WRITTEN] += written
     slot[cb.S_TAP_DROPPED] += n - written
+
+
+@njit(cache=True)
+def _wait_for_tap(producer, consumer, records, batch, n, slot):
+    """Back-pressure from a lossless tap, like a full hot-path ring: heartbeat kept, time blocked counted,
+    yielding (the journal needs the core). Gives up when the consumer died or the stop says abandon;
+    returns the count written."""
+    timespec = np.zeros(2, np.int64)  # the slow path only: the journal is behind
+    blocked_since = clock_ns(timespec)
+    slot[cb.S_BLOCKED_SINCE_NS] = blocked_since
+    producer[ring.P_FULL_COUNT] += 1
+    done = 0
+    while done < n:
+        written = ring.try_write(producer, consumer, records, batch[done:], n - done)
+        if written == ring.BACK_PRESSURED:
+            if ring.consumer_gone(consumer) or load_acquire(slot, cb.S_STOP) > 1:
+                break
+            slot[cb.S_HEARTBEAT_NS] = clock_ns(timespec)  # blocked is alive: back-pressure is not a hang
+            sched_yield()
+            continue
+        done += written
+    slot[cb.S_BLOCKED_SINCE_NS] = 0
+    waited = clock_ns(timespec) - blocked_since
+    producer[ring.P_BLOCKED_NS] += waited
+    slot[cb.S_BLOCKED_NS] += waited
+    return done
 
 
 @njit(cache=True)
@@ -176,6 +212,8 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
             continue
         idle_strategies.idle(idle_params, idle_state, 1)
         if n_out > 0 and not publish_all(outs, out_sems, scratch_out, n_out, slot, idle_params, timespec):
+            if has_tap:
+                side_tap(stage_id, tap, state, scratch_a, scratch_out, n_out, slot)  # counted, not silently lost
             return EXIT_ABANDONED
         if has_tap:
             side_tap(stage_id, tap, state, scratch_a, scratch_out, n_out, slot)

@@ -22,7 +22,7 @@ from pipeline.config import STAGE_NAMES, Config
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring, segment
-from stages import feed
+from stages import execute, feed
 from tools import killswitch
 from tools.status import PROCESS_NAMES, StatusView, hist
 
@@ -60,6 +60,7 @@ class Supervisor:
     ran_s: float = 0.0
     online_store: object = None    # the online feature store (pipeline.feature_store)
     garch_store: object = None     # the GARCH parameters in use (pipeline.garch_store)
+    consumers_gone: set = field(default_factory=set)  # processes whose input rings are marked gone
 
     def say(self, text: str) -> None:
         try:
@@ -279,24 +280,119 @@ class Supervisor:
 
     def stop_children(self) -> None:
         """Stop the watchdog (trading is already off), then stages in pipeline order, each after draining,
-        then the journal, which drains their taps."""
+        then the journal, which drains their taps. The next is told to stop once the previous says it
+        stopped (its outputs are complete then); their process exits overlap."""
         order = ("watchdog",) + STAGE_NAMES + ("journal", "recorder")
         for name in order:
             child = self.children.get(name)
             if child is None:
                 continue
+            self.mark_dead_consumers()  # one that died meanwhile must not hold its producers
             slot = self.block.stages[PROCESS_NAMES.index(name)]
             slot[cb.S_STOP] = 1
-            try:
-                child.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
+            if not self._stopped_within(child, slot, STOP_GRACE_S):
                 slot[cb.S_STOP] = 2  # abandon: do not wait on full outputs
-                try:
-                    child.wait(1.0)
-                except subprocess.TimeoutExpired:
+                if not self._stopped_within(child, slot, 1.0):
                     self.say(f"bot4: {name} did not stop; killing it")
                     child.kill()
                     child.wait()
+        for name, child in self.children.items():
+            try:
+                child.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.say(f"bot4: {name} stopped but did not exit; killing it")
+                child.kill()
+                child.wait()
+        self.mark_dead_consumers()
+
+    @staticmethod
+    def _stopped_within(child: subprocess.Popen, slot, seconds: float) -> bool:
+        """True once the process says STOPPED (its duty cycle returned, outputs published) or exited."""
+        deadline = time.monotonic() + seconds
+        while int(slot[cb.S_STATE]) != cb.STOPPED and child.poll() is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def mark_dead_consumers(self) -> None:
+        """Set ``gone`` on every ring whose consumer exited without stopping cleanly: its producers then
+        discard (hot path, counted in the ring) or drop (tap, counted in the slot) instead of waiting."""
+        views = {view.name: view for view in self.rings}
+        for name, child in self.children.items():
+            if name in self.consumers_gone or child.poll() is None:
+                continue
+            if int(self.block.stages[PROCESS_NAMES.index(name)][cb.S_STATE]) == cb.STOPPED:
+                continue
+            self.consumers_gone.add(name)
+            for spec_name in graph.rings(self.config):
+                if spec_name.split(".")[1] == name:
+                    view = views.get(names.ring(self.config.run.name, spec_name))
+                    if view is not None:  # None: start-up failed before it was created
+                        view.mark_consumer_gone()
+
+    def wait_for_flatten(self) -> None:
+        """Trading is off: execute cancels and flattens against live books, so it and its market data
+        (feed -> validate -> execute) keep running until it reports no open orders and no position, or
+        run.flatten_timeout_s passes. Every other stage keeps running too: stopping one could hold the feed."""
+        if self.config.run.mode == "record" or "execute" not in self.children:
+            return
+        slot = self.block.stages[graph.BY_NAME["execute"].index]
+        stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+        flatten = self.config.execute.on_kill == "flatten"
+        feed_slot = self.block.stages[graph.BY_NAME["feed"].index]
+        views = {view.name: view for view in self.rings}
+        to_validate, to_execute = (views[names.ring(self.config.run.name, r)] for r in ("feed.validate",
+                                                                                       "validate.execute"))
+
+        def exited(name: str) -> bool:
+            return name not in self.children or self.children[name].poll() is not None
+
+        disabled_ns = time.time_ns()
+        cycle_after = 0  # a heartbeat of a cycle that began after trading was off
+        now = time.monotonic()
+        deadline = now + self.config.run.flatten_timeout_s
+        market_over = 0.0  # when no market event could reach execute any more
+        # After the last book, execute retries a remainder once per flatten_retry_ms: give it two tries.
+        last_tries_s = 2 * self.config.execute.flatten_retry_ms / 1e3 + 0.05
+        while True:
+            self.mark_dead_consumers()
+            if exited("execute"):
+                return  # a dead execute cannot flatten; the summary reports what it left
+            heartbeat = int(slot[cb.S_HEARTBEAT_NS])
+            if not cycle_after and heartbeat > disabled_ns:
+                cycle_after = heartbeat
+            # The cycle that began after the flag dropped has finished, so its counters are published.
+            seen = cycle_after and heartbeat > cycle_after
+            if seen and stats[execute.ST_OPEN] == 0 and (stats[execute.ST_GROSS_USD] == 0 or not flatten):
+                return
+            now = time.monotonic()
+            feed_over = feed_slot[cb.S_CUSTOM + feed.ST_FINISHED] != 0 or exited("feed")
+            if to_execute.depth() == 0 and (exited("validate") or feed_over and to_validate.depth() == 0):
+                market_over = market_over or now
+            why = ""
+            if now >= deadline:
+                why = f"after run.flatten_timeout_s={self.config.run.flatten_timeout_s:g}"
+            elif market_over and seen and now - market_over >= last_tries_s:
+                why = "and no market data is left to flatten against (the feed finished, or it or validate died)"
+            if why:
+                self.say(f"bot4: execute not flat {why}: {int(stats[execute.ST_OPEN]):,} open orders, "
+                         f"${int(stats[execute.ST_GROSS_USD]):,} gross position; stopping anyway")
+                return
+            time.sleep(0.01)
+
+    def report_dead_consumers(self) -> None:
+        """Records a dead consumer never took: left unread in its rings, or discarded by their producers."""
+        lost = []
+        for view in self.rings:
+            spec_name = view.name[len(names.ring(self.config.run.name, "")):]
+            consumer = spec_name.split(".")[1]
+            if consumer in self.consumers_gone and consumer != "journal":  # taps: the journal lines say it
+                unread, discarded = view.depth(), int(view.producer[ring.P_DISCARDED])
+                if unread or discarded:
+                    lost.append(f"{spec_name} {unread:,} unread + {discarded:,} discarded ({consumer} died)")
+        if lost:
+            self.say("bot4: lost to dead consumers: " + ", ".join(lost))
 
     def shutdown(self) -> None:
         if self.block is not None:
@@ -304,8 +400,8 @@ class Supervisor:
             if g[cb.G_TRADING_ENABLED]:
                 cb.disable_trading(g, cb.KILL_SHUTDOWN, -1, time.time_ns())
             g[cb.G_RUN_STATE] = cb.RUN_STOPPING
-            time.sleep(0.05)  # execute polls the gate and cancels open orders
         if self.children:
+            self.wait_for_flatten()
             self.stop_children()
         for child in self.children.values():
             if child.poll() is None:
@@ -313,6 +409,9 @@ class Supervisor:
                 child.wait()
         if self.block is not None:
             self.block.globals[cb.G_RUN_STATE] = cb.RUN_STOPPED
+            if "journal" in self.consumers_gone:
+                from pipeline.journal_process import recount_from_files
+                recount_from_files(self.config, self.block.stages[PROCESS_NAMES.index("journal")])
             if self.children:
                 view = StatusView(self.block)
                 self.say("bot4: stopped (" + (self.stop_requested or f"{self.died} died") + ")")
@@ -322,6 +421,7 @@ class Supervisor:
                     self.say(f"bot4: trading was disabled during the run: {view.kill_reason()}"
                              + (f" ({text})" if text else ""))
                 self.say("\n".join(view.summary()))
+                self.report_dead_consumers()
                 self.final_counters = view.stage_counters()
                 self.final_histograms = {name: (hist(self.block.stages[i], cb.S_SERVICE_HIST),
                                                 hist(self.block.stages[i], cb.S_ORIGIN_HIST))

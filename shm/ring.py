@@ -3,8 +3,9 @@
 Payload layout (after the 128-byte segment header; one 128-byte line per writer so the two sides never
 share a cache line, adjacent-line prefetch included)::
 
-    +0    producer line  [tail, cached_head, blocked_ns, full_count, wakeups, ...]   written by producer only
-    +128  consumer line  [head, cached_tail, asleep, blocking, ...]                  written by consumer only
+    +0    producer line  [tail, cached_head, blocked_ns, full_count, wakeups, discarded, ...]  producer only
+    +128  consumer line  [head, cached_tail, asleep, blocking, gone, lossless, ...]
+                         written by the consumer only, except ``gone`` (the supervisor's)
     +256  records        capacity (power of two) x record_size; slot = sequence & (capacity - 1)
 
 Cursors are unbounded int64 sequences (no wrap in any realistic run); fill = tail - head.
@@ -20,6 +21,11 @@ Sleep/wake (blocking consumers only): the consumer stores ``asleep=1``, runs a s
 ``tail`` and only then blocks; the producer releases ``tail``, runs a seq_cst fence, then reads
 ``asleep`` and posts the semaphore if set. One of the two always sees the other's store (Dekker), so a
 wake-up is never lost; the consumer's timed wait is the safety net.
+
+A dead consumer: the supervisor sets ``gone`` in its consumer line (one aligned store, read with an
+acquire load) when the consumer process died for good. A producer reads it only when the ring is full, so it costs nothing in steady state; it
+then stops waiting and discards what does not fit, counting it in ``discarded``. ``lossless`` is the
+consumer's request that a side tap (which otherwise drops when full) back-pressure its producer instead.
 """
 import numpy as np
 from numba import njit
@@ -31,8 +37,8 @@ from shm.syscalls import sem_post
 LINE_WORDS = 16
 CURSOR_BYTES = 2 * LINE_WORDS * 8
 
-P_TAIL, P_CACHED_HEAD, P_BLOCKED_NS, P_FULL_COUNT, P_WAKEUPS = range(5)
-C_HEAD, C_CACHED_TAIL, C_ASLEEP, C_BLOCKING = range(4)
+P_TAIL, P_CACHED_HEAD, P_BLOCKED_NS, P_FULL_COUNT, P_WAKEUPS, P_DISCARDED = range(6)
+C_HEAD, C_CACHED_TAIL, C_ASLEEP, C_BLOCKING, C_GONE, C_LOSSLESS = range(6)
 
 BACK_PRESSURED = -1  # try_write: the ring is full, nothing written
 
@@ -52,13 +58,17 @@ class RingView:
     def depth(self) -> int:
         return int(self.producer[P_TAIL] - self.consumer[C_HEAD])
 
+    def mark_consumer_gone(self) -> None:
+        """Supervisor: the consumer died and will not come back; producers stop waiting on this ring."""
+        self.consumer[C_GONE] = 1  # one aligned 8-byte store; producers read it with an acquire load
+
     def close(self) -> None:
         self.producer = self.consumer = self.records = None
         self.segment.close()
 
 
 def ring_layout_hash(dtype: np.dtype, capacity: int) -> int:
-    return segment.layout_hash("spsc-ring", 1, dtype, dtype.itemsize, capacity)
+    return segment.layout_hash("spsc-ring", 2, dtype, dtype.itemsize, capacity)
 
 
 def _check_capacity(capacity: int) -> None:
@@ -105,6 +115,12 @@ def try_write(producer, consumer, records, src, n):
     # Release: the records above are visible before the new tail.
     store_release(producer, P_TAIL, tail + k)
     return k
+
+
+@njit(cache=True)
+def consumer_gone(consumer):
+    """Producer, after BACK_PRESSURED: True when the consumer died (nothing will ever make room)."""
+    return load_acquire(consumer, C_GONE) != 0
 
 
 @njit(cache=True)

@@ -167,16 +167,14 @@ class StatusView:
             lines.append("tick-to-order latency (market event received -> execution report): "
                          f"p50 {_us(cb.percentile_ns(tick, 0.5))} p99 {_us(cb.percentile_ns(tick, 0.99))} "
                          f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")
+            lines.append(self.residual(ex))
         else:
             lines.append("record mode: nothing traded")
         source = {label[5:].replace("_", " "): counters["feed"].get(label, 0) for label in graph.CCXT_FEED_STATS}
         if any(source.values()):
             lines.append("live source (ccxt): " + ", ".join(f"{k} {v:,}" for k, v in source.items()))
         if "journal" in counters:
-            written = sum(c["tap_written"] for c in counters.values())
-            dropped = sum(c["tap_dropped"] for c in counters.values())
-            lines.append(f"journal: {counters['journal']['in']:,} records written of {written:,} tapped; "
-                         f"{dropped:,} dropped (the journal fell behind)")
+            lines += self.journal_lines(counters)
         if "recorder" in counters:
             from pipeline.recorder import slot_error
             r = counters["recorder"]
@@ -187,6 +185,41 @@ class StatusView:
         blocked = {n: c["blocked_ns"] for n, c in counters.items() if c["blocked_ns"]}
         if blocked:
             lines.append("blocked on full rings: " + ", ".join(f"{n} {_us(v)}" for n, v in blocked.items()))
+        return lines
+
+
+    def stopped_cleanly(self, name: str) -> bool:
+        return int(self.block.stages[PROCESS_NAMES.index(name)][cb.S_STATE]) == cb.STOPPED
+
+    def residual(self, ex: dict[str, int]) -> str:
+        """What execute left open after the stop (its last counters; a dead execute's are frozen)."""
+        open_orders, gross = ex["open_orders"], ex["gross_position_usd"]
+        if not self.stopped_cleanly("execute"):
+            return (f"execute died: {open_orders:,} open orders and ${gross:,} gross position left unflattened "
+                    "(a dead execute cannot cancel or flatten)")
+        if open_orders == 0 and gross == 0:
+            return "positions after the stop: flat, no open orders"
+        return f"positions after the stop: NOT flat: {open_orders:,} open orders and ${gross:,} gross position left"
+
+    def journal_lines(self, counters: dict[str, dict[str, int]]) -> list[str]:
+        """Per stream: what its stage tapped (written to the tap or refused by a full one), what the
+        journal wrote, and the difference, lost, with why."""
+        journal = counters["journal"]
+        died = not self.stopped_cleanly("journal")
+        lines = []
+        for tap, stream in graph.TAP_STREAMS.items():
+            stage = counters.get(tap.split(".")[0])
+            if stage is None:
+                continue  # not hosted in this run (record mode)
+            written, refused = stage["tap_written"], stage["tap_dropped"]
+            tapped, journalled = written + refused, journal[stream]
+            lost = tapped - journalled
+            line = f"journal {stream}: {tapped:,} tapped, {journalled:,} journalled, {lost:,} lost"
+            if lost and died:
+                line += f" (the journal died: {written - journalled:,} left in the tap, {refused:,} refused by it)"
+            elif lost:
+                line += f" (the journal fell behind: {refused:,} refused by a full tap)"
+            lines.append(line)
         return lines
 
 
