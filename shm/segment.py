@@ -61,9 +61,16 @@ def process_start_ns(pid: int) -> int:
 
 
 def creator_alive(pid: int, start_ns: int) -> bool:
+    """A zombie is dead (only its parent has not reaped it yet: a killed supervisor's shell may never)."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        now_start = int(process.create_time() * 1e9)
+    except psutil.NoSuchProcess:
+        return False
     # create_time has ~10 ms resolution from /proc; a reused pid starts later than that.
-    now_start = process_start_ns(pid)
-    return now_start >= 0 and abs(now_start - start_ns) < 50_000_000
+    return abs(now_start - start_ns) < 50_000_000
 
 
 @dataclass

@@ -49,8 +49,8 @@ def no_child_left():
 
 
 class LiveRun:
-    def __init__(self, *args):
-        self.name = f"t{uuid.uuid4().hex[:8]}"
+    def __init__(self, *args, name=None):
+        self.name = name or f"t{uuid.uuid4().hex[:8]}"
         self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--name", self.name, *args],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output = []
@@ -93,8 +93,8 @@ class LiveRun:
 def live():
     runs = []
 
-    def start(*args):
-        run = LiveRun(*args)
+    def start(*args, name=None):
+        run = LiveRun(*args, name=name)
         runs.append(run)
         return run
 
