@@ -12,7 +12,6 @@ from pipeline.redact import has_password
 def _run(args) -> int:
     from pipeline.supervisor import ExitCode, Supervisor
     try:
-        config = load(args.config)
         overrides = {}
         if args.duration is not None:
             overrides.setdefault("run", {})["duration_s"] = args.duration
@@ -39,8 +38,7 @@ def _run(args) -> int:
             overrides.setdefault("recorder", {})["dsn"] = args.dsn
         if getattr(args, "record", False):
             overrides.setdefault("run", {})["mode"] = "record"
-        if overrides:
-            config = config.with_overrides(**overrides)
+        config = load(args.config, overrides)
     except ConfigError as exc:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG

@@ -638,9 +638,11 @@ def _merge(base: dict, overrides: dict) -> dict:
     return merged
 
 
-def load(path: str | Path | None) -> Config:
+def load(path: str | Path | None, overrides: dict | None = None) -> Config:
+    """The config of ``path`` (defaults if None) with ``{section: {key: value}}`` overrides (command-line
+    flags) applied before it is checked: a file that needs a flag to be whole (record mode and --journal) loads."""
     if path is None:
-        return Config().check()
+        return from_dict(_merge(to_dict(Config()), overrides or {}))
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -657,4 +659,8 @@ def load(path: str | Path | None) -> Config:
             raise ConfigError(f"config file {path} holds a password in recorder.dsn and others can read it "
                               f"(mode {mode:o}): chmod 600 {path}, or take the password out of the DSN and put "
                               "it in ~/.pgpass (PGPASSFILE) or PGPASSWORD")
+    if overrides:
+        if not all(isinstance(value, dict) for value in data.values()):
+            return from_dict(data)  # a section that is not a table: its own error
+        data = _merge(data, overrides)
     return from_dict(data)

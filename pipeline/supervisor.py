@@ -196,10 +196,7 @@ class Supervisor:
             raise StartError(f"a run named {run!r} is alive (segment {control}); stop it or set run.name")
         for name in leftovers:
             if ".sem." in name:
-                try:
-                    posix_ipc.unlink_semaphore(name)
-                except posix_ipc.ExistentialError:
-                    pass
+                segment.unlink_semaphore(name)  # another user's is left alone
             else:
                 segment.reclaim_if_stale(name)
         if leftovers:

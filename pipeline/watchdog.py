@@ -15,12 +15,12 @@ import sys
 import time
 
 import numpy as np
-import posix_ipc
+import zmq
 
 from pipeline import child as child_process
 from pipeline import graph, names, postmortem
-from pipeline.alerts import Alerter
-from pipeline.config import STAGE_NAMES, Config
+from pipeline.alerts import AlertError, Alerter
+from pipeline.config import Config
 from pipeline.panic import Condition, PanicMonitor, pid_alive, process_alive, read_clocks
 from pipeline.child import start
 from pipeline.topology import PROCESSES
@@ -140,8 +140,8 @@ class Watchdog:
             return  # an orderly stop is not an alarm
         reason = cb.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
         index = int(g[cb.G_KILL_STAGE])
-        stage = STAGE_NAMES[index] if reason in ("stage died", "stage failed", "heartbeat stale", "ring blocked") \
-            and 0 <= index < len(STAGE_NAMES) else ""
+        stage = PROCESSES[index] if reason in ("stage died", "stage failed", "heartbeat stale", "ring blocked") \
+            and 0 <= index < len(PROCESSES) else ""  # the journal and recorder have slots too
         detail = cb.kill_text(g)
         print(f"watchdog: trading disabled: reason={reason}" + (f" stage={stage}" if stage else "")
               + (f": {detail}" if detail else ""), file=sys.stderr, flush=True)
@@ -222,11 +222,7 @@ def outlive_supervisor(watchdog: Watchdog, alerter: Alerter | None, run: str) ->
         if name == control:
             continue
         if ".sem." in name:
-            try:
-                posix_ipc.unlink_semaphore(name)
-                removed += 1
-            except posix_ipc.ExistentialError:
-                pass
+            removed += segment.unlink_semaphore(name, created_before_ns=wall)  # not a new run's under the name
         elif segment.reclaim_if_stale(name):  # its creator, the supervisor, is dead: never a new run's
             removed += 1
     if alerter is not None:
@@ -257,7 +253,11 @@ def main() -> int:
             from pipeline.switch import SwitchReader
             switch = SwitchReader(config.killswitch)
         wd = config.watchdog
-        alerter = Alerter(config.run.name, wd.alert_endpoint, wd.alert_command)
+        try:
+            alerter = Alerter(config.run.name, wd.alert_endpoint, wd.alert_command)
+        except (AlertError, zmq.ZMQError) as exc:  # e.g. a file planted at the endpoint after the config check
+            child_process.report_failure(child, exc)
+            return 1
         watchdog = Watchdog(config, block, switch, alerter)
         slot = watchdog.slot
         slot[cb.S_STATE] = cb.READY

@@ -245,6 +245,22 @@ def reclaim_if_stale(name: str) -> bool:
     return stale
 
 
+def unlink_semaphore(name: str, created_before_ns: int = 0) -> bool:
+    """Unlink the POSIX semaphore ``name`` if it is ours (and, with ``created_before_ns``, older than that: a
+    semaphore carries no creator, so its age tells a dead run's from a new run's); True if it was unlinked."""
+    try:
+        st = os.stat(f"/dev/shm/sem.{name.lstrip('/')}")
+    except FileNotFoundError:
+        return False
+    if st.st_uid != os.geteuid() or (created_before_ns and st.st_ctime_ns >= created_before_ns):
+        return False
+    try:
+        posix_ipc.unlink_semaphore(name)
+    except posix_ipc.ExistentialError:
+        return False
+    return True
+
+
 def list_segments(prefix: str = NAME_PREFIX) -> list[str]:
     """Names of Bot4 segments and semaphores currently in /dev/shm (as posix names)."""
     out = []

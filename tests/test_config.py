@@ -184,3 +184,13 @@ def test_a_password_on_the_command_line_is_refused(tmp_path, command):
     assert out.returncode == 2, out.stdout + out.stderr
     assert "PGPASSFILE" in out.stderr and "PGPASSWORD" in out.stderr
     assert SECRET not in out.stdout + out.stderr
+
+
+def test_a_config_file_completed_by_a_flag_loads(tmp_path):
+    # record mode needs a journal: a file that says so and a --journal flag make a whole config together.
+    path = tmp_path / "record.toml"
+    path.write_text('[run]\nmode = "record"\n')
+    config = load(str(path), {"journal": {"dir": str(tmp_path / "j")}})
+    assert config.run.mode == "record" and config.journal.dir == str(tmp_path / "j")
+    with pytest.raises(ConfigError, match="journal.dir"):
+        load(str(path))

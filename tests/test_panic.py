@@ -305,3 +305,16 @@ def test_trading_enabled_written_without_an_arm_the_watchdog_granted_is_a_trip()
     assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_UNGRANTED_ARM and g[cb.G_TRIPS] == 3
     assert [(e, f["reason"]) for e, f in dog.alerter.sent] == \
         [("trip", "arm not granted"), ("trip", "operator"), ("trip", "arm not granted")]
+
+
+def test_a_trip_for_a_dead_journal_or_recorder_names_it_in_the_alert():
+    from pipeline.topology import PROCESSES
+    dog, _ = watchdog_with()
+    dog.alerter = RecordingAlerter()
+    for i in range(len(STAGE_NAMES)):
+        dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
+    assert arm(dog)[0]
+    cb.trip(dog.block.globals, cb.KILL_STAGE_DIED, PROCESSES.index("journal"), "stage journal died", time.time_ns(),
+            time.monotonic_ns())
+    dog.poll()
+    assert [(f["reason"], f["stage"]) for _, f in dog.alerter.sent] == [("stage died", "journal")]

@@ -108,3 +108,20 @@ def test_bot4_over_an_oversized_segment_of_a_dead_run_of_ours_reclaims_it_and_ru
         assert not segment.list_segments(names.run_prefix(run))
     finally:
         _gone(path)
+
+
+def test_a_semaphore_is_unlinked_only_when_ours_and_older_than_asked():
+    import posix_ipc
+    name = f"{segment.NAME_PREFIX}t{uuid.uuid4().hex[:10]}.sem.risk"
+    path = f"/dev/shm/sem.{name[1:]}"
+    posix_ipc.Semaphore(name, posix_ipc.O_CREX).close()
+    try:
+        created = os.stat(path).st_ctime_ns
+        assert not segment.unlink_semaphore(name, created_before_ns=created)  # a new run's, made after the death
+        os.chown(path, NOBODY, -1)
+        assert not segment.unlink_semaphore(name) and os.path.exists(path)  # another user's
+        os.chown(path, os.geteuid(), -1)
+        changed = os.stat(path).st_ctime_ns  # its inode's change time: creation, here the chown
+        assert segment.unlink_semaphore(name, created_before_ns=changed + 1) and not os.path.exists(path)
+    finally:
+        _gone(path)

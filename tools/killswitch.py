@@ -12,7 +12,7 @@ import sys
 import time
 
 from pipeline import names
-from pipeline.config import STAGE_NAMES
+from pipeline.topology import PROCESSES
 from shm import control as cb
 from shm.segment import SegmentError
 
@@ -67,8 +67,8 @@ def describe(block: cb.ControlBlock) -> list[str]:
     else:
         reason = cb.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
         stage = int(g[cb.G_KILL_STAGE])
-        where = f" ({STAGE_NAMES[stage]})" if reason in ("stage died", "heartbeat stale", "stage failed",
-                                                        "ring blocked") and 0 <= stage < len(STAGE_NAMES) else ""
+        where = f" ({PROCESSES[stage]})" if reason in ("stage died", "heartbeat stale", "stage failed",
+                                                      "ring blocked") and 0 <= stage < len(PROCESSES) else ""
         lines.append(f"trading: DISABLED, reason: {reason}{where}, since {_when(int(g[cb.G_KILL_TIME_NS]))}")
         text = cb.kill_text(g)
         if text:
