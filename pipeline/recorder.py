@@ -203,6 +203,8 @@ def is_permanent(exc: BaseException) -> bool:
         return (exc.sqlstate or "")[:2] not in TRANSIENT_SQLSTATE_CLASSES
     if isinstance(exc, asyncpg.ClientConfigurationError):  # also a ValueError and an InterfaceError
         return True
+    if isinstance(exc, PermissionError):  # a journal file or a server socket we may not open: not a blip
+        return True
     if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)):
         return False
     return isinstance(exc, ValueError)  # the DSN did not parse

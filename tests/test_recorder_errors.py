@@ -196,6 +196,6 @@ def test_errors_are_told_transient_or_permanent():
                  pg.InvalidCatalogNameError('database "x" does not exist'),
                  pg.InsufficientPrivilegeError("permission denied for schema public"),
                  pg.ClientConfigurationError("invalid DSN"), ValueError("Invalid IPv6 URL"),
-                 JournalError("segment is corrupt")]
+                 JournalError("segment is corrupt"), PermissionError(13, "Permission denied")]
     assert [e for e in transient if is_permanent(e)] == []
     assert [e for e in permanent if not is_permanent(e)] == []
