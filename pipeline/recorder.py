@@ -51,6 +51,7 @@ from stages import records
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds: PostgreSQL's timestamp zero
 BATCH_RECORDS = 65_536
+REFUSED_AFTER_CONNECTED_RETRY_S = 30.0  # see Recorder._refused_while_restarting
 EXIT_OK, EXIT_USAGE, EXIT_PERMANENT, EXIT_JOURNAL, EXIT_STOPPED = 0, 2, 3, 4, 5
 SCHEMA_LOCK = 0x626F7434_7265636F  # pg_advisory_xact_lock key: one recorder at a time changes the schema
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58"})
@@ -279,6 +280,8 @@ class Recorder:
         self.phase = "starting"
         self.started = time.monotonic()
         self.outage_attempts = 0  # failed attempts since the database was last usable
+        self.connected_once = False
+        self.refused_since = 0.0  # monotonic time of the first refusal since the last good connection
 
     def _say(self, text: str) -> None:
         print(f"recorder: {text}", file=sys.stderr, flush=True)
@@ -299,6 +302,7 @@ class Recorder:
         self.positions = None
         self.partitions = set()
         self.runs_noted = set()
+        self.connected_once, self.refused_since = True, 0.0
 
     async def ensure_schema(self) -> None:
         c = self.conn
@@ -466,12 +470,14 @@ class Recorder:
         while True:
             if stop.is_set() and not follow:
                 return RunOutcome(self.behind() == 0, "stopped before the journal was copied")
+            connecting = self.conn is None or self.conn.is_closed()
             try:
-                if self.conn is None or self.conn.is_closed():
+                if connecting:
                     if not await _until(stop, self.connect()):
                         self._drop_connection()
                         return RunOutcome(False, f"stopped while connecting to {mask(self.dsn)}")
                     backoff = self.min_backoff_s
+                    connecting = False
                     if self.outage_attempts:
                         self._say(f"database reachable again after {self.outage_attempts} failed attempts")
                         self.outage_attempts = 0
@@ -485,13 +491,23 @@ class Recorder:
             except _ERRORS as exc:
                 self.stats.last_error = self.describe(exc)
                 self._drop_connection()
-                if is_permanent(exc):
+                if is_permanent(exc) and not (connecting and self._refused_while_restarting(exc)):
                     raise self._give_up(exc) from exc
                 self._transient()
                 self.phase = "backing off"
                 if stop.is_set() or not await _until(stop, asyncio.sleep(backoff)):
                     return RunOutcome(False, "stopped while the database was unreachable")
                 backoff = min(backoff * 2, self.max_backoff_s)
+
+    def _refused_while_restarting(self, exc: BaseException) -> bool:
+        """A refusal at connect after this DSN has worked is retried for a while: while a restarting server's
+        Unix socket is gone, a DSN without a host falls back to TCP on localhost, whose rules may refuse it
+        (password authentication), and a database being recreated is briefly missing."""
+        if not self.connected_once or not isinstance(exc, asyncpg.PostgresError):
+            return False
+        now = time.monotonic()
+        self.refused_since = self.refused_since or now
+        return now - self.refused_since < REFUSED_AFTER_CONNECTED_RETRY_S
 
     async def first_attempt(self) -> None:
         """Connect once: RecorderFailure if the database can never be used; a transient error is noted (run()

@@ -199,3 +199,19 @@ def test_errors_are_told_transient_or_permanent():
                  JournalError("segment is corrupt"), PermissionError(13, "Permission denied")]
     assert [e for e in transient if is_permanent(e)] == []
     assert [e for e in permanent if not is_permanent(e)] == []
+
+
+def test_a_refusal_after_the_dsn_has_worked_is_retried_for_a_while_then_final(monkeypatch, tmp_path):
+    # Seen in CI: while a restarting server's socket is gone, postgresql:///db falls back to TCP on localhost,
+    # whose scram rule refuses a role without a password: that refusal must not end a recorder that was working.
+    import asyncpg.exceptions as pg
+
+    import pipeline.recorder as recorder_module
+    refused = pg.InvalidPasswordError('password authentication failed for user "root"')
+    recorder = recorder_module.Recorder("postgresql:///x", str(tmp_path))
+    assert not recorder._refused_while_restarting(refused)  # never connected: the refusal is the answer
+    recorder.connected_once = True
+    assert recorder._refused_while_restarting(refused)
+    assert not recorder._refused_while_restarting(ValueError("bad DSN"))
+    monkeypatch.setattr(recorder_module, "REFUSED_AFTER_CONNECTED_RETRY_S", 0.0)
+    assert not recorder._refused_while_restarting(refused)  # past the grace: final

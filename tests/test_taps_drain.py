@@ -64,7 +64,7 @@ def test_a_full_lossless_tap_waits_and_counts_what_it_gives_up_on():
 
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, 601.0])
 def test_a_flatten_timeout_out_of_range_names_the_key_and_the_range(value):
-    with pytest.raises(ConfigError, match=r"run\.flatten_timeout_s=.* is invalid: use 0\.\.600 seconds"):
+    with pytest.raises(ConfigError, match=r"run\.flatten_timeout_s=\S+ is invalid: use .*\b600\b"):
         from_dict({"run": {"flatten_timeout_s": value}})
 
 
