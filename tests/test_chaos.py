@@ -1,6 +1,7 @@
 """Chaos: SIGKILL each process of a run that journals into a database, one per run, under one run name.
 
-After each kill: trading is off with the reason latched, the operator is told what died, no process and no
+After each kill: trading is off with the reason latched and every open order cancelled (unless execute itself
+died), the operator is told what died, no process and no
 shared memory of the run is left, the next start under the same name comes up clean (it is the next victim's
 run), and the database holds the journal row for row (a recorder that died with its run is caught up by the
 next run's; the last victim is a stage, so the last check covers every run).
@@ -21,6 +22,7 @@ from pipeline.recorder import compare_with_journal
 from pipeline.topology import PROCESSES
 from shm import control as cb
 from shm import segment
+from stages import execute
 
 from tests.conftest import ROOT
 from tests.test_recorder import pg_dsn, pg_server  # noqa: F401  (fixtures)
@@ -72,10 +74,15 @@ def test_sigkill_of_each_process_in_turn_leaves_trading_off_nothing_lost_and_not
                 assert shown.returncode == 1 and "supervisor" in shown.stdout, shown.stdout + shown.stderr
                 output = "".join(run.output)
             else:
+                # Trading off within moments (the trip latched last), then every open order cancelled, and no
+                # order accepted after the kill time.
+                _wait(lambda: g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_TRIPS] >= 1, 2, f"the trip for {victim}")
+                assert g[cb.G_KILL_REASON] == cb.KILL_STAGE_DIED and int(g[cb.G_KILL_STAGE]) == PROCESSES.index(victim)
+                if victim != "execute":  # with execute gone the paper venue is gone too
+                    _wait(lambda: orders_slot[cb.S_CUSTOM + execute.ST_OPEN] == 0, 1, "every open order cancelled")
+                    assert orders_slot[cb.S_CUSTOM + execute.ST_LAST_ORDER_NS] <= g[cb.G_KILL_TIME_NS]
                 code, output = run.finish(timeout=120)
                 assert code == 3, output  # ExitCode.STAGE_DIED
-                assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_STAGE_DIED, output
-                assert int(g[cb.G_KILL_STAGE]) == PROCESSES.index(victim), output
                 assert f"stage {victim} (pid {pids[victim]}) died (signal SIGKILL)" in output, output
         finally:
             block.close()

@@ -144,28 +144,6 @@ def test_the_rack_switch_trips_on_kill_and_silence_and_arming_needs_it_armed(liv
     assert code == 5, output
 
 
-@pytest.mark.parametrize("victim", STAGE_NAMES)
-def test_killing_any_stage_disables_trading_and_cancels_every_open_order(live, victim):
-    run = live("--quiet")
-    run.wait_for(r"bot4: running")
-    block = attach(run)
-    try:
-        g = block.globals
-        index = STAGE_NAMES.index(victim)
-        assert wait_until(lambda: execute_stat(block, execute.ST_ORDERS) > 10, timeout=10)
-        os.kill(int(block.stages[index][cb.S_PID]), signal.SIGKILL)
-        assert wait_tripped(g, timeout=2)
-        assert g[cb.G_KILL_REASON] == cb.KILL_STAGE_DIED and g[cb.G_KILL_STAGE] == index
-        if victim != "execute":  # with execute gone the paper venue is gone too
-            assert wait_until(lambda: execute_stat(block, execute.ST_OPEN) == 0, timeout=1)
-            assert execute_stat(block, execute.ST_LAST_ORDER_NS) <= g[cb.G_KILL_TIME_NS]
-    finally:
-        block.close()
-    code, output = run.finish()
-    assert code == 3, output
-    assert f"stage {victim} (pid" in output and "died (signal SIGKILL); trading disabled" in output
-
-
 def test_a_stalled_feed_trips_feed_stale_and_blocks_arming(live, tmp_path):
     conf = config_file(tmp_path, "[feed]\nstall_after_events = 5000\n[watchdog]\nfeed_stale_ms = 300\n")
     run = live("--quiet", "--config", conf)
