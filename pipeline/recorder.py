@@ -52,6 +52,7 @@ from stages import records
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds: PostgreSQL's timestamp zero
 BATCH_RECORDS = 65_536
 REFUSED_AFTER_CONNECTED_RETRY_S = 30.0  # see Recorder._refused_while_restarting
+COMMAND_TIMEOUT_S = 30.0
 EXIT_OK, EXIT_USAGE, EXIT_PERMANENT, EXIT_JOURNAL, EXIT_STOPPED = 0, 2, 3, 4, 5
 SCHEMA_LOCK = 0x626F7434_7265636F  # pg_advisory_xact_lock key: one recorder at a time changes the schema
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "25", "40", "53", "55", "57", "58"})
@@ -296,7 +297,10 @@ class Recorder:
 
     async def connect(self) -> None:
         self.phase = "connecting"
-        self.conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s)
+        # command_timeout: no statement may hold the recorder (and a stop that waits for it) forever, e.g. on a
+        # connection whose server went away without closing it; a timeout is transient, so it reconnects.
+        self.conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout_s,
+                                          command_timeout=COMMAND_TIMEOUT_S)
         self.phase = "creating the schema"
         await self.ensure_schema()
         self.positions = None

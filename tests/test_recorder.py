@@ -82,6 +82,13 @@ def test_every_journal_record_becomes_a_row(pg_dsn, tmp_path):
     assert count(pg_dsn, "SELECT count(*) FROM market_events") == 20_000
 
 
+def _rows_or_zero(dsn) -> int:
+    try:
+        return count(dsn, "SELECT count(*) FROM market_events")
+    except (OSError, asyncpg.PostgresError):  # the recorder has not made its tables yet
+        return 0
+
+
 def test_a_postgres_restart_mid_run_loses_nothing(pg_dsn, pg_server, tmp_path):
     source = tmp_path / "source"
     record(Config(), 40_000, str(source))
@@ -94,6 +101,11 @@ def test_a_postgres_restart_mid_run_loses_nothing(pg_dsn, pg_server, tmp_path):
                                  str(journal), "--follow"], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     try:
+        # The restart must come after the recorder is in: its first rows in the database.
+        deadline = time.monotonic() + 60
+        while _rows_or_zero(pg_dsn) < 5000:
+            assert time.monotonic() < deadline and recorder.poll() is None, "the recorder never copied its first rows"
+            time.sleep(0.05)
         for i, chunk in enumerate(np.array_split(market[5000:], 20)):
             writer.append(chunk)
             writer.flush()
