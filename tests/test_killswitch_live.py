@@ -276,7 +276,9 @@ def test_the_journal_shows_no_order_accepted_after_a_stage_died(live, tmp_path):
     block = attach(run)
     try:
         g = block.globals
-        assert wait_until(lambda: execute_stat(block, execute.ST_ORDERS) > 50, timeout=10)
+        # Enough market in the journal before the kill: the stop after it ends the feed as soon as execute is flat.
+        assert wait_until(lambda: execute_stat(block, execute.ST_ORDERS) > 50 and block.stages[0][cb.S_OUT] > 2000,
+                          timeout=10)
         os.kill(int(block.stages[STAGE_NAMES.index("risk")][cb.S_PID]), signal.SIGKILL)
         assert wait_tripped(g, timeout=2)
         kill_ns = int(g[cb.G_KILL_TIME_NS])
@@ -289,7 +291,7 @@ def test_the_journal_shows_no_order_accepted_after_a_stage_died(live, tmp_path):
     assert "journal market: " in output and "journal exec: " in output
     reports = JournalReader(str(journal), "exec").read_all()
     market = JournalReader(str(journal), "market").read_all()
-    assert len(market) > 1000 and np.all(np.diff(market["origin_seq"]) == 1)  # dense: nothing missed
+    assert len(market) > 1000 and np.all(np.diff(market["origin_seq"]) == 1), output  # dense: nothing missed
     acks = reports[(reports["state"] == records.ORD_ACKED) & (reports["strategy"] != records.STRAT_FLATTEN)]
     assert len(acks) > 50
     assert acks["stage_ts"].max() <= kill_ns  # no order accepted after the flag dropped
