@@ -194,13 +194,9 @@ class Supervisor:
         control = names.control(run)
         if control in leftovers and not segment.reclaim_if_stale(control):
             raise StartError(f"a run named {run!r} is alive (segment {control}); stop it or set run.name")
-        for name in leftovers:
-            if ".sem." in name:
-                segment.unlink_semaphore(name)  # another user's is left alone
-            else:
-                segment.reclaim_if_stale(name)
-        if leftovers:
-            self.say(f"bot4: reclaimed {len(leftovers)} stale shared-memory entries of a crashed run")
+        reclaimed = segment.reclaim_stale(leftovers)  # another user's semaphore is left alone
+        if reclaimed:
+            self.say(f"bot4: reclaimed {reclaimed} stale shared-memory entries of a crashed run")
 
     def poll_children(self) -> None:
         for name, child in list(self.children.items()):

@@ -216,15 +216,11 @@ def outlive_supervisor(watchdog: Watchdog, alerter: Alerter | None, run: str) ->
         counters["quarantined"] = int(block.stages[PROCESSES.index("validate")][cb.S_CUSTOM + validate.ST_QUARANTINED])
     except (KeyError, ValueError):
         pass
-    removed = 0
     control = names.control(run)
-    for name in segment.list_segments(names.run_prefix(run)):
-        if name == control:
-            continue
-        if ".sem." in name:
-            removed += segment.unlink_semaphore(name, created_before_ns=wall)  # not a new run's under the name
-        elif segment.reclaim_if_stale(name):  # its creator, the supervisor, is dead: never a new run's
-            removed += 1
+    # Segments go only when their creator, the supervisor, is dead, semaphores only when older than this:
+    # never a new run's under the name.
+    removed = segment.reclaim_stale([n for n in segment.list_segments(names.run_prefix(run)) if n != control],
+                                    semaphores_created_before_ns=wall)
     if alerter is not None:
         alerter.close()  # removes the ipc socket file
     account = {

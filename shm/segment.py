@@ -261,6 +261,18 @@ def unlink_semaphore(name: str, created_before_ns: int = 0) -> bool:
     return True
 
 
+def reclaim_stale(entries: list[str], semaphores_created_before_ns: int = 0) -> int:
+    """Unlink each of ``entries`` (names from ``list_segments``) that a dead run left: a segment whose creator
+    is dead, a semaphore of ours (see ``unlink_semaphore``); returns how many went."""
+    removed = 0
+    for name in entries:
+        if ".sem." in name:
+            removed += unlink_semaphore(name, semaphores_created_before_ns)
+        else:
+            removed += reclaim_if_stale(name)
+    return removed
+
+
 def list_segments(prefix: str = NAME_PREFIX) -> list[str]:
     """Names of Bot4 segments and semaphores currently in /dev/shm (as posix names)."""
     out = []

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import duty_cycle, graph, names
+from pipeline import duty_cycle, names
 from pipeline.config import ConfigError, from_dict
 from pipeline.journal import JournalReader
 from shm import control as cb
 from shm import ring
-from stages import execute
 from stages import records as records_mod
-from tools.status import PROCESS_NAMES
+from tools.status import PROCESS_NAMES, StatusView
 
 CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
@@ -130,20 +129,23 @@ def test_record_mode_back_pressures_the_feed_and_journals_every_event(live, tmp_
 def _execute_counters(run_name: str) -> dict[str, int]:
     block = cb.ControlBlock.attach(names.control(run_name))
     try:
-        slot = block.stages[graph.BY_NAME["execute"].index]
-        return {label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(execute.STATS)}
+        return StatusView(block).execute_stats()
     finally:
         block.close()
+
+
+def _wait_for_execute(run_name: str, label: str, timeout_s: float = 10) -> int:
+    """Execute's counter ``label`` once it is non-zero (or at the deadline)."""
+    deadline = time.monotonic() + timeout_s
+    while (value := _execute_counters(run_name)[label]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
 
 
 def test_a_killed_risk_stage_still_lets_execute_flatten_before_the_run_stops(live):
     run = live("--quiet")
     run.wait_for(r"bot4: running")
-    deadline = time.monotonic() + 10
-    while _execute_counters(run.name)["gross_position_usd"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    held = _execute_counters(run.name)["gross_position_usd"]
-    assert held > 0  # something to flatten
+    assert _wait_for_execute(run.name, "gross_position_usd") > 0  # something to flatten
     os.kill(_pid(run.name, "risk"), signal.SIGKILL)
     code, output = run.finish(timeout=60)
     assert code == 3, output
@@ -158,9 +160,7 @@ def test_a_killed_risk_stage_still_lets_execute_flatten_before_the_run_stops(liv
 def test_a_killed_execute_is_reported_with_what_it_left_open(live):
     run = live("--quiet")
     run.wait_for(r"bot4: running")
-    deadline = time.monotonic() + 10
-    while _execute_counters(run.name)["open_orders"] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    _wait_for_execute(run.name, "open_orders")
     os.kill(_pid(run.name, "execute"), signal.SIGKILL)
     time.sleep(0.2)
     last = _execute_counters(run.name)  # frozen: nobody writes a dead stage's slot
