@@ -21,7 +21,7 @@ from stages import book
 from stages.records import EV_BOOK_DELTA
 from stages.sources import SymbolTable, parse_binance_ws
 
-WS = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-ws-capture"
+WS = Path(__file__).resolve().parents[1] / "tests" / "data" / "binance-ws-capture"
 TABLE = SymbolTable(venues=["binance", ("binance-usdm", "binance-futures"), "binance-coinm"],
                     symbols=["BTC-USDT", "ETH-USDT", "BTCUSD_PERP"])
 CAPTURES = (("spot_ethusdt_20240808.gz", "binance"), ("spot_btcusdt_20240808.gz", "binance"),

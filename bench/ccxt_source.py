@@ -35,7 +35,7 @@ from pipeline.ccxt_source import CcxtSource, VenueSpec
 from stages.records import EV_BOOK, EV_TRADE
 from tools.binance_loopback import load_capture
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-ws-capture"
+CAPTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "binance-ws-capture"
 EXCHANGE = {"spot": "binance", "usdm": "binanceusdm", "coinm": "binancecoinm"}
 
 

@@ -29,7 +29,7 @@ from shm import control as cb
 from stages import book, feature, feed, records, validate
 from stages.sources import SymbolTable, merge, parse_file
 
-WS = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-ws-capture"
+WS = Path(__file__).resolve().parents[1] / "tests" / "data" / "binance-ws-capture"
 BATCH = 256
 
 

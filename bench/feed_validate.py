@@ -33,7 +33,7 @@ from stages import records, validate
 from stages.sources import SymbolTable, merge, parse_file
 
 ROOT = Path(__file__).resolve().parent.parent
-CAPTURES = ROOT.parent / "shared" / "data" / "binance-ws-capture"
+CAPTURES = ROOT / "tests" / "data" / "binance-ws-capture"
 FILES = (("spot", "spot_btcusdt_20240808.gz"), ("spot", "spot_ethusdt_20240808.gz"), ("usdm", "usdm_btcusdt_20240808.gz"))
 VENUES, SYMBOLS = ["spot", "usdm"], ["BTC-USDT", "ETH-USDT"]
 VALIDATE_SLOT = 1

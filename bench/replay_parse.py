@@ -1,7 +1,7 @@
 """Replay parse throughput per format: input rows/s and records/s, median of 3 runs.
 
 Websocket captures are parsed as they are (gzip, whole files, decompression included). The CSV samples
-in shared/data are a few to 10,000 rows, too small to time a vectorised parser, so each is also timed
+in tests/data are a few to 10,000 rows, too small to time a vectorised parser, so each is also timed
 "tiled": its body repeated in memory up to about ``--rows`` rows. Formats with no public sample
 (Tardis derivative_ticker and liquidations, Binance trades/aggTrades) use generated rows, marked
 "generated". Run from the repository root: ``python -m bench.replay_parse``.
@@ -17,7 +17,7 @@ import numpy as np
 
 from stages.sources import SymbolTable, parse_binance_depth, parse_binance_trades, parse_binance_ws, parse_tardis
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 WS = DATA / "binance-ws-capture"
 CSV = DATA / "nautilus-samples"
 

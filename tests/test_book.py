@@ -26,7 +26,7 @@ from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV
 from stages.sources import SymbolTable, parse_binance_ws
 
 ROOT = Path(__file__).resolve().parents[1]
-WS = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-ws-capture"
+WS = Path(__file__).resolve().parent / "data" / "binance-ws-capture"
 TABLE = SymbolTable(venues=["binance", ("binance-usdm", "binance-futures")], symbols=["BTC-USDT", "ETH-USDT"])
 CAPTURES = {"spot_ethusdt_20240808.gz": "binance", "usdm_btcusdt_20240808.gz": "binance-usdm"}
 

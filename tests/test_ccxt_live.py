@@ -19,7 +19,7 @@ from stages.records import (BOOK_LEVELS, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_
 from stages.sources import SymbolTable, parse_binance_ws
 from tools.binance_loopback import Faults, LoopbackServer
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-ws-capture"
+CAPTURES = Path(__file__).resolve().parent / "data" / "binance-ws-capture"
 EXCHANGE = {"spot": "binance", "usdm": "binanceusdm", "coinm": "binancecoinm"}
 
 

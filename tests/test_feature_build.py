@@ -16,7 +16,7 @@ from stages.feed import MAX_SYMBOLS
 
 from tests.conftest import ROOT
 
-CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
+CAPTURE = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
 
 def replay_config(tmp_path):

@@ -1,4 +1,4 @@
-"""Feature kernels against plain numpy/pandas computations on the shared sample data, and invariants."""
+"""Feature kernels against plain numpy/pandas computations on the sample data (tests/data), and invariants."""
 import json
 import math
 from pathlib import Path
@@ -13,7 +13,7 @@ from stages import feature, records
 from stages.records import BUY, EV_BBO, EV_BOOK, EV_FUNDING, EV_LIQUIDATION, EV_TRADE, F_LAST, SELL
 from stages.sources import SymbolTable, merge, parse_file
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
 CAPTURES = DATA / "binance-ws-capture"
 NAMES = records.FEATURE_NAMES
 

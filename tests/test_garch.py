@@ -1,6 +1,7 @@
 """GARCH(1,1): the online recursion against arch on real series, forecasts, bars, and the refit rules."""
 import json
 import math
+import os
 from datetime import datetime, timezone
 
 import numpy as np
@@ -11,7 +12,7 @@ from arch.data import sp500
 from stages import garch
 from tools import fit_garch
 
-CAPTURES = "/work/shared/data/binance-ws-capture"
+CAPTURES = os.path.join(os.path.dirname(__file__), "data", "binance-ws-capture")
 
 
 @pytest.fixture(scope="module")

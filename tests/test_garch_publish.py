@@ -179,7 +179,7 @@ def test_fit_garch_publish_reaches_the_risk_stage_of_a_live_run(live, tmp_path):
     try:
         assert wait_until(lambda: version() == 1, timeout=10)  # the start-up parameters, taken at the first bar
         out = tmp_path / "garch.json"
-        sample = os.path.join(ROOT, "..", "shared", "data", "binance-ws-capture", "spot_btcusdt_20240809.gz")
+        sample = os.path.join(ROOT, "tests", "data", "binance-ws-capture", "spot_btcusdt_20240809.gz")
         fit = subprocess.run([sys.executable, "-m", "pipeline.cli", "risk", "fit-garch", "--file", f"binance={sample}",
                               "--out", str(out), "--min-bars", "50", "--publish", run.name], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)

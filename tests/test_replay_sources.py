@@ -1,4 +1,4 @@
-"""Replay sources: each format decodes the shared samples into the right records; merge and pacer;
+"""Replay sources: each format decodes the samples (tests/data) into the right records; merge and pacer;
 malformed input is counted, never raised (hypothesis fuzzing of every parser)."""
 import functools
 import gzip
@@ -19,7 +19,7 @@ from stages.sources import (Pacer, SymbolTable, UnknownFormatError, UnknownInstr
                             parse_binance_depth, parse_binance_trades, parse_binance_ws, parse_file, parse_tardis,
                             sniff)
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
 WS = DATA / "binance-ws-capture"
 CSV = DATA / "nautilus-samples"
 

@@ -1,6 +1,7 @@
 """Risk layer: Kelly sizing, GARCH on bars inside the risk stage, heat, drawdown and the liquidation guard,
 each on scripted inputs, and the decision record that explains an order afterwards."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -303,7 +304,7 @@ def test_a_fused_replay_of_a_real_capture_runs_garch_on_its_bars_and_intents_car
     from pipeline.config import Config
     from pipeline.fused import run_fused
     from pipeline.replay_feed import load_recording
-    path = "/work/shared/data/binance-ws-capture/spot_btcusdt_20240809.gz"
+    path = os.path.join(os.path.dirname(__file__), "data", "binance-ws-capture", "spot_btcusdt_20240809.gz")
     config = Config().with_overrides(feed={"source": "replay", "files": (f"binance={path}",), "venues": ("binance",),
                                            "symbols": ("BTC-USDT",)})
     events, _ = load_recording(config)

@@ -17,7 +17,7 @@ from shm import ring
 from stages import records as records_mod
 from tools.status import PROCESS_NAMES, StatusView
 
-CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
+CAPTURE = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
 
 def _full_ring(capacity=16):

@@ -1,7 +1,7 @@
 """A loopback Binance: serves captured websocket messages in the venue's own format, for the live source.
 
 One server is one Binance product (``spot``, ``usdm`` or ``coinm``) with the instruments of its capture
-files (``<receive ns> <JSON>`` lines, as in ``shared/data/binance-ws-capture``). It answers what a ccxt.pro
+files (``<receive ns> <JSON>`` lines, as in ``tests/data/binance-ws-capture``). It answers what a ccxt.pro
 client needs, on the venue's own paths:
 
 - REST: ``exchangeInfo`` for the served symbols (real 2024 filters), ``time``, ``ping`` and ``depth``
@@ -29,7 +29,7 @@ Concurrency: everything runs on the server's own event loop (its thread when sta
 :meth:`LoopbackServer.start`); ``counts`` is written there and read elsewhere (ints: safe to read).
 
     python -m tools.binance_loopback --product spot --port 8765 \
-        ../shared/data/binance-ws-capture/spot_btcusdt_20240808.gz
+        tests/data/binance-ws-capture/spot_btcusdt_20240808.gz
 """
 from __future__ import annotations
 
