@@ -1,6 +1,6 @@
 """Order-book apply cost: ns per applied delta on the real Binance captures, median of 3 rounds.
 
-Each capture is parsed once (``stages.sources``); its EV_BOOK_DELTA records (snapshot runs included) go
+Each capture is parsed once (``pipeline.sources``); its EV_BOOK_DELTA records (snapshot runs included) go
 through ``stages.book.apply_batch`` into fresh books (1,024 levels per side), one njit call per round,
 so the figure is the kernel's own cost per delta with no Python dispatch. A second figure replays the
 whole stream (bookTicker checks, trades ignored) per record. Rounds interleave the captures
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.sources import SymbolTable, parse_binance_ws
 from stages import book
 from stages.records import EV_BOOK_DELTA
-from stages.sources import SymbolTable, parse_binance_ws
 
 WS = Path(__file__).resolve().parents[1] / "tests" / "data" / "binance-ws-capture"
 TABLE = SymbolTable(venues=["binance", ("binance-usdm", "binance-futures"), "binance-coinm"],

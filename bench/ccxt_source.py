@@ -3,7 +3,7 @@
 Each round starts a loopback server (``python -m tools.binance_loopback``, its own process, as fast as
 the client reads: ``--speed 0``) on one capture and consumes its depth and trade streams to the end:
 
-- ``ccxt source``: :class:`pipeline.ccxt_source.CcxtSource` (ccxt.pro's binance client: JSON decode, its
+- ``ccxt source``: :class:`pipeline.sources.ccxt_source.CcxtSource` (ccxt.pro's binance client: JSON decode, its
   book sync, its trade cache, then our record building), books and trades;
 - ``raw aiohttp+orjson``: one combined-stream connection, each message decoded with orjson and dropped,
   the floor any Python websocket client pays.
@@ -31,7 +31,7 @@ import aiohttp
 import numpy as np
 import orjson
 
-from pipeline.ccxt_source import CcxtSource, VenueSpec
+from pipeline.sources.ccxt_source import CcxtSource, VenueSpec
 from stages.records import EV_BOOK, EV_TRADE
 from tools.binance_loopback import load_capture
 

@@ -25,9 +25,9 @@ from numba import njit
 
 from pipeline import graph
 from pipeline.config import Config
+from pipeline.sources import SymbolTable, merge, parse_file
 from shm import control as cb
 from stages import book, feature, feed, records, validate
-from stages.sources import SymbolTable, merge, parse_file
 
 WS = Path(__file__).resolve().parents[1] / "tests" / "data" / "binance-ws-capture"
 BATCH = 256

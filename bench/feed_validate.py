@@ -27,10 +27,10 @@ import numpy as np
 
 from pipeline import names
 from pipeline.config import Config
+from pipeline.sources import SymbolTable, merge, parse_file
 from shm import control as cb
 from shm.segment import SegmentError
 from stages import records, validate
-from stages.sources import SymbolTable, merge, parse_file
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = ROOT / "tests" / "data" / "binance-ws-capture"
@@ -70,7 +70,7 @@ def live_rate(mode: str, total: int, workdir: str) -> float:
     run = f"fv{os.getpid()}{mode[0]}"
     journal = tempfile.mkdtemp(dir=workdir)
     command = "record" if mode == "record" else "run"
-    args = [sys.executable, "-m", "pipeline.cli", command, "--quiet", "--config", str(conf), "--name", run]
+    args = [sys.executable, "-m", "tools.cli", command, "--quiet", "--config", str(conf), "--name", run]
     if mode == "record":
         args += ["--journal", journal]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

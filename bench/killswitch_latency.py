@@ -22,9 +22,9 @@ import tty
 
 import numpy as np
 
-from pipeline import names
-from pipeline.config import STAGE_NAMES
-from pipeline.switch import encode_frame
+from pipeline import kill_reasons, names
+from pipeline.registry import STAGE_NAMES
+from pipeline.safety.switch import encode_frame
 from shm import control as cb
 from shm import segment
 from stages import execute
@@ -95,7 +95,7 @@ def main() -> int:
         fh.write(f'[killswitch]\nmode = "heartbeat"\nport = "{rack.path}"\n[execute]\non_kill = "cancel_only"\n'
                  '[run]\nstatus_interval_s = 0.0\n')
         conf = fh.name
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--name", run, "--config", conf],
+    proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", "--name", run, "--config", conf],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     to_flag, to_cancel, skipped = [], [], 0
     block = None
@@ -116,7 +116,7 @@ def main() -> int:
             rack.press()
             while g[cb.G_TRADING_ENABLED] or int(ex[execute.ST_LAST_CANCEL_ALL_NS]) == cancels_before:
                 time.sleep(0.0005)
-            if g[cb.G_KILL_REASON] != cb.KILL_SWITCH_PRESSED:
+            if g[cb.G_KILL_REASON] != kill_reasons.KILL_SWITCH_PRESSED:
                 skipped += 1  # tripped by something else: not a switch measurement
             else:
                 to_flag.append(int(g[cb.G_KILL_MONO_NS]) - rack.kill_written_ns)

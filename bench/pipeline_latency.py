@@ -11,9 +11,9 @@ import io
 import os
 
 from pipeline.config import Config
+from pipeline.status_view import PROCESS_NAMES, _us
 from pipeline.supervisor import Supervisor
 from shm import control as cb
-from tools.status import PROCESS_NAMES, _us
 
 
 def run_once(rate_eps: float, duration_s: float, idle: str) -> dict:

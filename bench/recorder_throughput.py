@@ -13,9 +13,9 @@ import time
 import asyncpg
 
 from pipeline.config import Config
-from pipeline.journal import JournalReader
-from pipeline.recorder import TABLES, record_journal
-from pipeline.replay import record
+from pipeline.store.journal import JournalReader
+from pipeline.store.journal_replay import record
+from pipeline.store.recorder import TABLES, record_journal
 
 
 async def _reset(dsn: str) -> None:

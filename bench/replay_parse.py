@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.sources import SymbolTable, parse_binance_depth, parse_binance_trades, parse_binance_ws, parse_tardis
+from pipeline.sources import SymbolTable, parse_binance_depth, parse_binance_trades, parse_binance_ws, parse_tardis
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 WS = DATA / "binance-ws-capture"

@@ -1,6 +1,6 @@
 """Risk stage cost: ns per decision (``stages.risk.step``) on synthetic feature vectors, with peers.
 
-Feature vectors come from the real feed, validate and feature kernels (``pipeline.fused.collect_features``,
+Feature vectors come from the real feed, validate and feature kernels (``pipeline.hosting.fused.collect_features``,
 2 venues x 3 symbols at 10,000 events/s of synthetic time). Each case runs the risk kernel over all of them
 in batches of 256 (one njit call per batch, as a stage process does), from a fresh state; the figure is
 the median over rounds of (total ns / decisions), with the per-batch p50 / p99 in ns per decision. Cases:
@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.fused import collect_features
+from pipeline.hosting.fused import collect_features
 from stages import feature, feed, records, risk
 from stages.records import BUY, ORD_FILLED, SELL
 

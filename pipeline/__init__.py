@@ -1,1 +1,13 @@
-"""Hosting and supervision: stage hosts, launcher, supervisor, watchdog, config, fused mode, CLI."""
+"""The pipeline's processes and how they are put together.
+
+At the top: the supervisor (``bot4 run``), the config, the graph of rings and stages, the process registry.
+Wings: ``hosting`` (duty cycle, stage host, launcher, topology, fused mode), ``safety`` (watchdog, panic
+conditions, kill switch, alerts, arming), ``sources`` (ccxt and replay feed hosts, recording parsers),
+``store`` (journal, recorder, journal replay, feature and GARCH stores, feature build).
+"""
+from pathlib import Path
+
+from shm.jit_cache import use_sources
+
+_ROOT = Path(__file__).resolve().parent.parent
+use_sources(_ROOT / "shm", _ROOT / "stages", _ROOT / "pipeline")  # the duty cycle inlines every kernel

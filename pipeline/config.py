@@ -15,10 +15,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from pipeline.redact import has_password, mask
+from pipeline.registry import STAGE_NAMES
 
-STAGE_NAMES = ("feed", "validate", "feature", "risk", "inference", "strategy", "execute")
 IDLE_CHOICES = ("auto", "busy_spin", "yielding", "sleeping", "blocking")
 
 
@@ -191,8 +192,7 @@ class FeedConfig:
         _require(self.source in ("synthetic", "replay", "ccxt"), "feed.source", self.source,
                  "use 'synthetic', 'replay' or 'ccxt'")
         if self.source == "ccxt":
-            from pipeline.ccxt_source import check_feed_config
-            check_feed_config(self, _require)
+            _check_ccxt_feed(self)
         if self.source == "replay":
             _require(bool(self.files), "feed.files", self.files, 'give at least one "VENUE=PATH"')
             for entry in self.files:
@@ -447,7 +447,7 @@ def ipc_file_problem(path: str) -> str:
 @dataclass(frozen=True)
 class JournalConfig:
     dir: str = ""                    # record market events, intents and reports here; "" = no journal
-    fsync: str = "interval"          # never | interval | every_batch (pipeline.journal.FsyncPolicy)
+    fsync: str = "interval"          # never | interval | every_batch (pipeline.store.journal.FsyncPolicy)
     fsync_interval_ms: float = 100.0
     rotate_mb: float = 256.0         # start a new segment file past this size
     tap_capacity: int = 65536        # records per tap ring; a journal that falls behind counts what it missed
@@ -581,6 +581,40 @@ class Config:
     def with_overrides(self, **sections: dict) -> "Config":
         """A copy with ``section={key: value}`` overrides applied and validated."""
         return from_dict(_merge(to_dict(self), sections))
+
+
+def _check_ccxt_feed(feed) -> None:
+    """feed.ccxt_* keys of a FeedConfig with source = "ccxt"."""
+    import ccxt.pro
+
+    exchanges = _venue_pairs(feed.ccxt_exchanges)
+    for entry in feed.ccxt_exchanges:
+        venue, sep, exchange = str(entry).partition("=")
+        _require(bool(sep) and venue in feed.venues, "feed.ccxt_exchanges", entry,
+                 f'use "VENUE=EXCHANGE" with VENUE one of feed.venues {list(feed.venues)}')
+        _require(exchange in ccxt.pro.exchanges, "feed.ccxt_exchanges", entry,
+                 f"{exchange!r} is not a ccxt.pro exchange id (e.g. binance, binanceusdm, binancecoinm)")
+    for venue in feed.venues:
+        _require(venue in exchanges, "feed.ccxt_exchanges", feed.ccxt_exchanges,
+                 f'give "{venue}=EXCHANGE" for venue {venue!r} (every venue of feed.venues needs one)')
+    for key, schemes in (("ccxt_rest_urls", ("http", "https")), ("ccxt_ws_urls", ("ws", "wss"))):
+        for entry in getattr(feed, key):
+            venue, sep, url = str(entry).partition("=")
+            parts = urlsplit(url)
+            _require(bool(sep) and venue in feed.venues and parts.scheme in schemes and bool(parts.netloc),
+                     f"feed.{key}", entry, f'use "VENUE={schemes[0]}://HOST:PORT" with VENUE one of feed.venues')
+    for entry in feed.ccxt_symbols:
+        left, sep, market = str(entry).partition("=")
+        venue, colon, symbol = left.partition(":")
+        _require(bool(sep and colon and market) and venue in feed.venues and symbol in feed.symbols,
+                 "feed.ccxt_symbols", entry, 'use "VENUE:SYMBOL=CCXT_SYMBOL" with a venue and symbol of the feed')
+    _require(0 < feed.ccxt_reconnect_min_ms <= feed.ccxt_reconnect_max_ms, "feed.ccxt_reconnect_min_ms",
+             (feed.ccxt_reconnect_min_ms, feed.ccxt_reconnect_max_ms),
+             "use 0 < ccxt_reconnect_min_ms <= ccxt_reconnect_max_ms")
+
+
+def _venue_pairs(entries) -> dict:
+    return dict(str(e).split("=", 1) for e in entries if "=" in str(e))
 
 
 def _require(ok: bool, key: str, value: Any, fix: str) -> None:

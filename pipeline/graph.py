@@ -11,7 +11,8 @@ from types import ModuleType
 
 import numpy as np
 
-from pipeline.config import GATE_LIMITS, STAGE_NAMES, Config
+from pipeline.config import GATE_LIMITS, Config
+from pipeline.registry import STAGE_NAMES
 from stages import execute, feature, feed, records, risk, strategy, validate
 
 
@@ -34,7 +35,7 @@ class StageSpec:
     tap: str | None = None  # side tap to the journal: never blocks, counts what it drops
 
 
-# The ccxt feed host's counters, after the feed kernel's own (pipeline.ccxt_feed writes them).
+# The ccxt feed host's counters, after the feed kernel's own (pipeline.sources.ccxt_feed writes them).
 CCXT_FEED_STATS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
 WATCHDOG_INDEX = len(STAGE_NAMES)  # control-block slots follow topology.PROCESSES
 # Taps in journal-stream order; validate's tap carries its quarantined events, the others their output.
@@ -93,23 +94,6 @@ def stage(config: Config, name: str) -> StageSpec:
 
 MODULES: dict[str, ModuleType] = {"feed": feed, "validate": validate, "feature": feature, "risk": risk,
                                   "strategy": strategy, "execute": execute}
-
-
-def stats_labels(stage: str) -> tuple[str, ...]:
-    if stage == "inference":
-        from stages import inference
-        return getattr(inference, "STATS", ())
-    if stage == "watchdog":
-        from pipeline.watchdog import STATS
-        return STATS
-    if stage == "feed":
-        return feed.STATS + CCXT_FEED_STATS
-    if stage == "journal":
-        return (*TAP_STREAMS.values(), "fsyncs")
-    if stage == "recorder":
-        from pipeline.recorder import TABLES
-        return (*(t.stream for t in TABLES), "reconnects")
-    return MODULES[stage].STATS
 
 
 def out_capacity(stage: str, batch: int) -> int:

@@ -17,14 +17,19 @@ from dataclasses import dataclass, field
 
 import posix_ipc
 
-from pipeline import alerts, feature_store, garch_store, graph, launcher, names, postmortem, topology, warmup
-from pipeline.config import STAGE_NAMES, Config
+from pipeline import graph, kill_reasons, names
+from pipeline.config import Config
+from pipeline.hosting import launcher, topology, warmup
+from pipeline.registry import NAMES as PROCESS_NAMES
+from pipeline.registry import STAGE_NAMES
+from pipeline.safety import alerts, postmortem
+from pipeline.safety.arming import request_arm
+from pipeline.status_view import StatusView, hist
+from pipeline.store import feature_store, garch_store
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring, segment
 from stages import execute, feed
-from tools import killswitch
-from tools.status import PROCESS_NAMES, StatusView, hist
 
 
 class ExitCode(enum.IntEnum):
@@ -58,8 +63,8 @@ class Supervisor:
     placements: dict = field(default_factory=dict)
     final_histograms: dict = field(default_factory=dict)
     ran_s: float = 0.0
-    online_store: object = None    # the online feature store (pipeline.feature_store)
-    garch_store: object = None     # the GARCH parameters in use (pipeline.garch_store)
+    online_store: object = None    # the online feature store (pipeline.store.feature_store)
+    garch_store: object = None     # the GARCH parameters in use (pipeline.store.garch_store)
     consumers_gone: set = field(default_factory=set)  # processes whose input rings are marked gone
 
     def say(self, text: str) -> None:
@@ -103,13 +108,13 @@ class Supervisor:
         g[cb.G_RUN_ID] = secrets.randbits(63) or 1
         g[cb.G_RUN_STATE] = cb.RUN_STARTING
         # Disarmed until the start-up self-checks pass: a latched kill that only the watchdog clears.
-        cb.disable_trading(g, cb.KILL_NOT_ARMED, -1, time.time_ns())
+        cb.disable_trading(g, kill_reasons.KILL_NOT_ARMED, -1, time.time_ns())
         cb.set_kill_text(g, "start-up: self-checks pending")
         for spec in graph.rings(config).values():
             self.rings.append(ring.create_ring(names.ring(run, spec.name), spec.dtype, spec.capacity))
         hosted = {s.name for s in graph.stages(config)}
         recording = config.run.mode == "record"  # no trading stages, so no kill switch to watch
-        spawned = [name for name in topology.PROCESSES
+        spawned = [name for name in PROCESS_NAMES
                    if not (name == "journal" and not config.journal.dir)
                    and not (name == "recorder" and not config.recorder.dsn)
                    and not (name in STAGE_NAMES and name not in hosted)
@@ -162,7 +167,7 @@ class Supervisor:
             deadline = time.monotonic() + config.run.arm_grace_s
             while True:
                 time.sleep(0.01)
-                armed, blockers = killswitch.request_arm(self.block)
+                armed, blockers = request_arm(self.block)
                 if armed or time.monotonic() > deadline or self.stop_requested:
                     break
             self.armed_text = "trading enabled" if armed else f"trading DISABLED: arm refused: {blockers}"
@@ -172,7 +177,7 @@ class Supervisor:
 
     def _start_failure(self) -> str:
         """Why start-up failed ("" while it has not): a process that said FAILED or exited before ready, with
-        its own one-line cause when it left one (pipeline.child.report_failure)."""
+        its own one-line cause when it left one (pipeline.hosting.child.report_failure)."""
         g = self.block.globals
         for name, child in self.children.items():
             index = PROCESS_NAMES.index(name)
@@ -210,7 +215,7 @@ class Supervisor:
             # Trading off first, then everything else.
             g = self.block.globals
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            cb.trip(g, cb.KILL_STAGE_DIED, index, f"stage {name} (pid {child.pid}) died ({how})", time.time_ns(),
+            cb.trip(g, kill_reasons.KILL_STAGE_DIED, index, f"stage {name} (pid {child.pid}) died ({how})", time.time_ns(),
                     time.monotonic_ns())
             self.say(f"bot4: stage {name} (pid {child.pid}) died ({how}); trading disabled")
             running = int(g[cb.G_RUN_STATE]) == cb.RUN_RUNNING
@@ -268,7 +273,7 @@ class Supervisor:
         if self.config.run.mode == "record":
             return ExitCode.CLEAN  # trading was never meant to be on
         reason = int(self.block.globals[cb.G_KILL_REASON])
-        tripped = int(self.block.globals[cb.G_TRIPS]) > 0 or reason not in (cb.KILL_NONE, cb.KILL_SHUTDOWN)
+        tripped = int(self.block.globals[cb.G_TRIPS]) > 0 or reason not in (kill_reasons.KILL_NONE, kill_reasons.KILL_SHUTDOWN)
         return ExitCode.TRIPPED if tripped else ExitCode.CLEAN
 
     def stop_children(self) -> None:
@@ -391,7 +396,7 @@ class Supervisor:
         if self.block is not None:
             g = self.block.globals
             if g[cb.G_TRADING_ENABLED]:
-                cb.disable_trading(g, cb.KILL_SHUTDOWN, -1, time.time_ns())
+                cb.disable_trading(g, kill_reasons.KILL_SHUTDOWN, -1, time.time_ns())
             g[cb.G_RUN_STATE] = cb.RUN_STOPPING
         if self.children:
             self.wait_for_flatten()
@@ -403,12 +408,12 @@ class Supervisor:
         if self.block is not None:
             self.block.globals[cb.G_RUN_STATE] = cb.RUN_STOPPED
             if "journal" in self.consumers_gone:
-                from pipeline.journal_process import recount_from_files
+                from pipeline.store.journal_process import recount_from_files
                 recount_from_files(self.config, self.block.stages[PROCESS_NAMES.index("journal")])
             if self.children:
                 view = StatusView(self.block)
                 self.say("bot4: stopped (" + (self.stop_requested or f"{self.died} died") + ")")
-                if int(self.block.globals[cb.G_KILL_REASON]) not in (cb.KILL_NONE, cb.KILL_SHUTDOWN) and \
+                if int(self.block.globals[cb.G_KILL_REASON]) not in (kill_reasons.KILL_NONE, kill_reasons.KILL_SHUTDOWN) and \
                         self.config.run.mode != "record":
                     text = cb.kill_text(self.block.globals)
                     self.say(f"bot4: trading was disabled during the run: {view.kill_reason()}"
@@ -457,7 +462,7 @@ def preflight(config: Config) -> None:
         except (OSError, ValueError) as exc:
             problems.append(f"inference.model: {exc}")
     if "feed" in hosted and config.feed.source == "replay":
-        from pipeline import replay_feed
+        from pipeline.sources import replay_feed
         for entry in config.feed.files:
             try:
                 replay_feed.check_file(str(entry).partition("=")[2])

@@ -63,22 +63,6 @@ STATE_NAMES = {0: "new", STARTING: "starting", READY: "ready", RUNNING: "running
 # Run states (G_RUN_STATE)
 RUN_STARTING, RUN_RUNNING, RUN_STOPPING, RUN_STOPPED = range(1, 5)
 
-# Kill reasons (G_KILL_REASON); 0 = none
-(KILL_NONE, KILL_OPERATOR, KILL_STAGE_DIED, KILL_HEARTBEAT_STALE, KILL_SHUTDOWN, KILL_STAGE_FAILED,
- KILL_SWITCH_PRESSED, KILL_SWITCH_SILENT, KILL_SWITCH_LOST, KILL_FEED_STALE, KILL_HARD_DRAWDOWN, KILL_RING_BLOCKED,
- KILL_ERROR_RATE, KILL_CLOCK_BACKWARDS, KILL_CONTROL_CORRUPT, KILL_NOT_ARMED, KILL_SUPERVISOR_DIED,
- KILL_UNGRANTED_ARM) = range(18)
-# KILL_UNGRANTED_ARM: trading_enabled read 1 when the watchdog had not granted an arm (a stray write).
-KILL_REASON_NAMES = {KILL_NONE: "none", KILL_OPERATOR: "operator", KILL_STAGE_DIED: "stage died",
-                     KILL_HEARTBEAT_STALE: "heartbeat stale", KILL_SHUTDOWN: "shutdown",
-                     KILL_STAGE_FAILED: "stage failed", KILL_SWITCH_PRESSED: "kill switch pressed",
-                     KILL_SWITCH_SILENT: "kill switch silent", KILL_SWITCH_LOST: "kill switch lost",
-                     KILL_FEED_STALE: "feed stale", KILL_HARD_DRAWDOWN: "hard drawdown",
-                     KILL_RING_BLOCKED: "ring blocked", KILL_ERROR_RATE: "error rate",
-                     KILL_CLOCK_BACKWARDS: "clock went backwards", KILL_CONTROL_CORRUPT: "control block corrupt",
-                     KILL_NOT_ARMED: "not armed", KILL_SUPERVISOR_DIED: "supervisor died",
-                     KILL_UNGRANTED_ARM: "arm not granted"}
-
 PAYLOAD_WORDS = GLOBAL_WORDS + MAX_STAGES * STAGE_WORDS
 LAYOUT = segment.layout_hash("control-block", 2, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
 
@@ -169,14 +153,15 @@ def claim_first(globals_, word):
     return fetch_add(globals_, word, 1) == 0
 
 
-def _read_text(globals_: np.ndarray, first: int, words: int) -> str:
-    return globals_[first:first + words].tobytes().rstrip(b"\0").decode("utf-8", "replace")
+def read_text(words_: np.ndarray, first: int, words: int) -> str:
+    """UTF-8 text kept in ``words`` int64 words from ``first`` (of the globals or a slot), NUL-padded."""
+    return np.ascontiguousarray(words_[first:first + words]).tobytes().rstrip(b"\0").decode("utf-8", "replace")
 
 
 ELLIPSIS = "…"
 
 
-def _write_text(globals_: np.ndarray, first: int, words: int, text: str) -> None:
+def write_text(globals_: np.ndarray, first: int, words: int, text: str) -> None:
     """A text too long for its field is cut at the last word that fits, marked with an ellipsis."""
     room = words * 8
     raw = text.encode("utf-8")
@@ -207,24 +192,24 @@ def trip(globals_: np.ndarray, reason: int, stage: int, text: str, wall_ns: int,
 
 
 def kill_text(globals_: np.ndarray) -> str:
-    return _read_text(globals_, G_KILL_TEXT, KILL_TEXT_WORDS)
+    return read_text(globals_, G_KILL_TEXT, KILL_TEXT_WORDS)
 
 
 def set_kill_text(globals_: np.ndarray, text: str) -> None:
-    _write_text(globals_, G_KILL_TEXT, KILL_TEXT_WORDS, text)
+    write_text(globals_, G_KILL_TEXT, KILL_TEXT_WORDS, text)
 
 
 def conditions_text(globals_: np.ndarray) -> str:
-    return _read_text(globals_, G_CONDITIONS_TEXT, CONDITIONS_TEXT_WORDS)
+    return read_text(globals_, G_CONDITIONS_TEXT, CONDITIONS_TEXT_WORDS)
 
 
 def set_conditions_text(globals_: np.ndarray, text: str) -> None:
-    _write_text(globals_, G_CONDITIONS_TEXT, CONDITIONS_TEXT_WORDS, text)
+    write_text(globals_, G_CONDITIONS_TEXT, CONDITIONS_TEXT_WORDS, text)
 
 
 def rearm(globals_: np.ndarray, now_ns: int) -> None:
     """Clear the latched kill and enable trading. Only the watchdog calls this, after its checks."""
-    globals_[G_KILL_REASON] = KILL_NONE
+    globals_[G_KILL_REASON] = 0  # no reason
     globals_[G_KILL_STAGE] = 0
     globals_[G_KILL_COUNT] = 0
     set_kill_text(globals_, "")

@@ -60,6 +60,21 @@ def process_start_ns(pid: int) -> int:
         return -1
 
 
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, just not reaped
+    except (OSError, IndexError):
+        return False
+
+
+def process_alive(pid: int, start_ns: int = 0) -> bool:
+    """``pid`` runs and is not a zombie; with its recorded start time, also that the pid was not reused."""
+    return pid_alive(pid) and (start_ns <= 0 or creator_alive(pid, start_ns))
+
+
 def creator_alive(pid: int, start_ns: int) -> bool:
     """A zombie is dead (only its parent has not reaped it yet: a killed supervisor's shell may never)."""
     try:

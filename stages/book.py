@@ -39,7 +39,7 @@ Rules of :func:`apply`:
   price, negative or NaN size, or a side other than BUY/SELL: IGNORED, counted in C_BAD.
 - Runs: consecutive records of one key with the same F_SNAPSHOT bit, ``first_seq`` and ``venue_seq``
   form one venue message (a snapshot run shares the snapshot's ids, see
-  :mod:`stages.sources.binance_ws`); F_LAST closes it. The first record of an F_SNAPSHOT run clears the
+  :mod:`pipeline.sources.binance_ws`); F_LAST closes it. The first record of an F_SNAPSHOT run clears the
   key's ladders; the run leaves the book synced, with ``venue_seq`` as its last update id. A snapshot with
   ``first_seq == venue_seq`` (Binance REST ``lastUpdateId`` L, nothing folded in) must be bridged by the
   next message (``first_seq <= L + 1``); one with ``first_seq < venue_seq`` already holds the diffs up to

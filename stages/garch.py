@@ -16,7 +16,7 @@ tool and the risk stage both go through :func:`bar_returns`' rule, so they see t
 The fitted parameters live in a JSON file (``risk.garch_params``; the shipped one is
 ``models/garch_params.json``): :func:`load_params` checks it against the bar length and :func:`params_for`
 picks a symbol's entry or the pooled ``default``. Plain Python, read when a risk kernel is built; a running
-pipeline takes refits through its published table (:data:`PUBLISHED_GARCH`, ``pipeline.garch_store``), which
+pipeline takes refits through its published table (:data:`PUBLISHED_GARCH`, ``pipeline.store.garch_store``), which
 the risk stage checks at each bar boundary.
 """
 import json
@@ -35,7 +35,7 @@ BACKCAST_BARS = 75       # arch's backcast: EWMA (0.94) of the first 75 squared 
 BACKCAST_DECAY = 0.94
 SYMBOL_NAME_BYTES = 32
 
-# The parameters a running pipeline uses, as published to it (one seqlock slot: ``pipeline.garch_store``).
+# The parameters a running pipeline uses, as published to it (one seqlock slot: ``pipeline.store.garch_store``).
 PUBLISHED_GARCH = np.dtype([
     ("params", np.float64, (MAX_KEYS, 3)),   # omega, alpha, beta per key (venue * MAX_SYMBOLS + symbol)
     ("bar_ns", np.int64),                    # the bar they are per; a publisher must match the run's

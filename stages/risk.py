@@ -28,11 +28,22 @@ from numba import njit
 from shm import seqlock
 from shm.atomics import load_acquire
 from stages import garch, heat
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
-from stages.records import (FEATURE_SCHEMA_HASH, N_FEATURES, ORD_FILLED, ORD_PARTIAL, RISK_DRAWDOWN,
-                            RISK_GROSS_LIMIT, RISK_HEAT, RISK_LIQUIDATION, RISK_NO_MARKET, RISK_NOTIONAL_LIMIT,
-                            RISK_POSITION_LIMIT, RISK_VOLATILITY)
 from stages.feature import F_RVOL_BPS
+from stages.feed import MAX_KEYS, MAX_SYMBOLS
+from stages.records import (
+    FEATURE_SCHEMA_HASH,
+    N_FEATURES,
+    ORD_FILLED,
+    ORD_PARTIAL,
+    RISK_DRAWDOWN,
+    RISK_GROSS_LIMIT,
+    RISK_HEAT,
+    RISK_LIQUIDATION,
+    RISK_NO_MARKET,
+    RISK_NOTIONAL_LIMIT,
+    RISK_POSITION_LIMIT,
+    RISK_VOLATILITY,
+)
 
 (P_MAX_POSITION_USD, P_MAX_ORDER_USD, P_VOL_REF_BPS, P_CAPITAL_USD, P_SOFT_DRAWDOWN, P_BAR_NS, P_HORIZON_BARS,
  P_COV_LAMBDA, P_COV_MIN_BARS, P_MAX_GROSS_USD, P_MAX_LEVERAGE, P_HEAT_LIMIT, P_HEAT_STOP_SIGMAS, P_MMR,
@@ -81,7 +92,7 @@ def make_state(omega_alpha_beta: np.ndarray | None = None, published: tuple | No
     """(positions, cash per instrument, last mid per instrument, [peak equity], GARCH table, EWMA covariance
     of bar returns (bps^2), [bar, covariance bars, published sequence applied], scratch, (published seqlock
     sequences, records, read buffer)). Without parameters: the shipped default fit. ``published`` is a live
-    run's GARCH table (``pipeline.garch_store``); without it, a local one nobody publishes to."""
+    run's GARCH table (``pipeline.store.garch_store``); without it, a local one nobody publishes to."""
     if omega_alpha_beta is None:
         default = garch.params_for(garch.load_params(garch.DEFAULT_PARAMS_PATH, 1.0), garch.DEFAULT_KEY)
         omega_alpha_beta = np.tile(default, (MAX_KEYS, 1))

@@ -22,12 +22,23 @@ import numpy as np
 from numba import njit
 
 from stages.feed import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES
-from stages.records import (BOOK_LEVELS, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_MARK,
-                            EV_TRADE, EV_UNPARSABLE, F_UNSYNCED, MARKET_EVENT)
+from stages.records import (
+    BOOK_LEVELS,
+    EV_BBO,
+    EV_BOOK,
+    EV_BOOK_DELTA,
+    EV_FUNDING,
+    EV_LIQUIDATION,
+    EV_MARK,
+    EV_TRADE,
+    EV_UNPARSABLE,
+    F_UNSYNCED,
+    MARKET_EVENT,
+)
 
 (R_UNKNOWN_INSTRUMENT, R_NAN, R_NONPOSITIVE_PRICE, R_NONPOSITIVE_SIZE, R_CROSSED_BOOK, R_OUT_OF_ORDER, R_BAD_KIND,
  R_STALE, R_FUTURE, R_OUTLIER, R_OFF_GRID, R_UNPARSABLE) = range(1, 13)
-# R_UNPARSABLE: an EV_UNPARSABLE stand-in for an input line the source could not parse (stages.sources).
+# R_UNPARSABLE: an EV_UNPARSABLE stand-in for an input line the source could not parse (pipeline.sources).
 REASON_NAMES = {R_UNKNOWN_INSTRUMENT: "unknown instrument", R_NAN: "NaN", R_NONPOSITIVE_PRICE: "non-positive price",
                 R_NONPOSITIVE_SIZE: "non-positive size", R_CROSSED_BOOK: "crossed book",
                 R_OUT_OF_ORDER: "out-of-order sequence", R_BAD_KIND: "unknown event kind",

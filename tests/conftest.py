@@ -8,7 +8,7 @@ import uuid
 import psutil
 import pytest
 
-from pipeline import names
+from pipeline import names  # pipeline first: one numba cache key for the whole session (shm.jit_cache)
 from shm import segment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +51,7 @@ def no_child_left():
 class LiveRun:
     def __init__(self, *args, name=None):
         self.name = name or f"t{uuid.uuid4().hex[:8]}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "--name", self.name, *args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tools.cli", "run", "--name", self.name, *args],
                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output = []
 
@@ -85,7 +85,7 @@ class LiveRun:
             self.proc.wait()
         for entry in segment.list_segments(names.run_prefix(self.name)):
             segment.reclaim_if_stale(entry)
-        from pipeline.alerts import endpoint_for, remove_ipc_file
+        from pipeline.safety.alerts import endpoint_for, remove_ipc_file
         remove_ipc_file(endpoint_for(self.name, "auto"))
 
 

@@ -7,9 +7,8 @@ import uuid
 
 import pytest
 
-from pipeline import alerts
 from pipeline.config import ConfigError, from_dict
-
+from pipeline.safety import alerts
 from tests.conftest import ROOT
 
 
@@ -76,7 +75,7 @@ def test_bot4_run_with_an_alert_endpoint_on_a_file_exits_2_and_keeps_the_file(tm
     precious.write_text("operator data")
     config = tmp_path / "c.toml"
     config.write_text(f'[watchdog]\nalert_endpoint = "ipc://{precious}"\n')
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--duration", "0.5",
+    out = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--config", str(config), "--duration", "0.5",
                           "--quiet", "--name", f"t{uuid.uuid4().hex[:8]}"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert precious.read_text() == "operator data"

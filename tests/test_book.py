@@ -15,15 +15,53 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numba import njit
 
+from pipeline.sources import SymbolTable, parse_binance_ws
 from stages import book
-from stages.book import (ASK, BID, C_BAD, C_BBO_MATCHED, C_BBO_MISMATCHED, C_CROSSED, C_OVERFLOW, C_RECENTRED,
-                         C_RESETS, C_SNAPSHOTS, C_STALE, C_SYNC_LOST, C_TRIMMED, C_VIEWS, CROSSED, IGNORED, OK,
-                         OVERFLOW, RESYNC_NEEDED, S_LAST_SEQ, S_LO, S_N, apply, best, is_synced, key_of,
-                         make_books, reset, top)
+from stages.book import (
+    ASK,
+    BID,
+    C_BAD,
+    C_BBO_MATCHED,
+    C_BBO_MISMATCHED,
+    C_CROSSED,
+    C_OVERFLOW,
+    C_RECENTRED,
+    C_RESETS,
+    C_SNAPSHOTS,
+    C_STALE,
+    C_SYNC_LOST,
+    C_TRIMMED,
+    C_VIEWS,
+    CROSSED,
+    IGNORED,
+    OK,
+    OVERFLOW,
+    RESYNC_NEEDED,
+    S_LAST_SEQ,
+    S_LO,
+    S_N,
+    apply,
+    best,
+    is_synced,
+    key_of,
+    make_books,
+    reset,
+    top,
+)
 from stages.feed import MAX_SYMBOLS
-from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_TRADE, F_LAST, F_SNAPSHOT,
-                            F_UNSYNCED, MARKET_EVENT, SELL)
-from stages.sources import SymbolTable, parse_binance_ws
+from stages.records import (
+    BOOK_LEVELS,
+    BUY,
+    EV_BBO,
+    EV_BOOK,
+    EV_BOOK_DELTA,
+    EV_TRADE,
+    F_LAST,
+    F_SNAPSHOT,
+    F_UNSYNCED,
+    MARKET_EVENT,
+    SELL,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WS = Path(__file__).resolve().parent / "data" / "binance-ws-capture"

@@ -2,12 +2,12 @@
 import queue
 import random
 
-import numpy as np
 import ccxt.pro
+import numpy as np
 
-from pipeline.ccxt_feed import take
-from pipeline.ccxt_source import Backoff, make_exchange, venue_specs
 from pipeline.config import Config
+from pipeline.sources.ccxt_feed import take
+from pipeline.sources.ccxt_source import Backoff, make_exchange, venue_specs
 from stages.records import MARKET_EVENT
 
 

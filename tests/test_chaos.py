@@ -16,14 +16,14 @@ import uuid
 
 import psutil
 
-from pipeline import names, postmortem
-from pipeline.config import STAGE_NAMES
-from pipeline.recorder import compare_with_journal
-from pipeline.topology import PROCESSES
+from pipeline import kill_reasons, names
+from pipeline.registry import NAMES as PROCESSES
+from pipeline.registry import STAGE_NAMES
+from pipeline.safety import postmortem
+from pipeline.store.recorder import compare_with_journal
 from shm import control as cb
 from shm import segment
 from stages import execute
-
 from tests.conftest import ROOT
 from tests.test_recorder import pg_dsn, pg_server  # noqa: F401  (fixtures)
 
@@ -45,7 +45,7 @@ def _wait(condition, timeout_s: float, what: str) -> None:
 
 
 def _status(name: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--name", name], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "tools.cli", "status", "--name", name], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -69,7 +69,7 @@ def test_sigkill_of_each_process_in_turn_leaves_trading_off_nothing_lost_and_not
                 run.proc.wait(30)
                 # The watchdog outlives it: trading off first, then the run's memory goes, then the account.
                 _wait(lambda: postmortem.read(name) is not None, 30, "the watchdog's post-mortem")
-                assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_SUPERVISOR_DIED
+                assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == kill_reasons.KILL_SUPERVISOR_DIED
                 shown = _status(name)
                 assert shown.returncode == 1 and "supervisor" in shown.stdout, shown.stdout + shown.stderr
                 output = "".join(run.output)
@@ -77,7 +77,7 @@ def test_sigkill_of_each_process_in_turn_leaves_trading_off_nothing_lost_and_not
                 # Trading off within moments (the trip latched last), then every open order cancelled, and no
                 # order accepted after the kill time.
                 _wait(lambda: g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_TRIPS] >= 1, 2, f"the trip for {victim}")
-                assert g[cb.G_KILL_REASON] == cb.KILL_STAGE_DIED and int(g[cb.G_KILL_STAGE]) == PROCESSES.index(victim)
+                assert g[cb.G_KILL_REASON] == kill_reasons.KILL_STAGE_DIED and int(g[cb.G_KILL_STAGE]) == PROCESSES.index(victim)
                 if victim != "execute":  # with execute gone the paper venue is gone too
                     _wait(lambda: orders_slot[cb.S_CUSTOM + execute.ST_OPEN] == 0, 1, "every open order cancelled")
                     assert orders_slot[cb.S_CUSTOM + execute.ST_LAST_ORDER_NS] <= g[cb.G_KILL_TIME_NS]

@@ -7,9 +7,8 @@ import uuid
 import pytest
 
 from pipeline.config import Config, ConfigError, from_dict, load
-from pipeline.topology import plan
+from pipeline.hosting.topology import plan
 from shm import idle
-
 from tests.conftest import ROOT
 
 
@@ -98,6 +97,7 @@ def test_the_issues_unbounded_values_are_refused_naming_key_and_range(section, k
 
 def test_every_numeric_key_has_a_finite_range_and_inf_nan_and_huge_are_refused():
     import math
+
     from pipeline.config import RANGES
     walked = 0
     for section, key, kind in _numeric_fields():
@@ -141,7 +141,7 @@ def test_topology_cores_must_name_cores_this_process_may_use():
 def test_the_cli_refuses_an_out_of_range_value_with_exit_2(tmp_path, toml, key):
     bad = tmp_path / "bad.toml"
     bad.write_text(toml)
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--config", str(bad), "--duration", "0.5",
+    out = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--config", str(bad), "--duration", "0.5",
                           "--name", f"t{uuid.uuid4().hex[:8]}"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2, out.stdout + out.stderr
@@ -177,7 +177,7 @@ def test_a_password_in_a_config_file_others_can_read_is_refused(tmp_path):
 
 @pytest.mark.parametrize("command", ["run", "record"])
 def test_a_password_on_the_command_line_is_refused(tmp_path, command):
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", command, "--journal", str(tmp_path / "j"),
+    out = subprocess.run([sys.executable, "-m", "tools.cli", command, "--journal", str(tmp_path / "j"),
                           "--dsn", f"postgresql://bot4:{SECRET}@localhost/bot4", "--duration", "0.5",
                           "--name", f"t{uuid.uuid4().hex[:8]}"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)

@@ -8,12 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import feature_build
 from pipeline.config import Config, ConfigError
-from pipeline.fused import run_fused
+from pipeline.hosting.fused import run_fused
+from pipeline.store import feature_build
 from stages import records
 from stages.feed import MAX_SYMBOLS
-
 from tests.conftest import ROOT
 
 CAPTURE = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
@@ -38,7 +37,7 @@ def built(tmp_path_factory):
     online = []
     run_fused(config, market_source=iter(market), feature_sink=lambda v: online.append(v.copy()))
     out = tmp / "eth.parquet"
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "features", "build", "--config", str(cfg_path),
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "features", "build", "--config", str(cfg_path),
                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return config, market[0], np.concatenate(online), out, done.stdout
@@ -88,7 +87,7 @@ def test_the_online_store_after_a_build_holds_each_instruments_last_row(built):
 def test_build_without_recorded_data_names_the_key_and_the_fix(tmp_path):
     with pytest.raises(ConfigError, match=r"feed.source='synthetic'.*feed.files.*--journal"):
         feature_build.market_source(Config(), None)
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "features", "build", "--out", str(tmp_path / "x")],
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "features", "build", "--out", str(tmp_path / "x")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "feed.source" in done.stderr
     with pytest.raises(ConfigError, match=r"--journal .*: no market stream there"):

@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 from numba import njit
 
-from pipeline import feature_build
 from pipeline.config import Config
-from pipeline.feature_store import FeatureStoreReader
+from pipeline.store import feature_build
+from pipeline.store.feature_store import FeatureStoreReader
 from shm import seqlock
 from shm.segment import SegmentError
 from stages.records import FEATURE_NAMES, FEATURE_VECTOR, N_FEATURES
-
 from tests.conftest import ROOT
 
 
@@ -126,7 +125,7 @@ def test_a_live_runs_online_vectors_equal_the_offline_rows_built_from_its_journa
         online = reader.snapshot()
     finally:
         reader.close()
-    shown = subprocess.run([sys.executable, "-m", "pipeline.cli", "features", "latest", "--name", run.name], cwd=ROOT,
+    shown = subprocess.run([sys.executable, "-m", "tools.cli", "features", "latest", "--name", run.name], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     lines = shown.stdout.splitlines()

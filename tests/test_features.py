@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.sources import SymbolTable, merge, parse_file
 from stages import feature, records
 from stages.records import BUY, EV_BBO, EV_BOOK, EV_FUNDING, EV_LIQUIDATION, EV_TRADE, F_LAST, SELL
-from stages.sources import SymbolTable, merge, parse_file
 
 DATA = Path(__file__).resolve().parent / "data"
 CAPTURES = DATA / "binance-ws-capture"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Config
-from pipeline.fused import collect_features, run_fused
+from pipeline.hosting.fused import collect_features, run_fused
 from stages import records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +65,7 @@ def test_orders_and_fills_are_consistent(fused_pair):
 
 def test_all_kernels_give_the_same_orders_without_jit():
     """Every kernel interpreted (NUMBA_DISABLE_JIT=1) must reproduce the compiled run exactly."""
-    code = ("import hashlib, sys; from pipeline.config import Config; from pipeline.fused import run_fused;"
+    code = ("import hashlib, sys; from pipeline.config import Config; from pipeline.hosting.fused import run_fused;"
             "r = run_fused(Config().with_overrides(rings={'batch': 64}), 1500);"
             "print(hashlib.sha256(r.reports.tobytes()).hexdigest(), len(r.orders()))")
     compiled = run_fused(Config().with_overrides(rings={"batch": 64}), 1500)

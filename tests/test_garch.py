@@ -164,8 +164,8 @@ def test_the_periodic_refit_rewrites_the_file_each_period_until_stopped(tmp_path
 
 def test_fit_garch_reads_a_journal_with_the_run_config_symbol_names(tmp_path):
     from pipeline.config import load
-    from pipeline.journal import JournalWriter
-    from pipeline.replay_feed import load_recording
+    from pipeline.sources.replay_feed import load_recording
+    from pipeline.store.journal import JournalWriter
     from stages.records import MARKET_EVENT
     conf = tmp_path / "run.toml"
     conf.write_text(f'[feed]\nsource = "replay"\nfiles = ["binance={CAPTURES}/spot_btcusdt_20240809.gz"]\n'

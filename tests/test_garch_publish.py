@@ -5,22 +5,22 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 from numba import njit
 
-from pipeline import garch_store, names
-from pipeline.config import STAGE_NAMES
+from pipeline import names
+from pipeline.registry import STAGE_NAMES
+from pipeline.store import garch_store
 from shm import control as cb
 from shm import seqlock
 from shm.segment import SegmentError
 from stages import garch, risk
 from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from tests.conftest import ROOT
-from tests.test_risk import GARCH, S, Risk
+from tests.test_risk import GARCH, Risk, S
 
 REFIT = np.array([0.2, 0.05, 0.9])  # unconditional variance 4 bps^2 per bar
 
@@ -180,7 +180,7 @@ def test_fit_garch_publish_reaches_the_risk_stage_of_a_live_run(live, tmp_path):
         assert wait_until(lambda: version() == 1, timeout=10)  # the start-up parameters, taken at the first bar
         out = tmp_path / "garch.json"
         sample = os.path.join(ROOT, "tests", "data", "binance-ws-capture", "spot_btcusdt_20240809.gz")
-        fit = subprocess.run([sys.executable, "-m", "pipeline.cli", "risk", "fit-garch", "--file", f"binance={sample}",
+        fit = subprocess.run([sys.executable, "-m", "tools.cli", "risk", "fit-garch", "--file", f"binance={sample}",
                               "--out", str(out), "--min-bars", "50", "--publish", run.name], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
         assert fit.returncode == 0, fit.stdout + fit.stderr
@@ -192,7 +192,7 @@ def test_fit_garch_publish_reaches_the_risk_stage_of_a_live_run(live, tmp_path):
         finally:
             reader.close()
         assert count == 2 and record["fitted_ns"] > 0
-        status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--name", run.name], cwd=ROOT,
+        status = subprocess.run([sys.executable, "-m", "tools.cli", "status", "--name", run.name], cwd=ROOT,
                                 capture_output=True, text=True, timeout=60)
         assert "GARCH parameters version 2 (1 refit published)" in status.stdout, status.stdout
     finally:

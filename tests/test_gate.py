@@ -3,7 +3,7 @@ never turned into an order."""
 import numpy as np
 import pytest
 
-from pipeline import graph
+from pipeline import graph, kill_reasons
 from pipeline.config import Config, ConfigError, from_dict
 from shm import control as cb
 from stages import execute, records
@@ -187,7 +187,7 @@ def test_position_limit_after_a_full_fill_counts_open_orders_and_always_lets_red
 
 def test_trading_disabled_is_a_counted_rejection_and_the_other_reasons_stay_counted():
     g = Gate()
-    cb.disable_trading(g.ctl, cb.KILL_OPERATOR, -1, 1)
+    cb.disable_trading(g.ctl, kill_reasons.KILL_OPERATOR, -1, 1)
     reports = g.send([intent(INTENT_IOC, BUY, 100.5, 0.5)])
     assert list(reports["reject_reason"]) == [records.REJ_TRADING_DISABLED]
     assert g.rejected(records.REJ_TRADING_DISABLED) == 1 == g.stats[execute.ST_DISABLED_REJECTS]

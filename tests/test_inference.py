@@ -218,7 +218,7 @@ def test_purged_split_should_keep_every_label_inside_its_own_period():
 
 
 def test_selection_and_refit_should_not_read_the_test_period(tmp_path):
-    from pipeline.fused import collect_features
+    from pipeline.hosting.fused import collect_features
     from tools.train_model import train
     feats = collect_features(seed=11, n_events=6_000)
     first = train(seed=11, horizon=5, out=tmp_path / "a" / "m.onnx", features=feats)
@@ -236,7 +236,7 @@ def test_selection_and_refit_should_not_read_the_test_period(tmp_path):
 
 
 def test_fits_should_use_every_kth_row_and_scores_every_row(tmp_path):
-    from pipeline.fused import collect_features
+    from pipeline.hosting.fused import collect_features
     from tools.train_model import train
     feats = collect_features(seed=11, n_events=6_000)
     every = train(seed=11, horizon=5, out=tmp_path / "a" / "m.onnx", features=feats, fit_stride=1)

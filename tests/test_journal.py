@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import journal
-from pipeline.journal import (
+from pipeline.store import journal
+from pipeline.store.journal import (
     HEADER_BYTES,
     FsyncPolicy,
     JournalError,
@@ -358,7 +358,7 @@ def test_should_print_streams_segments_counts_and_time_ranges(tmp_path, capsys):
     assert "first=2023-11-14T22:13:20.000000000Z last=2023-11-14T22:13:21.002000000Z" in out
     assert "market-00000002.b4j records=3" in out and "source='synthetic/run1'" in out
 
-    done = subprocess.run([sys.executable, "-m", "pipeline.journal", "info", str(tmp_path)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "pipeline.store.journal", "info", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and "stream=exec" in done.stdout and "records=2" in done.stdout
 

@@ -10,12 +10,11 @@ import tty
 
 import pytest
 
-from pipeline import names
-from pipeline.config import STAGE_NAMES
-from pipeline.switch import encode_frame
+from pipeline import kill_reasons, names
+from pipeline.registry import STAGE_NAMES
+from pipeline.safety.switch import encode_frame
 from shm import control as cb
 from stages import execute
-
 from tests.conftest import ROOT
 
 
@@ -81,7 +80,7 @@ def wait_tripped(g, trips=1, timeout=2.0, step=0.001):
 
 
 def cli(*args, name):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "--name", name], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args, "--name", name], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -114,7 +113,7 @@ def test_the_rack_switch_trips_on_kill_and_silence_and_arming_needs_it_armed(liv
         pressed = time.monotonic()
         assert wait_tripped(g, timeout=2)
         assert time.monotonic() - pressed < 0.3
-        assert g[cb.G_KILL_REASON] == cb.KILL_SWITCH_PRESSED
+        assert g[cb.G_KILL_REASON] == kill_reasons.KILL_SWITCH_PRESSED
         assert wait_until(lambda: execute_stat(block, execute.ST_OPEN) == 0, timeout=1)
         assert execute_stat(block, execute.ST_LAST_ORDER_NS) <= g[cb.G_KILL_TIME_NS]
         refused = cli("killswitch", "arm", name=run.name)
@@ -128,12 +127,12 @@ def test_the_rack_switch_trips_on_kill_and_silence_and_arming_needs_it_armed(liv
         silent = time.monotonic()
         assert wait_tripped(g, trips=2, timeout=2)
         assert 0.2 < time.monotonic() - silent < 1.0  # timeout 250 ms; the upper bound allows a loaded CI machine
-        assert g[cb.G_KILL_REASON] == cb.KILL_SWITCH_SILENT
+        assert g[cb.G_KILL_REASON] == kill_reasons.KILL_SWITCH_SILENT
         rack.mode = "A"
         assert wait_until(lambda: cli("killswitch", "arm", name=run.name).returncode == 0, timeout=5, step=0.1)
         rack.unplug()
         assert wait_tripped(g, trips=3, timeout=2)
-        assert g[cb.G_KILL_REASON] == cb.KILL_SWITCH_LOST
+        assert g[cb.G_KILL_REASON] == kill_reasons.KILL_SWITCH_LOST
         refused = cli("killswitch", "arm", name=run.name)
         assert refused.returncode == 3 and "kill switch disconnected" in refused.stdout
         assert g[cb.G_SWITCH_DISCONNECTS] >= 1
@@ -152,7 +151,7 @@ def test_a_stalled_feed_trips_feed_stale_and_blocks_arming(live, tmp_path):
     try:
         g = block.globals
         assert wait_tripped(g, timeout=5)
-        assert g[cb.G_KILL_REASON] == cb.KILL_FEED_STALE
+        assert g[cb.G_KILL_REASON] == kill_reasons.KILL_FEED_STALE
         assert block.stages[0][cb.S_STATE] == cb.RUNNING  # alive, heartbeating, silent
         refused = cli("killswitch", "arm", name=run.name)
         assert refused.returncode == 3 and "no valid market event for" in refused.stdout
@@ -172,7 +171,7 @@ def test_a_crash_through_the_hard_drawdown_trips_and_flattens(live, tmp_path):
     try:
         g = block.globals
         assert wait_tripped(g, timeout=30, step=0.01)
-        assert g[cb.G_KILL_REASON] == cb.KILL_HARD_DRAWDOWN, cb.kill_text(g)
+        assert g[cb.G_KILL_REASON] == kill_reasons.KILL_HARD_DRAWDOWN, cb.kill_text(g)
         assert "from peak equity (limit 20%)" in cb.kill_text(g)
         # Five levels of synthetic depth per attempt: flattening takes a few attempts per instrument.
         assert wait_until(lambda: execute_stat(block, execute.ST_GROSS_USD) == 0, timeout=15, step=0.01)
@@ -229,7 +228,7 @@ def test_operator_trip_is_latched_alerted_and_arm_clears_it(live, tmp_path):
         g = block.globals
         block.globals[cb.G_TRADING_ENABLED] = 1
         assert wait_tripped(g, trips=2)
-        assert g[cb.G_KILL_REASON] == cb.KILL_UNGRANTED_ARM
+        assert g[cb.G_KILL_REASON] == kill_reasons.KILL_UNGRANTED_ARM
     finally:
         block.close()
     assert wait_until(lambda: hook_out.exists() and "trip arm not granted" in hook_out.read_text(), timeout=5,
@@ -267,7 +266,8 @@ def test_restart_policy_restarts_a_dead_stage_and_stays_disarmed(live, tmp_path)
 
 def test_the_journal_shows_no_order_accepted_after_a_stage_died(live, tmp_path):
     import numpy as np
-    from pipeline.journal import JournalReader
+
+    from pipeline.store.journal import JournalReader
     from stages import records
     journal = tmp_path / "journal"
     conf = config_file(tmp_path, f'[journal]\ndir = "{journal}"\n')

@@ -2,10 +2,11 @@
 import os
 import time
 
-
-from pipeline.config import STAGE_NAMES, Config, WatchdogConfig
-from pipeline.panic import PanicMonitor, read_clocks
-from pipeline.watchdog import Watchdog
+from pipeline import kill_reasons
+from pipeline.config import Config, WatchdogConfig
+from pipeline.registry import STAGE_NAMES
+from pipeline.safety.panic import PanicMonitor, read_clocks
+from pipeline.safety.watchdog import Watchdog
 from shm import control as cb
 from shm import segment
 from stages import risk, validate
@@ -39,7 +40,7 @@ def test_stale_heartbeat_dead_and_failed_stages_are_named():
     block.stages[4][cb.S_PID] = 2 ** 22 + 12345  # no such process
     block.stages[5][cb.S_STATE] = cb.FAILED
     got = PanicMonitor(WatchdogConfig(heartbeat_stale_ms=500)).evaluate(block, NOW, MONO)
-    assert reasons(got) == [(cb.KILL_HEARTBEAT_STALE, 2), (cb.KILL_STAGE_DIED, 4), (cb.KILL_STAGE_FAILED, 5)]
+    assert reasons(got) == [(kill_reasons.KILL_HEARTBEAT_STALE, 2), (kill_reasons.KILL_STAGE_DIED, 4), (kill_reasons.KILL_STAGE_FAILED, 5)]
     assert "stage feature heartbeat 600 ms old (limit 500)" == got[0].detail
 
 
@@ -47,7 +48,7 @@ def test_a_ring_blocked_too_long_trips():
     block = running_block()
     block.stages[1][cb.S_BLOCKED_SINCE_NS] = NOW - 1_500_000_000
     assert reasons(PanicMonitor(WatchdogConfig(ring_blocked_ms=1000)).evaluate(block, NOW, MONO)) == \
-        [(cb.KILL_RING_BLOCKED, 1)]
+        [(kill_reasons.KILL_RING_BLOCKED, 1)]
 
 
 def test_feed_stale_when_no_valid_event_arrives():
@@ -61,7 +62,7 @@ def test_feed_stale_when_no_valid_event_arrives():
     assert monitor.evaluate(block, NOW, MONO) == []
     assert monitor.evaluate(block, NOW + 90_000_000, MONO + 90_000_000) == []
     stale = monitor.evaluate(block, NOW + 150_000_000, MONO + 150_000_000)
-    assert reasons(stale) == [(cb.KILL_FEED_STALE, 0)] and "no valid market event for 150 ms" in stale[0].detail
+    assert reasons(stale) == [(kill_reasons.KILL_FEED_STALE, 0)] and "no valid market event for 150 ms" in stale[0].detail
     forwarded[0] = 11
     assert monitor.evaluate(block, NOW + 160_000_000, MONO + 160_000_000) == []
 
@@ -79,7 +80,7 @@ def test_error_rate_over_the_threshold_trips():
     slot[cb.S_IN] += 10_000
     slot[cb.S_CUSTOM + validate.ST_QUARANTINED] += 900  # 9%
     got = monitor.evaluate(block, NOW + 2_000_000_000, MONO + 2_000_000_000)
-    assert reasons(got) == [(cb.KILL_ERROR_RATE, 1)] and "9.0%" in got[0].detail
+    assert reasons(got) == [(kill_reasons.KILL_ERROR_RATE, 1)] and "9.0%" in got[0].detail
 
 
 def test_hard_drawdown_from_the_risk_stage_trips():
@@ -87,7 +88,7 @@ def test_hard_drawdown_from_the_risk_stage_trips():
     block.stages[3][cb.S_CUSTOM + risk.ST_DRAWDOWN_BPS] = 1999
     assert PanicMonitor(WatchdogConfig()).evaluate(block, NOW, MONO) == []
     block.stages[3][cb.S_CUSTOM + risk.ST_DRAWDOWN_BPS] = 2000
-    assert reasons(PanicMonitor(WatchdogConfig()).evaluate(block, NOW, MONO)) == [(cb.KILL_HARD_DRAWDOWN, 3)]
+    assert reasons(PanicMonitor(WatchdogConfig()).evaluate(block, NOW, MONO)) == [(kill_reasons.KILL_HARD_DRAWDOWN, 3)]
 
 
 def test_the_wall_clock_stepping_back_trips():
@@ -96,7 +97,7 @@ def test_the_wall_clock_stepping_back_trips():
     assert monitor.evaluate(block, NOW, MONO) == []
     assert monitor.evaluate(block, NOW + 1_000_000, MONO + 1_000_000) == []  # both advanced: fine
     got = monitor.evaluate(block, NOW - 5_000_000, MONO + 2_000_000)  # wall went back 5 ms (7 ms vs mono)
-    assert reasons(got) == [(cb.KILL_CLOCK_BACKWARDS, -1)]
+    assert reasons(got) == [(kill_reasons.KILL_CLOCK_BACKWARDS, -1)]
 
 
 def test_a_preemption_between_clock_reads_is_not_a_clock_step(monkeypatch):
@@ -119,13 +120,13 @@ def test_a_corrupted_control_block_trips(shm_prefix):
         monitor = PanicMonitor(WatchdogConfig())
         assert monitor.evaluate(block, NOW, MONO) == []
         block.globals[cb.G_TRADING_ENABLED] = 7
-        assert reasons(monitor.evaluate(block, NOW, MONO)) == [(cb.KILL_CONTROL_CORRUPT, -1)]
+        assert reasons(monitor.evaluate(block, NOW, MONO)) == [(kill_reasons.KILL_CONTROL_CORRUPT, -1)]
         block.globals[cb.G_TRADING_ENABLED] = 0
         header = block.segment.header
         header[segment.H_MAGIC] ^= 0xFF
         del header
         got = monitor.evaluate(block, NOW, MONO)
-        assert reasons(got) == [(cb.KILL_CONTROL_CORRUPT, -1)] and "magic" in got[0].detail
+        assert reasons(got) == [(kill_reasons.KILL_CONTROL_CORRUPT, -1)] and "magic" in got[0].detail
     finally:
         seg = block.segment
         block.close()
@@ -134,7 +135,7 @@ def test_a_corrupted_control_block_trips(shm_prefix):
 
 class ScriptedSwitch:
     def __init__(self, state):
-        from pipeline.switch import SwitchReading
+        from pipeline.safety.switch import SwitchReading
         self.state = state
         self.make = lambda s: SwitchReading(s, s.name == "ARMED", 0, 1, 0, 0, 0, 0, 0, 0, 0, "scripted")
 
@@ -154,17 +155,17 @@ def arm(dog):
 
 
 def watchdog_with(switch_state=None, **watchdog):
-    from pipeline.switch import SwitchState
+    from pipeline.safety.switch import SwitchState
     block = running_block()
     config = Config().with_overrides(watchdog={"feed_stale_ms": 0, **watchdog},
                                      killswitch={"mode": "heartbeat", "port": "loop://"})
     switch = ScriptedSwitch(switch_state if switch_state is not None else SwitchState.ARMED)
-    cb.disable_trading(block.globals, cb.KILL_NOT_ARMED, -1, 1)
+    cb.disable_trading(block.globals, kill_reasons.KILL_NOT_ARMED, -1, 1)
     return Watchdog(config, block, switch, None), switch
 
 
 def test_arm_is_refused_with_each_blocking_condition_named_and_accepted_once_clear():
-    from pipeline.switch import SwitchState
+    from pipeline.safety.switch import SwitchState
     dog, switch = watchdog_with(SwitchState.SILENT)
     armed, why = arm(dog)
     assert not armed and why.startswith("kill switch silent")
@@ -182,11 +183,11 @@ def test_arm_is_refused_with_each_blocking_condition_named_and_accepted_once_cle
     for i in range(len(STAGE_NAMES)):
         dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
     assert arm(dog) == (True, "")
-    assert dog.block.globals[cb.G_KILL_REASON] == cb.KILL_NONE
+    assert dog.block.globals[cb.G_KILL_REASON] == kill_reasons.KILL_NONE
 
 
 def test_a_trip_is_latched_with_the_first_reason_and_never_re_armed_by_itself():
-    from pipeline.switch import SwitchState
+    from pipeline.safety.switch import SwitchState
     dog, switch = watchdog_with()
     for i in range(len(STAGE_NAMES)):
         dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
@@ -194,11 +195,11 @@ def test_a_trip_is_latched_with_the_first_reason_and_never_re_armed_by_itself():
     switch.state = SwitchState.KILL_PRESSED
     dog.poll()
     g = dog.block.globals
-    assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_SWITCH_PRESSED
+    assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == kill_reasons.KILL_SWITCH_PRESSED
     assert g[cb.G_KILL_MONO_NS] > 0 and cb.kill_text(g).startswith("kill switch kill pressed")
     switch.state = SwitchState.SILENT
     dog.poll()
-    assert g[cb.G_KILL_REASON] == cb.KILL_SWITCH_PRESSED  # the first reason stays
+    assert g[cb.G_KILL_REASON] == kill_reasons.KILL_SWITCH_PRESSED  # the first reason stays
     switch.state = SwitchState.ARMED
     for _ in range(5):
         dog.poll()
@@ -224,7 +225,7 @@ def test_an_alert_waits_for_another_process_to_finish_latching_its_trip(monkeypa
         dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
     assert arm(dog)[0]
     g = dog.block.globals
-    cb.disable_trading(g, cb.KILL_OPERATOR, -1, time.time_ns())  # the operator's half of cb.trip so far
+    cb.disable_trading(g, kill_reasons.KILL_OPERATOR, -1, time.time_ns())  # the operator's half of cb.trip so far
     dog.poll()
     assert dog.alerter.sent == []
     cb.set_kill_text(g, "maintenance window")
@@ -236,14 +237,14 @@ def test_an_alert_waits_for_another_process_to_finish_latching_its_trip(monkeypa
 
 
 def test_a_tripper_that_died_half_way_is_still_alerted(monkeypatch):
-    import pipeline.watchdog as watchdog_module
+    import pipeline.safety.watchdog as watchdog_module
     monkeypatch.setattr(watchdog_module, "TRIP_LATCH_WAIT_NS", 0)
     dog, _ = watchdog_with()
     dog.alerter = RecordingAlerter()
     for i in range(len(STAGE_NAMES)):
         dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
     assert arm(dog)[0]
-    cb.disable_trading(dog.block.globals, cb.KILL_OPERATOR, -1, time.time_ns())
+    cb.disable_trading(dog.block.globals, kill_reasons.KILL_OPERATOR, -1, time.time_ns())
     dog.poll()
     dog.poll()
     assert [(e, f["reason"]) for e, f in dog.alerter.sent] == [("trip", "operator")]
@@ -275,7 +276,7 @@ def feed_validate(block, monitor, seconds, rate, bad_every, wall=NOW, mono=MONO,
 def test_the_error_rate_guard_trips_at_a_real_stream_rate():
     """250 events/s (a real Binance stream), 9% quarantined: the old one-second window wanted 1,000 events."""
     got = feed_validate(running_block(), PanicMonitor(WatchdogConfig(feed_stale_ms=0)), 20, 250, 11)
-    assert reasons(got) == [(cb.KILL_ERROR_RATE, 1)]
+    assert reasons(got) == [(kill_reasons.KILL_ERROR_RATE, 1)]
     assert got[0].detail.startswith("9.0% of market events quarantined over the last 2.0 s (45 of 500")
 
 
@@ -293,28 +294,28 @@ def test_trading_enabled_written_without_an_arm_the_watchdog_granted_is_a_trip()
         dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
     g[cb.G_TRADING_ENABLED] = 1  # before the watchdog ever armed
     dog.poll()
-    assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_UNGRANTED_ARM
+    assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == kill_reasons.KILL_UNGRANTED_ARM
     assert "without an arm the watchdog granted" in cb.kill_text(g)
     assert arm(dog)[0]
     dog.poll()
     assert g[cb.G_TRADING_ENABLED] == 1  # its own arm stands
-    assert cb.trip(g, cb.KILL_OPERATOR, -1, "maintenance", time.time_ns(), time.monotonic_ns())
+    assert cb.trip(g, kill_reasons.KILL_OPERATOR, -1, "maintenance", time.time_ns(), time.monotonic_ns())
     dog.poll()
     g[cb.G_TRADING_ENABLED] = 1  # a same-user write after a trip
     dog.poll()
-    assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_UNGRANTED_ARM and g[cb.G_TRIPS] == 3
+    assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == kill_reasons.KILL_UNGRANTED_ARM and g[cb.G_TRIPS] == 3
     assert [(e, f["reason"]) for e, f in dog.alerter.sent] == \
         [("trip", "arm not granted"), ("trip", "operator"), ("trip", "arm not granted")]
 
 
 def test_a_trip_for_a_dead_journal_or_recorder_names_it_in_the_alert():
-    from pipeline.topology import PROCESSES
+    from pipeline.registry import NAMES as PROCESSES
     dog, _ = watchdog_with()
     dog.alerter = RecordingAlerter()
     for i in range(len(STAGE_NAMES)):
         dog.block.stages[i][cb.S_HEARTBEAT_NS] = time.time_ns()
     assert arm(dog)[0]
-    cb.trip(dog.block.globals, cb.KILL_STAGE_DIED, PROCESSES.index("journal"), "stage journal died", time.time_ns(),
+    cb.trip(dog.block.globals, kill_reasons.KILL_STAGE_DIED, PROCESSES.index("journal"), "stage journal died", time.time_ns(),
             time.monotonic_ns())
     dog.poll()
     assert [(f["reason"], f["stage"]) for _, f in dog.alerter.sent] == [("stage died", "journal")]

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 
 from pipeline.config import Config
-from pipeline.journal import JournalReader, JournalWriter, list_streams
-from pipeline.recorder import record_journal
-from pipeline.replay import record
+from pipeline.store.journal import JournalReader, JournalWriter, list_streams
+from pipeline.store.journal_replay import record
+from pipeline.store.recorder import record_journal
 from stages import records
-
 from tests.conftest import ROOT
 
 
@@ -97,7 +96,7 @@ def test_a_postgres_restart_mid_run_loses_nothing(pg_dsn, pg_server, tmp_path):
     writer = JournalWriter(str(journal), "market", records.MARKET_EVENT)
     writer.append(market[:5000])
     writer.flush()
-    recorder = subprocess.Popen([sys.executable, "-m", "pipeline.recorder", "--dsn", pg_dsn, "--journal",
+    recorder = subprocess.Popen([sys.executable, "-m", "pipeline.store.recorder", "--dsn", pg_dsn, "--journal",
                                  str(journal), "--follow"], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     try:
@@ -143,7 +142,7 @@ def test_a_live_run_with_a_dsn_ends_with_every_journal_record_in_the_database(pg
 
 def test_bot4_record_journals_and_copies_the_market_and_its_quarantine_without_trading(pg_dsn, tmp_path):
     journal = tmp_path / "journal"
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "record", "--quiet", "--events", "30000", "--rate",
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "record", "--quiet", "--events", "30000", "--rate",
                            "0", "--journal", str(journal), "--dsn", pg_dsn, "--name", f"r{uuid.uuid4().hex[:8]}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

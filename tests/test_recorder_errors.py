@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_recorder import _as_postgres, pg_server  # noqa: F401  (fixture)
 
-EXIT_PERMANENT, EXIT_STOPPED = 3, 5  # python -m pipeline.recorder's documented exit codes
+EXIT_PERMANENT, EXIT_STOPPED = 3, 5  # python -m pipeline.store.recorder's documented exit codes
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def passfile(tmp_path, role, password):
 
 
 def recorder(dsn, journal, *extra, env=None):
-    return subprocess.Popen([sys.executable, "-m", "pipeline.recorder", "--dsn", dsn, "--journal", str(journal), *extra],
+    return subprocess.Popen([sys.executable, "-m", "pipeline.store.recorder", "--dsn", dsn, "--journal", str(journal), *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
 
@@ -145,7 +145,7 @@ def test_sigint_during_a_connect_attempt_stops_the_recorder(tmp_path):
 
 
 def test_every_message_masks_the_password(tmp_path):
-    from pipeline.recorder import Recorder
+    from pipeline.store.recorder import Recorder
     recorder_ = Recorder(f"postgresql://u:hunter2secret@127.0.0.1:{free_port()}/db", str(tmp_path), min_backoff_s=0.01)
 
     async def go():
@@ -183,8 +183,8 @@ def test_a_live_run_outlives_a_database_that_is_down_and_says_so(tmp_path, live)
 def test_errors_are_told_transient_or_permanent():
     import asyncpg.exceptions as pg
 
-    from pipeline.journal import JournalError
-    from pipeline.recorder import is_permanent
+    from pipeline.store.journal import JournalError
+    from pipeline.store.recorder import is_permanent
     transient = [ConnectionRefusedError(111, "refused"), ConnectionResetError(104, "reset"), asyncio.TimeoutError(),
                  pg.CannotConnectNowError("the database system is starting up"),
                  pg.AdminShutdownError("terminating connection due to administrator command"),
@@ -206,7 +206,7 @@ def test_a_refusal_after_the_dsn_has_worked_is_retried_for_a_while_then_final(mo
     # whose scram rule refuses a role without a password: that refusal must not end a recorder that was working.
     import asyncpg.exceptions as pg
 
-    import pipeline.recorder as recorder_module
+    import pipeline.store.recorder as recorder_module
     refused = pg.InvalidPasswordError('password authentication failed for user "root"')
     recorder = recorder_module.Recorder("postgresql:///x", str(tmp_path))
     assert not recorder._refused_while_restarting(refused)  # never connected: the refusal is the answer

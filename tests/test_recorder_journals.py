@@ -6,9 +6,9 @@ import asyncpg
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.journal import JournalReader
-from pipeline.recorder import record_journal
-from pipeline.replay import record
+from pipeline.store.journal import JournalReader
+from pipeline.store.journal_replay import record
+from pipeline.store.recorder import record_journal
 from tests.test_recorder import count, pg_dsn, pg_server  # noqa: F401  (fixtures)
 
 TABLES = (("market", "market_events"), ("intent", "order_intents"), ("exec", "exec_reports"),
@@ -81,7 +81,7 @@ def test_a_journal_directory_reused_by_a_second_run_continues_from_its_position(
 
 
 def test_compare_with_journal_finds_a_missing_and_a_duplicated_row(pg_dsn, tmp_path):
-    from pipeline.recorder import compare_with_journal
+    from pipeline.store.recorder import compare_with_journal
     record(Config(), 4_000, str(tmp_path))
     asyncio.run(record_journal(pg_dsn, str(tmp_path)))
     assert compare_with_journal(pg_dsn, str(tmp_path)) == []
@@ -132,7 +132,7 @@ def test_a_database_of_the_old_recorder_is_migrated_without_losing_or_duplicatin
     assert count(pg_dsn, "SELECT run_id FROM market_events WHERE ts = '1999-06-01'") == 0
     assert count(pg_dsn, "SELECT journal_id FROM market_events WHERE ts = '1999-06-01'") == 0
     assert count(pg_dsn, "SELECT sum(records) FROM bot4_recorder_progress") == 5_700  # left as it was
-    from pipeline.recorder import compare_with_journal
+    from pipeline.store.recorder import compare_with_journal
     assert compare_with_journal(pg_dsn, str(tmp_path)) == []
     asyncio.run(record_journal(pg_dsn, str(tmp_path)))  # again: nothing twice
     assert count(pg_dsn, "SELECT count(*) FROM market_events") == 6_000 + 1

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.config import Config
-from pipeline.recorder import record_journal
-from pipeline.replay import record
+from pipeline.store.journal_replay import record
+from pipeline.store.recorder import record_journal
 from stages import records
 from tests.test_recorder import count, pg_dsn, pg_server  # noqa: F401  (fixtures)
 

@@ -4,10 +4,9 @@ import sys
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.journal import JournalReader, JournalWriter
-from pipeline.replay import record, replay
+from pipeline.store.journal import JournalReader, JournalWriter
+from pipeline.store.journal_replay import record, replay
 from stages import records, validate
-
 from tests.conftest import ROOT
 
 
@@ -54,10 +53,10 @@ def test_a_tampered_journal_replays_to_different_orders(tmp_path):
 
 def test_the_cli_records_and_replays(tmp_path):
     journal = str(tmp_path / "j")
-    rec = subprocess.run([sys.executable, "-m", "pipeline.cli", "fused", "--events", "5000", "--journal", journal],
+    rec = subprocess.run([sys.executable, "-m", "tools.cli", "fused", "--events", "5000", "--journal", journal],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rec.returncode == 0, rec.stderr
-    rep = subprocess.run([sys.executable, "-m", "pipeline.cli", "replay", journal], cwd=ROOT, capture_output=True,
+    rep = subprocess.run([sys.executable, "-m", "tools.cli", "replay", journal], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert "identical to the" in rep.stdout

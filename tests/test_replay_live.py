@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from stages.sources import SymbolTable, parse_file
+from pipeline.sources import SymbolTable, parse_file
 
 CAPTURE = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
@@ -28,7 +28,7 @@ def test_lines_the_parser_refused_are_quarantined_counted_and_journalled(live, t
 
     import numpy as np
 
-    from pipeline.journal import JournalReader
+    from pipeline.store.journal import JournalReader
     from stages import validate
     with gzip.open(CAPTURE) as f:
         good = b"".join(f.readline() for _ in range(2000))

@@ -13,11 +13,34 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stages.records import (BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_MARK, EV_TRADE,
-                            F_LAST, F_SNAPSHOT, F_UNSYNCED, MARKET_EVENT, SELL)
-from stages.sources import (Pacer, SymbolTable, UnknownFormatError, UnknownInstrumentError, merge,
-                            parse_binance_depth, parse_binance_trades, parse_binance_ws, parse_file, parse_tardis,
-                            sniff)
+from pipeline.sources import (
+    Pacer,
+    SymbolTable,
+    UnknownFormatError,
+    UnknownInstrumentError,
+    merge,
+    parse_binance_depth,
+    parse_binance_trades,
+    parse_binance_ws,
+    parse_file,
+    parse_tardis,
+    sniff,
+)
+from stages.records import (
+    BUY,
+    EV_BBO,
+    EV_BOOK,
+    EV_BOOK_DELTA,
+    EV_FUNDING,
+    EV_LIQUIDATION,
+    EV_MARK,
+    EV_TRADE,
+    F_LAST,
+    F_SNAPSHOT,
+    F_UNSYNCED,
+    MARKET_EVENT,
+    SELL,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 WS = DATA / "binance-ws-capture"
@@ -693,9 +716,9 @@ def replay_config(tmp_path, *files):
 
 def test_lines_a_parser_refused_are_quarantined_as_unparsable_by_validate(tmp_path):
     """They used to vanish before validate: not in its counters, not in the error-rate guard, not journalled."""
-    from pipeline.replay_feed import load_recording
-    from stages import validate
+    from pipeline.sources.replay_feed import load_recording
     from shm import control as cb
+    from stages import validate
     good = ws_lines("spot_ethusdt_20240808.gz", 400)
     bad = b"".join(b"1723161254024619568 {not json %d\n" % i for i in range(60))
     path = tmp_path / "mixed.ws"
@@ -723,7 +746,7 @@ def test_lines_a_parser_refused_are_quarantined_as_unparsable_by_validate(tmp_pa
      "0 events from 1 lines (refused: "),
 ])
 def test_a_replay_file_that_yields_no_event_fails_saying_what_was_read(tmp_path, content, said):
-    from pipeline.replay_feed import ReplayInputError, load_recording
+    from pipeline.sources.replay_feed import ReplayInputError, load_recording
     path = tmp_path / "x.csv"
     path.write_bytes(content)
     with pytest.raises(ReplayInputError) as err:

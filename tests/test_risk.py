@@ -6,8 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.config import STAGE_NAMES, WatchdogConfig
-from pipeline.panic import PanicMonitor
+from pipeline import kill_reasons
+from pipeline.config import WatchdogConfig
+from pipeline.registry import STAGE_NAMES
+from pipeline.safety.panic import PanicMonitor
 from shm import control as cb
 from stages import garch, heat, kelly, records, risk, strategy
 from stages.feed import MAX_KEYS, MAX_SYMBOLS
@@ -223,7 +225,7 @@ def test_drawdown_on_a_scripted_equity_path_halves_at_15_and_trips_the_watchdog_
         assert d["buy_budget"] * mid == pytest.approx(500.0 if halved else 1000.0), mid
         assert d["equity"] == pytest.approx(100_000.0 + 1_000.0 * (mid - 100.0))
         got = reasons(monitor.evaluate(block, NOW, MONO))
-        assert got == ([(cb.KILL_HARD_DRAWDOWN, STAGE_NAMES.index("risk"))] if tripped else []), mid
+        assert got == ([(kill_reasons.KILL_HARD_DRAWDOWN, STAGE_NAMES.index("risk"))] if tripped else []), mid
     assert r.stats[risk.ST_PEAK_CENTS] == 12_000_000  # the peak follows the marks up
 
 
@@ -302,8 +304,8 @@ def test_bad_risk_and_gate_settings_name_the_key_and_the_fix(section, key, value
 
 def test_a_fused_replay_of_a_real_capture_runs_garch_on_its_bars_and_intents_carry_the_risk_inputs():
     from pipeline.config import Config
-    from pipeline.fused import run_fused
-    from pipeline.replay_feed import load_recording
+    from pipeline.hosting.fused import run_fused
+    from pipeline.sources.replay_feed import load_recording
     path = os.path.join(os.path.dirname(__file__), "data", "binance-ws-capture", "spot_btcusdt_20240809.gz")
     config = Config().with_overrides(feed={"source": "replay", "files": (f"binance={path}",), "venues": ("binance",),
                                            "symbols": ("BTC-USDT",)})
@@ -347,7 +349,7 @@ def test_heat_in_the_stage_turns_correlation_aware_when_the_covariance_is_warm()
 
 def test_every_order_and_rejection_in_a_journal_is_explained_by_its_intent(tmp_path, capsys):
     from pipeline.config import Config
-    from pipeline.replay import record
+    from pipeline.store.journal_replay import record
     from tools import explain_orders
     config = Config().with_overrides(execute={"max_order_usd": 1_500.0})  # takes of $2,000 are rejected
     result = record(config, 6_000, str(tmp_path))

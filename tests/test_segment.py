@@ -9,7 +9,6 @@ import pytest
 from pipeline import names
 from shm import control as cb
 from shm import segment
-
 from tests.conftest import ROOT
 
 HUGE = 1 << 48  # 256 TiB sparse: more than the address space can map (ENOMEM), what rings.capacity = 2**40 made
@@ -80,7 +79,7 @@ def test_a_foreign_owned_segment_is_a_clear_error_naming_it_and_is_left_alone():
 
 
 def _bot4(command: str, name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", command, "--name", name, "--quiet", *args],
+    return subprocess.run([sys.executable, "-m", "tools.cli", command, "--name", name, "--quiet", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 

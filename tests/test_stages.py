@@ -4,10 +4,22 @@ import math
 import numpy as np
 import pytest
 
+from pipeline import kill_reasons
 from shm import control as cb
 from stages import execute, feature, feed, records, risk, strategy, validate
-from stages.records import (BUY, EV_BOOK, EV_TRADE, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_CANCELLED, ORD_FILLED,
-                            ORD_PARTIAL, ORD_REJECTED, SELL)
+from stages.records import (
+    BUY,
+    EV_BOOK,
+    EV_TRADE,
+    INTENT_IOC,
+    INTENT_QUOTE,
+    ORD_ACKED,
+    ORD_CANCELLED,
+    ORD_FILLED,
+    ORD_PARTIAL,
+    ORD_REJECTED,
+    SELL,
+)
 
 
 def book(venue=0, symbol=0, seq=1, bid=100.0, ask=100.5, size=2.0, tick=0.5):
@@ -202,7 +214,7 @@ def test_trading_disabled_cancels_every_open_order_and_rejects_new_intents():
     v.send(market=[book(symbol=0), book(symbol=1)])
     v.send([intent(INTENT_QUOTE, BUY, 99.0, 1.0), intent(INTENT_QUOTE, SELL, 102.0, 1.0, symbol=1)])
     assert v.stats[execute.ST_OPEN] == 2
-    cb.disable_trading(v.ctl, cb.KILL_OPERATOR, -1, 1)
+    cb.disable_trading(v.ctl, kill_reasons.KILL_OPERATOR, -1, 1)
     reports = v.send()  # no input at all: the gate is polled anyway
     assert sorted(reports["state"]) == [ORD_CANCELLED, ORD_CANCELLED]
     reports = v.send([intent(INTENT_IOC, BUY, 101.0, 1.0)])
@@ -313,7 +325,7 @@ def test_a_kill_flattens_positions_reduce_only_unless_cancel_only(flatten):
     v.send(market=[book(size=1.0)])
     v.send([intent(INTENT_IOC, BUY, 101.0, 1.5)])  # long 1.5
     assert v.state[5][0] == pytest.approx(1.5)
-    cb.disable_trading(v.ctl, cb.KILL_SWITCH_PRESSED, -1, 1)
+    cb.disable_trading(v.ctl, kill_reasons.KILL_SWITCH_PRESSED, -1, 1)
     reports = v.send(market=[book(seq=2, size=1.0)])  # bids 100.0, 99.5, ... one unit each
     if not flatten:
         assert len(reports) == 0 and v.state[5][0] == pytest.approx(1.5)
@@ -369,8 +381,8 @@ def test_a_bbo_feeds_features_and_the_paper_venue_as_a_one_level_book():
 def test_l2_deltas_from_a_real_capture_build_the_book_that_feeds_features():
     from pathlib import Path
 
+    from pipeline.sources import SymbolTable, parse_file
     from stages import book
-    from stages.sources import SymbolTable, parse_file
     capture = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
     events = parse_file(str(capture), SymbolTable(venues=["spot"], symbols=["ETH-USDT"]), venue="spot").records
     deltas = events[events["kind"] == records.EV_BOOK_DELTA]

@@ -8,14 +8,13 @@ import uuid
 import pytest
 
 from shm import control as cb
-from tools import killswitch
-
 from tests.conftest import ROOT
+from tools import killswitch
 
 
 @pytest.mark.parametrize("command", [["status"], ["killswitch", "status"]])
 def test_a_tool_with_nothing_running_says_so_on_stderr_and_exits_1(command):
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", *command, "--name", f"t{uuid.uuid4().hex[:8]}"],
+    out = subprocess.run([sys.executable, "-m", "tools.cli", *command, "--name", f"t{uuid.uuid4().hex[:8]}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 1
     assert out.stdout == "" and "does not exist" in out.stderr

@@ -10,10 +10,9 @@ import time
 import psutil
 import pytest
 
-from pipeline import names
+from pipeline import kill_reasons, names
 from shm import control as cb
 from shm import segment
-
 from tests.conftest import ROOT
 
 
@@ -32,7 +31,7 @@ def test_sigterm_stops_every_stage_cleanly_and_leaves_nothing_behind(live):
         assert psutil.Process(pid).cpu_affinity() == [int(c) for c in [psutil.Process(pid).cpu_affinity()[0]]]
     assert cores <= set(os.sched_getaffinity(0))
     time.sleep(1.0)
-    status = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", "--name", run.name], cwd=ROOT,
+    status = subprocess.run([sys.executable, "-m", "tools.cli", "status", "--name", run.name], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stdout + status.stderr
     lines = status.stdout.splitlines()
@@ -66,7 +65,7 @@ def test_a_killed_stage_disables_trading_and_the_supervisor_names_it(live, victi
         while block.globals[cb.G_TRADING_ENABLED] and time.monotonic() < deadline:
             time.sleep(0.001)
         assert block.globals[cb.G_TRADING_ENABLED] == 0
-        assert block.globals[cb.G_KILL_REASON] == cb.KILL_STAGE_DIED
+        assert block.globals[cb.G_KILL_REASON] == kill_reasons.KILL_STAGE_DIED
         assert block.globals[cb.G_KILL_STAGE] == index
     finally:
         block.close()
@@ -98,7 +97,7 @@ def test_every_event_is_accounted_for_at_every_stage_of_a_live_run(live):
 def test_a_bad_config_names_the_key_and_starts_nothing(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[feed]\nrate_eps = -5\n")
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--config", str(bad)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--config", str(bad)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "feed.rate_eps=-5.0 is invalid" in out.stderr
@@ -120,7 +119,7 @@ def test_a_hung_stage_trips_the_watchdog_on_its_stale_heartbeat(live, tmp_path):
             time.sleep(0.005)
         tripped_after = time.monotonic() - stopped_at
         assert block.globals[cb.G_TRADING_ENABLED] == 0
-        assert block.globals[cb.G_KILL_REASON] == cb.KILL_HEARTBEAT_STALE
+        assert block.globals[cb.G_KILL_REASON] == kill_reasons.KILL_HEARTBEAT_STALE
         assert block.globals[cb.G_KILL_STAGE] == index
         assert 0.15 < tripped_after < 2.0
         os.kill(pid, signal.SIGCONT)
@@ -144,14 +143,14 @@ def test_blocking_idle_strategy_moves_every_event(live):
 
 
 def _cli(*args, name):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args, "--name", name], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args, "--name", name], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 
 def test_a_killed_supervisor_leaves_trading_off_and_nothing_behind_and_the_name_starts_again(live):
     """SIGKILL of the supervisor used to leave "trading ENABLED" in shared memory, every stage "running",
     12 segments and the alert socket: its children died with it, the watchdog too."""
-    from pipeline.alerts import endpoint_for
+    from pipeline.safety.alerts import endpoint_for
     run = live("--quiet")
     run.wait_for(r"bot4: running")
     block = cb.ControlBlock.attach(names.control(run.name))
@@ -168,13 +167,13 @@ def test_a_killed_supervisor_leaves_trading_off_and_nothing_behind_and_the_name_
         gone, alive = psutil.wait_procs(children, timeout=15)  # the watchdog too, once it has cleaned up
         assert not alive
         # Our mapping outlives the unlinked control block: what the watchdog left in it.
-        assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == cb.KILL_SUPERVISOR_DIED
+        assert g[cb.G_TRADING_ENABLED] == 0 and g[cb.G_KILL_REASON] == kill_reasons.KILL_SUPERVISOR_DIED
         assert f"the supervisor (pid {run.proc.pid}) died" in cb.kill_text(g)
     finally:
         block.close()
     assert not segment.list_segments(names.run_prefix(run.name))
     assert not os.path.exists(endpoint_for(run.name, "auto")[len("ipc://"):])
-    from pipeline import postmortem
+    from pipeline.safety import postmortem
     account = postmortem.read(run.name)
     assert account["kill_reason"] == "supervisor died" and account["trading_was"] == "enabled"
     assert account["counters"]["orders"] >= 10 and "no process left" in account["cleanup"]
@@ -183,7 +182,7 @@ def test_a_killed_supervisor_leaves_trading_off_and_nothing_behind_and_the_name_
         said = _cli(*args, name=run.name)
         assert said.returncode == 1 and f"the supervisor (pid {run.proc.pid}) died" in said.stdout, said.stdout
         assert "trading: DISABLED, reason: supervisor died" in said.stdout
-    again = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--name", run.name, "--quiet",
+    again = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--name", run.name, "--quiet",
                             "--events", "2000", "--rate", "0"], cwd=ROOT, capture_output=True, text=True,
                            timeout=240)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -197,7 +196,7 @@ def test_a_stopped_supervisor_is_alive_and_when_everything_is_killed_status_says
     try:
         g = block.globals
         children = run.descendants()
-        watchdog = next(c for c in children if "pipeline.watchdog" in " ".join(c.cmdline()))
+        watchdog = next(c for c in children if "pipeline.safety.watchdog" in " ".join(c.cmdline()))
         run.proc.send_signal(signal.SIGSTOP)
         time.sleep(1.0)
         assert g[cb.G_TRADING_ENABLED] == 1 and watchdog.is_running()  # stopped is not dead: no trip by itself
@@ -220,6 +219,7 @@ def test_a_stopped_supervisor_is_alive_and_when_everything_is_killed_status_says
 def _model_with_wrong_feature_hash(tmp_path):
     import json
     import shutil
+
     from stages import inference
     onnx = tmp_path / "model.onnx"
     shutil.copy(inference.DEFAULT_MODEL, onnx)

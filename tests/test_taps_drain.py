@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import duty_cycle, names
+from pipeline import names
 from pipeline.config import ConfigError, from_dict
-from pipeline.journal import JournalReader
+from pipeline.hosting import duty_cycle
+from pipeline.status_view import PROCESS_NAMES, StatusView
+from pipeline.store.journal import JournalReader
 from shm import control as cb
 from shm import ring
 from stages import records as records_mod
-from tools.status import PROCESS_NAMES, StatusView
 
 CAPTURE = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 

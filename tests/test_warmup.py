@@ -10,10 +10,10 @@ import time
 import psutil
 import pytest
 
-from pipeline import names, warmup
+from pipeline import names
 from pipeline.config import Config
+from pipeline.hosting import warmup
 from shm import segment
-
 from tests.conftest import ROOT, LiveRun
 
 SMALL = "tests.test_warmup:compile_small"
@@ -83,10 +83,10 @@ def test_a_signal_during_the_first_compile_stops_the_run_promptly_and_cleans_up(
         deadline = time.monotonic() + 240
         compiler = None
         while compiler is None and time.monotonic() < deadline and run.proc.poll() is None:
-            compiler = next((p for p in run.descendants() if "pipeline.warmup" in " ".join(p.cmdline())), None)
+            compiler = next((p for p in run.descendants() if "pipeline.hosting.warmup" in " ".join(p.cmdline())), None)
             time.sleep(0.05)
         assert compiler is not None, "no warm-up child seen"
-        assert compiler.cmdline()[-2:] == ["-m", "pipeline.warmup"]  # the config goes on stdin, not argv
+        assert compiler.cmdline()[-2:] == ["-m", "pipeline.hosting.warmup"]  # the config goes on stdin, not argv
         time.sleep(1.0)
         assert compiler.is_running()  # still compiling: the stop below lands mid-compile
         run.proc.send_signal(sig)

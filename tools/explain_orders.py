@@ -19,7 +19,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 
-from pipeline.journal import JournalReader
+from pipeline.store.journal import JournalReader
 from stages import records
 
 

@@ -16,7 +16,7 @@ file (if any) and the file records why the refit failed; symbols outside the sam
 
 ``--every-s`` refits periodically (the strategic loop, e.g. on a journal the live run keeps appending to).
 A run reads the file when it starts; ``--publish RUN`` also hands each written document to the running
-pipeline ``RUN`` (``pipeline.garch_store``), whose risk stage takes it at its next bar boundary. The run's own
+pipeline ``RUN`` (``pipeline.store.garch_store``), whose risk stage takes it at its next bar boundary. The run's own
 symbols and bar length decide what is published; a fit for another bar length is refused.
 """
 from __future__ import annotations
@@ -78,8 +78,8 @@ def bar_returns_by_symbol(events: np.ndarray, symbol_names: list[str], bar_ns: i
 
 
 def load_files(entries: list[str], bar_ns: int, samples: dict[str, Sample]) -> None:
-    from stages.sources.replay import parse_file
-    from stages.sources.symbols import SymbolTable
+    from pipeline.sources.recordings import parse_file
+    from pipeline.sources.symbols import SymbolTable
     for entry in entries:
         venue, sep, path = entry.partition("=")
         if not sep:
@@ -91,7 +91,7 @@ def load_files(entries: list[str], bar_ns: int, samples: dict[str, Sample]) -> N
 
 
 def load_journal(directory: str, symbol_names: list[str], bar_ns: int, samples: dict[str, Sample]) -> None:
-    from pipeline.journal import JournalReader
+    from pipeline.store.journal import JournalReader
     from stages.records import MARKET_EVENT
     events = JournalReader(directory, "market", MARKET_EVENT).read_all()
     bar_returns_by_symbol(events, symbol_names, bar_ns, f"journal:{directory}", samples)
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def publish(run: str, doc: dict) -> bool:
     """Hand ``doc`` to the running pipeline ``run``; says what was published or why not."""
-    from pipeline import garch_store
+    from pipeline.store import garch_store
     from shm.segment import SegmentError
     try:
         version, record = garch_store.publish_refit(run, doc)

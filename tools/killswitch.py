@@ -11,32 +11,18 @@ import datetime
 import sys
 import time
 
-from pipeline import names
-from pipeline.topology import PROCESSES
+from pipeline import kill_reasons, names
+from pipeline.registry import NAMES as PROCESSES
+from pipeline.safety.arming import request_arm
 from shm import control as cb
 from shm.segment import SegmentError
 
 SWITCH_STATE_NAMES = {0: "no switch"}
 
 
-def request_arm(block: cb.ControlBlock, timeout_s: float = 3.0) -> tuple[bool, str]:
-    """Ask the watchdog to arm; returns (armed, what blocked it)."""
-    g = block.globals
-    request = int(max(g[cb.G_ARM_REQUEST], g[cb.G_ARM_RESULT_ID])) + 1
-    g[cb.G_ARM_REQUEST] = request
-    deadline = time.monotonic() + timeout_s
-    while int(g[cb.G_ARM_RESULT_ID]) != request:
-        if time.monotonic() > deadline:
-            return False, "the watchdog did not answer (is it running?)"
-        time.sleep(0.002)
-    if int(g[cb.G_ARM_RESULT_BLOCKERS]) == 0:
-        return bool(g[cb.G_TRADING_ENABLED]), ""
-    return False, cb.conditions_text(g)
-
-
 def trip(block: cb.ControlBlock, reason_text: str) -> bool:
     """Drop trading now with KILL_OPERATOR; False if it was already disabled (the first reason stays)."""
-    return cb.trip(block.globals, cb.KILL_OPERATOR, -1, reason_text, time.time_ns(), time.monotonic_ns())
+    return cb.trip(block.globals, kill_reasons.KILL_OPERATOR, -1, reason_text, time.time_ns(), time.monotonic_ns())
 
 
 def _when(ns: int) -> str:
@@ -52,8 +38,8 @@ def _ago_monotonic(ns: int) -> str:
 
 
 def describe(block: cb.ControlBlock) -> list[str]:
-    from pipeline.switch import SwitchState
-    from tools.status import PROCESS_NAMES, state_label, supervisor_alive
+    from pipeline.safety.switch import SwitchState
+    from pipeline.status_view import PROCESS_NAMES, state_label, supervisor_alive
     g = block.globals
     lines = []
     if not supervisor_alive(block):
@@ -65,7 +51,7 @@ def describe(block: cb.ControlBlock) -> list[str]:
     if g[cb.G_TRADING_ENABLED]:
         lines.append(f"trading: ENABLED since {_when(int(g[cb.G_ARMED_NS]))}")
     else:
-        reason = cb.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
+        reason = kill_reasons.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
         stage = int(g[cb.G_KILL_STAGE])
         where = f" ({PROCESSES[stage]})" if reason in ("stage died", "heartbeat stale", "stage failed",
                                                       "ring blocked") and 0 <= stage < len(PROCESSES) else ""
@@ -88,7 +74,7 @@ def main(command: str, run: str, reason: str = "") -> int:
     try:
         block = cb.ControlBlock.attach(names.control(run))
     except SegmentError as exc:
-        from pipeline import postmortem
+        from pipeline.safety import postmortem
         account = postmortem.read(run) if command == "status" else None
         if account:
             print("\n".join(postmortem.describe(account)))
@@ -105,7 +91,7 @@ def main(command: str, run: str, reason: str = "") -> int:
                 print(f"tripped: trading disabled ({reason or 'operator'})")
             else:
                 print("trading was already disabled; the first reason stays: "
-                      + cb.KILL_REASON_NAMES.get(int(block.globals[cb.G_KILL_REASON]), "?"))
+                      + kill_reasons.KILL_REASON_NAMES.get(int(block.globals[cb.G_KILL_REASON]), "?"))
             return 0
         if command == "arm":
             armed, blockers = request_arm(block)

@@ -3,7 +3,7 @@
     python -m tools.train_model [--seed S] [--events N] [--horizon H] [--l2 L [L ...]] [--fit-stride K]
                                 [--out models/directional_v1.onnx]
 
-Features come from ``pipeline.fused.collect_features``: the real synthetic feed, validate and feature
+Features come from ``pipeline.hosting.fused.collect_features``: the real synthetic feed, validate and feature
 kernels with the default configuration, so training and serving see the same market and the same code.
 Unpaced, the feed's synthetic clock has a 100 us mean gap between events (whatever ``feed.rate_eps`` says),
 the default ``feed.rate_eps`` of 10,000 events/s that a live run paces at, so ``--events`` sets the market
@@ -303,7 +303,7 @@ def build_graph(mean: np.ndarray, std: np.ndarray, coef: np.ndarray, intercept: 
 
 
 def _collect(seed: int, n_events: int) -> np.ndarray:
-    from pipeline.fused import collect_features
+    from pipeline.hosting.fused import collect_features
     return collect_features(seed=seed, n_events=n_events)
 
 
@@ -399,7 +399,7 @@ def train(seed: int = DEFAULT_SEED, n_events: int = DEFAULT_EVENTS, horizon: int
         "opset": OPSET,
         "ir_version": IR_VERSION,
         "training": {
-            "source": "pipeline.fused.collect_features" if features is None else "caller-supplied features",
+            "source": "pipeline.hosting.fused.collect_features" if features is None else "caller-supplied features",
             "seed": seed,
             "events": n_events,
             "feature_records": int(feats.size),

@@ -1,0 +1,268 @@
+"""A stage's process: attach shared memory, pin, warm the JIT, report ready, run the duty cycle.
+
+Started by the launcher as ``python -m pipeline.hosting.stage_host`` with a JSON launch spec on stdin. SIGINT
+is ignored (the supervisor owns Ctrl-C); the supervisor stops a stage through its control-block slot.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import posix_ipc
+
+from pipeline import graph, names, tables
+from pipeline.config import Config
+from pipeline.hosting import duty_cycle
+from pipeline.hosting.child import EXPECTED_FAILURES, report_failure, start
+from pipeline.hosting.topology import Placement
+from shm import control as cb
+from shm import idle as idle_strategies
+from shm import ring
+from shm.syscalls import close_semaphore_address, new_timespec, open_semaphore_address
+
+PARK_TIMEOUT_S = 0.02  # safety net for a lost wake-up; keeps heartbeats fresh while idle
+
+
+@dataclass
+class Endpoints:
+    in_a: tuple
+    in_b: tuple
+    outs: tuple
+    out_sems: np.ndarray       # sem_t* of each output's consumer when it blocks, else 0
+    tap: tuple                 # the journal tap, or a dummy when there is none
+    has_tap: bool
+    views: list
+    sem: posix_ipc.Semaphore | None
+
+    def close(self) -> None:
+        for address in self.out_sems:
+            close_semaphore_address(int(address))
+        if self.sem is not None:
+            self.sem.close()
+        self.in_a = self.in_b = self.outs = self.tap = None
+        for view in self.views:
+            view.close()
+
+
+def attach_endpoints(config: Config, run: str, spec: graph.StageSpec, placements: dict[str, Placement]) -> Endpoints:
+    specs = graph.rings(config)
+    views = []
+    blocking = placements[spec.name].idle == idle_strategies.BLOCKING
+
+    def attach(ring_name):
+        rs = specs[ring_name]
+        view = ring.attach_ring(names.ring(run, ring_name), rs.dtype, rs.capacity)
+        views.append(view)
+        return view
+
+    ins = []
+    for ring_name in (spec.in_a, spec.in_b):
+        if ring_name is None:
+            ins.append(ring.local_ring(spec.out_dtype, 2))
+            continue
+        view = attach(ring_name)
+        view.consumer[ring.C_BLOCKING] = 1 if blocking else 0
+        ins.append((view.producer, view.consumer, view.records))
+    outs, sems = [], []
+    for ring_name in spec.outs:
+        view = attach(ring_name)
+        outs.append((view.producer, view.consumer, view.records))
+        consumer = ring_name.split(".")[1]
+        blocks = placements[consumer].idle == idle_strategies.BLOCKING
+        sems.append(open_semaphore_address(names.semaphore(run, consumer)) if blocks else 0)
+    sem = posix_ipc.Semaphore(names.semaphore(run, spec.name)) if blocking else None
+    has_tap = spec.tap is not None and spec.tap in specs
+    if has_tap:
+        view = attach(spec.tap)
+        tap = (view.producer, view.consumer, view.records)
+    else:
+        tap = ring.local_ring(spec.out_dtype, 2)
+    return Endpoints(ins[0], ins[1], tuple(outs), np.array(sems, np.int64), tap, has_tap, views, sem)
+
+
+def _park(endpoints: Endpoints) -> None:
+    try:
+        endpoints.sem.acquire(PARK_TIMEOUT_S)
+    except posix_ipc.BusyError:
+        pass
+    for r in (endpoints.in_a, endpoints.in_b):
+        ring.woke_up(r[1])
+
+
+def _wait_until_running(block: cb.ControlBlock, slot: np.ndarray) -> bool:
+    while True:
+        slot[cb.S_HEARTBEAT_NS] = time.time_ns()
+        run_state = int(block.globals[cb.G_RUN_STATE])
+        if run_state == cb.RUN_RUNNING:
+            return True
+        if run_state >= cb.RUN_STOPPING or slot[cb.S_STOP]:
+            return False
+        time.sleep(0.001)
+
+
+class PythonFeed(NamedTuple):
+    """What a feed host that publishes from Python (replay, ccxt) works with."""
+    stats: np.ndarray          # the feed's custom counters in its control-block slot
+    batch: np.ndarray          # MARKET_EVENT records to publish
+    idle_params: np.ndarray
+    idle_state: np.ndarray
+    timespec: np.ndarray
+
+
+def start_python_feed(config: Config, endpoints, block, slot, placement) -> PythonFeed | None:
+    """Load the njit calls a Python feed host uses, say ready, wait for the run to start; None if the run
+    stopped first."""
+    from stages import records
+    feed = PythonFeed(slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS], np.zeros(config.rings.batch,
+                      records.MARKET_EVENT), placement.idle_params(), idle_strategies.make_state(), new_timespec())
+    duty_cycle.publish(endpoints.outs, endpoints.out_sems, feed.batch, 0, slot, feed.idle_params, feed.timespec)
+    duty_cycle.account(slot, 0, 0, feed.batch, time.time_ns(), feed.timespec)
+    slot[cb.S_BATCHES] = 0
+    slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
+    slot[cb.S_STATE] = cb.READY
+    if not _wait_until_running(block, slot):
+        return None
+    slot[cb.S_STATE] = cb.RUNNING
+    return feed
+
+
+def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
+    _, params, state = graph.kernel(spec.name, config, live=True)
+    store = None
+    if spec.name == "feature":  # the online store: this stage is its only writer
+        from stages import feature
+        store = tables.feature_table(config.run.name)
+        state = feature.make_state(store.arrays)
+    elif spec.name == "risk":  # reads the GARCH parameters the run publishes (refits reach it there)
+        from stages import risk
+        store = tables.garch_table(config.run.name)
+        published, _ = store.read(tables.GARCH_SLOT)  # the supervisor's (or a refit's) table: one source of truth
+        state = risk.make_state(published["params"], store.arrays)
+    try:
+        _run_numba_stage(spec, config, endpoints, block, slot, placement, params, state)
+    finally:
+        if store is not None:
+            del state  # drop the views into the segment before unmapping it
+            store.close()
+
+
+def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, state) -> None:
+    batch = config.rings.batch
+    in_dtype_a = endpoints.in_a[2].dtype
+    in_dtype_b = endpoints.in_b[2].dtype
+    scratch_a = np.zeros(batch, in_dtype_a)
+    scratch_b = np.zeros(batch, in_dtype_b)
+    scratch_out = np.zeros(graph.out_capacity(spec.name, batch), spec.out_dtype)
+    idle_params = placement.idle_params()
+    idle_state = idle_strategies.make_state()
+    timespec = new_timespec()
+    has_a, has_b = spec.in_a is not None, spec.in_b is not None
+
+    def run(entry, max_cycles, warm=False):
+        return entry(spec.index, endpoints.in_a, endpoints.in_b, endpoints.outs, endpoints.out_sems,
+                     endpoints.tap, endpoints.has_tap and not warm, scratch_a, scratch_b, scratch_out, state, params,
+                     block.globals, slot, idle_params, idle_state, batch, has_a and not warm, has_b and not warm,
+                     spec.always_step and not warm, max_cycles, timespec)
+
+    run(duty_cycle.run, 1, warm=True)  # loads (or compiles) the machine code before we say ready
+    # Re-entering through the dispatcher re-types every argument and retries the literal stage index
+    # (a failed typing pass each time: hundreds of ms). After a park we call the compiled entry directly.
+    entry = duty_cycle.compiled_entry(spec.index)
+    slot[cb.S_STATE] = cb.READY
+    if not _wait_until_running(block, slot):
+        return
+    slot[cb.S_STATE] = cb.RUNNING
+    while True:
+        code = run(entry, 0)
+        if code == duty_cycle.EXIT_PARK:
+            _park(endpoints)
+            continue
+        return
+
+
+def run_inference_stage(spec, config, endpoints, block, slot, placement) -> None:
+    from stages import inference
+    from stages.records import N_FEATURES
+
+    model = inference.OnnxModel.load(config.inference.model or inference.DEFAULT_MODEL)
+    batch = config.rings.batch
+    decisions = np.zeros(batch, endpoints.in_a[2].dtype)
+    x = np.zeros((batch, N_FEATURES), np.float32)
+    predictions = np.zeros(batch, spec.out_dtype)
+    idle_params = placement.idle_params()
+    idle_state = idle_strategies.make_state()
+    timespec = new_timespec()
+    producer, consumer, records = endpoints.in_a
+    # Warm every njit entry point and the session before reporting ready.
+    duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 0, timespec)
+    ring.read(producer, consumer, records, decisions, 0)
+    ring.readable(producer, consumer)
+    inference.prepare(decisions, 0, x)
+    inference.finish(decisions, 0, model.predict(x[:1])[:0], predictions, 0)
+    duty_cycle.account(slot, 0, 0, predictions, time.time_ns(), timespec)
+    slot[cb.S_BATCHES] = 0
+    slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
+    duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, 0, slot, idle_params, timespec)
+    slot[cb.S_STATE] = cb.READY
+    if not _wait_until_running(block, slot):
+        return
+    slot[cb.S_STATE] = cb.RUNNING
+    while True:
+        code = duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 50_000_000, timespec)
+        if code == duty_cycle.WAIT_STOPPED:
+            if ring.readable(producer, consumer) == 0:
+                return
+        elif code == duty_cycle.WAIT_PARK:
+            _park(endpoints)
+            continue
+        elif code == duty_cycle.WAIT_TIMEOUT:
+            continue
+        started = time.time_ns()
+        n = ring.read(producer, consumer, records, decisions, batch)
+        if n == 0:
+            continue
+        inference.prepare(decisions, n, x)
+        prob_up = model.predict(x[:n])
+        n_out = inference.finish(decisions, n, prob_up, predictions, started)
+        if not duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, n_out, slot, idle_params, timespec):
+            return
+        slot[cb.S_QUEUE_DEPTH] = consumer[ring.C_CACHED_TAIL] - consumer[ring.C_HEAD]
+        duty_cycle.account(slot, n, n_out, predictions, started, timespec)
+
+
+def main(host=None) -> int:
+    """Host the stage the launch spec names: its kernel through the duty cycle, or ``host`` (a feed host of
+    ``pipeline.sources``) with the same endpoints and failure reporting."""
+    child = start()
+    stage, config, placement, placements = child.name, child.config, child.placement, child.placements
+    run = config.run.name
+    spec = graph.stage(config, stage)
+    block, slot = child.block, child.slot
+    slot[cb.S_IDLE_STRATEGY] = placement.idle
+    slot[cb.S_STATE] = cb.STARTING
+    endpoints = None
+    try:
+        endpoints = attach_endpoints(config, run, spec, placements)
+        if host is None:
+            host = run_inference_stage if stage == "inference" else run_numba_stage
+        host(spec, config, endpoints, block, slot, placement)
+        slot[cb.S_STATE] = cb.STOPPED
+        return 0
+    except Exception as exc:
+        if not isinstance(exc, EXPECTED_FAILURES):
+            traceback.print_exc()  # a bug: the whole story, then the one line
+        report_failure(child, exc)
+        return 1
+    finally:
+        if endpoints is not None:
+            endpoints.close()
+        del slot
+        block.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

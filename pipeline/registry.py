@@ -1,0 +1,74 @@
+"""Every process of a run, declared once: its name, its control-block slot, how it is hosted, the module
+the launcher runs, and the labels of its counters (slot custom word i is ``counters[i]``).
+
+The supervisor, the launcher, status, the watchdog, the panic conditions and fused mode all read this
+table; nothing else numbers processes or labels their counters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shm import control as cb
+from stages import execute, feature, feed, risk, strategy, validate
+
+KERNEL = "kernel"   # an njit kernel run by the duty cycle (pipeline.hosting.duty_cycle)
+MODEL = "model"     # a Python-side kernel (onnxruntime) hosted around the duty cycle's waits
+AGENT = "agent"     # a Python host: do work, report a work count (feed hosts, journal, recorder, watchdog)
+
+# Where the recorder keeps its last error (masked UTF-8) for the run's summary: (first slot word, words).
+RECORDER_ERROR_WORDS = (cb.S_CUSTOM + 8, 24)
+JOURNAL_STREAMS = ("market", "intent", "exec", "quarantine")  # journal and recorder order
+CCXT_FEED_COUNTERS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
+FEED_ENTRIES = {"synthetic": "pipeline.hosting.stage_host", "replay": "pipeline.sources.replay_feed",
+                "ccxt": "pipeline.sources.ccxt_feed"}
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    slot: int                    # index of its slot in the control block
+    host: str                    # KERNEL, MODEL or AGENT
+    entry: str                   # module the launcher runs with ``python -m``
+    counters: tuple[str, ...]    # labels of its slot's custom words, in word order
+    stage: bool = True           # one of the pipeline's stages (feed ... execute)
+
+    def counter(self, label: str) -> int:
+        """Index of the custom word labelled ``label``."""
+        return self.counters.index(label)
+
+
+_STAGE_HOST = "pipeline.hosting.stage_host"
+PROCESSES = (
+    Process("feed", 0, KERNEL, _STAGE_HOST, feed.STATS + CCXT_FEED_COUNTERS),
+    Process("validate", 1, KERNEL, _STAGE_HOST, validate.STATS),
+    Process("feature", 2, KERNEL, _STAGE_HOST, feature.STATS),
+    Process("risk", 3, KERNEL, _STAGE_HOST, risk.STATS),
+    Process("inference", 4, MODEL, _STAGE_HOST, ()),
+    Process("strategy", 5, KERNEL, _STAGE_HOST, strategy.STATS),
+    Process("execute", 6, KERNEL, _STAGE_HOST, execute.STATS),
+    Process("watchdog", 7, AGENT, "pipeline.safety.watchdog",
+            ("checks", "trips", "arms", "arm_refusals", "max_poll_ns"), stage=False),
+    # Per stream the records it wrote, then fsyncs; words after the labels hold each stream's first segment.
+    Process("journal", 8, AGENT, "pipeline.store.journal_process", (*JOURNAL_STREAMS, "fsyncs"), stage=False),
+    # Per stream the rows it copied, then reconnects; words 8.. hold the last error text.
+    Process("recorder", 9, AGENT, "pipeline.store.recorder", (*JOURNAL_STREAMS, "reconnects"), stage=False),
+)
+BY_NAME = {p.name: p for p in PROCESSES}
+NAMES = tuple(p.name for p in PROCESSES)      # control-block slot i belongs to NAMES[i]
+STAGE_NAMES = tuple(p.name for p in PROCESSES if p.stage)
+assert all(p.slot == i for i, p in enumerate(PROCESSES)), "slots follow declaration order"
+assert all(len(p.counters) <= cb.CUSTOM_WORDS for p in PROCESSES), "more counters than a slot has words"
+assert len(BY_NAME["recorder"].counters) <= RECORDER_ERROR_WORDS[0] - cb.S_CUSTOM
+
+
+def slot(name: str) -> int:
+    return BY_NAME[name].slot
+
+
+def entry(name: str, feed_source: str = "synthetic") -> str:
+    """The module that hosts process ``name``; the feed's depends on where its market comes from."""
+    return FEED_ENTRIES[feed_source] if name == "feed" else BY_NAME[name].entry
+
+
+def counters(name: str) -> tuple[str, ...]:
+    return BY_NAME[name].counters

@@ -1,0 +1,218 @@
+"""Live figures read from the control block in shared memory (``bot4 status``, the supervisor's lines and
+summary, the watchdog's post-mortem), like AeronStat.
+
+Reading never stops or slows anything: it maps the control block and reads words.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from pipeline import graph, kill_reasons, registry
+from shm import control as cb
+from shm import segment
+from shm.idle import NAMES as IDLE_NAMES
+from stages import execute, validate
+
+IDLE_LABEL = {v: k for k, v in IDLE_NAMES.items()}
+PROCESS_NAMES = registry.NAMES  # control-block slot i belongs to PROCESS_NAMES[i]
+
+
+def _started(slot: np.ndarray) -> bool:
+    return bool(slot[cb.S_PID]) or int(slot[cb.S_STATE]) != 0
+
+
+def _us(ns: float) -> str:
+    if ns != ns:  # nan
+        return "-"
+    if ns < 1_000:
+        return f"{ns:.0f}ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:.1f}us"
+    return f"{ns / 1e6:.2f}ms"
+
+
+def hist(slot: np.ndarray, offset: int) -> np.ndarray:
+    return slot[offset:offset + cb.HIST_BUCKETS].copy()
+
+
+def supervisor_alive(block: cb.ControlBlock) -> bool:
+    """The control block's creator (the supervisor) runs: pid and start time from the segment header, so a
+    reused pid cannot fake it; a process-private block has only the pid word."""
+    if block.segment is None:
+        return segment.pid_alive(int(block.globals[cb.G_SUPERVISOR_PID]))
+    h = block.segment.header
+    pid, start = int(h[segment.H_CREATOR_PID]), int(h[segment.H_CREATOR_START_NS])
+    del h
+    return segment.process_alive(pid, start)
+
+
+def slot_alive(slot: np.ndarray) -> bool:
+    return segment.process_alive(int(slot[cb.S_PID]), int(slot[cb.S_PID_START_NS]))
+
+
+def state_label(slot: np.ndarray) -> str:
+    """The slot's state, or "dead" when it claims to be live and its process is gone."""
+    state = int(slot[cb.S_STATE])
+    if state not in (0, cb.STOPPED) and slot[cb.S_PID] and not slot_alive(slot):
+        return "dead"
+    return cb.STATE_NAMES.get(state, "?")
+
+
+class StatusView:
+    """Formats status lines; keeps the previous sample to turn counters into rates."""
+
+    def __init__(self, block: cb.ControlBlock):
+        self.block = block
+        self.prev_ns = 0
+        self.prev = {}
+
+    def lines(self) -> list[str]:
+        now = time.time_ns()
+        dt = (now - self.prev_ns) / 1e9 if self.prev_ns else 0.0
+        out = []
+        g = self.block.globals
+        out.append(f"{'stage':<10}{'state':<9}{'core':>4} {'idle':<10}{'in/s':>10}{'out/s':>10}{'depth':>7}"
+                   f"{'svc p50':>9}{'svc p99':>9}{'tick p50':>10}{'tick p99':>10}{'hb age':>9}")
+        for index, name in enumerate(PROCESS_NAMES):
+            slot = self.block.stages[index]
+            if not _started(slot):
+                continue  # not part of this run (journal, recorder unless configured; record mode)
+            counters = (int(slot[cb.S_IN]) + int(slot[cb.S_IN_B]), int(slot[cb.S_OUT]))
+            prev = self.prev.get(name, counters)
+            rate_in = (counters[0] - prev[0]) / dt if dt else 0.0
+            rate_out = (counters[1] - prev[1]) / dt if dt else 0.0
+            self.prev[name] = counters
+            service = hist(slot, cb.S_SERVICE_HIST)
+            origin = hist(slot, cb.S_ORIGIN_HIST)
+            # A heartbeat newer than our clock read (written after it) counts as age 0.
+            hb_age = max(0, now - int(slot[cb.S_HEARTBEAT_NS])) if slot[cb.S_HEARTBEAT_NS] else float("nan")
+            out.append(
+                f"{name:<10}{state_label(slot):<9}{int(slot[cb.S_CORE]):>4} "
+                f"{IDLE_LABEL.get(int(slot[cb.S_IDLE_STRATEGY]), '-') if name in registry.STAGE_NAMES else 'sleeping':<10}{rate_in:>10.0f}{rate_out:>10.0f}"
+                f"{int(slot[cb.S_QUEUE_DEPTH]):>7}{_us(cb.percentile_ns(service, 0.5)):>9}"
+                f"{_us(cb.percentile_ns(service, 0.99)):>9}{_us(cb.percentile_ns(origin, 0.5)):>10}"
+                f"{_us(cb.percentile_ns(origin, 0.99)):>10}{_us(hb_age):>9}")
+        ex = self.execute_stats()
+        enabled = int(g[cb.G_TRADING_ENABLED])
+        trading = "ENABLED" if enabled else f"DISABLED ({self.kill_reason()})"
+        if not supervisor_alive(self.block):
+            live = [n for i, n in enumerate(PROCESS_NAMES) if _started(self.block.stages[i])
+                    and state_label(self.block.stages[i]) not in ("dead", "stopped", "new")]
+            trading = (f"NOT RUNNING: the supervisor (pid {int(g[cb.G_SUPERVISOR_PID])}) is dead"
+                       + (f", still alive: {', '.join(live)}" if live else ", and every stage")
+                       + (" (the flag reads 1, but nothing is trading)" if enabled and not live else
+                          f" (flag {enabled}; {self.kill_reason()})"))
+        out.append(f"trading {trading} | orders {ex['orders']} fills {ex['fills']} open {ex['open_orders']} "
+                   f"rejects {ex['rejects']} | gross position ${ex['gross_position_usd']:,} | "
+                   f"PnL ${ex['pnl_cents'] / 100:,.2f} (fees ${ex['fees_cents'] / 100:,.2f})")
+        rk = self.stage_counters().get("risk")
+        if rk is not None:
+            version = rk["garch_version"]
+            out.append(f"risk: equity ${rk['equity_cents'] / 100:,.2f} drawdown {rk['drawdown_bps'] / 100:.2f}% "
+                       f"heat {rk['heat_bps'] / 100:.2f}% | GARCH parameters version {version}"
+                       + (f" ({version - 1} refit{'s' if version != 2 else ''} published)" if version > 1 else "")
+                       + (f", {rk['garch_rows_refused']} rows refused" if rk["garch_rows_refused"] else ""))
+        self.prev_ns = now
+        return out
+
+    def execute_stats(self) -> dict[str, int]:
+        slot = self.block.stages[registry.slot("execute")]
+        return {label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(execute.STATS)}
+
+    def kill_reason(self) -> str:
+        g = self.block.globals
+        reason = kill_reasons.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
+        if int(g[cb.G_KILL_REASON]) in (kill_reasons.KILL_STAGE_DIED, kill_reasons.KILL_HEARTBEAT_STALE, kill_reasons.KILL_STAGE_FAILED):
+            reason += f": {PROCESS_NAMES[int(g[cb.G_KILL_STAGE])]}"
+        return reason
+
+    def stage_counters(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for index, name in enumerate(PROCESS_NAMES):
+            slot = self.block.stages[index]
+            if not _started(slot):
+                continue
+            labels = registry.counters(name)
+            out[name] = {"in": int(slot[cb.S_IN]), "in_b": int(slot[cb.S_IN_B]), "out": int(slot[cb.S_OUT]),
+                         "blocked_ns": int(slot[cb.S_BLOCKED_NS]), "errors": int(slot[cb.S_ERRORS]),
+                         "tap_written": int(slot[cb.S_TAP_WRITTEN]), "tap_dropped": int(slot[cb.S_TAP_DROPPED]),
+                         **{label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(labels)}}
+        return out
+
+    def summary(self) -> list[str]:
+        counters = self.stage_counters()
+        checked = counters.get("validate", {})
+        by_reason = ", ".join(f"{name} {checked[validate.STATS[1 + code]]:,}" for code, name in
+                              validate.REASON_NAMES.items() if checked.get(validate.STATS[1 + code]))
+        lines = [f"events in: {counters['feed']['out']:,} (quarantined {checked.get('quarantined', 0):,}"
+                 + (f": {by_reason})" if by_reason else ")")]
+        lines.append("records per stage (in -> out): " + ", ".join(
+            f"{n} {c['in'] + c['in_b']:,}->{c['out']:,}" for n, c in counters.items() if n in registry.STAGE_NAMES))
+        if "execute" in counters:
+            ex = self.execute_stats()
+            tick = hist(self.block.stages[registry.slot("execute")], cb.S_ORIGIN_HIST)
+            lines.append(f"orders {ex['orders']:,}, fills {ex['fills']:,}, cancels {ex['cancels']:,}, rejects "
+                         f"{ex['rejects']:,}, PnL ${ex['pnl_cents'] / 100:,.2f} after fees "
+                         f"${ex['fees_cents'] / 100:,.2f}")
+            rejected = {label[4:]: v for label, v in ex.items() if label.startswith("rej_") and v}
+            if rejected:
+                lines.append("rejected by the gate: " + ", ".join(f"{k.replace('_', ' ')} {v:,}"
+                                                                   for k, v in rejected.items()))
+            lines.append("tick-to-order latency (market event received -> execution report): "
+                         f"p50 {_us(cb.percentile_ns(tick, 0.5))} p99 {_us(cb.percentile_ns(tick, 0.99))} "
+                         f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")
+            lines.append(self.residual(ex))
+        else:
+            lines.append("record mode: nothing traded")
+        source = {label[5:].replace("_", " "): counters["feed"].get(label, 0) for label in registry.CCXT_FEED_COUNTERS}
+        if any(source.values()):
+            lines.append("live source (ccxt): " + ", ".join(f"{k} {v:,}" for k, v in source.items()))
+        if "journal" in counters:
+            lines += self.journal_lines(counters)
+        if "recorder" in counters:
+            r = counters["recorder"]
+            error = cb.read_text(self.block.stages[registry.slot("recorder")], *registry.RECORDER_ERROR_WORDS)  # masked
+            lines.append(f"recorder: {r['in']:,} rows into PostgreSQL (market {r['market']:,}, intent {r['intent']:,}, "
+                         f"exec {r['exec']:,}, quarantine {r['quarantine']:,}); reconnects {r['reconnects']}"
+                         + (f" (last error: {error})" if error else ""))
+        blocked = {n: c["blocked_ns"] for n, c in counters.items() if c["blocked_ns"]}
+        if blocked:
+            lines.append("blocked on full rings: " + ", ".join(f"{n} {_us(v)}" for n, v in blocked.items()))
+        return lines
+
+
+    def stopped_cleanly(self, name: str) -> bool:
+        return int(self.block.stages[PROCESS_NAMES.index(name)][cb.S_STATE]) == cb.STOPPED
+
+    def residual(self, ex: dict[str, int]) -> str:
+        """What execute left open after the stop (its last counters; a dead execute's are frozen)."""
+        open_orders, gross = ex["open_orders"], ex["gross_position_usd"]
+        if not self.stopped_cleanly("execute"):
+            return (f"execute died: {open_orders:,} open orders and ${gross:,} gross position left unflattened "
+                    "(a dead execute cannot cancel or flatten)")
+        if open_orders == 0 and gross == 0:
+            return "positions after the stop: flat, no open orders"
+        return f"positions after the stop: NOT flat: {open_orders:,} open orders and ${gross:,} gross position left"
+
+    def journal_lines(self, counters: dict[str, dict[str, int]]) -> list[str]:
+        """Per stream: what its stage tapped (written to the tap or refused by a full one), what the
+        journal wrote, and the difference, lost, with why."""
+        journal = counters["journal"]
+        died = not self.stopped_cleanly("journal")
+        lines = []
+        for tap, stream in graph.TAP_STREAMS.items():
+            stage = counters.get(tap.split(".")[0])
+            if stage is None:
+                continue  # not hosted in this run (record mode)
+            written, refused = stage["tap_written"], stage["tap_dropped"]
+            tapped, journalled = written + refused, journal[stream]
+            lost = tapped - journalled
+            line = f"journal {stream}: {tapped:,} tapped, {journalled:,} journalled, {lost:,} lost"
+            if lost and died:
+                line += f" (the journal died: {written - journalled:,} left in the tap, {refused:,} refused by it)"
+            elif lost:
+                line += f" (the journal fell behind: {refused:,} refused by a full tap)"
+            lines.append(line)
+        return lines

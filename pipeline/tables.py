@@ -1,0 +1,24 @@
+"""The seqlock tables a run keeps in shared memory beside its rings, by name and layout: the online feature
+store (the latest FEATURE_VECTOR per instrument key; the feature stage is its only writer) and the GARCH
+parameters in use (one slot; the supervisor and refits publish, risk reads). Their readers and publishers
+are in ``pipeline.store``; the supervisor creates both, the stages attach them.
+"""
+from __future__ import annotations
+
+from pipeline import names
+from shm.seqlock import SeqlockTable
+from stages import garch
+from stages.feed import MAX_KEYS
+from stages.records import FEATURE_VECTOR
+
+GARCH_SLOT = 0
+
+
+def feature_table(run: str, create: bool = False) -> SeqlockTable:
+    make = SeqlockTable.create if create else SeqlockTable.attach
+    return make(names.feature_store(run), FEATURE_VECTOR, MAX_KEYS)
+
+
+def garch_table(run: str, create: bool = False) -> SeqlockTable:
+    make = SeqlockTable.create if create else SeqlockTable.attach
+    return make(names.garch_params(run), garch.PUBLISHED_GARCH, 1)

@@ -1,0 +1,225 @@
+"""``bot4``: run the pipeline, read its status, run fused mode."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+
+from pipeline.config import ConfigError, load
+from pipeline.redact import has_password
+
+
+def _run(args) -> int:
+    from pipeline.supervisor import ExitCode, Supervisor
+    try:
+        overrides = {}
+        if args.duration is not None:
+            overrides.setdefault("run", {})["duration_s"] = args.duration
+        if args.name:
+            overrides.setdefault("run", {})["name"] = args.name
+        if args.rate is not None:
+            overrides.setdefault("feed", {})["rate_eps"] = args.rate
+        if args.events is not None:
+            overrides.setdefault("feed", {})["max_events"] = args.events
+        if args.seed is not None:
+            overrides.setdefault("feed", {})["seed"] = args.seed
+        if args.quiet:
+            overrides.setdefault("run", {})["status_interval_s"] = 0.0
+        if args.idle:
+            overrides.setdefault("topology", {})["idle"] = args.idle
+        if args.journal:
+            overrides.setdefault("journal", {})["dir"] = args.journal
+        if args.dsn:
+            if has_password(args.dsn):  # every user sees a command line (ps, /proc/PID/cmdline)
+                raise ConfigError("--dsn carries a password, which every user of this machine can read in ps: "
+                                  "give the DSN without it and put the password in ~/.pgpass (or the file "
+                                  "PGPASSFILE names) or PGPASSWORD, or set recorder.dsn in a config file only "
+                                  "you can read (chmod 600)")
+            overrides.setdefault("recorder", {})["dsn"] = args.dsn
+        if getattr(args, "record", False):
+            overrides.setdefault("run", {})["mode"] = "record"
+        config = load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    return Supervisor(config).run()
+
+
+def _status(args) -> int:
+    from tools import status
+    return status.main(args.name)
+
+
+def _killswitch(args) -> int:
+    from tools import killswitch
+    return killswitch.main(args.action, args.name, getattr(args, "reason", ""))
+
+
+def _fused(args) -> int:
+    from pipeline.hosting.fused import run_fused
+    try:
+        config = load(args.config)
+        if args.seed is not None:
+            config = config.with_overrides(feed={"seed": args.seed})
+    except ConfigError as exc:
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.journal:
+        from pipeline.store.journal_replay import record
+        result = record(config, args.events, args.journal)
+    else:
+        result = run_fused(config, args.events)
+    orders = result.orders()
+    digest = hashlib.sha256(result.reports.tobytes()).hexdigest()[:16]
+    for name, c in result.counters.items():
+        print(f"{name:<10} in {c['in']:>9,} out {c['out']:>9,}")
+    print(f"orders {len(orders):,} reports {len(result.reports):,} quarantined "
+          f"{result.counters['validate']['quarantined']:,} report digest {digest}")
+    return 0
+
+
+def _replay(args) -> int:
+    from pipeline.store.journal_replay import replay
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return 2
+    outcome = replay(config, args.journal)
+    print(f"replayed {outcome.result.counters['feed']['out']:,} market events: {len(outcome.result.orders()):,} "
+          f"orders, {len(outcome.result.reports):,} reports")
+    if not outcome.recorded_reports:
+        print("the journal holds no execution reports to compare with")
+        return 0
+    if outcome.identical:
+        print(f"identical to the {outcome.recorded_reports:,} recorded reports")
+        return 0
+    print(f"DIFFERENT from the {outcome.recorded_reports:,} recorded reports, first at report "
+          f"{outcome.first_difference}")
+    return 1
+
+
+def _features_latest(args) -> int:
+    import numpy as np
+
+    from pipeline.store.feature_store import FeatureStoreReader
+    from shm.segment import SegmentError
+    from stages.records import FEATURE_NAMES
+    try:
+        reader = FeatureStoreReader(args.name)
+    except SegmentError as exc:
+        print(f"bot4: {exc}", file=sys.stderr)
+        return 1
+    try:
+        vectors = reader.snapshot()
+    finally:
+        reader.close()
+    if not len(vectors):
+        print("no feature vector written yet")
+        return 0
+    print(f"{'':<20}" + "".join(f"{f'v{v.venue}/s{v.symbol}':>16}" for v in vectors.view(np.recarray)))
+    print(f"{'origin_seq':<20}" + "".join(f"{int(seq):>16}" for seq in vectors["origin_seq"]))
+    for j, name in enumerate(FEATURE_NAMES):
+        print(f"{name:<20}" + "".join(f"{value:>16.6g}" for value in vectors["values"][:, j]))
+    return 0
+
+
+def _features(args) -> int:
+    if args.action == "latest":
+        return _features_latest(args)
+    from pipeline.store import feature_build
+    try:
+        config = load(args.config)
+        market, source = feature_build.market_source(config, args.journal)
+    except ConfigError as exc:
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return 2
+    result = feature_build.build(config, market, args.out, source)
+    print(f"wrote {result.rows:,} feature rows from {result.market_events:,} market events "
+          f"({result.quarantined:,} quarantined) to {result.path}")
+    return 0
+
+
+def _risk(args) -> int:
+    if args.action == "explain":
+        from tools import explain_orders
+        return explain_orders.main(args.extra)
+    from tools import fit_garch
+    return fit_garch.main(args.extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bot4", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the live pipeline (synthetic market, paper venue by default)")
+    run.add_argument("--config", help="TOML config; defaults are embedded")
+    run.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    run.add_argument("--rate", type=float, help="feed events per second (0 = max)")
+    run.add_argument("--events", type=int, help="stop after this many feed events")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--name", help="run name (shared-memory prefix /bot4.<name>.)")
+    run.add_argument("--idle", choices=("auto", "busy_spin", "yielding", "sleeping", "blocking"))
+    run.add_argument("--quiet", action="store_true", help="no status lines, summary only")
+    run.add_argument("--journal", help="record market events, intents and reports into this directory")
+    run.add_argument("--dsn", help="PostgreSQL DSN without a password (that goes in ~/.pgpass, PGPASSFILE or "
+                                   "PGPASSWORD): the recorder copies the journal into it (needs --journal)")
+    run.set_defaults(func=_run)
+    rec = sub.add_parser("record", help="record the market only: feed, validate, journal (and the recorder with "
+                                        "--dsn); nothing trades")
+    for flag, kwargs in (("--config", {}), ("--duration", {"type": float}), ("--rate", {"type": float}),
+                         ("--events", {"type": int}), ("--seed", {"type": int}), ("--name", {}),
+                         ("--idle", {"choices": ("auto", "busy_spin", "yielding", "sleeping", "blocking")})):
+        rec.add_argument(flag, **kwargs, help=next(a.help for a in run._actions if flag in a.option_strings))
+    rec.add_argument("--quiet", action="store_true", help="no status lines, summary only")
+    rec.add_argument("--journal", required=True, help="journal directory: market events and quarantined ones")
+    rec.add_argument("--dsn", help="PostgreSQL DSN without a password (~/.pgpass, PGPASSFILE or PGPASSWORD): "
+                                   "the recorder copies the journal into it")
+    rec.set_defaults(func=_run, record=True)
+    st = sub.add_parser("status", help="live figures of a running pipeline, read from shared memory")
+    st.add_argument("--name", default="main")
+    st.set_defaults(func=_status)
+    ks = sub.add_parser("killswitch", help="kill switch: status, trip, arm (through shared memory)")
+    ks_sub = ks.add_subparsers(dest="action", required=True)
+    for action, text in (("status", "state, reason, since when, switch reading, conditions holding"),
+                         ("trip", "disable trading now (latched)"),
+                         ("arm", "re-enable trading if the switch reads armed and nothing blocks it")):
+        p = ks_sub.add_parser(action, help=text)
+        p.add_argument("--name", default="main", help="run name")
+        if action == "trip":
+            p.add_argument("--reason", required=True, help="why (kept with the trip)")
+    ks.set_defaults(func=_killswitch)
+    fu = sub.add_parser("fused", help="all kernels in one process on the synthetic clock (deterministic)")
+    fu.add_argument("--config")
+    fu.add_argument("--events", type=int, default=100_000)
+    fu.add_argument("--seed", type=int)
+    fu.add_argument("--journal", help="record market events, intents and reports into this directory")
+    fu.set_defaults(func=_fused)
+    rp = sub.add_parser("replay", help="feed a journal through fused mode and compare the orders")
+    rp.add_argument("journal", help="journal directory (from bot4 fused --journal)")
+    rp.add_argument("--config", help="the config the journal was recorded with (defaults if omitted)")
+    rp.set_defaults(func=_replay)
+    fe = sub.add_parser("features", help="feature store: build the offline (Parquet) store from recorded data")
+    fe_sub = fe.add_subparsers(dest="action", required=True)
+    fb = fe_sub.add_parser("build", help="run validate and feature kernels over recorded events into Parquet")
+    fb.add_argument("--config", help="TOML config; its feed.files (feed.source = \"replay\") are the input "
+                                     "unless --journal is given")
+    fb.add_argument("--journal", help="journal directory: build from its market stream")
+    fb.add_argument("--out", required=True, help="Parquet file to write")
+    fb.set_defaults(func=_features)
+    fl = fe_sub.add_parser("latest", help="the online store of a running pipeline: latest vector per instrument")
+    fl.add_argument("--name", default="main", help="run name")
+    fl.set_defaults(func=_features)
+    rk = sub.add_parser("risk", help="risk tools: fit-garch (GARCH(1,1) per symbol with arch), explain (orders)")
+    rk_sub = rk.add_subparsers(dest="action", required=True)
+    rk_sub.add_parser("fit-garch", help="fit GARCH(1,1) on recorded bar returns; see its --help", add_help=False)
+    rk_sub.add_parser("explain", help="orders in a journal with the risk inputs that sized them", add_help=False)
+    rk.set_defaults(func=_risk)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "risk":  # only the risk tools take their own arguments
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
