@@ -25,6 +25,7 @@ from numba import njit
 
 from pipeline import graph
 from pipeline.config import Config
+from pipeline.plan import resolve
 from pipeline.sources import SymbolTable, merge, parse_file
 from shm import control as cb
 from stages import book, feature, feed, records, validate
@@ -50,7 +51,7 @@ def _validate_over(events, state, params, stats, out):
 
 
 def _validated(events: np.ndarray, config: Config) -> tuple[np.ndarray, tuple]:
-    _, params, _ = graph.kernel("validate", config, live=False)
+    params = graph.kernel_params("validate", config, live=False)
     out = np.zeros(len(events), records.MARKET_EVENT)
     n = validate.step(events, len(events), events[:0], 0, validate.make_state(), params, None,
                       np.zeros(cb.CUSTOM_WORDS, np.int64), out, 0)
@@ -59,7 +60,7 @@ def _validated(events: np.ndarray, config: Config) -> tuple[np.ndarray, tuple]:
 
 def _synthetic(n_events: int) -> tuple[np.ndarray, Config]:
     config = Config().with_overrides(feed={"max_events": n_events})
-    step, params, state = graph.kernel("feed", config, live=False)
+    step, params, state = graph.kernel("feed", resolve(config), live=False)
     out = np.zeros(config.rings.batch, records.MARKET_EVENT)
     chunks = []
     while True:

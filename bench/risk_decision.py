@@ -81,7 +81,9 @@ def _feature_case(events: np.ndarray) -> tuple[int, list[float]]:
 def _valid_events(n: int) -> np.ndarray:
     config = Config().with_overrides(feed={"max_events": n})
     from pipeline import graph
-    kernels = {name: graph.kernel(name, config, live=False) for name in ("feed", "validate")}
+    from pipeline.plan import resolve
+    plan = resolve(config)
+    kernels = {name: graph.kernel(name, plan, live=False) for name in ("feed", "validate")}
     market = np.zeros(BATCH, records.MARKET_EVENT)
     valid = np.zeros(BATCH, records.MARKET_EVENT)
     stats = np.zeros(32, np.int64)

@@ -273,11 +273,7 @@ class RiskConfig:
         _require(0 < self.kelly_fraction <= 1, "risk.kelly_fraction", self.kelly_fraction, "use (0, 1]; 0.25 is usual")
         _require(self.kelly_form in ("binary", "continuous"), "risk.kelly_form", self.kelly_form,
                  "use 'binary' or 'continuous'")
-        from stages.garch import DEFAULT_PARAMS_PATH, GarchParamsError, load_params
-        try:
-            load_params(self.garch_params or DEFAULT_PARAMS_PATH, self.bar_s)
-        except GarchParamsError as exc:
-            raise ConfigError(str(exc)) from None
+        # The fit itself is read once, when the run is planned (pipeline.plan.resolve): a check reads no file.
 
 
 @dataclass(frozen=True)

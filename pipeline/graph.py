@@ -11,7 +11,9 @@ from types import ModuleType
 
 import numpy as np
 
+from pipeline import streams
 from pipeline.config import GATE_LIMITS, Config
+from pipeline.plan import RunPlan
 from pipeline.registry import STAGE_NAMES
 from stages import execute, feature, feed, records, risk, strategy, validate
 
@@ -35,12 +37,8 @@ class StageSpec:
     tap: str | None = None  # side tap to the journal: never blocks, counts what it drops
 
 
-# The ccxt feed host's counters, after the feed kernel's own (pipeline.sources.ccxt_feed writes them).
-CCXT_FEED_STATS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
-WATCHDOG_INDEX = len(STAGE_NAMES)  # control-block slots follow topology.PROCESSES
 # Taps in journal-stream order; validate's tap carries its quarantined events, the others their output.
-TAP_STREAMS = {"feed.journal": "market", "strategy.journal": "intent", "execute.journal": "exec",
-               "validate.journal": "quarantine"}
+TAP_STREAMS = {s.tap: s.name for s in streams.STREAMS}
 
 
 def rings(config: Config) -> dict[str, RingSpec]:
@@ -58,10 +56,7 @@ def rings(config: Config) -> dict[str, RingSpec]:
     ]
     if config.journal.dir:
         taps = config.journal.tap_capacity
-        specs += [RingSpec("feed.journal", records.MARKET_EVENT, taps),
-                  RingSpec("strategy.journal", records.ORDER_INTENT, taps),
-                  RingSpec("execute.journal", records.EXEC_REPORT, taps),
-                  RingSpec("validate.journal", records.MARKET_EVENT, taps)]
+        specs += [RingSpec(s.tap, s.dtype, taps) for s in streams.STREAMS]
     used = {name for s in stages(config) for name in (s.in_a, s.in_b, s.tap, *s.outs) if name}
     return {s.name: s for s in specs if s.name in used}
 
@@ -101,13 +96,6 @@ def out_capacity(stage: str, batch: int) -> int:
     return module.out_capacity(batch) if module is not None and hasattr(module, "out_capacity") else batch
 
 
-def garch_parameters(config: Config) -> np.ndarray:
-    """(MAX_KEYS, 3) omega, alpha, beta per instrument key from the configured (or shipped) fit."""
-    from stages.garch import DEFAULT_PARAMS_PATH, key_table, load_params
-    return key_table(load_params(config.risk.garch_params or DEFAULT_PARAMS_PATH, config.risk.bar_s),
-                     list(config.feed.symbols))
-
-
 def gate_limits_by_key(config: Config, limit: str) -> dict[int, float]:
     """execute.<limit>_by_symbol as {instrument key: value}: a symbol's limit holds on every venue."""
     symbols = config.feed.symbols
@@ -116,60 +104,83 @@ def gate_limits_by_key(config: Config, limit: str) -> dict[int, float]:
             for venue in range(len(config.feed.venues))}
 
 
-def kernel(stage: str, config: Config, live: bool):
-    """(step, params, state) for a numba-hosted stage, built from the typed config."""
+def kernel_params(stage: str, config: Config, live: bool) -> np.ndarray:
+    """The params of a numba-hosted stage, built by keyword from the (plan's) config; no file is read."""
     n_venues, n_symbols = len(config.feed.venues), len(config.feed.symbols)
     if stage == "feed":
         f = config.feed
-        symbols = [s for s in feed.DEFAULT_SYMBOLS if s[0] in config.feed.symbols]
-        symbols.sort(key=lambda s: config.feed.symbols.index(s[0]))
         # Unpaced (fused, or a live run at max rate) the synthetic clock still runs at the configured rate, so
         # fused mode replays the market a paced live run of the same config sees.
-        mean_gap_ns = 1e9 / f.rate_eps if f.rate_eps > 0 else feed.DEFAULT_MEAN_GAP_NS
-        params = feed.make_params(config.feed.rate_eps if live else 0.0, config.feed.max_events, n_venues,
-                                  n_symbols, config.feed.malformed_rate, sim_clock=not live, mean_gap_ns=mean_gap_ns,
-                                  batch=config.rings.batch, trade_prob=config.feed.trade_prob,
-                                  stall_after=config.feed.stall_after_events,
-                                  crash_after=config.feed.crash_after_events,
-                                  crash_bps=config.feed.crash_bps_per_event, burstiness=f.burstiness,
-                                  burst_decay_ms=f.burst_decay_ms, regime_mean_s=f.regime_mean_s,
-                                  info_interval_ms=f.info_interval_ms, liquidation_prob=f.liquidation_prob,
-                                  trend_bps_per_s=f.trend_bps_per_s)
-        return feed.step, params, feed.make_state(config.feed.seed, symbols)
+        return feed.make_params(rate_eps=f.rate_eps if live else 0.0, max_events=f.max_events, n_venues=n_venues,
+                                n_symbols=n_symbols, bad_rate=f.malformed_rate, sim_clock=not live,
+                                mean_gap_ns=1e9 / f.rate_eps if f.rate_eps > 0 else feed.DEFAULT_MEAN_GAP_NS,
+                                batch=config.rings.batch, trade_prob=f.trade_prob, stall_after=f.stall_after_events,
+                                crash_after=f.crash_after_events, crash_bps=f.crash_bps_per_event,
+                                burstiness=f.burstiness, burst_decay_ms=f.burst_decay_ms,
+                                regime_mean_s=f.regime_mean_s, info_interval_ms=f.info_interval_ms,
+                                liquidation_prob=f.liquidation_prob, trend_bps_per_s=f.trend_bps_per_s)
     if stage == "validate":
         v = config.validate
         ticks = lots = ()
         if config.feed.source == "synthetic":  # a replay's grids are the venue's, not known here
-            symbols = {s[0]: s for s in feed.DEFAULT_SYMBOLS}
-            chosen = [symbols[name] for name in config.feed.symbols]
+            chosen = _synthetic_symbols(config)
             ticks, lots = [s[2] for s in chosen], [s[3] for s in chosen]
-        params = validate.make_params(n_venues, n_symbols, v.max_stale_ms, v.max_future_ms, v.max_jump_pct,
-                                      ticks=ticks, lots=lots)
-        return validate.step, params, validate.make_state(config.rings.batch)
+        return validate.make_params(n_venues=n_venues, n_symbols=n_symbols, max_stale_ms=v.max_stale_ms,
+                                    max_future_ms=v.max_future_ms, max_jump_pct=v.max_jump_pct, ticks=ticks,
+                                    lots=lots)
     if stage == "feature":
-        return feature.step, feature.make_params(), feature.make_state()
+        return feature.make_params()
     if stage == "risk":
         r = config.risk
-        params = risk.make_params(r.max_position_usd, r.max_order_usd, r.vol_ref_bps, r.capital_usd,
-                                  r.soft_drawdown_pct, r.bar_s, r.horizon_bars, r.cov_halflife_bars, r.cov_min_bars,
-                                  r.max_gross_usd, r.max_leverage, r.heat_limit, r.heat_stop_sigmas,
-                                  r.maintenance_margin_pct, r.liq_distance_sigmas)
-        return risk.step, params, risk.make_state(garch_parameters(config))
+        return risk.make_params(max_position_usd=r.max_position_usd, max_order_usd=r.max_order_usd,
+                                vol_ref_bps=r.vol_ref_bps, capital_usd=r.capital_usd,
+                                soft_drawdown_pct=r.soft_drawdown_pct, bar_s=r.bar_s, horizon_bars=r.horizon_bars,
+                                cov_halflife_bars=r.cov_halflife_bars, cov_min_bars=r.cov_min_bars,
+                                max_gross_usd=r.max_gross_usd, max_leverage=r.max_leverage,
+                                heat_limit=r.heat_limit, heat_stop_sigmas=r.heat_stop_sigmas,
+                                maintenance_margin_pct=r.maintenance_margin_pct,
+                                liq_distance_sigmas=r.liq_distance_sigmas)
     if stage == "strategy":
-        s = config.strategy
-        params = strategy.make_params(s.threshold, s.take_usd, s.quote_usd, s.half_spread_bps, s.requote_bps,
-                                      s.skew_bps, s.cooldown_ms, s.quoting, config.risk.max_position_usd,
-                                      config.risk.kelly_fraction, config.risk.kelly_payoff_ratio,
-                                      config.risk.kelly_form)
-        return strategy.step, params, strategy.make_state()
+        s, r = config.strategy, config.risk
+        return strategy.make_params(threshold=s.threshold, take_usd=s.take_usd, quote_usd=s.quote_usd,
+                                    half_spread_bps=s.half_spread_bps, requote_bps=s.requote_bps,
+                                    skew_bps=s.skew_bps, cooldown_ms=s.cooldown_ms, quoting=s.quoting,
+                                    max_position_usd=r.max_position_usd, kelly_fraction=r.kelly_fraction,
+                                    kelly_payoff_ratio=r.kelly_payoff_ratio, kelly_form=r.kelly_form)
     if stage == "execute":
         e = config.execute
         by_key = {limit: gate_limits_by_key(config, limit) for limit in GATE_LIMITS}
-        params = execute.make_params(e.maker_fee_bps, e.taker_fee_bps, e.max_open_orders, e.on_kill == "flatten",
-                                     e.flatten_collar_bps, e.flatten_retry_ms, e.max_order_qty, e.max_order_usd,
-                                     e.price_collar_bps, e.max_orders_per_s, e.order_burst, e.duplicate_window_ms,
-                                     e.max_position_usd, max_order_qty_by_key=by_key["max_order_qty"],
-                                     max_order_usd_by_key=by_key["max_order_usd"],
-                                     max_position_usd_by_key=by_key["max_position_usd"])
-        return execute.step, params, execute.make_state()
+        return execute.make_params(maker_fee_bps=e.maker_fee_bps, taker_fee_bps=e.taker_fee_bps,
+                                   max_open_orders=e.max_open_orders, flatten=e.on_kill == "flatten",
+                                   flatten_collar_bps=e.flatten_collar_bps, flatten_retry_ms=e.flatten_retry_ms,
+                                   max_order_qty=e.max_order_qty, max_order_usd=e.max_order_usd,
+                                   price_collar_bps=e.price_collar_bps, max_orders_per_s=e.max_orders_per_s,
+                                   order_burst=e.order_burst, duplicate_window_ms=e.duplicate_window_ms,
+                                   max_position_usd=e.max_position_usd,
+                                   max_order_qty_by_key=by_key["max_order_qty"],
+                                   max_order_usd_by_key=by_key["max_order_usd"],
+                                   max_position_usd_by_key=by_key["max_position_usd"])
     raise KeyError(f"stage {stage!r} has no numba kernel")
+
+
+def _synthetic_symbols(config: Config) -> list[tuple]:
+    """The synthetic market's entries (name, price, tick, lot, ...) of the run's symbols, in its order."""
+    table = {s[0]: s for s in feed.DEFAULT_SYMBOLS}
+    return [table[name] for name in config.feed.symbols if name in table]
+
+
+def initial_state(stage: str, plan: RunPlan):
+    """A stage's state at the start of a run that has no shared-memory tables (fused mode, a backtest, the
+    warm-up). A live feature or risk stage builds its state over the run's tables instead (stage host)."""
+    if stage == "feed":
+        return feed.make_state(plan.config.feed.seed, _synthetic_symbols(plan.config))
+    if stage == "validate":
+        return validate.make_state(plan.config.rings.batch)
+    if stage == "risk":
+        return risk.make_state(plan.garch_table)
+    return MODULES[stage].make_state()
+
+
+def kernel(stage: str, plan: RunPlan, live: bool):
+    """(step, params, state) of a numba-hosted stage."""
+    return MODULES[stage].step, kernel_params(stage, plan.config, live), initial_state(stage, plan)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline import streams
 from shm import control as cb
 from stages import execute, feature, feed, risk, strategy, validate
 
@@ -17,7 +18,6 @@ AGENT = "agent"     # a Python host: do work, report a work count (feed hosts, j
 
 # Where the recorder keeps its last error (masked UTF-8) for the run's summary: (first slot word, words).
 RECORDER_ERROR_WORDS = (cb.S_CUSTOM + 8, 24)
-JOURNAL_STREAMS = ("market", "intent", "exec", "quarantine")  # journal and recorder order
 CCXT_FEED_COUNTERS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
 FEED_ENTRIES = {"synthetic": "pipeline.hosting.stage_host", "replay": "pipeline.sources.replay_feed",
                 "ccxt": "pipeline.sources.ccxt_feed"}
@@ -49,9 +49,9 @@ PROCESSES = (
     Process("watchdog", 7, AGENT, "pipeline.safety.watchdog",
             ("checks", "trips", "arms", "arm_refusals", "max_poll_ns"), stage=False),
     # Per stream the records it wrote, then fsyncs; words after the labels hold each stream's first segment.
-    Process("journal", 8, AGENT, "pipeline.store.journal_process", (*JOURNAL_STREAMS, "fsyncs"), stage=False),
+    Process("journal", 8, AGENT, "pipeline.store.journal_process", (*streams.NAMES, "fsyncs"), stage=False),
     # Per stream the rows it copied, then reconnects; words 8.. hold the last error text.
-    Process("recorder", 9, AGENT, "pipeline.store.recorder", (*JOURNAL_STREAMS, "reconnects"), stage=False),
+    Process("recorder", 9, AGENT, "pipeline.store.recorder", (*streams.NAMES, "reconnects"), stage=False),
 )
 BY_NAME = {p.name: p for p in PROCESSES}
 NAMES = tuple(p.name for p in PROCESSES)      # control-block slot i belongs to NAMES[i]

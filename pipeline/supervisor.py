@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import posix_ipc
 
 from pipeline import graph, kill_reasons, names
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.hosting import launcher, topology, warmup
+from pipeline.plan import RunPlan, resolve
 from pipeline.registry import NAMES as PROCESS_NAMES
 from pipeline.registry import STAGE_NAMES
 from pipeline.safety import alerts, postmortem
@@ -60,6 +61,7 @@ class Supervisor:
     final_counters: dict = field(default_factory=dict)
     restarts: int = 0
     armed_text: str = ""
+    plan: RunPlan | None = None    # resolved once at start (pipeline.plan); every child gets it
     placements: dict = field(default_factory=dict)
     final_histograms: dict = field(default_factory=dict)
     ran_s: float = 0.0
@@ -78,6 +80,10 @@ class Supervisor:
         try:
             try:
                 self.start()
+            except ConfigError as exc:  # what the config names cannot serve the run (planning reads it)
+                self.stop_requested = self.stop_requested or "config error"
+                self.say(f"bot4: config error: {exc}")
+                return ExitCode.CONFIG
             except (StartError, segment.SegmentError) as exc:  # a planted or absurd segment: no traceback
                 self.stop_requested = self.stop_requested or "start-up failed"
                 self.say(f"bot4: start-up failed: {exc}")
@@ -96,8 +102,9 @@ class Supervisor:
     def start(self) -> None:
         config = self.config
         run = config.run.name
-        placements = self.placements = topology.plan(config)
-        preflight(config)
+        self.plan = resolve(config).with_placements(topology.place(config))
+        placements = self.placements = self.plan.placements
+        preflight(self.plan)
         self._reclaim_stale(run)
         postmortem.remove(run)  # a new run under this name: the last one's account is superseded
         self.block = cb.ControlBlock.create(names.control(run))
@@ -122,17 +129,15 @@ class Supervisor:
         if "feature" in hosted:
             self.online_store = feature_store.create(run)
         if "risk" in hosted:
-            from stages.garch import DEFAULT_PARAMS_PATH, load_params
             self.garch_store = garch_store.create(run)
-            garch_store.publish_initial(self.garch_store, load_params(config.risk.garch_params or DEFAULT_PARAMS_PATH,
-                                                                      config.risk.bar_s),
-                                        list(config.feed.symbols), round(config.risk.bar_s * 1e9))
+            garch_store.publish_initial(self.garch_store, self.plan.garch_doc, list(config.feed.symbols),
+                                        round(config.risk.bar_s * 1e9))
         for name in STAGE_NAMES:
             if name in hosted and placements[name].idle == idle_strategies.BLOCKING:
                 self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
         t0 = time.monotonic()
         try:
-            warmup.compile_all(config, lambda: bool(self.stop_requested))
+            warmup.compile_all(self.plan, lambda: bool(self.stop_requested))
         except warmup.WarmupStopped:
             raise StartError(f"{self.stop_requested} during start-up (kernel compilation stopped)") from None
         except warmup.WarmupError as exc:
@@ -141,7 +146,7 @@ class Supervisor:
         self.say(f"bot4: kernels compiled/loaded in {time.monotonic() - t0:.1f}s; topology: "
                  + ", ".join(f"{n}@{placements[n].core}" for n in spawned) + f"; idle={idle_name}")
         for name in spawned:
-            self.children[name] = launcher.spawn(name, config, placements)
+            self.children[name] = launcher.spawn(name, self.plan)
         deadline = time.monotonic() + config.run.ready_timeout_s
         while True:
             failed = self._start_failure()
@@ -233,7 +238,7 @@ class Supervisor:
         slot = self.block.stages[PROCESS_NAMES.index(name)]
         slot[cb.S_STATE] = cb.STARTING
         slot[cb.S_STOP] = 0
-        self.children[name] = launcher.spawn(name, self.config, self.placements)
+        self.children[name] = launcher.spawn(name, self.plan)
         self.say(f"bot4: restarted {name} (restart {self.restarts} of {self.config.run.max_restarts}); "
                  "trading stays disabled until: bot4 killswitch arm")
 
@@ -449,16 +454,17 @@ class Supervisor:
             alerts.remove_ipc_file(alerts.endpoint_for(self.config.run.name, self.config.watchdog.alert_endpoint))
 
 
-def preflight(config: Config) -> None:
+def preflight(plan: RunPlan) -> None:
     """What the configuration names and only this machine can tell, checked once before any segment or
     process exists: the model's metadata, each replay file, the journal directory. Raises StartError
     naming each key that fails."""
+    config = plan.config
     problems = []
     hosted = {s.name for s in graph.stages(config)}
     if "inference" in hosted:
         from stages import inference
         try:
-            inference.verify_files(config.inference.model or inference.DEFAULT_MODEL)
+            inference.verify_files(plan.model_path)
         except (OSError, ValueError) as exc:
             problems.append(f"inference.model: {exc}")
     if "feed" in hosted and config.feed.source == "replay":

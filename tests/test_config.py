@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from pipeline.config import Config, ConfigError, from_dict, load
-from pipeline.hosting.topology import plan
+from pipeline.hosting.topology import place
 from shm import idle
 from tests.conftest import ROOT
 
@@ -52,15 +52,15 @@ def test_toml_file_overrides_defaults(tmp_path):
 
 
 def test_auto_topology_shares_two_cores_with_yielding_and_gives_sixteen_a_core_each():
-    small = plan(Config(), cores=[0, 1])
+    small = place(Config(), cores=[0, 1])
     assert {p.core for p in small.values()} == {0, 1}
     assert all(p.idle == idle.YIELDING and not p.dedicated for p in small.values())
     assert small["feed"].core != small["validate"].core  # neighbours on different cores
-    big = plan(Config(), cores=list(range(16)))
+    big = place(Config(), cores=list(range(16)))
     cores = [p.core for p in big.values()]
     assert len(set(cores)) == len(cores) and 0 not in cores  # a core each, core 0 left to the OS
     assert all(p.idle == idle.BUSY_SPIN and p.dedicated for p in big.values())
-    forced = plan(Config().with_overrides(topology={"idle": "blocking"}), cores=list(range(16)))
+    forced = place(Config().with_overrides(topology={"idle": "blocking"}), cores=list(range(16)))
     assert all(p.idle == idle.BLOCKING for p in forced.values())
 
 

@@ -208,7 +208,7 @@ def test_per_symbol_limits_from_the_config_reach_every_venue_of_that_symbol_and_
     config = Config().with_overrides(execute={"max_order_qty": 100.0, "max_order_qty_by_symbol": ["SOL-USDT=500"],
                                               "max_order_usd_by_symbol": ["BTC-USDT=9000"],
                                               "max_position_usd_by_symbol": ["ETH-USDT=1000", "BTC-USDT=2e5"]})
-    _, params, _ = graph.kernel("execute", config, live=False)
+    params = graph.kernel_params("execute", config, live=False)
     btc, eth, sol = (config.feed.symbols.index(s) for s in ("BTC-USDT", "ETH-USDT", "SOL-USDT"))
     for venue in range(len(config.feed.venues)):
         key = venue * execute.MAX_SYMBOLS
@@ -220,7 +220,7 @@ def test_per_symbol_limits_from_the_config_reach_every_venue_of_that_symbol_and_
 
 
 def test_no_per_symbol_entries_gives_every_instrument_the_global_limits():
-    _, params, _ = graph.kernel("execute", Config(), live=False)
+    params = graph.kernel_params("execute", Config(), live=False)
     e = Config().execute
     assert all(execute.gate_limits(params, k) == (e.max_order_qty, e.max_order_usd, e.max_position_usd)
                for k in range(execute.MAX_KEYS))

@@ -273,11 +273,10 @@ def test_risk_reduction_request_becomes_a_reduce_only_intent():
 
 
 def test_the_decision_carries_its_inputs_and_the_shipped_fit_applies_per_symbol():
-    from pipeline import graph
     from pipeline.config import Config
+    from pipeline.plan import resolve
     from stages.garch import DEFAULT_PARAMS_PATH, load_params, params_for
-    config = Config()
-    table = graph.garch_parameters(config)
+    table = resolve(Config()).garch_table
     doc = load_params(DEFAULT_PARAMS_PATH, 1.0)
     assert tuple(table[0]) == params_for(doc, "BTC-USDT") == params_for(doc, "BTCUSDT")
     assert tuple(table[MAX_SYMBOLS + 2]) == params_for(doc, "default")  # SOL has no fit of its own
@@ -292,7 +291,6 @@ def test_the_decision_carries_its_inputs_and_the_shipped_fit_applies_per_symbol(
     ("risk", "kelly_fraction", 1.5, r"use \(0, 1\]"),
     ("risk", "heat_limit", 0.0, r"use \(0, 10\]"),
     ("risk", "liq_distance_sigmas", -1.0, "use 0 \\(off\\) or more"),
-    ("risk", "garch_params", "/nonexistent/g.json", "does not exist; run `bot4 risk fit-garch"),
     ("execute", "price_collar_bps", 0.0, "use a positive number"),
     ("execute", "order_burst", 0, "use 1 or more"),
 ])
@@ -300,6 +298,14 @@ def test_bad_risk_and_gate_settings_name_the_key_and_the_fix(section, key, value
     from pipeline.config import Config, ConfigError
     with pytest.raises(ConfigError, match=rf"{section}.{key}=.*{fix}"):
         Config().with_overrides(**{section: {key: value}})
+
+
+def test_a_garch_fit_that_cannot_serve_the_run_is_a_config_error_when_the_run_is_planned():
+    from pipeline.config import Config, ConfigError
+    from pipeline.plan import resolve
+    config = Config().with_overrides(risk={"garch_params": "/nonexistent/g.json"})  # a check reads no file
+    with pytest.raises(ConfigError, match=r"risk.garch_params=.*does not exist; run `bot4 risk fit-garch"):
+        resolve(config)
 
 
 def test_a_fused_replay_of_a_real_capture_runs_garch_on_its_bars_and_intents_carry_the_risk_inputs():

@@ -13,13 +13,14 @@ import pytest
 from pipeline import names
 from pipeline.config import Config
 from pipeline.hosting import warmup
+from pipeline.plan import resolve
 from shm import segment
 from tests.conftest import ROOT, LiveRun
 
 SMALL = "tests.test_warmup:compile_small"
 
 
-def compile_small(config) -> None:
+def compile_small(plan) -> None:
     """A cheap stand-in for the whole warm-up: one small njit function of ours."""
     from shm import control as cb
     cb.bucket_of(1000)
@@ -48,7 +49,7 @@ def test_a_corrupt_cache_entry_is_rebuilt_and_nothing_else_in_the_cache_dir_is_t
     with open(index, "wb") as fh:
         fh.write(b"corrupt")  # pickle.load fails on it: the cache fails to load
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(cache))
-    warmup.compile_all(Config(), lambda: False, entry=SMALL)
+    warmup.compile_all(resolve(Config()), lambda: False, entry=SMALL)
     assert bystander.read_text() == "not Bot4's" and other.read_bytes() == b"another project's cache"
     with open(index, "rb") as fh:
         assert pickle.load(fh)  # rebuilt: a valid index (numba's version string) again
@@ -65,7 +66,7 @@ def test_a_stop_request_kills_the_compiling_child_at_once(tmp_path, monkeypatch)
         started.extend(k.pid for k in kids if k.pid not in started)
         return bool(started)  # stop as soon as the child runs
     with pytest.raises(warmup.WarmupStopped):
-        warmup.compile_all(Config(), should_stop)
+        warmup.compile_all(resolve(Config()), should_stop)
     assert started and not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                                for pid in started)
 

@@ -218,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "risk":  # only the risk tools take their own arguments
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:  # what the config names cannot serve (e.g. the GARCH fit, read when planning)
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 supervisor, ignore Ctrl-C (the supervisor owns it), pin itself, attach the control block, claim its slot."""
 from __future__ import annotations
 
-import json
 import os
+import pickle
 import signal
 import sys
 import time
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline import kill_reasons, names
-from pipeline.config import Config, from_dict
-from pipeline.hosting.topology import Placement, die_with_parent, pin_current_process
+from pipeline.config import Config
+from pipeline.hosting.topology import die_with_parent, pin_current_process
+from pipeline.plan import Placement, RunPlan
 from pipeline.registry import NAMES as PROCESSES
 from shm import control as cb
 from shm import segment
@@ -32,6 +33,7 @@ def _on_supervisor_died(signum, frame) -> None:
 @dataclass
 class Child:
     name: str
+    plan: RunPlan
     config: Config
     placement: Placement
     placements: dict[str, Placement]
@@ -41,24 +43,25 @@ class Child:
 
 def start(name: str | None = None) -> Child:
     """``name`` None: the spec says which stage this process is."""
-    launch = json.load(sys.stdin)
+    launch = pickle.load(sys.stdin.buffer)  # from our own supervisor, over a pipe only it holds
     name = name or launch["stage"]
     # The watchdog outlives the supervisor by one catchable signal: it disarms and cleans up (pipeline.safety.watchdog).
     if name == "watchdog":
         signal.signal(SUPERVISOR_DIED_SIGNAL, _on_supervisor_died)
     die_with_parent(launch["supervisor_pid"], SUPERVISOR_DIED_SIGNAL if name == "watchdog" else signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    placements = {n: Placement(**p) for n, p in launch["placements"].items()}
+    plan: RunPlan = launch["plan"]
+    placements = plan.placements
     placement = placements[name]
     pin_current_process(placement.core)  # before any thread exists, so all inherit it
-    config = from_dict(launch["config"])
+    config = plan.config  # checked once by the supervisor: a child never parses or re-checks it
     block = cb.ControlBlock.attach(names.control(config.run.name))
     slot = block.stages[PROCESSES.index(name)]
     slot[cb.S_PID_START_NS] = segment.process_start_ns(os.getpid())
     slot[cb.S_PID] = os.getpid()
     slot[cb.S_CORE] = placement.core
     slot[cb.S_HEARTBEAT_NS] = time.time_ns()
-    return Child(name, config, placement, placements, block, slot)
+    return Child(name, plan, config, placement, placements, block, slot)
 
 
 def one_line(exc: BaseException) -> str:

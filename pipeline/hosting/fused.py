@@ -13,11 +13,11 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline import graph, registry
+from pipeline import registry
 from pipeline.config import Config
-from shm import control as cb
+from pipeline.hosting.chain import Chain
+from pipeline.plan import resolve
 from stages import records, validate
-from stages.feed import I_SIM_NS
 
 
 class Journal(Protocol):
@@ -40,10 +40,6 @@ class FusedResult:
         return self.reports[self.reports["state"] == records.ORD_ACKED]
 
 
-def _stats(block: cb.ControlBlock, index: int) -> np.ndarray:
-    return block.stages[index][cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
-
-
 def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
               market_source: Iterator[np.ndarray] | None = None, journal: Journal | None = None,
               feature_sink: Callable[[np.ndarray], None] | None = None) -> FusedResult:
@@ -55,84 +51,55 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
 
     if market_source is None and n_events <= 0:
         raise ValueError("give n_events > 0 for the synthetic feed, or a market_source")
-    config = config.with_overrides(feed={"max_events": n_events})
-    batch = config.rings.batch
-    block = cb.ControlBlock.local()
-    block.globals[cb.G_TRADING_ENABLED] = 1
-    ctl = block.globals
-    kernels = {name: graph.kernel(name, config, live=False) for name in graph.MODULES}
-    model = inference.OnnxModel.load(model_path or config.inference.model or inference.DEFAULT_MODEL)
-    idx = {s.name: s.index for s in graph.STAGES}
-    counts = {s.name: [0, 0] for s in graph.STAGES}
-
-    market = np.zeros(batch, records.MARKET_EVENT)
-    valid = np.zeros(batch, records.MARKET_EVENT)
-    refused = np.zeros(batch, records.MARKET_EVENT)
-    features = np.zeros(batch, records.FEATURE_VECTOR)
-    decisions = np.zeros(batch, records.RISK_DECISION)
-    x = np.zeros((batch, records.N_FEATURES), np.float32)
-    predictions = np.zeros(batch, records.PREDICTION)
-    intents = np.zeros(graph.out_capacity("strategy", batch), records.ORDER_INTENT)
-    reports = np.zeros(graph.out_capacity("execute", batch), records.EXEC_REPORT)
+    plan = resolve(config.with_overrides(feed={"max_events": n_events}))
+    model = inference.OnnxModel.load(model_path or plan.model_path)
+    upstream = ("validate", "feature", "risk", "inference", "strategy")
+    chain = Chain(plan, upstream if market_source is not None else ("feed",) + upstream, also=("execute",),
+                  predict=model.predict)
+    refused = np.zeros(plan.config.rings.batch, records.MARKET_EVENT)
     pending = np.zeros(0, records.EXEC_REPORT)
     all_reports, all_intents = [], []
-    empty_market = np.zeros(0, records.MARKET_EVENT)
-    empty_reports = np.zeros(0, records.EXEC_REPORT)
+    fed = 0  # a replay's market, counted as the feed's output
 
-    def call(name, in_a, n_a, in_b, n_b, out):
-        step, params, state = kernels[name]
-        n = step(in_a, n_a, in_b, n_b, state, params, ctl, _stats(block, idx[name]), out, now)
-        counts[name][0] += n_a
-        counts[name][1] += n
-        return n
-
-    replay = _rebatch(market_source, batch) if market_source is not None else None
+    replay = _rebatch(market_source, plan.config.rings.batch) if market_source is not None else None
     while True:
         if replay is None:
-            now = int(kernels["feed"][2][0][I_SIM_NS])
-            n = call("feed", empty_market, 0, empty_market, 0, market)
-            now = int(kernels["feed"][2][0][I_SIM_NS])
+            now = chain.sim_ns()
+            n_int = chain.run(None, 0, now, feedback={"risk": pending, "strategy": pending}, sim_clock=True)
+            if chain.n["feed"] == 0:
+                break
+            now = chain.sim_ns()
+            market = chain.out["feed"][:chain.n["feed"]]
         else:
-            chunk = next(replay, None)
-            n = 0 if chunk is None else len(chunk)
-            if n:
-                market[:n] = chunk
-                counts["feed"][1] += n
-                now = int(chunk["origin_ts"][-1])
-        if n == 0:
-            break
+            market = next(replay, None)
+            if market is None or len(market) == 0:
+                break
+            fed += len(market)
+            now = int(market["origin_ts"][-1])
+            n_int = chain.run(market, len(market), now, feedback={"risk": pending, "strategy": pending})
         if journal is not None:
-            journal.market.append(market[:n])
-        n = call("validate", market, n, empty_market, 0, valid)
-        n_valid = n
-        if journal is not None:
-            n_bad, _ = validate.take_quarantined(kernels["validate"][2], refused)
+            journal.market.append(market)
+            n_bad, _ = validate.take_quarantined(chain.state("validate"), refused)
             journal.quarantine.append(refused[:n_bad])
-        n = call("feature", valid, n, empty_market, 0, features)
         if feature_sink is not None:
-            feature_sink(features[:n])
-        n = call("risk", features, n, pending, len(pending), decisions)
-        inference.prepare(decisions, n, x)
-        prob_up = model.predict(x[:n])
-        n = inference.finish(decisions, n, prob_up, predictions, now)
-        counts["inference"][0] += n
-        counts["inference"][1] += n
-        n_int = call("strategy", predictions, n, pending, len(pending), intents)
+            feature_sink(chain.out["feature"][:chain.n["feature"]])
+        valid, intents = chain.out["validate"][:chain.n["validate"]], chain.out["strategy"]
+        reports = chain.out["execute"]
         # Execute: market events up to each intent's origin, then that intent.
         given = 0
         produced = []
-        seqs = valid["origin_seq"][:n_valid]
+        seqs = valid["origin_seq"]
         i = 0
         while i < n_int:
             j = i
             while j < n_int and intents[j]["origin_seq"] == intents[i]["origin_seq"]:
                 j += 1
             upto = int(np.searchsorted(seqs, intents[i]["origin_seq"], side="right"))
-            k = call("execute", intents[i:j], j - i, valid[given:upto], upto - given, reports)
+            k = chain.step("execute", intents[i:j], j - i, valid[given:upto], upto - given, now)
             produced.append(reports[:k].copy())
             given = max(given, upto)
             i = j
-        k = call("execute", intents[:0], 0, valid[given:n_valid], n_valid - given, reports)
+        k = chain.step("execute", intents[:0], 0, valid[given:], len(valid) - given, now)
         produced.append(reports[:k].copy())
         pending = np.concatenate(produced)
         all_reports.append(pending)
@@ -141,15 +108,12 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
             journal.intents.append(intents[:n_int])
             journal.reports.append(pending)
 
-    counters = {}
-    for spec in graph.STAGES:
-        labels = registry.counters(spec.name)
-        stats = _stats(block, spec.index)
-        counters[spec.name] = {"in": counts[spec.name][0], "out": counts[spec.name][1],
-                               **{label: int(stats[i]) for i, label in enumerate(labels)}}
-    _, _, quarantine, quarantined, _ = kernels["validate"][2]
+    counters = chain.counters()
+    if "feed" not in counters:
+        counters = {"feed": {"in": 0, "out": fed, **dict.fromkeys(registry.counters("feed"), 0)}, **counters}
+    _, _, quarantine, quarantined, _ = chain.state("validate")
     kept = min(int(quarantined[0]), len(quarantine))
-    return FusedResult(np.concatenate(all_reports) if all_reports else empty_reports,
+    return FusedResult(np.concatenate(all_reports) if all_reports else np.zeros(0, records.EXEC_REPORT),
                        np.concatenate(all_intents) if all_intents else np.zeros(0, records.ORDER_INTENT),
                        counters, quarantine[:kept].copy())
 
@@ -176,22 +140,9 @@ def collect_features(seed: int, n_events: int, config: Config | None = None) -> 
     if n_events <= 0:
         raise ValueError(f"n_events={n_events} must be > 0")
     config = (config or Config()).with_overrides(feed={"seed": seed, "max_events": n_events})
-    batch = config.rings.batch
-    block = cb.ControlBlock.local()
-    ctl = block.globals
-    stages = {name: graph.kernel(name, config, live=False) for name in ("feed", "validate", "feature")}
-    market = np.zeros(batch, records.MARKET_EVENT)
-    valid = np.zeros(batch, records.MARKET_EVENT)
+    chain = Chain(resolve(config), ("feed", "validate", "feature"))
     out = np.zeros(n_events, records.FEATURE_VECTOR)
     filled = 0
-    stats = _stats(block, 0)
-    while True:
-        step, params, state = stages["feed"]
-        n = step(market, 0, market, 0, state, params, ctl, stats, market, 0)
-        if n == 0:
-            break
-        step, params, state = stages["validate"]
-        n = step(market, n, market, 0, state, params, ctl, stats, valid, 0)
-        step, params, state = stages["feature"]
-        filled += step(valid, n, valid, 0, state, params, ctl, stats, out[filled:filled + n], 0)
+    while chain.run(None, 0, 0, out=out[filled:filled + config.rings.batch]) or chain.n["feed"]:
+        filled += chain.n["feature"]
     return out[:filled]

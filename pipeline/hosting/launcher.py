@@ -1,30 +1,31 @@
 """Spawn a stage or the watchdog as its own process, pin it, set its priority."""
 from __future__ import annotations
 
-import json
 import os
+import pickle
 import subprocess
 import sys
-from dataclasses import asdict
 
 import psutil
 
 from pipeline import registry
-from pipeline.config import Config, to_dict
-from pipeline.hosting.topology import Placement, apply_priority
+from pipeline.hosting.topology import apply_priority
+from pipeline.plan import RunPlan
 
 
-def spawn(process: str, config: Config, placements: dict[str, Placement]) -> subprocess.Popen:
+def spawn(process: str, plan: RunPlan) -> subprocess.Popen:
+    """Start ``process`` of the run ``plan`` describes; the plan goes on its stdin (never argv: it holds the
+    config, and the config may hold a DSN's password)."""
+    config, placements = plan.config, plan.placements
     module = registry.entry(process, config.feed.source)
-    launch = {"stage": process, "config": to_dict(config), "supervisor_pid": os.getpid(),
-              "placements": {name: asdict(p) for name, p in placements.items()}}
+    launch = {"stage": process, "plan": plan, "supervisor_pid": os.getpid()}
     child = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE)
     # The child pins itself first thing too; pinning here covers the interpreter's start-up.
     try:
         psutil.Process(child.pid).cpu_affinity([placements[process].core])
     except psutil.Error:
         pass
-    child.stdin.write(json.dumps(launch).encode())
+    child.stdin.write(pickle.dumps(launch))
     child.stdin.close()
     topo = config.topology
     if topo.nice or topo.realtime_priority:

@@ -9,6 +9,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -19,6 +20,7 @@ from pipeline.config import Config
 from pipeline.hosting import duty_cycle
 from pipeline.hosting.child import EXPECTED_FAILURES, report_failure, start
 from pipeline.hosting.topology import Placement
+from pipeline.plan import RunPlan
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
@@ -130,9 +132,9 @@ def start_python_feed(config: Config, endpoints, block, slot, placement) -> Pyth
     return feed
 
 
-def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
-    _, params, state = graph.kernel(spec.name, config, live=True)
-    store = None
+def run_numba_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
+    params = graph.kernel_params(spec.name, config, live=True)
+    store = state = None
     if spec.name == "feature":  # the online store: this stage is its only writer
         from stages import feature
         store = tables.feature_table(config.run.name)
@@ -142,6 +144,8 @@ def run_numba_stage(spec, config, endpoints, block, slot, placement) -> None:
         store = tables.garch_table(config.run.name)
         published, _ = store.read(tables.GARCH_SLOT)  # the supervisor's (or a refit's) table: one source of truth
         state = risk.make_state(published["params"], store.arrays)
+    else:
+        state = graph.initial_state(spec.name, plan)
     try:
         _run_numba_stage(spec, config, endpoints, block, slot, placement, params, state)
     finally:
@@ -184,11 +188,11 @@ def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, st
         return
 
 
-def run_inference_stage(spec, config, endpoints, block, slot, placement) -> None:
+def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
     from stages import inference
     from stages.records import N_FEATURES
 
-    model = inference.OnnxModel.load(config.inference.model or inference.DEFAULT_MODEL)
+    model = inference.OnnxModel.load(plan.model_path)
     batch = config.rings.batch
     decisions = np.zeros(batch, endpoints.in_a[2].dtype)
     x = np.zeros((batch, N_FEATURES), np.float32)
@@ -248,7 +252,7 @@ def main(host=None) -> int:
     try:
         endpoints = attach_endpoints(config, run, spec, placements)
         if host is None:
-            host = run_inference_stage if stage == "inference" else run_numba_stage
+            host = partial(run_inference_stage if stage == "inference" else run_numba_stage, plan=child.plan)
         host(spec, config, endpoints, block, slot, placement)
         slot[cb.S_STATE] = cb.STOPPED
         return 0

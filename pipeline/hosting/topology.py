@@ -9,35 +9,20 @@ costs tens of milliseconds).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import psutil
 
 from pipeline.config import Config
+from pipeline.plan import Placement
 from pipeline.registry import NAMES as PROCESSES
 from shm import idle as idle_strategies
-
-
-@dataclass(frozen=True)
-class Placement:
-    core: int
-    idle: int          # shm.idle strategy
-    dedicated: bool
-    spin_cycles: int = 5
-    yield_cycles: int = 1000
-    min_sleep_us: int = 50
-    max_sleep_us: int = 1000
-
-    def idle_params(self):
-        return idle_strategies.make_params(self.idle, self.spin_cycles, self.yield_cycles, self.min_sleep_us,
-                                           self.max_sleep_us)
 
 
 def available_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def plan(config: Config, cores: list[int] | None = None) -> dict[str, Placement]:
+def place(config: Config, cores: list[int] | None = None) -> dict[str, Placement]:
     cores = cores if cores is not None else available_cores()
     topo = config.topology
     needed = len(PROCESSES)

@@ -2,14 +2,14 @@
 
 Numba caches machine code on disk (``cache=True``); children then load it instead of compiling in
 parallel on shared cores (PITFALLS 4). The calls use local arrays of exactly the types the stages use.
-The compile runs in its own process (config on stdin, never argv) so the supervisor can stop it at once
+The compile runs in its own process (the run plan on stdin, never argv) so the supervisor can stop it at once
 on SIGINT/SIGTERM: a first compile takes minutes.
 """
 from __future__ import annotations
 
 import importlib
-import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -18,15 +18,15 @@ from typing import Callable
 import numpy as np
 
 from pipeline import graph
-from pipeline.config import Config, from_dict, to_dict
 from pipeline.hosting import duty_cycle
+from pipeline.plan import RunPlan
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
 from shm.syscalls import new_timespec
 from stages import records
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout
 OUR_PACKAGES = ("pipeline", "shm", "stages")
 RETRY_EXIT = 75          # the child removed a cache entry that failed to load: compile again in a fresh process
 MAX_ATTEMPTS = 4
@@ -41,22 +41,21 @@ class WarmupStopped(WarmupError):
     """A stop was requested while compiling; the child is gone."""
 
 
-def compile_all(config: Config, should_stop: Callable[[], bool] = lambda: False,
+def compile_all(plan: RunPlan, should_stop: Callable[[], bool] = lambda: False,
                 entry: str = "pipeline.hosting.warmup:_compile_all") -> None:
     """Compile (or load) everything in a child process; returns when it is done.
 
     ``should_stop`` is polled every POLL_S: when true, the child's process group is killed and WarmupStopped
     raised. A cache entry that fails to load is removed by the child (only that entry's files: the cache
     directory may hold an operator's files and other checkouts' caches) and the compile runs again.
-    ``entry`` ("module:function", called with the config) is what the child compiles.
+    ``entry`` ("module:function", called with the plan) is what the child compiles.
 
     numba's cache index is not safe against two processes compiling the same function at once (both
     append entry N+1): a corrupt entry then fails to load. Warming here, alone, before any child starts
     avoids that in the pipeline; other tools sharing the cache can still collide.
     """
     for attempt in range(MAX_ATTEMPTS):
-        spec = json.dumps({"config": to_dict(config), "entry": entry, "supervisor_pid": os.getpid(),
-                           "attempt": attempt}).encode()
+        spec = pickle.dumps({"plan": plan, "entry": entry, "supervisor_pid": os.getpid(), "attempt": attempt})
         if should_stop():
             raise WarmupStopped("stopped before kernel compilation")
         # Its own process group: a terminal's Ctrl-C reaches the supervisor only, which decides.
@@ -157,13 +156,13 @@ def remove_all_our_cache_entries() -> list[str]:
 
 def main() -> int:
     from pipeline.hosting.topology import die_with_parent
-    spec = json.load(sys.stdin)
+    spec = pickle.load(sys.stdin.buffer)  # from the supervisor, over a pipe only it holds
     die_with_parent(spec["supervisor_pid"])  # a killed supervisor takes its compile with it
-    config = from_dict(spec["config"])
+    plan = spec["plan"]
     module, _, function = spec["entry"].partition(":")
     compile_fn = getattr(importlib.import_module(module), function)
     try:
-        compile_fn(config)
+        compile_fn(plan)
     except Exception as exc:
         removed = remove_failed_cache_entries(exc)
         if not removed and spec["attempt"] == 0 and type(exc) is TypeError:
@@ -178,7 +177,8 @@ def main() -> int:
     return 0
 
 
-def _compile_all(config: Config) -> None:
+def _compile_all(plan: RunPlan) -> None:
+    config = plan.config
     specs = graph.rings(config)
     block = cb.ControlBlock.local()
     timespec = new_timespec()
@@ -206,7 +206,7 @@ def _compile_all(config: Config) -> None:
             inference.prepare(in_a[2], 0, np.zeros((1, records.N_FEATURES), np.float32))
             inference.finish(in_a[2], 0, np.zeros(1, np.float32), out, 0)
             continue
-        _, params, state = graph.kernel(spec.name, config, live=True)
+        _, params, state = graph.kernel(spec.name, plan, live=True)
         duty_cycle.run(spec.index, in_a, in_b, outs, sems, ring.local_ring(spec.out_dtype, 2), False, np.zeros(1, in_a[2].dtype), np.zeros(1, in_b[2].dtype),
                        np.zeros(1, spec.out_dtype), state, params, block.globals, slot, idle_params,
                        idle_strategies.make_state(), 1, False, False, False, 1, timespec)

@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import graph
 from pipeline.config import Config, ConfigError
-from shm import control as cb
+from pipeline.hosting.chain import Chain
+from pipeline.plan import resolve
 from stages import records
 
 ROW_GROUP = 1 << 17
@@ -75,24 +75,17 @@ class FeatureRunner:
 
     def __init__(self, config: Config):
         self.batch = config.rings.batch
-        self.ctl = cb.ControlBlock.local().globals
-        self.kernels = {name: graph.kernel(name, config, live=False) for name in ("validate", "feature")}
-        self.stats = {name: np.zeros(cb.CUSTOM_WORDS, np.int64) for name in self.kernels}
-        self.state = self.kernels["feature"][2]
+        self.chain = Chain(resolve(config), ("validate", "feature"))
+        self.stats = {name: self.chain.stats(name) for name in self.chain.path}
+        self.state = self.chain.state("feature")
 
     def run(self, market: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Yields each batch's vectors (a view, overwritten by the next batch)."""
         from pipeline.hosting.fused import _rebatch
 
-        valid = np.zeros(self.batch, records.MARKET_EVENT)
-        out = np.zeros(self.batch, records.FEATURE_VECTOR)
         for chunk in _rebatch(market, self.batch):
-            now = int(chunk["origin_ts"][-1])
-            step, params, state = self.kernels["validate"]
-            n = step(chunk, len(chunk), chunk[:0], 0, state, params, self.ctl, self.stats["validate"], valid, now)
-            step, params, state = self.kernels["feature"]
-            n = step(valid, n, valid[:0], 0, state, params, self.ctl, self.stats["feature"], out, now)
-            yield out[:n]
+            n = self.chain.run(chunk, len(chunk), int(chunk["origin_ts"][-1]))
+            yield self.chain.out["feature"][:n]
 
 
 def build(config: Config, market: Iterable[np.ndarray], out: Path | str, source: str) -> BuildResult:

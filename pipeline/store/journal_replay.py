@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline import streams
 from pipeline.config import Config
 from pipeline.hosting.fused import FusedResult, run_fused
 from pipeline.store.journal import FsyncPolicy, JournalReader, JournalWriter, segment_paths
 from stages import records
 
-STREAMS = {"market": records.MARKET_EVENT, "intent": records.ORDER_INTENT, "exec": records.EXEC_REPORT,
-           "quarantine": records.MARKET_EVENT}
+STREAMS = {s.name: s.dtype for s in streams.STREAMS}
 
 
 class JournalSet:
@@ -29,13 +29,13 @@ class JournalSet:
                  universe: dict | None = None, run_id: int = 0):
         self.run_id = run_id or secrets.randbits(63) or 1
         ids = {"run_id": self.run_id, "universe": universe}
-        self.market = JournalWriter(directory, "market", records.MARKET_EVENT, source, fsync_policy, **ids)
-        self.intents = JournalWriter(directory, "intent", records.ORDER_INTENT, source, fsync_policy, **ids)
-        self.reports = JournalWriter(directory, "exec", records.EXEC_REPORT, source, fsync_policy, **ids)
-        self.quarantine = JournalWriter(directory, "quarantine", records.MARKET_EVENT, source, fsync_policy, **ids)
+        self.writers = {s.name: JournalWriter(directory, s.name, s.dtype, source, fsync_policy, **ids)
+                        for s in streams.STREAMS}
+        w = self.writers  # the names fused mode appends to (pipeline.hosting.fused.Journal)
+        self.market, self.intents, self.reports, self.quarantine = w["market"], w["intent"], w["exec"], w["quarantine"]
 
     def close(self) -> None:
-        for writer in (self.market, self.intents, self.reports, self.quarantine):
+        for writer in self.writers.values():
             writer.close()
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import numpy as np
 
-from pipeline import registry
+from pipeline import registry, streams
 from pipeline.redact import has_password, mask
 from pipeline.store.journal import JournalError, JournalReader, SegmentHeader, journal_id, segment_paths
 from stages import records
@@ -129,7 +129,7 @@ TABLES = (Table("market", "market_events", records.MARKET_EVENT, _market_columns
           Table("quarantine", "quarantined_events", records.MARKET_EVENT,
                 _market_columns() + [Column("reason", "smallint", ">i2", "reason")] + _id_columns()))
 ST_RECONNECTS = registry.BY_NAME["recorder"].counter("reconnects")
-assert tuple(t.stream for t in TABLES) == registry.JOURNAL_STREAMS
+assert tuple(t.stream for t in TABLES) == streams.NAMES
 
 
 def row_dtype(table: Table) -> np.dtype:
