@@ -34,7 +34,10 @@ def test_the_tree_keeps_every_contract():
     for package in ("tools", "pipeline", "stages", "shm"):
         origin = Path(importlib.util.find_spec(package).origin).resolve()
         assert origin.is_relative_to(ROOT), f"{package} resolves to {origin}, not under {ROOT}: run from the root"
-    broken = broken_contracts(ROOT / ".importlinter")
+    config = ROOT / ".importlinter"
+    declared = {contract["id"] for contract in use_cases.read_user_options(str(config)).contracts_options}
+    assert {"floors", "no-cycles"} <= declared  # the two: the floors, and no circles anywhere
+    broken = broken_contracts(config)
     assert not broken, "broken import contracts:\n" + "\n".join(f"* {name}\n{why}" for name, why in broken.items())
 
 
