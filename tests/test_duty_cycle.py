@@ -23,7 +23,7 @@ from shm.syscalls import new_timespec
 from stages import records, validate
 from tests.test_stages import _with, book
 
-VALIDATE = 1  # duty_cycle.STEPS index, as the registry gives it
+VALIDATE = duty_cycle.VALIDATE_INDEX
 EVENT = records.MARKET_EVENT
 
 
