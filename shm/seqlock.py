@@ -97,7 +97,7 @@ class SeqlockTable:
 def write(seqs, records, slot, src, j):
     """Publish ``src[j]`` as slot ``slot``'s record. Single writer per table."""
     w = slot * SEQ_STRIDE
-    s = seqs[w]
+    s = seqs[w] & ~1  # odd at rest: the previous writer died mid-write; its odd sequence covers this write too
     store_release(seqs, w, s + 1)
     fence_seq_cst()  # the odd sequence is visible before any byte of the record changes
     records[slot] = src[j]

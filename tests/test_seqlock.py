@@ -72,8 +72,6 @@ def test_a_contended_write_waits_out_another_writers_claim_then_gives_up_untouch
     assert version == 4 and got["n"] == 4
 
 
-@pytest.mark.xfail(strict=True, reason="defect: seqlock.write takes the sequence as it finds it; after a writer "
-                                       "died mid-write (odd) a restarted writer publishes odd sequences")
 def test_a_single_writer_restarted_after_dying_mid_write_publishes_whole_records(tables):
     writer, reader = tables
     seqlock.write(writer.seqs, writer.records, 0, record(1), 0)
