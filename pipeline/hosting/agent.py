@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from typing import Protocol
 
 import numpy as np
 
@@ -35,6 +36,7 @@ class Agent:
 
     role_name = ""                 # its process name (pipeline.registry)
     works_before_running = False   # True: do_work from READY on (the watchdog guards the start-up too)
+    quiet_failures: tuple = ()     # failures whose one line says it all, besides child.EXPECTED_FAILURES
 
     def on_start(self) -> None:
         """What must be done before the process says READY: files parsed, connections made, code loaded."""
@@ -90,10 +92,14 @@ def wait_until_running(block: cb.ControlBlock, slot: np.ndarray) -> bool:
         time.sleep(0.001)
 
 
+class IdleStrategy(Protocol):
+    def idle(self, work_count: int) -> None: ...
+
+
 class AgentRunner:
     """Runs one agent in its process; ``run`` returns the process's exit code and never raises an Exception."""
 
-    def __init__(self, agent: Agent, child: Child, idle: Idle):
+    def __init__(self, agent: Agent, child: Child, idle: IdleStrategy):
         self.agent = agent
         self.child = child
         self.idle = idle
@@ -143,7 +149,7 @@ class AgentRunner:
             self.child.slot[cb.S_ERRORS] += 1
             self.child.slot[cb.S_STATE] = cb.FAILED
             return code
-        if not isinstance(exc, EXPECTED_FAILURES):
+        if not isinstance(exc, EXPECTED_FAILURES + self.agent.quiet_failures):
             traceback.print_exc()  # a bug: the whole story, then the one line
         report_failure(self.child, exc)
         return 1
