@@ -256,3 +256,38 @@ def test_the_replay_agent_publishes_the_recording_restamped_then_says_finished(t
     assert n == published
     assert (np.diff(got["origin_seq"][:n]) > 0).all()
     assert got["origin_ts"][:n].min() >= started  # this run's receive time, not the recording's
+
+
+def watchdog_config(tmp_path, endpoint=None):
+    return Config().with_overrides(run={"name": f"t{uuid.uuid4().hex[:10]}"},
+                                   watchdog={"alert_endpoint": endpoint or f"ipc://{tmp_path}/alerts.sock"})
+
+
+def test_the_watchdog_agent_polls_once_per_step_from_ready_on(tmp_path):
+    import os
+
+    from pipeline.safety.watchdog import ST_CHECKS, WatchdogAgent
+    child = child_of("watchdog", cb.RUN_STARTING)
+    child.block.globals[cb.G_SUPERVISOR_PID] = os.getpid()
+    agent = WatchdogAgent(watchdog_config(tmp_path), child.block)
+    assert agent.works_before_running
+    agent.on_start()
+    try:
+        assert agent.do_work() == 0 and agent.do_work() == 0  # a poll is a check; the period passes after each
+    finally:
+        agent.on_close()
+    assert child.slot[cb.S_CUSTOM + ST_CHECKS] == 2
+    assert not (tmp_path / "alerts.sock").exists()  # the alerter's socket went with on_close
+
+
+def test_a_watchdog_that_cannot_bind_its_alert_endpoint_fails_in_one_line(tmp_path, capsys):
+    from pipeline.safety.watchdog import PeriodIdle, WatchdogAgent
+    planted = tmp_path / "precious"
+    config = watchdog_config(tmp_path, f"ipc://{planted}")
+    planted.write_text("not a socket")  # after the config check, as a race would
+    child = child_of("watchdog", cb.RUN_STARTING)
+    agent = WatchdogAgent(config, child.block)
+    assert AgentRunner(agent, child, PeriodIdle(agent)).run() == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("bot4: watchdog failed: AlertError: watchdog.alert_endpoint")
+    assert planted.read_text() == "not a socket" and child.slot[cb.S_STATE] == cb.FAILED
