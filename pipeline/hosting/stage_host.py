@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
 
 import numpy as np
 import posix_ipc
@@ -18,6 +18,7 @@ import posix_ipc
 from pipeline import graph, names, tables
 from pipeline.config import Config
 from pipeline.hosting import duty_cycle
+from pipeline.hosting.agent import Agent, AgentRunner, Idle, wait_until_running
 from pipeline.hosting.child import EXPECTED_FAILURES, report_failure, start
 from pipeline.hosting.topology import Placement
 from pipeline.plan import RunPlan
@@ -95,43 +96,6 @@ def _park(endpoints: Endpoints) -> None:
         ring.woke_up(r[1])
 
 
-def _wait_until_running(block: cb.ControlBlock, slot: np.ndarray) -> bool:
-    while True:
-        slot[cb.S_HEARTBEAT_NS] = time.time_ns()
-        run_state = int(block.globals[cb.G_RUN_STATE])
-        if run_state == cb.RUN_RUNNING:
-            return True
-        if run_state >= cb.RUN_STOPPING or slot[cb.S_STOP]:
-            return False
-        time.sleep(0.001)
-
-
-class PythonFeed(NamedTuple):
-    """What a feed host that publishes from Python (replay, ccxt) works with."""
-    stats: np.ndarray          # the feed's custom counters in its control-block slot
-    batch: np.ndarray          # MARKET_EVENT records to publish
-    idle_params: np.ndarray
-    idle_state: np.ndarray
-    timespec: np.ndarray
-
-
-def start_python_feed(config: Config, endpoints, block, slot, placement) -> PythonFeed | None:
-    """Load the njit calls a Python feed host uses, say ready, wait for the run to start; None if the run
-    stopped first."""
-    from stages import records
-    feed = PythonFeed(slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS], np.zeros(config.rings.batch,
-                      records.MARKET_EVENT), placement.idle_params(), idle_strategies.make_state(), new_timespec())
-    duty_cycle.publish(endpoints.outs, endpoints.out_sems, feed.batch, 0, slot, feed.idle_params, feed.timespec)
-    duty_cycle.account(slot, 0, 0, feed.batch, time.time_ns(), feed.timespec)
-    slot[cb.S_BATCHES] = 0
-    slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
-    slot[cb.S_STATE] = cb.READY
-    if not _wait_until_running(block, slot):
-        return None
-    slot[cb.S_STATE] = cb.RUNNING
-    return feed
-
-
 def run_numba_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
     params = graph.kernel_params(spec.name, config, live=True)
     store = state = None
@@ -177,7 +141,7 @@ def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, st
     # (a failed typing pass each time: hundreds of ms). After a park we call the compiled entry directly.
     entry = duty_cycle.compiled_entry(spec.index)
     slot[cb.S_STATE] = cb.READY
-    if not _wait_until_running(block, slot):
+    if not wait_until_running(block, slot):
         return
     slot[cb.S_STATE] = cb.RUNNING
     while True:
@@ -212,7 +176,7 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
     slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
     duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, 0, slot, idle_params, timespec)
     slot[cb.S_STATE] = cb.READY
-    if not _wait_until_running(block, slot):
+    if not wait_until_running(block, slot):
         return
     slot[cb.S_STATE] = cb.RUNNING
     while True:
@@ -238,9 +202,10 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
         duty_cycle.account(slot, n, n_out, predictions, started, timespec)
 
 
-def main(host=None) -> int:
-    """Host the stage the launch spec names: its kernel through the duty cycle, or ``host`` (a feed host of
-    ``pipeline.sources``) with the same endpoints and failure reporting."""
+def main(make_agent: Callable[..., Agent] | None = None) -> int:
+    """Host the stage the launch spec names: its kernel through the duty cycle, or the agent ``make_agent``
+    (a feed host of ``pipeline.sources``: called with the config, endpoints, slot and placement) through the
+    agent runner, with the same endpoints and failure reporting."""
     child = start()
     stage, config, placement, placements = child.name, child.config, child.placement, child.placements
     run = config.run.name
@@ -251,8 +216,10 @@ def main(host=None) -> int:
     endpoints = None
     try:
         endpoints = attach_endpoints(config, run, spec, placements)
-        if host is None:
-            host = partial(run_inference_stage if stage == "inference" else run_numba_stage, plan=child.plan)
+        if make_agent is not None:
+            agent = make_agent(config, endpoints, slot, placement)
+            return AgentRunner(agent, child, Idle(placement.idle_params())).run()
+        host = partial(run_inference_stage if stage == "inference" else run_numba_stage, plan=child.plan)
         host(spec, config, endpoints, block, slot, placement)
         slot[cb.S_STATE] = cb.STOPPED
         return 0

@@ -20,6 +20,7 @@ import zmq
 from pipeline import kill_reasons, names, registry
 from pipeline.config import Config
 from pipeline.hosting import child as child_process
+from pipeline.hosting.agent import Agent, AgentRunner, AgentTerminated
 from pipeline.hosting.child import start
 from pipeline.registry import NAMES as PROCESSES
 from pipeline.safety import postmortem
@@ -241,46 +242,66 @@ def outlive_supervisor(watchdog: Watchdog, alerter: Alerter | None, run: str) ->
     segment.reclaim_if_stale(control)
 
 
+class PeriodIdle:
+    """The watchdog's wait: a whole period after every poll, cut short by a byte from the rack."""
+
+    def __init__(self, agent: "WatchdogAgent"):
+        self.agent = agent  # its switch opens in on_start
+        self.period_s = agent.config.watchdog.period_ms / 1e3
+
+    def idle(self, work_count: int) -> None:
+        if work_count > 0:
+            return
+        if self.agent.switch is not None:
+            self.agent.switch.wait(self.period_s)  # wakes early on a byte from the rack
+        else:
+            time.sleep(self.period_s)
+
+
+class WatchdogAgent(Agent):
+    """The watchdog process: one poll per do_work, from READY on (it guards the start-up too)."""
+
+    role_name = "watchdog"
+    works_before_running = True
+    quiet_failures = (AlertError, zmq.ZMQError)  # e.g. a file planted at the alert endpoint after the config check
+
+    def __init__(self, config: Config, block: cb.ControlBlock):
+        self.config = config
+        self.block = block
+        self.switch = self.alerter = self.watchdog = None
+
+    def on_start(self) -> None:
+        config = self.config
+        cb.disable_trading(np.zeros(cb.GLOBAL_WORDS, np.int64), 0, 0, 0)  # compile before ready
+        if config.killswitch.mode != "none":
+            from pipeline.safety.switch import SwitchReader
+            self.switch = SwitchReader(config.killswitch)
+        self.alerter = Alerter(config.run.name, config.watchdog.alert_endpoint, config.watchdog.alert_command)
+        self.watchdog = Watchdog(config, self.block, self.switch, self.alerter)
+
+    def do_work(self) -> int:
+        self.watchdog.poll()
+        if self.watchdog.supervisor_gone or child_process.supervisor_died:
+            outlive_supervisor(self.watchdog, self.alerter, self.config.run.name)
+            self.alerter = None  # closed with the run
+            raise AgentTerminated
+        return 0  # a poll is a check, not work that arrived: the period passes before the next
+
+    def on_close(self) -> None:
+        if self.switch is not None:
+            self.switch.close()
+        if self.alerter is not None:
+            self.alerter.close()
+
+
 def main() -> int:
     child = start("watchdog")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config, block = child.config, child.block
-    cb.disable_trading(np.zeros(cb.GLOBAL_WORDS, np.int64), 0, 0, 0)  # compile before ready
-    switch = alerter = None
+    agent = WatchdogAgent(child.config, child.block)
     try:
-        if config.killswitch.mode != "none":
-            from pipeline.safety.switch import SwitchReader
-            switch = SwitchReader(config.killswitch)
-        wd = config.watchdog
-        try:
-            alerter = Alerter(config.run.name, wd.alert_endpoint, wd.alert_command)
-        except (AlertError, zmq.ZMQError) as exc:  # e.g. a file planted at the endpoint after the config check
-            child_process.report_failure(child, exc)
-            return 1
-        watchdog = Watchdog(config, block, switch, alerter)
-        slot = watchdog.slot
-        slot[cb.S_STATE] = cb.READY
-        period_s = wd.period_ms / 1e3
-        while not slot[cb.S_STOP]:
-            if int(block.globals[cb.G_RUN_STATE]) == cb.RUN_RUNNING:
-                slot[cb.S_STATE] = cb.RUNNING
-            watchdog.poll()
-            if watchdog.supervisor_gone or child_process.supervisor_died:
-                outlive_supervisor(watchdog, alerter, config.run.name)
-                alerter = None
-                return 0
-            if switch is not None:
-                switch.wait(period_s)  # wakes early on a byte from the rack
-            else:
-                time.sleep(period_s)
-        slot[cb.S_STATE] = cb.STOPPED
-        return 0
+        return AgentRunner(agent, child, PeriodIdle(agent)).run()
     finally:
-        if switch is not None:
-            switch.close()
-        if alerter is not None:
-            alerter.close()
-        block.close()
+        child.block.close()
 
 
 if __name__ == "__main__":

@@ -21,10 +21,9 @@ import time
 import numpy as np
 
 from pipeline import registry
-from pipeline.hosting import duty_cycle, stage_host
-from pipeline.hosting.stage_host import start_python_feed
+from pipeline.hosting import stage_host
+from pipeline.hosting.agent import Agent, PythonFeed
 from pipeline.sources.ccxt_source import CcxtSource, venue_specs
-from shm import control as cb
 from stages import feed, records
 
 QUEUE_ARRAYS = 4096
@@ -112,45 +111,61 @@ def take(q: queue.Queue, batch: np.ndarray, pending: list, wait_s: float) -> int
     return n
 
 
-def run(spec, config, endpoints, block, slot, placement) -> None:
-    log = lambda text: print(f"feed: {text}", flush=True)  # noqa: E731
-    source = SourceThread(config, log)
-    host = start_python_feed(config, endpoints, block, slot, placement)
-    if host is None:
-        return
-    stats, batch, idle_params, _, timespec = host
-    source.start()
-    seq, pending, last_note = 0, [], time.monotonic()
-    try:
-        while not slot[cb.S_STOP]:
-            slot[cb.S_HEARTBEAT_NS] = time.time_ns()
-            n = take(source.queue, batch, pending, 0.001)
-            if n:
-                started = time.time_ns()
-                batch["origin_seq"][:n] = np.arange(seq + 1, seq + n + 1)
-                seq += n
-                if not duty_cycle.publish(endpoints.outs, endpoints.out_sems, batch, n, slot, idle_params, timespec):
-                    return
-                if endpoints.has_tap:
-                    duty_cycle.tap_records(endpoints.tap, batch, n, slot)
-                duty_cycle.account(slot, 0, n, batch, started, timespec)
-                kinds = batch["kind"][:n]
-                stats[feed.ST_EMITTED] += n
-                stats[feed.ST_BOOKS] += int(np.count_nonzero(kinds == records.EV_BOOK))
-                stats[feed.ST_TRADES] += int(np.count_nonzero(kinds == records.EV_TRADE))
-            elif not source.alive:
-                raise RuntimeError(f"the ccxt source stopped: {source.failure!r}")
-            if time.monotonic() - last_note > 1.0:
-                last_note = time.monotonic()
-                _store(stats, source)
-    finally:
+class CcxtFeed(Agent):
+    """The feed process's agent for ccxt: the source thread starts with the run (the first do_work), and each
+    step publishes what it queued, numbered."""
+
+    role_name = "feed"
+
+    def __init__(self, config, endpoints, slot, placement):
+        self.feed = PythonFeed(config, endpoints, slot, placement)
+        self.source = SourceThread(config, self._log)
+        self.started = False
+        self.seq = 0
+        self.pending: list = []
+        self.last_note = 0.0
+
+    @staticmethod
+    def _log(text: str) -> None:
+        print(f"feed: {text}", flush=True)
+
+    def on_start(self) -> None:
+        self.feed.load()
+
+    def do_work(self) -> int:
+        stats, batch = self.feed.stats, self.feed.batch
+        if not self.started:
+            self.source.start()
+            self.started, self.last_note = True, time.monotonic()
+        n = take(self.source.queue, batch, self.pending, 0.001)
+        if n:
+            started = time.time_ns()
+            batch["origin_seq"][:n] = np.arange(self.seq + 1, self.seq + n + 1)
+            self.seq += n
+            self.feed.publish(n, started)
+            kinds = batch["kind"][:n]
+            stats[feed.ST_EMITTED] += n
+            stats[feed.ST_BOOKS] += int(np.count_nonzero(kinds == records.EV_BOOK))
+            stats[feed.ST_TRADES] += int(np.count_nonzero(kinds == records.EV_TRADE))
+        elif not self.source.alive:
+            raise RuntimeError(f"the ccxt source stopped: {self.source.failure!r}")
+        if time.monotonic() - self.last_note > 1.0:
+            self.last_note = time.monotonic()
+            _store(stats, self.source)
+        return n
+
+    def on_close(self) -> None:
+        if not self.started:
+            return  # the run stopped before it started: nothing was received
+        source, stats = self.source, self.feed.stats
         source.stop()
         _store(stats, source)
         # received after the stop was asked for: not published (the run is over), but said
-        unpublished = sum(len(a) for a in pending) + sum(len(a) for a in _drain(source.queue))
+        unpublished = sum(len(a) for a in self.pending) + sum(len(a) for a in _drain(source.queue))
         for venue, vs in source.source.stats.items():
-            log(f"ccxt {vs.line(venue)}")
-        log(f"ccxt: queue full {source.queue_full} times; {unpublished} records received after the stop, not published")
+            self._log(f"ccxt {vs.line(venue)}")
+        self._log(f"ccxt: queue full {source.queue_full} times; {unpublished} records received after the stop, "
+                  "not published")
 
 
 def _drain(q: queue.Queue) -> list:
@@ -171,4 +186,4 @@ def _store(stats, source: SourceThread) -> None:
 
 
 if __name__ == "__main__":  # the feed process of a run whose feed.source names this host (pipeline.registry)
-    sys.exit(stage_host.main(run))
+    sys.exit(stage_host.main(CcxtFeed))

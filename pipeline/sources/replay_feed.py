@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from pipeline.hosting import duty_cycle, stage_host
-from pipeline.hosting.stage_host import start_python_feed
+from pipeline.hosting import stage_host
+from pipeline.hosting.agent import Agent, PythonFeed
 from pipeline.sources import (
     Pacer,
     SymbolTable,
@@ -25,8 +25,6 @@ from pipeline.sources import (
     sniff,
 )
 from pipeline.sources.inputs import load
-from shm import control as cb
-from shm import idle as idle_strategies
 from stages import feed
 
 
@@ -86,46 +84,48 @@ def load_recording(config) -> tuple[np.ndarray, list[str]]:
     return merge(results), notes
 
 
-def run(spec, config, endpoints, block, slot, placement) -> None:
-    stream, notes = load_recording(config)
-    for note in notes:
-        print(f"feed: {note}", flush=True)
-    speed = config.feed.replay_speed or None
-    pacer = Pacer(stream, speed, max_batch=config.rings.batch)
-    host = start_python_feed(config, endpoints, block, slot, placement)
-    if host is None:
-        return
-    stats, batch, idle_params, idle_state, timespec = host
-    while not slot[cb.S_STOP]:
+class ReplayFeed(Agent):
+    """The feed process's agent for a replay: parses before READY, then publishes what the pacer says is due."""
+
+    role_name = "feed"
+
+    def __init__(self, config, endpoints, slot, placement):
+        self.config = config
+        self.feed = PythonFeed(config, endpoints, slot, placement)
+        self.pacer: Pacer | None = None
+
+    def on_start(self) -> None:
+        stream, notes = load_recording(self.config)
+        for note in notes:
+            print(f"feed: {note}", flush=True)
+        self.pacer = Pacer(stream, self.config.feed.replay_speed or None, max_batch=self.config.rings.batch)
+        self.feed.load()
+
+    def do_work(self) -> int:
         now = time.time_ns()
-        slot[cb.S_HEARTBEAT_NS] = now
+        pacer, batch, stats = self.pacer, self.feed.batch, self.feed.stats
         due = pacer.poll(time.monotonic_ns())
         n = len(due)
         if n:
-            idle_strategies.idle(idle_params, idle_state, n)
             batch[:n] = due
             # Shift venue time with the receive time: the recorded venue->receive latency is kept.
             shift = now - batch["origin_ts"][:n]
             batch["exch_ts"][:n] = np.where(batch["exch_ts"][:n] > 0, batch["exch_ts"][:n] + shift, 0)
             batch["origin_ts"][:n] = now
-            if not duty_cycle.publish(endpoints.outs, endpoints.out_sems, batch, n, slot, idle_params, timespec):
-                return
-            if endpoints.has_tap:
-                duty_cycle.tap_records(endpoints.tap, batch, n, slot)
-            duty_cycle.account(slot, 0, n, batch, now, timespec)
+            self.feed.publish(n, now)
             stats[feed.ST_EMITTED] += n
-            continue
+            return n
         if pacer.done:
             stats[feed.ST_FINISHED] = 1
             time.sleep(0.001)
-            continue
+            return 0
+        # The pacer's own wait: a long gap sleeps (up to 1 ms, so the stop word is read), a short one idles.
         next_due = pacer.next_due_ns()
         wait_ns = 0 if next_due is None else next_due - time.monotonic_ns()
         if wait_ns > 50_000:
             time.sleep(min(wait_ns, 1_000_000) / 1e9)
-        else:
-            idle_strategies.idle(idle_params, idle_state, 0)
+        return 0
 
 
 if __name__ == "__main__":  # the feed process of a run whose feed.source names this host (pipeline.registry)
-    sys.exit(stage_host.main(run))
+    sys.exit(stage_host.main(ReplayFeed))

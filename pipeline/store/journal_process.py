@@ -10,11 +10,11 @@ it drains what is left, then closes. If it dies, the supervisor recounts what it
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 
 from pipeline import graph, names, registry
+from pipeline.hosting.agent import Agent, AgentRunner, AgentTerminated, sleeping
 from pipeline.hosting.child import start
 from pipeline.store.journal import FsyncPolicy, JournalWriter
 from shm import control as cb
@@ -27,65 +27,82 @@ ST_FSYNCS = registry.BY_NAME["journal"].counter("fsyncs")
 ST_FIRST_SEGMENT = ST_FSYNCS + 1
 
 
-def main() -> int:
-    child = start("journal")
-    config, block, slot = child.config, child.block, child.slot
-    run = config.run.name
-    stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
-    specs = graph.rings(config)
-    policy = FsyncPolicy[config.journal.fsync.upper()]
-    run_id = int(block.globals[cb.G_RUN_ID])  # every segment names its run and the run's venue/symbol names
-    universe = {"venues": list(config.feed.venues), "symbols": list(config.feed.symbols)}
-    taps, writers, buffers, counters = [], [], [], []
-    try:
+class Journal(Agent):
+    """The journal process's agent: each step drains every tap into its stream's writer."""
+
+    role_name = "journal"
+
+    def __init__(self, config, block, slot):
+        self.config = config
+        self.block = block
+        self.slot = slot
+        self.stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+        self.taps, self.writers, self.buffers, self.counters = [], [], [], []
+        self.draining = False
+
+    def on_start(self) -> None:
+        config, stats = self.config, self.stats
+        run = config.run.name
+        specs = graph.rings(config)
+        policy = FsyncPolicy[config.journal.fsync.upper()]
+        run_id = int(self.block.globals[cb.G_RUN_ID])  # every segment names its run and the run's venue/symbol names
+        universe = {"venues": list(config.feed.venues), "symbols": list(config.feed.symbols)}
         for index, (tap_name, stream) in enumerate(graph.TAP_STREAMS.items()):
             if tap_name not in specs:
                 continue  # its stage is not part of this run (record mode)
             spec = specs[tap_name]
             view = ring.attach_ring(names.ring(run, tap_name), spec.dtype, spec.capacity)
-            taps.append(view)
+            self.taps.append(view)
             if config.run.mode == "record":
                 view.consumer[ring.C_LOSSLESS] = 1  # before READY: no stage runs before every process is ready
             writer = JournalWriter(config.journal.dir, stream, spec.dtype, source=f"bot4 run {run}",
                                    fsync_policy=policy, rotate_bytes=int(config.journal.rotate_mb * 2**20),
                                    fsync_interval_ms=config.journal.fsync_interval_ms,
                                    run_id=run_id, universe=universe)
-            writers.append(writer)
+            self.writers.append(writer)
             if stats[ST_FIRST_SEGMENT + index] == 0:
                 stats[ST_FIRST_SEGMENT + index] = writer.segment_index
-            buffers.append(np.zeros(BATCH, spec.dtype))
-            counters.append(index)
-        slot[cb.S_STATE] = cb.READY
-        while True:
-            slot[cb.S_HEARTBEAT_NS] = time.time_ns()
-            if int(block.globals[cb.G_RUN_STATE]) == cb.RUN_RUNNING:
-                slot[cb.S_STATE] = cb.RUNNING
-            work = 0
-            for view, writer, buffer, index in zip(taps, writers, buffers, counters):
-                n = ring.read(view.producer, view.consumer, view.records, buffer, BATCH)
-                if n:
-                    writer.append(buffer[:n])
-                    stats[index] += n
-                    slot[cb.S_IN] += n
-                    work += n
-            if work == 0:
-                if slot[cb.S_STOP]:
-                    break  # stages stop before us: the taps are drained
-                for writer in writers:
-                    writer.tick()
-                time.sleep(0.001)
-            stats[ST_FSYNCS] = sum(w.fsync_count for w in writers)
-        for writer in writers:
-            writer.flush()
-        slot[cb.S_STATE] = cb.STOPPED
-        return 0
-    finally:
-        for writer in writers:
+            self.buffers.append(np.zeros(BATCH, spec.dtype))
+            self.counters.append(index)
+
+    def do_work(self) -> int:
+        stats, slot = self.stats, self.slot
+        work = 0
+        for view, writer, buffer, index in zip(self.taps, self.writers, self.buffers, self.counters):
+            n = ring.read(view.producer, view.consumer, view.records, buffer, BATCH)
+            if n:
+                writer.append(buffer[:n])
+                stats[index] += n
+                slot[cb.S_IN] += n
+                work += n
+        if work == 0:
+            if self.draining:  # stages stop before us, so a step begun after the stop that finds nothing: drained
+                for writer in self.writers:
+                    writer.flush()
+                raise AgentTerminated
+            for writer in self.writers:
+                writer.tick()
+        stats[ST_FSYNCS] = sum(w.fsync_count for w in self.writers)
+        return work
+
+    def on_stop(self, level: int) -> None:
+        self.draining = True  # also when abandoned: what the taps hold is all there is, and writing it never waits
+
+    def on_close(self) -> None:
+        for writer in self.writers:
             writer.close()
-        for view in taps:
+        for view in self.taps:
             view.close()
-        del slot, stats
-        block.close()
+        self.taps = []
+
+
+def main() -> int:
+    child = start("journal")
+    try:
+        # An idle journal sleeps 1 ms a step: taps have room for far more, and an idle loop must not spin.
+        return AgentRunner(Journal(child.config, child.block, child.slot), child, sleeping(1000)).run()
+    finally:
+        child.block.close()
 
 
 def recount_from_files(config, slot) -> None:

@@ -46,8 +46,11 @@ import asyncpg
 import numpy as np
 
 from pipeline import registry, streams
+from pipeline.hosting.agent import Agent, AgentRunner, AgentTerminated, no_wait
+from pipeline.hosting.child import start
 from pipeline.redact import has_password, mask
 from pipeline.store.journal import JournalError, JournalReader, SegmentHeader, journal_id, segment_paths
+from shm import control as cb
 from stages import records
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds: PostgreSQL's timestamp zero
@@ -696,81 +699,110 @@ async def _main(args) -> int:
     return EXIT_OK
 
 
-async def _process(block, slot, recorder: Recorder) -> int:
-    """Pipeline host: follow the journal until the supervisor stops us, then catch up and return. A database
-    that is down is not fatal (the journal keeps everything; we catch up when it is back); one we can never
-    use is: the slot goes FAILED and the process exits non-zero, so the supervisor disables trading."""
-    from shm import control as cb
-    stop = asyncio.Event()
-    stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
-    ready = False
-    copying: asyncio.Future | None = None
-    shown = ""
+STEP_S = 0.01  # the process's event loop runs this long per do_work: the cadence of its heartbeat and counters
 
-    def publish() -> None:
-        nonlocal shown
+
+class RecorderAgent(Agent):
+    """The recorder process: follows the journal until the supervisor stops it, then catches up. A database that
+    is down is not fatal (the journal keeps everything; it catches up when it is back); one it can never use
+    is: the slot goes FAILED and the process exits with the failure's code, so the supervisor disables trading.
+
+    Its event loop lives here, run one bounded step (STEP_S) per do_work: the copy keeps its own backoff and
+    follow logic (Recorder.run, shared with the standalone recorder) and the runner keeps the lifecycle.
+    """
+
+    role_name = "recorder"
+
+    def __init__(self, slot, recorder: Recorder):
+        self.slot = slot
+        self.stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+        self.recorder = recorder
+        self.loop = asyncio.new_event_loop()
+        self.stop = asyncio.Event()
+        self.copying: asyncio.Task | None = None
+        self.abandoned = False
+        self.shown = ""
+
+    def publish(self) -> None:
+        stats, rows = self.stats, self.recorder.stats.rows
         for i, t in enumerate(TABLES):
-            stats[i] = recorder.stats.rows[t.stream]
-        stats[ST_RECONNECTS] = recorder.stats.reconnects
-        slot[cb.S_IN] = sum(recorder.stats.rows.values())
-        if recorder.stats.last_error != shown:
-            shown = recorder.stats.last_error
-            cb.write_text(slot, *registry.RECORDER_ERROR_WORDS, shown)
+            stats[i] = rows[t.stream]
+        stats[ST_RECONNECTS] = self.recorder.stats.reconnects
+        self.slot[cb.S_IN] = sum(rows.values())
+        if self.recorder.stats.last_error != self.shown:
+            self.shown = self.recorder.stats.last_error
+            cb.write_text(self.slot, *registry.RECORDER_ERROR_WORDS, self.shown)
 
-    async def watch() -> None:
-        while True:
-            slot[cb.S_HEARTBEAT_NS] = time.time_ns()
-            if ready and int(block.globals[cb.G_RUN_STATE]) == cb.RUN_RUNNING:
-                slot[cb.S_STATE] = cb.RUNNING
-            publish()
-            if slot[cb.S_STOP]:
-                stop.set()
-                if slot[cb.S_STOP] >= 2 and copying is not None:
-                    copying.cancel()  # the supervisor abandons the catch-up
-            await asyncio.sleep(0.01)
+    def _step(self, task: asyncio.Task) -> None:
+        self.loop.run_until_complete(asyncio.wait((task,), timeout=STEP_S))
+        self.publish()
 
-    watcher = asyncio.ensure_future(watch())
-    try:
+    def on_start(self) -> None:
+        """Connect once before READY: a database it can never use fails the start. A stop meanwhile ends it."""
+        attempt = self.loop.create_task(self.recorder.first_attempt())
+        while not attempt.done():
+            self.slot[cb.S_HEARTBEAT_NS] = time.time_ns()
+            if self.slot[cb.S_STOP]:
+                attempt.cancel()
+                self.loop.run_until_complete(asyncio.wait((attempt,)))
+                raise AgentTerminated
+            self._step(attempt)
+        attempt.result()  # RecorderFailure: the runner reports it (on_failure)
+
+    def do_work(self) -> int:
+        if self.copying is None:
+            self.copying = self.loop.create_task(self.recorder.run(True, self.stop))
+        if self.abandoned:
+            self.copying.cancel()  # until it ends: the supervisor gave up on the catch-up
+        before = self.slot[cb.S_IN]
+        self._step(self.copying)
+        if self.copying.done():
+            if not self.copying.cancelled():
+                self.copying.result()  # RecorderFailure: the runner reports it
+            raise AgentTerminated
+        return int(self.slot[cb.S_IN] - before)
+
+    def on_stop(self, level: int) -> None:
+        self.stop.set()  # follow no more: catch up, then the copy ends
+        self.abandoned = level >= 2
+
+    def on_close(self) -> None:
         try:
-            if not await _until(stop, recorder.first_attempt()):  # stopped during start-up
-                slot[cb.S_STATE] = cb.STOPPED
-                return EXIT_OK
-            slot[cb.S_STATE] = cb.READY
-            ready = True
-            copying = asyncio.ensure_future(recorder.run(True, stop))
-            try:
-                outcome = await copying
-            except asyncio.CancelledError:
-                outcome = RunOutcome(False, "abandoned by the supervisor during a batch (rolled back)")
-        except RecorderFailure as exc:
-            watcher.cancel()
-            publish()
-            slot[cb.S_STATE] = cb.FAILED
-            print(f"recorder: {exc}", file=sys.stderr, flush=True)
-            return exc.code
-        watcher.cancel()
-        publish()
-        if not outcome.caught_up:
-            print(f"recorder: {recorder.stopped_text(outcome)}"
-                  + (f"; last error: {recorder.stats.last_error}" if recorder.stats.last_error else ""),
-                  file=sys.stderr, flush=True)
-        slot[cb.S_STATE] = cb.STOPPED
-        return EXIT_OK
-    finally:
-        watcher.cancel()
-        await recorder.close()
+            copying = self.copying
+            if copying is not None:
+                if not copying.done():
+                    copying.cancel()
+                    self.loop.run_until_complete(asyncio.wait((copying,)))
+                self.publish()
+                if copying.cancelled():
+                    outcome = RunOutcome(False, "abandoned by the supervisor during a batch (rolled back)")
+                else:
+                    outcome = copying.result() if copying.exception() is None else None
+                if outcome is not None and not outcome.caught_up:
+                    recorder = self.recorder
+                    print(f"recorder: {recorder.stopped_text(outcome)}"
+                          + (f"; last error: {recorder.stats.last_error}" if recorder.stats.last_error else ""),
+                          file=sys.stderr, flush=True)
+            self.loop.run_until_complete(self.recorder.close())
+        finally:
+            self.loop.close()
+
+    def on_failure(self, exc: Exception) -> int | None:
+        if not isinstance(exc, RecorderFailure):
+            return None
+        self.publish()
+        print(f"recorder: {exc}", file=sys.stderr, flush=True)
+        return exc.code
 
 
 def process_main() -> int:
-    from pipeline.hosting.child import start
-
     child = start("recorder")
-    config, block, slot = child.config, child.block, child.slot
+    config = child.config
     try:
-        return asyncio.run(_process(block, slot, Recorder(config.recorder.dsn, config.journal.dir)))
+        agent = RecorderAgent(child.slot, Recorder(config.recorder.dsn, config.journal.dir))
+        return AgentRunner(agent, child, no_wait()).run()
     finally:
-        del slot
-        block.close()
+        child.block.close()
 
 
 def main(argv: list[str] | None = None) -> int:
