@@ -71,12 +71,13 @@ def _member_impl(code, position, chained, n_chained, start_ns, in_a, scratch_a, 
     def impl(code, position, chained, n_chained, start_ns, in_a, scratch_a, ins_b, outs, out_sems, taps, scratch_b,
              scratch_out, states, params, ctl, slots, flags, idle_params, batch_limit, timespec):
         slot = slots[k]
-        if flags[k, F_STOPPED]:
-            return 0  # its predecessor stopped first, so nothing is chained to it any more
+        out = scratch_out[k]
+        if flags[k, F_STOPPED]:  # nothing more from it: its successors still serve their own rings
+            return _member(code, after, out, 0, start_ns, in_a, scratch_a, ins_b, outs, out_sems, taps, scratch_b,
+                           scratch_out, states, params, ctl, slots, flags, idle_params, batch_limit, timespec)
         stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
         b_producer, b_consumer, b_records = ins_b[k]
         b_scratch = scratch_b[k]
-        out = scratch_out[k]
         has_b = flags[k, F_HAS_B] != 0
         limit_b = min(batch_limit, b_scratch.shape[0])
         a_producer, a_consumer, a_records = in_a  # the first member's ring (a dummy for the others)
@@ -106,7 +107,7 @@ def _member_impl(code, position, chained, n_chained, start_ns, in_a, scratch_a, 
                     if upstream_done and (not has_b or ring.readable(b_producer, b_consumer) == 0):
                         flags[k, F_STOPPED] = 1
                         slot[cb.S_STATE] = cb.STOPPED  # the supervisor then stops the next member
-                        return work
+                        break  # its successors are served from the next cycle on
                 if taken > 0 or not flags[k, F_ALWAYS_STEP]:
                     break
             step_in = batch[taken:]
@@ -118,7 +119,7 @@ def _member_impl(code, position, chained, n_chained, start_ns, in_a, scratch_a, 
                         side_tap(stage_id, taps[k], states[k], step_in, out, n_out, slot)  # counted, not lost
                     flags[k, F_STOPPED] = 1  # abandoned while blocked on an output whose consumer is gone
                     slot[cb.S_STATE] = cb.STOPPED
-                    return work
+                    break  # its successors are served from the next cycle on
                 if flags[k, F_HAS_TAP]:
                     # Validate copies its quarantined events over its input batch, consumed by now (it follows
                     # the feed, which makes at most one batch: never chunked, nothing of it left to step).

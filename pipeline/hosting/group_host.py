@@ -46,8 +46,9 @@ def local_endpoints(config: Config, spec: graph.StageSpec, capacity: int = 2, ta
         return ring.local_ring(specs[name].dtype if name else spec.out_dtype, capacity)
     outs = tuple(local(name) for name in spec.outs)
     has_tap = tap and spec.tap is not None
-    return Endpoints(local(spec.in_a), local(spec.in_b), outs, np.zeros(len(outs), np.int64),
-                     local(spec.tap if has_tap else None), has_tap, [], None)
+    # A tap carries the member's own record type (validate's: its quarantined input, of the same type).
+    return Endpoints(local(spec.in_a), local(spec.in_b), outs, np.zeros(len(outs), np.int64), local(None), has_tap,
+                     [], None)
 
 
 def member_kernel(spec: graph.StageSpec, config: Config, live: bool, with_stores: bool):

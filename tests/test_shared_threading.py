@@ -1,0 +1,108 @@
+"""Shared threading: several njit stages in one process, chained without a ring between them."""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import graph
+from pipeline.config import Config
+from pipeline.hosting import chained_cycle, group_host
+from shm import control as cb
+from shm import idle as idle_strategies
+from shm import ring
+from shm.syscalls import new_timespec
+
+GROUP = ("feed", "validate", "feature", "risk")  # the default first group: the live run compiles the same code
+EVENTS = 3000
+CAPACITY = 4096  # every ring holds the whole run: nothing back-pressures
+
+
+def _drain(r) -> np.ndarray:
+    producer, consumer, records = r
+    out = np.zeros(records.shape[0], records.dtype)
+    n = ring.read(producer, consumer, records, out, len(out))
+    return out[:n]
+
+
+def _sequential(config: Config):
+    """What the members give called one after the other, batch by batch (the reference)."""
+    batch = config.rings.batch
+    block = cb.ControlBlock.local()
+    kernels = {name: graph.kernel(name, config, live=False) for name in GROUP}
+    outputs = {name: [] for name in GROUP}
+    quarantined = []
+    empty = {name: np.zeros(0, graph.BY_NAME[name].out_dtype) for name in GROUP}
+    no_reports = np.zeros(0, graph.rings(config)["execute.risk"].dtype)
+    scratch = np.zeros(batch, graph.BY_NAME["feed"].out_dtype)
+    n_in = {name: 0 for name in GROUP}
+    while True:
+        batch_in, n = empty["feed"], 0
+        for name in GROUP:
+            step, params, state = kernels[name]
+            out = np.zeros(graph.out_capacity(name, batch), graph.BY_NAME[name].out_dtype)
+            stats = block.stages[graph.BY_NAME[name].index][cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+            in_b = no_reports if name == "risk" else empty["feed"]
+            n_in[name] += n
+            n = step(batch_in, n, in_b, 0, state, params, block.globals, stats, out, 0)
+            outputs[name].append(out[:n].copy())
+            if name == "validate":
+                taken, _ = graph.MODULES["validate"].take_quarantined(state, scratch)
+                quarantined.append(scratch[:taken].copy())
+            batch_in = out
+        if len(outputs["feed"][-1]) == 0:
+            break
+    stats = {name: block.stages[graph.BY_NAME[name].index][cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS].copy()
+             for name in GROUP}
+    return ({name: np.concatenate(parts) for name, parts in outputs.items()}, np.concatenate(quarantined), stats,
+            n_in)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Byte for byte (malformed events carry NaN, which == never matches)."""
+    return a.dtype == b.dtype and len(a) == len(b) and a.tobytes() == b.tobytes()
+
+
+def _without_stage_ts(records: np.ndarray) -> np.ndarray:
+    """Feature and risk stamp their own clock: everything else must be equal."""
+    records = records.copy()
+    records["stage_ts"] = 0
+    return records
+
+
+def test_the_chained_cycle_gives_what_the_members_give_one_after_the_other():
+    """Invoker mode: the test drives the group's work loop itself, with process-local rings."""
+    config = Config().with_overrides(feed={"max_events": EVENTS, "seed": 11})
+    batch = config.rings.batch
+    specs = group_host.member_specs(config, GROUP)
+    assert [s.in_a for s in specs] == [None, None, None, None]  # only the feed's input and it has none
+    assert [s.outs for s in specs] == [(), ("validate.execute",), (), ("risk.inference",)]
+    endpoints = [group_host.local_endpoints(config, s, CAPACITY, tap=True) for s in specs]
+    block = cb.ControlBlock.local()
+    block.globals[cb.G_TRADING_ENABLED] = 1
+    kernels = [group_host.member_kernel(s, config, live=False, with_stores=False)[:2] for s in specs]
+    slots = [block.stages[s.index] for s in specs]
+    cycle = group_host.GroupCycle.build(specs, endpoints, kernels, slots, batch)
+    idle_params = idle_strategies.make_params(idle_strategies.BUSY_SPIN)
+    idle_state, timespec = idle_strategies.make_state(), new_timespec()
+    cycles = EVENTS // batch + 5  # the feed makes a batch a cycle
+    code = cycle.run(chained_cycle.run, block.globals, idle_params, idle_state, batch, cycles, timespec)
+    assert code == chained_cycle.EXIT_BUDGET
+    assert all(slot[cb.S_STATE] == 0 for slot in slots)  # no stop asked: nobody stopped
+    for slot in slots:  # the supervisor's order: each member once the one before it says STOPPED
+        slot[cb.S_STOP] = 1
+        code = cycle.run(chained_cycle.run, block.globals, idle_params, idle_state, batch, 10, timespec)
+        assert slot[cb.S_STATE] == cb.STOPPED
+    assert code == chained_cycle.EXIT_STOPPED
+
+    outputs, quarantined, stats, n_in = _sequential(config)
+    assert len(outputs["feed"]) == EVENTS and len(quarantined) > 0 and len(outputs["risk"]) > 1000
+    feed_tap, validate_tap = (_drain(e.tap) for e in endpoints[:2])
+    assert _same(feed_tap, outputs["feed"])
+    assert _same(validate_tap, quarantined)
+    assert _same(_drain(endpoints[1].outs[0]), outputs["validate"])  # validate -> execute's copy
+    assert _same(_without_stage_ts(_drain(endpoints[3].outs[0])), _without_stage_ts(outputs["risk"]))
+    for spec, slot in zip(specs, slots):
+        assert slot[cb.S_IN] == n_in[spec.name], spec.name
+        assert slot[cb.S_OUT] == len(outputs[spec.name]), spec.name
+        assert np.array_equal(slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS], stats[spec.name]), spec.name
+        assert slot[cb.S_BATCHES] > 0 and slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS].sum() > 0
+    assert slots[1][cb.S_TAP_WRITTEN] == len(quarantined) and slots[0][cb.S_TAP_WRITTEN] == EVENTS
