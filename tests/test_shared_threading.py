@@ -1,11 +1,16 @@
 """Shared threading: several njit stages in one process, chained without a ring between them."""
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 
-from pipeline import graph
+from pipeline import graph, kill_reasons, names, registry
 from pipeline.config import Config
 from pipeline.hosting import chained_cycle, group_host
+from pipeline.status_view import StatusView
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
@@ -106,3 +111,63 @@ def test_the_chained_cycle_gives_what_the_members_give_one_after_the_other():
         assert np.array_equal(slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS], stats[spec.name]), spec.name
         assert slot[cb.S_BATCHES] > 0 and slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS].sum() > 0
     assert slots[1][cb.S_TAP_WRITTEN] == len(quarantined) and slots[0][cb.S_TAP_WRITTEN] == EVENTS
+
+
+def _shared_config(tmp_path) -> str:
+    path = tmp_path / "shared.toml"
+    path.write_text('[topology]\nthreading = "shared"\n')
+    return str(path)
+
+
+def _wait_for_orders(block: cb.ControlBlock, timeout_s: float = 20) -> int:
+    deadline = time.monotonic() + timeout_s
+    while (orders := StatusView(block).execute_stats()["orders"]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return orders
+
+
+def test_a_shared_run_hosts_each_group_in_one_process_that_fills_every_member_slot(live, tmp_path):
+    run = live("--quiet", "--config", _shared_config(tmp_path))
+    started = run.wait_for(r"bot4: kernels compiled")
+    assert "threading=shared" in started and "feed+validate+feature+risk in one process" in started
+    assert "strategy+execute in one process" in started
+    assert "(4 processes)" in run.wait_for(r"bot4: running")  # two groups, inference, the watchdog
+    block = cb.ControlBlock.attach(names.control(run.name))
+    try:
+        slots = {name: block.stages[registry.slot(name)] for name in registry.STAGE_NAMES}
+        assert all(slot[cb.S_STATE] == cb.RUNNING for slot in slots.values())
+        pids = {name: int(slot[cb.S_PID]) for name, slot in slots.items()}
+        first, second = {pids[n] for n in GROUP}, {pids["strategy"], pids["execute"]}
+        assert len(first) == 1 and len(second) == 1 and len(first | second | {pids["inference"]}) == 3
+        assert {int(slots[n][cb.S_CORE]) for n in GROUP} == {int(slots["feed"][cb.S_CORE])}
+        assert _wait_for_orders(block) > 0  # market in, orders out, across both groups and inference
+        assert all(slot[cb.S_HEARTBEAT_NS] > 0 and slot[cb.S_OUT] > 0 for slot in slots.values())
+    finally:
+        block.close()
+    run.proc.send_signal(signal.SIGTERM)
+    code, output = run.finish(timeout=60)
+    assert code == 0, output
+    assert "stopped (SIGTERM)" in output and "positions after the stop: flat, no open orders" in output, output
+    assert not any(p.is_running() for p in run.descendants())
+
+
+def test_a_killed_group_process_disables_trading_as_every_members_death(live, tmp_path):
+    run = live("--quiet", "--config", _shared_config(tmp_path))
+    run.wait_for(r"bot4: running")
+    block = cb.ControlBlock.attach(names.control(run.name))
+    try:
+        assert _wait_for_orders(block) > 0
+        pid = int(block.stages[registry.slot("strategy")][cb.S_PID])
+        assert pid == int(block.stages[registry.slot("execute")][cb.S_PID])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while block.globals[cb.G_TRADING_ENABLED] and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert block.globals[cb.G_TRADING_ENABLED] == 0
+        assert block.globals[cb.G_KILL_REASON] == kill_reasons.KILL_STAGE_DIED
+        assert block.globals[cb.G_KILL_STAGE] == registry.slot("strategy")  # the group's first member
+    finally:
+        block.close()
+    code, output = run.finish(timeout=60)
+    assert code == 3, output
+    assert f"stage strategy (pid {pid}) died (signal SIGKILL); trading disabled" in output

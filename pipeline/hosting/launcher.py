@@ -14,8 +14,9 @@ from pipeline.config import Config, to_dict
 from pipeline.hosting.topology import Placement, apply_priority
 
 
-def spawn(process: str, config: Config, placements: dict[str, Placement]) -> subprocess.Popen:
-    module = registry.entry(process, config.feed.source)
+def spawn(process: str, config: Config, placements: dict[str, Placement], group: bool = False) -> subprocess.Popen:
+    """``group``: ``process`` leads a stage group (shared threading) and its process hosts them all."""
+    module = registry.GROUP_ENTRY if group else registry.entry(process, config.feed.source)
     launch = {"stage": process, "config": to_dict(config), "supervisor_pid": os.getpid(),
               "placements": {name: asdict(p) for name, p in placements.items()}}
     child = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE)
