@@ -15,6 +15,7 @@ from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
 from shm.syscalls import new_timespec
+from stages import execute
 
 GROUP = ("feed", "validate", "feature", "risk")  # the default first group: the live run compiles the same code
 EVENTS = 3000
@@ -112,6 +113,97 @@ def test_the_chained_cycle_gives_what_the_members_give_one_after_the_other():
         assert slot[cb.S_BATCHES] > 0 and slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS].sum() > 0
     assert slots[1][cb.S_TAP_WRITTEN] == len(quarantined) and slots[0][cb.S_TAP_WRITTEN] == EVENTS
 
+
+
+PAIR = ("strategy", "execute")  # the default second group
+
+
+def _predictions(config: Config, decisions: np.ndarray) -> np.ndarray:
+    from stages import inference, records
+    model = inference.OnnxModel.load(config.inference.model or inference.DEFAULT_MODEL)
+    x = np.zeros((len(decisions), records.N_FEATURES), np.float32)
+    inference.prepare(decisions, len(decisions), x)
+    predictions = np.zeros(len(decisions), records.PREDICTION)
+    inference.finish(decisions, len(decisions), model.predict(x), predictions, 0)
+    return predictions
+
+
+def _fill(r, batch: np.ndarray) -> None:
+    assert ring.try_write(*r, batch, len(batch)) == len(batch)
+
+
+def test_a_member_steps_once_per_batch_limit_of_a_long_chained_input_and_feeds_back_through_its_rings():
+    """Invoker mode, strategy -> execute with a batch limit of 4: strategy's intents of one step (up to
+    several per prediction) reach execute 4 at a time, each step with up to 4 market events from its own ring;
+    execute's reports come back to strategy through a ring (read the next cycle). The reference is the same
+    schedule written out in Python with the kernels called directly."""
+    config = Config().with_overrides(feed={"max_events": EVENTS, "seed": 11},
+                                     execute={"max_orders_per_s": 1e9, "order_burst": 10 ** 9,
+                                              "duplicate_window_ms": 0})  # no gate reads the clock
+    outputs, _, _, _ = _sequential(config)
+    market, predictions = outputs["validate"], _predictions(config, outputs["risk"])
+    limit, cycles, batch = 4, len(predictions) // 4 + 50, config.rings.batch
+
+    specs = group_host.member_specs(config, PAIR)
+    assert [(s.in_a, s.in_b, s.outs) for s in specs] == [
+        ("inference.strategy", "execute.strategy", ()), (None, "validate.execute", ("execute.risk", "execute.strategy"))]
+    endpoints = [group_host.local_endpoints(config, s, 1 << 17, tap=True) for s in specs]
+    endpoints[0].in_b = endpoints[1].outs[1]  # execute -> strategy feedback: one ring
+    _fill(endpoints[0].in_a, predictions)
+    _fill(endpoints[1].in_b, market)
+    block = cb.ControlBlock.local()
+    block.globals[cb.G_TRADING_ENABLED] = 1
+    kernels = [group_host.member_kernel(s, config, live=False, with_stores=False)[:2] for s in specs]
+    slots = [block.stages[s.index] for s in specs]
+    cycle = group_host.GroupCycle.build(specs, endpoints, kernels, slots, batch)
+    code = cycle.run(chained_cycle.run, block.globals, idle_strategies.make_params(idle_strategies.BUSY_SPIN),
+                     idle_strategies.make_state(), limit, cycles, new_timespec())
+    assert code == chained_cycle.EXIT_BUDGET
+
+    ref = cb.ControlBlock.local()
+    ref.globals[cb.G_TRADING_ENABLED] = 1
+    (s_step, s_params, s_state), (e_step, e_params, e_state) = (graph.kernel(n, config, live=False) for n in PAIR)
+    s_stats, e_stats = (ref.stages[graph.BY_NAME[n].index][cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS] for n in PAIR)
+    intent_out = np.zeros(graph.out_capacity("strategy", batch), graph.BY_NAME["strategy"].out_dtype)
+    report_out = np.zeros(graph.out_capacity("execute", batch), graph.BY_NAME["execute"].out_dtype)
+    feedback, intents, reports = [], [], []
+    taken = {"predictions": 0, "market": 0, "feedback": 0}
+
+    def take(what, source):
+        start = taken[what]
+        taken[what] = min(start + limit, len(source))
+        return source[start:taken[what]]
+
+    longest = 0
+    for _ in range(cycles):
+        a = take("predictions", predictions)
+        b = take("feedback", np.concatenate(feedback) if feedback else report_out[:0])
+        n = s_step(a, len(a), b, len(b), s_state, s_params, ref.globals, s_stats, intent_out, 0) if len(a) + len(b) \
+            else 0
+        made = intent_out[:n].copy()
+        intents.append(made)
+        longest = max(longest, n)
+        start = 0
+        while True:
+            chunk, events = made[start:start + limit], take("market", market)
+            k = e_step(chunk, len(chunk), events, len(events), e_state, e_params, ref.globals, e_stats, report_out, 0)
+            reports.append(report_out[:k].copy())
+            feedback.append(report_out[:k].copy())
+            start += len(chunk)
+            if start >= len(made):
+                break
+    intents, reports = np.concatenate(intents), np.concatenate(reports)
+    assert longest > limit and len(reports) > 1000  # the long-input path ran, and orders traded
+
+    assert _same(_without_stage_ts(_drain(endpoints[0].tap)), _without_stage_ts(intents))
+    assert _same(_without_stage_ts(_drain(endpoints[1].outs[0])), _without_stage_ts(reports))
+    assert np.array_equal(slots[0][cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS], s_stats)
+    got = slots[1][cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS].copy()
+    for clock_stamp in (execute.ST_LAST_ORDER_NS, execute.ST_LAST_CANCEL_ALL_NS):  # its own clock, not counts
+        got[clock_stamp] = e_stats[clock_stamp] = 0
+    assert np.array_equal(got, e_stats)
+    assert slots[1][cb.S_IN] == len(intents) and slots[1][cb.S_IN_B] == len(market)
+    assert slots[0][cb.S_OUT] == len(intents) and slots[1][cb.S_OUT] == len(reports)
 
 def _shared_config(tmp_path) -> str:
     path = tmp_path / "shared.toml"

@@ -95,54 +95,53 @@ def _member_impl(code, position, chained, n_chained, start_ns, in_a, scratch_a, 
         work = 0
         taken = 0
         now = start_ns
-        while True:
+        while True:  # once, or once per batch_limit of a long chained input
             n_a = min(n_input - taken, limit_a)
             n_b = ring.read(b_producer, b_consumer, b_records, b_scratch, limit_b) if has_b else 0
-            if n_a + n_b == 0:
-                if taken == 0 and load_acquire(slot, cb.S_STOP) != 0:
-                    if first:
-                        upstream_done = not has_a or ring.readable(a_producer, a_consumer) == 0
-                    else:
-                        upstream_done = flags[k - 1, F_STOPPED] != 0
-                    if upstream_done and (not has_b or ring.readable(b_producer, b_consumer) == 0):
-                        flags[k, F_STOPPED] = 1
-                        slot[cb.S_STATE] = cb.STOPPED  # the supervisor then stops the next member
-                        break  # its successors are served from the next cycle on
-                if taken > 0 or not flags[k, F_ALWAYS_STEP]:
-                    break
-            step_in = batch[taken:]
-            n_out = call_step(stage_id, step_in, n_a, b_scratch, n_b, states[k], params[k], ctl, stats, out, now)
-            taken += n_a
-            if n_out + n_a + n_b > 0:
+            n_out = 0
+            if n_a + n_b == 0 and load_acquire(slot, cb.S_STOP) != 0:
+                if first:
+                    upstream_done = not has_a or ring.readable(a_producer, a_consumer) == 0
+                else:
+                    upstream_done = flags[k - 1, F_STOPPED] != 0
+                if upstream_done and (not has_b or ring.readable(b_producer, b_consumer) == 0):
+                    flags[k, F_STOPPED] = 1
+                    slot[cb.S_STATE] = cb.STOPPED  # the supervisor then stops the next member
+            if not flags[k, F_STOPPED] and (n_a + n_b > 0 or flags[k, F_ALWAYS_STEP]):
+                step_in = batch[taken:]
+                n_out = call_step(stage_id, step_in, n_a, b_scratch, n_b, states[k], params[k], ctl, stats, out, now)
+                taken += n_a
                 if n_out > 0 and not publish_all(outs[k], out_sems[k], out, n_out, slot, idle_params, timespec):
                     if flags[k, F_HAS_TAP]:
                         side_tap(stage_id, taps[k], states[k], step_in, out, n_out, slot)  # counted, not lost
                     flags[k, F_STOPPED] = 1  # abandoned while blocked on an output whose consumer is gone
                     slot[cb.S_STATE] = cb.STOPPED
-                    break  # its successors are served from the next cycle on
-                if flags[k, F_HAS_TAP]:
-                    # Validate copies its quarantined events over its input batch, consumed by now (it follows
-                    # the feed, which makes at most one batch: never chunked, nothing of it left to step).
-                    side_tap(stage_id, taps[k], states[k], step_in, out, n_out, slot)
-                done = clock_ns(timespec)
-                slot[cb.S_IN] += n_a
-                slot[cb.S_IN_B] += n_b
-                slot[cb.S_OUT] += n_out
-                slot[cb.S_BATCHES] += 1
-                if first and has_a:
-                    slot[cb.S_QUEUE_DEPTH] = a_consumer[ring.C_CACHED_TAIL] - a_consumer[ring.C_HEAD]
-                slot[cb.S_SERVICE_HIST + cb.bucket_of(done - now)] += 1
-                for i in range(n_out):
-                    origin = out[i]["origin_ts"]
-                    if origin > 0:
-                        slot[cb.S_ORIGIN_HIST + cb.bucket_of(done - origin)] += 1
-                if n_out > 0:
-                    slot[cb.S_LAST_ORIGIN_NS] = done - out[n_out - 1]["origin_ts"]
-                work += n_a + n_b + n_out
-                now = done
+                    n_out = 0
+                elif n_out + n_a + n_b > 0:
+                    if flags[k, F_HAS_TAP]:
+                        # Validate copies its quarantined events over its input batch, consumed by now (it
+                        # follows the feed, which makes at most one batch: never chunked, nothing left to step).
+                        side_tap(stage_id, taps[k], states[k], step_in, out, n_out, slot)
+                    done = clock_ns(timespec)
+                    slot[cb.S_IN] += n_a
+                    slot[cb.S_IN_B] += n_b
+                    slot[cb.S_OUT] += n_out
+                    slot[cb.S_BATCHES] += 1
+                    if first and has_a:
+                        slot[cb.S_QUEUE_DEPTH] = a_consumer[ring.C_CACHED_TAIL] - a_consumer[ring.C_HEAD]
+                    slot[cb.S_SERVICE_HIST + cb.bucket_of(done - now)] += 1
+                    for i in range(n_out):
+                        origin = out[i]["origin_ts"]
+                        if origin > 0:
+                            slot[cb.S_ORIGIN_HIST + cb.bucket_of(done - origin)] += 1
+                    if n_out > 0:
+                        slot[cb.S_LAST_ORIGIN_NS] = done - out[n_out - 1]["origin_ts"]
+                    work += n_a + n_b + n_out
+                    now = done
+            # Its successors run every cycle, with or without a batch from it: they have rings of their own.
             work += _member(code, after, out, n_out, now, in_a, scratch_a, ins_b, outs, out_sems, taps, scratch_b,
                             scratch_out, states, params, ctl, slots, flags, idle_params, batch_limit, timespec)
-            if taken >= n_input:
+            if flags[k, F_STOPPED] or taken >= n_input:
                 break
         return work
     return impl
