@@ -3,22 +3,28 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+import uuid
 
 import numpy as np
+import pytest
 
 from pipeline import graph, kill_reasons, names, registry
-from pipeline.config import Config
-from pipeline.hosting import chained_cycle, group_host
+from pipeline.config import Config, ConfigError
+from pipeline.hosting import chained_cycle, group_host, topology
 from pipeline.status_view import StatusView
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
 from shm.syscalls import new_timespec
 from stages import execute
+from tests.conftest import ROOT
 
 GROUP = ("feed", "validate", "feature", "risk")  # the default first group: the live run compiles the same code
 EVENTS = 3000
+SAMPLE = "nautilus-samples/tardis_trades.csv"  # any recording: only the config is built
 CAPACITY = 4096  # every ring holds the whole run: nothing back-pressures
 
 
@@ -263,3 +269,46 @@ def test_a_killed_group_process_disables_trading_as_every_members_death(live, tm
     code, output = run.finish(timeout=60)
     assert code == 3, output
     assert f"stage strategy (pid {pid}) died (signal SIGKILL); trading disabled" in output
+
+
+@pytest.mark.parametrize("topology,message", [
+    ({"threading": "pooled"}, "topology.threading='pooled' is invalid: use one of ('auto', 'dedicated', 'shared')"),
+    ({"groups": ["feed,feature"]}, "topology.groups='feed,feature' is invalid: give two or more neighbouring stages"),
+    ({"groups": ["risk,inference"]}, "leave inference out (not an njit kernel"),
+    ({"groups": ["feed,validate", "validate,feature"]}, "put each stage in one group at most"),
+    ({"threading": "shared", "idle": "blocking"}, "topology.idle='blocking' is invalid: use yielding or sleeping"),
+])
+def test_a_bad_threading_value_names_the_key_and_the_fix(topology, message):
+    with pytest.raises(ConfigError) as err:
+        Config().with_overrides(topology=topology)
+    assert message in str(err.value)
+
+
+def test_the_cli_refuses_a_bad_threading_mode_with_exit_2(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[topology]\nthreading = "pooled"\n')
+    done = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--config", str(path), "--name",
+                           f"t{uuid.uuid4().hex[:8]}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "topology.threading='pooled' is invalid" in done.stdout + done.stderr
+
+
+def test_auto_threading_is_dedicated_and_says_why():
+    mode, why = topology.threading(Config())
+    assert mode == "dedicated" and "bench/pipeline_latency" in why
+    assert topology.groups(Config()) == ()
+    assert len({id(p) for p in topology.plan(Config(), cores=[0, 1]).values()}) == len(registry.NAMES)
+
+
+def test_shared_groups_are_cut_to_the_njit_stages_the_run_hosts_and_share_one_placement():
+    shared = Config().with_overrides(topology={"threading": "shared"})
+    assert topology.groups(shared) == (GROUP, PAIR)
+    placements = topology.plan(shared, cores=[0, 1])
+    assert all(placements[n] is placements["feed"] for n in GROUP)
+    assert placements["execute"] is placements["strategy"]
+    assert placements["inference"].core != placements["feed"].core  # processes, not stages, alternate cores
+    replay = shared.with_overrides(feed={"source": "replay", "venues": ["binance"], "symbols": ["ETH-USDT"],
+                                         "files": [f"binance={ROOT}/tests/data/{SAMPLE}"]})
+    assert topology.groups(replay) == (("validate", "feature", "risk"), PAIR)  # a Python feed host keeps its own
+    record = shared.with_overrides(run={"mode": "record"}, journal={"dir": "/tmp/unused"})
+    assert topology.groups(record) == (("feed", "validate"),)
+    assert topology.groups(shared.with_overrides(topology={"groups": ["validate,feature"]})) == (("validate", "feature"),)
