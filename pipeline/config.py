@@ -18,9 +18,11 @@ from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from pipeline.redact import has_password, mask
-from pipeline.registry import STAGE_NAMES
+from pipeline.registry import BY_NAME as PROCESS_BY_NAME
+from pipeline.registry import KERNEL, STAGE_NAMES
 
 IDLE_CHOICES = ("auto", "busy_spin", "yielding", "sleeping", "blocking")
+THREADING_CHOICES = ("auto", "dedicated", "shared")
 
 
 class ConfigError(ValueError):
@@ -500,8 +502,19 @@ class TopologyConfig:
     max_sleep_us: int = 1000         # ...up to this
     nice: int = 0                    # niceness for stage processes (negative needs privileges)
     realtime_priority: int = 0       # SCHED_FIFO priority for stages with a dedicated core; 0 = off
+    # auto (dedicated, until measured figures favour shared) | dedicated (a process per stage) | shared (a
+    # process per group below; stages in no group, and inference, keep their own)
+    threading: str = "auto"
+    # shared threading: consecutive njit stages hosted by one process, chained without a ring between them
+    groups: tuple = ("feed,validate,feature,risk", "strategy,execute")
 
     def check(self):
+        _require(self.threading in THREADING_CHOICES, "topology.threading", self.threading,
+                 f"use one of {THREADING_CHOICES}")
+        _check_groups(self.groups)
+        _require(not (self.threading == "shared" and self.idle == "blocking"), "topology.idle", self.idle,
+                 "use yielding or sleeping with topology.threading = 'shared' (a group has no one semaphore to "
+                 "block on), or topology.threading = 'dedicated'")
         _require(self.mode in ("auto", "dedicated", "shared"), "topology.mode", self.mode,
                  "use 'auto', 'dedicated' or 'shared'")
         _require(self.idle in IDLE_CHOICES, "topology.idle", self.idle, f"use one of {IDLE_CHOICES}")
@@ -520,6 +533,21 @@ class TopologyConfig:
         _require(-20 <= self.nice <= 19, "topology.nice", self.nice, "use -20..19")
         _require(0 <= self.realtime_priority <= 99, "topology.realtime_priority", self.realtime_priority,
                  "use 0 (off) .. 99")
+
+
+def _check_groups(groups: tuple) -> None:
+    seen = set()
+    for entry in groups:
+        names = str(entry).split(",") if isinstance(entry, str) else []
+        positions = [STAGE_NAMES.index(n) for n in names if n in STAGE_NAMES]
+        _require(len(names) >= 2 and len(positions) == len(names)
+                 and positions == list(range(positions[0], positions[0] + len(names))), "topology.groups", entry,
+                 f'give two or more neighbouring stages in pipeline order, comma-separated ({",".join(STAGE_NAMES)})')
+        python_side = [n for n in names if PROCESS_BY_NAME[n].host != KERNEL]
+        _require(not python_side, "topology.groups", entry,
+                 f"leave {','.join(python_side)} out (not an njit kernel: it keeps its own process)")
+        _require(not seen & set(names), "topology.groups", entry, "put each stage in one group at most")
+        seen |= set(names)
 
 
 # A child is pinned to one core before it re-checks the config: it inherits the first Bot4 process's set.

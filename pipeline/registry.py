@@ -20,6 +20,7 @@ AGENT = "agent"     # a Python host: do work, report a work count (feed hosts, j
 RECORDER_ERROR_WORDS = (cb.S_CUSTOM + 8, 24)
 CCXT_FEED_COUNTERS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
 # The feed is a kernel only for the synthetic market; a replay or a live venue feeds from an agent (hosting.agent).
+GROUP_ENTRY = "pipeline.hosting.group_host"  # hosts a stage group (shared threading) in its first member's place
 FEED_ENTRIES = {"synthetic": "pipeline.hosting.stage_host", "replay": "pipeline.sources.replay_feed",
                 "ccxt": "pipeline.sources.ccxt_feed"}
 

@@ -88,7 +88,8 @@ class Supervisor:
                 self.stop_requested = self.stop_requested or "start-up failed"
                 self.say(f"bot4: start-up failed: {exc}")
                 return ExitCode.START_FAILED
-            self.say(f"bot4: running ({len(self.children)} processes); {self.armed_text}")
+            processes = len({child.pid for child in self.children.values()})  # a stage group is one process
+            self.say(f"bot4: running ({processes} processes); {self.armed_text}")
             self.watch()
             return self.exit_code()
         finally:
@@ -143,10 +144,13 @@ class Supervisor:
         except warmup.WarmupError as exc:
             raise StartError(str(exc)) from None
         idle_name = {v: k for k, v in idle_strategies.NAMES.items()}[placements["feed"].idle]
+        threading, why = topology.threading(config)
+        groups = topology.groups(config)
         self.say(f"bot4: kernels compiled/loaded in {time.monotonic() - t0:.1f}s; topology: "
-                 + ", ".join(f"{n}@{placements[n].core}" for n in spawned) + f"; idle={idle_name}")
+                 + ", ".join(f"{n}@{placements[n].core}" for n in spawned) + f"; idle={idle_name}; "
+                 + f"threading={threading} ({why})" + "".join(f"; {'+'.join(g)} in one process" for g in groups))
         for name in spawned:
-            self.children[name] = launcher.spawn(name, self.plan)
+            self.children[name] = self._spawn(name)
         deadline = time.monotonic() + config.run.ready_timeout_s
         while True:
             failed = self._start_failure()
@@ -180,6 +184,13 @@ class Supervisor:
             cb.set_kill_text(g, "waiting for: bot4 killswitch arm")
             self.armed_text = "trading disabled until: bot4 killswitch arm"
 
+    def _spawn(self, name: str) -> subprocess.Popen:
+        """A stage group's first member spawns the group's process; the others share it (shared threading)."""
+        group = next((g for g in topology.groups(self.config) if name in g), ())
+        if group and name != group[0]:
+            return self.children[group[0]]
+        return launcher.spawn(name, self.plan, group=bool(group))
+
     def _start_failure(self) -> str:
         """Why start-up failed ("" while it has not): a process that said FAILED or exited before ready, with
         its own one-line cause when it left one (pipeline.hosting.child.report_failure)."""
@@ -211,7 +222,7 @@ class Supervisor:
     def poll_children(self) -> None:
         for name, child in list(self.children.items()):
             code = child.poll()
-            if code is None or self.died:
+            if code is None or self.died or self.children[name] is not child:  # not: its group restarted
                 continue
             index = PROCESS_NAMES.index(name)
             slot = self.block.stages[index]
@@ -235,10 +246,13 @@ class Supervisor:
         """Respawn a dead stage into its old slot and rings; trading stays disabled until an operator arms."""
         self.restarts += 1
         self.block.globals[cb.G_RESTARTS] += 1
-        slot = self.block.stages[PROCESS_NAMES.index(name)]
-        slot[cb.S_STATE] = cb.STARTING
-        slot[cb.S_STOP] = 0
-        self.children[name] = launcher.spawn(name, self.plan)
+        members = next((g for g in topology.groups(self.config) if name in g), (name,))  # a group restarts whole
+        for member in members:
+            slot = self.block.stages[PROCESS_NAMES.index(member)]
+            slot[cb.S_STATE] = cb.STARTING
+            slot[cb.S_STOP] = 0
+        for member in members:
+            self.children[member] = self._spawn(member)
         self.say(f"bot4: restarted {name} (restart {self.restarts} of {self.config.run.max_restarts}); "
                  "trading stays disabled until: bot4 killswitch arm")
 

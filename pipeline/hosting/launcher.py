@@ -13,11 +13,12 @@ from pipeline.hosting.topology import apply_priority
 from pipeline.plan import RunPlan
 
 
-def spawn(process: str, plan: RunPlan) -> subprocess.Popen:
+def spawn(process: str, plan: RunPlan, group: bool = False) -> subprocess.Popen:
     """Start ``process`` of the run ``plan`` describes; the plan goes on its stdin (never argv: it holds the
-    config, and the config may hold a DSN's password)."""
+    config, and the config may hold a DSN's password). ``group``: ``process`` leads a stage group (shared
+    threading) and its process hosts them all."""
     config, placements = plan.config, plan.placements
-    module = registry.entry(process, config.feed.source)
+    module = registry.GROUP_ENTRY if group else registry.entry(process, config.feed.source)
     launch = {"stage": process, "plan": plan, "supervisor_pid": os.getpid()}
     child = subprocess.Popen([sys.executable, "-m", module], stdin=subprocess.PIPE)
     # The child pins itself first thing too; pinning here covers the interpreter's start-up.

@@ -96,20 +96,28 @@ def _park(endpoints: Endpoints) -> None:
         ring.woke_up(r[1])
 
 
-def run_numba_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
+def live_kernel(spec: graph.StageSpec, plan: RunPlan):
+    """(params, state, store) of a stage in a live run: feature writes the run's online feature table, risk
+    reads the GARCH table the run published (refits reach it there); ``store`` is what to close after."""
+    config = plan.config
     params = graph.kernel_params(spec.name, config, live=True)
-    store = state = None
+    store = None
     if spec.name == "feature":  # the online store: this stage is its only writer
         from stages import feature
         store = tables.feature_table(config.run.name)
         state = feature.make_state(store.arrays)
-    elif spec.name == "risk":  # reads the GARCH parameters the run publishes (refits reach it there)
+    elif spec.name == "risk":
         from stages import risk
         store = tables.garch_table(config.run.name)
         published, _ = store.read(tables.GARCH_SLOT)  # the supervisor's (or a refit's) table: one source of truth
         state = risk.make_state(published["params"], store.arrays)
     else:
         state = graph.initial_state(spec.name, plan)
+    return params, state, store
+
+
+def run_numba_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
+    params, state, store = live_kernel(spec, plan)
     try:
         _run_numba_stage(spec, config, endpoints, block, slot, placement, params, state)
     finally:

@@ -12,6 +12,7 @@ import os
 
 import psutil
 
+from pipeline import graph, registry
 from pipeline.config import Config
 from pipeline.plan import Placement
 from pipeline.registry import NAMES as PROCESSES
@@ -22,13 +23,59 @@ def available_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
+# Why auto threading is dedicated: shared has not yet beaten it on this machine's figures
+# (bench/pipeline_latency --threading dedicated,shared); change it here once it does, with the figures.
+AUTO_THREADING = ("dedicated", "auto: dedicated until bench/pipeline_latency's interleaved figures favour shared")
+
+
+def threading(config: Config) -> tuple[str, str]:
+    """The threading mode this run uses (dedicated: a process per stage; shared: a process per group) and why."""
+    chosen = config.topology.threading
+    return AUTO_THREADING if chosen == "auto" else (chosen, "topology.threading")
+
+
+def groups(config: Config) -> tuple[tuple[str, ...], ...]:
+    """The stage groups one process each hosts (shared threading; none when dedicated): each of topology.groups
+    cut to the stages this run hosts as njit kernels (not the feed of a replay or ccxt run, whose host is
+    Python), split where its chain breaks; a piece of one stage keeps its own process."""
+    if threading(config)[0] != "shared":
+        return ()
+    specs = {s.name: s for s in graph.stages(config)}
+
+    def njit_hosted(name):
+        return name in specs and registry.BY_NAME[name].host == registry.KERNEL \
+            and (name != "feed" or registry.entry("feed", config.feed.source) == registry.BY_NAME["feed"].entry)
+
+    def feeds(before, name):  # ``before``'s output ring is ``name``'s primary input
+        ring_name = f"{before}.{name}"
+        return specs[name].in_a == ring_name and ring_name in specs[before].outs
+
+    found = []
+    for entry in config.topology.groups:
+        piece = []
+        for name in entry.split(","):
+            if not njit_hosted(name):
+                found.append(tuple(piece))
+                piece = []
+                continue
+            if piece and not feeds(piece[-1], name):
+                found.append(tuple(piece))
+                piece = []
+            piece.append(name)
+        found.append(tuple(piece))
+    return tuple(g for g in found if len(g) >= 2)
+
+
 def place(config: Config, cores: list[int] | None = None) -> dict[str, Placement]:
+    """A placement per process; a group's members share their process's (its first member's) placement."""
     cores = cores if cores is not None else available_cores()
     topo = config.topology
-    needed = len(PROCESSES)
+    leader = {name: group[0] for group in groups(config) for name in group}
+    hosts = [name for name in PROCESSES if leader.get(name, name) == name]  # one per process
+    needed = len(hosts)
     dedicated = topo.mode == "dedicated" or (topo.mode == "auto" and len(cores) >= needed + 1)
     if topo.cores:
-        chosen = list(topo.cores)
+        chosen = [topo.cores[PROCESSES.index(name)] for name in hosts]
     elif dedicated:
         usable = cores[1:] if len(cores) > needed else cores
         chosen = [usable[i % len(usable)] for i in range(needed)]
@@ -38,8 +85,9 @@ def place(config: Config, cores: list[int] | None = None) -> dict[str, Placement
         idle = idle_strategies.BUSY_SPIN if dedicated else idle_strategies.YIELDING
     else:
         idle = idle_strategies.NAMES[topo.idle]
-    return {name: Placement(chosen[i], idle, dedicated, topo.spin_cycles, topo.yield_cycles, topo.min_sleep_us,
-                            topo.max_sleep_us) for i, name in enumerate(PROCESSES)}
+    placements = {name: Placement(chosen[i], idle, dedicated, topo.spin_cycles, topo.yield_cycles,
+                                  topo.min_sleep_us, topo.max_sleep_us) for i, name in enumerate(hosts)}
+    return {name: placements[leader.get(name, name)] for name in PROCESSES}
 
 
 def pin_current_process(core: int) -> None:

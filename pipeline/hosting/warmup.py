@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline import graph
-from pipeline.hosting import duty_cycle
+from pipeline.hosting import duty_cycle, group_host, topology
 from pipeline.plan import RunPlan
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -210,6 +210,8 @@ def _compile_all(plan: RunPlan) -> None:
         duty_cycle.run(spec.index, in_a, in_b, outs, sems, ring.local_ring(spec.out_dtype, 2), False, np.zeros(1, in_a[2].dtype), np.zeros(1, in_b[2].dtype),
                        np.zeros(1, spec.out_dtype), state, params, block.globals, slot, idle_params,
                        idle_strategies.make_state(), 1, False, False, False, 1, timespec)
+    for group in topology.groups(config):  # only the groups this run hosts: each is a compile of its own
+        group_host.warm(plan, group)
     cb.disable_trading(block.globals, 0, 0, 0)
 
 
