@@ -550,7 +550,7 @@ def _check_groups(groups: tuple) -> None:
         seen |= set(names)
 
 
-# A child is pinned to one core before it re-checks the config: it inherits the first Bot4 process's set.
+# The cores the first Bot4 process may use, for topology.cores checks in processes it starts pinned to fewer.
 os.environ.setdefault("BOT4_USABLE_CORES", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))))
 
 

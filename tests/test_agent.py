@@ -12,7 +12,7 @@ from pipeline.config import Config
 from pipeline.hosting.agent import Agent, AgentRunner, AgentTerminated, Idle, no_wait
 from pipeline.hosting.child import Child
 from pipeline.hosting.stage_host import Endpoints
-from pipeline.hosting.topology import Placement
+from pipeline.plan import Placement, resolve
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
@@ -26,7 +26,8 @@ def child_of(name: str, run_state: int = cb.RUN_RUNNING) -> Child:
     block.globals[cb.G_RUN_STATE] = run_state
     slot = block.stages[registry.slot(name)]
     slot[cb.S_STATE] = cb.STARTING
-    return Child(name, Config(), Placement(0, idle_strategies.BUSY_SPIN, False), {}, block, slot)
+    config = Config()
+    return Child(name, resolve(config), config, Placement(0, idle_strategies.BUSY_SPIN, False), {}, block, slot)
 
 
 class Scripted(Agent):

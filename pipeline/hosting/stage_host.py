@@ -20,8 +20,7 @@ from pipeline.config import Config
 from pipeline.hosting import duty_cycle
 from pipeline.hosting.agent import Agent, AgentRunner, Idle, wait_until_running
 from pipeline.hosting.child import EXPECTED_FAILURES, report_failure, start
-from pipeline.hosting.topology import Placement
-from pipeline.plan import RunPlan
+from pipeline.plan import Placement, RunPlan
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
