@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.config import GATE_LIMITS, Config
 from pipeline.registry import STAGE_NAMES
 from stages import execute, feature, feed, records, risk, strategy, validate
+from stages.universe import instrument_key
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def garch_parameters(config: Config) -> np.ndarray:
 def gate_limits_by_key(config: Config, limit: str) -> dict[int, float]:
     """execute.<limit>_by_symbol as {instrument key: value}: a symbol's limit holds on every venue."""
     symbols = config.feed.symbols
-    return {venue * feed.MAX_SYMBOLS + symbols.index(symbol): value
+    return {instrument_key(venue, symbols.index(symbol)): value
             for symbol, value in config.execute.limits_by_symbol(limit).items()
             for venue in range(len(config.feed.venues))}
 

@@ -29,7 +29,6 @@ from shm import seqlock
 from shm.atomics import load_acquire
 from stages import garch, heat
 from stages.feature import F_RVOL_BPS
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from stages.records import (
     FEATURE_SCHEMA_HASH,
     N_FEATURES,
@@ -44,6 +43,7 @@ from stages.records import (
     RISK_POSITION_LIMIT,
     RISK_VOLATILITY,
 )
+from stages.universe import MAX_KEYS, instrument_key
 
 (P_MAX_POSITION_USD, P_MAX_ORDER_USD, P_VOL_REF_BPS, P_CAPITAL_USD, P_SOFT_DRAWDOWN, P_BAR_NS, P_HORIZON_BARS,
  P_COV_LAMBDA, P_COV_MIN_BARS, P_MAX_GROSS_USD, P_MAX_LEVERAGE, P_HEAT_LIMIT, P_HEAT_STOP_SIGMAS, P_MMR,
@@ -132,7 +132,7 @@ def absorb_reports(reports, n, positions, cash, stats):
     for i in range(n):
         r = reports[i]
         if (r["state"] == ORD_PARTIAL or r["state"] == ORD_FILLED) and r["liquidity"] != 0:
-            k = int(r["venue"]) * MAX_SYMBOLS + int(r["symbol"])
+            k = instrument_key(r["venue"], r["symbol"])
             positions[k] = r["position"]
             cash[k] -= r["side"] * r["qty"] * r["price"] + r["fee"]
             stats[ST_FILLS] += 1
@@ -279,7 +279,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         bar = f["origin_ts"] // bar_ns
         if bar > ints[I_BAR]:
             close_bars(bar, mids, table, cov, ints, scratch, params, stats, published)
-        key = int(f["venue"]) * MAX_SYMBOLS + int(f["symbol"])
+        key = instrument_key(f["venue"], f["symbol"])
         if f["ask"] > f["bid"] > 0.0:
             mids[key] = 0.5 * (f["bid"] + f["ask"])
     equity, drawdown = mark_equity(positions, cash, mids, peak, params[P_CAPITAL_USD], stats)
@@ -288,7 +288,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     for i in range(n_a):
         f = in_a[i]
         d = out[i]
-        key = int(f["venue"]) * MAX_SYMBOLS + int(f["symbol"])
+        key = instrument_key(f["venue"], f["symbol"])
         d["origin_ts"] = f["origin_ts"]
         d["origin_seq"] = f["origin_seq"]
         d["stage_ts"] = now_ns

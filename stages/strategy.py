@@ -15,12 +15,12 @@ distance) that comes first, as a reduce-only IOC. Every intent carries the decis
 import numpy as np
 from numba import njit
 
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages import kelly
 from stages.records import (BUY, INTENT_IOC, INTENT_QUOTE, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED,
                             RISK_KELLY, SELL, STRAT_DIRECTIONAL, STRAT_QUOTER, STRAT_RISK_REDUCE)
+from stages.universe import MAX_KEYS, instrument_key
 
 (P_THRESHOLD, P_TAKE_USD, P_QUOTE_USD, P_HALF_SPREAD_BPS, P_REQUOTE_BPS, P_SKEW_BPS, P_COOLDOWN_NS, P_QUOTING,
  P_MAX_POSITION_USD, P_KELLY_FRACTION, P_KELLY_PAYOFF, P_KELLY_CONTINUOUS) = range(12)
@@ -94,7 +94,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     keys, intent_ids = state
     for i in range(n_b):
         r = in_b[i]
-        k = int(r["venue"]) * MAX_SYMBOLS + int(r["symbol"])
+        k = instrument_key(r["venue"], r["symbol"])
         if (r["state"] == ORD_PARTIAL or r["state"] == ORD_FILLED) and r["liquidity"] != 0:
             keys[k, K_POSITION] = r["position"]
             stats[ST_FILLS] += 1
@@ -112,7 +112,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     threshold = params[P_THRESHOLD]
     for i in range(n_a):
         p = in_a[i]
-        k = int(p["venue"]) * MAX_SYMBOLS + int(p["symbol"])
+        k = instrument_key(p["venue"], p["symbol"])
         bid = p["bid"]
         ask = p["ask"]
         if not (bid > 0.0 and ask > bid):

@@ -21,7 +21,6 @@ import math
 import numpy as np
 from numba import njit
 
-from stages.feed import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES
 from stages.records import (
     BOOK_LEVELS,
     EV_BBO,
@@ -35,6 +34,7 @@ from stages.records import (
     F_UNSYNCED,
     MARKET_EVENT,
 )
+from stages.universe import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES, instrument_key
 
 (R_UNKNOWN_INSTRUMENT, R_NAN, R_NONPOSITIVE_PRICE, R_NONPOSITIVE_SIZE, R_CROSSED_BOOK, R_OUT_OF_ORDER, R_BAD_KIND,
  R_STALE, R_FUTURE, R_OUTLIER, R_OFF_GRID, R_UNPARSABLE) = range(1, 13)
@@ -219,7 +219,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     n_out = 0
     for i in range(n_a):
         ev = in_a[i]
-        key = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
+        key = instrument_key(ev["venue"], ev["symbol"])
         known = ev["venue"] < params[P_N_VENUES] and ev["symbol"] < params[P_N_SYMBOLS] and key < MAX_KEYS
         row = last_seq[key] if known else last_seq[0]
         clock = clocks[int(ev["venue"])] if known else clocks[0]
