@@ -26,6 +26,7 @@ from numba import njit
 
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
+from stages.counters import Counters
 from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_TRADE, INTENT_CANCEL_ALL, INTENT_IOC,
                             INTENT_QUOTE, MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL,
                             ORD_REJECTED, ORDER, REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES,
@@ -48,13 +49,24 @@ P_LIMITS = 14
 I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS = range(3)   # I_BUCKET_NS: event time of the last token refill (0 = full)
 GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
 
-STATS = ("orders", "fills", "cancels", "rejects", "open_orders", "gross_position_usd", "pnl_cents", "fees_cents",
-         "market_events", "intents", "disabled_rejects", "flatten_orders", "last_cancel_all_ns", "last_order_ns")
-(ST_ORDERS, ST_FILLS, ST_CANCELS, ST_REJECTS, ST_OPEN, ST_GROSS_USD, ST_PNL_CENTS, ST_FEES_CENTS, ST_MARKET,
- ST_INTENTS, ST_DISABLED_REJECTS, ST_FLATTEN_ORDERS, ST_LAST_CANCEL_ALL_NS, ST_LAST_ORDER_NS) = range(14)
+_COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
+ST_ORDERS = _COUNTERS.add("orders")
+ST_FILLS = _COUNTERS.add("fills")
+ST_CANCELS = _COUNTERS.add("cancels")
+ST_REJECTS = _COUNTERS.add("rejects")
+ST_OPEN = _COUNTERS.add("open_orders")
+ST_GROSS_USD = _COUNTERS.add("gross_position_usd")
+ST_PNL_CENTS = _COUNTERS.add("pnl_cents")
+ST_FEES_CENTS = _COUNTERS.add("fees_cents")
+ST_MARKET = _COUNTERS.add("market_events")
+ST_INTENTS = _COUNTERS.add("intents")
+ST_DISABLED_REJECTS = _COUNTERS.add("disabled_rejects")
+ST_FLATTEN_ORDERS = _COUNTERS.add("flatten_orders")
+ST_LAST_CANCEL_ALL_NS = _COUNTERS.add("last_cancel_all_ns")
+ST_LAST_ORDER_NS = _COUNTERS.add("last_order_ns")
 # one counter per rejection reason, REJ_* code order: stats[ST_REJ_BASE + code - 1]
-ST_REJ_BASE = len(STATS)
-STATS = STATS + tuple("rej_" + REJ_NAMES[code].replace(" ", "_") for code in sorted(REJ_NAMES))
+ST_REJ_BASE = _COUNTERS.add_range("rej_" + REJ_NAMES[code].replace(" ", "_") for code in sorted(REJ_NAMES))
+STATS = _COUNTERS.labels
 assert sorted(REJ_NAMES) == list(range(1, len(REJ_NAMES) + 1))
 
 

@@ -37,6 +37,7 @@ from numba import njit
 
 from shm import seqlock
 from stages import book
+from stages.counters import Counters
 from stages.records import (EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_TRADE,
                             F_LAST, FEATURE_NAMES, FEATURE_SCHEMA_HASH, FEATURE_VECTOR, N_FEATURES)
 from stages.universe import MAX_KEYS, MAX_VENUES, instrument_key, key_symbol, key_venue
@@ -83,8 +84,14 @@ P_MOMENTUM_ALPHA, P_VOL_ALPHA, P_FLOW_ALPHA = range(3)
 P_DECAY_PER_NS = 4  # + horizon: ln 2 / half-life in ns
 N_PARAMS = P_DECAY_PER_NS + N_HORIZONS
 
-STATS = ("vectors", "book_events", "trade_events", "before_first_book", "from_l2_books", "store_writes")
-ST_VECTORS, ST_BOOKS, ST_TRADES, ST_NO_BOOK, ST_BOOKS_BUILT, ST_STORE_WRITES = range(6)
+_COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
+ST_VECTORS = _COUNTERS.add("vectors")
+ST_BOOKS = _COUNTERS.add("book_events")
+ST_TRADES = _COUNTERS.add("trade_events")
+ST_NO_BOOK = _COUNTERS.add("before_first_book")
+ST_BOOKS_BUILT = _COUNTERS.add("from_l2_books")
+ST_STORE_WRITES = _COUNTERS.add("store_writes")
+STATS = _COUNTERS.labels
 
 LN2 = math.log(2.0)
 

@@ -23,6 +23,7 @@ import math
 import numpy as np
 from numba import njit
 
+from stages.counters import Counters
 from stages.records import BOOK_LEVELS, BUY, EV_BOOK, EV_FUNDING, EV_LIQUIDATION, EV_MARK, EV_TRADE, SELL
 from stages.universe import MAX_KEYS, MAX_SYMBOLS, instrument_key
 
@@ -47,11 +48,17 @@ REGIME_TRENDING, REGIME_RANGE, REGIME_VOLATILE = range(3)
 REGIME_NAMES = ("trending", "range-bound", "volatile")
 FUNDING_PERIOD_NS = 8 * 3600 * 1_000_000_000
 
-# stats (the stage's custom counters)
-STATS = ("emitted", "malformed_injected", "books", "trades", "finished", "fundings", "marks", "liquidations",
-         "regime_switches")
-ST_EMITTED, ST_MALFORMED, ST_BOOKS, ST_TRADES, ST_FINISHED, ST_FUNDINGS, ST_MARKS, ST_LIQUIDATIONS, \
-    ST_REGIME_SWITCHES = range(9)
+_COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
+ST_EMITTED = _COUNTERS.add("emitted")
+ST_MALFORMED = _COUNTERS.add("malformed_injected")
+ST_BOOKS = _COUNTERS.add("books")
+ST_TRADES = _COUNTERS.add("trades")
+ST_FINISHED = _COUNTERS.add("finished")
+ST_FUNDINGS = _COUNTERS.add("fundings")
+ST_MARKS = _COUNTERS.add("marks")
+ST_LIQUIDATIONS = _COUNTERS.add("liquidations")
+ST_REGIME_SWITCHES = _COUNTERS.add("regime_switches")
+STATS = _COUNTERS.labels
 
 # The synthetic market's own instruments (name, price, tick, lot): only a synthetic run trades them, so they
 # stay here rather than in stages.universe.

@@ -18,6 +18,7 @@ from numba import njit
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages import kelly
+from stages.counters import Counters
 from stages.records import (BUY, INTENT_IOC, INTENT_QUOTE, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED,
                             RISK_KELLY, SELL, STRAT_DIRECTIONAL, STRAT_QUOTER, STRAT_RISK_REDUCE)
 from stages.universe import MAX_KEYS, instrument_key
@@ -27,10 +28,18 @@ from stages.universe import MAX_KEYS, instrument_key
 
 K_QUOTE_BID, K_QUOTE_ASK, K_LAST_TAKE_TS, K_POSITION = range(4)
 
-STATS = ("predictions", "takes", "quotes", "quote_cancels", "fills_seen", "no_market", "trading_disabled",
-         "kelly_sized", "kelly_no_edge", "risk_reductions")
-(ST_PREDICTIONS, ST_TAKES, ST_QUOTES, ST_QUOTE_CANCELS, ST_FILLS, ST_NO_MARKET, ST_DISABLED, ST_KELLY_SIZED,
- ST_KELLY_NO_EDGE, ST_RISK_REDUCTIONS) = range(10)
+_COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
+ST_PREDICTIONS = _COUNTERS.add("predictions")
+ST_TAKES = _COUNTERS.add("takes")
+ST_QUOTES = _COUNTERS.add("quotes")
+ST_QUOTE_CANCELS = _COUNTERS.add("quote_cancels")
+ST_FILLS = _COUNTERS.add("fills_seen")
+ST_NO_MARKET = _COUNTERS.add("no_market")
+ST_DISABLED = _COUNTERS.add("trading_disabled")
+ST_KELLY_SIZED = _COUNTERS.add("kelly_sized")
+ST_KELLY_NO_EDGE = _COUNTERS.add("kelly_no_edge")
+ST_RISK_REDUCTIONS = _COUNTERS.add("risk_reductions")
+STATS = _COUNTERS.labels
 
 MAX_INTENTS_PER_PREDICTION = 3
 
