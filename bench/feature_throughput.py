@@ -28,7 +28,8 @@ from pipeline.config import Config
 from pipeline.plan import resolve
 from pipeline.sources import SymbolTable, merge, parse_file
 from shm import control as cb
-from stages import book, feature, feed, records, validate
+from stages import book, feature, records, validate
+from stages.universe import MAX_KEYS
 
 WS = Path(__file__).resolve().parents[1] / "tests" / "data" / "binance-ws-capture"
 BATCH = 256
@@ -135,7 +136,7 @@ def main() -> None:
                 figures[name, "book"].append(_time_books(events))
 
     print(f"rounds: {args.rounds}; batch {BATCH}; pinned to CPU {cpu}; {records.N_FEATURES} features; "
-          f"max keys {feed.MAX_KEYS}")
+          f"max keys {MAX_KEYS}")
     print(f"{'stream':<11} {'events':>9} {'feature ns/ev':>14} {'(min-max)':>13} {'M ev/s':>7} "
           f"{'validate ns/ev':>15} {'feature/validate':>17} {'books ns/ev':>12} {'store writes':>13}")
     for name, (events, _) in streams.items():

@@ -25,8 +25,9 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.hosting.fused import collect_features
-from stages import feature, feed, records, risk
+from stages import feature, records, risk
 from stages.records import BUY, ORD_FILLED, SELL
+from stages.universe import MAX_KEYS, instrument_key, key_symbol, key_venue
 
 BATCH = 256
 GARCH = np.array([0.023, 0.0121, 0.9717])  # about the shipped default fit
@@ -37,7 +38,7 @@ def _fills(keys: list[int], mids: np.ndarray) -> np.ndarray:
     for i, k in enumerate(keys):
         side = BUY if i % 2 == 0 else SELL
         qty = 20_000.0 / mids[k]
-        r[i]["venue"], r[i]["symbol"] = k // feed.MAX_SYMBOLS, k % feed.MAX_SYMBOLS
+        r[i]["venue"], r[i]["symbol"] = key_venue(k), key_symbol(k)
         r[i]["state"], r[i]["liquidity"], r[i]["side"] = ORD_FILLED, -1, side
         r[i]["qty"], r[i]["price"], r[i]["position"] = qty, mids[k], side * qty
     return r
@@ -45,7 +46,7 @@ def _fills(keys: list[int], mids: np.ndarray) -> np.ndarray:
 
 def _risk_case(vectors: np.ndarray, fills: np.ndarray, bar_s: float) -> tuple[int, list[float]]:
     params = risk.make_params(50_000.0, 5_000.0, 2.0, bar_s=bar_s, max_gross_usd=1e9, max_leverage=100.0)
-    state = risk.make_state(np.tile(GARCH, (feed.MAX_KEYS, 1)))
+    state = risk.make_state(np.tile(GARCH, (MAX_KEYS, 1)))
     stats = np.zeros(32, np.int64)
     out = np.zeros(BATCH, records.RISK_DECISION)
     empty = np.zeros(0, records.EXEC_REPORT)
@@ -108,20 +109,21 @@ def main() -> None:
 
     vectors = collect_features(7, args.events)
     events = _valid_events(args.events)
-    keys6 = sorted({int(v) * feed.MAX_SYMBOLS + int(s) for v, s in zip(vectors["venue"], vectors["symbol"])})
-    mids = np.zeros(feed.MAX_KEYS)
+    keys6 = sorted({instrument_key(v, s) for v, s in zip(vectors["venue"], vectors["symbol"])})
+    mids = np.zeros(MAX_KEYS)
     for k in keys6:
-        mine = vectors[vectors["venue"] * feed.MAX_SYMBOLS + vectors["symbol"] == k]
+        mine = vectors[(vectors["venue"] == key_venue(k)) & (vectors["symbol"] == key_symbol(k))]
         mids[k] = 0.5 * (mine["bid"][0] + mine["ask"][0])
     spread = vectors.copy()  # the same vectors over all 32 keys: key = position in the stream mod 32
-    key32 = np.arange(len(spread)) % feed.MAX_KEYS
-    spread["venue"], spread["symbol"] = key32 // feed.MAX_SYMBOLS, key32 % feed.MAX_SYMBOLS
-    mids32 = np.full(feed.MAX_KEYS, float(np.median(0.5 * (vectors["bid"] + vectors["ask"]))))
+    key32 = np.arange(len(spread)) % MAX_KEYS
+    spread["venue"] = np.array([key_venue(k) for k in range(MAX_KEYS)])[key32]
+    spread["symbol"] = np.array([key_symbol(k) for k in range(MAX_KEYS)])[key32]
+    mids32 = np.full(MAX_KEYS, float(np.median(0.5 * (vectors["bid"] + vectors["ask"]))))
     cases = {
         "feature": lambda: _feature_case(events),
         "risk flat": lambda: _risk_case(vectors, _fills([], mids), 1.0),
         "risk 6 pos": lambda: _risk_case(vectors, _fills(keys6, mids), 1.0),
-        "risk 32 pos": lambda: _risk_case(spread, _fills(list(range(feed.MAX_KEYS)), mids32), 1.0),
+        "risk 32 pos": lambda: _risk_case(spread, _fills(list(range(MAX_KEYS)), mids32), 1.0),
         "risk 1ms bars": lambda: _risk_case(vectors, _fills(keys6, mids), 0.001),
     }
     counts = {"feature": len(events), "risk 32 pos": len(spread) - 1}

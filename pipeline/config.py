@@ -190,7 +190,8 @@ class FeedConfig:
         _require(self.crash_after_events >= 0, "feed.crash_after_events", self.crash_after_events, "use 0 or more")
         _require(0 <= self.crash_bps_per_event < 100, "feed.crash_bps_per_event", self.crash_bps_per_event,
                  "use 0..100")
-        from stages.feed import DEFAULT_SYMBOLS, MAX_SYMBOLS, MAX_VENUES
+        from stages.feed import DEFAULT_SYMBOLS
+        from stages.universe import MAX_SYMBOLS, MAX_VENUES
         _require(self.source in ("synthetic", "replay", "ccxt"), "feed.source", self.source,
                  "use 'synthetic', 'replay' or 'ccxt'")
         if self.source == "ccxt":

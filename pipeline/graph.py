@@ -16,6 +16,7 @@ from pipeline.config import GATE_LIMITS, Config
 from pipeline.plan import RunPlan
 from pipeline.registry import STAGE_NAMES
 from stages import execute, feature, feed, records, risk, strategy, validate
+from stages.universe import instrument_key
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def out_capacity(stage: str, batch: int) -> int:
 def gate_limits_by_key(config: Config, limit: str) -> dict[int, float]:
     """execute.<limit>_by_symbol as {instrument key: value}: a symbol's limit holds on every venue."""
     symbols = config.feed.symbols
-    return {venue * feed.MAX_SYMBOLS + symbols.index(symbol): value
+    return {instrument_key(venue, symbols.index(symbol)): value
             for symbol, value in config.execute.limits_by_symbol(limit).items()
             for venue in range(len(config.feed.venues))}
 

@@ -144,8 +144,8 @@ class StatusView:
     def summary(self) -> list[str]:
         counters = self.stage_counters()
         checked = counters.get("validate", {})
-        by_reason = ", ".join(f"{name} {checked[validate.STATS[1 + code]]:,}" for code, name in
-                              validate.REASON_NAMES.items() if checked.get(validate.STATS[1 + code]))
+        by_reason = ", ".join(f"{name} {checked[label]:,}" for label, name in validate.REASONS.values()
+                              if checked.get(label))
         lines = [f"events in: {counters['feed']['out']:,} (quarantined {checked.get('quarantined', 0):,}"
                  + (f": {by_reason})" if by_reason else ")")]
         lines.append("records per stage (in -> out): " + ", ".join(

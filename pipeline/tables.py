@@ -8,8 +8,8 @@ from __future__ import annotations
 from pipeline import names
 from shm.seqlock import SeqlockTable
 from stages import garch
-from stages.feed import MAX_KEYS
 from stages.records import FEATURE_VECTOR
+from stages.universe import MAX_KEYS
 
 GARCH_SLOT = 0
 

@@ -1,6 +1,6 @@
 """L2 order books per (venue, symbol): fixed-capacity sorted price ladders in plain arrays.
 
-One book per key (``key = venue * MAX_SYMBOLS + symbol``, as in :mod:`stages.feed`), built from
+One book per instrument key (:func:`stages.universe.instrument_key`), built from
 MARKET_EVENT records by :func:`apply`; every kernel is an ``@njit(cache=True)`` free function over the
 arrays of a :class:`Books` made by :func:`make_books` (no dicts, no jitclass: cacheable, and the arrays
 could live in shared memory). Not safe for concurrent use: one stage owns the books and calls every
@@ -82,8 +82,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from stages.records import BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, F_LAST, F_SNAPSHOT, F_UNSYNCED, SELL
+from stages.universe import MAX_KEYS, MAX_SYMBOLS, instrument_key
 
 MAX_LEVELS = 1024  # levels per side per key
 
@@ -167,7 +167,7 @@ def key_of(venue, symbol, max_keys):
     """The book key of (venue, symbol), or -1 when it has no book."""
     if symbol >= MAX_SYMBOLS:
         return -1
-    key = int(venue) * MAX_SYMBOLS + int(symbol)
+    key = instrument_key(venue, symbol)
     return key if key < max_keys else -1
 
 

@@ -26,21 +26,22 @@ from numba import njit
 
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
+from stages.counters import Counters
 from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_TRADE, INTENT_CANCEL_ALL, INTENT_IOC,
                             INTENT_QUOTE, MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL,
                             ORD_REJECTED, ORDER, REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES,
                             REJ_NO_MARKET, REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
                             REJ_TRADING_DISABLED, SELL, STRAT_FLATTEN)
+from stages.universe import MAX_KEYS, instrument_key, key_symbol, key_venue
 
 MAX_ORDERS = 256
 
 (P_MAKER_FEE_BPS, P_TAKER_FEE_BPS, P_MAX_OPEN_ORDERS, P_FLATTEN, P_FLATTEN_COLLAR_BPS, P_FLATTEN_RETRY_NS,
  P_MAX_ORDER_QTY, P_MAX_ORDER_USD, P_COLLAR_BPS, P_RATE_PER_NS, P_BURST, P_DUP_WINDOW_NS,
  P_MAX_POSITION_USD) = range(13)
-# The gate's limits per instrument: params[P_LIMITS + key * N_LIMITS + LIMIT_*], key = venue * MAX_SYMBOLS +
-# symbol. make_params fills every key with the global P_MAX_ORDER_QTY / _USD / P_MAX_POSITION_USD, then
-# applies the per-instrument values: one base-unit quantity cap cannot suit BTC and SOL alike.
+# The gate's limits per instrument: params[P_LIMITS + key * N_LIMITS + LIMIT_*] by instrument key. make_params
+# fills every key with the global P_MAX_ORDER_QTY / _USD / P_MAX_POSITION_USD, then applies the per-instrument
+# values: one base-unit quantity cap cannot suit BTC and SOL alike.
 LIMIT_QTY, LIMIT_USD, LIMIT_POSITION_USD = range(3)
 N_LIMITS = 3
 P_LIMITS = 14
@@ -48,13 +49,24 @@ P_LIMITS = 14
 I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS = range(3)   # I_BUCKET_NS: event time of the last token refill (0 = full)
 GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
 
-STATS = ("orders", "fills", "cancels", "rejects", "open_orders", "gross_position_usd", "pnl_cents", "fees_cents",
-         "market_events", "intents", "disabled_rejects", "flatten_orders", "last_cancel_all_ns", "last_order_ns")
-(ST_ORDERS, ST_FILLS, ST_CANCELS, ST_REJECTS, ST_OPEN, ST_GROSS_USD, ST_PNL_CENTS, ST_FEES_CENTS, ST_MARKET,
- ST_INTENTS, ST_DISABLED_REJECTS, ST_FLATTEN_ORDERS, ST_LAST_CANCEL_ALL_NS, ST_LAST_ORDER_NS) = range(14)
+_COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
+ST_ORDERS = _COUNTERS.add("orders")
+ST_FILLS = _COUNTERS.add("fills")
+ST_CANCELS = _COUNTERS.add("cancels")
+ST_REJECTS = _COUNTERS.add("rejects")
+ST_OPEN = _COUNTERS.add("open_orders")
+ST_GROSS_USD = _COUNTERS.add("gross_position_usd")
+ST_PNL_CENTS = _COUNTERS.add("pnl_cents")
+ST_FEES_CENTS = _COUNTERS.add("fees_cents")
+ST_MARKET = _COUNTERS.add("market_events")
+ST_INTENTS = _COUNTERS.add("intents")
+ST_DISABLED_REJECTS = _COUNTERS.add("disabled_rejects")
+ST_FLATTEN_ORDERS = _COUNTERS.add("flatten_orders")
+ST_LAST_CANCEL_ALL_NS = _COUNTERS.add("last_cancel_all_ns")
+ST_LAST_ORDER_NS = _COUNTERS.add("last_order_ns")
 # one counter per rejection reason, REJ_* code order: stats[ST_REJ_BASE + code - 1]
-ST_REJ_BASE = len(STATS)
-STATS = STATS + tuple("rej_" + REJ_NAMES[code].replace(" ", "_") for code in sorted(REJ_NAMES))
+ST_REJ_BASE = _COUNTERS.add_range("rej_" + REJ_NAMES[code].replace(" ", "_") for code in sorted(REJ_NAMES))
+STATS = _COUNTERS.labels
 assert sorted(REJ_NAMES) == list(range(1, len(REJ_NAMES) + 1))
 
 
@@ -70,7 +82,7 @@ def make_params(maker_fee_bps: float, taker_fee_bps: float, max_open_orders: int
                 order_burst: int = 1_000, duplicate_window_ms: float = 10.0,
                 max_position_usd: float = 75_000.0, max_order_qty_by_key: dict | None = None,
                 max_order_usd_by_key: dict | None = None, max_position_usd_by_key: dict | None = None) -> np.ndarray:
-    """The ``*_by_key`` dicts map an instrument key (venue * MAX_SYMBOLS + symbol) to its own limit; keys
+    """The ``*_by_key`` dicts map an instrument key (stages.universe.instrument_key) to its own limit; keys
     without one get the global limit."""
     scalars = [maker_fee_bps, taker_fee_bps, float(min(max_open_orders, MAX_ORDERS)), float(flatten),
                flatten_collar_bps, flatten_retry_ms * 1e6, max_order_qty, max_order_usd, price_collar_bps,
@@ -130,7 +142,7 @@ def _report(out, n, order, state_code, price, qty, fee, liquidity, position, rej
 @njit(cache=True)
 def _fill(state, params, out, n, order, price, qty, liquidity, stats, now_ns):
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
-    k = int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])
+    k = instrument_key(order["venue"], order["symbol"])
     fee_bps = params[P_MAKER_FEE_BPS] if liquidity > 0 else params[P_TAKER_FEE_BPS]
     fee = qty * price * fee_bps * 1e-4
     positions[k] += order["side"] * qty
@@ -152,10 +164,10 @@ def _close(state, slot, out, n, state_code, stats, now_ns, origin_ts):
     if state_code == ORD_CANCELLED:
         order["origin_ts"] = origin_ts
         n = _report(out, n, order, ORD_CANCELLED, order["price"], order["qty"] - order["filled"], 0.0, 0,
-                    positions[int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])], 0, now_ns)
+                    positions[instrument_key(order["venue"], order["symbol"])], 0, now_ns)
         stats[ST_CANCELS] += 1
     order["state"] = state_code
-    k = int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])
+    k = instrument_key(order["venue"], order["symbol"])
     side_col = 0 if order["side"] == BUY else 1
     if quote_slot[k, side_col] == slot:
         quote_slot[k, side_col] = -1
@@ -173,7 +185,7 @@ def _is_open(order):
 def _take(state, params, out, n, order, stats, now_ns):
     """Match ``order`` against the book as taker, depleting the book copy."""
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
-    k = int(order["venue"]) * MAX_SYMBOLS + int(order["symbol"])
+    k = instrument_key(order["venue"], order["symbol"])
     book = books[k]
     for j in range(BOOK_LEVELS):
         leaves = order["qty"] - order["filled"]
@@ -200,7 +212,7 @@ def _take(state, params, out, n, order, stats, now_ns):
 @njit(cache=True)
 def _on_market(state, params, ev, out, n, stats, now_ns):
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
-    k = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
+    k = instrument_key(ev["venue"], ev["symbol"])
     if ev["kind"] == EV_BOOK or ev["kind"] == EV_BBO:  # a BBO matches as a one-level book
         books[k] = ev
         has_book[k] = 1
@@ -291,7 +303,7 @@ def gate_check(state, params, intent, k, now_ns):
     open_same_side = 0.0
     for s in range(orders.shape[0]):
         o = orders[s]
-        if _is_open(o) and int(o["venue"]) * MAX_SYMBOLS + int(o["symbol"]) == k and o["side"] == side:
+        if _is_open(o) and instrument_key(o["venue"], o["symbol"]) == k and o["side"] == side:
             if o["price"] == price and o["qty"] - o["filled"] == qty:
                 return REJ_DUPLICATE
             open_same_side += o["qty"] - o["filled"]
@@ -325,7 +337,7 @@ def _spend_token(ints, gate, params, now_ns):
 @njit(cache=True)
 def _on_intent(state, params, intent, out, n, stats, now_ns):
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
-    k = int(intent["venue"]) * MAX_SYMBOLS + int(intent["symbol"])
+    k = instrument_key(intent["venue"], intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
     if intent["kind"] == INTENT_CANCEL_ALL:
         return cancel_all(state, out, n, stats, now_ns)
@@ -404,8 +416,8 @@ def flatten(state, params, out, n, stats, now_ns):
         order["origin_ts"] = 0
         order["origin_seq"] = 0
         order["created_ts"] = now_ns
-        order["venue"] = k // MAX_SYMBOLS
-        order["symbol"] = k % MAX_SYMBOLS
+        order["venue"] = key_venue(k)
+        order["symbol"] = key_symbol(k)
         order["side"] = SELL if position > 0.0 else BUY
         order["kind"] = INTENT_IOC
         order["strategy"] = STRAT_FLATTEN
@@ -460,7 +472,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         # The gate: checked before every order, not once per batch.
         if load_acquire(ctl, G_TRADING_ENABLED) == 0:
             n = _on_disabled(state, params, out, n, stats, now_ns)
-            k = int(in_a[i]["venue"]) * MAX_SYMBOLS + int(in_a[i]["symbol"])
+            k = instrument_key(in_a[i]["venue"], in_a[i]["symbol"])
             n = _reject(out, n, in_a[i], REJ_TRADING_DISABLED, state[5][k], stats, now_ns)
             stats[ST_DISABLED_REJECTS] += 1
             continue

@@ -36,10 +36,11 @@ import numpy as np
 from numba import njit
 
 from shm import seqlock
-from stages.feed import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES
 from stages import book
+from stages.counters import Counters
 from stages.records import (EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_TRADE,
                             F_LAST, FEATURE_NAMES, FEATURE_SCHEMA_HASH, FEATURE_VECTOR, N_FEATURES)
+from stages.universe import MAX_KEYS, MAX_VENUES, instrument_key, key_symbol, key_venue
 
 F_SPREAD_BPS, F_MICRO_DEV_BPS, F_IMBALANCE_1, F_IMBALANCE_5, F_RET_1_BPS, F_MOMENTUM_BPS, F_RVOL_BPS, F_TRADE_FLOW = range(8)
 F_MID = FEATURE_NAMES.index("mid")
@@ -83,8 +84,14 @@ P_MOMENTUM_ALPHA, P_VOL_ALPHA, P_FLOW_ALPHA = range(3)
 P_DECAY_PER_NS = 4  # + horizon: ln 2 / half-life in ns
 N_PARAMS = P_DECAY_PER_NS + N_HORIZONS
 
-STATS = ("vectors", "book_events", "trade_events", "before_first_book", "from_l2_books", "store_writes")
-ST_VECTORS, ST_BOOKS, ST_TRADES, ST_NO_BOOK, ST_BOOKS_BUILT, ST_STORE_WRITES = range(6)
+_COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
+ST_VECTORS = _COUNTERS.add("vectors")
+ST_BOOKS = _COUNTERS.add("book_events")
+ST_TRADES = _COUNTERS.add("trade_events")
+ST_NO_BOOK = _COUNTERS.add("before_first_book")
+ST_BOOKS_BUILT = _COUNTERS.add("from_l2_books")
+ST_STORE_WRITES = _COUNTERS.add("store_writes")
+STATS = _COUNTERS.labels
 
 LN2 = math.log(2.0)
 
@@ -292,13 +299,13 @@ def derive(keys, times, key, ts, params):
     row[F_LIQ_NOTIONAL_60S] = row[A_FIRST + H_60S * N_SUMS + A_LIQ_NOTIONAL] * per_s
     funding = times[key, T_FUNDING]
     row[F_TIME_TO_FUNDING_S] = max(0.0, (funding - ts) * 1e-9) if funding != 0 else 0.0
-    venue = key // MAX_SYMBOLS
-    symbol = key % MAX_SYMBOLS
+    venue = key_venue(key)
+    symbol = key_symbol(key)
     total = 0.0
     others = 0
     oldest = ts - BASIS_MAX_AGE_NS
     for v in range(MAX_VENUES):
-        other = v * MAX_SYMBOLS + symbol
+        other = instrument_key(v, symbol)
         if v != venue and keys[other, K_HAS_BOOK] != 0.0 and times[other, T_BOOK] >= oldest:
             total += keys[other, K_MID]
             others += 1
@@ -310,7 +317,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     keys, books, top, times, store_seqs, store_slots, last_row = state
     for i in range(n_a):
         ev = in_a[i]
-        key = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
+        key = instrument_key(ev["venue"], ev["symbol"])
         row = keys[key]
         ts = ev["origin_ts"]
         decay(row, times, key, ts, params)

@@ -23,11 +23,10 @@ import math
 import numpy as np
 from numba import njit
 
+from stages.counters import Counters
 from stages.records import BOOK_LEVELS, BUY, EV_BOOK, EV_FUNDING, EV_LIQUIDATION, EV_MARK, EV_TRADE, SELL
+from stages.universe import MAX_KEYS, MAX_SYMBOLS, instrument_key
 
-MAX_VENUES = 4
-MAX_SYMBOLS = 8
-MAX_KEYS = MAX_VENUES * MAX_SYMBOLS
 DEFAULT_MEAN_GAP_NS = 100_000.0  # the synthetic clock's mean gap between events when no rate is set (max rate)
 
 # params (float64)
@@ -49,12 +48,20 @@ REGIME_TRENDING, REGIME_RANGE, REGIME_VOLATILE = range(3)
 REGIME_NAMES = ("trending", "range-bound", "volatile")
 FUNDING_PERIOD_NS = 8 * 3600 * 1_000_000_000
 
-# stats (the stage's custom counters)
-STATS = ("emitted", "malformed_injected", "books", "trades", "finished", "fundings", "marks", "liquidations",
-         "regime_switches")
-ST_EMITTED, ST_MALFORMED, ST_BOOKS, ST_TRADES, ST_FINISHED, ST_FUNDINGS, ST_MARKS, ST_LIQUIDATIONS, \
-    ST_REGIME_SWITCHES = range(9)
+_COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
+ST_EMITTED = _COUNTERS.add("emitted")
+ST_MALFORMED = _COUNTERS.add("malformed_injected")
+ST_BOOKS = _COUNTERS.add("books")
+ST_TRADES = _COUNTERS.add("trades")
+ST_FINISHED = _COUNTERS.add("finished")
+ST_FUNDINGS = _COUNTERS.add("fundings")
+ST_MARKS = _COUNTERS.add("marks")
+ST_LIQUIDATIONS = _COUNTERS.add("liquidations")
+ST_REGIME_SWITCHES = _COUNTERS.add("regime_switches")
+STATS = _COUNTERS.labels
 
+# The synthetic market's own instruments (name, price, tick, lot): only a synthetic run trades them, so they
+# stay here rather than in stages.universe.
 DEFAULT_SYMBOLS = (("BTC-USDT", 60_000.0, 0.1, 0.0001), ("ETH-USDT", 3_000.0, 0.01, 0.001),
                    ("SOL-USDT", 150.0, 0.001, 0.01))
 
@@ -149,9 +156,10 @@ def _emit_one(state, params, rec, seq, now_ns, stats):
     ints, rng, sym, key_state, venue_seq, arrivals = state
     n_venues = int(params[P_N_VENUES])
     n_symbols = int(params[P_N_SYMBOLS])
-    k = int(_uniform(rng) * n_venues * n_symbols)
-    venue = k // n_symbols
-    s = k % n_symbols
+    drawn = int(_uniform(rng) * n_venues * n_symbols)
+    venue = drawn // n_symbols
+    s = drawn % n_symbols
+    k = instrument_key(venue, s)
     if ints[I_PENDING_GAP_NS] == 0:
         ints[I_PENDING_GAP_NS] = _next_gap_ns(state, params)
     gap = ints[I_PENDING_GAP_NS]

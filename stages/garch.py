@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
+from stages.universe import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES, instrument_key
 
 FORMAT_VERSION = 1
 DEFAULT_PARAMS_PATH = Path(__file__).resolve().parent.parent / "models" / "garch_params.json"
@@ -37,7 +37,7 @@ SYMBOL_NAME_BYTES = 32
 
 # The parameters a running pipeline uses, as published to it (one seqlock slot: ``pipeline.store.garch_store``).
 PUBLISHED_GARCH = np.dtype([
-    ("params", np.float64, (MAX_KEYS, 3)),   # omega, alpha, beta per key (venue * MAX_SYMBOLS + symbol)
+    ("params", np.float64, (MAX_KEYS, 3)),   # omega, alpha, beta per instrument key
     ("bar_ns", np.int64),                    # the bar they are per; a publisher must match the run's
     ("fitted_ns", np.int64),                 # the newest fit among the entries used (0: not known)
     ("published_ns", np.int64),
@@ -182,7 +182,8 @@ def key_table(doc: dict, symbols: list[str]) -> np.ndarray:
     (or ``default``); keys of unconfigured symbols take ``default``."""
     table = np.tile(params_for(doc, DEFAULT_KEY), (MAX_KEYS, 1))
     for s, symbol in enumerate(symbols):
-        table[s::MAX_SYMBOLS] = params_for(doc, symbol)
+        for venue in range(MAX_VENUES):
+            table[instrument_key(venue, s)] = params_for(doc, symbol)
     return table
 
 

@@ -28,8 +28,8 @@ from numba import njit
 from shm import seqlock
 from shm.atomics import load_acquire
 from stages import garch, heat
+from stages.counters import Counters
 from stages.feature import F_RVOL_BPS
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from stages.records import (
     FEATURE_SCHEMA_HASH,
     N_FEATURES,
@@ -44,18 +44,32 @@ from stages.records import (
     RISK_POSITION_LIMIT,
     RISK_VOLATILITY,
 )
+from stages.universe import MAX_KEYS, instrument_key
 
 (P_MAX_POSITION_USD, P_MAX_ORDER_USD, P_VOL_REF_BPS, P_CAPITAL_USD, P_SOFT_DRAWDOWN, P_BAR_NS, P_HORIZON_BARS,
  P_COV_LAMBDA, P_COV_MIN_BARS, P_MAX_GROSS_USD, P_MAX_LEVERAGE, P_HEAT_LIMIT, P_HEAT_STOP_SIGMAS, P_MMR,
  P_LIQ_SIGMAS) = range(15)
 
-STATS = ("decisions", "fills_seen", "schema_mismatch", "no_market", "position_limited", "vol_scaled",
-         "equity_cents", "peak_equity_cents", "drawdown_bps", "drawdown_halved", "bars", "heat_bps",
-         "heat_limited", "gross_limited", "liquidation_limited", "gross_usd", "garch_version",
-         "garch_rows_refused")
-(ST_DECISIONS, ST_FILLS, ST_SCHEMA, ST_NO_MARKET, ST_POSITION_LIMITED, ST_VOL_SCALED, ST_EQUITY_CENTS,
- ST_PEAK_CENTS, ST_DRAWDOWN_BPS, ST_DRAWDOWN_HALVED, ST_BARS, ST_HEAT_BPS, ST_HEAT_LIMITED, ST_GROSS_LIMITED,
- ST_LIQ_LIMITED, ST_GROSS_USD, ST_GARCH_VERSION, ST_GARCH_REFUSED) = range(18)
+_COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
+ST_DECISIONS = _COUNTERS.add("decisions")
+ST_FILLS = _COUNTERS.add("fills_seen")
+ST_SCHEMA = _COUNTERS.add("schema_mismatch")
+ST_NO_MARKET = _COUNTERS.add("no_market")
+ST_POSITION_LIMITED = _COUNTERS.add("position_limited")
+ST_VOL_SCALED = _COUNTERS.add("vol_scaled")
+ST_EQUITY_CENTS = _COUNTERS.add("equity_cents")
+ST_PEAK_CENTS = _COUNTERS.add("peak_equity_cents")
+ST_DRAWDOWN_BPS = _COUNTERS.add("drawdown_bps")
+ST_DRAWDOWN_HALVED = _COUNTERS.add("drawdown_halved")
+ST_BARS = _COUNTERS.add("bars")
+ST_HEAT_BPS = _COUNTERS.add("heat_bps")
+ST_HEAT_LIMITED = _COUNTERS.add("heat_limited")
+ST_GROSS_LIMITED = _COUNTERS.add("gross_limited")
+ST_LIQ_LIMITED = _COUNTERS.add("liquidation_limited")
+ST_GROSS_USD = _COUNTERS.add("gross_usd")
+ST_GARCH_VERSION = _COUNTERS.add("garch_version")
+ST_GARCH_REFUSED = _COUNTERS.add("garch_rows_refused")
+STATS = _COUNTERS.labels
 
 # per-instrument columns of the GARCH table
 (G_OMEGA, G_ALPHA, G_BETA, G_H, G_PREV_CLOSE, G_BARS, G_HORIZON_VAR, G_ROOM_BUY, G_ROOM_SELL, G_REDUCE_USD,
@@ -132,7 +146,7 @@ def absorb_reports(reports, n, positions, cash, stats):
     for i in range(n):
         r = reports[i]
         if (r["state"] == ORD_PARTIAL or r["state"] == ORD_FILLED) and r["liquidity"] != 0:
-            k = int(r["venue"]) * MAX_SYMBOLS + int(r["symbol"])
+            k = instrument_key(r["venue"], r["symbol"])
             positions[k] = r["position"]
             cash[k] -= r["side"] * r["qty"] * r["price"] + r["fee"]
             stats[ST_FILLS] += 1
@@ -279,7 +293,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         bar = f["origin_ts"] // bar_ns
         if bar > ints[I_BAR]:
             close_bars(bar, mids, table, cov, ints, scratch, params, stats, published)
-        key = int(f["venue"]) * MAX_SYMBOLS + int(f["symbol"])
+        key = instrument_key(f["venue"], f["symbol"])
         if f["ask"] > f["bid"] > 0.0:
             mids[key] = 0.5 * (f["bid"] + f["ask"])
     equity, drawdown = mark_equity(positions, cash, mids, peak, params[P_CAPITAL_USD], stats)
@@ -288,7 +302,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     for i in range(n_a):
         f = in_a[i]
         d = out[i]
-        key = int(f["venue"]) * MAX_SYMBOLS + int(f["symbol"])
+        key = instrument_key(f["venue"], f["symbol"])
         d["origin_ts"] = f["origin_ts"]
         d["origin_seq"] = f["origin_seq"]
         d["stage_ts"] = now_ns

@@ -15,22 +15,31 @@ distance) that comes first, as a reduce-only IOC. Every intent carries the decis
 import numpy as np
 from numba import njit
 
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages import kelly
+from stages.counters import Counters
 from stages.records import (BUY, INTENT_IOC, INTENT_QUOTE, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED,
                             RISK_KELLY, SELL, STRAT_DIRECTIONAL, STRAT_QUOTER, STRAT_RISK_REDUCE)
+from stages.universe import MAX_KEYS, instrument_key
 
 (P_THRESHOLD, P_TAKE_USD, P_QUOTE_USD, P_HALF_SPREAD_BPS, P_REQUOTE_BPS, P_SKEW_BPS, P_COOLDOWN_NS, P_QUOTING,
  P_MAX_POSITION_USD, P_KELLY_FRACTION, P_KELLY_PAYOFF, P_KELLY_CONTINUOUS) = range(12)
 
 K_QUOTE_BID, K_QUOTE_ASK, K_LAST_TAKE_TS, K_POSITION = range(4)
 
-STATS = ("predictions", "takes", "quotes", "quote_cancels", "fills_seen", "no_market", "trading_disabled",
-         "kelly_sized", "kelly_no_edge", "risk_reductions")
-(ST_PREDICTIONS, ST_TAKES, ST_QUOTES, ST_QUOTE_CANCELS, ST_FILLS, ST_NO_MARKET, ST_DISABLED, ST_KELLY_SIZED,
- ST_KELLY_NO_EDGE, ST_RISK_REDUCTIONS) = range(10)
+_COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
+ST_PREDICTIONS = _COUNTERS.add("predictions")
+ST_TAKES = _COUNTERS.add("takes")
+ST_QUOTES = _COUNTERS.add("quotes")
+ST_QUOTE_CANCELS = _COUNTERS.add("quote_cancels")
+ST_FILLS = _COUNTERS.add("fills_seen")
+ST_NO_MARKET = _COUNTERS.add("no_market")
+ST_DISABLED = _COUNTERS.add("trading_disabled")
+ST_KELLY_SIZED = _COUNTERS.add("kelly_sized")
+ST_KELLY_NO_EDGE = _COUNTERS.add("kelly_no_edge")
+ST_RISK_REDUCTIONS = _COUNTERS.add("risk_reductions")
+STATS = _COUNTERS.labels
 
 MAX_INTENTS_PER_PREDICTION = 3
 
@@ -94,7 +103,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     keys, intent_ids = state
     for i in range(n_b):
         r = in_b[i]
-        k = int(r["venue"]) * MAX_SYMBOLS + int(r["symbol"])
+        k = instrument_key(r["venue"], r["symbol"])
         if (r["state"] == ORD_PARTIAL or r["state"] == ORD_FILLED) and r["liquidity"] != 0:
             keys[k, K_POSITION] = r["position"]
             stats[ST_FILLS] += 1
@@ -112,7 +121,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     threshold = params[P_THRESHOLD]
     for i in range(n_a):
         p = in_a[i]
-        k = int(p["venue"]) * MAX_SYMBOLS + int(p["symbol"])
+        k = instrument_key(p["venue"], p["symbol"])
         bid = p["bid"]
         ask = p["ask"]
         if not (bid > 0.0 and ask > bid):

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit
 
-from stages.feed import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES
+from stages.counters import Counters
 from stages.records import (
     BOOK_LEVELS,
     EV_BBO,
@@ -35,21 +35,30 @@ from stages.records import (
     F_UNSYNCED,
     MARKET_EVENT,
 )
+from stages.universe import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES, instrument_key
 
 (R_UNKNOWN_INSTRUMENT, R_NAN, R_NONPOSITIVE_PRICE, R_NONPOSITIVE_SIZE, R_CROSSED_BOOK, R_OUT_OF_ORDER, R_BAD_KIND,
  R_STALE, R_FUTURE, R_OUTLIER, R_OFF_GRID, R_UNPARSABLE) = range(1, 13)
 # R_UNPARSABLE: an EV_UNPARSABLE stand-in for an input line the source could not parse (pipeline.sources).
-REASON_NAMES = {R_UNKNOWN_INSTRUMENT: "unknown instrument", R_NAN: "NaN", R_NONPOSITIVE_PRICE: "non-positive price",
-                R_NONPOSITIVE_SIZE: "non-positive size", R_CROSSED_BOOK: "crossed book",
-                R_OUT_OF_ORDER: "out-of-order sequence", R_BAD_KIND: "unknown event kind",
-                R_STALE: "stale venue time", R_FUTURE: "venue time in the future", R_OUTLIER: "outlier jump",
-                R_OFF_GRID: "off the tick/lot grid", R_UNPARSABLE: "unparsable"}
+REASONS = {  # code: (its counter's label, its name in reports)
+    R_UNKNOWN_INSTRUMENT: ("unknown_instrument", "unknown instrument"), R_NAN: ("nan", "NaN"),
+    R_NONPOSITIVE_PRICE: ("nonpositive_price", "non-positive price"),
+    R_NONPOSITIVE_SIZE: ("nonpositive_size", "non-positive size"), R_CROSSED_BOOK: ("crossed_book", "crossed book"),
+    R_OUT_OF_ORDER: ("out_of_order", "out-of-order sequence"), R_BAD_KIND: ("bad_kind", "unknown event kind"),
+    R_STALE: ("stale", "stale venue time"), R_FUTURE: ("future", "venue time in the future"),
+    R_OUTLIER: ("outlier", "outlier jump"), R_OFF_GRID: ("off_grid", "off the tick/lot grid"),
+    R_UNPARSABLE: ("unparsable", "unparsable")}
+REASON_NAMES = {code: name for code, (_, name) in REASONS.items()}
+assert sorted(REASONS) == list(range(1, len(REASONS) + 1))
 
-STATS = ("forwarded", "quarantined", "unknown_instrument", "nan", "nonpositive_price", "nonpositive_size",
-         "crossed_book", "out_of_order", "bad_kind", "stale", "future", "outlier", "off_grid", "unparsable",
-         "sequence_gaps", "unsynced")
-ST_FORWARDED, ST_QUARANTINED = 0, 1  # per-reason counter = 1 + reason
-ST_GAPS, ST_UNSYNCED = 14, 15
+_COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
+ST_FORWARDED = _COUNTERS.add("forwarded")
+ST_QUARANTINED = _COUNTERS.add("quarantined")
+# one counter per reason, R_* code order: stats[ST_REASON_BASE + reason - 1]
+ST_REASON_BASE = _COUNTERS.add_range(REASONS[code][0] for code in sorted(REASONS))
+ST_GAPS = _COUNTERS.add("sequence_gaps")
+ST_UNSYNCED = _COUNTERS.add("unsynced")
+STATS = _COUNTERS.labels
 
 P_N_VENUES, P_N_SYMBOLS, P_MAX_STALE_NS, P_MAX_FUTURE_NS, P_MAX_JUMP = range(5)
 P_TICK = 8                     # P_TICK + symbol: tick size (0 = not checked)
@@ -219,7 +228,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     n_out = 0
     for i in range(n_a):
         ev = in_a[i]
-        key = int(ev["venue"]) * MAX_SYMBOLS + int(ev["symbol"])
+        key = instrument_key(ev["venue"], ev["symbol"])
         known = ev["venue"] < params[P_N_VENUES] and ev["symbol"] < params[P_N_SYMBOLS] and key < MAX_KEYS
         row = last_seq[key] if known else last_seq[0]
         clock = clocks[int(ev["venue"])] if known else clocks[0]
@@ -235,7 +244,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             quarantine[slot]["reason"] = reason
             quarantined[0] += 1
             stats[ST_QUARANTINED] += 1
-            stats[1 + reason] += 1
+            stats[ST_REASON_BASE + reason - 1] += 1
             continue
         kind = ev["kind"]
         seq = ev["venue_seq"]

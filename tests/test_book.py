@@ -48,7 +48,6 @@ from stages.book import (
     reset,
     top,
 )
-from stages.feed import MAX_SYMBOLS
 from stages.records import (
     BOOK_LEVELS,
     BUY,
@@ -62,6 +61,7 @@ from stages.records import (
     MARKET_EVENT,
     SELL,
 )
+from stages.universe import MAX_SYMBOLS, instrument_key
 
 ROOT = Path(__file__).resolve().parents[1]
 WS = Path(__file__).resolve().parent / "data" / "binance-ws-capture"
@@ -276,7 +276,7 @@ def test_malformed_records_other_kinds_and_unknown_keys_are_ignored():
     assert apply(books, trade) == IGNORED
     assert apply(books, delta(BUY, 100.0, 1.0, venue=1, symbol=MAX_SYMBOLS)) == IGNORED  # would alias key 16
     assert apply(books, delta(BUY, 100.0, 1.0, venue=2)) == IGNORED  # key 16 >= max_keys
-    assert key_of(1, 1, 10) == MAX_SYMBOLS + 1 and key_of(2, 0, 10) == -1
+    assert key_of(1, 1, 10) == instrument_key(1, 1) and key_of(2, 0, 10) == -1
     assert best(books, -1)[1] == 0.0 and not is_synced(books, 10)
     assert all(ladder(books, k, s) == [] for k in range(10) for s in (BID, ASK))
 
@@ -292,7 +292,7 @@ def _scenario():
     """A deterministic mixed case (snapshot, diffs with overflow, crossing and recentring, a view, a BBO) on
     two keys; the result as plain lists, to compare the kernels with and without JIT."""
     rng = np.random.default_rng(7)
-    books = make_books(max_keys=MAX_SYMBOLS + 1, max_levels=4)
+    books = make_books(max_keys=instrument_key(1, 0) + 1, max_levels=4)
     events = snapshot([(100.0, 1.0), (99.5, 1.0)], [(100.5, 1.0)], last_id=10)
     seq = 10
     for _ in range(120):
@@ -308,11 +308,11 @@ def _scenario():
     statuses = run(books, events)
     out = [np.zeros(6) for _ in range(4)]
     views = []
-    for key in (0, MAX_SYMBOLS):
+    for key in (0, instrument_key(1, 0)):
         filled = top(books, key, 6, *out)
         views.append([int(filled)] + [plain(a) for a in out])
     return {"statuses": [int(s) for s in statuses], "views": views, "state": books.state.tolist(),
-            "best": [plain(best(books, k)) for k in (0, MAX_SYMBOLS)], "synced": bool(is_synced(books, 0))}
+            "best": [plain(best(books, k)) for k in (0, instrument_key(1, 0))], "synced": bool(is_synced(books, 0))}
 
 
 def plain(values):
@@ -322,7 +322,7 @@ def plain(values):
 def test_kernels_give_the_same_result_without_jit():
     jitted = _scenario()
     assert jitted["state"][0][C_OVERFLOW] > 0 and jitted["state"][0][C_CROSSED] > 0
-    assert jitted["state"][MAX_SYMBOLS][C_BBO_MATCHED] == 1
+    assert jitted["state"][instrument_key(1, 0)][C_BBO_MATCHED] == 1
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     code = "import json; from tests.test_book import _scenario; print(json.dumps(_scenario()))"
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,

@@ -12,7 +12,7 @@ from pipeline.config import Config, ConfigError
 from pipeline.hosting.fused import run_fused
 from pipeline.store import feature_build
 from stages import records
-from stages.feed import MAX_SYMBOLS
+from stages.universe import instrument_key
 from tests.conftest import ROOT
 
 CAPTURE = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
@@ -77,7 +77,7 @@ def test_the_online_store_after_a_build_holds_each_instruments_last_row(built):
     for _ in runner.run([market]):
         pass
     seqs, slots = runner.state[4], runner.state[5]
-    key = 0 * MAX_SYMBOLS + 0
+    key = instrument_key(0, 0)
     assert seqs[key * 8] > 0 and seqs[key * 8] % 2 == 0
     stored = slots[key:key + 1].copy()
     stored["stage_ts"] = 0

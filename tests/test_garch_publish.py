@@ -18,7 +18,7 @@ from shm import control as cb
 from shm import seqlock
 from shm.segment import SegmentError
 from stages import garch, risk
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
+from stages.universe import MAX_KEYS, MAX_VENUES, instrument_key
 from tests.conftest import ROOT
 from tests.test_risk import GARCH, Risk, S
 
@@ -143,9 +143,9 @@ def test_the_publisher_maps_symbols_by_name_and_refuses_another_bar_or_a_bad_fit
         assert version == 2
         record, count = table.read(0)
         assert count == 2 and garch.published_symbols(record) == ["BTC-USDT", "ETH-USDT"]
-        for venue in range(MAX_KEYS // MAX_SYMBOLS):
-            assert tuple(record["params"][venue * MAX_SYMBOLS + 1]) == (0.3, 0.1, 0.8)
-            assert tuple(record["params"][venue * MAX_SYMBOLS]) == tuple(REFIT)
+        for venue in range(MAX_VENUES):
+            assert tuple(record["params"][instrument_key(venue, 1)]) == (0.3, 0.1, 0.8)
+            assert tuple(record["params"][instrument_key(venue, 0)]) == tuple(REFIT)
         assert record["fitted_ns"] == int(datetime(2026, 11, 26, 6, tzinfo=timezone.utc).timestamp()) * 10 ** 9
         with pytest.raises(garch_store.PublishError, match=r"uses 1 s bars \(risk.bar_s\); refit with --bar-s 1"):
             garch_store.publish_refit(run, doc_with(REFIT, bar_s=5.0))

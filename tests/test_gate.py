@@ -8,6 +8,7 @@ from pipeline.config import Config, ConfigError, from_dict
 from shm import control as cb
 from stages import execute, records
 from stages.records import BUY, EV_BOOK, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_REJECTED, SELL
+from stages.universe import MAX_KEYS, instrument_key
 
 MS = 1_000_000
 
@@ -127,7 +128,7 @@ def test_a_per_symbol_position_limit_rejects_on_one_symbol_while_a_larger_one_pa
 
 
 def test_a_per_symbol_limit_is_for_its_venue_and_symbol_only():
-    key = 1 * execute.MAX_SYMBOLS + 0  # venue 1, symbol 0
+    key = instrument_key(1, 0)
     params = execute.make_params(1.0, 5.0, 64, max_order_qty=3.0, max_order_usd=200.0, max_position_usd=250.0,
                                  max_order_qty_by_key={key: 2.0}, max_position_usd_by_key={key: 9.0})
     assert execute.gate_limits(params, key) == (2.0, 200.0, 9.0)
@@ -136,9 +137,9 @@ def test_a_per_symbol_limit_is_for_its_venue_and_symbol_only():
     assert acked(g.send([intent(INTENT_IOC, BUY, 100.5, 2.5)]))
     assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 2.5, venue=1)]), records.REJ_MAX_QTY)
     assert execute.gate_limits(params, 0) == (3.0, 200.0, 250.0)
-    assert execute.gate_limits(params, execute.MAX_KEYS - 1) == (3.0, 200.0, 250.0)
+    assert execute.gate_limits(params, MAX_KEYS - 1) == (3.0, 200.0, 250.0)
     with pytest.raises(ValueError, match="instrument key=32"):
-        execute.make_params(1.0, 5.0, 64, max_order_qty_by_key={execute.MAX_KEYS: 2.0})
+        execute.make_params(1.0, 5.0, 64, max_order_qty_by_key={MAX_KEYS: 2.0})
 
 
 @pytest.mark.parametrize("side,price", [(BUY, 101.0), (SELL, 99.5), (BUY, 99.5)])
@@ -211,10 +212,9 @@ def test_per_symbol_limits_from_the_config_reach_every_venue_of_that_symbol_and_
     params = graph.kernel_params("execute", config, live=False)
     btc, eth, sol = (config.feed.symbols.index(s) for s in ("BTC-USDT", "ETH-USDT", "SOL-USDT"))
     for venue in range(len(config.feed.venues)):
-        key = venue * execute.MAX_SYMBOLS
-        assert execute.gate_limits(params, key + btc) == (100.0, 9_000.0, 200_000.0)
-        assert execute.gate_limits(params, key + eth) == (100.0, 25_000.0, 1_000.0)
-        assert execute.gate_limits(params, key + sol) == (500.0, 25_000.0, 75_000.0)
+        assert execute.gate_limits(params, instrument_key(venue, btc)) == (100.0, 9_000.0, 200_000.0)
+        assert execute.gate_limits(params, instrument_key(venue, eth)) == (100.0, 25_000.0, 1_000.0)
+        assert execute.gate_limits(params, instrument_key(venue, sol)) == (500.0, 25_000.0, 75_000.0)
     assert config.execute.gate_limit("max_order_qty", "SOL-USDT") == (500.0, "execute.max_order_qty_by_symbol")
     assert config.execute.gate_limit("max_order_qty", "BTC-USDT") == (100.0, "execute.max_order_qty")
 
@@ -223,7 +223,7 @@ def test_no_per_symbol_entries_gives_every_instrument_the_global_limits():
     params = graph.kernel_params("execute", Config(), live=False)
     e = Config().execute
     assert all(execute.gate_limits(params, k) == (e.max_order_qty, e.max_order_usd, e.max_position_usd)
-               for k in range(execute.MAX_KEYS))
+               for k in range(MAX_KEYS))
 
 
 @pytest.mark.parametrize("key,entries,message", [

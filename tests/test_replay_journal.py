@@ -27,8 +27,7 @@ def test_every_quarantined_event_is_journalled_with_its_reason(tmp_path):
     counters = result.counters["validate"]
     assert len(refused) == counters["quarantined"] > 50
     assert (refused["reason"] > 0).all()
-    for code, name in validate.REASON_NAMES.items():
-        label = validate.STATS[1 + code]
+    for code, (label, name) in validate.REASONS.items():
         assert int((refused["reason"] == code).sum()) == counters[label], name
     # each quarantined record is the market event as it arrived, plus its reason
     by_seq = {int(s): i for i, s in enumerate(market["origin_seq"])}

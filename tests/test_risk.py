@@ -12,8 +12,8 @@ from pipeline.registry import STAGE_NAMES
 from pipeline.safety.panic import PanicMonitor
 from shm import control as cb
 from stages import garch, heat, kelly, records, risk, strategy
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from stages.records import BUY, INTENT_IOC, ORD_FILLED, SELL
+from stages.universe import MAX_KEYS, instrument_key
 from tests.test_panic import MONO, NOW, reasons, running_block
 
 S = 1_000_000_000
@@ -279,7 +279,7 @@ def test_the_decision_carries_its_inputs_and_the_shipped_fit_applies_per_symbol(
     table = resolve(Config()).garch_table
     doc = load_params(DEFAULT_PARAMS_PATH, 1.0)
     assert tuple(table[0]) == params_for(doc, "BTC-USDT") == params_for(doc, "BTCUSDT")
-    assert tuple(table[MAX_SYMBOLS + 2]) == params_for(doc, "default")  # SOL has no fit of its own
+    assert tuple(table[instrument_key(1, 2)]) == params_for(doc, "default")  # SOL has no fit of its own
     r = Risk()
     d = r.step([(0, 100.0), (1, 50.0)], 1_000 * S)
     assert np.all(d["equity"] == 100_000.0) and np.all(d["drawdown"] == 0.0) and np.all(d["heat"] == 0.0)

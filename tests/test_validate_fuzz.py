@@ -89,7 +89,7 @@ def _assert_accounted(events, out, stats, state):
     quarantined = int(stats[validate.ST_QUARANTINED])
     assert len(out) + quarantined == len(events)
     assert int(stats[validate.ST_FORWARDED]) == len(out)
-    assert sum(int(stats[1 + code]) for code in validate.REASON_NAMES) == quarantined
+    assert sum(int(stats[validate.ST_REASON_BASE + code - 1]) for code in validate.REASONS) == quarantined
     refused = np.zeros(len(events), MARKET_EVENT)
     n, missed = validate.take_quarantined(state, refused)
     assert (n, missed) == (quarantined, 0)

@@ -1,8 +1,8 @@
 """The online feature store of a live run: the latest feature vector per (venue, symbol) in shared memory.
 
 The supervisor creates ``/bot4.<run>.features`` (a :class:`shm.seqlock.SeqlockTable` of FEATURE_VECTOR,
-one slot per key ``venue * MAX_SYMBOLS + symbol``); the feature stage is its only writer (at the end of
-each batch, every key the batch touched); any process on the host may read it at any time without
+one slot per instrument key: ``stages.universe.instrument_key``); the feature stage is its only writer (at
+the end of each batch, every key the batch touched); any process on the host may read it at any time without
 stopping or slowing the writer, and never sees a half-written vector (the seqlock protocol is in
 ``shm/seqlock.py``). The segment goes with the run.
 """
@@ -12,8 +12,8 @@ import numpy as np
 
 from pipeline import tables
 from shm.seqlock import SeqlockTable
-from stages.feed import MAX_KEYS, MAX_SYMBOLS
 from stages.records import FEATURE_SCHEMA_HASH, FEATURE_VECTOR
+from stages.universe import MAX_KEYS, instrument_key, key_symbol, key_venue
 
 
 def create(run: str) -> SeqlockTable:
@@ -32,7 +32,7 @@ class FeatureStoreReader:
 
     def latest(self, venue: int, symbol: int) -> tuple[np.ndarray, int] | None:
         """(the latest vector of (venue, symbol), how many times it was written), or None if never."""
-        record, writes = self.table.read(venue * MAX_SYMBOLS + symbol)
+        record, writes = self.table.read(instrument_key(venue, symbol))
         if writes == 0:
             return None
         if record["schema_hash"] != FEATURE_SCHEMA_HASH:
@@ -45,7 +45,7 @@ class FeatureStoreReader:
         not one instant across keys)."""
         found = []
         for key in range(MAX_KEYS):
-            got = self.latest(key // MAX_SYMBOLS, key % MAX_SYMBOLS)
+            got = self.latest(key_venue(key), key_symbol(key))
             if got is not None:
                 found.append(got[0])
         return np.array(found, FEATURE_VECTOR)
