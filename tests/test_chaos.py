@@ -25,7 +25,7 @@ from shm import control as cb
 from shm import segment
 from stages import execute
 from tests.conftest import ROOT
-from tests.test_recorder import pg_dsn, pg_server  # noqa: F401  (fixtures)
+from tests.pipeline.store.test_recorder import pg_dsn, pg_server  # noqa: F401  (fixtures)
 
 VICTIMS = ("supervisor", "watchdog", "journal", "recorder") + STAGE_NAMES
 

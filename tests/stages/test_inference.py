@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from stages.inference import DEFAULT_MODEL, ModelMismatchError, OnnxModel, finish, prepare
 from stages.records import FEATURE_NAMES, FEATURE_SCHEMA_HASH, N_FEATURES, PREDICTION, RISK_DECISION
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 COPIED_FIELDS = ("origin_ts", "origin_seq", "venue", "symbol", "reasons", "bid", "ask", "position",
                  "buy_budget", "sell_budget", "sigma_bps")
@@ -68,7 +68,7 @@ def test_kernels_should_behave_the_same_without_jit():
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     script = ("import stages.inference as s, inspect; "
               "assert inspect.isfunction(s.prepare), 'JIT still on'; "
-              "from tests.test_inference import _exercise_kernels; _exercise_kernels()")
+              "from tests.stages.test_inference import _exercise_kernels; _exercise_kernels()")
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr

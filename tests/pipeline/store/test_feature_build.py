@@ -15,7 +15,7 @@ from stages import records
 from stages.universe import instrument_key
 from tests.conftest import ROOT
 
-CAPTURE = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
+CAPTURE = Path(__file__).resolve().parents[2] / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
 
 def replay_config(tmp_path):

@@ -21,7 +21,7 @@ from shm import idle as idle_strategies
 from shm import ring
 from shm.syscalls import new_timespec
 from stages import records, validate
-from tests.test_stages import _with, book
+from tests.stages.test_stages import _with, book
 
 VALIDATE = duty_cycle.VALIDATE_INDEX
 EVENT = records.MARKET_EVENT

@@ -20,7 +20,7 @@ from shm.segment import SegmentError
 from stages import garch, risk
 from stages.universe import MAX_KEYS, MAX_VENUES, instrument_key
 from tests.conftest import ROOT
-from tests.test_risk import GARCH, Risk, S
+from tests.stages.test_risk import GARCH, Risk, S
 
 REFIT = np.array([0.2, 0.05, 0.9])  # unconditional variance 4 bps^2 per bar
 
@@ -170,7 +170,7 @@ def test_the_publisher_maps_symbols_by_name_and_refuses_another_bar_or_a_bad_fit
 
 
 def test_fit_garch_publish_reaches_the_risk_stage_of_a_live_run(live, tmp_path):
-    from tests.test_killswitch_live import attach, wait_until
+    from tests.pipeline.safety.test_killswitch_live import attach, wait_until
     run = live("--quiet")
     run.wait_for(r"bot4: running")
     block = attach(run)

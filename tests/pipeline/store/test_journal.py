@@ -20,7 +20,7 @@ from pipeline.store.journal import (
 )
 from stages import records
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir))
 
 
 def random_records(dtype, n, seed=0, first_ts=1_700_000_000_000_000_000):

@@ -12,7 +12,7 @@ from arch.data import sp500
 from stages import garch
 from tools import fit_garch
 
-CAPTURES = os.path.join(os.path.dirname(__file__), "data", "binance-ws-capture")
+CAPTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "binance-ws-capture")
 
 
 @pytest.fixture(scope="module")

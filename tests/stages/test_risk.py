@@ -14,7 +14,7 @@ from shm import control as cb
 from stages import garch, heat, kelly, records, risk, strategy
 from stages.records import BUY, INTENT_IOC, ORD_FILLED, SELL
 from stages.universe import MAX_KEYS, instrument_key
-from tests.test_panic import MONO, NOW, reasons, running_block
+from tests.pipeline.safety.test_panic import MONO, NOW, reasons, running_block
 
 S = 1_000_000_000
 GARCH = np.array([0.05, 0.1, 0.85])  # omega (bps^2), alpha, beta: unconditional variance 1 bps^2 per bar
@@ -312,7 +312,7 @@ def test_a_fused_replay_of_a_real_capture_runs_garch_on_its_bars_and_intents_car
     from pipeline.config import Config
     from pipeline.hosting.fused import run_fused
     from pipeline.sources.replay_feed import load_recording
-    path = os.path.join(os.path.dirname(__file__), "data", "binance-ws-capture", "spot_btcusdt_20240809.gz")
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "binance-ws-capture", "spot_btcusdt_20240809.gz")
     config = Config().with_overrides(feed={"source": "replay", "files": (f"binance={path}",), "venues": ("binance",),
                                            "symbols": ("BTC-USDT",)})
     events, _ = load_recording(config)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pipeline.sources import SymbolTable, parse_file
 
-CAPTURE = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
+CAPTURE = Path(__file__).resolve().parents[2] / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
 
 def test_a_replayed_capture_flows_through_every_stage_unquarantined(live, tmp_path):

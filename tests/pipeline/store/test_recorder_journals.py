@@ -9,7 +9,7 @@ from pipeline.config import Config
 from pipeline.store.journal import JournalReader
 from pipeline.store.journal_replay import record
 from pipeline.store.recorder import record_journal
-from tests.test_recorder import count, pg_dsn, pg_server  # noqa: F401  (fixtures)
+from tests.pipeline.store.test_recorder import count, pg_dsn, pg_server  # noqa: F401  (fixtures)
 
 TABLES = (("market", "market_events"), ("intent", "order_intents"), ("exec", "exec_reports"),
           ("quarantine", "quarantined_events"))

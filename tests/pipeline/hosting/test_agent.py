@@ -18,7 +18,7 @@ from shm import idle as idle_strategies
 from shm import ring
 from stages import feed, records
 
-WS = __import__("pathlib").Path(__file__).parent / "data" / "binance-ws-capture"
+WS = __import__("pathlib").Path(__file__).resolve().parents[2] / "data" / "binance-ws-capture"
 
 
 def child_of(name: str, run_state: int = cb.RUN_RUNNING) -> Child:

@@ -18,7 +18,7 @@ from shm import control as cb
 from shm import ring
 from stages import records as records_mod
 
-CAPTURE = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
+CAPTURE = Path(__file__).resolve().parents[2] / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
 
 def _full_ring(capacity=16):

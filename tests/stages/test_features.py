@@ -13,7 +13,7 @@ from pipeline.sources import SymbolTable, merge, parse_file
 from stages import feature, records
 from stages.records import BUY, EV_BBO, EV_BOOK, EV_FUNDING, EV_LIQUIDATION, EV_TRADE, F_LAST, SELL
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 CAPTURES = DATA / "binance-ws-capture"
 NAMES = records.FEATURE_NAMES
 

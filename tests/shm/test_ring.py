@@ -137,7 +137,7 @@ def test_ring_kernels_run_without_jit():
         "assert ring.read(p,c,r,out,4) == 4 and list(out['a']) == [0,1,2,3]"
     )
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)))
 
 
 def test_attach_refuses_a_ring_built_with_another_record_layout(shm_prefix):

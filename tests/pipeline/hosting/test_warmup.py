@@ -17,7 +17,7 @@ from pipeline.plan import resolve
 from shm import segment
 from tests.conftest import ROOT, LiveRun
 
-SMALL = "tests.test_warmup:compile_small"
+SMALL = "tests.pipeline.hosting.test_warmup:compile_small"
 
 
 def compile_small(plan) -> None:

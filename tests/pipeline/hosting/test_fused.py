@@ -10,7 +10,7 @@ from pipeline.config import Config
 from pipeline.hosting.fused import collect_features, run_fused
 from stages import records
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir))
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ from stages.records import (
     SELL,
 )
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 WS = DATA / "binance-ws-capture"
 CSV = DATA / "nautilus-samples"
 

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_recorder import _as_postgres, pg_server  # noqa: F401  (fixture)
+from tests.pipeline.store.test_recorder import _as_postgres, pg_server  # noqa: F401  (fixture)
 
 EXIT_PERMANENT, EXIT_STOPPED = 3, 5  # python -m pipeline.store.recorder's documented exit codes
 

@@ -28,7 +28,7 @@ from stages.records import (
 )
 from tools.binance_loopback import Faults, LoopbackServer
 
-CAPTURES = Path(__file__).resolve().parent / "data" / "binance-ws-capture"
+CAPTURES = Path(__file__).resolve().parents[2] / "data" / "binance-ws-capture"
 EXCHANGE = {"spot": "binance", "usdm": "binanceusdm", "coinm": "binancecoinm"}
 
 

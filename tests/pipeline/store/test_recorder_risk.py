@@ -9,7 +9,7 @@ from pipeline.config import Config
 from pipeline.store.journal_replay import record
 from pipeline.store.recorder import record_journal
 from stages import records
-from tests.test_recorder import count, pg_dsn, pg_server  # noqa: F401  (fixtures)
+from tests.pipeline.store.test_recorder import count, pg_dsn, pg_server  # noqa: F401  (fixtures)
 
 
 def test_intents_in_the_database_carry_reasons_kelly_budget_sigma_heat_and_drawdown(pg_dsn, tmp_path):

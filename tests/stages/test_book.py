@@ -63,8 +63,8 @@ from stages.records import (
 )
 from stages.universe import MAX_SYMBOLS, instrument_key
 
-ROOT = Path(__file__).resolve().parents[1]
-WS = Path(__file__).resolve().parent / "data" / "binance-ws-capture"
+ROOT = Path(__file__).resolve().parents[2]
+WS = Path(__file__).resolve().parents[1] / "data" / "binance-ws-capture"
 TABLE = SymbolTable(venues=["binance", ("binance-usdm", "binance-futures")], symbols=["BTC-USDT", "ETH-USDT"])
 CAPTURES = {"spot_ethusdt_20240808.gz": "binance", "usdm_btcusdt_20240808.gz": "binance-usdm"}
 
@@ -324,7 +324,7 @@ def test_kernels_give_the_same_result_without_jit():
     assert jitted["state"][0][C_OVERFLOW] > 0 and jitted["state"][0][C_CROSSED] > 0
     assert jitted["state"][instrument_key(1, 0)][C_BBO_MATCHED] == 1
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    code = "import json; from tests.test_book import _scenario; print(json.dumps(_scenario()))"
+    code = "import json; from tests.stages.test_book import _scenario; print(json.dumps(_scenario()))"
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0, done.stderr

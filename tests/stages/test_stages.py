@@ -383,7 +383,7 @@ def test_l2_deltas_from_a_real_capture_build_the_book_that_feeds_features():
 
     from pipeline.sources import SymbolTable, parse_file
     from stages import book
-    capture = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
+    capture = Path(__file__).resolve().parents[1] / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
     events = parse_file(str(capture), SymbolTable(venues=["spot"], symbols=["ETH-USDT"]), venue="spot").records
     deltas = events[events["kind"] == records.EV_BOOK_DELTA]
     state, stats = feature.make_state(), np.zeros(16, np.int64)

@@ -8,7 +8,7 @@ import orjson
 
 from tools.binance_loopback import LoopbackServer
 
-CAPTURE = Path(__file__).resolve().parent / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
+CAPTURE = Path(__file__).resolve().parents[1] / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
 
 def test_streams_in_raw_and_combined_format_and_snapshots_the_next_diff_continues():
