@@ -46,8 +46,9 @@ def load_stream() -> np.ndarray:
 
 def kernel_rate(stream: np.ndarray, batch: int = 256) -> float:
     config = Config()
-    params = validate.make_params(len(VENUES), len(SYMBOLS), config.validate.max_stale_ms,
-                                  config.validate.max_future_ms, config.validate.max_jump_pct)
+    v = config.validate
+    params = validate.make_params(len(VENUES), len(SYMBOLS), max_stale_ms=v.max_stale_ms, max_future_ms=v.max_future_ms,
+                                  max_jump_pct=v.max_jump_pct)
     out = np.zeros(batch, records.MARKET_EVENT)
     stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
     validate.step(stream[:1], 1, stream[:0], 0, validate.make_state(batch), params, None, stats, out, 0)  # compile

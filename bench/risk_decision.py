@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from pipeline import graph
 from pipeline.config import Config
 from pipeline.hosting.fused import collect_features
 from stages import feature, records, risk
@@ -45,7 +46,9 @@ def _fills(keys: list[int], mids: np.ndarray) -> np.ndarray:
 
 
 def _risk_case(vectors: np.ndarray, fills: np.ndarray, bar_s: float) -> tuple[int, list[float]]:
-    params = risk.make_params(50_000.0, 5_000.0, 2.0, bar_s=bar_s, max_gross_usd=1e9, max_leverage=100.0)
+    config = Config().with_overrides(risk={"max_position_usd": 50_000.0, "max_order_usd": 5_000.0, "vol_ref_bps": 2.0,
+                                           "bar_s": bar_s, "max_gross_usd": 1e9, "max_leverage": 100.0})
+    params = graph.kernel_params("risk", config, live=False)
     state = risk.make_state(np.tile(GARCH, (MAX_KEYS, 1)))
     stats = np.zeros(32, np.int64)
     out = np.zeros(BATCH, records.RISK_DECISION)

@@ -105,63 +105,69 @@ def gate_limits_by_key(config: Config, limit: str) -> dict[int, float]:
             for venue in range(len(config.feed.venues))}
 
 
-def kernel_params(stage: str, config: Config, live: bool) -> np.ndarray:
-    """The params of a numba-hosted stage, built by keyword from the (plan's) config; no file is read."""
+def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
+    """The keyword arguments of a stage's ``make_params``, from the (plan's) config: the config holds every
+    default; ``make_params`` has none of its own for what the config sets. No file is read."""
     n_venues, n_symbols = len(config.feed.venues), len(config.feed.symbols)
     if stage == "feed":
         f = config.feed
         # Unpaced (fused, or a live run at max rate) the synthetic clock still runs at the configured rate, so
         # fused mode replays the market a paced live run of the same config sees.
-        return feed.make_params(rate_eps=f.rate_eps if live else 0.0, max_events=f.max_events, n_venues=n_venues,
-                                n_symbols=n_symbols, bad_rate=f.malformed_rate, sim_clock=not live,
-                                mean_gap_ns=1e9 / f.rate_eps if f.rate_eps > 0 else feed.DEFAULT_MEAN_GAP_NS,
-                                batch=config.rings.batch, trade_prob=f.trade_prob, stall_after=f.stall_after_events,
-                                crash_after=f.crash_after_events, crash_bps=f.crash_bps_per_event,
-                                burstiness=f.burstiness, burst_decay_ms=f.burst_decay_ms,
-                                regime_mean_s=f.regime_mean_s, info_interval_ms=f.info_interval_ms,
-                                liquidation_prob=f.liquidation_prob, trend_bps_per_s=f.trend_bps_per_s)
+        return dict(rate_eps=f.rate_eps if live else 0.0, max_events=f.max_events, n_venues=n_venues,
+                    n_symbols=n_symbols, bad_rate=f.malformed_rate, sim_clock=not live,
+                    mean_gap_ns=1e9 / f.rate_eps if f.rate_eps > 0 else feed.DEFAULT_MEAN_GAP_NS,
+                    batch=config.rings.batch, trade_prob=f.trade_prob, stall_after=f.stall_after_events,
+                    crash_after=f.crash_after_events, crash_bps=f.crash_bps_per_event,
+                    burstiness=f.burstiness, burst_decay_ms=f.burst_decay_ms,
+                    regime_mean_s=f.regime_mean_s, info_interval_ms=f.info_interval_ms,
+                    liquidation_prob=f.liquidation_prob, trend_bps_per_s=f.trend_bps_per_s)
     if stage == "validate":
         v = config.validate
         ticks = lots = ()
         if config.feed.source == "synthetic":  # a replay's grids are the venue's, not known here
             chosen = _synthetic_symbols(config)
             ticks, lots = [s[2] for s in chosen], [s[3] for s in chosen]
-        return validate.make_params(n_venues=n_venues, n_symbols=n_symbols, max_stale_ms=v.max_stale_ms,
-                                    max_future_ms=v.max_future_ms, max_jump_pct=v.max_jump_pct, ticks=ticks,
-                                    lots=lots)
+        return dict(n_venues=n_venues, n_symbols=n_symbols, max_stale_ms=v.max_stale_ms,
+                    max_future_ms=v.max_future_ms, max_jump_pct=v.max_jump_pct, ticks=ticks,
+                    lots=lots)
     if stage == "feature":
-        return feature.make_params()
+        return {}
     if stage == "risk":
         r = config.risk
-        return risk.make_params(max_position_usd=r.max_position_usd, max_order_usd=r.max_order_usd,
-                                vol_ref_bps=r.vol_ref_bps, capital_usd=r.capital_usd,
-                                soft_drawdown_pct=r.soft_drawdown_pct, bar_s=r.bar_s, horizon_bars=r.horizon_bars,
-                                cov_halflife_bars=r.cov_halflife_bars, cov_min_bars=r.cov_min_bars,
-                                max_gross_usd=r.max_gross_usd, max_leverage=r.max_leverage,
-                                heat_limit=r.heat_limit, heat_stop_sigmas=r.heat_stop_sigmas,
-                                maintenance_margin_pct=r.maintenance_margin_pct,
-                                liq_distance_sigmas=r.liq_distance_sigmas)
+        return dict(max_position_usd=r.max_position_usd, max_order_usd=r.max_order_usd,
+                    vol_ref_bps=r.vol_ref_bps, capital_usd=r.capital_usd,
+                    soft_drawdown_pct=r.soft_drawdown_pct, bar_s=r.bar_s, horizon_bars=r.horizon_bars,
+                    cov_halflife_bars=r.cov_halflife_bars, cov_min_bars=r.cov_min_bars,
+                    max_gross_usd=r.max_gross_usd, max_leverage=r.max_leverage,
+                    heat_limit=r.heat_limit, heat_stop_sigmas=r.heat_stop_sigmas,
+                    maintenance_margin_pct=r.maintenance_margin_pct,
+                    liq_distance_sigmas=r.liq_distance_sigmas)
     if stage == "strategy":
         s, r = config.strategy, config.risk
-        return strategy.make_params(threshold=s.threshold, take_usd=s.take_usd, quote_usd=s.quote_usd,
-                                    half_spread_bps=s.half_spread_bps, requote_bps=s.requote_bps,
-                                    skew_bps=s.skew_bps, cooldown_ms=s.cooldown_ms, quoting=s.quoting,
-                                    max_position_usd=r.max_position_usd, kelly_fraction=r.kelly_fraction,
-                                    kelly_payoff_ratio=r.kelly_payoff_ratio, kelly_form=r.kelly_form)
+        return dict(threshold=s.threshold, take_usd=s.take_usd, quote_usd=s.quote_usd,
+                    half_spread_bps=s.half_spread_bps, requote_bps=s.requote_bps,
+                    skew_bps=s.skew_bps, cooldown_ms=s.cooldown_ms, quoting=s.quoting,
+                    max_position_usd=r.max_position_usd, kelly_fraction=r.kelly_fraction,
+                    kelly_payoff_ratio=r.kelly_payoff_ratio, kelly_form=r.kelly_form)
     if stage == "execute":
         e = config.execute
         by_key = {limit: gate_limits_by_key(config, limit) for limit in GATE_LIMITS}
-        return execute.make_params(maker_fee_bps=e.maker_fee_bps, taker_fee_bps=e.taker_fee_bps,
-                                   max_open_orders=e.max_open_orders, flatten=e.on_kill == "flatten",
-                                   flatten_collar_bps=e.flatten_collar_bps, flatten_retry_ms=e.flatten_retry_ms,
-                                   max_order_qty=e.max_order_qty, max_order_usd=e.max_order_usd,
-                                   price_collar_bps=e.price_collar_bps, max_orders_per_s=e.max_orders_per_s,
-                                   order_burst=e.order_burst, duplicate_window_ms=e.duplicate_window_ms,
-                                   max_position_usd=e.max_position_usd,
-                                   max_order_qty_by_key=by_key["max_order_qty"],
-                                   max_order_usd_by_key=by_key["max_order_usd"],
-                                   max_position_usd_by_key=by_key["max_position_usd"])
+        return dict(maker_fee_bps=e.maker_fee_bps, taker_fee_bps=e.taker_fee_bps,
+                    max_open_orders=e.max_open_orders, flatten=e.on_kill == "flatten",
+                    flatten_collar_bps=e.flatten_collar_bps, flatten_retry_ms=e.flatten_retry_ms,
+                    max_order_qty=e.max_order_qty, max_order_usd=e.max_order_usd,
+                    price_collar_bps=e.price_collar_bps, max_orders_per_s=e.max_orders_per_s,
+                    order_burst=e.order_burst, duplicate_window_ms=e.duplicate_window_ms,
+                    max_position_usd=e.max_position_usd,
+                    max_order_qty_by_key=by_key["max_order_qty"],
+                    max_order_usd_by_key=by_key["max_order_usd"],
+                    max_position_usd_by_key=by_key["max_position_usd"])
     raise KeyError(f"stage {stage!r} has no numba kernel")
+
+
+def kernel_params(stage: str, config: Config, live: bool) -> np.ndarray:
+    """The params of a numba-hosted stage, built by keyword from the (plan's) config."""
+    return MODULES[stage].make_params(**kernel_arguments(stage, config, live))
 
 
 def _synthetic_symbols(config: Config) -> list[tuple]:

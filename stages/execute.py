@@ -27,11 +27,36 @@ from numba import njit
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages.counters import Counters
-from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_TRADE, INTENT_CANCEL_ALL, INTENT_IOC,
-                            INTENT_QUOTE, MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL,
-                            ORD_REJECTED, ORDER, REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES,
-                            REJ_NO_MARKET, REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
-                            REJ_TRADING_DISABLED, SELL, STRAT_FLATTEN)
+from stages.records import (
+    BOOK_LEVELS,
+    BUY,
+    EV_BBO,
+    EV_BOOK,
+    EV_TRADE,
+    INTENT_CANCEL_ALL,
+    INTENT_IOC,
+    INTENT_QUOTE,
+    MARKET_EVENT,
+    ORD_ACKED,
+    ORD_CANCELLED,
+    ORD_FILLED,
+    ORD_PARTIAL,
+    ORD_REJECTED,
+    ORDER,
+    REJ_BAD_QTY,
+    REJ_DUPLICATE,
+    REJ_MAX_NOTIONAL,
+    REJ_MAX_QTY,
+    REJ_NAMES,
+    REJ_NO_MARKET,
+    REJ_POSITION_LIMIT,
+    REJ_PRICE_COLLAR,
+    REJ_RATE_LIMIT,
+    REJ_TOO_MANY_ORDERS,
+    REJ_TRADING_DISABLED,
+    SELL,
+    STRAT_FLATTEN,
+)
 from stages.universe import MAX_KEYS, instrument_key, key_symbol, key_venue
 
 MAX_ORDERS = 256
@@ -76,11 +101,10 @@ def out_capacity(batch: int) -> int:
     return batch * (BOOK_LEVELS + 3) + batch * 2 + MAX_ORDERS
 
 
-def make_params(maker_fee_bps: float, taker_fee_bps: float, max_open_orders: int, flatten: bool = True,
-                flatten_collar_bps: float = 50.0, flatten_retry_ms: float = 100.0, max_order_qty: float = 1_000.0,
-                max_order_usd: float = 25_000.0, price_collar_bps: float = 100.0, max_orders_per_s: float = 5_000.0,
-                order_burst: int = 1_000, duplicate_window_ms: float = 10.0,
-                max_position_usd: float = 75_000.0, max_order_qty_by_key: dict | None = None,
+def make_params(*, maker_fee_bps: float, taker_fee_bps: float, max_open_orders: int, flatten: bool,
+                flatten_collar_bps: float, flatten_retry_ms: float, max_order_qty: float, max_order_usd: float,
+                price_collar_bps: float, max_orders_per_s: float, order_burst: int, duplicate_window_ms: float,
+                max_position_usd: float, max_order_qty_by_key: dict | None = None,
                 max_order_usd_by_key: dict | None = None, max_position_usd_by_key: dict | None = None) -> np.ndarray:
     """The ``*_by_key`` dicts map an instrument key (stages.universe.instrument_key) to its own limit; keys
     without one get the global limit."""

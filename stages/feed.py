@@ -66,12 +66,11 @@ DEFAULT_SYMBOLS = (("BTC-USDT", 60_000.0, 0.1, 0.0001), ("ETH-USDT", 3_000.0, 0.
                    ("SOL-USDT", 150.0, 0.001, 0.01))
 
 
-def make_params(rate_eps: float, max_events: int, n_venues: int, n_symbols: int, bad_rate: float,
-                sim_clock: bool, batch: int, trade_prob: float = 0.2, mean_gap_ns: float = DEFAULT_MEAN_GAP_NS,
-                sigma_bps: float = 1.0, pressure: float = 0.15, venue_spread_bps: float = 2.0,
-                stall_after: int = 0, crash_after: int = 0, crash_bps: float = 0.0, burstiness: float = 0.5,
-                burst_decay_ms: float = 20.0, regime_mean_s: float = 30.0, info_interval_ms: float = 1000.0,
-                liquidation_prob: float = 0.2, trend_bps_per_s: float = 5.0) -> np.ndarray:
+def make_params(*, rate_eps: float, max_events: int, n_venues: int, n_symbols: int, bad_rate: float,
+                sim_clock: bool, batch: int, trade_prob: float, stall_after: int, crash_after: int, crash_bps: float,
+                burstiness: float, burst_decay_ms: float, regime_mean_s: float, info_interval_ms: float,
+                liquidation_prob: float, trend_bps_per_s: float, mean_gap_ns: float = DEFAULT_MEAN_GAP_NS,
+                sigma_bps: float = 1.0, pressure: float = 0.15, venue_spread_bps: float = 2.0) -> np.ndarray:
     """``stall_after`` (chaos): go silent after that many events, as a dead socket would (0 = never);
     ``crash_after``/``crash_bps``: from that event on, every mid steps down by ``crash_bps`` (a scripted crash).
     ``burstiness``: the Hawkes branching ratio (0 = Poisson arrivals, < 1), excitation decaying over

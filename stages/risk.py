@@ -81,11 +81,11 @@ I_BAR, I_COV_BARS, I_GARCH_SEQ = range(3)
 PUBLISHED_READ_TRIES = 16  # a publisher mid-write: keep the parameters until the next bar, never wait
 
 
-def make_params(max_position_usd: float, max_order_usd: float, vol_ref_bps: float, capital_usd: float = 100_000.0,
-                soft_drawdown_pct: float = 15.0, bar_s: float = 1.0, horizon_bars: int = 3600,
-                cov_halflife_bars: float = 300.0, cov_min_bars: int = 100, max_gross_usd: float = 150_000.0,
-                max_leverage: float = 3.0, heat_limit: float = 0.25, heat_stop_sigmas: float = 2.0,
-                maintenance_margin_pct: float = 0.5, liq_distance_sigmas: float = 3.0) -> np.ndarray:
+def make_params(*, max_position_usd: float, max_order_usd: float, vol_ref_bps: float, capital_usd: float,
+                soft_drawdown_pct: float, bar_s: float, horizon_bars: int, cov_halflife_bars: float, cov_min_bars: int,
+                max_gross_usd: float, max_leverage: float, heat_limit: float, heat_stop_sigmas: float,
+                maintenance_margin_pct: float, liq_distance_sigmas: float) -> np.ndarray:
+    """Every default is the config's (pipeline.config.RiskConfig); pipeline.graph passes them all by name."""
     cov_lambda = 0.5 ** (1.0 / cov_halflife_bars)
     return np.array([max_position_usd, max_order_usd, vol_ref_bps, capital_usd, soft_drawdown_pct / 100.0,
                      round(bar_s * 1e9), float(horizon_bars), cov_lambda, float(cov_min_bars), max_gross_usd,

@@ -19,8 +19,20 @@ from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages import kelly
 from stages.counters import Counters
-from stages.records import (BUY, INTENT_IOC, INTENT_QUOTE, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED,
-                            RISK_KELLY, SELL, STRAT_DIRECTIONAL, STRAT_QUOTER, STRAT_RISK_REDUCE)
+from stages.records import (
+    BUY,
+    INTENT_IOC,
+    INTENT_QUOTE,
+    ORD_CANCELLED,
+    ORD_FILLED,
+    ORD_PARTIAL,
+    ORD_REJECTED,
+    RISK_KELLY,
+    SELL,
+    STRAT_DIRECTIONAL,
+    STRAT_QUOTER,
+    STRAT_RISK_REDUCE,
+)
 from stages.universe import MAX_KEYS, instrument_key
 
 (P_THRESHOLD, P_TAKE_USD, P_QUOTE_USD, P_HALF_SPREAD_BPS, P_REQUOTE_BPS, P_SKEW_BPS, P_COOLDOWN_NS, P_QUOTING,
@@ -48,10 +60,11 @@ def out_capacity(batch: int) -> int:
     return batch * MAX_INTENTS_PER_PREDICTION
 
 
-def make_params(threshold: float, take_usd: float, quote_usd: float, half_spread_bps: float,
+def make_params(*, threshold: float, take_usd: float, quote_usd: float, half_spread_bps: float,
                 requote_bps: float, skew_bps: float, cooldown_ms: float, quoting: bool,
-                max_position_usd: float, kelly_fraction: float = 0.25, kelly_payoff_ratio: float = 1.0,
-                kelly_form: str = "binary") -> np.ndarray:
+                max_position_usd: float, kelly_fraction: float, kelly_payoff_ratio: float,
+                kelly_form: str) -> np.ndarray:
+    """Every default is the config's (pipeline.config: StrategyConfig, and risk's position limit and Kelly)."""
     return np.array([threshold, take_usd, quote_usd, half_spread_bps, requote_bps, skew_bps,
                      cooldown_ms * 1e6, float(quoting), max_position_usd, kelly_fraction, kelly_payoff_ratio,
                      float(kelly_form == "continuous"), 0.0])

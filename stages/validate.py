@@ -70,8 +70,10 @@ QUARANTINE_KEEP = 256
 SEQ_BOOK_TRADE, SEQ_DELTA, SEQ_BBO = range(3)
 
 
-def make_params(n_venues: int, n_symbols: int, max_stale_ms: float = 5000.0, max_future_ms: float = 1000.0,
-                max_jump_pct: float = 10.0, ticks=(), lots=()) -> np.ndarray:
+def make_params(n_venues: int, n_symbols: int, *, max_stale_ms: float, max_future_ms: float, max_jump_pct: float,
+                ticks=(), lots=()) -> np.ndarray:
+    """The limits' defaults are the config's (pipeline.config.ValidateConfig); ``ticks``/``lots`` per symbol, () =
+    no grid check."""
     p = np.zeros(N_PARAMS)
     p[P_N_VENUES], p[P_N_SYMBOLS] = n_venues, n_symbols
     p[P_MAX_STALE_NS], p[P_MAX_FUTURE_NS], p[P_MAX_JUMP] = max_stale_ms * 1e6, max_future_ms * 1e6, max_jump_pct / 100

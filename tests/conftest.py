@@ -103,3 +103,11 @@ def live():
         run.cleanup()
         left = segment.list_segments(names.run_prefix(run.name))
         assert not left, f"shared memory left behind: {left}"
+
+
+def kernel_params(stage: str, **arguments):
+    """A stage's params as a run of the default config has them (pipeline.graph.kernel_arguments), with
+    ``arguments`` (``make_params`` keywords) in place of some: a test names only what it is about."""
+    from pipeline import graph
+    from pipeline.config import Config
+    return graph.MODULES[stage].make_params(**{**graph.kernel_arguments(stage, Config(), live=False), **arguments})

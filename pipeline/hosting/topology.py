@@ -79,6 +79,12 @@ def place(config: Config, cores: list[int] | None = None) -> dict[str, Placement
     elif dedicated:
         usable = cores[1:] if len(cores) > needed else cores
         chosen = [usable[i % len(usable)] for i in range(needed)]
+    elif leader and len(cores) >= 2:
+        # Shared threading on fewer cores than processes: the first group (the market's: feed to risk) gets a
+        # core to itself, the rest share the others (measured on 2 cores: README, Performance).
+        first = next(iter(leader.values()))
+        rest = cores[1:]
+        chosen = [cores[0] if name == first else rest[i % len(rest)] for i, name in enumerate(hosts)]
     else:
         chosen = [cores[i % len(cores)] for i in range(needed)]
     if topo.idle == "auto":

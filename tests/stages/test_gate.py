@@ -9,6 +9,7 @@ from shm import control as cb
 from stages import execute, records
 from stages.records import BUY, EV_BOOK, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_REJECTED, SELL
 from stages.universe import MAX_KEYS, instrument_key
+from tests.conftest import kernel_params
 
 MS = 1_000_000
 
@@ -34,7 +35,7 @@ def intent(kind, side, price, qty, intent_id=1, symbol=0, venue=0):
 class Gate:
     def __init__(self, **limits):
         self.state = execute.make_state()
-        self.params = execute.make_params(1.0, 5.0, 64, **limits)
+        self.params = kernel_params("execute", maker_fee_bps=1.0, taker_fee_bps=5.0, max_open_orders=64, **limits)
         self.ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
         self.ctl[cb.G_TRADING_ENABLED] = 1
         self.stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
@@ -129,8 +130,8 @@ def test_a_per_symbol_position_limit_rejects_on_one_symbol_while_a_larger_one_pa
 
 def test_a_per_symbol_limit_is_for_its_venue_and_symbol_only():
     key = instrument_key(1, 0)
-    params = execute.make_params(1.0, 5.0, 64, max_order_qty=3.0, max_order_usd=200.0, max_position_usd=250.0,
-                                 max_order_qty_by_key={key: 2.0}, max_position_usd_by_key={key: 9.0})
+    params = kernel_params("execute", max_order_qty=3.0, max_order_usd=200.0, max_position_usd=250.0,
+                           max_order_qty_by_key={key: 2.0}, max_position_usd_by_key={key: 9.0})
     assert execute.gate_limits(params, key) == (2.0, 200.0, 9.0)
     g = Gate(max_order_qty=3.0, max_order_qty_by_key={key: 2.0})
     g.send(market=[book(venue=1)])
@@ -139,7 +140,7 @@ def test_a_per_symbol_limit_is_for_its_venue_and_symbol_only():
     assert execute.gate_limits(params, 0) == (3.0, 200.0, 250.0)
     assert execute.gate_limits(params, MAX_KEYS - 1) == (3.0, 200.0, 250.0)
     with pytest.raises(ValueError, match="instrument key=32"):
-        execute.make_params(1.0, 5.0, 64, max_order_qty_by_key={MAX_KEYS: 2.0})
+        kernel_params("execute", max_order_qty_by_key={MAX_KEYS: 2.0})
 
 
 @pytest.mark.parametrize("side,price", [(BUY, 101.0), (SELL, 99.5), (BUY, 99.5)])

@@ -14,6 +14,7 @@ from shm import control as cb
 from stages import garch, heat, kelly, records, risk, strategy
 from stages.records import BUY, INTENT_IOC, ORD_FILLED, SELL
 from stages.universe import MAX_KEYS, instrument_key
+from tests.conftest import kernel_params
 from tests.pipeline.safety.test_panic import MONO, NOW, reasons, running_block
 
 S = 1_000_000_000
@@ -54,8 +55,9 @@ def _strategy(p, form="binary", position=0.0, take_usd=1e9):
     ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
     ctl[cb.G_TRADING_ENABLED] = 1
     out = np.zeros(strategy.out_capacity(1), records.ORDER_INTENT)
-    params = strategy.make_params(0.1, take_usd, 500.0, 4.0, 2.0, 2.0, 50.0, False, 50_000.0,
-                                  kelly_fraction=0.25, kelly_payoff_ratio=1.0, kelly_form=form)
+    params = kernel_params("strategy", threshold=0.1, take_usd=take_usd, quote_usd=500.0, half_spread_bps=4.0,
+                           requote_bps=2.0, skew_bps=2.0, cooldown_ms=50.0, quoting=False, max_position_usd=50_000.0,
+                           kelly_fraction=0.25, kelly_payoff_ratio=1.0, kelly_form=form)
     state = strategy.make_state()
     state[0][0, strategy.K_POSITION] = position
     stats = np.zeros(cb.CUSTOM_WORDS, np.int64)

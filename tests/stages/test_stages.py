@@ -20,6 +20,7 @@ from stages.records import (
     ORD_REJECTED,
     SELL,
 )
+from tests.conftest import kernel_params
 
 
 def book(venue=0, symbol=0, seq=1, bid=100.0, ask=100.5, size=2.0, tick=0.5):
@@ -45,8 +46,8 @@ def run_validate(events, **params):
     out = np.zeros(len(events), records.MARKET_EVENT)
     stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
     state = validate.make_state()
-    n = validate.step(events, len(events), events[:0], 0, state, validate.make_params(2, 3, **params), None, stats,
-                      out, 0)
+    params = kernel_params("validate", **{"n_venues": 2, "n_symbols": 3, "ticks": (), "lots": (), **params})
+    n = validate.step(events, len(events), events[:0], 0, state, params, None, stats, out, 0)
     return out[:n], stats, state
 
 
@@ -152,7 +153,8 @@ class Venue:
 
     def __init__(self, max_open=64):
         self.state = execute.make_state()
-        self.params = execute.make_params(1.0, 5.0, max_open, price_collar_bps=500.0)  # books here are 50 bps wide
+        self.params = kernel_params("execute", maker_fee_bps=1.0, taker_fee_bps=5.0, max_open_orders=max_open, flatten=True,
+                                    price_collar_bps=500.0)  # books here are 50 bps wide
         self.ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
         self.ctl[cb.G_TRADING_ENABLED] = 1
         self.stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
@@ -239,7 +241,7 @@ def test_risk_budget_shrinks_with_position_and_volatility():
     state[0][0] = 450.0 / 100.0  # long $450 (bought at 100: no drawdown)
     state[1][0] = -450.0
     out = np.zeros(2, records.RISK_DECISION)
-    risk.step(f, 2, np.zeros(0, records.EXEC_REPORT), 0, state, risk.make_params(500.0, 100.0, 2.0), None,
+    risk.step(f, 2, np.zeros(0, records.EXEC_REPORT), 0, state, kernel_params("risk", max_position_usd=500.0, max_order_usd=100.0, vol_ref_bps=2.0), None,
               np.zeros(16, np.int64), out, 0)
     assert out[0]["buy_budget"] == pytest.approx(0.5) and out[0]["sell_budget"] == pytest.approx(1.0)
     assert out[0]["reasons"] & records.RISK_POSITION_LIMIT
@@ -254,7 +256,8 @@ def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
     ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
     ctl[cb.G_TRADING_ENABLED] = 1
     out = np.zeros(strategy.out_capacity(1), records.ORDER_INTENT)
-    params = strategy.make_params(0.1, 1000.0, 500.0, 4.0, 2.0, 2.0, 50.0, True, 50_000.0)
+    params = kernel_params("strategy", threshold=0.1, take_usd=1000.0, quote_usd=500.0, half_spread_bps=4.0, requote_bps=2.0,
+                           skew_bps=2.0, cooldown_ms=50.0, quoting=True, max_position_usd=50_000.0)
     n = strategy.step(p, 1, np.zeros(0, records.EXEC_REPORT), 0, strategy.make_state(), params, ctl,
                       np.zeros(16, np.int64), out, 0)
     kinds = list(zip(out["kind"][:n], out["side"][:n]))
@@ -265,7 +268,8 @@ def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
 def test_feed_is_paced_by_its_clock_and_reproducible():
     def emit(seed, horizon_ns, burstiness=0.5):
         state = feed.make_state(seed)
-        params = feed.make_params(1000.0, 0, 2, 3, 0.0, False, 256, burstiness=burstiness)
+        params = kernel_params("feed", rate_eps=1000.0, max_events=0, n_venues=2, n_symbols=3, bad_rate=0.0, sim_clock=False,
+                               batch=256, mean_gap_ns=feed.DEFAULT_MEAN_GAP_NS, burstiness=burstiness)
         out = np.zeros(256, records.MARKET_EVENT)
         stats = np.zeros(16, np.int64)
         assert feed.step(out, 0, out, 0, state, params, None, stats, out, 1) == 0  # starts the clock
@@ -284,7 +288,8 @@ def test_feed_is_paced_by_its_clock_and_reproducible():
 
 def _synthetic(n_events, seed=7, **params):
     state = feed.make_state(seed)
-    p = feed.make_params(0.0, n_events, 2, 3, 0.0, True, 256, **params)
+    p = kernel_params("feed", rate_eps=0.0, max_events=n_events, n_venues=2, n_symbols=3, bad_rate=0.0, sim_clock=True, batch=256,
+                      mean_gap_ns=feed.DEFAULT_MEAN_GAP_NS, **params)
     out = np.zeros(256, records.MARKET_EVENT)
     stats = np.zeros(16, np.int64)
     chunks = []
@@ -321,7 +326,8 @@ def test_synthetic_arrivals_are_bursty_at_the_configured_mean_rate():
 @pytest.mark.parametrize("flatten", [True, False])
 def test_a_kill_flattens_positions_reduce_only_unless_cancel_only(flatten):
     v = Venue()
-    v.params = execute.make_params(1.0, 5.0, 64, flatten=flatten, flatten_collar_bps=50.0, price_collar_bps=500.0)
+    v.params = kernel_params("execute", maker_fee_bps=1.0, taker_fee_bps=5.0, max_open_orders=64, flatten=flatten,
+                             flatten_collar_bps=50.0, price_collar_bps=500.0)
     v.send(market=[book(size=1.0)])
     v.send([intent(INTENT_IOC, BUY, 101.0, 1.5)])  # long 1.5
     assert v.state[5][0] == pytest.approx(1.5)
@@ -340,7 +346,8 @@ def test_a_kill_flattens_positions_reduce_only_unless_cancel_only(flatten):
 
 def test_risk_publishes_equity_and_halves_size_beyond_the_soft_drawdown():
     state = risk.make_state()
-    params = risk.make_params(1e9, 1000.0, 100.0, capital_usd=10_000.0, soft_drawdown_pct=15.0)
+    params = kernel_params("risk", max_position_usd=1e9, max_order_usd=1000.0, vol_ref_bps=100.0, capital_usd=10_000.0,
+                           soft_drawdown_pct=15.0)
     stats = np.zeros(16, np.int64)
     fill = np.zeros(1, records.EXEC_REPORT)
     fill["state"], fill["liquidity"], fill["side"], fill["qty"], fill["price"], fill["position"] = \

@@ -21,6 +21,7 @@ from shm import idle as idle_strategies
 from shm import ring
 from shm.syscalls import new_timespec
 from stages import records, validate
+from tests.conftest import kernel_params
 from tests.stages.test_stages import _with, book
 
 VALIDATE = duty_cycle.VALIDATE_INDEX
@@ -53,7 +54,7 @@ class Host:
         self.tap = ring.local_ring(EVENT, self.tap_capacity)
         self.idle_state = idle_strategies.make_state()
         self.state = validate.make_state(self.batch)
-        self.params = validate.make_params(1, 1)
+        self.params = kernel_params("validate", n_venues=1, n_symbols=1, ticks=(), lots=())
         self.scratch_a, self.scratch_b = np.zeros(self.batch, EVENT), np.zeros(self.batch, EVENT)
         self.scratch_out = np.zeros(self.batch, EVENT)
         self.timespec = new_timespec()

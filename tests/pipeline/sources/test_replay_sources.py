@@ -41,6 +41,7 @@ from stages.records import (
     MARKET_EVENT,
     SELL,
 )
+from tests.conftest import kernel_params
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 WS = DATA / "binance-ws-capture"
@@ -729,7 +730,7 @@ def test_lines_a_parser_refused_are_quarantined_as_unparsable_by_validate(tmp_pa
     stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
     state = validate.make_state(len(stream))
     out = np.zeros(len(stream), MARKET_EVENT)
-    validate.step(stream, len(stream), stream[:0], 0, state, validate.make_params(1, 1, max_stale_ms=1e12), None,
+    validate.step(stream, len(stream), stream[:0], 0, state, kernel_params("validate", n_venues=1, n_symbols=1, ticks=(), lots=(), max_stale_ms=1e12), None,
                   stats, out, 0)
     assert stats[1 + validate.R_UNPARSABLE] == 60 and stats[validate.ST_QUARANTINED] >= 60
     kept = np.zeros(len(stream), MARKET_EVENT)
