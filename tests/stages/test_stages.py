@@ -153,8 +153,8 @@ class Venue:
 
     def __init__(self, max_open=64):
         self.state = execute.make_state()
-        self.params = kernel_params("execute", maker_fee_bps=1.0, taker_fee_bps=5.0, max_open_orders=max_open, flatten=True,
-                                    price_collar_bps=500.0)  # books here are 50 bps wide
+        self.params = kernel_params("execute", maker_fee_bps=1.0, taker_fee_bps=5.0, max_open_orders=max_open,
+                                    flatten=True, price_collar_bps=500.0)  # books here are 50 bps wide
         self.ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
         self.ctl[cb.G_TRADING_ENABLED] = 1
         self.stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
@@ -241,8 +241,8 @@ def test_risk_budget_shrinks_with_position_and_volatility():
     state[0][0] = 450.0 / 100.0  # long $450 (bought at 100: no drawdown)
     state[1][0] = -450.0
     out = np.zeros(2, records.RISK_DECISION)
-    risk.step(f, 2, np.zeros(0, records.EXEC_REPORT), 0, state, kernel_params("risk", max_position_usd=500.0, max_order_usd=100.0, vol_ref_bps=2.0), None,
-              np.zeros(16, np.int64), out, 0)
+    params = kernel_params("risk", max_position_usd=500.0, max_order_usd=100.0, vol_ref_bps=2.0)
+    risk.step(f, 2, np.zeros(0, records.EXEC_REPORT), 0, state, params, None, np.zeros(16, np.int64), out, 0)
     assert out[0]["buy_budget"] == pytest.approx(0.5) and out[0]["sell_budget"] == pytest.approx(1.0)
     assert out[0]["reasons"] & records.RISK_POSITION_LIMIT
     assert out[1]["sell_budget"] == pytest.approx(0.25)  # $100 * 2/8
@@ -256,8 +256,8 @@ def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
     ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
     ctl[cb.G_TRADING_ENABLED] = 1
     out = np.zeros(strategy.out_capacity(1), records.ORDER_INTENT)
-    params = kernel_params("strategy", threshold=0.1, take_usd=1000.0, quote_usd=500.0, half_spread_bps=4.0, requote_bps=2.0,
-                           skew_bps=2.0, cooldown_ms=50.0, quoting=True, max_position_usd=50_000.0)
+    params = kernel_params("strategy", threshold=0.1, take_usd=1000.0, quote_usd=500.0, half_spread_bps=4.0,
+                           requote_bps=2.0, skew_bps=2.0, cooldown_ms=50.0, quoting=True, max_position_usd=50_000.0)
     n = strategy.step(p, 1, np.zeros(0, records.EXEC_REPORT), 0, strategy.make_state(), params, ctl,
                       np.zeros(16, np.int64), out, 0)
     kinds = list(zip(out["kind"][:n], out["side"][:n]))
@@ -268,8 +268,8 @@ def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
 def test_feed_is_paced_by_its_clock_and_reproducible():
     def emit(seed, horizon_ns, burstiness=0.5):
         state = feed.make_state(seed)
-        params = kernel_params("feed", rate_eps=1000.0, max_events=0, n_venues=2, n_symbols=3, bad_rate=0.0, sim_clock=False,
-                               batch=256, mean_gap_ns=feed.DEFAULT_MEAN_GAP_NS, burstiness=burstiness)
+        params = kernel_params("feed", rate_eps=1000.0, max_events=0, n_venues=2, n_symbols=3, bad_rate=0.0,
+                               sim_clock=False, batch=256, mean_gap_ns=feed.DEFAULT_MEAN_GAP_NS, burstiness=burstiness)
         out = np.zeros(256, records.MARKET_EVENT)
         stats = np.zeros(16, np.int64)
         assert feed.step(out, 0, out, 0, state, params, None, stats, out, 1) == 0  # starts the clock
@@ -288,8 +288,8 @@ def test_feed_is_paced_by_its_clock_and_reproducible():
 
 def _synthetic(n_events, seed=7, **params):
     state = feed.make_state(seed)
-    p = kernel_params("feed", rate_eps=0.0, max_events=n_events, n_venues=2, n_symbols=3, bad_rate=0.0, sim_clock=True, batch=256,
-                      mean_gap_ns=feed.DEFAULT_MEAN_GAP_NS, **params)
+    p = kernel_params("feed", rate_eps=0.0, max_events=n_events, n_venues=2, n_symbols=3, bad_rate=0.0, sim_clock=True,
+                      batch=256, mean_gap_ns=feed.DEFAULT_MEAN_GAP_NS, **params)
     out = np.zeros(256, records.MARKET_EVENT)
     stats = np.zeros(16, np.int64)
     chunks = []
