@@ -27,36 +27,11 @@ from numba import njit
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages.counters import Counters
-from stages.records import (
-    BOOK_LEVELS,
-    BUY,
-    EV_BBO,
-    EV_BOOK,
-    EV_TRADE,
-    INTENT_CANCEL_ALL,
-    INTENT_IOC,
-    INTENT_QUOTE,
-    MARKET_EVENT,
-    ORD_ACKED,
-    ORD_CANCELLED,
-    ORD_FILLED,
-    ORD_PARTIAL,
-    ORD_REJECTED,
-    ORDER,
-    REJ_BAD_QTY,
-    REJ_DUPLICATE,
-    REJ_MAX_NOTIONAL,
-    REJ_MAX_QTY,
-    REJ_NAMES,
-    REJ_NO_MARKET,
-    REJ_POSITION_LIMIT,
-    REJ_PRICE_COLLAR,
-    REJ_RATE_LIMIT,
-    REJ_TOO_MANY_ORDERS,
-    REJ_TRADING_DISABLED,
-    SELL,
-    STRAT_FLATTEN,
-)
+from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_TRADE, INTENT_CANCEL_ALL, INTENT_IOC, INTENT_QUOTE,
+                            MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED, ORDER,
+                            REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES, REJ_NO_MARKET,
+                            REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
+                            REJ_TRADING_DISABLED, SELL, STRAT_FLATTEN)
 from stages.universe import MAX_KEYS, instrument_key, key_symbol, key_venue
 
 MAX_ORDERS = 256

@@ -38,19 +38,8 @@ from numba import njit
 from shm import seqlock
 from stages import book
 from stages.counters import Counters
-from stages.records import (
-    EV_BBO,
-    EV_BOOK,
-    EV_BOOK_DELTA,
-    EV_FUNDING,
-    EV_LIQUIDATION,
-    EV_TRADE,
-    F_LAST,
-    FEATURE_NAMES,
-    FEATURE_SCHEMA_HASH,
-    FEATURE_VECTOR,
-    N_FEATURES,
-)
+from stages.records import (EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_TRADE, F_LAST, FEATURE_NAMES,
+                            FEATURE_SCHEMA_HASH, FEATURE_VECTOR, N_FEATURES)
 from stages.universe import MAX_KEYS, MAX_VENUES, instrument_key, key_symbol, key_venue
 
 F_SPREAD_BPS, F_MICRO_DEV_BPS, F_IMBALANCE_1, F_IMBALANCE_5, F_RET_1_BPS, F_MOMENTUM_BPS, F_RVOL_BPS, F_TRADE_FLOW = range(8)

@@ -30,20 +30,9 @@ from shm.atomics import load_acquire
 from stages import garch, heat
 from stages.counters import Counters
 from stages.feature import F_RVOL_BPS
-from stages.records import (
-    FEATURE_SCHEMA_HASH,
-    N_FEATURES,
-    ORD_FILLED,
-    ORD_PARTIAL,
-    RISK_DRAWDOWN,
-    RISK_GROSS_LIMIT,
-    RISK_HEAT,
-    RISK_LIQUIDATION,
-    RISK_NO_MARKET,
-    RISK_NOTIONAL_LIMIT,
-    RISK_POSITION_LIMIT,
-    RISK_VOLATILITY,
-)
+from stages.records import (FEATURE_SCHEMA_HASH, N_FEATURES, ORD_FILLED, ORD_PARTIAL, RISK_DRAWDOWN, RISK_GROSS_LIMIT,
+                            RISK_HEAT, RISK_LIQUIDATION, RISK_NO_MARKET, RISK_NOTIONAL_LIMIT, RISK_POSITION_LIMIT,
+                            RISK_VOLATILITY)
 from stages.universe import MAX_KEYS, instrument_key
 
 (P_MAX_POSITION_USD, P_MAX_ORDER_USD, P_VOL_REF_BPS, P_CAPITAL_USD, P_SOFT_DRAWDOWN, P_BAR_NS, P_HORIZON_BARS,

@@ -19,20 +19,8 @@ from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages import kelly
 from stages.counters import Counters
-from stages.records import (
-    BUY,
-    INTENT_IOC,
-    INTENT_QUOTE,
-    ORD_CANCELLED,
-    ORD_FILLED,
-    ORD_PARTIAL,
-    ORD_REJECTED,
-    RISK_KELLY,
-    SELL,
-    STRAT_DIRECTIONAL,
-    STRAT_QUOTER,
-    STRAT_RISK_REDUCE,
-)
+from stages.records import (BUY, INTENT_IOC, INTENT_QUOTE, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED,
+                            RISK_KELLY, SELL, STRAT_DIRECTIONAL, STRAT_QUOTER, STRAT_RISK_REDUCE)
 from stages.universe import MAX_KEYS, instrument_key
 
 (P_THRESHOLD, P_TAKE_USD, P_QUOTE_USD, P_HALF_SPREAD_BPS, P_REQUOTE_BPS, P_SKEW_BPS, P_COOLDOWN_NS, P_QUOTING,

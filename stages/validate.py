@@ -22,19 +22,8 @@ import numpy as np
 from numba import njit
 
 from stages.counters import Counters
-from stages.records import (
-    BOOK_LEVELS,
-    EV_BBO,
-    EV_BOOK,
-    EV_BOOK_DELTA,
-    EV_FUNDING,
-    EV_LIQUIDATION,
-    EV_MARK,
-    EV_TRADE,
-    EV_UNPARSABLE,
-    F_UNSYNCED,
-    MARKET_EVENT,
-)
+from stages.records import (BOOK_LEVELS, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_MARK, EV_TRADE,
+                            EV_UNPARSABLE, F_UNSYNCED, MARKET_EVENT)
 from stages.universe import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES, instrument_key
 
 (R_UNKNOWN_INSTRUMENT, R_NAN, R_NONPOSITIVE_PRICE, R_NONPOSITIVE_SIZE, R_CROSSED_BOOK, R_OUT_OF_ORDER, R_BAD_KIND,

@@ -26,17 +26,8 @@ import os
 
 import numpy as np
 
-from pipeline.sources.csvread import (
-    FLOAT,
-    INT,
-    SKIP,
-    TEXT,
-    categorical_map,
-    message_ends,
-    read_table,
-    resolve_instruments,
-    split_header,
-)
+from pipeline.sources.csvread import (FLOAT, INT, SKIP, TEXT, categorical_map, message_ends, read_table,
+                                      resolve_instruments, split_header)
 from pipeline.sources.inputs import ParseResult, Tally, empty_records, read_input
 from pipeline.sources.pyvalues import INT64_MAX, MS_MAX
 from pipeline.sources.symbols import SymbolTable, require_venue

@@ -41,18 +41,8 @@ from pipeline.sources.inputs import ParseResult, Tally, empty_records, read_inpu
 from pipeline.sources.pyvalues import float_column, int_rows, ms_to_ns
 from pipeline.sources.symbols import SymbolTable, UnknownInstrumentError, require_venue
 from pipeline.sources.sync import mark_unsynced
-from stages.records import (
-    BUY,
-    EV_BBO,
-    EV_BOOK_DELTA,
-    EV_FUNDING,
-    EV_LIQUIDATION,
-    EV_MARK,
-    EV_TRADE,
-    F_LAST,
-    F_SNAPSHOT,
-    SELL,
-)
+from stages.records import (BUY, EV_BBO, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_MARK, EV_TRADE, F_LAST,
+                            F_SNAPSHOT, SELL)
 
 FORMAT = "binance-ws"
 BUFFER_KEEP = 512  # depth messages remembered per instrument, to fold into a snapshot received later

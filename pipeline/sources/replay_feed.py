@@ -14,16 +14,8 @@ import numpy as np
 
 from pipeline.hosting import stage_host
 from pipeline.hosting.agent import Agent, PythonFeed
-from pipeline.sources import (
-    Pacer,
-    SymbolTable,
-    UnknownFormatError,
-    UnknownInstrumentError,
-    merge,
-    parse_file,
-    refusal_markers,
-    sniff,
-)
+from pipeline.sources import (Pacer, SymbolTable, UnknownFormatError, UnknownInstrumentError, merge, parse_file,
+                              refusal_markers, sniff)
 from pipeline.sources.inputs import load
 from stages import feed
 

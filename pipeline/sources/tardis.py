@@ -32,36 +32,14 @@ import os
 
 import numpy as np
 
-from pipeline.sources.csvread import (
-    FLOAT,
-    INT,
-    OPTINT,
-    SKIP,
-    TEXT,
-    categorical_map,
-    message_ends,
-    read_table,
-    resolve_instruments,
-    split_header,
-)
+from pipeline.sources.csvread import (FLOAT, INT, OPTINT, SKIP, TEXT, categorical_map, message_ends, read_table,
+                                      resolve_instruments, split_header)
 from pipeline.sources.inputs import ParseResult, Tally, empty_records, read_input
 from pipeline.sources.pyvalues import INT64_MAX
 from pipeline.sources.symbols import SymbolTable
 from pipeline.sources.sync import mark_unsynced
-from stages.records import (
-    BOOK_LEVELS,
-    BUY,
-    EV_BBO,
-    EV_BOOK,
-    EV_BOOK_DELTA,
-    EV_FUNDING,
-    EV_LIQUIDATION,
-    EV_MARK,
-    EV_TRADE,
-    F_LAST,
-    F_SNAPSHOT,
-    SELL,
-)
+from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_MARK,
+                            EV_TRADE, F_LAST, F_SNAPSHOT, SELL)
 
 KINDS = ("incremental_book_L2", "book_snapshot", "trades", "quotes", "derivative_ticker", "liquidations")
 US_MAX = INT64_MAX // 1000

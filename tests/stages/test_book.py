@@ -17,50 +17,11 @@ from numba import njit
 
 from pipeline.sources import SymbolTable, parse_binance_ws
 from stages import book
-from stages.book import (
-    ASK,
-    BID,
-    C_BAD,
-    C_BBO_MATCHED,
-    C_BBO_MISMATCHED,
-    C_CROSSED,
-    C_OVERFLOW,
-    C_RECENTRED,
-    C_RESETS,
-    C_SNAPSHOTS,
-    C_STALE,
-    C_SYNC_LOST,
-    C_TRIMMED,
-    C_VIEWS,
-    CROSSED,
-    IGNORED,
-    OK,
-    OVERFLOW,
-    RESYNC_NEEDED,
-    S_LAST_SEQ,
-    S_LO,
-    S_N,
-    apply,
-    best,
-    is_synced,
-    key_of,
-    make_books,
-    reset,
-    top,
-)
-from stages.records import (
-    BOOK_LEVELS,
-    BUY,
-    EV_BBO,
-    EV_BOOK,
-    EV_BOOK_DELTA,
-    EV_TRADE,
-    F_LAST,
-    F_SNAPSHOT,
-    F_UNSYNCED,
-    MARKET_EVENT,
-    SELL,
-)
+from stages.book import (ASK, BID, C_BAD, C_BBO_MATCHED, C_BBO_MISMATCHED, C_CROSSED, C_OVERFLOW, C_RECENTRED, C_RESETS,
+                         C_SNAPSHOTS, C_STALE, C_SYNC_LOST, C_TRIMMED, C_VIEWS, CROSSED, IGNORED, OK, OVERFLOW,
+                         RESYNC_NEEDED, S_LAST_SEQ, S_LO, S_N, apply, best, is_synced, key_of, make_books, reset, top)
+from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_TRADE, F_LAST, F_SNAPSHOT, F_UNSYNCED,
+                            MARKET_EVENT, SELL)
 from stages.universe import MAX_SYMBOLS, instrument_key
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,19 +7,8 @@ import pytest
 from pipeline import kill_reasons
 from shm import control as cb
 from stages import execute, feature, feed, records, risk, strategy, validate
-from stages.records import (
-    BUY,
-    EV_BOOK,
-    EV_TRADE,
-    INTENT_IOC,
-    INTENT_QUOTE,
-    ORD_ACKED,
-    ORD_CANCELLED,
-    ORD_FILLED,
-    ORD_PARTIAL,
-    ORD_REJECTED,
-    SELL,
-)
+from stages.records import (BUY, EV_BOOK, EV_TRADE, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_CANCELLED, ORD_FILLED,
+                            ORD_PARTIAL, ORD_REJECTED, SELL)
 from tests.conftest import kernel_params
 
 

@@ -8,21 +8,13 @@ from hypothesis import strategies as st
 
 from shm import control as cb
 from stages import feature, records, validate
-from stages.records import (
-    BOOK_LEVELS,
-    EV_BBO,
-    EV_BOOK,
-    EV_BOOK_DELTA,
-    EV_FUNDING,
-    EV_LIQUIDATION,
-    EV_MARK,
-    EV_TRADE,
-    MARKET_EVENT,
-)
+from stages.records import (BOOK_LEVELS, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_MARK, EV_TRADE,
+                            MARKET_EVENT)
 from tests.conftest import kernel_params
 
 N_VENUES, N_SYMBOLS = 2, 3
-PARAMS = kernel_params("validate", n_venues=N_VENUES, n_symbols=N_SYMBOLS, ticks=[0.5, 0.01, 0.0], lots=[0.1, 0.0, 0.001])
+PARAMS = kernel_params("validate", n_venues=N_VENUES, n_symbols=N_SYMBOLS, ticks=[0.5, 0.01, 0.0],
+                       lots=[0.1, 0.0, 0.001])
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 awkward_floats = st.one_of(

@@ -16,20 +16,9 @@ import tty
 import pytest
 
 from pipeline.config import KillSwitchConfig
-from pipeline.safety.switch import (
-    ARM_FRAMES,
-    FRAME_ARMED,
-    FRAME_KILL,
-    FRAME_STATUS,
-    LINE_ARM_DEBOUNCE_NS,
-    STATUS_SWITCH_ARMED,
-    STATUS_TRIPPED,
-    FrameParser,
-    SwitchReader,
-    SwitchState,
-    crc8,
-    encode_frame,
-)
+from pipeline.safety.switch import (ARM_FRAMES, FRAME_ARMED, FRAME_KILL, FRAME_STATUS, LINE_ARM_DEBOUNCE_NS,
+                                    STATUS_SWITCH_ARMED, STATUS_TRIPPED, FrameParser, SwitchReader, SwitchState, crc8,
+                                    encode_frame)
 
 MS = 1_000_000
 

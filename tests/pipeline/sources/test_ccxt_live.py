@@ -15,17 +15,8 @@ import pytest
 from pipeline.sources import SymbolTable, parse_binance_ws
 from pipeline.sources.ccxt_source import CcxtSource, VenueSpec
 from stages import book
-from stages.records import (
-    BOOK_LEVELS,
-    EV_BOOK,
-    EV_BOOK_DELTA,
-    EV_FUNDING,
-    EV_MARK,
-    EV_TRADE,
-    F_LAST,
-    F_SNAPSHOT,
-    F_UNSYNCED,
-)
+from stages.records import (BOOK_LEVELS, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_MARK, EV_TRADE, F_LAST, F_SNAPSHOT,
+                            F_UNSYNCED)
 from tools.binance_loopback import Faults, LoopbackServer
 
 CAPTURES = Path(__file__).resolve().parents[2] / "data" / "binance-ws-capture"

@@ -13,34 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.sources import (
-    Pacer,
-    SymbolTable,
-    UnknownFormatError,
-    UnknownInstrumentError,
-    merge,
-    parse_binance_depth,
-    parse_binance_trades,
-    parse_binance_ws,
-    parse_file,
-    parse_tardis,
-    sniff,
-)
-from stages.records import (
-    BUY,
-    EV_BBO,
-    EV_BOOK,
-    EV_BOOK_DELTA,
-    EV_FUNDING,
-    EV_LIQUIDATION,
-    EV_MARK,
-    EV_TRADE,
-    F_LAST,
-    F_SNAPSHOT,
-    F_UNSYNCED,
-    MARKET_EVENT,
-    SELL,
-)
+from pipeline.sources import (Pacer, SymbolTable, UnknownFormatError, UnknownInstrumentError, merge,
+                              parse_binance_depth, parse_binance_trades, parse_binance_ws, parse_file, parse_tardis,
+                              sniff)
+from stages.records import (BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_LIQUIDATION, EV_MARK, EV_TRADE, F_LAST,
+                            F_SNAPSHOT, F_UNSYNCED, MARKET_EVENT, SELL)
 from tests.conftest import kernel_params
 
 DATA = Path(__file__).resolve().parents[2] / "data"

@@ -10,14 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.store import journal
-from pipeline.store.journal import (
-    HEADER_BYTES,
-    FsyncPolicy,
-    JournalError,
-    JournalLayoutError,
-    JournalReader,
-    JournalWriter,
-)
+from pipeline.store.journal import (HEADER_BYTES, FsyncPolicy, JournalError, JournalLayoutError, JournalReader,
+                                    JournalWriter)
 from stages import records
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir))
