@@ -84,7 +84,7 @@ def main(command: str, run: str, reason: str = "") -> int:
     try:
         if command == "status":
             print("\n".join(describe(block)))
-            from tools.status import supervisor_alive
+            from pipeline.status_view import supervisor_alive
             return 0 if supervisor_alive(block) else 1
         if command == "trip":
             if trip(block, reason or "operator"):
