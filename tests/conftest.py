@@ -10,6 +10,7 @@ import pytest
 
 from pipeline import names  # pipeline first: one numba cache key for the whole session (shm.jit_cache)
 from shm import segment
+from shm.control import G_TRADING_ENABLED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,3 +112,12 @@ def kernel_params(stage: str, **arguments):
     from pipeline import graph
     from pipeline.config import Config
     return graph.MODULES[stage].make_params(**{**graph.kernel_arguments(stage, Config(), live=False), **arguments})
+
+
+def kill_and_wait_for_trip(block, pid: int, timeout_s: float = 5.0) -> None:
+    """SIGKILL ``pid`` (a process of the run ``block`` controls) and wait until trading is off."""
+    import signal
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while block.globals[G_TRADING_ENABLED] and time.monotonic() < deadline:
+        time.sleep(0.001)

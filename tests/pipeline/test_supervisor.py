@@ -13,7 +13,7 @@ import pytest
 from pipeline import kill_reasons, names
 from shm import control as cb
 from shm import segment
-from tests.conftest import ROOT
+from tests.conftest import ROOT, kill_and_wait_for_trip
 
 
 def test_sigterm_stops_every_stage_cleanly_and_leaves_nothing_behind(live):
@@ -60,10 +60,7 @@ def test_a_killed_stage_disables_trading_and_the_supervisor_names_it(live, victi
         index = BY_NAME[victim].index
         pid = int(block.stages[index][cb.S_PID])
         time.sleep(0.5)
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while block.globals[cb.G_TRADING_ENABLED] and time.monotonic() < deadline:
-            time.sleep(0.001)
+        kill_and_wait_for_trip(block, pid)
         assert block.globals[cb.G_TRADING_ENABLED] == 0
         assert block.globals[cb.G_KILL_REASON] == kill_reasons.KILL_STAGE_DIED
         assert block.globals[cb.G_KILL_STAGE] == index

@@ -1,7 +1,6 @@
 """Shared threading: several njit stages in one process, chained without a ring between them."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from shm import idle as idle_strategies
 from shm import ring
 from shm.syscalls import new_timespec
 from stages import execute
-from tests.conftest import ROOT
+from tests.conftest import ROOT, kill_and_wait_for_trip
 
 GROUP = ("feed", "validate", "feature", "risk")  # the default first group: the live run compiles the same code
 EVENTS = 3000
@@ -258,10 +257,7 @@ def test_a_killed_group_process_disables_trading_as_every_members_death(live, tm
         assert _wait_for_orders(block) > 0
         pid = int(block.stages[registry.slot("strategy")][cb.S_PID])
         assert pid == int(block.stages[registry.slot("execute")][cb.S_PID])
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while block.globals[cb.G_TRADING_ENABLED] and time.monotonic() < deadline:
-            time.sleep(0.001)
+        kill_and_wait_for_trip(block, pid)
         assert block.globals[cb.G_TRADING_ENABLED] == 0
         assert block.globals[cb.G_KILL_REASON] == kill_reasons.KILL_STAGE_DIED
         assert block.globals[cb.G_KILL_STAGE] == registry.slot("strategy")  # the group's first member
