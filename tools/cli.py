@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 
 from pipeline.config import ConfigError, load
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # what the config names cannot serve (e.g. the GARCH fit, read when planning)
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (| head): nothing left to say, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
