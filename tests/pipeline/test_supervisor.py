@@ -100,6 +100,17 @@ def test_a_bad_config_names_the_key_and_starts_nothing(tmp_path):
     assert "feed.rate_eps=-5.0 is invalid" in out.stderr
 
 
+def test_a_garch_fit_the_run_cannot_use_is_exit_2_when_the_run_is_planned_and_nothing_is_created(tmp_path):
+    bad = tmp_path / "garch.toml"
+    bad.write_text(f'[risk]\ngarch_params = "{tmp_path}/missing.json"\n')  # a config check reads no file: planning does
+    name = f"g{os.getpid()}"
+    out = subprocess.run([sys.executable, "-m", "tools.cli", "run", "--config", str(bad), "--name", name], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "risk.garch_params=" in out.stdout + out.stderr and "does not exist" in out.stdout + out.stderr
+    assert not segment.list_segments(names.run_prefix(name))
+
+
 def test_a_hung_stage_trips_the_watchdog_on_its_stale_heartbeat(live, tmp_path):
     config = tmp_path / "hb.toml"
     config.write_text("[watchdog]\nheartbeat_stale_ms = 200\n")
