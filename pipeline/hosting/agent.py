@@ -80,14 +80,17 @@ def no_wait() -> Idle:
     return Idle(idle_strategies.make_params(idle_strategies.BUSY_SPIN))
 
 
-def wait_until_running(block: cb.ControlBlock, slot: np.ndarray) -> bool:
-    """Keep the heartbeat until the run runs (True) or stops, or this slot is told to stop, first (False)."""
+def wait_until_running(block: cb.ControlBlock, *slots: np.ndarray) -> bool:
+    """Keep the slots' heartbeats until the run runs (True) or stops, or one of them is told to stop, first
+    (False). Several slots: the members of a stage group, hosted by one process."""
     while True:
-        slot[cb.S_HEARTBEAT_NS] = time.time_ns()
+        now = time.time_ns()
+        for slot in slots:
+            slot[cb.S_HEARTBEAT_NS] = now
         run_state = int(block.globals[cb.G_RUN_STATE])
         if run_state == cb.RUN_RUNNING:
             return True
-        if run_state >= cb.RUN_STOPPING or slot[cb.S_STOP]:
+        if run_state >= cb.RUN_STOPPING or any(slot[cb.S_STOP] for slot in slots):
             return False
         time.sleep(0.001)
 

@@ -43,7 +43,7 @@ class Chain:
         rings = graph.rings(plan.config)
         # An input a stage is not given is an empty batch of its ring's type (market events where it has none:
         # the type every in-process host has always passed, so the cached machine code serves them all).
-        self._empty_a = {n: np.zeros(0, records.MARKET_EVENT) for n in names}
+        self._no_market = np.zeros(0, records.MARKET_EVENT)  # the feed's (absent) input
         self._empty_b = {n: np.zeros(0, rings[graph.BY_NAME[n].in_b].dtype if graph.BY_NAME[n].in_b in rings
                                      else records.MARKET_EVENT) for n in names}
 
@@ -82,7 +82,7 @@ class Chain:
         writes into ``out`` when given. ``sim_clock``: stages after the feed see the feed's clock as now (fused
         mode) instead of ``now``. Returns the last stage's count; 0 from the feed ends the market."""
         feedback = feedback or {}
-        in_a = first if first is not None else self._empty_a[self.path[0]]
+        in_a = first if first is not None else self._no_market
         for i, name in enumerate(self.path):
             in_b = feedback.get(name)
             last = i == len(self.path) - 1

@@ -17,7 +17,7 @@ import numpy as np
 from numba import literally, njit, types
 from numba.extending import overload
 
-from pipeline.hosting.duty_cycle import EXIT_BUDGET, EXIT_STOPPED, call_step, publish_all, side_tap
+from pipeline.hosting.duty_cycle import EXIT_BUDGET, EXIT_STOPPED, call_step, count_batch, publish_all, side_tap
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
@@ -123,19 +123,9 @@ def _member_impl(code, position, chained, n_chained, start_ns, in_a, scratch_a, 
                         # follows the feed, which makes at most one batch: never chunked, nothing left to step).
                         side_tap(stage_id, taps[k], states[k], step_in, out, n_out, slot)
                     done = clock_ns(timespec)
-                    slot[cb.S_IN] += n_a
-                    slot[cb.S_IN_B] += n_b
-                    slot[cb.S_OUT] += n_out
-                    slot[cb.S_BATCHES] += 1
+                    count_batch(slot, n_a, n_b, out, n_out, now, done)
                     if first and has_a:
                         slot[cb.S_QUEUE_DEPTH] = a_consumer[ring.C_CACHED_TAIL] - a_consumer[ring.C_HEAD]
-                    slot[cb.S_SERVICE_HIST + cb.bucket_of(done - now)] += 1
-                    for i in range(n_out):
-                        origin = out[i]["origin_ts"]
-                        if origin > 0:
-                            slot[cb.S_ORIGIN_HIST + cb.bucket_of(done - origin)] += 1
-                    if n_out > 0:
-                        slot[cb.S_LAST_ORIGIN_NS] = done - out[n_out - 1]["origin_ts"]
                     work += n_a + n_b + n_out
                     now = done
             # Its successors run every cycle, with or without a batch from it: they have rings of their own.

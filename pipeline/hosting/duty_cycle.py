@@ -168,8 +168,6 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
     """Run stage ``stage_id`` until stopped; returns an EXIT_* code. ``slot`` is its control-block slot."""
     literally(stage_id)
     stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
-    service_hist = slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS]
-    origin_hist = slot[cb.S_ORIGIN_HIST:cb.S_ORIGIN_HIST + cb.HIST_BUCKETS]
     a_producer, a_consumer, a_records = in_a
     b_producer, b_consumer, b_records = in_b
     limit_a = min(batch_limit, scratch_a.shape[0])
@@ -217,20 +215,25 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
             return EXIT_ABANDONED
         if has_tap:
             side_tap(stage_id, tap, state, scratch_a, scratch_out, n_out, slot)
-        done = clock_ns(timespec)
-        slot[cb.S_IN] += n_a
-        slot[cb.S_IN_B] += n_b
-        slot[cb.S_OUT] += n_out
-        slot[cb.S_BATCHES] += 1
+        count_batch(slot, n_a, n_b, scratch_out, n_out, now, clock_ns(timespec))
         if has_a:
             slot[cb.S_QUEUE_DEPTH] = a_consumer[ring.C_CACHED_TAIL] - a_consumer[ring.C_HEAD]
-        service_hist[cb.bucket_of(done - now)] += 1
-        for i in range(n_out):
-            origin = scratch_out[i]["origin_ts"]
-            if origin > 0:
-                origin_hist[cb.bucket_of(done - origin)] += 1
-        if n_out > 0:
-            slot[cb.S_LAST_ORIGIN_NS] = done - scratch_out[n_out - 1]["origin_ts"]
+
+
+@njit(cache=True)
+def count_batch(slot, n_a, n_b, out, n_out, started_ns, done_ns):
+    """A served batch into the stage's slot: in/out counts, service time, each output's age since its origin."""
+    slot[cb.S_IN] += n_a
+    slot[cb.S_IN_B] += n_b
+    slot[cb.S_OUT] += n_out
+    slot[cb.S_BATCHES] += 1
+    slot[cb.S_SERVICE_HIST + cb.bucket_of(done_ns - started_ns)] += 1
+    for i in range(n_out):
+        origin = out[i]["origin_ts"]
+        if origin > 0:
+            slot[cb.S_ORIGIN_HIST + cb.bucket_of(done_ns - origin)] += 1
+    if n_out > 0:
+        slot[cb.S_LAST_ORIGIN_NS] = done_ns - out[n_out - 1]["origin_ts"]
 
 
 def compiled_entry(stage_id: int):

@@ -9,7 +9,6 @@ each member as if it ran alone; it runs ``chained_cycle.run`` until the supervis
 from __future__ import annotations
 
 import sys
-import time
 import traceback
 from dataclasses import dataclass, replace
 
@@ -18,6 +17,7 @@ import numpy as np
 from pipeline import graph
 from pipeline.config import Config
 from pipeline.hosting import chained_cycle, topology
+from pipeline.hosting.agent import wait_until_running
 from pipeline.hosting.child import EXPECTED_FAILURES, report_failure, start
 from pipeline.hosting.stage_host import Endpoints, attach_endpoints, live_kernel
 from pipeline.plan import RunPlan
@@ -108,19 +108,6 @@ def warm(plan: RunPlan, group: tuple[str, ...]) -> None:
               idle_strategies.make_state(), 1, 1, new_timespec(), warm=True)
 
 
-def _wait_until_running(block: cb.ControlBlock, slots) -> bool:
-    while True:
-        now = time.time_ns()
-        for slot in slots:
-            slot[cb.S_HEARTBEAT_NS] = now
-        run_state = int(block.globals[cb.G_RUN_STATE])
-        if run_state == cb.RUN_RUNNING:
-            return True
-        if run_state >= cb.RUN_STOPPING or any(slot[cb.S_STOP] for slot in slots):
-            return False
-        time.sleep(0.001)
-
-
 def host_group(plan: RunPlan, specs, endpoints, block: cb.ControlBlock, slots, placement) -> None:
     config = plan.config
     built = [member_kernel(spec, plan, live=True, with_stores=True) for spec in specs]
@@ -144,7 +131,7 @@ def _run(cycle: GroupCycle, batch: int, block: cb.ControlBlock, slots, placement
     entry = chained_cycle.compiled_entry(cycle.code)  # no argument typing on every later entry
     for slot in slots:
         slot[cb.S_STATE] = cb.READY
-    if not _wait_until_running(block, slots):
+    if not wait_until_running(block, *slots):
         return
     for slot in slots:
         slot[cb.S_STATE] = cb.RUNNING
