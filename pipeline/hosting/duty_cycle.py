@@ -277,14 +277,7 @@ def wait_for_input(in_a, slot, idle_params, idle_state, max_wait_ns, timespec):
 def account(slot, n_in, n_out, out_batch, started_ns, timespec):
     """Counters and histograms for a batch served by a Python host."""
     done = clock_ns(timespec)
-    slot[cb.S_IN] += n_in
-    slot[cb.S_OUT] += n_out
-    slot[cb.S_BATCHES] += 1
-    slot[cb.S_SERVICE_HIST + cb.bucket_of(done - started_ns)] += 1
-    for i in range(n_out):
-        origin = out_batch[i]["origin_ts"]
-        if origin > 0:
-            slot[cb.S_ORIGIN_HIST + cb.bucket_of(done - origin)] += 1
+    count_batch(slot, n_in, 0, out_batch, n_out, started_ns, done)
     return done
 
 
