@@ -10,7 +10,7 @@ import numpy as np
 
 from shm.segment import layout_hash
 
-RECORDS_VERSION = 1
+RECORDS_VERSION = 2  # 2: EXEC_REPORT gained exch_ts and send_ts; REP_FUNDING; REJ_VENUE
 BOOK_LEVELS = 5
 N_FEATURES = 28
 
@@ -213,8 +213,12 @@ ORDER_INTENT = _padded([
 
 # Order.state and ExecReport.state
 ORD_NEW, ORD_ACKED, ORD_PARTIAL, ORD_FILLED, ORD_CANCELLED, ORD_REJECTED = range(1, 7)
+# Not an order state: an ExecReport with this state is a funding payment on a perpetual position (order_id 0,
+# price = funding rate, qty = position it was paid on, fee = amount paid in quote currency, negative = received).
+REP_FUNDING = 7
 ORDER_STATE_NAMES = {ORD_NEW: "new", ORD_ACKED: "acknowledged", ORD_PARTIAL: "partially filled",
-                     ORD_FILLED: "filled", ORD_CANCELLED: "cancelled", ORD_REJECTED: "rejected"}
+                     ORD_FILLED: "filled", ORD_CANCELLED: "cancelled", ORD_REJECTED: "rejected",
+                     REP_FUNDING: "funding payment"}
 
 # ExecReport.reject_reason
 REJ_TRADING_DISABLED = 1
@@ -227,10 +231,12 @@ REJ_PRICE_COLLAR = 7     # limit price too far from the reference (mid) price
 REJ_RATE_LIMIT = 8       # order rate above the token bucket
 REJ_DUPLICATE = 9        # the same order (instrument, side, price, qty) is open or was just sent
 REJ_POSITION_LIMIT = 10  # the position after a full fill (with open orders on that side) would exceed the limit
+REJ_VENUE = 11           # the venue refused it (post-only that would cross, or the latency model says rejected)
 REJ_NAMES = {REJ_TRADING_DISABLED: "trading disabled", REJ_TOO_MANY_ORDERS: "too many open orders",
              REJ_BAD_QTY: "bad quantity or price", REJ_NO_MARKET: "no market", REJ_MAX_QTY: "max order quantity",
              REJ_MAX_NOTIONAL: "max order notional", REJ_PRICE_COLLAR: "price collar", REJ_RATE_LIMIT: "rate limit",
-             REJ_DUPLICATE: "duplicate order", REJ_POSITION_LIMIT: "position limit after fill"}
+             REJ_DUPLICATE: "duplicate order", REJ_POSITION_LIMIT: "position limit after fill",
+             REJ_VENUE: "venue rejected"}
 
 ORDER = _padded([
     ("order_id", np.int64),
@@ -252,7 +258,9 @@ ORDER = _padded([
 EXEC_REPORT = _padded([
     ("origin_ts", np.int64),
     ("origin_seq", np.int64),
-    ("stage_ts", np.int64),
+    ("stage_ts", np.int64),      # local time the report was produced (a venue answer: when it arrived back)
+    ("exch_ts", np.int64),       # venue time the venue acted (ack, fill, cancel, funding); 0 = local only
+    ("send_ts", np.int64),       # local time the order (or the cancel this answers) was sent; 0 = none
     ("order_id", np.int64),
     ("venue", np.uint16),
     ("symbol", np.uint16),
