@@ -93,8 +93,10 @@ RANGES: dict[str, dict[str, Range]] = {
              "kelly_fraction": _positive(1), "kelly_payoff_ratio": _positive(1000)},
     "strategy": {"threshold": Range(0, 0.5, True, True), "take_usd": MONEY_USD, "cooldown_ms": Range(0, DAY_MS),
                  "quote_usd": MONEY_USD, "half_spread_bps": BPS, "requote_bps": BPS, "skew_bps": Range(0, 10_000)},
-    "execute": {"maker_fee_bps": Range(-100, 1000), "taker_fee_bps": Range(-100, 1000),  # negative: a rebate
-                "max_open_orders": Range(1, 256), "flatten_collar_bps": BPS, "flatten_retry_ms": _positive(60_000),
+    "venue": {"maker_fee_bps": Range(-100, 1000), "taker_fee_bps": Range(-100, 1000),  # negative: a rebate
+              "entry_latency_ms": Range(0, 60_000), "response_latency_ms": Range(0, 60_000),
+              "queue_power": _positive(100), "hold_ms": Range(0, 60_000)},
+    "execute": {"max_open_orders": Range(1, 256), "flatten_collar_bps": BPS, "flatten_retry_ms": _positive(60_000),
                 "max_order_qty": _positive(1e12), "max_order_usd": MONEY_USD, "price_collar_bps": BPS,
                 "max_orders_per_s": _positive(1e9), "order_burst": Range(1, 10 ** 9),
                 "duplicate_window_ms": Range(0, DAY_MS), "max_position_usd": MONEY_USD},
@@ -312,9 +314,7 @@ GATE_LIMITS = ("max_order_qty", "max_order_usd", "max_position_usd")  # each wit
 
 @dataclass(frozen=True)
 class ExecuteConfig:
-    venue: str = "paper"
-    maker_fee_bps: float = 1.0
-    taker_fee_bps: float = 5.0
+    venue: str = "paper"             # the venue model of [venue]
     max_open_orders: int = 64
     on_kill: str = "flatten"         # flatten (cancel all, then close positions reduce-only) | cancel_only
     flatten_collar_bps: float = 50.0  # flatten orders cross the touch by at most this
@@ -381,6 +381,59 @@ class ExecuteConfig:
         if symbol in by_symbol:
             return by_symbol[symbol], f"execute.{limit}_by_symbol"
         return getattr(self, limit), f"execute.{limit}"
+
+
+QUEUE_MODELS = ("front", "risk_averse", "power", "power2", "power3", "log", "log2")  # stages.venue.queue
+
+
+@dataclass(frozen=True)
+class VenueConfig:
+    """The venue model (stages.venue): the paper venue of a live run and the venue of a backtest."""
+    entry_latency_ms: float = 2.0     # order or cancel, sent to matched
+    response_latency_ms: float = 2.0  # venue acted to its answer back
+    latency_file: str = ""            # measured rows (request_ns, venue_ns, response_ns), CSV or .npy: overrides the
+                                      # constants; a venue time <= 0 is an order the venue rejected
+    queue_model: str = "risk_averse"  # front (no queue: trade-through) | risk_averse | power | power2 | power3 | log | log2
+    queue_power: float = 3.0          # n of the power models
+    partial_fills: bool = True        # false: a resting order fills whole or not at all (hftbacktest's no-partial)
+    funding: bool = True              # perpetual positions pay or receive funding at each funding time
+    hold_ms: float = 20.0             # live paper run: longest an order waits for its venue's next market event
+    clock_offset: str = "auto"        # auto: synthetic 0, recordings and live min(receive - venue time) | fixed: 0
+    maker_fee_bps: float = 1.0        # negative = rebate
+    taker_fee_bps: float = 5.0
+    maker_fee_bps_by_venue: tuple = ()  # "VENUE=BPS" with VENUE one of feed.venues, e.g. ["binance=-0.5"]
+    taker_fee_bps_by_venue: tuple = ()
+
+    def check(self):
+        _require(self.queue_model in QUEUE_MODELS, "venue.queue_model", self.queue_model,
+                 f"use one of {', '.join(QUEUE_MODELS)}")
+        _require(self.clock_offset in ("auto", "fixed"), "venue.clock_offset", self.clock_offset,
+                 "use 'auto' or 'fixed' (venue time is receive time)")
+        if self.latency_file:
+            _require(Path(self.latency_file).is_file(), "venue.latency_file", self.latency_file,
+                     "give an existing CSV or .npy file of (request_ns, venue_ns, response_ns) rows, or \"\"")
+        for key in ("maker_fee_bps_by_venue", "taker_fee_bps_by_venue"):
+            self.fees_by_venue(key)
+
+    def fees_by_venue(self, key: str) -> dict[str, float]:
+        """{venue name: bps} of ``venue.<key>``."""
+        found: dict[str, float] = {}
+        for entry in getattr(self, key):
+            name, sep, text = (part.strip() for part in str(entry).partition("="))
+            try:
+                value = float(text)
+            except ValueError:
+                value = float("nan")
+            _require(bool(sep and name) and RANGES["venue"]["maker_fee_bps"].contains(value), f"venue.{key}", entry,
+                     f'use "VENUE=BPS" with BPS in {RANGES["venue"]["maker_fee_bps"]} (negative = rebate)')
+            _require(name not in found, f"venue.{key}", entry, f"{name} has two entries; keep one")
+            found[name] = value
+        return found
+
+    def check_venues(self, venues: tuple) -> None:
+        for key in ("maker_fee_bps_by_venue", "taker_fee_bps_by_venue"):
+            for name in self.fees_by_venue(key):
+                _require(name in venues, f"venue.{key}", name, f"use one of feed.venues {list(venues)}")
 
 
 @dataclass(frozen=True)
@@ -582,6 +635,7 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     execute: ExecuteConfig = field(default_factory=ExecuteConfig)
+    venue: VenueConfig = field(default_factory=VenueConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     killswitch: KillSwitchConfig = field(default_factory=KillSwitchConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
@@ -596,6 +650,7 @@ class Config:
             section.check()  # its own fixes ("0 = off", powers of two) come before the generic range
             _check_ranges(section, f.name)
         self.execute.check_symbols(self.feed.symbols)
+        self.venue.check_venues(self.feed.venues)
         self.watchdog.check_endpoint(self.run.name)
         _require(not self.recorder.dsn or bool(self.journal.dir), "recorder.dsn", self.recorder.dsn,
                  "also set journal.dir (or --journal): the recorder copies the journal into the database")

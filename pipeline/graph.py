@@ -152,7 +152,8 @@ def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
     if stage == "execute":
         e = config.execute
         by_key = {limit: gate_limits_by_key(config, limit) for limit in GATE_LIMITS}
-        return dict(maker_fee_bps=e.maker_fee_bps, taker_fee_bps=e.taker_fee_bps,
+        # a run that is not live is a backtest (fused mode): its driver hands the venue the market ahead
+        return dict(venue=venue_params(config, live, lookahead=not live), event_clock=not live,
                     max_open_orders=e.max_open_orders, flatten=e.on_kill == "flatten",
                     flatten_collar_bps=e.flatten_collar_bps, flatten_retry_ms=e.flatten_retry_ms,
                     max_order_qty=e.max_order_qty, max_order_usd=e.max_order_usd,
@@ -163,6 +164,22 @@ def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
                     max_order_usd_by_key=by_key["max_order_usd"],
                     max_position_usd_by_key=by_key["max_position_usd"])
     raise KeyError(f"stage {stage!r} has no numba kernel")
+
+
+def venue_params(config: Config, live: bool, lookahead: bool) -> np.ndarray:
+    """The venue model's params (stages.venue.exchange): ``lookahead`` when a backtest driver hands the venue its
+    market ahead of the local pipeline."""
+    from stages.venue import exchange
+    v, names = config.venue, list(config.feed.venues)
+    fees = {}
+    for side in ("maker", "taker"):
+        by_name = v.fees_by_venue(f"{side}_fee_bps_by_venue")
+        fees[side] = {i: by_name.get(name, getattr(v, f"{side}_fee_bps")) for i, name in enumerate(names)}
+    offset_auto = v.clock_offset == "auto" and config.feed.source != "synthetic"
+    return exchange.make_params(entry_latency_ms=v.entry_latency_ms, response_latency_ms=v.response_latency_ms,
+                                queue_model=v.queue_model, queue_power=v.queue_power, partial_fills=v.partial_fills,
+                                funding=v.funding, hold_ms=v.hold_ms, lookahead=lookahead,
+                                offset_auto=offset_auto, maker_fee_bps=fees["maker"], taker_fee_bps=fees["taker"])
 
 
 def kernel_params(stage: str, config: Config, live: bool) -> np.ndarray:
@@ -185,6 +202,9 @@ def initial_state(stage: str, plan: RunPlan):
         return validate.make_state(plan.config.rings.batch)
     if stage == "risk":
         return risk.make_state(plan.garch_table)
+    if stage == "execute":
+        from stages.venue import exchange
+        return execute.make_state(exchange.make_state(latency_table=plan.latency_table))
     return MODULES[stage].make_state()
 
 

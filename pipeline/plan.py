@@ -36,13 +36,15 @@ class RunPlan:
     garch_table: np.ndarray          # (MAX_KEYS, 3) omega, alpha, beta per instrument key, from garch_doc
     model_path: str                  # the ONNX model inference loads (inference.model, or the shipped one)
     placements: dict[str, Placement] = field(default_factory=dict)  # empty outside a live run
+    latency_table: np.ndarray | None = None  # venue.latency_file's rows (stages.venue.latency), read once; None = constant
 
     @property
     def run(self) -> str:
         return self.config.run.name
 
     def with_placements(self, placements: dict[str, Placement]) -> RunPlan:
-        return RunPlan(self.config, self.garch_doc, self.garch_table, self.model_path, dict(placements))
+        return RunPlan(self.config, self.garch_doc, self.garch_table, self.model_path, dict(placements),
+                       self.latency_table)
 
 
 def resolve(config: Config) -> RunPlan:
@@ -54,4 +56,21 @@ def resolve(config: Config) -> RunPlan:
     except garch.GarchParamsError as exc:
         raise ConfigError(str(exc)) from None
     table = garch.key_table(doc, list(config.feed.symbols))
-    return RunPlan(config, doc, table, str(config.inference.model or inference.DEFAULT_MODEL))
+    return RunPlan(config, doc, table, str(config.inference.model or inference.DEFAULT_MODEL),
+                   latency_table=read_latency_table(config.venue.latency_file) if config.venue.latency_file else None)
+
+
+def read_latency_table(path: str) -> np.ndarray:
+    """venue.latency_file: rows of (request_ns, venue_ns, response_ns), a .npy array or a CSV (a header line of
+    names is skipped); a file that is not such a table is a config error naming the key (exit 2)."""
+    from stages.venue import latency
+    try:
+        if path.endswith(".npy"):
+            rows = np.load(path, allow_pickle=False)
+        else:
+            rows = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2,
+                              skiprows=1 if not open(path).readline().strip()[:1].lstrip("-").isdigit() else 0)
+        return latency.check_table(rows, path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"venue.latency_file={path!r} is invalid: {exc}; give rows of request_ns,venue_ns,"
+                          "response_ns (a venue time of 0 or less: rejected)") from None

@@ -543,3 +543,35 @@ def reset(books, key):
     for c in (S_SYNCED, S_LAST_SEQ, S_BRIDGE, S_RUN_OPEN, S_RUN_SNAPSHOT, S_RUN_FIRST, S_RUN_SEQ, S_RUN_SKIP):
         st[key, c] = 0
     st[key, C_RESETS] += 1
+
+
+@njit(cache=True, _nrt=False)
+def size_at(books, key, side, price):
+    """The size resting at ``price`` on ``side`` (BID or ASK); 0.0 where the book has no such level."""
+    px, st = books.px, books.state
+    if not 0 <= key < st.shape[0]:
+        return 0.0
+    lo = st[key, S_LO + side]
+    n = st[key, S_N + side]
+    at = _find(px, key, side, lo, n, 1.0 if side == BID else -1.0, price)
+    if at < lo + n and px[key, side, at] == price:
+        return books.sz[key, side, at]
+    return 0.0
+
+
+@njit(cache=True, _nrt=False)
+def level(books, key, side, j):
+    """(price, size) of the j-th best level on ``side``; (NaN, 0.0) past the side's depth."""
+    st = books.state
+    if not 0 <= key < st.shape[0] or j >= st[key, S_N + side]:
+        return np.nan, 0.0
+    at = st[key, S_LO + side] + j
+    return books.px[key, side, at], books.sz[key, side, at]
+
+
+@njit(cache=True, _nrt=False)
+def consume(books, key, side, price, qty):
+    """Take ``qty`` off the level at ``price`` (removing it when nothing is left), leaving the book's sequence
+    state alone: a simulated venue's own fills deplete its copy of the book until the market updates that level."""
+    left = size_at(books, key, side, price) - qty
+    _set_level(books.px, books.sz, books.state, key, side, price, left if left > 1e-12 * qty else 0.0)

@@ -1,16 +1,19 @@
-"""Execute stage: the paper venue, order states, and the trading gate.
+"""Execute stage: the trading gate, our side of every order, and the paper venue (stages.venue).
 
 Before every order the kernel reads ``trading_enabled`` from the control block (acquire load); when it is
 0 it cancels every open order, rejects new intents and (unless configured cancel-only) flattens every
 position with reduce-only IOC orders inside a price collar, retrying a remainder. It polls the flag even
-without input, so a kill acts within one duty cycle. The paper venue matches an order against the
-latest book of its (venue, symbol): marketable quantity fills level by level at the book's prices (taker;
-the book copy is depleted so later orders in the same window see less size), the rest rests (quotes) or
-is cancelled (IOC). Resting quotes fill as maker at their own price when a later book or trade trades
-through them. Queue position and venue latency are not modelled yet.
+without input, so a kill acts within one duty cycle.
 
-Order states: new -> acknowledged -> partially filled -> filled, or -> cancelled / rejected. Every state
-change is an execution report; fills carry fee and the position after the fill.
+Orders go to the venue model (stages.venue.exchange), which answers after its latency: an order is new when
+sent, acknowledged, partially filled, filled, cancelled or rejected as the venue's answers come back; every state
+change is an execution report (fills carry fee and the position after the fill). A quote replaces this side's
+previous quote: the new one passes the gate first (not counting the one it replaces), and only then is the old
+one cancelled, so a refused replacement leaves the old quote working. A cancel is a request: the order is open
+(and can fill) until the venue's answer arrives.
+
+Market events and intents are taken in feed-sequence order (an intent after the event that caused it). The
+clock is the wall clock live; in a backtest or fused run (``event_clock``) it is each record's own event time.
 
 The pre-trade gate (in the spirit of SEC Rule 15c3-5) checks every intent before it can become an order:
 ``trading_enabled``, quantity and price sanity, a market to price against, max quantity and notional per
@@ -27,24 +30,27 @@ from numba import njit
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages.counters import Counters
-from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_TRADE, INTENT_CANCEL_ALL, INTENT_IOC, INTENT_QUOTE,
-                            MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED, ORDER,
-                            REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES, REJ_NO_MARKET,
-                            REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
-                            REJ_TRADING_DISABLED, SELL, STRAT_FLATTEN)
+from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, INTENT_CANCEL_ALL, INTENT_IOC, INTENT_QUOTE,
+                            MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_NEW, ORD_PARTIAL, ORD_REJECTED,
+                            ORDER, REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES,
+                            REJ_NO_MARKET, REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
+                            REJ_TRADING_DISABLED, REJ_VENUE, REP_FUNDING, SELL, STRAT_FLATTEN)
 from stages.universe import MAX_KEYS, instrument_key, key_symbol, key_venue
+from stages.venue import exchange
+from stages.venue.exchange import (R_ACK, R_CANCEL_REJECTED, R_CANCELLED, R_FILL, R_FUNDING, R_REJECTED,
+                                   VI_DROPPED)
 
 MAX_ORDERS = 256
 
-(P_MAKER_FEE_BPS, P_TAKER_FEE_BPS, P_MAX_OPEN_ORDERS, P_FLATTEN, P_FLATTEN_COLLAR_BPS, P_FLATTEN_RETRY_NS,
- P_MAX_ORDER_QTY, P_MAX_ORDER_USD, P_COLLAR_BPS, P_RATE_PER_NS, P_BURST, P_DUP_WINDOW_NS,
- P_MAX_POSITION_USD) = range(13)
+(P_MAX_OPEN_ORDERS, P_FLATTEN, P_FLATTEN_COLLAR_BPS, P_FLATTEN_RETRY_NS, P_MAX_ORDER_QTY, P_MAX_ORDER_USD,
+ P_COLLAR_BPS, P_RATE_PER_NS, P_BURST, P_DUP_WINDOW_NS, P_MAX_POSITION_USD, P_EVENT_CLOCK) = range(12)
 # The gate's limits per instrument: params[P_LIMITS + key * N_LIMITS + LIMIT_*] by instrument key. make_params
 # fills every key with the global P_MAX_ORDER_QTY / _USD / P_MAX_POSITION_USD, then applies the per-instrument
 # values: one base-unit quantity cap cannot suit BTC and SOL alike.
 LIMIT_QTY, LIMIT_USD, LIMIT_POSITION_USD = range(3)
 N_LIMITS = 3
-P_LIMITS = 14
+P_LIMITS = 12
+P_VENUE = P_LIMITS + MAX_KEYS * N_LIMITS  # the venue model's params (stages.venue.exchange) from here on
 
 I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS = range(3)   # I_BUCKET_NS: event time of the last token refill (0 = full)
 GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
@@ -64,6 +70,12 @@ ST_DISABLED_REJECTS = _COUNTERS.add("disabled_rejects")
 ST_FLATTEN_ORDERS = _COUNTERS.add("flatten_orders")
 ST_LAST_CANCEL_ALL_NS = _COUNTERS.add("last_cancel_all_ns")
 ST_LAST_ORDER_NS = _COUNTERS.add("last_order_ns")
+ST_CANCEL_REQUESTS = _COUNTERS.add("cancel_requests")
+ST_CANCEL_REJECTS = _COUNTERS.add("cancel_rejects")      # the venue had no such order left (it had filled)
+ST_VENUE_REJECTS = _COUNTERS.add("venue_rejects")
+ST_FUNDING_CENTS = _COUNTERS.add("funding_cents")        # paid (negative: received)
+ST_IN_FLIGHT_DROPPED = _COUNTERS.add("venue_dropped")    # commands or answers the venue model had no room for
+ST_STRAY_ANSWERS = _COUNTERS.add("stray_answers")        # answers about an order no longer open here
 # one counter per rejection reason, REJ_* code order: stats[ST_REJ_BASE + code - 1]
 ST_REJ_BASE = _COUNTERS.add_range("rej_" + REJ_NAMES[code].replace(" ", "_") for code in sorted(REJ_NAMES))
 STATS = _COUNTERS.labels
@@ -71,21 +83,24 @@ assert sorted(REJ_NAMES) == list(range(1, len(REJ_NAMES) + 1))
 
 
 def out_capacity(batch: int) -> int:
-    # per intent: a cancel of the replaced quote, an ack, a fill per level, a cancel of the rest;
-    # per market event: one fill per resting quote of that instrument; plus a cancel-all.
-    return batch * (BOOK_LEVELS + 3) + batch * 2 + MAX_ORDERS
+    # per input record: its own report (new or rejected) and the venue's answers that come due with it (an ack, a
+    # fill per level, a cancel); plus a cancel-all's answers and the flatten orders.
+    return batch * (BOOK_LEVELS + 4) + 4 * MAX_ORDERS
 
 
-def make_params(*, maker_fee_bps: float, taker_fee_bps: float, max_open_orders: int, flatten: bool,
+def make_params(*, max_open_orders: int, flatten: bool,
                 flatten_collar_bps: float, flatten_retry_ms: float, max_order_qty: float, max_order_usd: float,
                 price_collar_bps: float, max_orders_per_s: float, order_burst: int, duplicate_window_ms: float,
-                max_position_usd: float, max_order_qty_by_key: dict | None = None,
-                max_order_usd_by_key: dict | None = None, max_position_usd_by_key: dict | None = None) -> np.ndarray:
-    """The ``*_by_key`` dicts map an instrument key (stages.universe.instrument_key) to its own limit; keys
-    without one get the global limit."""
-    scalars = [maker_fee_bps, taker_fee_bps, float(min(max_open_orders, MAX_ORDERS)), float(flatten),
+                max_position_usd: float, venue: np.ndarray, event_clock: bool,
+                max_order_qty_by_key: dict | None = None, max_order_usd_by_key: dict | None = None,
+                max_position_usd_by_key: dict | None = None) -> np.ndarray:
+    """``venue``: the venue model's params (stages.venue.exchange.make_params). The ``*_by_key`` dicts map an
+    instrument key (stages.universe.instrument_key) to its own limit; keys without one get the global limit.
+    Fees are the venue model's (per venue)."""
+    scalars = [float(min(max_open_orders, MAX_ORDERS)), float(flatten),
                flatten_collar_bps, flatten_retry_ms * 1e6, max_order_qty, max_order_usd, price_collar_bps,
-               max_orders_per_s * 1e-9, float(order_burst), duplicate_window_ms * 1e6, max_position_usd, 0.0]
+               max_orders_per_s * 1e-9, float(order_burst), duplicate_window_ms * 1e6, max_position_usd,
+               float(event_clock)]
     assert len(scalars) == P_LIMITS
     limits = np.empty((MAX_KEYS, N_LIMITS))
     limits[:, LIMIT_QTY], limits[:, LIMIT_USD], limits[:, LIMIT_POSITION_USD] = (max_order_qty, max_order_usd,
@@ -96,7 +111,8 @@ def make_params(*, maker_fee_bps: float, taker_fee_bps: float, max_open_orders: 
             if not 0 <= key < MAX_KEYS:
                 raise ValueError(f"instrument key={key} is outside 0..{MAX_KEYS - 1}")
             limits[key, column] = value
-    return np.concatenate((np.array(scalars), limits.ravel()))
+    assert len(venue) == exchange.N_PARAMS
+    return np.concatenate((np.array(scalars), limits.ravel(), venue))
 
 
 def gate_limits(params: np.ndarray, key: int) -> tuple[float, float, float]:
@@ -106,22 +122,27 @@ def gate_limits(params: np.ndarray, key: int) -> tuple[float, float, float]:
             float(params[base + LIMIT_POSITION_USD]))
 
 
-def make_state():
-    """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns, gate)."""
+def make_state(venue_state=None):
+    """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns, gate,
+    venue model state). ``venue_state``: stages.venue.exchange.make_state(...) (default: no latency table,
+    clock offsets learnt or fixed as the params say)."""
     quote_slot = np.full((MAX_KEYS, 2), -1, np.int64)
     gate = np.zeros((1 + 2 * MAX_KEYS, 3))
     gate[0, GATE_TOKENS] = -1.0  # the bucket starts full at the first order
     return (np.zeros(4, np.int64), np.zeros(MAX_KEYS, MARKET_EVENT), np.zeros(MAX_KEYS, np.int64),
             np.zeros(MAX_ORDERS, ORDER), quote_slot, np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS),
-            np.full(MAX_KEYS, -(1 << 62), np.int64), gate)
+            np.full(MAX_KEYS, -(1 << 62), np.int64), gate,
+            venue_state if venue_state is not None else exchange.make_state())
 
 
 @njit(cache=True)
-def _report(out, n, order, state_code, price, qty, fee, liquidity, position, reject, now_ns):
+def _report(out, n, order, state_code, price, qty, fee, liquidity, position, reject, now_ns, exch_ts):
     r = out[n]
     r["origin_ts"] = order["origin_ts"]
     r["origin_seq"] = order["origin_seq"]
     r["stage_ts"] = now_ns
+    r["exch_ts"] = exch_ts
+    r["send_ts"] = order["send_ts"]
     r["order_id"] = order["order_id"]
     r["venue"] = order["venue"]
     r["symbol"] = order["symbol"]
@@ -139,107 +160,139 @@ def _report(out, n, order, state_code, price, qty, fee, liquidity, position, rej
 
 
 @njit(cache=True)
-def _fill(state, params, out, n, order, price, qty, liquidity, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
-    k = instrument_key(order["venue"], order["symbol"])
-    fee_bps = params[P_MAKER_FEE_BPS] if liquidity > 0 else params[P_TAKER_FEE_BPS]
-    fee = qty * price * fee_bps * 1e-4
-    positions[k] += order["side"] * qty
-    cash[k] -= order["side"] * qty * price + fee
-    fees[k] += fee
-    order["filled"] += qty
-    done = order["qty"] - order["filled"] <= 1e-12 * order["qty"]
-    if done:
-        order["filled"] = order["qty"]
-    order["state"] = ORD_FILLED if done else ORD_PARTIAL
-    stats[ST_FILLS] += 1
-    return _report(out, n, order, order["state"], price, qty, fee, liquidity, positions[k], 0, now_ns)
-
-
-@njit(cache=True)
-def _close(state, slot, out, n, state_code, stats, now_ns, origin_ts):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
-    order = orders[slot]
-    if state_code == ORD_CANCELLED:
-        order["origin_ts"] = origin_ts
-        n = _report(out, n, order, ORD_CANCELLED, order["price"], order["qty"] - order["filled"], 0.0, 0,
-                    positions[instrument_key(order["venue"], order["symbol"])], 0, now_ns)
-        stats[ST_CANCELS] += 1
-    order["state"] = state_code
-    k = instrument_key(order["venue"], order["symbol"])
-    side_col = 0 if order["side"] == BUY else 1
-    if quote_slot[k, side_col] == slot:
-        quote_slot[k, side_col] = -1
-    order["order_id"] = 0  # free the slot
-    ints[I_OPEN] -= 1
-    return n
-
-
-@njit(cache=True)
 def _is_open(order):
     return order["order_id"] != 0
 
 
 @njit(cache=True)
-def _take(state, params, out, n, order, stats, now_ns):
-    """Match ``order`` against the book as taker, depleting the book copy."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
+def _free(state, slot):
+    """The order is done: its slot and, if it was the side's quote, the quote slot are free again."""
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    order = orders[slot]
     k = instrument_key(order["venue"], order["symbol"])
-    book = books[k]
-    for j in range(BOOK_LEVELS):
-        leaves = order["qty"] - order["filled"]
-        if leaves <= 0.0:
-            break
-        if order["side"] == BUY:
-            px = book["ask_px"][j]
-            avail = book["ask_sz"][j]
-            if px > order["price"] or avail <= 0.0:
-                break
-            q = min(leaves, avail)
-            book["ask_sz"][j] = avail - q
+    side_col = 0 if order["side"] == BUY else 1
+    if quote_slot[k, side_col] == slot:
+        quote_slot[k, side_col] = -1
+    order["order_id"] = 0
+    ints[I_OPEN] -= 1
+
+
+@njit(cache=True)
+def _request_cancel(state, params, slot, stats, now_ns):
+    """Ask the venue to cancel; the order stays open (and can fill) until the answer."""
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    order = orders[slot]
+    if order["cancel_ts"] != 0:
+        return
+    order["cancel_ts"] = now_ns
+    k = instrument_key(order["venue"], order["symbol"])
+    side_col = 0 if order["side"] == BUY else 1
+    if quote_slot[k, side_col] == slot:
+        quote_slot[k, side_col] = -1
+    exchange.cancel(vs, params[P_VENUE:], slot, order["order_id"], k, order["side"], now_ns)
+    stats[ST_CANCEL_REQUESTS] += 1
+
+
+@njit(cache=True)
+def cancel_all(state, params, stats, now_ns):
+    """Cancel every open order but execute's own flatten IOCs (they end by themselves)."""
+    orders = state[3]
+    for slot in range(orders.shape[0]):
+        if _is_open(orders[slot]) and orders[slot]["strategy"] != STRAT_FLATTEN:
+            _request_cancel(state, params, slot, stats, now_ns)
+
+
+@njit(cache=True)
+def _on_answer(state, params, a, out, n, stats, now_ns):
+    """One answer from the venue."""
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    k = a["key"]
+    if a["kind"] == R_FUNDING:
+        cash[k] -= a["fee"]
+        stats[ST_FUNDING_CENTS] += int(round(a["fee"] * 100.0))
+        r = out[n]
+        r["origin_ts"], r["origin_seq"], r["stage_ts"], r["exch_ts"], r["send_ts"] = 0, 0, now_ns, a["exch_ts"], 0
+        r["order_id"], r["venue"], r["symbol"], r["side"], r["state"] = 0, key_venue(k), key_symbol(k), 0, REP_FUNDING
+        r["liquidity"], r["strategy"], r["reject_reason"] = 0, 0, 0
+        r["price"], r["qty"], r["leaves"], r["fee"], r["position"] = a["price"], a["qty"], 0.0, a["fee"], positions[k]
+        return n + 1
+    slot = a["slot"]
+    order = orders[slot]
+    if slot < 0 or not _is_open(order) or order["order_id"] != a["order_id"]:
+        if a["kind"] == R_CANCEL_REJECTED:
+            stats[ST_CANCEL_REJECTS] += 1  # it filled (or ended) before the cancel arrived: already reported
         else:
-            px = book["bid_px"][j]
-            avail = book["bid_sz"][j]
-            if px < order["price"] or avail <= 0.0:
-                break
-            q = min(leaves, avail)
-            book["bid_sz"][j] = avail - q
-        n = _fill(state, params, out, n, order, px, q, -1, stats, now_ns)
+            stats[ST_STRAY_ANSWERS] += 1
+        return n
+    kind = a["kind"]
+    if kind == R_ACK:
+        if order["state"] == ORD_NEW:
+            order["state"] = ORD_ACKED
+        return _report(out, n, order, ORD_ACKED, order["price"], order["qty"], 0.0, 0, positions[k], 0, now_ns,
+                       a["exch_ts"])
+    if kind == R_FILL:
+        qty, price, fee = a["qty"], a["price"], a["fee"]
+        positions[k] += order["side"] * qty
+        cash[k] -= order["side"] * qty * price + fee
+        fees[k] += fee
+        order["filled"] += qty
+        done = a["leaves"] <= 0.0
+        if done:
+            order["filled"] = order["qty"]
+        order["state"] = ORD_FILLED if done else ORD_PARTIAL
+        stats[ST_FILLS] += 1
+        n = _report(out, n, order, order["state"], price, qty, fee, a["liquidity"], positions[k], 0, now_ns,
+                    a["exch_ts"])
+        if done:
+            _free(state, slot)
+        return n
+    if kind == R_CANCELLED:
+        order["state"] = ORD_CANCELLED
+        stats[ST_CANCELS] += 1
+        n = _report(out, n, order, ORD_CANCELLED, order["price"], order["qty"] - order["filled"], 0.0, 0,
+                    positions[k], 0, now_ns, a["exch_ts"])
+        _free(state, slot)
+        return n
+    if kind == R_REJECTED:
+        order["state"] = ORD_REJECTED
+        stats[ST_REJECTS] += 1
+        stats[ST_VENUE_REJECTS] += 1
+        stats[ST_REJ_BASE + REJ_VENUE - 1] += 1
+        n = _report(out, n, order, ORD_REJECTED, order["price"], order["qty"], 0.0, 0, positions[k], REJ_VENUE,
+                    now_ns, a["exch_ts"])
+        _free(state, slot)
+        return n
+    # R_CANCEL_REJECTED for an order still open here: the cancel overtook the order (latencies vary); send it again
+    stats[ST_CANCEL_REJECTS] += 1
+    order["cancel_ts"] = 0
+    _request_cancel(state, params, slot, stats, now_ns)
     return n
 
 
 @njit(cache=True)
-def _on_market(state, params, ev, out, n, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
-    k = instrument_key(ev["venue"], ev["symbol"])
-    if ev["kind"] == EV_BOOK or ev["kind"] == EV_BBO:  # a BBO matches as a one-level book
-        books[k] = ev
-        has_book[k] = 1
-    for side_col in range(2):
-        slot = quote_slot[k, side_col]
-        if slot < 0:
-            continue
-        order = orders[slot]
-        order["origin_ts"] = ev["origin_ts"]
-        order["origin_seq"] = ev["origin_seq"]
-        price = order["price"]
-        avail = 0.0
-        if ev["kind"] == EV_BOOK:
-            for j in range(BOOK_LEVELS):
-                if order["side"] == BUY and ev["ask_px"][j] <= price:
-                    avail += ev["ask_sz"][j]
-                elif order["side"] == SELL and ev["bid_px"][j] >= price:
-                    avail += ev["bid_sz"][j]
-        elif ev["kind"] == EV_TRADE:
-            if (order["side"] == BUY and ev["side"] < 0 and ev["price"] <= price) or \
-                    (order["side"] == SELL and ev["side"] > 0 and ev["price"] >= price):
-                avail = ev["size"]
-        if avail > 0.0:
-            q = min(avail, order["qty"] - order["filled"])
-            n = _fill(state, params, out, n, order, price, q, 1, stats, now_ns)
-            if order["state"] == ORD_FILLED:
-                n = _close(state, slot, out, n, ORD_FILLED, stats, now_ns, ev["origin_ts"])
+def _deliver(state, params, out, n, stats, now_ns, reserve):
+    """Run the venue up to ``now_ns`` and take in its answers due by then (as many as ``out`` has room for,
+    keeping ``reserve`` records free; the rest come with the next call)."""
+    vs = state[10]
+    exchange.advance(vs, params[P_VENUE:], now_ns, False)
+    room = out.shape[0] - reserve
+    event_clock = params[P_EVENT_CLOCK] != 0.0
+    while n < room:
+        i = exchange.next_response(vs, now_ns)
+        if i < 0:
+            break
+        a = vs[5][i]
+        n = _on_answer(state, params, a, out, n, stats, a["arrive_ts"] if event_clock else now_ns)
     return n
+
+
+@njit(cache=True)
+def _on_market(state, ev):
+    """Our view of the market: the latest book of each instrument, for the gate's mid and the flatten collar."""
+    k = instrument_key(ev["venue"], ev["symbol"])
+    if ev["kind"] == EV_BOOK or ev["kind"] == EV_BBO:
+        state[1][k] = ev
+        state[2][k] = 1
 
 
 @njit(cache=True)
@@ -256,6 +309,8 @@ def _reject(out, n, intent, reason, position, stats, now_ns):
     r["origin_ts"] = intent["origin_ts"]
     r["origin_seq"] = intent["origin_seq"]
     r["stage_ts"] = now_ns
+    r["exch_ts"] = 0
+    r["send_ts"] = 0
     r["order_id"] = 0
     r["venue"] = intent["venue"]
     r["symbol"] = intent["symbol"]
@@ -275,18 +330,9 @@ def _reject(out, n, intent, reason, position, stats, now_ns):
 
 
 @njit(cache=True)
-def cancel_all(state, out, n, stats, now_ns):
-    orders = state[3]
-    for slot in range(orders.shape[0]):
-        if _is_open(orders[slot]):
-            n = _close(state, slot, out, n, ORD_CANCELLED, stats, now_ns, 0)
-    return n
-
-
-@njit(cache=True)
-def gate_check(state, params, intent, k, now_ns):
+def gate_check(state, params, intent, k, now_ns, replaced=-1):
     """The pre-trade checks that need no order slot or token; 0 = pass, else a REJ_* code."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
     qty = intent["qty"]
     price = intent["price"]
     side = intent["side"]
@@ -302,10 +348,10 @@ def gate_check(state, params, intent, k, now_ns):
     open_same_side = 0.0
     for s in range(orders.shape[0]):
         o = orders[s]
-        if _is_open(o) and instrument_key(o["venue"], o["symbol"]) == k and o["side"] == side:
-            if o["price"] == price and o["qty"] - o["filled"] == qty:
+        if s != replaced and _is_open(o) and instrument_key(o["venue"], o["symbol"]) == k and o["side"] == side:
+            if o["cancel_ts"] == 0 and o["price"] == price and o["qty"] - o["filled"] == qty:
                 return REJ_DUPLICATE
-            open_same_side += o["qty"] - o["filled"]
+            open_same_side += o["qty"] - o["filled"]  # an order being cancelled can still fill
     if intent["kind"] == INTENT_IOC:
         last = gate[1 + 2 * k + (0 if side == BUY else 1)]
         if last[1] > 0.0 and last[0] == price and last[1] == qty and now_ns - last[2] < params[P_DUP_WINDOW_NS]:
@@ -334,23 +380,71 @@ def _spend_token(ints, gate, params, now_ns):
 
 
 @njit(cache=True)
+def _spend_token(ints, gate, params, now_ns):
+    """Token bucket in event time: refill at P_RATE_PER_NS up to P_BURST, spend one per accepted order."""
+    burst = params[P_BURST]
+    tokens = gate[0, GATE_TOKENS]
+    if tokens < 0.0:
+        tokens = burst
+    else:
+        tokens = min(burst, tokens + max(now_ns - ints[I_BUCKET_NS], 0) * params[P_RATE_PER_NS])
+    ints[I_BUCKET_NS] = now_ns
+    if tokens < 1.0:
+        gate[0, GATE_TOKENS] = tokens
+        return False
+    gate[0, GATE_TOKENS] = tokens - 1.0
+    return True
+
+
+@njit(cache=True)
+def _send(state, params, slot, intent_id, origin_ts, origin_seq, k, side, kind, strategy, price, qty, out, n,
+          position, stats, now_ns):
+    """A new order in ``slot``: reported new, sent to the venue."""
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    ints[I_NEXT_ORDER_ID] += 1
+    ints[I_OPEN] += 1
+    order = orders[slot]
+    order["order_id"] = ints[I_NEXT_ORDER_ID]
+    order["intent_id"] = intent_id
+    order["origin_ts"] = origin_ts
+    order["origin_seq"] = origin_seq
+    order["created_ts"] = now_ns
+    order["send_ts"] = now_ns
+    order["cancel_ts"] = 0
+    order["venue"] = key_venue(k)
+    order["symbol"] = key_symbol(k)
+    order["side"] = side
+    order["kind"] = kind
+    order["strategy"] = strategy
+    order["price"] = price
+    order["qty"] = qty
+    order["filled"] = 0.0
+    order["state"] = ORD_NEW
+    stats[ST_ORDERS] += 1
+    stats[ST_LAST_ORDER_NS] = now_ns  # an audit can check no order was sent after a kill
+    n = _report(out, n, order, ORD_NEW, price, qty, 0.0, 0, position, 0, now_ns, 0)
+    exchange.submit(vs, params[P_VENUE:], slot, order["order_id"], k, side, kind, price, qty, now_ns)
+    return n
+
+
+@njit(cache=True)
 def _on_intent(state, params, intent, out, n, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
     k = instrument_key(intent["venue"], intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
     if intent["kind"] == INTENT_CANCEL_ALL:
-        return cancel_all(state, out, n, stats, now_ns)
-    if intent["kind"] == INTENT_QUOTE and quote_slot[k, side_col] >= 0:
-        n = _close(state, quote_slot[k, side_col], out, n, ORD_CANCELLED, stats, now_ns, intent["origin_ts"])
-        if intent["qty"] <= 0.0:
-            return n
-    if intent["kind"] == INTENT_QUOTE and intent["qty"] <= 0.0:
+        cancel_all(state, params, stats, now_ns)
+        return n
+    replaced = quote_slot[k, side_col] if intent["kind"] == INTENT_QUOTE else -1
+    if intent["kind"] == INTENT_QUOTE and intent["qty"] <= 0.0:  # withdraw this side's quote
+        if replaced >= 0:
+            _request_cancel(state, params, replaced, stats, now_ns)
         return n
     if not (intent["qty"] > 0.0) or not (intent["price"] > 0.0):
         return _reject(out, n, intent, REJ_BAD_QTY, positions[k], stats, now_ns)
     if has_book[k] == 0:
         return _reject(out, n, intent, REJ_NO_MARKET, positions[k], stats, now_ns)
-    reason = gate_check(state, params, intent, k, now_ns)
+    reason = gate_check(state, params, intent, k, now_ns, replaced)
     if reason != 0:
         return _reject(out, n, intent, reason, positions[k], stats, now_ns)
     slot = _free_slot(orders) if ints[I_OPEN] < params[P_MAX_OPEN_ORDERS] else -1
@@ -363,43 +457,32 @@ def _on_intent(state, params, intent, out, n, stats, now_ns):
         last[0] = intent["price"]
         last[1] = intent["qty"]
         last[2] = now_ns
-    ints[I_NEXT_ORDER_ID] += 1
-    ints[I_OPEN] += 1
-    order = orders[slot]
-    order["order_id"] = ints[I_NEXT_ORDER_ID]
-    order["intent_id"] = intent["intent_id"]
-    order["origin_ts"] = intent["origin_ts"]
-    order["origin_seq"] = intent["origin_seq"]
-    order["created_ts"] = now_ns
-    order["venue"] = intent["venue"]
-    order["symbol"] = intent["symbol"]
-    order["side"] = intent["side"]
-    order["kind"] = intent["kind"]
-    order["strategy"] = intent["strategy"]
-    order["price"] = intent["price"]
-    order["qty"] = intent["qty"]
-    order["filled"] = 0.0
-    order["state"] = ORD_ACKED
-    stats[ST_ORDERS] += 1
-    stats[ST_LAST_ORDER_NS] = now_ns  # an audit can check no order was accepted after a kill
-    n = _report(out, n, order, ORD_ACKED, order["price"], order["qty"], 0.0, 0, positions[k], 0, now_ns)
-    n = _take(state, params, out, n, order, stats, now_ns)
-    if order["state"] == ORD_FILLED:
-        return _close(state, slot, out, n, ORD_FILLED, stats, now_ns, intent["origin_ts"])
-    if intent["kind"] == INTENT_IOC:
-        return _close(state, slot, out, n, ORD_CANCELLED, stats, now_ns, intent["origin_ts"])
-    quote_slot[k, side_col] = slot
+    if replaced >= 0:  # the replacement passed: only now does the old quote go
+        _request_cancel(state, params, replaced, stats, now_ns)
+    n = _send(state, params, slot, intent["intent_id"], intent["origin_ts"], intent["origin_seq"], k,
+              intent["side"], intent["kind"], intent["strategy"], intent["price"], intent["qty"], out, n,
+              positions[k], stats, now_ns)
+    if intent["kind"] == INTENT_QUOTE:
+        quote_slot[k, side_col] = slot
     return n
 
 
 @njit(cache=True)
 def flatten(state, params, out, n, stats, now_ns):
     """Reduce-only IOC orders that close every position against the book, within a price collar; a
-    remainder (thin book) is retried every P_FLATTEN_RETRY_NS. Runs only while trading is disabled."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
+    remainder (thin book) is retried every P_FLATTEN_RETRY_NS once the last one has ended. Runs only while
+    trading is disabled."""
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
     for k in range(positions.shape[0]):
         position = positions[k]
         if position == 0.0 or has_book[k] == 0 or now_ns - flatten_ns[k] < params[P_FLATTEN_RETRY_NS]:
+            continue
+        in_flight = False
+        for s in range(orders.shape[0]):
+            o = orders[s]
+            if _is_open(o) and o["strategy"] == STRAT_FLATTEN and instrument_key(o["venue"], o["symbol"]) == k:
+                in_flight = True
+        if in_flight:
             continue
         slot = _free_slot(orders)
         if slot < 0:
@@ -407,36 +490,23 @@ def flatten(state, params, out, n, stats, now_ns):
         flatten_ns[k] = now_ns
         book = books[k]
         collar = params[P_FLATTEN_COLLAR_BPS] * 1e-4
-        ints[I_NEXT_ORDER_ID] += 1
-        ints[I_OPEN] += 1
-        order = orders[slot]
-        order["order_id"] = ints[I_NEXT_ORDER_ID]
-        order["intent_id"] = 0
-        order["origin_ts"] = 0
-        order["origin_seq"] = 0
-        order["created_ts"] = now_ns
-        order["venue"] = key_venue(k)
-        order["symbol"] = key_symbol(k)
-        order["side"] = SELL if position > 0.0 else BUY
-        order["kind"] = INTENT_IOC
-        order["strategy"] = STRAT_FLATTEN
-        order["price"] = book["bid_px"][0] * (1.0 - collar) if position > 0.0 else book["ask_px"][0] * (1.0 + collar)
-        order["qty"] = abs(position)  # reduce-only: never more than the position
-        order["filled"] = 0.0
-        order["state"] = ORD_ACKED
+        price = book["bid_px"][0] * (1.0 - collar) if position > 0.0 else book["ask_px"][0] * (1.0 + collar)
         stats[ST_FLATTEN_ORDERS] += 1
-        n = _report(out, n, order, ORD_ACKED, order["price"], order["qty"], 0.0, 0, position, 0, now_ns)
-        n = _take(state, params, out, n, order, stats, now_ns)
-        n = _close(state, slot, out, n, ORD_FILLED if order["state"] == ORD_FILLED else ORD_CANCELLED, stats,
-                   now_ns, 0)
+        # reduce-only: never more than the position
+        n = _send(state, params, slot, 0, 0, 0, k, SELL if position > 0.0 else BUY, INTENT_IOC, STRAT_FLATTEN,
+                  price, abs(position), out, n, position, stats, now_ns)
     return n
 
 
 @njit(cache=True)
 def _on_disabled(state, params, out, n, stats, now_ns):
-    ints = state[0]
-    if ints[I_OPEN] > 0:
-        n = cancel_all(state, out, n, stats, now_ns)
+    orders = state[3]
+    pending = False
+    for slot in range(orders.shape[0]):
+        if _is_open(orders[slot]) and orders[slot]["cancel_ts"] == 0 and orders[slot]["strategy"] != STRAT_FLATTEN:
+            pending = True
+    if pending:
+        cancel_all(state, params, stats, now_ns)
         stats[ST_LAST_CANCEL_ALL_NS] = now_ns
     if params[P_FLATTEN] != 0.0:
         n = flatten(state, params, out, n, stats, now_ns)
@@ -445,7 +515,7 @@ def _on_disabled(state, params, out, n, stats, now_ns):
 
 @njit(cache=True)
 def _publish_stats(state, stats):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
     gross = 0.0
     pnl = 0.0
     for k in range(positions.shape[0]):
@@ -457,27 +527,73 @@ def _publish_stats(state, stats):
     stats[ST_GROSS_USD] = int(gross)
     stats[ST_PNL_CENTS] = int(round(pnl * 100.0))
     stats[ST_FEES_CENTS] = int(round(fees.sum() * 100.0))
+    vints = vs[0]
+    stats[ST_IN_FLIGHT_DROPPED] = vints[VI_DROPPED]
 
 
 @njit(cache=True)
 def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
-    """in_a: order intents; in_b: validated market events. Market first: intents react to earlier books."""
+    """in_a: order intents; in_b: validated market events, merged in feed-sequence order (an intent after the
+    event it answers). Without the backtest's lookahead, each market event is also handed to the venue here."""
+    vs = state[10]
+    vparams = params[P_VENUE:]
+    event_clock = params[P_EVENT_CLOCK] != 0.0
+    lookahead = vparams[exchange.V_LOOKAHEAD] != 0.0
+    reserve = n_a + MAX_ORDERS + 8  # room for the intents' own reports, a cancel-all's and flatten's
     n = 0
-    for i in range(n_b):
-        n = _on_market(state, params, in_b[i], out, n, stats, now_ns)
-    stats[ST_MARKET] += n_b
-    for i in range(n_a):
+    i = 0
+    j = 0
+    t = now_ns
+    while i < n_a or j < n_b:
+        if j < n_b and (i >= n_a or in_b[j]["origin_seq"] <= in_a[i]["origin_seq"]):
+            ev = in_b[j]
+            if event_clock:
+                t = ev["origin_ts"]
+            if not lookahead:
+                if not exchange.push_market(vs, vparams, ev):
+                    n = _deliver(state, params, out, n, stats, t, reserve)
+                    exchange.push_market(vs, vparams, ev)
+            n = _deliver(state, params, out, n, stats, t, reserve)
+            _on_market(state, ev)
+            j += 1
+            continue
+        intent = in_a[i]
+        if event_clock:
+            t = intent["origin_ts"]
+        n = _deliver(state, params, out, n, stats, t, reserve)
         stats[ST_INTENTS] += 1
         # The gate: checked before every order, not once per batch.
         if load_acquire(ctl, G_TRADING_ENABLED) == 0:
-            n = _on_disabled(state, params, out, n, stats, now_ns)
-            k = instrument_key(in_a[i]["venue"], in_a[i]["symbol"])
-            n = _reject(out, n, in_a[i], REJ_TRADING_DISABLED, state[5][k], stats, now_ns)
+            n = _on_disabled(state, params, out, n, stats, t)
+            k = instrument_key(intent["venue"], intent["symbol"])
+            n = _reject(out, n, intent, REJ_TRADING_DISABLED, state[5][k], stats, t)
             stats[ST_DISABLED_REJECTS] += 1
-            continue
-        n = _on_intent(state, params, in_a[i], out, n, stats, now_ns)
+        else:
+            n = _on_intent(state, params, intent, out, n, stats, t)
+        i += 1
+        reserve -= 1
+    stats[ST_MARKET] += n_b
+    if not event_clock:
+        t = now_ns
     if load_acquire(ctl, G_TRADING_ENABLED) == 0:
-        n = _on_disabled(state, params, out, n, stats, now_ns)
+        n = _on_disabled(state, params, out, n, stats, t)
+    n = _deliver(state, params, out, n, stats, t, MAX_ORDERS)
     if n > 0 or n_a + n_b > 0:
         _publish_stats(state, stats)
+    return n
+
+
+@njit(cache=True)
+def finish(state, params, stats, out, now_ns):
+    """The market has ended (a backtest): every command in flight reaches the venue and every answer comes back.
+    Returns the reports written to ``out``."""
+    vs = state[10]
+    exchange.advance(vs, params[P_VENUE:], now_ns, True)
+    n = 0
+    while n < out.shape[0]:
+        i = exchange.next_response(vs, np.int64(1) << np.int64(62))
+        if i < 0:
+            break
+        a = vs[5][i]
+        n = _on_answer(state, params, a, out, n, stats, a["arrive_ts"])
     return n

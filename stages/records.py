@@ -253,6 +253,8 @@ ORDER = _padded([
     ("price", np.float64),
     ("qty", np.float64),
     ("filled", np.float64),
+    ("send_ts", np.int64),       # local time the order was sent to the venue
+    ("cancel_ts", np.int64),     # local time a cancel was sent; 0 = none in flight
 ])
 
 EXEC_REPORT = _padded([

@@ -121,3 +121,13 @@ def kill_and_wait_for_trip(block, pid: int, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while block.globals[G_TRADING_ENABLED] and time.monotonic() < deadline:
         time.sleep(0.001)
+
+
+def instant_venue(**venue):
+    """The venue model's params with no latency (and ``venue`` overrides of the [venue] keys): a kernel test's
+    orders are answered within the step that sent them."""
+    from pipeline import graph
+    from pipeline.config import Config
+    config = Config().with_overrides(venue={"entry_latency_ms": 0.0, "response_latency_ms": 0.0, "hold_ms": 0.0,
+                                            **venue})
+    return graph.venue_params(config, live=True, lookahead=False)

@@ -1,12 +1,15 @@
-"""Fused mode: every kernel in one process, in pipeline order, on the synthetic clock. Deterministic.
+"""Fused mode: every kernel in one process, in pipeline order, on event time. Deterministic.
 
 The same kernels as live mode, called batch by batch: feed -> validate -> feature -> risk -> inference ->
 strategy -> execute. Execution reports of one batch reach risk and strategy with the next batch (as the
-feedback rings deliver them later in live mode). Execute sees market events only up to the event that
-caused each intent, so a fused run never fills against a book its strategy had not seen yet.
+feedback rings deliver them later in live mode). Execute takes market events and intents in feed-sequence
+order, so an order never meets a book its strategy had not seen yet; the venue model (stages.venue) is handed
+the validated market ahead of the local stages, so it matches each order against the book as it stood at the
+order's arrival at the venue, after the configured latency.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,6 +21,10 @@ from pipeline.config import Config
 from pipeline.hosting.chain import Chain
 from pipeline.plan import resolve
 from stages import records, validate
+
+_LOCAL = ("feature", "risk", "inference", "strategy", "execute")  # stepped batch by batch behind the venue's market
+DEFAULT_HORIZON_NS = 1_000_000_000  # the venue's market runs this far ahead: more than any feed delay seen
+VENUE_MARKET_CAPACITY = 1 << 17
 
 
 class Journal(Protocol):
@@ -42,71 +49,100 @@ class FusedResult:
 
 def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
               market_source: Iterator[np.ndarray] | None = None, journal: Journal | None = None,
-              feature_sink: Callable[[np.ndarray], None] | None = None) -> FusedResult:
+              feature_sink: Callable[[np.ndarray], None] | None = None, offsets_ns: dict | None = None,
+              horizon_ns: int = DEFAULT_HORIZON_NS) -> FusedResult:
     """Run every kernel in order. The market comes from the synthetic feed (``n_events`` of it) or, for a
     replay, from ``market_source`` (batches of MARKET_EVENT, e.g. a journal); the synthetic clock is the
     events' own ``origin_ts``. With ``journal``, raw market events, intents and reports are recorded;
-    ``feature_sink`` gets each batch's feature vectors (a view, overwritten by the next batch)."""
-    from stages import inference
+    ``feature_sink`` gets each batch's feature vectors (a view, overwritten by the next batch).
+
+    The venue model sees the validated market ``horizon_ns`` of event time ahead of the local stages (at least
+    the feed's largest delay, so the venue's book at any order's arrival is complete); ``offsets_ns`` fixes each
+    venue's clock offset (a recording's: stages.venue.exchange.offsets_from), else the plan's rule holds."""
+    from stages import execute, inference
+    from stages.venue import exchange
 
     if market_source is None and n_events <= 0:
         raise ValueError("give n_events > 0 for the synthetic feed, or a market_source")
     plan = resolve(config.with_overrides(feed={"max_events": n_events}))
     model = inference.OnnxModel.load(model_path or plan.model_path)
-    upstream = ("validate", "feature", "risk", "inference", "strategy")
-    chain = Chain(plan, upstream if market_source is not None else ("feed",) + upstream, also=("execute",),
-                  predict=model.predict)
+    synthetic = market_source is None
+    chain = Chain(plan, ("feed", "validate") if synthetic else ("validate",), also=_LOCAL, predict=model.predict)
+    step, params, _ = chain.kernels["execute"]
+    if offsets_ns is not None:
+        params = params.copy()
+        params[execute.P_VENUE + exchange.V_OFFSET_AUTO] = 0.0
+    venue_state = exchange.make_state(VENUE_MARKET_CAPACITY, plan.latency_table, offsets_ns)
+    state = execute.make_state(venue_state)
+    chain.kernels["execute"] = (step, params, state)
+    venue_params = params[execute.P_VENUE:]
     refused = np.zeros(plan.config.rings.batch, records.MARKET_EVENT)
     pending = np.zeros(0, records.EXEC_REPORT)
     all_reports, all_intents = [], []
-    fed = 0  # a replay's market, counted as the feed's output
-
+    ahead: deque[np.ndarray] = deque()  # validated batches the venue has, the local stages not yet
+    fed, ended, now = 0, False, 0
     replay = _rebatch(market_source, plan.config.rings.batch) if market_source is not None else None
-    while True:
+    reports_out = chain.out["execute"]
+
+    def validated_batch() -> np.ndarray | None:
+        nonlocal fed
         if replay is None:
-            now = chain.sim_ns()
-            n_int = chain.run(None, 0, now, feedback={"risk": pending, "strategy": pending}, sim_clock=True)
-            if chain.n["feed"] == 0:
-                break
-            now = chain.sim_ns()
+            if chain.run(None, 0, chain.sim_ns(), sim_clock=True) == 0 and chain.n["feed"] == 0:
+                return None
             market = chain.out["feed"][:chain.n["feed"]]
         else:
             market = next(replay, None)
             if market is None or len(market) == 0:
-                break
+                return None
             fed += len(market)
-            now = int(market["origin_ts"][-1])
-            n_int = chain.run(market, len(market), now, feedback={"risk": pending, "strategy": pending})
+            chain.run(market, len(market), int(market["origin_ts"][-1]))
         if journal is not None:
             journal.market.append(market)
             n_bad, _ = validate.take_quarantined(chain.state("validate"), refused)
             journal.quarantine.append(refused[:n_bad])
+        return chain.out["validate"][:chain.n["validate"]].copy()
+
+    while True:
+        # The venue's market runs ahead of the local stages by the horizon (or to the end of the market).
+        while not ended and (not ahead or _last_ts(ahead[-1]) < _last_ts(ahead[0]) + horizon_ns):
+            valid = validated_batch()
+            if valid is None:
+                ended = True
+                break
+            if len(valid) == 0:  # every event of the batch quarantined
+                continue
+            if exchange.market_room(venue_state) < len(valid):
+                ahead.append(valid)
+                break
+            exchange.push_batch(venue_state, venue_params, valid, len(valid))
+            ahead.append(valid)
+        if not ahead:
+            break
+        valid = ahead.popleft()
+        now = _last_ts(valid, now)
+        n_int = chain.step("feature", valid, len(valid), None, 0, now)
+        for name, before in (("risk", "feature"), ("inference", "risk"), ("strategy", "inference")):
+            feedback = pending if name in ("risk", "strategy") else None
+            n_int = chain.step(name, chain.out[before], chain.n[before], feedback,
+                               0 if feedback is None else len(feedback), now)
         if feature_sink is not None:
             feature_sink(chain.out["feature"][:chain.n["feature"]])
-        valid, intents = chain.out["validate"][:chain.n["validate"]], chain.out["strategy"]
-        reports = chain.out["execute"]
-        # Execute: market events up to each intent's origin, then that intent.
-        given = 0
-        produced = []
-        seqs = valid["origin_seq"]
-        i = 0
-        while i < n_int:
-            j = i
-            while j < n_int and intents[j]["origin_seq"] == intents[i]["origin_seq"]:
-                j += 1
-            upto = int(np.searchsorted(seqs, intents[i]["origin_seq"], side="right"))
-            k = chain.step("execute", intents[i:j], j - i, valid[given:upto], upto - given, now)
-            produced.append(reports[:k].copy())
-            given = max(given, upto)
-            i = j
-        k = chain.step("execute", intents[:0], 0, valid[given:], len(valid) - given, now)
-        produced.append(reports[:k].copy())
-        pending = np.concatenate(produced)
+        intents = chain.out["strategy"]
+        k = chain.step("execute", intents, n_int, valid, len(valid), now)
+        pending = reports_out[:k].copy()
         all_reports.append(pending)
         all_intents.append(intents[:n_int].copy())
         if journal is not None:
             journal.intents.append(intents[:n_int])
             journal.reports.append(pending)
+    # The market has ended: orders still in flight reach the venue and their answers come back.
+    stats = chain.stats("execute")
+    k = execute.finish(state, params, stats, reports_out, now)
+    if k:
+        all_reports.append(reports_out[:k].copy())
+        chain.counts["execute"][1] += k
+        if journal is not None:
+            journal.reports.append(reports_out[:k])
 
     counters = chain.counters()
     if "feed" not in counters:
@@ -116,6 +152,10 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
     return FusedResult(np.concatenate(all_reports) if all_reports else np.zeros(0, records.EXEC_REPORT),
                        np.concatenate(all_intents) if all_intents else np.zeros(0, records.ORDER_INTENT),
                        counters, quarantine[:kept].copy())
+
+
+def _last_ts(batch: np.ndarray, default: int = 0) -> int:
+    return int(batch["origin_ts"][-1]) if len(batch) else default
 
 
 def _rebatch(source: Iterator[np.ndarray], batch: int) -> Iterator[np.ndarray]:

@@ -7,9 +7,9 @@ from pipeline import graph, kill_reasons
 from pipeline.config import Config, ConfigError, from_dict
 from shm import control as cb
 from stages import execute, records
-from stages.records import BUY, EV_BOOK, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_REJECTED, SELL
+from stages.records import BUY, EV_BOOK, INTENT_IOC, INTENT_QUOTE, ORD_NEW, ORD_REJECTED, SELL
 from stages.universe import MAX_KEYS, instrument_key
-from tests.conftest import kernel_params
+from tests.conftest import instant_venue, kernel_params
 
 MS = 1_000_000
 
@@ -35,7 +35,7 @@ def intent(kind, side, price, qty, intent_id=1, symbol=0, venue=0):
 class Gate:
     def __init__(self, **limits):
         self.state = execute.make_state()
-        self.params = kernel_params("execute", maker_fee_bps=1.0, taker_fee_bps=5.0, max_open_orders=64, **limits)
+        self.params = kernel_params("execute", venue=instant_venue(), event_clock=False, max_open_orders=64, **limits)
         self.ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
         self.ctl[cb.G_TRADING_ENABLED] = 1
         self.stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
@@ -74,19 +74,19 @@ def test_the_stats_name_one_counter_per_rejection_reason():
 def test_max_order_quantity():
     g = Gate(max_order_qty=2.0)
     assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 2.5)]), records.REJ_MAX_QTY)
-    assert g.send([intent(INTENT_IOC, BUY, 100.5, 2.0)])[0]["state"] == ORD_ACKED
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 2.0)])[0]["state"] == ORD_NEW
     assert g.stats[execute.ST_ORDERS] == 1 and g.stats[execute.ST_REJECTS] == 1
 
 
 def test_max_order_notional():
     g = Gate(max_order_usd=150.0)
     assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 1.5)]), records.REJ_MAX_NOTIONAL)  # $150.75
-    assert g.send([intent(INTENT_IOC, BUY, 100.5, 1.4)])[0]["state"] == ORD_ACKED
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 1.4)])[0]["state"] == ORD_NEW
     assert g.position == pytest.approx(1.4)
 
 
 def acked(reports):
-    return len(reports) >= 1 and reports[0]["state"] == ORD_ACKED
+    return len(reports) >= 1 and reports[0]["state"] == ORD_NEW
 
 
 # Venue 0: symbol 0 and symbol 2 have limits of their own, symbol 3 has none (the global limit applies).
@@ -147,28 +147,28 @@ def test_a_per_symbol_limit_is_for_its_venue_and_symbol_only():
 def test_price_collar_around_the_mid(side, price):
     g = Gate(price_collar_bps=50.0)  # mid 100.25: 50 bps = 0.50
     assert_rejected(g, g.send([intent(INTENT_QUOTE, side, price, 1.0)]), records.REJ_PRICE_COLLAR)
-    assert g.send([intent(INTENT_QUOTE, side, 100.25 - side * 0.5, 1.0)])[0]["state"] == ORD_ACKED
+    assert g.send([intent(INTENT_QUOTE, side, 100.25 - side * 0.5, 1.0)])[0]["state"] == ORD_NEW
 
 
 def test_order_rate_token_bucket_refills_in_event_time_and_rejections_spend_no_token():
     g = Gate(max_orders_per_s=10.0, order_burst=2, max_order_qty=5.0)
     t = 1_000 * MS
-    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.1)], now_ns=t)[0]["state"] == ORD_ACKED
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.1)], now_ns=t)[0]["state"] == ORD_NEW
     assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 9.0)], now_ns=t), records.REJ_MAX_QTY)
-    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.2)], now_ns=t)[0]["state"] == ORD_ACKED
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.2)], now_ns=t)[0]["state"] == ORD_NEW
     assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 0.3)], now_ns=t + 50 * MS), records.REJ_RATE_LIMIT)
-    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.3)], now_ns=t + 100 * MS)[0]["state"] == ORD_ACKED
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.3)], now_ns=t + 100 * MS)[0]["state"] == ORD_NEW
     assert g.rejected(records.REJ_RATE_LIMIT) == 1 and g.stats[execute.ST_ORDERS] == 3
 
 
 def test_duplicates_an_identical_ioc_within_the_window_or_an_identical_open_order():
     g = Gate(duplicate_window_ms=10.0)
     t = 1_000 * MS
-    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.5)], now_ns=t)[0]["state"] == ORD_ACKED
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.5)], now_ns=t)[0]["state"] == ORD_NEW
     assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 0.5)], now_ns=t + 9 * MS), records.REJ_DUPLICATE)
-    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.6)], now_ns=t + 9 * MS)[0]["state"] == ORD_ACKED  # other qty
-    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.5)], now_ns=t + 10 * MS)[0]["state"] == ORD_ACKED
-    assert g.send([intent(INTENT_QUOTE, SELL, 101.0, 1.0)], now_ns=t + 20 * MS)[0]["state"] == ORD_ACKED
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.6)], now_ns=t + 9 * MS)[0]["state"] == ORD_NEW  # other qty
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 0.5)], now_ns=t + 10 * MS)[0]["state"] == ORD_NEW
+    assert g.send([intent(INTENT_QUOTE, SELL, 101.0, 1.0)], now_ns=t + 20 * MS)[0]["state"] == ORD_NEW
     # an IOC identical to the resting quote (same side, price and open quantity)
     assert_rejected(g, g.send([intent(INTENT_IOC, SELL, 101.0, 1.0)], now_ns=t + 40 * MS), records.REJ_DUPLICATE)
     assert g.rejected(records.REJ_DUPLICATE) == 2
@@ -176,14 +176,14 @@ def test_duplicates_an_identical_ioc_within_the_window_or_an_identical_open_orde
 
 def test_position_limit_after_a_full_fill_counts_open_orders_and_always_lets_reductions_through():
     g = Gate(max_position_usd=250.0)  # mid 100.25: 2.49 units
-    assert g.send([intent(INTENT_IOC, BUY, 100.5, 1.0)])[0]["state"] == ORD_ACKED
-    assert g.send([intent(INTENT_QUOTE, BUY, 99.5, 1.0)])[0]["state"] == ORD_ACKED  # long 1 + 1 open = 2
+    assert g.send([intent(INTENT_IOC, BUY, 100.5, 1.0)])[0]["state"] == ORD_NEW
+    assert g.send([intent(INTENT_QUOTE, BUY, 99.5, 1.0)])[0]["state"] == ORD_NEW  # long 1 + 1 open = 2
     assert_rejected(g, g.send([intent(INTENT_IOC, BUY, 100.5, 0.5, intent_id=3)]), records.REJ_POSITION_LIMIT)
     assert g.position == pytest.approx(1.0)
-    assert g.send([intent(INTENT_IOC, SELL, 100.0, 0.5)])[0]["state"] == ORD_ACKED  # reduces: passes
+    assert g.send([intent(INTENT_IOC, SELL, 100.0, 0.5)])[0]["state"] == ORD_NEW  # reduces: passes
     g2 = Gate(max_position_usd=50.0)
     g2.state[5][0] = 3.0  # already long beyond the limit (e.g. limit lowered): selling still passes
-    assert g2.send([intent(INTENT_IOC, SELL, 100.0, 1.0)])[0]["state"] == ORD_ACKED
+    assert g2.send([intent(INTENT_IOC, SELL, 100.0, 1.0)])[0]["state"] == ORD_NEW
     assert_rejected(g2, g2.send([intent(INTENT_IOC, SELL, 100.0, 5.0)]), records.REJ_POSITION_LIMIT)  # flips to -3
 
 

@@ -7,9 +7,9 @@ import pytest
 from pipeline import kill_reasons
 from shm import control as cb
 from stages import execute, feature, feed, records, risk, strategy, validate
-from stages.records import (BUY, EV_BOOK, EV_TRADE, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_CANCELLED, ORD_FILLED,
+from stages.records import (BUY, EV_BOOK, EV_TRADE, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_CANCELLED, ORD_NEW, ORD_FILLED,
                             ORD_PARTIAL, ORD_REJECTED, SELL)
-from tests.conftest import kernel_params
+from tests.conftest import instant_venue, kernel_params
 
 
 def book(venue=0, symbol=0, seq=1, bid=100.0, ask=100.5, size=2.0, tick=0.5):
@@ -140,20 +140,20 @@ def test_feature_values_match_a_plain_computation():
 class Venue:
     """The execute kernel with its state, driven record by record."""
 
-    def __init__(self, max_open=64):
+    def __init__(self, max_open=64, **venue):
         self.state = execute.make_state()
-        self.params = kernel_params("execute", maker_fee_bps=1.0, taker_fee_bps=5.0, max_open_orders=max_open,
+        self.params = kernel_params("execute", venue=instant_venue(**venue), event_clock=False, max_open_orders=max_open,
                                     flatten=True, price_collar_bps=500.0)  # books here are 50 bps wide
         self.ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
         self.ctl[cb.G_TRADING_ENABLED] = 1
         self.stats = np.zeros(cb.CUSTOM_WORDS, np.int64)
         self.out = np.zeros(execute.out_capacity(16), records.EXEC_REPORT)
 
-    def send(self, intents=(), market=()):
+    def send(self, intents=(), market=(), now_ns=2_000_000_000):  # the wall clock: after every event here
         intents = np.array(list(intents), records.ORDER_INTENT)
         market = np.array(list(market), records.MARKET_EVENT)
         n = execute.step(intents, len(intents), market, len(market), self.state, self.params, self.ctl,
-                         self.stats, self.out, 0)
+                         self.stats, self.out, now_ns)
         return self.out[:n].copy()
 
 
@@ -168,7 +168,7 @@ def test_ioc_fills_level_by_level_at_the_book_and_cancels_the_rest():
     v = Venue()
     v.send(market=[book(size=1.0)])  # asks 100.5, 101.0, ...
     reports = v.send([intent(INTENT_IOC, BUY, 101.0, 2.5)])
-    assert list(reports["state"]) == [ORD_ACKED, ORD_PARTIAL, ORD_PARTIAL, ORD_CANCELLED]
+    assert list(reports["state"]) == [ORD_NEW, ORD_ACKED, ORD_PARTIAL, ORD_PARTIAL, ORD_CANCELLED]
     fills = reports[reports["liquidity"] != 0]
     assert list(fills["price"]) == [100.5, 101.0]
     assert list(fills["qty"]) == [1.0, 1.0]
@@ -178,10 +178,10 @@ def test_ioc_fills_level_by_level_at_the_book_and_cancels_the_rest():
 
 
 def test_resting_quote_fills_as_maker_when_a_trade_goes_through_it():
-    v = Venue()
+    v = Venue(queue_model="front")  # first in its level's queue: a trade at its price fills it
     v.send(market=[book()])
     acked = v.send([intent(INTENT_QUOTE, BUY, 99.0, 1.0)])
-    assert list(acked["state"]) == [ORD_ACKED]
+    assert list(acked["state"]) == [ORD_NEW, ORD_ACKED]
     assert len(v.send(market=[trade(seq=2, price=99.5, size=5.0)])) == 0  # above our bid: no fill
     reports = v.send(market=[trade(seq=3, price=99.0, size=0.4)])
     assert reports[0]["state"] == ORD_PARTIAL and reports[0]["liquidity"] == 1 and reports[0]["qty"] == 0.4
@@ -195,8 +195,8 @@ def test_a_new_quote_replaces_the_old_one_on_the_same_side():
     v.send(market=[book()])
     first = v.send([intent(INTENT_QUOTE, SELL, 102.0, 1.0)])
     reports = v.send([intent(INTENT_QUOTE, SELL, 103.0, 1.0, intent_id=2)])
-    assert list(reports["state"]) == [ORD_CANCELLED, ORD_ACKED]
-    assert reports[0]["order_id"] == first[0]["order_id"]
+    assert list(reports["state"]) == [ORD_NEW, ORD_CANCELLED, ORD_ACKED]  # the new one passed the gate first
+    assert reports[1]["order_id"] == first[0]["order_id"] and reports[2]["order_id"] == reports[0]["order_id"]
     assert v.stats[execute.ST_OPEN] == 1
 
 
@@ -315,7 +315,7 @@ def test_synthetic_arrivals_are_bursty_at_the_configured_mean_rate():
 @pytest.mark.parametrize("flatten", [True, False])
 def test_a_kill_flattens_positions_reduce_only_unless_cancel_only(flatten):
     v = Venue()
-    v.params = kernel_params("execute", maker_fee_bps=1.0, taker_fee_bps=5.0, max_open_orders=64, flatten=flatten,
+    v.params = kernel_params("execute", venue=instant_venue(), event_clock=False, max_open_orders=64, flatten=flatten,
                              flatten_collar_bps=50.0, price_collar_bps=500.0)
     v.send(market=[book(size=1.0)])
     v.send([intent(INTENT_IOC, BUY, 101.0, 1.5)])  # long 1.5
