@@ -160,7 +160,7 @@ class StatusView:
             if rejected:
                 lines.append("rejected by the gate: " + ", ".join(f"{k.replace('_', ' ')} {v:,}"
                                                                    for k, v in rejected.items()))
-            lines.append("tick-to-order latency (market event received -> execution report): "
+            lines.append("tick-to-order latency (market event received -> order sent or refused): "
                          f"p50 {_us(cb.percentile_ns(tick, 0.5))} p99 {_us(cb.percentile_ns(tick, 0.99))} "
                          f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")
             lines.append(self.residual(ex))

@@ -220,6 +220,18 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
             slot[cb.S_QUEUE_DEPTH] = a_consumer[ring.C_CACHED_TAIL] - a_consumer[ring.C_HEAD]
 
 
+def measures_the_pipeline(record):
+    """Whether a record's age since its origin is the pipeline's own latency: an execution report the venue
+    sent back (exch_ts set) also holds the venue's simulated or real latency, so it is not counted."""
+
+
+@overload(measures_the_pipeline)
+def _measures_the_pipeline(record):
+    if "send_ts" in record.fields:  # an execution report
+        return lambda record: record["exch_ts"] == 0
+    return lambda record: True
+
+
 @njit(cache=True)
 def count_batch(slot, n_a, n_b, out, n_out, started_ns, done_ns):
     """A served batch into the stage's slot: in/out counts, service time, each output's age since its origin."""
@@ -230,7 +242,7 @@ def count_batch(slot, n_a, n_b, out, n_out, started_ns, done_ns):
     slot[cb.S_SERVICE_HIST + cb.bucket_of(done_ns - started_ns)] += 1
     for i in range(n_out):
         origin = out[i]["origin_ts"]
-        if origin > 0:
+        if origin > 0 and measures_the_pipeline(out[i]):
             slot[cb.S_ORIGIN_HIST + cb.bucket_of(done_ns - origin)] += 1
     if n_out > 0:
         slot[cb.S_LAST_ORIGIN_NS] = done_ns - out[n_out - 1]["origin_ts"]
