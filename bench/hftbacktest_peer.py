@@ -2,8 +2,8 @@
 converter and exchange models, with a fixed quoting strategy, so our venue model can be compared with it.
 
 The strategy, in hftbacktest's local time (the converter's shifted host clock, see ``Converted``): at every
-absolute multiple of ``interval_ms`` (``t % interval == 0``, not hftbacktest's usual ``t0 + k*interval``) it
-reads the local book after every row with ``local_ts <= t`` and wants
+boundary ``t`` with ``(t - clock_offset_ns) % interval == 0`` (the first at or after the first row; not
+hftbacktest's usual ``t0 + k*interval``) it reads the local book after every row with ``local_ts <= t`` and wants
 
     bid = floor((mid - distance_ticks * tick) / tick) * tick
     ask = ceil((mid + distance_ticks * tick) / tick) * tick
@@ -144,9 +144,10 @@ def _asset(data: np.ndarray, *, tick: float, lot: float, entry_ns: int, response
 
 
 @njit
-def _run(hbt, interval_ns, distance_ticks, qty, max_position, response_ns, max_orders, fill_ts, fills, counters,
-         mids):
-    """The quoting loop; returns when the data ends or hftbacktest reports an error (its code in C_ERROR).
+def _run(hbt, interval_ns, clock_offset_ns, distance_ticks, qty, max_position, response_ns, max_orders, fill_ts,
+         fills, counters, mids):
+    """The quoting loop (boundaries at ``clock_offset_ns + k * interval_ns``); returns when the data ends or
+    hftbacktest reports an error (its code in C_ERROR).
     Not cache=True: numba refuses ("uses dynamic globals"): hftbacktest's binding calls its Rust library through
     ctypes pointers, so every process compiles this anew (about 8-10 s here)."""
     # order ids are 1..max_orders; filled[i] is the qty already recorded for order i
@@ -160,10 +161,12 @@ def _run(hbt, interval_ns, distance_ticks, qty, max_position, response_ns, max_o
     position = 0.0
     n_fills = 0
     oid = 0
-    rc = hbt.elapse(0)  # initialises the clock at the first row
+    rc = hbt.elapse(0)  # initialises the clock at the first row (and processes the rows at that time)
     if rc == 0:
         now = hbt.current_timestamp
-        rc = hbt.elapse((now // interval_ns + 1) * interval_ns - now)
+        first = -((clock_offset_ns - now) // interval_ns) * interval_ns + clock_offset_ns  # first boundary >= now
+        if first > now:
+            rc = hbt.elapse(first - now)
     while rc == 0:
         counters[C_STEPS] += 1
         orders = hbt.orders(0)
@@ -245,8 +248,11 @@ def run_peer(converted: Converted, *, interval_ms: float = 100.0, distance_ticks
              qty: float = DEFAULT_QTY, max_position: float = 0.02, entry_latency_ms: float = 5.0,
              response_latency_ms: float = 5.0, queue: str = "risk_averse", queue_n: float = 3.0,
              fill_mode: str = "no_partial", maker_fee: float = 0.0002, taker_fee: float = 0.0005,
-             tick: float = 0.1, lot: float = 0.001, max_orders: int = 200_000) -> PeerResult:
-    """One hftbacktest run of the fixed quoter (defaults: BTCUSDT USD-M grid, Binance USD-M VIP0 fees)."""
+             tick: float = 0.1, lot: float = 0.001, clock_offset_ns: int = 0,
+             max_orders: int = 200_000) -> PeerResult:
+    """One hftbacktest run of the fixed quoter (defaults: BTCUSDT USD-M grid, Binance USD-M VIP0 fees).
+    Decisions are at local times ``t`` with ``(t - clock_offset_ns) % interval == 0``: pass the conversion's
+    ``local_offset_ns`` to decide at multiples of the capture's own clock (what our side sees)."""
     if queue not in QUEUE_MODELS:
         raise ValueError(f"queue={queue!r}: one of {QUEUE_MODELS}")
     if fill_mode not in FILL_MODES:
@@ -261,8 +267,9 @@ def run_peer(converted: Converted, *, interval_ms: float = 100.0, distance_ticks
     counters = np.zeros(6, np.int64)
     mids = np.full(1, np.nan)
     t = time.perf_counter()
-    n = _run(hbt, int(interval_ms * 1e6), float(distance_ticks), float(qty), float(max_position), response_ns,
-             max_orders, fill_ts, fills, counters, mids)
+    interval_ns = int(interval_ms * 1e6)
+    n = _run(hbt, interval_ns, int(clock_offset_ns) % interval_ns, float(distance_ticks), float(qty),
+             float(max_position), response_ns, max_orders, fill_ts, fills, counters, mids)
     elapsed = time.perf_counter() - t
     sv = hbt.state_values(0)
     hbt_position, hbt_fee, hbt_balance = float(sv.position), float(sv.fee), float(sv.balance)
