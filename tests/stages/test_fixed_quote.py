@@ -32,6 +32,7 @@ class Quoter:
                 r[i][name] = value
         out = np.zeros(fixed_quote.out_capacity(max(len(p), 1)), records.ORDER_INTENT)
         n = fixed_quote.step(p, len(p), r, len(r), self.state, self.params, self.ctl, self.stats, out, 0)
+        assert (out["kind"][:n] == INTENT_QUOTE).all() and (out["strategy"][:n] == STRAT_QUOTER).all()
         return [(int(o["origin_ts"]), int(o["side"]), round(float(o["price"]), 6), float(o["qty"])) for o in out[:n]]
 
 
