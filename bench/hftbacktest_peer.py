@@ -79,7 +79,7 @@ class PeerResult:
     net_pnl: float            # cash from fills - fees + position * final mid
     fees: float
     final_mid: float
-    elapsed_s: float          # the compiled run (conversion and compilation excluded)
+    elapsed_s: float          # the quoting loop; a process's first call includes its ~8-10 s numba compilation
     end_ts: int               # hftbacktest local time when the data ended
     hbt_position: float       # hftbacktest's own (local) position: equal to ``position`` only without partial fills
     hbt_fee: float
