@@ -92,7 +92,9 @@ RANGES: dict[str, dict[str, Range]] = {
              "maintenance_margin_pct": Range(0, 100, hi_open=True), "liq_distance_sigmas": Range(0, 100),
              "kelly_fraction": _positive(1), "kelly_payoff_ratio": _positive(1000)},
     "strategy": {"threshold": Range(0, 0.5, True, True), "take_usd": MONEY_USD, "cooldown_ms": Range(0, DAY_MS),
-                 "quote_usd": MONEY_USD, "half_spread_bps": BPS, "requote_bps": BPS, "skew_bps": Range(0, 10_000)},
+                 "quote_usd": MONEY_USD, "half_spread_bps": BPS, "requote_bps": BPS, "skew_bps": Range(0, 10_000),
+                 "fixed_interval_ms": _positive(DAY_MS), "fixed_distance_ticks": Range(0, 1e6),
+                 "fixed_qty": _positive(1e12), "fixed_max_position": _positive(1e12)},
     "venue": {"maker_fee_bps": Range(-100, 1000), "taker_fee_bps": Range(-100, 1000),  # negative: a rebate
               "entry_latency_ms": Range(0, 60_000), "response_latency_ms": Range(0, 60_000),
               "queue_power": _positive(100), "hold_ms": Range(0, 60_000)},
@@ -300,13 +302,54 @@ class StrategyConfig:
     half_spread_bps: float = 4.0
     requote_bps: float = 2.0
     skew_bps: float = 2.0            # quote skew at a full position
+    kind: str = "signal"             # signal: the model's taker and quoter above | fixed_quote: stages.fixed_quote
+    # fixed_quote (the hftbacktest peer check's strategy): every fixed_interval_ms of event time, quote
+    # fixed_qty at floor/ceil((mid -/+ fixed_distance_ticks * tick) / tick) * tick, one side off past the limit
+    fixed_interval_ms: float = 100.0
+    fixed_distance_ticks: float = 1.0
+    fixed_qty: float = 0.0029999     # base units (a hair under 3 BTC lots: see bench/hftbacktest_peer.py)
+    fixed_max_position: float = 0.02  # base units: bids only while position < this, asks while > -this
+    fixed_tick_by_symbol: tuple = ()  # "SYMBOL=TICK"; a synthetic symbol defaults to the feed's grid
 
     def check(self):
+        _require(self.kind in ("signal", "fixed_quote"), "strategy.kind", self.kind,
+                 "use 'signal' (the model's strategy) or 'fixed_quote' (the fixed quoter of the peer check)")
+        self.ticks_by_symbol()
         _require(0 < self.threshold < 0.5, "strategy.threshold", self.threshold, "use a value in (0, 0.5)")
         for key in ("take_usd", "quote_usd", "half_spread_bps", "requote_bps"):
             _require(getattr(self, key) > 0, f"strategy.{key}", getattr(self, key), "use a positive number")
         _require(self.cooldown_ms >= 0, "strategy.cooldown_ms", self.cooldown_ms, "use 0 or more")
         _require(self.skew_bps >= 0, "strategy.skew_bps", self.skew_bps, "use 0 or more")
+
+
+    def ticks_by_symbol(self) -> dict[str, float]:
+        """{symbol: tick} of ``strategy.fixed_tick_by_symbol``."""
+        key = "strategy.fixed_tick_by_symbol"
+        found: dict[str, float] = {}
+        for entry in self.fixed_tick_by_symbol:
+            symbol, sep, text = (part.strip() for part in str(entry).partition("="))
+            try:
+                tick = float(text)
+            except ValueError:
+                tick = float("nan")
+            _require(bool(sep) and bool(symbol) and math.isfinite(tick) and 0 < tick < 1e6, key, entry,
+                     'use "SYMBOL=TICK" with a positive tick size, e.g. "BTC-USDT=0.1"')
+            _require(symbol not in found, key, entry, f"{symbol} has two entries; keep one")
+            found[symbol] = tick
+        return found
+
+    def check_symbols(self, symbols: tuple, synthetic: tuple) -> None:
+        """A fixed quoter knows the tick of each of ``symbols`` (feed.symbols): an entry or the synthetic grid
+        (``synthetic``: the symbols the synthetic feed defines)."""
+        ticks = self.ticks_by_symbol()
+        for symbol in ticks:
+            _require(symbol in symbols, "strategy.fixed_tick_by_symbol", self.fixed_tick_by_symbol,
+                     f"{symbol!r} is not one of feed.symbols {list(symbols)}; add it there or drop the entry")
+        if self.kind == "fixed_quote":
+            for symbol in symbols:
+                _require(symbol in ticks or symbol in synthetic, "strategy.fixed_tick_by_symbol",
+                         self.fixed_tick_by_symbol,
+                         f'give "{symbol}=TICK" (strategy.kind = "fixed_quote" quotes on each symbol\'s grid)')
 
 
 GATE_LIMITS = ("max_order_qty", "max_order_usd", "max_position_usd")  # each with an execute.<limit>_by_symbol
@@ -651,6 +694,9 @@ class Config:
             _check_ranges(section, f.name)
         self.execute.check_symbols(self.feed.symbols)
         self.venue.check_venues(self.feed.venues)
+        from stages.feed import DEFAULT_SYMBOLS
+        synthetic = tuple(s[0] for s in DEFAULT_SYMBOLS) if self.feed.source == "synthetic" else ()
+        self.strategy.check_symbols(self.feed.symbols, synthetic)
         self.watchdog.check_endpoint(self.run.name)
         _require(not self.recorder.dsn or bool(self.journal.dir), "recorder.dsn", self.recorder.dsn,
                  "also set journal.dir (or --journal): the recorder copies the journal into the database")

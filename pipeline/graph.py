@@ -12,11 +12,12 @@ from types import ModuleType
 import numpy as np
 
 from pipeline import streams
-from pipeline.config import GATE_LIMITS, Config
+from pipeline.config import GATE_LIMITS, Config, ConfigError
 from pipeline.plan import RunPlan
 from pipeline.registry import STAGE_NAMES
-from stages import execute, feature, feed, records, risk, strategy, validate
+from stages import execute, feature, feed, fixed_quote, records, risk, strategy, validate
 from stages.universe import instrument_key
+from stages.venue import exchange
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,13 @@ MODULES: dict[str, ModuleType] = {"feed": feed, "validate": validate, "feature":
                                   "strategy": strategy, "execute": execute}
 
 
+def module(stage: str, config: Config) -> ModuleType:
+    """The kernel module of ``stage`` in this run: strategy.kind picks the strategy stage's."""
+    if stage == "strategy" and config.strategy.kind == "fixed_quote":
+        return fixed_quote
+    return MODULES[stage]
+
+
 def out_capacity(stage: str, batch: int) -> int:
     module = MODULES.get(stage)
     return module.out_capacity(batch) if module is not None and hasattr(module, "out_capacity") else batch
@@ -142,6 +150,20 @@ def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
                     heat_limit=r.heat_limit, heat_stop_sigmas=r.heat_stop_sigmas,
                     maintenance_margin_pct=r.maintenance_margin_pct,
                     liq_distance_sigmas=r.liq_distance_sigmas)
+    if stage == "strategy" and config.strategy.kind == "fixed_quote":
+        if live:
+            # the live hosts compile the signal strategy's step for the strategy slot (hosting.duty_cycle.STEPS)
+            raise ConfigError('strategy.kind="fixed_quote" is invalid for a live run: the fixed quoter runs in '
+                              'fused mode and backtests only; use strategy.kind="signal"')
+        s = config.strategy
+        # a replay's grid is the venue's, not the synthetic table's: there only the config's entries count
+        synthetic = _synthetic_symbols(config) if config.feed.source == "synthetic" else []
+        ticks = {**{e[0]: e[2] for e in synthetic}, **s.ticks_by_symbol()}
+        return dict(interval_ms=s.fixed_interval_ms, distance_ticks=s.fixed_distance_ticks, qty=s.fixed_qty,
+                    max_position=s.fixed_max_position,
+                    ticks_by_key={instrument_key(venue, config.feed.symbols.index(symbol)): tick
+                                  for symbol, tick in ticks.items() if symbol in config.feed.symbols
+                                  for venue in range(n_venues)})
     if stage == "strategy":
         s, r = config.strategy, config.risk
         return dict(threshold=s.threshold, take_usd=s.take_usd, quote_usd=s.quote_usd,
@@ -169,7 +191,6 @@ def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
 def venue_params(config: Config, live: bool, lookahead: bool) -> np.ndarray:
     """The venue model's params (stages.venue.exchange): ``lookahead`` when a backtest driver hands the venue its
     market ahead of the local pipeline."""
-    from stages.venue import exchange
     v, names = config.venue, list(config.feed.venues)
     fees = {}
     for side in ("maker", "taker"):
@@ -184,7 +205,7 @@ def venue_params(config: Config, live: bool, lookahead: bool) -> np.ndarray:
 
 def kernel_params(stage: str, config: Config, live: bool) -> np.ndarray:
     """The params of a numba-hosted stage, built by keyword from the (plan's) config."""
-    return MODULES[stage].make_params(**kernel_arguments(stage, config, live))
+    return module(stage, config).make_params(**kernel_arguments(stage, config, live))
 
 
 def _synthetic_symbols(config: Config) -> list[tuple]:
@@ -203,11 +224,10 @@ def initial_state(stage: str, plan: RunPlan):
     if stage == "risk":
         return risk.make_state(plan.garch_table)
     if stage == "execute":
-        from stages.venue import exchange
         return execute.make_state(exchange.make_state(latency_table=plan.latency_table))
-    return MODULES[stage].make_state()
+    return module(stage, plan.config).make_state()
 
 
 def kernel(stage: str, plan: RunPlan, live: bool):
     """(step, params, state) of a numba-hosted stage."""
-    return MODULES[stage].step, kernel_params(stage, plan.config, live), initial_state(stage, plan)
+    return module(stage, plan.config).step, kernel_params(stage, plan.config, live), initial_state(stage, plan)
