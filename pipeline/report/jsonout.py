@@ -1,4 +1,4 @@
-"""report.json's one way of writing numbers: sorted keys, floats to 10 significant digits, NaN/inf as null."""
+"""report.json's one way of writing numbers: sorted keys, floats to 12 significant digits, NaN/inf as null."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-SIGNIFICANT_DIGITS = 10
+SIGNIFICANT_DIGITS = 12
 
 
 def clean(value):

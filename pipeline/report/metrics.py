@@ -519,6 +519,6 @@ def conventions(settings: Settings) -> dict:
                    "microseconds; a zero time is unknown and not counted",
         "gap_threshold_s": settings.gap_threshold_ns / NS,
         "gaps": "per instrument: consecutive accepted events further apart in event time than the threshold",
-        "floats": "rounded to 10 significant digits; NaN and infinity are null",
+        "floats": "rounded to 12 significant digits; NaN and infinity are null",
         "attribution_by_strategy": "each strategy's own fills marked at the end mark; funding is per instrument only",
     }
