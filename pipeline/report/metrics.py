@@ -100,10 +100,9 @@ class _Ledger:
             px = np.concatenate([f["price"], np.full(len(g), np.nan)])
             order = np.argsort(ev_t, kind="stable")
             ev_t, d_pos, d_cash, px = ev_t[order], d_pos[order], d_cash[order], px[order]
-            last_px = px.copy()  # latest fill price up to each event, the fallback mark
             have = np.where(np.isfinite(px), np.arange(len(px)), -1)
             have = np.maximum.accumulate(have) if len(have) else have
-            last_px = np.where(have >= 0, px[np.maximum(have, 0)], np.nan)
+            last_px = np.where(have >= 0, px[np.maximum(have, 0)], np.nan)  # the fallback mark
             self.books[iid] = (ev_t, np.cumsum(d_pos), np.cumsum(d_cash), last_px)
         self.marks = marks
 

@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from stages import book, records
-from stages.universe import instrument_key
+from stages.universe import MAX_SYMBOLS, MAX_VENUES, instrument_key
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,6 @@ def instrument_name(iid: int, universe: dict | None) -> str:
 
 def instrument_key_of(iid: int) -> int | None:
     venue, symbol = divmod(int(iid), 65536)
-    from stages.universe import MAX_SYMBOLS, MAX_VENUES
     return instrument_key(venue, symbol) if venue < MAX_VENUES and symbol < MAX_SYMBOLS else None
 
 

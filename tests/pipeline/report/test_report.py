@@ -191,7 +191,7 @@ def test_a_delta_only_book_is_built_for_its_mid():
 def test_the_same_run_gives_the_same_bytes_and_an_offline_page(tmp_path):
     run = round_trip()
     a = build.write(run, str(tmp_path / "a"))
-    b = build.write(round_trip(), str(tmp_path / "b"))
+    build.write(round_trip(), str(tmp_path / "b"))
     for name in ("report.json", "report.html", *a.figures):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert a.figures == ["equity.png", "inventory.png", "markouts.png"]
