@@ -1,4 +1,4 @@
-"""``bot4``: run the pipeline, read its status, run fused mode."""
+"""``bot4``: run the pipeline, read its status, run fused mode, report on a run."""
 from __future__ import annotations
 
 import argparse
@@ -149,6 +149,53 @@ def _risk(args) -> int:
     return fit_garch.main(args.extra)
 
 
+def _report(args) -> int:
+    from pipeline.config import RiskConfig
+    from pipeline.report import build, inputs, metrics, page
+    target = args.journal_or_run
+    run_name = None
+    if os.path.isdir(target):
+        directory = target
+    else:  # a run name: bot4 run writes its journal into the config's journal.dir as is (segments name the run)
+        try:
+            config = load(args.config)
+        except ConfigError as exc:
+            print(f"bot4: config error: {exc}", file=sys.stderr)
+            return 2
+        if not config.journal.dir:
+            print(f"bot4 report: {target!r} is not a directory, and as a run name it needs the run's journal "
+                  "directory: give the journal directory, or --config with the journal.dir the run used",
+                  file=sys.stderr)
+            return 2
+        directory, run_name = config.journal.dir, target
+    if args.equity is not None:
+        equity, equity_source = args.equity, "--equity"
+    elif args.config:
+        try:
+            equity, equity_source = load(args.config).risk.capital_usd, f"risk.capital_usd of {args.config}"
+        except ConfigError as exc:
+            print(f"bot4: config error: {exc}", file=sys.stderr)
+            return 2
+    else:  # the journal does not record the config: the risk stage's default starting equity
+        equity, equity_source = RiskConfig().capital_usd, "risk.capital_usd default (the journal does not say)"
+    try:
+        settings = metrics.Settings(sample_interval_ns=int(round(args.sample_ms * 1e6)),
+                                    gap_threshold_ns=int(round(args.gap_s * 1e9)))
+        run = inputs.from_journal(directory, equity, run_id=args.run_id, run_name=run_name,
+                                  meta={"initial_equity_source": equity_source})
+    except (ValueError, inputs.ReportInputError) as exc:
+        print(f"bot4 report: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join(directory, "report")
+    written = build.write(run, out, settings)
+    print(f"report written to {written.directory}: report.json, report.html, {', '.join(written.figures)}")
+    for label, value in page.headline(written.summary):
+        print(f"{label:<28} {'n/a' if value is None else format(value, ',.6g') if isinstance(value, float) else value}")
+    for note in written.summary["notes"]:
+        print(f"note: {note}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bot4", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     rk_sub.add_parser("fit-garch", help="fit GARCH(1,1) on recorded bar returns; see its --help", add_help=False)
     rk_sub.add_parser("explain", help="orders in a journal with the risk inputs that sized them", add_help=False)
     rk.set_defaults(func=_risk)
+    rpt = sub.add_parser("report", help="performance report of a run from its journal: report.json, report.html, PNGs")
+    rpt.add_argument("journal_or_run", help="journal directory, or a run name (its journal is the config's journal.dir)")
+    rpt.add_argument("--out", help="report directory (default: JOURNAL/report)")
+    rpt.add_argument("--config", help="the run's config: journal.dir for a run name, risk.capital_usd as equity")
+    rpt.add_argument("--equity", type=float, help="initial equity, quote currency (default: the config's "
+                                                  "risk.capital_usd, else its default)")
+    rpt.add_argument("--run-id", type=lambda v: int(v, 0), help="which run of a directory several runs wrote "
+                                                                "(default: the newest)")
+    rpt.add_argument("--sample-ms", type=float, default=1000.0,
+                     help="equity sampling interval in event time, ms (returns, Sharpe; default 1000)")
+    rpt.add_argument("--gap-s", type=float, default=2.0, help="report data gaps longer than this, s (default 2)")
+    rpt.set_defaults(func=_report)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "risk":  # only the risk tools take their own arguments
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
