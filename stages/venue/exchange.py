@@ -2,9 +2,10 @@
 flight between it and us. One model serves the backtest and the paper venue of a live run.
 
 Clocks. A market event carries its venue time (``exch_ts``) and its local receive time (``origin_ts``). Per venue
-``offset`` maps venue time onto the local clock: fixed (0 for the synthetic venue, whose clock is ours), or the
-smallest ``origin_ts - exch_ts`` seen (real captures: the host clock and the venue's disagree, and skew cannot be
-told from delay, so the fastest event is taken as zero feed latency, as hftbacktest's converter does).
+``offset`` maps venue time onto the local clock: fixed (0 for the synthetic venue, whose clock is ours), or, when
+the receive clock is behind the venue's (an event "received before it happened": the captures' host ran 1.27 s
+behind), the smallest ``origin_ts - exch_ts`` seen, so the fastest event took no time: skew cannot be told from
+delay. hftbacktest's converter shifts its local times the same way.
 
 An order sent at local time ``s`` reaches the matching engine at venue time ``s - offset + entry`` and is matched
 against the book as it stood then: every market event of its venue up to that time is applied first, and at equal
@@ -20,6 +21,7 @@ current one). Both modes match an order against the same book, so a recorded pap
 Matching. A new order takes what it crosses, level by level at the book's prices (taker), consuming the venue's
 copy of those levels until the market next updates them, so our orders never take the same displayed size twice;
 the rest of an IOC is cancelled, the rest of a quote rests and joins the back of its level (stages.venue.queue).
+Commands to a venue and answers back each travel one ordered connection: nothing overtakes what was sent before.
 A resting order fills as maker at its own price when a trade goes through its price or the other side's best
 reaches it (the whole remainder), or when trades at its price have eaten the queue ahead of it (the excess, or
 the whole remainder in no-partial mode). Fees per venue in bps (negative = rebate). Funding: at each funding time
@@ -73,14 +75,14 @@ RESPONSE = np.dtype([
 ], align=True)
 
 # ints
-(VI_RESP_HEAD, VI_RESP_N, VI_MKT_HEAD, VI_MKT_N, VI_ACTIVE_N, VI_DROPPED, VI_HELD_OUT, VI_LATENCY_REJECTS,
+(VI_RESP_HEAD, VI_RESP_N, VI_MKT_HEAD, VI_MKT_N, VI_ACTIVE_N, VI_DROPPED, VI_ANSWERS, VI_LATENCY_REJECTS,
  VI_CANCEL_REJECTS) = range(9)
 N_INTS = 16
 # per key floats
 KF_RATE, KF_NEXT_FUNDING, KF_SETTLED, KF_MARK, KF_POSITION, KF_HAS_LADDER = range(6)
 N_KEYF = 8
 # per venue ints
-VC_CLOCK, VC_OFFSET, VC_OFFSET_KNOWN, VC_CMD_HEAD, VC_CMD_N = range(5)
+VC_CLOCK, VC_OFFSET, VC_OFFSET_KNOWN, VC_CMD_HEAD, VC_CMD_N, VC_LAST_ARRIVAL, VC_LAST_RESPONSE = range(7)
 N_VENUE_INTS = 8
 
 
@@ -117,16 +119,20 @@ def make_state(market_capacity: int = 1024, latency_table: np.ndarray | None = N
 
 @njit(cache=True)
 def _respond(vs, kind, order_id, slot, key, side, price, qty, leaves, fee, liquidity, exch_ts, send_ts, arrive_ts):
-    """Queue an answer, kept in local arrival order (stable: equal times keep their order)."""
-    ints, resps = vs[0], vs[5]
+    """Queue an answer, in local arrival order. Each venue's way back is one ordered connection: its answer never
+    overtakes an earlier one of the same venue (a shorter latency than the one before it waits behind it)."""
+    ints, resps, vi = vs[0], vs[5], vs[8]
     cap = resps.shape[0]
     n = ints[VI_RESP_N]
     if n == cap:
         ints[VI_DROPPED] += 1
         return
+    venue = key_venue(key)
+    arrive_ts = max(arrive_ts, vi[venue, VC_LAST_RESPONSE])
+    vi[venue, VC_LAST_RESPONSE] = arrive_ts
     head = ints[VI_RESP_HEAD]
     i = n
-    while i > 0 and resps[(head + i - 1) % cap]["arrive_ts"] > arrive_ts:
+    while i > 0 and resps[(head + i - 1) % cap]["arrive_ts"] > arrive_ts:  # another venue's later answer
         resps[(head + i) % cap] = resps[(head + i - 1) % cap]
         i -= 1
     r = resps[(head + i) % cap]
@@ -134,6 +140,7 @@ def _respond(vs, kind, order_id, slot, key, side, price, qty, leaves, fee, liqui
     r["key"], r["side"], r["kind"], r["liquidity"] = key, side, kind, liquidity
     r["price"], r["qty"], r["leaves"], r["fee"] = price, qty, leaves, fee
     ints[VI_RESP_N] = n + 1
+    ints[VI_ANSWERS] += 1
 
 
 @njit(cache=True)
@@ -151,12 +158,10 @@ def _command(vs, venue, kind, order_id, slot, key, side, order_kind, price, qty,
     if n == cap:
         vs[0][VI_DROPPED] += 1
         return False
-    head = vi[venue, VC_CMD_HEAD]
-    i = n
-    while i > 0 and cmds[venue, (head + i - 1) % cap]["arrive_ts"] > arrive_ts:
-        cmds[venue, (head + i) % cap] = cmds[venue, (head + i - 1) % cap]
-        i -= 1
-    c = cmds[venue, (head + i) % cap]
+    # One ordered connection to each venue: a command never overtakes the one sent before it.
+    arrive_ts = max(arrive_ts, vi[venue, VC_LAST_ARRIVAL])
+    vi[venue, VC_LAST_ARRIVAL] = arrive_ts
+    c = cmds[venue, (vi[venue, VC_CMD_HEAD] + n) % cap]
     c["arrive_ts"], c["send_ts"], c["response_ns"], c["order_id"], c["slot"] = arrive_ts, send_ts, response_ns, order_id, slot
     c["key"], c["side"], c["kind"], c["order_kind"], c["price"], c["qty"] = key, side, kind, order_kind, price, qty
     vi[venue, VC_CMD_N] = n + 1
@@ -207,7 +212,7 @@ def push_market(vs, params, ev):
     ints[VI_MKT_N] += 1
     v = ev["venue"]
     if v < MAX_VENUES and params[V_OFFSET_AUTO] != 0.0 and ev["exch_ts"] > 0:
-        d = ev["origin_ts"] - ev["exch_ts"]
+        d = min(ev["origin_ts"] - ev["exch_ts"], 0)  # a clock that is not behind the venue's is trusted
         if vi[v, VC_OFFSET_KNOWN] == 0 or d < vi[v, VC_OFFSET]:
             vi[v, VC_OFFSET], vi[v, VC_OFFSET_KNOWN] = d, 1
     return True
@@ -488,11 +493,13 @@ def next_response(vs, local_ts):
 
 
 def offsets_from(market: np.ndarray) -> dict:
-    """{venue: min(origin_ts - exch_ts)} over a recording (events with a venue time): the clock offsets a backtest
-    fixes in advance, as hftbacktest's converter does."""
+    """{venue: min(0, min(origin_ts - exch_ts))} over a recording (events with a venue time): the clock offsets a
+    backtest fixes in advance. As hftbacktest's converter does, a receive clock that is behind the venue's
+    (an event "received before it happened") is moved so the fastest event took no time; one that is not behind
+    is trusted."""
     found = {}
     has = market["exch_ts"] > 0
     for venue in np.unique(market["venue"][has]):
         rows = market[has & (market["venue"] == venue)]
-        found[int(venue)] = int((rows["origin_ts"] - rows["exch_ts"]).min())
+        found[int(venue)] = min(0, int((rows["origin_ts"] - rows["exch_ts"]).min()))
     return found

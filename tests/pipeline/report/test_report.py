@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from pipeline.config import Config
+
 from pipeline.report import build, metrics
 from pipeline.report.inputs import RunRecord
 from stages import records
@@ -265,7 +267,10 @@ def test_bot4_report_on_a_fused_journal(tmp_path):
     assert doc["trading"]["fills"] > 0 and doc["meta"]["source"].startswith("bot4 fused")
     assert doc["meta"]["initial_equity_source"].startswith("risk.capital_usd default")
     assert doc["pnl"]["net"] == pytest.approx(doc["pnl"]["final_equity"] - doc["pnl"]["initial_equity"], abs=1e-6)
-    assert doc["latency"]["round_trip"] is None  # today's execute stamps no send time
+    venue = Config().venue  # the default venue model: constant latencies, so every ack took exactly their sum
+    assert doc["latency"]["round_trip"]["p50"] == doc["latency"]["round_trip"]["p100"] == pytest.approx(
+        (venue.entry_latency_ms + venue.response_latency_ms) * 1e3)
+    assert doc["latency"]["order_entry"]["p50"] == pytest.approx(venue.entry_latency_ms * 1e3)
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.html", "equity.png"}
     bad = subprocess.run(cli + ["report", str(tmp_path / "nothing-here")], cwd=root, capture_output=True, text=True,
                          timeout=60)
