@@ -107,6 +107,7 @@ RANGES: dict[str, dict[str, Range]] = {
                  "ring_blocked_ms": Range(10, 3_600_000), "max_error_fraction": _positive(1),
                  "clock_backwards_ms": Range(0, 3_600_000), "min_error_events": Range(1, 10 ** 9),
                  "error_window_s": Range(0.1, 3600)},
+    "backtest": {"sample_ms": _positive(DAY_MS), "gap_s": _positive(86_400)},
     "journal": {"fsync_interval_ms": _positive(3_600_000), "rotate_mb": _positive(1_048_576),
                 "tap_capacity": Range(16, RECORDS)},
     "recorder": {},
@@ -539,6 +540,40 @@ def ipc_file_problem(path: str) -> str:
     return ""
 
 
+def utc_ns(text: str, key: str) -> int:
+    """ns since the epoch of an ISO-8601 time (UTC unless it says otherwise), or a ConfigError naming ``key``."""
+    import datetime
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{key}={text!r} is invalid: use an ISO-8601 time, e.g. 2024-08-08T23:55:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1_000
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """``bot4 backtest``: its data is [feed] (synthetic, or feed.files) unless ``journal`` names a journal."""
+    journal: str = ""                # a journal directory whose market stream is the data
+    start: str = ""                  # UTC ISO-8601: events received before are left out ("" = from the start)
+    end: str = ""                    # events received at or after are left out ("" = to the end)
+    sample_ms: float = 1000.0        # the report's equity samples (Sharpe, Sortino on their returns)
+    gap_s: float = 2.0               # the report lists market silences longer than this per instrument
+
+    def check(self):
+        if self.journal:
+            _require(Path(self.journal).is_dir(), "backtest.journal", self.journal,
+                     "give an existing journal directory (bot4 run/record/fused --journal), or \"\" to use [feed]")
+        bounds = [utc_ns(getattr(self, k), f"backtest.{k}") for k in ("start", "end") if getattr(self, k)]
+        if len(bounds) == 2:
+            _require(bounds[0] < bounds[1], "backtest.end", self.end, f"give a time after backtest.start={self.start}")
+
+    def range_ns(self) -> tuple[int | None, int | None]:
+        return (utc_ns(self.start, "backtest.start") if self.start else None,
+                utc_ns(self.end, "backtest.end") if self.end else None)
+
+
 @dataclass(frozen=True)
 class JournalConfig:
     dir: str = ""                    # record market events, intents and reports here; "" = no journal
@@ -679,6 +714,7 @@ class Config:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     execute: ExecuteConfig = field(default_factory=ExecuteConfig)
     venue: VenueConfig = field(default_factory=VenueConfig)
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     killswitch: KillSwitchConfig = field(default_factory=KillSwitchConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
@@ -796,6 +832,29 @@ def _merge(base: dict, overrides: dict) -> dict:
     for section, values in overrides.items():
         merged.setdefault(section, {}).update(values)
     return merged
+
+
+def parse_setting(text: str) -> tuple[str, str, Any]:
+    """``SECTION.KEY=VALUE`` (a command line's --set) as (section, key, value): the value read as a TOML value
+    (1.5, true, "x", [1, 2]) when it is one, else as a string; a ConfigError when it is not of that shape."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not (sep and dot and section and key):
+        raise ConfigError(f"{text!r} is not a setting: use SECTION.KEY=VALUE, e.g. venue.queue_model=power3")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def settings_overrides(texts) -> dict:
+    """{section: {key: value}} of several --set texts (the last of a key wins)."""
+    overrides: dict = {}
+    for text in texts:
+        section, key, value = parse_setting(text)
+        overrides.setdefault(section, {})[key] = value
+    return overrides
 
 
 def load(path: str | Path | None, overrides: dict | None = None) -> Config:

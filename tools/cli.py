@@ -79,6 +79,62 @@ def _fused(args) -> int:
     return 0
 
 
+def _backtest(args) -> int:
+    from pipeline.backtest import sweep
+    from pipeline.backtest.data import BacktestInputError
+    from pipeline.backtest.run import run as run_backtest
+    from pipeline.config import settings_overrides
+    from pipeline.report import page
+    try:
+        overrides = settings_overrides(args.set or [])
+        if args.seed is not None:
+            overrides.setdefault("feed", {})["seed"] = args.seed
+        config = load(args.config, overrides)
+        points = sweep.grid(args.sweep) if args.sweep else []
+        if points:  # every point's config must load before any runs
+            for settings in points:
+                load(args.config, {**overrides, **_merged(overrides, settings_overrides(settings))})
+    except ConfigError as exc:
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return 2
+    if points:
+        base = (["--config", args.config] if args.config else []) + [a for s in args.set or [] for a in ("--set", s)]
+        base += ["--events", str(args.events)] if args.events else []
+        base += ["--seed", str(args.seed)] if args.seed is not None else []
+        done = sweep.run(points, args.out, base, jobs=args.jobs)
+        print(f"sweep of {len(done)} points into {args.out} (sweep.json):")
+        for p in done:
+            figures = ("exit " + str(p.returncode) + ": " + str(p.summary.get("error")) if p.returncode else
+                       f"net PnL {p.summary['pnl']['net']:,.2f}  fills {p.summary['trading']['fills']:,}  "
+                       f"Sharpe {p.summary['risk_adjusted']['sharpe']}")
+            print(f"  {p.index:>3}  {' '.join(p.settings):<60} {figures}")
+        return 0 if all(p.returncode == 0 for p in done) else 1
+    try:
+        outcome = run_backtest(config, args.out, args.events or 0)
+    except BacktestInputError as exc:
+        print(f"bot4 backtest: {exc}", file=sys.stderr)
+        return 2
+    rate = outcome.events / outcome.elapsed_s if outcome.elapsed_s > 0 else float("nan")
+    print(f"backtest of {outcome.market.source}: {outcome.events:,} events in {outcome.elapsed_s:.2f} s "
+          f"({rate:,.0f} events/s)")
+    if not args.quiet:
+        for note in outcome.market.notes:
+            print(f"data: {note}")
+        for label, value in page.headline(outcome.report.summary):
+            print(f"{label:<28} {'n/a' if value is None else format(value, ',.6g') if isinstance(value, float) else value}")
+        for note in outcome.report.summary["notes"]:
+            print(f"note: {note}")
+    print(f"report written to {outcome.out}: report.json, report.html; journal in {outcome.out}/journal")
+    return 0
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    merged = {k: dict(v) for k, v in base.items()}
+    for section, values in extra.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
 def _replay(args) -> int:
     from pipeline.store.journal_replay import replay
     try:
@@ -242,6 +298,19 @@ def main(argv: list[str] | None = None) -> int:
     fu.add_argument("--seed", type=int)
     fu.add_argument("--journal", help="record market events, intents and reports into this directory")
     fu.set_defaults(func=_fused)
+    bt = sub.add_parser("backtest", help="the seven kernels over a recording, a journal or the synthetic market, "
+                        "with the venue model (latency, queue position, fees, funding), into a journal and a report")
+    bt.add_argument("--config", help="TOML config: [feed] (synthetic, or source = \"replay\" with files), "
+                    "[backtest] (journal, start, end), [venue] (the venue model)")
+    bt.add_argument("--out", required=True, help="directory for report.json, report.html, the figures and journal/")
+    bt.add_argument("--events", type=int, help="synthetic market: this many events (default feed.max_events)")
+    bt.add_argument("--seed", type=int)
+    bt.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config key (repeat)")
+    bt.add_argument("--sweep", action="append", metavar="SECTION.KEY=V1,V2,...",
+                    help="a grid: one backtest per combination, each in its own process, into OUT/point-NNN")
+    bt.add_argument("--jobs", type=int, default=1, help="sweep points run at once (default 1)")
+    bt.add_argument("--quiet", action="store_true", help="only the first and last lines")
+    bt.set_defaults(func=_backtest)
     rp = sub.add_parser("replay", help="feed a journal through fused mode and compare the orders")
     rp.add_argument("journal", help="journal directory (from bot4 fused --journal)")
     rp.add_argument("--config", help="the config the journal was recorded with (defaults if omitted)")

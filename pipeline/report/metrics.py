@@ -2,7 +2,8 @@
 
 Conventions (also written into report.json under ``conventions``):
 - Fills are reports with state ORD_PARTIAL or ORD_FILLED and qty > 0; a fill happens at its report's
-  ``origin_ts`` (the local receive time of the event it came from), ``stage_ts`` when that is 0.
+  ``stage_ts`` when it is a venue's answer (``exch_ts`` set: when it arrived back), else ``origin_ts`` (the local
+  receive time of the event it came from), ``stage_ts`` when that is 0.
   REP_FUNDING reports are funding payments of ``fee`` (positive paid) at the same time.
 - Position and cash of each instrument come from its fills (cash -= side * qty * price + fee) and funding
   (cash -= fee); equity = initial equity + sum of cash + position * mark. A position with no mark yet is
@@ -73,8 +74,11 @@ def _fills(reports: np.ndarray) -> np.ndarray:
 
 
 def _when(rep: np.ndarray) -> np.ndarray:
+    """When a report happened on the local clock: a venue's answer (exch_ts set) when it arrived (stage_ts; the
+    order's origin can be long before a resting order fills), our own report at its origin event."""
     t = rep["origin_ts"].astype(np.int64)
-    return np.where(t > 0, t, rep["stage_ts"].astype(np.int64))
+    own = np.where(t > 0, t, rep["stage_ts"].astype(np.int64))
+    return np.where(rep["exch_ts"] > 0, rep["stage_ts"].astype(np.int64), own)
 
 
 def _sorted_by_time(rep: np.ndarray) -> np.ndarray:
@@ -487,7 +491,8 @@ def conventions(settings: Settings) -> dict:
     interval_s = settings.sample_interval_ns / NS
     return {
         "time_axis": "event time: running maximum of market events' origin_ts (local receive time, ns)",
-        "fill_time": "a fill's report origin_ts (the event it came from), stage_ts when 0",
+        "fill_time": "a venue's answer (exch_ts set): its stage_ts, when it arrived back; else origin_ts (the event "
+                     "it came from), stage_ts when 0",
         "marks": "EV_MARK price where the instrument has one, else the mid of EV_BOOK/EV_BBO (bid_px[0], ask_px[0]), "
                  "else the mid of the L2 book built from EV_BOOK_DELTA while synced; events validation refused "
                  "are not used; a position without a price is marked at its last fill",
