@@ -447,6 +447,7 @@ class VenueConfig:
     taker_fee_bps: float = 5.0
     maker_fee_bps_by_venue: tuple = ()  # "VENUE=BPS" with VENUE one of feed.venues, e.g. ["binance=-0.5"]
     taker_fee_bps_by_venue: tuple = ()
+    lot_by_symbol: tuple = ()         # "SYMBOL=LOT": queue fills come in whole lots (as a venue's do); none = exact
 
     def check(self):
         _require(self.queue_model in QUEUE_MODELS, "venue.queue_model", self.queue_model,
@@ -458,6 +459,21 @@ class VenueConfig:
                      "give an existing CSV or .npy file of (request_ns, venue_ns, response_ns) rows, or \"\"")
         for key in ("maker_fee_bps_by_venue", "taker_fee_bps_by_venue"):
             self.fees_by_venue(key)
+        self.lots_by_symbol()
+
+    def lots_by_symbol(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for entry in self.lot_by_symbol:
+            name, sep, text = (part.strip() for part in str(entry).partition("="))
+            try:
+                value = float(text)
+            except ValueError:
+                value = float("nan")
+            _require(bool(sep and name) and math.isfinite(value) and value > 0, "venue.lot_by_symbol", entry,
+                     'use "SYMBOL=LOT" with a positive lot in base units, e.g. "BTCUSDT=0.001"')
+            _require(name not in found, "venue.lot_by_symbol", entry, f"{name} has two entries; keep one")
+            found[name] = value
+        return found
 
     def fees_by_venue(self, key: str) -> dict[str, float]:
         """{venue name: bps} of ``venue.<key>``."""
@@ -474,10 +490,12 @@ class VenueConfig:
             found[name] = value
         return found
 
-    def check_venues(self, venues: tuple) -> None:
+    def check_venues(self, venues: tuple, symbols: tuple) -> None:
         for key in ("maker_fee_bps_by_venue", "taker_fee_bps_by_venue"):
             for name in self.fees_by_venue(key):
                 _require(name in venues, f"venue.{key}", name, f"use one of feed.venues {list(venues)}")
+        for name in self.lots_by_symbol():
+            _require(name in symbols, "venue.lot_by_symbol", name, f"use one of feed.symbols {list(symbols)}")
 
 
 @dataclass(frozen=True)
@@ -729,7 +747,7 @@ class Config:
             section.check()  # its own fixes ("0 = off", powers of two) come before the generic range
             _check_ranges(section, f.name)
         self.execute.check_symbols(self.feed.symbols)
-        self.venue.check_venues(self.feed.venues)
+        self.venue.check_venues(self.feed.venues, self.feed.symbols)
         from stages.feed import DEFAULT_SYMBOLS
         synthetic = tuple(s[0] for s in DEFAULT_SYMBOLS) if self.feed.source == "synthetic" else ()
         self.strategy.check_symbols(self.feed.symbols, synthetic)

@@ -197,10 +197,14 @@ def venue_params(config: Config, live: bool, lookahead: bool) -> np.ndarray:
         by_name = v.fees_by_venue(f"{side}_fee_bps_by_venue")
         fees[side] = {i: by_name.get(name, getattr(v, f"{side}_fee_bps")) for i, name in enumerate(names)}
     offset_auto = v.clock_offset == "auto" and config.feed.source != "synthetic"
+    lots = v.lots_by_symbol()
+    lot_by_key = {instrument_key(venue, s): lots[name] for venue in range(len(names))
+                  for s, name in enumerate(config.feed.symbols) if name in lots}
     return exchange.make_params(entry_latency_ms=v.entry_latency_ms, response_latency_ms=v.response_latency_ms,
                                 queue_model=v.queue_model, queue_power=v.queue_power, partial_fills=v.partial_fills,
                                 funding=v.funding, hold_ms=v.hold_ms, lookahead=lookahead,
-                                offset_auto=offset_auto, maker_fee_bps=fees["maker"], taker_fee_bps=fees["taker"])
+                                offset_auto=offset_auto, maker_fee_bps=fees["maker"], taker_fee_bps=fees["taker"],
+                                lot_by_key=lot_by_key)
 
 
 def kernel_params(stage: str, config: Config, live: bool) -> np.ndarray:

@@ -29,8 +29,9 @@ from numba import njit
 
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
+from stages import book
 from stages.counters import Counters
-from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, INTENT_CANCEL_ALL, INTENT_IOC, INTENT_QUOTE,
+from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, INTENT_CANCEL_ALL, INTENT_IOC, INTENT_QUOTE,
                             MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_NEW, ORD_PARTIAL, ORD_REJECTED,
                             ORDER, REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES,
                             REJ_NO_MARKET, REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
@@ -53,6 +54,7 @@ P_LIMITS = 12
 P_VENUE = P_LIMITS + MAX_KEYS * N_LIMITS  # the venue model's params (stages.venue.exchange) from here on
 
 I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS = range(3)   # I_BUCKET_NS: event time of the last token refill (0 = full)
+HAS_LADDER, HAS_TOP = 1, 2  # has_book[key]: a top from our L2 ladder of its deltas; a BBO or book view
 GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
 
 _COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
@@ -124,7 +126,7 @@ def gate_limits(params: np.ndarray, key: int) -> tuple[float, float, float]:
 
 def make_state(venue_state=None):
     """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns, gate,
-    venue model state). ``venue_state``: stages.venue.exchange.make_state(...) (default: no latency table,
+    venue model state, L2 ladders of delta-only venues). ``venue_state``: stages.venue.exchange.make_state(...) (default: no latency table,
     clock offsets learnt or fixed as the params say)."""
     quote_slot = np.full((MAX_KEYS, 2), -1, np.int64)
     gate = np.zeros((1 + 2 * MAX_KEYS, 3))
@@ -132,7 +134,7 @@ def make_state(venue_state=None):
     return (np.zeros(4, np.int64), np.zeros(MAX_KEYS, MARKET_EVENT), np.zeros(MAX_KEYS, np.int64),
             np.zeros(MAX_ORDERS, ORDER), quote_slot, np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS),
             np.full(MAX_KEYS, -(1 << 62), np.int64), gate,
-            venue_state if venue_state is not None else exchange.make_state())
+            venue_state if venue_state is not None else exchange.make_state(), book.make_books())
 
 
 @njit(cache=True)
@@ -167,7 +169,7 @@ def _is_open(order):
 @njit(cache=True)
 def _free(state, slot):
     """The order is done: its slot and, if it was the side's quote, the quote slot are free again."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     order = orders[slot]
     k = instrument_key(order["venue"], order["symbol"])
     side_col = 0 if order["side"] == BUY else 1
@@ -180,7 +182,7 @@ def _free(state, slot):
 @njit(cache=True)
 def _request_cancel(state, params, slot, stats, now_ns):
     """Ask the venue to cancel; the order stays open (and can fill) until the answer."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     order = orders[slot]
     if order["cancel_ts"] != 0:
         return
@@ -205,7 +207,7 @@ def cancel_all(state, params, stats, now_ns):
 @njit(cache=True)
 def _on_answer(state, params, a, out, n, stats, now_ns):
     """One answer from the venue."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     k = a["key"]
     if a["kind"] == R_FUNDING:
         cash[k] -= a["fee"]
@@ -288,11 +290,21 @@ def _deliver(state, params, out, n, stats, now_ns, reserve):
 
 @njit(cache=True)
 def _on_market(state, ev):
-    """Our view of the market: the latest book of each instrument, for the gate's mid and the flatten collar."""
+    """Our view of the market: the latest book of each instrument, for the gate's mid and the flatten collar. A
+    venue that sends L2 deltas only (no BBO or book view) gets its top from a book built from them."""
     k = instrument_key(ev["venue"], ev["symbol"])
+    has_book = state[2]
     if ev["kind"] == EV_BOOK or ev["kind"] == EV_BBO:
         state[1][k] = ev
-        state[2][k] = 1
+        has_book[k] = HAS_TOP
+    elif ev["kind"] == EV_BOOK_DELTA and has_book[k] != HAS_TOP and k < MAX_KEYS:
+        ladders = state[11]
+        book.apply(ladders, ev)
+        bid, bid_sz, ask, ask_sz = book.best(ladders, k)
+        if bid > 0.0 and ask > bid:
+            top = state[1][k]
+            top["bid_px"][0], top["bid_sz"][0], top["ask_px"][0], top["ask_sz"][0] = bid, bid_sz, ask, ask_sz
+            has_book[k] = HAS_LADDER
 
 
 @njit(cache=True)
@@ -332,7 +344,7 @@ def _reject(out, n, intent, reason, position, stats, now_ns):
 @njit(cache=True)
 def gate_check(state, params, intent, k, now_ns, replaced=-1):
     """The pre-trade checks that need no order slot or token; 0 = pass, else a REJ_* code."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     qty = intent["qty"]
     price = intent["price"]
     side = intent["side"]
@@ -341,8 +353,8 @@ def gate_check(state, params, intent, k, now_ns, replaced=-1):
         return REJ_MAX_QTY
     if qty * price > params[limits + LIMIT_USD]:
         return REJ_MAX_NOTIONAL
-    book = books[k]
-    mid = 0.5 * (book["bid_px"][0] + book["ask_px"][0])
+    top = books[k]
+    mid = 0.5 * (top["bid_px"][0] + top["ask_px"][0])
     if not (mid > 0.0) or abs(price - mid) > params[P_COLLAR_BPS] * 1e-4 * mid:
         return REJ_PRICE_COLLAR
     open_same_side = 0.0
@@ -400,7 +412,7 @@ def _spend_token(ints, gate, params, now_ns):
 def _send(state, params, slot, intent_id, origin_ts, origin_seq, k, side, kind, strategy, price, qty, out, n,
           position, stats, now_ns):
     """A new order in ``slot``: reported new, sent to the venue."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     ints[I_NEXT_ORDER_ID] += 1
     ints[I_OPEN] += 1
     order = orders[slot]
@@ -429,7 +441,7 @@ def _send(state, params, slot, intent_id, origin_ts, origin_seq, k, side, kind, 
 
 @njit(cache=True)
 def _on_intent(state, params, intent, out, n, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     k = instrument_key(intent["venue"], intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
     if intent["kind"] == INTENT_CANCEL_ALL:
@@ -472,7 +484,7 @@ def flatten(state, params, out, n, stats, now_ns):
     """Reduce-only IOC orders that close every position against the book, within a price collar; a
     remainder (thin book) is retried every P_FLATTEN_RETRY_NS once the last one has ended. Runs only while
     trading is disabled."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     for k in range(positions.shape[0]):
         position = positions[k]
         if position == 0.0 or has_book[k] == 0 or now_ns - flatten_ns[k] < params[P_FLATTEN_RETRY_NS]:
@@ -488,9 +500,9 @@ def flatten(state, params, out, n, stats, now_ns):
         if slot < 0:
             break
         flatten_ns[k] = now_ns
-        book = books[k]
+        top = books[k]
         collar = params[P_FLATTEN_COLLAR_BPS] * 1e-4
-        price = book["bid_px"][0] * (1.0 - collar) if position > 0.0 else book["ask_px"][0] * (1.0 + collar)
+        price = top["bid_px"][0] * (1.0 - collar) if position > 0.0 else top["ask_px"][0] * (1.0 + collar)
         stats[ST_FLATTEN_ORDERS] += 1
         # reduce-only: never more than the position
         n = _send(state, params, slot, 0, 0, 0, k, SELL if position > 0.0 else BUY, INTENT_IOC, STRAT_FLATTEN,
@@ -515,7 +527,7 @@ def _on_disabled(state, params, out, n, stats, now_ns):
 
 @njit(cache=True)
 def _publish_stats(state, stats):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     gross = 0.0
     pnl = 0.0
     for k in range(positions.shape[0]):

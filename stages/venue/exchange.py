@@ -493,13 +493,16 @@ def next_response(vs, local_ts):
 
 
 def offsets_from(market: np.ndarray) -> dict:
-    """{venue: min(0, min(origin_ts - exch_ts))} over a recording (events with a venue time): the clock offsets a
-    backtest fixes in advance. As hftbacktest's converter does, a receive clock that is behind the venue's
-    (an event "received before it happened") is moved so the fastest event took no time; one that is not behind
-    is trusted."""
+    """{venue: min(0, min(origin_ts - exch_ts))} over a recording: the clock offsets a backtest fixes in advance. As
+    hftbacktest's converter does, a receive clock that is behind the venue's (an event "received before it
+    happened") is moved so the fastest event took no time; one that is not behind is trusted. Taken over the events
+    the matching engine runs on (book and trade events; BBOs only where a venue has nothing else), so one stray
+    BBO stamp does not shift the whole venue's clock."""
     found = {}
     has = market["exch_ts"] > 0
+    matching = (market["kind"] == EV_BOOK) | (market["kind"] == EV_BOOK_DELTA) | (market["kind"] == EV_TRADE)
     for venue in np.unique(market["venue"][has]):
-        rows = market[has & (market["venue"] == venue)]
+        mine = has & (market["venue"] == venue)
+        rows = market[mine & matching] if np.any(mine & matching) else market[mine]
         found[int(venue)] = min(0, int((rows["origin_ts"] - rows["exch_ts"]).min()))
     return found
