@@ -71,6 +71,7 @@ class ReplayOutcome:
     first_difference: int       # index of the first differing report, -1 if none
     result: FusedResult | None = None     # fused and record-mode replays: the whole fused run
     notes: list[str] = field(default_factory=list)  # what the operator must know (a journal that lost records)
+    gate_moves: list[int] = field(default_factory=list)  # steps during which trading_enabled changed
 
     @property
     def comparable(self) -> bool:
@@ -144,7 +145,7 @@ def replay_live(config: Config, directory: str) -> ReplayOutcome:
     intents = JournalReader(directory, "intent", records.ORDER_INTENT).read_all()
     steps = JournalReader(directory, "execute_step", records.EXECUTE_STEP).read_all()
     recorded = JournalReader(directory, "exec", records.EXEC_REPORT).read_all()
-    notes = []
+    notes, gate_moves = [], []
     need = {"intent": (int(steps["n_intents"].sum()), len(intents)), "market": (int(steps["n_market"].sum()), len(valid)),
             "exec": (int(steps["n_reports"].sum()), len(recorded))}
     for name, (wanted, held) in need.items():
@@ -176,13 +177,15 @@ def replay_live(config: Config, directory: str) -> ReplayOutcome:
         else:
             got, state = _gate_moved(step, state, params, ctl, stats, out, in_a, in_b, s, now,
                                      recorded[at_report:at_report + n_rep])
-            notes.append(f"trading_enabled went {int(s['enabled'])} -> {int(s['enabled_after'])} during execute step "
-                         f"{k:,}: the intent it changed before was recovered from the recorded reports")
+            gate_moves.append(k)
         produced.append(got)
         at_intent, at_market, at_report = at_intent + n_a, at_market + n_b, at_report + n_rep
     reports = np.concatenate(produced) if produced else np.zeros(0, records.EXEC_REPORT)
     same, first = compare(recorded, reports)
-    return ReplayOutcome(LIVE, reports, len(market), len(recorded), same, first, notes=notes)
+    if gate_moves:
+        notes.append(f"trading_enabled changed during {len(gate_moves)} execute step(s) ({gate_moves[:5]}): which "
+                     "intent saw the change was recovered from the recorded reports")
+    return ReplayOutcome(LIVE, reports, len(market), len(recorded), same, first, notes=notes, gate_moves=gate_moves)
 
 
 def _gate_moved(step, state, params, ctl, stats, out, in_a, in_b, s, now, recorded):
