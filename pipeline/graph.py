@@ -37,6 +37,7 @@ class StageSpec:
     out_dtype: np.dtype
     always_step: bool    # step even without input (the feed paces itself; execute polls the trading gate)
     tap: str | None = None  # side tap to the journal: never blocks, counts what it drops
+    step_tap: str | None = None  # execute's second tap: one EXECUTE_STEP per step (what it consumed, in order)
 
 
 # Taps in journal-stream order; validate's tap carries its quarantined events, the others their output.
@@ -59,7 +60,7 @@ def rings(config: Config) -> dict[str, RingSpec]:
     if config.journal.dir:
         taps = config.journal.tap_capacity
         specs += [RingSpec(s.tap, s.dtype, taps) for s in streams.STREAMS]
-    used = {name for s in stages(config) for name in (s.in_a, s.in_b, s.tap, *s.outs) if name}
+    used = {name for s in stages(config) for name in (s.in_a, s.in_b, s.tap, s.step_tap, *s.outs) if name}
     return {s.name: s for s in specs if s.name in used}
 
 
@@ -73,7 +74,7 @@ STAGES = (
     StageSpec("strategy", 5, "inference.strategy", "execute.strategy", ("strategy.execute",), records.ORDER_INTENT,
               False, "strategy.journal"),
     StageSpec("execute", 6, "strategy.execute", "validate.execute", ("execute.risk", "execute.strategy"),
-              records.EXEC_REPORT, True, "execute.journal"),
+              records.EXEC_REPORT, True, "execute.journal", "execute.steps"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 assert tuple(s.name for s in STAGES) == STAGE_NAMES

@@ -53,7 +53,7 @@ PROCESSES = (
     # Per stream the records it wrote, then fsyncs; words after the labels hold each stream's first segment.
     Process("journal", 8, AGENT, "pipeline.store.journal_process", (*streams.NAMES, "fsyncs"), stage=False),
     # Per stream the rows it copied, then reconnects; words 8.. hold the last error text.
-    Process("recorder", 9, AGENT, "pipeline.store.recorder", (*streams.NAMES, "reconnects"), stage=False),
+    Process("recorder", 9, AGENT, "pipeline.store.recorder", (*streams.RECORDED, "reconnects"), stage=False),
 )
 BY_NAME = {p.name: p for p in PROCESSES}
 NAMES = tuple(p.name for p in PROCESSES)      # control-block slot i belongs to NAMES[i]

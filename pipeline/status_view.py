@@ -138,6 +138,8 @@ class StatusView:
             out[name] = {"in": int(slot[cb.S_IN]), "in_b": int(slot[cb.S_IN_B]), "out": int(slot[cb.S_OUT]),
                          "blocked_ns": int(slot[cb.S_BLOCKED_NS]), "errors": int(slot[cb.S_ERRORS]),
                          "tap_written": int(slot[cb.S_TAP_WRITTEN]), "tap_dropped": int(slot[cb.S_TAP_DROPPED]),
+                         "step_tap_written": int(slot[cb.S_STEP_TAP_WRITTEN]),
+                         "step_tap_dropped": int(slot[cb.S_STEP_TAP_DROPPED]),
                          **{label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(labels)}}
         return out
 
@@ -160,9 +162,13 @@ class StatusView:
             if rejected:
                 lines.append("rejected by the gate: " + ", ".join(f"{k.replace('_', ' ')} {v:,}"
                                                                    for k, v in rejected.items()))
-            lines.append("tick-to-order latency (market event received -> order sent or refused): "
-                         f"p50 {_us(cb.percentile_ns(tick, 0.5))} p99 {_us(cb.percentile_ns(tick, 0.99))} "
-                         f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")
+            if int(self.block.globals[cb.G_REPLAY_CLOCK]) == cb.REPLAY_UNPACED:
+                lines.append("tick-to-order latency: not measured (an unpaced replay, feed.replay_speed = 0, "
+                             "releases events with no wall time of their own; service times are measured)")
+            else:
+                lines.append("tick-to-order latency (market event received -> order sent or refused): "
+                             f"p50 {_us(cb.percentile_ns(tick, 0.5))} p99 {_us(cb.percentile_ns(tick, 0.99))} "
+                             f"p99.9 {_us(cb.percentile_ns(tick, 0.999))} over {int(tick.sum()):,} reports")
             lines.append(self.residual(ex))
         else:
             lines.append("record mode: nothing traded")
@@ -206,7 +212,8 @@ class StatusView:
             stage = counters.get(tap.split(".")[0])
             if stage is None:
                 continue  # not hosted in this run (record mode)
-            written, refused = stage["tap_written"], stage["tap_dropped"]
+            prefix = "step_" if tap == graph.BY_NAME["execute"].step_tap else ""  # execute's second tap
+            written, refused = stage[prefix + "tap_written"], stage[prefix + "tap_dropped"]
             tapped, journalled = written + refused, journal[stream]
             lost = tapped - journalled
             line = f"journal {stream}: {tapped:,} tapped, {journalled:,} journalled, {lost:,} lost"

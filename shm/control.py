@@ -3,14 +3,14 @@
 Payload layout (int64 words)::
 
     words 0..127       global lines: trading_enabled, kill reason/time/stage, run state and id, arm
-                       request/result, switch state, conditions holding; 24..63 free for new words;
+                       request/result, switch state, conditions holding, the replay clock; 30..63 free;
                        64..95 the kill text, 96..127 the conditions text
     words 128 + i*320  stage slot i (2,560 bytes, a multiple of 128 so slots never share a line):
         0..15   heartbeat_ns, state, pid, core, in/out counters, blocked_ns, errors, ...
         16..47  stage-defined counters (labels declared by the stage)
         48..175 service-time histogram (ns per batch, per record served)
         176..303 origin-latency histogram (ns from the market event's receive time to this stage's output)
-        304, 305 journal tap: records written, records dropped
+        304, 305 journal tap: records written, records dropped; 306, 307 execute's step tap: the same
 
 Concurrency: each stage slot has one writer (its stage process); global words are written by the
 supervisor and watchdog with release stores, read by everyone with acquire loads. Readers (tools) may
@@ -40,6 +40,14 @@ MAX_STAGES = 16
 # G_RUN_ID: a random 63-bit id the supervisor draws at every start; journals and the database carry it.
 G_START_FAILURES = 24     # processes that failed before the run started (fetch_add: the first claims the text)
 G_START_FAILED = 25       # slot index + 1 of the first of them; its one-line cause is then the kill text
+# The replay clock: a replay keeps each event's recorded receive time as origin_ts, so an age since origin is
+# measured against the wall time the feed's pacer scheduled that origin for. Written by the replay feed only:
+# mode and speed before it reports ready, wall0 before its first record is published (the ring orders it).
+G_REPLAY_CLOCK = 26       # REPLAY_NONE: origin_ts is local wall time (synthetic, venues); PACED; UNPACED
+G_REPLAY_EVENT0_NS = 27   # origin_ts of the recording's first event
+G_REPLAY_WALL0_NS = 28    # wall time the pacer released it (0: not yet)
+G_REPLAY_SPEED_PPM = 29   # replay speed in millionths (1x = 1,000,000)
+REPLAY_NONE, REPLAY_PACED, REPLAY_UNPACED = 0, 1, 2
 G_KILL_TEXT = 64          # words 64..95: the operator's or watchdog's kill text, 256 bytes UTF-8, NUL-padded
 KILL_TEXT_WORDS = 32
 G_CONDITIONS_TEXT = 96    # words 96..127: what currently blocks arming, 256 bytes UTF-8 (watchdog writes)
@@ -53,6 +61,8 @@ S_SERVICE_HIST = S_CUSTOM + CUSTOM_WORDS
 S_ORIGIN_HIST = S_SERVICE_HIST + HIST_BUCKETS
 S_TAP_WRITTEN = S_ORIGIN_HIST + HIST_BUCKETS   # records copied to the stage's journal tap
 S_TAP_DROPPED = S_TAP_WRITTEN + 1               # records the tap had no room for (the journal fell behind)
+S_STEP_TAP_WRITTEN = S_TAP_DROPPED + 1          # execute: step records (what it consumed, in order) tapped
+S_STEP_TAP_DROPPED = S_STEP_TAP_WRITTEN + 1     # and those its tap had no room for
 S_PID_START_NS = 310                            # the process's start time: with S_PID, pid reuse cannot fake liveness
 
 # Stage states (S_STATE)
@@ -110,6 +120,20 @@ def bucket_of(value_ns):
     mantissa, exponent = math.frexp(float(value_ns))  # value = mantissa * 2**exponent, mantissa in [0.5, 1)
     b = 4 * (exponent - 1) + int((mantissa * 2.0 - 1.0) * 4.0)
     return b if b < HIST_BUCKETS else HIST_BUCKETS - 1
+
+
+@njit(cache=True)
+def origin_wall_ns(globals_, origin_ts):
+    """The wall time a record's origin stands for, to age it against the wall clock; 0 = not measurable (an
+    unpaced replay publishes as fast as it can, so no wall time belongs to an origin). Live sources: origin_ts
+    itself. A paced replay: when its pacer scheduled that origin (lateness of the pacer counts as latency)."""
+    mode = globals_[G_REPLAY_CLOCK]
+    if mode == REPLAY_NONE:
+        return origin_ts
+    wall0 = globals_[G_REPLAY_WALL0_NS]
+    if mode != REPLAY_PACED or wall0 == 0 or origin_ts <= 0:
+        return 0
+    return wall0 + np.int64((origin_ts - globals_[G_REPLAY_EVENT0_NS]) * 1e6 / globals_[G_REPLAY_SPEED_PPM])
 
 
 @njit(cache=True)

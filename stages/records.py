@@ -278,9 +278,25 @@ EXEC_REPORT = _padded([
     ("position", np.float64),    # position of (venue, symbol) after this report
 ])
 
+# What one execute step consumed, journalled by a live run so a replay calls the kernel exactly as the run did:
+# the step's intents are the next n_intents of the intent stream, its market events the next n_market events
+# validate forwarded (validate over the market stream), its reports the next n_reports of the exec stream.
+EXECUTE_STEP = _padded([
+    ("origin_ts", np.int64),       # the step's last market event's (0: none), so spans read like every stream's
+    ("origin_seq", np.int64),      # its feed sequence: checks the replay's market alignment
+    ("now_ns", np.int64),          # the now the step was called with
+    ("first_intent_id", np.int64),  # its first intent's id (0: none): checks the intent alignment
+    ("n_intents", np.int32),
+    ("n_market", np.int32),
+    ("n_reports", np.int32),
+    ("enabled", np.uint8),         # trading_enabled read just before the step
+    ("enabled_after", np.uint8),   # and just after it: they differ when the gate moved during the step
+])
+
 ALL = {
     "market_event": MARKET_EVENT, "feature_vector": FEATURE_VECTOR, "risk_decision": RISK_DECISION,
     "prediction": PREDICTION, "order_intent": ORDER_INTENT, "order": ORDER, "exec_report": EXEC_REPORT,
+    "execute_step": EXECUTE_STEP,
 }
 for _name, _dtype in ALL.items():
     assert _dtype.itemsize % 64 == 0, f"record {_name} is {_dtype.itemsize} bytes, not a multiple of 64"

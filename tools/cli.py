@@ -136,17 +136,23 @@ def _merged(base: dict, extra: dict) -> dict:
 
 
 def _replay(args) -> int:
-    from pipeline.store.journal_replay import replay
+    from pipeline.store.journal_replay import LIVE, RECORD, replay
     try:
         config = load(args.config)
     except ConfigError as exc:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return 2
     outcome = replay(config, args.journal)
-    print(f"replayed {outcome.result.counters['feed']['out']:,} market events: {len(outcome.result.orders()):,} "
-          f"orders, {len(outcome.result.reports):,} reports")
-    if not outcome.recorded_reports:
-        print("the journal holds no execution reports to compare with")
+    how = {LIVE: "execute steps of a live run", RECORD: "a record-mode journal through fused mode"}
+    print(f"replayed {outcome.market_events:,} market events ({how.get(outcome.kind, 'fused mode')}): "
+          f"{len(outcome.orders()):,} orders, {len(outcome.reports):,} reports")
+    for note in outcome.notes:
+        print(f"note: {note}")
+    if outcome.kind == RECORD:
+        print("nothing to compare with: a record-mode journal holds the market only, no decision")
+        return 0
+    if not outcome.recorded_reports and not len(outcome.reports):
+        print("the journal holds no execution reports, and the replay made none")
         return 0
     if outcome.identical:
         print(f"identical to the {outcome.recorded_reports:,} recorded reports")
@@ -311,8 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--jobs", type=int, default=1, help="sweep points run at once (default 1)")
     bt.add_argument("--quiet", action="store_true", help="only the first and last lines")
     bt.set_defaults(func=_backtest)
-    rp = sub.add_parser("replay", help="feed a journal through fused mode and compare the orders")
-    rp.add_argument("journal", help="journal directory (from bot4 fused --journal)")
+    rp = sub.add_parser("replay", help="replay a journal and compare the orders: a live run's execute steps, a "
+                                       "fused run through fused mode; a record-mode journal runs the strategy "
+                                       "over its market")
+    rp.add_argument("journal", help="journal directory (from bot4 run, record or fused with --journal)")
     rp.add_argument("--config", help="the config the journal was recorded with (defaults if omitted)")
     rp.set_defaults(func=_replay)
     fe = sub.add_parser("features", help="feature store: build the offline (Parquet) store from recorded data")

@@ -166,6 +166,8 @@ class PythonFeed:
         from stages import records
         self.endpoints = endpoints
         self.slot = slot
+        # The globals the replay clock is in (an invoker without a control block: none, origins are wall time).
+        self.ctl = endpoints.ctl if getattr(endpoints, "ctl", None) is not None else np.zeros(cb.GLOBAL_WORDS, np.int64)
         self.stats = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
         self.batch = np.zeros(config.rings.batch, records.MARKET_EVENT)
         self.idle_params = placement.idle_params()
@@ -175,7 +177,7 @@ class PythonFeed:
         """Load (or compile) the njit calls publish makes, before the host says READY; counts nothing."""
         e, slot = self.endpoints, self.slot
         duty_cycle.publish(e.outs, e.out_sems, self.batch, 0, slot, self.idle_params, self.timespec)
-        duty_cycle.account(slot, 0, 0, self.batch, time.time_ns(), self.timespec)
+        duty_cycle.account(slot, self.ctl, 0, 0, self.batch, time.time_ns(), self.timespec)
         slot[cb.S_BATCHES] = 0
         slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
 
@@ -187,4 +189,4 @@ class PythonFeed:
             raise AgentTerminated
         if e.has_tap:
             duty_cycle.tap_records(e.tap, self.batch, n, slot)
-        duty_cycle.account(slot, 0, n, self.batch, started_ns, self.timespec)
+        duty_cycle.account(slot, self.ctl, 0, n, self.batch, started_ns, self.timespec)

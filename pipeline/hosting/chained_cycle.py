@@ -17,7 +17,8 @@ import numpy as np
 from numba import literally, njit, types
 from numba.extending import overload
 
-from pipeline.hosting.duty_cycle import EXIT_BUDGET, EXIT_STOPPED, call_step, count_batch, publish_all, side_tap
+from pipeline.hosting.duty_cycle import (EXIT_BUDGET, EXIT_STOPPED, call_step, count_batch, gate_before, publish_all,
+                                         side_tap)
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
@@ -109,11 +110,13 @@ def _member_impl(code, position, chained, n_chained, start_ns, in_a, scratch_a, 
                     slot[cb.S_STATE] = cb.STOPPED  # the supervisor then stops the next member
             if not flags[k, F_STOPPED] and (n_a + n_b > 0 or flags[k, F_ALWAYS_STEP]):
                 step_in = batch[taken:]
+                gate = gate_before(stage_id, ctl)
                 n_out = call_step(stage_id, step_in, n_a, b_scratch, n_b, states[k], params[k], ctl, stats, out, now)
                 taken += n_a
                 if n_out > 0 and not publish_all(outs[k], out_sems[k], out, n_out, slot, idle_params, timespec):
                     if flags[k, F_HAS_TAP]:
-                        side_tap(stage_id, taps[k], states[k], step_in, out, n_out, slot)  # counted, not lost
+                        side_tap(stage_id, taps[k], states[k], step_in, n_a, b_scratch, n_b, out, n_out, slot, ctl, now,
+                                 gate)  # counted, not lost
                     flags[k, F_STOPPED] = 1  # abandoned while blocked on an output whose consumer is gone
                     slot[cb.S_STATE] = cb.STOPPED
                     n_out = 0
@@ -121,9 +124,10 @@ def _member_impl(code, position, chained, n_chained, start_ns, in_a, scratch_a, 
                     if flags[k, F_HAS_TAP]:
                         # Validate copies its quarantined events over its input batch, consumed by now (it
                         # follows the feed, which makes at most one batch: never chunked, nothing left to step).
-                        side_tap(stage_id, taps[k], states[k], step_in, out, n_out, slot)
+                        side_tap(stage_id, taps[k], states[k], step_in, n_a, b_scratch, n_b, out, n_out, slot, ctl,
+                                 now, gate)
                     done = clock_ns(timespec)
-                    count_batch(slot, n_a, n_b, out, n_out, now, done)
+                    count_batch(slot, ctl, n_a, n_b, out, n_out, now, done)
                     if first and has_a:
                         slot[cb.S_QUEUE_DEPTH] = a_consumer[ring.C_CACHED_TAIL] - a_consumer[ring.C_HEAD]
                     work += n_a + n_b + n_out

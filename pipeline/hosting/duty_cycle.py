@@ -42,28 +42,64 @@ def _call_step(stage_id, in_a, n_a, in_b, n_b, state, params, ctl, stats, out, n
     return impl
 
 VALIDATE_INDEX = next(index for index, step in STEPS.items() if step is validate.step)
+EXECUTE_INDEX = next(index for index, step in STEPS.items() if step is execute.step)
 
 
-def side_tap(stage_id, tap, state, scratch_a, out, n_out, slot):
+def gate_before(stage_id, ctl):
+    raise NotImplementedError("only callable from njit code with a literal stage_id")
+
+
+@overload(gate_before)
+def _gate_before(stage_id, ctl):
+    """Execute's trading_enabled read just before its step, for its step record (0, no read, for the others)."""
+    if not isinstance(stage_id, types.IntegerLiteral):
+        return None
+    if stage_id.literal_value == EXECUTE_INDEX:
+        return lambda stage_id, ctl: load_acquire(ctl, cb.G_TRADING_ENABLED)
+    return lambda stage_id, ctl: 0
+
+
+def side_tap(stage_id, tap, state, in_a, n_a, in_b, n_b, out, n_out, slot, ctl, now, gate):
     raise NotImplementedError("only callable from njit code with a literal stage_id")
 
 
 @overload(side_tap)
-def _side_tap(stage_id, tap, state, scratch_a, out, n_out, slot):
+def _side_tap(stage_id, tap, state, in_a, n_a, in_b, n_b, out, n_out, slot, ctl, now, gate):
     """What a stage copies to its journal tap: validate its quarantined events (with their reasons; its
     input scratch is free again and of the same record type), every other stage its output. Validate's
-    are taken after every step, so at most one batch waits in its keep ring: none is missed."""
+    are taken after every step, so at most one batch waits in its keep ring: none is missed. Execute also
+    taps one EXECUTE_STEP record per step that consumed or produced something (``tap`` is its reports tap,
+    its step tap and a one-record scratch): a replay calls the kernel with exactly those inputs. A step with
+    neither (the gate poll) is not journalled: it must leave the kernel's state as it found it."""
     if not isinstance(stage_id, types.IntegerLiteral):
         return None
     if stage_id.literal_value == VALIDATE_INDEX:
-        def impl(stage_id, tap, state, scratch_a, out, n_out, slot):
-            n, missed = validate.take_quarantined(state, scratch_a)
+        def impl(stage_id, tap, state, in_a, n_a, in_b, n_b, out, n_out, slot, ctl, now, gate):
+            n, missed = validate.take_quarantined(state, in_a)
             slot[cb.S_TAP_DROPPED] += missed
             if n > 0:
-                tap_records(tap, scratch_a, n, slot)
+                tap_records(tap, in_a, n, slot)
+        return impl
+    if stage_id.literal_value == EXECUTE_INDEX:
+        def impl(stage_id, tap, state, in_a, n_a, in_b, n_b, out, n_out, slot, ctl, now, gate):
+            after = load_acquire(ctl, cb.G_TRADING_ENABLED)
+            reports, steps, step = tap
+            if n_out > 0:
+                tap_records(reports, out, n_out, slot)
+            rec = step[0]
+            rec["origin_ts"] = in_b[n_b - 1]["origin_ts"] if n_b > 0 else 0
+            rec["origin_seq"] = in_b[n_b - 1]["origin_seq"] if n_b > 0 else 0
+            rec["now_ns"] = now
+            rec["first_intent_id"] = in_a[0]["intent_id"] if n_a > 0 else 0
+            rec["n_intents"] = n_a
+            rec["n_market"] = n_b
+            rec["n_reports"] = n_out
+            rec["enabled"] = gate
+            rec["enabled_after"] = after
+            tap_into(steps, step, 1, slot, cb.S_STEP_TAP_WRITTEN)
         return impl
 
-    def impl(stage_id, tap, state, scratch_a, out, n_out, slot):
+    def impl(stage_id, tap, state, in_a, n_a, in_b, n_b, out, n_out, slot, ctl, now, gate):
         if n_out > 0:
             tap_records(tap, out, n_out, slot)
     return impl
@@ -126,14 +162,20 @@ def _publish_all(outs, out_sems, batch, n, slot, idle_params, timespec):
 def tap_records(tap, batch, n, slot):
     """Side tap: one try, never waits; what does not fit is counted, not silently lost. A lossless tap
     (its consumer asked, record mode: the journal is the product) waits for room instead."""
+    tap_into(tap, batch, n, slot, cb.S_TAP_WRITTEN)
+
+
+@njit(cache=True)
+def tap_into(tap, batch, n, slot, written_word):
+    """``tap_records`` counting into ``slot[written_word]`` and the word after it (dropped)."""
     producer, consumer, records = tap
     written = ring.try_write(producer, consumer, records, batch, n)
     if written < 0:
         written = 0
     if written < n and consumer[ring.C_LOSSLESS] != 0:
         written += _wait_for_tap(producer, consumer, records, batch[written:], n - written, slot)
-    slot[cb.S_TAP_WRITTEN] += written
-    slot[cb.S_TAP_DROPPED] += n - written
+    slot[written_word] += written
+    slot[written_word + 1] += n - written
 
 
 @njit(cache=True)
@@ -202,6 +244,7 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
                     if has_b:
                         ring.woke_up(b_consumer)
                 continue
+        gate = gate_before(stage_id, ctl)
         n_out = call_step(stage_id, scratch_a, n_a, scratch_b, n_b, state, params, ctl, stats, scratch_out, now)
         if n_out + n_a + n_b == 0:
             # A self-stepping stage (feed, execute) has no input to block on: it sleeps briefly instead.
@@ -210,12 +253,12 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
             continue
         idle_strategies.idle(idle_params, idle_state, 1)
         if n_out > 0 and not publish_all(outs, out_sems, scratch_out, n_out, slot, idle_params, timespec):
-            if has_tap:
-                side_tap(stage_id, tap, state, scratch_a, scratch_out, n_out, slot)  # counted, not silently lost
+            if has_tap:  # counted, not silently lost
+                side_tap(stage_id, tap, state, scratch_a, n_a, scratch_b, n_b, scratch_out, n_out, slot, ctl, now, gate)
             return EXIT_ABANDONED
         if has_tap:
-            side_tap(stage_id, tap, state, scratch_a, scratch_out, n_out, slot)
-        count_batch(slot, n_a, n_b, scratch_out, n_out, now, clock_ns(timespec))
+            side_tap(stage_id, tap, state, scratch_a, n_a, scratch_b, n_b, scratch_out, n_out, slot, ctl, now, gate)
+        count_batch(slot, ctl, n_a, n_b, scratch_out, n_out, now, clock_ns(timespec))
         if has_a:
             slot[cb.S_QUEUE_DEPTH] = a_consumer[ring.C_CACHED_TAIL] - a_consumer[ring.C_HEAD]
 
@@ -233,19 +276,22 @@ def _measures_the_pipeline(record):
 
 
 @njit(cache=True)
-def count_batch(slot, n_a, n_b, out, n_out, started_ns, done_ns):
-    """A served batch into the stage's slot: in/out counts, service time, each output's age since its origin."""
+def count_batch(slot, ctl, n_a, n_b, out, n_out, started_ns, done_ns):
+    """A served batch into the stage's slot: in/out counts, service time, each output's age since the wall
+    time of its origin (``ctl``: the control block's globals, whose replay clock maps a replay's recorded
+    origins to wall time; an unpaced replay's ages are not measured)."""
     slot[cb.S_IN] += n_a
     slot[cb.S_IN_B] += n_b
     slot[cb.S_OUT] += n_out
     slot[cb.S_BATCHES] += 1
     slot[cb.S_SERVICE_HIST + cb.bucket_of(done_ns - started_ns)] += 1
     for i in range(n_out):
-        origin = out[i]["origin_ts"]
+        origin = cb.origin_wall_ns(ctl, out[i]["origin_ts"])
         if origin > 0 and measures_the_pipeline(out[i]):
             slot[cb.S_ORIGIN_HIST + cb.bucket_of(done_ns - origin)] += 1
     if n_out > 0:
-        slot[cb.S_LAST_ORIGIN_NS] = done_ns - out[n_out - 1]["origin_ts"]
+        origin = cb.origin_wall_ns(ctl, out[n_out - 1]["origin_ts"])
+        slot[cb.S_LAST_ORIGIN_NS] = done_ns - origin if origin > 0 else 0
 
 
 def compiled_entry(stage_id: int):
@@ -286,10 +332,10 @@ def wait_for_input(in_a, slot, idle_params, idle_state, max_wait_ns, timespec):
 
 
 @njit(cache=True)
-def account(slot, n_in, n_out, out_batch, started_ns, timespec):
-    """Counters and histograms for a batch served by a Python host."""
+def account(slot, ctl, n_in, n_out, out_batch, started_ns, timespec):
+    """Counters and histograms for a batch served by a Python host (``ctl``: the control block's globals)."""
     done = clock_ns(timespec)
-    count_batch(slot, n_in, 0, out_batch, n_out, started_ns, done)
+    count_batch(slot, ctl, n_in, 0, out_batch, n_out, started_ns, done)
     return done
 
 

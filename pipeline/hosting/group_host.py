@@ -19,7 +19,7 @@ from pipeline.config import Config
 from pipeline.hosting import chained_cycle, topology
 from pipeline.hosting.agent import wait_until_running
 from pipeline.hosting.child import EXPECTED_FAILURES, report_failure, start
-from pipeline.hosting.stage_host import Endpoints, attach_endpoints, live_kernel
+from pipeline.hosting.stage_host import Endpoints, attach_endpoints, live_kernel, with_step_tap
 from pipeline.plan import RunPlan
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -48,8 +48,8 @@ def local_endpoints(config: Config, spec: graph.StageSpec, capacity: int = 2, ta
     outs = tuple(local(name) for name in spec.outs)
     has_tap = tap and spec.tap is not None
     # A tap carries the member's own record type (validate's: its quarantined input, of the same type).
-    return Endpoints(local(spec.in_a), local(spec.in_b), outs, np.zeros(len(outs), np.int64), local(None), has_tap,
-                     [], None)
+    return Endpoints(local(spec.in_a), local(spec.in_b), outs, np.zeros(len(outs), np.int64),
+                     with_step_tap(spec, local(None)), has_tap, [], None)
 
 
 def member_kernel(spec: graph.StageSpec, plan: RunPlan, live: bool, with_stores: bool):

@@ -25,6 +25,7 @@ from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
 from shm.syscalls import close_semaphore_address, new_timespec, open_semaphore_address
+from stages import records
 
 PARK_TIMEOUT_S = 0.02  # safety net for a lost wake-up; keeps heartbeats fresh while idle
 
@@ -35,17 +36,18 @@ class Endpoints:
     in_b: tuple
     outs: tuple
     out_sems: np.ndarray       # sem_t* of each output's consumer when it blocks, else 0
-    tap: tuple                 # the journal tap, or a dummy when there is none
+    tap: tuple                 # the journal tap, or a dummy when there is none (execute: see with_step_tap)
     has_tap: bool
     views: list
     sem: posix_ipc.Semaphore | None
+    ctl: np.ndarray | None = None  # the control block's globals (a Python host's batches are aged against them)
 
     def close(self) -> None:
         for address in self.out_sems:
             close_semaphore_address(int(address))
         if self.sem is not None:
             self.sem.close()
-        self.in_a = self.in_b = self.outs = self.tap = None
+        self.in_a = self.in_b = self.outs = self.tap = self.ctl = None
         for view in self.views:
             view.close()
 
@@ -83,7 +85,21 @@ def attach_endpoints(config: Config, run: str, spec: graph.StageSpec, placements
         tap = (view.producer, view.consumer, view.records)
     else:
         tap = ring.local_ring(spec.out_dtype, 2)
+    steps = None
+    if has_tap and spec.step_tap is not None:
+        view = attach(spec.step_tap)
+        steps = (view.producer, view.consumer, view.records)
+    tap = with_step_tap(spec, tap, steps)
     return Endpoints(ins[0], ins[1], tuple(outs), np.array(sems, np.int64), tap, has_tap, views, sem)
+
+
+def with_step_tap(spec: graph.StageSpec, tap: tuple, steps: tuple | None = None):
+    """The tap argument of a stage's cycle: its tap ring; for execute, that (its reports), its step tap (a
+    local dummy when none) and the one-record scratch its step record is built in."""
+    if spec.step_tap is None:
+        return tap
+    return (tap, steps if steps is not None else ring.local_ring(records.EXECUTE_STEP, 2),
+            np.zeros(1, records.EXECUTE_STEP))
 
 
 def _park(endpoints: Endpoints) -> None:
@@ -178,7 +194,7 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
     ring.readable(producer, consumer)
     inference.prepare(decisions, 0, x)
     inference.finish(decisions, 0, model.predict(x[:1])[:0], predictions, 0)
-    duty_cycle.account(slot, 0, 0, predictions, time.time_ns(), timespec)
+    duty_cycle.account(slot, block.globals, 0, 0, predictions, time.time_ns(), timespec)
     slot[cb.S_BATCHES] = 0
     slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
     duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, 0, slot, idle_params, timespec)
@@ -206,7 +222,7 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
         if not duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, n_out, slot, idle_params, timespec):
             return
         slot[cb.S_QUEUE_DEPTH] = consumer[ring.C_CACHED_TAIL] - consumer[ring.C_HEAD]
-        duty_cycle.account(slot, n, n_out, predictions, started, timespec)
+        duty_cycle.account(slot, block.globals, n, n_out, predictions, started, timespec)
 
 
 def main(make_agent: Callable[..., Agent] | None = None) -> int:
@@ -223,6 +239,7 @@ def main(make_agent: Callable[..., Agent] | None = None) -> int:
     endpoints = None
     try:
         endpoints = attach_endpoints(config, run, spec, placements)
+        endpoints.ctl = block.globals
         if make_agent is not None:
             agent = make_agent(config, endpoints, slot, placement)
             return AgentRunner(agent, child, Idle(placement.idle_params())).run()

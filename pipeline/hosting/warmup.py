@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline import graph
-from pipeline.hosting import duty_cycle, group_host, topology
+from pipeline.hosting import duty_cycle, group_host, stage_host, topology
 from pipeline.plan import RunPlan
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -194,20 +194,21 @@ def _compile_all(plan: RunPlan) -> None:
             out = np.zeros(1, spec.out_dtype)
             duty_cycle.publish(outs, sems, out, 0, slot, idle_params, timespec)
             duty_cycle.tap_records(ring.local_ring(spec.out_dtype, 2), out, 0, slot)
-            duty_cycle.account(slot, 0, 0, out, 0, timespec)
+            duty_cycle.account(slot, block.globals, 0, 0, out, 0, timespec)
         if spec.name == "inference":
             from stages import inference
             duty_cycle.wait_for_input(in_a, slot, idle_params, idle_strategies.make_state(), 0, timespec)
             ring.read(in_a[0], in_a[1], in_a[2], np.zeros(1, in_a[2].dtype), 0)
             ring.readable(in_a[0], in_a[1])
             out = np.zeros(1, spec.out_dtype)
-            duty_cycle.account(slot, 0, 0, out, 0, timespec)
+            duty_cycle.account(slot, block.globals, 0, 0, out, 0, timespec)
             duty_cycle.publish(outs, sems, out, 0, slot, idle_params, timespec)
             inference.prepare(in_a[2], 0, np.zeros((1, records.N_FEATURES), np.float32))
             inference.finish(in_a[2], 0, np.zeros(1, np.float32), out, 0)
             continue
         _, params, state = graph.kernel(spec.name, plan, live=True)
-        duty_cycle.run(spec.index, in_a, in_b, outs, sems, ring.local_ring(spec.out_dtype, 2), False, np.zeros(1, in_a[2].dtype), np.zeros(1, in_b[2].dtype),
+        tap = stage_host.with_step_tap(spec, ring.local_ring(spec.out_dtype, 2))
+        duty_cycle.run(spec.index, in_a, in_b, outs, sems, tap, False, np.zeros(1, in_a[2].dtype), np.zeros(1, in_b[2].dtype),
                        np.zeros(1, spec.out_dtype), state, params, block.globals, slot, idle_params,
                        idle_strategies.make_state(), 1, False, False, False, 1, timespec)
     for group in topology.groups(config):  # only the groups this run hosts: each is a compile of its own

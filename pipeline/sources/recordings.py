@@ -42,7 +42,7 @@ def merge(sources: Iterable, resync: bool = True) -> np.ndarray:
         if a.dtype != MARKET_EVENT:
             raise TypeError(f"merge: expected MARKET_EVENT records, got {a.dtype}")
     n = sum(len(a) for a in arrays)
-    out = np.empty(n, MARKET_EVENT)
+    out = np.zeros(n, MARKET_EVENT)  # zeroed: a record's pad bytes too, so a replay journals the same bytes every time
     if n:
         ts = np.concatenate([a["origin_ts"] for a in arrays])
         order = np.argsort(ts, kind="stable")

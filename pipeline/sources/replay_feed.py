@@ -1,9 +1,14 @@
 """The feed stage's host for a replay: recorded files -> market events on the feed ring, paced.
 
-Parsing happens before the stage reports ready (a full capture takes ~1 s). Each record's ``origin_ts``
-is restamped with this run's receive time when it is published, so latency is measured from when the
-pipeline got it; ``exch_ts`` moves by the same amount, keeping the recorded venue-to-receive latency. When the recording is exhausted the stage says so
-(``finished``) and keeps its heartbeat: the supervisor stops the run once everything has drained.
+Parsing happens before the stage reports ready (a full capture takes ~1 s). Records are published as
+recorded: ``origin_ts`` stays the recorded receive time (and ``exch_ts`` the venue's), so every event-time
+feature, bar, cooldown and rate bucket sees the recorded market at any speed, as a fused run or a backtest
+of the same file does. The pacer paces on those times (speed 1 = as recorded, N = N times faster, 0 = as
+fast as the pipeline takes them). Latency stays measured against the wall clock through the replay clock
+this host publishes in the control block (``shm.control.origin_wall_ns``): a record's age is counted from
+the wall time its pacer scheduled it for; an unpaced replay has no such time, so its ages are not measured
+(service times are). When the recording is exhausted the stage says so (``finished``) and keeps its
+heartbeat: the supervisor stops the run once everything has drained.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pipeline.hosting.agent import Agent, PythonFeed
 from pipeline.sources import (Pacer, SymbolTable, UnknownFormatError, UnknownInstrumentError, merge, parse_file,
                               refusal_markers, sniff)
 from pipeline.sources.inputs import load
+from shm import control as cb
 from stages import feed
 
 
@@ -90,20 +96,26 @@ class ReplayFeed(Agent):
         stream, notes = load_recording(self.config)
         for note in notes:
             print(f"feed: {note}", flush=True)
-        self.pacer = Pacer(stream, self.config.feed.replay_speed or None, max_batch=self.config.rings.batch)
+        speed = self.config.feed.replay_speed
+        self.pacer = Pacer(stream, speed or None, max_batch=self.config.rings.batch)
+        ctl = self.feed.ctl  # the replay clock (shm.control): this host is its only writer
+        ctl[cb.G_REPLAY_SPEED_PPM] = max(1, round(speed * 1e6)) if speed else 0
+        ctl[cb.G_REPLAY_EVENT0_NS] = int(stream["origin_ts"][0])
+        ctl[cb.G_REPLAY_WALL0_NS] = 0
+        ctl[cb.G_REPLAY_CLOCK] = cb.REPLAY_PACED if speed else cb.REPLAY_UNPACED
         self.feed.load()
 
     def do_work(self) -> int:
-        now = time.time_ns()
         pacer, batch, stats = self.pacer, self.feed.batch, self.feed.stats
+        if pacer.start_ns is None:
+            # The pacer starts on this poll: its monotonic start and this wall time are the same instant, so
+            # the wall time a record is due at is wall0 + (origin - first origin) / speed.
+            self.feed.ctl[cb.G_REPLAY_WALL0_NS] = time.time_ns()
+        now = time.time_ns()
         due = pacer.poll(time.monotonic_ns())
         n = len(due)
         if n:
-            batch[:n] = due
-            # Shift venue time with the receive time: the recorded venue->receive latency is kept.
-            shift = now - batch["origin_ts"][:n]
-            batch["exch_ts"][:n] = np.where(batch["exch_ts"][:n] > 0, batch["exch_ts"][:n] + shift, 0)
-            batch["origin_ts"][:n] = now
+            batch[:n] = due  # as recorded: the replay changes no timestamp
             self.feed.publish(n, now)
             stats[feed.ST_EMITTED] += n
             return n

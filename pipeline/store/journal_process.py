@@ -53,6 +53,8 @@ class Journal(Agent):
             spec = specs[tap_name]
             view = ring.attach_ring(names.ring(run, tap_name), spec.dtype, spec.capacity)
             self.taps.append(view)
+            # Record mode: the journal is the product, so its taps back-pressure the feed and validate. A run that
+            # trades keeps them lossy: the hot path never waits on the journal (a full tap counts what it drops).
             if config.run.mode == "record":
                 view.consumer[ring.C_LOSSLESS] = 1  # before READY: no stage runs before every process is ready
             writer = JournalWriter(config.journal.dir, stream, spec.dtype, source=f"bot4 run {run}",

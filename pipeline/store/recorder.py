@@ -132,7 +132,7 @@ TABLES = (Table("market", "market_events", records.MARKET_EVENT, _market_columns
           Table("quarantine", "quarantined_events", records.MARKET_EVENT,
                 _market_columns() + [Column("reason", "smallint", ">i2", "reason")] + _id_columns()))
 ST_RECONNECTS = registry.BY_NAME["recorder"].counter("reconnects")
-assert tuple(t.stream for t in TABLES) == streams.NAMES
+assert tuple(t.stream for t in TABLES) == streams.RECORDED
 
 
 def row_dtype(table: Table) -> np.dtype:

@@ -230,8 +230,8 @@ def test_the_journal_agent_drains_its_taps_into_segments_and_ends_once_drained(t
     assert (written["origin_seq"] == np.concatenate([events, events[:20]])["origin_seq"]).all()
 
 
-def test_the_replay_agent_publishes_the_recording_restamped_then_says_finished(tmp_path):
-    from pipeline.sources.replay_feed import ReplayFeed
+def test_the_replay_agent_publishes_the_recording_as_recorded_then_says_finished(tmp_path):
+    from pipeline.sources.replay_feed import ReplayFeed, load_recording
     path = tmp_path / "eth.ws"
     with gzip.open(WS / "spot_ethusdt_20240808.gz") as f:
         path.write_bytes(b"".join(f.readline() for _ in range(200)))
@@ -239,11 +239,12 @@ def test_the_replay_agent_publishes_the_recording_restamped_then_says_finished(t
                                            "files": [f"spot={path}"]})
     out = ring.local_ring(records.MARKET_EVENT, 4096)
     endpoints = Endpoints(ring.local_ring(records.MARKET_EVENT, 2), ring.local_ring(records.MARKET_EVENT, 2), (out,),
-                          np.zeros(1, np.int64), ring.local_ring(records.MARKET_EVENT, 2), False, [], None)
+                          np.zeros(1, np.int64), ring.local_ring(records.MARKET_EVENT, 2), False, [], None,
+                          np.zeros(cb.GLOBAL_WORDS, np.int64))
     child = child_of("feed")
+    started = time.time_ns()
     agent = ReplayFeed(config, endpoints, child.slot, child.placement)
     agent.on_start()
-    started = time.time_ns()
     published = 0
     for _ in range(1000):
         published += agent.do_work()
@@ -256,7 +257,12 @@ def test_the_replay_agent_publishes_the_recording_restamped_then_says_finished(t
     n = ring.read(out[0], out[1], out[2], got, 4096)
     assert n == published
     assert (np.diff(got["origin_seq"][:n]) > 0).all()
-    assert got["origin_ts"][:n].min() >= started  # this run's receive time, not the recording's
+    recorded, _ = load_recording(config)
+    assert got[:n].tobytes() == recorded.tobytes()  # as recorded: origin_ts stays the recorded receive time
+    # The replay clock latency is aged against: the pacer started now, on the first event, at speed 1.
+    g = endpoints.ctl
+    assert g[cb.G_REPLAY_CLOCK] == cb.REPLAY_PACED and g[cb.G_REPLAY_SPEED_PPM] == 1_000_000
+    assert g[cb.G_REPLAY_EVENT0_NS] == recorded["origin_ts"][0] and g[cb.G_REPLAY_WALL0_NS] >= started
 
 
 def watchdog_config(tmp_path, endpoint=None):

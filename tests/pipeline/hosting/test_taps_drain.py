@@ -96,7 +96,7 @@ def test_a_killed_journal_is_reported_with_every_record_it_lost(live, tmp_path):
     code, output = run.finish(timeout=60)
     assert code == 3, output
     lines = _journal_lines(output)
-    assert set(lines) == {"market", "intent", "exec", "quarantine"}, output
+    assert set(lines) == {"market", "intent", "exec", "quarantine", "execute_step"}, output
     held = {stream: JournalReader(str(journal), stream).record_count for stream in lines}
     for stream, (tapped, journalled, lost, why) in lines.items():
         assert journalled == held[stream], (stream, output)

@@ -60,3 +60,41 @@ def test_the_cli_records_and_replays(tmp_path):
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert "identical to the" in rep.stdout
     assert np.dtype(records.MARKET_EVENT) == JournalReader(journal, "market").dtype
+
+
+def _record_mode_journal(tmp_path, n_events=6_000) -> str:
+    """The streams ``bot4 record`` writes (market and quarantine only), from a fused run's market."""
+    record(Config(), n_events, str(tmp_path / "full"))
+    journal = str(tmp_path / "rec")
+    for stream in ("market", "quarantine"):
+        data = JournalReader(str(tmp_path / "full"), stream).read_all()
+        writer = JournalWriter(journal, stream, data.dtype)
+        writer.append(data)
+        writer.close()
+    return journal
+
+
+def test_a_record_mode_journal_replays_the_strategy_over_its_market(tmp_path):
+    """It used to crash (reshape of an empty exec stream)."""
+    journal = _record_mode_journal(tmp_path)
+    outcome = replay(Config(), journal)
+    assert outcome.kind == "record" and not outcome.comparable
+    assert outcome.market_events == 6_000 and outcome.recorded_reports == 0
+    assert len(outcome.orders()) > 0  # the strategy ran over the recorded market
+    again = replay(Config(), str(tmp_path / "full"))
+    assert again.kind == "fused" and again.identical
+    assert outcome.reports.tobytes() == again.reports.tobytes()  # the same kernels over the same market
+    rep = subprocess.run([sys.executable, "-m", "tools.cli", "replay", journal], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    assert "nothing to compare with" in rep.stdout
+
+
+def test_compare_names_the_first_difference_also_against_an_empty_stream():
+    reports = np.zeros(3, records.EXEC_REPORT)
+    from pipeline.store.journal_replay import compare
+    assert compare(reports, reports.copy()) == (True, -1)
+    assert compare(reports[:0], reports) == (False, 0)
+    changed = reports.copy()
+    changed["qty"][2] = 1.0
+    assert compare(reports, changed) == (False, 2)
