@@ -31,7 +31,7 @@ from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages import book
 from stages.counters import Counters
-from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, INTENT_CANCEL_ALL, INTENT_IOC, INTENT_QUOTE,
+from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, INTENT_CANCEL_ALL, ORD_PENDING_CANCEL, INTENT_IOC, INTENT_QUOTE,
                             MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_NEW, ORD_PARTIAL, ORD_REJECTED,
                             ORDER, REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES,
                             REJ_NO_MARKET, REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
@@ -85,9 +85,9 @@ assert sorted(REJ_NAMES) == list(range(1, len(REJ_NAMES) + 1))
 
 
 def out_capacity(batch: int) -> int:
-    # per input record: its own report (new or rejected) and the venue's answers that come due with it (an ack, a
-    # fill per level, a cancel); plus a cancel-all's answers and the flatten orders.
-    return batch * (BOOK_LEVELS + 4) + 4 * MAX_ORDERS
+    # per input record: its own reports (new or rejected, a replaced quote's pending cancel) and the venue's answers
+    # that come due with it (an ack, a fill per level, a cancel); plus a cancel-all's and the flatten orders.
+    return batch * (BOOK_LEVELS + 5) + 4 * MAX_ORDERS
 
 
 def make_params(*, max_open_orders: int, flatten: bool,
@@ -180,12 +180,12 @@ def _free(state, slot):
 
 
 @njit(cache=True)
-def _request_cancel(state, params, slot, stats, now_ns):
-    """Ask the venue to cancel; the order stays open (and can fill) until the answer."""
+def _request_cancel(state, params, slot, out, n, stats, now_ns):
+    """Ask the venue to cancel, reported pending cancel; the order stays open (and can fill) until the answer."""
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     order = orders[slot]
     if order["cancel_ts"] != 0:
-        return
+        return n
     order["cancel_ts"] = now_ns
     k = instrument_key(order["venue"], order["symbol"])
     side_col = 0 if order["side"] == BUY else 1
@@ -193,15 +193,18 @@ def _request_cancel(state, params, slot, stats, now_ns):
         quote_slot[k, side_col] = -1
     exchange.cancel(vs, params[P_VENUE:], slot, order["order_id"], k, order["side"], now_ns)
     stats[ST_CANCEL_REQUESTS] += 1
+    return _report(out, n, order, ORD_PENDING_CANCEL, order["price"], order["qty"] - order["filled"], 0.0, 0,
+                   positions[k], 0, now_ns, 0)
 
 
 @njit(cache=True)
-def cancel_all(state, params, stats, now_ns):
+def cancel_all(state, params, out, n, stats, now_ns):
     """Cancel every open order but execute's own flatten IOCs (they end by themselves)."""
     orders = state[3]
     for slot in range(orders.shape[0]):
         if _is_open(orders[slot]) and orders[slot]["strategy"] != STRAT_FLATTEN:
-            _request_cancel(state, params, slot, stats, now_ns)
+            n = _request_cancel(state, params, slot, out, n, stats, now_ns)
+    return n
 
 
 @njit(cache=True)
@@ -267,8 +270,7 @@ def _on_answer(state, params, a, out, n, stats, now_ns):
     # R_CANCEL_REJECTED for an order still open here: the cancel overtook the order (latencies vary); send it again
     stats[ST_CANCEL_REJECTS] += 1
     order["cancel_ts"] = 0
-    _request_cancel(state, params, slot, stats, now_ns)
-    return n
+    return _request_cancel(state, params, slot, out, n, stats, now_ns)
 
 
 @njit(cache=True)
@@ -445,12 +447,11 @@ def _on_intent(state, params, intent, out, n, stats, now_ns):
     k = instrument_key(intent["venue"], intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
     if intent["kind"] == INTENT_CANCEL_ALL:
-        cancel_all(state, params, stats, now_ns)
-        return n
+        return cancel_all(state, params, out, n, stats, now_ns)
     replaced = quote_slot[k, side_col] if intent["kind"] == INTENT_QUOTE else -1
     if intent["kind"] == INTENT_QUOTE and intent["qty"] <= 0.0:  # withdraw this side's quote
         if replaced >= 0:
-            _request_cancel(state, params, replaced, stats, now_ns)
+            n = _request_cancel(state, params, replaced, out, n, stats, now_ns)
         return n
     if not (intent["qty"] > 0.0) or not (intent["price"] > 0.0):
         return _reject(out, n, intent, REJ_BAD_QTY, positions[k], stats, now_ns)
@@ -470,7 +471,7 @@ def _on_intent(state, params, intent, out, n, stats, now_ns):
         last[1] = intent["qty"]
         last[2] = now_ns
     if replaced >= 0:  # the replacement passed: only now does the old quote go
-        _request_cancel(state, params, replaced, stats, now_ns)
+        n = _request_cancel(state, params, replaced, out, n, stats, now_ns)
     n = _send(state, params, slot, intent["intent_id"], intent["origin_ts"], intent["origin_seq"], k,
               intent["side"], intent["kind"], intent["strategy"], intent["price"], intent["qty"], out, n,
               positions[k], stats, now_ns)
@@ -518,7 +519,7 @@ def _on_disabled(state, params, out, n, stats, now_ns):
         if _is_open(orders[slot]) and orders[slot]["cancel_ts"] == 0 and orders[slot]["strategy"] != STRAT_FLATTEN:
             pending = True
     if pending:
-        cancel_all(state, params, stats, now_ns)
+        n = cancel_all(state, params, out, n, stats, now_ns)
         stats[ST_LAST_CANCEL_ALL_NS] = now_ns
     if params[P_FLATTEN] != 0.0:
         n = flatten(state, params, out, n, stats, now_ns)
@@ -551,11 +552,15 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     vparams = params[P_VENUE:]
     event_clock = params[P_EVENT_CLOCK] != 0.0
     lookahead = vparams[exchange.V_LOOKAHEAD] != 0.0
-    reserve = n_a + MAX_ORDERS + 8  # room for the intents' own reports, a cancel-all's and flatten's
+    reserve = 2 * n_a + MAX_ORDERS + 8  # room for the intents' own reports (new, pending cancel), a cancel-all's
     n = 0
     i = 0
     j = 0
     t = now_ns
+    if not lookahead:
+        # Commands whose hold ran out by now meet the book as it is, before this step's market: a step with no
+        # input and no output must change nothing (a live journal does not record it), so they wait for here.
+        n = _deliver(state, params, out, n, stats, t, reserve)
     while i < n_a or j < n_b:
         if j < n_b and (i >= n_a or in_b[j]["origin_seq"] <= in_a[i]["origin_seq"]):
             ev = in_b[j]
@@ -583,13 +588,14 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         else:
             n = _on_intent(state, params, intent, out, n, stats, t)
         i += 1
-        reserve -= 1
+        reserve -= 2
     stats[ST_MARKET] += n_b
     if not event_clock:
         t = now_ns
     if load_acquire(ctl, G_TRADING_ENABLED) == 0:
         n = _on_disabled(state, params, out, n, stats, t)
-    n = _deliver(state, params, out, n, stats, t, MAX_ORDERS)
+    if lookahead or n_a + n_b > 0:
+        n = _deliver(state, params, out, n, stats, t, MAX_ORDERS)
     if n > 0 or n_a + n_b > 0:
         _publish_stats(state, stats)
     return n

@@ -216,9 +216,10 @@ ORD_NEW, ORD_ACKED, ORD_PARTIAL, ORD_FILLED, ORD_CANCELLED, ORD_REJECTED = range
 # Not an order state: an ExecReport with this state is a funding payment on a perpetual position (order_id 0,
 # price = funding rate, qty = position it was paid on, fee = amount paid in quote currency, negative = received).
 REP_FUNDING = 7
+ORD_PENDING_CANCEL = 8  # a cancel was sent; the order is open (and can fill) until the venue answers
 ORDER_STATE_NAMES = {ORD_NEW: "new", ORD_ACKED: "acknowledged", ORD_PARTIAL: "partially filled",
                      ORD_FILLED: "filled", ORD_CANCELLED: "cancelled", ORD_REJECTED: "rejected",
-                     REP_FUNDING: "funding payment"}
+                     REP_FUNDING: "funding payment", ORD_PENDING_CANCEL: "pending cancel"}
 
 # ExecReport.reject_reason
 REJ_TRADING_DISABLED = 1

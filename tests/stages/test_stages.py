@@ -7,7 +7,7 @@ import pytest
 from pipeline import kill_reasons
 from shm import control as cb
 from stages import execute, feature, feed, records, risk, strategy, validate
-from stages.records import (BUY, EV_BOOK, EV_TRADE, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_CANCELLED, ORD_NEW, ORD_FILLED,
+from stages.records import (BUY, EV_BOOK, EV_TRADE, INTENT_IOC, INTENT_QUOTE, ORD_ACKED, ORD_CANCELLED, ORD_NEW, ORD_PENDING_CANCEL, ORD_FILLED,
                             ORD_PARTIAL, ORD_REJECTED, SELL)
 from tests.conftest import instant_venue, kernel_params
 
@@ -195,8 +195,10 @@ def test_a_new_quote_replaces_the_old_one_on_the_same_side():
     v.send(market=[book()])
     first = v.send([intent(INTENT_QUOTE, SELL, 102.0, 1.0)])
     reports = v.send([intent(INTENT_QUOTE, SELL, 103.0, 1.0, intent_id=2)])
-    assert list(reports["state"]) == [ORD_NEW, ORD_CANCELLED, ORD_ACKED]  # the new one passed the gate first
-    assert reports[1]["order_id"] == first[0]["order_id"] and reports[2]["order_id"] == reports[0]["order_id"]
+    # the new one passed the gate, then the old one was asked to cancel
+    assert list(reports["state"]) == [ORD_PENDING_CANCEL, ORD_NEW, ORD_CANCELLED, ORD_ACKED]
+    assert reports[0]["order_id"] == reports[2]["order_id"] == first[0]["order_id"]
+    assert reports[3]["order_id"] == reports[1]["order_id"] != first[0]["order_id"]
     assert v.stats[execute.ST_OPEN] == 1
 
 
@@ -207,6 +209,8 @@ def test_trading_disabled_cancels_every_open_order_and_rejects_new_intents():
     assert v.stats[execute.ST_OPEN] == 2
     cb.disable_trading(v.ctl, kill_reasons.KILL_OPERATOR, -1, 1)
     reports = v.send()  # no input at all: the gate is polled anyway
+    assert sorted(reports["state"]) == [ORD_PENDING_CANCEL, ORD_PENDING_CANCEL]
+    reports = v.send()  # the venue's answers
     assert sorted(reports["state"]) == [ORD_CANCELLED, ORD_CANCELLED]
     reports = v.send([intent(INTENT_IOC, BUY, 101.0, 1.0)])
     assert list(reports["state"]) == [ORD_REJECTED]
