@@ -53,7 +53,8 @@ N_LIMITS = 3
 P_LIMITS = 12
 P_VENUE = P_LIMITS + MAX_KEYS * N_LIMITS  # the venue model's params (stages.venue.exchange) from here on
 
-I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS = range(3)   # I_BUCKET_NS: event time of the last token refill (0 = full)
+# I_BUCKET_NS: event time of the last token refill (0 = full); I_CLOCK_NS: on the event clock, the latest record's time
+I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS, I_CLOCK_NS = range(4)
 HAS_LADDER, HAS_TOP = 1, 2  # has_book[key]: a top from our L2 ladder of its deltas; a BBO or book view
 GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
 
@@ -556,7 +557,8 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     n = 0
     i = 0
     j = 0
-    t = now_ns
+    ints = state[0]
+    t = ints[I_CLOCK_NS] if event_clock else now_ns  # the event clock stands still between records
     if not lookahead:
         # Commands whose hold ran out by now meet the book as it is, before this step's market: a step with no
         # input and no output must change nothing (a live journal does not record it), so they wait for here.
@@ -565,7 +567,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         if j < n_b and (i >= n_a or in_b[j]["origin_seq"] <= in_a[i]["origin_seq"]):
             ev = in_b[j]
             if event_clock:
-                t = ev["origin_ts"]
+                t = max(t, ev["origin_ts"])
             if not lookahead:
                 if not exchange.push_market(vs, vparams, ev):
                     n = _deliver(state, params, out, n, stats, t, reserve)
@@ -576,7 +578,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             continue
         intent = in_a[i]
         if event_clock:
-            t = intent["origin_ts"]
+            t = max(t, intent["origin_ts"])
         n = _deliver(state, params, out, n, stats, t, reserve)
         stats[ST_INTENTS] += 1
         # The gate: checked before every order, not once per batch.
@@ -590,8 +592,9 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         i += 1
         reserve -= 2
     stats[ST_MARKET] += n_b
-    if not event_clock:
-        t = now_ns
+    if event_clock:
+        ints[I_CLOCK_NS] = max(ints[I_CLOCK_NS], t)
+        t = ints[I_CLOCK_NS]
     if load_acquire(ctl, G_TRADING_ENABLED) == 0:
         n = _on_disabled(state, params, out, n, stats, t)
     if lookahead or n_a + n_b > 0:

@@ -132,8 +132,9 @@ def validated(config: Config, market: JournalReader) -> np.ndarray:
 def _copy(state):
     if isinstance(state, np.ndarray):
         return state.copy()
-    if isinstance(state, tuple):
-        return tuple(_copy(x) for x in state)
+    if isinstance(state, tuple):  # a NamedTuple (stages.book.Books) stays one: the kernels read its fields
+        parts = [_copy(x) for x in state]
+        return type(state)(*parts) if hasattr(state, "_fields") else tuple(parts)
     return state
 
 

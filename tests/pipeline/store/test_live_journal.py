@@ -91,7 +91,7 @@ def test_a_paced_replay_reports_latencies_of_the_pipeline_not_of_the_recording_a
     conf = _replay_config(tmp_path, tmp_path / "journal", 100)  # 346 s of market in ~3.5 s
     code, output = live("--quiet", "--config", str(conf)).finish(timeout=300)
     assert code == 0, output
-    line = re.search(r"tick-to-order latency \(market event received -> execution report\): p50 (\S+) p99 (\S+)",
+    line = re.search(r"tick-to-order latency \(market event received -> order sent or refused\): p50 (\S+) p99 (\S+)",
                      output)
     assert line, output
     scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3}
