@@ -107,7 +107,7 @@ RANGES: dict[str, dict[str, Range]] = {
                  "ring_blocked_ms": Range(10, 3_600_000), "max_error_fraction": _positive(1),
                  "clock_backwards_ms": Range(0, 3_600_000), "min_error_events": Range(1, 10 ** 9),
                  "error_window_s": Range(0.1, 3600)},
-    "backtest": {"sample_ms": _positive(DAY_MS), "gap_s": _positive(86_400)},
+    "backtest": {"sample_ms": _positive(DAY_MS), "gap_s": _positive(86_400), "feedback_ms": Range(0, DAY_MS)},
     "journal": {"fsync_interval_ms": _positive(3_600_000), "rotate_mb": _positive(1_048_576),
                 "tap_capacity": Range(16, RECORDS)},
     "recorder": {},
@@ -576,6 +576,8 @@ class BacktestConfig:
     journal: str = ""                # a journal directory whose market stream is the data
     start: str = ""                  # UTC ISO-8601: events received before are left out ("" = from the start)
     end: str = ""                    # events received at or after are left out ("" = to the end)
+    feedback_ms: float = 5.0         # the local stages step over at most this much event time at once: the longest a
+                                     # fill's report waits to reach risk and strategy (live: microseconds); 0 = batches
     sample_ms: float = 1000.0        # the report's equity samples (Sharpe, Sortino on their returns)
     gap_s: float = 2.0               # the report lists market silences longer than this per instrument
 

@@ -71,11 +71,12 @@ def run(config: Config, out: str, events: int = 0) -> Outcome:
     recorder = _Recorder(journal)
     started = time.perf_counter()
     try:
+        span = int(config.backtest.feedback_ms * 1e6)
         if market.events is None:
-            result = run_fused(config, n_events, journal=recorder, horizon_ns=market.horizon_ns)
+            result = run_fused(config, n_events, journal=recorder, horizon_ns=market.horizon_ns, span_ns=span)
         else:
             result = run_fused(config, market_source=iter([market.events]), journal=recorder,
-                               offsets_ns=market.offsets_ns, horizon_ns=market.horizon_ns)
+                               offsets_ns=market.offsets_ns, horizon_ns=market.horizon_ns, span_ns=span)
     finally:
         journal.close()
     elapsed = time.perf_counter() - started

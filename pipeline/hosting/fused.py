@@ -50,7 +50,7 @@ class FusedResult:
 def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
               market_source: Iterator[np.ndarray] | None = None, journal: Journal | None = None,
               feature_sink: Callable[[np.ndarray], None] | None = None, offsets_ns: dict | None = None,
-              horizon_ns: int = DEFAULT_HORIZON_NS) -> FusedResult:
+              horizon_ns: int = DEFAULT_HORIZON_NS, span_ns: int = 0) -> FusedResult:
     """Run every kernel in order. The market comes from the synthetic feed (``n_events`` of it) or, for a
     replay, from ``market_source`` (batches of MARKET_EVENT, e.g. a journal); the synthetic clock is the
     events' own ``origin_ts``. With ``journal``, raw market events, intents and reports are recorded;
@@ -118,23 +118,23 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
             ahead.append(valid)
         if not ahead:
             break
-        valid = ahead.popleft()
-        now = _last_ts(valid, now)
-        n_int = chain.step("feature", valid, len(valid), None, 0, now)
-        for name, before in (("risk", "feature"), ("inference", "risk"), ("strategy", "inference")):
-            feedback = pending if name in ("risk", "strategy") else None
-            n_int = chain.step(name, chain.out[before], chain.n[before], feedback,
-                               0 if feedback is None else len(feedback), now)
-        if feature_sink is not None:
-            feature_sink(chain.out["feature"][:chain.n["feature"]])
-        intents = chain.out["strategy"]
-        k = chain.step("execute", intents, n_int, valid, len(valid), now)
-        pending = reports_out[:k].copy()
-        all_reports.append(pending)
-        all_intents.append(intents[:n_int].copy())
-        if journal is not None:
-            journal.intents.append(intents[:n_int])
-            journal.reports.append(pending)
+        for valid in _by_span(ahead.popleft(), span_ns):
+            now = _last_ts(valid, now)
+            n_int = chain.step("feature", valid, len(valid), None, 0, now)
+            for name, before in (("risk", "feature"), ("inference", "risk"), ("strategy", "inference")):
+                feedback = pending if name in ("risk", "strategy") else None
+                n_int = chain.step(name, chain.out[before], chain.n[before], feedback,
+                                   0 if feedback is None else len(feedback), now)
+            if feature_sink is not None:
+                feature_sink(chain.out["feature"][:chain.n["feature"]])
+            intents = chain.out["strategy"]
+            k = chain.step("execute", intents, n_int, valid, len(valid), now)
+            pending = reports_out[:k].copy()
+            all_reports.append(pending)
+            all_intents.append(intents[:n_int].copy())
+            if journal is not None:
+                journal.intents.append(intents[:n_int])
+                journal.reports.append(pending)
     # The market has ended: orders still in flight reach the venue and their answers come back.
     stats = chain.stats("execute")
     k = execute.finish(state, params, stats, reports_out, now)
@@ -152,6 +152,20 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
     return FusedResult(np.concatenate(all_reports) if all_reports else np.zeros(0, records.EXEC_REPORT),
                        np.concatenate(all_intents) if all_intents else np.zeros(0, records.ORDER_INTENT),
                        counters, quarantine[:kept].copy())
+
+
+def _by_span(batch: np.ndarray, span_ns: int) -> Iterator[np.ndarray]:
+    """``batch`` in consecutive pieces whose event times span at most ``span_ns`` each (0: whole): execution
+    reports reach risk and strategy with the next piece, so this bounds how late they learn of a fill."""
+    if span_ns <= 0 or len(batch) == 0 or int(batch["origin_ts"][-1]) - int(batch["origin_ts"][0]) <= span_ns:
+        yield batch
+        return
+    t = batch["origin_ts"]
+    start = 0
+    while start < len(batch):
+        end = int(np.searchsorted(t, t[start] + span_ns, side="right"))
+        yield batch[start:end]
+        start = end
 
 
 def _last_ts(batch: np.ndarray, default: int = 0) -> int:
