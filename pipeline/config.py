@@ -311,8 +311,11 @@ class StrategyConfig:
     fixed_qty: float = 0.0029999     # base units (a hair under 3 BTC lots: see bench/hftbacktest_peer.py)
     fixed_max_position: float = 0.02  # base units: bids only while position < this, asks while > -this
     fixed_tick_by_symbol: tuple = ()  # "SYMBOL=TICK"; a synthetic symbol defaults to the feed's grid
+    fixed_reference: str = "mid"      # mid: around the mid as above | touch: fixed_distance_ticks behind the best bid/ask
 
     def check(self):
+        _require(self.fixed_reference in ("mid", "touch"), "strategy.fixed_reference", self.fixed_reference,
+                 "use 'mid' or 'touch'")
         _require(self.kind in ("signal", "fixed_quote"), "strategy.kind", self.kind,
                  "use 'signal' (the model's strategy) or 'fixed_quote' (the fixed quoter of the peer check)")
         self.ticks_by_symbol()

@@ -161,7 +161,7 @@ def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
         synthetic = _synthetic_symbols(config) if config.feed.source == "synthetic" else []
         ticks = {**{e[0]: e[2] for e in synthetic}, **s.ticks_by_symbol()}
         return dict(interval_ms=s.fixed_interval_ms, distance_ticks=s.fixed_distance_ticks, qty=s.fixed_qty,
-                    max_position=s.fixed_max_position,
+                    max_position=s.fixed_max_position, reference=s.fixed_reference,
                     ticks_by_key={instrument_key(venue, config.feed.symbols.index(symbol)): tick
                                   for symbol, tick in ticks.items() if symbol in config.feed.symbols
                                   for venue in range(n_venues)})

@@ -40,8 +40,8 @@ from stages.counters import Counters
 from stages.records import BUY, INTENT_QUOTE, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED, SELL, STRAT_QUOTER
 from stages.universe import MAX_KEYS, instrument_key
 
-P_INTERVAL_NS, P_DISTANCE_TICKS, P_QTY, P_MAX_POSITION = range(4)
-P_TICKS = 4  # params[P_TICKS + key]: the tick of each instrument key; 0 = not quoted
+P_INTERVAL_NS, P_DISTANCE_TICKS, P_QTY, P_MAX_POSITION, P_AT_TOUCH = range(5)
+P_TICKS = 5  # params[P_TICKS + key]: the tick of each instrument key; 0 = not quoted
 
 K_NEXT_NS, K_BID_TICK, K_ASK_TICK, K_POSITION = range(4)  # next boundary (-1: none yet); live tick 0: no quote
 
@@ -66,9 +66,11 @@ def out_capacity(batch: int) -> int:
 
 
 def make_params(*, interval_ms: float, distance_ticks: float, qty: float, max_position: float,
-                ticks_by_key: dict) -> np.ndarray:
-    """``ticks_by_key``: {instrument key: tick size}; an instrument without one is never quoted."""
+                ticks_by_key: dict, reference: str = "mid") -> np.ndarray:
+    """``ticks_by_key``: {instrument key: tick size}; an instrument without one is never quoted. ``reference``:
+    "mid" (the peer check's rule) or "touch": ``distance_ticks`` behind the best bid and ask (0 = join them)."""
     params = np.zeros(P_TICKS + MAX_KEYS)
+    params[P_AT_TOUCH] = float(reference == "touch")
     params[P_INTERVAL_NS] = interval_ms * 1e6
     params[P_DISTANCE_TICKS] = distance_ticks
     params[P_QTY] = qty
@@ -164,7 +166,10 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             continue
         keys[k, K_NEXT_NS] = next_boundary(t, interval)
         stats[ST_DECISIONS] += 1
-        want_bid, want_ask = desired_ticks(0.5 * (bid + ask), tick, distance)
+        if params[P_AT_TOUCH] != 0.0:
+            want_bid, want_ask = np.floor(bid / tick + TICK_EPS) - distance, np.ceil(ask / tick - TICK_EPS) + distance
+        else:
+            want_bid, want_ask = desired_ticks(0.5 * (bid + ask), tick, distance)
         position = keys[k, K_POSITION]
         for side in (BUY, SELL):
             col = K_BID_TICK if side == BUY else K_ASK_TICK
