@@ -808,6 +808,9 @@ def _require(ok: bool, key: str, value: Any, fix: str) -> None:
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
+    import datetime
+    if kind is str and isinstance(value, (datetime.date, datetime.time)):  # TOML's own (unquoted) times
+        return value.isoformat()
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is tuple and isinstance(value, (list, tuple)):

@@ -138,7 +138,7 @@ def make_state(venue_state=None):
             venue_state if venue_state is not None else exchange.make_state(), book.make_books())
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _report(out, n, order, state_code, price, qty, fee, liquidity, position, reject, now_ns, exch_ts):
     r = out[n]
     r["origin_ts"] = order["origin_ts"]
@@ -162,12 +162,12 @@ def _report(out, n, order, state_code, price, qty, fee, liquidity, position, rej
     return n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _is_open(order):
     return order["order_id"] != 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _free(state, slot):
     """The order is done: its slot and, if it was the side's quote, the quote slot are free again."""
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
@@ -180,8 +180,8 @@ def _free(state, slot):
     ints[I_OPEN] -= 1
 
 
-@njit(cache=True)
-def _request_cancel(state, params, slot, out, n, stats, now_ns):
+@njit(cache=True, _nrt=False)
+def _request_cancel(state, params, vparams, slot, out, n, stats, now_ns):
     """Ask the venue to cancel, reported pending cancel; the order stays open (and can fill) until the answer."""
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     order = orders[slot]
@@ -192,24 +192,24 @@ def _request_cancel(state, params, slot, out, n, stats, now_ns):
     side_col = 0 if order["side"] == BUY else 1
     if quote_slot[k, side_col] == slot:
         quote_slot[k, side_col] = -1
-    exchange.cancel(vs, params[P_VENUE:], slot, order["order_id"], k, order["side"], now_ns)
+    exchange.cancel(vs, vparams, slot, order["order_id"], k, order["side"], now_ns)
     stats[ST_CANCEL_REQUESTS] += 1
     return _report(out, n, order, ORD_PENDING_CANCEL, order["price"], order["qty"] - order["filled"], 0.0, 0,
                    positions[k], 0, now_ns, 0)
 
 
-@njit(cache=True)
-def cancel_all(state, params, out, n, stats, now_ns):
+@njit(cache=True, _nrt=False)
+def cancel_all(state, params, vparams, out, n, stats, now_ns):
     """Cancel every open order but execute's own flatten IOCs (they end by themselves)."""
     orders = state[3]
     for slot in range(orders.shape[0]):
         if _is_open(orders[slot]) and orders[slot]["strategy"] != STRAT_FLATTEN:
-            n = _request_cancel(state, params, slot, out, n, stats, now_ns)
+            n = _request_cancel(state, params, vparams, slot, out, n, stats, now_ns)
     return n
 
 
-@njit(cache=True)
-def _on_answer(state, params, a, out, n, stats, now_ns):
+@njit(cache=True, _nrt=False)
+def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
     """One answer from the venue."""
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     k = a["key"]
@@ -271,15 +271,15 @@ def _on_answer(state, params, a, out, n, stats, now_ns):
     # R_CANCEL_REJECTED for an order still open here: the cancel overtook the order (latencies vary); send it again
     stats[ST_CANCEL_REJECTS] += 1
     order["cancel_ts"] = 0
-    return _request_cancel(state, params, slot, out, n, stats, now_ns)
+    return _request_cancel(state, params, vparams, slot, out, n, stats, now_ns)
 
 
-@njit(cache=True)
-def _deliver(state, params, out, n, stats, now_ns, reserve):
+@njit(cache=True, _nrt=False)
+def _deliver(state, params, vparams, out, n, stats, now_ns, reserve):
     """Run the venue up to ``now_ns`` and take in its answers due by then (as many as ``out`` has room for,
     keeping ``reserve`` records free; the rest come with the next call)."""
     vs = state[10]
-    exchange.advance(vs, params[P_VENUE:], now_ns, False)
+    exchange.advance(vs, vparams, now_ns, False)
     room = out.shape[0] - reserve
     event_clock = params[P_EVENT_CLOCK] != 0.0
     while n < room:
@@ -287,11 +287,11 @@ def _deliver(state, params, out, n, stats, now_ns, reserve):
         if i < 0:
             break
         a = vs[5][i]
-        n = _on_answer(state, params, a, out, n, stats, a["arrive_ts"] if event_clock else now_ns)
+        n = _on_answer(state, params, vparams, a, out, n, stats, a["arrive_ts"] if event_clock else now_ns)
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _on_market(state, ev):
     """Our view of the market: the latest book of each instrument, for the gate's mid and the flatten collar. A
     venue that sends L2 deltas only (no BBO or book view) gets its top from a book built from them."""
@@ -310,7 +310,7 @@ def _on_market(state, ev):
             has_book[k] = HAS_LADDER
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _free_slot(orders):
     for s in range(orders.shape[0]):
         if not _is_open(orders[s]):
@@ -318,7 +318,7 @@ def _free_slot(orders):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _reject(out, n, intent, reason, position, stats, now_ns):
     r = out[n]
     r["origin_ts"] = intent["origin_ts"]
@@ -344,7 +344,7 @@ def _reject(out, n, intent, reason, position, stats, now_ns):
     return n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def gate_check(state, params, intent, k, now_ns, replaced=-1):
     """The pre-trade checks that need no order slot or token; 0 = pass, else a REJ_* code."""
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
@@ -377,7 +377,7 @@ def gate_check(state, params, intent, k, now_ns, replaced=-1):
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _spend_token(ints, gate, params, now_ns):
     """Token bucket in event time: refill at P_RATE_PER_NS up to P_BURST, spend one per accepted order."""
     burst = params[P_BURST]
@@ -394,7 +394,7 @@ def _spend_token(ints, gate, params, now_ns):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _spend_token(ints, gate, params, now_ns):
     """Token bucket in event time: refill at P_RATE_PER_NS up to P_BURST, spend one per accepted order."""
     burst = params[P_BURST]
@@ -411,8 +411,8 @@ def _spend_token(ints, gate, params, now_ns):
     return True
 
 
-@njit(cache=True)
-def _send(state, params, slot, intent_id, origin_ts, origin_seq, k, side, kind, strategy, price, qty, out, n,
+@njit(cache=True, _nrt=False)
+def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, side, kind, strategy, price, qty, out, n,
           position, stats, now_ns):
     """A new order in ``slot``: reported new, sent to the venue."""
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
@@ -438,21 +438,21 @@ def _send(state, params, slot, intent_id, origin_ts, origin_seq, k, side, kind, 
     stats[ST_ORDERS] += 1
     stats[ST_LAST_ORDER_NS] = now_ns  # an audit can check no order was sent after a kill
     n = _report(out, n, order, ORD_NEW, price, qty, 0.0, 0, position, 0, now_ns, 0)
-    exchange.submit(vs, params[P_VENUE:], slot, order["order_id"], k, side, kind, price, qty, now_ns)
+    exchange.submit(vs, vparams, slot, order["order_id"], k, side, kind, price, qty, now_ns)
     return n
 
 
-@njit(cache=True)
-def _on_intent(state, params, intent, out, n, stats, now_ns):
+@njit(cache=True, _nrt=False)
+def _on_intent(state, params, vparams, intent, out, n, stats, now_ns):
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     k = instrument_key(intent["venue"], intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
     if intent["kind"] == INTENT_CANCEL_ALL:
-        return cancel_all(state, params, out, n, stats, now_ns)
+        return cancel_all(state, params, vparams, out, n, stats, now_ns)
     replaced = quote_slot[k, side_col] if intent["kind"] == INTENT_QUOTE else -1
     if intent["kind"] == INTENT_QUOTE and intent["qty"] <= 0.0:  # withdraw this side's quote
         if replaced >= 0:
-            n = _request_cancel(state, params, replaced, out, n, stats, now_ns)
+            n = _request_cancel(state, params, vparams, replaced, out, n, stats, now_ns)
         return n
     if not (intent["qty"] > 0.0) or not (intent["price"] > 0.0):
         return _reject(out, n, intent, REJ_BAD_QTY, positions[k], stats, now_ns)
@@ -472,8 +472,8 @@ def _on_intent(state, params, intent, out, n, stats, now_ns):
         last[1] = intent["qty"]
         last[2] = now_ns
     if replaced >= 0:  # the replacement passed: only now does the old quote go
-        n = _request_cancel(state, params, replaced, out, n, stats, now_ns)
-    n = _send(state, params, slot, intent["intent_id"], intent["origin_ts"], intent["origin_seq"], k,
+        n = _request_cancel(state, params, vparams, replaced, out, n, stats, now_ns)
+    n = _send(state, params, vparams, slot, intent["intent_id"], intent["origin_ts"], intent["origin_seq"], k,
               intent["side"], intent["kind"], intent["strategy"], intent["price"], intent["qty"], out, n,
               positions[k], stats, now_ns)
     if intent["kind"] == INTENT_QUOTE:
@@ -481,8 +481,8 @@ def _on_intent(state, params, intent, out, n, stats, now_ns):
     return n
 
 
-@njit(cache=True)
-def flatten(state, params, out, n, stats, now_ns):
+@njit(cache=True, _nrt=False)
+def flatten(state, params, vparams, out, n, stats, now_ns):
     """Reduce-only IOC orders that close every position against the book, within a price collar; a
     remainder (thin book) is retried every P_FLATTEN_RETRY_NS once the last one has ended. Runs only while
     trading is disabled."""
@@ -507,27 +507,27 @@ def flatten(state, params, out, n, stats, now_ns):
         price = top["bid_px"][0] * (1.0 - collar) if position > 0.0 else top["ask_px"][0] * (1.0 + collar)
         stats[ST_FLATTEN_ORDERS] += 1
         # reduce-only: never more than the position
-        n = _send(state, params, slot, 0, 0, 0, k, SELL if position > 0.0 else BUY, INTENT_IOC, STRAT_FLATTEN,
+        n = _send(state, params, vparams, slot, 0, 0, 0, k, SELL if position > 0.0 else BUY, INTENT_IOC, STRAT_FLATTEN,
                   price, abs(position), out, n, position, stats, now_ns)
     return n
 
 
-@njit(cache=True)
-def _on_disabled(state, params, out, n, stats, now_ns):
+@njit(cache=True, _nrt=False)
+def _on_disabled(state, params, vparams, out, n, stats, now_ns):
     orders = state[3]
     pending = False
     for slot in range(orders.shape[0]):
         if _is_open(orders[slot]) and orders[slot]["cancel_ts"] == 0 and orders[slot]["strategy"] != STRAT_FLATTEN:
             pending = True
     if pending:
-        n = cancel_all(state, params, out, n, stats, now_ns)
+        n = cancel_all(state, params, vparams, out, n, stats, now_ns)
         stats[ST_LAST_CANCEL_ALL_NS] = now_ns
     if params[P_FLATTEN] != 0.0:
-        n = flatten(state, params, out, n, stats, now_ns)
+        n = flatten(state, params, vparams, out, n, stats, now_ns)
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _publish_stats(state, stats):
     ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
     gross = 0.0
@@ -562,7 +562,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     if not lookahead:
         # Commands whose hold ran out by now meet the book as it is, before this step's market: a step with no
         # input and no output must change nothing (a live journal does not record it), so they wait for here.
-        n = _deliver(state, params, out, n, stats, t, reserve)
+        n = _deliver(state, params, vparams, out, n, stats, t, reserve)
     while i < n_a or j < n_b:
         if j < n_b and (i >= n_a or in_b[j]["origin_seq"] <= in_a[i]["origin_seq"]):
             ev = in_b[j]
@@ -570,25 +570,25 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
                 t = max(t, ev["origin_ts"])
             if not lookahead:
                 if not exchange.push_market(vs, vparams, ev):
-                    n = _deliver(state, params, out, n, stats, t, reserve)
+                    n = _deliver(state, params, vparams, out, n, stats, t, reserve)
                     exchange.push_market(vs, vparams, ev)
-            n = _deliver(state, params, out, n, stats, t, reserve)
+            n = _deliver(state, params, vparams, out, n, stats, t, reserve)
             _on_market(state, ev)
             j += 1
             continue
         intent = in_a[i]
         if event_clock:
             t = max(t, intent["origin_ts"])
-        n = _deliver(state, params, out, n, stats, t, reserve)
+        n = _deliver(state, params, vparams, out, n, stats, t, reserve)
         stats[ST_INTENTS] += 1
         # The gate: checked before every order, not once per batch.
         if load_acquire(ctl, G_TRADING_ENABLED) == 0:
-            n = _on_disabled(state, params, out, n, stats, t)
+            n = _on_disabled(state, params, vparams, out, n, stats, t)
             k = instrument_key(intent["venue"], intent["symbol"])
             n = _reject(out, n, intent, REJ_TRADING_DISABLED, state[5][k], stats, t)
             stats[ST_DISABLED_REJECTS] += 1
         else:
-            n = _on_intent(state, params, intent, out, n, stats, t)
+            n = _on_intent(state, params, vparams, intent, out, n, stats, t)
         i += 1
         reserve -= 2
     stats[ST_MARKET] += n_b
@@ -596,9 +596,9 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         ints[I_CLOCK_NS] = max(ints[I_CLOCK_NS], t)
         t = ints[I_CLOCK_NS]
     if load_acquire(ctl, G_TRADING_ENABLED) == 0:
-        n = _on_disabled(state, params, out, n, stats, t)
+        n = _on_disabled(state, params, vparams, out, n, stats, t)
     if lookahead or n_a + n_b > 0:
-        n = _deliver(state, params, out, n, stats, t, MAX_ORDERS)
+        n = _deliver(state, params, vparams, out, n, stats, t, MAX_ORDERS)
     if n > 0 or n_a + n_b > 0:
         _publish_stats(state, stats)
     return n
@@ -609,12 +609,13 @@ def finish(state, params, stats, out, now_ns):
     """The market has ended (a backtest): every command in flight reaches the venue and every answer comes back.
     Returns the reports written to ``out``."""
     vs = state[10]
-    exchange.advance(vs, params[P_VENUE:], now_ns, True)
+    vparams = params[P_VENUE:]
+    exchange.advance(vs, vparams, now_ns, True)
     n = 0
     while n < out.shape[0]:
         i = exchange.next_response(vs, np.int64(1) << np.int64(62))
         if i < 0:
             break
         a = vs[5][i]
-        n = _on_answer(state, params, a, out, n, stats, a["arrive_ts"])
+        n = _on_answer(state, params, vparams, a, out, n, stats, a["arrive_ts"])
     return n

@@ -111,6 +111,9 @@ def _backtest(args) -> int:
         return 0 if all(p.returncode == 0 for p in done) else 1
     try:
         outcome = run_backtest(config, args.out, args.events or 0)
+    except ConfigError as exc:
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return 2
     except BacktestInputError as exc:
         print(f"bot4 backtest: {exc}", file=sys.stderr)
         return 2

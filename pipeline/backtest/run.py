@@ -13,6 +13,7 @@ import numpy as np
 from pipeline.backtest.data import Market, load
 from pipeline.config import Config, to_dict
 from pipeline.hosting.fused import FusedResult, run_fused
+from pipeline.plan import resolve
 from pipeline.report import build, metrics
 from pipeline.report.inputs import RunRecord
 from pipeline.store.journal_replay import JournalSet
@@ -60,6 +61,7 @@ def run(config: Config, out: str, events: int = 0) -> Outcome:
     """Run the backtest of ``config`` into directory ``out`` (created; an existing report there is replaced, an
     existing journal refused by the journal itself). ``events``: the synthetic market's size (feed.max_events
     when 0)."""
+    resolve(config)  # every file the config names (GARCH fit, latency table) is read and checked first
     market = load(config)
     n_events = events or config.feed.max_events
     if market.events is None and n_events <= 0:

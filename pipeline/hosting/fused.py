@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline import registry
+from pipeline import graph, registry
 from pipeline.config import Config
 from pipeline.hosting.chain import Chain
 from pipeline.plan import resolve
@@ -77,8 +77,9 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
     chain.kernels["execute"] = (step, params, state)
     venue_params = params[execute.P_VENUE:]
     refused = np.zeros(plan.config.rings.batch, records.MARKET_EVENT)
-    pending = np.zeros(0, records.EXEC_REPORT)
-    all_reports, all_intents = [], []
+    feedback_buf = np.zeros(graph.out_capacity("execute", plan.config.rings.batch), records.EXEC_REPORT)
+    pending = feedback_buf[:0]
+    all_reports, all_intents = [], []  # bytes of each piece: numpy's structured copies cost ~30 us each
     ahead: deque[np.ndarray] = deque()  # validated batches the venue has, the local stages not yet
     fed, ended, now = 0, False, 0
     replay = _rebatch(market_source, plan.config.rings.batch) if market_source is not None else None
@@ -100,7 +101,7 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
             journal.market.append(market)
             n_bad, _ = validate.take_quarantined(chain.state("validate"), refused)
             journal.quarantine.append(refused[:n_bad])
-        return chain.out["validate"][:chain.n["validate"]].copy()
+        return _copied(chain.out["validate"][:chain.n["validate"]])
 
     while True:
         # The venue's market runs ahead of the local stages by the horizon (or to the end of the market).
@@ -129,9 +130,10 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
                 feature_sink(chain.out["feature"][:chain.n["feature"]])
             intents = chain.out["strategy"]
             k = chain.step("execute", intents, n_int, valid, len(valid), now)
-            pending = reports_out[:k].copy()
-            all_reports.append(pending)
-            all_intents.append(intents[:n_int].copy())
+            feedback_buf.view(np.uint8)[:k * REPORT_BYTES] = reports_out.view(np.uint8)[:k * REPORT_BYTES]
+            pending = feedback_buf[:k]
+            all_reports.append(pending.tobytes())
+            all_intents.append(intents[:n_int].tobytes())
             if journal is not None:
                 journal.intents.append(intents[:n_int])
                 journal.reports.append(pending)
@@ -139,7 +141,7 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
     stats = chain.stats("execute")
     k = execute.finish(state, params, stats, reports_out, now)
     if k:
-        all_reports.append(reports_out[:k].copy())
+        all_reports.append(reports_out[:k].tobytes())
         chain.counts["execute"][1] += k
         if journal is not None:
             journal.reports.append(reports_out[:k])
@@ -149,9 +151,25 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
         counters = {"feed": {"in": 0, "out": fed, **dict.fromkeys(registry.counters("feed"), 0)}, **counters}
     _, _, quarantine, quarantined, _ = chain.state("validate")
     kept = min(int(quarantined[0]), len(quarantine))
-    return FusedResult(np.concatenate(all_reports) if all_reports else np.zeros(0, records.EXEC_REPORT),
-                       np.concatenate(all_intents) if all_intents else np.zeros(0, records.ORDER_INTENT),
+    return FusedResult(_records(all_reports, records.EXEC_REPORT), _records(all_intents, records.ORDER_INTENT),
                        counters, quarantine[:kept].copy())
+
+
+REPORT_BYTES = records.EXEC_REPORT.itemsize
+
+
+def _copied(batch: np.ndarray) -> np.ndarray:
+    """A copy of a record array through its bytes (a structured ``copy()`` is ~30 us in numpy 2)."""
+    out = np.empty(len(batch), batch.dtype)
+    out.view(np.uint8)[:] = batch.view(np.uint8)
+    return out
+
+
+def _records(parts: list[bytes], dtype: np.dtype) -> np.ndarray:
+    joined = b"".join(parts)
+    out = np.empty(len(joined) // dtype.itemsize, dtype)
+    out.view(np.uint8)[:] = np.frombuffer(joined, np.uint8)
+    return out
 
 
 def _by_span(batch: np.ndarray, span_ns: int) -> Iterator[np.ndarray]:

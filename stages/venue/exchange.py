@@ -117,7 +117,7 @@ def make_state(market_capacity: int = 1024, latency_table: np.ndarray | None = N
             latency_table if latency_table is not None else latency.empty_table())
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _respond(vs, kind, order_id, slot, key, side, price, qty, leaves, fee, liquidity, exch_ts, send_ts, arrive_ts):
     """Queue an answer, in local arrival order. Each venue's way back is one ordered connection: its answer never
     overtakes an earlier one of the same venue (a shorter latency than the one before it waits behind it)."""
@@ -143,14 +143,14 @@ def _respond(vs, kind, order_id, slot, key, side, price, qty, leaves, fee, liqui
     ints[VI_ANSWERS] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _answer_at(vs, params, venue, exch_ts):
     """Local time an answer to something the venue did at ``exch_ts`` is back."""
     local = exch_ts + vs[8][venue, VC_OFFSET]
     return local + latency.response_latency(vs[10], np.int64(params[V_RESPONSE_NS]), local)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _command(vs, venue, kind, order_id, slot, key, side, order_kind, price, qty, send_ts, arrive_ts, response_ns):
     cmds, vi = vs[4], vs[8]
     cap = cmds.shape[1]
@@ -168,7 +168,7 @@ def _command(vs, venue, kind, order_id, slot, key, side, order_kind, price, qty,
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _send(vs, params, kind, slot, order_id, key, side, order_kind, price, qty, send_ts):
     venue = key_venue(key)
     entry, back, rejected = latency.order_latency(vs[10], np.int64(params[V_ENTRY_NS]),
@@ -182,26 +182,26 @@ def _send(vs, params, kind, slot, order_id, key, side, order_kind, price, qty, s
     _command(vs, venue, kind, order_id, slot, key, side, order_kind, price, qty, send_ts, arrive, back)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def submit(vs, params, slot, order_id, key, side, order_kind, price, qty, send_ts):
     """Send a new order (INTENT_IOC or INTENT_QUOTE) at local time ``send_ts``; ``slot`` comes back in every
     answer about it."""
     _send(vs, params, CMD_NEW, slot, order_id, key, side, order_kind, price, qty, send_ts)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def cancel(vs, params, slot, order_id, key, side, send_ts):
     """Ask the venue to cancel an order; the answer is R_CANCELLED, or R_CANCEL_REJECTED when it had already
     filled (or never rested)."""
     _send(vs, params, CMD_CANCEL, slot, order_id, key, side, 0, 0.0, 0.0, send_ts)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def market_room(vs):
     return vs[6].shape[0] - vs[0][VI_MKT_N]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def push_market(vs, params, ev):
     """Hand the venue one market event (in stream order); False when its FIFO is full."""
     ints, mkt, vi = vs[0], vs[6], vs[8]
@@ -218,7 +218,7 @@ def push_market(vs, params, ev):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def push_batch(vs, params, events, n):
     """Hand the venue ``events[:n]``; returns how many fitted in its FIFO."""
     for i in range(n):
@@ -227,7 +227,7 @@ def push_batch(vs, params, events, n):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _deactivate(vs, i):
     ints, orders, active = vs[0], vs[2], vs[3]
     orders[i]["active"] = 0
@@ -239,7 +239,7 @@ def _deactivate(vs, i):
             return
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _fill(vs, params, i, price, qty, liquidity, exch_ts):
     o = vs[2][i]
     venue = key_venue(o["key"])
@@ -254,7 +254,7 @@ def _fill(vs, params, i, price, qty, liquidity, exch_ts):
         _deactivate(vs, i)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _free_order(orders):
     for i in range(orders.shape[0]):
         if orders[i]["active"] == 0:
@@ -262,7 +262,7 @@ def _free_order(orders):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _arrive(vs, params, c):
     """A command reaches the matching engine at venue time c.arrive_ts."""
     orders, active, books = vs[2], vs[3], vs[1]
@@ -315,7 +315,7 @@ def _arrive(vs, params, c):
     o["front"] = queue.joined(np.int64(params[V_QUEUE_MODEL]), o["level_qty"])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _arrive_until(vs, params, venue, until, inclusive):
     """Every command of ``venue`` that reaches it before venue time ``until`` (or at it, when inclusive)."""
     cmds, vi = vs[4], vs[8]
@@ -330,7 +330,7 @@ def _arrive_until(vs, params, venue, until, inclusive):
         _arrive(vs, params, cmds[venue, head])
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _settle_funding(vs, params, key, t):
     kf = vs[7]
     kf[key, KF_SETTLED] = kf[key, KF_NEXT_FUNDING]
@@ -350,7 +350,7 @@ def _settle_funding(vs, params, key, t):
              _answer_at(vs, params, venue, t))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _check_resting(vs, params, key, t):
     """After the book of ``key`` changed: queue positions follow their levels; orders the other side reached fill."""
     orders, active, books = vs[2], vs[3], vs[1]
@@ -372,7 +372,7 @@ def _check_resting(vs, params, key, t):
         j += 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _trade(vs, params, ev):
     """A trade: resting orders on the side it hit fill when it went through their price, or as far as it ate
     the queue ahead of them at their price."""
@@ -404,7 +404,7 @@ def _trade(vs, params, ev):
         j += 1
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _apply(vs, params, ev):
     """One market event at the venue, at its venue time."""
     kf, vi = vs[7], vs[8]
@@ -427,10 +427,8 @@ def _apply(vs, params, ev):
             view = vs[9][0]
             view["kind"], view["venue"], view["symbol"], view["exch_ts"] = EV_BOOK, ev["venue"], ev["symbol"], t
             view["first_seq"], view["venue_seq"], view["flags"] = 0, 0, 0
-            view["bid_px"][:] = np.nan
-            view["ask_px"][:] = np.nan
-            view["bid_sz"][:] = 0.0
-            view["ask_sz"][:] = 0.0
+            for j in range(view["bid_px"].shape[0]):
+                view["bid_px"][j], view["ask_px"][j], view["bid_sz"][j], view["ask_sz"][j] = np.nan, np.nan, 0.0, 0.0
             view["bid_px"][0], view["bid_sz"][0] = ev["bid_px"][0], ev["bid_sz"][0]
             view["ask_px"][0], view["ask_sz"][0] = ev["ask_px"][0], ev["ask_sz"][0]
             book.apply(vs[1], view)
@@ -446,7 +444,7 @@ def _apply(vs, params, ev):
             kf[key, KF_MARK] = ev["price"]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def advance(vs, params, local_ts, final):
     """Run the venue up to local time ``local_ts``: apply the market it has been handed (all of it live; up to
     ``local_ts`` on the venue's clock with lookahead), each event after the commands that reach the venue before
@@ -477,7 +475,7 @@ def advance(vs, params, local_ts, final):
         _arrive_until(vs, params, venue, until, True)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def next_response(vs, local_ts):
     """Index into the response array of the next answer back by local time ``local_ts``, taken off the queue
     (read it before the venue is called again), or -1."""

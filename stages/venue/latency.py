@@ -40,7 +40,7 @@ def check_table(table: np.ndarray, source: str) -> np.ndarray:
     return table
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _around(table, t):
     """(row before, row after, weight of the row after) for request time ``t``."""
     n = table.shape[0]
@@ -59,7 +59,7 @@ def _around(table, t):
     return a, b, (t - table[a, T_REQUEST]) / span
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def order_latency(table, entry_ns, response_ns, send_ts):
     """(entry ns, response ns, rejected) of an order or cancel sent at local time ``send_ts``. With an empty table
     the constant latencies; a rejected order's response delay counts from the send."""
@@ -74,7 +74,7 @@ def order_latency(table, entry_ns, response_ns, send_ts):
     return int(entry), int(back), False
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def response_latency(table, response_ns, local_ts):
     """The answer's delay for something the venue did by itself (a resting order's fill, a funding payment) at
     the venue time that corresponds to local time ``local_ts``."""

@@ -25,7 +25,7 @@ MODELS = {"front": Q_FRONT, "risk_averse": Q_RISK_AVERSE, "power": Q_POWER, "pow
           "power3": Q_POWER3, "log": Q_LOG, "log2": Q_LOG2}
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def share_behind(model, n, front, back):
     """The probability that a decrease at the level happened behind the order."""
     if model == Q_POWER:
@@ -43,20 +43,20 @@ def share_behind(model, n, front, back):
     return p if math.isfinite(p) else 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def joined(model, level_qty):
     """``front`` of an order that has just joined a level showing ``level_qty``."""
     return 0.0 if model == Q_FRONT else level_qty
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def on_trade(order, qty):
     """A trade of ``qty`` at the order's price."""
     order["front"] -= qty
     order["cum_trade"] += qty
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def on_depth(order, model, n, prev_qty, new_qty):
     """The level at the order's price went from ``prev_qty`` to ``new_qty``."""
     if model == Q_FRONT:
@@ -78,7 +78,7 @@ def on_depth(order, model, n, prev_qty, new_qty):
     order["front"] = min(estimate, new_qty)
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def executable(order, lot):
     """The quantity the queue lets the order fill now (``-front`` once the queue ahead is gone, rounded to the
     lot when one is given), resetting ``front`` to 0; 0.0 while anything is ahead."""
