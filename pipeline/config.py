@@ -328,19 +328,8 @@ class StrategyConfig:
 
     def ticks_by_symbol(self) -> dict[str, float]:
         """{symbol: tick} of ``strategy.fixed_tick_by_symbol``."""
-        key = "strategy.fixed_tick_by_symbol"
-        found: dict[str, float] = {}
-        for entry in self.fixed_tick_by_symbol:
-            symbol, sep, text = (part.strip() for part in str(entry).partition("="))
-            try:
-                tick = float(text)
-            except ValueError:
-                tick = float("nan")
-            _require(bool(sep) and bool(symbol) and math.isfinite(tick) and 0 < tick < 1e6, key, entry,
-                     'use "SYMBOL=TICK" with a positive tick size, e.g. "BTC-USDT=0.1"')
-            _require(symbol not in found, key, entry, f"{symbol} has two entries; keep one")
-            found[symbol] = tick
-        return found
+        return named_values("strategy.fixed_tick_by_symbol", self.fixed_tick_by_symbol, lambda v: 0 < v < 1e6,
+                            'use "SYMBOL=TICK" with a positive tick size, e.g. "BTC-USDT=0.1"')
 
     def check_symbols(self, symbols: tuple, synthetic: tuple) -> None:
         """A fixed quoter knows the tick of each of ``symbols`` (feed.symbols): an entry or the synthetic grid
@@ -465,33 +454,14 @@ class VenueConfig:
         self.lots_by_symbol()
 
     def lots_by_symbol(self) -> dict[str, float]:
-        found: dict[str, float] = {}
-        for entry in self.lot_by_symbol:
-            name, sep, text = (part.strip() for part in str(entry).partition("="))
-            try:
-                value = float(text)
-            except ValueError:
-                value = float("nan")
-            _require(bool(sep and name) and math.isfinite(value) and value > 0, "venue.lot_by_symbol", entry,
-                     'use "SYMBOL=LOT" with a positive lot in base units, e.g. "BTCUSDT=0.001"')
-            _require(name not in found, "venue.lot_by_symbol", entry, f"{name} has two entries; keep one")
-            found[name] = value
-        return found
+        return named_values("venue.lot_by_symbol", self.lot_by_symbol, lambda v: v > 0,
+                            'use "SYMBOL=LOT" with a positive lot in base units, e.g. "BTCUSDT=0.001"')
 
     def fees_by_venue(self, key: str) -> dict[str, float]:
         """{venue name: bps} of ``venue.<key>``."""
-        found: dict[str, float] = {}
-        for entry in getattr(self, key):
-            name, sep, text = (part.strip() for part in str(entry).partition("="))
-            try:
-                value = float(text)
-            except ValueError:
-                value = float("nan")
-            _require(bool(sep and name) and RANGES["venue"]["maker_fee_bps"].contains(value), f"venue.{key}", entry,
-                     f'use "VENUE=BPS" with BPS in {RANGES["venue"]["maker_fee_bps"]} (negative = rebate)')
-            _require(name not in found, f"venue.{key}", entry, f"{name} has two entries; keep one")
-            found[name] = value
-        return found
+        fees = RANGES["venue"]["maker_fee_bps"]
+        return named_values(f"venue.{key}", getattr(self, key), fees.contains,
+                            f'use "VENUE=BPS" with BPS in {fees} (negative = rebate)')
 
     def check_venues(self, venues: tuple, symbols: tuple) -> None:
         for key in ("maker_fee_bps_by_venue", "taker_fee_bps_by_venue"):
@@ -796,6 +766,22 @@ def _check_ccxt_feed(feed) -> None:
     _require(0 < feed.ccxt_reconnect_min_ms <= feed.ccxt_reconnect_max_ms, "feed.ccxt_reconnect_min_ms",
              (feed.ccxt_reconnect_min_ms, feed.ccxt_reconnect_max_ms),
              "use 0 < ccxt_reconnect_min_ms <= ccxt_reconnect_max_ms")
+
+
+def named_values(key: str, entries, ok, fix: str) -> dict[str, float]:
+    """{name: value} of ``"NAME=VALUE"`` entries of config key ``key``: each value a finite number ``ok`` accepts,
+    each name once; a ConfigError naming the key and saying ``fix`` otherwise."""
+    found: dict[str, float] = {}
+    for entry in entries:
+        name, sep, text = (part.strip() for part in str(entry).partition("="))
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        _require(bool(sep and name) and math.isfinite(value) and ok(value), key, entry, fix)
+        _require(name not in found, key, entry, f"{name} has two entries; keep one")
+        found[name] = value
+    return found
 
 
 def _venue_pairs(entries) -> dict:

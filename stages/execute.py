@@ -395,23 +395,6 @@ def _spend_token(ints, gate, params, now_ns):
 
 
 @njit(cache=True, _nrt=False)
-def _spend_token(ints, gate, params, now_ns):
-    """Token bucket in event time: refill at P_RATE_PER_NS up to P_BURST, spend one per accepted order."""
-    burst = params[P_BURST]
-    tokens = gate[0, GATE_TOKENS]
-    if tokens < 0.0:
-        tokens = burst
-    else:
-        tokens = min(burst, tokens + max(now_ns - ints[I_BUCKET_NS], 0) * params[P_RATE_PER_NS])
-    ints[I_BUCKET_NS] = now_ns
-    if tokens < 1.0:
-        gate[0, GATE_TOKENS] = tokens
-        return False
-    gate[0, GATE_TOKENS] = tokens - 1.0
-    return True
-
-
-@njit(cache=True, _nrt=False)
 def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, side, kind, strategy, price, qty, out, n,
           position, stats, now_ns):
     """A new order in ``slot``: reported new, sent to the venue."""

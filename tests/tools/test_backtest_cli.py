@@ -1,0 +1,52 @@
+"""bot4 backtest from the command line: a small synthetic backtest writes its journal and a deterministic report,
+a sweep runs one process per point, and bad input is exit 2 naming the key."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+CAPTURE = "tests/data/binance-ws-capture/usdm_btcusdt_20240808.gz"
+
+
+def bot4(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True, timeout=600,
+                          cwd=cwd)
+
+
+def test_a_synthetic_backtest_writes_its_journal_and_the_same_report_twice(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        done = bot4("backtest", "--out", str(tmp_path / name), "--events", "20000", "--quiet")
+        assert done.returncode == 0, done.stderr
+        assert "events/s" in done.stdout and (tmp_path / name / "report.html").is_file()
+        assert any((tmp_path / name / "journal").glob("exec-*.b4j"))
+        runs.append((tmp_path / name / "report.json").read_bytes())
+    assert runs[0] == runs[1]  # deterministic, byte for byte
+    doc = json.loads(runs[0])
+    assert doc["trading"]["fills"] > 0 and doc["meta"]["venue_model"]["queue_model"] == "risk_averse"
+
+
+def test_a_sweep_runs_each_point_in_its_own_process(tmp_path):
+    done = bot4("backtest", "--out", str(tmp_path), "--events", "10000",
+                "--sweep", "venue.queue_model=risk_averse,front")
+    assert done.returncode == 0, done.stderr
+    table = json.loads((tmp_path / "sweep.json").read_text())
+    assert [p["settings"] for p in table] == [["venue.queue_model=risk_averse"], ["venue.queue_model=front"]]
+    assert all(p["returncode"] == 0 and p["fills"] > 0 for p in table)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--set", "venue.entry_latency_ms=-1"], "venue.entry_latency_ms"),
+    (["--set", "venue.queue_model=fifo"], "venue.queue_model"),
+    (["--set", "venue.latency_file=tests/data/SOURCES.md", "--events", "10"], "venue.latency_file"),
+    (["--set", 'feed.source="replay"', "--set", 'feed.venues=["binance"]', "--set", 'feed.symbols=["BTCUSDT"]',
+      "--set", 'feed.files=["binance=/no/such.gz"]'], "feed.files"),
+    (["--set", 'feed.source="replay"', "--set", 'feed.venues=["binance"]', "--set", 'feed.symbols=["BTCUSDT"]',
+      "--set", f'feed.files=["binance={CAPTURE}"]', "--set", "backtest.start=2030-01-01T00:00:00Z"], "backtest.start"),
+    (["--sweep", "venue.queue_model"], "--sweep"),
+])
+def test_bad_input_is_exit_2_naming_the_key(tmp_path, args, says):
+    done = bot4("backtest", "--out", str(tmp_path / "out"), *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert says in done.stderr
