@@ -735,7 +735,7 @@ class Config:
 
     def with_overrides(self, **sections: dict) -> "Config":
         """A copy with ``section={key: value}`` overrides applied and validated."""
-        return from_dict(_merge(to_dict(self), sections))
+        return from_dict(merge_overrides(to_dict(self), sections))
 
 
 def _check_ccxt_feed(feed) -> None:
@@ -839,7 +839,8 @@ def to_dict(config: Config) -> dict:
     return {f.name: dataclasses.asdict(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
-def _merge(base: dict, overrides: dict) -> dict:
+def merge_overrides(base: dict, overrides: dict) -> dict:
+    """``base`` ({section: {key: value}}) with ``overrides`` applied key by key."""
     merged = {k: dict(v) for k, v in base.items()}
     for section, values in overrides.items():
         merged.setdefault(section, {}).update(values)
@@ -873,7 +874,7 @@ def load(path: str | Path | None, overrides: dict | None = None) -> Config:
     """The config of ``path`` (defaults if None) with ``{section: {key: value}}`` overrides (command-line
     flags) applied before it is checked: a file that needs a flag to be whole (record mode and --journal) loads."""
     if path is None:
-        return from_dict(_merge(to_dict(Config()), overrides or {}))
+        return from_dict(merge_overrides(to_dict(Config()), overrides or {}))
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -893,5 +894,5 @@ def load(path: str | Path | None, overrides: dict | None = None) -> Config:
     if overrides:
         if not all(isinstance(value, dict) for value in data.values()):
             return from_dict(data)  # a section that is not a table: its own error
-        data = _merge(data, overrides)
+        data = merge_overrides(data, overrides)
     return from_dict(data)

@@ -38,6 +38,7 @@ from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages.counters import Counters
 from stages.records import BUY, INTENT_QUOTE, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED, SELL, STRAT_QUOTER
+from stages.strategy import write_intent
 from stages.universe import MAX_KEYS, instrument_key
 
 P_INTERVAL_NS, P_DISTANCE_TICKS, P_QTY, P_MAX_POSITION, P_AT_TOUCH = range(5)
@@ -101,28 +102,6 @@ def next_boundary(t, interval_ns):
 
 
 @njit(cache=True)
-def _quote(o, p, intent_ids, side, price, qty, now_ns):
-    intent_ids[0] += 1
-    o["risk_reasons"] = p["reasons"]
-    o["kelly_f"] = 0.0
-    o["budget"] = p["buy_budget"] if side == BUY else p["sell_budget"]
-    o["horizon_sigma_bps"] = p["horizon_sigma_bps"]
-    o["heat"] = p["heat"]
-    o["drawdown"] = p["drawdown"]
-    o["origin_ts"] = p["origin_ts"]
-    o["origin_seq"] = p["origin_seq"]
-    o["stage_ts"] = now_ns
-    o["intent_id"] = intent_ids[0]
-    o["venue"] = p["venue"]
-    o["symbol"] = p["symbol"]
-    o["kind"] = INTENT_QUOTE
-    o["side"] = side
-    o["strategy"] = STRAT_QUOTER
-    o["price"] = price
-    o["qty"] = qty
-
-
-@njit(cache=True)
 def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     keys, intent_ids = state
     for i in range(n_b):
@@ -177,12 +156,13 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             allowed = position < limit if side == BUY else position > -limit
             if allowed:
                 if keys[k, col] != want:
-                    _quote(out[n_out], p, intent_ids, side, want * tick, qty, now_ns)
+                    write_intent(out[n_out], p, intent_ids, INTENT_QUOTE, side, want * tick, qty, STRAT_QUOTER,
+                                 now_ns)
                     n_out += 1
                     keys[k, col] = want
                     stats[ST_QUOTES] += 1
             elif keys[k, col] != 0.0:
-                _quote(out[n_out], p, intent_ids, side, 0.0, 0.0, now_ns)
+                write_intent(out[n_out], p, intent_ids, INTENT_QUOTE, side, 0.0, 0.0, STRAT_QUOTER, now_ns)
                 n_out += 1
                 keys[k, col] = 0.0
                 stats[ST_QUOTE_CANCELS] += 1

@@ -65,7 +65,8 @@ def make_state():
 
 
 @njit(cache=True)
-def _intent(o, p, intent_ids, kind, side, price, qty, strategy, now_ns, kelly_f=0.0, extra_reasons=0):
+def write_intent(o, p, intent_ids, kind, side, price, qty, strategy, now_ns, kelly_f=0.0, extra_reasons=0):
+    """Intent ``o`` answering prediction ``p``, carrying its risk inputs (every strategy kernel writes them so)."""
     intent_ids[0] += 1
     o["risk_reasons"] = p["reasons"] | extra_reasons
     o["kelly_f"] = kelly_f
@@ -137,7 +138,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
                 side = BUY if reduce > 0.0 else SELL
                 qty = min(abs(reduce), abs(keys[k, K_POSITION]))  # reduce-only, against strategy's own view too
                 if qty > 0.0 and keys[k, K_POSITION] * reduce < 0.0:
-                    _intent(out[n_out], p, intent_ids, INTENT_IOC, side, ask if side == BUY else bid, qty,
+                    write_intent(out[n_out], p, intent_ids, INTENT_IOC, side, ask if side == BUY else bid, qty,
                             STRAT_RISK_REDUCE, now_ns)
                     n_out += 1
                     keys[k, K_LAST_TAKE_TS] = p["origin_ts"]
@@ -154,7 +155,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
                     qty = kelly_qty
                     extra = RISK_KELLY
                 if qty > 0.0:
-                    _intent(out[n_out], p, intent_ids, INTENT_IOC, side, ask if side == BUY else bid, qty,
+                    write_intent(out[n_out], p, intent_ids, INTENT_IOC, side, ask if side == BUY else bid, qty,
                             STRAT_DIRECTIONAL, now_ns, side * f, extra)
                     n_out += 1
                     keys[k, K_LAST_TAKE_TS] = p["origin_ts"]
@@ -180,12 +181,12 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             current = keys[k, col]
             if qty <= 0.0:
                 if current != 0.0:
-                    _intent(out[n_out], p, intent_ids, INTENT_QUOTE, side, 0.0, 0.0, STRAT_QUOTER, now_ns)
+                    write_intent(out[n_out], p, intent_ids, INTENT_QUOTE, side, 0.0, 0.0, STRAT_QUOTER, now_ns)
                     n_out += 1
                     keys[k, col] = 0.0
                     stats[ST_QUOTE_CANCELS] += 1
             elif current == 0.0 or abs(want - current) > requote:
-                _intent(out[n_out], p, intent_ids, INTENT_QUOTE, side, want, qty, STRAT_QUOTER, now_ns)
+                write_intent(out[n_out], p, intent_ids, INTENT_QUOTE, side, want, qty, STRAT_QUOTER, now_ns)
                 n_out += 1
                 keys[k, col] = want
                 stats[ST_QUOTES] += 1

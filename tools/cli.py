@@ -83,7 +83,7 @@ def _backtest(args) -> int:
     from pipeline.backtest import sweep
     from pipeline.backtest.data import BacktestInputError
     from pipeline.backtest.run import run as run_backtest
-    from pipeline.config import settings_overrides
+    from pipeline.config import merge_overrides, settings_overrides
     from pipeline.report import page
     try:
         overrides = settings_overrides(args.set or [])
@@ -93,7 +93,7 @@ def _backtest(args) -> int:
         points = sweep.grid(args.sweep) if args.sweep else []
         if points:  # every point's config must load before any runs
             for settings in points:
-                load(args.config, {**overrides, **_merged(overrides, settings_overrides(settings))})
+                load(args.config, merge_overrides(overrides, settings_overrides(settings)))
     except ConfigError as exc:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return 2
@@ -129,13 +129,6 @@ def _backtest(args) -> int:
             print(f"note: {note}")
     print(f"report written to {outcome.out}: report.json, report.html; journal in {outcome.out}/journal")
     return 0
-
-
-def _merged(base: dict, extra: dict) -> dict:
-    merged = {k: dict(v) for k, v in base.items()}
-    for section, values in extra.items():
-        merged.setdefault(section, {}).update(values)
-    return merged
 
 
 def _replay(args) -> int:

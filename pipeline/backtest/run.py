@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.backtest.data import Market, load
+from pipeline.backtest.data import BacktestInputError, Market, load
 from pipeline.config import Config, to_dict
-from pipeline.hosting.fused import FusedResult, run_fused
+from pipeline.hosting.fused import FusedResult, records_from_bytes, run_fused
 from pipeline.plan import resolve
 from pipeline.report import build, metrics
 from pipeline.report.inputs import RunRecord
@@ -28,10 +28,10 @@ class _Kept:
 
     def append(self, batch: np.ndarray) -> None:
         self.writer.append(batch)
-        self.parts.append(np.array(batch, copy=True))
+        self.parts.append(batch.tobytes())  # a structured copy is ~30 us in numpy 2; bytes are a memcpy
 
     def all(self, dtype) -> np.ndarray:
-        return np.concatenate(self.parts) if self.parts else np.zeros(0, dtype)
+        return records_from_bytes(self.parts, dtype)
 
 
 class _Recorder:
@@ -65,7 +65,6 @@ def run(config: Config, out: str, events: int = 0) -> Outcome:
     market = load(config)
     n_events = events or config.feed.max_events
     if market.events is None and n_events <= 0:
-        from pipeline.backtest.data import BacktestInputError
         raise BacktestInputError("the synthetic market needs a size: set feed.max_events or pass --events")
     os.makedirs(out, exist_ok=True)
     journal = JournalSet(os.path.join(out, "journal"), source=f"bot4 backtest {market.source}",

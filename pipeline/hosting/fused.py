@@ -151,7 +151,8 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
         counters = {"feed": {"in": 0, "out": fed, **dict.fromkeys(registry.counters("feed"), 0)}, **counters}
     _, _, quarantine, quarantined, _ = chain.state("validate")
     kept = min(int(quarantined[0]), len(quarantine))
-    return FusedResult(_records(all_reports, records.EXEC_REPORT), _records(all_intents, records.ORDER_INTENT),
+    return FusedResult(records_from_bytes(all_reports, records.EXEC_REPORT),
+                       records_from_bytes(all_intents, records.ORDER_INTENT),
                        counters, quarantine[:kept].copy())
 
 
@@ -165,7 +166,8 @@ def _copied(batch: np.ndarray) -> np.ndarray:
     return out
 
 
-def _records(parts: list[bytes], dtype: np.dtype) -> np.ndarray:
+def records_from_bytes(parts: list[bytes], dtype: np.dtype) -> np.ndarray:
+    """One record array of ``dtype`` from the bytes of consecutive pieces (``ndarray.tobytes()``)."""
     joined = b"".join(parts)
     out = np.empty(len(joined) // dtype.itemsize, dtype)
     out.view(np.uint8)[:] = np.frombuffer(joined, np.uint8)

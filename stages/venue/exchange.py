@@ -75,8 +75,8 @@ RESPONSE = np.dtype([
 ], align=True)
 
 # ints
-(VI_RESP_HEAD, VI_RESP_N, VI_MKT_HEAD, VI_MKT_N, VI_ACTIVE_N, VI_DROPPED, VI_ANSWERS, VI_LATENCY_REJECTS,
- VI_CANCEL_REJECTS) = range(9)
+# VI_DROPPED: commands or answers there was no room for (execute shows it; a test asserts 0)
+VI_RESP_HEAD, VI_RESP_N, VI_MKT_HEAD, VI_MKT_N, VI_ACTIVE_N, VI_DROPPED = range(6)
 N_INTS = 16
 # per key floats
 KF_RATE, KF_NEXT_FUNDING, KF_SETTLED, KF_MARK, KF_POSITION, KF_HAS_LADDER = range(6)
@@ -140,7 +140,6 @@ def _respond(vs, kind, order_id, slot, key, side, price, qty, leaves, fee, liqui
     r["key"], r["side"], r["kind"], r["liquidity"] = key, side, kind, liquidity
     r["price"], r["qty"], r["leaves"], r["fee"] = price, qty, leaves, fee
     ints[VI_RESP_N] = n + 1
-    ints[VI_ANSWERS] += 1
 
 
 @njit(cache=True, _nrt=False)
@@ -174,7 +173,6 @@ def _send(vs, params, kind, slot, order_id, key, side, order_kind, price, qty, s
     entry, back, rejected = latency.order_latency(vs[10], np.int64(params[V_ENTRY_NS]),
                                                   np.int64(params[V_RESPONSE_NS]), send_ts)
     if rejected:
-        vs[0][VI_LATENCY_REJECTS] += 1
         _respond(vs, R_REJECTED if kind == CMD_NEW else R_CANCEL_REJECTED, order_id, slot, key, side, price, qty,
                  0.0, 0.0, 0, 0, send_ts, send_ts + back)
         return
@@ -277,7 +275,6 @@ def _arrive(vs, params, c):
                          0.0, 0, t, c["send_ts"], back)
                 _deactivate(vs, i)
                 return
-        vs[0][VI_CANCEL_REJECTS] += 1
         _respond(vs, R_CANCEL_REJECTED, c["order_id"], c["slot"], key, c["side"], c["price"], 0.0, 0.0, 0.0, 0, t,
                  c["send_ts"], back)
         return
