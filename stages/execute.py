@@ -26,6 +26,7 @@ becomes an order. Execute's own reduce-only flatten orders after a kill do not p
 """
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
@@ -85,6 +86,7 @@ STATS = _COUNTERS.labels
 assert sorted(REJ_NAMES) == list(range(1, len(REJ_NAMES) + 1))
 
 
+@register_jitable
 def out_capacity(batch: int) -> int:
     # per input record: its own reports (new or rejected, a replaced quote's pending cancel) and the venue's answers
     # that come due with it (an ack, a fill per level, a cancel); plus a cancel-all's and the flatten orders.
@@ -529,7 +531,7 @@ def _publish_stats(state, stats):
     stats[ST_IN_FLIGHT_DROPPED] = vints[VI_DROPPED]
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     """in_a: order intents; in_b: validated market events, merged in feed-sequence order (an intent after the
     event it answers). Without the backtest's lookahead, each market event is also handed to the venue here."""

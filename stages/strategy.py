@@ -14,6 +14,7 @@ distance) that comes first, as a reduce-only IOC. Every intent carries the decis
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
@@ -44,6 +45,7 @@ STATS = _COUNTERS.labels
 MAX_INTENTS_PER_PREDICTION = 3
 
 
+@register_jitable
 def out_capacity(batch: int) -> int:
     return batch * MAX_INTENTS_PER_PREDICTION
 

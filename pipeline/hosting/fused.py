@@ -25,6 +25,8 @@ from stages import records, validate
 _LOCAL = ("feature", "risk", "inference", "strategy", "execute")  # stepped batch by batch behind the venue's market
 DEFAULT_HORIZON_NS = 1_000_000_000  # the venue's market runs this far ahead: more than any feed delay seen
 VENUE_MARKET_CAPACITY = 1 << 17
+GROUP_EVENTS = 8192  # validated events the local stages take in one compiled call (whole batches)
+OUTPUT_EVENTS = GROUP_EVENTS  # the call's intent and report buffers hold the output of this many events' pieces
 
 
 class Journal(Protocol):
@@ -59,7 +61,7 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
     The venue model sees the validated market ``horizon_ns`` of event time ahead of the local stages (at least
     the feed's largest delay, so the venue's book at any order's arrival is complete); ``offsets_ns`` fixes each
     venue's clock offset (a recording's: stages.venue.exchange.offsets_from), else the plan's rule holds."""
-    from stages import execute, inference
+    from stages import execute, fused_loop, inference
     from stages.venue import exchange
 
     if market_source is None and n_events <= 0:
@@ -80,10 +82,28 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
     feedback_buf = np.zeros(graph.out_capacity("execute", plan.config.rings.batch), records.EXEC_REPORT)
     pending = feedback_buf[:0]
     all_reports, all_intents = [], []  # bytes of each piece: numpy's structured copies cost ~30 us each
-    ahead: deque[np.ndarray] = deque()  # validated batches the venue has, the local stages not yet
+    ahead: deque[tuple[np.ndarray, int]] = deque()  # (batch, its last event time): the venue has it, the local stages not yet
     fed, ended, now = 0, False, 0
     replay = _rebatch(market_source, plan.config.rings.batch) if market_source is not None else None
     reports_out = chain.out["execute"]
+    ctl = chain.block.globals
+    kind = fused_loop.strategy_kind(graph.module("strategy", plan.config))
+    group_capacity = max(GROUP_EVENTS, plan.config.rings.batch)
+    valid_buf = np.zeros(group_capacity, records.MARKET_EVENT)
+    vectors = np.zeros(group_capacity, records.FEATURE_VECTOR)
+    batch_ends = np.zeros(group_capacity, np.int64)
+    x = np.zeros((group_capacity, records.N_FEATURES), np.float32)
+    # at least one batch's: a piece never spans two batches, and the first piece of a call must fit
+    output_capacity = max(OUTPUT_EVENTS, plan.config.rings.batch)
+    intents_out = np.zeros(graph.out_capacity("strategy", output_capacity), records.ORDER_INTENT)
+    group_reports = np.zeros(graph.out_capacity("execute", output_capacity), records.EXEC_REPORT)
+    counts = np.zeros((4, 2), np.int64)   # fused_loop.C_* stages: records in, out
+    progress = np.zeros(6, np.int64)      # fused_loop.R_*
+
+    def kernel(name: str) -> tuple:
+        """(state, params, stats) of a stage, as fused_loop.run_pieces takes them."""
+        _, stage_params, stage_state = chain.kernels[name]
+        return stage_state, stage_params, chain.stats(name)
 
     def validated_batch() -> np.ndarray | None:
         nonlocal fed
@@ -103,40 +123,69 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
             journal.quarantine.append(refused[:n_bad])
         return _copied(chain.out["validate"][:chain.n["validate"]])
 
+    held = None  # a validated batch the venue's FIFO had no room for yet
     while True:
-        # The venue's market runs ahead of the local stages by the horizon (or to the end of the market).
-        while not ended and (not ahead or _last_ts(ahead[-1]) < _last_ts(ahead[0]) + horizon_ns):
-            valid = validated_batch()
-            if valid is None:
-                ended = True
-                break
-            if len(valid) == 0:  # every event of the batch quarantined
-                continue
-            if exchange.market_room(venue_state) < len(valid):
-                ahead.append(valid)
-                break
-            exchange.push_batch(venue_state, venue_params, valid, len(valid))
-            ahead.append(valid)
+        # The venue's market runs ahead of the next group of batches by the horizon (or to the end of the market).
+        while not ended and (not ahead or ahead[-1][1] < _group_last_ts(ahead, group_capacity) + horizon_ns):
+            if held is None:
+                held = validated_batch()
+                if held is None:
+                    ended = True
+                    break
+                if len(held) == 0:  # every event of the batch quarantined
+                    held = None
+                    continue
+            if exchange.market_room(venue_state) < len(held):
+                if not ahead:  # the local stages are past everything the venue holds: it cannot be full
+                    raise RuntimeError(f"venue market FIFO full ({VENUE_MARKET_CAPACITY} events) with no batch "
+                                       "ahead of the local stages")
+                break  # the local stages catch up first, the venue applies what they pass
+            exchange.push_batch(venue_state, venue_params, held, len(held))
+            ahead.append((held, _last_ts(held)))
+            held = None
         if not ahead:
             break
-        for valid in _by_span(ahead.popleft(), span_ns):
-            now = _last_ts(valid, now)
-            n_int = chain.step("feature", valid, len(valid), None, 0, now)
-            for name, before in (("risk", "feature"), ("inference", "risk"), ("strategy", "inference")):
-                feedback = pending if name in ("risk", "strategy") else None
-                n_int = chain.step(name, chain.out[before], chain.n[before], feedback,
-                                   0 if feedback is None else len(feedback), now)
-            if feature_sink is not None:
-                feature_sink(chain.out["feature"][:chain.n["feature"]])
-            intents = chain.out["strategy"]
-            k = chain.step("execute", intents, n_int, valid, len(valid), now)
-            feedback_buf.view(np.uint8)[:k * REPORT_BYTES] = reports_out.view(np.uint8)[:k * REPORT_BYTES]
-            pending = feedback_buf[:k]
-            all_reports.append(pending.tobytes())
-            all_intents.append(intents[:n_int].tobytes())
+        # As many batches as have the venue's horizon ahead of them go through the local stages in one group:
+        # the feature stage and the model once for the group, the four stages after them in one compiled call.
+        group = [ahead.popleft()[0]]
+        size = len(group[0])
+        everything_pushed = ended and held is None
+        while ahead and size + len(ahead[0][0]) <= group_capacity and (
+                everything_pushed or ahead[-1][1] >= ahead[0][1] + horizon_ns):
+            size += len(ahead[0][0])
+            group.append(ahead.popleft()[0])
+        valid = _joined(group, valid_buf)
+        n_batches = len(group)
+        batch_ends[:n_batches] = np.cumsum([len(g) for g in group])
+        now = _last_ts(valid, now)
+        chain.step("feature", valid, size, None, 0, now, out=vectors)  # one vector per event, from the market alone
+        if feature_sink is not None:
+            feature_sink(vectors[:size])
+        inference.prepare(vectors, size, x)
+        prob = model.predict(x[:size])
+        start = 0
+        while start < size:
+            fused_loop.run_pieces(valid, batch_ends, n_batches, prob, start, span_ns, pending, len(pending), ctl,
+                                  vectors, *kernel("risk"), chain.out["risk"], chain.out["inference"],
+                                  kind, *kernel("strategy"), *kernel("execute"),
+                                  intents_out, group_reports, counts, progress)
+            if int(progress[fused_loop.R_NEXT]) == start:
+                raise RuntimeError("fused loop: the output buffers cannot hold one piece's intents and reports")
+            start = int(progress[fused_loop.R_NEXT])
+            n_int, k = int(progress[fused_loop.R_INTENTS]), int(progress[fused_loop.R_REPORTS])
+            first, n_last = int(progress[fused_loop.R_FEEDBACK_START]), int(progress[fused_loop.R_FEEDBACK_N])
+            now = int(progress[fused_loop.R_NOW])
+            feedback_buf.view(np.uint8)[:n_last * REPORT_BYTES] = \
+                group_reports[first:first + n_last].view(np.uint8)
+            pending = feedback_buf[:n_last]
+            all_reports.append(group_reports[:k].tobytes())
+            all_intents.append(intents_out[:n_int].tobytes())
             if journal is not None:
-                journal.intents.append(intents[:n_int])
-                journal.reports.append(pending)
+                journal.intents.append(intents_out[:n_int])
+                journal.reports.append(group_reports[:k])
+    for c, name in enumerate(("risk", "inference", "strategy", "execute")):
+        chain.counts[name][0] += int(counts[c, 0])
+        chain.counts[name][1] += int(counts[c, 1])
     # The market has ended: orders still in flight reach the venue and their answers come back.
     stats = chain.stats("execute")
     k = execute.finish(state, params, stats, reports_out, now)
@@ -159,6 +208,28 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
 REPORT_BYTES = records.EXEC_REPORT.itemsize
 
 
+def _group_last_ts(ahead: deque[tuple[np.ndarray, int]], capacity: int) -> int:
+    """Event time at the end of the next group: the first batches of ``ahead`` that fit in ``capacity`` events."""
+    size, last = 0, ahead[0][1]
+    for batch, batch_last in ahead:
+        size += len(batch)
+        if size > capacity:
+            break
+        last = batch_last
+    return last
+
+
+def _joined(batches: list[np.ndarray], buf: np.ndarray) -> np.ndarray:
+    """``batches`` one after another in ``buf`` (byte copies), as a view of its filled part."""
+    raw = buf.view(np.uint8)
+    size = buf.dtype.itemsize
+    n = 0
+    for b in batches:
+        raw[n * size:(n + len(b)) * size] = b.view(np.uint8)
+        n += len(b)
+    return buf[:n]
+
+
 def _copied(batch: np.ndarray) -> np.ndarray:
     """A copy of a record array through its bytes (a structured ``copy()`` is ~30 us in numpy 2)."""
     out = np.empty(len(batch), batch.dtype)
@@ -172,20 +243,6 @@ def records_from_bytes(parts: list[bytes], dtype: np.dtype) -> np.ndarray:
     out = np.empty(len(joined) // dtype.itemsize, dtype)
     out.view(np.uint8)[:] = np.frombuffer(joined, np.uint8)
     return out
-
-
-def _by_span(batch: np.ndarray, span_ns: int) -> Iterator[np.ndarray]:
-    """``batch`` in consecutive pieces whose event times span at most ``span_ns`` each (0: whole): execution
-    reports reach risk and strategy with the next piece, so this bounds how late they learn of a fill."""
-    if span_ns <= 0 or len(batch) == 0 or int(batch["origin_ts"][-1]) - int(batch["origin_ts"][0]) <= span_ns:
-        yield batch
-        return
-    t = batch["origin_ts"]
-    start = 0
-    while start < len(batch):
-        end = int(np.searchsorted(t, t[start] + span_ns, side="right"))
-        yield batch[start:end]
-        start = end
 
 
 def _last_ts(batch: np.ndarray, default: int = 0) -> int:

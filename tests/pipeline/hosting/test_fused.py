@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Config
+from pipeline.hosting import fused
 from pipeline.hosting.fused import collect_features, run_fused
 from stages import records
 
@@ -66,9 +67,9 @@ def test_orders_and_fills_are_consistent(fused_pair):
 def test_all_kernels_give_the_same_orders_without_jit():
     """Every kernel interpreted (NUMBA_DISABLE_JIT=1) must reproduce the compiled run exactly."""
     code = ("import hashlib, sys; from pipeline.config import Config; from pipeline.hosting.fused import run_fused;"
-            "r = run_fused(Config().with_overrides(rings={'batch': 64}), 1500);"
+            "r = run_fused(Config().with_overrides(rings={'batch': 64}), 1500, span_ns=1_000_000);"
             "print(hashlib.sha256(r.reports.tobytes()).hexdigest(), len(r.orders()))")
-    compiled = run_fused(Config().with_overrides(rings={"batch": 64}), 1500)
+    compiled = run_fused(Config().with_overrides(rings={"batch": 64}), 1500, span_ns=1_000_000)
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
@@ -86,3 +87,36 @@ def test_fused_mode_runs_the_synthetic_clock_at_the_configured_rate(rate_eps):
     vectors = collect_features(3, n, Config().with_overrides(feed={"rate_eps": rate_eps}))
     span_s = (int(vectors["origin_ts"][-1]) - int(vectors["origin_ts"][0])) / 1e9
     assert span_s == pytest.approx(n / rate_eps, rel=0.15)
+
+
+def test_orders_do_not_depend_on_how_batches_are_grouped_into_compiled_calls(monkeypatch):
+    """The local stages take many batches per compiled call. One batch per call, or output buffers of one batch
+    (the call stops when they are nearly full and the next resumes mid-group), give the same intents and reports."""
+    from stages import fused_loop
+    grouped = run_fused(Config(), 20_000, span_ns=2_000_000)
+    monkeypatch.setattr(fused, "GROUP_EVENTS", 1)
+    alone = run_fused(Config(), 20_000, span_ns=2_000_000)
+    monkeypatch.setattr(fused, "GROUP_EVENTS", 8192)
+    monkeypatch.setattr(fused, "OUTPUT_EVENTS", 1)
+    resumed_calls = []
+    compiled = fused_loop.run_pieces
+
+    def counting(*args):
+        resumed_calls.append(args[4] > 0)  # start > 0: a call that resumes a group
+        return compiled(*args)
+    monkeypatch.setattr(fused_loop, "run_pieces", counting)
+    resumed = run_fused(Config(), 20_000, span_ns=2_000_000)
+    assert any(resumed_calls)
+    assert len(grouped.orders()) > 100
+    for other in (alone, resumed):
+        assert grouped.intents.tobytes() == other.intents.tobytes()
+        assert grouped.reports.tobytes() == other.reports.tobytes()
+
+
+def test_a_venue_fifo_smaller_than_the_horizon_holds_batches_back_and_loses_none(monkeypatch):
+    monkeypatch.setattr(fused, "VENUE_MARKET_CAPACITY", 1024)  # 4 batches; the 1 s horizon is ~10,000 events
+    result = run_fused(Config(), 20_000, span_ns=2_000_000)
+    c = result.counters
+    assert c["execute"]["market_events"] == c["validate"]["out"] == c["feature"]["in"]
+    assert c["execute"]["venue_dropped"] == 0
+    assert len(result.orders()) > 100
