@@ -45,6 +45,10 @@ F_SNAPSHOT = 1     # a delta that belongs to a full-depth snapshot (a fresh book
                    # (on an EV_BOOK view of a venue's L2 book: the first view after that book was synced)
 F_LAST = 2         # the last record decoded from one venue message
 F_UNSYNCED = 4     # the source cannot vouch for the book yet (deltas before any snapshot)
+# Synthetic events only: bits 3-4 hold 1 + the feed's true regime of the symbol (REGIME_*), 0 elsewhere. For
+# evaluating the regime detector from a journal; no stage reads it.
+F_SIM_REGIME_SHIFT = 3
+F_SIM_REGIME_MASK = 3 << F_SIM_REGIME_SHIFT
 
 # Sides
 BUY = 1
@@ -190,6 +194,17 @@ STRAT_DIRECTIONAL = 1
 STRAT_QUOTER = 2
 STRAT_FLATTEN = 3     # execute's own reduce-only orders after a kill
 STRAT_RISK_REDUCE = 4 # reduce-only orders the risk stage asks for (liquidation distance)
+STRAT_MOMENTUM = 5    # stages.strategies.momentum: trend-following taker (trending regime)
+STRAT_MEAN_REVERSION = 6  # stages.strategies.mean_reversion: fades deviations from fair value (range-bound)
+STRAT_MARKET_MAKING = 7   # stages.strategies.market_making: Avellaneda-Stoikov quotes
+STRAT_ARBITRAGE = 8   # stages.strategies.arbitrage: the same instrument across two venues, both legs
+STRATEGY_NAMES = {STRAT_DIRECTIONAL: "directional", STRAT_QUOTER: "quoter", STRAT_FLATTEN: "flatten",
+                  STRAT_RISK_REDUCE: "risk_reduce", STRAT_MOMENTUM: "momentum", STRAT_MEAN_REVERSION: "mean_reversion",
+                  STRAT_MARKET_MAKING: "market_making", STRAT_ARBITRAGE: "arbitrage"}  # report keys
+
+# Market regimes: the synthetic feed's true one (MARKET_EVENT.flags, F_SIM_REGIME_*) and the regime detector's
+REGIME_TRENDING, REGIME_RANGE, REGIME_VOLATILE = range(3)
+REGIME_NAMES = ("trending", "range-bound", "volatile")
 
 ORDER_INTENT = _padded([
     ("origin_ts", np.int64),

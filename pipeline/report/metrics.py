@@ -34,8 +34,7 @@ QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 LATENCY_PERCENTILES = (0.0, 50.0, 90.0, 99.0, 99.9, 100.0)
 MAX_GAPS_LISTED = 1000                     # per instrument; the count and total stay exact
 
-STRATEGY_NAMES = {records.STRAT_DIRECTIONAL: "directional", records.STRAT_QUOTER: "quoter",
-                  records.STRAT_FLATTEN: "flatten", records.STRAT_RISK_REDUCE: "risk_reduce"}
+STRATEGY_NAMES = records.STRATEGY_NAMES
 LIQUIDITY_NAMES = {1: "maker", -1: "taker", 0: "unknown"}
 
 
