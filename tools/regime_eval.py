@@ -39,12 +39,13 @@ HELD_OUT_SEEDS = "101-110"
 DEFAULT_EVENTS = 6_000_000
 BATCH = 4096  # records per chain step: fewer Python round trips; the features do not depend on it
 
-# counters: switches, never detected before the next switch, undetected at the end, delays written
-N_SWITCHES, N_MISSED, N_CENSORED, N_DELAYS = range(4)
+# counters: true switches, never detected before the next switch, delays written, detector's changes of regime
+N_SWITCHES, N_MISSED, N_DELAYS, N_FLIPS = range(4)
 
 
 @njit(cache=True)
-def _score(state, params, vectors, n, events, n_events, confusion, last_truth, switch_ts, pending, delays, counts):
+def _score(state, params, vectors, n, events, n_events, confusion, last_truth, last_detected, switch_ts, pending,
+           delays, counts):
     """Detector over vectors[:n]; truth from events[:n_events] (the same batch of the feed) by origin_seq."""
     first_seq = events[0]["origin_seq"]
     nan = math.nan
@@ -58,6 +59,9 @@ def _score(state, params, vectors, n, events, n_events, confusion, last_truth, s
         mid = 0.5 * (v["bid"] + v["ask"])
         ts = v["origin_ts"]
         detected = regime.update(state, params, key, ts, mid, v["values"], nan)
+        if detected != last_detected[key]:
+            counts[N_FLIPS] += last_detected[key] >= 0
+            last_detected[key] = detected
         if truth < 0:
             continue
         confusion[truth, detected] += 1
@@ -86,6 +90,7 @@ def evaluate_seed(seed: int, n_events: int, params: np.ndarray | None = None) ->
     state = regime.make_state()
     confusion = np.zeros((3, 3), np.int64)
     last_truth = np.full(MAX_KEYS, -1, np.int64)
+    last_detected = np.full(MAX_KEYS, -1, np.int64)
     switch_ts = np.zeros(MAX_KEYS, np.int64)
     pending = np.zeros(MAX_KEYS, np.int64)
     delays = np.zeros(max(1024, n_events // 1000), np.int64)
@@ -94,10 +99,10 @@ def evaluate_seed(seed: int, n_events: int, params: np.ndarray | None = None) ->
         if counts[N_DELAYS] + BATCH > len(delays):  # at most one delay per vector of a batch
             delays = np.concatenate([delays, np.zeros_like(delays)])
         _score(state, params, chain.out["feature"], chain.n["feature"], chain.out["feed"], chain.n["feed"],
-               confusion, last_truth, switch_ts, pending, delays, counts)
+               confusion, last_truth, last_detected, switch_ts, pending, delays, counts)
     return {"seed": seed, "events": n_events, "confusion": confusion, "delays_ns": delays[:counts[N_DELAYS]],
             "switches": int(counts[N_SWITCHES]), "missed": int(counts[N_MISSED]),
-            "censored": int(pending.sum())}
+            "censored": int(pending.sum()), "detector_changes": int(counts[N_FLIPS])}
 
 
 def balanced_accuracy(confusion: np.ndarray) -> float:
@@ -123,6 +128,7 @@ def summarise(results: list[dict], params: dict) -> dict:
                     "detected": int(len(delays_s)), "switches": sum(r["switches"] for r in results),
                     "never_detected_before_next": sum(r["missed"] for r in results),
                     "undetected_at_end": sum(r["censored"] for r in results)},
+        "detector_changes": sum(r["detector_changes"] for r in results),
     }
 
 
@@ -170,7 +176,8 @@ def render(summary: dict) -> str:
     lines += [f"balanced accuracy {summary['balanced_accuracy']:.3f} (chance 0.333); per seed {per_seed}",
               f"detection delay over {d['switches']} true switches (per key): median {d['median']} s, p90 {d['p90']} s;"
               f" detected {d['detected']}, never detected before the next switch {d['never_detected_before_next']},"
-              f" undetected when the run ended {d['undetected_at_end']}"]
+              f" undetected when the run ended {d['undetected_at_end']}; the detector changed regime"
+              f" {summary['detector_changes']} times"]
     return "\n".join(lines)
 
 

@@ -8,10 +8,12 @@ scale-free statistics of the sampled log returns ``r`` (bps) decide:
   ``rvol_1s_bps`` (``rvol_1s**2 * ln 2`` is its variance per second). A random walk has ``vr`` ~ 1; a price
   pulled back to an anchor faster than the sample interval has ``vr`` << 1: its event-to-event shocks are
   there but do not add up. ``vr < range_vr`` -> RANGE.
-- **volatility level** against a slow baseline: ``dev = ln V - B``, ``B`` the mean of ``ln V`` over the
-  samples not classified range-bound (a running mean, then an EWMA with time constant ``baseline_samples``
-  samples, so a long run adapts). ``dev > volatile_dev`` -> VOLATILE, else TRENDING. Measured on the
-  synthetic feed the trending and volatile levels of ``ln V`` sit about ln 4 apart, their mean between them.
+- **volatility level** against the calm level: ``dev = ln V - B``, ``B`` the mean of ``ln V`` over the
+  samples classified trending (a running mean, then an EWMA with time constant ``baseline_samples``
+  samples); samples classified volatile move it too, at ``volatile_weight`` of that rate, so a lasting
+  change of level becomes the new calm one. ``dev > volatile_dev`` -> VOLATILE, else TRENDING. On the
+  synthetic feed the volatile regime's variance is 4x the trending one's (ln 4 = 1.39 apart); a market of
+  one steady level stays trending (the noise of ``ln V`` is ~0.26 at the default half-life).
 
 Hysteresis: the current regime's side of each boundary is widened by ``hysteresis`` (in log units of
 ``vr`` and of ``dev``); a new regime is taken only after it has been the raw classification for
@@ -39,8 +41,8 @@ LN2 = math.log(2.0)
 VAR_FLOOR = 1e-12  # bps^2: ln of a sampled variance that is exactly 0 (a price that never moved)
 
 (P_SAMPLE_NS, P_FAST_ALPHA, P_SLOW_ALPHA, P_LN_RANGE_VR, P_VOLATILE_DEV, P_HYSTERESIS, P_MIN_DWELL_NS,
- P_WARMUP_SAMPLES) = range(8)
-N_PARAMS = 8
+ P_WARMUP_SAMPLES, P_VOLATILE_WEIGHT) = range(9)
+N_PARAMS = 9
 
 # state columns (float64)
 (C_LAST_X, C_FAST_VAR, C_TICK_VAR, C_BASE, C_BASE_N, C_SAMPLES, C_REGIME, C_CANDIDATE, C_VR, C_DEV,
@@ -52,8 +54,8 @@ N_TIMES = 2
 
 
 def make_params(*, sample_ms: float = 100.0, fast_half_life: float = 10.0, baseline_samples: float = 3000.0,
-                range_vr: float = 0.6, volatile_dev: float = 0.0, hysteresis: float = 0.0,
-                min_dwell_ms: float = 0.0, warmup_samples: int = 30) -> np.ndarray:
+                range_vr: float = 0.6, volatile_dev: float = 0.5, hysteresis: float = 0.1,
+                min_dwell_ms: float = 200.0, warmup_samples: int = 30, volatile_weight: float = 0.03) -> np.ndarray:
     """Thresholds tuned on synthetic seeds 1-5 only (tools/regime_eval); see the module docstring."""
     for name, value, ok in (("sample_ms", sample_ms, sample_ms > 0.0),
                             ("fast_half_life", fast_half_life, fast_half_life > 0.0),
@@ -61,7 +63,8 @@ def make_params(*, sample_ms: float = 100.0, fast_half_life: float = 10.0, basel
                             ("range_vr", range_vr, range_vr > 0.0), ("hysteresis", hysteresis, hysteresis >= 0.0),
                             ("min_dwell_ms", min_dwell_ms, min_dwell_ms >= 0.0),
                             ("warmup_samples", warmup_samples, warmup_samples >= 1),
-                            ("volatile_dev", volatile_dev, math.isfinite(volatile_dev))):
+                            ("volatile_dev", volatile_dev, math.isfinite(volatile_dev)),
+                            ("volatile_weight", volatile_weight, 0.0 <= volatile_weight <= 1.0)):
         if not ok:
             raise ValueError(f"regime {name}={value!r} is out of range; see stages.strategies.regime.make_params")
     p = np.zeros(N_PARAMS)
@@ -73,6 +76,7 @@ def make_params(*, sample_ms: float = 100.0, fast_half_life: float = 10.0, basel
     p[P_HYSTERESIS] = hysteresis
     p[P_MIN_DWELL_NS] = min_dwell_ms * 1e6
     p[P_WARMUP_SAMPLES] = warmup_samples
+    p[P_VOLATILE_WEIGHT] = volatile_weight
     return p
 
 
@@ -142,9 +146,12 @@ def update(state, params, key, ts_ns, mid, features, garch_sigma_bps):
         return int(row[C_REGIME])
     raw = _classify(row, params)
     if raw != REGIME_RANGE:
-        # the baseline: a running mean of ln V over non-range samples, an EWMA once it has 1 / alpha of them
-        row[C_BASE_N] += 1.0
-        w = max(params[P_SLOW_ALPHA], 1.0 / row[C_BASE_N])
+        # the calm level: a running mean of ln V over trending samples, an EWMA once it has 1 / alpha of them
+        if raw == REGIME_TRENDING:
+            row[C_BASE_N] += 1.0
+        w = max(params[P_SLOW_ALPHA], 1.0 / max(row[C_BASE_N], 1.0))
+        if raw == REGIME_VOLATILE:
+            w *= params[P_VOLATILE_WEIGHT]
         row[C_BASE] += w * (math.log(max(row[C_FAST_VAR], VAR_FLOOR)) - row[C_BASE])
     current = int(row[C_REGIME])
     if raw == current:
