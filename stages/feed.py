@@ -24,7 +24,8 @@ import numpy as np
 from numba import njit
 
 from stages.counters import Counters
-from stages.records import BOOK_LEVELS, BUY, EV_BOOK, EV_FUNDING, EV_LIQUIDATION, EV_MARK, EV_TRADE, SELL
+from stages.records import (BOOK_LEVELS, BUY, EV_BOOK, EV_FUNDING, EV_LIQUIDATION, EV_MARK, EV_TRADE,
+                            F_SIM_REGIME_SHIFT, REGIME_RANGE, REGIME_TRENDING, REGIME_VOLATILE, SELL)
 from stages.universe import MAX_KEYS, MAX_SYMBOLS, instrument_key
 
 DEFAULT_MEAN_GAP_NS = 100_000.0  # the synthetic clock's mean gap between events when no rate is set (max rate)
@@ -44,8 +45,6 @@ K_OFFSET, K_IMBALANCE, K_BID, K_ASK, K_HAS_BOOK, K_NEXT_INFO_NS, K_INFO_TOGGLE =
 # arrivals state: the Hawkes process's excess intensity (per ns) just after the last arrival
 A_EXCITATION = 0
 
-REGIME_TRENDING, REGIME_RANGE, REGIME_VOLATILE = range(3)
-REGIME_NAMES = ("trending", "range-bound", "volatile")
 FUNDING_PERIOD_NS = 8 * 3600 * 1_000_000_000
 
 _COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
@@ -171,7 +170,6 @@ def _emit_one(state, params, rec, seq, now_ns, stats):
     rec["venue"] = venue
     rec["symbol"] = s
     rec["reason"] = 0
-    rec["flags"] = 0
     rec["first_seq"] = 0
     rec["prev_seq"] = 0
     rec["aux"] = 0.0
@@ -184,6 +182,7 @@ def _emit_one(state, params, rec, seq, now_ns, stats):
         sym[s, Y_TREND_DIR] = 1.0 if _uniform(rng) < 0.5 else -1.0
         sym[s, Y_ANCHOR] = sym[s, Y_MID]
         stats[ST_REGIME_SWITCHES] += 1
+    rec["flags"] = (1 + int(sym[s, Y_REGIME])) << F_SIM_REGIME_SHIFT  # the true regime (stages.records)
     regime = int(sym[s, Y_REGIME])
     # The regime sets the GARCH long-run level (through omega; scaling the shocks instead would push
     # alpha + beta past 1 and the variance would explode): sigma x2 volatile, x0.7 range-bound.
