@@ -95,6 +95,25 @@ RANGES: dict[str, dict[str, Range]] = {
                  "quote_usd": MONEY_USD, "half_spread_bps": BPS, "requote_bps": BPS, "skew_bps": Range(0, 10_000),
                  "fixed_interval_ms": _positive(DAY_MS), "fixed_distance_ticks": Range(0, 1e6),
                  "fixed_qty": _positive(1e12), "fixed_max_position": _positive(1e12)},
+    "regime": {"sample_ms": _positive(DAY_MS), "fast_half_life": _positive(1e6), "baseline_samples": Range(1, 1e9),
+               "range_vr": _positive(100), "volatile_dev": Range(-100, 100), "hysteresis": Range(0, 10),
+               "min_dwell_ms": Range(0, DAY_MS), "warmup_samples": Range(1, 10 ** 9), "volatile_weight": Range(0, 1)},
+    "allocator": {},
+    "momentum": {"w_10s": Range(-100, 100), "w_60s": Range(-100, 100), "w_model": Range(-100, 100),
+                 "beta": Range(0, 10), "entry_bps": Range(-100, 1000), "exit_bps": Range(0, 1000),
+                 "slippage_bps": Range(0, 1000), "kelly_fraction": _positive(1), "min_trade_usd": MONEY_USD,
+                 "cooldown_ms": Range(0, DAY_MS)},
+    "mean_reversion": {"entry_z": _positive(100), "exit_z": Range(0, 100), "stop_z": _positive(1000),
+                       "reversion": Range(0, 1), "min_edge_bps": Range(-100, 1000), "slippage_bps": Range(0, 1000),
+                       "order_usd": MONEY_USD, "cooldown_ms": Range(0, DAY_MS), "min_trade_usd": MONEY_USD},
+    "market_making": {"gamma": _positive(1000), "q_max": _positive(1e6), "k_default": _positive(1000),
+                      "interval_ms": _positive(DAY_MS), "requote_ticks": Range(0, 1e6), "vol_widen": Range(0, 10),
+                      "vol_slow_s": _positive(86_400), "quote_usd": MONEY_USD, "fit_half_life_s": _positive(86_400),
+                      "fit_min_count": _positive(1e9), "fit_min_points": Range(2, 64)},
+    "arbitrage": {"entry_bps": Range(-100, 1000), "exit_bps": Range(-100, 1000), "slippage_bps": Range(0, 1000),
+                  "order_usd": MONEY_USD, "max_age_ms": _positive(DAY_MS), "leg_timeout_ms": _positive(DAY_MS),
+                  "max_hold_s": _positive(86_400 * 30), "expected_hold_s": Range(0, 86_400 * 30),
+                  "min_trade_usd": MONEY_USD},
     "venue": {"maker_fee_bps": Range(-100, 1000), "taker_fee_bps": Range(-100, 1000),  # negative: a rebate
               "entry_latency_ms": Range(0, 60_000), "response_latency_ms": Range(0, 60_000),
               "queue_power": _positive(100), "hold_ms": Range(0, 60_000)},
@@ -303,7 +322,8 @@ class StrategyConfig:
     half_spread_bps: float = 4.0
     requote_bps: float = 2.0
     skew_bps: float = 2.0            # quote skew at a full position
-    kind: str = "signal"             # signal: the model's taker and quoter above | fixed_quote: stages.fixed_quote
+    kind: str = "signal"             # signal: the model's taker and quoter above | regime: stages.strategies,
+    #                                  allocated by regime (their own sections) | fixed_quote: stages.fixed_quote
     # fixed_quote (the hftbacktest peer check's strategy): every fixed_interval_ms of event time, quote
     # fixed_qty at floor/ceil((mid -/+ fixed_distance_ticks * tick) / tick) * tick, one side off past the limit
     fixed_interval_ms: float = 100.0
@@ -316,8 +336,10 @@ class StrategyConfig:
     def check(self):
         _require(self.fixed_reference in ("mid", "touch"), "strategy.fixed_reference", self.fixed_reference,
                  "use 'mid' or 'touch'")
-        _require(self.kind in ("signal", "fixed_quote"), "strategy.kind", self.kind,
-                 "use 'signal' (the model's strategy) or 'fixed_quote' (the fixed quoter of the peer check)")
+        _require(self.kind in ("signal", "regime", "fixed_quote"), "strategy.kind", self.kind,
+                 "use 'signal' (the model's taker and quoter), 'regime' (the strategies allocated by regime: "
+                 "[allocator], [momentum], [mean_reversion], [market_making], [arbitrage]) or 'fixed_quote' "
+                 "(the fixed quoter of the peer check)")
         self.ticks_by_symbol()
         _require(0 < self.threshold < 0.5, "strategy.threshold", self.threshold, "use a value in (0, 0.5)")
         for key in ("take_usd", "quote_usd", "half_spread_bps", "requote_bps"):
@@ -343,6 +365,133 @@ class StrategyConfig:
                 _require(symbol in ticks or symbol in synthetic, "strategy.fixed_tick_by_symbol",
                          self.fixed_tick_by_symbol,
                          f'give "{symbol}=TICK" (strategy.kind = "fixed_quote" quotes on each symbol\'s grid)')
+
+
+STRATEGY_KEYS = ("momentum", "mean_reversion", "market_making", "arbitrage")  # stages.strategies.allocator order
+
+
+def _by_strategy(key: str, entries, ok, fix: str) -> dict[str, float]:
+    found = named_values(key, entries, ok, fix)
+    for name in found:
+        _require(name in STRATEGY_KEYS, key, entries, f"{name!r} is not a strategy; use {', '.join(STRATEGY_KEYS)}")
+    return found
+
+
+@dataclass(frozen=True)
+class RegimeConfig:
+    """The regime detector (stages.strategies.regime); defaults tuned on synthetic seeds 1-5 only."""
+    sample_ms: float = 100.0         # the mid sampled every this much event time
+    fast_half_life: float = 10.0     # samples: the EWMA of sampled squared returns
+    baseline_samples: float = 3000.0  # the calm level's averaging length, samples
+    range_vr: float = 0.6            # variance ratio below this: range-bound
+    volatile_dev: float = 0.5        # ln variance above the calm level by more than this: volatile
+    hysteresis: float = 0.1          # each boundary widened by this on the side of the current regime
+    min_dwell_ms: float = 200.0      # a new regime must hold this long
+    warmup_samples: int = 30
+    volatile_weight: float = 0.03    # how fast volatile samples move the calm level, relative to trending ones
+
+    def check(self):
+        pass
+
+
+@dataclass(frozen=True)
+class AllocatorConfig:
+    """Which strategies run in which regime ("STRATEGY=WEIGHT", 0 or absent = off) and each one's own limits."""
+    trending: tuple = ("momentum=1", "arbitrage=1")
+    range_bound: tuple = ("mean_reversion=1", "market_making=1", "arbitrage=1")
+    volatile: tuple = ("market_making=1", "arbitrage=1")
+    max_position_usd: tuple = ("momentum=20000", "mean_reversion=10000", "market_making=10000", "arbitrage=20000")
+    orders_per_s: tuple = ("momentum=5", "mean_reversion=5", "market_making=40", "arbitrage=10")
+    burst: tuple = ("momentum=10", "mean_reversion=10", "market_making=80", "arbitrage=20")
+    loss_limit_usd: tuple = ("momentum=2000", "mean_reversion=2000", "market_making=2000", "arbitrage=2000")
+
+    def values(self, key: str) -> dict[str, float]:
+        """{strategy: value} of one key; a weight list names only strategies with a weight, limits every one."""
+        if key in ("trending", "range_bound", "volatile"):
+            return _by_strategy(f"allocator.{key}", getattr(self, key), lambda v: 0 <= v <= 10,
+                                'use "STRATEGY=WEIGHT" with a weight in [0, 10], e.g. "momentum=1"')
+        found = _by_strategy(f"allocator.{key}", getattr(self, key), lambda v: v >= 0,
+                             'use "STRATEGY=VALUE" with a value >= 0 (0 = no limit for loss_limit_usd)')
+        missing = [name for name in STRATEGY_KEYS if name not in found]
+        _require(not missing, f"allocator.{key}", getattr(self, key), f"give every strategy a value; missing {missing}")
+        return found
+
+    def check(self):
+        for key in ("trending", "range_bound", "volatile", "max_position_usd", "orders_per_s", "burst",
+                    "loss_limit_usd"):
+            self.values(key)
+
+
+@dataclass(frozen=True)
+class MomentumConfig:
+    """stages.strategies.momentum: the signal's weights, its expected move per bps, entry/exit bands, sizing."""
+    w_10s: float = 0.5
+    w_60s: float = 0.5
+    w_model: float = 0.0             # the model's lean (2p - 1) x horizon sigma, bps
+    beta: float = 0.5                # expected move over the horizon per bps of signal
+    entry_bps: float = 1.0           # net edge (after a round trip's costs) to enter
+    exit_bps: float = 2.0            # hold while the signal keeps its sign and stays above this
+    slippage_bps: float = 1.0
+    kelly_fraction: float = 0.25
+    min_trade_usd: float = 200.0
+    cooldown_ms: float = 1000.0
+
+    def check(self):
+        pass
+
+
+@dataclass(frozen=True)
+class MeanReversionConfig:
+    """stages.strategies.mean_reversion: deviation of the mid from its 60 s EWMA in units of its volatility."""
+    entry_z: float = 2.0
+    exit_z: float = 0.5
+    stop_z: float = 4.0
+    reversion: float = 0.5           # the share of the deviation expected back
+    min_edge_bps: float = 0.5        # expected reversion net of a round trip's costs, to enter
+    slippage_bps: float = 1.0
+    order_usd: float = 2000.0
+    cooldown_ms: float = 1000.0
+    min_trade_usd: float = 100.0
+
+    def check(self):
+        _require(self.exit_z < self.entry_z < self.stop_z, "mean_reversion.entry_z",
+                 (self.exit_z, self.entry_z, self.stop_z), "use exit_z < entry_z < stop_z")
+
+
+@dataclass(frozen=True)
+class MarketMakingConfig:
+    """stages.strategies.market_making: Avellaneda-Stoikov quotes in ticks, re-decided every interval_ms."""
+    gamma: float = 0.1               # risk aversion, per tick
+    q_max: float = 5.0               # inventory bound, in quote sizes
+    k_default: float = 0.5           # arrival decay per tick until the online fit has enough points
+    interval_ms: float = 100.0       # the real-time loop
+    requote_ticks: float = 1.0
+    vol_widen: float = 1.0           # spread x (sigma / slow sigma) ** vol_widen when volatility rose
+    vol_slow_s: float = 60.0
+    quote_usd: float = 1000.0
+    fit_half_life_s: float = 60.0
+    fit_min_count: float = 5.0
+    fit_min_points: int = 3
+
+    def check(self):
+        pass
+
+
+@dataclass(frozen=True)
+class ArbitrageConfig:
+    """stages.strategies.arbitrage: the same symbol on two venues, both legs as takers."""
+    entry_bps: float = 1.0           # after both taker fees, slippage and carry
+    exit_bps: float = 1.0            # unwind when the way back costs at most this
+    slippage_bps: float = 1.0        # per leg
+    order_usd: float = 2000.0
+    max_age_ms: float = 50.0         # the other venue's quote at most this old
+    leg_timeout_ms: float = 500.0    # a residual leg older than this is closed
+    max_hold_s: float = 300.0
+    expected_hold_s: float = 60.0    # for the funding carry
+    min_trade_usd: float = 100.0
+
+    def check(self):
+        pass
 
 
 GATE_LIMITS = ("max_order_qty", "max_order_usd", "max_position_usd")  # each with an execute.<limit>_by_symbol
@@ -705,6 +854,12 @@ class Config:
     risk: RiskConfig = field(default_factory=RiskConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    regime: RegimeConfig = field(default_factory=RegimeConfig)
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
+    momentum: MomentumConfig = field(default_factory=MomentumConfig)
+    mean_reversion: MeanReversionConfig = field(default_factory=MeanReversionConfig)
+    market_making: MarketMakingConfig = field(default_factory=MarketMakingConfig)
+    arbitrage: ArbitrageConfig = field(default_factory=ArbitrageConfig)
     execute: ExecuteConfig = field(default_factory=ExecuteConfig)
     venue: VenueConfig = field(default_factory=VenueConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)

@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, replace
 from types import ModuleType
 
@@ -157,21 +159,19 @@ def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
             raise ConfigError('strategy.kind="fixed_quote" is invalid for a live run: the fixed quoter runs in '
                               'fused mode and backtests only; use strategy.kind="signal"')
         s = config.strategy
-        # a replay's grid is the venue's, not the synthetic table's: there only the config's entries count
-        synthetic = _synthetic_symbols(config) if config.feed.source == "synthetic" else []
-        ticks = {**{e[0]: e[2] for e in synthetic}, **s.ticks_by_symbol()}
         return dict(interval_ms=s.fixed_interval_ms, distance_ticks=s.fixed_distance_ticks, qty=s.fixed_qty,
-                    max_position=s.fixed_max_position, reference=s.fixed_reference,
-                    ticks_by_key={instrument_key(venue, config.feed.symbols.index(symbol)): tick
-                                  for symbol, tick in ticks.items() if symbol in config.feed.symbols
-                                  for venue in range(n_venues)})
+                    max_position=s.fixed_max_position, reference=s.fixed_reference, ticks_by_key=_ticks_by_key(config))
     if stage == "strategy":
         s, r = config.strategy, config.risk
+        regime_mode = {}
+        if s.kind == "regime":
+            regime_mode = dict(mode="regime", bar_s=r.bar_s, taker_fee_bps_by_venue=_taker_fees(config),
+                               ticks_by_key=_ticks_by_key(config), blocks=strategy_blocks(config))
         return dict(threshold=s.threshold, take_usd=s.take_usd, quote_usd=s.quote_usd,
                     half_spread_bps=s.half_spread_bps, requote_bps=s.requote_bps,
                     skew_bps=s.skew_bps, cooldown_ms=s.cooldown_ms, quoting=s.quoting,
                     max_position_usd=r.max_position_usd, kelly_fraction=r.kelly_fraction,
-                    kelly_payoff_ratio=r.kelly_payoff_ratio, kelly_form=r.kelly_form)
+                    kelly_payoff_ratio=r.kelly_payoff_ratio, kelly_form=r.kelly_form, **regime_mode)
     if stage == "execute":
         e = config.execute
         by_key = {limit: gate_limits_by_key(config, limit) for limit in GATE_LIMITS}
@@ -187,6 +187,39 @@ def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
                     max_order_usd_by_key=by_key["max_order_usd"],
                     max_position_usd_by_key=by_key["max_position_usd"])
     raise KeyError(f"stage {stage!r} has no numba kernel")
+
+
+def _ticks_by_key(config: Config) -> dict[int, float]:
+    """{instrument key: tick}: the synthetic feed's grid, then strategy.fixed_tick_by_symbol (a replay's grid is
+    the venue's, not the synthetic table's: there only the config's entries count)."""
+    synthetic = _synthetic_symbols(config) if config.feed.source == "synthetic" else []
+    ticks = {**{e[0]: e[2] for e in synthetic}, **config.strategy.ticks_by_symbol()}
+    return {instrument_key(venue, config.feed.symbols.index(symbol)): tick
+            for symbol, tick in ticks.items() if symbol in config.feed.symbols
+            for venue in range(len(config.feed.venues))}
+
+
+def _taker_fees(config: Config) -> dict[int, float]:
+    by_name = config.venue.fees_by_venue("taker_fee_bps_by_venue")
+    return {i: by_name.get(name, config.venue.taker_fee_bps) for i, name in enumerate(config.feed.venues)}
+
+
+def strategy_blocks(config: Config) -> dict[str, np.ndarray]:
+    """The regime mode's params of each part (stages.strategies), from their config sections."""
+    from stages.strategies import allocator, arbitrage, market_making, mean_reversion, momentum, regime
+    a = config.allocator
+    weights = np.zeros((allocator.N_REGIMES, allocator.N_STRATEGIES))
+    for row, key in enumerate(("trending", "range_bound", "volatile")):  # records.REGIME_* order
+        for name, w in a.values(key).items():
+            weights[row, allocator.STRATEGY_KEYS.index(name)] = w
+    per = {key: [a.values(key)[name] for name in allocator.STRATEGY_KEYS]
+           for key in ("max_position_usd", "orders_per_s", "burst", "loss_limit_usd")}
+    sections = {"regime": (regime, config.regime), "momentum": (momentum, config.momentum),
+                "mean_reversion": (mean_reversion, config.mean_reversion),
+                "market_making": (market_making, config.market_making), "arbitrage": (arbitrage, config.arbitrage)}
+    blocks = {name: module.make_params(**dataclasses.asdict(section)) for name, (module, section) in sections.items()}
+    blocks["allocator"] = allocator.make_params(weights=weights, **per)
+    return blocks
 
 
 def venue_params(config: Config, live: bool, lookahead: bool) -> np.ndarray:

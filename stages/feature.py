@@ -371,6 +371,10 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             stats[ST_NO_BOOK] += 1
         for j in range(N_FEATURES):
             o["values"][j] = row[j]
+        if kind == EV_TRADE or kind == EV_LIQUIDATION:
+            o["side"], o["price"], o["size"] = ev["side"], ev["price"], ev["size"]
+        else:
+            o["side"], o["price"], o["size"] = 0, 0.0, 0.0
         last_row[key] = i
         if kind == EV_TRADE:
             stats[ST_TRADES] += 1

@@ -38,7 +38,7 @@ from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages.counters import Counters
 from stages.records import BUY, INTENT_QUOTE, ORD_CANCELLED, ORD_FILLED, ORD_PARTIAL, ORD_REJECTED, SELL, STRAT_QUOTER
-from stages.strategy import write_intent
+from stages.strategies.intent import write_intent
 from stages.universe import MAX_KEYS, instrument_key
 
 P_INTERVAL_NS, P_DISTANCE_TICKS, P_QTY, P_MAX_POSITION, P_AT_TOUCH = range(5)

@@ -11,7 +11,8 @@ The pieces, the order of the calls and every kernel's inputs are exactly those o
 Python (the digest test of fused mode runs this module without the JIT too).
 """
 import numpy as np
-from numba import njit
+from numba import literally, njit, types
+from numba.extending import overload
 
 from stages import execute, fixed_quote, inference, risk, strategy
 
@@ -24,6 +25,24 @@ R_NEXT, R_INTENTS, R_REPORTS, R_FEEDBACK_START, R_FEEDBACK_N, R_NOW = range(6)
 
 def strategy_kind(module) -> int:
     return STRATEGY_FIXED_QUOTE if module is fixed_quote else STRATEGY_SIGNAL
+
+
+def strategy_step(kind, in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
+    """The strategy kernel of ``kind`` (interpreted, with the JIT off; compiled code uses the overload below)."""
+    step = fixed_quote.step if kind == STRATEGY_FIXED_QUOTE else strategy.step
+    return step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns)
+
+
+@overload(strategy_step)
+def _strategy_step(kind, in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
+    """The strategy kernel of ``kind`` chosen at compile time: each has its own state type."""
+    if not isinstance(kind, types.IntegerLiteral):
+        return None
+    step = fixed_quote.step if kind.literal_value == STRATEGY_FIXED_QUOTE else strategy.step
+
+    def impl(kind, in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
+        return step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns)
+    return impl
 
 
 @njit(cache=True, _nrt=False)
@@ -53,8 +72,10 @@ def run_pieces(valid, batch_ends, n_batches, prob, start, span_ns, feedback, n_f
     probability for each) until its batches end or ``intents`` / ``reports`` could not hold another piece's
     output; every piece's intents and reports are appended to those two. ``feedback[:n_feedback]``: the reports
     of the piece before ``start``. ``valid`` holds ``n_batches`` batches, the b-th ending at ``batch_ends[b]``:
-    no piece spans two (each batch is cut as if it came alone). Writes ``progress`` (R_*): the call after this one starts at R_NEXT, and the
-    last piece's reports, ``reports[R_FEEDBACK_START:][:R_FEEDBACK_N]``, are its feedback."""
+    no piece spans two (each batch is cut as if it came alone). Writes ``progress`` (R_*): the call after this
+    one starts at R_NEXT, and the last piece's reports, ``reports[R_FEEDBACK_START:][:R_FEEDBACK_N]``, are its
+    feedback. ``kind`` (STRATEGY_*) is compiled in: one specialisation per strategy kernel."""
+    literally(kind)
     n_int = 0
     n_rep = 0
     fb_start = 0
@@ -79,12 +100,8 @@ def run_pieces(valid, batch_ends, n_batches, prob, start, span_ns, feedback, n_f
         counts[C_INFERENCE, 0] += k
         counts[C_INFERENCE, 1] += k
         out = intents[n_int:]
-        if kind == STRATEGY_FIXED_QUOTE:
-            i = fixed_quote.step(predictions, k, feedback, n_feedback, strategy_state, strategy_params, ctl,
-                                 strategy_stats, out, now)
-        else:
-            i = strategy.step(predictions, k, feedback, n_feedback, strategy_state, strategy_params, ctl,
-                              strategy_stats, out, now)
+        i = strategy_step(kind, predictions, k, feedback, n_feedback, strategy_state, strategy_params, ctl,
+                          strategy_stats, out, now)
         counts[C_STRATEGY, 0] += k
         counts[C_STRATEGY, 1] += i
         r = execute.step(out, i, piece, m, execute_state, execute_params, ctl, execute_stats, reports[n_rep:], now)

@@ -62,6 +62,13 @@ def finish(decisions, n, prob_up, out, now_ns):
         out[i]["garch_sigma_bps"] = d["garch_sigma_bps"]
         out[i]["horizon_sigma_bps"] = d["horizon_sigma_bps"]
         out[i]["reduce_qty"] = d["reduce_qty"]
+        out[i]["kind"] = d["kind"]
+        out[i]["side"] = d["side"]
+        out[i]["price"] = d["price"]
+        out[i]["size"] = d["size"]
+        values = d["values"]
+        for j in range(N_FEATURES):
+            out[i]["values"][j] = values[j]
     return n
 
 

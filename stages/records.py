@@ -10,7 +10,8 @@ import numpy as np
 
 from shm.segment import layout_hash
 
-RECORDS_VERSION = 2  # 2: EXEC_REPORT gained exch_ts and send_ts; REP_FUNDING; REJ_VENUE
+RECORDS_VERSION = 3  # 3: the event's trade fields ride to strategy; ORDER_INTENT gained regime and signal
+                     # 2: EXEC_REPORT gained exch_ts and send_ts; REP_FUNDING; REJ_VENUE
 BOOK_LEVELS = 5
 N_FEATURES = 28
 
@@ -123,6 +124,9 @@ FEATURE_VECTOR = _padded([
     ("bid_sz", np.float64),
     ("ask_sz", np.float64),
     ("values", np.float64, (N_FEATURES,)),
+    ("side", np.int8),           # the event's own trade or liquidation (aggressor side, price, size); 0 for books
+    ("price", np.float64),
+    ("size", np.float64),
 ])
 
 # RiskDecision.reasons bit flags: why the size budget was reduced
@@ -160,6 +164,10 @@ RISK_DECISION = _padded([
     ("garch_sigma_bps", np.float64),    # GARCH(1,1) next-bar volatility
     ("horizon_sigma_bps", np.float64),  # GARCH volatility of the risk horizon's return
     ("reduce_qty", np.float64),  # signed quantity risk wants traded now to restore the liquidation distance
+    ("kind", np.uint8),          # the market event's, and its trade fields (FEATURE_VECTOR), carried to strategy
+    ("side", np.int8),
+    ("price", np.float64),
+    ("size", np.float64),
 ])
 
 PREDICTION = _padded([
@@ -182,6 +190,11 @@ PREDICTION = _padded([
     ("garch_sigma_bps", np.float64),
     ("horizon_sigma_bps", np.float64),
     ("reduce_qty", np.float64),
+    ("kind", np.uint8),          # the market event's and its trade fields (side, price, size; 0 for books)
+    ("side", np.int8),
+    ("price", np.float64),
+    ("size", np.float64),
+    ("values", np.float64, (N_FEATURES,)),  # the features, for the strategies' own signals
 ])
 
 # OrderIntent.kind
@@ -224,6 +237,8 @@ ORDER_INTENT = _padded([
     ("horizon_sigma_bps", np.float64),
     ("heat", np.float64),
     ("drawdown", np.float64),
+    ("regime", np.uint8),         # 1 + the regime (REGIME_*) the allocator saw; 0: the strategy has none
+    ("signal", np.float64),       # the strategy's decision value (its module says the unit: bps of edge, z-score)
 ])
 
 # Order.state and ExecReport.state

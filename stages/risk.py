@@ -311,6 +311,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         d["garch_sigma_bps"] = math.sqrt(table[key, G_H])
         d["horizon_sigma_bps"] = math.sqrt(table[key, G_HORIZON_VAR])
         d["reduce_qty"] = 0.0
+        d["kind"], d["side"], d["price"], d["size"] = f["kind"], f["side"], f["price"], f["size"]
         reasons = 0
         mid = 0.5 * (f["bid"] + f["ask"])
         if f["schema_hash"] != FEATURE_SCHEMA_HASH or not (mid > 0.0):

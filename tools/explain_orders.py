@@ -60,6 +60,15 @@ def limit_applied(report: np.void, config) -> str:
     return f"{key} {symbol}={value:g}" if key.endswith("_by_symbol") else f"{key}={value:g}"
 
 
+def why(intent: np.void) -> str:
+    """The allocator's regime and the strategy's own decision value, for intents of the regime mode."""
+    code = int(intent["regime"])
+    if code == 0:
+        return ""
+    name = records.REGIME_NAMES[code - 1] if code <= len(records.REGIME_NAMES) else "?"
+    return f" (regime {name}, signal {intent['signal']:+.4g})"
+
+
 def line(intent: np.void, report: np.void, config=None) -> str:
     side = "buy" if intent["side"] == records.BUY else "sell"
     if report["state"] == records.ORD_REJECTED:
@@ -69,7 +78,8 @@ def line(intent: np.void, report: np.void, config=None) -> str:
     else:
         outcome = f"order {int(report['order_id'])}"
     return (f"{int(intent['origin_ts'])} {outcome}: {side} {intent['qty']:.6g} @ {intent['price']:.8g} "
-            f"venue {int(intent['venue'])} symbol {int(intent['symbol'])} strategy {int(intent['strategy'])} | "
+            f"venue {int(intent['venue'])} symbol {int(intent['symbol'])} strategy "
+            f"{records.STRATEGY_NAMES.get(int(intent['strategy']), int(intent['strategy']))}{why(intent)} | "
             f"budget {intent['budget']:.6g} kelly f {intent['kelly_f']:+.4f} sigma(h) {intent['horizon_sigma_bps']:.1f} "
             f"bps heat {intent['heat']:.4f} drawdown {intent['drawdown']:.2%} | sized by: "
             f"{reason_names(int(intent['risk_reasons']))}")
