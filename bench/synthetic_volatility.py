@@ -22,6 +22,7 @@ from numba import njit
 from pipeline import graph
 from pipeline.config import Config
 from stages import feed, records
+from stages.feed import I_EMITTED, Y_MID, Y_REGIME
 
 REGIMES = ("trending", "range-bound", "volatile")
 
@@ -37,10 +38,10 @@ def _trace(state, params, n_events, batch, wall_gap_ns, ts, symbol, mid, regime)
     for i in range(n_events):
         if wall_gap_ns > 0 and i % batch == 0:
             now += batch * wall_gap_ns
-        ints[0] += 1  # feed.I_EMITTED
-        feed._emit_one(state, params, out[0], ints[0], now, stats)
+        ints[I_EMITTED] += 1
+        feed._emit_one(state, params, out[0], ints[I_EMITTED], now, stats)
         s = out[0]["symbol"]
-        ts[i], symbol[i], mid[i], regime[i] = out[0]["origin_ts"], s, sym[s, 0], sym[s, 5]  # Y_MID, Y_REGIME
+        ts[i], symbol[i], mid[i], regime[i] = out[0]["origin_ts"], s, sym[s, Y_MID], sym[s, Y_REGIME]
 
 
 def per_window(seed: int, n_events: int, wall_gap_ns: int, batch: int, window_ns: int) -> dict:
