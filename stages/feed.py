@@ -1,7 +1,8 @@
 """Feed stage: a seeded synthetic market (the embedded default source).
 
-Per symbol a fundamental mid follows a random walk whose per-event variance is GARCH(1,1) (volatility
-clusters) inside a regime: trending (a persistent drift), range-bound (lower volatility, mean reversion to
+Per symbol a fundamental mid follows a random walk whose variance is GARCH(1,1) (volatility clusters) per
+unit of time on the clock the events are stamped with, so a second of market moves alike at any emission
+rate, inside a regime: trending (a persistent drift), range-bound (lower volatility, mean reversion to
 the price the regime started at) or volatile (doubled shocks), switching as a Markov chain in event time.
 Each venue quotes the fundamental with a small mean-reverting (Ornstein-Uhlenbeck) relative offset, so
 venues differ by a few bps and cross-venue arbitrage exists. Events arrive as a Hawkes process (exponential
@@ -36,15 +37,21 @@ DEFAULT_MEAN_GAP_NS = 100_000.0  # the synthetic clock's mean gap between events
  P_BURST_DECAY_NS, P_REGIME_MEAN_NS, P_INFO_INTERVAL_NS, P_LIQUIDATION_PROB, P_TREND_BPS_PER_S) = range(21)
 N_PARAMS = 24
 
-# ints state
-I_EMITTED, I_START_NS, I_SIM_NS, I_PENDING_GAP_NS = range(4)
-# symbol state columns
-Y_MID, Y_VAR, Y_TICK, Y_LOT, Y_PRESSURE, Y_REGIME, Y_TREND_DIR, Y_ANCHOR = range(8)
+# ints state (I_CLOCK_BASE_NS: the first event's stamped time, so that times since it fit a float64 exactly)
+I_EMITTED, I_START_NS, I_SIM_NS, I_PENDING_GAP_NS, I_CLOCK_BASE_NS = range(5)
+# symbol state columns (Y_LAST_MOVE_NS: the symbol's last move, ns after I_CLOCK_BASE_NS; -1 before its first)
+Y_MID, Y_VAR, Y_TICK, Y_LOT, Y_PRESSURE, Y_REGIME, Y_TREND_DIR, Y_ANCHOR, Y_LAST_MOVE_NS = range(9)
+SYMBOL_COLUMNS = 9
 # key state columns
 K_OFFSET, K_IMBALANCE, K_BID, K_ASK, K_HAS_BOOK, K_NEXT_INFO_NS, K_INFO_TOGGLE = range(7)
 # arrivals state: the Hawkes process's excess intensity (per ns) just after the last arrival
 A_EXCITATION = 0
 
+# GARCH(1,1) per mean time between a symbol's events at the configured rate: omega = (1 - persistence) x the
+# regime's level, alpha = 0.10, beta = 0.85; over u such mean times the persistence is 0.95**u.
+GARCH_PERSISTENCE = 0.95
+GARCH_ALPHA = 0.10
+RANGE_PULL = 0.02  # the range-bound regime's pull to its anchor per mean time between a symbol's events
 FUNDING_PERIOD_NS = 8 * 3600 * 1_000_000_000
 
 _COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
@@ -97,7 +104,8 @@ def make_state(seed: int, symbols=DEFAULT_SYMBOLS):
         raise ValueError(f"at most {MAX_SYMBOLS} symbols, got {len(symbols)}")
     ints = np.zeros(8, np.int64)
     rng = np.array([(seed * 0x9E3779B97F4A7C15 + 0x2545F4914F6CDD1D) % 2**64 or 1], np.uint64)
-    sym = np.zeros((MAX_SYMBOLS, 8))
+    sym = np.zeros((MAX_SYMBOLS, SYMBOL_COLUMNS))
+    sym[:, Y_LAST_MOVE_NS] = -1.0
     for i, (_, price, tick, lot) in enumerate(symbols):
         sym[i, Y_MID], sym[i, Y_VAR], sym[i, Y_TICK], sym[i, Y_LOT] = price, 1e-8, tick, lot
         sym[i, Y_REGIME], sym[i, Y_TREND_DIR], sym[i, Y_ANCHOR] = REGIME_RANGE, 1.0, price
@@ -188,7 +196,18 @@ def _emit_one(state, params, rec, seq, now_ns, stats):
     # alpha + beta past 1 and the variance would explode): sigma x2 volatile, x0.7 range-bound.
     level = 4.0 if regime == REGIME_VOLATILE else (0.5 if regime == REGIME_RANGE else 1.0)
 
-    # GARCH(1,1) per-event variance (omega, alpha, beta keep the long-run sigma at P_SIGMA_BPS x the regime's).
+    # Time since this symbol's last move on the clock its events are stamped with (synthetic when fused, wall
+    # time live), in units of its mean time between events at the configured rate (mean gap x symbols): a
+    # move's variance, drift and pull are in proportion to it, so a run at max rate (stamps close together)
+    # moves prices per second as the configured rate does. A symbol's first move counts one unit.
+    if ints[I_CLOCK_BASE_NS] == 0:
+        ints[I_CLOCK_BASE_NS] = rec["origin_ts"]
+    at_ns = float(rec["origin_ts"] - ints[I_CLOCK_BASE_NS])
+    unit_ns = params[P_MEAN_GAP_NS] * n_symbols
+    u = 1.0 if sym[s, Y_LAST_MOVE_NS] < 0.0 else max(0.0, at_ns - sym[s, Y_LAST_MOVE_NS]) / unit_ns
+    sym[s, Y_LAST_MOVE_NS] = at_ns
+
+    # GARCH(1,1) variance per unit (omega, alpha, beta keep the long-run sigma at P_SIGMA_BPS x the regime's).
     base_var = level * (params[P_SIGMA_BPS] * 1e-4) ** 2
     var = sym[s, Y_VAR]
     sigma = math.sqrt(var)
@@ -196,15 +215,25 @@ def _emit_one(state, params, rec, seq, now_ns, stats):
     sym[s, Y_PRESSURE] = 0.97 * sym[s, Y_PRESSURE] + 0.25 * _normal(rng)
     tilt = math.tanh(sym[s, Y_PRESSURE])
     z = _normal(rng)
-    r = sigma * (z + params[P_PRESSURE] * tilt)
+    # the shock's variance and the pressure's drift grow with the time elapsed (so each its sd and its mean)
+    r = sigma * (math.sqrt(u) * z + u * params[P_PRESSURE] * tilt)
     if regime == REGIME_TRENDING:
-        # per event of this symbol: drift/s x the symbol's mean time between events (gap x symbols)
-        r += sym[s, Y_TREND_DIR] * params[P_TREND_BPS_PER_S] * 1e-4 * gap * n_symbols * 1e-9
+        r += sym[s, Y_TREND_DIR] * params[P_TREND_BPS_PER_S] * 1e-4 * u * unit_ns * 1e-9  # drift/s x elapsed s
     elif regime == REGIME_RANGE:
-        r -= 0.02 * math.log(sym[s, Y_MID] / sym[s, Y_ANCHOR])
+        # the pull over u units, compounded (so a long gap closes the deviation rather than overshooting it)
+        r -= (1.0 - (1.0 - RANGE_PULL) ** u) * math.log(sym[s, Y_MID] / sym[s, Y_ANCHOR])
     if params[P_CRASH_AFTER] > 0.0 and ints[I_EMITTED] >= params[P_CRASH_AFTER]:
         r -= params[P_CRASH_BPS] * 1e-4
-    sym[s, Y_VAR] = 0.05 * base_var + 0.10 * r * r + 0.85 * var
+    # The recursion over u units: the variance's excess over its level decays by persistence**u, and the
+    # news, the move per unit (r*r / u), weighs alpha x (1 - decay) / (1 - persistence); at u = 1 that is
+    # 0.05 level + 0.10 r*r + 0.85 var, the old per-event recursion. Flooring the decay at alpha /
+    # (1 - persistence + alpha) (reached at u = 7.9) keeps the old variance's weight >= 0: stable and
+    # positive for any gap. (1 - decay) / u tends to -ln(persistence) as u -> 0, where only a crash moves.
+    decay = max(GARCH_PERSISTENCE ** u, GARCH_ALPHA / (1.0 - GARCH_PERSISTENCE + GARCH_ALPHA))
+    lost = 1.0 - decay
+    lost_per_unit = lost / u if u > 1e-9 else -math.log(GARCH_PERSISTENCE)
+    alpha_per_lost = GARCH_ALPHA / (1.0 - GARCH_PERSISTENCE)
+    sym[s, Y_VAR] = lost * base_var + (decay - alpha_per_lost * lost) * var + alpha_per_lost * lost_per_unit * r * r
     sym[s, Y_MID] *= math.exp(r)
     offset = key_state[k, K_OFFSET] * 0.98 + 0.2 * params[P_VENUE_SPREAD_BPS] * 1e-4 * _normal(rng)
     key_state[k, K_OFFSET] = offset

@@ -32,9 +32,10 @@ choice, each period's origin_seq/origin_ts range and the test metrics.
 Fits use every ``--fit-stride``-th row of their period; validation and test are scored on every row.
 Neighbouring rows are nearly the same observation: a label spans the next 20 records of its stream (~120
 rows of all streams), so its neighbours share most of its future and all of its slow features. On the
-default history, fits on every 4th, 16th and 64th training row scored 0.68251, 0.68256 and 0.68287
-validation log loss against 0.68253 on every row (all-price-vwap_dev, best penalty of each), and a fit on
-every row took 6-8 s against ~1 s on every 16th (selection makes 64 fits).
+default history (of the per-event market, before shocks scaled with time), fits on every 4th, 16th and
+64th training row scored 0.68251, 0.68256 and 0.68287 validation log loss against 0.68253 on every row
+(all-price-vwap_dev, best penalty of each), and a fit on every row took 6-8 s against ~1 s on every 16th
+(selection makes 64 fits).
 
 Graph: features[N, N_FEATURES] -> Sub(mean) -> Div(std) -> MatMul(coef) -> Add(intercept) -> Sigmoid -> Reshape
 -> prob_up[N]; opset 17. The same seed gives a byte-identical .onnx (no timestamps in the graph; the

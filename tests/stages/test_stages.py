@@ -316,6 +316,44 @@ def test_synthetic_arrivals_are_bursty_at_the_configured_mean_rate():
     assert poisson < 1.5 and hawkes > 2.0  # a Hawkes process clusters: variance-to-mean 1/(1-n)^2 = 4
 
 
+def _volatile_book_mids(live, n_events):
+    """(origin_ts, key, mid) of the book events of a market held volatile (no regime switch): fused on the
+    synthetic clock at the default 10,000 events/s, or live at max rate, stamped with a wall clock that moves
+    1 us per event, 256 events a step sharing its time (as a feed stage at ~1 M events/s stamps them)."""
+    state = feed.make_state(5)
+    state[2][:, feed.Y_REGIME] = feed.REGIME_VOLATILE
+    p = kernel_params("feed", rate_eps=0.0, max_events=n_events, n_venues=2, n_symbols=3, bad_rate=0.0,
+                      sim_clock=not live, batch=256, mean_gap_ns=feed.DEFAULT_MEAN_GAP_NS, regime_mean_s=1e9)
+    out = np.zeros(256, records.MARKET_EVENT)
+    stats = np.zeros(16, np.int64)
+    now, kept = 1_000_000_000, []
+    while (n := feed.step(out, 0, out, 0, state, p, None, stats, out, now)) > 0:
+        books = out[:n][out[:n]["kind"] == EV_BOOK]
+        kept.append((books["origin_ts"], books["venue"] * 8 + books["symbol"],
+                     (books["bid_px"][:, 0] + books["ask_px"][:, 0]) / 2))
+        now += 256_000
+    assert stats[feed.ST_REGIME_SWITCHES] == 0
+    return [np.concatenate(column) for column in zip(*kept)]
+
+
+def _rms_return_bps(ts, key, mid, window_ns):
+    returns = []
+    for k in np.unique(key):
+        t, m = ts[key == k], mid[key == k]
+        last = np.r_[np.nonzero(np.diff(t // window_ns))[0], len(t) - 1]  # each window's last book
+        returns.append(np.diff(np.log(m[last])) * 1e4)
+    return float(np.sqrt(np.mean(np.concatenate(returns) ** 2)))
+
+
+def test_synthetic_prices_move_per_second_of_their_clock_not_per_event():
+    fused = _rms_return_bps(*_volatile_book_mids(False, 300_000), 100_000_000)  # 30 s of market
+    max_rate = _rms_return_bps(*_volatile_book_mids(True, 3_000_000), 100_000_000)  # 3 s of wall time
+    # per event the max-rate run would move sqrt(100) x as much per 100 ms (it did, before shocks scaled
+    # with time); the book pressure, an AR(1) in event time, drifts less of the time at max rate (~0.8 x)
+    assert 25.0 < fused < 70.0
+    assert 0.5 < max_rate / fused < 1.3
+
+
 @pytest.mark.parametrize("flatten", [True, False])
 def test_a_kill_flattens_positions_reduce_only_unless_cancel_only(flatten):
     v = Venue()
