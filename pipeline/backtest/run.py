@@ -57,6 +57,15 @@ def config_digest(config: Config) -> str:
     return hashlib.sha256(json.dumps(to_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def journal_source(text: str, limit: int = 128) -> str:
+    """``text`` cut to the journal header's source field (``limit`` bytes of UTF-8), marked with "..." when cut:
+    several long recording paths would not fit, and the report keeps the whole description."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[:limit - 3].decode(errors="ignore") + "..."
+
+
 def run(config: Config, out: str, events: int = 0) -> Outcome:
     """Run the backtest of ``config`` into directory ``out`` (created; an existing report there is replaced, an
     existing journal refused by the journal itself). ``events``: the synthetic market's size (feed.max_events
@@ -67,7 +76,7 @@ def run(config: Config, out: str, events: int = 0) -> Outcome:
     if market.events is None and n_events <= 0:
         raise BacktestInputError("the synthetic market needs a size: set feed.max_events or pass --events")
     os.makedirs(out, exist_ok=True)
-    journal = JournalSet(os.path.join(out, "journal"), source=f"bot4 backtest {market.source}",
+    journal = JournalSet(os.path.join(out, "journal"), source=journal_source(f"bot4 backtest {market.source}"),
                          universe={"venues": list(config.feed.venues), "symbols": list(config.feed.symbols)})
     recorder = _Recorder(journal)
     started = time.perf_counter()

@@ -50,3 +50,15 @@ def test_bad_input_is_exit_2_naming_the_key(tmp_path, args, says):
     done = bot4("backtest", "--out", str(tmp_path / "out"), *args)
     assert done.returncode == 2, done.stdout + done.stderr
     assert says in done.stderr
+
+
+def test_a_recording_of_two_venues_backtests_in_regime_mode_with_its_long_source_cut_for_the_journal(tmp_path):
+    spot, usdm = (f"tests/data/binance-ws-capture/{name}_btcusdt_20240808.gz" for name in ("spot", "usdm"))
+    done = bot4("backtest", "--out", str(tmp_path / "out"), "--quiet", "--set", 'feed.source="replay"',
+                "--set", 'feed.venues=["spot", "usdm"]', "--set", 'feed.symbols=["BTCUSDT"]',
+                "--set", f'feed.files=["spot={spot}", "usdm={usdm}"]', "--set", 'strategy.kind="regime"',
+                "--set", 'strategy.fixed_tick_by_symbol=["BTCUSDT=0.1"]')
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {s["name"] for s in doc["attribution"]["by_strategy"]} <= {"momentum", "mean_reversion", "market_making", "arbitrage"}
+    assert doc["trading"]["orders_sent"] > 0
