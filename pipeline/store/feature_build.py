@@ -32,6 +32,7 @@ from stages import records
 
 ROW_GROUP = 1 << 17
 BOOK_COLUMNS = ("bid", "ask", "bid_sz", "ask_sz")
+TRADE_COLUMNS = ("side", "price", "size")  # the event's own trade or liquidation (0 for books)
 
 
 @dataclass
@@ -46,6 +47,7 @@ def arrow_schema(metadata: dict[str, str] | None = None) -> pa.Schema:
     fields = [pa.field("origin_ts", pa.int64()), pa.field("origin_seq", pa.int64()), pa.field("venue", pa.uint16()),
               pa.field("symbol", pa.uint16()), pa.field("kind", pa.uint8()), pa.field("schema_hash", pa.uint32())]
     fields += [pa.field(name, pa.float64()) for name in BOOK_COLUMNS]
+    fields += [pa.field("side", pa.int8()), pa.field("price", pa.float64()), pa.field("size", pa.float64())]
     fields += [pa.field(name, pa.float64()) for name in records.FEATURE_NAMES]
     return pa.schema(fields, metadata=metadata)
 
@@ -62,7 +64,7 @@ def file_metadata(config: Config, source: str) -> dict[str, str]:
 def to_table(vectors: np.ndarray, schema: pa.Schema) -> pa.Table:
     """FEATURE_VECTOR records -> columns (copies; the values matrix is split column by column)."""
     columns = [vectors[name].copy() for name in ("origin_ts", "origin_seq", "venue", "symbol", "kind", "schema_hash")]
-    columns += [vectors[name].copy() for name in BOOK_COLUMNS]
+    columns += [vectors[name].copy() for name in BOOK_COLUMNS + TRADE_COLUMNS]
     values = vectors["values"]
     columns += [np.ascontiguousarray(values[:, j]) for j in range(records.N_FEATURES)]
     return pa.Table.from_arrays(columns, schema=schema)
@@ -126,8 +128,12 @@ def read(path: Path | str) -> tuple[np.ndarray, dict[str, str]]:
     if found != str(records.FEATURE_SCHEMA_HASH):
         raise ValueError(f"{path}: bot4.feature_schema_hash={found}, this build's is {records.FEATURE_SCHEMA_HASH}; "
                          "rebuild it with bot4 features build")
+    missing = [f.name for f in arrow_schema() if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: columns {missing} are missing (a file of an older build); "
+                         "rebuild it with bot4 features build")
     out = np.zeros(table.num_rows, records.FEATURE_VECTOR)
-    for name in ("origin_ts", "origin_seq", "venue", "symbol", "kind", "schema_hash") + BOOK_COLUMNS:
+    for name in ("origin_ts", "origin_seq", "venue", "symbol", "kind", "schema_hash") + BOOK_COLUMNS + TRADE_COLUMNS:
         out[name] = table.column(name).to_numpy()
     for j, name in enumerate(records.FEATURE_NAMES):
         out["values"][:, j] = table.column(name).to_numpy()

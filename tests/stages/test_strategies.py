@@ -177,7 +177,9 @@ def test_the_allocator_switches_a_strategy_off_below_its_loss_limit_and_buckets_
 def test_regime_mode_in_fused_runs_is_deterministic_and_every_intent_says_who_and_why():
     from pipeline.config import Config
     from pipeline.hosting.fused import run_fused
-    config = Config().with_overrides(strategy={"kind": "regime"})
+    every = ("momentum=1", "mean_reversion=1", "market_making=1", "arbitrage=1")  # the defaults leave two off
+    config = Config().with_overrides(strategy={"kind": "regime"},
+                                     allocator={"trending": every, "range_bound": every, "volatile": every})
     first, second = run_fused(config, 30_000, span_ns=5_000_000), run_fused(config, 30_000, span_ns=5_000_000)
     assert first.intents.tobytes() == second.intents.tobytes()
     assert first.reports.tobytes() == second.reports.tobytes()

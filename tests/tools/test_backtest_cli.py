@@ -57,7 +57,9 @@ def test_a_recording_of_two_venues_backtests_in_regime_mode_with_its_long_source
     done = bot4("backtest", "--out", str(tmp_path / "out"), "--quiet", "--set", 'feed.source="replay"',
                 "--set", 'feed.venues=["spot", "usdm"]', "--set", 'feed.symbols=["BTCUSDT"]',
                 "--set", f'feed.files=["spot={spot}", "usdm={usdm}"]', "--set", 'strategy.kind="regime"',
-                "--set", 'strategy.fixed_tick_by_symbol=["BTCUSDT=0.1"]')
+                "--set", 'strategy.fixed_tick_by_symbol=["BTCUSDT=0.1"]',
+                *(x for regime in ("trending", "range_bound", "volatile")
+                  for x in ("--set", f'allocator.{regime}=["market_making=1", "arbitrage=1", "momentum=1"]')))
     assert done.returncode == 0, done.stderr
     doc = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {s["name"] for s in doc["attribution"]["by_strategy"]} <= {"momentum", "mean_reversion", "market_making", "arbitrage"}
