@@ -70,8 +70,7 @@ MEAN_REVERSION = mean_reversion.make_params(entry_z=2.0, exit_z=0.5, stop_z=4.0,
 def test_mean_reversion_fades_a_deviation_then_exits_at_the_band_or_the_stop():
     state = mean_reversion.make_state(MAX_KEYS)
     intents, ids = out()
-    rich = prediction(mom_60s=40.0, rvol_60s=10.0)  # z = 4... use 3: entry 2, stop 4
-    rich["values"][0, MOM_60S] = 30.0
+    rich = prediction(mom_60s=30.0, rvol_60s=10.0)  # z = 3: past entry (2), short of the stop (4)
     n = mean_reversion.decide(state, MEAN_REVERSION, 0, rich[0], 100.0, 1.0, 0.0, 1e9, 1e9, 5.0, intents, 0, ids,
                               0, 2)
     assert n == 1 and intents[0]["side"] == SELL and intents[0]["qty"] == pytest.approx(20.0)
