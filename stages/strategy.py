@@ -105,12 +105,13 @@ def make_params(*, threshold: float, take_usd: float, quote_usd: float, half_spr
 
 def make_state():
     """(legacy per-key columns, intent ids, regime detector, allocator (buckets, own books), momentum, mean
-    reversion, market making, arbitrage, each key's latest prediction, its time (0: none), its regime)."""
+    reversion, market making, arbitrage, each key's latest prediction, its time (0: none)); the detector's state
+    holds each key's regime."""
     keys = np.zeros((MAX_KEYS, 4))
     keys[:, K_LAST_TAKE_TS] = -1e18
     return (keys, np.zeros(1, np.int64), regime.make_state(), allocator.make_state(), momentum.make_state(MAX_KEYS),
             mean_reversion.make_state(MAX_KEYS), market_making.make_state(), arbitrage.make_state(),
-            np.zeros(MAX_KEYS, PREDICTION), np.zeros(MAX_KEYS, np.int64), np.full(MAX_KEYS, -1, np.int64))
+            np.zeros(MAX_KEYS, PREDICTION), np.zeros(MAX_KEYS, np.int64))
 
 
 @njit(cache=True)
@@ -246,8 +247,8 @@ def _absorb_own(state, params, in_b, n_b):
 def _allocated(in_a, n_a, state, params, stats, out, now_ns):
     """Regime mode: per prediction, the regime, then each strategy the allocator weights for it (its own limits
     and order rate first), in a fixed order: momentum, mean reversion, market making, arbitrage."""
-    rstate, alloc, mom, mr, mm, arb, latest, fresh_ns, regimes = (state[2], state[3], state[4], state[5], state[6],
-                                                                   state[7], state[8], state[9], state[10])
+    rstate, alloc, mom, mr, mm, arb, latest, fresh_ns = (state[2], state[3], state[4], state[5], state[6], state[7],
+                                                          state[8], state[9])
     intent_ids = state[1]
     rparams = params[P_REGIME:P_ALLOCATOR]
     aparams = params[P_ALLOCATOR:P_MOMENTUM]
@@ -267,7 +268,6 @@ def _allocated(in_a, n_a, state, params, stats, out, now_ns):
         tick = params[P_TICKS + k]
         market_making.on_trade(mm, params[P_MARKET_MAKING:P_ARBITRAGE], k, p, tick)
         reg = regime.update(rstate, rparams, k, t, mid, p["values"], p["garch_sigma_bps"])
-        regimes[k] = reg
         stats[ST_REGIME_BASE + reg] += 1
         code = 1 + reg
         fee = params[P_TAKER_FEE_BPS + key_venue(k)]

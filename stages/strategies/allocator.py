@@ -35,7 +35,7 @@ N_PARAMS = P_LOSS_LIMIT_USD + N_STRATEGIES
 # per strategy: A_TOKENS, A_REFILL_NS (-1: never refilled, the bucket is full), A_DISABLED (1 = loss limit hit)
 A_TOKENS, A_REFILL_NS, A_DISABLED = range(3)
 # own[key, strategy, O_*]
-O_POSITION, O_CASH, O_MID = range(3)
+O_POSITION, O_CASH = range(2)
 
 
 def make_params(*, weights: np.ndarray, max_position_usd, orders_per_s, burst, loss_limit_usd) -> np.ndarray:
@@ -50,10 +50,11 @@ def make_params(*, weights: np.ndarray, max_position_usd, orders_per_s, burst, l
 
 
 def make_state():
-    """(per-strategy bucket and switch [N_STRATEGIES, 3], own books [MAX_KEYS, N_STRATEGIES, 3])."""
+    """(per-strategy bucket and switch [N_STRATEGIES, 3], own books [MAX_KEYS, N_STRATEGIES, 2], each key's
+    latest mid [MAX_KEYS])."""
     buckets = np.zeros((N_STRATEGIES, 3))
     buckets[:, A_REFILL_NS] = -1.0  # never refilled: full at the first order
-    return buckets, np.zeros((MAX_KEYS, N_STRATEGIES, 3))
+    return buckets, np.zeros((MAX_KEYS, N_STRATEGIES, 2)), np.zeros(MAX_KEYS)
 
 
 @njit(cache=True, _nrt=False)
@@ -122,19 +123,17 @@ def spend_tokens(state, params, s, now_ns, n):
 @njit(cache=True, _nrt=False)
 def mark(state, key, mid):
     """The latest mid of ``key``, for marking every strategy's position there."""
-    own = state[1]
-    for s in range(N_STRATEGIES):
-        own[key, s, O_MID] = mid
+    state[2][key] = mid
 
 
 @njit(cache=True, _nrt=False)
 def pnl(state, s):
     """Strategy ``s``'s PnL marked at the latest mids (fees included)."""
-    own = state[1]
+    own, mids = state[1], state[2]
     total = 0.0
     for key in range(own.shape[0]):
         if own[key, s, O_POSITION] != 0.0 or own[key, s, O_CASH] != 0.0:
-            total += own[key, s, O_CASH] + own[key, s, O_POSITION] * own[key, s, O_MID]
+            total += own[key, s, O_CASH] + own[key, s, O_POSITION] * mids[key]
     return total
 
 

@@ -16,6 +16,7 @@ from numba import njit
 
 from stages.feature import F_FUNDING_RATE_BPS
 from stages.records import BUY, INTENT_IOC, SELL, STRAT_ARBITRAGE
+from stages.strategies.allocator import O_POSITION
 from stages.strategies.intent import take_toward, write_intent
 from stages.universe import MAX_SYMBOLS, MAX_VENUES, instrument_key
 
@@ -68,7 +69,7 @@ def _leg(out, n_out, p_now, p_leg, intent_ids, side, qty, now_ns, regime, signal
 def decide(state, params, p, latest, fresh_ns, own, s_index, weight, taker_fee_bps, out, n_out, intent_ids, now_ns,
            regime):
     """Intents of the arbitrage strategy for prediction ``p``. ``latest[key]``: each instrument's latest
-    prediction, ``fresh_ns[key]``: its time (0: none); ``own[key, s_index, 0]``: the strategy's positions;
+    prediction, ``fresh_ns[key]``: its time (0: none); ``own[key, s_index, O_POSITION]``: the strategy's positions (allocator's books);
     ``taker_fee_bps[venue]``."""
     symbol = p["symbol"]
     t = p["origin_ts"]
@@ -77,14 +78,14 @@ def decide(state, params, p, latest, fresh_ns, own, s_index, weight, taker_fee_b
     min_qty = params[P_MIN_TRADE_USD] / mid
     net = 0.0
     for v in range(MAX_VENUES):
-        net += own[instrument_key(v, symbol), s_index, 0]
+        net += own[instrument_key(v, symbol), s_index, O_POSITION]
     if abs(net) >= min_qty:  # leg risk: a residual across the venues
         if row[Y_RESIDUAL_NS] == 0.0:
             row[Y_RESIDUAL_NS] = t
         elif t - row[Y_RESIDUAL_NS] >= params[P_LEG_TIMEOUT_NS]:
             k = instrument_key(p["venue"], symbol)
-            if own[k, s_index, 0] * net > 0.0:  # this venue holds (part of) the residual: close it here
-                held = own[k, s_index, 0]
+            if own[k, s_index, O_POSITION] * net > 0.0:  # this venue holds (part of) the residual: close it here
+                held = own[k, s_index, O_POSITION]
                 before = n_out
                 n_out = take_toward(out, n_out, p, intent_ids, held - min(abs(net), abs(held)) * np.sign(held),
                                     held, min_qty, p["buy_budget"], p["sell_budget"], STRAT_ARBITRAGE, now_ns,
@@ -94,14 +95,14 @@ def decide(state, params, p, latest, fresh_ns, own, s_index, weight, taker_fee_b
         return n_out
     row[Y_RESIDUAL_NS] = 0.0
     long_key, short_key = np.int64(row[Y_LONG_KEY]), np.int64(row[Y_SHORT_KEY])
-    if long_key >= 0 and abs(own[long_key, s_index, 0]) >= min_qty:
+    if long_key >= 0 and abs(own[long_key, s_index, O_POSITION]) >= min_qty:
         # a pair is open: unwind when the gap closed (selling the long, buying the short back) or held too long
         a, b = latest[long_key], latest[short_key]
         if fresh_ns[long_key] == 0 or fresh_ns[short_key] == 0:
             return n_out
         back = gap_bps(b, a, taker_fee_bps[np.int64(b["venue"])], taker_fee_bps[np.int64(a["venue"])], params)
         if back >= -params[P_EXIT_BPS] or t - row[Y_OPENED_NS] >= params[P_MAX_HOLD_NS] or weight <= 0.0:
-            qty_long, qty_short = own[long_key, s_index, 0], -own[short_key, s_index, 0]
+            qty_long, qty_short = own[long_key, s_index, O_POSITION], -own[short_key, s_index, O_POSITION]
             if qty_long > 0.0:
                 n_out = _leg(out, n_out, p, a, intent_ids, SELL, qty_long, now_ns, regime, back)
             if qty_short > 0.0:

@@ -97,7 +97,7 @@ def test_arbitrage_sends_both_legs_when_the_gap_pays_both_fees_and_closes_a_resi
     state = arbitrage.make_state()
     latest = np.zeros(MAX_KEYS, PREDICTION)
     fresh = np.zeros(MAX_KEYS, np.int64)
-    own = np.zeros((MAX_KEYS, allocator.N_STRATEGIES, 3))
+    own = allocator.make_state()[1]
     fees = np.array([5.0, 5.0, 0.0, 0.0])
     there = prediction(venue=1, bid=100.20, ask=100.22)
     latest[instrument_key(1, 0)] = there[0]
@@ -111,7 +111,7 @@ def test_arbitrage_sends_both_legs_when_the_gap_pays_both_fees_and_closes_a_resi
     assert (intents[1]["venue"], intents[1]["side"], intents[1]["price"]) == (1, SELL, 100.20)
     assert intents[0]["qty"] == intents[1]["qty"] and intents[1]["origin_seq"] == here["origin_seq"][0]
     # only the bought leg filled: after the leg timeout the residual is closed on the venue holding it
-    own[instrument_key(0, 0), s, 0] = 20.0
+    own[instrument_key(0, 0), s, allocator.O_POSITION] = 20.0
     t = here["origin_ts"][0]
     again = prediction(venue=0, bid=99.98, ask=100.00, t=t + 10**6)
     assert arbitrage.decide(state, ARBITRAGE, again[0], latest, fresh, own, s, 1.0, fees, intents, 0, ids, 0, 1) == 0
