@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     first_ours = time.perf_counter() - t
 
     rows = []
-    synthetic = Config()
+    synthetic = Config().with_overrides(strategy={"kind": "signal"})  # the default allocates no strategy
     med, times = _timed(lambda: run_fused(synthetic, args.events, span_ns=5_000_000), args.rounds)
     rows.append(("ours, synthetic, signal strategy + ONNX", args.events, med, times))
     for strategy in ("signal", "fixed_quote"):

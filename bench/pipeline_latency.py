@@ -24,7 +24,8 @@ from shm import control as cb
 def run_once(rate_eps: float, duration_s: float, idle: str, threading: str = "auto") -> dict:
     config = Config().with_overrides(run={"duration_s": duration_s, "status_interval_s": 0.0,
                                           "name": f"bench{os.getpid()}"},
-                                     feed={"rate_eps": rate_eps}, topology={"idle": idle, "threading": threading})
+                                     feed={"rate_eps": rate_eps}, topology={"idle": idle, "threading": threading},
+                                     strategy={"kind": "signal"})  # tick-to-order needs orders: the default sends none
     sup = Supervisor(config, out=io.StringIO())
     code = sup.run()
     # Exit 5 = a trip during the run (e.g. hard drawdown: at max rate the synthetic market makes 20 s of

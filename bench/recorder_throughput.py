@@ -38,7 +38,7 @@ def main() -> None:
         subprocess.run(["runuser", "-u", "postgres", "--", "createdb", "-O", "root", "bot4_bench"],
                        capture_output=True)
     with tempfile.TemporaryDirectory() as journal:
-        record(Config(), args.events, journal)
+        record(Config().with_overrides(strategy={"kind": "signal"}), args.events, journal)  # intents and reports too
         rows = sum(len(JournalReader(journal, t.stream)) for t in TABLES)
         rates = []
         for _ in range(3):

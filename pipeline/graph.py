@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 
 from pipeline import streams
-from pipeline.config import GATE_LIMITS, Config, ConfigError
+from pipeline.config import GATE_LIMITS, REGIME_KEYS, AllocatorConfig, Config, ConfigError
 from pipeline.plan import RunPlan
 from pipeline.registry import STAGE_NAMES
 from stages import execute, feature, feed, fixed_quote, records, risk, strategy, validate
@@ -204,14 +204,21 @@ def _taker_fees(config: Config) -> dict[int, float]:
     return {i: by_name.get(name, config.venue.taker_fee_bps) for i, name in enumerate(config.feed.venues)}
 
 
+def allocator_weights(a: AllocatorConfig) -> np.ndarray:
+    """weights[regime, strategy] (records.REGIME_* rows, allocator S_* columns) of the config's allocator section."""
+    from stages.strategies import allocator
+    weights = np.zeros((allocator.N_REGIMES, allocator.N_STRATEGIES))
+    for row, key in enumerate(REGIME_KEYS):
+        for name, w in a.values(key).items():
+            weights[row, allocator.STRATEGY_KEYS.index(name)] = w
+    return weights
+
+
 def strategy_blocks(config: Config) -> dict[str, np.ndarray]:
     """The regime mode's params of each part (stages.strategies), from their config sections."""
     from stages.strategies import allocator, arbitrage, market_making, mean_reversion, momentum, regime
     a = config.allocator
-    weights = np.zeros((allocator.N_REGIMES, allocator.N_STRATEGIES))
-    for row, key in enumerate(("trending", "range_bound", "volatile")):  # records.REGIME_* order
-        for name, w in a.values(key).items():
-            weights[row, allocator.STRATEGY_KEYS.index(name)] = w
+    weights = allocator_weights(a)
     per = {key: [a.values(key)[name] for name in allocator.STRATEGY_KEYS]
            for key in ("max_position_usd", "orders_per_s", "burst", "loss_limit_usd")}
     sections = {"regime": (regime, config.regime), "momentum": (momentum, config.momentum),

@@ -24,3 +24,7 @@ def feature_store(run: str) -> str:
 
 def garch_params(run: str) -> str:
     return f"{NAME_PREFIX}{run}.garch"
+
+
+def allocator_weights(run: str) -> str:
+    return f"{NAME_PREFIX}{run}.weights"

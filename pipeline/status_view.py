@@ -114,6 +114,18 @@ class StatusView:
                        f"heat {rk['heat_bps'] / 100:.2f}% | GARCH parameters version {version}"
                        + (f" ({version - 1} refit{'s' if version != 2 else ''} published)" if version > 1 else "")
                        + (f", {rk['garch_rows_refused']} rows refused" if rk["garch_rows_refused"] else ""))
+        st = self.stage_counters().get("strategy")
+        if st is not None and st["weights_version"] > 0:  # regime mode (a signal-mode run has no allocator)
+            version = st["weights_version"]
+            intents = ", ".join(f"{n} {st[n + '_intents']}" for n in ("momentum", "mean_reversion", "market_making",
+                                                                     "arbitrage"))
+            fit = (f"A {st['mm_fit_a_per_s']}/s k {st['mm_fit_k_milli'] / 1000:.3f}/tick"
+                   if st["mm_fit_a_per_s"] else "not yet fitted")
+            out.append(f"strategy: decisions trending {st['regime_trending']} range {st['regime_range']} volatile "
+                       f"{st['regime_volatile']} | intents {intents} | allocator weights version {version}"
+                       + (f" ({version - 1} publication{'s' if version != 2 else ''})" if version > 1 else "")
+                       + (f", {st['weights_refused']} refused" if st["weights_refused"] else "")
+                       + f" | market making fit {fit}")
         self.prev_ns = now
         return out
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import posix_ipc
 
 from pipeline import graph, kill_reasons, names
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, ConfigError, allocation_note
 from pipeline.hosting import launcher, topology, warmup
 from pipeline.plan import RunPlan, resolve
 from pipeline.registry import NAMES as PROCESS_NAMES
@@ -26,7 +26,7 @@ from pipeline.registry import STAGE_NAMES
 from pipeline.safety import alerts, postmortem
 from pipeline.safety.arming import request_arm
 from pipeline.status_view import StatusView, hist
-from pipeline.store import feature_store, garch_store
+from pipeline.store import feature_store, garch_store, weights_store
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring, segment
@@ -67,6 +67,7 @@ class Supervisor:
     ran_s: float = 0.0
     online_store: object = None    # the online feature store (pipeline.store.feature_store)
     garch_store: object = None     # the GARCH parameters in use (pipeline.store.garch_store)
+    weights_store: object = None   # the allocator's weights in use (pipeline.store.weights_store)
     consumers_gone: set = field(default_factory=set)  # processes whose input rings are marked gone
 
     def say(self, text: str) -> None:
@@ -90,6 +91,8 @@ class Supervisor:
                 return ExitCode.START_FAILED
             processes = len({child.pid for child in self.children.values()})  # a stage group is one process
             self.say(f"bot4: running ({processes} processes); {self.armed_text}")
+            if allocation_note(self.config):
+                self.say(f"bot4: {allocation_note(self.config)}")
             self.watch()
             return self.exit_code()
         finally:
@@ -133,6 +136,9 @@ class Supervisor:
             self.garch_store = garch_store.create(run)
             garch_store.publish_initial(self.garch_store, self.plan.garch_doc, list(config.feed.symbols),
                                         round(config.risk.bar_s * 1e9))
+        if "strategy" in hosted and config.strategy.kind == "regime":
+            self.weights_store = weights_store.create(run)
+            weights_store.publish_initial(self.weights_store, graph.allocator_weights(config.allocator))
         for name in STAGE_NAMES:
             if name in hosted and placements[name].idle == idle_strategies.BLOCKING:
                 self.semaphores.append(posix_ipc.Semaphore(names.semaphore(run, name), posix_ipc.O_CREX))
@@ -455,6 +461,10 @@ class Supervisor:
             self.garch_store.close()
             self.garch_store.segment.unlink()
             self.garch_store = None
+        if self.weights_store is not None:
+            self.weights_store.close()
+            self.weights_store.segment.unlink()
+            self.weights_store = None
         for sem in self.semaphores:
             sem.unlink()
             sem.close()

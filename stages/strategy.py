@@ -61,6 +61,8 @@ ST_STRATEGY_RATE_LIMITED = _COUNTERS.add("strategy_rate_limited")  # a strategy'
 ST_LOSS_STOPS = _COUNTERS.add("loss_stops")                        # strategies switched off by their loss limit
 ST_MM_A = _COUNTERS.add("mm_fit_a_per_s")        # the latest order-arrival fit of market making: A (per second)
 ST_MM_K_MILLI = _COUNTERS.add("mm_fit_k_milli")  # and k x 1000 (per tick of distance from the mid)
+ST_WEIGHTS_VERSION = _COUNTERS.add("weights_version")  # the published allocator weights in force (0: the config's)
+ST_WEIGHTS_REFUSED = _COUNTERS.add("weights_refused")  # published tables refused (a weight outside [0, 10])
 STATS = _COUNTERS.labels
 
 MAX_INTENTS_PER_PREDICTION = 7  # regime mode: momentum, mean reversion, two quotes, two arbitrage legs, a residual
@@ -103,13 +105,15 @@ def make_params(*, threshold: float, take_usd: float, quote_usd: float, half_spr
     return p
 
 
-def make_state():
-    """(legacy per-key columns, intent ids, regime detector, allocator (buckets, own books), momentum, mean
-    reversion, market making, arbitrage, each key's latest prediction, its time (0: none)); the detector's state
-    holds each key's regime."""
+def make_state(published_weights: tuple | None = None):
+    """(legacy per-key columns, intent ids, regime detector, allocator (buckets, own books, published weights),
+    momentum, mean reversion, market making, arbitrage, each key's latest prediction, its time (0: none)); the
+    detector's state holds each key's regime. ``published_weights``: a live run's allocator weights table
+    (``pipeline.store.weights_store``)."""
     keys = np.zeros((MAX_KEYS, 4))
     keys[:, K_LAST_TAKE_TS] = -1e18
-    return (keys, np.zeros(1, np.int64), regime.make_state(), allocator.make_state(), momentum.make_state(MAX_KEYS),
+    return (keys, np.zeros(1, np.int64), regime.make_state(), allocator.make_state(published_weights),
+            momentum.make_state(MAX_KEYS),
             mean_reversion.make_state(MAX_KEYS), market_making.make_state(), arbitrage.make_state(),
             np.zeros(MAX_KEYS, PREDICTION), np.zeros(MAX_KEYS, np.int64))
 
@@ -252,6 +256,9 @@ def _allocated(in_a, n_a, state, params, stats, out, now_ns):
     intent_ids = state[1]
     rparams = params[P_REGIME:P_ALLOCATOR]
     aparams = params[P_ALLOCATOR:P_MOMENTUM]
+    allocator.apply_published(alloc)
+    stats[ST_WEIGHTS_VERSION] = allocator.weights_version(alloc)
+    stats[ST_WEIGHTS_REFUSED] = allocator.weights_refused(alloc)
     n_out = 0
     for i in range(n_a):
         p = in_a[i]

@@ -14,6 +14,18 @@ from shm.control import G_TRADING_ENABLED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The model's taker and quoter (strategy.kind = "signal") trade on every seed; the default allocates no strategy
+# and sends no orders. Tests of what lies downstream of the strategy (the gate, the venue, journals, flattening,
+# the kill switch) need orders, so they run this one: SIGNAL_ARGS on a command line, signal_config() in process.
+SIGNAL_ARGS = ("--set", "strategy.kind=signal")
+
+
+def signal_config(**sections):
+    """The default config with the signal strategy; ``sections`` as ``Config.with_overrides`` takes them."""
+    from pipeline.config import Config
+    strategy = {"kind": "signal", **sections.pop("strategy", {})}
+    return Config().with_overrides(strategy=strategy, **sections)
+
 
 @pytest.fixture
 def shm_prefix():

@@ -24,7 +24,7 @@ from pipeline.store.recorder import compare_with_journal
 from shm import control as cb
 from shm import segment
 from stages import execute
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SIGNAL_ARGS
 from tests.pipeline.store.test_recorder import pg_dsn, pg_server  # noqa: F401  (fixtures)
 
 VICTIMS = ("supervisor", "watchdog", "journal", "recorder") + STAGE_NAMES
@@ -52,7 +52,7 @@ def _status(name: str) -> subprocess.CompletedProcess:
 def test_sigkill_of_each_process_in_turn_leaves_trading_off_nothing_lost_and_nothing_behind(live, pg_dsn, tmp_path):
     name = f"chaos{uuid.uuid4().hex[:6]}"
     journal = str(tmp_path / "journal")
-    args = ("--quiet", "--journal", journal, "--dsn", pg_dsn)
+    args = (*SIGNAL_ARGS, "--quiet", "--journal", journal, "--dsn", pg_dsn)
     for victim in VICTIMS:
         run = live(*args, name=name)
         line = run.wait_for(r"bot4: (running|start-up failed)")

@@ -11,9 +11,10 @@ from pipeline.redact import has_password
 
 
 def _run(args) -> int:
+    from pipeline.config import settings_overrides
     from pipeline.supervisor import ExitCode, Supervisor
     try:
-        overrides = {}
+        overrides = settings_overrides(getattr(args, "set", None) or [])  # bot4 record has no --set
         if args.duration is not None:
             overrides.setdefault("run", {})["duration_s"] = args.duration
         if args.name:
@@ -31,12 +32,13 @@ def _run(args) -> int:
         if args.journal:
             overrides.setdefault("journal", {})["dir"] = args.journal
         if args.dsn:
-            if has_password(args.dsn):  # every user sees a command line (ps, /proc/PID/cmdline)
-                raise ConfigError("--dsn carries a password, which every user of this machine can read in ps: "
-                                  "give the DSN without it and put the password in ~/.pgpass (or the file "
-                                  "PGPASSFILE names) or PGPASSWORD, or set recorder.dsn in a config file only "
-                                  "you can read (chmod 600)")
             overrides.setdefault("recorder", {})["dsn"] = args.dsn
+        dsn = overrides.get("recorder", {}).get("dsn")
+        if isinstance(dsn, str) and has_password(dsn):  # every user sees a command line (ps, /proc/PID/cmdline)
+            raise ConfigError("the DSN on the command line (--dsn or --set recorder.dsn) carries a password, which "
+                              "every user of this machine can read in ps: give the DSN without it and put the "
+                              "password in ~/.pgpass (or the file PGPASSFILE names) or PGPASSWORD, or set "
+                              "recorder.dsn in a config file only you can read (chmod 600)")
         if getattr(args, "record", False):
             overrides.setdefault("run", {})["mode"] = "record"
         config = load(args.config, overrides)
@@ -57,9 +59,10 @@ def _killswitch(args) -> int:
 
 
 def _fused(args) -> int:
+    from pipeline.config import settings_overrides
     from pipeline.hosting.fused import run_fused
     try:
-        config = load(args.config)
+        config = load(args.config, settings_overrides(args.set or []))
         if args.seed is not None:
             config = config.with_overrides(feed={"seed": args.seed})
     except ConfigError as exc:
@@ -86,7 +89,7 @@ def _backtest(args) -> int:
     from pipeline.config import merge_overrides, settings_overrides
     from pipeline.report import page
     try:
-        overrides = settings_overrides(args.set or [])
+        overrides = settings_overrides(getattr(args, "set", None) or [])  # bot4 record has no --set
         if args.seed is not None:
             overrides.setdefault("feed", {})["seed"] = args.seed
         config = load(args.config, overrides)
@@ -117,6 +120,9 @@ def _backtest(args) -> int:
     except BacktestInputError as exc:
         print(f"bot4 backtest: {exc}", file=sys.stderr)
         return 2
+    from pipeline.config import allocation_note
+    if allocation_note(config):
+        print(f"note: {allocation_note(config)}")
     rate = outcome.events / outcome.elapsed_s if outcome.elapsed_s > 0 else float("nan")
     print(f"backtest of {outcome.market.source}: {outcome.events:,} events in {outcome.elapsed_s:.2f} s "
           f"({rate:,.0f} events/s)")
@@ -132,9 +138,10 @@ def _backtest(args) -> int:
 
 
 def _replay(args) -> int:
+    from pipeline.config import settings_overrides
     from pipeline.store.journal_replay import LIVE, RECORD, replay
     try:
-        config = load(args.config)
+        config = load(args.config, settings_overrides(args.set or []))
     except ConfigError as exc:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return 2
@@ -207,6 +214,13 @@ def _risk(args) -> int:
     return fit_garch.main(args.extra)
 
 
+def _allocator(args) -> int:
+    from tools import allocator_weights
+    changes = {regime: text for regime, text in (("trending", args.trending), ("range_bound", args.range_bound),
+                                                  ("volatile", args.volatile)) if text is not None}
+    return allocator_weights.main(args.name, changes)
+
+
 def _report(args) -> int:
     from pipeline.config import RiskConfig
     from pipeline.report import build, inputs, metrics, page
@@ -259,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the live pipeline (synthetic market, paper venue by default)")
     run.add_argument("--config", help="TOML config; defaults are embedded")
+    run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                     help="override one config key (repeat), e.g. allocator.trending=momentum=1")
     run.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
     run.add_argument("--rate", type=float, help="feed events per second (0 = max)")
     run.add_argument("--events", type=int, help="stop after this many feed events")
@@ -299,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     fu.add_argument("--events", type=int, default=100_000)
     fu.add_argument("--seed", type=int)
     fu.add_argument("--journal", help="record market events, intents and reports into this directory")
+    fu.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config key (repeat)")
     fu.set_defaults(func=_fused)
     bt = sub.add_parser("backtest", help="the seven kernels over a recording, a journal or the synthetic market, "
                         "with the venue model (latency, queue position, fees, funding), into a journal and a report")
@@ -318,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "over its market")
     rp.add_argument("journal", help="journal directory (from bot4 run, record or fused with --journal)")
     rp.add_argument("--config", help="the config the journal was recorded with (defaults if omitted)")
+    rp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override one config key (repeat)")
     rp.set_defaults(func=_replay)
     fe = sub.add_parser("features", help="feature store: build the offline (Parquet) store from recorded data")
     fe_sub = fe.add_subparsers(dest="action", required=True)
@@ -335,6 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     rk_sub.add_parser("fit-garch", help="fit GARCH(1,1) on recorded bar returns; see its --help", add_help=False)
     rk_sub.add_parser("explain", help="orders in a journal with the risk inputs that sized them", add_help=False)
     rk.set_defaults(func=_risk)
+    al = sub.add_parser("allocator", help="the regime mode's allocator: the weights a running pipeline uses")
+    al_sub = al.add_subparsers(dest="action", required=True)
+    aw = al_sub.add_parser("weights", help="show the weights in force, or publish new ones for some regimes")
+    aw.add_argument("--name", default="main", help="run name")
+    for regime in ("trending", "range-bound", "volatile"):
+        aw.add_argument(f"--{regime}", metavar="STRATEGY=WEIGHT,...",
+                        help=f'new weights when {regime.replace("-", " ")} ("momentum=1,mean_reversion=0.5"; "off": '
+                             "none); absent: unchanged")
+    al.set_defaults(func=_allocator)
     rpt = sub.add_parser("report", help="performance report of a run from its journal: report.json, report.html, PNGs")
     rpt.add_argument("journal_or_run", help="journal directory, or a run name (its journal is the config's journal.dir)")
     rpt.add_argument("--out", help="report directory (default: JOURNAL/report)")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.backtest.data import BacktestInputError, Market, load
-from pipeline.config import Config, to_dict
+from pipeline.config import Config, allocation_note, to_dict
 from pipeline.hosting.fused import FusedResult, records_from_bytes, run_fused
 from pipeline.plan import resolve
 from pipeline.report import build, metrics
@@ -100,7 +100,8 @@ def run(config: Config, out: str, events: int = 0) -> Outcome:
                             "maker_fee_bps": v.maker_fee_bps, "taker_fee_bps": v.taker_fee_bps,
                             "clock_offsets_ns": {str(k): x for k, x in sorted((market.offsets_ns or {}).items())}},
             "time_range": {"start": config.backtest.start, "end": config.backtest.end},
-            "initial_equity_source": "risk.capital_usd", "notes": market.notes}
+            "initial_equity_source": "risk.capital_usd",
+            "notes": market.notes + ([allocation_note(config)] if allocation_note(config) else [])}
     record = RunRecord(market_events, recorder.reports.all(records.EXEC_REPORT),
                        recorder.intents.all(records.ORDER_INTENT), config.risk.capital_usd, meta,
                        recorder.quarantine.all(records.MARKET_EVENT))

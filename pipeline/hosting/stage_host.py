@@ -113,7 +113,8 @@ def _park(endpoints: Endpoints) -> None:
 
 def live_kernel(spec: graph.StageSpec, plan: RunPlan):
     """(params, state, store) of a stage in a live run: feature writes the run's online feature table, risk
-    reads the GARCH table the run published (refits reach it there); ``store`` is what to close after."""
+    reads the GARCH table the run published (refits reach it there), a regime-mode strategy the allocator's
+    weights table; ``store`` is what to close after."""
     config = plan.config
     params = graph.kernel_params(spec.name, config, live=True)
     store = None
@@ -126,6 +127,10 @@ def live_kernel(spec: graph.StageSpec, plan: RunPlan):
         store = tables.garch_table(config.run.name)
         published, _ = store.read(tables.GARCH_SLOT)  # the supervisor's (or a refit's) table: one source of truth
         state = risk.make_state(published["params"], store.arrays)
+    elif spec.name == "strategy" and config.strategy.kind == "regime":
+        from stages import strategy
+        store = tables.weights_table(config.run.name)  # the supervisor's table, then each publication
+        state = strategy.make_state(store.arrays)
     else:
         state = graph.initial_state(spec.name, plan)
     return params, state, store

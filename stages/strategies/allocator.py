@@ -9,10 +9,17 @@ for the rest of the run (it closes what it holds) and counted.
 
 Per-strategy books (``own``): position and cash per instrument key and strategy, from the fills of its own
 orders (every report carries the strategy id of the order).
+
+A running pipeline takes new weights without a restart: the supervisor publishes the configured table in
+shared memory (``pipeline.store.weights_store``, one slot of :data:`PUBLISHED_WEIGHTS`), operators and the
+auto-tuner publish replacements, and :func:`apply_published` takes the newest at the start of each batch of
+predictions. Until a table is applied (a backtest, fused mode: nobody publishes) the params' weights hold.
 """
 import numpy as np
 from numba import njit
 
+from shm import seqlock
+from shm.atomics import load_acquire
 from stages.records import (STRAT_ARBITRAGE, STRAT_MARKET_MAKING, STRAT_MEAN_REVERSION,
                             STRAT_MOMENTUM)
 from stages.universe import MAX_KEYS
@@ -32,6 +39,13 @@ P_BURST = P_ORDERS_PER_S + N_STRATEGIES
 P_LOSS_LIMIT_USD = P_BURST + N_STRATEGIES
 N_PARAMS = P_LOSS_LIMIT_USD + N_STRATEGIES
 
+PUBLISHED_WEIGHTS = np.dtype([
+    ("weights", np.float64, (N_REGIMES, N_STRATEGIES)),  # REGIME_* rows, S_* columns; 0 = off
+    ("published_ns", np.int64),                          # wall clock of the publication
+])
+MAX_WEIGHT = 10.0  # the config's range (allocator.trending ...): a published weight outside it is refused
+PUBLISHED_READ_TRIES = 64  # a torn read is retried at the next batch, never waited for
+
 # per strategy: A_TOKENS, A_REFILL_NS (-1: never refilled, the bucket is full), A_DISABLED (1 = loss limit hit)
 A_TOKENS, A_REFILL_NS, A_DISABLED = range(3)
 # own[key, strategy, O_*]
@@ -49,12 +63,60 @@ def make_params(*, weights: np.ndarray, max_position_usd, orders_per_s, burst, l
     return p
 
 
-def make_state():
+def make_state(published: tuple | None = None):
     """(per-strategy bucket and switch [N_STRATEGIES, 3], own books [MAX_KEYS, N_STRATEGIES, 2], each key's
-    latest mid [MAX_KEYS])."""
+    latest mid [MAX_KEYS], the applied published weights [N_REGIMES, N_STRATEGIES], [the published sequence
+    last seen, the one applied (0: none, the params' weights hold), tables refused], (published seqlock
+    sequences, records, read buffer)). ``published`` is a live run's weights table (``pipeline.store.weights_store``); without it, a
+    local one nobody publishes to."""
     buckets = np.zeros((N_STRATEGIES, 3))
     buckets[:, A_REFILL_NS] = -1.0  # never refilled: full at the first order
-    return buckets, np.zeros((MAX_KEYS, N_STRATEGIES, 2)), np.zeros(MAX_KEYS)
+    seqs, records = published if published is not None else seqlock.local_table(PUBLISHED_WEIGHTS, 1)
+    return (buckets, np.zeros((MAX_KEYS, N_STRATEGIES, 2)), np.zeros(MAX_KEYS), np.zeros((N_REGIMES, N_STRATEGIES)),
+            np.zeros(3, np.int64), (seqs, records, np.zeros(1, PUBLISHED_WEIGHTS)))
+
+
+@njit(cache=True, _nrt=False)
+def usable_weights(weights):
+    """Every weight finite and in [0, MAX_WEIGHT] (NaN fails both comparisons)."""
+    for r in range(N_REGIMES):
+        for s in range(N_STRATEGIES):
+            if not (weights[r, s] >= 0.0 and weights[r, s] <= MAX_WEIGHT):
+                return False
+    return True
+
+
+@njit(cache=True, _nrt=False)
+def apply_published(state):
+    """Take a weights table published since the last look; one that is not usable is refused whole and counted
+    (the weights in force stay). One acquire load when nothing changed."""
+    seqs, records, dst = state[5]
+    ints = state[4]
+    if load_acquire(seqs, 0) == ints[0]:
+        return
+    sequence = seqlock.read(seqs, records, 0, dst, 0, PUBLISHED_READ_TRIES)
+    if sequence <= 0:
+        return
+    ints[0] = sequence
+    w = dst[0]["weights"]
+    if not usable_weights(w):
+        ints[2] += 1
+        return
+    for r in range(N_REGIMES):
+        for s in range(N_STRATEGIES):
+            state[3][r, s] = w[r, s]
+    ints[1] = sequence
+
+
+@njit(cache=True, _nrt=False)
+def weights_version(state):
+    """The applied table's version (1 = the supervisor's start-up table; 0 = none, the params' weights)."""
+    return state[4][1] // 2
+
+
+@njit(cache=True, _nrt=False)
+def weights_refused(state):
+    return state[4][2]
 
 
 @njit(cache=True, _nrt=False)
@@ -76,6 +138,8 @@ def weight(state, params, regime, s):
     """The weight of strategy ``s`` in ``regime`` (0 once its loss limit was hit)."""
     if state[0][s, A_DISABLED] != 0.0:
         return 0.0
+    if state[4][1] > 0:
+        return state[3][regime, s]
     return params[P_WEIGHTS + regime * N_STRATEGIES + s]
 
 

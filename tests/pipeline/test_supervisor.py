@@ -13,11 +13,11 @@ import pytest
 from pipeline import kill_reasons, names
 from shm import control as cb
 from shm import segment
-from tests.conftest import ROOT, kill_and_wait_for_trip
+from tests.conftest import ROOT, SIGNAL_ARGS, kill_and_wait_for_trip
 
 
 def test_sigterm_stops_every_stage_cleanly_and_leaves_nothing_behind(live):
-    run = live("--quiet")
+    run = live(*SIGNAL_ARGS, "--quiet")
     run.wait_for(r"bot4: running")
     block = cb.ControlBlock.attach(names.control(run.name))
     try:
@@ -53,7 +53,7 @@ def test_sigterm_stops_every_stage_cleanly_and_leaves_nothing_behind(live):
 @pytest.mark.parametrize("victim", ["feature", "execute"])
 def test_a_killed_stage_disables_trading_and_the_supervisor_names_it(live, victim):
     from pipeline.graph import BY_NAME
-    run = live("--quiet")
+    run = live(*SIGNAL_ARGS, "--quiet")
     run.wait_for(r"bot4: running")
     block = cb.ControlBlock.attach(names.control(run.name))
     try:
@@ -74,7 +74,7 @@ def test_a_killed_stage_disables_trading_and_the_supervisor_names_it(live, victi
 
 def test_every_event_is_accounted_for_at_every_stage_of_a_live_run(live):
     from pipeline.supervisor import Supervisor  # noqa: F401  (imports the same code the child runs)
-    run = live("--quiet", "--events", "30000", "--rate", "20000")
+    run = live(*SIGNAL_ARGS, "--quiet", "--events", "30000", "--rate", "20000")
     code, output = run.finish(timeout=240)
     assert code == 0, output
     assert "stopped (feed finished)" in output
@@ -114,7 +114,7 @@ def test_a_garch_fit_the_run_cannot_use_is_exit_2_when_the_run_is_planned_and_no
 def test_a_hung_stage_trips_the_watchdog_on_its_stale_heartbeat(live, tmp_path):
     config = tmp_path / "hb.toml"
     config.write_text("[watchdog]\nheartbeat_stale_ms = 200\n")
-    run = live("--quiet", "--config", str(config))
+    run = live(*SIGNAL_ARGS, "--quiet", "--config", str(config))
     run.wait_for(r"bot4: running")
     block = cb.ControlBlock.attach(names.control(run.name))
     try:
@@ -139,10 +139,11 @@ def test_a_hung_stage_trips_the_watchdog_on_its_stale_heartbeat(live, tmp_path):
     assert "trading was disabled during the run: heartbeat stale: risk" in output
 
 
-def test_blocking_idle_strategy_moves_every_event(live):
+def test_blocking_idle_strategy_moves_every_event_and_the_default_says_it_allocates_no_strategy(live):
     run = live("--quiet", "--idle", "blocking", "--events", "5000", "--rate", "5000")
     code, output = run.finish(timeout=240)
     assert code == 0, output
+    assert "bot4: no strategy is allocated in any regime" in output and re.search(r"\borders 0, fills 0\b", output)
     m = re.search(r"records per stage \(in -> out\): (.*)", output)
     counts = dict((n, int(b.replace(",", ""))) for n, a, b in re.findall(r"(\w+) ([\d,]+)->([\d,]+)", m.group(1)))
     quarantined = int(re.search(r"quarantined ([\d,]+)", output).group(1).replace(",", ""))
@@ -159,7 +160,7 @@ def test_a_killed_supervisor_leaves_trading_off_and_nothing_behind_and_the_name_
     """SIGKILL of the supervisor used to leave "trading ENABLED" in shared memory, every stage "running",
     12 segments and the alert socket: its children died with it, the watchdog too."""
     from pipeline.safety.alerts import endpoint_for
-    run = live("--quiet")
+    run = live(*SIGNAL_ARGS, "--quiet")
     run.wait_for(r"bot4: running")
     block = cb.ControlBlock.attach(names.control(run.name))
     try:
@@ -198,7 +199,7 @@ def test_a_killed_supervisor_leaves_trading_off_and_nothing_behind_and_the_name_
 
 
 def test_a_stopped_supervisor_is_alive_and_when_everything_is_killed_status_says_dead(live):
-    run = live("--quiet")
+    run = live(*SIGNAL_ARGS, "--quiet")
     run.wait_for(r"bot4: running")
     block = cb.ControlBlock.attach(names.control(run.name))
     try:
@@ -253,7 +254,7 @@ def test_a_resource_that_fails_its_preflight_is_exit_4_before_anything_is_spawne
     text, said = make(tmp_path)
     conf = tmp_path / "bot4.toml"
     conf.write_text(text)
-    code, output = live("--quiet", "--config", str(conf)).finish(timeout=120)
+    code, output = live(*SIGNAL_ARGS, "--quiet", "--config", str(conf)).finish(timeout=120)
     assert code == 4, output
     assert f"bot4: start-up failed: {said}" in output
     assert "kernels compiled" not in output and "trading enabled" not in output  # nothing was spawned
@@ -268,7 +269,7 @@ def test_a_stage_that_fails_during_start_up_is_exit_4_with_its_own_cause(live, t
     conf = tmp_path / "bot4.toml"
     conf.write_text(f'[feed]\nsource = "replay"\nvenues = ["binance"]\nsymbols = ["ETH-USDT"]\n'
                     f'files = ["binance={bad}"]\n')
-    code, output = live("--quiet", "--config", str(conf)).finish(timeout=300)
+    code, output = live(*SIGNAL_ARGS, "--quiet", "--config", str(conf)).finish(timeout=300)
     assert code == 4, output
     assert f"bot4: start-up failed: feed failed: feed.files: {bad}: 0 events from 2 lines (refused: " in output
     assert "trading enabled" not in output and "Traceback" not in output

@@ -14,7 +14,7 @@ from shm import control as cb
 from stages import garch, heat, kelly, records, risk, strategy
 from stages.records import BUY, INTENT_IOC, ORD_FILLED, SELL
 from stages.universe import MAX_KEYS, instrument_key
-from tests.conftest import kernel_params
+from tests.conftest import kernel_params, signal_config
 from tests.pipeline.safety.test_panic import MONO, NOW, reasons, running_block
 
 S = 1_000_000_000
@@ -55,7 +55,7 @@ def _strategy(p, form="binary", position=0.0, take_usd=1e9):
     ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
     ctl[cb.G_TRADING_ENABLED] = 1
     out = np.zeros(strategy.out_capacity(1), records.ORDER_INTENT)
-    params = kernel_params("strategy", threshold=0.1, take_usd=take_usd, quote_usd=500.0, half_spread_bps=4.0,
+    params = kernel_params("strategy", mode="signal", threshold=0.1, take_usd=take_usd, quote_usd=500.0, half_spread_bps=4.0,
                            requote_bps=2.0, skew_bps=2.0, cooldown_ms=50.0, quoting=False, max_position_usd=50_000.0,
                            kelly_fraction=0.25, kelly_payoff_ratio=1.0, kelly_form=form)
     state = strategy.make_state()
@@ -315,7 +315,7 @@ def test_a_fused_replay_of_a_real_capture_runs_garch_on_its_bars_and_intents_car
     from pipeline.hosting.fused import run_fused
     from pipeline.sources.replay_feed import load_recording
     path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "binance-ws-capture", "spot_btcusdt_20240809.gz")
-    config = Config().with_overrides(feed={"source": "replay", "files": (f"binance={path}",), "venues": ("binance",),
+    config = signal_config(feed={"source": "replay", "files": (f"binance={path}",), "venues": ("binance",),
                                            "symbols": ("BTC-USDT",)})
     events, _ = load_recording(config)
     span_s = (events["origin_ts"][-1] - events["origin_ts"][0]) / 1e9
@@ -359,7 +359,7 @@ def test_every_order_and_rejection_in_a_journal_is_explained_by_its_intent(tmp_p
     from pipeline.config import Config
     from pipeline.store.journal_replay import record
     from tools import explain_orders
-    config = Config().with_overrides(execute={"max_order_usd": 1_500.0})  # takes of $2,000 are rejected
+    config = signal_config(execute={"max_order_usd": 1_500.0})  # takes of $2,000 are rejected
     result = record(config, 6_000, str(tmp_path))
     reports = result.reports
     answered = reports[(reports["state"] == records.ORD_ACKED) | (reports["state"] == records.ORD_REJECTED)]

@@ -249,7 +249,7 @@ def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
     ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
     ctl[cb.G_TRADING_ENABLED] = 1
     out = np.zeros(strategy.out_capacity(1), records.ORDER_INTENT)
-    params = kernel_params("strategy", threshold=0.1, take_usd=1000.0, quote_usd=500.0, half_spread_bps=4.0,
+    params = kernel_params("strategy", mode="signal", threshold=0.1, take_usd=1000.0, quote_usd=500.0, half_spread_bps=4.0,
                            requote_bps=2.0, skew_bps=2.0, cooldown_ms=50.0, quoting=True, max_position_usd=50_000.0)
     n = strategy.step(p, 1, np.zeros(0, records.EXEC_REPORT), 0, strategy.make_state(), params, ctl,
                       np.zeros(16, np.int64), out, 0)

@@ -173,6 +173,42 @@ def test_the_allocator_switches_a_strategy_off_below_its_loss_limit_and_buckets_
     assert allocator.has_token(state, params, b, 600_000_000)       # 1.2 after 600 ms
 
 
+def _publish(state, weights):
+    from shm import seqlock
+    seqs, records_, _ = state[5]
+    src = np.zeros(1, allocator.PUBLISHED_WEIGHTS)
+    src[0]["weights"] = weights
+    assert seqlock.write_contended(seqs, records_, 0, src, 0, 10) > 0
+
+
+def test_published_weights_replace_the_configured_ones_and_a_bad_table_is_refused_whole():
+    configured = np.zeros((allocator.N_REGIMES, allocator.N_STRATEGIES))
+    configured[0, allocator.S_MOMENTUM] = 1.0
+    params = allocator.make_params(weights=configured, max_position_usd=[1000.0] * 4, orders_per_s=[2.0] * 4,
+                                   burst=[2.0] * 4, loss_limit_usd=[100.0] * 4)
+    state = allocator.make_state()
+    allocator.apply_published(state)  # nothing published (a backtest): the params' weights hold
+    assert allocator.weights_version(state) == 0 and allocator.weight(state, params, 0, allocator.S_MOMENTUM) == 1.0
+    new = np.zeros_like(configured)
+    new[1, allocator.S_MEAN_REVERSION] = 0.5
+    _publish(state, new)
+    allocator.apply_published(state)
+    assert allocator.weights_version(state) == 1
+    assert allocator.weight(state, params, 0, allocator.S_MOMENTUM) == 0.0
+    assert allocator.weight(state, params, 1, allocator.S_MEAN_REVERSION) == 0.5
+    for bad in (np.nan, -1.0, allocator.MAX_WEIGHT + 1):
+        table = new.copy()
+        table[2, allocator.S_ARBITRAGE] = 3.0
+        table[0, allocator.S_MOMENTUM] = bad
+        _publish(state, table)
+        allocator.apply_published(state)
+        assert allocator.weights_version(state) == 1  # the whole table refused: arbitrage stays off too
+        assert allocator.weight(state, params, 2, allocator.S_ARBITRAGE) == 0.0
+    assert allocator.weights_refused(state) == 3
+    allocator.apply_published(state)  # seen already: not counted twice
+    assert allocator.weights_refused(state) == 3
+
+
 def test_regime_mode_in_fused_runs_is_deterministic_and_every_intent_says_who_and_why():
     from pipeline.config import Config
     from pipeline.hosting.fused import run_fused

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests.conftest import SIGNAL_ARGS
+
 CAPTURE = "tests/data/binance-ws-capture/usdm_btcusdt_20240808.gz"
 
 
@@ -17,7 +19,7 @@ def bot4(*args, cwd=None):
 def test_a_synthetic_backtest_writes_its_journal_and_the_same_report_twice(tmp_path):
     runs = []
     for name in ("a", "b"):
-        done = bot4("backtest", "--out", str(tmp_path / name), "--events", "20000", "--quiet")
+        done = bot4("backtest", "--out", str(tmp_path / name), "--events", "20000", "--quiet", *SIGNAL_ARGS)
         assert done.returncode == 0, done.stderr
         assert "events/s" in done.stdout and (tmp_path / name / "report.html").is_file()
         assert any((tmp_path / name / "journal").glob("exec-*.b4j"))
@@ -27,8 +29,17 @@ def test_a_synthetic_backtest_writes_its_journal_and_the_same_report_twice(tmp_p
     assert doc["trading"]["fills"] > 0 and doc["meta"]["venue_model"]["queue_model"] == "risk_averse"
 
 
+def test_the_default_allocates_no_strategy_and_the_backtest_says_so(tmp_path):
+    done = bot4("backtest", "--out", str(tmp_path), "--events", "5000", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "note: no strategy is allocated in any regime" in done.stdout, done.stdout
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["trading"]["orders_sent"] == 0 and doc["meta"]["strategy"] == "regime"
+    assert any(n.startswith("no strategy is allocated") for n in doc["meta"]["notes"])
+
+
 def test_a_sweep_runs_each_point_in_its_own_process(tmp_path):
-    done = bot4("backtest", "--out", str(tmp_path), "--events", "10000",
+    done = bot4("backtest", "--out", str(tmp_path), "--events", "10000", *SIGNAL_ARGS,
                 "--sweep", "venue.queue_model=risk_averse,front")
     assert done.returncode == 0, done.stderr
     table = json.loads((tmp_path / "sweep.json").read_text())

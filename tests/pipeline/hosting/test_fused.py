@@ -6,17 +6,17 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.config import Config
 from pipeline.hosting import fused
 from pipeline.hosting.fused import collect_features, run_fused
 from stages import records
+from tests.conftest import signal_config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir))
 
 
 @pytest.fixture(scope="module")
 def fused_pair():
-    config = Config()
+    config = signal_config()
     return run_fused(config, 20_000), run_fused(config, 20_000)
 
 
@@ -28,7 +28,7 @@ def test_same_seed_gives_byte_identical_order_records_twice(fused_pair):
 
 
 def test_another_seed_gives_other_orders(fused_pair):
-    other = run_fused(Config().with_overrides(feed={"seed": 8}), 20_000)
+    other = run_fused(signal_config(feed={"seed": 8}), 20_000)
     assert other.reports.tobytes() != fused_pair[0].reports.tobytes()
 
 
@@ -66,10 +66,10 @@ def test_orders_and_fills_are_consistent(fused_pair):
 
 def test_all_kernels_give_the_same_orders_without_jit():
     """Every kernel interpreted (NUMBA_DISABLE_JIT=1) must reproduce the compiled run exactly."""
-    code = ("import hashlib, sys; from pipeline.config import Config; from pipeline.hosting.fused import run_fused;"
-            "r = run_fused(Config().with_overrides(rings={'batch': 64}), 1500, span_ns=1_000_000);"
+    code = ("import hashlib, sys; from tests.conftest import signal_config; from pipeline.hosting.fused import run_fused;"
+            "r = run_fused(signal_config(rings={'batch': 64}), 1500, span_ns=1_000_000);"
             "print(hashlib.sha256(r.reports.tobytes()).hexdigest(), len(r.orders()))")
-    compiled = run_fused(Config().with_overrides(rings={"batch": 64}), 1500, span_ns=1_000_000)
+    compiled = run_fused(signal_config(rings={"batch": 64}), 1500, span_ns=1_000_000)
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
@@ -84,7 +84,7 @@ def test_fused_mode_runs_the_synthetic_clock_at_the_configured_rate(rate_eps):
     # The unpaced feed used to keep a fixed 100 us mean gap whatever feed.rate_eps said, so fused mode (and
     # model training) saw another market than a paced live run of the same config.
     n = 20_000
-    vectors = collect_features(3, n, Config().with_overrides(feed={"rate_eps": rate_eps}))
+    vectors = collect_features(3, n, signal_config(feed={"rate_eps": rate_eps}))
     span_s = (int(vectors["origin_ts"][-1]) - int(vectors["origin_ts"][0])) / 1e9
     assert span_s == pytest.approx(n / rate_eps, rel=0.15)
 
@@ -93,9 +93,9 @@ def test_orders_do_not_depend_on_how_batches_are_grouped_into_compiled_calls(mon
     """The local stages take many batches per compiled call. One batch per call, or output buffers of one batch
     (the call stops when they are nearly full and the next resumes mid-group), give the same intents and reports."""
     from stages import fused_loop
-    grouped = run_fused(Config(), 20_000, span_ns=2_000_000)
+    grouped = run_fused(signal_config(), 20_000, span_ns=2_000_000)
     monkeypatch.setattr(fused, "GROUP_EVENTS", 1)
-    alone = run_fused(Config(), 20_000, span_ns=2_000_000)
+    alone = run_fused(signal_config(), 20_000, span_ns=2_000_000)
     monkeypatch.setattr(fused, "GROUP_EVENTS", 8192)
     monkeypatch.setattr(fused, "OUTPUT_EVENTS", 1)
     resumed_calls = []
@@ -105,7 +105,7 @@ def test_orders_do_not_depend_on_how_batches_are_grouped_into_compiled_calls(mon
         resumed_calls.append(args[4] > 0)  # start > 0: a call that resumes a group
         return compiled(*args)
     monkeypatch.setattr(fused_loop, "run_pieces", counting)
-    resumed = run_fused(Config(), 20_000, span_ns=2_000_000)
+    resumed = run_fused(signal_config(), 20_000, span_ns=2_000_000)
     assert any(resumed_calls)
     assert len(grouped.orders()) > 100
     for other in (alone, resumed):
@@ -115,7 +115,7 @@ def test_orders_do_not_depend_on_how_batches_are_grouped_into_compiled_calls(mon
 
 def test_a_venue_fifo_smaller_than_the_horizon_holds_batches_back_and_loses_none(monkeypatch):
     monkeypatch.setattr(fused, "VENUE_MARKET_CAPACITY", 1024)  # 4 batches; the 1 s horizon is ~10,000 events
-    result = run_fused(Config(), 20_000, span_ns=2_000_000)
+    result = run_fused(signal_config(), 20_000, span_ns=2_000_000)
     c = result.counters
     assert c["execute"]["market_events"] == c["validate"]["out"] == c["feature"]["in"]
     assert c["execute"]["venue_dropped"] == 0

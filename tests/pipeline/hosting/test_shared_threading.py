@@ -20,7 +20,7 @@ from shm import idle as idle_strategies
 from shm import ring
 from shm.syscalls import new_timespec
 from stages import execute
-from tests.conftest import ROOT, kill_and_wait_for_trip
+from tests.conftest import ROOT, SIGNAL_ARGS, kill_and_wait_for_trip, signal_config
 
 GROUP = ("feed", "validate", "feature", "risk")  # the default first group: the live run compiles the same code
 EVENTS = 3000
@@ -82,7 +82,7 @@ def _without_stage_ts(records: np.ndarray) -> np.ndarray:
 
 def test_the_chained_cycle_gives_what_the_members_give_one_after_the_other():
     """Invoker mode: the test drives the group's work loop itself, with process-local rings."""
-    config = Config().with_overrides(feed={"max_events": EVENTS, "seed": 11})
+    config = signal_config(feed={"max_events": EVENTS, "seed": 11})
     batch = config.rings.batch
     specs = group_host.member_specs(config, GROUP)
     assert [s.in_a for s in specs] == [None, None, None, None]  # only the feed's input and it has none
@@ -143,7 +143,7 @@ def test_a_member_steps_once_per_batch_limit_of_a_long_chained_input_and_feeds_b
     several per prediction) reach execute 4 at a time, each step with up to 4 market events from its own ring;
     execute's reports come back to strategy through a ring (read the next cycle). The reference is the same
     schedule written out in Python with the kernels called directly."""
-    config = Config().with_overrides(feed={"max_events": EVENTS, "seed": 11},
+    config = signal_config(feed={"max_events": EVENTS, "seed": 11},
                                      execute={"max_orders_per_s": 1e9, "order_burst": 10 ** 9,
                                               "duplicate_window_ms": 0})  # no gate reads the clock
     outputs, _, _, _ = _sequential(config)
@@ -225,7 +225,7 @@ def _wait_for_orders(block: cb.ControlBlock, timeout_s: float = 20) -> int:
 
 
 def test_a_shared_run_hosts_each_group_in_one_process_that_fills_every_member_slot(live, tmp_path):
-    run = live("--quiet", "--config", _shared_config(tmp_path))
+    run = live(*SIGNAL_ARGS, "--quiet", "--config", _shared_config(tmp_path))
     started = run.wait_for(r"bot4: kernels compiled")
     assert "threading=shared" in started and "feed+validate+feature+risk in one process" in started
     assert "strategy+execute in one process" in started
@@ -250,7 +250,7 @@ def test_a_shared_run_hosts_each_group_in_one_process_that_fills_every_member_sl
 
 
 def test_a_killed_group_process_disables_trading_as_every_members_death(live, tmp_path):
-    run = live("--quiet", "--config", _shared_config(tmp_path))
+    run = live(*SIGNAL_ARGS, "--quiet", "--config", _shared_config(tmp_path))
     run.wait_for(r"bot4: running")
     block = cb.ControlBlock.attach(names.control(run.name))
     try:

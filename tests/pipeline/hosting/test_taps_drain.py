@@ -17,6 +17,7 @@ from pipeline.store.journal import JournalReader
 from shm import control as cb
 from shm import ring
 from stages import records as records_mod
+from tests.conftest import SIGNAL_ARGS
 
 CAPTURE = Path(__file__).resolve().parents[2] / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
@@ -89,7 +90,7 @@ def _pid(run_name: str, process: str) -> int:
 
 def test_a_killed_journal_is_reported_with_every_record_it_lost(live, tmp_path):
     journal = tmp_path / "journal"
-    run = live("--quiet", "--journal", str(journal))
+    run = live(*SIGNAL_ARGS, "--quiet", "--journal", str(journal))
     run.wait_for(r"bot4: running")
     time.sleep(1.0)
     os.kill(_pid(run.name, "journal"), signal.SIGKILL)
@@ -113,7 +114,7 @@ def test_record_mode_back_pressures_the_feed_and_journals_every_event(live, tmp_
     conf.write_text(f'[run]\nmode = "record"\n[journal]\ndir = "{journal}"\ntap_capacity = 64\n'
                     f'[feed]\nsource = "replay"\nvenues = ["spot"]\nsymbols = ["ETH-USDT"]\n'
                     f'files = ["spot={CAPTURE}"]\nreplay_speed = 0\n')
-    run = live("--quiet", "--config", str(conf))
+    run = live(*SIGNAL_ARGS, "--quiet", "--config", str(conf))
     code, output = run.finish(timeout=300)
     assert code == 0, output
     assert "stopped (feed finished)" in output
@@ -144,7 +145,7 @@ def _wait_for_execute(run_name: str, label: str, timeout_s: float = 10) -> int:
 
 
 def test_a_killed_risk_stage_still_lets_execute_flatten_before_the_run_stops(live):
-    run = live("--quiet")
+    run = live(*SIGNAL_ARGS, "--quiet")
     run.wait_for(r"bot4: running")
     assert _wait_for_execute(run.name, "gross_position_usd") > 0  # something to flatten
     os.kill(_pid(run.name, "risk"), signal.SIGKILL)
@@ -159,7 +160,7 @@ def test_a_killed_risk_stage_still_lets_execute_flatten_before_the_run_stops(liv
 
 
 def test_a_killed_execute_is_reported_with_what_it_left_open(live):
-    run = live("--quiet")
+    run = live(*SIGNAL_ARGS, "--quiet")
     run.wait_for(r"bot4: running")
     _wait_for_execute(run.name, "open_orders")
     os.kill(_pid(run.name, "execute"), signal.SIGKILL)

@@ -256,7 +256,7 @@ def test_bot4_report_on_a_fused_journal(tmp_path):
     journal, out = tmp_path / "journal", tmp_path / "out"
     cli = [sys.executable, "-m", "tools.cli"]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    subprocess.run(cli + ["fused", "--events", "20000", "--journal", str(journal)], cwd=root, check=True,
+    subprocess.run(cli + ["fused", "--set", "strategy.kind=signal", "--events", "20000", "--journal", str(journal)], cwd=root, check=True,
                    capture_output=True, timeout=240)
     done = subprocess.run(cli + ["report", str(journal), "--out", str(out), "--sample-ms", "100"], cwd=root,
                           capture_output=True, text=True, timeout=120)

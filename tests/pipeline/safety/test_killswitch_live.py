@@ -15,7 +15,7 @@ from pipeline.registry import STAGE_NAMES
 from pipeline.safety.switch import encode_frame
 from shm import control as cb
 from stages import execute
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SIGNAL_ARGS
 
 
 class Rack:
@@ -102,7 +102,7 @@ def rack():
 def test_the_rack_switch_trips_on_kill_and_silence_and_arming_needs_it_armed(live, rack, tmp_path):
     conf = config_file(tmp_path, f'[killswitch]\nmode = "heartbeat"\nport = "{rack.path}"\n'
                                  'heartbeat_timeout_ms = 250\n')
-    run = live("--quiet", "--config", conf)
+    run = live(*SIGNAL_ARGS, "--quiet", "--config", conf)
     line = run.wait_for(r"bot4: running")
     assert "trading enabled" in line
     block = attach(run)
@@ -145,7 +145,7 @@ def test_the_rack_switch_trips_on_kill_and_silence_and_arming_needs_it_armed(liv
 
 def test_a_stalled_feed_trips_feed_stale_and_blocks_arming(live, tmp_path):
     conf = config_file(tmp_path, "[feed]\nstall_after_events = 5000\n[watchdog]\nfeed_stale_ms = 300\n")
-    run = live("--quiet", "--config", conf)
+    run = live(*SIGNAL_ARGS, "--quiet", "--config", conf)
     run.wait_for(r"bot4: running")
     block = attach(run)
     try:
@@ -165,7 +165,7 @@ def test_a_stalled_feed_trips_feed_stale_and_blocks_arming(live, tmp_path):
 def test_a_crash_through_the_hard_drawdown_trips_and_flattens(live, tmp_path):
     conf = config_file(tmp_path, "[feed]\ncrash_after_events = 3000\ncrash_bps_per_event = 3.0\n"
                                  "[risk]\ncapital_usd = 20000.0\n[execute]\nflatten_retry_ms = 10.0\n")
-    run = live("--quiet", "--config", conf)
+    run = live(*SIGNAL_ARGS, "--quiet", "--config", conf)
     run.wait_for(r"bot4: running")
     block = attach(run)
     try:
@@ -196,7 +196,7 @@ def test_operator_trip_is_latched_alerted_and_arm_clears_it(live, tmp_path):
     alerts = context.socket(zmq.SUB)
     alerts.setsockopt(zmq.SUBSCRIBE, b"alert")
     alerts.connect(endpoint)
-    run = live("--quiet", "--config", conf)
+    run = live(*SIGNAL_ARGS, "--quiet", "--config", conf)
     run.wait_for(r"bot4: running")
     time.sleep(0.3)  # the subscription reaches the publisher
     tripped = cli("killswitch", "trip", "--reason", "maintenance window", name=run.name)
@@ -245,7 +245,7 @@ def test_operator_trip_is_latched_alerted_and_arm_clears_it(live, tmp_path):
 
 def test_restart_policy_restarts_a_dead_stage_and_stays_disarmed(live, tmp_path):
     conf = config_file(tmp_path, '[run]\nrestart = "restart"\nmax_restarts = 1\n')
-    run = live("--quiet", "--config", conf)
+    run = live(*SIGNAL_ARGS, "--quiet", "--config", conf)
     run.wait_for(r"bot4: running")
     block = attach(run)
     try:
@@ -271,7 +271,7 @@ def test_the_journal_shows_no_order_accepted_after_a_stage_died(live, tmp_path):
     from stages import records
     journal = tmp_path / "journal"
     conf = config_file(tmp_path, f'[journal]\ndir = "{journal}"\n')
-    run = live("--quiet", "--config", conf)
+    run = live(*SIGNAL_ARGS, "--quiet", "--config", conf)
     run.wait_for(r"bot4: running")
     block = attach(run)
     try:

@@ -11,7 +11,7 @@ from pipeline.config import load
 from pipeline.sources.replay_feed import load_recording
 from pipeline.store.journal import JournalReader
 from pipeline.store.journal_replay import replay
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SIGNAL_ARGS, signal_config
 
 CAPTURE = Path(__file__).resolve().parents[2] / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
@@ -28,23 +28,23 @@ def _replay_config(tmp_path, journal, speed, mode="trade"):
 
 
 def _cli_replay(conf, journal):
-    return subprocess.run([sys.executable, "-m", "tools.cli", "replay", "--config", str(conf), str(journal)],
+    return subprocess.run([sys.executable, "-m", "tools.cli", "replay", *SIGNAL_ARGS, "--config", str(conf), str(journal)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_a_live_run_journal_replays_to_the_same_reports(live, tmp_path):
     journal = tmp_path / "journal"
-    code, output = live("--quiet", "--duration", "10", "--journal", str(journal)).finish(timeout=300)
+    code, output = live(*SIGNAL_ARGS, "--quiet", "--duration", "10", "--journal", str(journal)).finish(timeout=300)
     assert code == 0, output
     steps = re.search(r"journal execute_step: ([\d,]+) tapped, ([\d,]+) journalled, 0 lost", output)
     assert steps and steps.group(1) == steps.group(2), output
-    outcome = replay(load(None), str(journal))
+    outcome = replay(signal_config(), str(journal))
     assert outcome.kind == "live"
     lost = [note for note in outcome.notes if not note.startswith("trading_enabled changed")]
     assert not lost, lost  # nothing lost (a gate change during a step is only said)
     assert len(outcome.orders()) > 100 and outcome.recorded_reports == len(outcome.reports)
     assert outcome.identical, f"first difference at report {outcome.first_difference}"
-    rep = subprocess.run([sys.executable, "-m", "tools.cli", "replay", str(journal)], cwd=ROOT, capture_output=True,
+    rep = subprocess.run([sys.executable, "-m", "tools.cli", "replay", *SIGNAL_ARGS, str(journal)], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert rep.returncode == 0 and "identical to the" in rep.stdout, rep.stdout + rep.stderr
 
@@ -54,7 +54,7 @@ def test_recording_a_capture_at_full_speed_journals_every_event_as_recorded(live
     journal = tmp_path / "journal"
     conf = _replay_config(tmp_path, journal, 0, mode="record")
     expected, _ = load_recording(load(str(conf)))
-    code, output = live("--quiet", "--config", str(conf)).finish(timeout=300)
+    code, output = live(*SIGNAL_ARGS, "--quiet", "--config", str(conf)).finish(timeout=300)
     assert code == 0, output
     assert f"journal market: {len(expected):,} tapped, {len(expected):,} journalled, 0 lost" in output, output
     market = JournalReader(str(journal), "market").read_all()
@@ -70,7 +70,7 @@ def test_a_live_replay_at_full_speed_keeps_the_recorded_clock_and_replays_exactl
     journal = tmp_path / "journal"
     conf = _replay_config(tmp_path, journal, 0)
     expected, _ = load_recording(load(str(conf)))
-    code, output = live("--quiet", "--config", str(conf)).finish(timeout=300)
+    code, output = live(*SIGNAL_ARGS, "--quiet", "--config", str(conf)).finish(timeout=300)
     assert code == 0, output
     assert "tick-to-order latency: not measured (an unpaced replay" in output
     assert f"journal market: {len(expected):,} tapped, {len(expected):,} journalled, 0 lost" in output, output
@@ -89,7 +89,7 @@ def test_a_live_replay_at_full_speed_keeps_the_recorded_clock_and_replays_exactl
 
 def test_a_paced_replay_reports_latencies_of_the_pipeline_not_of_the_recording_age(live, tmp_path):
     conf = _replay_config(tmp_path, tmp_path / "journal", 100)  # 346 s of market in ~3.5 s
-    code, output = live("--quiet", "--config", str(conf)).finish(timeout=300)
+    code, output = live(*SIGNAL_ARGS, "--quiet", "--config", str(conf)).finish(timeout=300)
     assert code == 0, output
     line = re.search(r"tick-to-order latency \(market event received -> order sent or refused\): p50 (\S+) p99 (\S+)",
                      output)

@@ -12,12 +12,11 @@ import asyncpg
 import numpy as np
 import pytest
 
-from pipeline.config import Config
 from pipeline.store.journal import JournalReader, JournalWriter, list_streams
 from pipeline.store.journal_replay import record
 from pipeline.store.recorder import record_journal
 from stages import records
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SIGNAL_ARGS, signal_config
 
 
 def _as_postgres(*args):
@@ -59,7 +58,7 @@ def count(dsn, sql):
 
 
 def test_every_journal_record_becomes_a_row(pg_dsn, tmp_path):
-    result = record(Config(), 20_000, str(tmp_path))
+    result = record(signal_config(), 20_000, str(tmp_path))
     stats = asyncio.run(record_journal(pg_dsn, str(tmp_path)))
     assert stats.rows == {"market": 20_000, "intent": len(result.intents), "exec": len(result.reports),
                           "quarantine": result.counters["validate"]["quarantined"]}
@@ -90,7 +89,7 @@ def _rows_or_zero(dsn) -> int:
 
 def test_a_postgres_restart_mid_run_loses_nothing(pg_dsn, pg_server, tmp_path):
     source = tmp_path / "source"
-    record(Config(), 40_000, str(source))
+    record(signal_config(), 40_000, str(source))
     market = JournalReader(str(source), "market").read_all()
     journal = tmp_path / "live"
     writer = JournalWriter(str(journal), "market", records.MARKET_EVENT)
@@ -126,7 +125,7 @@ def test_a_postgres_restart_mid_run_loses_nothing(pg_dsn, pg_server, tmp_path):
 
 def test_a_live_run_with_a_dsn_ends_with_every_journal_record_in_the_database(pg_dsn, tmp_path, live):
     journal = tmp_path / "journal"
-    run = live("--quiet", "--events", "20000", "--rate", "20000", "--journal", str(journal), "--dsn", pg_dsn)
+    run = live(*SIGNAL_ARGS, "--quiet", "--events", "20000", "--rate", "20000", "--journal", str(journal), "--dsn", pg_dsn)
     code, output = run.finish(timeout=240)
     assert code == 0, output
     assert "recorder: " in output and "rows into PostgreSQL" in output

@@ -5,7 +5,7 @@ import asyncio
 import asyncpg
 import numpy as np
 
-from pipeline.config import Config
+from tests.conftest import signal_config
 from pipeline.store.journal import JournalReader
 from pipeline.store.journal_replay import record
 from pipeline.store.recorder import record_journal
@@ -24,8 +24,8 @@ def db_counts(dsn):
 
 
 def test_a_second_journal_recorded_into_the_same_database_lands_in_full(pg_dsn, tmp_path):
-    record(Config(), 6_000, str(tmp_path / "a"))
-    record(Config().with_overrides(feed={"seed": 11}), 6_000, str(tmp_path / "b"))
+    record(signal_config(), 6_000, str(tmp_path / "a"))
+    record(signal_config(feed={"seed": 11}), 6_000, str(tmp_path / "b"))
     a, b = journal_counts(tmp_path / "a"), journal_counts(tmp_path / "b")
     asyncio.run(record_journal(pg_dsn, str(tmp_path / "a")))
     stats = asyncio.run(record_journal(pg_dsn, str(tmp_path / "b")))
@@ -34,8 +34,8 @@ def test_a_second_journal_recorded_into_the_same_database_lands_in_full(pg_dsn, 
 
 
 def test_a_second_journal_longer_than_the_first_loses_none_of_its_first_rows(pg_dsn, tmp_path):
-    record(Config(), 3_000, str(tmp_path / "a"))
-    record(Config().with_overrides(feed={"seed": 12}), 9_000, str(tmp_path / "b"))
+    record(signal_config(), 3_000, str(tmp_path / "a"))
+    record(signal_config(feed={"seed": 12}), 9_000, str(tmp_path / "b"))
     asyncio.run(record_journal(pg_dsn, str(tmp_path / "a")))
     asyncio.run(record_journal(pg_dsn, str(tmp_path / "b")))
     market_b = JournalReader(str(tmp_path / "b"), "market").read_all()
@@ -46,8 +46,8 @@ def test_a_second_journal_longer_than_the_first_loses_none_of_its_first_rows(pg_
 
 
 def test_runs_are_told_apart_by_run_id_and_by_venue_and_symbol_names(pg_dsn, tmp_path):
-    other = Config().with_overrides(feed={"symbols": ("SOL-USDT", "BTC-USDT"), "venues": ("alpha", "beta", "gamma")})
-    record(Config(), 5_000, str(tmp_path / "a"))
+    other = signal_config(feed={"symbols": ("SOL-USDT", "BTC-USDT"), "venues": ("alpha", "beta", "gamma")})
+    record(signal_config(), 5_000, str(tmp_path / "a"))
     record(other, 5_000, str(tmp_path / "b"))
     asyncio.run(record_journal(pg_dsn, str(tmp_path / "a")))
     asyncio.run(record_journal(pg_dsn, str(tmp_path / "b")))
@@ -70,9 +70,9 @@ def test_runs_are_told_apart_by_run_id_and_by_venue_and_symbol_names(pg_dsn, tmp
 
 
 def test_a_journal_directory_reused_by_a_second_run_continues_from_its_position(pg_dsn, tmp_path):
-    record(Config(), 4_000, str(tmp_path))
+    record(signal_config(), 4_000, str(tmp_path))
     asyncio.run(record_journal(pg_dsn, str(tmp_path)))
-    record(Config().with_overrides(feed={"seed": 13}), 3_000, str(tmp_path))  # same directory, new segments
+    record(signal_config(feed={"seed": 13}), 3_000, str(tmp_path))  # same directory, new segments
     stats = asyncio.run(record_journal(pg_dsn, str(tmp_path)))
     assert stats.rows["market"] == 3_000
     assert db_counts(pg_dsn) == journal_counts(tmp_path)
@@ -82,7 +82,7 @@ def test_a_journal_directory_reused_by_a_second_run_continues_from_its_position(
 
 def test_compare_with_journal_finds_a_missing_and_a_duplicated_row(pg_dsn, tmp_path):
     from pipeline.store.recorder import compare_with_journal
-    record(Config(), 4_000, str(tmp_path))
+    record(signal_config(), 4_000, str(tmp_path))
     asyncio.run(record_journal(pg_dsn, str(tmp_path)))
     assert compare_with_journal(pg_dsn, str(tmp_path)) == []
 
@@ -126,7 +126,7 @@ def test_a_database_of_the_old_recorder_is_migrated_without_losing_or_duplicatin
             await conn.close()
 
     asyncio.run(old_recorder_schema())
-    record(Config(), 6_000, str(tmp_path))
+    record(signal_config(), 6_000, str(tmp_path))
     asyncio.run(record_journal(pg_dsn, str(tmp_path)))
     assert count(pg_dsn, "SELECT count(*) FROM market_events") == 6_000 + 1  # the old one skipped 5,000
     assert count(pg_dsn, "SELECT run_id FROM market_events WHERE ts = '1999-06-01'") == 0

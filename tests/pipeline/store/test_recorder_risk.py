@@ -5,7 +5,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from pipeline.config import Config
+from tests.conftest import signal_config
 from pipeline.store.journal_replay import record
 from pipeline.store.recorder import record_journal
 from stages import records
@@ -28,7 +28,7 @@ def test_intents_in_the_database_carry_reasons_kelly_budget_sigma_heat_and_drawd
             await conn.close()
 
     asyncio.run(old_schema())
-    result = record(Config(), 12_000, str(tmp_path))
+    result = record(signal_config(), 12_000, str(tmp_path))
     asyncio.run(record_journal(pg_dsn, str(tmp_path)))
     intents = result.intents
     assert len(intents) > 100

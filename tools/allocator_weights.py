@@ -1,0 +1,43 @@
+"""``bot4 allocator weights``: show the allocator weights a running pipeline uses, or publish new ones.
+
+    bot4 allocator weights --name RUN                          # the table in force, by regime
+    bot4 allocator weights --name RUN --trending momentum=1 --volatile off
+
+Each ``--REGIME`` takes "STRATEGY=WEIGHT,..." (weights in [0, 10]) or "off"; a regime not named keeps its
+weights. The run's strategy stage takes the table at its next batch of predictions; ``bot4 status`` shows the
+version in force. A strategy whose weight drops to 0 only closes what it holds (the maker withdraws its quotes).
+"""
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+
+from pipeline.config import ConfigError
+from pipeline.store import weights_store
+
+
+def _print_table(weights, version: int, published_ns: int) -> None:
+    when = datetime.fromtimestamp(published_ns / 1e9, timezone.utc).isoformat(timespec="seconds")
+    print(f"version {version} (published {when}; 1 = the run's config)")
+    for regime, text in weights_store.describe(weights).items():
+        print(f"  {regime:<12} {text}")
+
+
+def main(run: str, changes: dict[str, str]) -> int:
+    try:
+        if not changes:
+            weights, version, published_ns = weights_store.current(run)
+            _print_table(weights, version, published_ns)
+            return 0
+        parsed = weights_store.parse(changes)
+        version, weights = weights_store.publish(run, parsed)
+    except ConfigError as exc:
+        print(f"bot4 allocator weights: {exc}", file=sys.stderr)
+        return 2
+    except weights_store.PublishError as exc:
+        print(f"bot4 allocator weights: {'nothing published: ' if changes else ''}{exc}", file=sys.stderr)
+        return 1
+    print(f"published to run {run!r} as version {version}:")
+    for regime, text in weights_store.describe(weights).items():
+        print(f"  {regime:<12} {text}")
+    return 0
