@@ -34,6 +34,11 @@ def main(run: str, changes: dict[str, str]) -> int:
     except ConfigError as exc:
         print(f"bot4 allocator weights: {exc}", file=sys.stderr)
         return 2
+    except TimeoutError as exc:  # a publisher killed mid-write leaves the slot odd: no one can write it again
+        print(f"bot4 allocator weights: the run's weights table is stuck mid-write ({exc}); a publisher was "
+              "probably killed while writing: the weights in force stay; restart the run to reset the table",
+              file=sys.stderr)
+        return 1
     except weights_store.PublishError as exc:
         print(f"bot4 allocator weights: {'nothing published: ' if changes else ''}{exc}", file=sys.stderr)
         return 1

@@ -6,12 +6,11 @@ import hashlib
 import os
 import sys
 
-from pipeline.config import ConfigError, load
+from pipeline.config import ConfigError, allocation_note, load, settings_overrides
 from pipeline.redact import has_password
 
 
 def _run(args) -> int:
-    from pipeline.config import settings_overrides
     from pipeline.supervisor import ExitCode, Supervisor
     try:
         overrides = settings_overrides(getattr(args, "set", None) or [])  # bot4 record has no --set
@@ -59,7 +58,6 @@ def _killswitch(args) -> int:
 
 
 def _fused(args) -> int:
-    from pipeline.config import settings_overrides
     from pipeline.hosting.fused import run_fused
     try:
         config = load(args.config, settings_overrides(args.set or []))
@@ -68,6 +66,8 @@ def _fused(args) -> int:
     except ConfigError as exc:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return 2
+    if allocation_note(config):
+        print(f"note: {allocation_note(config)}")
     if args.journal:
         from pipeline.store.journal_replay import record
         result = record(config, args.events, args.journal)
@@ -86,10 +86,10 @@ def _backtest(args) -> int:
     from pipeline.backtest import sweep
     from pipeline.backtest.data import BacktestInputError
     from pipeline.backtest.run import run as run_backtest
-    from pipeline.config import merge_overrides, settings_overrides
+    from pipeline.config import merge_overrides
     from pipeline.report import page
     try:
-        overrides = settings_overrides(getattr(args, "set", None) or [])  # bot4 record has no --set
+        overrides = settings_overrides(args.set or [])
         if args.seed is not None:
             overrides.setdefault("feed", {})["seed"] = args.seed
         config = load(args.config, overrides)
@@ -120,7 +120,6 @@ def _backtest(args) -> int:
     except BacktestInputError as exc:
         print(f"bot4 backtest: {exc}", file=sys.stderr)
         return 2
-    from pipeline.config import allocation_note
     if allocation_note(config):
         print(f"note: {allocation_note(config)}")
     rate = outcome.events / outcome.elapsed_s if outcome.elapsed_s > 0 else float("nan")
@@ -138,7 +137,6 @@ def _backtest(args) -> int:
 
 
 def _replay(args) -> int:
-    from pipeline.config import settings_overrides
     from pipeline.store.journal_replay import LIVE, RECORD, replay
     try:
         config = load(args.config, settings_overrides(args.set or []))

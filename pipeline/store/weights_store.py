@@ -70,12 +70,20 @@ def publish_initial(table, weights: np.ndarray) -> int:
 
 def _attach(run: str):
     try:
-        return tables.weights_table(run)
+        table = tables.weights_table(run)
     except SegmentError:
         if names.control(run) in segment.list_segments(names.run_prefix(run)):
             raise PublishError(f"run {run!r} has no allocator: its strategy stage runs strategy.kind other than "
                                "'regime' (or it has no strategy stage); weights apply to the regime mode only") from None
         raise PublishError(f"no run named {run!r} is running (no {names.control(run)} in /dev/shm)") from None
+    h = table.segment.header
+    pid, start = int(h[segment.H_CREATOR_PID]), int(h[segment.H_CREATOR_START_NS])
+    del h
+    if not segment.process_alive(pid, start):  # a killed run's table, not yet reclaimed: nobody would read it
+        table.close()
+        raise PublishError(f"run {run!r} is not running: its supervisor (pid {pid}) is dead; its shared memory goes "
+                           "at the next start under that name")
+    return table
 
 
 def current(run: str) -> tuple[np.ndarray, int, int]:

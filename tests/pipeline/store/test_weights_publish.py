@@ -55,6 +55,26 @@ def test_the_publisher_merges_named_regimes_and_refuses_what_the_config_would(sh
         control.segment.unlink()
 
 
+def _create_and_exit(run):
+    table = weights_store.create(run)
+    weights_store.publish_initial(table, np.zeros((allocator.N_REGIMES, allocator.N_STRATEGIES)))
+    table.close()  # not unlinked: a killed supervisor's table
+
+
+def test_a_dead_runs_table_is_not_published_to(shm_prefix):
+    import multiprocessing
+    run = shm_prefix.removeprefix("/bot4.")
+    child = multiprocessing.get_context("fork").Process(target=_create_and_exit, args=(run,))
+    child.start()
+    child.join(30)
+    try:
+        with pytest.raises(weights_store.PublishError, match="is not running: its supervisor"):
+            weights_store.publish(run, {"trending": {"momentum": 1.0}})
+    finally:
+        from shm import segment
+        assert segment.reclaim_if_stale(names.allocator_weights(run))  # its creator is dead: stale
+
+
 def test_allocator_weights_publish_reaches_the_strategy_stage_of_a_live_run(live, tmp_path):
     from tests.pipeline.safety.test_killswitch_live import attach, wait_until
     config = tmp_path / "regime.toml"
