@@ -1,6 +1,8 @@
 """Strategy stage cost: ns per decision (``stages.strategy.step``) on real predictions, the signal strategy (the
 figure before issue 12) beside the regime mode (detector, allocator, momentum, mean reversion, Avellaneda-Stoikov
-market making and arbitrage) in the same invocation.
+market making and arbitrage) in the same invocation: as the default allocates it (nothing: the detector, the
+allocator's bookkeeping and the maker's and arbitrage's withdraw/close checks still run), with momentum and mean
+reversion, and with every strategy in every regime.
 
 Predictions come from the real feed, validate, feature, risk and inference stages (``pipeline.hosting.chain``,
 2 venues x 3 symbols, the shipped model). Each case runs the strategy kernel over all of them in batches of 256
@@ -62,8 +64,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     preds = predictions(args.events)
-    cases = {kind: graph.kernel_params("strategy", Config().with_overrides(strategy={"kind": kind}), live=False)
-             for kind in ("signal", "regime")}
+    every = ("momentum=1", "mean_reversion=1", "market_making=1", "arbitrage=1")
+    configs = {"signal": Config().with_overrides(strategy={"kind": "signal"}),
+               "regime, none allocated (the default)": Config().with_overrides(strategy={"kind": "regime"}),
+               "regime, momentum + mean reversion": Config().with_overrides(
+                   strategy={"kind": "regime"},
+                   allocator={"trending": ("momentum=1",), "range_bound": ("mean_reversion=1",)}),
+               "regime, every strategy everywhere": Config().with_overrides(
+                   strategy={"kind": "regime"}, allocator={"trending": every, "range_bound": every, "volatile": every})}
+    cases = {kind: graph.kernel_params("strategy", config, live=False) for kind, config in configs.items()}
     for params in cases.values():
         run_case(preds[:BATCH * 4], params)  # compile and warm
     times: dict[str, list[float]] = {kind: [] for kind in cases}
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(preds):,} predictions, batches of {BATCH}, medians of {args.rounds} interleaved rounds, one CPU")
     for kind, ns in times.items():
         med = statistics.median(ns)
-        print(f"strategy.kind={kind:<8} {med:8.1f} ns/decision  ({med / base:.2f}x signal)  intents {intents[kind]:,}"
+        print(f"{kind:<38} {med:8.1f} ns/decision  ({med / base:.2f}x signal)  intents {intents[kind]:,}"
               f"  rounds {' '.join(f'{x:.0f}' for x in ns)}")
 
 
