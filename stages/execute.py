@@ -30,7 +30,7 @@ from numba.extending import register_jitable
 
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
-from stages import book
+from stages import book, order_state
 from stages.counters import Counters
 from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, INTENT_CANCEL_ALL, ORD_PENDING_CANCEL, INTENT_IOC, INTENT_QUOTE,
                             MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_NEW, ORD_PARTIAL, ORD_REJECTED,
@@ -80,6 +80,7 @@ ST_VENUE_REJECTS = _COUNTERS.add("venue_rejects")
 ST_FUNDING_CENTS = _COUNTERS.add("funding_cents")        # paid (negative: received)
 ST_IN_FLIGHT_DROPPED = _COUNTERS.add("venue_dropped")    # commands or answers the venue model had no room for
 ST_STRAY_ANSWERS = _COUNTERS.add("stray_answers")        # answers about an order no longer open here
+ST_TRANSITIONS_REFUSED = _COUNTERS.add("transitions_refused")  # answers the order state machine refused (unapplied)
 # one counter per rejection reason, REJ_* code order: stats[ST_REJ_BASE + code - 1]
 ST_REJ_BASE = _COUNTERS.add_range("rej_" + REJ_NAMES[code].replace(" ", "_") for code in sorted(REJ_NAMES))
 STATS = _COUNTERS.labels
@@ -129,7 +130,8 @@ def gate_limits(params: np.ndarray, key: int) -> tuple[float, float, float]:
 
 def make_state(venue_state=None):
     """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns, gate,
-    venue model state, L2 ladders of delta-only venues). ``venue_state``: stages.venue.exchange.make_state(...) (default: no latency table,
+    venue model state, L2 ladders of delta-only venues, the order state machine per order slot
+    (stages.order_state)). ``venue_state``: stages.venue.exchange.make_state(...) (default: no latency table,
     clock offsets learnt or fixed as the params say)."""
     quote_slot = np.full((MAX_KEYS, 2), -1, np.int64)
     gate = np.zeros((1 + 2 * MAX_KEYS, 3))
@@ -137,7 +139,8 @@ def make_state(venue_state=None):
     return (np.zeros(4, np.int64), np.zeros(MAX_KEYS, MARKET_EVENT), np.zeros(MAX_KEYS, np.int64),
             np.zeros(MAX_ORDERS, ORDER), quote_slot, np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS),
             np.full(MAX_KEYS, -(1 << 62), np.int64), gate,
-            venue_state if venue_state is not None else exchange.make_state(), book.make_books())
+            venue_state if venue_state is not None else exchange.make_state(), book.make_books(),
+            order_state.make_state(MAX_ORDERS))
 
 
 @njit(cache=True, _nrt=False)
@@ -172,7 +175,7 @@ def _is_open(order):
 @njit(cache=True, _nrt=False)
 def _free(state, slot):
     """The order is done: its slot and, if it was the side's quote, the quote slot are free again."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
     order = orders[slot]
     k = instrument_key(order["venue"], order["symbol"])
     side_col = 0 if order["side"] == BUY else 1
@@ -185,9 +188,12 @@ def _free(state, slot):
 @njit(cache=True, _nrt=False)
 def _request_cancel(state, params, vparams, slot, out, n, stats, now_ns):
     """Ask the venue to cancel, reported pending cancel; the order stays open (and can fill) until the answer."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
     order = orders[slot]
     if order["cancel_ts"] != 0:
+        return n
+    if order_state.apply(fsm, slot, order_state.OE_CANCEL_REQUEST) == order_state.REFUSED:
+        stats[ST_TRANSITIONS_REFUSED] += 1
         return n
     order["cancel_ts"] = now_ns
     k = instrument_key(order["venue"], order["symbol"])
@@ -211,9 +217,23 @@ def cancel_all(state, params, vparams, out, n, stats, now_ns):
 
 
 @njit(cache=True, _nrt=False)
+def _event_of(kind, leaves):
+    """The order state machine's event of a venue answer (R_FUNDING is not about an order)."""
+    if kind == R_ACK:
+        return order_state.OE_ACCEPT
+    if kind == R_FILL:
+        return order_state.OE_FILL if leaves <= 0.0 else order_state.OE_PARTIAL_FILL
+    if kind == R_CANCELLED:
+        return order_state.OE_CANCELLED
+    if kind == R_REJECTED:
+        return order_state.OE_REJECT
+    return order_state.OE_CANCEL_REJECTED
+
+
+@njit(cache=True, _nrt=False)
 def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
     """One answer from the venue."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
     k = a["key"]
     if a["kind"] == R_FUNDING:
         cash[k] -= a["fee"]
@@ -233,6 +253,9 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
             stats[ST_STRAY_ANSWERS] += 1
         return n
     kind = a["kind"]
+    if order_state.apply(fsm, slot, _event_of(kind, a["leaves"])) == order_state.REFUSED:
+        stats[ST_TRANSITIONS_REFUSED] += 1  # never applied: no report, no position change
+        return n
     if kind == R_ACK:
         if order["state"] == ORD_NEW:
             order["state"] = ORD_ACKED
@@ -349,7 +372,7 @@ def _reject(out, n, intent, reason, position, stats, now_ns):
 @njit(cache=True, _nrt=False)
 def gate_check(state, params, intent, k, now_ns, replaced=-1):
     """The pre-trade checks that need no order slot or token; 0 = pass, else a REJ_* code."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
     qty = intent["qty"]
     price = intent["price"]
     side = intent["side"]
@@ -400,7 +423,7 @@ def _spend_token(ints, gate, params, now_ns):
 def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, side, kind, strategy, price, qty, out, n,
           position, stats, now_ns):
     """A new order in ``slot``: reported new, sent to the venue."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
     ints[I_NEXT_ORDER_ID] += 1
     ints[I_OPEN] += 1
     order = orders[slot]
@@ -420,6 +443,8 @@ def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, sid
     order["qty"] = qty
     order["filled"] = 0.0
     order["state"] = ORD_NEW
+    order_state.reset(fsm, slot)
+    order_state.apply(fsm, slot, order_state.OE_SUBMIT)
     stats[ST_ORDERS] += 1
     if strategy != STRAT_FLATTEN:  # an audit checks no order was sent after a kill; flatten orders are its answer
         stats[ST_LAST_ORDER_NS] = now_ns
@@ -430,7 +455,7 @@ def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, sid
 
 @njit(cache=True, _nrt=False)
 def _on_intent(state, params, vparams, intent, out, n, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
     k = instrument_key(intent["venue"], intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
     if intent["kind"] == INTENT_CANCEL_ALL:
@@ -472,7 +497,7 @@ def flatten(state, params, vparams, out, n, stats, now_ns):
     """Reduce-only IOC orders that close every position against the book, within a price collar; a
     remainder (thin book) is retried every P_FLATTEN_RETRY_NS once the last one has ended. Runs only while
     trading is disabled."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
     for k in range(positions.shape[0]):
         position = positions[k]
         if position == 0.0 or has_book[k] == 0 or now_ns - flatten_ns[k] < params[P_FLATTEN_RETRY_NS]:
@@ -515,7 +540,7 @@ def _on_disabled(state, params, vparams, out, n, stats, now_ns):
 
 @njit(cache=True, _nrt=False)
 def _publish_stats(state, stats):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders = state
+    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
     gross = 0.0
     pnl = 0.0
     for k in range(positions.shape[0]):
