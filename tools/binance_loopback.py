@@ -19,6 +19,9 @@ diff that bridges it (earlier lines of that symbol are skipped). The replay cloc
 (0 = as fast as the clients take them). With ``restamp`` the venue times (E, T) move by the same amount as
 the receive time, keeping the recorded venue-minus-receive skew, so a paced replay looks live.
 
+With ``orders`` (spot only: ``api_key``, ``secret``, ``balances``) it also serves the signed order endpoints of
+``tools.loopback_orders``, matching against this server's book and filling resting orders on its trades.
+
 Fault injection: ``drop_after`` closes each of the first ``drops`` connections abruptly after sending it
 that many messages; ``gap_at`` withholds from every client the ``gap_at``-th depth diff of a symbol after
 each snapshot of it served (``gaps`` times per symbol) while the server's book still applies it: a
@@ -170,7 +173,8 @@ class Connection:
 
 class LoopbackServer:
     def __init__(self, files, product: str = "spot", speed: float = 1.0, restamp: bool = True,
-                 faults: Faults | None = None, wait_streams: int = 1, host: str = "127.0.0.1", port: int = 0):
+                 faults: Faults | None = None, wait_streams: int = 1, host: str = "127.0.0.1", port: int = 0,
+                 orders: dict | None = None):
         if product not in PRODUCTS:
             raise ValueError(f"product must be one of {list(PRODUCTS)}, not {product!r}")
         if speed < 0:
@@ -197,6 +201,12 @@ class LoopbackServer:
         self._runner = None
         self._replay_task = None
         self._ready = threading.Event()
+        self.order_routes = None     # tools.loopback_orders: the signed order endpoints (spot), when asked for
+        if orders is not None:
+            if product != "spot":
+                raise ValueError("the loopback's order endpoints are spot's (/api/v3) only")
+            from tools.loopback_orders import OrderRoutes
+            self.order_routes = OrderRoutes(self, {s: INSTRUMENTS[(product, s)] for s in self.symbols}, **orders)
 
     def _recorded_skew_ms(self) -> int:
         """Median venue-minus-receive time in the capture: how far the venue's clock ran from the recorder's."""
@@ -212,6 +222,8 @@ class LoopbackServer:
         app.router.add_get(f"{prefix}/depth", self._depth)
         app.router.add_get(f"{prefix}/time", self._time)
         app.router.add_get(f"{prefix}/ping", self._ping)
+        if self.order_routes is not None:
+            self.order_routes.add_to(app)
         roots = ("", "/public", "/market") if self.product != "spot" else ("",)
         for root in roots:
             app.router.add_get(f"{root}/ws", self._ws_raw)
@@ -302,6 +314,8 @@ class LoopbackServer:
 
     async def _ws_raw(self, request):
         name = request.match_info.get("name", "")
+        if self.order_routes is not None and self.order_routes.is_listen_key(name):
+            return await self.order_routes.serve_user_stream(request, name)
         return await self._serve_ws(request, combined=False, initial=[name] if "@" in name else [])
 
     async def _ws_combined(self, request):
@@ -410,6 +424,9 @@ class LoopbackServer:
                 book.apply(e.data)
                 book.exch_ms = e.data.get("T", e.data.get("E", 0))
                 self.shift_ms = time.time_ns() // 1_000_000 - e.recv_ns // 1_000_000 if self.restamp else 0
+            elif e.channel == "trade" and self.order_routes is not None:
+                self.order_routes.account.on_trade(e.symbol, float(e.data["p"]), float(e.data["q"]),
+                                                   self.venue_now_ms())
             self.counts["replayed"] += 1
             if not withheld and any((e.symbol, e.channel) in c.streams for c in self._connections):
                 await self._send(e, self._payload(e, time.time_ns()))

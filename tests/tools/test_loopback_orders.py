@@ -1,0 +1,94 @@
+"""The loopback Binance's signed order endpoints, driven by the real ccxt client: place, query, cancel by client
+order id, fills against the replayed book, and the venue's own errors for a bad signature, a duplicate client
+order id, insufficient balance and unknown orders."""
+from pathlib import Path
+
+import ccxt
+import pytest
+
+from pipeline.sources.ccxt_source import _replace_origin
+from tools.binance_loopback import LoopbackServer
+
+CAPTURE = Path(__file__).resolve().parents[1] / "data" / "binance-ws-capture" / "spot_btcusdt_20240808.gz"
+KEY, SECRET = "test-key", "test-secret"  # the loopback's own test credentials: no real account anywhere
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LoopbackServer([CAPTURE], "spot", speed=0, wait_streams=99,
+                        orders=dict(api_key=KEY, secret=SECRET, balances={"USDT": 100_000.0, "BTC": 1.0})) as s:
+        yield s
+
+
+def client(server, secret=SECRET):
+    ex = ccxt.binance({"apiKey": KEY, "secret": secret, "enableRateLimit": False,
+                       "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}})
+    api = dict(ex.urls["api"])
+    api.pop("ws", None)
+    ex.urls["api"] = _replace_origin(api, server.rest_url)
+    ex.load_markets()
+    return ex
+
+
+def test_an_ioc_buy_takes_the_book_level_by_level_and_the_balances_follow(server):
+    ex = client(server)
+    book = server.books["BTCUSDT"]
+    best_ask = min(book.asks)
+    order = ex.create_order("BTC/USDT", "limit", "buy", 0.001, best_ask, {"timeInForce": "IOC",
+                                                                           "newClientOrderId": "bot4-t1-1"})
+    assert order["clientOrderId"] == "bot4-t1-1" and order["status"] == "closed"
+    assert order["filled"] == pytest.approx(min(0.001, float(book.asks[best_ask][1])))
+    assert order["average"] == pytest.approx(best_ask)
+    again = ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-1"})
+    assert again["id"] == order["id"] and again["filled"] == order["filled"]
+    trades = ex.fetch_my_trades("BTC/USDT")
+    assert sum(t["amount"] for t in trades if t["order"] == order["id"]) == pytest.approx(order["filled"])
+    usdt = ex.fetch_balance()["USDT"]["free"]
+    assert usdt == pytest.approx(100_000.0 - order["filled"] * best_ask * 1.001)
+
+
+def test_a_resting_order_is_open_until_cancelled_by_its_client_order_id(server):
+    ex = client(server)
+    below = max(server.books["BTCUSDT"].bids) - 500.0
+    order = ex.create_order("BTC/USDT", "limit", "buy", 0.002, below, {"newClientOrderId": "bot4-t1-2"})
+    assert order["status"] == "open" and order["filled"] == 0
+    assert [o["clientOrderId"] for o in ex.fetch_open_orders("BTC/USDT")] == ["bot4-t1-2"]
+    with pytest.raises(ccxt.InvalidOrder, match="Duplicate order sent"):  # the same client id while it is open
+        ex.create_order("BTC/USDT", "limit", "buy", 0.002, below, {"newClientOrderId": "bot4-t1-2"})
+    cancelled = ex.cancel_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-2"})
+    assert cancelled["status"] == "canceled" and ex.fetch_open_orders("BTC/USDT") == []
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.cancel_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-2"})  # already cancelled
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "never-sent"})
+
+
+def test_the_venue_refuses_a_bad_signature_and_an_order_the_balance_cannot_pay(server):
+    with pytest.raises(ccxt.AuthenticationError, match="Signature for this request is not valid"):
+        client(server, secret="wrong").create_order("BTC/USDT", "limit", "buy", 0.001, 1000.0)
+    ex = client(server)
+    with pytest.raises(ccxt.InsufficientFunds):
+        ex.create_order("BTC/USDT", "limit", "sell", 5.0, 1_000_000.0)  # holds 1 BTC
+    refused = server.order_routes.counts["refused"]
+    assert refused >= 2
+
+
+def test_the_matching_engine_fills_resting_orders_on_trades_through_them_and_fok_all_or_nothing():
+    from tools.binance_loopback import Book
+    from tools.loopback_orders import Account, VenueError
+    book = Book(bids={99.0: ("99.0", "1.0")}, asks={101.0: ("101.0", "0.5"), 102.0: ("102.0", "0.5")})
+    acct = Account({"USDT": 10_000.0, "BTC": 0.0}, {"BTCUSDT": {"base": "BTC", "quote": "USDT"}}, fee_rate=0.0)
+    rest = acct.place(book, "BTCUSDT", "BUY", "LIMIT", "GTC", 100.0, 1.0, "a", 1)
+    assert rest.status == "NEW"
+    acct.on_trade("BTCUSDT", 100.5, 5.0, 2)  # above its price: no fill
+    acct.on_trade("BTCUSDT", 100.0, 0.4, 3)  # at its price: 0.4 of it
+    assert rest.status == "PARTIALLY_FILLED" and rest.executed == pytest.approx(0.4)
+    acct.on_trade("BTCUSDT", 99.0, 5.0, 4)   # through it: the rest, at its own price
+    assert rest.status == "FILLED" and rest.quote_done == pytest.approx(100.0)
+    fok = acct.place(book, "BTCUSDT", "BUY", "LIMIT", "FOK", 102.0, 1.5, "b", 5)  # only 1.0 to take
+    assert fok.status == "EXPIRED" and fok.executed == 0
+    ioc = acct.place(book, "BTCUSDT", "BUY", "LIMIT", "IOC", 102.0, 1.5, "c", 6)
+    assert ioc.status == "EXPIRED" and ioc.executed == pytest.approx(1.0) and ioc.quote_done == pytest.approx(101.5)
+    with pytest.raises(VenueError, match="immediately match"):
+        acct.place(book, "BTCUSDT", "BUY", "LIMIT_MAKER", "GTC", 101.0, 0.1, "d", 7)
+    assert acct.balances["BTC"] == pytest.approx(2.0)
