@@ -463,6 +463,15 @@ class LoopbackServer:
         future = asyncio.run_coroutine_threadsafe(self._send(Event(0, symbol, channel, data), data), self._loop)
         future.result(10)
 
+    def trade(self, symbol: str, price: float, size: float) -> None:
+        """A print the capture does not have, from any thread: resting orders of the order endpoints at or through
+        ``price`` fill as they would on a replayed trade (the market streams do not see it)."""
+        if self.order_routes is None:
+            raise ValueError("this server has no order endpoints (orders=...)")
+        async def fill():
+            self.order_routes.account.on_trade(symbol, price, size, self.venue_now_ms())
+        asyncio.run_coroutine_threadsafe(fill(), self._loop).result(10)
+
     def subscribed(self, symbol: str, channel: str) -> bool:
         return (symbol, channel) in self._subscribed
 

@@ -8,9 +8,9 @@ the hex HMAC-SHA256 of the rest of the query string and body under the secret, `
 or insufficient balance, -2011 cancel of an unknown order, -2013 query of an unknown order, -1102/-1013 a
 missing or malformed parameter.
 
-User-data stream: ``POST /api/v3/userDataStream`` (the API key, no signature) gives a listen key; a websocket on
-``/ws/<listen key>`` gets an ``executionReport`` (the venue's fields) for every change of every order: NEW,
-TRADE, CANCELED, EXPIRED.
+User-data stream: an ``executionReport`` (the venue's fields) for every change of every order (NEW, TRADE,
+CANCELED, EXPIRED), on the WebSocket API (``/ws-api/v3``, ``userDataStream.subscribe.signature``, as ccxt
+subscribes for spot) or on ``/ws/<listen key>`` after ``POST /api/v3/userDataStream`` (the API key only).
 
 Matching: a LIMIT order takes what crosses it on the opposite side of the current book, level by level, at the
 levels' prices (the book is not changed by it: the replay owns the book); the rest rests (GTC), or ends
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 PREFIX = "/api/v3"
 
@@ -208,7 +208,8 @@ class OrderRoutes:
         self.account.listeners.append(self._on_change)
         self.counts = dict(orders=0, cancels=0, queries=0, refused=0, user_events=0)
         self.listen_keys: set[str] = set()
-        self.user_streams: list = []            # open websockets of the user-data stream
+        self.user_streams: list = []            # (websocket, subscription id or None: a listen-key stream)
+        self._subscription_ids = itertools.count(0)
 
     def is_listen_key(self, name: str) -> bool:
         return name in self.listen_keys
@@ -216,13 +217,75 @@ class OrderRoutes:
     async def serve_user_stream(self, request: web.Request, name: str):
         ws = web.WebSocketResponse(autoping=True, heartbeat=None)
         await ws.prepare(request)
-        self.user_streams.append(ws)
+        entry = (ws, None)
+        self.user_streams.append(entry)
         try:
             async for _ in ws:  # the user stream takes no requests; keep it open until the client goes
                 pass
         finally:
-            self.user_streams.remove(ws)
+            self.user_streams.remove(entry)
         return ws
+
+    async def _ws_api(self, request: web.Request):
+        """The WebSocket API (``/ws-api/v3``): ``userDataStream.subscribe.signature`` (what ccxt uses for spot's
+        user data) answered as the venue answers; its events then come on this connection, wrapped as
+        ``{"subscriptionId", "event"}``. Any other method is refused (-1020)."""
+        ws = web.WebSocketResponse(autoping=True, heartbeat=None)
+        await ws.prepare(request)
+        mine = []
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    req = orjson.loads(msg.data)
+                    rid, method, params = req.get("id"), req.get("method"), dict(req.get("params") or {})
+                except (orjson.JSONDecodeError, AttributeError):
+                    await ws.send_str(orjson.dumps({"id": None, "status": 400, "error": {
+                        "code": -1000, "msg": "Malformed request."}}).decode())
+                    continue
+                if method != "userDataStream.subscribe.signature":
+                    self.counts["refused"] += 1
+                    await ws.send_str(orjson.dumps({"id": rid, "status": 400, "error": {
+                        "code": -1020, "msg": "This operation is not supported."}}).decode())
+                    continue
+                try:
+                    self._check_ws_signature(params)
+                except VenueError as exc:
+                    self.counts["refused"] += 1
+                    await ws.send_str(orjson.dumps({"id": rid, "status": exc.status, "error": {
+                        "code": exc.code, "msg": exc.msg}}).decode())
+                    continue
+                entry = (ws, next(self._subscription_ids))
+                mine.append(entry)
+                self.user_streams.append(entry)
+                await ws.send_str(orjson.dumps({"id": rid, "status": 200,
+                                                "result": {"subscriptionId": entry[1]}}).decode())
+        finally:
+            for entry in mine:
+                self.user_streams.remove(entry)
+        return ws
+
+    def _check_ws_signature(self, params: dict) -> None:
+        """The WebSocket API's signature: HMAC-SHA256 of the other params sorted by name, ``k=v`` joined by &."""
+        if params.get("apiKey") != self.api_key:
+            raise VenueError(401, -2015, "Invalid API-key, IP, or permissions for action.")
+        signature = str(params.pop("signature", ""))
+        payload = "&".join(f"{k}={params[k]}" for k in sorted(params))
+        expected = hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, signature):
+            raise VenueError(400, -1022, "Signature for this request is not valid.")
+        self._check_time(params)
+
+    def _check_time(self, params: dict) -> None:
+        try:
+            stamp, window = int(params["timestamp"]), int(params.get("recvWindow", 5000))
+        except (KeyError, ValueError):
+            raise VenueError(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or "
+                                         "malformed.") from None
+        now = self.server.venue_now_ms()
+        if not (stamp - 1000 <= now and now - stamp <= window):
+            raise VenueError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
 
     def _on_change(self, order: Order, exec_type: str, fill: dict | None, now_ms: int) -> None:
         """An executionReport (the venue's own fields) to every user stream, on the server's loop."""
@@ -236,10 +299,12 @@ class OrderRoutes:
                  "m": bool(fill and fill["isMaker"]), "M": False, "O": order.created_ms, "Z": _num(order.quote_done),
                  "Y": fill["quoteQty"] if fill else "0.00000000", "Q": "0.00000000", "W": order.created_ms,
                  "V": "NONE"}
-        text = orjson.dumps(event).decode()
-        for ws in list(self.user_streams):
+        raw = orjson.dumps(event).decode()
+        for ws, subscription in list(self.user_streams):
             if not ws.closed:
                 self.counts["user_events"] += 1
+                text = raw if subscription is None else orjson.dumps({"subscriptionId": subscription,
+                                                                      "event": event}).decode()
                 asyncio.ensure_future(ws.send_str(text))
 
     def add_to(self, app: web.Application) -> None:
@@ -249,6 +314,7 @@ class OrderRoutes:
         app.router.add_get(f"{PREFIX}/openOrders", self._guard(self._open_orders))
         app.router.add_get(f"{PREFIX}/account", self._guard(self._account))
         app.router.add_get(f"{PREFIX}/myTrades", self._guard(self._my_trades))
+        app.router.add_get("/ws-api/v3", self._ws_api)
         for method in ("POST", "PUT", "DELETE"):  # the user-data stream's listen key: the API key, no signature
             app.router.add_route(method, f"{PREFIX}/userDataStream", self._listen_key)
 
@@ -287,13 +353,7 @@ class OrderRoutes:
         if not hmac.compare_digest(expected, signature):
             raise VenueError(400, -1022, "Signature for this request is not valid.")
         params = {k: v for k, v in pairs if k != "signature"}
-        try:
-            stamp, window = int(params["timestamp"]), int(params.get("recvWindow", 5000))
-        except (KeyError, ValueError):
-            raise VenueError(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or "
-                                         "malformed.") from None
-        if not (stamp - 1000 <= self.server.venue_now_ms() and self.server.venue_now_ms() - stamp <= window):
-            raise VenueError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
+        self._check_time(params)
         return params
 
     def _symbol(self, params: dict) -> str:

@@ -92,3 +92,46 @@ def test_the_matching_engine_fills_resting_orders_on_trades_through_them_and_fok
     with pytest.raises(VenueError, match="immediately match"):
         acct.place(book, "BTCUSDT", "BUY", "LIMIT_MAKER", "GTC", 101.0, 0.1, "d", 7)
     assert acct.balances["BTC"] == pytest.approx(2.0)
+
+
+def test_ccxt_pro_watches_every_order_change_on_the_user_data_stream_and_its_fills_are_the_venues_trades(server):
+    import asyncio
+
+    import ccxt.pro
+
+    async def scenario():
+        ex = ccxt.pro.binance({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
+                               "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                                           "fetchMargins": False}})
+        api = dict(ex.urls["api"])
+        ws = api.pop("ws")
+        ex.urls["api"] = {**_replace_origin(api, server.rest_url), "ws": _replace_origin(ws, server.ws_url)}
+        try:
+            await ex.load_markets()
+            seen = []
+            watcher = asyncio.ensure_future(ex.watch_orders("BTC/USDT"))
+            for _ in range(200):  # until subscribed (userDataStream.subscribe.signature on /ws-api/v3)
+                if server.order_routes.user_streams:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)  # ccxt has the subscription's answer
+            below = max(server.books["BTCUSDT"].bids) - 400.0
+            await ex.create_order("BTC/USDT", "limit", "buy", 0.003, below, {"newClientOrderId": "bot4-t1-w1"})
+            seen += [dict(o) for o in await asyncio.wait_for(watcher, 5)]  # ccxt updates its objects in place
+            for price, size in ((below - 1.0, 0.001), (below, 0.01)):  # through it, then at it: two fills
+                # a change that arrives while no watch is pending waits for the next one: watch first, then print
+                watcher = asyncio.ensure_future(ex.watch_orders("BTC/USDT"))
+                await asyncio.sleep(0.1)
+                await asyncio.get_running_loop().run_in_executor(None, server.trade, "BTCUSDT", price, size)
+                seen += [dict(o) for o in await asyncio.wait_for(watcher, 5)]
+            trades = await ex.fetch_my_trades("BTC/USDT")
+            return seen, trades
+        finally:
+            await ex.close()
+
+    seen, trades = asyncio.run(scenario())
+    mine = [o for o in seen if o["clientOrderId"] == "bot4-t1-w1"]
+    assert [o["status"] for o in mine] == ["open", "open", "closed"]
+    assert mine[-1]["filled"] == pytest.approx(0.003)
+    venue_fills = [t for t in trades if t["order"] == mine[-1]["id"]]
+    assert [t["amount"] for t in venue_fills] == pytest.approx([0.001, 0.002])  # the two prints, as the venue has them
