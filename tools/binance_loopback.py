@@ -472,6 +472,10 @@ class LoopbackServer:
             self.order_routes.account.on_trade(symbol, price, size, self.venue_now_ms())
         asyncio.run_coroutine_threadsafe(fill(), self._loop).result(10)
 
+    def inject(self, kind: str, times: int = 1, seconds: float = 0.0) -> None:
+        """Faults for the order endpoints' next requests (tools.loopback_orders.OrderRoutes.inject), any thread."""
+        self._loop.call_soon_threadsafe(self.order_routes.inject, kind, times, seconds)
+
     def subscribed(self, symbol: str, channel: str) -> bool:
         return (symbol, channel) in self._subscribed
 

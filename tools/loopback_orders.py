@@ -18,6 +18,10 @@ EXPIRED (IOC), or the whole order is EXPIRED when it cannot fill at once in full
 cross is rejected (-2010). MARKET takes by quantity. A resting order fills when a replayed trade prints at or
 through its price, up to the trade's size. Fees: ``fee_rate`` of the quote notional, charged in the quote asset.
 
+Faults on demand (:meth:`OrderRoutes.inject`): HTTP 429 with Retry-After, 503, and an answer that comes only
+after the client's timeout although the order was placed (its outcome is unknown to the client until it queries
+the order by its client order id).
+
 Concurrency: everything runs on the server's event loop; ``counts`` is written there (ints: safe to read).
 """
 from __future__ import annotations
@@ -207,6 +211,7 @@ class OrderRoutes:
         self.account = Account(balances, instruments, fee_rate)
         self.account.listeners.append(self._on_change)
         self.counts = dict(orders=0, cancels=0, queries=0, refused=0, user_events=0)
+        self.faults: list[tuple[str, float]] = []  # (kind, seconds) for the next signed requests, in order
         self.listen_keys: set[str] = set()
         self.user_streams: list = []            # (websocket, subscription id or None: a listen-key stream)
         self._subscription_ids = itertools.count(0)
@@ -329,11 +334,31 @@ class OrderRoutes:
             return web.json_response({"listenKey": key})
         return web.json_response({})
 
+    def inject(self, kind: str, times: int = 1, seconds: float = 0.0) -> None:
+        """Faults for the next ``times`` signed requests: "429" (rate limited, Retry-After ``seconds``), "503"
+        (unavailable, nothing done), "slow" (done at once, answered ``seconds`` later: a client that times out
+        first does not know the outcome). Call on the server's loop or before it serves."""
+        if kind not in ("429", "503", "slow"):
+            raise ValueError(f"fault {kind!r}: use 429, 503 or slow")
+        self.faults += [(kind, seconds)] * times
+
     def _guard(self, handler):
         async def run(request: web.Request):
+            fault, seconds = self.faults.pop(0) if self.faults else ("", 0.0)
+            if fault == "429":
+                self.counts["refused"] += 1
+                return web.json_response({"code": -1003, "msg": "Too many requests; current limit is 1200 request "
+                                          "weight per 1 MINUTE."}, status=429,
+                                         headers={"Retry-After": str(max(1, round(seconds)))})
+            if fault == "503":
+                self.counts["refused"] += 1
+                return web.Response(status=503, text="Service Unavailable")
             try:
                 params = await self._verified(request)
-                return web.json_response(handler(params))
+                body = handler(params)
+                if fault == "slow":
+                    await asyncio.sleep(seconds)
+                return web.json_response(body)
             except VenueError as exc:
                 self.counts["refused"] += 1
                 return web.json_response({"code": exc.code, "msg": exc.msg}, status=exc.status)

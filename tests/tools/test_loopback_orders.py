@@ -135,3 +135,26 @@ def test_ccxt_pro_watches_every_order_change_on_the_user_data_stream_and_its_fil
     assert mine[-1]["filled"] == pytest.approx(0.003)
     venue_fills = [t for t in trades if t["order"] == mine[-1]["id"]]
     assert [t["amount"] for t in venue_fills] == pytest.approx([0.001, 0.002])  # the two prints, as the venue has them
+
+
+def test_faults_the_venue_produces_and_a_timed_out_order_found_by_its_client_order_id(server):
+    ex = client(server)
+    below = max(server.books["BTCUSDT"].bids) - 600.0
+    server.inject("429", seconds=2)
+    with pytest.raises(ccxt.DDoSProtection):  # ccxt's class for HTTP 429
+        ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-f1"})
+    server.inject("503")
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-f1"})
+    with pytest.raises(ccxt.OrderNotFound):  # neither placed anything
+        ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-f1"})
+    server.inject("slow", seconds=1.5)
+    ex.timeout = 500  # ms: the client gives up before the venue answers
+    with pytest.raises(ccxt.RequestTimeout):
+        ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-f2"})
+    ex.timeout = 10_000
+    found = ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-f2"})  # the unknown outcome, settled
+    assert found["status"] == "open" and found["clientOrderId"] == "bot4-t1-f2"
+    with pytest.raises(ccxt.InvalidOrder, match="Duplicate"):  # a blind retry would be refused, not doubled
+        ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-f2"})
+    ex.cancel_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-f2"})
