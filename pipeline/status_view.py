@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from pipeline import graph, kill_reasons, registry
+from pipeline.config import STRATEGY_KEYS
 from shm import control as cb
 from shm import segment
 from shm.idle import NAMES as IDLE_NAMES
@@ -117,8 +118,7 @@ class StatusView:
         st = self.stage_counters().get("strategy")
         if st is not None and st["weights_version"] > 0:  # regime mode (a signal-mode run has no allocator)
             version = st["weights_version"]
-            intents = ", ".join(f"{n} {st[n + '_intents']}" for n in ("momentum", "mean_reversion", "market_making",
-                                                                     "arbitrage"))
+            intents = ", ".join(f"{n} {st[n + '_intents']}" for n in STRATEGY_KEYS)
             fit = (f"A {st['mm_fit_a_per_s']}/s k {st['mm_fit_k_milli'] / 1000:.3f}/tick"
                    if st["mm_fit_a_per_s"] else "not yet fitted")
             out.append(f"strategy: decisions trending {st['regime_trending']} range {st['regime_range']} volatile "

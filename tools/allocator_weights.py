@@ -16,9 +16,8 @@ from pipeline.config import ConfigError
 from pipeline.store import weights_store
 
 
-def _print_table(weights, version: int, published_ns: int) -> None:
-    when = datetime.fromtimestamp(published_ns / 1e9, timezone.utc).isoformat(timespec="seconds")
-    print(f"version {version} (published {when}; 1 = the run's config)")
+def _print_table(header: str, weights) -> None:
+    print(header)
     for regime, text in weights_store.describe(weights).items():
         print(f"  {regime:<12} {text}")
 
@@ -27,7 +26,8 @@ def main(run: str, changes: dict[str, str]) -> int:
     try:
         if not changes:
             weights, version, published_ns = weights_store.current(run)
-            _print_table(weights, version, published_ns)
+            when = datetime.fromtimestamp(published_ns / 1e9, timezone.utc).isoformat(timespec="seconds")
+            _print_table(f"version {version} (published {when}; 1 = the run's config)", weights)
             return 0
         parsed = weights_store.parse(changes)
         version, weights = weights_store.publish(run, parsed)
@@ -42,7 +42,5 @@ def main(run: str, changes: dict[str, str]) -> int:
     except weights_store.PublishError as exc:
         print(f"bot4 allocator weights: {'nothing published: ' if changes else ''}{exc}", file=sys.stderr)
         return 1
-    print(f"published to run {run!r} as version {version}:")
-    for regime, text in weights_store.describe(weights).items():
-        print(f"  {regime:<12} {text}")
+    _print_table(f"published to run {run!r} as version {version}:", weights)
     return 0

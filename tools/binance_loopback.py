@@ -315,7 +315,7 @@ class LoopbackServer:
     async def _ws_raw(self, request):
         name = request.match_info.get("name", "")
         if self.order_routes is not None and self.order_routes.is_listen_key(name):
-            return await self.order_routes.serve_user_stream(request, name)
+            return await self.order_routes.serve_user_stream(request)
         return await self._serve_ws(request, combined=False, initial=[name] if "@" in name else [])
 
     async def _ws_combined(self, request):
@@ -463,18 +463,22 @@ class LoopbackServer:
         future = asyncio.run_coroutine_threadsafe(self._send(Event(0, symbol, channel, data), data), self._loop)
         future.result(10)
 
+    def _routes(self):
+        if self.order_routes is None:
+            raise ValueError("this server has no order endpoints (orders=...)")
+        return self.order_routes
+
     def trade(self, symbol: str, price: float, size: float) -> None:
         """A print the capture does not have, from any thread: resting orders of the order endpoints at or through
         ``price`` fill as they would on a replayed trade (the market streams do not see it)."""
-        if self.order_routes is None:
-            raise ValueError("this server has no order endpoints (orders=...)")
+        self._routes()
         async def fill():
             self.order_routes.account.on_trade(symbol, price, size, self.venue_now_ms())
         asyncio.run_coroutine_threadsafe(fill(), self._loop).result(10)
 
     def inject(self, kind: str, times: int = 1, seconds: float = 0.0) -> None:
         """Faults for the order endpoints' next requests (tools.loopback_orders.OrderRoutes.inject), any thread."""
-        self._loop.call_soon_threadsafe(self.order_routes.inject, kind, times, seconds)
+        self._loop.call_soon_threadsafe(self._routes().inject, kind, times, seconds)
 
     def subscribed(self, symbol: str, channel: str) -> bool:
         return (symbol, channel) in self._subscribed

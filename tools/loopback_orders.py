@@ -178,6 +178,11 @@ class Account:
         return self.orders.get(oid) if oid is not None else None
 
 
+async def _ws_error(ws, rid, exc: VenueError) -> None:
+    await ws.send_str(orjson.dumps({"id": rid, "status": exc.status, "error": {"code": exc.code,
+                                                                             "msg": exc.msg}}).decode())
+
+
 def _crossing(book, side: str, limit: float | None) -> list[tuple[float, float]]:
     """(price, qty) of the opposite side's levels a BUY/SELL at ``limit`` (None: any price) would take."""
     if side == "BUY":
@@ -219,7 +224,7 @@ class OrderRoutes:
     def is_listen_key(self, name: str) -> bool:
         return name in self.listen_keys
 
-    async def serve_user_stream(self, request: web.Request, name: str):
+    async def serve_user_stream(self, request: web.Request):
         ws = web.WebSocketResponse(autoping=True, heartbeat=None)
         await ws.prepare(request)
         entry = (ws, None)
@@ -245,21 +250,15 @@ class OrderRoutes:
                 try:
                     req = orjson.loads(msg.data)
                     rid, method, params = req.get("id"), req.get("method"), dict(req.get("params") or {})
-                except (orjson.JSONDecodeError, AttributeError):
-                    await ws.send_str(orjson.dumps({"id": None, "status": 400, "error": {
-                        "code": -1000, "msg": "Malformed request."}}).decode())
-                    continue
-                if method != "userDataStream.subscribe.signature":
-                    self.counts["refused"] += 1
-                    await ws.send_str(orjson.dumps({"id": rid, "status": 400, "error": {
-                        "code": -1020, "msg": "This operation is not supported."}}).decode())
-                    continue
-                try:
+                    if method != "userDataStream.subscribe.signature":
+                        raise VenueError(400, -1020, "This operation is not supported.")
                     self._check_ws_signature(params)
+                except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+                    await _ws_error(ws, None, VenueError(400, -1000, "Malformed request."))
+                    continue
                 except VenueError as exc:
                     self.counts["refused"] += 1
-                    await ws.send_str(orjson.dumps({"id": rid, "status": exc.status, "error": {
-                        "code": exc.code, "msg": exc.msg}}).decode())
+                    await _ws_error(ws, rid, exc)
                     continue
                 entry = (ws, next(self._subscription_ids))
                 mine.append(entry)

@@ -99,9 +99,12 @@ def current(run: str) -> tuple[np.ndarray, int, int]:
 def publish(run: str, changes: dict[str, dict[str, float]]) -> tuple[int, np.ndarray]:
     """Publish new weights for the regimes ``changes`` names ({regime: {strategy: weight}}, absent = 0) to the
     running ``run``; the other regimes keep theirs. Returns (the new version, the whole table published)."""
-    for regime in changes:
+    for regime, by_name in changes.items():
         if regime not in REGIME_KEYS:
             raise PublishError(f"{regime!r} is not a regime; use {', '.join(REGIME_KEYS)}")
+        unknown = [name for name in by_name if name not in allocator.STRATEGY_KEYS]
+        if unknown:
+            raise PublishError(f"{unknown} are not strategies; use {', '.join(allocator.STRATEGY_KEYS)}")
     table = _attach(run)
     try:
         rec, version = table.read(SLOT)

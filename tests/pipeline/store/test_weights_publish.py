@@ -42,6 +42,8 @@ def test_the_publisher_merges_named_regimes_and_refuses_what_the_config_would(sh
                 weights_store.parse(bad)
         with pytest.raises(weights_store.PublishError, match="finite values in"):
             weights_store.record(np.full((allocator.N_REGIMES, allocator.N_STRATEGIES), np.inf))
+        with pytest.raises(weights_store.PublishError, match="not strategies"):  # a programmatic publisher's typo
+            weights_store.publish(run, {"trending": {"momentun": 1.0}})
         assert weights_store.current(run)[1] == 3  # nothing refused reached the table
     finally:
         table.close()
