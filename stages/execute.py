@@ -56,6 +56,9 @@ P_VENUE = P_LIMITS + MAX_KEYS * N_LIMITS  # the venue model's params (stages.ven
 
 # I_BUCKET_NS: event time of the last token refill (0 = full); I_CLOCK_NS: on the event clock, the latest record's time
 I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS, I_CLOCK_NS = range(4)
+# make_state's tuple, by position (numba indexes a heterogeneous tuple by constants only)
+(X_INTS, X_BOOKS, X_HAS_BOOK, X_ORDERS, X_QUOTE_SLOT, X_POSITIONS, X_CASH, X_FEES, X_FLATTEN_NS, X_GATE, X_VENUE,
+ X_LADDERS, X_ORDER_FSM) = range(13)
 HAS_LADDER, HAS_TOP = 1, 2  # has_book[key]: a top from our L2 ladder of its deltas; a BBO or book view
 GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
 
@@ -175,7 +178,9 @@ def _is_open(order):
 @njit(cache=True, _nrt=False)
 def _free(state, slot):
     """The order is done: its slot and, if it was the side's quote, the quote slot are free again."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
+    ints = state[X_INTS]
+    orders = state[X_ORDERS]
+    quote_slot = state[X_QUOTE_SLOT]
     order = orders[slot]
     k = instrument_key(order["venue"], order["symbol"])
     side_col = 0 if order["side"] == BUY else 1
@@ -188,7 +193,11 @@ def _free(state, slot):
 @njit(cache=True, _nrt=False)
 def _request_cancel(state, params, vparams, slot, out, n, stats, now_ns):
     """Ask the venue to cancel, reported pending cancel; the order stays open (and can fill) until the answer."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
+    orders = state[X_ORDERS]
+    quote_slot = state[X_QUOTE_SLOT]
+    positions = state[X_POSITIONS]
+    vs = state[X_VENUE]
+    fsm = state[X_ORDER_FSM]
     order = orders[slot]
     if order["cancel_ts"] != 0:
         return n
@@ -209,7 +218,7 @@ def _request_cancel(state, params, vparams, slot, out, n, stats, now_ns):
 @njit(cache=True, _nrt=False)
 def cancel_all(state, params, vparams, out, n, stats, now_ns):
     """Cancel every open order but execute's own flatten IOCs (they end by themselves)."""
-    orders = state[3]
+    orders = state[X_ORDERS]
     for slot in range(orders.shape[0]):
         if _is_open(orders[slot]) and orders[slot]["strategy"] != STRAT_FLATTEN:
             n = _request_cancel(state, params, vparams, slot, out, n, stats, now_ns)
@@ -233,7 +242,11 @@ def _event_of(kind, leaves):
 @njit(cache=True, _nrt=False)
 def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
     """One answer from the venue."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
+    orders = state[X_ORDERS]
+    positions = state[X_POSITIONS]
+    cash = state[X_CASH]
+    fees = state[X_FEES]
+    fsm = state[X_ORDER_FSM]
     k = a["key"]
     if a["kind"] == R_FUNDING:
         cash[k] -= a["fee"]
@@ -303,7 +316,7 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
 def _deliver(state, params, vparams, out, n, stats, now_ns, reserve):
     """Run the venue up to ``now_ns`` and take in its answers due by then (as many as ``out`` has room for,
     keeping ``reserve`` records free; the rest come with the next call)."""
-    vs = state[10]
+    vs = state[X_VENUE]
     exchange.advance(vs, vparams, now_ns, False)
     room = out.shape[0] - reserve
     event_clock = params[P_EVENT_CLOCK] != 0.0
@@ -321,16 +334,16 @@ def _on_market(state, ev):
     """Our view of the market: the latest book of each instrument, for the gate's mid and the flatten collar. A
     venue that sends L2 deltas only (no BBO or book view) gets its top from a book built from them."""
     k = instrument_key(ev["venue"], ev["symbol"])
-    has_book = state[2]
+    has_book = state[X_HAS_BOOK]
     if ev["kind"] == EV_BOOK or ev["kind"] == EV_BBO:
-        state[1][k] = ev
+        state[X_BOOKS][k] = ev
         has_book[k] = HAS_TOP
     elif ev["kind"] == EV_BOOK_DELTA and has_book[k] != HAS_TOP and k < MAX_KEYS:
-        ladders = state[11]
+        ladders = state[X_LADDERS]
         book.apply(ladders, ev)
         bid, bid_sz, ask, ask_sz = book.best(ladders, k)
         if bid > 0.0 and ask > bid:
-            top = state[1][k]
+            top = state[X_BOOKS][k]
             top["bid_px"][0], top["bid_sz"][0], top["ask_px"][0], top["ask_sz"][0] = bid, bid_sz, ask, ask_sz
             has_book[k] = HAS_LADDER
 
@@ -372,7 +385,10 @@ def _reject(out, n, intent, reason, position, stats, now_ns):
 @njit(cache=True, _nrt=False)
 def gate_check(state, params, intent, k, now_ns, replaced=-1):
     """The pre-trade checks that need no order slot or token; 0 = pass, else a REJ_* code."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
+    books = state[X_BOOKS]
+    orders = state[X_ORDERS]
+    positions = state[X_POSITIONS]
+    gate = state[X_GATE]
     qty = intent["qty"]
     price = intent["price"]
     side = intent["side"]
@@ -423,7 +439,10 @@ def _spend_token(ints, gate, params, now_ns):
 def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, side, kind, strategy, price, qty, out, n,
           position, stats, now_ns):
     """A new order in ``slot``: reported new, sent to the venue."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
+    ints = state[X_INTS]
+    orders = state[X_ORDERS]
+    vs = state[X_VENUE]
+    fsm = state[X_ORDER_FSM]
     ints[I_NEXT_ORDER_ID] += 1
     ints[I_OPEN] += 1
     order = orders[slot]
@@ -455,7 +474,12 @@ def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, sid
 
 @njit(cache=True, _nrt=False)
 def _on_intent(state, params, vparams, intent, out, n, stats, now_ns):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
+    ints = state[X_INTS]
+    has_book = state[X_HAS_BOOK]
+    orders = state[X_ORDERS]
+    quote_slot = state[X_QUOTE_SLOT]
+    positions = state[X_POSITIONS]
+    gate = state[X_GATE]
     k = instrument_key(intent["venue"], intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
     if intent["kind"] == INTENT_CANCEL_ALL:
@@ -497,7 +521,11 @@ def flatten(state, params, vparams, out, n, stats, now_ns):
     """Reduce-only IOC orders that close every position against the book, within a price collar; a
     remainder (thin book) is retried every P_FLATTEN_RETRY_NS once the last one has ended. Runs only while
     trading is disabled."""
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
+    books = state[X_BOOKS]
+    has_book = state[X_HAS_BOOK]
+    orders = state[X_ORDERS]
+    positions = state[X_POSITIONS]
+    flatten_ns = state[X_FLATTEN_NS]
     for k in range(positions.shape[0]):
         position = positions[k]
         if position == 0.0 or has_book[k] == 0 or now_ns - flatten_ns[k] < params[P_FLATTEN_RETRY_NS]:
@@ -525,7 +553,7 @@ def flatten(state, params, vparams, out, n, stats, now_ns):
 
 @njit(cache=True, _nrt=False)
 def _on_disabled(state, params, vparams, out, n, stats, now_ns):
-    orders = state[3]
+    orders = state[X_ORDERS]
     pending = False
     for slot in range(orders.shape[0]):
         if _is_open(orders[slot]) and orders[slot]["cancel_ts"] == 0 and orders[slot]["strategy"] != STRAT_FLATTEN:
@@ -540,7 +568,13 @@ def _on_disabled(state, params, vparams, out, n, stats, now_ns):
 
 @njit(cache=True, _nrt=False)
 def _publish_stats(state, stats):
-    ints, books, has_book, orders, quote_slot, positions, cash, fees, flatten_ns, gate, vs, ladders, fsm = state
+    ints = state[X_INTS]
+    books = state[X_BOOKS]
+    has_book = state[X_HAS_BOOK]
+    positions = state[X_POSITIONS]
+    cash = state[X_CASH]
+    fees = state[X_FEES]
+    vs = state[X_VENUE]
     gross = 0.0
     pnl = 0.0
     for k in range(positions.shape[0]):
@@ -560,7 +594,7 @@ def _publish_stats(state, stats):
 def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     """in_a: order intents; in_b: validated market events, merged in feed-sequence order (an intent after the
     event it answers). Without the backtest's lookahead, each market event is also handed to the venue here."""
-    vs = state[10]
+    vs = state[X_VENUE]
     vparams = params[P_VENUE:]
     event_clock = params[P_EVENT_CLOCK] != 0.0
     lookahead = vparams[exchange.V_LOOKAHEAD] != 0.0
@@ -568,7 +602,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     n = 0
     i = 0
     j = 0
-    ints = state[0]
+    ints = state[X_INTS]
     t = ints[I_CLOCK_NS] if event_clock else now_ns  # the event clock stands still between records
     if not lookahead:
         # Commands whose hold ran out by now meet the book as it is, before this step's market: a step with no
@@ -596,7 +630,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         if load_acquire(ctl, G_TRADING_ENABLED) == 0:
             n = _on_disabled(state, params, vparams, out, n, stats, t)
             k = instrument_key(intent["venue"], intent["symbol"])
-            n = _reject(out, n, intent, REJ_TRADING_DISABLED, state[5][k], stats, t)
+            n = _reject(out, n, intent, REJ_TRADING_DISABLED, state[X_POSITIONS][k], stats, t)
             stats[ST_DISABLED_REJECTS] += 1
         else:
             n = _on_intent(state, params, vparams, intent, out, n, stats, t)
@@ -619,7 +653,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
 def finish(state, params, stats, out, now_ns):
     """The market has ended (a backtest): every command in flight reaches the venue and every answer comes back.
     Returns the reports written to ``out``."""
-    vs = state[10]
+    vs = state[X_VENUE]
     vparams = params[P_VENUE:]
     exchange.advance(vs, vparams, now_ns, True)
     n = 0
