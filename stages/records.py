@@ -309,6 +309,44 @@ EXEC_REPORT = _padded([
     ("position", np.float64),    # position of (venue, symbol) after this report
 ])
 
+# A live venue: execute's commands to the venue's gateway process (pipeline.venues) and the gateway's answers, one
+# ring each way per live venue. The client order id at the venue is derived from ``order_id`` (pipeline.venues
+# .client_ids), so a query by it finds the order after a timeout or a restart. The gateway only speaks the
+# venue's protocol: the order's state lives in execute (stages.order_state).
+CMD_NEW, CMD_CANCEL = 1, 2
+VENUE_COMMAND = _padded([
+    ("origin_ts", np.int64),
+    ("origin_seq", np.int64),
+    ("send_ts", np.int64),       # local time execute sent it
+    ("order_id", np.int64),      # execute's id of the order (a cancel: the order to cancel)
+    ("slot", np.int64),          # execute's order slot, echoed in every answer
+    ("key", np.int64),           # instrument key (stages.universe)
+    ("kind", np.uint8),          # CMD_*
+    ("order_kind", np.uint8),    # INTENT_IOC | INTENT_QUOTE
+    ("side", np.int8),
+    ("price", np.float64),
+    ("qty", np.float64),
+])
+
+# VENUE_ANSWER.kind: the venue model's answer codes (stages.venue.exchange R_*), so execute takes both alike
+ANS_ACK, ANS_FILL, ANS_CANCELLED, ANS_REJECTED, ANS_CANCEL_REJECTED, ANS_FUNDING = range(1, 7)
+VENUE_ANSWER = _padded([
+    ("arrive_ts", np.int64),     # local time the gateway had the answer
+    ("exch_ts", np.int64),       # venue time of what it reports
+    ("send_ts", np.int64),       # the command's send_ts (0 when the answer came unasked: a stream update)
+    ("order_id", np.int64),
+    ("slot", np.int64),          # -1: the gateway does not know it (an order of a previous incarnation)
+    ("key", np.int64),
+    ("side", np.int64),
+    ("kind", np.int64),          # ANS_*
+    ("liquidity", np.int64),     # fills: +1 maker, -1 taker
+    ("trade_id", np.int64),      # fills: the venue's trade id (a repeated one is ignored); else 0
+    ("price", np.float64),       # fill price, or the order's
+    ("qty", np.float64),         # fill quantity
+    ("leaves", np.float64),      # quantity still open after this answer
+    ("fee", np.float64),         # quote currency
+])
+
 # What one execute step consumed, journalled by a live run so a replay calls the kernel exactly as the run did:
 # the step's intents are the next n_intents of the intent stream, its market events the next n_market events
 # validate forwarded (validate over the market stream), its reports the next n_reports of the exec stream.
@@ -327,7 +365,7 @@ EXECUTE_STEP = _padded([
 ALL = {
     "market_event": MARKET_EVENT, "feature_vector": FEATURE_VECTOR, "risk_decision": RISK_DECISION,
     "prediction": PREDICTION, "order_intent": ORDER_INTENT, "order": ORDER, "exec_report": EXEC_REPORT,
-    "execute_step": EXECUTE_STEP,
+    "execute_step": EXECUTE_STEP, "venue_command": VENUE_COMMAND, "venue_answer": VENUE_ANSWER,
 }
 for _name, _dtype in ALL.items():
     assert _dtype.itemsize % 64 == 0, f"record {_name} is {_dtype.itemsize} bytes, not a multiple of 64"

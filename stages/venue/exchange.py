@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from stages import book
-from stages.records import (EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_MARK, EV_TRADE, INTENT_IOC,
+from stages.records import (ANS_ACK, ANS_CANCEL_REJECTED, ANS_CANCELLED, ANS_FILL, ANS_FUNDING, ANS_REJECTED, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_MARK, EV_TRADE, INTENT_IOC,
                             MARKET_EVENT, BUY)
 from stages.universe import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES, instrument_key, key_venue
 from stages.venue import latency, queue
@@ -49,7 +49,9 @@ CMD_CAPACITY = 1024        # per venue, in flight towards it
 RESPONSE_CAPACITY = 16384  # in flight back to us
 
 CMD_NEW, CMD_CANCEL = 1, 2
-R_ACK, R_FILL, R_CANCELLED, R_REJECTED, R_CANCEL_REJECTED, R_FUNDING = range(1, 7)
+# the answer codes a live venue's gateway uses too (declared once, in stages.records)
+R_ACK, R_FILL, R_CANCELLED, R_REJECTED, R_CANCEL_REJECTED, R_FUNDING = (ANS_ACK, ANS_FILL, ANS_CANCELLED, ANS_REJECTED,
+                                                                   ANS_CANCEL_REJECTED, ANS_FUNDING)
 
 VENUE_ORDER = np.dtype([
     ("order_id", np.int64), ("slot", np.int64), ("send_ts", np.int64), ("key", np.int64),
