@@ -33,7 +33,8 @@ import numpy as np
 from numba import njit
 
 from stages import book
-from stages.records import (ANS_ACK, ANS_CANCEL_REJECTED, ANS_CANCELLED, ANS_FILL, ANS_FUNDING, ANS_REJECTED, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_MARK, EV_TRADE, INTENT_IOC,
+from stages.records import (ANS_ACK, ANS_CANCEL_REJECTED, ANS_CANCELLED, ANS_FILL, ANS_FUNDING, ANS_REJECTED,
+                            EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_FUNDING, EV_MARK, EV_TRADE, INTENT_IOC,
                             MARKET_EVENT, BUY)
 from stages.universe import MAX_KEYS, MAX_SYMBOLS, MAX_VENUES, instrument_key, key_venue
 from stages.venue import latency, queue
