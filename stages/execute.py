@@ -247,6 +247,14 @@ def cancel_all(state, params, vparams, out, n, stats, now_ns):
 
 
 @njit(cache=True, _nrt=False)
+def _slot_of(orders, order_id):
+    for s in range(orders.shape[0]):
+        if order_id != 0 and orders[s]["order_id"] == order_id:
+            return s
+    return -1
+
+
+@njit(cache=True, _nrt=False)
 def _event_of(kind, leaves):
     """The order state machine's event of a venue answer (R_FUNDING is not about an order)."""
     if kind == R_ACK:
@@ -279,6 +287,8 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
         r["price"], r["qty"], r["leaves"], r["fee"], r["position"] = a["price"], a["qty"], 0.0, a["fee"], positions[k]
         return n + 1
     slot = a["slot"]
+    if slot < 0:  # a live gateway that did not send it (restarted, reconciling): the order by its id
+        slot = _slot_of(orders, a["order_id"])
     if slot < 0 or not _is_open(orders[slot]) or orders[slot]["order_id"] != a["order_id"]:
         if a["kind"] == R_FILL and link.is_live(state[X_LINKS], key_venue(k)):
             return _late_fill(state, a, out, n, stats, now_ns)

@@ -113,3 +113,17 @@ def test_a_full_gateway_ring_refuses_orders_and_retries_cancels():
     assert [r["state"] for r in x.step()] == [ORD_PENDING_CANCEL]
     (cancel,) = x.sent()
     assert cancel["kind"] == CMD_CANCEL
+
+
+def test_an_answer_without_a_slot_finds_its_order_by_id():
+    # a restarted gateway cancels what it found open at the venue: it knows the order id, not execute's slot
+    x = LiveExecute()
+    x.step([intent(INTENT_QUOTE, BUY, 100.0, 1.0)])
+    (cmd,) = x.sent()
+    x.answer(cmd, ANS_ACK, leaves=1.0)
+    x.step()
+    cmd = cmd.copy()
+    cmd["slot"] = -1
+    x.answer(cmd, ANS_CANCELLED, leaves=1.0)
+    assert [r["state"] for r in x.step()] == [ORD_CANCELLED]
+    assert x.stats[execute.ST_OPEN] == 0 and x.stats[execute.ST_STRAY_ANSWERS] == 0
