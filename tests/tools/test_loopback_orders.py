@@ -158,3 +158,34 @@ def test_faults_the_venue_produces_and_a_timed_out_order_found_by_its_client_ord
     with pytest.raises(ccxt.InvalidOrder, match="Duplicate"):  # a blind retry would be refused, not doubled
         ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-f2"})
     ex.cancel_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-f2"})
+
+
+def test_a_resting_order_locks_what_it_could_spend_until_a_fill_or_a_cancel_releases_it(server):
+    ex = client(server)
+    before = ex.fetch_balance()
+    below = max(server.books["BTCUSDT"].bids) - 700.0
+    above = min(server.books["BTCUSDT"].asks) + 700.0
+    ex.create_order("BTC/USDT", "limit", "buy", 0.01, below, {"newClientOrderId": "bot4-t1-l1"})
+    sell_qty = round(before["BTC"]["free"] / 2, 5)
+    ex.create_order("BTC/USDT", "limit", "sell", sell_qty, above, {"newClientOrderId": "bot4-t1-l2"})
+    held = ex.fetch_balance()
+    assert held["USDT"]["used"] == pytest.approx(before["USDT"]["used"] + 0.01 * below)
+    assert held["USDT"]["free"] == pytest.approx(before["USDT"]["free"] - 0.01 * below)
+    assert held["USDT"]["total"] == pytest.approx(before["USDT"]["total"])
+    assert held["BTC"]["used"] == pytest.approx(before["BTC"]["used"] + sell_qty)
+    # the total could pay these, the free balance cannot: refused, nothing placed
+    with pytest.raises(ccxt.InsufficientFunds, match="insufficient balance"):
+        ex.create_order("BTC/USDT", "limit", "buy", round((held["USDT"]["free"] + 300.0) / below, 5), below)
+    with pytest.raises(ccxt.InsufficientFunds):
+        ex.create_order("BTC/USDT", "limit", "sell", round(held["BTC"]["free"] + sell_qty / 2, 5), above)
+    server.trade("BTCUSDT", below, 0.004)  # a print at its price: 0.004 of the buy fills, its lock shrinks
+    filled = ex.fetch_balance()
+    assert filled["USDT"]["used"] == pytest.approx(held["USDT"]["used"] - 0.004 * below)
+    assert filled["USDT"]["total"] == pytest.approx(held["USDT"]["total"] - 0.004 * below * 1.001)
+    assert filled["BTC"]["total"] == pytest.approx(held["BTC"]["total"] + 0.004)
+    for cid in ("bot4-t1-l1", "bot4-t1-l2"):
+        ex.cancel_order(None, "BTC/USDT", {"origClientOrderId": cid})
+    after = ex.fetch_balance()
+    assert after["USDT"]["used"] == pytest.approx(before["USDT"]["used"])
+    assert after["BTC"]["used"] == pytest.approx(before["BTC"]["used"])
+    assert after["USDT"]["free"] == pytest.approx(filled["USDT"]["total"] - before["USDT"]["used"])
