@@ -1,9 +1,12 @@
 """The loopback Binance's signed order endpoints, driven by the real ccxt client: place, query, cancel by client
 order id, fills against the replayed book, and the venue's own errors for a bad signature, a duplicate client
 order id, insufficient balance and unknown orders."""
+import asyncio
+import time
 from pathlib import Path
 
 import ccxt
+import ccxt.pro
 import pytest
 
 from pipeline.sources.ccxt_source import _replace_origin
@@ -94,27 +97,50 @@ def test_the_matching_engine_fills_resting_orders_on_trades_through_them_and_fok
     assert acct.balances["BTC"] == pytest.approx(2.0)
 
 
+class Recording(ccxt.pro.binance):
+    """The real ccxt.pro client, with every user-data message it handles kept (time, message) in ``seen``."""
+
+    def handle_message(self, client, message):
+        self.seen.append((time.monotonic(), message))
+        return super().handle_message(client, message)
+
+
+def pro_client(server):
+    ex = Recording({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
+                    "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}})
+    ex.seen = []
+    api = dict(ex.urls["api"])
+    ws = api.pop("ws")
+    ex.urls["api"] = {**_replace_origin(api, server.rest_url), "ws": _replace_origin(ws, server.ws_url)}
+    return ex
+
+
+async def subscribed(server, before=0):
+    for _ in range(200):  # until subscribed (userDataStream.subscribe.signature on /ws-api/v3)
+        if len(server.order_routes.user_streams) > before:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)  # ccxt has the subscription's answer
+
+
+def reports(ex, client_id):
+    """The executionReports the client received for one client order id, in arrival order: (time, x, X)."""
+    out = []
+    for t, msg in ex.seen:
+        event = msg.get("event", msg) if isinstance(msg, dict) else {}
+        if event.get("e") == "executionReport" and client_id in (event.get("c"), event.get("C")):
+            out.append((t, event["x"], event["X"]))
+    return out
+
+
 def test_ccxt_pro_watches_every_order_change_on_the_user_data_stream_and_its_fills_are_the_venues_trades(server):
-    import asyncio
-
-    import ccxt.pro
-
     async def scenario():
-        ex = ccxt.pro.binance({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
-                               "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
-                                           "fetchMargins": False}})
-        api = dict(ex.urls["api"])
-        ws = api.pop("ws")
-        ex.urls["api"] = {**_replace_origin(api, server.rest_url), "ws": _replace_origin(ws, server.ws_url)}
+        ex = pro_client(server)
         try:
             await ex.load_markets()
             seen = []
             watcher = asyncio.ensure_future(ex.watch_orders("BTC/USDT"))
-            for _ in range(200):  # until subscribed (userDataStream.subscribe.signature on /ws-api/v3)
-                if server.order_routes.user_streams:
-                    break
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.1)  # ccxt has the subscription's answer
+            await subscribed(server)
             below = max(server.books["BTCUSDT"].bids) - 400.0
             await ex.create_order("BTC/USDT", "limit", "buy", 0.003, below, {"newClientOrderId": "bot4-t1-w1"})
             seen += [dict(o) for o in await asyncio.wait_for(watcher, 5)]  # ccxt updates its objects in place
@@ -189,3 +215,82 @@ def test_a_resting_order_locks_what_it_could_spend_until_a_fill_or_a_cancel_rele
     assert after["USDT"]["used"] == pytest.approx(before["USDT"]["used"])
     assert after["BTC"]["used"] == pytest.approx(before["BTC"]["used"])
     assert after["USDT"]["free"] == pytest.approx(filled["USDT"]["total"] - before["USDT"]["used"])
+
+
+def test_a_dropped_user_stream_loses_what_happens_while_it_is_down_and_ccxt_pro_resubscribes(server):
+    async def scenario():
+        ex = pro_client(server)
+        loop = asyncio.get_running_loop()
+        try:
+            await ex.load_markets()
+            watcher = asyncio.ensure_future(ex.watch_orders("BTC/USDT"))
+            await subscribed(server)
+            await loop.run_in_executor(None, lambda: server.inject("drop_user_stream", seconds=1.0))
+            with pytest.raises(ccxt.NetworkError):  # the pending watch learns of the drop at once
+                await asyncio.wait_for(watcher, 5)
+            below = max(server.books["BTCUSDT"].bids) - 800.0
+            await ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-d1"})
+            with pytest.raises(ccxt.NetworkError):  # refused while the window lasts (HTTP 503 on the upgrade)
+                await asyncio.wait_for(ex.watch_orders("BTC/USDT"), 5)
+            await asyncio.sleep(1.0)
+            watcher = asyncio.ensure_future(ex.watch_orders("BTC/USDT"))
+            await subscribed(server)
+            await ex.cancel_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-d1"})
+            await asyncio.wait_for(watcher, 5)
+            await asyncio.sleep(0.1)
+            state = await ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-d1"})
+            return reports(ex, "bot4-t1-d1"), state
+        finally:
+            await ex.close()
+
+    seen, state = asyncio.run(scenario())
+    assert [x for _, x, _ in seen] == ["CANCELED"]  # its NEW went out while the stream was down: lost to it
+    assert state["status"] == "canceled"
+    assert server.order_routes.counts["user_drops"] >= 1 and server.order_routes.counts["user_refused"] >= 1
+
+
+def test_ack_after_fill_the_client_hears_of_the_fill_before_the_new_and_before_the_rest_answer(server):
+    async def scenario():
+        ex = pro_client(server)
+        loop = asyncio.get_running_loop()
+        try:
+            await ex.load_markets()
+            watcher = asyncio.ensure_future(ex.watch_orders("BTC/USDT"))
+            await subscribed(server)
+            await loop.run_in_executor(None, lambda: server.inject("ack_after_fill", seconds=0.5))
+            below = max(server.books["BTCUSDT"].bids) - 900.0
+            rest = await ex.create_order("BTC/USDT", "limit", "buy", 0.001, below,  # no fill: the fault waits
+                                         {"newClientOrderId": "bot4-t1-a0"})
+            best_ask = min(server.books["BTCUSDT"].asks)
+            qty = min(0.001, float(server.books["BTCUSDT"].asks[best_ask][1]))
+            order = await ex.create_order("BTC/USDT", "limit", "buy", qty, best_ask,
+                                          {"newClientOrderId": "bot4-t1-a1", "timeInForce": "IOC"})
+            answered = time.monotonic()
+            await asyncio.wait_for(watcher, 5)
+            await ex.cancel_order(rest["id"], "BTC/USDT")
+            return reports(ex, "bot4-t1-a0"), reports(ex, "bot4-t1-a1"), order, answered
+        finally:
+            await ex.close()
+
+    unfilled, seen, order, answered = asyncio.run(scenario())
+    assert [x for _, x, _ in unfilled][:1] == ["NEW"]
+    assert [(x, status) for _, x, status in seen] == [("TRADE", "FILLED"), ("NEW", "NEW")]
+    assert all(t < answered - 0.3 for t, _, _ in seen)  # both on the stream well before the REST answer
+    assert order["status"] == "closed" and order["clientOrderId"] == "bot4-t1-a1"
+
+
+def test_reject_next_refuses_one_placement_with_the_venues_error_and_places_nothing(server):
+    ex = client(server)
+    below = max(server.books["BTCUSDT"].bids) - 650.0
+    server.inject("reject_next")  # -1013 "Filter failure: PRICE_FILTER": ccxt reads PRICE_FILTER in the body
+    with pytest.raises(ccxt.InvalidOrder, match="Filter failure: PRICE_FILTER"):
+        ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-r1"})
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-r1"})
+    server.inject("reject_next", code=-1013, msg="Invalid quantity.")  # no filter name: ccxt maps the code
+    with pytest.raises(ccxt.BadRequest, match="Invalid quantity"):
+        ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-r1"})
+    placed = ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-r1"})
+    assert placed["status"] == "open"  # the fault was for one placement each
+    ex.cancel_order(placed["id"], "BTC/USDT")
+    assert server.order_routes.counts["rejected"] >= 2
