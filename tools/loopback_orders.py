@@ -338,6 +338,11 @@ class Account(Matching):
         return 0.0
 
 
+def json_response(body, status: int = 200, headers: dict | None = None) -> web.Response:
+    """Compact JSON, as the venue sends it (clients that search the body for text see what they would there)."""
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
+
+
 async def _ws_error(ws, rid, exc: VenueError) -> None:
     await ws.send_str(orjson.dumps({"id": rid, "status": exc.status, "error": {"code": exc.code,
                                                                              "msg": exc.msg}}).decode())
@@ -461,13 +466,13 @@ class SignedRoutes:
     async def _listen_key(self, request: web.Request):
         if request.headers.get("X-MBX-APIKEY") != self.api_key:
             self.counts["refused"] += 1
-            return web.json_response({"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."},
+            return json_response({"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."},
                                      status=401)
         if request.method == "POST":
             key = self._new_listen_key()
             self.listen_keys.add(key)
-            return web.json_response({"listenKey": key})
-        return web.json_response({})
+            return json_response({"listenKey": key})
+        return json_response({})
 
     def _new_listen_key(self) -> str:
         return secrets.token_hex(32)
@@ -479,7 +484,7 @@ class SignedRoutes:
             fault, seconds = self.faults.pop(0) if self.faults else ("", 0.0)
             if fault == "429":
                 self.counts["refused"] += 1
-                return web.json_response({"code": -1003, "msg": "Too many requests; current limit is 1200 request "
+                return json_response({"code": -1003, "msg": "Too many requests; current limit is 1200 request "
                                           "weight per 1 MINUTE."}, status=429,
                                          headers={"Retry-After": str(max(1, round(seconds)))})
             if fault == "503":
@@ -490,7 +495,7 @@ class SignedRoutes:
                 body = handler(params)
             except VenueError as exc:
                 self.counts["refused"] += 1
-                return web.json_response(exc.body(), status=exc.status)
+                return json_response(exc.body(), status=exc.status)
             wait, self._answer_wait = self._answer_wait, []
             delay, self._answer_delay = self._answer_delay, 0.0
             if wait:  # ack_after_fill: the events are on the wire before the answer
@@ -499,7 +504,7 @@ class SignedRoutes:
                 delay = max(delay, seconds)
             if delay > 0:
                 await asyncio.sleep(delay)
-            return web.json_response(body)
+            return json_response(body)
         return run
 
     async def _verified(self, request: web.Request) -> dict:

@@ -294,3 +294,39 @@ def test_reject_next_refuses_one_placement_with_the_venues_error_and_places_noth
     assert placed["status"] == "open"  # the fault was for one placement each
     ex.cancel_order(placed["id"], "BTC/USDT")
     assert server.order_routes.counts["rejected"] >= 2
+
+
+def test_edit_order_is_cancel_replace_a_new_order_id_at_the_back_of_the_queue(server):
+    ex = client(server)
+    below = max(server.books["BTCUSDT"].bids) - 750.0
+    first = ex.create_order("BTC/USDT", "limit", "buy", 0.002, below, {"newClientOrderId": "bot4-t1-e1"})
+    second = ex.create_order("BTC/USDT", "limit", "buy", 0.002, below, {"newClientOrderId": "bot4-t1-e2"})
+    # ccxt sends POST /api/v3/order/cancelReplace, cancelReplaceMode=STOP_ON_FAILURE, cancelOrderId=the id
+    edited = ex.edit_order(first["id"], "BTC/USDT", "limit", "buy", 0.003, below,
+                           {"newClientOrderId": "bot4-t1-e1b"})
+    assert edited["id"] != first["id"] and edited["clientOrderId"] == "bot4-t1-e1b"
+    assert edited["status"] == "open" and edited["amount"] == pytest.approx(0.003)
+    assert ex.fetch_order(first["id"], "BTC/USDT")["status"] == "canceled"
+    server.trade("BTCUSDT", below, 0.002)  # one print at the shared price: the unedited order was first in line
+    assert ex.fetch_order(second["id"], "BTC/USDT")["status"] == "closed"
+    assert ex.fetch_order(edited["id"], "BTC/USDT")["filled"] == 0
+    # STOP_ON_FAILURE, the cancel fails: nothing placed, -2022 (ccxt has no class for it on a non-binance.com URL)
+    with pytest.raises(ccxt.ExchangeError, match='-2022.*"newOrderResult":"NOT_ATTEMPTED"') as failed:
+        ex.edit_order(first["id"], "BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-e3"})
+    assert failed.type is ccxt.ExchangeError  # (on api.binance.com ccxt's spot table makes it BadResponse)
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-e3"})
+    # the cancel works, the new order does not: the old order is gone and nothing replaces it (-2021, HTTP 409)
+    with pytest.raises(ccxt.ExchangeError, match='-2021.*"cancelResult":"SUCCESS".*insufficient balance') as half:
+        ex.edit_order(edited["id"], "BTC/USDT", "limit", "buy", 100.0, below, {"newClientOrderId": "bot4-t1-e4"})
+    assert half.type is ccxt.ExchangeError
+    assert ex.fetch_order(edited["id"], "BTC/USDT")["status"] == "canceled"
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-e4"})
+    # a filter failure of the new order reads as a plain InvalidOrder: ccxt finds PRICE_FILTER in the body
+    again = ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-e5"})
+    server.inject("reject_next")
+    with pytest.raises(ccxt.InvalidOrder, match='-2021.*PRICE_FILTER'):
+        ex.edit_order(again["id"], "BTC/USDT", "limit", "buy", 0.001, below - 1, {"newClientOrderId": "bot4-t1-e6"})
+    assert ex.fetch_order(again["id"], "BTC/USDT")["status"] == "canceled"
+    assert all(o["clientOrderId"] not in ("bot4-t1-e1b", "bot4-t1-e5") for o in ex.fetch_open_orders("BTC/USDT"))
