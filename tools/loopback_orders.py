@@ -363,6 +363,7 @@ class SignedRoutes:
     prefix = PREFIX
     listen_key_path = f"{PREFIX}/userDataStream"
     default_reject = (-1013, "Filter failure: PRICE_FILTER")
+    time_in_force = ("GTC", "IOC", "FOK")
 
     def __init__(self, server, account: Matching, api_key: str, secret: str):
         self.server, self.api_key, self.secret = server, api_key, secret.encode()
@@ -557,7 +558,7 @@ class SignedRoutes:
         if not (qty > 0 and (kind == "MARKET" or price > 0)):
             raise VenueError(400, -1013, "Invalid quantity or price.")
         tif = params.get("timeInForce", "GTC" if kind == "LIMIT" else "")
-        if kind == "LIMIT" and tif not in ("GTC", "IOC", "FOK", "GTX"):
+        if kind == "LIMIT" and tif not in self.time_in_force:
             raise VenueError(400, -1115, "Invalid timeInForce.")
         return symbol, side, kind, tif, price, qty
 
