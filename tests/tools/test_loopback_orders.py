@@ -1,6 +1,8 @@
-"""The loopback Binance's signed order endpoints, driven by the real ccxt client: place, query, cancel by client
-order id, fills against the replayed book, and the venue's own errors for a bad signature, a duplicate client
-order id, insufficient balance and unknown orders."""
+"""The loopback Binance's spot order endpoints, driven by the real ccxt and ccxt.pro clients: place, query, cancel
+by client order id, fills against the replayed book, balances locked by resting orders, edit_order as
+cancel-replace, cancel-all, the venue's own errors (bad signature, duplicate client order id, insufficient
+balance, unknown orders) with the ccxt exception each becomes, the faults (429, 503, a slow answer,
+reject_next, ack_after_fill, drop_user_stream) and the account snapshot tests read."""
 import asyncio
 import time
 from pathlib import Path
@@ -330,3 +332,32 @@ def test_edit_order_is_cancel_replace_a_new_order_id_at_the_back_of_the_queue(se
         ex.edit_order(again["id"], "BTC/USDT", "limit", "buy", 0.001, below - 1, {"newClientOrderId": "bot4-t1-e6"})
     assert ex.fetch_order(again["id"], "BTC/USDT")["status"] == "canceled"
     assert all(o["clientOrderId"] not in ("bot4-t1-e1b", "bot4-t1-e5") for o in ex.fetch_open_orders("BTC/USDT"))
+
+
+def test_the_account_snapshot_is_what_ccxt_reads_and_cancel_all_orders_empties_the_book(server):
+    ex = client(server)
+    below = max(server.books["BTCUSDT"].bids) - 850.0
+    for i in range(2):
+        ex.create_order("BTC/USDT", "limit", "buy", 0.001, below - i, {"newClientOrderId": f"bot4-t1-s{i}"})
+    snap = server.account_snapshot()
+    opened = ex.fetch_open_orders("BTC/USDT")
+    assert {o["clientOrderId"] for o in snap["open_orders"]} == {o["clientOrderId"] for o in opened}
+    assert {"bot4-t1-s0", "bot4-t1-s1"} <= {o["clientOrderId"] for o in opened}
+    balance = ex.fetch_balance()
+    for asset in ("USDT", "BTC"):
+        mine = snap["balances"][asset]
+        assert (mine["free"], mine["locked"], mine["total"]) == pytest.approx(
+            (balance[asset]["free"], balance[asset]["used"], balance[asset]["total"]))
+    by_order = {o["orderId"]: o["clientOrderId"] for o in snap["orders"]}
+    venue = ex.fetch_my_trades("BTC/USDT")
+    assert [(int(t["id"]), by_order[int(t["order"])]) for t in venue] == [
+        (t["tradeId"], t["clientOrderId"]) for t in snap["trades"]]
+    assert snap["positions"] == {}
+    cancelled = ex.cancel_all_orders("BTC/USDT")  # DELETE /api/v3/openOrders
+    assert {o["status"] for o in cancelled} == {"canceled"}
+    # the venue's cancel answers name the order's own id origClientOrderId; clientOrderId is the cancel's
+    assert {o["info"]["origClientOrderId"] for o in cancelled} == {o["clientOrderId"] for o in opened}
+    assert not {o["clientOrderId"] for o in cancelled} & {o["clientOrderId"] for o in opened}
+    assert server.account_snapshot()["open_orders"] == [] and ex.fetch_open_orders("BTC/USDT") == []
+    with pytest.raises(ccxt.OrderNotFound):  # nothing to cancel: -2011 on spot (futures answers 200)
+        ex.cancel_all_orders("BTC/USDT")
