@@ -487,7 +487,8 @@ class LoopbackServer:
     def inject(self, kind: str, times: int = 1, seconds: float = 0.0, code: int | None = None,
                msg: str | None = None) -> None:
         """Arm a fault of the order endpoints (tools.loopback_orders: 429, 503, slow, reject_next, ack_after_fill,
-        drop_user_stream), from any thread; returns once it is armed (or, for drop_user_stream, done)."""
+        drop_user_stream), from any thread but the server's own; returns once it is armed (or, for
+        drop_user_stream, done)."""
         routes = self._routes()
         async def arm():
             dropping = routes.inject(kind, times, seconds, code, msg)

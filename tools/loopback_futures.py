@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tools.loopback_orders import EPS, Fill, Matching, Order, SignedRoutes, VenueError, _worst, json_response
+from tools.loopback_orders import EPS, Fill, Matching, Order, SignedRoutes, VenueError, _worst
 
 FAPI = "/fapi/v1"
 MAINT_RATIO = 0.004  # BTCUSDT's first bracket: enough for ccxt's maintenance margin figures

@@ -468,7 +468,7 @@ class SignedRoutes:
         if request.headers.get("X-MBX-APIKEY") != self.api_key:
             self.counts["refused"] += 1
             return json_response({"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."},
-                                     status=401)
+                                 status=401)
         if request.method == "POST":
             key = self._new_listen_key()
             self.listen_keys.add(key)
@@ -486,26 +486,27 @@ class SignedRoutes:
             if fault == "429":
                 self.counts["refused"] += 1
                 return json_response({"code": -1003, "msg": "Too many requests; current limit is 1200 request "
-                                          "weight per 1 MINUTE."}, status=429,
-                                         headers={"Retry-After": str(max(1, round(seconds)))})
+                                      "weight per 1 MINUTE."}, status=429,
+                                     headers={"Retry-After": str(max(1, round(seconds)))})
             if fault == "503":
                 self.counts["refused"] += 1
                 return web.Response(status=503, text="Service Unavailable")
             try:
                 params = await self._verified(request)
-                body = handler(params)
+                body, status = handler(params), 200
             except VenueError as exc:
                 self.counts["refused"] += 1
-                return json_response(exc.body(), status=exc.status)
-            wait, self._answer_wait = self._answer_wait, []
-            delay, self._answer_delay = self._answer_delay, 0.0
+                body, status = exc.body(), exc.status  # (a cancel-replace can fail after placing: still held back)
+            finally:  # taken right after the handler, with no await between: no other request's
+                wait, self._answer_wait = self._answer_wait, []
+                delay, self._answer_delay = self._answer_delay, 0.0
             if wait:  # ack_after_fill: the events are on the wire before the answer
                 await asyncio.gather(*wait, return_exceptions=True)
             if fault == "slow":
                 delay = max(delay, seconds)
             if delay > 0:
                 await asyncio.sleep(delay)
-            return json_response(body)
+            return json_response(body, status=status)
         return run
 
     async def _verified(self, request: web.Request) -> dict:

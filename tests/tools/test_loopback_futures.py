@@ -179,13 +179,13 @@ def test_the_dead_mans_switch_cancels_open_orders_when_not_refreshed_and_a_heart
     for i in range(2):
         ex.create_order(SYMBOL, "limit", "buy", 0.001, below - i, {"newClientOrderId": f"bot4-f5-{i}"})
     fired = server.order_routes.counts["countdowns_fired"]
-    answer = ex.fapiPrivatePostCountdownCancelAll({"symbol": "BTCUSDT", "countdownTime": 600})
-    assert answer == {"symbol": "BTCUSDT", "countdownTime": "600"}
-    for _ in range(5):  # a heartbeat every 0.25 s keeps a 0.6 s countdown from ever elapsing
-        time.sleep(0.25)
-        ex.fapiPrivatePostCountdownCancelAll({"symbol": "BTCUSDT", "countdownTime": 600})
+    answer = ex.fapiPrivatePostCountdownCancelAll({"symbol": "BTCUSDT", "countdownTime": 800})
+    assert answer == {"symbol": "BTCUSDT", "countdownTime": "800"}
+    for _ in range(6):  # a heartbeat every 0.2 s keeps a 0.8 s countdown from ever elapsing
+        time.sleep(0.2)
+        ex.fapiPrivatePostCountdownCancelAll({"symbol": "BTCUSDT", "countdownTime": 800})
     assert len(ex.fetch_open_orders(SYMBOL)) == 2 and server.order_routes.counts["countdowns_fired"] == fired
-    time.sleep(0.9)  # the heartbeat stopped (the host died): the venue cancels everything of the symbol
+    time.sleep(1.2)  # the heartbeat stopped (the host died): the venue cancels everything of the symbol
     assert ex.fetch_open_orders(SYMBOL) == []
     assert server.order_routes.counts["countdowns_fired"] == fired + 1
     # 0 disables a running countdown

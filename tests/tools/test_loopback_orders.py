@@ -16,6 +16,7 @@ from tools.binance_loopback import LoopbackServer
 
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "binance-ws-capture" / "spot_btcusdt_20240808.gz"
 KEY, SECRET = "test-key", "test-secret"  # the loopback's own test credentials: no real account anywhere
+OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,7 @@ def server():
 
 
 def client(server, secret=SECRET):
-    ex = ccxt.binance({"apiKey": KEY, "secret": secret, "enableRateLimit": False,
-                       "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}})
+    ex = ccxt.binance({"apiKey": KEY, "secret": secret, "enableRateLimit": False, "options": OPTIONS})
     api = dict(ex.urls["api"])
     api.pop("ws", None)
     ex.urls["api"] = _replace_origin(api, server.rest_url)
@@ -108,8 +108,7 @@ class Recording(ccxt.pro.binance):
 
 
 def pro_client(server):
-    ex = Recording({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
-                    "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}})
+    ex = Recording({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False, "options": OPTIONS})
     ex.seen = []
     api = dict(ex.urls["api"])
     ws = api.pop("ws")
