@@ -666,8 +666,7 @@ class GatewayConfig:
     request_timeout_ms: float = 5_000.0   # no answer by then: the command's outcome is unknown (never resent)
     query_interval_ms: float = 2_000.0    # orders in flight longer than in_flight_query_ms are queried this often
     in_flight_query_ms: float = 5_000.0
-    on_position_mismatch: str = "refuse"  # start-up: the venue's position differs from ours: refuse | adopt
-    position_tolerance: float = 1e-9      # base units: a smaller difference is no mismatch
+    position_tolerance: float = 1e-9      # base units: a venue position this small is no mismatch at start-up
     dead_man_ms: float = 0.0         # the venue's countdown cancel-all, refreshed while armed (0 = off)
     command_capacity: int = 1_024    # execute -> gateway ring, per live venue (a power of two)
     answer_capacity: int = 4_096     # gateway -> execute ring, per live venue (a power of two)
@@ -676,9 +675,6 @@ class GatewayConfig:
         for key in ("command_capacity", "answer_capacity"):
             value = getattr(self, key)
             _require(value >= 16 and value & (value - 1) == 0, f"gateway.{key}", value, "use a power of two >= 16")
-        _require(self.on_position_mismatch in ("refuse", "adopt"), "gateway.on_position_mismatch",
-                 self.on_position_mismatch, "use 'refuse' (start-up fails, trading stays off) or 'adopt' (take the "
-                 "venue's position as ours)")
         _require(len(set(self.live_venues)) == len(self.live_venues), "gateway.live_venues", self.live_venues,
                  "name each venue once")
         if self.credentials_file:
@@ -698,6 +694,9 @@ class GatewayConfig:
                      "feed.ccxt_exchanges")
             _require(exchanges[name] in ccxt.pro.exchanges, "gateway.exchanges", exchanges[name],
                      f"{exchanges[name]!r} is not a ccxt.pro exchange id (e.g. binance, binanceusdm)")
+            _require(not self.dead_man_ms or exchanges[name] in ("binanceusdm", "binancecoinm"),
+                     "gateway.dead_man_ms", self.dead_man_ms,
+                     f"{name} ({exchanges[name]}) has no countdown cancel-all: use 0, or Binance futures")
 
     def _pairs(self, own: tuple, fallback: tuple) -> dict:
         return _venue_pairs(own or fallback)

@@ -9,8 +9,7 @@ An answer never waits in a full ring by being dropped: it waits here (counted in
 Start-up (``on_start``, before the process says ready): credentials from the environment or the owner-only file
 (pipeline.venues.credentials), markets loaded, then reconciliation against the venue (pipeline.venues.reconcile):
 our orders left open by an earlier run or incarnation are cancelled at the venue; a position at the venue that
-execute does not hold fails the start (``gateway.on_position_mismatch = "refuse"``: the run stops before it arms)
-or is adopted as a synthetic fill (``"adopt"``: the venue is the authority).
+execute does not hold fails the start (the run stops before it arms).
 
 The kill switch reaches the venue twice: execute cancels its open orders through the rings as soon as
 ``trading_enabled`` drops, and the gateway, seeing the drop itself, cancels every order of ours at every live
@@ -43,6 +42,12 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 IDLE_SLEEP_US = 100  # an idle gateway sleeps this long: a command waits at most about this for its session
 W = {label: i for i, label in enumerate(registry.counters("gateway"))}
+# the gateway's control-block words from its sessions' counters (pipeline.venues.ccxt_orders.Counters), summed
+COUNTER_SOURCES = {"orders_placed": ("creates",), "cancels_sent": ("cancels",), "venue_rejects": ("rejects",),
+                   "unknown_outcomes": ("unknown",), "unknown_resolved": ("unknown_resolved", "unknown_absent"),
+                   "queries": ("queries",), "stream_reconnects": ("stream_reconnects",),
+                   "errors": ("network_errors", "stream_errors")}
+DEAD_MAN_EXCHANGES = ("binanceusdm", "binancecoinm")  # Binance futures' countdownCancelAll
 
 
 class SessionThread:
@@ -110,21 +115,25 @@ class Venue:
 def session_factory(config, venue: int, name: str, log):
     """A function making the OrderSession of live venue ``venue`` (index in feed.venues) from an emit callback."""
     from pipeline.venues import credentials
-    from pipeline.venues.ccxt_orders import OrderSession
+    from pipeline.venues.ccxt_orders import OrderSession, Timeouts
     feed, g = config.feed, config.gateway
     exchange = g.exchange_ids(feed)[name]
     wanted = dict(str(e).split("=", 1) for e in g.symbol_map(feed) if "=" in str(e))
-    symbols = {s: wanted.get(f"{name}:{symbol}", symbol) for s, symbol in enumerate(feed.symbols)}
+    symbols = {s: wanted.get(f"{name}:{symbol}", _ccxt_symbol(symbol)) for s, symbol in enumerate(feed.symbols)}
     creds = credentials.load(name, g.credentials_file or None)
     prefix = client_ids.prefix(config.run.name)
+    timeouts = Timeouts(request_s=g.request_timeout_ms / 1e3, recv_window_s=g.request_timeout_ms / 1e3,
+                        sweep_period_s=g.query_interval_ms / 1e3, stale_after_s=g.in_flight_query_ms / 1e3)
 
     def make(emit):
-        return OrderSession(exchange, venue=venue, symbols=symbols, credentials=creds, client_prefix=prefix,
-                            emit=emit, rest_url=g.rest_url_of(feed).get(name, ""),
-                            ws_url=g.ws_url_of(feed).get(name, ""), sandbox=g.sandbox,
-                            timeout_ms=g.request_timeout_ms, query_interval_ms=g.query_interval_ms,
-                            in_flight_query_ms=g.in_flight_query_ms, log=log)
+        return OrderSession(exchange, creds, venue, symbols, prefix, emit, rest_url=g.rest_url_of(feed).get(name, ""),
+                            ws_url=g.ws_url_of(feed).get(name, ""), timeouts=timeouts, sandbox=g.sandbox, log=log)
     return make
+
+
+def _ccxt_symbol(symbol: str) -> str:
+    """feed.symbols' BTC-USDT as ccxt's BTC/USDT (a venue-specific market name goes in gateway.symbols)."""
+    return symbol.replace("-", "/", 1)
 
 
 class Gateway(Agent):
@@ -152,26 +161,34 @@ class Gateway(Agent):
         print(f"gateway: {text}", flush=True)
 
     def on_start(self) -> None:
-        from pipeline.venues import reconcile
         for v in self.venues:
             v.thread = SessionThread(self.make_sessions(v), v.name)
             v.thread.start()
             v.thread.call(v.thread.session.start(), START_TIMEOUT_S)
-            snapshot = v.thread.call(v.thread.session.snapshot(), START_TIMEOUT_S)
-            outcome = reconcile.at_start(snapshot, venue=v.index, prefix=client_ids.prefix(self.config.run.name),
-                                         tolerance=self.config.gateway.position_tolerance)
-            for line in outcome.notes:
-                self._log(f"{v.name}: {line}")
-            if outcome.cancel:
-                v.thread.call(v.thread.session.cancel_orders(outcome.cancel), START_TIMEOUT_S)
-            if outcome.mismatches:
-                text = "; ".join(outcome.mismatches)
-                if self.config.gateway.on_position_mismatch == "refuse":
-                    raise ValueError(f"{v.name}: the venue's positions differ from ours ({text}): trading stays off; "
-                                     "flatten at the venue or set gateway.on_position_mismatch = \"adopt\"")
-                self._log(f"{v.name}: adopting the venue's positions ({text})")
-                v.waiting.append(outcome.synthetic_fills)
-            self.stats[W["reconciled"]] += 1
+            self._reconcile_at_start(v)
+
+    def _reconcile_at_start(self, v: Venue) -> None:
+        """Our orders left open at the venue (an earlier run or incarnation of this one) are cancelled: trading
+        starts disarmed, and execute does not know them. The trades already made are history, not news: none
+        becomes a fill here. At the run's start execute holds no position, so a venue that keeps positions must
+        hold none of its instruments; otherwise the start fails and nothing is armed."""
+        from pipeline.venues import reconcile
+        session = v.thread.session
+        snapshot = v.thread.call(session.snapshot(), START_TIMEOUT_S)
+        history = {(t.key, t.trade_id) for t in snapshot.trades}
+        plan = reconcile.reconcile(snapshot, {}, {}, history, orphans="cancel",
+                                   tolerance=self.config.gateway.position_tolerance)
+        for line in plan.lines() + snapshot.notes:
+            self._log(f"{v.name}: start-up reconciliation: {line}")
+        if plan.cancel:
+            counts = v.thread.call(session.cancel_all(), START_TIMEOUT_S)
+            self._log(f"{v.name}: cancelled what an earlier run left open: {counts}")
+        self.stats[W["reconciled"]] += 1
+        fresh = int(self.block.globals[cb.G_RUN_STATE]) == cb.RUN_STARTING
+        if fresh and plan.mismatches:
+            held = ", ".join(f"key {m.key}: {m.venue:+.10g}" for m in plan.mismatches)
+            raise ValueError(f"{v.name}: the venue holds positions this run does not ({held}): trading stays off; "
+                             "close them at the venue (or trade them from a run that holds them) and start again")
 
     def do_work(self) -> int:
         work = 0
@@ -189,7 +206,7 @@ class Gateway(Agent):
             n = ring.read(v.commands.producer, v.commands.consumer, v.commands.records, v.scratch, COMMAND_BATCH)
             for i in range(n):
                 cmd = v.scratch[i].copy()
-                v.thread.post(v.thread.session.command, cmd)
+                v.thread.post(v.thread.session.handle, cmd)
             self.stats[W["commands"]] += n
             work += n + self._publish_answers(v)
         return work
@@ -213,10 +230,9 @@ class Gateway(Agent):
             v.waiting.pop(0)
         self.stats[W["answers"]] += published
         self.stats[W["answers_waiting"]] = sum(len(b) for v_ in self.venues for b in v_.waiting)
-        for name in ("orders_placed", "cancels_sent", "venue_rejects", "unknown_outcomes", "unknown_resolved",
-                     "queries", "stream_reconnects", "errors"):
-            self.stats[W[name]] = sum(getattr(v_.thread.session.counters, name, 0) for v_ in self.venues
-                                      if v_.thread is not None)
+        sessions = [v_.thread.session.counters for v_ in self.venues if v_.thread is not None]
+        for word, fields in COUNTER_SOURCES.items():
+            self.stats[W[word]] = sum(getattr(c, f) for c in sessions for f in fields)
         return published
 
     def _cancel_everything(self, why: str) -> None:
@@ -227,9 +243,9 @@ class Gateway(Agent):
         self._log(f"{why}: cancelling every order of ours at {', '.join(v.name for v in self.venues)}")
 
     def _refresh_dead_man(self) -> None:
-        ms = self.config.gateway.dead_man_ms
+        ms = int(self.config.gateway.dead_man_ms)
         for v in self.venues:
-            v.thread.post(lambda s=v.thread.session: asyncio.ensure_future(s.dead_man(ms)))
+            v.thread.post(lambda s=v.thread.session: asyncio.ensure_future(_countdown(s, ms, self._log)))
         self.stats[W["dead_man_refreshes"]] += 1
         self.next_dead_man = time.monotonic() + ms / 3e3  # three refreshes per countdown
 
@@ -250,6 +266,17 @@ class Gateway(Agent):
                 v.thread.stop()
             v.commands.close()
             v.answers.close()
+
+
+async def _countdown(session, ms: int, log) -> None:
+    """Binance futures' dead-man's switch for each of the session's symbols: unless refreshed within ``ms``, the
+    venue cancels every open order of the symbol itself (0 turns it off)."""
+    for symbol in session.symbols.values():
+        try:
+            await session.ex.fapiPrivatePostCountdownCancelAll({"symbol": session.ex.market_id(symbol),
+                                                                "countdownTime": ms})
+        except Exception as exc:  # noqa: BLE001 - said; the next refresh tries again, trading is not stopped for it
+            log(f"dead-man's switch for {symbol} not refreshed: {session.creds.mask(str(exc))}")
 
 
 def main() -> int:
