@@ -2,6 +2,11 @@
 of the traded volume under a cap, an iceberg showing one part at a time; a kill, a cancel-all and a gate that keeps
 refusing stop a parent. In fused mode the same runs give the same reports twice, and a routing block that never
 fires leaves every order as it was."""
+import hashlib
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -10,7 +15,7 @@ from shm.control import G_TRADING_ENABLED
 from stages.records import (ALGO_ICEBERG, ALGO_NONE, ALGO_POV, ALGO_TWAP, BUY, INTENT_CANCEL_ALL, INTENT_QUOTE, ORD_ACKED,
                             ORD_CANCELLED, ORD_FILLED, ORD_NEW, ORD_PARTIAL, ORD_PENDING_CANCEL, ORD_REJECTED,
                             REJ_BAD_QTY, REJ_MAX_QTY)
-from tests.conftest import signal_config
+from tests.conftest import ROOT, signal_config
 from tests.stages.desk import MS, T0, Desk, algos, book, intent, trade
 
 
@@ -210,3 +215,18 @@ def test_a_routing_block_that_never_fires_leaves_every_order_as_it_was():
     assert len(plain.orders()) > 100
     assert np.all(plain.reports["parent_id"] == 0) and np.all(plain.reports["algo"] == 0)
     assert plain.reports.tobytes() == armed.reports.tobytes()
+
+
+def test_a_routed_twap_run_gives_the_same_orders_without_jit():
+    """The router and the algos interpreted (NUMBA_DISABLE_JIT=1) reproduce the compiled run exactly."""
+    routing = ALGO_RUNS["twap-routed"][0]
+    code = ("import hashlib; from tests.conftest import signal_config; from pipeline.hosting.fused import run_fused;"
+            f"r = run_fused(signal_config(rings={{'batch': 64}}, routing={routing!r}), 1500, span_ns=1_000_000);"
+            "print(hashlib.sha256(r.reports.tobytes()).hexdigest(), int((r.reports['parent_id'] != 0).sum()))")
+    compiled = run_fused(signal_config(rings={"batch": 64}, routing=routing), 1500, span_ns=1_000_000)
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, NUMBA_DISABLE_JIT="1"), cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    digest, children = out.stdout.split()
+    assert int(children) == int((compiled.reports["parent_id"] != 0).sum()) > 20
+    assert digest == hashlib.sha256(compiled.reports.tobytes()).hexdigest()
