@@ -145,8 +145,9 @@ def gate_limits(params: np.ndarray, key: int) -> tuple[float, float, float]:
 def make_state(venue_state=None):
     """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns, gate,
     venue model state, L2 ladders of delta-only venues, the order state machine per order slot
-    (stages.order_state), routing: venue measurements and parent orders (stages.routing)). ``venue_state``: stages.venue.exchange.make_state(...) (default: no latency table,
-    clock offsets learnt or fixed as the params say)."""
+    (stages.order_state), routing: venue measurements and parent orders (stages.routing)). ``venue_state``:
+    stages.venue.exchange.make_state(...) (default: no latency table, clock offsets learnt or fixed as the params
+    say)."""
     quote_slot = np.full((MAX_KEYS, 2), -1, np.int64)
     gate = np.zeros((1 + 2 * MAX_KEYS, 3))
     gate[0, GATE_TOKENS] = -1.0  # the bucket starts full at the first order

@@ -9,9 +9,9 @@ child's fills and end come back through :func:`child_filled` and :func:`child_en
 - TWAP: ``slices`` children, slice i due at start + i * horizon / slices; each takes what is left (unfilled and not
   working) over the slices left, so a slice that filled short or was refused is made up later. It ends after its
   last slice.
-- POV: after each trade event of its symbol (on its venue, or on every venue when it routes) the target is
-  ``share`` x the volume traded since it started; a child takes the shortfall of filled + working to it, at most
-  ``max_child`` (0: no cap) and at least ``min_child_usd`` unless that finishes it. Ends at its deadline.
+- POV: its target is ``share`` x the volume of the trade events of its symbol since it started (on its venue, or on
+  every venue when it routes); at each event a child takes the shortfall of filled + working to the target, at
+  most ``max_child`` (0: no cap) and at least ``min_child_usd`` unless that finishes it. Ends at its deadline.
 - Iceberg: one resting limit child of ``shown`` (the displayed quantity) at the parent's price on its own venue; when
   it has filled, the next. At its deadline the child shown is cancelled.
 
