@@ -149,6 +149,18 @@ def test_the_config_works_takers_above_a_notional_with_its_algo():
     assert list(children(desk, 1)["qty"]) == [1.0, 1.0]
 
 
+def test_explain_pairs_each_child_with_its_parent_intent():
+    from tools import explain_orders
+    desk = Desk()
+    desk.step(market=[book(T0, 1, size=10.0)])
+    parent = intent(T0 + MS, 2, BUY, 101.0, 4.0, intent_id=9, algo=ALGO_TWAP, horizon_ms=100.0, param=4)
+    desk.step([parent])
+    books_every(desk, 10, 120, 10, 3, size=10.0)
+    pairs = explain_orders.explain(np.array([parent]), desk.all_reports())
+    assert len(pairs) == 4
+    assert all(i["intent_id"] == 9 and r["parent_id"] == 9 and r["state"] == ORD_ACKED for i, r in pairs)
+
+
 # --- fused mode ---------------------------------------------------------------------------------------------------
 
 ALGO_RUNS = {
