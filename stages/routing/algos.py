@@ -10,8 +10,9 @@ child's fills and end come back through :func:`child_filled` and :func:`child_en
   working) over the slices left, so a slice that filled short or was refused is made up later. It ends after its
   last slice.
 - POV: its target is ``share`` x the volume of the trade events of its symbol since it started (on its venue, or on
-  every venue when it routes); at each event a child takes the shortfall of filled + working to the target, at
-  most ``max_child`` (0: no cap) and at least ``min_child_usd`` unless that finishes it. Ends at its deadline.
+  every venue when it routes); after a trade event (at most one child per trade: an IOC that found nothing is not
+  sent again until the market trades) a child takes the shortfall of filled + working to the target, at most
+  ``max_child`` (0: no cap) and at least ``min_child_usd`` unless that finishes it. Ends at its deadline.
 - Iceberg: one resting limit child of ``shown`` (the displayed quantity) at the parent's price on its own venue; when
   it has filled, the next. At its deadline the child shown is cancelled.
 
@@ -42,7 +43,7 @@ PARENT = np.dtype([
     ("side", np.int64), ("start_ts", np.int64), ("end_ts", np.int64),  # end_ts: the deadline, 0 = none
     ("horizon_ns", np.int64), ("next_ts", np.int64), ("last_child_ts", np.int64),
     ("slices", np.int64), ("slices_sent", np.int64), ("children", np.int64), ("child_slot", np.int64),
-    ("rejects", np.int64), ("n_children", np.int64),
+    ("rejects", np.int64), ("n_children", np.int64), ("fresh", np.int64),  # fresh: POV, a trade since its last look
     ("price", np.float64), ("qty", np.float64), ("filled", np.float64), ("working", np.float64),
     ("notional", np.float64),  # sum of fill qty * price: the average fill price is notional / filled
     ("param", np.float64), ("max_child", np.float64), ("volume", np.float64), ("arrival_mid", np.float64),
@@ -109,7 +110,7 @@ def start(parents, intents, ints, row, intent, key, algo, horizon_ns, param, max
     p["end_ts"] = now_ns + np.int64(horizon_ns) if algo != ALGO_TWAP and horizon_ns > 0.0 else 0
     p["next_ts"], p["last_child_ts"] = now_ns, NEVER
     p["slices"] = np.int64(round(param)) if algo == ALGO_TWAP else 0
-    p["slices_sent"], p["children"], p["child_slot"], p["rejects"], p["n_children"] = 0, 0, -1, 0, 0
+    p["slices_sent"], p["children"], p["child_slot"], p["rejects"], p["n_children"], p["fresh"] = 0, 0, -1, 0, 0, 0
     p["price"], p["qty"], p["filled"], p["working"], p["notional"] = intent["price"], intent["qty"], 0.0, 0.0, 0.0
     p["param"], p["max_child"], p["volume"], p["arrival_mid"] = param, max_child, 0.0, arrival_mid
     ints[RI_ACTIVE] += 1
@@ -139,6 +140,9 @@ def due(p, rparams, now_ns, min_gap_ns):
         p["next_ts"] = p["start_ts"] + p["horizon_ns"] * p["slices_sent"] // p["slices"]
         return q
     if algo == ALGO_POV:
+        if p["fresh"] == 0:
+            return 0.0
+        p["fresh"] = 0
         q = min(p["param"] * p["volume"], p["qty"]) - p["filled"] - p["working"]
         if p["max_child"] > 0.0:
             q = min(q, p["max_child"])
@@ -195,6 +199,7 @@ def on_trade(parents, ints, ev):
         if (p["state"] == WORKING and p["algo"] == ALGO_POV and key_symbol(p["key"]) == ev["symbol"]
                 and (p["route"] != 0 or key_venue(p["key"]) == ev["venue"])):
             p["volume"] += ev["size"]
+            p["fresh"] = 1
 
 
 @njit(cache=True, _nrt=False)

@@ -62,10 +62,13 @@ def test_pov_takes_its_share_of_the_volume_traded_since_it_started_at_most_max_c
     desk.step(market=[trade(T0 + 20 * MS, 4, size=4.0)])              # 25% of 4: 1
     desk.step(market=[trade(T0 + 40 * MS, 5, venue=1, size=100.0)])   # another venue's: not its volume
     desk.step(market=[trade(T0 + 60 * MS, 6, size=20.0)])             # of 24: 6 -> 5 short, 2 at a time
-    seq = books_every(desk, 80, 140, 20, 7, size=10.0)
-    assert list(children(desk, 5)["qty"]) == [1.0, 2.0, 2.0, 1.0]
+    seq = books_every(desk, 70, 90, 10, 7, size=10.0)                 # no trade: no child
+    desk.step(market=[trade(T0 + 100 * MS, seq, size=1.0)])           # of 25: 6.25 -> 3.25 short: 2
+    desk.step(market=[trade(T0 + 120 * MS, seq + 1, size=1.0)])       # of 26: 6.5 -> 1.5 short
+    seq += 2
+    assert list(children(desk, 5)["qty"]) == [1.0, 2.0, 2.0, 1.5]
     p = desk.parents[0]
-    assert p["volume"] == 24.0 and p["filled"] == 6.0 and p["state"] == algos.WORKING
+    assert p["volume"] == 26.0 and p["filled"] == 6.5 and p["state"] == algos.WORKING
     books_every(desk, 1002, 1002, 1, seq, size=10.0)  # past its deadline
     desk.step(market=[trade(T0 + 1100 * MS, seq + 1, size=100.0)])
     assert len(children(desk, 5)) == 4 and desk.parents[0]["state"] == algos.FREE
