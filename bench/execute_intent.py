@@ -14,7 +14,7 @@ every market event after them; and each case over today's. Cases:
 - ``armed, nothing fires``: an algo for takers above $1e12 (every intent through the routing dispatch, none routed);
 - ``route every taker``: ``routing.route_takers`` (gather both venues' levels, rank, split);
 - ``takers > $500 as TWAP``: 4 slices over 60 ms, each routed;
-- ``takers > $500 as POV``: 20% of the volume, children of at most $800;
+- ``takers > $500 as POV``: 20% of the volume, children of at most $800, 200 ms deadline;
 - ``takers > $500 as iceberg``: $700 shown at a time, 200 ms deadline.
 
 Rounds interleave the cases (in order, then reversed); the process is pinned to one CPU; every case is run once
@@ -49,7 +49,8 @@ CASES = {
     "route every taker": {"route_takers": True},
     "takers > $500 as TWAP, routed": {"algo": "twap", "algo_above_usd": 500.0, "twap_slices": 4,
                                       "twap_horizon_ms": 60.0, "route_takers": True},
-    "takers > $500 as POV": {"algo": "pov", "algo_above_usd": 500.0, "pov_share": 0.2, "pov_max_child_usd": 800.0},
+    "takers > $500 as POV": {"algo": "pov", "algo_above_usd": 500.0, "pov_share": 0.2, "pov_max_child_usd": 800.0,
+                             "pov_horizon_ms": 200.0},
     "takers > $500 as iceberg": {"algo": "iceberg", "algo_above_usd": 500.0, "iceberg_display_usd": 700.0,
                                  "iceberg_horizon_ms": 200.0},
 }
