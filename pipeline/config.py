@@ -125,6 +125,12 @@ RANGES: dict[str, dict[str, Range]] = {
                 "in_flight_query_ms": Range(0, 600_000), "position_tolerance": Range(0, 1e12),
                 "dead_man_ms": Range(0, 3_600_000), "command_capacity": Range(16, RECORDS),
                 "answer_capacity": Range(16, RECORDS)},
+    "routing": {"latency_bps_per_ms": Range(0, 1000), "latency_ewma_alpha": Range(0, 1, lo_open=True),
+                "health_bps": Range(0, 10_000), "health_halflife_ms": _positive(DAY_MS), "health_max": _positive(1e6),
+                "ack_timeout_ms": _positive(600_000), "min_child_usd": Range(0, 1e12), "algo_above_usd": MONEY_USD,
+                "twap_slices": Range(1, 10_000), "twap_horizon_ms": Range(0, DAY_MS), "pov_share": Range(0, 1, True),
+                "pov_max_child_usd": Range(0, 1e12), "pov_horizon_ms": Range(0, DAY_MS),
+                "iceberg_display_usd": MONEY_USD, "iceberg_horizon_ms": Range(0, DAY_MS)},
     "watchdog": {"period_ms": _positive(100), "heartbeat_stale_ms": Range(10, 600_000),
                  "feed_stale_ms": Range(0, DAY_MS), "hard_drawdown_pct": Range(0, 100, True, True),
                  "ring_blocked_ms": Range(10, 3_600_000), "max_error_fraction": _positive(1),
@@ -598,6 +604,39 @@ class ExecuteConfig:
         return getattr(self, limit), f"execute.{limit}"
 
 
+ALGO_CHOICES = ("none", "twap", "pov", "iceberg")  # stages.records.ALGO_NAMES
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """Smart order routing and execution algorithms (stages.routing) for taker (IOC) intents. The defaults route
+    nothing and wrap nothing: every intent is one order on its own venue unless it asks for more itself
+    (ORDER_INTENT.route, .algo)."""
+    route_takers: bool = False         # every taker intent may be split across the venues that list its symbol
+    latency_bps_per_ms: float = 0.5    # a venue's measured ack latency costs this much per ms in the ranking
+    latency_ewma_alpha: float = 0.1    # weight of each new ack in a venue's latency average
+    health_bps: float = 5.0            # each recent venue reject or late ack costs this much in the ranking...
+    health_halflife_ms: float = 30_000.0  # ...halved every this much event time
+    health_max: float = 3.0            # a venue with this many recent failures (decayed) is left out
+    ack_timeout_ms: float = 1_000.0    # an ack later than this counts as a timeout (a failure)
+    min_child_usd: float = 10.0        # a smaller routed share goes to the best venue; a smaller POV child waits
+    algo: str = "none"                 # none | twap | pov | iceberg: works every taker intent above algo_above_usd
+    algo_above_usd: float = 25_000.0   # notional (qty x limit price) above which `algo` takes an intent
+    twap_slices: int = 10
+    twap_horizon_ms: float = 10_000.0  # the first slice at once, the last at (slices - 1) / slices of this
+    pov_share: float = 0.1             # of the volume traded in the symbol's trade events since the parent started
+    pov_max_child_usd: float = 5_000.0  # 0 = no cap
+    pov_horizon_ms: float = 60_000.0   # the deadline; 0 = none
+    iceberg_display_usd: float = 2_000.0  # the part shown at a time
+    iceberg_horizon_ms: float = 60_000.0  # the deadline: the shown part is cancelled; 0 = none
+
+    def check(self):
+        _require(self.algo in ALGO_CHOICES, "routing.algo", self.algo, f"use one of {', '.join(ALGO_CHOICES)}")
+        _require(0 < self.pov_share <= 1, "routing.pov_share", self.pov_share,
+                 "use a share of the traded volume in (0, 1], e.g. 0.1")
+        _require(1 <= self.twap_slices <= 10_000, "routing.twap_slices", self.twap_slices, "use 1..10000")
+
+
 QUEUE_MODELS = ("front", "risk_averse", "power", "power2", "power3", "log", "log2")  # stages.venue.queue
 
 
@@ -956,6 +995,7 @@ class Config:
     market_making: MarketMakingConfig = field(default_factory=MarketMakingConfig)
     arbitrage: ArbitrageConfig = field(default_factory=ArbitrageConfig)
     execute: ExecuteConfig = field(default_factory=ExecuteConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     venue: VenueConfig = field(default_factory=VenueConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)

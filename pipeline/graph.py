@@ -17,7 +17,7 @@ from pipeline import streams
 from pipeline.config import GATE_LIMITS, REGIME_KEYS, AllocatorConfig, Config, ConfigError
 from pipeline.plan import RunPlan
 from pipeline.registry import STAGE_NAMES
-from stages import execute, feature, feed, fixed_quote, records, risk, strategy, validate
+from stages import execute, feature, feed, fixed_quote, records, risk, routing, strategy, validate
 from stages.universe import instrument_key
 from stages.venue import exchange
 
@@ -196,6 +196,7 @@ def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
         by_key = {limit: gate_limits_by_key(config, limit) for limit in GATE_LIMITS}
         # a run that is not live is a backtest (fused mode): its driver hands the venue the market ahead
         return dict(venue=venue_params(config, live, lookahead=not live), event_clock=not live,
+                    routing=routing.make_params(**dataclasses.asdict(config.routing)),
                     max_open_orders=e.max_open_orders, flatten=e.on_kill == "flatten",
                     flatten_collar_bps=e.flatten_collar_bps, flatten_retry_ms=e.flatten_retry_ms,
                     max_order_qty=e.max_order_qty, max_order_usd=e.max_order_usd,

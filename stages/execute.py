@@ -23,6 +23,13 @@ open orders, and an order-rate token bucket refilled in event time (only orders 
 spend a token). The quantity, notional and position limits are per instrument (a table in the params,
 see P_LIMITS). A rejection is an execution report with a REJ_* reason, counted per reason; it never
 becomes an order. Execute's own reduce-only flatten orders after a kill do not pass the gate.
+
+A taker intent can ask for more than one order on its venue (stages.routing; the config can ask for every taker or
+every one above a notional): ``route`` lets the smart order router split it across the venues that list the symbol
+and across their levels, by price after taker fees at the size, depth, measured ack latency and venue health; ``algo``
+makes it a parent order (TWAP, POV, iceberg) worked on event time. Each child order passes the gate on its own and
+its reports name the parent (``parent_id``, ``algo``). Execute measures every venue's ack latency and counts its
+rejects and late acks for the router.
 """
 import numpy as np
 from numba import njit
@@ -30,14 +37,16 @@ from numba.extending import register_jitable
 
 from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
-from stages import book, order_state
+from stages import book, order_state, routing
 from stages.counters import Counters
-from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, INTENT_CANCEL_ALL, ORD_PENDING_CANCEL, INTENT_IOC, INTENT_QUOTE,
+from stages.records import (ALGO_ICEBERG, ALGO_NONE, BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_TRADE,
+                            INTENT_CANCEL_ALL, ORD_PENDING_CANCEL, INTENT_IOC, INTENT_QUOTE,
                             MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_NEW, ORD_PARTIAL, ORD_REJECTED,
                             ORDER, REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES,
                             REJ_NO_MARKET, REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
                             REJ_GATEWAY, REJ_TRADING_DISABLED, REJ_VENUE, REP_FUNDING, SELL, STRAT_FLATTEN)
-from stages.universe import MAX_KEYS, instrument_key, key_symbol, key_venue
+from stages.routing import algos, router
+from stages.universe import MAX_KEYS, MAX_VENUES, instrument_key, key_symbol, key_venue
 from stages.venue import exchange, link
 from stages.venue.exchange import (R_ACK, R_CANCEL_REJECTED, R_CANCELLED, R_FILL, R_FUNDING, R_REJECTED,
                                    VI_DROPPED)
@@ -53,12 +62,13 @@ LIMIT_QTY, LIMIT_USD, LIMIT_POSITION_USD = range(3)
 N_LIMITS = 3
 P_LIMITS = 12
 P_VENUE = P_LIMITS + MAX_KEYS * N_LIMITS  # the venue model's params (stages.venue.exchange) from here on
+P_ROUTING = P_VENUE + exchange.N_PARAMS    # then the routing block (stages.routing)
 
 # I_BUCKET_NS: event time of the last token refill (0 = full); I_CLOCK_NS: on the event clock, the latest record's time
 I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS, I_CLOCK_NS = range(4)
 # make_state's tuple, by position (numba indexes a heterogeneous tuple by constants only)
 (X_INTS, X_BOOKS, X_HAS_BOOK, X_ORDERS, X_QUOTE_SLOT, X_POSITIONS, X_CASH, X_FEES, X_FLATTEN_NS, X_GATE, X_VENUE,
- X_LADDERS, X_ORDER_FSM, X_LINKS) = range(14)
+ X_LADDERS, X_ORDER_FSM, X_ROUTING, X_LINKS) = range(15)
 HAS_LADDER, HAS_TOP = 1, 2  # has_book[key]: a top from our L2 ladder of its deltas; a BBO or book view
 GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
 
@@ -105,10 +115,11 @@ def out_capacity(batch: int) -> int:
 def make_params(*, max_open_orders: int, flatten: bool,
                 flatten_collar_bps: float, flatten_retry_ms: float, max_order_qty: float, max_order_usd: float,
                 price_collar_bps: float, max_orders_per_s: float, order_burst: int, duplicate_window_ms: float,
-                max_position_usd: float, venue: np.ndarray, event_clock: bool,
+                max_position_usd: float, venue: np.ndarray, routing: np.ndarray, event_clock: bool,
                 max_order_qty_by_key: dict | None = None, max_order_usd_by_key: dict | None = None,
                 max_position_usd_by_key: dict | None = None) -> np.ndarray:
-    """``venue``: the venue model's params (stages.venue.exchange.make_params). The ``*_by_key`` dicts map an
+    """``venue``: the venue model's params (stages.venue.exchange.make_params); ``routing``: the router's and the
+    algos' (stages.routing.make_params). The ``*_by_key`` dicts map an
     instrument key (stages.universe.instrument_key) to its own limit; keys without one get the global limit.
     Fees are the venue model's (per venue)."""
     scalars = [float(min(max_open_orders, MAX_ORDERS)), float(flatten),
@@ -125,8 +136,8 @@ def make_params(*, max_open_orders: int, flatten: bool,
             if not 0 <= key < MAX_KEYS:
                 raise ValueError(f"instrument key={key} is outside 0..{MAX_KEYS - 1}")
             limits[key, column] = value
-    assert len(venue) == exchange.N_PARAMS
-    return np.concatenate((np.array(scalars), limits.ravel(), venue))
+    assert len(venue) == exchange.N_PARAMS and len(routing) == algos.N_PARAMS
+    return np.concatenate((np.array(scalars), limits.ravel(), venue, routing))
 
 
 def gate_limits(params: np.ndarray, key: int) -> tuple[float, float, float]:
@@ -139,9 +150,10 @@ def gate_limits(params: np.ndarray, key: int) -> tuple[float, float, float]:
 def make_state(venue_state=None, links=None):
     """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns, gate,
     venue model state, L2 ladders of delta-only venues, the order state machine per order slot
-    (stages.order_state), the live venues' links). ``venue_state``: stages.venue.exchange.make_state(...)
-    (default: no latency table, clock offsets learnt or fixed as the params say); ``links``:
-    stages.venue.link.make_links(...) (default: every venue is the paper venue)."""
+    (stages.order_state), routing: venue measurements and parent orders (stages.routing), the live venues'
+    links). ``venue_state``: stages.venue.exchange.make_state(...) (default: no latency table, clock offsets learnt
+    or fixed as the params say); ``links``: stages.venue.link.make_links(...) (default: every venue is the paper
+    venue)."""
     quote_slot = np.full((MAX_KEYS, 2), -1, np.int64)
     gate = np.zeros((1 + 2 * MAX_KEYS, 3))
     gate[0, GATE_TOKENS] = -1.0  # the bucket starts full at the first order
@@ -149,7 +161,8 @@ def make_state(venue_state=None, links=None):
             np.zeros(MAX_ORDERS, ORDER), quote_slot, np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS),
             np.full(MAX_KEYS, -(1 << 62), np.int64), gate,
             venue_state if venue_state is not None else exchange.make_state(), book.make_books(),
-            order_state.make_state(MAX_ORDERS), links if links is not None else link.make_links())
+            order_state.make_state(MAX_ORDERS), routing.make_state(),
+            links if links is not None else link.make_links())
 
 
 def seed_order_ids(state, last_id: int) -> None:
@@ -179,6 +192,8 @@ def _report(out, n, order, state_code, price, qty, fee, liquidity, position, rej
     r["leaves"] = order["qty"] - order["filled"]
     r["fee"] = fee
     r["position"] = position
+    r["parent_id"] = order["intent_id"] & 0xFFFFFFFF if order["parent"] != 0 else 0
+    r["algo"] = order["algo"]
     return n + 1
 
 
@@ -238,8 +253,10 @@ def _request_cancel(state, params, vparams, slot, out, n, stats, now_ns):
 
 @njit(cache=True, _nrt=False)
 def cancel_all(state, params, vparams, out, n, stats, now_ns):
-    """Cancel every open order but execute's own flatten IOCs (they end by themselves)."""
+    """Cancel every open order but execute's own flatten IOCs (they end by themselves); no parent order sends
+    another child."""
     orders = state[X_ORDERS]
+    algos.end_all(state[X_ROUTING][routing.RS_PARENTS], state[X_ROUTING][routing.RS_INTS])
     for slot in range(orders.shape[0]):
         if _is_open(orders[slot]) and orders[slot]["strategy"] != STRAT_FLATTEN:
             n = _request_cancel(state, params, vparams, slot, out, n, stats, now_ns)
@@ -283,7 +300,7 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
         r = out[n]
         r["origin_ts"], r["origin_seq"], r["stage_ts"], r["exch_ts"], r["send_ts"] = 0, 0, now_ns, a["exch_ts"], 0
         r["order_id"], r["venue"], r["symbol"], r["side"], r["state"] = 0, key_venue(k), key_symbol(k), 0, REP_FUNDING
-        r["liquidity"], r["strategy"], r["reject_reason"] = 0, 0, 0
+        r["liquidity"], r["strategy"], r["reject_reason"], r["parent_id"], r["algo"] = 0, 0, 0, 0, 0
         r["price"], r["qty"], r["leaves"], r["fee"], r["position"] = a["price"], a["qty"], 0.0, a["fee"], positions[k]
         return n + 1
     slot = a["slot"]
@@ -305,7 +322,12 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
     if order_state.apply(fsm, slot, _event_of(kind, a["leaves"])) == order_state.REFUSED:
         stats[ST_TRANSITIONS_REFUSED] += 1  # never applied: no report, no position change
         return n
+    rs = state[X_ROUTING]
+    rparams = params[P_ROUTING:]
+    parents = rs[routing.RS_PARENTS]
+    row = order["parent"] - 1  # the child's parent order, or < 0
     if kind == R_ACK:
+        router.on_ack(rs[routing.RS_VENUES], rparams, order["venue"], now_ns - order["send_ts"], now_ns)
         if order["state"] == ORD_NEW:
             order["state"] = ORD_ACKED
         return _report(out, n, order, ORD_ACKED, order["price"], order["qty"], 0.0, 0, positions[k], 0, now_ns,
@@ -323,6 +345,8 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
         stats[ST_FILLS] += 1
         n = _report(out, n, order, order["state"], price, qty, fee, a["liquidity"], positions[k], 0, now_ns,
                     a["exch_ts"])
+        if row >= 0:
+            algos.child_filled(parents[row], slot, qty, price, done)
         if done:
             _free(state, slot)
         return n
@@ -331,6 +355,8 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
         stats[ST_CANCELS] += 1
         n = _report(out, n, order, ORD_CANCELLED, order["price"], order["qty"] - order["filled"], 0.0, 0,
                     positions[k], 0, now_ns, a["exch_ts"])
+        if row >= 0:
+            algos.child_ended(parents[row], slot, order["qty"] - order["filled"], False)
         _free(state, slot)
         return n
     if kind == R_REJECTED:
@@ -340,6 +366,9 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
         stats[ST_REJ_BASE + REJ_VENUE - 1] += 1
         n = _report(out, n, order, ORD_REJECTED, order["price"], order["qty"], 0.0, 0, positions[k], REJ_VENUE,
                     now_ns, a["exch_ts"])
+        router.on_reject(rs[routing.RS_VENUES], rparams, order["venue"], now_ns)
+        if row >= 0:
+            algos.child_ended(parents[row], slot, order["qty"] - order["filled"], True)
         _free(state, slot)
         return n
     # R_CANCEL_REJECTED for an order still open here: on the paper venue the cancel overtook the order (latencies
@@ -438,7 +467,8 @@ def _free_slot(orders):
 
 
 @njit(cache=True, _nrt=False)
-def _reject(out, n, intent, reason, position, stats, now_ns):
+def _reject(out, n, intent, reason, position, stats, now_ns, parent_id=0, algo=0):
+    """A rejection report; ``parent_id``, ``algo``: a child's or a refused parent's (stages.records EXEC_REPORT)."""
     r = out[n]
     r["origin_ts"] = intent["origin_ts"]
     r["origin_seq"] = intent["origin_seq"]
@@ -458,6 +488,8 @@ def _reject(out, n, intent, reason, position, stats, now_ns):
     r["leaves"] = 0.0
     r["fee"] = 0.0
     r["position"] = position
+    r["parent_id"] = parent_id & 0xFFFFFFFF
+    r["algo"] = algo
     stats[ST_REJECTS] += 1
     stats[ST_REJ_BASE + reason - 1] += 1
     return n + 1
@@ -518,8 +550,8 @@ def _spend_token(ints, gate, params, now_ns):
 
 @njit(cache=True, _nrt=False)
 def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, side, kind, strategy, price, qty, out, n,
-          position, stats, now_ns):
-    """A new order in ``slot``: reported new, sent to the venue."""
+          position, stats, now_ns, parent=0, algo=0):
+    """A new order in ``slot``: reported new, sent to the venue. ``parent``, ``algo``: a child's (records.ORDER)."""
     ints = state[X_INTS]
     orders = state[X_ORDERS]
     vs = state[X_VENUE]
@@ -543,6 +575,8 @@ def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, sid
     order["qty"] = qty
     order["filled"] = 0.0
     order["state"] = ORD_NEW
+    order["parent"] = parent
+    order["algo"] = algo
     order_state.reset(fsm, slot)
     order_state.apply(fsm, slot, order_state.OE_SUBMIT)
     stats[ST_ORDERS] += 1
@@ -560,38 +594,37 @@ def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, sid
 
 
 @njit(cache=True, _nrt=False)
-def _on_intent(state, params, vparams, intent, out, n, stats, now_ns):
+def _place(state, params, vparams, intent, replaced, parent, algo, out, n, stats, now_ns):
+    """The gate, then one order of ``intent`` on its own venue. Returns (n, the order's slot; -1: refused).
+    ``replaced``: the slot of the quote a quote replaces (-1: none); ``parent``, ``algo``: a child's (records.ORDER)."""
     ints = state[X_INTS]
     has_book = state[X_HAS_BOOK]
     orders = state[X_ORDERS]
-    quote_slot = state[X_QUOTE_SLOT]
     positions = state[X_POSITIONS]
     gate = state[X_GATE]
     k = instrument_key(intent["venue"], intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
-    if intent["kind"] == INTENT_CANCEL_ALL:
-        return cancel_all(state, params, vparams, out, n, stats, now_ns)
-    replaced = quote_slot[k, side_col] if intent["kind"] == INTENT_QUOTE else -1
-    if intent["kind"] == INTENT_QUOTE and intent["qty"] <= 0.0:  # withdraw this side's quote
-        if replaced >= 0:
-            n = _request_cancel(state, params, vparams, replaced, out, n, stats, now_ns)
-        return n
+    parent_id = intent["intent_id"] if parent != 0 else 0
+    reason = 0
     if not (intent["qty"] > 0.0) or not (intent["price"] > 0.0):
-        return _reject(out, n, intent, REJ_BAD_QTY, positions[k], stats, now_ns)
-    if has_book[k] == 0:
-        return _reject(out, n, intent, REJ_NO_MARKET, positions[k], stats, now_ns)
-    reason = gate_check(state, params, intent, k, now_ns, replaced)
+        reason = REJ_BAD_QTY
+    elif has_book[k] == 0:
+        reason = REJ_NO_MARKET
+    else:
+        reason = gate_check(state, params, intent, k, now_ns, replaced)
+    slot = -1
+    if reason == 0:
+        slot = _free_slot(orders) if ints[I_OPEN] < params[P_MAX_OPEN_ORDERS] else -1
+        links = state[X_LINKS]
+        if slot < 0:
+            reason = REJ_TOO_MANY_ORDERS
+        elif link.is_live(links, intent["venue"]) and not link.has_room(links, intent["venue"], 2):
+            stats[ST_LINK_FULL] += 1  # room for it and a replaced quote's cancel: else the gateway is behind or down
+            reason = REJ_GATEWAY
+        elif not _spend_token(ints, gate, params, now_ns):
+            reason = REJ_RATE_LIMIT
     if reason != 0:
-        return _reject(out, n, intent, reason, positions[k], stats, now_ns)
-    slot = _free_slot(orders) if ints[I_OPEN] < params[P_MAX_OPEN_ORDERS] else -1
-    if slot < 0:
-        return _reject(out, n, intent, REJ_TOO_MANY_ORDERS, positions[k], stats, now_ns)
-    links = state[X_LINKS]
-    if link.is_live(links, intent["venue"]) and not link.has_room(links, intent["venue"], 2):  # + a replaced quote's cancel
-        stats[ST_LINK_FULL] += 1
-        return _reject(out, n, intent, REJ_GATEWAY, positions[k], stats, now_ns)
-    if not _spend_token(ints, gate, params, now_ns):
-        return _reject(out, n, intent, REJ_RATE_LIMIT, positions[k], stats, now_ns)
+        return _reject(out, n, intent, reason, positions[k], stats, now_ns, parent_id, algo), -1
     if intent["kind"] == INTENT_IOC:
         last = gate[1 + 2 * k + side_col]
         last[0] = intent["price"]
@@ -601,9 +634,191 @@ def _on_intent(state, params, vparams, intent, out, n, stats, now_ns):
         n = _request_cancel(state, params, vparams, replaced, out, n, stats, now_ns)
     n = _send(state, params, vparams, slot, intent["intent_id"], intent["origin_ts"], intent["origin_seq"], k,
               intent["side"], intent["kind"], intent["strategy"], intent["price"], intent["qty"], out, n,
-              positions[k], stats, now_ns)
-    if intent["kind"] == INTENT_QUOTE:
+              positions[k], stats, now_ns, parent, algo)
+    return n, slot
+
+
+@njit(cache=True, _nrt=False)
+def _on_intent(state, params, vparams, intent, out, n, stats, now_ns):
+    quote_slot = state[X_QUOTE_SLOT]
+    k = instrument_key(intent["venue"], intent["symbol"])
+    side_col = 0 if intent["side"] == BUY else 1
+    if intent["kind"] == INTENT_CANCEL_ALL:
+        return cancel_all(state, params, vparams, out, n, stats, now_ns)
+    asks = intent["route"] != 0 or intent["algo"] != ALGO_NONE
+    if asks or params[P_ROUTING + router.RP_ACTIVE] != 0.0:
+        if intent["kind"] == INTENT_IOC:
+            return _on_taker(state, params, vparams, intent, out, n, stats, now_ns)
+        if asks:  # a quote is neither routed nor worked: the fields it set are not valid for it
+            return _reject(out, n, intent, REJ_BAD_QTY, state[X_POSITIONS][k], stats, now_ns)
+    replaced = quote_slot[k, side_col] if intent["kind"] == INTENT_QUOTE else -1
+    if intent["kind"] == INTENT_QUOTE and intent["qty"] <= 0.0:  # withdraw this side's quote
+        if replaced >= 0:
+            n = _request_cancel(state, params, vparams, replaced, out, n, stats, now_ns)
+        return n
+    n, slot = _place(state, params, vparams, intent, replaced, 0, 0, out, n, stats, now_ns)
+    if slot >= 0 and intent["kind"] == INTENT_QUOTE:
         quote_slot[k, side_col] = slot
+    return n
+
+
+@njit(cache=True, _nrt=False)
+def _own_reports(intent, rparams):
+    """Reports an intent can write before any venue answer: new and a replaced quote's pending cancel; a routed or
+    worked one a child per venue (or a refusal) and a parent's pending cancel."""
+    if intent["route"] == 0 and intent["algo"] == ALGO_NONE and rparams[router.RP_ACTIVE] == 0.0:
+        return 2
+    return MAX_VENUES + 2
+
+
+@njit(cache=True, _nrt=False)
+def _on_taker(state, params, vparams, intent, out, n, stats, now_ns):
+    """A taker intent that the routing block or its own fields route across venues or work as a parent order."""
+    rparams = params[P_ROUTING:]
+    rs = state[X_ROUTING]
+    k = instrument_key(intent["venue"], intent["symbol"])
+    route = intent["route"] != 0 or rparams[router.RP_ROUTE_TAKERS] != 0.0
+    algo, horizon_ns, param, max_child = algos.chosen(intent, rparams)
+    if algo == ALGO_NONE:
+        if not route:
+            n, _ = _place(state, params, vparams, intent, -1, 0, 0, out, n, stats, now_ns)
+            return n
+        rs[routing.RS_INTS][algos.RI_ROUTED] += 1
+        return _route(state, params, vparams, intent, -1, ALGO_NONE, out, n, stats, now_ns)
+    if (not (intent["qty"] > 0.0) or not (intent["price"] > 0.0)
+            or not algos.valid(algo, horizon_ns, param, max_child)):
+        return _reject(out, n, intent, REJ_BAD_QTY, state[X_POSITIONS][k], stats, now_ns, intent["intent_id"], algo)
+    parents = rs[routing.RS_PARENTS]
+    row = algos.free_row(parents)
+    if row < 0:
+        return _reject(out, n, intent, REJ_TOO_MANY_ORDERS, state[X_POSITIONS][k], stats, now_ns,
+                       intent["intent_id"], algo)
+    top = state[X_BOOKS][k]
+    mid = 0.5 * (top["bid_px"][0] + top["ask_px"][0]) if state[X_HAS_BOOK][k] != 0 else 0.0
+    algos.start(parents, rs[routing.RS_INTENTS], rs[routing.RS_INTS], row, intent, k, algo, horizon_ns, param,
+                max_child, 1 if route and algo != ALGO_ICEBERG else 0, mid, now_ns)  # an iceberg rests on its venue
+    return _work_parent(state, params, vparams, row, out, n, stats, now_ns, intent["origin_ts"], intent["origin_seq"])
+
+
+@njit(cache=True, _nrt=False)
+def _gather(state, symbol, side, home, levels, n_levels):
+    """What a taker of ``side`` could take on each venue listing ``symbol`` (router.split's levels; -1: no book);
+    returns the reference mid: venue ``home``'s, else the first venue's with one (0: none)."""
+    books = state[X_BOOKS]
+    has_book = state[X_HAS_BOOK]
+    ladders = state[X_LADDERS]
+    other = book.ASK if side == BUY else book.BID
+    ref = 0.0
+    for v in range(MAX_VENUES):
+        k = instrument_key(v, symbol)
+        n_levels[v] = -1
+        if has_book[k] == 0:
+            continue
+        top = books[k]
+        mid = 0.5 * (top["bid_px"][0] + top["ask_px"][0])
+        if mid > 0.0 and (v == home or ref == 0.0):
+            ref = mid
+        depth = BOOK_LEVELS if has_book[k] == HAS_LADDER or top["kind"] == EV_BOOK else 1  # a BBO is one level
+        m = 0
+        for j in range(depth):
+            if has_book[k] == HAS_LADDER:
+                px, sz = book.level(ladders, k, other, j)
+            elif side == BUY:
+                px, sz = top["ask_px"][j], top["ask_sz"][j]
+            else:
+                px, sz = top["bid_px"][j], top["bid_sz"][j]
+            if not (px > 0.0) or not (sz > 0.0):
+                break
+            levels[v, m, 0] = px
+            levels[v, m, 1] = sz
+            m += 1
+        n_levels[v] = m
+    return ref
+
+
+@njit(cache=True, _nrt=False)
+def _child(state, params, vparams, child, parent, algo, out, n, stats, now_ns):
+    """One child order through the gate, counted on its parent when it has a row (``parent`` > 0: 1 + the row)."""
+    rs = state[X_ROUTING]
+    ints = rs[routing.RS_INTS]
+    qty = child["qty"]
+    n, slot = _place(state, params, vparams, child, -1, parent, algo, out, n, stats, now_ns)
+    ints[algos.RI_CHILDREN if slot >= 0 else algos.RI_CHILD_REFUSED] += 1
+    if parent > 0:
+        p = rs[routing.RS_PARENTS][parent - 1]
+        if slot >= 0:
+            algos.child_sent(p, slot, qty, now_ns)
+        else:
+            algos.child_refused(p, now_ns)
+    return n
+
+
+@njit(cache=True, _nrt=False)
+def _route(state, params, vparams, intent, parent, algo, out, n, stats, now_ns):
+    """A taker order split by the router across the venues listing its symbol: a child per venue given a share,
+    best-ranked first, each through the gate. ``parent``: 1 + the parent's row, or -1 (an intent's own split)."""
+    rs = state[X_ROUTING]
+    levels, n_levels, alloc, order = rs[routing.RS_LEVELS], rs[routing.RS_N_LEVELS], rs[routing.RS_ALLOC], rs[routing.RS_ORDER]
+    side, qty, price, home = intent["side"], intent["qty"], intent["price"], np.int64(intent["venue"])
+    ref = _gather(state, intent["symbol"], side, home, levels, n_levels)
+    children = rs[routing.RS_CHILD]
+    children[0] = intent  # ``intent`` may be this very record (a parent's child): read above, written below
+    child = children[0]
+    if not (ref > 0.0) or not (qty > 0.0) or not (price > 0.0):  # nothing to route on: the gate says why
+        return _child(state, params, vparams, child, parent, algo, out, n, stats, now_ns)
+    count = router.split(levels, n_levels, vparams, rs[routing.RS_VENUES], params[P_ROUTING:], side, qty, price,
+                         ref, home, now_ns, rs[routing.RS_SCORES], order, rs[routing.RS_CHUNKS], alloc)
+    if count > 1:
+        rs[routing.RS_INTS][algos.RI_SPLIT] += 1
+    for i in range(MAX_VENUES):
+        v = order[i]
+        if alloc[v, router.AL_QTY] > 0.0:
+            child["venue"] = v
+            child["qty"] = alloc[v, router.AL_QTY]
+            child["price"] = alloc[v, router.AL_PRICE]
+            n = _child(state, params, vparams, child, parent, algo, out, n, stats, now_ns)
+    return n
+
+
+@njit(cache=True, _nrt=False)
+def _work_parent(state, params, vparams, row, out, n, stats, now_ns, origin_ts, origin_seq):
+    """Parent ``row`` at ``now_ns``: stop it when it is over, send its due child (caused by the record with
+    ``origin_*``), free it once its children have ended."""
+    rs = state[X_ROUTING]
+    orders = state[X_ORDERS]
+    p = rs[routing.RS_PARENTS][row]
+    if algos.settle(p, now_ns) and p["algo"] == ALGO_ICEBERG and p["child_slot"] >= 0:
+        slot = p["child_slot"]  # the shown part rests: take it down
+        if _is_open(orders[slot]) and orders[slot]["parent"] == row + 1:
+            n = _request_cancel(state, params, vparams, slot, out, n, stats, now_ns)
+    q = algos.due(p, params[P_ROUTING:], now_ns, params[P_DUP_WINDOW_NS])
+    if q > 0.0:
+        children = rs[routing.RS_CHILD]
+        children[0] = rs[routing.RS_INTENTS][row]
+        child = children[0]
+        child["origin_ts"], child["origin_seq"], child["qty"] = origin_ts, origin_seq, q
+        if p["algo"] == ALGO_ICEBERG:
+            child["kind"] = INTENT_QUOTE
+            n = _child(state, params, vparams, child, row + 1, p["algo"], out, n, stats, now_ns)
+        elif p["route"] != 0:
+            n = _route(state, params, vparams, child, row + 1, p["algo"], out, n, stats, now_ns)
+        else:
+            n = _child(state, params, vparams, child, row + 1, p["algo"], out, n, stats, now_ns)
+        algos.settle(p, now_ns)  # a TWAP's last slice
+    algos.release(p, rs[routing.RS_INTS])
+    return n
+
+
+@njit(cache=True, _nrt=False)
+def _work_parents(state, params, vparams, out, n, stats, now_ns, origin_ts, origin_seq, room):
+    """Every parent at ``now_ns`` while ``out`` has room below ``room`` for a child's reports (else the next call)."""
+    parents = state[X_ROUTING][routing.RS_PARENTS]
+    for row in range(parents.shape[0]):
+        if parents[row]["state"] == algos.FREE:
+            continue
+        if n + MAX_VENUES + 1 > room:
+            break
+        n = _work_parent(state, params, vparams, row, out, n, stats, now_ns, origin_ts, origin_seq)
     return n
 
 
@@ -648,6 +863,7 @@ def flatten(state, params, vparams, out, n, stats, now_ns):
 @njit(cache=True, _nrt=False)
 def _on_disabled(state, params, vparams, out, n, stats, now_ns):
     orders = state[X_ORDERS]
+    algos.end_all(state[X_ROUTING][routing.RS_PARENTS], state[X_ROUTING][routing.RS_INTS])
     pending = False
     for slot in range(orders.shape[0]):
         if _is_open(orders[slot]) and orders[slot]["cancel_ts"] == 0 and orders[slot]["strategy"] != STRAT_FLATTEN:
@@ -690,9 +906,15 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     event it answers). Without the backtest's lookahead, each market event is also handed to the venue here."""
     vs = state[X_VENUE]
     vparams = params[P_VENUE:]
+    rparams = params[P_ROUTING:]
+    parents = state[X_ROUTING][routing.RS_PARENTS]
+    parent_ints = state[X_ROUTING][routing.RS_INTS]
     event_clock = params[P_EVENT_CLOCK] != 0.0
     lookahead = vparams[exchange.V_LOOKAHEAD] != 0.0
-    reserve = 2 * n_a + MAX_ORDERS + 8  # room for the intents' own reports (new, pending cancel), a cancel-all's
+    reserve = MAX_ORDERS + 8  # room for the intents' own reports (new, pending cancel, children), a cancel-all's
+    for i in range(n_a):
+        reserve += _own_reports(in_a[i], rparams)
+    origin_ts, origin_seq = 0, 0  # the last record taken: the cause of a parent's child at the step's end
     n = 0
     i = 0
     j = 0
@@ -713,6 +935,14 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
                     exchange.push_market(vs, vparams, ev)
             n = _deliver(state, params, vparams, out, n, stats, t, reserve)
             _on_market(state, ev)
+            origin_ts, origin_seq = ev["origin_ts"], ev["origin_seq"]
+            if parent_ints[algos.RI_ACTIVE] > 0:  # parent orders work on the event clock
+                if ev["kind"] == EV_TRADE:
+                    algos.on_trade(parents, parent_ints, ev)
+                if load_acquire(ctl, G_TRADING_ENABLED) == 0:
+                    algos.end_all(parents, parent_ints)
+                n = _work_parents(state, params, vparams, out, n, stats, t, origin_ts, origin_seq,
+                                  out.shape[0] - reserve)
             j += 1
             continue
         intent = in_a[i]
@@ -728,8 +958,9 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
             stats[ST_DISABLED_REJECTS] += 1
         else:
             n = _on_intent(state, params, vparams, intent, out, n, stats, t)
+        origin_ts, origin_seq = intent["origin_ts"], intent["origin_seq"]
+        reserve -= _own_reports(intent, rparams)
         i += 1
-        reserve -= 2
     stats[ST_MARKET] += n_b
     if event_clock:
         ints[I_CLOCK_NS] = max(ints[I_CLOCK_NS], t)
@@ -738,6 +969,8 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         n = _on_disabled(state, params, vparams, out, n, stats, t)
     if lookahead or n_a + n_b > 0:
         n = _deliver(state, params, vparams, out, n, stats, t, MAX_ORDERS)
+    if parent_ints[algos.RI_ACTIVE] > 0:  # after the answers: an iceberg shows its next part, live TWAP slices
+        n = _work_parents(state, params, vparams, out, n, stats, t, origin_ts, origin_seq, out.shape[0] - MAX_ORDERS)
     if n > 0 or n_a + n_b > 0:
         _publish_stats(state, stats)
     return n

@@ -10,7 +10,8 @@ import numpy as np
 
 from shm.segment import layout_hash
 
-RECORDS_VERSION = 3  # 3: the event's trade fields ride to strategy; ORDER_INTENT gained regime and signal
+RECORDS_VERSION = 4  # 4: ORDER_INTENT gained route and the algo fields; EXEC_REPORT and ORDER gained the parent order
+                     # 3: the event's trade fields ride to strategy; ORDER_INTENT gained regime and signal
                      # 2: EXEC_REPORT gained exch_ts and send_ts; REP_FUNDING; REJ_VENUE
 BOOK_LEVELS = 5
 N_FEATURES = 28
@@ -239,7 +240,20 @@ ORDER_INTENT = _padded([
     ("drawdown", np.float64),
     ("regime", np.uint8),         # 1 + the regime (REGIME_*) the allocator saw; 0: the strategy has none
     ("signal", np.float64),       # the strategy's decision value (its module says the unit: bps of edge, z-score)
+    # How execute works a taker (INTENT_IOC) intent (stages.routing); all 0: one order on the named venue, as before.
+    ("route", np.uint8),          # ROUTE_*: ROUTE_ANY lets the router split it across the venues listing the symbol
+    ("algo", np.uint8),           # ALGO_*: work it as a parent order whose children pass the gate one by one
+    ("algo_horizon_ms", np.float64),  # TWAP: the span of its slices; POV, iceberg: the deadline (0 = none)
+    ("algo_param", np.float64),   # TWAP: slices; POV: share of the traded volume, (0, 1]; iceberg: shown qty (base)
+    ("algo_max_child", np.float64),  # POV: the largest child (base units; 0 = no cap)
 ])
+
+# OrderIntent.route
+ROUTE_NAMED = 0     # the intent's own venue only
+ROUTE_ANY = 1       # any venue that lists the symbol: the smart order router picks and splits
+# OrderIntent.algo, and ExecReport.algo of a child order (with parent_id 0 on a plain order)
+ALGO_NONE, ALGO_TWAP, ALGO_POV, ALGO_ICEBERG = range(4)
+ALGO_NAMES = {ALGO_NONE: "none", ALGO_TWAP: "twap", ALGO_POV: "pov", ALGO_ICEBERG: "iceberg"}
 
 # Order.state and ExecReport.state
 ORD_NEW, ORD_ACKED, ORD_PARTIAL, ORD_FILLED, ORD_CANCELLED, ORD_REJECTED = range(1, 7)
@@ -287,6 +301,8 @@ ORDER = _padded([
     ("filled", np.float64),
     ("send_ts", np.int64),       # local time the order was sent to the venue
     ("cancel_ts", np.int64),     # local time a cancel was sent; 0 = none in flight
+    ("parent", np.int32),        # 1 + its parent's row in execute's parent table (stages.routing); 0 = none
+    ("algo", np.uint8),          # the parent's ALGO_*
 ])
 
 EXEC_REPORT = _padded([
@@ -308,6 +324,8 @@ EXEC_REPORT = _padded([
     ("leaves", np.float64),      # quantity still open
     ("fee", np.float64),         # quote currency
     ("position", np.float64),    # position of (venue, symbol) after this report
+    ("parent_id", np.uint32),    # a child order's parent: the low 32 bits of the parent intent's intent_id; 0 = none
+    ("algo", np.uint8),          # the parent's ALGO_* (ALGO_NONE with a parent_id: a routed split)
 ])
 
 # A live venue: execute's commands to the venue's gateway process (pipeline.venues) and the gateway's answers, one

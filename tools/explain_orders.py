@@ -29,15 +29,22 @@ def reason_names(bits: int) -> str:
 
 
 def explain(intents: np.ndarray, reports: np.ndarray) -> list[tuple[np.void, np.void]]:
-    """(intent, report) for every intent that was acknowledged or rejected, in report order."""
+    """(intent, report) for every order acknowledged or rejected, in report order: a plain order's own intent; a
+    routed or algo child's parent intent (EXEC_REPORT.parent_id, the low 32 bits of its intent_id)."""
     waiting = defaultdict(deque)
+    parents = {}
     for i in range(len(intents)):
         it = intents[i]
         waiting[(int(it["origin_seq"]), int(it["venue"]), int(it["symbol"]), int(it["side"]), float(it["price"]),
                  float(it["qty"]))].append(i)
+        parents[int(it["intent_id"]) & 0xFFFFFFFF] = i
     answered = reports[(reports["state"] == records.ORD_ACKED) | (reports["state"] == records.ORD_REJECTED)]
     out = []
     for r in answered:
+        if r["parent_id"]:
+            if int(r["parent_id"]) in parents:
+                out.append((intents[parents[int(r["parent_id"])]], r))
+            continue
         key = (int(r["origin_seq"]), int(r["venue"]), int(r["symbol"]), int(r["side"]), float(r["price"]),
                float(r["qty"]))
         if waiting[key]:

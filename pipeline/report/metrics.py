@@ -322,6 +322,74 @@ def _latency(reports: np.ndarray, samples: dict, notes: list) -> dict:
             "order_entry_negative": int(np.sum(samples["order_entry"] < 0))}
 
 
+def _algo_label(parent_id: np.ndarray, algo: np.ndarray) -> np.ndarray:
+    """A plain order's "none", an intent's routed split "route", else its algo's name (records.ALGO_NAMES)."""
+    names = np.array([records.ALGO_NAMES.get(a, f"algo{a}") for a in range(256)], dtype=object)
+    return np.where(parent_id == 0, "none", np.where(algo == records.ALGO_NONE, "route", names[algo]))
+
+
+def _mids_at(prices: prices_mod.Prices, venue: np.ndarray, symbol: np.ndarray, when: np.ndarray) -> np.ndarray:
+    iid = prices_mod.instrument_ids(venue, symbol)
+    out = np.full(len(iid), np.nan)
+    for i in np.unique(iid).tolist():
+        mine = iid == i
+        if i in prices.mids and len(prices.mids[i]):
+            out[mine] = prices.mids[i].at(when[mine])
+    return out
+
+
+def _slippage(reports: np.ndarray, fills: np.ndarray, intents: np.ndarray, prices: prices_mod.Prices) -> list:
+    """Cost against the arrival mid per strategy and algo: side * (average fill price - mid) / mid in bps (positive
+    = cost), weighted by filled notional. A parent is an intent's whole order (an algo's or a routed split's
+    children, by EXEC_REPORT.parent_id; a plain order is its own parent), its arrival mid its instrument's at the
+    intent's origin_ts; a child's is its venue's mid when it was sent (its NEW report's stage_ts)."""
+    new = reports[(reports["state"] == records.ORD_NEW) & (reports["order_id"] > 0)]
+    if not len(new):
+        return []
+    ids, at = np.unique(fills["order_id"], return_inverse=True)
+    qty_by_id, notional_by_id = np.bincount(at, fills["qty"]), np.bincount(at, fills["qty"] * fills["price"])
+    pos = np.minimum(np.searchsorted(ids, new["order_id"]), max(len(ids) - 1, 0))
+    has = (ids[pos] == new["order_id"]) if len(ids) else np.zeros(len(new), bool)
+    qty, notional = np.where(has, qty_by_id[pos] if len(ids) else 0.0, 0.0), np.where(
+        has, notional_by_id[pos] if len(ids) else 0.0, 0.0)
+    side = new["side"].astype(np.float64)
+    child_mid = _mids_at(prices, new["venue"], new["symbol"], new["stage_ts"].astype(np.int64))
+    # the parent's arrival: its intent (the latest one with those low 32 bits of intent_id), a plain order's own
+    parent = new["parent_id"].astype(np.int64)
+    arrive_ts, arrive_venue, arrive_symbol = new["origin_ts"].astype(np.int64), new["venue"], new["symbol"]
+    if np.any(parent > 0) and len(intents):
+        low = intents["intent_id"].astype(np.int64) & 0xFFFFFFFF
+        order = np.argsort(low, kind="stable")
+        j = np.clip(np.searchsorted(low[order], parent, side="right") - 1, 0, len(low) - 1)
+        found = (parent > 0) & (low[order][j] == parent)
+        it = intents[order][j]
+        arrive_ts = np.where(found, it["origin_ts"], arrive_ts)
+        arrive_venue, arrive_symbol = np.where(found, it["venue"], arrive_venue), np.where(found, it["symbol"],
+                                                                                            arrive_symbol)
+    parent_mid = _mids_at(prices, arrive_venue, arrive_symbol, arrive_ts)
+    key = np.where(parent > 0, parent, -new["order_id"].astype(np.int64))  # a plain order: its own parent
+    label = _algo_label(parent, new["algo"].astype(np.int64))
+    names = np.array([strategy_name(sid) for sid in new["strategy"].tolist()], dtype=object)
+    rows = []
+    for name, algo in sorted(set(zip(names.tolist(), label.tolist()))):
+        mine = (names == name) & (label == algo)
+        filled = mine & (qty > 0)
+        kids = filled & np.isfinite(child_mid)
+        child_bps = side[kids] * (notional[kids] / qty[kids] - child_mid[kids]) / child_mid[kids] * 1e4
+        keys, inv = np.unique(key[filled], return_inverse=True)
+        p_qty, p_notional = np.bincount(inv, qty[filled]), np.bincount(inv, notional[filled])
+        first = np.unique(inv, return_index=True)[1]
+        p_mid, p_side = parent_mid[filled][first], side[filled][first]
+        ok = np.isfinite(p_mid)
+        parent_bps = p_side[ok] * (p_notional[ok] / p_qty[ok] - p_mid[ok]) / p_mid[ok] * 1e4
+        rows.append({"strategy": name, "algo": algo, "parents": int(len(np.unique(key[mine]))),
+                     "parents_filled": int(len(keys)), "children": int(mine.sum()),
+                     "filled_qty": float(qty[mine].sum()), "filled_notional": float(notional[mine].sum()),
+                     "arrival_cost_bps": float(np.average(parent_bps, weights=p_notional[ok])) if ok.any() else None,
+                     "child_cost_bps": float(np.average(child_bps, weights=notional[kids])) if kids.any() else None})
+    return rows
+
+
 def _gaps(prices: prices_mod.Prices, settings: Settings, universe: dict | None) -> list:
     out = []
     for iid in np.unique(prices.ids).tolist():
@@ -479,6 +547,7 @@ def analyse(run: RunRecord, settings: Settings = Settings()) -> Analysis:
         "pnl": pnl, "risk_adjusted": risk, "drawdown": dd, "trading": totals, "strategies": strategies,
         "attribution": {"by_instrument": by_instrument, "by_strategy": by_strategy},
         "inventory": inventory, "markouts": markouts, "latency": latency,
+        "slippage": _slippage(reports, fills, run.intents, prices),
         "gaps": {"threshold_s": settings.gap_threshold_ns / NS, "by_instrument": gaps},
         "notes": notes,
     }
@@ -524,4 +593,9 @@ def conventions(settings: Settings) -> dict:
         "gaps": "per instrument: consecutive accepted events further apart in event time than the threshold",
         "floats": "rounded to 12 significant digits; NaN and infinity are null",
         "attribution_by_strategy": "each strategy's own fills marked at the end mark; funding is per instrument only",
+        "slippage": "per strategy and algo (none: plain orders; route: an intent's split across venues; twap, pov, "
+                    "iceberg): side * (average fill price - arrival mid) / arrival mid, bps, positive = cost, "
+                    "weighted by filled notional; arrival_cost_bps per parent (an intent's whole order; its mid at "
+                    "the intent's origin_ts on the intent's venue), child_cost_bps per child order (its venue's mid "
+                    "when it was sent)",
     }

@@ -57,6 +57,12 @@ def _figures(analysis: Analysis) -> list[go.Figure]:
                                name="by instrument (net)")])
         at.update_layout(title="PnL attribution (quote)")
         figs.append(at)
+    slip = [r for r in analysis.summary["slippage"] if r["arrival_cost_bps"] is not None]
+    if slip:
+        sl = go.Figure(go.Bar(x=[f'{r["strategy"]}/{r["algo"]}' for r in slip], y=[r["arrival_cost_bps"] for r in slip],
+                              name="arrival cost"))
+        sl.update_layout(title="Slippage against the arrival mid by strategy/algo (bps, + = cost)")
+        figs.append(sl)
     lat = {k: v for k, v in analysis.latency_samples.items() if len(v)}
     if lat:
         la = go.Figure([go.Histogram(x=v.tolist(), name=k, opacity=0.6) for k, v in sorted(lat.items())])

@@ -252,6 +252,32 @@ def test_latency_from_send_and_venue_times():
     assert lat["round_trip"]["p100"] == 500.0
 
 
+def test_slippage_against_the_arrival_mid_per_parent_child_and_plain_order():
+    """A TWAP parent (intent 5, buy 2 on venue 0, arriving at mid 100) fills 1 at 100.5 and, once the mid is 102, 1 at
+    102.5; a plain directional sell fills 1 at 101.5 against a mid of 102. Positive = cost."""
+    mkt = market(bbo(T0, 99, 101), bbo(T0, 100, 100.4, venue=1), bbo(T0 + S, 101, 103))
+    it = np.zeros(1, records.ORDER_INTENT)
+    it["intent_id"], it["origin_ts"], it["side"], it["qty"], it["strategy"] = 5, T0 + S // 2, records.BUY, 2.0, 1
+    twap = dict(strategy=records.STRAT_DIRECTIONAL, parent_id=5, algo=records.ALGO_TWAP)
+    reps = [report(T0 + S // 2, records.ORD_NEW, 1, records.BUY, 101.0, 1.0, **twap),
+            report(T0 + S // 2, records.ORD_FILLED, 1, records.BUY, 100.5, 1.0, liquidity=-1, **twap),
+            report(T0 + 3 * S // 2, records.ORD_NEW, 2, records.BUY, 103.0, 1.0, **twap),
+            report(T0 + 3 * S // 2, records.ORD_FILLED, 2, records.BUY, 102.5, 1.0, liquidity=-1, **twap),
+            report(T0 + 2 * S, records.ORD_NEW, 3, records.SELL, 101.0, 1.0, strategy=records.STRAT_DIRECTIONAL),
+            report(T0 + 2 * S, records.ORD_FILLED, 3, records.SELL, 101.5, 1.0, liquidity=-1,
+                   strategy=records.STRAT_DIRECTIONAL)]
+    run = RunRecord(mkt, np.concatenate(reps), it, 1000.0, {"source": "test"})
+    doc, analysis = analyse(run)
+    rows = {(r["strategy"], r["algo"]): r for r in doc["slippage"]}
+    twap_row, plain = rows[("directional", "twap")], rows[("directional", "none")]
+    assert twap_row["parents"] == 1 and twap_row["children"] == 2 and twap_row["filled_qty"] == 2.0
+    assert twap_row["arrival_cost_bps"] == pytest.approx(150.0)  # (101.5 - 100) / 100
+    child = (100.5 * 50.0 + 102.5 * (0.5 / 102 * 1e4)) / 203.0  # each against the mid when it was sent
+    assert twap_row["child_cost_bps"] == pytest.approx(child)
+    assert plain["arrival_cost_bps"] == pytest.approx(0.5 / 102 * 1e4) == pytest.approx(plain["child_cost_bps"])
+    assert "slippage" in doc["conventions"]
+
+
 def test_bot4_report_on_a_fused_journal(tmp_path):
     journal, out = tmp_path / "journal", tmp_path / "out"
     cli = [sys.executable, "-m", "tools.cli"]
