@@ -1,0 +1,105 @@
+"""Reconciliation on hand-built snapshots: the venue is the authority on what happened there; orders of a previous
+incarnation are cancelled or adopted, others' are left alone; missed fills and ends become synthetic answers; a
+position mismatch beyond the tolerance is an error."""
+import pytest
+
+from pipeline.venues.reconcile import LocalOrder, VenueOrder, VenueSnapshot, VenueTrade, reconcile
+from stages.records import ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, SELL
+
+KEY = 3  # venue 0, symbol 3
+
+
+def vorder(order_id, status="open", qty=1.0, filled=0.0, side=BUY, cid=None, key=KEY, vid=None):
+    return VenueOrder(venue_id=vid or f"v{order_id}", client_id=cid or f"b4run-{order_id}", order_id=order_id,
+                      symbol="BTC/USDT", key=key, side=side, price=100.0, qty=qty, filled=filled, status=status,
+                      exch_ts=5_000)
+
+
+def vtrade(trade_id, order_id, qty, price=100.0, side=BUY, ts=None, fee=0.01, key=KEY):
+    return VenueTrade(trade_id=trade_id, venue_order_id=f"v{order_id}", order_id=order_id, symbol="BTC/USDT",
+                      key=key, side=side, price=price, qty=qty, fee=fee, liquidity=1, exch_ts=ts or trade_id * 10)
+
+
+def snap(**kw):
+    return VenueSnapshot(venue=0, taken_ns=99, **kw)
+
+
+def rows(plan):
+    return [(int(a["kind"]), int(a["order_id"]), int(a["slot"]), int(a["trade_id"]), float(a["qty"]),
+             float(a["leaves"])) for a in plan.answers]
+
+
+def test_orders_the_venue_has_and_we_do_not_ours_are_cancelled_or_adopted_others_left_alone():
+    mine_old = vorder(7)
+    foreign = vorder(None, cid="someone-else-1", vid="v900")
+    other_run = vorder(None, cid="b4otherrun-5", vid="v901")
+    known = vorder(8)
+    s = snap(open_orders=[mine_old, foreign, other_run, known])
+    local = {8: LocalOrder(8, slot=2, key=KEY, side=BUY, price=100.0, qty=1.0)}
+    plan = reconcile(s, local, {}, set())
+    assert plan.cancel == [mine_old] and plan.adopt == [] and plan.foreign == [foreign, other_run]
+    assert len(plan.answers) == 0 and plan.ok and plan.unresolved == []
+    adopted = reconcile(s, local, {}, set(), orphans="adopt")
+    assert adopted.adopt == [mine_old] and adopted.cancel == []
+    with pytest.raises(ValueError, match="orphans"):
+        reconcile(s, local, {}, set(), orphans="ignore")
+    assert any("not ours" in line for line in plan.lines())
+
+
+def test_an_order_we_think_open_that_the_venue_ended_gets_its_missed_fills_then_its_end():
+    local = {10: LocalOrder(10, slot=4, key=KEY, side=BUY, price=100.0, qty=1.0, filled=0.2)}
+    s = snap(orders={10: vorder(10, status="canceled", filled=0.7)},
+             trades=[vtrade(2, 10, 0.3), vtrade(1, 10, 0.2), vtrade(3, 10, 0.2)])
+    plan = reconcile(s, local, {KEY: 0.2}, {(KEY, 1)})  # trade 1 is the 0.2 the journal holds
+    assert rows(plan) == [(ANS_FILL, 10, 4, 2, 0.3, pytest.approx(0.5)), (ANS_FILL, 10, 4, 3, 0.2, pytest.approx(0.3)),
+                          (ANS_CANCELLED, 10, 4, 0, pytest.approx(0.3), 0.0)]
+    assert plan.expected_positions[KEY] == pytest.approx(0.7)
+    assert all(a["arrive_ts"] == 99 and a["send_ts"] == 0 for a in plan.answers)
+
+
+def test_missed_fills_that_complete_an_order_end_it_with_leaves_zero_and_nothing_more():
+    local = {11: LocalOrder(11, slot=1, key=KEY, side=SELL, price=100.0, qty=0.5)}
+    s = snap(orders={11: vorder(11, status="closed", qty=0.5, filled=0.5, side=SELL)},
+             trades=[vtrade(5, 11, 0.25, side=SELL), vtrade(6, 11, 0.25, side=SELL)])
+    plan = reconcile(s, local, {KEY: 0.0}, set())
+    assert rows(plan) == [(ANS_FILL, 11, 1, 5, 0.25, 0.25), (ANS_FILL, 11, 1, 6, 0.25, 0.0)]
+    assert plan.expected_positions[KEY] == pytest.approx(-0.5)
+
+
+def test_an_order_the_venue_does_not_know_is_rejected_or_if_it_was_acknowledged_cancelled():
+    local = {12: LocalOrder(12, slot=0, key=KEY, side=BUY, price=100.0, qty=1.0, acked=False),
+             13: LocalOrder(13, slot=5, key=KEY, side=BUY, price=100.0, qty=1.0, acked=True),
+             14: LocalOrder(14, slot=6, key=KEY, side=BUY, price=100.0, qty=1.0)}
+    plan = reconcile(snap(orders={12: None, 13: None}), local, {}, set())
+    assert rows(plan) == [(ANS_REJECTED, 12, 0, 0, 1.0, 0.0), (ANS_CANCELLED, 13, 5, 0, 1.0, 0.0)]
+    assert plan.unresolved == ["order 14: not open at the venue and not asked about: query it by its client order id"]
+
+
+def test_fills_the_journal_already_holds_are_not_repeated_and_unexplained_fills_are_unresolved():
+    local = {20: LocalOrder(20, slot=3, key=KEY, side=BUY, price=100.0, qty=1.0, filled=0.4)}
+    s = snap(open_orders=[vorder(20, filled=0.9)], trades=[vtrade(1, 20, 0.4)])
+    plan = reconcile(s, local, {KEY: 0.4}, {(KEY, 1)})
+    assert len(plan.answers) == 0
+    assert plan.unresolved and "venue says 0.9 filled" in plan.unresolved[0]
+
+
+def test_fills_of_a_previous_incarnations_order_are_reported_with_slot_minus_one_and_move_the_position():
+    s = snap(open_orders=[vorder(30, filled=0.3)], trades=[vtrade(8, 30, 0.3, fee=0.5)], has_positions=True,
+             positions={KEY: 0.3})
+    plan = reconcile(s, {}, {}, set())
+    assert rows(plan) == [(ANS_FILL, 30, -1, 8, 0.3, 0.0)] and plan.answers[0]["fee"] == 0.5
+    assert plan.cancel == [s.open_orders[0]] and plan.ok
+    assert plan.expected_positions == {KEY: pytest.approx(0.3)}
+
+
+def test_a_position_mismatch_beyond_the_tolerance_keeps_trading_disarmed():
+    s = snap(has_positions=True, positions={KEY: 1.0, KEY + 1: -0.5})
+    plan = reconcile(s, {}, {KEY: 1.0 + 1e-12, KEY + 1: -0.4, KEY + 2: 0.2}, set())
+    assert not plan.ok
+    assert [(m.key, m.local, m.venue) for m in plan.mismatches] == [(KEY + 1, -0.4, -0.5), (KEY + 2, 0.2, 0.0)]
+    assert plan.mismatches[0].difference == pytest.approx(-0.1)
+    assert reconcile(s, {}, {KEY: 1.0, KEY + 1: -0.4, KEY + 2: 0.2}, set(),
+                     tolerance={KEY + 1: 0.2, KEY + 2: 0.25}).ok
+    assert any("position mismatch on key 4" in line for line in plan.lines())
+    # a venue without positions (spot) is not compared
+    assert reconcile(snap(positions={}), {}, {KEY: 5.0}, set()).ok
