@@ -1,0 +1,358 @@
+"""The venue side of the live gateway with the real ccxt/ccxt.pro client against the loopback Binance (its signed
+order API and user stream, faults on demand): round trips give the answers the venue's own records imply, unknown
+outcomes are settled by queries without a second order, each venue trade is one fill, the kill switch cancels our
+orders only, a dropped user stream is followed by a resync, and the credentials never show."""
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import ccxt
+import numpy as np
+import pytest
+
+from pipeline.sources.ccxt_source import _replace_origin
+from pipeline.venues import client_ids
+from pipeline.venues.ccxt_orders import OrderSession, Timeouts, trade_id_int
+from pipeline.venues.credentials import Credentials
+from stages.records import (ANS_ACK, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, CMD_CANCEL, CMD_NEW, INTENT_IOC,
+                            INTENT_QUOTE, SELL, VENUE_ANSWER, VENUE_COMMAND)
+from stages.universe import instrument_key
+from tools.binance_loopback import LoopbackServer
+
+CAPTURE = Path(__file__).resolve().parents[2] / "data" / "binance-ws-capture" / "spot_btcusdt_20240808.gz"
+# the loopback's own test credentials (no real account anywhere), distinctive so a leak is easy to find
+KEY, SECRET = "loopbackKey7f3a9c21e8", "loopbackSecret5d8e0b44c6"
+VENUE = 1
+KEY_BTC = instrument_key(VENUE, 2)
+SYMBOLS = {2: "BTC/USDT"}
+FAST = dict(request_s=3.0, recv_window_s=1.0, first_query_s=0.1, max_query_delay_s=0.4, absent_margin_s=0.3,
+            fill_grace_s=0.1, sweep_period_s=0.5, stale_after_s=1.0, reconnect_min_s=0.1, reconnect_max_s=0.5,
+            stream_ready_s=5.0, stop_wait_s=1.0)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LoopbackServer([CAPTURE], "spot", speed=0, wait_streams=99,
+                        orders=dict(api_key=KEY, secret=SECRET,
+                                    balances={"USDT": 10_000_000.0, "BTC": 100.0})) as s:
+        yield s
+
+
+def command(kind, order_id, side=BUY, price=0.0, qty=0.0, order_kind=INTENT_QUOTE, slot=5, key=KEY_BTC):
+    c = np.zeros(1, VENUE_COMMAND)
+    c["kind"], c["order_id"], c["slot"], c["key"], c["order_kind"] = kind, order_id, slot, key, order_kind
+    c["side"], c["price"], c["qty"], c["send_ts"] = side, price, qty, time.time_ns()
+    return c
+
+
+class Run:
+    """A session against the loopback and everything it emitted and logged."""
+
+    def __init__(self, server, name, secret=SECRET, user_stream=True, **timeouts):
+        self.server, self.prefix = server, client_ids.prefix(name)
+        self.batches, self.logs = [], []
+        self.session = OrderSession("binance", Credentials("binance", KEY, secret), VENUE, SYMBOLS, self.prefix,
+                                    self.batches.append, rest_url=server.rest_url, ws_url=server.ws_url,
+                                    timeouts=Timeouts(**{**FAST, **timeouts}), user_stream=user_stream,
+                                    log=self.logs.append)
+
+    @property
+    def answers(self) -> np.ndarray:
+        return np.concatenate(self.batches) if self.batches else np.zeros(0, VENUE_ANSWER)
+
+    def of(self, order_id) -> np.ndarray:
+        a = self.answers
+        return a[a["order_id"] == order_id]
+
+    def kinds(self, order_id) -> list:
+        return [int(k) for k in self.of(order_id)["kind"]]
+
+    async def until(self, predicate, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; answers {self.answers[['kind', 'order_id']].tolist()}; "
+                                     f"logs {self.logs[-5:]}")
+            await asyncio.sleep(0.02)
+
+    def venue_orders(self) -> list:
+        return [o for o in self.server.order_routes.account.orders.values() if o.client_id.startswith(self.prefix)]
+
+    def venue_trades(self, venue_order_id) -> list:
+        return [t for t in self.server.order_routes.account.trades if t["orderId"] == venue_order_id]
+
+
+@contextlib.asynccontextmanager
+async def running(server, name, **kw):
+    run = Run(server, name, **kw)
+    await run.session.start()
+    try:
+        yield run
+    finally:
+        await run.session.stop()
+    assert not [line for line in run.logs if "internal error" in line]
+
+
+async def in_thread(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def best(server):
+    book = server.books["BTCUSDT"]
+    asks = sorted(book.asks)
+    return max(book.bids), asks, book
+
+
+def test_ioc_and_quote_round_trips_answer_as_the_venue_recorded_them(server):
+    async def scenario():
+        async with running(server, "roundtrip") as run:
+            bid, asks, book = best(server)
+            level0 = float(book.asks[asks[0]][1])
+            level1 = float(book.asks[asks[1]][1])
+            qty = round(level0 + level1 + 0.5, 5)  # takes two levels, the rest expires
+            ioc = command(CMD_NEW, 101, BUY, asks[1], qty, INTENT_IOC, slot=7)
+            run.session.submit(ioc)
+            await run.until(lambda: ANS_CANCELLED in run.kinds(101))
+            quote = command(CMD_NEW, 102, SELL, asks[-1] + 50.0, 0.004, slot=8)
+            run.session.submit(quote)
+            await run.until(lambda: ANS_ACK in run.kinds(102))
+            await in_thread(server.trade, "BTCUSDT", asks[-1] + 60.0, 0.001)   # through it: a maker fill of 0.001
+            await run.until(lambda: ANS_FILL in run.kinds(102))
+            cancel = command(CMD_CANCEL, 102, SELL, slot=8)
+            run.session.cancel(cancel)
+            await run.until(lambda: ANS_CANCELLED in run.kinds(102))
+            await asyncio.sleep(0.3)  # late stream copies of the same trades change nothing
+            return run, ioc, quote, cancel
+
+    run, ioc, quote, cancel = asyncio.run(scenario())
+    (venue_ioc,) = [o for o in run.venue_orders() if o.client_id == client_ids.client_order_id(run.prefix, 101)]
+    a = run.of(101)
+    assert run.kinds(101) == [ANS_ACK, ANS_FILL, ANS_FILL, ANS_CANCELLED]
+    fills = a[a["kind"] == ANS_FILL]
+    trades = run.venue_trades(venue_ioc.order_id)
+    assert [int(f["trade_id"]) for f in fills] == [t["id"] for t in trades]
+    assert fills["qty"].tolist() == pytest.approx([float(t["qty"]) for t in trades])
+    assert fills["price"].tolist() == pytest.approx([float(t["price"]) for t in trades])
+    assert fills["fee"].tolist() == pytest.approx([float(t["commission"]) for t in trades])  # USDT: the quote
+    assert fills["leaves"][-1] == pytest.approx(venue_ioc.qty - venue_ioc.executed)
+    assert set(fills["liquidity"]) == {-1} and set(a["slot"]) == {7} and set(a["key"]) == {KEY_BTC}
+    assert set(a["send_ts"]) == {int(ioc["send_ts"][0])}  # every answer of an IOC answers its create
+    assert a[-1]["qty"] == pytest.approx(venue_ioc.qty - venue_ioc.executed) and a[-1]["leaves"] == 0.0
+    assert a[0]["qty"] == pytest.approx(venue_ioc.qty) and a[0]["exch_ts"] == venue_ioc.created_ms * 1_000_000
+
+    (venue_quote,) = [o for o in run.venue_orders() if o.client_id == client_ids.client_order_id(run.prefix, 102)]
+    q = run.of(102)
+    assert run.kinds(102) == [ANS_ACK, ANS_FILL, ANS_CANCELLED] and venue_quote.status == "CANCELED"
+    (trade,) = run.venue_trades(venue_quote.order_id)
+    assert (int(q[1]["trade_id"]), q[1]["liquidity"], q[1]["send_ts"]) == (trade["id"], 1, 0)  # unasked: send_ts 0
+    assert (q[1]["qty"], q[1]["leaves"]) == pytest.approx((0.001, 0.003))
+    assert (q[2]["qty"], q[2]["leaves"], q[2]["send_ts"]) == (pytest.approx(0.003), 0.0, int(cancel["send_ts"][0]))
+    assert q[0]["side"] == SELL and q[0]["send_ts"] == int(quote["send_ts"][0])
+    c = run.session.counters
+    # the IOC's trades came in the create's answer and again on the stream: reported once each
+    assert c.duplicate_trades >= len(trades) and c.fills == len(trades) + 1 and c.acks == 2
+    assert c.ack_latency_count == 2 and len(run.session.ack_latencies_ns) == 2
+    assert (c.unknown, c.rejects, c.cancel_rejects, c.stream_errors) == (0, 0, 0, 0)
+
+
+def test_venue_refusals_and_local_refusals_are_rejected_and_a_duplicate_client_id_never_doubles(server):
+    async def scenario():
+        bid, asks, _ = best(server)
+        # before the run starts, someone places an order under an id the run will use (a second incarnation of the
+        # same run would): the venue refuses the run's order as a duplicate
+        squatter = ccxt.binance({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
+                                 "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                                             "fetchMargins": False, "adjustForTimeDifference": True}})
+        api = dict(squatter.urls["api"])
+        api.pop("ws", None)
+        squatter.urls["api"] = _replace_origin(api, server.rest_url)
+        cid = client_ids.client_order_id(client_ids.prefix("refusals"), 202)
+        await in_thread(lambda: (squatter.load_markets(),
+                                 squatter.create_order("BTC/USDT", "limit", "buy", 0.001, bid - 900,
+                                                       {"newClientOrderId": cid})))
+        async with running(server, "refusals") as run:
+            run.session.submit(command(CMD_NEW, 201, SELL, asks[-1] + 10, 5_000.0))  # holds 100 BTC
+            run.session.submit(command(CMD_NEW, 202, BUY, bid - 900, 0.001))
+            await run.until(lambda: len(run.of(201)) and len(run.of(202)))
+            requests = run.session.counters.requests
+            run.session.submit(command(CMD_NEW, 203, BUY, bid, 0.001, key=instrument_key(VENUE + 1, 2)))
+            run.session.submit(command(CMD_NEW, 204, BUY, bid, 0.000001))   # below the lot step
+            run.session.submit(command(CMD_NEW, 201, BUY, bid, 0.001))      # order 201 again: ignored
+            await run.until(lambda: len(run.of(203)) and len(run.of(204)))
+            await asyncio.sleep(0.1)
+            await in_thread(squatter.cancel_order, None, "BTC/USDT", {"origClientOrderId": cid})
+            await asyncio.sleep(0.2)  # the squatter's cancel on the stream: order 202 already ended here
+            return run, requests
+
+    run, requests = asyncio.run(scenario())
+    for order_id in (201, 202, 203, 204):
+        assert run.kinds(order_id) == [ANS_REJECTED]
+    assert run.of(202)[0]["qty"] == pytest.approx(0.001) and run.of(202)[0]["slot"] == 5
+    c = run.session.counters
+    assert c.requests == requests  # the local refusals and the repeated order id cost no request
+    assert (c.rejects, c.local_rejects, c.duplicate_commands, c.unknown) == (4, 2, 1, 0)
+    assert [o.client_id for o in run.venue_orders()] == [client_ids.client_order_id(run.prefix, 202)]  # the squatter's
+    assert any("insufficient balance" in line for line in run.logs)
+    assert any("Duplicate order sent" in line for line in run.logs)
+
+
+@pytest.mark.parametrize("user_stream", [False, True], ids=["settled-by-query", "settled-by-stream"])
+def test_a_timed_out_create_is_settled_without_a_second_order(server, user_stream):
+    async def scenario():
+        async with running(server, f"slow{int(user_stream)}", user_stream=user_stream, request_s=0.4) as run:
+            bid, _, _ = best(server)
+            await in_thread(server.inject, "slow", 1, 1.2)   # placed at once, answered after the client gave up
+            run.session.submit(command(CMD_NEW, 301, BUY, bid - 700, 0.002))
+            await run.until(lambda: run.session.counters.timeouts == 1)
+            in_doubt = run.kinds(301)
+            await run.until(lambda: ANS_ACK in run.kinds(301))
+            await asyncio.sleep(0.5)
+            run.session.cancel(command(CMD_CANCEL, 301, BUY))
+            await run.until(lambda: ANS_CANCELLED in run.kinds(301))
+            return run, in_doubt
+
+    run, in_doubt = asyncio.run(scenario())
+    c = run.session.counters
+    assert len(run.venue_orders()) == 1 and c.creates == 1  # never sent again
+    assert run.kinds(301) == [ANS_ACK, ANS_CANCELLED]
+    if user_stream:  # the stream told before the create's call gave up: nothing was ever in doubt
+        assert in_doubt == [ANS_ACK] and c.unknown == 1 and c.unknown_resolved == 0
+    else:            # nothing definitive while in doubt; the query found it
+        assert in_doubt == [] and (c.unknown, c.unknown_resolved, c.unknown_absent) == (1, 1, 0)
+        assert any("outcome unknown" in line for line in run.logs)
+
+
+@pytest.mark.parametrize("fault", ["429", "503"])
+def test_a_rate_limited_or_unavailable_create_is_unknown_until_queries_confirm_it_absent(server, fault):
+    async def scenario():
+        async with running(server, f"fault{fault}", user_stream=False) as run:
+            bid, _, _ = best(server)
+            await in_thread(server.inject, fault, 1, 2.0)   # 429: Retry-After 2 s
+            t0 = time.monotonic()
+            run.session.submit(command(CMD_NEW, 401, BUY, bid - 800, 0.001))
+            await run.until(lambda: run.session.counters.unknown == 1)
+            assert run.kinds(401) == []   # in doubt: nothing definitive
+            await run.until(lambda: run.kinds(401) == [ANS_REJECTED])
+            return run, time.monotonic() - t0
+
+    run, took = asyncio.run(scenario())
+    c = run.session.counters
+    assert run.venue_orders() == [] and c.creates == 1
+    assert (c.unknown_absent, c.rejects, c.unknown_resolved) == (1, 1, 0)
+    assert (c.rate_limited, c.network_errors) == ((1, 0) if fault == "429" else (0, 1))
+    # absent is only said by a query sent past the create's recvWindow (1 s) + margin (0.3 s); after a 429 the first
+    # query waits its Retry-After (2 s)
+    assert took >= (2.0 if fault == "429" else 1.3)
+    assert c.queries >= 2
+
+
+def test_a_resting_order_filled_while_the_user_stream_is_down_is_found_by_the_resync(server):
+    async def scenario():
+        async with running(server, "drop", reconnect_min_s=0.6, sweep_period_s=30.0) as run:
+            bid, _, _ = best(server)
+            run.session.submit(command(CMD_NEW, 501, BUY, bid - 650, 0.003))
+            await run.until(lambda: ANS_ACK in run.kinds(501))
+            routes = server.order_routes
+            streams = list(routes.user_streams)
+            assert streams
+            for ws, _ in streams:  # the venue drops the user stream
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(ws.close(), server._loop))
+            await run.until(lambda: run.session.counters.stream_errors >= 1)
+            await in_thread(server.trade, "BTCUSDT", bid - 650, 0.002)   # while nobody listens
+            await run.until(lambda: ANS_FILL in run.kinds(501), timeout=15)
+            return run
+
+    run = asyncio.run(scenario())
+    c = run.session.counters
+    (venue_order,) = run.venue_orders()
+    (trade,) = run.venue_trades(venue_order.order_id)
+    fill = run.of(501)[1]
+    assert (int(fill["trade_id"]), fill["qty"], fill["leaves"]) == (trade["id"], pytest.approx(0.002),
+                                                                     pytest.approx(0.001))
+    assert c.stream_reconnects == 1 and c.resyncs >= 1 and run.session.stream_ready
+    assert any("user stream back" in line for line in run.logs)
+
+
+def test_the_kill_switch_cancels_every_order_of_ours_and_leaves_the_others(server):
+    async def scenario():
+        bid, _, _ = best(server)
+        async with running(server, "killprev") as before:   # a previous incarnation of the run leaves an order
+            before.session.submit(command(CMD_NEW, 600, BUY, bid - 990, 0.001))
+            await before.until(lambda: ANS_ACK in before.kinds(600))
+        async with running(server, "other") as other:       # not ours: another run's
+            other.session.submit(command(CMD_NEW, 650, BUY, bid - 991, 0.001))
+            await other.until(lambda: ANS_ACK in other.kinds(650))
+        async with running(server, "killprev") as run:
+            for i in range(3):
+                run.session.submit(command(CMD_NEW, 601 + i, BUY, bid - 995 - i, 0.001, slot=i))
+            await run.until(lambda: all(ANS_ACK in run.kinds(601 + i) for i in range(3)))
+            result = await run.session.cancel_all()
+            await asyncio.sleep(0.2)
+            return run, other, result
+
+    run, other, result = asyncio.run(scenario())
+    foreign = sum(1 for o in server.order_routes.account.orders.values() if o.open)  # other tests' too
+    assert result == dict(cancelled=4, failed=0, deferred=0, foreign=foreign, listed=True) and foreign >= 1
+    mine = {o.client_id: o.status for o in run.venue_orders()}
+    assert set(mine.values()) == {"CANCELED"} and len(mine) == 4
+    assert [o.status for o in other.venue_orders()] == ["NEW"]   # left alone
+    for i in range(3):
+        assert run.kinds(601 + i) == [ANS_ACK, ANS_CANCELLED]
+    stray = run.of(600)  # the previous incarnation's: answered with slot -1
+    assert [int(k) for k in stray["kind"]] == [ANS_CANCELLED] and stray[0]["slot"] == -1
+    assert run.session.counters.stray_orders == 1
+
+
+def test_credentials_never_appear_in_logs_or_exceptions(server, caplog, capfd):
+    caplog.set_level(logging.DEBUG)  # ccxt logs every request's headers (the API key among them) at DEBUG
+
+    async def scenario():
+        texts = []
+        async with running(server, "leak", secret="not-the-secret-zz", request_s=0.4) as bad:
+            bid, _, _ = best(server)
+            bad.session.submit(command(CMD_NEW, 701, BUY, bid - 700, 0.001))   # a bad signature: refused
+            await bad.until(lambda: run_done(bad, 701))
+            texts += bad.logs + [bad.session.last_error, repr(bad.session.creds)]
+        async with running(server, "leak2", request_s=0.4, user_stream=False) as run:
+            await in_thread(server.inject, "429", 1, 0.2)
+            run.session.submit(command(CMD_NEW, 702, BUY, bid - 700, 0.001))
+            await in_thread(server.inject, "slow", 1, 0.8)
+            await run.until(lambda: run_done(run, 702))
+            run.session.submit(command(CMD_NEW, 703, BUY, bid - 700, 0.001))
+            await run.until(lambda: ANS_ACK in run.kinds(703))
+            run.session.cancel(command(CMD_CANCEL, 703, BUY))
+            await run.until(lambda: ANS_CANCELLED in run.kinds(703))
+            texts += run.logs + [run.session.last_error]
+        # a venue that cannot be reached: start() fails, and says so without the credentials
+        session = OrderSession("binance", Credentials("binance", KEY, SECRET), VENUE, SYMBOLS, "b4x-", print,
+                               rest_url="http://127.0.0.1:9", timeouts=Timeouts(**{**FAST, "request_s": 0.3,
+                                                                                   "reconnect_min_s": 0.01}),
+                               log=texts.append)
+        with pytest.raises(RuntimeError) as info:
+            await session.start()
+        await session.stop()
+        texts.append(str(info.value))
+        return texts, bad, run
+
+    texts, bad, run = asyncio.run(scenario())
+    assert bad.kinds(701) == [ANS_REJECTED] and run.kinds(702) in ([ANS_ACK], [ANS_REJECTED])
+    assert any("Signature for this request is not valid" in t for t in texts)
+    out, err = capfd.readouterr()
+    records = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    everything = "\n".join(texts + records + [out, err])
+    assert "X-MBX-APIKEY" in everything and "***" in everything   # ccxt's DEBUG lines were there, masked
+    assert KEY not in everything and SECRET not in everything and "not-the-secret-zz" not in everything
+    assert KEY[:10] not in everything
+
+
+def run_done(run, order_id):
+    kinds = run.kinds(order_id)
+    return ANS_REJECTED in kinds or ANS_ACK in kinds
+
+
+def test_trade_ids_that_are_not_decimal_get_a_stable_positive_id():
+    assert trade_id_int("12345") == 12345 and trade_id_int(77) == 77
+    a, b = trade_id_int("abc-1"), trade_id_int("abc-2")
+    assert a == trade_id_int("abc-1") and a != b and 0 < a < 2 ** 63 and 0 < b < 2 ** 63
