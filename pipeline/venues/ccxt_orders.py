@@ -156,6 +156,7 @@ class Counters:
     sweeps: int = 0              # orders queried by the periodic sweep
     foreign_updates: int = 0     # stream updates of orders not ours (ignored)
     stray_orders: int = 0        # orders of ours this session did not place (slot -1)
+    emit_errors: int = 0         # emit raised (the answers were kept and offered again)
     ack_latency_count: int = 0   # create sent -> ACK (creates answered without an unknown outcome)
     ack_latency_sum_ns: int = 0
     ack_latency_max_ns: int = 0
@@ -487,12 +488,22 @@ class OrderSession:
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Everything answered in one step of the loop goes out as one array, in order."""
+        """Everything answered in one step of the loop goes out as one array, in order. ``emit`` should not raise
+        (it may block); when it does, the answers are kept and offered again 10 ms later (counted, logged)."""
         self._flush_scheduled = False
         if not self._out:
             return
         out, self._out = np.array(self._out, VENUE_ANSWER), []
-        self.emit_fn(out)
+        try:
+            self.emit_fn(out)
+        except Exception as exc:  # noqa: BLE001 - an answer is never dropped
+            self.counters.emit_errors += 1
+            self.last_error = self._err(exc)
+            self.log(f"emit failed ({self.last_error}): {len(out)} answers kept, offered again")
+            self._out = list(out) + self._out
+            if not self._flush_scheduled and self._loop is not None and not self._loop.is_closed():
+                self._flush_scheduled = True
+                self._loop.call_later(0.01, self._flush)
 
     def _ack(self, o: _Order, exch_ts: int) -> None:
         o.acked = True
@@ -679,6 +690,8 @@ class OrderSession:
                     return
             if not o.done and o.end is None:
                 self._cancel_rejected(o, "the venue did not cancel it")
+                if o.adopted:  # a cancel for an order this session never placed, unknown to the venue too
+                    self._retire(o)
         finally:
             o.cancel_busy = False
 
