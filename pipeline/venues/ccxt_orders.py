@@ -94,7 +94,7 @@ from pipeline.venues.credentials import Credentials
 from pipeline.venues.reconcile import VenueOrder, VenueSnapshot, VenueTrade
 from stages.records import (ANS_ACK, ANS_CANCEL_REJECTED, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, CMD_CANCEL,
                             CMD_NEW, INTENT_IOC, INTENT_QUOTE, SELL, VENUE_ANSWER)
-from stages.universe import MAX_SYMBOLS, instrument_key, key_symbol, key_venue
+from stages.universe import instrument_key, key_symbol, key_venue
 
 MARKET_TYPES = {"binance": "spot", "binanceusdm": "linear", "binancecoinm": "inverse"}  # markets each class loads
 ENDED = ("closed", "canceled", "expired", "rejected")
@@ -1329,4 +1329,4 @@ def _retry_after_s(headers) -> float | None:
     return None
 
 
-__all__ = ["OrderSession", "Timeouts", "Counters", "trade_id_int", "MAX_SYMBOLS"]
+__all__ = ["OrderSession", "Timeouts", "Counters", "trade_id_int"]

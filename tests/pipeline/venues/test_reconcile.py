@@ -1,10 +1,15 @@
 """Reconciliation on hand-built snapshots: the venue is the authority on what happened there; orders of a previous
 incarnation are cancelled or adopted, others' are left alone; missed fills and ends become synthetic answers; a
-position mismatch beyond the tolerance is an error."""
+position mismatch beyond the tolerance is an error. And once against the loopback Binance, from a real snapshot."""
+import asyncio
+
 import pytest
 
+from pipeline.venues import client_ids
 from pipeline.venues.reconcile import LocalOrder, VenueOrder, VenueSnapshot, VenueTrade, reconcile
-from stages.records import ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, SELL
+from stages.records import (ANS_ACK, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, CMD_CANCEL, CMD_NEW, INTENT_IOC,
+                            SELL)
+from tests.pipeline.venues.loopback import KEY_BTC, best, command, in_thread, running
 
 KEY = 3  # venue 0, symbol 3
 
@@ -103,3 +108,53 @@ def test_a_position_mismatch_beyond_the_tolerance_keeps_trading_disarmed():
     assert any("position mismatch on key 4" in line for line in plan.lines())
     # a venue without positions (spot) is not compared
     assert reconcile(snap(positions={}), {}, {KEY: 5.0}, set()).ok
+
+
+def test_a_restarted_run_reconciles_against_the_loopback_venue(server):
+    """A run places orders and stops (SIGKILL, as far as the venue can tell); the next incarnation's execute
+    remembers some of them wrongly. The snapshot and the plan put it right; the orphan is cancelled."""
+    async def scenario():
+        bid, asks, book = best(server)
+        async with running(server, "recon") as before:
+            before.session.submit(command(CMD_NEW, 801, BUY, bid - 1200, 0.002))        # execute lost it: an orphan
+            # (a print at its price fills it and nothing else: it is above every buy other tests leave resting)
+            before.session.submit(command(CMD_NEW, 802, BUY, bid - 550, 0.003))         # a fill the journal missed
+            take = round(float(book.asks[asks[0]][1]) / 2, 5)
+            before.session.submit(command(CMD_NEW, 804, BUY, asks[0], take, INTENT_IOC))  # filled, journal missed it
+            await before.until(lambda: all(ANS_ACK in before.kinds(i) for i in (801, 802, 804)))
+            await in_thread(server.trade, "BTCUSDT", bid - 550, 0.001)
+            await before.until(lambda: ANS_FILL in before.kinds(802))
+        async with running(server, "recon-other") as other:                                # another run's order
+            other.session.submit(command(CMD_NEW, 850, SELL, asks[-1] + 1200, 0.001))
+            await other.until(lambda: ANS_ACK in other.kinds(850))
+        async with running(server, "recon") as run:
+            local = {802: LocalOrder(802, slot=1, key=KEY_BTC, side=BUY, price=bid - 550, qty=0.003),
+                     803: LocalOrder(803, slot=2, key=KEY_BTC, side=BUY, price=bid - 1202, qty=0.001, acked=False),
+                     804: LocalOrder(804, slot=3, key=KEY_BTC, side=BUY, price=asks[0], qty=take)}
+            snapshot = await run.session.snapshot({oid: lo.key for oid, lo in local.items()})
+            plan = reconcile(snapshot, local, {KEY_BTC: 0.0}, set())
+            for vo in plan.cancel:
+                run.session.cancel(command(CMD_CANCEL, vo.order_id, slot=-1))
+            await run.until(lambda: ANS_CANCELLED in run.kinds(801))
+            return before, other, run, snapshot, plan, take
+
+    before, other, run, snapshot, plan, take = asyncio.run(scenario())
+    assert snapshot.complete and snapshot.balances["USDT"]["total"] > 0 and not snapshot.has_positions
+    prefix = client_ids.prefix("recon")
+    assert [vo.client_id for vo in plan.cancel] == [client_ids.client_order_id(prefix, 801)]
+    assert client_ids.client_order_id(client_ids.prefix("recon-other"), 850) in [vo.client_id for vo in plan.foreign]
+    venue = {o.client_id: o for o in server.order_routes.account.orders.values()}
+    trade_802 = [t for t in server.order_routes.account.trades
+                 if t["orderId"] == venue[client_ids.client_order_id(prefix, 802)].order_id]
+    trades_804 = [t for t in server.order_routes.account.trades
+                  if t["orderId"] == venue[client_ids.client_order_id(prefix, 804)].order_id]
+    a = plan.answers
+    got = [(int(r["kind"]), int(r["order_id"]), int(r["trade_id"])) for r in a]
+    assert got == ([(ANS_FILL, 802, t["id"]) for t in trade_802] + [(ANS_REJECTED, 803, 0)]
+                   + [(ANS_FILL, 804, t["id"]) for t in trades_804])
+    assert a[0]["leaves"] == pytest.approx(0.002) and a[-1]["leaves"] == 0.0 and a[1]["slot"] == 2
+    assert sum(r["fee"] for r in a) == pytest.approx(sum(float(t["commission"]) for t in trade_802 + trades_804))
+    assert plan.expected_positions[KEY_BTC] == pytest.approx(0.001 + take) and plan.ok and plan.unresolved == []
+    assert venue[client_ids.client_order_id(prefix, 801)].status == "CANCELED"   # the orphan, cancelled
+    assert venue[client_ids.client_order_id(prefix, 802)].status == "PARTIALLY_FILLED"
+    assert run.of(801)[0]["slot"] == -1 and run.session.counters.stray_orders == 1
