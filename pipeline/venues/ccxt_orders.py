@@ -61,12 +61,24 @@ Unknown outcomes
 
 The stream, and what it misses
     ``watch_orders`` and ``watch_my_trades`` loops keep the user stream subscribed; the session takes the updates
-    from ccxt.pro's order and trade caches as the caches take them (its own caches, which hand each update on), not
-    from what a watch returns: a watch returns only for a message that comes after it was called, so the tail of a
-    burst would wait in the cache for the next message. A failed watch (the user
-    stream dropped) is retried after a backoff; once the stream is subscribed again every order of ours still open or
-    in flight is queried (:meth:`OrderSession.resync`, which the gateway's reconciliation calls too). Every
-    ``sweep_period_s`` the orders still in doubt for over ``stale_after_s`` are queried again.
+    from ccxt.pro's order and trade caches as the caches take them (caches made by the session, which hand each
+    update on), not from what a watch returns: a watch returns only for a message that comes after it was called, so
+    the tail of a burst would wait in the cache for the next message. A trade that comes before its order's first
+    news waits for it (by the venue's order id). A failed watch (the user stream dropped) is retried after a backoff;
+    once the stream is subscribed again (Binance spot: the subscription's answer) every order of ours still open or
+    in doubt is queried (:meth:`OrderSession.resync`, which the gateway's reconciliation calls too), and an order the
+    venue counts more filled than reported gets its trades fetched. Every ``sweep_period_s`` the orders still in doubt
+    for over ``stale_after_s`` are queried again. ``user_stream=False`` runs on REST alone: every sweep then queries
+    every live order.
+
+Orders of ours this session did not place (the run's prefix: a previous incarnation's) are answered with slot -1:
+from the stream, their fills as they come; from the kill switch and from a cancel of an order the session does not
+know, only their end (their earlier fills are reconciliation's to report, :mod:`pipeline.venues.reconcile`). A
+duplicate client order id can only mean another process placing with this run's ids (two incarnations at once):
+the venue refuses the create, and the order is ANS_REJECTED and logged.
+
+``emit`` may block (back-pressure from the ring) but should not raise; if it does, the answers are kept and offered
+again 10 ms later (``emit_errors``).
 
 Counters: :class:`Counters` (``session.counters``), plain ints the gateway exposes; create-to-ACK latencies in
 ``session.ack_latencies_ns`` (the latest 4,096).
@@ -758,23 +770,24 @@ class OrderSession:
         if o.done:
             return
         o.t_activity = time.monotonic()
-        vid = info.get("id")
-        if vid is not None and o.venue_id is None:
-            o.venue_id = str(vid)
-            self.by_venue[(o.symbol, o.venue_id)] = o
-            for trade in self._parked.pop((o.symbol, o.venue_id), ()):
-                self._apply_trade(o, trade)
-            if o.done:
-                return
         amount = _f(info.get("amount"))
         if amount > 0 and (not o.acked or o.qty <= 0):
             o.qty = amount  # the quantity the venue took
         filled = _f(info.get("filled"))
+        vid = None if info.get("id") is None else str(info.get("id"))
         if o.adopted:  # not placed by this session: what filled before it knew the order is reconciliation's
             o.adopted = False
             o.filled = o.venue_filled = filled
             o.notional = o.venue_cost = _f(info.get("cost"))
             o.trades.update(str(t.get("id")) for t in info.get("trades") or ())
+            o.trades.update(str(t.get("id")) for t in self._parked.pop((o.symbol, vid), ()))
+        if vid is not None and o.venue_id is None:
+            o.venue_id = vid
+            self.by_venue[(o.symbol, vid)] = o
+            for trade in self._parked.pop((o.symbol, vid), ()):  # trades the stream brought before their order
+                self._apply_trade(o, trade)
+            if o.done:
+                return
         status = info.get("status")
         exch_ts = _ns(info.get("lastUpdateTimestamp") or info.get("timestamp"))
         if status == "rejected" and not o.acked:
@@ -1054,14 +1067,14 @@ class OrderSession:
         while len(self._parked) > PARKED_KEPT:
             self._parked.popitem(last=False)
 
-    def _stray(self, oid: int, info: dict) -> _Order:
+    def _stray(self, oid: int, info: dict, adopted: bool = False) -> _Order:
         """An order of ours this session did not place (a previous incarnation's): tracked, answered with slot -1."""
         symbol = info.get("symbol") or ""
         index = self.symbol_index.get(symbol)
         o = _Order(order_id=oid, slot=-1, key=instrument_key(self.venue, index) if index is not None else -1,
                    symbol=symbol, side=BUY if info.get("side") == "buy" else SELL, kind=INTENT_QUOTE,
                    price=_f(info.get("price")), qty=_f(info.get("amount")), cid=str(info.get("clientOrderId")),
-                   acked=True)
+                   acked=True, adopted=adopted)
         self.counters.stray_orders += 1
         self.log(f"order {o.cid} ({symbol}) is ours but was not placed by this session: answered with slot -1")
         self.orders[oid] = o
@@ -1141,8 +1154,9 @@ class OrderSession:
     async def cancel_all(self) -> dict:
         """Cancel every open order of ours on the venue (every symbol, previous incarnations' too); others' orders
         are left alone. Orders whose create is still in flight are cancelled as soon as it settles. Returns counts:
-        ``cancelled`` (ended at the venue now), ``failed`` (still open), ``deferred`` (creates in flight),
-        ``foreign`` (open orders not ours, left), ``listed`` (whether the venue's open-order list was had)."""
+        ``ended`` (cancelled, or found ended: filled meanwhile), ``failed`` (still open after the cancel's attempts),
+        ``deferred`` (creates in flight), ``foreign`` (open orders not ours, left), ``listed`` (whether the venue's
+        open-order list was had: when not, only the orders this session knows were cancelled)."""
         now_ns = self.clock_ns()
         listed = True
         try:
@@ -1164,24 +1178,30 @@ class OrderSession:
                     self.ended.pop(oid)
                     o.done, o.end = False, None
                     self.orders[oid] = o
-                else:
-                    o = self._stray(oid, info)
+                else:  # a previous incarnation's: what filled of it before is reconciliation's to report
+                    o = self._stray(oid, info, adopted=True)
             targets[oid] = o
         for o in self.orders.values():
             if not o.done:
                 targets.setdefault(o.order_id, o)
-        deferred, jobs = 0, []
+        jobs, busy = [], []
         for o in targets.values():
             if not o.cancel_send_ts:
                 o.cancel_send_ts = now_ns
             if o.create_pending or (o.t_unknown and not o.acked):
                 o.cancel_wanted = True
-                deferred += 1
-            elif not o.cancel_busy:
+            elif o.cancel_busy:
+                busy.append(o)  # execute's own cancel is under way: wait for it
+            else:
                 jobs.append(self._cancel(o))
         await asyncio.gather(*jobs, return_exceptions=True)
-        failed = sum(1 for o in targets.values() if not o.done and o.end is None and not o.cancel_wanted)
-        result = dict(cancelled=len(jobs) - failed, failed=failed, deferred=deferred, foreign=foreign, listed=listed)
+        deadline = time.monotonic() + self.t.request_s * self.t.cancel_attempts
+        while any(o.cancel_busy for o in busy) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        ended = sum(1 for o in targets.values() if o.done or o.end is not None)
+        deferred = sum(1 for o in targets.values() if not (o.done or o.end is not None) and o.cancel_wanted)
+        failed = len(targets) - ended - deferred
+        result = dict(ended=ended, failed=failed, deferred=deferred, foreign=foreign, listed=listed)
         self.log(f"cancel_all: {result}")
         return result
 

@@ -211,7 +211,7 @@ def test_the_kill_switch_cancels_every_order_of_ours_and_leaves_the_others(serve
 
     run, other, result = asyncio.run(scenario())
     foreign = sum(1 for o in server.order_routes.account.orders.values() if o.open)  # other tests' too
-    assert result == dict(cancelled=4, failed=0, deferred=0, foreign=foreign, listed=True) and foreign >= 1
+    assert result == dict(ended=4, failed=0, deferred=0, foreign=foreign, listed=True) and foreign >= 1
     mine = {o.client_id: o.status for o in run.venue_orders()}
     assert set(mine.values()) == {"CANCELED"} and len(mine) == 4
     assert [o.status for o in other.venue_orders()] == ["NEW"]   # left alone

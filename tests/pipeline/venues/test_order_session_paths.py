@@ -282,3 +282,20 @@ def test_an_emit_that_fails_keeps_the_answers_and_offers_them_again():
 
     h = asyncio.run(main())
     assert [int(a["kind"]) for batch in got for a in batch] == [ANS_ACK] and h.session.counters.emit_errors == 1
+
+
+def test_the_kill_switch_cancels_an_order_whose_create_is_in_flight_once_it_lands():
+    async def scenario(h):
+        answer = asyncio.get_running_loop().create_future()
+        h.fake.script("create_order", answer)
+        h.session.submit(command(CMD_NEW))
+        await h.settle(0.02)
+        h.fake.script("fetch_open_orders", [])   # not at the venue yet
+        result = await h.session.cancel_all()
+        assert result == dict(ended=0, failed=0, deferred=1, foreign=0, listed=True)
+        h.fake.script("cancel_order", order("canceled"))
+        answer.set_result(order("open"))
+        await h.settle()
+
+    h = run(scenario)
+    assert h.kinds() == [ANS_ACK, ANS_CANCELLED] and len(h.fake.called("cancel_order")) == 1
