@@ -121,6 +121,10 @@ RANGES: dict[str, dict[str, Range]] = {
                 "max_order_qty": _positive(1e12), "max_order_usd": MONEY_USD, "price_collar_bps": BPS,
                 "max_orders_per_s": _positive(1e9), "order_burst": Range(1, 10 ** 9),
                 "duplicate_window_ms": Range(0, DAY_MS), "max_position_usd": MONEY_USD},
+    "gateway": {"request_timeout_ms": _positive(600_000), "query_interval_ms": _positive(600_000),
+                "in_flight_query_ms": Range(0, 600_000), "position_tolerance": Range(0, 1e12),
+                "dead_man_ms": Range(0, 3_600_000), "command_capacity": Range(16, RECORDS),
+                "answer_capacity": Range(16, RECORDS)},
     "watchdog": {"period_ms": _positive(100), "heartbeat_stale_ms": Range(10, 600_000),
                  "feed_stale_ms": Range(0, DAY_MS), "hard_drawdown_pct": Range(0, 100, True, True),
                  "ring_blocked_ms": Range(10, 3_600_000), "max_error_fraction": _positive(1),
@@ -647,6 +651,71 @@ class VenueConfig:
 
 
 @dataclass(frozen=True)
+class GatewayConfig:
+    """Live venues (pipeline.venues): which of feed.venues send their orders to the venue itself, through the gateway
+    process and ccxt; the others stay on the paper venue. A run with live venues needs ``bot4 run --live``. Keys
+    and secrets never go here: BOT4_<VENUE>_API_KEY / BOT4_<VENUE>_API_SECRET in the environment, or
+    ``credentials_file`` (readable by its owner only)."""
+    live_venues: tuple = ()          # names of feed.venues whose orders go to the venue (real money unless sandbox)
+    exchanges: tuple = ()            # "VENUE=EXCHANGE" ccxt.pro ids; default: feed.ccxt_exchanges
+    symbols: tuple = ()              # "VENUE:SYMBOL=CCXT_SYMBOL"; default: feed.ccxt_symbols, else the matching market
+    rest_urls: tuple = ()            # "VENUE=http://HOST:PORT" replaces the REST origin; default: feed.ccxt_rest_urls
+    ws_urls: tuple = ()              # the same for websockets; default: feed.ccxt_ws_urls
+    sandbox: bool = False            # ccxt's sandbox mode: the venue's testnet
+    credentials_file: str = ""       # TOML of [VENUE] api_key / api_secret, mode 0600; "" = the environment
+    request_timeout_ms: float = 5_000.0   # no answer by then: the command's outcome is unknown (never resent)
+    query_interval_ms: float = 2_000.0    # orders in flight longer than in_flight_query_ms are queried this often
+    in_flight_query_ms: float = 5_000.0
+    on_position_mismatch: str = "refuse"  # start-up: the venue's position differs from ours: refuse | adopt
+    position_tolerance: float = 1e-9      # base units: a smaller difference is no mismatch
+    dead_man_ms: float = 0.0         # the venue's countdown cancel-all, refreshed while armed (0 = off)
+    command_capacity: int = 1_024    # execute -> gateway ring, per live venue (a power of two)
+    answer_capacity: int = 4_096     # gateway -> execute ring, per live venue (a power of two)
+
+    def check(self):
+        for key in ("command_capacity", "answer_capacity"):
+            value = getattr(self, key)
+            _require(value >= 16 and value & (value - 1) == 0, f"gateway.{key}", value, "use a power of two >= 16")
+        _require(self.on_position_mismatch in ("refuse", "adopt"), "gateway.on_position_mismatch",
+                 self.on_position_mismatch, "use 'refuse' (start-up fails, trading stays off) or 'adopt' (take the "
+                 "venue's position as ours)")
+        _require(len(set(self.live_venues)) == len(self.live_venues), "gateway.live_venues", self.live_venues,
+                 "name each venue once")
+        if self.credentials_file:
+            _require(Path(self.credentials_file).is_file(), "gateway.credentials_file", self.credentials_file,
+                     "give an existing TOML file (mode 0600), or \"\" for the environment")
+
+    def check_venues(self, feed: "FeedConfig") -> None:
+        for name in self.live_venues:
+            _require(name in feed.venues, "gateway.live_venues", name, f"use one of feed.venues {list(feed.venues)}")
+        if not self.live_venues:
+            return
+        import ccxt.pro
+        exchanges = self.exchange_ids(feed)
+        for name in self.live_venues:
+            _require(name in exchanges, "gateway.exchanges", self.exchanges or feed.ccxt_exchanges,
+                     f'give "{name}=EXCHANGE" (a ccxt.pro id such as binance or binanceusdm) here or in '
+                     "feed.ccxt_exchanges")
+            _require(exchanges[name] in ccxt.pro.exchanges, "gateway.exchanges", exchanges[name],
+                     f"{exchanges[name]!r} is not a ccxt.pro exchange id (e.g. binance, binanceusdm)")
+
+    def _pairs(self, own: tuple, fallback: tuple) -> dict:
+        return _venue_pairs(own or fallback)
+
+    def exchange_ids(self, feed: "FeedConfig") -> dict:
+        return self._pairs(self.exchanges, feed.ccxt_exchanges)
+
+    def rest_url_of(self, feed: "FeedConfig") -> dict:
+        return self._pairs(self.rest_urls, feed.ccxt_rest_urls)
+
+    def ws_url_of(self, feed: "FeedConfig") -> dict:
+        return self._pairs(self.ws_urls, feed.ccxt_ws_urls)
+
+    def symbol_map(self, feed: "FeedConfig") -> tuple:
+        return self.symbols or feed.ccxt_symbols
+
+
+@dataclass(frozen=True)
 class WatchdogConfig:
     period_ms: float = 1.0
     heartbeat_stale_ms: float = 500.0
@@ -819,8 +888,9 @@ class TopologyConfig:
                  "use 'auto', 'dedicated' or 'shared'")
         _require(self.idle in IDLE_CHOICES, "topology.idle", self.idle, f"use one of {IDLE_CHOICES}")
         if self.cores:
-            _require(len(self.cores) == len(STAGE_NAMES) + 3, "topology.cores", self.cores,
-                     f"give {len(STAGE_NAMES) + 3} cores: {', '.join(STAGE_NAMES)}, watchdog, journal, recorder")
+            _require(len(self.cores) in (len(STAGE_NAMES) + 3, len(STAGE_NAMES) + 4), "topology.cores", self.cores,
+                     f"give {len(STAGE_NAMES) + 3} cores: {', '.join(STAGE_NAMES)}, watchdog, journal, recorder "
+                     "(and a fourth for the gateway of live venues, else it shares execute's)")
             _require(all(isinstance(c, int) and not isinstance(c, bool) for c in self.cores), "topology.cores",
                      self.cores, "give each core as a whole number")
             allowed = usable_cores()
@@ -888,6 +958,7 @@ class Config:
     arbitrage: ArbitrageConfig = field(default_factory=ArbitrageConfig)
     execute: ExecuteConfig = field(default_factory=ExecuteConfig)
     venue: VenueConfig = field(default_factory=VenueConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     killswitch: KillSwitchConfig = field(default_factory=KillSwitchConfig)
@@ -904,6 +975,7 @@ class Config:
             _check_ranges(section, f.name)
         self.execute.check_symbols(self.feed.symbols)
         self.venue.check_venues(self.feed.venues, self.feed.symbols)
+        self.gateway.check_venues(self.feed)
         from stages.feed import DEFAULT_SYMBOLS
         synthetic = tuple(s[0] for s in DEFAULT_SYMBOLS) if self.feed.source == "synthetic" else ()
         self.strategy.check_symbols(self.feed.symbols, synthetic)

@@ -63,7 +63,22 @@ def rings(config: Config) -> dict[str, RingSpec]:
         taps = config.journal.tap_capacity
         specs += [RingSpec(s.tap, s.dtype, taps) for s in streams.STREAMS]
     used = {name for s in stages(config) for name in (s.in_a, s.in_b, s.tap, s.step_tap, *s.outs) if name}
-    return {s.name: s for s in specs if s.name in used}
+    gateways = [spec for venue in live_venues(config) for spec in gateway_rings(config, venue)]
+    return {s.name: s for s in specs if s.name in used} | {s.name: s for s in gateways}
+
+
+def live_venues(config: Config) -> list[int]:
+    """Indices of the venues whose orders go to the venue itself (gateway.live_venues), in feed.venues order."""
+    if config.run.mode == "record":
+        return []
+    return [i for i, name in enumerate(config.feed.venues) if name in config.gateway.live_venues]
+
+
+def gateway_rings(config: Config, venue: int) -> tuple[RingSpec, RingSpec]:
+    """(execute -> gateway commands, gateway -> execute answers) of live venue ``venue``: the port is its index."""
+    g = config.gateway
+    return (RingSpec(f"execute.gateway.{venue}", records.VENUE_COMMAND, g.command_capacity),
+            RingSpec(f"gateway.execute.{venue}", records.VENUE_ANSWER, g.answer_capacity))
 
 
 STAGES = (
@@ -173,6 +188,10 @@ def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
                     max_position_usd=r.max_position_usd, kelly_fraction=r.kelly_fraction,
                     kelly_payoff_ratio=r.kelly_payoff_ratio, kelly_form=r.kelly_form, **regime_mode)
     if stage == "execute":
+        if not live and config.gateway.live_venues:
+            raise ConfigError(f"gateway.live_venues={list(config.gateway.live_venues)!r} is invalid here: a fused run "
+                              "or a backtest trades against the venue model; clear it (live venues are for "
+                              "bot4 run --live)")
         e = config.execute
         by_key = {limit: gate_limits_by_key(config, limit) for limit in GATE_LIMITS}
         # a run that is not live is a backtest (fused mode): its driver hands the venue the market ahead

@@ -19,6 +19,9 @@ AGENT = "agent"     # a Python host: do work, report a work count (feed hosts, j
 # Where the recorder keeps its last error (masked UTF-8) for the run's summary: (first slot word, words).
 RECORDER_ERROR_WORDS = (cb.S_CUSTOM + 8, 24)
 CCXT_FEED_COUNTERS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
+GATEWAY_COUNTERS = ("commands", "answers", "orders_placed", "cancels_sent", "venue_rejects", "unknown_outcomes",
+                    "unknown_resolved", "queries", "stream_reconnects", "cancel_alls", "answers_waiting", "errors",
+                    "dead_man_refreshes", "reconciled", "ack_p50_us", "ack_max_us")
 # The feed is a kernel only for the synthetic market; a replay or a live venue feeds from an agent (hosting.agent).
 GROUP_ENTRY = "pipeline.hosting.group_host"  # hosts a stage group (shared threading) in its first member's place
 FEED_ENTRIES = {"synthetic": "pipeline.hosting.stage_host", "replay": "pipeline.sources.replay_feed",
@@ -54,6 +57,8 @@ PROCESSES = (
     Process("journal", 8, AGENT, "pipeline.store.journal_process", (*streams.NAMES, "fsyncs"), stage=False),
     # Per stream the rows it copied, then reconnects; words 8.. hold the last error text.
     Process("recorder", 9, AGENT, "pipeline.store.recorder", (*streams.RECORDED, "reconnects"), stage=False),
+    # Only in a run with live venues (gateway.live_venues): their orders between execute and the venues.
+    Process("gateway", 10, AGENT, "pipeline.venues.gateway", GATEWAY_COUNTERS, stage=False),
 )
 BY_NAME = {p.name: p for p in PROCESSES}
 NAMES = tuple(p.name for p in PROCESSES)      # control-block slot i belongs to NAMES[i]

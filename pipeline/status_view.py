@@ -126,8 +126,20 @@ class StatusView:
                        + (f" ({version - 1} publication{'s' if version != 2 else ''})" if version > 1 else "")
                        + (f", {st['weights_refused']} refused" if st["weights_refused"] else "")
                        + f" | market making fit {fit}")
+        gw = self.stage_counters().get("gateway")
+        if gw is not None:
+            out.append(self.gateway_line(gw))
         self.prev_ns = now
         return out
+
+    @staticmethod
+    def gateway_line(gw: dict[str, int]) -> str:
+        return (f"gateway (live venues): commands {gw['commands']:,} answers {gw['answers']:,} | placed "
+                f"{gw['orders_placed']:,} cancels {gw['cancels_sent']:,} venue rejects {gw['venue_rejects']:,} | "
+                f"unknown outcomes {gw['unknown_outcomes']:,} (resolved {gw['unknown_resolved']:,}, queries "
+                f"{gw['queries']:,}) | stream reconnects {gw['stream_reconnects']:,} | cancel-alls "
+                f"{gw['cancel_alls']:,} | errors {gw['errors']:,}"
+                + (f" | {gw['answers_waiting']:,} answers waiting for execute" if gw["answers_waiting"] else ""))
 
     def execute_stats(self) -> dict[str, int]:
         slot = self.block.stages[registry.slot("execute")]
@@ -187,6 +199,8 @@ class StatusView:
         source = {label[5:].replace("_", " "): counters["feed"].get(label, 0) for label in registry.CCXT_FEED_COUNTERS}
         if any(source.values()):
             lines.append("live source (ccxt): " + ", ".join(f"{k} {v:,}" for k, v in source.items()))
+        if "gateway" in counters:
+            lines.append(self.gateway_line(counters["gateway"]))
         if "journal" in counters:
             lines += self.journal_lines(counters)
         if "recorder" in counters:

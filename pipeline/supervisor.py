@@ -129,7 +129,8 @@ class Supervisor:
                    if not (name == "journal" and not config.journal.dir)
                    and not (name == "recorder" and not config.recorder.dsn)
                    and not (name in STAGE_NAMES and name not in hosted)
-                   and not (name == "watchdog" and recording)]
+                   and not (name == "watchdog" and recording)
+                   and not (name == "gateway" and not graph.live_venues(config))]
         if "feature" in hosted:
             self.online_store = feature_store.create(run)
         if "risk" in hosted:
@@ -305,7 +306,7 @@ class Supervisor:
         """Stop the watchdog (trading is already off), then stages in pipeline order, each after draining,
         then the journal, which drains their taps. The next is told to stop once the previous says it
         stopped (its outputs are complete then); their process exits overlap."""
-        order = ("watchdog",) + STAGE_NAMES + ("journal", "recorder")
+        order = ("watchdog",) + STAGE_NAMES + ("gateway", "journal", "recorder")  # the gateway after execute's last
         for name in order:
             child = self.children.get(name)
             if child is None:

@@ -5,12 +5,13 @@ Payload layout (int64 words)::
     words 0..127       global lines: trading_enabled, kill reason/time/stage, run state and id, arm
                        request/result, switch state, conditions holding, the replay clock; 30..63 free;
                        64..95 the kill text, 96..127 the conditions text
-    words 128 + i*320  stage slot i (2,560 bytes, a multiple of 128 so slots never share a line):
+    words 128 + i*384  stage slot i (3,072 bytes, a multiple of 128 so slots never share a line):
         0..15   heartbeat_ns, state, pid, core, in/out counters, blocked_ns, errors, ...
-        16..47  stage-defined counters (labels declared by the stage)
-        48..175 service-time histogram (ns per batch, per record served)
-        176..303 origin-latency histogram (ns from the market event's receive time to this stage's output)
-        304, 305 journal tap: records written, records dropped; 306, 307 execute's step tap: the same
+        16..79  stage-defined counters (labels declared by the stage)
+        80..207 service-time histogram (ns per batch, per record served)
+        208..335 origin-latency histogram (ns from the market event's receive time to this stage's output)
+        336, 337 journal tap: records written, records dropped; 338, 339 execute's step tap: the same;
+        341 the process's start time
 
 Concurrency: each stage slot has one writer (its stage process); global words are written by the
 supervisor and watchdog with release stores, read by everyone with acquire loads. Readers (tools) may
@@ -29,7 +30,7 @@ from shm import segment
 from shm.atomics import fetch_add, store_release
 
 GLOBAL_WORDS = 128
-STAGE_WORDS = 320
+STAGE_WORDS = 384
 HIST_BUCKETS = 128
 MAX_STAGES = 16
 
@@ -56,14 +57,14 @@ CONDITIONS_TEXT_WORDS = 32
 (S_HEARTBEAT_NS, S_STATE, S_PID, S_CORE, S_IN, S_OUT, S_BLOCKED_NS, S_ERRORS, S_IDLE_STRATEGY,
  S_BATCHES, S_IN_B, S_STOP, S_PARKS, S_LAST_ORIGIN_NS, S_QUEUE_DEPTH, S_BLOCKED_SINCE_NS) = range(16)
 S_CUSTOM = 16
-CUSTOM_WORDS = 32  # execute's gate counts every rejection reason
+CUSTOM_WORDS = 64  # execute's gate counts every rejection reason, and its live venues' links
 S_SERVICE_HIST = S_CUSTOM + CUSTOM_WORDS
 S_ORIGIN_HIST = S_SERVICE_HIST + HIST_BUCKETS
 S_TAP_WRITTEN = S_ORIGIN_HIST + HIST_BUCKETS   # records copied to the stage's journal tap
 S_TAP_DROPPED = S_TAP_WRITTEN + 1               # records the tap had no room for (the journal fell behind)
 S_STEP_TAP_WRITTEN = S_TAP_DROPPED + 1          # execute: step records (what it consumed, in order) tapped
 S_STEP_TAP_DROPPED = S_STEP_TAP_WRITTEN + 1     # and those its tap had no room for
-S_PID_START_NS = 310                            # the process's start time: with S_PID, pid reuse cannot fake liveness
+S_PID_START_NS = S_STEP_TAP_DROPPED + 3         # the process's start time: with S_PID, pid reuse cannot fake liveness
 
 # Stage states (S_STATE)
 STARTING, READY, RUNNING, STOPPING, STOPPED, FAILED = range(1, 7)
@@ -74,7 +75,7 @@ STATE_NAMES = {0: "new", STARTING: "starting", READY: "ready", RUNNING: "running
 RUN_STARTING, RUN_RUNNING, RUN_STOPPING, RUN_STOPPED = range(1, 5)
 
 PAYLOAD_WORDS = GLOBAL_WORDS + MAX_STAGES * STAGE_WORDS
-LAYOUT = segment.layout_hash("control-block", 2, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
+LAYOUT = segment.layout_hash("control-block", 3, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
 
 
 class ControlBlock:

@@ -36,9 +36,9 @@ from stages.records import (BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, IN
                             MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_NEW, ORD_PARTIAL, ORD_REJECTED,
                             ORDER, REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES,
                             REJ_NO_MARKET, REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
-                            REJ_TRADING_DISABLED, REJ_VENUE, REP_FUNDING, SELL, STRAT_FLATTEN)
+                            REJ_GATEWAY, REJ_TRADING_DISABLED, REJ_VENUE, REP_FUNDING, SELL, STRAT_FLATTEN)
 from stages.universe import MAX_KEYS, instrument_key, key_symbol, key_venue
-from stages.venue import exchange
+from stages.venue import exchange, link
 from stages.venue.exchange import (R_ACK, R_CANCEL_REJECTED, R_CANCELLED, R_FILL, R_FUNDING, R_REJECTED,
                                    VI_DROPPED)
 
@@ -58,7 +58,7 @@ P_VENUE = P_LIMITS + MAX_KEYS * N_LIMITS  # the venue model's params (stages.ven
 I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS, I_CLOCK_NS = range(4)
 # make_state's tuple, by position (numba indexes a heterogeneous tuple by constants only)
 (X_INTS, X_BOOKS, X_HAS_BOOK, X_ORDERS, X_QUOTE_SLOT, X_POSITIONS, X_CASH, X_FEES, X_FLATTEN_NS, X_GATE, X_VENUE,
- X_LADDERS, X_ORDER_FSM) = range(13)
+ X_LADDERS, X_ORDER_FSM, X_LINKS) = range(14)
 HAS_LADDER, HAS_TOP = 1, 2  # has_book[key]: a top from our L2 ladder of its deltas; a BBO or book view
 GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
 
@@ -84,6 +84,11 @@ ST_FUNDING_CENTS = _COUNTERS.add("funding_cents")        # paid (negative: recei
 ST_IN_FLIGHT_DROPPED = _COUNTERS.add("venue_dropped")    # commands or answers the venue model had no room for
 ST_STRAY_ANSWERS = _COUNTERS.add("stray_answers")        # answers about an order no longer open here
 ST_TRANSITIONS_REFUSED = _COUNTERS.add("transitions_refused")  # answers the order state machine refused (unapplied)
+ST_LINK_COMMANDS = _COUNTERS.add("gateway_commands")     # commands to live venues' gateways
+ST_LINK_ANSWERS = _COUNTERS.add("gateway_answers")       # answers from them
+ST_LINK_FULL = _COUNTERS.add("gateway_full")             # a command a gateway's ring had no room for (retried)
+ST_LATE_FILLS = _COUNTERS.add("late_fills")              # fills of an order already ended here (accounted)
+ST_DUPLICATE_TRADES = _COUNTERS.add("duplicate_trades")  # a venue trade id already applied (ignored)
 # one counter per rejection reason, REJ_* code order: stats[ST_REJ_BASE + code - 1]
 ST_REJ_BASE = _COUNTERS.add_range("rej_" + REJ_NAMES[code].replace(" ", "_") for code in sorted(REJ_NAMES))
 STATS = _COUNTERS.labels
@@ -131,11 +136,12 @@ def gate_limits(params: np.ndarray, key: int) -> tuple[float, float, float]:
             float(params[base + LIMIT_POSITION_USD]))
 
 
-def make_state(venue_state=None):
+def make_state(venue_state=None, links=None):
     """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns, gate,
     venue model state, L2 ladders of delta-only venues, the order state machine per order slot
-    (stages.order_state)). ``venue_state``: stages.venue.exchange.make_state(...) (default: no latency table,
-    clock offsets learnt or fixed as the params say)."""
+    (stages.order_state), the live venues' links). ``venue_state``: stages.venue.exchange.make_state(...)
+    (default: no latency table, clock offsets learnt or fixed as the params say); ``links``:
+    stages.venue.link.make_links(...) (default: every venue is the paper venue)."""
     quote_slot = np.full((MAX_KEYS, 2), -1, np.int64)
     gate = np.zeros((1 + 2 * MAX_KEYS, 3))
     gate[0, GATE_TOKENS] = -1.0  # the bucket starts full at the first order
@@ -143,7 +149,13 @@ def make_state(venue_state=None):
             np.zeros(MAX_ORDERS, ORDER), quote_slot, np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS),
             np.full(MAX_KEYS, -(1 << 62), np.int64), gate,
             venue_state if venue_state is not None else exchange.make_state(), book.make_books(),
-            order_state.make_state(MAX_ORDERS))
+            order_state.make_state(MAX_ORDERS), links if links is not None else link.make_links())
+
+
+def seed_order_ids(state, last_id: int) -> None:
+    """Number the next orders from ``last_id + 1``: a live run seeds the wall clock in microseconds at the stage's
+    start, so a restarted stage (or a later run of the same name) never reuses a client order id."""
+    state[X_INTS][I_NEXT_ORDER_ID] = last_id
 
 
 @njit(cache=True, _nrt=False)
@@ -198,8 +210,13 @@ def _request_cancel(state, params, vparams, slot, out, n, stats, now_ns):
     positions = state[X_POSITIONS]
     vs = state[X_VENUE]
     fsm = state[X_ORDER_FSM]
+    links = state[X_LINKS]
     order = orders[slot]
     if order["cancel_ts"] != 0:
+        return n
+    live = link.is_live(links, order["venue"])
+    if live and not link.has_room(links, order["venue"], 1):
+        stats[ST_LINK_FULL] += 1  # nothing changed: a cancel-all or the next replacement asks again
         return n
     if order_state.apply(fsm, slot, order_state.OE_CANCEL_REQUEST) == order_state.REFUSED:
         stats[ST_TRANSITIONS_REFUSED] += 1
@@ -209,7 +226,11 @@ def _request_cancel(state, params, vparams, slot, out, n, stats, now_ns):
     side_col = 0 if order["side"] == BUY else 1
     if quote_slot[k, side_col] == slot:
         quote_slot[k, side_col] = -1
-    exchange.cancel(vs, vparams, slot, order["order_id"], k, order["side"], now_ns)
+    if live:
+        link.send_cancel(links, order["venue"], order["order_id"], slot, k, order["side"], now_ns)
+        stats[ST_LINK_COMMANDS] += 1
+    else:
+        exchange.cancel(vs, vparams, slot, order["order_id"], k, order["side"], now_ns)
     stats[ST_CANCEL_REQUESTS] += 1
     return _report(out, n, order, ORD_PENDING_CANCEL, order["price"], order["qty"] - order["filled"], 0.0, 0,
                    positions[k], 0, now_ns, 0)
@@ -223,6 +244,14 @@ def cancel_all(state, params, vparams, out, n, stats, now_ns):
         if _is_open(orders[slot]) and orders[slot]["strategy"] != STRAT_FLATTEN:
             n = _request_cancel(state, params, vparams, slot, out, n, stats, now_ns)
     return n
+
+
+@njit(cache=True, _nrt=False)
+def _slot_of(orders, order_id):
+    for s in range(orders.shape[0]):
+        if order_id != 0 and orders[s]["order_id"] == order_id:
+            return s
+    return -1
 
 
 @njit(cache=True, _nrt=False)
@@ -258,14 +287,21 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
         r["price"], r["qty"], r["leaves"], r["fee"], r["position"] = a["price"], a["qty"], 0.0, a["fee"], positions[k]
         return n + 1
     slot = a["slot"]
-    order = orders[slot]
-    if slot < 0 or not _is_open(order) or order["order_id"] != a["order_id"]:
+    if slot < 0:  # a live gateway that did not send it (restarted, reconciling): the order by its id
+        slot = _slot_of(orders, a["order_id"])
+    if slot < 0 or not _is_open(orders[slot]) or orders[slot]["order_id"] != a["order_id"]:
+        if a["kind"] == R_FILL and link.is_live(state[X_LINKS], key_venue(k)):
+            return _late_fill(state, a, out, n, stats, now_ns)
         if a["kind"] == R_CANCEL_REJECTED:
             stats[ST_CANCEL_REJECTS] += 1  # it filled (or ended) before the cancel arrived: already reported
         else:
             stats[ST_STRAY_ANSWERS] += 1
         return n
+    order = orders[slot]
     kind = a["kind"]
+    if kind == R_FILL and a["trade_id"] > 0 and order_state.seen_trade(fsm, slot, a["trade_id"]):
+        stats[ST_DUPLICATE_TRADES] += 1  # the stream and a query both reported it: applied once
+        return n
     if order_state.apply(fsm, slot, _event_of(kind, a["leaves"])) == order_state.REFUSED:
         stats[ST_TRANSITIONS_REFUSED] += 1  # never applied: no report, no position change
         return n
@@ -306,10 +342,55 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
                     now_ns, a["exch_ts"])
         _free(state, slot)
         return n
-    # R_CANCEL_REJECTED for an order still open here: the cancel overtook the order (latencies vary); send it again
+    # R_CANCEL_REJECTED for an order still open here: on the paper venue the cancel overtook the order (latencies
+    # vary), so it goes again; a live gateway refuses a cancel only once the venue's answer is definitive, and
+    # the order's own end follows from the gateway's query: sending it again would only loop.
     stats[ST_CANCEL_REJECTS] += 1
     order["cancel_ts"] = 0
+    if link.is_live(state[X_LINKS], order["venue"]):
+        return n
     return _request_cancel(state, params, vparams, slot, out, n, stats, now_ns)
+
+
+@njit(cache=True, _nrt=False)
+def _late_fill(state, a, out, n, stats, now_ns):
+    """A live venue's fill of an order that has ended here (it filled after its cancel was acknowledged, or it is
+    an order of a previous incarnation the gateway found): the position is real, so it is accounted and reported
+    as a fill (partially filled, nothing left) of that order id."""
+    positions, cash, fees = state[X_POSITIONS], state[X_CASH], state[X_FEES]
+    k = a["key"]
+    qty, price, fee = a["qty"], a["price"], a["fee"]
+    positions[k] += a["side"] * qty
+    cash[k] -= a["side"] * qty * price + fee
+    fees[k] += fee
+    stats[ST_FILLS] += 1
+    stats[ST_LATE_FILLS] += 1
+    r = out[n]
+    r["origin_ts"], r["origin_seq"], r["stage_ts"], r["exch_ts"], r["send_ts"] = 0, 0, now_ns, a["exch_ts"], 0
+    r["order_id"], r["venue"], r["symbol"], r["side"] = a["order_id"], key_venue(k), key_symbol(k), a["side"]
+    r["state"], r["liquidity"], r["strategy"], r["reject_reason"] = ORD_PARTIAL, a["liquidity"], 0, 0
+    r["price"], r["qty"], r["leaves"], r["fee"], r["position"] = price, qty, 0.0, fee, positions[k]
+    return n + 1
+
+
+@njit(cache=True, _nrt=False)
+def _take_live_answers(state, params, vparams, out, n, stats, now_ns, room):
+    """Answers of the live venues' gateways, as many as ``out`` has room for (the rest wait in their rings)."""
+    links = state[X_LINKS]
+    if not link.any_live(links):
+        return n
+    scratch = links[link.L_ANSWER_SCRATCH]
+    for venue in range(links[link.L_LIVE].shape[0]):
+        if not link.is_live(links, venue):
+            continue
+        while n < room:
+            got = link.take_answers(links, venue, room - n)
+            for i in range(got):
+                n = _on_answer(state, params, vparams, scratch[i], out, n, stats, now_ns)
+            stats[ST_LINK_ANSWERS] += got
+            if got == 0:
+                break
+    return n
 
 
 @njit(cache=True, _nrt=False)
@@ -326,7 +407,7 @@ def _deliver(state, params, vparams, out, n, stats, now_ns, reserve):
             break
         a = vs[5][i]
         n = _on_answer(state, params, vparams, a, out, n, stats, a["arrive_ts"] if event_clock else now_ns)
-    return n
+    return _take_live_answers(state, params, vparams, out, n, stats, now_ns, room)
 
 
 @njit(cache=True, _nrt=False)
@@ -468,7 +549,13 @@ def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, sid
     if strategy != STRAT_FLATTEN:  # an audit checks no order was sent after a kill; flatten orders are its answer
         stats[ST_LAST_ORDER_NS] = now_ns
     n = _report(out, n, order, ORD_NEW, price, qty, 0.0, 0, position, 0, now_ns, 0)
-    exchange.submit(vs, vparams, slot, order["order_id"], k, side, kind, price, qty, now_ns)
+    links = state[X_LINKS]
+    if link.is_live(links, order["venue"]):  # the caller made sure its ring has room
+        link.send_new(links, order["venue"], order["order_id"], slot, k, kind, side, price, qty, origin_ts,
+                      origin_seq, now_ns)
+        stats[ST_LINK_COMMANDS] += 1
+    else:
+        exchange.submit(vs, vparams, slot, order["order_id"], k, side, kind, price, qty, now_ns)
     return n
 
 
@@ -499,6 +586,10 @@ def _on_intent(state, params, vparams, intent, out, n, stats, now_ns):
     slot = _free_slot(orders) if ints[I_OPEN] < params[P_MAX_OPEN_ORDERS] else -1
     if slot < 0:
         return _reject(out, n, intent, REJ_TOO_MANY_ORDERS, positions[k], stats, now_ns)
+    links = state[X_LINKS]
+    if link.is_live(links, intent["venue"]) and not link.has_room(links, intent["venue"], 2):  # + a replaced quote's cancel
+        stats[ST_LINK_FULL] += 1
+        return _reject(out, n, intent, REJ_GATEWAY, positions[k], stats, now_ns)
     if not _spend_token(ints, gate, params, now_ns):
         return _reject(out, n, intent, REJ_RATE_LIMIT, positions[k], stats, now_ns)
     if intent["kind"] == INTENT_IOC:
@@ -540,6 +631,9 @@ def flatten(state, params, vparams, out, n, stats, now_ns):
         slot = _free_slot(orders)
         if slot < 0:
             break
+        if link.is_live(state[X_LINKS], key_venue(k)) and not link.has_room(state[X_LINKS], key_venue(k), 1):
+            stats[ST_LINK_FULL] += 1  # tried again at the next step
+            continue
         flatten_ns[k] = now_ns
         top = books[k]
         collar = params[P_FLATTEN_COLLAR_BPS] * 1e-4

@@ -263,11 +263,12 @@ REJ_RATE_LIMIT = 8       # order rate above the token bucket
 REJ_DUPLICATE = 9        # the same order (instrument, side, price, qty) is open or was just sent
 REJ_POSITION_LIMIT = 10  # the position after a full fill (with open orders on that side) would exceed the limit
 REJ_VENUE = 11           # the venue refused it (post-only that would cross, or the latency model says rejected)
+REJ_GATEWAY = 12         # a live venue's gateway is not taking commands (its ring is full: it is behind or down)
 REJ_NAMES = {REJ_TRADING_DISABLED: "trading disabled", REJ_TOO_MANY_ORDERS: "too many open orders",
              REJ_BAD_QTY: "bad quantity or price", REJ_NO_MARKET: "no market", REJ_MAX_QTY: "max order quantity",
              REJ_MAX_NOTIONAL: "max order notional", REJ_PRICE_COLLAR: "price collar", REJ_RATE_LIMIT: "rate limit",
              REJ_DUPLICATE: "duplicate order", REJ_POSITION_LIMIT: "position limit after fill",
-             REJ_VENUE: "venue rejected"}
+             REJ_VENUE: "venue rejected", REJ_GATEWAY: "venue gateway unavailable"}
 
 ORDER = _padded([
     ("order_id", np.int64),

@@ -19,8 +19,10 @@ diff that bridges it (earlier lines of that symbol are skipped). The replay cloc
 (0 = as fast as the clients take them). With ``restamp`` the venue times (E, T) move by the same amount as
 the receive time, keeping the recorded venue-minus-receive skew, so a paced replay looks live.
 
-With ``orders`` (spot only: ``api_key``, ``secret``, ``balances``) it also serves the signed order endpoints of
-``tools.loopback_orders``, matching against this server's book and filling resting orders on its trades.
+With ``orders`` it also serves the signed order endpoints, matching against this server's book and filling
+resting orders on its trades: spot's (``tools.loopback_orders``: ``api_key``, ``secret``, ``balances``) or
+USDⓈ-M's (``tools.loopback_futures``: ``api_key``, ``secret``, ``balance`` in USDT, ``leverage``), with their
+user-data streams, faults on demand (:meth:`LoopbackServer.inject`) and :meth:`LoopbackServer.account_snapshot`.
 
 Fault injection: ``drop_after`` closes each of the first ``drops`` connections abruptly after sending it
 that many messages; ``gap_at`` withholds from every client the ``gap_at``-th depth diff of a symbol after
@@ -201,12 +203,17 @@ class LoopbackServer:
         self._runner = None
         self._replay_task = None
         self._ready = threading.Event()
-        self.order_routes = None     # tools.loopback_orders: the signed order endpoints (spot), when asked for
+        self.order_routes = None     # the signed order endpoints, when asked for (spot and usdm)
         if orders is not None:
-            if product != "spot":
-                raise ValueError("the loopback's order endpoints are spot's (/api/v3) only")
-            from tools.loopback_orders import OrderRoutes
-            self.order_routes = OrderRoutes(self, {s: INSTRUMENTS[(product, s)] for s in self.symbols}, **orders)
+            instruments = {s: INSTRUMENTS[(product, s)] for s in self.symbols}
+            if product == "spot":
+                from tools.loopback_orders import OrderRoutes
+                self.order_routes = OrderRoutes(self, instruments, **orders)
+            elif product == "usdm":
+                from tools.loopback_futures import FuturesRoutes
+                self.order_routes = FuturesRoutes(self, instruments, **orders)
+            else:
+                raise ValueError("the loopback's order endpoints are spot's (/api/v3) and USD-M's (/fapi) only")
 
     def _recorded_skew_ms(self) -> int:
         """Median venue-minus-receive time in the capture: how far the venue's clock ran from the recorder's."""
@@ -224,7 +231,7 @@ class LoopbackServer:
         app.router.add_get(f"{prefix}/ping", self._ping)
         if self.order_routes is not None:
             self.order_routes.add_to(app)
-        roots = ("", "/public", "/market") if self.product != "spot" else ("",)
+        roots = ("", "/public", "/market", "/private") if self.product != "spot" else ("",)
         for root in roots:
             app.router.add_get(f"{root}/ws", self._ws_raw)
             app.router.add_get(f"{root}/ws/{{name}}", self._ws_raw)
@@ -313,7 +320,7 @@ class LoopbackServer:
     # --- websockets -----------------------------------------------------------------------------------
 
     async def _ws_raw(self, request):
-        name = request.match_info.get("name", "")
+        name = request.match_info.get("name", "") or request.query.get("listenKey", "")
         if self.order_routes is not None and self.order_routes.is_listen_key(name):
             return await self.order_routes.serve_user_stream(request)
         return await self._serve_ws(request, combined=False, initial=[name] if "@" in name else [])
@@ -424,7 +431,8 @@ class LoopbackServer:
                 book.apply(e.data)
                 book.exch_ms = e.data.get("T", e.data.get("E", 0))
                 self.shift_ms = time.time_ns() // 1_000_000 - e.recv_ns // 1_000_000 if self.restamp else 0
-            elif e.channel == "trade" and self.order_routes is not None:
+            elif e.channel == "trade" and self.order_routes is not None and e.data.get("X", "MARKET") == "MARKET":
+                # (futures prints liquidations and ADL too, as X = INSURANCE_FUND / ADL: not the book's trades)
                 self.order_routes.account.on_trade(e.symbol, float(e.data["p"]), float(e.data["q"]),
                                                    self.venue_now_ms())
             self.counts["replayed"] += 1
@@ -476,9 +484,28 @@ class LoopbackServer:
             self.order_routes.account.on_trade(symbol, price, size, self.venue_now_ms())
         asyncio.run_coroutine_threadsafe(fill(), self._loop).result(10)
 
-    def inject(self, kind: str, times: int = 1, seconds: float = 0.0) -> None:
-        """Faults for the order endpoints' next requests (tools.loopback_orders.OrderRoutes.inject), any thread."""
-        self._loop.call_soon_threadsafe(self._routes().inject, kind, times, seconds)
+    def inject(self, kind: str, times: int = 1, seconds: float = 0.0, code: int | None = None,
+               msg: str | None = None) -> None:
+        """Arm a fault of the order endpoints (tools.loopback_orders: 429, 503, slow, reject_next, ack_after_fill,
+        drop_user_stream), from any thread but the server's own; returns once it is armed (or, for
+        drop_user_stream, done)."""
+        routes = self._routes()
+        async def arm():
+            dropping = routes.inject(kind, times, seconds, code, msg)
+            if dropping is not None:
+                await dropping
+        asyncio.run_coroutine_threadsafe(arm(), self._loop).result(10)
+
+    def account_snapshot(self) -> dict:
+        """The order endpoints' account as plain data, from any thread: ``orders`` and ``open_orders`` (dicts
+        with symbol, orderId, clientOrderId, side, type, timeInForce, price, qty, executed, quote, status,
+        reduceOnly, time, updateTime), ``trades`` (tradeId, orderId, clientOrderId, symbol, side, price, qty, fee,
+        feeAsset, maker, time, realizedPnl), ``balances`` (asset -> free, locked, total) and ``positions``
+        (futures: symbol -> qty signed, entry_price, realized_pnl; empty on spot)."""
+        routes = self._routes()
+        async def take():
+            return routes.snapshot()
+        return asyncio.run_coroutine_threadsafe(take(), self._loop).result(10)
 
     def subscribed(self, symbol: str, channel: str) -> bool:
         return (symbol, channel) in self._subscribed

@@ -41,6 +41,10 @@ def _run(args) -> int:
         if getattr(args, "record", False):
             overrides.setdefault("run", {})["mode"] = "record"
         config = load(args.config, overrides)
+        if config.gateway.live_venues and not getattr(args, "live", False):
+            raise ConfigError(f"gateway.live_venues={list(config.gateway.live_venues)!r} sends orders to those venues "
+                              "(real money unless gateway.sandbox): add --live to mean it, or clear "
+                              "gateway.live_venues to trade on the paper venue")
     except ConfigError as exc:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
@@ -280,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--name", help="run name (shared-memory prefix /bot4.<name>.)")
     run.add_argument("--idle", choices=("auto", "busy_spin", "yielding", "sleeping", "blocking"))
     run.add_argument("--quiet", action="store_true", help="no status lines, summary only")
+    run.add_argument("--live", action="store_true", help="send the orders of gateway.live_venues to those venues "
+                     "(without it a run with live venues refuses to start)")
     run.add_argument("--journal", help="record market events, intents and reports into this directory")
     run.add_argument("--dsn", help="PostgreSQL DSN without a password (that goes in ~/.pgpass, PGPASSFILE or "
                                    "PGPASSWORD): the recorder copies the journal into it (needs --journal)")

@@ -127,6 +127,8 @@ def live_kernel(spec: graph.StageSpec, plan: RunPlan):
         store = tables.garch_table(config.run.name)
         published, _ = store.read(tables.GARCH_SLOT)  # the supervisor's (or a refit's) table: one source of truth
         state = risk.make_state(published["params"], store.arrays)
+    elif spec.name == "execute":
+        state, store = _live_execute_state(plan)
     elif spec.name == "strategy" and config.strategy.kind == "regime":
         from stages import strategy
         store = tables.weights_table(config.run.name)  # the supervisor's table, then each publication
@@ -134,6 +136,32 @@ def live_kernel(spec: graph.StageSpec, plan: RunPlan):
     else:
         state = graph.initial_state(spec.name, plan)
     return params, state, store
+
+
+class _Views(list):
+    """Ring views a kernel's state holds (execute's gateway rings): closed with the stage."""
+
+    def close(self) -> None:
+        for view in self:
+            view.close()
+
+
+def _live_execute_state(plan: RunPlan):
+    """Execute's state in a live run: its orders numbered from the wall clock in microseconds (client order ids
+    stay unique across restarts, pipeline.venues.client_ids) and, per live venue, the gateway's two rings."""
+    from stages import execute
+    from stages.venue import exchange, link
+    config, views, live = plan.config, _Views(), {}
+    for venue in graph.live_venues(config):
+        pair = []
+        for spec in graph.gateway_rings(config, venue):
+            view = ring.attach_ring(names.ring(config.run.name, spec.name), spec.dtype, spec.capacity)
+            views.append(view)
+            pair.append((view.producer, view.consumer, view.records))
+        live[venue] = tuple(pair)
+    state = execute.make_state(exchange.make_state(latency_table=plan.latency_table), link.make_links(live))
+    execute.seed_order_ids(state, time.time_ns() // 1_000)
+    return state, views
 
 
 def run_numba_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:

@@ -78,7 +78,9 @@ def place(config: Config, cores: list[int] | None = None) -> dict[str, Placement
     needed = len(hosts)
     dedicated = topo.mode == "dedicated" or (topo.mode == "auto" and len(cores) >= needed + 1)
     if topo.cores:
-        chosen = [topo.cores[PROCESSES.index(name)] for name in hosts]
+        # no core of its own for the gateway (a fourth extra entry): it shares execute's, whose commands it serves
+        chosen = [topo.cores[PROCESSES.index(name if PROCESSES.index(name) < len(topo.cores) else "execute")]
+                  for name in hosts]
     elif dedicated:
         usable = cores[1:] if len(cores) > needed else cores
         chosen = [usable[i % len(usable)] for i in range(needed)]

@@ -11,7 +11,7 @@ import collections
 import time
 from dataclasses import dataclass
 
-from pipeline import kill_reasons
+from pipeline import kill_reasons, registry
 from pipeline.config import WatchdogConfig
 from pipeline.registry import STAGE_NAMES
 from shm import control as cb
@@ -20,6 +20,8 @@ from stages import risk, validate
 
 ERROR_SAMPLE_FRACTION = 0.01  # the error window advances in steps of 1% of its length
 VALIDATE, RISK, FEED = STAGE_NAMES.index("validate"), STAGE_NAMES.index("risk"), STAGE_NAMES.index("feed")
+# Watched like the stages: a dead or hung gateway leaves execute's orders at the venue with no one to answer for them.
+WATCHED = tuple(enumerate(STAGE_NAMES)) + ((registry.slot("gateway"), "gateway"),)
 
 
 @dataclass(frozen=True)
@@ -74,11 +76,11 @@ class PanicMonitor:
         running = int(g[cb.G_RUN_STATE]) == cb.RUN_RUNNING
         stale_ns = int(self.config.heartbeat_stale_ms * 1e6)
         blocked_ns = int(self.config.ring_blocked_ms * 1e6)
-        for index, name in enumerate(STAGE_NAMES):
+        for index, name in WATCHED:
             slot = block.stages[index]
             state = int(slot[cb.S_STATE])
             if state in (0, cb.STOPPED):
-                if running and state == 0:
+                if running and state == 0 and name in STAGE_NAMES:  # the gateway runs only with live venues
                     out.append(Condition(kill_reasons.KILL_STAGE_DIED, index, f"stage {name} is not running"))
                 continue
             if state == cb.FAILED:

@@ -28,7 +28,7 @@ from pipeline.hosting.fused import FusedResult, run_fused
 from pipeline.plan import resolve
 from pipeline.store.journal import FsyncPolicy, JournalReader, JournalWriter, segment_paths
 from shm import control as cb
-from stages import records
+from stages import execute, records
 
 STREAMS = {s.name: s.dtype for s in streams.STREAMS}
 FUSED_STREAMS = ("market", "intent", "exec", "quarantine")  # fused mode's order is its own: no step stream
@@ -154,6 +154,9 @@ def replay_live(config: Config, directory: str) -> ReplayOutcome:
             notes.append(f"the journal's {name} stream holds {held:,} records, its execute steps consumed or made "
                          f"{wanted:,}: the run's journal fell behind (see its summary); replayed as far as it goes")
     step, params, state = graph.kernel("execute", plan, live=True)
+    sent = recorded["order_id"][recorded["state"] == records.ORD_NEW]
+    if len(sent):  # the run numbered its orders from its start's wall clock (its first order is that + 1)
+        execute.seed_order_ids(state, int(sent.min()) - 1)
     batch = plan.config.rings.batch
     ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
     stats = np.zeros(cb.CUSTOM_WORDS, np.int64)

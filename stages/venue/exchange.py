@@ -75,6 +75,7 @@ RESPONSE = np.dtype([
     ("exch_ts", np.int64), ("send_ts", np.int64), ("order_id", np.int64), ("slot", np.int64),
     ("key", np.int64), ("side", np.int64), ("kind", np.int64), ("liquidity", np.int64),
     ("price", np.float64), ("qty", np.float64), ("leaves", np.float64), ("fee", np.float64),
+    ("trade_id", np.int64),     # always 0 here: the model never repeats a fill (a live gateway's answers can)
 ], align=True)
 
 # ints
