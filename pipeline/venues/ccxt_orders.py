@@ -110,6 +110,7 @@ from stages.universe import instrument_key, key_symbol, key_venue
 
 MARKET_TYPES = {"binance": "spot", "binanceusdm": "linear", "binancecoinm": "inverse"}  # markets each class loads
 ENDED = ("closed", "canceled", "expired", "rejected")
+QUERIES = ("query", "trades", "open-orders", "balance", "positions")  # what Counters.queries counts
 ENDED_KEPT = 4096          # ended orders remembered (late duplicates of their trades are recognised)
 PARKED_KEPT = 1024         # venue order ids with trades seen before their order
 LATENCIES_KEPT = 4096
@@ -392,7 +393,7 @@ class OrderSession:
             self.counters.creates += 1
         elif what == "cancel":
             self.counters.cancels += 1
-        else:
+        elif what in QUERIES:
             self.counters.queries += 1
         try:
             return await fn(*args)
@@ -968,8 +969,12 @@ class OrderSession:
                 raise
             except Exception as exc:  # noqa: BLE001 - the stream dropped (or refused): retried, then resynced
                 self.counters.stream_errors += 1
-                self.stream_ready = False
                 self.last_error = self._err(exc)
+                if self._stream_up():
+                    # an error of an earlier attempt, handed on by ccxt to the next watch: the stream is up
+                    await asyncio.sleep(0)
+                    continue
+                self.stream_ready = False
                 if not self._resync_pending and not self._stopping:
                     self._resync_pending = True
                     self.counters.stream_reconnects += 1
@@ -977,6 +982,13 @@ class OrderSession:
                     self._spawn(self._resync_after_reconnect())
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.t.reconnect_max_s)
+
+    def _connected(self) -> bool:
+        """A websocket of the client is open (this session's ccxt client opens none but the user stream's)."""
+        return any(not c.closed() for c in (getattr(self.ex, "clients", None) or {}).values())
+
+    def _stream_up(self) -> bool:
+        return self.stream_ready and self._connected()
 
     async def _stream_ready(self) -> bool:
         """Wait until the user stream is subscribed (Binance: the subscription's answer; elsewhere a short wait for
@@ -987,10 +999,14 @@ class OrderSession:
         while not self._stopping:
             try:
                 if self.exchange_id.startswith("binance") and kind == "spot":
+                    # subscribes, or waits for a subscription under way; returns at once on a client that has
+                    # the subscription's flag, even a dead one: hence the connection's own check after it
                     await asyncio.wait_for(self.ex.authenticate({"type": "spot"}),
                                            max(0.1, deadline - time.monotonic()))
                 else:
                     await asyncio.sleep(min(0.5, self.t.stream_ready_s))
+                if not self._connected():
+                    raise ConnectionError("the user stream's websocket is not open")
                 self.stream_ready = True
                 return True
             except asyncio.CancelledError:

@@ -3,6 +3,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -29,6 +30,21 @@ def loopback_server():
     account."""
     return LoopbackServer([CAPTURE], "spot", speed=0, wait_streams=99,
                           orders=dict(api_key=KEY, secret=SECRET, balances={"USDT": 10_000_000.0, "BTC": 100.0}))
+
+
+def venue_orders(server, prefix: str = "") -> list:
+    """The loopback's orders (its account_snapshot), those of a client id prefix when given."""
+    return [SimpleNamespace(client_id=o["clientOrderId"], order_id=o["orderId"], qty=float(o["qty"]),
+                            executed=float(o["executed"]), status=o["status"], created_ms=o["time"],
+                            open=o["status"] in ("NEW", "PARTIALLY_FILLED"))
+            for o in server.account_snapshot()["orders"] if o["clientOrderId"].startswith(prefix)]
+
+
+def venue_trades(server, venue_order_id=None) -> list:
+    """The loopback's trades (of one order when given), oldest first."""
+    return [dict(id=t["tradeId"], qty=float(t["qty"]), price=float(t["price"]), fee=float(t["fee"]),
+                 fee_asset=t["feeAsset"], maker=t["maker"])
+            for t in server.account_snapshot()["trades"] if venue_order_id is None or t["orderId"] == venue_order_id]
 
 
 def command(kind, order_id, side=BUY, price=0.0, qty=0.0, order_kind=INTENT_QUOTE, slot=5, key=KEY_BTC):
@@ -69,10 +85,10 @@ class Run:
             await asyncio.sleep(0.02)
 
     def venue_orders(self) -> list:
-        return [o for o in self.server.order_routes.account.orders.values() if o.client_id.startswith(self.prefix)]
+        return venue_orders(self.server, self.prefix)
 
     def venue_trades(self, venue_order_id) -> list:
-        return [t for t in self.server.order_routes.account.trades if t["orderId"] == venue_order_id]
+        return venue_trades(self.server, venue_order_id)
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,7 @@ from stages.records import (ANS_ACK, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY,
                             SELL)
 from stages.universe import instrument_key
 from tests.pipeline.venues.loopback import (FAST, KEY, KEY_BTC, SECRET, SYMBOLS, VENUE, best, command, in_thread,
-                                            running)
+                                            running, venue_orders)
 
 
 def test_ioc_and_quote_round_trips_answer_as_the_venue_recorded_them(server):
@@ -48,9 +48,10 @@ def test_ioc_and_quote_round_trips_answer_as_the_venue_recorded_them(server):
     fills = a[a["kind"] == ANS_FILL]
     trades = run.venue_trades(venue_ioc.order_id)
     assert [int(f["trade_id"]) for f in fills] == [t["id"] for t in trades]
-    assert fills["qty"].tolist() == pytest.approx([float(t["qty"]) for t in trades])
-    assert fills["price"].tolist() == pytest.approx([float(t["price"]) for t in trades])
-    assert fills["fee"].tolist() == pytest.approx([float(t["commission"]) for t in trades])  # USDT: the quote
+    assert fills["qty"].tolist() == pytest.approx([t["qty"] for t in trades])
+    assert fills["price"].tolist() == pytest.approx([t["price"] for t in trades])
+    assert fills["fee"].tolist() == pytest.approx([t["fee"] for t in trades])  # in USDT: the quote currency
+    assert {t["fee_asset"] for t in trades} == {"USDT"}
     assert fills["leaves"][-1] == pytest.approx(venue_ioc.qty - venue_ioc.executed)
     assert set(fills["liquidity"]) == {-1} and set(a["slot"]) == {7} and set(a["key"]) == {KEY_BTC}
     assert set(a["send_ts"]) == {int(ioc["send_ts"][0])}  # every answer of an IOC answers its create
@@ -160,22 +161,19 @@ def test_a_rate_limited_or_unavailable_create_is_unknown_until_queries_confirm_i
     # absent is only said by a query sent past the create's recvWindow (1 s) + margin (0.3 s); after a 429 the first
     # query waits its Retry-After (2 s)
     assert took >= (2.0 if fault == "429" else 1.3)
-    assert c.queries >= 2
+    assert c.queries >= 1
 
 
 def test_a_resting_order_filled_while_the_user_stream_is_down_is_found_by_the_resync(server):
     async def scenario():
-        async with running(server, "drop", reconnect_min_s=0.6, sweep_period_s=30.0) as run:
+        async with running(server, "drop", sweep_period_s=30.0) as run:
             bid, _, _ = best(server)
             run.session.submit(command(CMD_NEW, 501, BUY, bid - 650, 0.003))
             await run.until(lambda: ANS_ACK in run.kinds(501))
-            routes = server.order_routes
-            streams = list(routes.user_streams)
-            assert streams
-            for ws, _ in streams:  # the venue drops the user stream
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(ws.close(), server._loop))
+            # the venue drops the user stream and refuses it for 1 s; a print fills the order meanwhile
+            await in_thread(server.inject, "drop_user_stream", 1, 1.0)
+            await in_thread(server.trade, "BTCUSDT", bid - 650, 0.002)
             await run.until(lambda: run.session.counters.stream_errors >= 1)
-            await in_thread(server.trade, "BTCUSDT", bid - 650, 0.002)   # while nobody listens
             await run.until(lambda: ANS_FILL in run.kinds(501), timeout=15)
             run.session.cancel(command(CMD_CANCEL, 501))
             await run.until(lambda: ANS_CANCELLED in run.kinds(501))
@@ -188,8 +186,44 @@ def test_a_resting_order_filled_while_the_user_stream_is_down_is_found_by_the_re
     fill = run.of(501)[1]
     assert (int(fill["trade_id"]), fill["qty"], fill["leaves"]) == (trade["id"], pytest.approx(0.002),
                                                                      pytest.approx(0.001))
+    assert run.kinds(501) == [ANS_ACK, ANS_FILL, ANS_CANCELLED]
     assert c.stream_reconnects == 1 and c.resyncs >= 1 and run.session.stream_ready
     assert any("user stream back" in line for line in run.logs)
+
+
+def test_fills_streamed_before_the_orders_ack_come_after_an_implied_ack_once_each(server):
+    async def scenario():
+        async with running(server, "ackafter") as run:
+            _, asks, book = best(server)
+            # the stream brings the order's trades before its NEW, and the REST answer comes 0.5 s later
+            await in_thread(server.inject, "ack_after_fill", 1, 0.5)
+            qty = round(float(book.asks[asks[0]][1]) + 0.001, 5)   # two levels: two trades
+            run.session.submit(command(CMD_NEW, 901, BUY, asks[1], qty, INTENT_IOC))
+            await run.until(lambda: run.session.counters.fills == 2 and not run.session.orders)
+            await asyncio.sleep(0.7)  # the REST answer, with the same trades
+            return run
+
+    run = asyncio.run(scenario())
+    (venue_order,) = run.venue_orders()
+    trades = run.venue_trades(venue_order.order_id)
+    a = run.of(901)
+    assert run.kinds(901) == [ANS_ACK, ANS_FILL, ANS_FILL]
+    assert [int(x) for x in a["trade_id"][1:]] == [t["id"] for t in trades] and a["leaves"][-1] == 0.0
+    assert run.session.counters.fills == 2 and run.session.counters.unknown == 0  # the REST answer's copies: ignored
+
+
+def test_a_venue_refusal_of_a_placement_is_rejected(server):
+    async def scenario():
+        async with running(server, "rejectnext") as run:
+            bid, _, _ = best(server)
+            await in_thread(server.inject, "reject_next", 1)   # -1013 Filter failure: PRICE_FILTER
+            run.session.submit(command(CMD_NEW, 951, BUY, bid - 700, 0.001))
+            await run.until(lambda: run.kinds(951) == [ANS_REJECTED])
+            return run
+
+    run = asyncio.run(scenario())
+    assert run.venue_orders() == [] and run.session.counters.rejects == 1 and run.session.counters.unknown == 0
+    assert any("PRICE_FILTER" in line for line in run.logs)
 
 
 def test_the_kill_switch_cancels_every_order_of_ours_and_leaves_the_others(server):
@@ -210,7 +244,7 @@ def test_the_kill_switch_cancels_every_order_of_ours_and_leaves_the_others(serve
             return run, other, result
 
     run, other, result = asyncio.run(scenario())
-    foreign = sum(1 for o in server.order_routes.account.orders.values() if o.open)  # other tests' too
+    foreign = sum(1 for o in venue_orders(server) if o.open)  # other tests' too
     assert result == dict(ended=4, failed=0, deferred=0, foreign=foreign, listed=True) and foreign >= 1
     mine = {o.client_id: o.status for o in run.venue_orders()}
     assert set(mine.values()) == {"CANCELED"} and len(mine) == 4

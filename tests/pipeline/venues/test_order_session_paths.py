@@ -3,6 +3,7 @@ venue cannot force them): cancels that meet an unknown order, a timeout or a 5xx
 create; the same trade from a query and from the stream; an ACK the stream implies before the create's answer; fee
 conversion; an emit that fails. The loopback tests (test_ccxt_orders) run the real client."""
 import asyncio
+import threading
 import time
 
 import ccxt
@@ -299,3 +300,21 @@ def test_the_kill_switch_cancels_an_order_whose_create_is_in_flight_once_it_land
 
     h = run(scenario)
     assert h.kinds() == [ANS_ACK, ANS_CANCELLED] and len(h.fake.called("cancel_order")) == 1
+
+
+def test_commands_from_another_thread_are_taken_on_the_loop_and_handle_dispatches_by_kind():
+    async def scenario(h):
+        h.fake.script("create_order", order())
+        h.fake.script("cancel_order", order("canceled"))
+        loop_thread = threading.get_ident()
+        seen = []
+        original = h.session._submit
+        h.session._submit = lambda c: (seen.append(threading.get_ident()), original(c))
+        await asyncio.to_thread(h.session.handle, command(CMD_NEW))      # returns at once, from its thread
+        await h.settle(0.05)
+        await asyncio.to_thread(h.session.handle, command(CMD_CANCEL))
+        await h.settle(0.05)
+        assert seen == [loop_thread]
+
+    h = run(scenario)
+    assert h.kinds() == [ANS_ACK, ANS_CANCELLED]

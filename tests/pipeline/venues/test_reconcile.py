@@ -9,7 +9,7 @@ from pipeline.venues import client_ids
 from pipeline.venues.reconcile import LocalOrder, VenueOrder, VenueSnapshot, VenueTrade, reconcile
 from stages.records import (ANS_ACK, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, CMD_CANCEL, CMD_NEW, INTENT_IOC,
                             SELL)
-from tests.pipeline.venues.loopback import KEY_BTC, best, command, in_thread, running
+from tests.pipeline.venues.loopback import KEY_BTC, best, command, in_thread, running, venue_orders, venue_trades
 
 KEY = 3  # venue 0, symbol 3
 
@@ -143,17 +143,15 @@ def test_a_restarted_run_reconciles_against_the_loopback_venue(server):
     prefix = client_ids.prefix("recon")
     assert [vo.client_id for vo in plan.cancel] == [client_ids.client_order_id(prefix, 801)]
     assert client_ids.client_order_id(client_ids.prefix("recon-other"), 850) in [vo.client_id for vo in plan.foreign]
-    venue = {o.client_id: o for o in server.order_routes.account.orders.values()}
-    trade_802 = [t for t in server.order_routes.account.trades
-                 if t["orderId"] == venue[client_ids.client_order_id(prefix, 802)].order_id]
-    trades_804 = [t for t in server.order_routes.account.trades
-                  if t["orderId"] == venue[client_ids.client_order_id(prefix, 804)].order_id]
+    venue = {o.client_id: o for o in venue_orders(server, prefix)}
+    trade_802 = venue_trades(server, venue[client_ids.client_order_id(prefix, 802)].order_id)
+    trades_804 = venue_trades(server, venue[client_ids.client_order_id(prefix, 804)].order_id)
     a = plan.answers
     got = [(int(r["kind"]), int(r["order_id"]), int(r["trade_id"])) for r in a]
     assert got == ([(ANS_FILL, 802, t["id"]) for t in trade_802] + [(ANS_REJECTED, 803, 0)]
                    + [(ANS_FILL, 804, t["id"]) for t in trades_804])
     assert a[0]["leaves"] == pytest.approx(0.002) and a[-1]["leaves"] == 0.0 and a[1]["slot"] == 2
-    assert sum(r["fee"] for r in a) == pytest.approx(sum(float(t["commission"]) for t in trade_802 + trades_804))
+    assert sum(r["fee"] for r in a) == pytest.approx(sum(t["fee"] for t in trade_802 + trades_804))
     assert plan.expected_positions[KEY_BTC] == pytest.approx(0.001 + take) and plan.ok and plan.unresolved == []
     assert venue[client_ids.client_order_id(prefix, 801)].status == "CANCELED"   # the orphan, cancelled
     assert venue[client_ids.client_order_id(prefix, 802)].status == "PARTIALLY_FILLED"
