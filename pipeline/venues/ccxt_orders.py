@@ -416,7 +416,7 @@ class OrderSession:
 
     async def start(self) -> None:
         """Load the markets (check every symbol is the venue's), start the user stream and the periodic work, and
-        wait until the stream is subscribed (at most ``stream_ready_s``; later, it is said and counted)."""
+        wait until the stream is subscribed: RuntimeError when it is not within ``stream_ready_s`` (call stop())."""
         self._loop = asyncio.get_running_loop()
         self._thread_id = threading.get_ident()
         delay = self.t.reconnect_min_s
@@ -441,7 +441,10 @@ class OrderSession:
             self._loops.append(asyncio.ensure_future(self._periodic(self.t.time_sync_s, self._time_sync)))
         if self.user_stream:
             self._loops += [asyncio.ensure_future(self._watch("orders")), asyncio.ensure_future(self._watch("trades"))]
-            await self._stream_ready()
+            if not await self._stream_ready():  # no trading blind: the fills of resting orders come on it
+                raise RuntimeError(self.creds.mask(f"venue {self.venue} ({self.exchange_id}): the user stream is not "
+                                                   f"subscribed after {self.t.stream_ready_s:g} s: "
+                                                   f"{self.last_error}"))
 
     async def stop(self) -> None:
         """Stop the stream and the periodic work, let calls in flight finish for ``stop_wait_s``, close the client.

@@ -16,8 +16,8 @@ from pipeline.venues.credentials import Credentials
 from stages.records import (ANS_ACK, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, CMD_CANCEL, CMD_NEW, INTENT_IOC,
                             SELL)
 from stages.universe import instrument_key
-from tests.pipeline.venues.loopback import (FAST, KEY, KEY_BTC, SECRET, SYMBOLS, VENUE, best, command, in_thread,
-                                            running, venue_orders)
+from tests.pipeline.venues.loopback import (FAST, KEY, KEY_BTC, SECRET, SYMBOLS, VENUE, Run, best, command,
+                                            in_thread, running, venue_orders)
 
 
 def test_ioc_and_quote_round_trips_answer_as_the_venue_recorded_them(server):
@@ -261,7 +261,13 @@ def test_credentials_never_appear_in_logs_or_exceptions(server, caplog, capfd):
 
     async def scenario():
         texts = []
-        async with running(server, "leak", secret="not-the-secret-zz", request_s=0.4) as bad:
+        # a wrong secret: the user stream cannot subscribe, so the session does not start
+        refused = Run(server, "leak0", secret="not-the-secret-zz", stream_ready_s=0.5)
+        with pytest.raises(RuntimeError, match="user stream is not subscribed") as info:
+            await refused.session.start()
+        await refused.session.stop()
+        texts += refused.logs + [str(info.value)]
+        async with running(server, "leak", secret="not-the-secret-zz", request_s=0.4, user_stream=False) as bad:
             bid, _, _ = best(server)
             bad.session.submit(command(CMD_NEW, 701, BUY, bid - 700, 0.001))   # a bad signature: refused
             await bad.until(lambda: run_done(bad, 701))
