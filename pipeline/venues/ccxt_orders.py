@@ -170,12 +170,36 @@ class Counters:
     foreign_updates: int = 0     # stream updates of orders not ours (ignored)
     stray_orders: int = 0        # orders of ours this session did not place (slot -1)
     emit_errors: int = 0         # emit raised (the answers were kept and offered again)
+    errors: int = 0              # internal errors (a task or a periodic job failed; logged) and emit errors
+    dead_man_refreshes: int = 0  # countdown cancel-all calls the venue took
     ack_latency_count: int = 0   # create sent -> ACK (creates answered without an unknown outcome)
     ack_latency_sum_ns: int = 0
     ack_latency_max_ns: int = 0
 
+    # the gateway's names (registry.GATEWAY_COUNTERS) for what is counted above
+    @property
+    def orders_placed(self) -> int:
+        """Orders the venue took (ACKs)."""
+        return self.acks
+
+    @property
+    def cancels_sent(self) -> int:
+        return self.cancels
+
+    @property
+    def venue_rejects(self) -> int:
+        """Creates the venue refused, or confirmed never placed (not the local refusals)."""
+        return self.rejects - self.local_rejects
+
+    @property
+    def unknown_outcomes(self) -> int:
+        return self.unknown
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.update(orders_placed=self.orders_placed, cancels_sent=self.cancels_sent,
+                   venue_rejects=self.venue_rejects, unknown_outcomes=self.unknown_outcomes)
+        return out
 
 
 @dataclass(eq=False)
@@ -225,6 +249,10 @@ def _f(x, default=0.0) -> float:
     except (TypeError, ValueError):
         return default
     return v if math.isfinite(v) else default
+
+
+def _normal(name: str) -> str:
+    return "".join(ch for ch in str(name).upper() if ch.isalnum())
 
 
 def _eps(qty: float) -> float:
@@ -284,23 +312,31 @@ class OrderSession:
     """One venue's orders through a ccxt.pro client (see the module's doc)."""
 
     def __init__(self, exchange_id: str, credentials: Credentials, venue: int, symbols: dict[int, str],
-                 prefix: str, emit, *, rest_url: str = "", ws_url: str = "", timeouts: Timeouts | None = None,
+                 client_prefix: str, emit, *, rest_url: str = "", ws_url: str = "", timeouts: Timeouts | None = None,
                  sandbox: bool = False, options: dict | None = None, fee_rates: dict[str, float] | None = None,
-                 user_stream: bool = True, log=print, clock_ns=time.time_ns):
-        """``symbols``: {symbol index: ccxt market symbol} of this venue; ``prefix``: the run's client order id
-        prefix (client_ids.prefix); ``emit(answers)``: VENUE_ANSWER arrays, called on the loop; ``rest_url`` /
-        ``ws_url``: origins replacing the class's (a loopback, a proxy); ``sandbox``: ccxt's sandbox mode;
-        ``fee_rates``: {currency: its price in the quote currency} for fees in a third currency;
-        ``user_stream`` False: REST only (a venue without one, or a test of the queries): every sweep then queries
-        every live order."""
+                 user_stream: bool = True, timeout_ms: float | None = None, query_interval_ms: float | None = None,
+                 in_flight_query_ms: float | None = None, log=print, clock_ns=time.time_ns):
+        """``symbols``: {symbol index: market} of this venue, a ccxt symbol or a name matching a market's id once
+        upper-cased without separators (BTC-USDT: BTCUSDT), as the live source matches them (a symbol the venue
+        does not list is left out: its orders are refused); ``client_prefix``: the run's client order id prefix
+        (client_ids.prefix); ``emit(answers)``: VENUE_ANSWER arrays, called on the loop; ``rest_url`` / ``ws_url``:
+        origins replacing the class's (a loopback, a proxy); ``sandbox``: ccxt's sandbox mode; ``fee_rates``:
+        {currency: its price in the quote currency} for fees in a third currency; ``user_stream`` False: REST only
+        (a venue without one, or a test of the queries): every sweep then queries every live order.
+        ``timeout_ms`` / ``query_interval_ms`` / ``in_flight_query_ms`` (the gateway config's) override
+        ``timeouts.request_s`` / ``sweep_period_s`` / ``stale_after_s``."""
         self.exchange_id, self.creds, self.venue = exchange_id, credentials, int(venue)
         self.symbols = {int(i): s for i, s in symbols.items()}
         self.symbol_index = {s: i for i, s in self.symbols.items()}
-        self.prefix, self.emit_fn, self.log_fn, self.clock_ns = prefix, emit, log, clock_ns
-        self.t = timeouts or Timeouts()
+        self.prefix, self.emit_fn, self.log_fn, self.clock_ns = client_prefix, emit, log, clock_ns
+        t = timeouts or Timeouts()
+        overrides = {k: v / 1e3 for k, v in (("request_s", timeout_ms), ("sweep_period_s", query_interval_ms),
+                                              ("stale_after_s", in_flight_query_ms)) if v is not None}
+        self.t = Timeouts(**{**asdict(t), **overrides})
         self.rest_url, self.ws_url, self.sandbox, self.user_stream = rest_url, ws_url, sandbox, user_stream
         self._resync_busy = False
         self._quiet_until = 0.0                          # monotonic: no request before (a 429's Retry-After)
+        self._dead_man_said = False
         self.extra_options = dict(options or {})
         self.fee_rates = {c: (float(r), math.inf) for c, r in (fee_rates or {}).items()}  # currency -> (rate, expiry)
         self.counters = Counters()
@@ -432,9 +468,7 @@ class OrderSession:
                                                        f"{self.last_error}")) from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.t.reconnect_max_s)
-        unknown = sorted(s for s in self.symbols.values() if s not in self.ex.markets)
-        if unknown:
-            raise ValueError(f"venue {self.venue} ({self.exchange_id}) lists no market {', '.join(unknown)}")
+        self._resolve_symbols()
         self._started = True
         self._loops = [asyncio.ensure_future(self._periodic(self.t.sweep_period_s, self._sweep))]
         if self.ex.options.get("adjustForTimeDifference") and hasattr(self.ex, "load_time_difference"):
@@ -445,6 +479,24 @@ class OrderSession:
                 raise RuntimeError(self.creds.mask(f"venue {self.venue} ({self.exchange_id}): the user stream is not "
                                                    f"subscribed after {self.t.stream_ready_s:g} s: "
                                                    f"{self.last_error}"))
+
+    def _resolve_symbols(self) -> None:
+        by_id: dict = {}
+        for symbol, m in self.ex.markets.items():
+            by_id.setdefault(_normal(m.get("id") or symbol), symbol)
+        resolved, missing = {}, []
+        for index, name in self.symbols.items():
+            market = name if name in self.ex.markets else by_id.get(_normal(name))
+            if market is None:
+                missing.append(name)
+            else:
+                resolved[index] = market
+        if not resolved:
+            raise ValueError(f"venue {self.venue} ({self.exchange_id}) lists none of {sorted(self.symbols.values())}")
+        if missing:
+            self.log(f"no market for {', '.join(missing)}: orders for it are refused here")
+        self.symbols = resolved
+        self.symbol_index = {s: i for i, s in resolved.items()}
 
     async def stop(self) -> None:
         """Stop the stream and the periodic work, let calls in flight finish for ``stop_wait_s``, close the client.
@@ -478,6 +530,7 @@ class OrderSession:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
+            self.counters.errors += 1
             self.last_error = self._err(exc)
             self.log(f"internal error: {self.last_error}")
 
@@ -514,6 +567,7 @@ class OrderSession:
             self.emit_fn(out)
         except Exception as exc:  # noqa: BLE001 - an answer is never dropped
             self.counters.emit_errors += 1
+            self.counters.errors += 1
             self.last_error = self._err(exc)
             self.log(f"emit failed ({self.last_error}): {len(out)} answers kept, offered again")
             self._out = list(out) + self._out
@@ -564,8 +618,8 @@ class OrderSession:
 
     # --- commands ---------------------------------------------------------------------------------------
 
-    def handle(self, cmd) -> None:
-        """A VENUE_COMMAND of either kind."""
+    def command(self, cmd) -> None:
+        """A VENUE_COMMAND of either kind (a record, or an array of one): submit or cancel."""
         kind = int((cmd[0] if isinstance(cmd, np.ndarray) and cmd.shape else cmd)["kind"])
         if kind == CMD_NEW:
             self.submit(cmd)
@@ -1107,6 +1161,7 @@ class OrderSession:
             try:
                 fn()
             except Exception as exc:  # noqa: BLE001 - said, and the next period tries again
+                self.counters.errors += 1
                 self.last_error = self._err(exc)
                 self.log(f"internal error: {self.last_error}")
 
@@ -1172,57 +1227,106 @@ class OrderSession:
 
     async def cancel_all(self) -> dict:
         """Cancel every open order of ours on the venue (every symbol, previous incarnations' too); others' orders
-        are left alone. Orders whose create is still in flight are cancelled as soon as it settles. Returns counts:
-        ``ended`` (cancelled, or found ended: filled meanwhile), ``failed`` (still open after the cancel's attempts),
-        ``deferred`` (creates in flight), ``foreign`` (open orders not ours, left), ``listed`` (whether the venue's
-        open-order list was had: when not, only the orders this session knows were cancelled)."""
-        now_ns = self.clock_ns()
+        are left alone. The orders this session knows go first; then the venue's list of open orders (a heavy
+        request its rate limiter may hold back) brings the others. Orders whose create is still in flight are
+        cancelled as soon as it settles. Returns counts: ``ended`` (cancelled, or found ended: filled meanwhile),
+        ``failed`` (still open after the cancel's attempts), ``deferred`` (creates in flight), ``foreign`` (open
+        orders not ours, left), ``listed`` (whether the venue's open-order list was had: when not, only the orders
+        this session knows were cancelled)."""
+        known = [o for o in self.orders.values() if not o.done]
+        first = await self._cancel_each(known)
         listed = True
         try:
             open_orders = await self._rest("open-orders", self.ex.fetch_open_orders)
-        except Exception as exc:  # noqa: BLE001 - cancel what we know of all the same
+        except Exception as exc:  # noqa: BLE001 - the known ones are cancelled all the same
             listed, open_orders = False, []
-            self.log(f"cancel_all: open orders not listed ({self._err(exc)}): cancelling the ones known here")
-        foreign = 0
-        targets: dict[int, _Order] = {}
+            self.log(f"cancel_all: open orders not listed ({self._err(exc)}): only the known ones were cancelled")
+        foreign, more, tried = 0, {}, {o.order_id for o in known}
         for info in open_orders:
             oid = client_ids.order_id(self.prefix, info.get("clientOrderId"))
             if oid is None:
                 foreign += 1
+            elif oid not in tried:  # (a known one still listed failed above, and is counted there)
+                more[oid] = self._tracked(oid, info)
+        second = await self._cancel_each(list(more.values()))
+        result = {k: first[k] + second[k] for k in first}
+        result.update(foreign=foreign, listed=listed)
+        self.log(f"cancel_all: {result}")
+        return result
+
+    async def cancel_orders(self, orders) -> dict:
+        """Cancel these orders of ours (reconcile's ``cancel`` list: VenueOrder with an order id) and wait for the
+        answers; returns ``ended`` / ``failed`` / ``deferred`` counts as cancel_all does. Orders not ours (no order
+        id) are skipped: this session never cancels another's order."""
+        targets = []
+        for vo in orders:
+            if vo.order_id is None or vo.order_id <= 0:
                 continue
-            o = self.orders.get(oid)
-            if o is None:
-                o = self.ended.get(oid)
-                if o is not None:  # ended here but open there: the venue is the authority
-                    self.ended.pop(oid)
-                    o.done, o.end = False, None
-                    self.orders[oid] = o
-                else:  # a previous incarnation's: what filled of it before is reconciliation's to report
-                    o = self._stray(oid, info, adopted=True)
-            targets[oid] = o
-        for o in self.orders.values():
-            if not o.done:
-                targets.setdefault(o.order_id, o)
+            targets.append(self._tracked(vo.order_id, {
+                "symbol": vo.symbol, "side": "buy" if vo.side == BUY else "sell", "price": vo.price,
+                "amount": vo.qty, "clientOrderId": client_ids.client_order_id(self.prefix, vo.order_id)}))
+        return await self._cancel_each(targets)
+
+    def _tracked(self, oid: int, info: dict) -> _Order:
+        """The order of ours ``info`` describes (open at the venue), tracked: this session's, or taken on."""
+        o = self.orders.get(oid)
+        if o is None:
+            o = self.ended.get(oid)
+            if o is not None:  # ended here but open there: the venue is the authority
+                self.ended.pop(oid)
+                o.done, o.end = False, None
+                self.orders[oid] = o
+            else:  # a previous incarnation's: what filled of it before is reconciliation's to report
+                o = self._stray(oid, info, adopted=True)
+        return o
+
+    async def _cancel_each(self, targets: list) -> dict:
+        now_ns = self.clock_ns()
         jobs, busy = [], []
-        for o in targets.values():
+        for o in targets:
             if not o.cancel_send_ts:
                 o.cancel_send_ts = now_ns
             if o.create_pending or (o.t_unknown and not o.acked):
                 o.cancel_wanted = True
             elif o.cancel_busy:
                 busy.append(o)  # execute's own cancel is under way: wait for it
-            else:
+            elif not o.done:
                 jobs.append(self._cancel(o))
         await asyncio.gather(*jobs, return_exceptions=True)
         deadline = time.monotonic() + self.t.request_s * self.t.cancel_attempts
         while any(o.cancel_busy for o in busy) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        ended = sum(1 for o in targets.values() if o.done or o.end is not None)
-        deferred = sum(1 for o in targets.values() if not (o.done or o.end is not None) and o.cancel_wanted)
-        failed = len(targets) - ended - deferred
-        result = dict(ended=ended, failed=failed, deferred=deferred, foreign=foreign, listed=listed)
-        self.log(f"cancel_all: {result}")
-        return result
+        ended = sum(1 for o in targets if o.done or o.end is not None)
+        deferred = sum(1 for o in targets if not (o.done or o.end is not None) and o.cancel_wanted)
+        return dict(ended=ended, failed=len(targets) - ended - deferred, deferred=deferred)
+
+    async def dead_man(self, ms: float) -> bool:
+        """Arm or refresh the venue's own dead-man's switch: unless called again within ``ms``, the venue cancels
+        every open order of this session's symbols by itself (the whole host may be dead); ``ms`` 0 disarms it.
+        ccxt's ``cancel_all_orders_after`` where the venue has it; Binance futures: ``countdownCancelAll`` per
+        symbol (USD-M fapi, COIN-M dapi). False when the venue has none (Binance spot; said once) or a call
+        failed (said; the next refresh tries again)."""
+        markets = [self.ex.markets[s] for s in self.symbols.values()]
+        try:
+            if self.ex.has.get("cancelAllOrdersAfter"):
+                await self._rest("dead-man", self.ex.cancel_all_orders_after, int(ms))
+            elif self.exchange_id.startswith("binance") and markets and all(m.get("contract") for m in markets):
+                for m in markets:
+                    call = (self.ex.fapiPrivatePostCountdownCancelAll if m.get("linear")
+                            else self.ex.dapiPrivatePostCountdownCancelAll)
+                    await self._rest("dead-man", call, {"symbol": m["id"], "countdownTime": int(ms)})
+            else:
+                if not self._dead_man_said:
+                    self._dead_man_said = True
+                    self.log("the venue has no dead-man's switch for these markets: orders stay open if the host "
+                             "dies (the kill switch still cancels them while the gateway lives)")
+                return False
+        except Exception as exc:  # noqa: BLE001 - said; the next refresh tries again
+            self.last_error = self._err(exc)
+            self.log(f"dead-man's switch: {self.last_error}")
+            return False
+        self.counters.dead_man_refreshes += 1
+        return True
 
     # --- reconciliation ---------------------------------------------------------------------------------
 
@@ -1332,6 +1436,8 @@ class OrderSession:
                     sign = -1.0 if p.get("side") == "short" else 1.0
                     key = instrument_key(self.venue, index)
                     snap.positions[key] = snap.positions.get(key, 0.0) + sign * size
+                    if _f(p.get("entryPrice")) > 0:
+                        snap.position_prices[key] = _f(p.get("entryPrice"))
             except Exception as exc:  # noqa: BLE001
                 failed("positions", exc)
         return snap

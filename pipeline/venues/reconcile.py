@@ -20,13 +20,17 @@ The venue is the authority on what happened at the venue:
   (it alone knows the account's holdings before the run), or passes them as ``snapshot.positions`` with
   ``has_positions=True``.
 
+:func:`at_start` is the gateway's start-up use of it: execute's view is then empty (or what the caller gives), so
+every open order of ours is an orphan, and a position the venue holds is a mismatch that the gateway refuses or
+adopts (as synthetic fills at the venue's entry price).
+
 What the snapshot cannot tell (an order execute thinks open that the venue neither lists open nor was asked about;
 an order whose venue-side filled quantity exceeds the trades the snapshot holds for it) is listed in
 ``Plan.unresolved``: ask the venue again (a longer trade history, a query by client order id).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -79,6 +83,7 @@ class VenueSnapshot:
     trades: list[VenueTrade] = field(default_factory=list)
     balances: dict[str, dict] = field(default_factory=dict)             # currency -> {"free", "used", "total"}
     positions: dict[int, float] = field(default_factory=dict)           # key -> signed quantity (base units)
+    position_prices: dict[int, float] = field(default_factory=dict)     # key -> the position's entry price
     has_positions: bool = False                                         # the venue keeps positions (a key it does not
                                                                         # list holds none)
     complete: bool = True                                               # False: some part could not be fetched
@@ -247,3 +252,60 @@ def reconcile(snapshot: VenueSnapshot, local_orders: dict[int, LocalOrder], posi
             if abs(venue - local) > _tolerance(tolerance, key):
                 plan.mismatches.append(PositionMismatch(key, local, venue, venue - local))
     return plan
+
+
+@dataclass
+class StartOutcome:
+    """What the gateway does at start-up about one venue (:func:`at_start`)."""
+    cancel: list[VenueOrder]        # ours, open at the venue, that execute does not hold: cancel them (or adopt)
+    adopt: list[VenueOrder]
+    foreign: list[VenueOrder]       # not ours: left alone
+    mismatches: list[str]           # one line per position mismatch (or an incomplete snapshot): not armed as is
+    synthetic_fills: np.ndarray     # ANS_FILL per mismatched key taking the venue's position as ours (order id 0,
+                                    # slot -1, trade id 0, at the venue's entry price when it gives one, else 0)
+    notes: list[str]                # every finding, for the log
+    plan: Plan
+
+
+def at_start(snapshot: VenueSnapshot, *, venue: int | None = None, prefix: str | None = None, tolerance=1e-9,
+             positions: dict[int, float] | None = None, local_orders: dict[int, LocalOrder] | None = None,
+             journal_trades=None, orphans: str = "cancel") -> StartOutcome:
+    """Reconciliation when a gateway starts: execute holds ``local_orders`` and ``positions`` (default: none, a
+    fresh start). Our orders the venue has open and execute does not are to be cancelled (or adopted); a venue
+    position execute does not hold is a mismatch, and ``synthetic_fills`` would take it as ours. ``prefix``: the
+    run's client order id prefix, when the snapshot was taken with another (order ids are read again with it).
+    ``journal_trades`` None: the journal's fills are not known here, so the venue's trade history is not
+    compared (a fresh start's execute replays its own journal); give the (key, trade id) pairs to compare."""
+    if venue is not None and snapshot.venue != venue:
+        raise ValueError(f"the snapshot is venue {snapshot.venue}'s, not venue {venue}'s")
+    if prefix is not None:
+        from pipeline.venues import client_ids
+
+        def ours(cid):
+            return client_ids.order_id(prefix, cid)
+
+        snapshot = replace(snapshot,
+                           open_orders=[replace(o, order_id=ours(o.client_id)) for o in snapshot.open_orders])
+    trades_known = journal_trades is not None
+    if not trades_known:
+        snapshot = replace(snapshot, trades=[])
+    plan = reconcile(snapshot, local_orders or {}, positions or {}, journal_trades or (), orphans=orphans,
+                     tolerance=tolerance)
+    mismatches = [f"key {m.key}: execute {m.local:.10g}, venue {m.venue:.10g} (difference {m.difference:+.10g})"
+                  for m in plan.mismatches]
+    if not snapshot.complete:
+        mismatches.append("the venue's snapshot is incomplete (" + "; ".join(snapshot.notes) + ")")
+    fills = []
+    for m in plan.mismatches:
+        a = np.zeros(1, VENUE_ANSWER)
+        a["kind"], a["order_id"], a["slot"], a["key"] = ANS_FILL, 0, -1, m.key
+        a["side"], a["qty"], a["leaves"] = (1 if m.difference > 0 else -1), abs(m.difference), 0.0
+        a["price"] = snapshot.position_prices.get(m.key, 0.0)
+        a["exch_ts"] = a["arrive_ts"] = snapshot.taken_ns
+        fills.append(a)
+    notes = plan.lines() + [f"snapshot: {n}" for n in snapshot.notes]
+    if not trades_known:
+        notes.append("the venue's trade history was not compared (no journal given)")
+    return StartOutcome(cancel=plan.cancel, adopt=plan.adopt, foreign=plan.foreign, mismatches=mismatches,
+                        synthetic_fills=np.concatenate(fills) if fills else np.zeros(0, VENUE_ANSWER), notes=notes,
+                        plan=plan)

@@ -57,10 +57,12 @@ def command(kind, order_id, side=BUY, price=0.0, qty=0.0, order_kind=INTENT_QUOT
 class Run:
     """A session against the loopback and everything it emitted and logged."""
 
-    def __init__(self, server, name, secret=SECRET, user_stream=True, **timeouts):
+    def __init__(self, server, name, secret=SECRET, user_stream=True, symbols=None, exchange="binance",
+                 **timeouts):
         self.server, self.prefix = server, client_ids.prefix(name)
         self.batches, self.logs = [], []
-        self.session = OrderSession("binance", Credentials("binance", KEY, secret), VENUE, SYMBOLS, self.prefix,
+        self.session = OrderSession(exchange, Credentials("binance", KEY, secret), VENUE, symbols or SYMBOLS,
+                                    self.prefix,
                                     self.batches.append, rest_url=server.rest_url, ws_url=server.ws_url,
                                     timeouts=Timeouts(**{**FAST, **timeouts}), user_stream=user_stream,
                                     log=self.logs.append)

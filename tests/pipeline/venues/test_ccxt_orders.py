@@ -16,8 +16,10 @@ from pipeline.venues.credentials import Credentials
 from stages.records import (ANS_ACK, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, CMD_CANCEL, CMD_NEW, INTENT_IOC,
                             SELL)
 from stages.universe import instrument_key
-from tests.pipeline.venues.loopback import (FAST, KEY, KEY_BTC, SECRET, SYMBOLS, VENUE, Run, best, command,
+from pipeline.venues.reconcile import at_start
+from tests.pipeline.venues.loopback import (CAPTURE, FAST, KEY, KEY_BTC, SECRET, SYMBOLS, VENUE, Run, best, command,
                                             in_thread, running, venue_orders)
+from tools.binance_loopback import LoopbackServer
 
 
 def test_ioc_and_quote_round_trips_answer_as_the_venue_recorded_them(server):
@@ -313,3 +315,49 @@ def test_trade_ids_that_are_not_decimal_get_a_stable_positive_id():
     assert trade_id_int("12345") == 12345 and trade_id_int(77) == 77
     a, b = trade_id_int("abc-1"), trade_id_int("abc-2")
     assert a == trade_id_int("abc-1") and a != b and 0 < a < 2 ** 63 and 0 < b < 2 ** 63
+
+
+FUTURES_CAPTURE = CAPTURE.parent / "usdm_btcusdt_20240808.gz"
+
+
+@pytest.fixture(scope="module")
+def futures_server():
+    with LoopbackServer([FUTURES_CAPTURE], "usdm", speed=0, wait_streams=99,
+                        orders=dict(api_key=KEY, secret=SECRET, balance=100_000.0, leverage=20)) as s:
+        yield s
+
+
+def test_usdm_futures_the_dead_mans_switch_cancels_at_the_venue_and_positions_reach_the_snapshot(futures_server):
+    server = futures_server
+
+    async def scenario():
+        # a feed's name for the symbol, matched to BTC/USDT:USDT by the market's id
+        run = Run(server, "futures", exchange="binanceusdm", symbols={2: "BTC-USDT"})
+        await run.session.start()
+        try:
+            book = server.books["BTCUSDT"]
+            bid, ask = max(book.bids), min(book.asks)
+            run.session.submit(command(CMD_NEW, 1001, BUY, bid - 300, 0.01))
+            await run.until(lambda: ANS_ACK in run.kinds(1001))
+            assert await run.session.dead_man(400)          # not refreshed: the venue cancels by itself
+            await run.until(lambda: ANS_CANCELLED in run.kinds(1001), timeout=5)
+            run.session.submit(command(CMD_NEW, 1002, BUY, ask, 0.002, INTENT_IOC))
+            await run.until(lambda: ANS_FILL in run.kinds(1002) and 1002 not in run.session.orders)
+            snapshot = await run.session.snapshot()
+            assert await run.session.dead_man(0)
+            flat = at_start(snapshot, venue=VENUE, positions={KEY_BTC: 0.002})
+            fresh = at_start(snapshot, venue=VENUE)
+            run.session.submit(command(CMD_NEW, 1003, SELL, bid, 0.002, INTENT_IOC))   # flat again
+            await run.until(lambda: ANS_FILL in run.kinds(1003) and 1003 not in run.session.orders)
+            return run, snapshot, flat, fresh
+        finally:
+            await run.session.stop()
+
+    run, snapshot, flat, fresh = asyncio.run(scenario())
+    assert run.session.symbols == {2: "BTC/USDT:USDT"}
+    cancelled = run.of(1001)[-1]
+    assert (cancelled["qty"], cancelled["send_ts"]) == (pytest.approx(0.01), 0)   # nobody here asked for it
+    assert snapshot.complete and snapshot.has_positions and snapshot.positions == {KEY_BTC: pytest.approx(0.002)}
+    assert snapshot.position_prices[KEY_BTC] > 0
+    assert flat.mismatches == [] and len(fresh.mismatches) == 1 and fresh.synthetic_fills["qty"][0] == 0.002
+    assert run.session.counters.dead_man_refreshes == 2

@@ -302,7 +302,7 @@ def test_the_kill_switch_cancels_an_order_whose_create_is_in_flight_once_it_land
     assert h.kinds() == [ANS_ACK, ANS_CANCELLED] and len(h.fake.called("cancel_order")) == 1
 
 
-def test_commands_from_another_thread_are_taken_on_the_loop_and_handle_dispatches_by_kind():
+def test_commands_from_another_thread_are_taken_on_the_loop_and_command_dispatches_by_kind():
     async def scenario(h):
         h.fake.script("create_order", order())
         h.fake.script("cancel_order", order("canceled"))
@@ -310,9 +310,9 @@ def test_commands_from_another_thread_are_taken_on_the_loop_and_handle_dispatche
         seen = []
         original = h.session._submit
         h.session._submit = lambda c: (seen.append(threading.get_ident()), original(c))
-        await asyncio.to_thread(h.session.handle, command(CMD_NEW))      # returns at once, from its thread
+        await asyncio.to_thread(h.session.command, command(CMD_NEW))      # returns at once, from its thread
         await h.settle(0.05)
-        await asyncio.to_thread(h.session.handle, command(CMD_CANCEL))
+        await asyncio.to_thread(h.session.command, command(CMD_CANCEL))
         await h.settle(0.05)
         assert seen == [loop_thread]
 

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from pipeline.venues import client_ids
-from pipeline.venues.reconcile import LocalOrder, VenueOrder, VenueSnapshot, VenueTrade, reconcile
+from pipeline.venues.reconcile import LocalOrder, VenueOrder, VenueSnapshot, VenueTrade, at_start, reconcile
 from stages.records import (ANS_ACK, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, CMD_CANCEL, CMD_NEW, INTENT_IOC,
                             SELL)
 from tests.pipeline.venues.loopback import KEY_BTC, best, command, in_thread, running, venue_orders, venue_trades
@@ -156,3 +156,27 @@ def test_a_restarted_run_reconciles_against_the_loopback_venue(server):
     assert venue[client_ids.client_order_id(prefix, 801)].status == "CANCELED"   # the orphan, cancelled
     assert venue[client_ids.client_order_id(prefix, 802)].status == "PARTIALLY_FILLED"
     assert run.of(801)[0]["slot"] == -1 and run.session.counters.stray_orders == 1
+
+
+def test_at_start_every_open_order_of_ours_is_an_orphan_and_a_venue_position_a_mismatch_to_refuse_or_adopt():
+    s = snap(open_orders=[vorder(40), vorder(None, cid="someone-1", vid="v41")], trades=[vtrade(9, 40, 0.1)],
+             has_positions=True, positions={KEY: 0.25, KEY + 1: 0.0}, position_prices={KEY: 101.5})
+    out = at_start(s, venue=0, tolerance=1e-6)
+    assert [o.order_id for o in out.cancel] == [40] and [o.client_id for o in out.foreign] == ["someone-1"]
+    assert out.mismatches == ["key 3: execute 0, venue 0.25 (difference +0.25)"]
+    (fill,) = out.synthetic_fills
+    assert (int(fill["kind"]), int(fill["order_id"]), int(fill["slot"]), int(fill["key"]), int(fill["side"])) == (
+        ANS_FILL, 0, -1, KEY, BUY)
+    assert (fill["qty"], fill["price"], fill["trade_id"]) == (0.25, 101.5, 0)
+    assert len(out.plan.answers) == 0  # no journal given: the trade history is not compared
+    assert any("not compared" in n for n in out.notes)
+    # execute holding the same position: nothing to refuse; the journal's trades given: the fill is compared
+    held = at_start(s, positions={KEY: 0.25}, journal_trades={(KEY, 9)})
+    assert held.mismatches == [] and len(held.synthetic_fills) == 0
+    # another prefix reads other orders as ours; an incomplete snapshot is never a clean start
+    other = at_start(snap(open_orders=[vorder(None, cid="b4mine-77", vid="v77")], complete=False,
+                          notes=["positions: timeout"]), prefix="b4mine-")
+    assert [o.order_id for o in other.cancel] == [77]
+    assert other.mismatches == ["the venue's snapshot is incomplete (positions: timeout)"]
+    with pytest.raises(ValueError, match="venue 0's, not venue 2's"):
+        at_start(s, venue=2)
