@@ -2,6 +2,12 @@
 venue answers or streams becomes VENUE_ANSWER records (the answer codes the venue model uses, so execute takes both
 alike). One :class:`OrderSession` per venue, on one asyncio loop (the gateway process's).
 
+The session: ``await start()`` (markets, user stream subscribed, periodic work), ``command(cmd)`` /
+``submit(cmd)`` / ``cancel(cmd)`` (never block), ``await cancel_all()`` (the kill switch), ``await
+cancel_orders(venue_orders)`` (reconciliation's orphans), ``await dead_man(ms)`` (the venue's countdown cancel-all),
+``await snapshot(orders, since_ms)`` (for :mod:`pipeline.venues.reconcile`), ``await resync()``, ``await stop()``;
+``counters``, ``ack_latencies_ns``, ``stream_ready``, ``last_error`` for the gateway's status.
+
 Commands
     ``submit(cmd)`` places a LIMIT order with the order's client order id (:mod:`pipeline.venues.client_ids`): GTC
     for INTENT_QUOTE, IOC for INTENT_IOC; ``cancel(cmd)`` cancels by client order id. Neither blocks: each schedules
@@ -404,12 +410,18 @@ class OrderSession:
             return original(code, reason, url, method, headers, body, *rest)
 
         ex.on_rest_response = on_rest_response
-        # ccxt.pro creates its stream caches when first needed; made here, they also hand every update to the scan
-        ex.orders = _tapped_cache(ex.safe_integer(ex.options, "ordersLimit", 1000), self._stream_orders,
-                                  self._stream_news)
-        ex.myTrades = _tapped_cache(ex.safe_integer(ex.options, "tradesLimit", 1000), self._stream_trades,
-                                    self._stream_news)
+        self._tap(ex)
         return ex
+
+    def _tap(self, ex) -> None:
+        """ccxt.pro creates its stream caches when first needed (and drops them when told to clean up): made here,
+        they also hand every update to the scan."""
+        if not getattr(ex.orders, "bot4_tapped", False):
+            ex.orders = _tapped_cache(ex.safe_integer(ex.options, "ordersLimit", 1000), self._stream_orders,
+                                      self._stream_news)
+        if not getattr(ex.myTrades, "bot4_tapped", False):
+            ex.myTrades = _tapped_cache(ex.safe_integer(ex.options, "tradesLimit", 1000), self._stream_trades,
+                                        self._stream_news)
 
     def log(self, text: str) -> None:
         self.log_fn(self.creds.mask(f"venue {self.venue} ({self.exchange_id}): {text}"))
@@ -1019,6 +1031,7 @@ class OrderSession:
         watch = self.ex.watch_orders if what == "orders" else self.ex.watch_my_trades
         while not self._stopping:
             try:
+                self._tap(self.ex)
                 await watch()
                 delay = self.t.reconnect_min_s
                 self._scan()
@@ -1456,6 +1469,8 @@ def _tapped_cache(limit: int, sink: deque, news):
     from ccxt.async_support.base.ws.cache import ArrayCacheBySymbolById
 
     class Tapped(ArrayCacheBySymbolById):
+        bot4_tapped = True
+
         def append(self, item):
             super().append(item)
             sink.append(item)
