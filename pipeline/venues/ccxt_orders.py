@@ -104,6 +104,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -310,8 +311,14 @@ class _MaskingFilter(logging.Filter):
 
 
 def _replace_origin(urls, origin: str):
-    from pipeline.sources.ccxt_source import _replace_origin as replace
-    return replace(urls, origin)
+    """Every URL string in a ccxt ``urls`` tree with its scheme://host[:port] replaced by ``origin`` (paths kept: the
+    venue's own URL layout is what a loopback or a proxy serves), as the live source does (pipeline.sources and
+    pipeline.venues are independent wings)."""
+    if isinstance(urls, dict):
+        return {k: _replace_origin(v, origin) for k, v in urls.items()}
+    if isinstance(urls, str) and "://" in urls:
+        return origin.rstrip("/") + urlsplit(urls).path
+    return urls
 
 
 class OrderSession:
