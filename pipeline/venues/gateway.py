@@ -47,7 +47,6 @@ COUNTER_SOURCES = {"orders_placed": ("creates",), "cancels_sent": ("cancels",), 
                    "unknown_outcomes": ("unknown",), "unknown_resolved": ("unknown_resolved", "unknown_absent"),
                    "queries": ("queries",), "stream_reconnects": ("stream_reconnects",),
                    "errors": ("network_errors", "stream_errors")}
-DEAD_MAN_EXCHANGES = ("binanceusdm", "binancecoinm")  # Binance futures' countdownCancelAll
 
 
 class SessionThread:
@@ -181,7 +180,7 @@ class Gateway(Agent):
         for line in plan.lines() + snapshot.notes:
             self._log(f"{v.name}: start-up reconciliation: {line}")
         if plan.cancel:
-            counts = v.thread.call(session.cancel_all(), START_TIMEOUT_S)
+            counts = v.thread.call(session.cancel_orders(plan.cancel), START_TIMEOUT_S)
             self._log(f"{v.name}: cancelled what an earlier run left open: {counts}")
         self.stats[W["reconciled"]] += 1
         fresh = int(self.block.globals[cb.G_RUN_STATE]) == cb.RUN_STARTING
@@ -206,7 +205,7 @@ class Gateway(Agent):
             n = ring.read(v.commands.producer, v.commands.consumer, v.commands.records, v.scratch, COMMAND_BATCH)
             for i in range(n):
                 cmd = v.scratch[i].copy()
-                v.thread.post(v.thread.session.handle, cmd)
+                v.thread.post(v.thread.session.command, cmd)
             self.stats[W["commands"]] += n
             work += n + self._publish_answers(v)
         return work
@@ -245,7 +244,7 @@ class Gateway(Agent):
     def _refresh_dead_man(self) -> None:
         ms = int(self.config.gateway.dead_man_ms)
         for v in self.venues:
-            v.thread.post(lambda s=v.thread.session: asyncio.ensure_future(_countdown(s, ms, self._log)))
+            v.thread.post(lambda s=v.thread.session: asyncio.ensure_future(s.dead_man(ms)))
         self.stats[W["dead_man_refreshes"]] += 1
         self.next_dead_man = time.monotonic() + ms / 3e3  # three refreshes per countdown
 
@@ -266,17 +265,6 @@ class Gateway(Agent):
                 v.thread.stop()
             v.commands.close()
             v.answers.close()
-
-
-async def _countdown(session, ms: int, log) -> None:
-    """Binance futures' dead-man's switch for each of the session's symbols: unless refreshed within ``ms``, the
-    venue cancels every open order of the symbol itself (0 turns it off)."""
-    for symbol in session.symbols.values():
-        try:
-            await session.ex.fapiPrivatePostCountdownCancelAll({"symbol": session.ex.market_id(symbol),
-                                                                "countdownTime": ms})
-        except Exception as exc:  # noqa: BLE001 - said; the next refresh tries again, trading is not stopped for it
-            log(f"dead-man's switch for {symbol} not refreshed: {session.creds.mask(str(exc))}")
 
 
 def main() -> int:
