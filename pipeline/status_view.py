@@ -138,7 +138,8 @@ class StatusView:
                 f"{gw['orders_placed']:,} cancels {gw['cancels_sent']:,} venue rejects {gw['venue_rejects']:,} | "
                 f"unknown outcomes {gw['unknown_outcomes']:,} (resolved {gw['unknown_resolved']:,}, queries "
                 f"{gw['queries']:,}) | stream reconnects {gw['stream_reconnects']:,} | cancel-alls "
-                f"{gw['cancel_alls']:,} | errors {gw['errors']:,}"
+                f"{gw['cancel_alls']:,} | errors {gw['errors']:,} | create to ack p50 {gw['ack_p50_us'] / 1e3:.1f} ms "
+                f"max {gw['ack_max_us'] / 1e3:.1f} ms"
                 + (f" | {gw['answers_waiting']:,} answers waiting for execute" if gw["answers_waiting"] else ""))
 
     def execute_stats(self) -> dict[str, int]:

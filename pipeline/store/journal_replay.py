@@ -153,6 +153,10 @@ def replay_live(config: Config, directory: str) -> ReplayOutcome:
         if held < wanted:
             notes.append(f"the journal's {name} stream holds {held:,} records, its execute steps consumed or made "
                          f"{wanted:,}: the run's journal fell behind (see its summary); replayed as far as it goes")
+    if graph.live_venues(plan.config):
+        notes.append(f"the run traded at live venues ({', '.join(plan.config.gateway.live_venues)}): their answers "
+                     "came from the venues, not from a model, and are not inputs the journal holds, so the replay "
+                     "cannot reproduce those venues' reports (the paper venues' it does)")
     step, params, state = graph.kernel("execute", plan, live=True)
     sent = recorded["order_id"][recorded["state"] == records.ORD_NEW]
     if len(sent):  # the run numbered its orders from its start's wall clock (its first order is that + 1)

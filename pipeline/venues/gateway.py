@@ -40,6 +40,7 @@ from stages import records
 COMMAND_BATCH = 256
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+COUNTERS_PERIOD_S = 0.2
 IDLE_SLEEP_US = 100  # an idle gateway sleeps this long: a command waits at most about this for its session
 W = {label: i for i, label in enumerate(registry.counters("gateway"))}
 # the gateway's control-block words from its sessions' counters (pipeline.venues.ccxt_orders.Counters), summed
@@ -153,6 +154,7 @@ class Gateway(Agent):
         self.make_sessions = make_sessions or (lambda v: session_factory(config, v.index, v.name, self._log))
         self.was_enabled = False
         self.next_dead_man = 0.0
+        self.next_counters = 0.0
         self.ack_us: list[float] = []
 
     @staticmethod
@@ -208,6 +210,10 @@ class Gateway(Agent):
                 v.thread.post(v.thread.session.command, cmd)
             self.stats[W["commands"]] += n
             work += n + self._publish_answers(v)
+        now = time.monotonic()
+        if now >= self.next_counters:  # the sessions' counters are a status figure: a few times a second will do
+            self.next_counters = now + COUNTERS_PERIOD_S
+            self._publish_counters()
         return work
 
     def _publish_answers(self, v: Venue) -> int:
@@ -229,10 +235,18 @@ class Gateway(Agent):
             v.waiting.pop(0)
         self.stats[W["answers"]] += published
         self.stats[W["answers_waiting"]] = sum(len(b) for v_ in self.venues for b in v_.waiting)
-        sessions = [v_.thread.session.counters for v_ in self.venues if v_.thread is not None]
+        return published
+
+    def _publish_counters(self) -> None:
+        sessions = [v.thread.session.counters for v in self.venues if v.thread is not None]
         for word, fields in COUNTER_SOURCES.items():
             self.stats[W[word]] = sum(getattr(c, f) for c in sessions for f in fields)
-        return published
+        # list() of a deque copies it in one C call under the GIL: the session's thread appends meanwhile
+        latencies = sorted(x for v in self.venues if v.thread is not None
+                           for x in list(v.thread.session.ack_latencies_ns))
+        if latencies:
+            self.stats[W["ack_p50_us"]] = latencies[len(latencies) // 2] // 1_000
+            self.stats[W["ack_max_us"]] = latencies[-1] // 1_000
 
     def _cancel_everything(self, why: str) -> None:
         for v in self.venues:
@@ -257,6 +271,7 @@ class Gateway(Agent):
                 except Exception as exc:  # noqa: BLE001 - said, and the next venue still gets its cancel
                     self._log(f"{v.name}: cancel-all at stop failed: {exc!r}; check the venue for open orders")
             self._publish_answers(v)
+        self._publish_counters()
         raise AgentTerminated
 
     def on_close(self) -> None:
