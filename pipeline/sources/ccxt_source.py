@@ -32,10 +32,10 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import numpy as np
 
+from pipeline.ccxt_origins import point_at
 from stages.records import BOOK_LEVELS, BUY, EV_BOOK, EV_FUNDING, EV_MARK, EV_TRADE, F_SNAPSHOT, MARKET_EVENT, SELL
 
 CLOCK_PERIOD_S = 30.0
@@ -77,15 +77,6 @@ def _normal(name: str) -> str:
     return "".join(ch for ch in name.upper() if ch.isalnum())
 
 
-def _replace_origin(urls, origin: str):
-    """Every URL string in a ccxt ``urls`` tree with its scheme://host[:port] replaced by ``origin``."""
-    if isinstance(urls, dict):
-        return {k: _replace_origin(v, origin) for k, v in urls.items()}
-    if isinstance(urls, str) and "://" in urls:
-        return origin.rstrip("/") + urlsplit(urls).path
-    return urls
-
-
 def make_exchange(spec: VenueSpec):
     import ccxt.pro
 
@@ -95,13 +86,7 @@ def make_exchange(spec: VenueSpec):
     if spec.exchange in MARKET_TYPES:  # load only the product this venue is, not every Binance product
         options["fetchMarkets"] = {"types": [MARKET_TYPES[spec.exchange]]}
     ex = getattr(ccxt.pro, spec.exchange)({"enableRateLimit": True, "options": options})
-    api = dict(ex.urls["api"])
-    ws = api.pop("ws", None)
-    if spec.rest_url:
-        api = _replace_origin(api, spec.rest_url)
-    if ws is not None:
-        api["ws"] = _replace_origin(ws, spec.ws_url) if spec.ws_url else ws
-    ex.urls["api"] = api
+    point_at(ex, spec.rest_url, spec.ws_url)
     return ex
 
 

@@ -108,6 +108,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from pipeline.ccxt_origins import point_at
 from pipeline.venues import client_ids
 from pipeline.venues.credentials import Credentials
 from pipeline.venues.reconcile import VenueOrder, VenueSnapshot, VenueTrade
@@ -310,17 +311,6 @@ class _MaskingFilter(logging.Filter):
         return True
 
 
-def _replace_origin(urls, origin: str):
-    """Every URL string in a ccxt ``urls`` tree with its scheme://host[:port] replaced by ``origin`` (paths kept: the
-    venue's own URL layout is what a loopback or a proxy serves), as the live source does (pipeline.sources and
-    pipeline.venues are independent wings)."""
-    if isinstance(urls, dict):
-        return {k: _replace_origin(v, origin) for k, v in urls.items()}
-    if isinstance(urls, str) and "://" in urls:
-        return origin.rstrip("/") + urlsplit(urls).path
-    return urls
-
-
 class OrderSession:
     """One venue's orders through a ccxt.pro client (see the module's doc)."""
 
@@ -400,13 +390,7 @@ class OrderSession:
         ex.logger = logger
         if self.sandbox:
             ex.set_sandbox_mode(True)
-        api = dict(ex.urls["api"])
-        ws = api.pop("ws", None)
-        if self.rest_url:
-            api = _replace_origin(api, self.rest_url)
-        if ws is not None:
-            api["ws"] = _replace_origin(ws, self.ws_url) if self.ws_url else ws
-        ex.urls["api"] = api
+        point_at(ex, self.rest_url, self.ws_url)
         original = ex.on_rest_response
 
         def on_rest_response(code, reason, url, method, headers, body, *rest):

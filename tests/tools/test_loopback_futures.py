@@ -10,7 +10,7 @@ import ccxt
 import ccxt.pro
 import pytest
 
-from pipeline.sources.ccxt_source import _replace_origin
+from pipeline.ccxt_origins import replace_origin
 from tools.binance_loopback import LoopbackServer
 
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "binance-ws-capture" / "usdm_btcusdt_20240808.gz"
@@ -33,7 +33,7 @@ def client(server, venue_errors=False):
     ex = ccxt.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False, "options": dict(OPTIONS)})
     api = dict(ex.urls["api"])
     api.pop("ws", None)
-    ex.urls["api"] = _replace_origin(api, server.rest_url)
+    ex.urls["api"] = replace_origin(api, server.rest_url)
     if venue_errors:
         ex.exceptions["exact"] = {**ex.exceptions["exact"], **ex.exceptions["linear"]["exact"]}
     ex.load_markets()
@@ -215,7 +215,7 @@ def test_ccxt_pro_watches_orders_trades_and_positions_on_the_futures_user_stream
                                    "options": dict(OPTIONS)})
         api = dict(ex.urls["api"])
         ws = api.pop("ws")
-        ex.urls["api"] = {**_replace_origin(api, server.rest_url), "ws": _replace_origin(ws, server.ws_url)}
+        ex.urls["api"] = {**replace_origin(api, server.rest_url), "ws": replace_origin(ws, server.ws_url)}
         loop = asyncio.get_running_loop()
         routes = server.order_routes
         try:

@@ -11,7 +11,7 @@ import ccxt
 import ccxt.pro
 import pytest
 
-from pipeline.sources.ccxt_source import _replace_origin
+from pipeline.ccxt_origins import replace_origin
 from tools.binance_loopback import LoopbackServer
 
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "binance-ws-capture" / "spot_btcusdt_20240808.gz"
@@ -30,7 +30,7 @@ def client(server, secret=SECRET):
     ex = ccxt.binance({"apiKey": KEY, "secret": secret, "enableRateLimit": False, "options": OPTIONS})
     api = dict(ex.urls["api"])
     api.pop("ws", None)
-    ex.urls["api"] = _replace_origin(api, server.rest_url)
+    ex.urls["api"] = replace_origin(api, server.rest_url)
     ex.load_markets()
     return ex
 
@@ -112,7 +112,7 @@ def pro_client(server):
     ex.seen = []
     api = dict(ex.urls["api"])
     ws = api.pop("ws")
-    ex.urls["api"] = {**_replace_origin(api, server.rest_url), "ws": _replace_origin(ws, server.ws_url)}
+    ex.urls["api"] = {**replace_origin(api, server.rest_url), "ws": replace_origin(ws, server.ws_url)}
     return ex
 
 

@@ -9,7 +9,7 @@ import time
 import ccxt
 import pytest
 
-from pipeline.sources.ccxt_source import _replace_origin
+from pipeline.ccxt_origins import replace_origin
 from pipeline.venues import client_ids
 from pipeline.venues.ccxt_orders import OrderSession, Timeouts, trade_id_int
 from pipeline.venues.credentials import Credentials
@@ -85,7 +85,7 @@ def test_venue_refusals_and_local_refusals_are_rejected_and_a_duplicate_client_i
                                              "fetchMargins": False, "adjustForTimeDifference": True}})
         api = dict(squatter.urls["api"])
         api.pop("ws", None)
-        squatter.urls["api"] = _replace_origin(api, server.rest_url)
+        squatter.urls["api"] = replace_origin(api, server.rest_url)
         cid = client_ids.client_order_id(client_ids.prefix("refusals"), 202)
         await in_thread(lambda: (squatter.load_markets(),
                                  squatter.create_order("BTC/USDT", "limit", "buy", 0.001, bid - 900,
