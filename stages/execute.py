@@ -99,6 +99,9 @@ ST_LINK_ANSWERS = _COUNTERS.add("gateway_answers")       # answers from them
 ST_LINK_FULL = _COUNTERS.add("gateway_full")             # a command a gateway's ring had no room for (retried)
 ST_LATE_FILLS = _COUNTERS.add("late_fills")              # fills of an order already ended here (accounted)
 ST_DUPLICATE_TRADES = _COUNTERS.add("duplicate_trades")  # a venue trade id already applied (ignored)
+# the routing state's counters (parents active, started, done; intents routed, split; children, refused children)
+ST_ROUTING_BASE = _COUNTERS.add_range("routing_" + name for name in algos.COUNTER_NAMES)
+N_ROUTING_COUNTERS = len(algos.COUNTER_NAMES)
 # one counter per rejection reason, REJ_* code order: stats[ST_REJ_BASE + code - 1]
 ST_REJ_BASE = _COUNTERS.add_range("rej_" + REJ_NAMES[code].replace(" ", "_") for code in sorted(REJ_NAMES))
 STATS = _COUNTERS.labels
@@ -898,6 +901,9 @@ def _publish_stats(state, stats):
     stats[ST_FEES_CENTS] = int(round(fees.sum() * 100.0))
     vints = vs[0]
     stats[ST_IN_FLIGHT_DROPPED] = vints[VI_DROPPED]
+    routing_ints = state[X_ROUTING][routing.RS_INTS]
+    for i in range(N_ROUTING_COUNTERS):
+        stats[ST_ROUTING_BASE + i] = routing_ints[i]
 
 
 @njit(cache=True, _nrt=False)

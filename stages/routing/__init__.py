@@ -49,6 +49,6 @@ def make_state():
 
 
 def counters(routing_state) -> dict[str, int]:
-    """The parent table's and the router's counters by name (no control-block words are left for them)."""
+    """The parent table's and the router's counters by name (execute also publishes them: routing_* words)."""
     ints = routing_state[RS_INTS]
     return {name: int(ints[i]) for i, name in enumerate(algos.COUNTER_NAMES)}
