@@ -110,7 +110,7 @@ import numpy as np
 
 from pipeline.ccxt_origins import point_at
 from pipeline.venues import client_ids
-from pipeline.venues.credentials import Credentials
+from pipeline.venues.credentials import Credentials, CredentialsError
 from pipeline.venues.reconcile import VenueOrder, VenueSnapshot, VenueTrade
 from stages.records import (ANS_ACK, ANS_CANCEL_REJECTED, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, CMD_CANCEL,
                             CMD_NEW, INTENT_IOC, INTENT_QUOTE, SELL, VENUE_ANSWER)
@@ -472,6 +472,7 @@ class OrderSession:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.t.reconnect_max_s)
         self._resolve_symbols()
+        await self._check_credentials()
         self._started = True
         self._loops = [asyncio.ensure_future(self._periodic(self.t.sweep_period_s, self._sweep))]
         if self.ex.options.get("adjustForTimeDifference") and hasattr(self.ex, "load_time_difference"):
@@ -482,6 +483,17 @@ class OrderSession:
                 raise RuntimeError(self.creds.mask(f"venue {self.venue} ({self.exchange_id}): the user stream is not "
                                                    f"subscribed after {self.t.stream_ready_s:g} s: "
                                                    f"{self.last_error}"))
+
+    async def _check_credentials(self) -> None:
+        """One signed request before anything else: a key or secret the venue refuses is said as that (the user
+        stream would only time out), in one line that names where the credentials came from and shows neither."""
+        import ccxt
+        try:
+            await self._rest("balance", self.ex.fetch_balance)
+        except (ccxt.AuthenticationError, ccxt.PermissionDenied) as exc:
+            raise CredentialsError(self.creds.mask(
+                f"venue {self.venue} ({self.exchange_id}): the venue refused the API key or secret "
+                f"({type(exc).__name__}: {self._err(exc)}); check {self.creds!r}")) from None
 
     def _resolve_symbols(self) -> None:
         by_id: dict = {}

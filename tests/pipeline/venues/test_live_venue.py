@@ -70,3 +70,23 @@ def test_a_live_run_trades_at_the_venue_and_its_journal_equals_the_venues_trades
     assert not [o for o in venue["open_orders"] if o["clientOrderId"].startswith(prefix)]  # a clean stop cancels all
     commands, answers = re.findall(r"gateway \(live venues\): commands ([\d,]+) answers ([\d,]+)", output)[-1]
     assert int(commands.replace(",", "")) >= len(set(got)) and int(answers.replace(",", "")) >= len(got), output
+
+
+@pytest.mark.parametrize("problem", ["missing", "wrong"])
+def test_missing_or_refused_credentials_fail_the_start_without_showing_them(live, tmp_path, monkeypatch, problem):
+    if problem == "missing":
+        monkeypatch.delenv("BOT4_SPOT_API_KEY", raising=False)
+        monkeypatch.delenv("BOT4_SPOT_API_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("BOT4_SPOT_API_KEY", KEY)
+        monkeypatch.setenv("BOT4_SPOT_API_SECRET", "notTheSecret93b1")
+    with LoopbackServer([CAPTURE], "spot", speed=0, wait_streams=99,
+                        orders=dict(api_key=KEY, secret=SECRET, balances={"USDT": 1_000.0})) as server:
+        run = live("--live", "--config", str(live_config(tmp_path, server)), *SIGNAL_ARGS, "--duration", "5")
+        code, output = run.finish(timeout=240)
+        venue = server.account_snapshot()
+    assert code != 0 and "start-up failed" in output, output
+    assert "notTheSecret93b1" not in output and SECRET not in output
+    assert ("BOT4_SPOT_API_KEY" in output) if problem == "missing" else ("ignature" in output or "uthentic" in output), \
+        output
+    assert venue["orders"] == [] and "trading enabled" not in output
