@@ -380,6 +380,9 @@ class SignedRoutes:
         self._held: list | None = None             # user events held back during an ack_after_fill placement
         self._answer_wait: list = []               # sends the next answer waits for (ack_after_fill)
         self._answer_delay = 0.0
+        # benchmarks: a list here gets (time.time_ns() when the request reached its handler, method, path,
+        # newClientOrderId or origClientOrderId or "") of every signed request that passes the checks
+        self.arrivals: list | None = None
 
     # --- faults ---------------------------------------------------------------------------------------
 
@@ -482,6 +485,7 @@ class SignedRoutes:
 
     def _guard(self, handler):
         async def run(request: web.Request):
+            arrived = time.time_ns()
             fault, seconds = self.faults.pop(0) if self.faults else ("", 0.0)
             if fault == "429":
                 self.counts["refused"] += 1
@@ -493,6 +497,9 @@ class SignedRoutes:
                 return web.Response(status=503, text="Service Unavailable")
             try:
                 params = await self._verified(request)
+                if self.arrivals is not None:
+                    self.arrivals.append((arrived, request.method, request.path,
+                                          params.get("newClientOrderId") or params.get("origClientOrderId") or ""))
                 body, status = handler(params), 200
             except VenueError as exc:
                 self.counts["refused"] += 1

@@ -360,3 +360,20 @@ def test_the_account_snapshot_is_what_ccxt_reads_and_cancel_all_orders_empties_t
     assert server.account_snapshot()["open_orders"] == [] and ex.fetch_open_orders("BTC/USDT") == []
     with pytest.raises(ccxt.OrderNotFound):  # nothing to cancel: -2011 on spot (futures answers 200)
         ex.cancel_all_orders("BTC/USDT")
+
+
+def test_arrivals_stamp_each_signed_request_with_its_client_order_id_when_asked(server):
+    ex = client(server)
+    below = max(server.books["BTCUSDT"].bids) - 700.0
+    assert server.order_routes.arrivals is None  # off unless a benchmark asks
+    server.order_routes.arrivals = arrivals = []
+    try:
+        before = time.time_ns()
+        ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-arrive-1"})
+        ex.cancel_order(None, "BTC/USDT", {"origClientOrderId": "bot4-arrive-1"})
+        after = time.time_ns()
+    finally:
+        server.order_routes.arrivals = None
+    assert [(m, p, cid) for _, m, p, cid in arrivals] == [("POST", "/api/v3/order", "bot4-arrive-1"),
+                                                           ("DELETE", "/api/v3/order", "bot4-arrive-1")]
+    assert before <= arrivals[0][0] <= arrivals[1][0] <= after
