@@ -401,6 +401,7 @@ class OrderSession:
             return original(code, reason, url, method, headers, body, *rest)
 
         ex.on_rest_response = on_rest_response
+        ex.throttler = _idle_credit_throttler(ex.tokenBucket, ex.asyncio_loop)
         self._tap(ex)
         return ex
 
@@ -1464,6 +1465,34 @@ class OrderSession:
             return {q: None for q in qs}
         values = np.fromiter(self.ack_latencies_ns, np.int64)
         return {q: int(np.percentile(values, q)) for q in qs}
+
+
+def _idle_credit_throttler(bucket: dict, loop):
+    """ccxt's rate limiter (its async leaky bucket, same settings) crediting the time it was idle. ccxt's own counts
+    refills only while a request waits in its queue: after a pause its tokens are where the last request left them
+    (below zero), so every lone request waited cost x rateLimit for nothing (10 ms for a Binance spot order or
+    cancel) and a heavy call's debt (an open-order listing: 16 tokens, 0.8 s) held back the next order however long
+    ago it was (ccxt issue #25556). Bursts are limited exactly as before."""
+    from ccxt.async_support.base.throttler import Throttler
+
+    class IdleCredit(Throttler):
+        idle_since_ms: float | None = None
+
+        def __call__(self, cost=None):
+            if not self.running and self.idle_since_ms is not None and self.config.get("algorithm") != "rollingWindow":
+                idle = time.time() * 1000 - self.idle_since_ms
+                c = self.config
+                c["tokens"] = min(c["tokens"] + max(idle, 0.0) * c["refillRate"], max(c["tokens"], c["capacity"]))
+                self.idle_since_ms = None
+            return super().__call__(cost)
+
+        async def looper(self):
+            try:
+                await super().looper()
+            finally:
+                self.idle_since_ms = time.time() * 1000
+
+    return IdleCredit(bucket, loop)
 
 
 def _tapped_cache(limit: int, sink: deque, news):

@@ -321,3 +321,29 @@ def test_commands_from_another_thread_are_taken_on_the_loop_and_command_dispatch
 
     h = run(scenario)
     assert h.kinds() == [ANS_ACK, ANS_CANCELLED]
+
+
+def test_the_clients_rate_limiter_credits_idle_time_a_lone_request_goes_at_once_a_burst_is_still_spaced():
+    # the real ccxt client an OrderSession makes (no request is sent): Binance's bucket, 50 ms a token, capacity 1
+    session = OrderSession("binance", Credentials("binance", "k", "s"), 0, {1: "BTC/USDT"}, PREFIX, lambda a: None)
+
+    async def timed(coro):
+        t0 = time.monotonic()
+        await coro
+        return time.monotonic() - t0
+
+    async def scenario():
+        throttle = session.ex.throttle
+        await throttle(1.0)                  # leaves the bucket a token short
+        await asyncio.sleep(0.1)             # ...which the pause repays: ccxt's own still waited 50 ms here
+        lone = await timed(throttle(1.0))
+        await throttle(16.0)                 # an open-order listing: 0.8 s of debt
+        await asyncio.sleep(0.9)             # ccxt's own held the next request 0.8 s all the same
+        after_heavy = await timed(throttle(0.2))
+        burst = await timed(asyncio.gather(*(throttle(0.2) for _ in range(11))))  # ~5 at once, then 10 ms each
+        await session.ex.close()
+        return lone, after_heavy, burst
+
+    lone, after_heavy, burst = asyncio.run(scenario())
+    assert lone < 0.025 and after_heavy < 0.1
+    assert burst > 0.03
