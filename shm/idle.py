@@ -33,9 +33,10 @@ def make_state() -> np.ndarray:
     return np.zeros(4, np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def idle(params, state, work_count):
-    """Call once per duty cycle with its work count; returns PARK when a blocking host should block."""
+    """Call once per duty cycle with its work count; returns PARK when a blocking host should block. Called from
+    Python (a Python host's idle) it releases the GIL: the host's other threads run through its sleeps."""
     if work_count > 0:
         state[S_IDLE_CYCLES] = 0
         state[S_SLEEP_US] = params[I_MIN_SLEEP_US]

@@ -4,6 +4,8 @@ A sleep is seen as a voluntary context switch of the calling thread (nanosleep b
 yielding never block, so they add none. Spin and yield are told apart by the idle-cycle count alone.
 """
 import resource
+import threading
+import time
 
 import pytest
 
@@ -76,3 +78,28 @@ def test_work_resets_the_strategy_to_spinning_and_the_backoff_to_its_minimum(str
     else:
         assert last_returned == idle.PARK
 
+
+
+def test_a_sleep_called_from_python_lets_the_callers_other_threads_run():
+    # a Python host (the gateway, the ccxt feed) sleeps through idle() between polls while its own thread runs an
+    # event loop: holding the GIL through the sleep left that thread waiting for the interpreter's 5 ms switch
+    p = idle.make_params(idle.SLEEPING, spin_limit=0, yield_limit=0, min_sleep_us=200_000, max_sleep_us=200_000)
+    stamps, stop = [], threading.Event()
+
+    def other():
+        while not stop.is_set():
+            stamps.append(time.monotonic())  # Python: only with the GIL
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        time.sleep(0.02)
+        t0 = time.monotonic()
+        idle.idle(p, idle.make_state(), 0)  # one 200 ms sleep
+        t1 = time.monotonic()
+    finally:
+        stop.set()
+        thread.join()
+    during = [t for t in stamps if t0 <= t <= t1]
+    assert t1 - t0 >= 0.2 and len(during) > 1
+    assert max(b - a for a, b in zip([t0] + during, during + [t1])) < 0.1  # it ran all through the sleep
