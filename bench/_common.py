@@ -122,7 +122,8 @@ class Children:
         self.pids: list[int] = []
         self.codes: dict[int, int] = {}
 
-    def spawn(self, core: int, fn, *args) -> int:
+    def spawn(self, core: int | None, fn, *args) -> int:
+        """Fork ``fn(*args)``, pinned to ``core`` (None: not pinned, the scheduler places its threads)."""
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -133,7 +134,8 @@ class Children:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)   # Ctrl-C ends a child at once, even in njit
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 die_with_parent(parent)
-                pin(core)
+                if core is not None:
+                    pin(core)
                 rc = fn(*args)
                 code = 0 if rc is None else int(rc)
             except BaseException:
