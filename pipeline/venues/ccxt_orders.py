@@ -73,9 +73,10 @@ The stream, and what it misses
     news waits for it (by the venue's order id). A failed watch (the user stream dropped) is retried after a backoff;
     once the stream is subscribed again (Binance spot: the subscription's answer) every order of ours still open or
     in doubt is queried (:meth:`OrderSession.resync`, which the gateway's reconciliation calls too), and an order the
-    venue counts more filled than reported gets its trades fetched. Every ``sweep_period_s`` the orders still in doubt
-    for over ``stale_after_s`` are queried again. ``user_stream=False`` runs on REST alone: every sweep then queries
-    every live order.
+    venue counts more filled than reported gets its trades fetched. A websocket that stays open for a request's time
+    while the subscription does not complete (ccxt can leave a refused one pending for good) is dropped and made anew
+    (``stream_renewals``). Every ``sweep_period_s`` the orders still in doubt for over ``stale_after_s`` are queried
+    again. ``user_stream=False`` runs on REST alone: every sweep then queries every live order.
 
 Orders of ours this session did not place (the run's prefix: a previous incarnation's) are answered with slot -1:
 from the stream, their fills as they come; from the kill switch and from a cancel of an order the session does not
@@ -172,6 +173,7 @@ class Counters:
     stream_updates: int = 0      # order and trade updates taken from the user stream
     stream_errors: int = 0       # failed watches
     stream_reconnects: int = 0   # drops of the user stream (each followed by a resync)
+    stream_renewals: int = 0     # the user stream's websocket open but never subscribed: dropped and made anew
     resyncs: int = 0             # every live order queried (after a reconnect, or asked)
     sweeps: int = 0              # orders queried by the periodic sweep
     foreign_updates: int = 0     # stream updates of orders not ours (ignored)
@@ -369,6 +371,7 @@ class OrderSession:
         self._stream_trades: deque = deque()
         self._scan_scheduled = False
         self._resync_pending = False
+        self._auth: asyncio.Future | None = None          # the user stream's subscription call (_stream_ready)
         self._stopping = False
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -538,6 +541,8 @@ class OrderSession:
             await self.ex.close()
         except Exception as exc:  # noqa: BLE001 - closing is best effort
             self.log(f"close: {self._err(exc)}")
+        if self._auth is not None and not self._auth.done():
+            self._auth.cancel()
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -1067,19 +1072,35 @@ class OrderSession:
     def _stream_up(self) -> bool:
         return self.stream_ready and self._connected()
 
+    def _subscribing(self) -> bool:
+        """A user-data subscription of ccxt's is under way on the client (its request sent or waiting for the
+        dial, its answer not in): the subscription's flag is raised before the answer comes."""
+        return any(str(h).startswith("authenticate") for c in (getattr(self.ex, "clients", None) or {}).values()
+                   for h in list(getattr(c, "futures", None) or ()))
+
     async def _stream_ready(self) -> bool:
         """Wait until the user stream is subscribed (Binance: the subscription's answer; elsewhere a short wait for
         the watches to connect)."""
         market = self.ex.markets.get(next(iter(self.symbols.values()), ""), {}) if self.ex.markets else {}
         kind = "spot" if market.get("spot", True) else market.get("type", "spot")
         deadline = time.monotonic() + self.t.stream_ready_s
+        open_since = 0.0  # monotonic: the websocket was first seen open with the subscription not done
         while not self._stopping:
             try:
                 if self.exchange_id.startswith("binance") and kind == "spot":
-                    # subscribes, or waits for a subscription under way; returns at once on a client that has
-                    # the subscription's flag, even a dead one: hence the connection's own check after it
-                    await asyncio.wait_for(self.ex.authenticate({"type": "spot"}),
-                                           max(0.1, deadline - time.monotonic()))
+                    # subscribes, or waits for a subscription under way. The call runs as a task of its own that is
+                    # never cancelled (a subscription cancelled half-way leaves ccxt's state half-made): an attempt
+                    # waits for it a short while, the next attempt waits for the same call
+                    if self._auth is None or self._auth.done():
+                        self._auth = asyncio.ensure_future(self.ex.authenticate({"type": "spot"}))
+                        self._auth.add_done_callback(_retrieved)
+                    await asyncio.wait_for(asyncio.shield(self._auth),
+                                           max(0.05, min(0.5, deadline - time.monotonic())))
+                    # it returns at once on a client that has the subscription's flag, even a dead one or one whose
+                    # subscription is still under way: hence the checks after it
+                    if self._connected() and self._subscribing():
+                        await asyncio.sleep(0.05)
+                        raise asyncio.TimeoutError()
                 else:
                     await asyncio.sleep(min(0.5, self.t.stream_ready_s))
                 if not self._connected():
@@ -1089,12 +1110,46 @@ class OrderSession:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - retried until the deadline
-                self.last_error = self._err(exc)
-                if time.monotonic() >= deadline:
+                timed_out = isinstance(exc, asyncio.TimeoutError)
+                if not timed_out:
+                    self.last_error = self._err(exc)
+                now = time.monotonic()
+                if timed_out and self._connected():
+                    open_since = open_since or now
+                    if now - open_since >= max(self.t.request_s, 1.0):
+                        # the websocket is open, yet the subscription has not completed in a request's time: ccxt
+                        # can keep a refused one pending forever (a signed subscribe sent after its dial's backoff
+                        # is refused as outside the recvWindow, and ccxt's error path then leaves it unsettled),
+                        # and every later watch would wait on it. The stream's client starts afresh.
+                        self.last_error = "the websocket is open but the subscription never completed"
+                        await self._renew_stream()
+                        open_since = 0.0
+                else:
+                    open_since = 0.0
+                if now >= deadline:
                     self.log(f"user stream not subscribed after {self.t.stream_ready_s:g} s: {self.last_error}")
                     return False
-                await asyncio.sleep(self.t.reconnect_min_s)
+                if not timed_out:
+                    await asyncio.sleep(self.t.reconnect_min_s)
         return False
+
+    async def _renew_stream(self) -> None:
+        """Drop the client's websockets and everything ccxt keeps on them: their waiting watches fail (and retry:
+        the watch loops), and the next subscribes on a new connection."""
+        import ccxt
+        self.counters.stream_renewals += 1
+        self.log("user stream: the websocket is open but the subscription never completed: starting it afresh")
+        error = ccxt.NetworkError("the user stream's websocket was renewed (not subscribed)")
+        clients = getattr(self.ex, "clients", None) or {}
+        for url, client in list(clients.items()):
+            client.error = error       # a close of ours, not the server's
+            client.reject(error)       # settles every future on it (a close would cancel them: the watches' too)
+            if clients.get(url) is client:
+                del clients[url]
+            try:
+                await client.close()
+            except Exception as exc:  # noqa: BLE001 - the connection is forgotten either way
+                self.log(f"closing a user stream websocket: {self._err(exc)}")
 
     async def _resync_after_reconnect(self) -> None:
         await asyncio.sleep(self.t.reconnect_min_s)
@@ -1484,6 +1539,12 @@ def _tapped_cache(limit: int, sink: deque, news):
             news()
 
     return Tapped(limit)
+
+
+def _retrieved(task: asyncio.Future) -> None:
+    """A done callback that takes a background call's outcome (its failure was handled where it mattered)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _retry_after_s(headers) -> float | None:

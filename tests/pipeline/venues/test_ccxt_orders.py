@@ -193,6 +193,31 @@ def test_a_resting_order_filled_while_the_user_stream_is_down_is_found_by_the_re
     assert any("user stream back" in line for line in run.logs)
 
 
+def test_a_user_stream_refused_for_longer_than_the_recv_window_comes_back(server):
+    """The venue refuses the user stream for 2.5 s, longer than the recvWindow (1 s): ccxt's dial backs off meanwhile,
+    so the signed subscription it sends once the venue takes connections again was signed too long ago and is
+    refused (-1021), and ccxt then keeps that subscription pending forever: every watch waits on it. The session
+    sees the websocket open and not subscribed, starts it afresh, and the fill made meanwhile is reported."""
+    async def scenario():
+        async with running(server, "droplong", sweep_period_s=30.0, request_s=1.0, stream_ready_s=10.0) as run:
+            bid, _, _ = best(server)
+            run.session.submit(command(CMD_NEW, 511, BUY, bid - 660, 0.003))
+            await run.until(lambda: ANS_ACK in run.kinds(511))
+            await in_thread(server.inject, "drop_user_stream", 1, 2.5)
+            await in_thread(server.trade, "BTCUSDT", bid - 660, 0.002)
+            await run.until(lambda: ANS_FILL in run.kinds(511), timeout=15)
+            await run.until(lambda: run.session.stream_ready)
+            run.session.cancel(command(CMD_CANCEL, 511))
+            await run.until(lambda: ANS_CANCELLED in run.kinds(511))
+            return run
+
+    run = asyncio.run(scenario())
+    c = run.session.counters
+    assert run.kinds(511) == [ANS_ACK, ANS_FILL, ANS_CANCELLED]
+    assert c.stream_reconnects == 1 and c.stream_renewals >= 1
+    assert any("user stream back" in line for line in run.logs)
+
+
 def test_fills_streamed_before_the_orders_ack_come_after_an_implied_ack_once_each(server):
     async def scenario():
         async with running(server, "ackafter") as run:
