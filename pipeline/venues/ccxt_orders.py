@@ -79,10 +79,16 @@ The stream, and what it misses
     again. ``user_stream=False`` runs on REST alone: every sweep then queries every live order.
 
 Orders of ours this session did not place (the run's prefix: a previous incarnation's) are answered with slot -1:
-from the stream, their fills as they come; from the kill switch and from a cancel of an order the session does not
-know, only their end (their earlier fills are reconciliation's to report, :mod:`pipeline.venues.reconcile`). A
-duplicate client order id can only mean another process placing with this run's ids (two incarnations at once):
-the venue refuses the create, and the order is ANS_REJECTED and logged.
+from the stream, their fills as they come; from the kill switch, only their end (their earlier fills are
+reconciliation's to report, :mod:`pipeline.venues.reconcile`). Two kinds are execute's own orders, placed by an
+earlier incarnation of this gateway (it died, and was restarted) and held open by execute, which cannot know what
+they did meanwhile: an order execute asks to cancel that the session does not know (the slot as execute gave it), and
+the orders reconciliation cancels when the gateway restarts within a run (``cancel_orders(..., inherited=True)``).
+Every trade of theirs is reported (execute drops the trade ids it had), then their end; one the venue does not know
+is ANS_REJECTED, never placed, once a query sent ``recv_window_s`` + ``absent_margin_s`` after this session started
+does not find it (the earlier incarnation signed its requests before that). A duplicate client order id can only
+mean another process placing with this run's ids (two incarnations at once): the venue refuses the create, and the
+order is ANS_REJECTED and logged.
 
 ``emit`` may block (back-pressure from the ring) but should not raise; if it does, the answers are kept and offered
 again 10 ms later (``emit_errors``).
@@ -242,6 +248,7 @@ class _Order:
     catching_up: bool = False
     end: tuple | None = None     # (status, exch_ts): the venue ended it; reported once its fills are
     adopted: bool = False        # not placed by this session: its fills before the first news of it are not ours
+    inherited: bool = False      # execute's, placed by an earlier incarnation: every trade of it is reported
 
 
 class _Unknown(Exception):
@@ -350,6 +357,7 @@ class OrderSession:
         self.t = Timeouts(**{**asdict(t), **overrides})
         self.rest_url, self.ws_url, self.sandbox, self.user_stream = rest_url, ws_url, sandbox, user_stream
         self._resync_busy = False
+        self._started_mono = math.inf                    # monotonic: start() began (an earlier incarnation was gone)
         self._quiet_until = 0.0                          # monotonic: no request before (a 429's Retry-After)
         self._dead_man_said = False
         self.extra_options = dict(options or {})
@@ -477,6 +485,7 @@ class OrderSession:
         wait until the stream is subscribed: RuntimeError when it is not within ``stream_ready_s`` (call stop())."""
         self._loop = asyncio.get_running_loop()
         self._thread_id = threading.get_ident()
+        self._started_mono = time.monotonic()
         delay = self.t.reconnect_min_s
         for attempt in range(5):
             try:
@@ -731,8 +740,9 @@ class OrderSession:
                 done = self._new_order(c, symbol)
                 done.cid = client_ids.client_order_id(self.prefix, oid) if oid > 0 else str(oid)
                 if symbol and oid > 0 and not self._stopping:
-                    # not placed by this session (a previous incarnation's?): ask the venue
-                    done.acked, done.adopted, done.cancel_send_ts = True, True, c["send_ts"]
+                    # execute's, yet not placed by this session: an earlier incarnation's (it died). Execute cannot
+                    # know what the order did meanwhile: its trades are reported, then its end
+                    done.acked, done.inherited, done.cancel_send_ts = True, True, c["send_ts"]
                     self.counters.stray_orders += 1
                     self.orders[oid] = done
                     self._spawn(self._cancel(done))
@@ -756,6 +766,7 @@ class OrderSession:
 
     async def _cancel(self, o: _Order) -> None:
         o.cancel_busy = True
+        absent = False  # an earlier incarnation's order the venue does not know, past the absence rule's time
         try:
             for _ in range(self.t.cancel_attempts):
                 try:
@@ -765,9 +776,11 @@ class OrderSession:
                     if unknown:
                         self.counters.unknown += 1
                         self.log(f"cancel of {o.cid}: outcome unknown ({self._err(exc)}): querying the order")
+                    not_found = False
                     try:
                         info = await self._query(o, getattr(exc, "retry_after_s", None) if unknown else None,
                                                  first_delay=None if unknown else 0.0)
+                        not_found = info is None
                     except _Unknown:
                         if unknown:
                             continue  # cannot tell: send the cancel again
@@ -778,16 +791,31 @@ class OrderSession:
                             return  # it ended: that end is the answer
                         if unknown:
                             continue  # open: the cancel did not land, send it again
+                    elif o.inherited and not_found:
+                        wait = self._absent_after() - time.monotonic()
+                        if wait > 0:  # the earlier incarnation's create may still reach the venue: ask again then
+                            await asyncio.sleep(wait)
+                            continue
+                        absent = True
                     break  # refused (or unknown to the venue) and not ended
                 else:
                     self._apply_order(o, info)
                     return
             if not o.done and o.end is None:
+                if absent:
+                    return self._reject(o, "never placed: an earlier incarnation's order the venue does not know, "
+                                           "past the recvWindow")
                 self._cancel_rejected(o, "the venue did not cancel it")
-                if o.adopted:  # a cancel for an order this session never placed, unknown to the venue too
+                if o.adopted or o.inherited:  # a cancel for an order this session never placed, unknown to the venue
                     self._retire(o)
         finally:
             o.cancel_busy = False
+
+    def _absent_after(self) -> float:
+        """Monotonic time from which a query that does not find an earlier incarnation's order proves it never
+        placed: that incarnation signed its requests before this session started, and the venue refuses a request
+        older than the recvWindow."""
+        return self._started_mono + self.t.recv_window_s + self.t.absent_margin_s
 
     # --- settling ---------------------------------------------------------------------------------------
 
@@ -1215,14 +1243,14 @@ class OrderSession:
         while len(self._parked) > PARKED_KEPT:
             self._parked.popitem(last=False)
 
-    def _stray(self, oid: int, info: dict, adopted: bool = False) -> _Order:
+    def _stray(self, oid: int, info: dict, adopted: bool = False, inherited: bool = False) -> _Order:
         """An order of ours this session did not place (a previous incarnation's): tracked, answered with slot -1."""
         symbol = info.get("symbol") or ""
         index = self.symbol_index.get(symbol)
         o = _Order(order_id=oid, slot=-1, key=instrument_key(self.venue, index) if index is not None else -1,
                    symbol=symbol, side=BUY if info.get("side") == "buy" else SELL, kind=INTENT_QUOTE,
                    price=_f(info.get("price")), qty=_f(info.get("amount")), cid=str(info.get("clientOrderId")),
-                   acked=True, adopted=adopted)
+                   acked=True, adopted=adopted, inherited=inherited)
         self.counters.stray_orders += 1
         self.log(f"order {o.cid} ({symbol}) is ours but was not placed by this session: answered with slot -1")
         self.orders[oid] = o
@@ -1329,21 +1357,24 @@ class OrderSession:
         self.log(f"cancel_all: {result}")
         return result
 
-    async def cancel_orders(self, orders) -> dict:
+    async def cancel_orders(self, orders, inherited: bool = False) -> dict:
         """Cancel these orders of ours (reconcile's ``cancel`` list: VenueOrder with an order id) and wait for the
         answers; returns ``ended`` / ``failed`` / ``deferred`` counts as cancel_all does. Orders not ours (no order
-        id) are skipped: this session never cancels another's order."""
+        id) are skipped: this session never cancels another's order. ``inherited``: they are execute's, placed by an
+        earlier incarnation of this run's gateway (a restart): every trade of theirs is reported (slot -1: execute
+        finds them by order id and drops the trades it had), not only their end."""
         targets = []
         for vo in orders:
             if vo.order_id is None or vo.order_id <= 0:
                 continue
             targets.append(self._tracked(vo.order_id, {
                 "symbol": vo.symbol, "side": "buy" if vo.side == BUY else "sell", "price": vo.price,
-                "amount": vo.qty, "clientOrderId": client_ids.client_order_id(self.prefix, vo.order_id)}))
+                "amount": vo.qty, "clientOrderId": client_ids.client_order_id(self.prefix, vo.order_id)}, inherited))
         return await self._cancel_each(targets)
 
-    def _tracked(self, oid: int, info: dict) -> _Order:
-        """The order of ours ``info`` describes (open at the venue), tracked: this session's, or taken on."""
+    def _tracked(self, oid: int, info: dict, inherited: bool = False) -> _Order:
+        """The order of ours ``info`` describes (open at the venue), tracked: this session's, or taken on
+        (``inherited``: execute's, its trades all reported)."""
         o = self.orders.get(oid)
         if o is None:
             o = self.ended.get(oid)
@@ -1351,8 +1382,8 @@ class OrderSession:
                 self.ended.pop(oid)
                 o.done, o.end = False, None
                 self.orders[oid] = o
-            else:  # a previous incarnation's: what filled of it before is reconciliation's to report
-                o = self._stray(oid, info, adopted=True)
+            else:  # a previous incarnation's: what filled of it before is reconciliation's to report, unless inherited
+                o = self._stray(oid, info, adopted=not inherited, inherited=inherited)
         return o
 
     async def _cancel_each(self, targets: list) -> dict:

@@ -18,7 +18,7 @@ from stages.records import (ANS_ACK, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY,
 from stages.universe import instrument_key
 from pipeline.venues.reconcile import at_start
 from tests.pipeline.venues.loopback import (CAPTURE, FAST, KEY, KEY_BTC, SECRET, SYMBOLS, VENUE, Run, best, command,
-                                            in_thread, running, venue_orders)
+                                            in_thread, loopback_server, running, venue_orders, venue_trades)
 from tools.binance_loopback import LoopbackServer
 
 
@@ -251,6 +251,58 @@ def test_a_venue_refusal_of_a_placement_is_rejected(server):
     run = asyncio.run(scenario())
     assert run.venue_orders() == [] and run.session.counters.rejects == 1 and run.session.counters.unknown == 0
     assert any("PRICE_FILTER" in line for line in run.logs)
+
+
+def test_an_earlier_incarnations_orders_report_what_they_did_while_no_gateway_listened():
+    """The gateway died and another took over (the same run's client ids): execute's cancels for orders it holds
+    open, and the restart's reconciliation, bring every trade of those orders (execute drops the trade ids it had)
+    and then their end; an order whose create never reached the venue is rejected, once a query sent past the
+    recvWindow after the new session started does not find it."""
+    from pipeline.venues.reconcile import VenueOrder
+
+    async def scenario():
+        with loopback_server() as server:  # its own book: prints at our prices fill only our orders
+            bid, _, _ = best(server)
+            # a print fills every buy at or above its price, oldest first: 702 highest, then 704, then 701 (oldest)
+            px = {701: bid - 720, 702: bid - 700, 704: bid - 710}
+            async with running(server, "inherit") as first:
+                for oid, price in px.items():
+                    first.session.submit(command(CMD_NEW, oid, BUY, price, 0.003))
+                await first.until(lambda: all(ANS_ACK in first.kinds(oid) for oid in px))
+                await in_thread(server.trade, "BTCUSDT", px[701], 0.001)        # heard by the first incarnation
+                await first.until(lambda: ANS_FILL in first.kinds(701))
+            # no gateway: 701 fills a little more, 702 fills whole, 704 a little
+            await in_thread(server.trade, "BTCUSDT", px[701], 0.001)
+            await in_thread(server.trade, "BTCUSDT", px[702], 0.003)
+            await in_thread(server.trade, "BTCUSDT", px[704], 0.002)
+            t0 = time.monotonic()
+            async with running(server, "inherit") as second:
+                for oid in (701, 702, 703):  # 703: execute sent it, the first incarnation died before it went out
+                    second.session.cancel(command(CMD_CANCEL, oid, BUY, slot=oid - 700))
+                left = [VenueOrder(venue_id="", client_id="", order_id=704, symbol="BTC/USDT", key=KEY_BTC, side=BUY,
+                                   price=px[704], qty=0.003, filled=0.0, status="open")]
+                counts = await second.session.cancel_orders(left, inherited=True)  # the restart's reconciliation
+                await second.until(lambda: ANS_REJECTED in second.kinds(703) and ANS_CANCELLED in second.kinds(701)
+                                   and ANS_FILL in second.kinds(702))
+                took = time.monotonic() - t0
+            trades = {oid: [t["id"] for t in venue_trades(server, o.order_id)]
+                      for o in venue_orders(server, first.prefix) for oid in [client_ids.order_id(first.prefix,
+                                                                                                   o.client_id)]}
+            return first, second, trades, counts, took
+
+    first, second, trades, counts, took = asyncio.run(scenario())
+    assert counts == dict(ended=1, failed=0, deferred=0)
+    a = second.of(701)
+    assert second.kinds(701) == [ANS_FILL, ANS_FILL, ANS_CANCELLED] and set(a["slot"]) == {1}
+    assert [int(t) for t in a["trade_id"][:2]] == trades[701]  # the first one again: execute has it, drops it
+    assert a[1]["leaves"] == pytest.approx(0.001) and a[2]["qty"] == pytest.approx(0.001)
+    assert second.kinds(702) == [ANS_FILL] and second.of(702)[0]["leaves"] == 0.0  # filled whole: that is its end
+    assert [int(t) for t in second.of(702)["trade_id"]] == trades[702]
+    b = second.of(704)
+    assert second.kinds(704) == [ANS_FILL, ANS_CANCELLED] and set(b["slot"]) == {-1}
+    assert [int(t) for t in b["trade_id"][:1]] == trades[704] and b[1]["qty"] == pytest.approx(0.001)
+    assert second.kinds(703) == [ANS_REJECTED] and 703 not in trades
+    assert took >= FAST["recv_window_s"] + FAST["absent_margin_s"]  # not before the absence rule allows
 
 
 def test_the_kill_switch_cancels_every_order_of_ours_and_leaves_the_others(server):
