@@ -40,8 +40,9 @@ def live_config(tmp_path, server, venue="spot", exchange="binance", gateway="", 
         # takes often, small: the point is order flow, not profit
         '[strategy]\nthreshold = 0.02\ntake_usd = 200.0\nquote_usd = 200.0\ncooldown_ms = 200.0\n'
         # ten processes and a loopback venue on two cores shared with other work: a process left unscheduled for
-        # half a second is this machine, not the fault under test (the gateway's own staleness is tested below)
-        f'[watchdog]\nheartbeat_stale_ms = {stale_ms}\n' + extra)
+        # half a second, or a market that takes a few seconds to start, is this machine, not the fault under test
+        # (the gateway's own staleness is tested below)
+        f'[watchdog]\nheartbeat_stale_ms = {stale_ms}\nfeed_stale_ms = 10000\n' + extra)
     return conf
 
 
@@ -166,6 +167,8 @@ def check_journal_against_venue(journal: Path, snapshot: dict, prefix: str, outp
     assert not wrong and not rejected_placed, f"final states differ (id, venue, journal): {wrong[:10]} " \
                                               f"rejected yet at the venue: {rejected_placed[:10]}\n{output[-6000:]}"
     assert not [o for o in snapshot["open_orders"] if o["clientOrderId"].startswith(prefix)], "ours left open"
+    unsettled = sorted(set(int(i) for i in reports["order_id"] if i) - set(ends))  # every order's outcome journalled
+    assert not unsettled, f"orders without an end in the journal: {unsettled[:10]}\n{output[-6000:]}"
     return dict(orders=len(orders), fills=len(got), ends=Counter(ends.values()), reports=reports)
 
 
@@ -220,7 +223,7 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
         # stopped by the test once it is done (SIGTERM); the duration only bounds a run the test lost control of
         run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120", "--journal", str(journal))
         out = Output(run, tmp_path / "run.log")
-        out.wait_for(r"bot4: running", timeout=900)  # (the first run after an edit compiles the kernels)
+        out.wait_for(r"bot4: running", timeout=240)  # (the first run after an edit compiles the kernels)
         prefix = client_ids.prefix(run.name)
         block = Block(run.name)
         routes = server.order_routes
@@ -281,3 +284,74 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
     for text in ("429 Too Many Requests", "503 Service Unavailable", "RequestTimeout", "PRICE_FILTER",
                  "never placed: not found by a query past the create's recvWindow", "user stream back"):
         assert text in output, text
+
+
+def test_a_killed_gateway_restarts_and_reconciles_and_a_stopped_one_trips_trading_and_nothing_is_lost(
+        live, tmp_path, monkeypatch):
+    """SIGKILL of the gateway while orders rest at the venue, with run.restart: trading off at once (the supervisor
+    says the gateway died), the gateway back, its start-up reconciliation cancelling what its previous incarnation
+    left open. Armed again, the gateway is stopped (SIGSTOP) past the heartbeat limit: trading off, the reason
+    naming it; continued (SIGCONT), it cancels what is open. After the stop the journal equals the venue."""
+    credentials(monkeypatch)
+    journal = tmp_path / "journal"
+    gateway_slot = registry.slot("gateway")
+    with LoopbackServer([SPOT], "spot", speed=3, wait_streams=2,
+                        orders=dict(api_key=KEY, secret=SECRET, balances={"USDT": 1_000_000.0, "BTC": 10.0})) as server:
+        conf = live_config(tmp_path, server, extra='[run]\nrestart = "restart"\nmax_restarts = 2\n', stale_ms=1000)
+        run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120", "--journal", str(journal))
+        out = Output(run, tmp_path / "run.log")
+        out.wait_for(r"bot4: running", timeout=240)  # (the first run after an edit compiles the kernels)
+        prefix = client_ids.prefix(run.name)
+        block = Block(run.name)
+        g = block.g
+        try:
+            until(lambda: block.gw("orders_placed") >= 3 and open_ours(server, prefix), 60,
+                  "orders placed, some resting at the venue")
+            # killed with a create in doubt (answered 503: the venue never took it, the gateway does not know yet)
+            server.inject("503")
+            until(lambda: block.gw("unknown_outcomes") >= 1, 10, "a create in doubt")
+            old = int(block.gateway[cb.S_PID])
+            os.kill(old, signal.SIGKILL)
+            out.wait_for(rf"stage gateway \(pid {old}\) died \(signal SIGKILL\); trading disabled", timeout=10)
+            assert not g[cb.G_TRADING_ENABLED]
+            assert (int(g[cb.G_KILL_REASON]), int(g[cb.G_KILL_STAGE])) == (kill_reasons.KILL_STAGE_DIED, gateway_slot)
+            left = open_ours(server, prefix)  # nobody cancels them while it is dead
+            assert left, "no resting order of ours when the gateway died"
+            # and one of them fills meanwhile: nobody hears of it but the next incarnation
+            filled = left[0]
+            server.trade(filled["symbol"], float(filled["price"]), float(filled["qty"]) * 2)
+            out.wait_for(r"bot4: restarted gateway \(restart 1 of 2\)", timeout=10)
+            until(lambda: block.gateway[cb.S_STATE] == cb.RUNNING and int(block.gateway[cb.S_PID]) != old, 60,
+                  lambda: f"the gateway running again:\n{out.text[-3000:]}")
+            until(lambda: not open_ours(server, prefix), 10, "what the dead gateway left open cancelled")
+            if len(left) > 1:
+                out.wait_for(r"gateway: spot: start-up reconciliation: cancel ", timeout=1)
+            assert not g[cb.G_TRADING_ENABLED]  # a restart does not arm
+            until(lambda: cli("killswitch", "arm", "--name", run.name).returncode == 0, 30,
+                  lambda: f"armed again:\n{out.text[-3000:]}", step=0.3)
+            placed = block.gw("orders_placed")
+            until(lambda: block.gw("orders_placed") >= placed + 3, 30, "trading again")
+            # stopped past the heartbeat limit (1 s): the watchdog trips, naming the gateway
+            pid = int(block.gateway[cb.S_PID])
+            os.kill(pid, signal.SIGSTOP)
+            stopped = time.monotonic()
+            try:
+                until(lambda: not g[cb.G_TRADING_ENABLED], 5, "the heartbeat trip")
+                assert (int(g[cb.G_KILL_REASON]), int(g[cb.G_KILL_STAGE])) == (kill_reasons.KILL_HEARTBEAT_STALE,
+                                                                             gateway_slot), cb.kill_text(g)
+                assert "stage gateway heartbeat" in cb.kill_text(g)
+                time.sleep(max(0.0, 1.5 - (time.monotonic() - stopped)))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            until(lambda: not open_ours(server, prefix), 10, "every order cancelled once the gateway runs again")
+            time.sleep(0.5)  # what the cancels bring back reaches the journal
+        finally:
+            block.close()
+        run.proc.send_signal(signal.SIGTERM)
+        code, output = out.finish(timeout=180)
+        snapshot = server.account_snapshot()
+    print("\n".join(line for line in output.splitlines() if line.startswith(("gateway:", "bot4:", "watchdog:"))))
+    assert code == 5, output  # ExitCode.TRIPPED
+    assert "trading was disabled during the run: heartbeat stale" in output, output
+    figures = check_journal_against_venue(journal, snapshot, prefix, output)
+    assert figures["fills"] > 0, figures
