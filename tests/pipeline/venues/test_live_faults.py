@@ -14,8 +14,11 @@ import subprocess
 import sys
 
 import numpy as np
+import psutil
+import pytest
 
 from pipeline import kill_reasons, names, registry
+from pipeline.safety import postmortem
 from pipeline.store.journal import JournalReader
 from pipeline.venues import client_ids
 from pipeline.venues.gateway import W
@@ -355,3 +358,81 @@ def test_a_killed_gateway_restarts_and_reconciles_and_a_stopped_one_trips_tradin
     assert "trading was disabled during the run: heartbeat stale" in output, output
     figures = check_journal_against_venue(journal, snapshot, prefix, output)
     assert figures["fills"] > 0, figures
+
+
+def usdm_server(speed=3, balance=100_000.0):
+    return LoopbackServer([USDM], "usdm", speed=speed, wait_streams=2,
+                          orders=dict(api_key=KEY, secret=SECRET, balance=balance, leverage=20))
+
+
+def test_the_venues_dead_mans_switch_cancels_our_orders_when_the_whole_host_dies(live, tmp_path, monkeypatch):
+    """USD-M futures with gateway.dead_man_ms: while armed the gateway keeps refreshing the venue's countdown
+    cancel-all; SIGKILL of the supervisor and every process of the run at once (no one left to cancel anything):
+    within the countdown the venue cancels every open order of ours by itself."""
+    credentials(monkeypatch, "usdm")
+    dead_man_s = 2.0
+    with usdm_server() as server:
+        conf = live_config(tmp_path, server, venue="usdm", exchange="binanceusdm",
+                           gateway=f"dead_man_ms = {dead_man_s * 1000:g}\n")
+        run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120")
+        out = Output(run, tmp_path / "run.log")
+        out.wait_for(r"bot4: running", timeout=240)  # (the first run after an edit compiles the kernels)
+        prefix = client_ids.prefix(run.name)
+        routes = server.order_routes
+        block = Block(run.name)
+        try:
+            until(lambda: block.gw("dead_man_refreshes") >= 2 and routes.countdowns and len(open_ours(server, prefix))
+                  >= 2, 60, lambda: f"resting orders and the countdown armed:\n{out.text[-3000:]}")
+        finally:
+            block.close()
+        processes = [psutil.Process(run.proc.pid)] + run.descendants()
+        killed = time.monotonic()
+        for p in reversed(processes):  # the children first: no watchdog left to notice the supervisor's death
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        resting = len(open_ours(server, prefix))
+        assert resting >= 1
+        until(lambda: not open_ours(server, prefix), dead_man_s + 2.0, "the venue's countdown cancel-all",
+              step=0.01)
+        took = time.monotonic() - killed
+        counts = dict(routes.counts)
+        run.proc.wait(30)
+        psutil.wait_procs(processes, timeout=30)
+    print(f"whole host SIGKILLed -> the venue's countdown cancelled {counts['countdown_cancels']} open orders of ours "
+          f"after {took * 1000:.0f} ms (countdown {dead_man_s * 1000:.0f} ms)")
+    assert counts["countdowns_fired"] >= 1 and counts["countdown_cancels"] >= resting, counts
+    assert took <= dead_man_s + 0.5  # refreshed a third of a countdown apart, so it fired within one of the kill
+    assert KEY not in out.text and SECRET not in out.text
+    postmortem.remove(run.name)  # (the watchdog may have written its account before it was killed)
+
+
+def test_a_position_at_the_venue_that_the_run_does_not_hold_blocks_arming(live, tmp_path, monkeypatch):
+    """A futures position already open on the account (placed and filled by hand, through ccxt): the live run's
+    start-up reconciliation finds it, the start fails naming it, nothing is armed and no order is sent."""
+    import ccxt
+
+    from pipeline.sources.ccxt_source import _replace_origin
+    credentials(monkeypatch, "usdm")
+    with usdm_server(speed=0) as server:
+        ex = ccxt.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
+                               "options": {"fetchCurrencies": False, "fetchMargins": False}})
+        api = dict(ex.urls["api"])
+        api.pop("ws", None)
+        ex.urls["api"] = _replace_origin(api, server.rest_url)
+        ex.load_markets()
+        order = ex.create_order("BTC/USDT:USDT", "market", "buy", 0.01)
+        assert order["status"] == "closed"
+        assert server.account_snapshot()["positions"]["BTCUSDT"]["qty"] == pytest.approx(0.01)
+        orders_before = server.order_routes.counts["orders"]
+        conf = live_config(tmp_path, server, venue="usdm", exchange="binanceusdm")
+        run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "30")
+        code, output = Output(run, tmp_path / "run.log").finish(timeout=240)
+        counts = dict(server.order_routes.counts)
+        snapshot = server.account_snapshot()
+    assert code == 4, output  # ExitCode.START_FAILED
+    assert "bot4: start-up failed" in output and "the venue holds positions this run does not" in output, output
+    assert re.search(r"usdm: the venue holds positions this run does not \(key \d+: \+0\.01\)", output), output
+    assert "trading enabled" not in output and "bot4: running" not in output
+    assert counts["orders"] == orders_before and len(snapshot["orders"]) == 1  # nothing sent but the hand's order
