@@ -73,15 +73,22 @@ The stream, and what it misses
     news waits for it (by the venue's order id). A failed watch (the user stream dropped) is retried after a backoff;
     once the stream is subscribed again (Binance spot: the subscription's answer) every order of ours still open or
     in doubt is queried (:meth:`OrderSession.resync`, which the gateway's reconciliation calls too), and an order the
-    venue counts more filled than reported gets its trades fetched. Every ``sweep_period_s`` the orders still in doubt
-    for over ``stale_after_s`` are queried again. ``user_stream=False`` runs on REST alone: every sweep then queries
-    every live order.
+    venue counts more filled than reported gets its trades fetched. A websocket that stays open for a request's time
+    while the subscription does not complete (ccxt can leave a refused one pending for good) is dropped and made anew
+    (``stream_renewals``). Every ``sweep_period_s`` the orders still in doubt for over ``stale_after_s`` are queried
+    again. ``user_stream=False`` runs on REST alone: every sweep then queries every live order.
 
 Orders of ours this session did not place (the run's prefix: a previous incarnation's) are answered with slot -1:
-from the stream, their fills as they come; from the kill switch and from a cancel of an order the session does not
-know, only their end (their earlier fills are reconciliation's to report, :mod:`pipeline.venues.reconcile`). A
-duplicate client order id can only mean another process placing with this run's ids (two incarnations at once):
-the venue refuses the create, and the order is ANS_REJECTED and logged.
+from the stream, their fills as they come; from the kill switch, only their end (their earlier fills are
+reconciliation's to report, :mod:`pipeline.venues.reconcile`). Two kinds are execute's own orders, placed by an
+earlier incarnation of this gateway (it died, and was restarted) and held open by execute, which cannot know what
+they did meanwhile: an order execute asks to cancel that the session does not know (the slot as execute gave it), and
+the orders reconciliation cancels when the gateway restarts within a run (``cancel_orders(..., inherited=True)``).
+Every trade of theirs is reported (execute drops the trade ids it had), then their end; one the venue does not know
+is ANS_REJECTED, never placed, once a query sent ``recv_window_s`` + ``absent_margin_s`` after this session started
+does not find it (the earlier incarnation signed its requests before that). A duplicate client order id can only
+mean another process placing with this run's ids (two incarnations at once): the venue refuses the create, and the
+order is ANS_REJECTED and logged.
 
 ``emit`` may block (back-pressure from the ring) but should not raise; if it does, the answers are kept and offered
 again 10 ms later (``emit_errors``).
@@ -173,6 +180,7 @@ class Counters:
     stream_updates: int = 0      # order and trade updates taken from the user stream
     stream_errors: int = 0       # failed watches
     stream_reconnects: int = 0   # drops of the user stream (each followed by a resync)
+    stream_renewals: int = 0     # the user stream's websocket open but never subscribed: dropped and made anew
     resyncs: int = 0             # every live order queried (after a reconnect, or asked)
     sweeps: int = 0              # orders queried by the periodic sweep
     foreign_updates: int = 0     # stream updates of orders not ours (ignored)
@@ -241,6 +249,7 @@ class _Order:
     catching_up: bool = False
     end: tuple | None = None     # (status, exch_ts): the venue ended it; reported once its fills are
     adopted: bool = False        # not placed by this session: its fills before the first news of it are not ours
+    inherited: bool = False      # execute's, placed by an earlier incarnation: every trade of it is reported
 
 
 class _Unknown(Exception):
@@ -338,6 +347,7 @@ class OrderSession:
         self.t = Timeouts(**{**asdict(t), **overrides})
         self.rest_url, self.ws_url, self.sandbox, self.user_stream = rest_url, ws_url, sandbox, user_stream
         self._resync_busy = False
+        self._started_mono = math.inf                    # monotonic: start() began (an earlier incarnation was gone)
         self._quiet_until = 0.0                          # monotonic: no request before (a 429's Retry-After)
         self._dead_man_said = False
         self.extra_options = dict(options or {})
@@ -359,6 +369,7 @@ class OrderSession:
         self._stream_trades: deque = deque()
         self._scan_scheduled = False
         self._resync_pending = False
+        self._auth: asyncio.Future | None = None          # the user stream's subscription call (_stream_ready)
         self._stopping = False
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -459,6 +470,7 @@ class OrderSession:
         wait until the stream is subscribed: RuntimeError when it is not within ``stream_ready_s`` (call stop())."""
         self._loop = asyncio.get_running_loop()
         self._thread_id = threading.get_ident()
+        self._started_mono = time.monotonic()
         delay = self.t.reconnect_min_s
         for attempt in range(5):
             try:
@@ -535,6 +547,8 @@ class OrderSession:
             await self.ex.close()
         except Exception as exc:  # noqa: BLE001 - closing is best effort
             self.log(f"close: {self._err(exc)}")
+        if self._auth is not None and not self._auth.done():
+            self._auth.cancel()
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -723,8 +737,9 @@ class OrderSession:
                 done = self._new_order(c, symbol)
                 done.cid = client_ids.client_order_id(self.prefix, oid) if oid > 0 else str(oid)
                 if symbol and oid > 0 and not self._stopping:
-                    # not placed by this session (a previous incarnation's?): ask the venue
-                    done.acked, done.adopted, done.cancel_send_ts = True, True, c["send_ts"]
+                    # execute's, yet not placed by this session: an earlier incarnation's (it died). Execute cannot
+                    # know what the order did meanwhile: its trades are reported, then its end
+                    done.acked, done.inherited, done.cancel_send_ts = True, True, c["send_ts"]
                     self.counters.stray_orders += 1
                     self.orders[oid] = done
                     self._spawn(self._cancel(done))
@@ -748,6 +763,7 @@ class OrderSession:
 
     async def _cancel(self, o: _Order) -> None:
         o.cancel_busy = True
+        absent = False  # an earlier incarnation's order the venue does not know, past the absence rule's time
         try:
             for _ in range(self.t.cancel_attempts):
                 try:
@@ -757,9 +773,11 @@ class OrderSession:
                     if unknown:
                         self.counters.unknown += 1
                         self.log(f"cancel of {o.cid}: outcome unknown ({self._err(exc)}): querying the order")
+                    not_found = False
                     try:
                         info = await self._query(o, getattr(exc, "retry_after_s", None) if unknown else None,
                                                  first_delay=None if unknown else 0.0)
+                        not_found = info is None
                     except _Unknown:
                         if unknown:
                             continue  # cannot tell: send the cancel again
@@ -770,16 +788,31 @@ class OrderSession:
                             return  # it ended: that end is the answer
                         if unknown:
                             continue  # open: the cancel did not land, send it again
+                    elif o.inherited and not_found:
+                        wait = self._absent_after() - time.monotonic()
+                        if wait > 0:  # the earlier incarnation's create may still reach the venue: ask again then
+                            await asyncio.sleep(wait)
+                            continue
+                        absent = True
                     break  # refused (or unknown to the venue) and not ended
                 else:
                     self._apply_order(o, info)
                     return
             if not o.done and o.end is None:
+                if absent:
+                    return self._reject(o, "never placed: an earlier incarnation's order the venue does not know, "
+                                           "past the recvWindow")
                 self._cancel_rejected(o, "the venue did not cancel it")
-                if o.adopted:  # a cancel for an order this session never placed, unknown to the venue too
+                if o.adopted or o.inherited:  # a cancel for an order this session never placed, unknown to the venue
                     self._retire(o)
         finally:
             o.cancel_busy = False
+
+    def _absent_after(self) -> float:
+        """Monotonic time from which a query that does not find an earlier incarnation's order proves it never
+        placed: that incarnation signed its requests before this session started, and the venue refuses a request
+        older than the recvWindow."""
+        return self._started_mono + self.t.recv_window_s + self.t.absent_margin_s
 
     # --- settling ---------------------------------------------------------------------------------------
 
@@ -1064,19 +1097,35 @@ class OrderSession:
     def _stream_up(self) -> bool:
         return self.stream_ready and self._connected()
 
+    def _subscribing(self) -> bool:
+        """A user-data subscription of ccxt's is under way on the client (its request sent or waiting for the
+        dial, its answer not in): the subscription's flag is raised before the answer comes."""
+        return any(str(h).startswith("authenticate") for c in (getattr(self.ex, "clients", None) or {}).values()
+                   for h in list(getattr(c, "futures", None) or ()))
+
     async def _stream_ready(self) -> bool:
         """Wait until the user stream is subscribed (Binance: the subscription's answer; elsewhere a short wait for
         the watches to connect)."""
         market = self.ex.markets.get(next(iter(self.symbols.values()), ""), {}) if self.ex.markets else {}
         kind = "spot" if market.get("spot", True) else market.get("type", "spot")
         deadline = time.monotonic() + self.t.stream_ready_s
+        open_since = 0.0  # monotonic: the websocket was first seen open with the subscription not done
         while not self._stopping:
             try:
                 if self.exchange_id.startswith("binance") and kind == "spot":
-                    # subscribes, or waits for a subscription under way; returns at once on a client that has
-                    # the subscription's flag, even a dead one: hence the connection's own check after it
-                    await asyncio.wait_for(self.ex.authenticate({"type": "spot"}),
-                                           max(0.1, deadline - time.monotonic()))
+                    # subscribes, or waits for a subscription under way. The call runs as a task of its own that is
+                    # never cancelled (a subscription cancelled half-way leaves ccxt's state half-made): an attempt
+                    # waits for it a short while, the next attempt waits for the same call
+                    if self._auth is None or self._auth.done():
+                        self._auth = asyncio.ensure_future(self.ex.authenticate({"type": "spot"}))
+                        self._auth.add_done_callback(_retrieved)
+                    await asyncio.wait_for(asyncio.shield(self._auth),
+                                           max(0.05, min(0.5, deadline - time.monotonic())))
+                    # it returns at once on a client that has the subscription's flag, even a dead one or one whose
+                    # subscription is still under way: hence the checks after it
+                    if self._connected() and self._subscribing():
+                        await asyncio.sleep(0.05)
+                        raise asyncio.TimeoutError()
                 else:
                     await asyncio.sleep(min(0.5, self.t.stream_ready_s))
                 if not self._connected():
@@ -1086,12 +1135,46 @@ class OrderSession:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - retried until the deadline
-                self.last_error = self._err(exc)
-                if time.monotonic() >= deadline:
+                timed_out = isinstance(exc, asyncio.TimeoutError)
+                if not timed_out:
+                    self.last_error = self._err(exc)
+                now = time.monotonic()
+                if timed_out and self._connected():
+                    open_since = open_since or now
+                    if now - open_since >= max(self.t.request_s, 1.0):
+                        # the websocket is open, yet the subscription has not completed in a request's time: ccxt
+                        # can keep a refused one pending forever (a signed subscribe sent after its dial's backoff
+                        # is refused as outside the recvWindow, and ccxt's error path then leaves it unsettled),
+                        # and every later watch would wait on it. The stream's client starts afresh.
+                        self.last_error = "the websocket is open but the subscription never completed"
+                        await self._renew_stream()
+                        open_since = 0.0
+                else:
+                    open_since = 0.0
+                if now >= deadline:
                     self.log(f"user stream not subscribed after {self.t.stream_ready_s:g} s: {self.last_error}")
                     return False
-                await asyncio.sleep(self.t.reconnect_min_s)
+                if not timed_out:
+                    await asyncio.sleep(self.t.reconnect_min_s)
         return False
+
+    async def _renew_stream(self) -> None:
+        """Drop the client's websockets and everything ccxt keeps on them: their waiting watches fail (and retry:
+        the watch loops), and the next subscribes on a new connection."""
+        import ccxt
+        self.counters.stream_renewals += 1
+        self.log("user stream: the websocket is open but the subscription never completed: starting it afresh")
+        error = ccxt.NetworkError("the user stream's websocket was renewed (not subscribed)")
+        clients = getattr(self.ex, "clients", None) or {}
+        for url, client in list(clients.items()):
+            client.error = error       # a close of ours, not the server's
+            client.reject(error)       # settles every future on it (a close would cancel them: the watches' too)
+            if clients.get(url) is client:
+                del clients[url]
+            try:
+                await client.close()
+            except Exception as exc:  # noqa: BLE001 - the connection is forgotten either way
+                self.log(f"closing a user stream websocket: {self._err(exc)}")
 
     async def _resync_after_reconnect(self) -> None:
         await asyncio.sleep(self.t.reconnect_min_s)
@@ -1157,14 +1240,14 @@ class OrderSession:
         while len(self._parked) > PARKED_KEPT:
             self._parked.popitem(last=False)
 
-    def _stray(self, oid: int, info: dict, adopted: bool = False) -> _Order:
+    def _stray(self, oid: int, info: dict, adopted: bool = False, inherited: bool = False) -> _Order:
         """An order of ours this session did not place (a previous incarnation's): tracked, answered with slot -1."""
         symbol = info.get("symbol") or ""
         index = self.symbol_index.get(symbol)
         o = _Order(order_id=oid, slot=-1, key=instrument_key(self.venue, index) if index is not None else -1,
                    symbol=symbol, side=BUY if info.get("side") == "buy" else SELL, kind=INTENT_QUOTE,
                    price=_f(info.get("price")), qty=_f(info.get("amount")), cid=str(info.get("clientOrderId")),
-                   acked=True, adopted=adopted)
+                   acked=True, adopted=adopted, inherited=inherited)
         self.counters.stray_orders += 1
         self.log(f"order {o.cid} ({symbol}) is ours but was not placed by this session: answered with slot -1")
         self.orders[oid] = o
@@ -1271,21 +1354,24 @@ class OrderSession:
         self.log(f"cancel_all: {result}")
         return result
 
-    async def cancel_orders(self, orders) -> dict:
+    async def cancel_orders(self, orders, inherited: bool = False) -> dict:
         """Cancel these orders of ours (reconcile's ``cancel`` list: VenueOrder with an order id) and wait for the
         answers; returns ``ended`` / ``failed`` / ``deferred`` counts as cancel_all does. Orders not ours (no order
-        id) are skipped: this session never cancels another's order."""
+        id) are skipped: this session never cancels another's order. ``inherited``: they are execute's, placed by an
+        earlier incarnation of this run's gateway (a restart): every trade of theirs is reported (slot -1: execute
+        finds them by order id and drops the trades it had), not only their end."""
         targets = []
         for vo in orders:
             if vo.order_id is None or vo.order_id <= 0:
                 continue
             targets.append(self._tracked(vo.order_id, {
                 "symbol": vo.symbol, "side": "buy" if vo.side == BUY else "sell", "price": vo.price,
-                "amount": vo.qty, "clientOrderId": client_ids.client_order_id(self.prefix, vo.order_id)}))
+                "amount": vo.qty, "clientOrderId": client_ids.client_order_id(self.prefix, vo.order_id)}, inherited))
         return await self._cancel_each(targets)
 
-    def _tracked(self, oid: int, info: dict) -> _Order:
-        """The order of ours ``info`` describes (open at the venue), tracked: this session's, or taken on."""
+    def _tracked(self, oid: int, info: dict, inherited: bool = False) -> _Order:
+        """The order of ours ``info`` describes (open at the venue), tracked: this session's, or taken on
+        (``inherited``: execute's, its trades all reported)."""
         o = self.orders.get(oid)
         if o is None:
             o = self.ended.get(oid)
@@ -1293,8 +1379,8 @@ class OrderSession:
                 self.ended.pop(oid)
                 o.done, o.end = False, None
                 self.orders[oid] = o
-            else:  # a previous incarnation's: what filled of it before is reconciliation's to report
-                o = self._stray(oid, info, adopted=True)
+            else:  # a previous incarnation's: what filled of it before is reconciliation's to report, unless inherited
+                o = self._stray(oid, info, adopted=not inherited, inherited=inherited)
         return o
 
     async def _cancel_each(self, targets: list) -> dict:
@@ -1509,6 +1595,12 @@ def _tapped_cache(limit: int, sink: deque, news):
             news()
 
     return Tapped(limit)
+
+
+def _retrieved(task: asyncio.Future) -> None:
+    """A done callback that takes a background call's outcome (its failure was handled where it mattered)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _retry_after_s(headers) -> float | None:

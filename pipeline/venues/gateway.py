@@ -170,10 +170,14 @@ class Gateway(Agent):
 
     def _reconcile_at_start(self, v: Venue) -> None:
         """Our orders left open at the venue (an earlier run or incarnation of this one) are cancelled: trading
-        starts disarmed, and execute does not know them. The trades already made are history, not news: none
-        becomes a fill here. At the run's start execute holds no position, so a venue that keeps positions must
-        hold none of its instruments; otherwise the start fails and nothing is armed."""
+        starts disarmed. At the run's start they are an earlier run's, execute does not know them, and the trades
+        already made are history, not news: none becomes a fill here. At a restart within the run (this process
+        replaces one that died) they are execute's own, which it holds open and which may have traded while no
+        gateway listened: their trades are reported (execute drops those it had), then their end. At the run's
+        start execute holds no position, so a venue that keeps positions must hold none of its instruments;
+        otherwise the start fails and nothing is armed."""
         from pipeline.venues import reconcile
+        fresh = int(self.block.globals[cb.G_RUN_STATE]) == cb.RUN_STARTING
         session = v.thread.session
         snapshot = v.thread.call(session.snapshot(), START_TIMEOUT_S)
         history = {(t.key, t.trade_id) for t in snapshot.trades}
@@ -182,10 +186,9 @@ class Gateway(Agent):
         for line in plan.lines() + snapshot.notes:
             self._log(f"{v.name}: start-up reconciliation: {line}")
         if plan.cancel:
-            counts = v.thread.call(session.cancel_orders(plan.cancel), START_TIMEOUT_S)
-            self._log(f"{v.name}: cancelled what an earlier run left open: {counts}")
+            counts = v.thread.call(session.cancel_orders(plan.cancel, inherited=not fresh), START_TIMEOUT_S)
+            self._log(f"{v.name}: cancelled what an earlier {'run' if fresh else 'incarnation'} left open: {counts}")
         self.stats[W["reconciled"]] += 1
-        fresh = int(self.block.globals[cb.G_RUN_STATE]) == cb.RUN_STARTING
         if fresh and plan.mismatches:
             held = ", ".join(f"key {m.key}: {m.venue:+.10g}" for m in plan.mismatches)
             raise ValueError(f"{v.name}: the venue holds positions this run does not ({held}): trading stays off; "

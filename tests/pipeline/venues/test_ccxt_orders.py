@@ -18,7 +18,7 @@ from stages.records import (ANS_ACK, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY,
 from stages.universe import instrument_key
 from pipeline.venues.reconcile import at_start
 from tests.pipeline.venues.loopback import (CAPTURE, FAST, KEY, KEY_BTC, SECRET, SYMBOLS, VENUE, Run, best, command,
-                                            in_thread, running, venue_orders)
+                                            in_thread, loopback_server, running, venue_orders, venue_trades)
 from tools.binance_loopback import LoopbackServer
 
 
@@ -193,6 +193,31 @@ def test_a_resting_order_filled_while_the_user_stream_is_down_is_found_by_the_re
     assert any("user stream back" in line for line in run.logs)
 
 
+def test_a_user_stream_refused_for_longer_than_the_recv_window_comes_back(server):
+    """The venue refuses the user stream for 2.5 s, longer than the recvWindow (1 s): ccxt's dial backs off meanwhile,
+    so the signed subscription it sends once the venue takes connections again was signed too long ago and is
+    refused (-1021), and ccxt then keeps that subscription pending forever: every watch waits on it. The session
+    sees the websocket open and not subscribed, starts it afresh, and the fill made meanwhile is reported."""
+    async def scenario():
+        async with running(server, "droplong", sweep_period_s=30.0, request_s=1.0, stream_ready_s=10.0) as run:
+            bid, _, _ = best(server)
+            run.session.submit(command(CMD_NEW, 511, BUY, bid - 660, 0.003))
+            await run.until(lambda: ANS_ACK in run.kinds(511))
+            await in_thread(server.inject, "drop_user_stream", 1, 2.5)
+            await in_thread(server.trade, "BTCUSDT", bid - 660, 0.002)
+            await run.until(lambda: ANS_FILL in run.kinds(511), timeout=15)
+            await run.until(lambda: run.session.stream_ready)
+            run.session.cancel(command(CMD_CANCEL, 511))
+            await run.until(lambda: ANS_CANCELLED in run.kinds(511))
+            return run
+
+    run = asyncio.run(scenario())
+    c = run.session.counters
+    assert run.kinds(511) == [ANS_ACK, ANS_FILL, ANS_CANCELLED]
+    assert c.stream_reconnects == 1 and c.stream_renewals >= 1
+    assert any("user stream back" in line for line in run.logs)
+
+
 def test_fills_streamed_before_the_orders_ack_come_after_an_implied_ack_once_each(server):
     async def scenario():
         async with running(server, "ackafter") as run:
@@ -226,6 +251,58 @@ def test_a_venue_refusal_of_a_placement_is_rejected(server):
     run = asyncio.run(scenario())
     assert run.venue_orders() == [] and run.session.counters.rejects == 1 and run.session.counters.unknown == 0
     assert any("PRICE_FILTER" in line for line in run.logs)
+
+
+def test_an_earlier_incarnations_orders_report_what_they_did_while_no_gateway_listened():
+    """The gateway died and another took over (the same run's client ids): execute's cancels for orders it holds
+    open, and the restart's reconciliation, bring every trade of those orders (execute drops the trade ids it had)
+    and then their end; an order whose create never reached the venue is rejected, once a query sent past the
+    recvWindow after the new session started does not find it."""
+    from pipeline.venues.reconcile import VenueOrder
+
+    async def scenario():
+        with loopback_server() as server:  # its own book: prints at our prices fill only our orders
+            bid, _, _ = best(server)
+            # a print fills every buy at or above its price, oldest first: 702 highest, then 704, then 701 (oldest)
+            px = {701: bid - 720, 702: bid - 700, 704: bid - 710}
+            async with running(server, "inherit") as first:
+                for oid, price in px.items():
+                    first.session.submit(command(CMD_NEW, oid, BUY, price, 0.003))
+                await first.until(lambda: all(ANS_ACK in first.kinds(oid) for oid in px))
+                await in_thread(server.trade, "BTCUSDT", px[701], 0.001)        # heard by the first incarnation
+                await first.until(lambda: ANS_FILL in first.kinds(701))
+            # no gateway: 701 fills a little more, 702 fills whole, 704 a little
+            await in_thread(server.trade, "BTCUSDT", px[701], 0.001)
+            await in_thread(server.trade, "BTCUSDT", px[702], 0.003)
+            await in_thread(server.trade, "BTCUSDT", px[704], 0.002)
+            t0 = time.monotonic()
+            async with running(server, "inherit") as second:
+                for oid in (701, 702, 703):  # 703: execute sent it, the first incarnation died before it went out
+                    second.session.cancel(command(CMD_CANCEL, oid, BUY, slot=oid - 700))
+                left = [VenueOrder(venue_id="", client_id="", order_id=704, symbol="BTC/USDT", key=KEY_BTC, side=BUY,
+                                   price=px[704], qty=0.003, filled=0.0, status="open")]
+                counts = await second.session.cancel_orders(left, inherited=True)  # the restart's reconciliation
+                await second.until(lambda: ANS_REJECTED in second.kinds(703) and ANS_CANCELLED in second.kinds(701)
+                                   and ANS_FILL in second.kinds(702))
+                took = time.monotonic() - t0
+            trades = {oid: [t["id"] for t in venue_trades(server, o.order_id)]
+                      for o in venue_orders(server, first.prefix) for oid in [client_ids.order_id(first.prefix,
+                                                                                                   o.client_id)]}
+            return first, second, trades, counts, took
+
+    first, second, trades, counts, took = asyncio.run(scenario())
+    assert counts == dict(ended=1, failed=0, deferred=0)
+    a = second.of(701)
+    assert second.kinds(701) == [ANS_FILL, ANS_FILL, ANS_CANCELLED] and set(a["slot"]) == {1}
+    assert [int(t) for t in a["trade_id"][:2]] == trades[701]  # the first one again: execute has it, drops it
+    assert a[1]["leaves"] == pytest.approx(0.001) and a[2]["qty"] == pytest.approx(0.001)
+    assert second.kinds(702) == [ANS_FILL] and second.of(702)[0]["leaves"] == 0.0  # filled whole: that is its end
+    assert [int(t) for t in second.of(702)["trade_id"]] == trades[702]
+    b = second.of(704)
+    assert second.kinds(704) == [ANS_FILL, ANS_CANCELLED] and set(b["slot"]) == {-1}
+    assert [int(t) for t in b["trade_id"][:1]] == trades[704] and b[1]["qty"] == pytest.approx(0.001)
+    assert second.kinds(703) == [ANS_REJECTED] and 703 not in trades
+    assert took >= FAST["recv_window_s"] + FAST["absent_margin_s"]  # not before the absence rule allows
 
 
 def test_the_kill_switch_cancels_every_order_of_ours_and_leaves_the_others(server):
