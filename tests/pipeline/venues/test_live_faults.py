@@ -226,7 +226,7 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
         # stopped by the test once it is done (SIGTERM); the duration only bounds a run the test lost control of
         run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120", "--journal", str(journal))
         out = Output(run, tmp_path / "run.log")
-        out.wait_for(r"bot4: running", timeout=240)  # (the first run after an edit compiles the kernels)
+        out.wait_for(r"bot4: running", timeout=280)  # (the first run after an edit compiles the kernels)
         prefix = client_ids.prefix(run.name)
         block = Block(run.name)
         routes = server.order_routes
@@ -263,14 +263,20 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
             until(lambda: open_ours(server, prefix), 5, "a resting order of ours at the venue")
             tripped = cli("killswitch", "trip", "--name", run.name, "--reason", "test")
             assert tripped.returncode == 0 and "tripped" in tripped.stdout, tripped.stdout + tripped.stderr
-            killed_ns = int(block.g[cb.G_KILL_TIME_NS])
-            until(lambda: not open_ours(server, prefix), 5, "every order of ours cancelled at the venue", step=0.002)
-            took_ms = (time.time_ns() - killed_ns) / 1e6
+            until(lambda: not open_ours(server, prefix), 5, "every order of ours cancelled at the venue", step=0.01)
             assert block.g[cb.G_KILL_REASON] == kill_reasons.KILL_OPERATOR
+            killed_ms = int(block.g[cb.G_KILL_TIME_NS]) / 1e6
         finally:
             block.close()
-        print(f"kill switch tripped -> every order of ours cancelled at the loopback venue: {took_ms:.1f} ms")
-        assert took_ms < 3000
+        # the venue's own times of the cancels (its clock runs skew_ms ahead of this host's): the trip -> each order
+        # that was open cancelled
+        cancelled = sorted(o["updateTime"] - server.skew_ms - killed_ms for o in ours(server.account_snapshot(),
+                                                                                     prefix)[0]
+                           if o["status"] == "CANCELED" and o["updateTime"] - server.skew_ms >= killed_ms - 1)
+        assert cancelled, "no order of ours was cancelled by the trip"
+        print(f"kill switch tripped -> {len(cancelled)} open orders of ours cancelled at the loopback venue "
+              f"{cancelled[0]:.0f} to {cancelled[-1]:.0f} ms after (the venue's clock, ms resolution)")
+        assert cancelled[-1] < 2000
         time.sleep(0.5)  # what the trip's cancels bring back reaches the journal
         run.proc.send_signal(signal.SIGTERM)
         code, output = out.finish(timeout=180)
@@ -303,7 +309,7 @@ def test_a_killed_gateway_restarts_and_reconciles_and_a_stopped_one_trips_tradin
         conf = live_config(tmp_path, server, extra='[run]\nrestart = "restart"\nmax_restarts = 2\n', stale_ms=1000)
         run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120", "--journal", str(journal))
         out = Output(run, tmp_path / "run.log")
-        out.wait_for(r"bot4: running", timeout=240)  # (the first run after an edit compiles the kernels)
+        out.wait_for(r"bot4: running", timeout=280)  # (the first run after an edit compiles the kernels)
         prefix = client_ids.prefix(run.name)
         block = Block(run.name)
         g = block.g
@@ -376,7 +382,7 @@ def test_the_venues_dead_mans_switch_cancels_our_orders_when_the_whole_host_dies
                            gateway=f"dead_man_ms = {dead_man_s * 1000:g}\n")
         run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120")
         out = Output(run, tmp_path / "run.log")
-        out.wait_for(r"bot4: running", timeout=240)  # (the first run after an edit compiles the kernels)
+        out.wait_for(r"bot4: running", timeout=280)  # (the first run after an edit compiles the kernels)
         prefix = client_ids.prefix(run.name)
         routes = server.order_routes
         block = Block(run.name)
