@@ -290,6 +290,9 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
     # 429, 503 and the slow create: three unknown outcomes, each settled (two never placed, one found placed)
     assert gw["unknown outcomes"] >= 3 and gw["resolved"] == gw["unknown outcomes"], gw
     assert gw["stream reconnects"] == 1 and gw["cancel-alls"] >= 1, gw
+    # placed: the orders the venue took; venue rejects: the refusal and the two creates never placed (not the
+    # flatten's dust the gateway refuses itself, below the market's precision)
+    assert gw["placed"] == figures["orders"] and gw["venue rejects"] == 3, gw
     for text in ("429 Too Many Requests", "503 Service Unavailable", "RequestTimeout", "PRICE_FILTER",
                  "never placed: not found by a query past the create's recvWindow", "user stream back"):
         assert text in output, text
