@@ -5,13 +5,12 @@ fills equal the venue's trades, each order's final state equals the venue's, not
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
-
-import subprocess
-import sys
 
 import numpy as np
 import psutil
@@ -134,8 +133,8 @@ JOURNAL_END = {records.ORD_FILLED: "filled", records.ORD_CANCELLED: "cancelled",
 
 
 def final_states(reports) -> dict:
-    """Each order's end in the journal: its last report that ends it (a fill after a cancel still counts as the
-    fill it is, and an order whose fills add up to it is filled)."""
+    """Each order's end in the journal: the state of its last report that ends it (filled, cancelled or rejected;
+    a late fill, reported partially filled, ends nothing)."""
     out = {}
     for r in reports:
         end = JOURNAL_END.get(int(r["state"]))
@@ -288,12 +287,14 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
     figures = check_journal_against_venue(journal, snapshot, prefix, output)
     assert figures["fills"] > 0 and figures["ends"]["cancelled"] > 0, figures
     gw = gateway_summary(output)
-    # 429, 503 and the slow create: three unknown outcomes, each settled (two never placed, one found placed)
-    assert gw["unknown outcomes"] >= 3 and gw["resolved"] == gw["unknown outcomes"], gw
+    # 429, 503 and the slow create: three creates of unknown outcome, each settled (two never placed, one found
+    # placed), none left in doubt at the stop ("resolved" counts creates; a cancel in doubt ends as its order does)
+    assert gw["unknown outcomes"] >= 3 and gw["resolved"] >= 3 and "orders in doubt" not in output, gw
     assert gw["stream reconnects"] == 1 and gw["cancel-alls"] >= 1, gw
-    # placed: the orders the venue took; venue rejects: the refusal and the two creates never placed (not the
-    # flatten's dust the gateway refuses itself, below the market's precision)
-    assert gw["placed"] == figures["orders"] and gw["venue rejects"] == 3, gw
+    # placed: the orders the venue took; venue rejects: the refusal and the two creates never placed (and any create
+    # this loaded machine delivered past its recvWindow), not the flatten's dust the gateway refuses itself
+    late = len(re.findall(r"rejected: .*-1021", output))
+    assert gw["placed"] == figures["orders"] and gw["venue rejects"] == 3 + late, gw
     for text in ("429 Too Many Requests", "503 Service Unavailable", "RequestTimeout", "PRICE_FILTER",
                  "never placed: not found by a query past the create's recvWindow", "user stream back"):
         assert text in output, text
@@ -301,10 +302,12 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
 
 def test_a_killed_gateway_restarts_and_reconciles_and_a_stopped_one_trips_trading_and_nothing_is_lost(
         live, tmp_path, monkeypatch):
-    """SIGKILL of the gateway while orders rest at the venue, with run.restart: trading off at once (the supervisor
-    says the gateway died), the gateway back, its start-up reconciliation cancelling what its previous incarnation
-    left open. Armed again, the gateway is stopped (SIGSTOP) past the heartbeat limit: trading off, the reason
-    naming it; continued (SIGCONT), it cancels what is open. After the stop the journal equals the venue."""
+    """SIGKILL of the gateway with a create in doubt and orders resting at the venue, one of which fills while no
+    gateway runs, with run.restart: trading off at once (the supervisor says the gateway died), the gateway back, its
+    start-up reconciliation cancelling what its previous incarnation left open, the fill made meanwhile and the
+    create that never reached the venue settled. Armed again, the gateway is stopped (SIGSTOP) past the heartbeat
+    limit: trading off, the reason naming it; continued (SIGCONT), it cancels what is open. After the stop the
+    journal equals the venue."""
     credentials(monkeypatch)
     journal = tmp_path / "journal"
     gateway_slot = registry.slot("gateway")
@@ -368,6 +371,9 @@ def test_a_killed_gateway_restarts_and_reconciles_and_a_stopped_one_trips_tradin
     assert "trading was disabled during the run: heartbeat stale" in output, output
     figures = check_journal_against_venue(journal, snapshot, prefix, output)
     assert figures["fills"] > 0, figures
+    unheard = client_ids.order_id(prefix, filled["clientOrderId"])
+    assert unheard in {f[0] for f in journal_fills(figures["reports"])}  # (the journal equals the venue: all of it)
+    assert "never placed: an earlier incarnation's order the venue does not know" in output, output
 
 
 def usdm_server(speed=3, balance=100_000.0):
@@ -391,8 +397,8 @@ def test_the_venues_dead_mans_switch_cancels_our_orders_when_the_whole_host_dies
         routes = server.order_routes
         block = Block(run.name)
         try:
-            until(lambda: block.gw("dead_man_refreshes") >= 2 and routes.countdowns and len(open_ours(server, prefix))
-                  >= 2, 60, lambda: f"resting orders and the countdown armed:\n{out.text[-3000:]}")
+            until(lambda: block.gw("dead_man_refreshes") >= 2 and routes.countdowns and open_ours(server, prefix), 60,
+                  lambda: f"resting orders and the countdown armed:\n{out.text[-3000:]}")
         finally:
             block.close()
         processes = [psutil.Process(run.proc.pid)] + run.descendants()
