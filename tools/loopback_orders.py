@@ -38,6 +38,8 @@ Faults on demand (:meth:`SignedRoutes.inject`, or ``LoopbackServer.inject`` from
 - ``"503"``: the next ``times`` signed requests get HTTP 503, nothing done.
 - ``"slow"``: the next ``times`` signed requests are done at once and answered ``seconds`` later (a client that
   times out first does not know the outcome until it queries the order by its client order id).
+- These three with ``placements_only=True``: the next ``times`` order placements (new orders, cancel-replace), the
+  other requests passing meanwhile (a client that also cancels and queries meets the fault on a create).
 - ``"reject_next"``: the next ``times`` order placements (new orders, and a cancel-replace's new order) are
   refused with ``code``/``msg`` (default -1013 "Filter failure: PRICE_FILTER"); nothing is placed.
 - ``"ack_after_fill"``: for each of the next ``times`` orders that fill on placement, the user stream gets its
@@ -371,7 +373,8 @@ class SignedRoutes:
         self.account.listeners.append(self._on_change)
         self.counts = dict(orders=0, cancels=0, amends=0, queries=0, refused=0, user_events=0, user_drops=0,
                            user_refused=0, rejected=0, acks_after_fill=0)
-        self.faults: list[tuple[str, float]] = []  # (kind, seconds) for the next signed requests, in order
+        self.faults: list[tuple[str, float, bool]] = []  # (kind, seconds, placements only) for the next signed
+                                                         # requests (or placements), in order
         self.rejects: list[tuple[int, str]] = []   # reject_next: (code, msg) for the next placements
         self.acks_after_fill: list[float] = []     # ack_after_fill: answer delay for the next filled placements
         self.refuse_until = 0.0                    # drop_user_stream: monotonic time until which streams are refused
@@ -387,11 +390,11 @@ class SignedRoutes:
     # --- faults ---------------------------------------------------------------------------------------
 
     def inject(self, kind: str, times: int = 1, seconds: float = 0.0, code: int | None = None,
-               msg: str | None = None):
+               msg: str | None = None, placements_only: bool = False):
         """Arm a fault (see the module docstring); on the server's loop. ``drop_user_stream`` returns the
         coroutine that drops the streams (``LoopbackServer.inject`` runs it)."""
         if kind in ("429", "503", "slow"):
-            self.faults += [(kind, seconds)] * times
+            self.faults += [(kind, seconds, placements_only)] * times
         elif kind == "reject_next":
             default_code, default_msg = self.default_reject
             self.rejects += [(code if code is not None else default_code, msg or default_msg)] * times
@@ -483,10 +486,20 @@ class SignedRoutes:
 
     # --- signed requests ------------------------------------------------------------------------------
 
+    def _take_fault(self, placement: bool) -> tuple[str, float]:
+        """The first armed fault this request meets: (kind, seconds), or ("", 0.0)."""
+        for i, (kind, seconds, placements_only) in enumerate(self.faults):
+            if placement or not placements_only:
+                del self.faults[i]
+                return kind, seconds
+        return "", 0.0
+
     def _guard(self, handler):
+        placement = handler.__name__ in ("_new_order", "_cancel_replace")  # what places an order (placements_only)
+
         async def run(request: web.Request):
             arrived = time.time_ns()
-            fault, seconds = self.faults.pop(0) if self.faults else ("", 0.0)
+            fault, seconds = self._take_fault(placement)
             if fault == "429":
                 self.counts["refused"] += 1
                 return json_response({"code": -1003, "msg": "Too many requests; current limit is 1200 request "

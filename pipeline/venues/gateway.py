@@ -43,8 +43,10 @@ STOP_TIMEOUT_S = 10.0
 COUNTERS_PERIOD_S = 0.2
 IDLE_SLEEP_US = 100  # an idle gateway sleeps this long: a command waits at most about this for its session
 W = {label: i for i, label in enumerate(registry.counters("gateway"))}
-# the gateway's control-block words from its sessions' counters (pipeline.venues.ccxt_orders.Counters), summed
-COUNTER_SOURCES = {"orders_placed": ("creates",), "cancels_sent": ("cancels",), "venue_rejects": ("rejects",),
+# the gateway's control-block words from its sessions' counters (pipeline.venues.ccxt_orders.Counters), summed: the
+# orders the venue took (ACKs, not create calls), the venue's refusals (not the session's own local ones)
+COUNTER_SOURCES = {"orders_placed": ("orders_placed",), "cancels_sent": ("cancels",),
+                   "venue_rejects": ("venue_rejects",),
                    "unknown_outcomes": ("unknown",), "unknown_resolved": ("unknown_resolved", "unknown_absent"),
                    "queries": ("queries",), "stream_reconnects": ("stream_reconnects",),
                    "errors": ("network_errors", "stream_errors")}

@@ -185,6 +185,15 @@ def test_faults_the_venue_produces_and_a_timed_out_order_found_by_its_client_ord
     with pytest.raises(ccxt.InvalidOrder, match="Duplicate"):  # a blind retry would be refused, not doubled
         ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-f2"})
     ex.cancel_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-f2"})
+    # for placements only: the query and the cancel pass, the next create meets it
+    server.inject("503", placements_only=True)
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.fetch_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-f3"})
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.cancel_order(None, "BTC/USDT", {"origClientOrderId": "bot4-t1-f2"})
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        ex.create_order("BTC/USDT", "limit", "buy", 0.001, below, {"newClientOrderId": "bot4-t1-f3"})
+    assert server.order_routes.faults == []
 
 
 def test_a_resting_order_locks_what_it_could_spend_until_a_fill_or_a_cancel_releases_it(server):

@@ -5,13 +5,12 @@ fills equal the venue's trades, each order's final state equals the venue's, not
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
-
-import subprocess
-import sys
 
 import numpy as np
 import psutil
@@ -134,8 +133,8 @@ JOURNAL_END = {records.ORD_FILLED: "filled", records.ORD_CANCELLED: "cancelled",
 
 
 def final_states(reports) -> dict:
-    """Each order's end in the journal: its last report that ends it (a fill after a cancel still counts as the
-    fill it is, and an order whose fills add up to it is filled)."""
+    """Each order's end in the journal: the state of its last report that ends it (filled, cancelled or rejected;
+    a late fill, reported partially filled, ends nothing)."""
     out = {}
     for r in reports:
         end = JOURNAL_END.get(int(r["state"]))
@@ -210,10 +209,10 @@ def open_ours(server, prefix) -> list:
 
 def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_kill_switch_reaches_the_venue(
         live, tmp_path, monkeypatch):
-    """Faults one after the other while the run trades, each once the previous one's outcome is settled (so each
-    meets a create: between faults the gateway sends only creates): a 429 with Retry-After, a 503, a create answered
-    after the client's timeout, a venue refusal, a fill on the user stream before its NEW and before the REST
-    answer, and the user stream dropped. Then the operator trips the kill switch: every open order of ours at the
+    """Faults one after the other while the run trades, each once the previous one's outcome is settled, each met
+    by a create: a 429 with Retry-After, a 503, a venue refusal, a fill on the user stream before its NEW and before
+    the REST answer, and the user stream dropped (refused for longer than the recvWindow) while a create is answered
+    after the client's timeout. Then the operator trips the kill switch: every open order of ours at the
     venue is cancelled within moments. After the stop the journal is held against the venue."""
     credentials(monkeypatch)
     journal = tmp_path / "journal"
@@ -226,7 +225,7 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
         # stopped by the test once it is done (SIGTERM); the duration only bounds a run the test lost control of
         run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120", "--journal", str(journal))
         out = Output(run, tmp_path / "run.log")
-        out.wait_for(r"bot4: running", timeout=240)  # (the first run after an edit compiles the kernels)
+        out.wait_for(r"bot4: running", timeout=280)  # (the first run after an edit compiles the kernels)
         prefix = client_ids.prefix(run.name)
         block = Block(run.name)
         routes = server.order_routes
@@ -236,7 +235,8 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
 
             def fault(kind, settled, what, seconds=0.0, timeout=8.0):
                 t0 = time.monotonic()
-                server.inject(kind, times=1, seconds=seconds)
+                # 429, 503, slow: met by the next create (a quote's cancel or a query passes meanwhile)
+                server.inject(kind, times=1, seconds=seconds, placements_only=kind in ("429", "503", "slow"))
                 until(settled, timeout, lambda: f"{what}:\n{out.text[-4000:]}")
                 steps.append((kind, round(time.monotonic() - t0, 2)))
 
@@ -263,14 +263,20 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
             until(lambda: open_ours(server, prefix), 5, "a resting order of ours at the venue")
             tripped = cli("killswitch", "trip", "--name", run.name, "--reason", "test")
             assert tripped.returncode == 0 and "tripped" in tripped.stdout, tripped.stdout + tripped.stderr
-            killed_ns = int(block.g[cb.G_KILL_TIME_NS])
-            until(lambda: not open_ours(server, prefix), 5, "every order of ours cancelled at the venue", step=0.002)
-            took_ms = (time.time_ns() - killed_ns) / 1e6
+            until(lambda: not open_ours(server, prefix), 5, "every order of ours cancelled at the venue", step=0.01)
             assert block.g[cb.G_KILL_REASON] == kill_reasons.KILL_OPERATOR
+            killed_ms = int(block.g[cb.G_KILL_TIME_NS]) / 1e6
         finally:
             block.close()
-        print(f"kill switch tripped -> every order of ours cancelled at the loopback venue: {took_ms:.1f} ms")
-        assert took_ms < 3000
+        # the venue's own times of the cancels (its clock runs skew_ms ahead of this host's): the trip -> each order
+        # that was open cancelled
+        cancelled = sorted(o["updateTime"] - server.skew_ms - killed_ms for o in ours(server.account_snapshot(),
+                                                                                     prefix)[0]
+                           if o["status"] == "CANCELED" and o["updateTime"] - server.skew_ms >= killed_ms - 1)
+        assert cancelled, "no order of ours was cancelled by the trip"
+        print(f"kill switch tripped -> {len(cancelled)} open orders of ours cancelled at the loopback venue "
+              f"{cancelled[0]:.0f} to {cancelled[-1]:.0f} ms after (the venue's clock, ms resolution)")
+        assert cancelled[-1] < 2000
         time.sleep(0.5)  # what the trip's cancels bring back reaches the journal
         run.proc.send_signal(signal.SIGTERM)
         code, output = out.finish(timeout=180)
@@ -281,9 +287,14 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
     figures = check_journal_against_venue(journal, snapshot, prefix, output)
     assert figures["fills"] > 0 and figures["ends"]["cancelled"] > 0, figures
     gw = gateway_summary(output)
-    # 429, 503 and the slow create: three unknown outcomes, each settled (two never placed, one found placed)
-    assert gw["unknown outcomes"] >= 3 and gw["resolved"] == gw["unknown outcomes"], gw
+    # 429, 503 and the slow create: three creates of unknown outcome, each settled (two never placed, one found
+    # placed), none left in doubt at the stop ("resolved" counts creates; a cancel in doubt ends as its order does)
+    assert gw["unknown outcomes"] >= 3 and gw["resolved"] >= 3 and "orders in doubt" not in output, gw
     assert gw["stream reconnects"] == 1 and gw["cancel-alls"] >= 1, gw
+    # placed: the orders the venue took; venue rejects: the refusal and the two creates never placed (and any create
+    # this loaded machine delivered past its recvWindow), not the flatten's dust the gateway refuses itself
+    late = len(re.findall(r"rejected: .*-1021", output))
+    assert gw["placed"] == figures["orders"] and gw["venue rejects"] == 3 + late, gw
     for text in ("429 Too Many Requests", "503 Service Unavailable", "RequestTimeout", "PRICE_FILTER",
                  "never placed: not found by a query past the create's recvWindow", "user stream back"):
         assert text in output, text
@@ -291,10 +302,12 @@ def test_venue_faults_during_a_live_run_lose_nothing_duplicate_nothing_and_the_k
 
 def test_a_killed_gateway_restarts_and_reconciles_and_a_stopped_one_trips_trading_and_nothing_is_lost(
         live, tmp_path, monkeypatch):
-    """SIGKILL of the gateway while orders rest at the venue, with run.restart: trading off at once (the supervisor
-    says the gateway died), the gateway back, its start-up reconciliation cancelling what its previous incarnation
-    left open. Armed again, the gateway is stopped (SIGSTOP) past the heartbeat limit: trading off, the reason
-    naming it; continued (SIGCONT), it cancels what is open. After the stop the journal equals the venue."""
+    """SIGKILL of the gateway with a create in doubt and orders resting at the venue, one of which fills while no
+    gateway runs, with run.restart: trading off at once (the supervisor says the gateway died), the gateway back, its
+    start-up reconciliation cancelling what its previous incarnation left open, the fill made meanwhile and the
+    create that never reached the venue settled. Armed again, the gateway is stopped (SIGSTOP) past the heartbeat
+    limit: trading off, the reason naming it; continued (SIGCONT), it cancels what is open. After the stop the
+    journal equals the venue."""
     credentials(monkeypatch)
     journal = tmp_path / "journal"
     gateway_slot = registry.slot("gateway")
@@ -303,7 +316,7 @@ def test_a_killed_gateway_restarts_and_reconciles_and_a_stopped_one_trips_tradin
         conf = live_config(tmp_path, server, extra='[run]\nrestart = "restart"\nmax_restarts = 2\n', stale_ms=1000)
         run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120", "--journal", str(journal))
         out = Output(run, tmp_path / "run.log")
-        out.wait_for(r"bot4: running", timeout=240)  # (the first run after an edit compiles the kernels)
+        out.wait_for(r"bot4: running", timeout=280)  # (the first run after an edit compiles the kernels)
         prefix = client_ids.prefix(run.name)
         block = Block(run.name)
         g = block.g
@@ -311,7 +324,7 @@ def test_a_killed_gateway_restarts_and_reconciles_and_a_stopped_one_trips_tradin
             until(lambda: block.gw("orders_placed") >= 3 and open_ours(server, prefix), 60,
                   "orders placed, some resting at the venue")
             # killed with a create in doubt (answered 503: the venue never took it, the gateway does not know yet)
-            server.inject("503")
+            server.inject("503", placements_only=True)
             until(lambda: block.gw("unknown_outcomes") >= 1, 10, "a create in doubt")
             old = int(block.gateway[cb.S_PID])
             os.kill(old, signal.SIGKILL)
@@ -358,6 +371,9 @@ def test_a_killed_gateway_restarts_and_reconciles_and_a_stopped_one_trips_tradin
     assert "trading was disabled during the run: heartbeat stale" in output, output
     figures = check_journal_against_venue(journal, snapshot, prefix, output)
     assert figures["fills"] > 0, figures
+    unheard = client_ids.order_id(prefix, filled["clientOrderId"])
+    assert unheard in {f[0] for f in journal_fills(figures["reports"])}  # (the journal equals the venue: all of it)
+    assert "never placed: an earlier incarnation's order the venue does not know" in output, output
 
 
 def usdm_server(speed=3, balance=100_000.0):
@@ -376,13 +392,13 @@ def test_the_venues_dead_mans_switch_cancels_our_orders_when_the_whole_host_dies
                            gateway=f"dead_man_ms = {dead_man_s * 1000:g}\n")
         run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120")
         out = Output(run, tmp_path / "run.log")
-        out.wait_for(r"bot4: running", timeout=240)  # (the first run after an edit compiles the kernels)
+        out.wait_for(r"bot4: running", timeout=280)  # (the first run after an edit compiles the kernels)
         prefix = client_ids.prefix(run.name)
         routes = server.order_routes
         block = Block(run.name)
         try:
-            until(lambda: block.gw("dead_man_refreshes") >= 2 and routes.countdowns and len(open_ours(server, prefix))
-                  >= 2, 60, lambda: f"resting orders and the countdown armed:\n{out.text[-3000:]}")
+            until(lambda: block.gw("dead_man_refreshes") >= 2 and routes.countdowns and open_ours(server, prefix), 60,
+                  lambda: f"resting orders and the countdown armed:\n{out.text[-3000:]}")
         finally:
             block.close()
         processes = [psutil.Process(run.proc.pid)] + run.descendants()
