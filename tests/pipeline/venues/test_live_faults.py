@@ -429,14 +429,14 @@ def test_a_position_at_the_venue_that_the_run_does_not_hold_blocks_arming(live, 
     start-up reconciliation finds it, the start fails naming it, nothing is armed and no order is sent."""
     import ccxt
 
-    from pipeline.sources.ccxt_source import _replace_origin
+    from pipeline.ccxt_origins import replace_origin
     credentials(monkeypatch, "usdm")
     with usdm_server(speed=0) as server:
         ex = ccxt.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
                                "options": {"fetchCurrencies": False, "fetchMargins": False}})
         api = dict(ex.urls["api"])
         api.pop("ws", None)
-        ex.urls["api"] = _replace_origin(api, server.rest_url)
+        ex.urls["api"] = replace_origin(api, server.rest_url)
         ex.load_markets()
         order = ex.create_order("BTC/USDT:USDT", "market", "buy", 0.01)
         assert order["status"] == "closed"
