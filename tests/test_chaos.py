@@ -60,7 +60,7 @@ def test_sigkill_of_each_process_in_turn_leaves_trading_off_nothing_lost_and_not
         block = cb.ControlBlock.attach(names.control(name))
         try:
             pids = {n: int(block.stages[i][cb.S_PID]) for i, n in enumerate(PROCESSES) if block.stages[i][cb.S_PID]}
-            assert set(pids) == set(PROCESSES)
+            assert set(pids) == set(PROCESSES) - {"gateway"}  # with live venues only: test_live_faults kills it
             orders_slot = block.stages[STAGE_NAMES.index("execute")]
             _wait(lambda: orders_slot[cb.S_OUT] > 0, 30, "execution reports")
             os.kill(run.proc.pid if victim == "supervisor" else pids[victim], signal.SIGKILL)
