@@ -157,7 +157,6 @@ class Gateway(Agent):
         self.was_enabled = False
         self.next_dead_man = 0.0
         self.next_counters = 0.0
-        self.ack_us: list[float] = []
 
     @staticmethod
     def _log(text: str) -> None:
