@@ -118,7 +118,7 @@ RANGES: dict[str, dict[str, Range]] = {
               "entry_latency_ms": Range(0, 60_000), "response_latency_ms": Range(0, 60_000),
               "queue_power": _positive(100), "hold_ms": Range(0, 60_000)},
     "execute": {"max_open_orders": Range(1, 256), "flatten_collar_bps": BPS, "flatten_retry_ms": _positive(60_000),
-                "max_order_qty": _positive(1e12), "max_order_usd": MONEY_USD, "price_collar_bps": BPS,
+                "flatten_min_usd": Range(0, 1_000), "max_order_qty": _positive(1e12), "max_order_usd": MONEY_USD, "price_collar_bps": BPS,
                 "max_orders_per_s": _positive(1e9), "order_burst": Range(1, 10 ** 9),
                 "duplicate_window_ms": Range(0, DAY_MS), "max_position_usd": MONEY_USD},
     "gateway": {"request_timeout_ms": _positive(600_000), "query_interval_ms": _positive(600_000),
@@ -540,6 +540,9 @@ class ExecuteConfig:
     on_kill: str = "flatten"         # flatten (cancel all, then close positions reduce-only) | cancel_only
     flatten_collar_bps: float = 50.0  # flatten orders cross the touch by at most this
     flatten_retry_ms: float = 100.0
+    # A position worth less than this at the mid is dust: flatten leaves it (a venue refuses orders that small;
+    # fills' float sums leave crumbs like 1e-16) and the summary reports it.
+    flatten_min_usd: float = 1.0
     max_order_qty: float = 1_000.0     # pre-trade gate: base units per order
     max_order_usd: float = 25_000.0    # pre-trade gate: notional per order at the reference price
     price_collar_bps: float = 100.0    # limit price at most this far from the mid

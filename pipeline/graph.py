@@ -199,6 +199,7 @@ def kernel_arguments(stage: str, config: Config, live: bool) -> dict:
                     routing=routing.make_params(**dataclasses.asdict(config.routing)),
                     max_open_orders=e.max_open_orders, flatten=e.on_kill == "flatten",
                     flatten_collar_bps=e.flatten_collar_bps, flatten_retry_ms=e.flatten_retry_ms,
+                    flatten_min_usd=e.flatten_min_usd,
                     max_order_qty=e.max_order_qty, max_order_usd=e.max_order_usd,
                     price_collar_bps=e.price_collar_bps, max_orders_per_s=e.max_orders_per_s,
                     order_burst=e.order_burst, duplicate_window_ms=e.duplicate_window_ms,

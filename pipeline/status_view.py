@@ -225,9 +225,22 @@ class StatusView:
         if not self.stopped_cleanly("execute"):
             return (f"execute died: {open_orders:,} open orders and ${gross:,} gross position left unflattened "
                     "(a dead execute cannot cancel or flatten)")
-        if open_orders == 0 and gross == 0:
+        left = []
+        if ex["dust_positions"]:
+            left.append(f"{ex['dust_positions']} dust position(s) below execute.flatten_min_usd, not flattened")
+        if ex["flatten_given_up"]:
+            left.append(f"{ex['flatten_given_up']} instrument(s) whose flatten orders the venue refused "
+                        f"{execute.FLATTEN_REJECTS_MAX} times in a row (see the journal's rejects)")
+        if ex["cancels_given_up"]:
+            left.append(f"{ex['cancels_given_up']} order(s) whose cancel the venue kept refusing (the gateway's "
+                        "stop cancels all of ours at the venue)")
+        note = f" ({'; '.join(left)})" if left else ""
+        if open_orders == 0 and gross == 0 and not left:
             return "positions after the stop: flat, no open orders"
-        return f"positions after the stop: NOT flat: {open_orders:,} open orders and ${gross:,} gross position left"
+        if open_orders == 0 and ex["to_flatten"] == 0:
+            return f"positions after the stop: no open orders, ${gross:,} gross position left{note}"
+        return (f"positions after the stop: NOT flat: {open_orders:,} open orders and ${gross:,} gross position "
+                f"left{note}")
 
     def journal_lines(self, counters: dict[str, dict[str, int]]) -> list[str]:
         """Per stream: what its stage tapped (written to the tap or refused by a full one), what the

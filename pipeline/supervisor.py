@@ -388,7 +388,7 @@ class Supervisor:
                 cycle_after = heartbeat
             # The cycle that began after the flag dropped has finished, so its counters are published.
             seen = cycle_after and heartbeat > cycle_after
-            if seen and stats[execute.ST_OPEN] == 0 and (stats[execute.ST_GROSS_USD] == 0 or not flatten):
+            if seen and stats[execute.ST_OPEN] == 0 and (stats[execute.ST_TO_FLATTEN] == 0 or not flatten):
                 return
             now = time.monotonic()
             feed_over = feed_slot[cb.S_CUSTOM + feed.ST_FINISHED] != 0 or exited("feed")

@@ -54,22 +54,32 @@ from stages.venue.exchange import (R_ACK, R_CANCEL_REJECTED, R_CANCELLED, R_FILL
 MAX_ORDERS = 256
 
 (P_MAX_OPEN_ORDERS, P_FLATTEN, P_FLATTEN_COLLAR_BPS, P_FLATTEN_RETRY_NS, P_MAX_ORDER_QTY, P_MAX_ORDER_USD,
- P_COLLAR_BPS, P_RATE_PER_NS, P_BURST, P_DUP_WINDOW_NS, P_MAX_POSITION_USD, P_EVENT_CLOCK) = range(12)
+ P_COLLAR_BPS, P_RATE_PER_NS, P_BURST, P_DUP_WINDOW_NS, P_MAX_POSITION_USD, P_EVENT_CLOCK,
+ P_FLATTEN_MIN_USD) = range(13)
 # The gate's limits per instrument: params[P_LIMITS + key * N_LIMITS + LIMIT_*] by instrument key. make_params
 # fills every key with the global P_MAX_ORDER_QTY / _USD / P_MAX_POSITION_USD, then applies the per-instrument
 # values: one base-unit quantity cap cannot suit BTC and SOL alike.
 LIMIT_QTY, LIMIT_USD, LIMIT_POSITION_USD = range(3)
 N_LIMITS = 3
-P_LIMITS = 12
+P_LIMITS = 13
 P_VENUE = P_LIMITS + MAX_KEYS * N_LIMITS  # the venue model's params (stages.venue.exchange) from here on
 P_ROUTING = P_VENUE + exchange.N_PARAMS    # then the routing block (stages.routing)
 
-# I_BUCKET_NS: event time of the last token refill (0 = full); I_CLOCK_NS: on the event clock, the latest record's time
-I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS, I_CLOCK_NS = range(4)
+# I_BUCKET_NS: event time of the last token refill (0 = full); I_CLOCK_NS: on the event clock, the latest record's time;
+# I_LATE_TRADES: late fills taken so far (the next row of the late-trade table is this modulo its length)
+I_NEXT_ORDER_ID, I_OPEN, I_BUCKET_NS, I_CLOCK_NS, I_LATE_TRADES = range(5)
 # make_state's tuple, by position (numba indexes a heterogeneous tuple by constants only)
 (X_INTS, X_BOOKS, X_HAS_BOOK, X_ORDERS, X_QUOTE_SLOT, X_POSITIONS, X_CASH, X_FEES, X_FLATTEN_NS, X_GATE, X_VENUE,
- X_LADDERS, X_ORDER_FSM, X_ROUTING, X_LINKS) = range(15)
+ X_LADDERS, X_ORDER_FSM, X_ROUTING, X_LINKS, X_FLATTEN_REJECTS, X_LATE_TRADES) = range(17)
 HAS_LADDER, HAS_TOP = 1, 2  # has_book[key]: a top from our L2 ladder of its deltas; a BBO or book view
+# A live venue that refuses a cancel of an order still open here is asked again after CANCEL_RETRY_NS, doubling,
+# CANCEL_RESENDS times at most; by then its gateway's queries settle the order (and a trip cancels all at the venue).
+CANCEL_RETRY_NS = 500_000_000
+CANCEL_RESENDS = 3
+# Flatten orders the venue refused this many times in a row for one instrument: it is left (the operator is told)
+# rather than sent again every flatten_retry_ms until the run's flatten timeout.
+FLATTEN_REJECTS_MAX = 3
+LATE_TRADES_KEPT = 256  # (order id, trade id) of recent late fills, for de-duplication
 GATE_TOKENS = 0   # gate[0, GATE_TOKENS]; rows 1 + key * 2 + side: the last accepted IOC (price, qty, time ns)
 
 _COUNTERS = Counters()  # the stage's custom counters in slot-word order; STATS labels them
@@ -99,6 +109,10 @@ ST_LINK_ANSWERS = _COUNTERS.add("gateway_answers")       # answers from them
 ST_LINK_FULL = _COUNTERS.add("gateway_full")             # a command a gateway's ring had no room for (retried)
 ST_LATE_FILLS = _COUNTERS.add("late_fills")              # fills of an order already ended here (accounted)
 ST_DUPLICATE_TRADES = _COUNTERS.add("duplicate_trades")  # a venue trade id already applied (ignored)
+ST_CANCELS_GIVEN_UP = _COUNTERS.add("cancels_given_up")  # orders whose cancel a live venue refused CANCEL_RESENDS+1 times
+ST_TO_FLATTEN = _COUNTERS.add("to_flatten")              # instruments with a position flatten still works on
+ST_DUST_POSITIONS = _COUNTERS.add("dust_positions")      # positions worth less than execute.flatten_min_usd: not flattened
+ST_FLATTEN_GIVEN_UP = _COUNTERS.add("flatten_given_up")  # instruments whose flatten orders the venue kept refusing
 # the routing state's counters (parents active, started, done; intents routed, split; children, refused children)
 ST_ROUTING_BASE = _COUNTERS.add_range("routing_" + name for name in algos.COUNTER_NAMES)
 N_ROUTING_COUNTERS = len(algos.COUNTER_NAMES)
@@ -119,7 +133,7 @@ def make_params(*, max_open_orders: int, flatten: bool,
                 flatten_collar_bps: float, flatten_retry_ms: float, max_order_qty: float, max_order_usd: float,
                 price_collar_bps: float, max_orders_per_s: float, order_burst: int, duplicate_window_ms: float,
                 max_position_usd: float, venue: np.ndarray, routing: np.ndarray, event_clock: bool,
-                max_order_qty_by_key: dict | None = None, max_order_usd_by_key: dict | None = None,
+                flatten_min_usd: float = 1.0, max_order_qty_by_key: dict | None = None, max_order_usd_by_key: dict | None = None,
                 max_position_usd_by_key: dict | None = None) -> np.ndarray:
     """``venue``: the venue model's params (stages.venue.exchange.make_params); ``routing``: the router's and the
     algos' (stages.routing.make_params). The ``*_by_key`` dicts map an
@@ -128,7 +142,7 @@ def make_params(*, max_open_orders: int, flatten: bool,
     scalars = [float(min(max_open_orders, MAX_ORDERS)), float(flatten),
                flatten_collar_bps, flatten_retry_ms * 1e6, max_order_qty, max_order_usd, price_collar_bps,
                max_orders_per_s * 1e-9, float(order_burst), duplicate_window_ms * 1e6, max_position_usd,
-               float(event_clock)]
+               float(event_clock), flatten_min_usd]
     assert len(scalars) == P_LIMITS
     limits = np.empty((MAX_KEYS, N_LIMITS))
     limits[:, LIMIT_QTY], limits[:, LIMIT_USD], limits[:, LIMIT_POSITION_USD] = (max_order_qty, max_order_usd,
@@ -154,18 +168,19 @@ def make_state(venue_state=None, links=None):
     """(ints, books, has_book, orders, quote slots [key, side], positions, cash, fees, last flatten ns, gate,
     venue model state, L2 ladders of delta-only venues, the order state machine per order slot
     (stages.order_state), routing: venue measurements and parent orders (stages.routing), the live venues'
-    links). ``venue_state``: stages.venue.exchange.make_state(...) (default: no latency table, clock offsets learnt
+    links, flatten orders the venue refused in a row per key, recent late fills' (order id, trade id)). ``venue_state``: stages.venue.exchange.make_state(...) (default: no latency table, clock offsets learnt
     or fixed as the params say); ``links``: stages.venue.link.make_links(...) (default: every venue is the paper
     venue)."""
     quote_slot = np.full((MAX_KEYS, 2), -1, np.int64)
     gate = np.zeros((1 + 2 * MAX_KEYS, 3))
     gate[0, GATE_TOKENS] = -1.0  # the bucket starts full at the first order
-    return (np.zeros(4, np.int64), np.zeros(MAX_KEYS, MARKET_EVENT), np.zeros(MAX_KEYS, np.int64),
+    return (np.zeros(5, np.int64), np.zeros(MAX_KEYS, MARKET_EVENT), np.zeros(MAX_KEYS, np.int64),
             np.zeros(MAX_ORDERS, ORDER), quote_slot, np.zeros(MAX_KEYS), np.zeros(MAX_KEYS), np.zeros(MAX_KEYS),
             np.full(MAX_KEYS, -(1 << 62), np.int64), gate,
             venue_state if venue_state is not None else exchange.make_state(), book.make_books(),
             order_state.make_state(MAX_ORDERS), routing.make_state(),
-            links if links is not None else link.make_links())
+            links if links is not None else link.make_links(), np.zeros(MAX_KEYS, np.int64),
+            np.zeros((LATE_TRADES_KEPT, 2), np.int64))
 
 
 def seed_order_ids(state, last_id: int) -> None:
@@ -230,7 +245,7 @@ def _request_cancel(state, params, vparams, slot, out, n, stats, now_ns):
     fsm = state[X_ORDER_FSM]
     links = state[X_LINKS]
     order = orders[slot]
-    if order["cancel_ts"] != 0:
+    if order["cancel_ts"] != 0 or now_ns < order["cancel_after_ts"] or order["cancel_rejects"] > CANCEL_RESENDS:
         return n
     live = link.is_live(links, order["venue"])
     if live and not link.has_room(links, order["venue"], 1):
@@ -346,6 +361,8 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
             order["filled"] = order["qty"]
         order["state"] = ORD_FILLED if done else ORD_PARTIAL
         stats[ST_FILLS] += 1
+        if order["strategy"] == STRAT_FLATTEN:
+            state[X_FLATTEN_REJECTS][k] = 0
         n = _report(out, n, order, order["state"], price, qty, fee, a["liquidity"], positions[k], 0, now_ns,
                     a["exch_ts"])
         if row >= 0:
@@ -367,6 +384,8 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
         stats[ST_REJECTS] += 1
         stats[ST_VENUE_REJECTS] += 1
         stats[ST_REJ_BASE + REJ_VENUE - 1] += 1
+        if order["strategy"] == STRAT_FLATTEN:
+            state[X_FLATTEN_REJECTS][k] += 1
         n = _report(out, n, order, ORD_REJECTED, order["price"], order["qty"], 0.0, 0, positions[k], REJ_VENUE,
                     now_ns, a["exch_ts"])
         router.on_reject(rs[routing.RS_VENUES], rparams, order["venue"], now_ns)
@@ -375,11 +394,16 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
         _free(state, slot)
         return n
     # R_CANCEL_REJECTED for an order still open here: on the paper venue the cancel overtook the order (latencies
-    # vary), so it goes again; a live gateway refuses a cancel only once the venue's answer is definitive, and
-    # the order's own end follows from the gateway's query: sending it again would only loop.
+    # vary), so it goes again; a live gateway refuses a cancel only once the venue's answer is definitive and the
+    # order's own end usually follows from its query, so it is asked again only after a growing pause, a few times.
     stats[ST_CANCEL_REJECTS] += 1
     order["cancel_ts"] = 0
     if link.is_live(state[X_LINKS], order["venue"]):
+        order["cancel_rejects"] += 1
+        if order["cancel_rejects"] > CANCEL_RESENDS:
+            stats[ST_CANCELS_GIVEN_UP] += 1
+        else:
+            order["cancel_after_ts"] = now_ns + (CANCEL_RETRY_NS << (order["cancel_rejects"] - 1))
         return n
     return _request_cancel(state, params, vparams, slot, out, n, stats, now_ns)
 
@@ -390,6 +414,15 @@ def _late_fill(state, a, out, n, stats, now_ns):
     an order of a previous incarnation the gateway found): the position is real, so it is accounted and reported
     as a fill (partially filled, nothing left) of that order id."""
     positions, cash, fees = state[X_POSITIONS], state[X_CASH], state[X_FEES]
+    if a["trade_id"] > 0:  # the order's slot is gone, and with it its trade ids: the late ones are kept here
+        ints, late = state[X_INTS], state[X_LATE_TRADES]
+        for i in range(min(ints[I_LATE_TRADES], LATE_TRADES_KEPT)):
+            if late[i, 0] == a["order_id"] and late[i, 1] == a["trade_id"]:
+                stats[ST_DUPLICATE_TRADES] += 1
+                return n
+        row = ints[I_LATE_TRADES] % LATE_TRADES_KEPT
+        late[row, 0], late[row, 1] = a["order_id"], a["trade_id"]
+        ints[I_LATE_TRADES] += 1
     k = a["key"]
     qty, price, fee = a["qty"], a["price"], a["fee"]
     positions[k] += a["side"] * qty
@@ -569,6 +602,8 @@ def _send(state, params, vparams, slot, intent_id, origin_ts, origin_seq, k, sid
     order["created_ts"] = now_ns
     order["send_ts"] = now_ns
     order["cancel_ts"] = 0
+    order["cancel_after_ts"] = 0
+    order["cancel_rejects"] = 0
     order["venue"] = key_venue(k)
     order["symbol"] = key_symbol(k)
     order["side"] = side
@@ -826,10 +861,16 @@ def _work_parents(state, params, vparams, out, n, stats, now_ns, origin_ts, orig
 
 
 @njit(cache=True, _nrt=False)
+def _is_dust(top, position, params):
+    return abs(position) * 0.5 * (top["bid_px"][0] + top["ask_px"][0]) < params[P_FLATTEN_MIN_USD]
+
+
+@njit(cache=True, _nrt=False)
 def flatten(state, params, vparams, out, n, stats, now_ns):
     """Reduce-only IOC orders that close every position against the book, within a price collar; a
     remainder (thin book) is retried every P_FLATTEN_RETRY_NS once the last one has ended. Runs only while
-    trading is disabled."""
+    trading is disabled. Dust (worth less than P_FLATTEN_MIN_USD: a venue refuses an order that small) is left,
+    and so is an instrument whose flatten orders the venue refused FLATTEN_REJECTS_MAX times in a row."""
     books = state[X_BOOKS]
     has_book = state[X_HAS_BOOK]
     orders = state[X_ORDERS]
@@ -838,6 +879,8 @@ def flatten(state, params, vparams, out, n, stats, now_ns):
     for k in range(positions.shape[0]):
         position = positions[k]
         if position == 0.0 or has_book[k] == 0 or now_ns - flatten_ns[k] < params[P_FLATTEN_RETRY_NS]:
+            continue
+        if _is_dust(books[k], position, params) or state[X_FLATTEN_REJECTS][k] >= FLATTEN_REJECTS_MAX:
             continue
         in_flight = False
         for s in range(orders.shape[0]):
@@ -880,7 +923,7 @@ def _on_disabled(state, params, vparams, out, n, stats, now_ns):
 
 
 @njit(cache=True, _nrt=False)
-def _publish_stats(state, stats):
+def _publish_stats(state, params, stats):
     ints = state[X_INTS]
     books = state[X_BOOKS]
     has_book = state[X_HAS_BOOK]
@@ -888,13 +931,26 @@ def _publish_stats(state, stats):
     cash = state[X_CASH]
     fees = state[X_FEES]
     vs = state[X_VENUE]
+    flatten_rejects = state[X_FLATTEN_REJECTS]
     gross = 0.0
     pnl = 0.0
+    to_flatten, dust, given_up = 0, 0, 0
     for k in range(positions.shape[0]):
         if has_book[k] != 0:
             mid = 0.5 * (books[k]["bid_px"][0] + books[k]["ask_px"][0])
             gross += abs(positions[k]) * mid
             pnl += cash[k] + positions[k] * mid
+        if positions[k] == 0.0:
+            continue
+        if has_book[k] != 0 and _is_dust(books[k], positions[k], params):
+            dust += 1
+        elif flatten_rejects[k] >= FLATTEN_REJECTS_MAX:
+            given_up += 1
+        else:
+            to_flatten += 1  # without a book too: flatten waits for one
+    stats[ST_TO_FLATTEN] = to_flatten
+    stats[ST_DUST_POSITIONS] = dust
+    stats[ST_FLATTEN_GIVEN_UP] = given_up
     stats[ST_OPEN] = ints[I_OPEN]
     stats[ST_GROSS_USD] = int(gross)
     stats[ST_PNL_CENTS] = int(round(pnl * 100.0))
@@ -978,7 +1034,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
     if parent_ints[algos.RI_ACTIVE] > 0:  # after the answers: an iceberg shows its next part, live TWAP slices
         n = _work_parents(state, params, vparams, out, n, stats, t, origin_ts, origin_seq, out.shape[0] - MAX_ORDERS)
     if n > 0 or n_a + n_b > 0:
-        _publish_stats(state, stats)
+        _publish_stats(state, params, stats)
     return n
 
 

@@ -301,6 +301,8 @@ ORDER = _padded([
     ("filled", np.float64),
     ("send_ts", np.int64),       # local time the order was sent to the venue
     ("cancel_ts", np.int64),     # local time a cancel was sent; 0 = none in flight
+    ("cancel_after_ts", np.int64),  # a live venue refused its cancel: not asked again before this local time
+    ("cancel_rejects", np.int32),   # cancels a live venue refused for this order
     ("parent", np.int32),        # 1 + its parent's row in execute's parent table (stages.routing); 0 = none
     ("algo", np.uint8),          # the parent's ALGO_*
 ])

@@ -127,3 +127,72 @@ def test_an_answer_without_a_slot_finds_its_order_by_id():
     x.answer(cmd, ANS_CANCELLED, leaves=1.0)
     assert [r["state"] for r in x.step()] == [ORD_CANCELLED]
     assert x.stats[execute.ST_OPEN] == 0 and x.stats[execute.ST_STRAY_ANSWERS] == 0
+
+
+def test_a_refused_cancel_is_asked_again_after_growing_pauses_then_left_to_the_gateway():
+    x = LiveExecute()
+    x.step([intent(INTENT_QUOTE, BUY, 100.0, 1.0)])
+    (cmd,) = x.sent()
+    x.answer(cmd, ANS_ACK, leaves=1.0)
+    x.step()
+    x.ctl[cb.G_TRADING_ENABLED] = 0  # the kill asks for the cancel at every step until it is sent
+    x.step()
+    sent = x.sent()
+    pauses_ms = []
+    for attempt in range(execute.CANCEL_RESENDS + 1):
+        (cancel,) = sent
+        assert cancel["kind"] == CMD_CANCEL and cancel["order_id"] == cmd["order_id"]
+        x.answer(cmd, ANS_CANCEL_REJECTED, leaves=1.0)
+        x.step()
+        waited_ms, sent = 0, x.sent()
+        while not len(sent) and waited_ms < 10_000:
+            x.now += 49 * MS  # and step's own 1 ms
+            x.step()
+            waited_ms, sent = waited_ms + 50, x.sent()
+        if attempt < execute.CANCEL_RESENDS:
+            pauses_ms.append(waited_ms)
+        else:
+            assert len(sent) == 0  # given up: the gateway's queries (and its cancel-all at the stop) settle it
+    assert pauses_ms == sorted(pauses_ms) and len(set(pauses_ms)) == execute.CANCEL_RESENDS
+    assert pauses_ms[0] >= execute.CANCEL_RETRY_NS // 1_000_000
+    assert x.stats[execute.ST_CANCELS_GIVEN_UP] == 1 and x.stats[execute.ST_OPEN] == 1
+    x.answer(cmd, ANS_CANCELLED, leaves=1.0)  # the gateway's query found it cancelled after all
+    assert [r["state"] for r in x.step()] == [ORD_CANCELLED] and x.stats[execute.ST_OPEN] == 0
+
+
+def test_a_late_fill_reported_twice_is_applied_once():
+    x = LiveExecute()
+    x.step([intent(INTENT_QUOTE, SELL, 101.0, 1.0)])
+    (cmd,) = x.sent()
+    x.answer(cmd, ANS_ACK, leaves=1.0)
+    x.answer(cmd, ANS_CANCELLED, leaves=1.0)
+    x.answer(cmd, ANS_FILL, qty=0.25, price=101.0, leaves=0.0, trade_id=3)
+    x.answer(cmd, ANS_FILL, qty=0.25, price=101.0, leaves=0.0, trade_id=3)  # the stream, then a query
+    x.answer(cmd, ANS_FILL, qty=0.5, price=101.0, leaves=0.0, trade_id=4)
+    reports = x.step()
+    assert [r["state"] for r in reports] == [ORD_ACKED, ORD_CANCELLED, ORD_PARTIAL, ORD_PARTIAL]
+    assert x.state[execute.X_POSITIONS][0] == -0.75
+    assert x.stats[execute.ST_LATE_FILLS] == 2 and x.stats[execute.ST_DUPLICATE_TRADES] == 1
+
+
+def test_dust_is_not_flattened_and_a_venue_that_keeps_refusing_the_flatten_is_left():
+    x = LiveExecute()
+    x.state[execute.X_POSITIONS][0] = -2.8e-16  # what fills' float sums leave
+    x.ctl[cb.G_TRADING_ENABLED] = 0
+    for _ in range(5):
+        x.now += 200 * MS
+        x.step(market=[book()])
+    assert len(x.sent()) == 0
+    assert x.stats[execute.ST_DUST_POSITIONS] == 1 and x.stats[execute.ST_TO_FLATTEN] == 0
+    x.state[execute.X_POSITIONS][0] = 0.5
+    refused = 0
+    for _ in range(20):
+        x.now += 200 * MS  # > execute.flatten_retry_ms
+        x.step(market=[book()])
+        for flat in x.sent():
+            assert flat["kind"] == CMD_NEW and flat["side"] == SELL and flat["qty"] == 0.5
+            x.answer(flat, records.ANS_REJECTED)
+            refused += 1
+    x.step(market=[book()])
+    assert refused == execute.FLATTEN_REJECTS_MAX
+    assert x.stats[execute.ST_FLATTEN_GIVEN_UP] == 1 and x.stats[execute.ST_TO_FLATTEN] == 0
