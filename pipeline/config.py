@@ -123,7 +123,7 @@ RANGES: dict[str, dict[str, Range]] = {
                 "duplicate_window_ms": Range(0, DAY_MS), "max_position_usd": MONEY_USD},
     "gateway": {"request_timeout_ms": _positive(600_000), "query_interval_ms": _positive(600_000),
                 "in_flight_query_ms": Range(0, 600_000), "position_tolerance": Range(0, 1e12),
-                "dead_man_ms": Range(0, 3_600_000), "command_capacity": Range(16, RECORDS),
+                "dead_man_ms": Range(0, 3_600_000), "holdings_check_s": Range(0, 3_600), "command_capacity": Range(16, RECORDS),
                 "answer_capacity": Range(16, RECORDS)},
     "routing": {"latency_bps_per_ms": Range(0, 1000), "latency_ewma_alpha": Range(0, 1, lo_open=True),
                 "health_bps": Range(0, 10_000), "health_halflife_ms": _positive(DAY_MS), "health_max": _positive(1e6),
@@ -710,6 +710,9 @@ class GatewayConfig:
     in_flight_query_ms: float = 5_000.0
     position_tolerance: float = 1e-9      # base units: a venue position this small is no mismatch at start-up
     dead_man_ms: float = 0.0         # the venue's countdown cancel-all, refreshed while armed (0 = off)
+    # Spot venues: every this often the venue's balance of each base currency is checked against its balance at the
+    # run's start plus the run's fills; a difference seen twice with no fill between disables trading (0 = off)
+    holdings_check_s: float = 5.0
     command_capacity: int = 1_024    # execute -> gateway ring, per live venue (a power of two)
     answer_capacity: int = 4_096     # gateway -> execute ring, per live venue (a power of two)
 

@@ -507,6 +507,14 @@ class LoopbackServer:
             return routes.snapshot()
         return asyncio.run_coroutine_threadsafe(take(), self._loop).result(10)
 
+    def credit(self, asset: str, amount: float) -> None:
+        """Change the spot account's ``asset`` balance by ``amount`` behind the trading's back (a deposit, a
+        withdrawal, a trade by hand elsewhere), from any thread but the server's own."""
+        routes = self._routes()
+        async def change():
+            routes.account.balances[asset] = routes.account.balances.get(asset, 0.0) + amount
+        asyncio.run_coroutine_threadsafe(change(), self._loop).result(10)
+
     def subscribed(self, symbol: str, channel: str) -> bool:
         return (symbol, channel) in self._subscribed
 

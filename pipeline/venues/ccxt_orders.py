@@ -353,6 +353,7 @@ class OrderSession:
         self.extra_options = dict(options or {})
         self.fee_rates = {c: (float(r), math.inf) for c, r in (fee_rates or {}).items()}  # currency -> (rate, expiry)
         self.counters = Counters()
+        self.base_fees: dict[str, float] = {}  # running sums of fees taken in a base currency (the reported fills')
         self.ack_latencies_ns: deque = deque(maxlen=LATENCIES_KEPT)
         self.orders: dict[int, _Order] = {}               # live: in flight or open
         self.ended: OrderedDict[int, _Order] = OrderedDict()
@@ -1001,6 +1002,7 @@ class OrderSession:
         maker = trade.get("takerOrMaker")
         liquidity = 1 if maker == "maker" else -1 if maker == "taker" or at_entry else 0
         fee = self._fee_in_quote(trade, o)
+        self._count_base_fee(trade, o)
         send_ts = o.send_ts if liquidity == -1 else 0
         if o.done:
             self.counters.fills += 1
@@ -1013,6 +1015,13 @@ class OrderSession:
             self._try_finish(o)
 
     # --- fees -------------------------------------------------------------------------------------------
+
+    def _count_base_fee(self, trade: dict, o: _Order) -> None:
+        """A fee taken in the market's base currency changes the holdings the fills imply (spot reconciliation)."""
+        base = (self.ex.markets.get(o.symbol) or {}).get("base")
+        for fee in trade.get("fees") or ([trade["fee"]] if trade.get("fee") else []):
+            if (fee or {}).get("currency") == base and base is not None:
+                self.base_fees[base] = self.base_fees.get(base, 0.0) + _f(fee.get("cost"))
 
     def _fee_in_quote(self, trade: dict, o: _Order) -> float:
         market = self.ex.markets.get(o.symbol) or {}
@@ -1444,6 +1453,12 @@ class OrderSession:
                           status=str(info.get("status")),
                           exch_ts=_ns(info.get("lastUpdateTimestamp") or info.get("timestamp")))
 
+    async def balances(self) -> dict[str, dict]:
+        """The account's balances, currency -> {"free", "used", "total"} (one request, the session's rate limit)."""
+        balance = await self._rest("balance", self.ex.fetch_balance)
+        return {c: {k: _f(row.get(k)) for k in ("free", "used", "total")} for c, row in balance.items()
+                if isinstance(row, dict) and "total" in row and c not in ("info", "free", "used", "total")}
+
     async def snapshot(self, orders: dict[int, int] | None = None, since_ms: int | None = None) -> VenueSnapshot:
         """What the venue says of the account now: every open order (every symbol), the state of ``orders``
         ({execute order id: instrument key}, the ones execute thinks open: None for those the venue does not
@@ -1451,7 +1466,8 @@ class OrderSession:
         balances, and positions where the venue keeps them. A part that cannot be fetched is noted and the snapshot
         marked incomplete (reconciling from it must not arm trading)."""
         import ccxt
-        snap = VenueSnapshot(venue=self.venue, taken_ns=self.clock_ns())
+        snap = VenueSnapshot(venue=self.venue, taken_ns=self.clock_ns(),
+                             symbols={instrument_key(self.venue, i): s for i, s in self.symbols.items()})
 
         def failed(what, exc):
             snap.complete = False
@@ -1520,11 +1536,7 @@ class OrderSession:
                     fee=self._fee_in_quote(t, o), liquidity=1 if maker == "maker" else -1 if maker == "taker" else 0,
                     exch_ts=_ns(t.get("timestamp"))))
         try:
-            balance = await self._rest("balance", self.ex.fetch_balance)
-            for currency, row in balance.items():
-                if isinstance(row, dict) and "total" in row and currency not in ("info", "free", "used", "total"):
-                    if _f(row.get("total")) or _f(row.get("used")):
-                        snap.balances[currency] = {k: _f(row.get(k)) for k in ("free", "used", "total")}
+            snap.balances = {c: row for c, row in (await self.balances()).items() if row["total"] or row["used"]}
         except Exception as exc:  # noqa: BLE001
             failed("balances", exc)
         contracts = [s for s in self.symbols.values() if self.ex.markets.get(s, {}).get("contract")]

@@ -11,6 +11,10 @@ Start-up (``on_start``, before the process says ready): credentials from the env
 our orders left open by an earlier run or incarnation are cancelled at the venue; a position at the venue that
 execute does not hold fails the start (the run stops before it arms).
 
+A spot venue keeps balances, not positions: while the run goes, the gateway checks each base currency's balance
+against the balance at the run's start plus the fills it handed execute (pipeline.venues.holdings, every
+``gateway.holdings_check_s``); a confirmed difference disables trading and names the currency.
+
 The kill switch reaches the venue twice: execute cancels its open orders through the rings as soon as
 ``trading_enabled`` drops, and the gateway, seeing the drop itself, cancels every order of ours at every live
 venue (orders execute may not know of, or a dead execute). While armed it refreshes the venue's dead-man's
@@ -29,13 +33,15 @@ import time
 
 import numpy as np
 
-from pipeline import graph, names, registry
+from pipeline import graph, kill_reasons, names, registry
 from pipeline.hosting.agent import Agent, AgentRunner, AgentTerminated, sleeping
 from pipeline.hosting.child import start
 from pipeline.venues import client_ids
+from pipeline.venues.holdings import HoldingsCheck
 from shm import control as cb
 from shm import ring
 from stages import records
+from stages.universe import instrument_key
 
 COMMAND_BATCH = 256
 START_TIMEOUT_S = 60.0
@@ -110,6 +116,8 @@ class Venue:
         self.index, self.name = index, name
         self.commands, self.answers = commands, answers
         self.thread: SessionThread | None = None
+        self.holdings: HoldingsCheck | None = None  # a spot venue's (None: futures, or the check is off)
+        self.balances_due = None                      # a balance request in flight (concurrent.futures.Future)
         self.waiting: list[np.ndarray] = []
         self.scratch = np.zeros(COMMAND_BATCH, records.VENUE_COMMAND)
 
@@ -157,6 +165,7 @@ class Gateway(Agent):
         self.was_enabled = False
         self.next_dead_man = 0.0
         self.next_counters = 0.0
+        self.next_holdings = 0.0
 
     @staticmethod
     def _log(text: str) -> None:
@@ -190,10 +199,52 @@ class Gateway(Agent):
             counts = v.thread.call(session.cancel_orders(plan.cancel, inherited=not fresh), START_TIMEOUT_S)
             self._log(f"{v.name}: cancelled what an earlier {'run' if fresh else 'incarnation'} left open: {counts}")
         self.stats[W["reconciled"]] += 1
+        if not snapshot.has_positions and self.config.gateway.holdings_check_s:
+            self._start_holdings(v, snapshot, fresh)
         if fresh and plan.mismatches:
-            held = ", ".join(f"key {m.key}: {m.venue:+.10g}" for m in plan.mismatches)
+            held = ", ".join(f"{m.where()}: {m.venue:+.10g}" for m in plan.mismatches)
             raise ValueError(f"{v.name}: the venue holds positions this run does not ({held}): trading stays off; "
                              "close them at the venue (or trade them from a run that holds them) and start again")
+
+    def _start_holdings(self, v: Venue, snapshot, fresh: bool) -> None:
+        session = v.thread.session
+        markets = session.ex.markets
+        bases, symbols = {}, {}
+        for symbol_index, symbol in session.symbols.items():
+            key = instrument_key(v.index, symbol_index)
+            base = (markets.get(symbol) or {}).get("base")
+            if base:
+                bases[key], symbols[key] = base, symbol
+        v.holdings = HoldingsCheck(v.name, bases, symbols, self.config.gateway.position_tolerance)
+        v.holdings.start(snapshot.balances, dict(session.base_fees))
+        if not fresh:
+            self._log(f"{v.name}: holdings check from now (a restarted gateway does not know the balances at the "
+                      "run's start): " + ", ".join(f"{c} {b:.10g}" for c, b in v.holdings.baseline.items()))
+
+    def _check_holdings(self) -> None:
+        """Ask each spot venue for its balances (never waiting here); check what came back since the last call."""
+        for v in self.venues:
+            if v.holdings is None or v.thread is None or not v.thread.alive:
+                continue
+            due = v.balances_due
+            if due is not None and due.done():
+                v.balances_due = None
+                try:
+                    balances = due.result()
+                except Exception as exc:  # noqa: BLE001 - a failed request: the next period asks again
+                    self._log(f"{v.name}: holdings check: balances not fetched ({exc!r})")
+                    continue
+                self.stats[W["holdings_checks"]] += 1
+                lines = v.holdings.check(balances, dict(v.thread.session.base_fees))
+                if lines:
+                    self.stats[W["holdings_mismatches"]] += 1
+                    text = "holdings mismatch: " + "; ".join(lines)
+                    for line in lines:
+                        self._log(f"holdings mismatch, trading disabled: {line}")
+                    cb.trip(self.block.globals, kill_reasons.KILL_VENUE_MISMATCH, registry.slot("gateway"),
+                            text[:240], time.time_ns(), time.monotonic_ns())
+            if v.balances_due is None:
+                v.balances_due = asyncio.run_coroutine_threadsafe(v.thread.session.balances(), v.thread.loop)
 
     def do_work(self) -> int:
         work = 0
@@ -215,6 +266,9 @@ class Gateway(Agent):
             self.stats[W["commands"]] += n
             work += n + self._publish_answers(v)
         now = time.monotonic()
+        if self.config.gateway.holdings_check_s and now >= self.next_holdings:
+            self.next_holdings = now + self.config.gateway.holdings_check_s
+            self._check_holdings()
         if now >= self.next_counters:  # the sessions' counters are a status figure: a few times a second will do
             self.next_counters = now + COUNTERS_PERIOD_S
             self._publish_counters()
@@ -223,9 +277,12 @@ class Gateway(Agent):
     def _publish_answers(self, v: Venue) -> int:
         while True:
             try:
-                v.waiting.append(v.thread.answers.get_nowait())
+                batch = v.thread.answers.get_nowait()
             except queue.Empty:
                 break
+            v.waiting.append(batch)
+            if v.holdings is not None:
+                v.holdings.on_answers(batch)
         published = 0
         while v.waiting:
             batch = v.waiting[0]

@@ -86,6 +86,8 @@ class VenueSnapshot:
     position_prices: dict[int, float] = field(default_factory=dict)     # key -> the position's entry price
     has_positions: bool = False                                         # the venue keeps positions (a key it does not
                                                                         # list holds none)
+    symbols: dict[int, str] = field(default_factory=dict)               # key -> the venue's market symbol (for the
+                                                                        # operator's lines)
     complete: bool = True                                               # False: some part could not be fetched
     notes: list[str] = field(default_factory=list)                      # what was missing, and why
 
@@ -109,6 +111,10 @@ class PositionMismatch:
     local: float             # execute's position after the plan's synthetic fills
     venue: float
     difference: float        # venue - local
+    symbol: str = ""         # the venue's market symbol ("" when the snapshot does not name it)
+
+    def where(self) -> str:
+        return f"{self.symbol} (key {self.key})" if self.symbol else f"key {self.key}"
 
 
 @dataclass
@@ -128,7 +134,7 @@ class Plan:
 
     def lines(self) -> list[str]:
         """One line per item, for the operator."""
-        out = [f"position mismatch on key {m.key}: execute {m.local:.10g}, venue {m.venue:.10g} "
+        out = [f"position mismatch on {m.where()}: execute {m.local:.10g}, venue {m.venue:.10g} "
                f"(difference {m.difference:+.10g})" for m in self.mismatches]
         out += [f"cancel {o.client_id} ({o.symbol} {'buy' if o.side > 0 else 'sell'} {o.qty - o.filled:.10g} @ "
                 f"{o.price:.10g}): ours, from a previous incarnation" for o in self.cancel]
@@ -250,7 +256,8 @@ def reconcile(snapshot: VenueSnapshot, local_orders: dict[int, LocalOrder], posi
         for key in sorted(set(expected) | set(snapshot.positions)):
             local, venue = expected.get(key, 0.0), float(snapshot.positions.get(key, 0.0))
             if abs(venue - local) > _tolerance(tolerance, key):
-                plan.mismatches.append(PositionMismatch(key, local, venue, venue - local))
+                plan.mismatches.append(PositionMismatch(key, local, venue, venue - local,
+                                                        snapshot.symbols.get(key, "")))
     return plan
 
 
@@ -291,7 +298,7 @@ def at_start(snapshot: VenueSnapshot, *, venue: int | None = None, prefix: str |
         snapshot = replace(snapshot, trades=[])
     plan = reconcile(snapshot, local_orders or {}, positions or {}, journal_trades or (), orphans=orphans,
                      tolerance=tolerance)
-    mismatches = [f"key {m.key}: execute {m.local:.10g}, venue {m.venue:.10g} (difference {m.difference:+.10g})"
+    mismatches = [f"{m.where()}: execute {m.local:.10g}, venue {m.venue:.10g} (difference {m.difference:+.10g})"
                   for m in plan.mismatches]
     if not snapshot.complete:
         mismatches.append("the venue's snapshot is incomplete (" + "; ".join(snapshot.notes) + ")")

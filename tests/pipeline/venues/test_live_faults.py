@@ -449,6 +449,35 @@ def test_a_position_at_the_venue_that_the_run_does_not_hold_blocks_arming(live, 
         snapshot = server.account_snapshot()
     assert code == 4, output  # ExitCode.START_FAILED
     assert "bot4: start-up failed" in output and "the venue holds positions this run does not" in output, output
-    assert re.search(r"usdm: the venue holds positions this run does not \(key \d+: \+0\.01\)", output), output
+    assert re.search(r"usdm: the venue holds positions this run does not \(BTC/USDT:USDT \(key \d+\): \+0\.01\)", output), output
     assert "trading enabled" not in output and "bot4: running" not in output
     assert counts["orders"] == orders_before and len(snapshot["orders"]) == 1  # nothing sent but the hand's order
+
+
+def test_spot_holdings_that_move_behind_the_runs_back_disable_trading_naming_the_currency(live, tmp_path, monkeypatch):
+    """A spot venue keeps balances, not positions: the gateway holds each base currency's balance against its
+    balance at the start plus the run's fills. BTC credited to the account by hand is a difference the fills do not
+    explain: trading is disabled, and the operator is told which currency and by how much."""
+    credentials(monkeypatch)
+    with LoopbackServer([SPOT], "spot", speed=3, wait_streams=2,
+                        orders=dict(api_key=KEY, secret=SECRET, balances={"USDT": 1_000_000.0, "BTC": 10.0})) as server:
+        conf = live_config(tmp_path, server, gateway="holdings_check_s = 0.3\n")
+        run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120")
+        out = Output(run, tmp_path / "run.log")
+        out.wait_for(r"bot4: running.*trading enabled", timeout=280)
+        block = Block(run.name)
+        try:
+            until(lambda: block.gw("holdings_checks") >= 3, 30, "three holdings checks")
+            assert block.gw("holdings_mismatches") == 0 and block.g[cb.G_TRADING_ENABLED] == 1, out.text
+            server.credit("BTC", 0.5)
+            until(lambda: block.g[cb.G_TRADING_ENABLED] == 0, 15, lambda: f"no trip:\n{out.text[-3000:]}")
+            assert block.gw("holdings_mismatches") >= 1
+            assert int(block.g[cb.G_KILL_REASON]) == kill_reasons.KILL_VENUE_MISMATCH
+        finally:
+            block.close()
+            run.proc.send_signal(signal.SIGTERM)
+        code, output = out.finish(timeout=120)
+    assert code == 5, output  # ExitCode.TRIPPED
+    line = re.search(r"gateway: holdings mismatch, trading disabled: spot BTC \(BTC/USDT\): .*", output)
+    assert line and "difference +0.5" in line.group(0), output
+    assert "venue holdings mismatch" in output, output

@@ -180,3 +180,9 @@ def test_at_start_every_open_order_of_ours_is_an_orphan_and_a_venue_position_a_m
     assert other.mismatches == ["the venue's snapshot is incomplete (positions: timeout)"]
     with pytest.raises(ValueError, match="venue 0's, not venue 2's"):
         at_start(s, venue=2)
+
+
+def test_a_mismatch_is_named_by_its_symbol_when_the_snapshot_names_it():
+    s = snap(has_positions=True, positions={KEY: 1.0}, symbols={KEY: "BTC/USDT:USDT"})
+    plan = reconcile(s, {}, {}, set())
+    assert plan.lines()[0].startswith(f"position mismatch on BTC/USDT:USDT (key {KEY}): execute 0, venue 1")
