@@ -334,7 +334,8 @@ EXEC_REPORT = _padded([
 # ring each way per live venue. The client order id at the venue is derived from ``order_id`` (pipeline.venues
 # .client_ids), so a query by it finds the order after a timeout or a restart. The gateway only speaks the
 # venue's protocol: the order's state lives in execute (stages.order_state).
-CMD_NEW, CMD_CANCEL = 1, 2
+# CMD_AMEND: the open order's new limit price and new TOTAL quantity (filled part included), in place: same ids
+CMD_NEW, CMD_CANCEL, CMD_AMEND = 1, 2, 3
 VENUE_COMMAND = _padded([
     ("origin_ts", np.int64),
     ("origin_seq", np.int64),
@@ -350,7 +351,9 @@ VENUE_COMMAND = _padded([
 ])
 
 # VENUE_ANSWER.kind: the venue model's answer codes (stages.venue.exchange R_*), so execute takes both alike
-ANS_ACK, ANS_FILL, ANS_CANCELLED, ANS_REJECTED, ANS_CANCEL_REJECTED, ANS_FUNDING = range(1, 7)
+# (only live venues amend: ANS_AMENDED carries the order's price and total quantity now; ANS_AMEND_REJECTED its old)
+ANS_ACK, ANS_FILL, ANS_CANCELLED, ANS_REJECTED, ANS_CANCEL_REJECTED, ANS_FUNDING, ANS_AMENDED, ANS_AMEND_REJECTED = \
+    range(1, 9)
 VENUE_ANSWER = _padded([
     ("arrive_ts", np.int64),     # local time the gateway had the answer
     ("exch_ts", np.int64),       # venue time of what it reports
