@@ -692,6 +692,13 @@ class VenueConfig:
             _require(name in symbols, "venue.lot_by_symbol", name, f"use one of feed.symbols {list(symbols)}")
 
 
+# ccxt exchange ids with a countdown cancel-all (Binance futures' countdownCancelAll), and those whose edit_order
+# amends an open order in place, keeping its ids (Binance futures' PUT order; Binance spot's cancelReplace is a
+# new order)
+COUNTDOWN_CANCEL_ALL = ("binanceusdm", "binancecoinm")
+AMENDS_IN_PLACE = ("binanceusdm", "binancecoinm")
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Live venues (pipeline.venues): which of feed.venues send their orders to the venue itself, through the gateway
@@ -710,6 +717,10 @@ class GatewayConfig:
     in_flight_query_ms: float = 5_000.0
     position_tolerance: float = 1e-9      # base units: a venue position this small is no mismatch at start-up
     dead_man_ms: float = 0.0         # the venue's countdown cancel-all, refreshed while armed (0 = off)
+    # A quote's new price or size amends the working quote in place where the venue keeps the order (and its
+    # ids) through an amend (AMENDS_IN_PLACE); elsewhere, and with this off, the new quote is placed, then the old
+    # one cancelled.
+    amend_quotes: bool = True
     command_capacity: int = 1_024    # execute -> gateway ring, per live venue (a power of two)
     answer_capacity: int = 4_096     # gateway -> execute ring, per live venue (a power of two)
 
@@ -736,7 +747,7 @@ class GatewayConfig:
                      "feed.ccxt_exchanges")
             _require(exchanges[name] in ccxt.pro.exchanges, "gateway.exchanges", exchanges[name],
                      f"{exchanges[name]!r} is not a ccxt.pro exchange id (e.g. binance, binanceusdm)")
-            _require(not self.dead_man_ms or exchanges[name] in ("binanceusdm", "binancecoinm"),
+            _require(not self.dead_man_ms or exchanges[name] in COUNTDOWN_CANCEL_ALL,
                      "gateway.dead_man_ms", self.dead_man_ms,
                      f"{name} ({exchanges[name]}) has no countdown cancel-all: use 0, or Binance futures")
 

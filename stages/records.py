@@ -261,9 +261,13 @@ ORD_NEW, ORD_ACKED, ORD_PARTIAL, ORD_FILLED, ORD_CANCELLED, ORD_REJECTED = range
 # price = funding rate, qty = position it was paid on, fee = amount paid in quote currency, negative = received).
 REP_FUNDING = 7
 ORD_PENDING_CANCEL = 8  # a cancel was sent; the order is open (and can fill) until the venue answers
+# A live venue's amend in place: sent (price, qty: the ones asked for), applied (price, qty: the order's now), refused
+# (price, qty: the order's, unchanged). The order stays open (and can fill) throughout.
+ORD_PENDING_AMEND, ORD_AMENDED, ORD_AMEND_REJECTED = 9, 10, 11
 ORDER_STATE_NAMES = {ORD_NEW: "new", ORD_ACKED: "acknowledged", ORD_PARTIAL: "partially filled",
                      ORD_FILLED: "filled", ORD_CANCELLED: "cancelled", ORD_REJECTED: "rejected",
-                     REP_FUNDING: "funding payment", ORD_PENDING_CANCEL: "pending cancel"}
+                     REP_FUNDING: "funding payment", ORD_PENDING_CANCEL: "pending cancel",
+                     ORD_PENDING_AMEND: "pending amend", ORD_AMENDED: "amended", ORD_AMEND_REJECTED: "amend rejected"}
 
 # ExecReport.reject_reason
 REJ_TRADING_DISABLED = 1
@@ -303,6 +307,8 @@ ORDER = _padded([
     ("cancel_ts", np.int64),     # local time a cancel was sent; 0 = none in flight
     ("cancel_after_ts", np.int64),  # a live venue refused its cancel: not asked again before this local time
     ("cancel_rejects", np.int32),   # cancels a live venue refused for this order
+    ("amend_price", np.float64),    # an amend in flight (live venues): the price and total quantity asked for
+    ("amend_qty", np.float64),
     ("parent", np.int32),        # 1 + its parent's row in execute's parent table (stages.routing); 0 = none
     ("algo", np.uint8),          # the parent's ALGO_*
 ])
