@@ -692,6 +692,13 @@ class VenueConfig:
             _require(name in symbols, "venue.lot_by_symbol", name, f"use one of feed.symbols {list(symbols)}")
 
 
+# ccxt exchange ids with a countdown cancel-all (Binance futures' countdownCancelAll), and those whose edit_order
+# amends an open order in place, keeping its ids (Binance futures' PUT order; Binance spot's cancelReplace is a
+# new order)
+COUNTDOWN_CANCEL_ALL = ("binanceusdm", "binancecoinm")
+AMENDS_IN_PLACE = ("binanceusdm", "binancecoinm")
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Live venues (pipeline.venues): which of feed.venues send their orders to the venue itself, through the gateway
@@ -713,6 +720,10 @@ class GatewayConfig:
     # Spot venues: every this often the venue's balance of each base currency is checked against its balance at the
     # run's start plus the run's fills; a difference seen twice with no fill between disables trading (0 = off)
     holdings_check_s: float = 5.0
+    # A quote's new price or size amends the working quote in place where the venue keeps the order (and its
+    # ids) through an amend (AMENDS_IN_PLACE); elsewhere, and with this off, the new quote is placed, then the old
+    # one cancelled.
+    amend_quotes: bool = True
     command_capacity: int = 1_024    # execute -> gateway ring, per live venue (a power of two)
     answer_capacity: int = 4_096     # gateway -> execute ring, per live venue (a power of two)
 
@@ -739,7 +750,7 @@ class GatewayConfig:
                      "feed.ccxt_exchanges")
             _require(exchanges[name] in ccxt.pro.exchanges, "gateway.exchanges", exchanges[name],
                      f"{exchanges[name]!r} is not a ccxt.pro exchange id (e.g. binance, binanceusdm)")
-            _require(not self.dead_man_ms or exchanges[name] in ("binanceusdm", "binancecoinm"),
+            _require(not self.dead_man_ms or exchanges[name] in COUNTDOWN_CANCEL_ALL,
                      "gateway.dead_man_ms", self.dead_man_ms,
                      f"{name} ({exchanges[name]}) has no countdown cancel-all: use 0, or Binance futures")
 

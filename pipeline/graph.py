@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 
 from pipeline import streams
-from pipeline.config import GATE_LIMITS, REGIME_KEYS, AllocatorConfig, Config, ConfigError
+from pipeline.config import AMENDS_IN_PLACE, GATE_LIMITS, REGIME_KEYS, AllocatorConfig, Config, ConfigError
 from pipeline.plan import RunPlan
 from pipeline.registry import STAGE_NAMES
 from stages import execute, feature, feed, fixed_quote, records, risk, routing, strategy, validate
@@ -72,6 +72,15 @@ def live_venues(config: Config) -> list[int]:
     if config.run.mode == "record":
         return []
     return [i for i, name in enumerate(config.feed.venues) if name in config.gateway.live_venues]
+
+
+def amend_venues(config: Config) -> list[int]:
+    """Live venues whose quotes are amended in place (gateway.amend_quotes, and the venue keeps the order through
+    an amend: pipeline.config.AMENDS_IN_PLACE)."""
+    if not config.gateway.amend_quotes:
+        return []
+    exchanges = config.gateway.exchange_ids(config.feed)
+    return [i for i in live_venues(config) if exchanges.get(config.feed.venues[i]) in AMENDS_IN_PLACE]
 
 
 def gateway_rings(config: Config, venue: int) -> tuple[RingSpec, RingSpec]:

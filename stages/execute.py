@@ -39,8 +39,9 @@ from shm.atomics import load_acquire
 from shm.control import G_TRADING_ENABLED
 from stages import book, order_state, routing
 from stages.counters import Counters
-from stages.records import (ALGO_ICEBERG, ALGO_NONE, BOOK_LEVELS, BUY, EV_BBO, EV_BOOK, EV_BOOK_DELTA, EV_TRADE,
-                            INTENT_CANCEL_ALL, ORD_PENDING_CANCEL, INTENT_IOC, INTENT_QUOTE,
+from stages.records import (ALGO_ICEBERG, ALGO_NONE, ANS_AMEND_REJECTED, ANS_AMENDED, BOOK_LEVELS, BUY, EV_BBO,
+                            EV_BOOK, EV_BOOK_DELTA, EV_TRADE, INTENT_CANCEL_ALL, ORD_AMEND_REJECTED, ORD_AMENDED,
+                            ORD_PENDING_AMEND, ORD_PENDING_CANCEL, INTENT_IOC, INTENT_QUOTE,
                             MARKET_EVENT, ORD_ACKED, ORD_CANCELLED, ORD_FILLED, ORD_NEW, ORD_PARTIAL, ORD_REJECTED,
                             ORDER, REJ_BAD_QTY, REJ_DUPLICATE, REJ_MAX_NOTIONAL, REJ_MAX_QTY, REJ_NAMES,
                             REJ_NO_MARKET, REJ_POSITION_LIMIT, REJ_PRICE_COLLAR, REJ_RATE_LIMIT, REJ_TOO_MANY_ORDERS,
@@ -109,6 +110,9 @@ ST_LINK_ANSWERS = _COUNTERS.add("gateway_answers")       # answers from them
 ST_LINK_FULL = _COUNTERS.add("gateway_full")             # a command a gateway's ring had no room for (retried)
 ST_LATE_FILLS = _COUNTERS.add("late_fills")              # fills of an order already ended here (accounted)
 ST_DUPLICATE_TRADES = _COUNTERS.add("duplicate_trades")  # a venue trade id already applied (ignored)
+ST_AMENDS = _COUNTERS.add("amends")                      # quotes amended in place at a live venue: sent,
+ST_AMENDED = _COUNTERS.add("amends_applied")             # applied by the venue,
+ST_AMEND_REJECTS = _COUNTERS.add("amend_rejects")        # refused by it (the order stood as it was)
 ST_CANCELS_GIVEN_UP = _COUNTERS.add("cancels_given_up")  # orders whose cancel a live venue refused CANCEL_RESENDS+1 times
 ST_TO_FLATTEN = _COUNTERS.add("to_flatten")              # instruments with a position flatten still works on
 ST_DUST_POSITIONS = _COUNTERS.add("dust_positions")      # positions worth less than execute.flatten_min_usd: not flattened
@@ -300,6 +304,10 @@ def _event_of(kind, leaves):
         return order_state.OE_CANCELLED
     if kind == R_REJECTED:
         return order_state.OE_REJECT
+    if kind == ANS_AMENDED:
+        return order_state.OE_UPDATED
+    if kind == ANS_AMEND_REJECTED:
+        return order_state.OE_UPDATE_REJECTED
     return order_state.OE_CANCEL_REJECTED
 
 
@@ -393,6 +401,15 @@ def _on_answer(state, params, vparams, a, out, n, stats, now_ns):
             algos.child_ended(parents[row], slot, order["qty"] - order["filled"], True)
         _free(state, slot)
         return n
+    if kind == ANS_AMENDED:
+        order["price"], order["qty"] = a["price"], max(a["qty"], order["filled"])
+        stats[ST_AMENDED] += 1
+        return _report(out, n, order, ORD_AMENDED, order["price"], order["qty"], 0.0, 0, positions[k], 0, now_ns,
+                       a["exch_ts"])
+    if kind == ANS_AMEND_REJECTED:
+        stats[ST_AMEND_REJECTS] += 1
+        return _report(out, n, order, ORD_AMEND_REJECTED, order["price"], order["qty"], 0.0, 0, positions[k],
+                       REJ_VENUE, now_ns, a["exch_ts"])
     # R_CANCEL_REJECTED for an order still open here: on the paper venue the cancel overtook the order (latencies
     # vary), so it goes again; a live gateway refuses a cancel only once the venue's answer is definitive and the
     # order's own end usually follows from its query, so it is asked again only after a growing pause, a few times.
@@ -677,6 +694,57 @@ def _place(state, params, vparams, intent, replaced, parent, algo, out, n, stats
 
 
 @njit(cache=True, _nrt=False)
+def _amendable(state, slot):
+    """The quote in ``slot`` is at a venue that amends in place, working there, with nothing else asked of it."""
+    order = state[X_ORDERS][slot]
+    fsm_state = state[X_ORDER_FSM][0][slot]
+    return (link.amends(state[X_LINKS], order["venue"]) and order["cancel_ts"] == 0
+            and (fsm_state == order_state.OS_ACCEPTED or fsm_state == order_state.OS_PARTIALLY_FILLED))
+
+
+@njit(cache=True, _nrt=False)
+def _amend(state, params, intent, slot, out, n, stats, now_ns):
+    """A quote's new price and size as an amend of the working quote in ``slot``: the same gate as a new order
+    (the old quote left out of it); refused -> the old quote stands. ``intent["qty"]``: what should be open."""
+    ints = state[X_INTS]
+    has_book = state[X_HAS_BOOK]
+    positions = state[X_POSITIONS]
+    links = state[X_LINKS]
+    order = state[X_ORDERS][slot]
+    k = instrument_key(intent["venue"], intent["symbol"])
+    reason = 0
+    if not (intent["qty"] > 0.0) or not (intent["price"] > 0.0):
+        reason = REJ_BAD_QTY
+    elif has_book[k] == 0:
+        reason = REJ_NO_MARKET
+    else:
+        reason = gate_check(state, params, intent, k, now_ns, slot)
+    if reason == 0:
+        if not link.has_room(links, order["venue"], 1):
+            stats[ST_LINK_FULL] += 1
+            reason = REJ_GATEWAY
+        elif not _spend_token(ints, state[X_GATE], params, now_ns):
+            reason = REJ_RATE_LIMIT
+    if reason != 0:
+        return _reject(out, n, intent, reason, positions[k], stats, now_ns)
+    if order_state.apply(state[X_ORDER_FSM], slot, order_state.OE_UPDATE_REQUEST) == order_state.REFUSED:
+        stats[ST_TRANSITIONS_REFUSED] += 1
+        return n
+    # the order answers this intent now: its reports carry the intent's market event (tick-to-order latency)
+    order["intent_id"], order["origin_ts"], order["origin_seq"] = (intent["intent_id"], intent["origin_ts"],
+                                                                  intent["origin_seq"])
+    order["strategy"] = intent["strategy"]
+    order["amend_price"], order["amend_qty"] = intent["price"], order["filled"] + intent["qty"]
+    link.send_amend(links, order["venue"], order["order_id"], slot, k, order["kind"], order["side"],
+                    order["amend_price"], order["amend_qty"], intent["origin_ts"], intent["origin_seq"], now_ns)
+    stats[ST_LINK_COMMANDS] += 1
+    stats[ST_AMENDS] += 1
+    stats[ST_LAST_ORDER_NS] = now_ns
+    return _report(out, n, order, ORD_PENDING_AMEND, order["amend_price"], order["amend_qty"], 0.0, 0, positions[k],
+                   0, now_ns, 0)
+
+
+@njit(cache=True, _nrt=False)
 def _on_intent(state, params, vparams, intent, out, n, stats, now_ns):
     quote_slot = state[X_QUOTE_SLOT]
     k = instrument_key(intent["venue"], intent["symbol"])
@@ -694,6 +762,8 @@ def _on_intent(state, params, vparams, intent, out, n, stats, now_ns):
         if replaced >= 0:
             n = _request_cancel(state, params, vparams, replaced, out, n, stats, now_ns)
         return n
+    if replaced >= 0 and _amendable(state, replaced):
+        return _amend(state, params, intent, replaced, out, n, stats, now_ns)
     n, slot = _place(state, params, vparams, intent, replaced, 0, 0, out, n, stats, now_ns)
     if slot >= 0 and intent["kind"] == INTENT_QUOTE:
         quote_slot[k, side_col] = slot

@@ -261,9 +261,13 @@ ORD_NEW, ORD_ACKED, ORD_PARTIAL, ORD_FILLED, ORD_CANCELLED, ORD_REJECTED = range
 # price = funding rate, qty = position it was paid on, fee = amount paid in quote currency, negative = received).
 REP_FUNDING = 7
 ORD_PENDING_CANCEL = 8  # a cancel was sent; the order is open (and can fill) until the venue answers
+# A live venue's amend in place: sent (price, qty: the ones asked for), applied (price, qty: the order's now), refused
+# (price, qty: the order's, unchanged). The order stays open (and can fill) throughout.
+ORD_PENDING_AMEND, ORD_AMENDED, ORD_AMEND_REJECTED = 9, 10, 11
 ORDER_STATE_NAMES = {ORD_NEW: "new", ORD_ACKED: "acknowledged", ORD_PARTIAL: "partially filled",
                      ORD_FILLED: "filled", ORD_CANCELLED: "cancelled", ORD_REJECTED: "rejected",
-                     REP_FUNDING: "funding payment", ORD_PENDING_CANCEL: "pending cancel"}
+                     REP_FUNDING: "funding payment", ORD_PENDING_CANCEL: "pending cancel",
+                     ORD_PENDING_AMEND: "pending amend", ORD_AMENDED: "amended", ORD_AMEND_REJECTED: "amend rejected"}
 
 # ExecReport.reject_reason
 REJ_TRADING_DISABLED = 1
@@ -303,6 +307,8 @@ ORDER = _padded([
     ("cancel_ts", np.int64),     # local time a cancel was sent; 0 = none in flight
     ("cancel_after_ts", np.int64),  # a live venue refused its cancel: not asked again before this local time
     ("cancel_rejects", np.int32),   # cancels a live venue refused for this order
+    ("amend_price", np.float64),    # an amend in flight (live venues): the price and total quantity asked for
+    ("amend_qty", np.float64),
     ("parent", np.int32),        # 1 + its parent's row in execute's parent table (stages.routing); 0 = none
     ("algo", np.uint8),          # the parent's ALGO_*
 ])
@@ -334,7 +340,8 @@ EXEC_REPORT = _padded([
 # ring each way per live venue. The client order id at the venue is derived from ``order_id`` (pipeline.venues
 # .client_ids), so a query by it finds the order after a timeout or a restart. The gateway only speaks the
 # venue's protocol: the order's state lives in execute (stages.order_state).
-CMD_NEW, CMD_CANCEL = 1, 2
+# CMD_AMEND: the open order's new limit price and new TOTAL quantity (filled part included), in place: same ids
+CMD_NEW, CMD_CANCEL, CMD_AMEND = 1, 2, 3
 VENUE_COMMAND = _padded([
     ("origin_ts", np.int64),
     ("origin_seq", np.int64),
@@ -350,7 +357,9 @@ VENUE_COMMAND = _padded([
 ])
 
 # VENUE_ANSWER.kind: the venue model's answer codes (stages.venue.exchange R_*), so execute takes both alike
-ANS_ACK, ANS_FILL, ANS_CANCELLED, ANS_REJECTED, ANS_CANCEL_REJECTED, ANS_FUNDING = range(1, 7)
+# (only live venues amend: ANS_AMENDED carries the order's price and total quantity now; ANS_AMEND_REJECTED its old)
+ANS_ACK, ANS_FILL, ANS_CANCELLED, ANS_REJECTED, ANS_CANCEL_REJECTED, ANS_FUNDING, ANS_AMENDED, ANS_AMEND_REJECTED = \
+    range(1, 9)
 VENUE_ANSWER = _padded([
     ("arrive_ts", np.int64),     # local time the gateway had the answer
     ("exch_ts", np.int64),       # venue time of what it reports

@@ -159,7 +159,7 @@ def _live_execute_state(plan: RunPlan):
             views.append(view)
             pair.append((view.producer, view.consumer, view.records))
         live[venue] = tuple(pair)
-    state = execute.make_state(exchange.make_state(latency_table=plan.latency_table), link.make_links(live))
+    state = execute.make_state(exchange.make_state(latency_table=plan.latency_table), link.make_links(live, graph.amend_venues(config)))
     execute.seed_order_ids(state, time.time_ns() // 1_000)
     return state, views
 

@@ -13,18 +13,24 @@ from numba import njit
 
 from shm import ring
 from shm.atomics import load_acquire
-from stages.records import CMD_CANCEL, CMD_NEW, VENUE_ANSWER, VENUE_COMMAND
+from stages.records import CMD_AMEND, CMD_CANCEL, CMD_NEW, VENUE_ANSWER, VENUE_COMMAND
 from stages.universe import MAX_VENUES
 
 ANSWER_BATCH = 256
 
-L_LIVE, L_COMMANDS, L_ANSWERS, L_COMMAND_SCRATCH, L_ANSWER_SCRATCH = range(5)
+L_LIVE, L_COMMANDS, L_ANSWERS, L_COMMAND_SCRATCH, L_ANSWER_SCRATCH, L_AMENDS = range(6)
 
 
-def make_links(live: dict | None = None):
-    """``live``: {venue index: ((producer, consumer, records) of its command ring, the same of its answer ring)}.
-    Returns (live[MAX_VENUES] 0/1, command rings, answer rings, one-command scratch, answer scratch)."""
+def make_links(live: dict | None = None, amends=()):
+    """``live``: {venue index: ((producer, consumer, records) of its command ring, the same of its answer ring)};
+    ``amends``: the live venues whose orders are amended in place (a quote's new price or size), not cancel-replaced.
+    Returns (live[MAX_VENUES] 0/1, command rings, answer rings, one-command scratch, answer scratch, amends 0/1)."""
     live = live or {}
+    amend_mask = np.zeros(MAX_VENUES, np.int64)
+    for venue in amends:
+        if venue not in live:
+            raise ValueError(f"venue {venue} amends in place but is not live")
+        amend_mask[venue] = 1
     mask = np.zeros(MAX_VENUES, np.int64)
     commands, answers = [], []
     for venue in range(MAX_VENUES):
@@ -35,12 +41,18 @@ def make_links(live: dict | None = None):
             command_ring, answer_ring = ring.local_ring(VENUE_COMMAND, 2), ring.local_ring(VENUE_ANSWER, 2)
         commands.append(tuple(command_ring))
         answers.append(tuple(answer_ring))
-    return (mask, tuple(commands), tuple(answers), np.zeros(1, VENUE_COMMAND), np.zeros(ANSWER_BATCH, VENUE_ANSWER))
+    return (mask, tuple(commands), tuple(answers), np.zeros(1, VENUE_COMMAND), np.zeros(ANSWER_BATCH, VENUE_ANSWER),
+            amend_mask)
 
 
 @njit(cache=True, _nrt=False)
 def is_live(links, venue):
     return links[L_LIVE][venue] != 0
+
+
+@njit(cache=True, _nrt=False)
+def amends(links, venue):
+    return links[L_AMENDS][venue] != 0
 
 
 @njit(cache=True, _nrt=False)
@@ -76,6 +88,13 @@ def send_new(links, venue, order_id, slot, key, order_kind, side, price, qty, or
 @njit(cache=True, _nrt=False)
 def send_cancel(links, venue, order_id, slot, key, side, now_ns):
     return send(links, venue, CMD_CANCEL, order_id, slot, key, 0, side, 0.0, 0.0, 0, 0, now_ns)
+
+
+@njit(cache=True, _nrt=False)
+def send_amend(links, venue, order_id, slot, key, order_kind, side, price, qty, origin_ts, origin_seq, now_ns):
+    """``qty``: the order's new total quantity (its filled part included)."""
+    return send(links, venue, CMD_AMEND, order_id, slot, key, order_kind, side, price, qty, origin_ts, origin_seq,
+                now_ns)
 
 
 @njit(cache=True, _nrt=False)

@@ -17,10 +17,11 @@ from tests.stages.test_gate import MS, book, intent
 class LiveExecute:
     """Execute whose venue 0 is live, with the gateway's two rings held here (capacity ``capacity``)."""
 
-    def __init__(self, capacity=64, seed=1_000_000):
+    def __init__(self, capacity=64, seed=1_000_000, amends=False):
         self.commands = ring.local_ring(records.VENUE_COMMAND, capacity)
         self.answers = ring.local_ring(records.VENUE_ANSWER, 64)
-        self.state = execute.make_state(links=link.make_links({0: (self.commands, self.answers)}))
+        self.state = execute.make_state(links=link.make_links({0: (self.commands, self.answers)},
+                                                              (0,) if amends else ()))
         execute.seed_order_ids(self.state, seed)
         self.params = kernel_params("execute", venue=instant_venue(), event_clock=False, max_open_orders=64)
         self.ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
@@ -43,6 +44,7 @@ class LiveExecute:
         return out[:ring.read(*self.commands, out, 64)].copy()
 
     def answer(self, command, kind, qty=0.0, price=0.0, leaves=0.0, trade_id=0, fee=0.0):
+        """An answer about ``command``'s order (a VENUE_COMMAND of it)."""
         a = np.zeros(1, records.VENUE_ANSWER)
         for name in ("order_id", "slot", "key", "side"):
             a[0][name] = command[name]
@@ -196,3 +198,55 @@ def test_dust_is_not_flattened_and_a_venue_that_keeps_refusing_the_flatten_is_le
     x.step(market=[book()])
     assert refused == execute.FLATTEN_REJECTS_MAX
     assert x.stats[execute.ST_FLATTEN_GIVEN_UP] == 1 and x.stats[execute.ST_TO_FLATTEN] == 0
+
+
+def test_a_quote_at_a_venue_that_amends_in_place_is_amended_and_a_refused_amend_leaves_it_standing():
+    x = LiveExecute(amends=True)
+    x.step([intent(INTENT_QUOTE, BUY, 100.0, 1.0)])
+    (new,) = x.sent()
+    x.answer(new, ANS_ACK, leaves=1.0)
+    x.answer(new, ANS_FILL, qty=0.25, price=100.0, leaves=0.75, trade_id=1)
+    x.step()
+    reports = x.step([intent(INTENT_QUOTE, BUY, 99.9, 2.0, intent_id=2)])  # the gate passes it: an amend
+    assert [(r["state"], r["price"], r["qty"]) for r in reports] == [(records.ORD_PENDING_AMEND, 99.9, 2.25)]
+    (amend,) = x.sent()
+    assert amend["kind"] == records.CMD_AMEND and amend["order_id"] == new["order_id"] and amend["slot"] == new["slot"]
+    assert amend["price"] == 99.9 and amend["qty"] == 2.25  # the total: what is filled and what should be open
+    x.answer(amend, records.ANS_AMENDED, qty=2.25, price=99.9, leaves=2.0)
+    x.answer(amend, records.ANS_AMENDED, qty=2.25, price=99.9, leaves=2.0)  # the stream and a query: applied once
+    reports = x.step()
+    assert [(r["state"], r["price"], r["leaves"]) for r in reports] == [(records.ORD_AMENDED, 99.9, 2.0)]
+    assert x.stats[execute.ST_AMENDS] == 1 and x.stats[execute.ST_AMENDED] == 1
+    assert x.stats[execute.ST_TRANSITIONS_REFUSED] == 1 and x.stats[execute.ST_OPEN] == 1
+    x.step([intent(INTENT_QUOTE, BUY, 99.8, 2.0, intent_id=3)])
+    (amend,) = x.sent()
+    x.answer(amend, records.ANS_AMEND_REJECTED, qty=2.25, price=99.9, leaves=2.0)
+    x.answer(amend, ANS_FILL, qty=2.0, price=99.9, leaves=0.0, trade_id=2)  # the old quote still fills
+    reports = x.step()
+    assert [(r["state"], r["price"]) for r in reports] == [(records.ORD_AMEND_REJECTED, 99.9), (ORD_FILLED, 99.9)]
+    assert x.state[execute.X_POSITIONS][0] == 2.25 and x.stats[execute.ST_OPEN] == 0
+
+
+def test_an_amend_the_gate_refuses_leaves_the_quote_and_a_venue_without_amends_cancel_replaces():
+    x = LiveExecute(amends=True)
+    x.step([intent(INTENT_QUOTE, SELL, 101.0, 1.0)])
+    (new,) = x.sent()
+    x.answer(new, ANS_ACK, leaves=1.0)
+    x.step()
+    refused = x.step([intent(INTENT_QUOTE, SELL, 150.0, 1.0, intent_id=2)])  # outside the price collar
+    assert [r["state"] for r in refused] == [ORD_REJECTED] and len(x.sent()) == 0
+    assert x.stats[execute.ST_OPEN] == 1 and x.stats[execute.ST_AMENDS] == 0
+    x.step([intent(INTENT_QUOTE, SELL, 101.1, 1.0, intent_id=3)])
+    (amend,) = x.sent()
+    # a second requote while the amend is in flight: cancel-replace (the amended order is cancelled)
+    reports = x.step([intent(INTENT_QUOTE, SELL, 101.2, 1.0, intent_id=4)])
+    assert [r["state"] for r in reports] == [ORD_PENDING_CANCEL, ORD_NEW]
+    assert [c["kind"] for c in x.sent()] == [CMD_CANCEL, CMD_NEW]
+    y = LiveExecute()  # no amends at this venue: the replacement goes first, then the cancel
+    y.step([intent(INTENT_QUOTE, SELL, 101.0, 1.0)])
+    (new,) = y.sent()
+    y.answer(new, ANS_ACK, leaves=1.0)
+    y.step()
+    reports = y.step([intent(INTENT_QUOTE, SELL, 101.1, 1.0, intent_id=2)])
+    assert [r["state"] for r in reports] == [ORD_PENDING_CANCEL, ORD_NEW]
+    assert [c["kind"] for c in y.sent()] == [CMD_CANCEL, CMD_NEW]
