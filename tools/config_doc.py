@@ -66,6 +66,9 @@ def check(path: str) -> int:
     except ConfigError as exc:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a directory, no permission
+        print(f"bot4: config error: cannot read {path}: {exc.strerror}; give a readable TOML file", file=sys.stderr)
+        return 2
     defaults, changed = Config(), []
     for section in dataclasses.fields(Config):
         ours, theirs = getattr(config, section.name), getattr(defaults, section.name)
