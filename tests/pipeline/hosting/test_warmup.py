@@ -93,6 +93,7 @@ def test_two_processes_compile_the_kernels_naming_each_and_a_second_warmup_loads
     assert not second.compiled and "compiled" not in second_log.getvalue(), (second.kernels, second_log.getvalue())
 
 
+@pytest.mark.timeout(1800)  # a cold compile of two kernels: about a minute on 2 idle cores, far more under load
 def test_bot4_warmup_compiles_into_an_empty_cache_then_reports_everything_cached(tmp_path):
     config = tmp_path / "record.toml"  # record mode: two stages (feed, validate), so two kernels to compile
     config.write_text(f'[run]\nmode = "record"\n[journal]\ndir = "{tmp_path / "journal"}"\n')
