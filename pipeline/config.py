@@ -118,12 +118,14 @@ RANGES: dict[str, dict[str, Range]] = {
               "entry_latency_ms": Range(0, 60_000), "response_latency_ms": Range(0, 60_000),
               "queue_power": _positive(100), "hold_ms": Range(0, 60_000)},
     "execute": {"max_open_orders": Range(1, 256), "flatten_collar_bps": BPS, "flatten_retry_ms": _positive(60_000),
-                "flatten_min_usd": Range(0, 1_000), "max_order_qty": _positive(1e12), "max_order_usd": MONEY_USD, "price_collar_bps": BPS,
+                "flatten_min_usd": Range(0, 1_000), "max_order_qty": _positive(1e12), "max_order_usd": MONEY_USD,
+                "price_collar_bps": BPS,
                 "max_orders_per_s": _positive(1e9), "order_burst": Range(1, 10 ** 9),
                 "duplicate_window_ms": Range(0, DAY_MS), "max_position_usd": MONEY_USD},
     "gateway": {"request_timeout_ms": _positive(600_000), "query_interval_ms": _positive(600_000),
                 "in_flight_query_ms": Range(0, 600_000), "position_tolerance": Range(0, 1e12),
-                "dead_man_ms": Range(0, 3_600_000), "holdings_check_s": Range(0, 3_600), "command_capacity": Range(16, RECORDS),
+                "dead_man_ms": Range(0, 3_600_000), "holdings_check_s": Range(0, 3_600),
+                "command_capacity": Range(16, RECORDS),
                 "answer_capacity": Range(16, RECORDS)},
     "routing": {"latency_bps_per_ms": Range(0, 1000), "latency_ewma_alpha": Range(0, 1, lo_open=True),
                 "health_bps": Range(0, 10_000), "health_halflife_ms": _positive(DAY_MS), "health_max": _positive(1e6),
@@ -149,6 +151,24 @@ RANGES: dict[str, dict[str, Range]] = {
 }
 
 
+# The unit a key's name ends with ("units are in the key names"); a key whose name does not say it declares it.
+UNIT_SUFFIXES = (("_bps_per_s", "bps/s"), ("_bps_per_ms", "bps/ms"), ("_bps_per_event", "bps/event"),
+                 ("_eps", "events/s"), ("_ms", "ms"), ("_us", "µs"), ("_s", "s"), ("_bps", "bps"), ("_pct", "%"),
+                 ("_usd", "USD"), ("_mb", "MB"), ("_bars", "bars"), ("_sigmas", "sigmas"), ("_ticks", "ticks"),
+                 ("_samples", "samples"), ("_events", "events"), ("_cycles", "cycles"), ("_capacity", "records"))
+
+
+def option(default, doc: str, unit: str = ""):
+    """A config key: its default, one line of doc (``bot4 config defaults`` prints both), and its unit when its
+    name does not end with one (UNIT_SUFFIXES)."""
+    return field(default=default, metadata={"doc": doc, "unit": unit})
+
+
+def unit_of(key: dataclasses.Field) -> str:
+    """The unit of a config key: declared, else its name's suffix; "" for a key without one (a name, a flag)."""
+    return key.metadata.get("unit") or next((u for suffix, u in UNIT_SUFFIXES if key.name.endswith(suffix)), "")
+
+
 def _check_ranges(section: object, path: str, finite_only: bool = False) -> None:
     hints = get_type_hints(type(section))
     for f in dataclasses.fields(section):
@@ -165,16 +185,19 @@ def _check_ranges(section: object, path: str, finite_only: bool = False) -> None
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str = "main"               # shared-memory names are /bot4.<name>.*
-    duration_s: float = 0.0          # 0 = until Ctrl-C / SIGTERM
-    status_interval_s: float = 1.0   # 0 = no status lines
-    ready_timeout_s: float = 120.0
-    restart: str = "never"           # a dead stage: never (stop the run) | restart (respawn, stay disarmed)
-    max_restarts: int = 3            # per run, with restart
-    arm_at_start: bool = True        # arm after start-up self-checks pass (else wait for killswitch arm)
-    arm_grace_s: float = 3.0         # start-up: keep asking to arm this long (the switch's first frames)
-    mode: str = "trade"              # trade: the whole pipeline | record: feed, validate, journal, recorder only
-    flatten_timeout_s: float = 5.0   # on a stop or trip: execute and its market data run until flat, at most this
+    """The run as a whole: its name, how long, start-up and stop."""
+    name: str = option("main", "the run's name: shared-memory names are /bot4.<name>.*")
+    duration_s: float = option(0.0, "how long to run; 0 = until Ctrl-C / SIGTERM")
+    status_interval_s: float = option(1.0, "a status line every this often; 0 = none")
+    ready_timeout_s: float = option(120.0,
+                                    "start-up fails when a process is not ready this long after the kernels compiled")
+    restart: str = option("never", "a dead stage: never (stop the run) | restart (respawn, stay disarmed)")
+    max_restarts: int = option(3, "restarts of dead stages per run, with run.restart = 'restart'", unit="restarts")
+    arm_at_start: bool = option(True, "arm after start-up self-checks pass (else wait for killswitch arm)")
+    arm_grace_s: float = option(3.0, "start-up: keep asking to arm this long (the switch's first frames)")
+    mode: str = option("trade", "trade: the whole pipeline | record: feed, validate, journal, recorder only")
+    flatten_timeout_s: float = option(5.0,
+                                      "on a stop or trip: execute and its market data run until flat, at most this")
 
     def check(self):
         _require(self.restart in ("never", "restart"), "run.restart", self.restart, "use 'never' or 'restart'")
@@ -191,33 +214,51 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class FeedConfig:
-    source: str = "synthetic"        # synthetic | replay | ccxt (live through ccxt.pro websockets)
-    files: tuple = ()                # replay: "VENUE=PATH" per file (venue: one of feed.venues); any supported format
-    replay_speed: float = 1.0        # replay: 1 = as recorded, N = N times faster, 0 = as fast as possible
-    seed: int = 7
-    rate_eps: float = 10_000.0       # events per second; 0 = as fast as the pipeline takes them
-    max_events: int = 0              # 0 = unlimited
-    venues: tuple = ("venue_a", "venue_b")
-    symbols: tuple = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
-    malformed_rate: float = 0.001    # fraction of deliberately malformed events (exercises quarantine)
-    trade_prob: float = 0.2
-    stall_after_events: int = 0      # chaos: go silent (heartbeat on) after this many events; 0 = never
-    crash_after_events: int = 0      # scripted crash: from this event on every mid steps down...
-    crash_bps_per_event: float = 0.0  # ...by this much
-    burstiness: float = 0.5          # Hawkes branching ratio of arrivals: 0 = Poisson, up to 0.95 = very bursty
-    burst_decay_ms: float = 20.0     # how fast a burst's excitation fades (synthetic clock)
-    regime_mean_s: float = 30.0      # mean time a symbol stays trending / range-bound / volatile
-    info_interval_ms: float = 1000.0  # mean time between a (venue, symbol)'s funding and mark events
-    liquidation_prob: float = 0.2    # chance that a move beyond 3 sigma liquidates someone (x3 when volatile)
-    trend_bps_per_s: float = 5.0     # drift of the trending regime (synthetic clock)
-    ccxt_exchanges: tuple = ()       # ccxt: "VENUE=EXCHANGE" for each of feed.venues (binance, binanceusdm, ...)
-    ccxt_symbols: tuple = ()         # ccxt: "VENUE:SYMBOL=CCXT_SYMBOL"; default: the market with a matching id
-    ccxt_rest_urls: tuple = ()       # ccxt: "VENUE=http://HOST:PORT" replaces the venue's REST origin (paths kept)
-    ccxt_ws_urls: tuple = ()         # ccxt: "VENUE=ws://HOST:PORT" replaces the venue's websocket origin (paths kept)
-    ccxt_trades: bool = True         # ccxt: watch trades as well as books
-    ccxt_funding: bool = True        # ccxt: watch mark price and funding on swaps whose ccxt class can
-    ccxt_reconnect_min_ms: float = 100.0  # ccxt: first retry after a failed watch, doubled per failure...
-    ccxt_reconnect_max_ms: float = 10_000.0  # ...up to this
+    """The market: synthetic, a replay of recorded files, or live through ccxt."""
+    source: str = option("synthetic", "synthetic | replay | ccxt (live through ccxt.pro websockets)")
+    files: tuple = option((), 'replay: "VENUE=PATH" per file (venue: one of feed.venues); any supported format')
+    replay_speed: float = option(1.0, "replay: 1 = as recorded, N = N times faster, 0 = as fast as possible", unit="x")
+    seed: int = option(7, "seed of the synthetic market (the same seed, the same market)")
+    rate_eps: float = option(10_000.0, "events per second; 0 = as fast as the pipeline takes them")
+    max_events: int = option(0, "stop after this many feed events; 0 = unlimited")
+    venues: tuple = option(("venue_a", "venue_b"),
+                           "the venues' names (synthetic: any; replay and ccxt: the names the files and exchanges "
+                           "map to)")
+    symbols: tuple = option(("BTC-USDT", "ETH-USDT", "SOL-USDT"),
+                            "the symbols traded on every venue (synthetic: from BTC-USDT, ETH-USDT, SOL-USDT)")
+    malformed_rate: float = option(0.001,
+                                   "fraction of deliberately malformed events (exercises "
+                                   "quarantine)", unit="fraction")
+    trade_prob: float = option(0.2,
+                               "synthetic: chance that an event is a trade (else a book update)", unit="probability")
+    stall_after_events: int = option(0, "chaos: go silent (heartbeat on) after this many events; 0 = never")
+    crash_after_events: int = option(0,
+                                     "scripted crash: from this event on every mid steps down by "
+                                     "crash_bps_per_event; 0 = never")
+    crash_bps_per_event: float = option(0.0,
+                                        "scripted crash: how far every mid steps down per event past "
+                                        "crash_after_events")
+    burstiness: float = option(0.5,
+                               "Hawkes branching ratio of arrivals: 0 = Poisson, up to 0.95 = very "
+                               "bursty", unit="ratio")
+    burst_decay_ms: float = option(20.0, "how fast a burst's excitation fades (synthetic clock)")
+    regime_mean_s: float = option(30.0, "mean time a symbol stays trending / range-bound / volatile")
+    info_interval_ms: float = option(1000.0, "mean time between a (venue, symbol)'s funding and mark events")
+    liquidation_prob: float = option(0.2,
+                                     "chance that a move beyond 3 sigma liquidates someone (x3 "
+                                     "when volatile)", unit="probability")
+    trend_bps_per_s: float = option(5.0, "drift of the trending regime (synthetic clock)")
+    ccxt_exchanges: tuple = option((), 'ccxt: "VENUE=EXCHANGE" for each of feed.venues (binance, binanceusdm, ...)')
+    ccxt_symbols: tuple = option((), 'ccxt: "VENUE:SYMBOL=CCXT_SYMBOL"; default: the market with a matching id')
+    ccxt_rest_urls: tuple = option((), "ccxt: \"VENUE=http://HOST:PORT\" replaces the venue's REST origin (paths kept)")
+    ccxt_ws_urls: tuple = option((),
+                                 "ccxt: \"VENUE=ws://HOST:PORT\" replaces the venue's websocket origin (paths kept)")
+    ccxt_trades: bool = option(True, "ccxt: watch trades as well as books")
+    ccxt_funding: bool = option(True, "ccxt: watch mark price and funding on swaps whose ccxt class can")
+    ccxt_reconnect_min_ms: float = option(100.0,
+                                          "ccxt: first retry after a failed watch, doubled per failure up to "
+                                          "ccxt_reconnect_max_ms")
+    ccxt_reconnect_max_ms: float = option(10_000.0, "ccxt: the longest wait between retries of a failed watch")
 
     def check(self):
         _require(self.stall_after_events >= 0, "feed.stall_after_events", self.stall_after_events, "use 0 or more")
@@ -262,9 +303,10 @@ class FeedConfig:
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    max_stale_ms: float = 5000.0     # receive time this far behind the venue's time: quarantined
-    max_future_ms: float = 1000.0    # venue time this far ahead of the receive time: quarantined
-    max_jump_pct: float = 10.0       # a price this far from the instrument's last accepted one: quarantined
+    """What validation quarantines (stages.validate)."""
+    max_stale_ms: float = option(5000.0, "receive time this far behind the venue's time: quarantined")
+    max_future_ms: float = option(1000.0, "venue time this far ahead of the receive time: quarantined")
+    max_jump_pct: float = option(10.0, "a price this far from the instrument's last accepted one: quarantined")
 
     def check(self):
         for key in ("max_stale_ms", "max_future_ms", "max_jump_pct"):
@@ -273,25 +315,28 @@ class ValidateConfig:
 
 @dataclass(frozen=True)
 class RiskConfig:
-    max_position_usd: float = 50_000.0
-    max_order_usd: float = 5_000.0
-    vol_ref_bps: float = 2.0         # per-event volatility above which order size is scaled down
-    capital_usd: float = 100_000.0   # starting equity
-    soft_drawdown_pct: float = 15.0  # from peak equity: order size halved beyond this
-    garch_params: str = ""           # GARCH(1,1) fit per symbol (bot4 risk fit-garch); "" = the shipped file
-    bar_s: float = 1.0               # GARCH bars, cut by event time; must match the fit
-    horizon_bars: int = 3600         # risk horizon for heat, the liquidation guard and continuous Kelly
-    cov_halflife_bars: float = 300.0  # EWMA covariance of bar returns across instruments
-    cov_min_bars: int = 100          # before this many bars heat assumes the worst correlation
-    max_gross_usd: float = 150_000.0  # sum of |position notional|
-    max_leverage: float = 3.0        # gross notional at most this times equity
-    heat_limit: float = 0.25         # heat_stop_sigmas * portfolio horizon sigma / equity: no new risk above
-    heat_stop_sigmas: float = 2.0
-    maintenance_margin_pct: float = 0.5  # venue maintenance margin (cross margin, perpetuals)
-    liq_distance_sigmas: float = 3.0  # keep liquidation this many horizon sigmas away; 0 = guard off (spot)
-    kelly_fraction: float = 0.25     # fraction of full Kelly
-    kelly_form: str = "binary"       # binary: c*(p - q/b) from prob_up | continuous: c*mu/sigma^2
-    kelly_payoff_ratio: float = 1.0  # binary form: win/loss ratio b
+    """The risk stage (stages.risk): equity, limits, GARCH volatility, heat and Kelly sizing."""
+    max_position_usd: float = option(50_000.0, "largest position notional per instrument the risk budget allows")
+    max_order_usd: float = option(5_000.0, "largest order notional the risk budget allows")
+    vol_ref_bps: float = option(2.0, "per-event volatility above which order size is scaled down")
+    capital_usd: float = option(100_000.0, "starting equity")
+    soft_drawdown_pct: float = option(15.0, "from peak equity: order size halved beyond this")
+    garch_params: str = option("", 'GARCH(1,1) fit per symbol (bot4 risk fit-garch); "" = the shipped file')
+    bar_s: float = option(1.0, "GARCH bars, cut by event time; must match the fit")
+    horizon_bars: int = option(3600, "risk horizon for heat, the liquidation guard and continuous Kelly")
+    cov_halflife_bars: float = option(300.0, "EWMA covariance of bar returns across instruments")
+    cov_min_bars: int = option(100, "before this many bars heat assumes the worst correlation")
+    max_gross_usd: float = option(150_000.0, "sum of |position notional|")
+    max_leverage: float = option(3.0, "gross notional at most this times equity", unit="x equity")
+    heat_limit: float = option(0.25,
+                               "heat_stop_sigmas * portfolio horizon sigma / equity: no "
+                               "new risk above", unit="fraction of equity")
+    heat_stop_sigmas: float = option(2.0, "heat counts a loss of this many portfolio horizon sigmas")
+    maintenance_margin_pct: float = option(0.5, "venue maintenance margin (cross margin, perpetuals)")
+    liq_distance_sigmas: float = option(3.0, "keep liquidation this many horizon sigmas away; 0 = guard off (spot)")
+    kelly_fraction: float = option(0.25, "fraction of full Kelly", unit="fraction")
+    kelly_form: str = option("binary", "binary: c*(p - q/b) from prob_up | continuous: c*mu/sigma^2")
+    kelly_payoff_ratio: float = option(1.0, "binary form: win/loss ratio b", unit="ratio")
 
     def check(self):
         for key in ("max_position_usd", "max_order_usd", "vol_ref_bps", "capital_usd"):
@@ -315,7 +360,8 @@ class RiskConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    model: str = ""                  # path to an .onnx file with its .json metadata; "" = the shipped model
+    """The model the inference stage runs (onnxruntime)."""
+    model: str = option("", 'path to an .onnx file with its .json metadata; "" = the shipped model')
 
     def check(self):
         if self.model:
@@ -324,24 +370,32 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    threshold: float = 0.1           # take when |prob_up - 0.5| exceeds this
-    take_usd: float = 2_000.0
-    cooldown_ms: float = 50.0        # event time between takes per instrument
-    quoting: bool = True
-    quote_usd: float = 1_000.0
-    half_spread_bps: float = 4.0
-    requote_bps: float = 2.0
-    skew_bps: float = 2.0            # quote skew at a full position
-    kind: str = "regime"             # regime: stages.strategies, allocated by regime (their own sections) |
-    #                                  signal: the model's taker and quoter above | fixed_quote: stages.fixed_quote
+    """Which strategy decides (kind), and the signal and fixed_quote strategies' own keys."""
+    threshold: float = option(0.1, "signal strategy: take when |prob_up - 0.5| exceeds this", unit="probability")
+    take_usd: float = option(2_000.0, "signal strategy: notional of a take (IOC)")
+    cooldown_ms: float = option(50.0, "signal strategy: event time between takes per instrument")
+    quoting: bool = option(True, "signal strategy: also quote both sides around the mid")
+    quote_usd: float = option(1_000.0, "signal strategy: notional of each quote")
+    half_spread_bps: float = option(4.0, "signal strategy: quotes this far from the mid")
+    requote_bps: float = option(2.0, "signal strategy: requote when the wanted price moved this far")
+    skew_bps: float = option(2.0, "signal strategy: quote skew at a full position")
+    kind: str = option("regime",
+                       "regime: stages.strategies, allocated by regime | signal: the model's taker and quoter | "
+                       "fixed_quote: stages.fixed_quote")
     # fixed_quote (the hftbacktest peer check's strategy): every fixed_interval_ms of event time, quote
     # fixed_qty at floor/ceil((mid -/+ fixed_distance_ticks * tick) / tick) * tick, one side off past the limit
-    fixed_interval_ms: float = 100.0
-    fixed_distance_ticks: float = 1.0
-    fixed_qty: float = 0.0029999     # base units (a hair under 3 BTC lots: see bench/hftbacktest_peer.py)
-    fixed_max_position: float = 0.02  # base units: bids only while position < this, asks while > -this
-    fixed_tick_by_symbol: tuple = ()  # "SYMBOL=TICK"; a synthetic symbol defaults to the feed's grid
-    fixed_reference: str = "mid"      # mid: around the mid as above | touch: fixed_distance_ticks behind the best bid/ask
+    fixed_interval_ms: float = option(100.0, "fixed_quote: requote every this much event time")
+    fixed_distance_ticks: float = option(1.0, "fixed_quote: quote at floor/ceil((mid -/+ this * tick) / tick) * tick")
+    fixed_qty: float = option(0.0029999,
+                              "fixed_quote: quote size (a hair under 3 BTC lots: see "
+                              "bench/hftbacktest_peer.py)", unit="base units")
+    fixed_max_position: float = option(0.02,
+                                       "fixed_quote: bids only while position < this, asks while "
+                                       "> -this", unit="base units")
+    fixed_tick_by_symbol: tuple = option((), "\"SYMBOL=TICK\"; a synthetic symbol defaults to the feed's grid")
+    fixed_reference: str = option("mid",
+                                  "fixed_quote: mid (around the mid) | touch (fixed_distance_ticks behind the best "
+                                  "bid/ask)")
 
     def check(self):
         _require(self.fixed_reference in ("mid", "touch"), "strategy.fixed_reference", self.fixed_reference,
@@ -391,15 +445,19 @@ def _by_strategy(key: str, entries, ok, fix: str) -> dict[str, float]:
 @dataclass(frozen=True)
 class RegimeConfig:
     """The regime detector (stages.strategies.regime); defaults tuned on synthetic seeds 1-5 only."""
-    sample_ms: float = 100.0         # the mid sampled every this much event time
-    fast_half_life: float = 10.0     # samples: the EWMA of sampled squared returns
-    baseline_samples: float = 3000.0  # the calm level's averaging length, samples
-    range_vr: float = 0.6            # variance ratio below this: range-bound
-    volatile_dev: float = 0.5        # ln variance above the calm level by more than this: volatile
-    hysteresis: float = 0.1          # each boundary widened by this on the side of the current regime
-    min_dwell_ms: float = 200.0      # a new regime must hold this long
-    warmup_samples: int = 30
-    volatile_weight: float = 0.03    # how fast volatile samples move the calm level, relative to trending ones
+    sample_ms: float = option(100.0, "the mid sampled every this much event time")
+    fast_half_life: float = option(10.0, "the EWMA of sampled squared returns", unit="samples")
+    baseline_samples: float = option(3000.0, "the calm level's averaging length")
+    range_vr: float = option(0.6, "variance ratio below this: range-bound", unit="ratio")
+    volatile_dev: float = option(0.5,
+                                 "ln variance above the calm level by more than this: volatile", unit="ln variance")
+    hysteresis: float = option(0.1,
+                               "each boundary widened by this on the side of the current regime", unit="ln variance")
+    min_dwell_ms: float = option(200.0, "a new regime must hold this long")
+    warmup_samples: int = option(30, "samples before the detector names a regime")
+    volatile_weight: float = option(0.03,
+                                    "how fast volatile samples move the calm level, relative to "
+                                    "trending ones", unit="ratio")
 
     def check(self):
         pass
@@ -416,13 +474,18 @@ class AllocatorConfig:
     average with a standard deviation of $2,200 (no edge the seeds can tell from zero); mean reversion barely
     traded. So the defaults allocate nothing and the pipeline sends no orders (it says so at start); turn a
     strategy on here (e.g. trending = ["momentum=1"]) or in a running pipeline with ``bot4 allocator weights``."""
-    trending: tuple = ()
-    range_bound: tuple = ()
-    volatile: tuple = ()
-    max_position_usd: tuple = ("momentum=20000", "mean_reversion=10000", "market_making=10000", "arbitrage=20000")
-    orders_per_s: tuple = ("momentum=5", "mean_reversion=5", "market_making=40", "arbitrage=10")
-    burst: tuple = ("momentum=10", "mean_reversion=10", "market_making=80", "arbitrage=20")
-    loss_limit_usd: tuple = ("momentum=2000", "mean_reversion=2000", "market_making=2000", "arbitrage=2000")
+    trending: tuple = option((),
+                             '"STRATEGY=WEIGHT" of the strategies that run when trending (weight 0..10; none = off)')
+    range_bound: tuple = option((), '"STRATEGY=WEIGHT" of the strategies that run when range-bound')
+    volatile: tuple = option((), '"STRATEGY=WEIGHT" of the strategies that run when volatile')
+    max_position_usd: tuple = option(("momentum=20000", "mean_reversion=10000", "market_making=10000",
+                                      "arbitrage=20000"), "\"STRATEGY=USD\": each strategy's own position limit")
+    orders_per_s: tuple = option(("momentum=5", "mean_reversion=5", "market_making=40", "arbitrage=10"),
+                                 "\"STRATEGY=RATE\": each strategy's order rate (event time)", unit="orders/s")
+    burst: tuple = option(("momentum=10", "mean_reversion=10", "market_making=80", "arbitrage=20"),
+                          "\"STRATEGY=ORDERS\": each strategy's order burst (token bucket depth)", unit="orders")
+    loss_limit_usd: tuple = option(("momentum=2000", "mean_reversion=2000", "market_making=2000", "arbitrage=2000"),
+                                   '"STRATEGY=USD": a strategy that lost this much stops opening (0 = no limit)')
 
     def values(self, key: str) -> dict[str, float]:
         """{strategy: value} of one key; a weight list names only strategies with a weight, limits every one."""
@@ -461,16 +524,16 @@ def allocation_note(config) -> str:
 @dataclass(frozen=True)
 class MomentumConfig:
     """stages.strategies.momentum: the signal's weights, its expected move per bps, entry/exit bands, sizing."""
-    w_10s: float = 0.5
-    w_60s: float = 0.5
-    w_model: float = 0.0             # the model's lean (2p - 1) x horizon sigma, bps
-    beta: float = 0.5                # expected move over the horizon per bps of signal
-    entry_bps: float = 1.0           # net edge (after a round trip's costs) to enter
-    exit_bps: float = 2.0            # hold while the signal keeps its sign and stays above this
-    slippage_bps: float = 1.0
-    kelly_fraction: float = 0.25
-    min_trade_usd: float = 200.0
-    cooldown_ms: float = 1000.0
+    w_10s: float = option(0.5, "weight of the mid against its 10 s EWMA in the signal", unit="bps/bps")
+    w_60s: float = option(0.5, "weight of the mid against its 60 s EWMA in the signal", unit="bps/bps")
+    w_model: float = option(0.0, "weight of the model's lean (2p - 1) x horizon sigma in the signal", unit="bps/bps")
+    beta: float = option(0.5, "expected move over the horizon per bps of signal", unit="bps/bps")
+    entry_bps: float = option(1.0, "net edge (after a round trip's costs) to enter")
+    exit_bps: float = option(2.0, "hold while the signal keeps its sign and stays above this")
+    slippage_bps: float = option(1.0, "slippage margin counted in a round trip's costs")
+    kelly_fraction: float = option(0.25, "fraction of full Kelly", unit="fraction")
+    min_trade_usd: float = option(200.0, "no order smaller than this")
+    cooldown_ms: float = option(1000.0, "event time between orders per instrument")
 
     def check(self):
         pass
@@ -479,15 +542,15 @@ class MomentumConfig:
 @dataclass(frozen=True)
 class MeanReversionConfig:
     """stages.strategies.mean_reversion: deviation of the mid from its 60 s EWMA in units of its volatility."""
-    entry_z: float = 2.0
-    exit_z: float = 0.5
-    stop_z: float = 4.0
-    reversion: float = 0.5           # the share of the deviation expected back
-    min_edge_bps: float = 0.5        # expected reversion net of a round trip's costs, to enter
-    slippage_bps: float = 1.0
-    order_usd: float = 2000.0
-    cooldown_ms: float = 1000.0
-    min_trade_usd: float = 100.0
+    entry_z: float = option(2.0, "enter when the deviation exceeds this", unit="sigmas")
+    exit_z: float = option(0.5, "exit when the deviation is back within this", unit="sigmas")
+    stop_z: float = option(4.0, "stop out when the deviation exceeds this", unit="sigmas")
+    reversion: float = option(0.5, "the share of the deviation expected back", unit="fraction")
+    min_edge_bps: float = option(0.5, "expected reversion net of a round trip's costs, to enter")
+    slippage_bps: float = option(1.0, "slippage margin counted in a round trip's costs")
+    order_usd: float = option(2000.0, "notional of an entry")
+    cooldown_ms: float = option(1000.0, "event time between orders per instrument")
+    min_trade_usd: float = option(100.0, "no order smaller than this")
 
     def check(self):
         _require(self.exit_z < self.entry_z < self.stop_z, "mean_reversion.entry_z",
@@ -497,17 +560,19 @@ class MeanReversionConfig:
 @dataclass(frozen=True)
 class MarketMakingConfig:
     """stages.strategies.market_making: Avellaneda-Stoikov quotes in ticks, re-decided every interval_ms."""
-    gamma: float = 0.1               # risk aversion, per tick
-    q_max: float = 5.0               # inventory bound, in quote sizes
-    k_default: float = 0.5           # arrival decay per tick until the online fit has enough points
-    interval_ms: float = 100.0       # the real-time loop
-    requote_ticks: float = 1.0
-    vol_widen: float = 1.0           # spread x (sigma / slow sigma) ** vol_widen when volatility rose
-    vol_slow_s: float = 60.0
-    quote_usd: float = 1000.0
-    fit_half_life_s: float = 60.0
-    fit_min_count: float = 5.0
-    fit_min_points: int = 3
+    gamma: float = option(0.1, "risk aversion, per tick", unit="1/tick")
+    q_max: float = option(5.0, "inventory bound, in quote sizes", unit="quote sizes")
+    k_default: float = option(0.5, "arrival decay per tick until the online fit has enough points", unit="1/tick")
+    interval_ms: float = option(100.0, "quotes re-decided every this much time (the real-time loop)")
+    requote_ticks: float = option(1.0, "requote when the wanted price moved this far")
+    vol_widen: float = option(1.0, "spread x (sigma / slow sigma) ** vol_widen when volatility rose", unit="exponent")
+    vol_slow_s: float = option(60.0, "the slow volatility's averaging time")
+    quote_usd: float = option(1000.0, "notional of each quote")
+    fit_half_life_s: float = option(60.0, "the online arrival fit forgets trades with this half-life")
+    fit_min_count: float = option(5.0,
+                                  "a distance enters the arrival fit with at least this many "
+                                  "(decayed) trades", unit="trades")
+    fit_min_points: int = option(3, "the arrival fit needs this many distances, else k_default", unit="points")
 
     def check(self):
         pass
@@ -516,15 +581,15 @@ class MarketMakingConfig:
 @dataclass(frozen=True)
 class ArbitrageConfig:
     """stages.strategies.arbitrage: the same symbol on two venues, both legs as takers."""
-    entry_bps: float = 1.0           # after both taker fees, slippage and carry
-    exit_bps: float = 1.0            # unwind when the way back costs at most this
-    slippage_bps: float = 1.0        # per leg
-    order_usd: float = 2000.0
-    max_age_ms: float = 50.0         # the other venue's quote at most this old
-    leg_timeout_ms: float = 500.0    # a residual leg older than this is closed
-    max_hold_s: float = 300.0
-    expected_hold_s: float = 60.0    # for the funding carry
-    min_trade_usd: float = 100.0
+    entry_bps: float = option(1.0, "after both taker fees, slippage and carry")
+    exit_bps: float = option(1.0, "unwind when the way back costs at most this")
+    slippage_bps: float = option(1.0, "per leg")
+    order_usd: float = option(2000.0, "notional of each leg")
+    max_age_ms: float = option(50.0, "the other venue's quote at most this old")
+    leg_timeout_ms: float = option(500.0, "a residual leg older than this is closed")
+    max_hold_s: float = option(300.0, "a position held longer is unwound")
+    expected_hold_s: float = option(60.0, "for the funding carry")
+    min_trade_usd: float = option(100.0, "no order smaller than this")
 
     def check(self):
         pass
@@ -535,26 +600,28 @@ GATE_LIMITS = ("max_order_qty", "max_order_usd", "max_position_usd")  # each wit
 
 @dataclass(frozen=True)
 class ExecuteConfig:
-    venue: str = "paper"             # the venue model of [venue]
-    max_open_orders: int = 64
-    on_kill: str = "flatten"         # flatten (cancel all, then close positions reduce-only) | cancel_only
-    flatten_collar_bps: float = 50.0  # flatten orders cross the touch by at most this
-    flatten_retry_ms: float = 100.0
-    # A position worth less than this at the mid is dust: flatten leaves it (a venue refuses orders that small;
-    # fills' float sums leave crumbs like 1e-16) and the summary reports it.
-    flatten_min_usd: float = 1.0
-    max_order_qty: float = 1_000.0     # pre-trade gate: base units per order
-    max_order_usd: float = 25_000.0    # pre-trade gate: notional per order at the reference price
-    price_collar_bps: float = 100.0    # limit price at most this far from the mid
-    max_orders_per_s: float = 5_000.0  # token bucket refill rate (event time)
-    order_burst: int = 1_000           # token bucket depth
-    duplicate_window_ms: float = 10.0  # the same order again within this is a duplicate
-    max_position_usd: float = 75_000.0  # per instrument, after a full fill of this and the side's open orders
+    """The execute stage: the venue, open orders, the pre-trade gate and what a kill does."""
+    venue: str = option("paper", "the venue model of [venue] (only 'paper')")
+    max_open_orders: int = option(64, "open orders at once; past it new orders are rejected", unit="orders")
+    on_kill: str = option("flatten", "flatten (cancel all, then close positions reduce-only) | cancel_only")
+    flatten_collar_bps: float = option(50.0, "flatten orders cross the touch by at most this")
+    flatten_retry_ms: float = option(100.0, "a flatten order not filled is replaced after this long")
+    flatten_min_usd: float = option(1.0, "a position worth less than this at the mid is dust: flatten leaves it (a "
+                                         "venue refuses orders that small; fills' float sums leave crumbs like 1e-16)")
+    max_order_qty: float = option(1_000.0, "pre-trade gate: base units per order", unit="base units")
+    max_order_usd: float = option(25_000.0, "pre-trade gate: notional per order at the reference price")
+    price_collar_bps: float = option(100.0, "limit price at most this far from the mid")
+    max_orders_per_s: float = option(5_000.0, "token bucket refill rate (event time)", unit="orders/s")
+    order_burst: int = option(1_000, "token bucket depth", unit="orders")
+    duplicate_window_ms: float = option(10.0, "the same order again within this is a duplicate")
+    max_position_usd: float = option(75_000.0, "per instrument, after a full fill of this and the side's open orders")
     # Per-symbol gate limits, "SYMBOL=VALUE" with SYMBOL one of feed.symbols (on every venue); a symbol
     # without an entry gets the global key above. Base units differ per symbol, so max_order_qty needs them most.
-    max_order_qty_by_symbol: tuple = ()     # e.g. ["BTC-USDT=2.5", "SOL-USDT=500"]
-    max_order_usd_by_symbol: tuple = ()     # e.g. ["SOL-USDT=10000"]
-    max_position_usd_by_symbol: tuple = ()  # e.g. ["BTC-USDT=100000", "SOL-USDT=20000"]
+    max_order_qty_by_symbol: tuple = option((),
+                                            '"SYMBOL=QTY" per-symbol max_order_qty (base units differ per symbol), '
+                                            'e.g. ["BTC-USDT=2.5"]')
+    max_order_usd_by_symbol: tuple = option((), '"SYMBOL=USD" per-symbol max_order_usd, e.g. ["SOL-USDT=10000"]')
+    max_position_usd_by_symbol: tuple = option((), '"SYMBOL=USD" per-symbol max_position_usd, e.g. ["BTC-USDT=100000"]')
 
     def check(self):
         for key in ("max_order_qty", "max_order_usd", "price_collar_bps", "max_orders_per_s", "max_position_usd"):
@@ -615,23 +682,25 @@ class RoutingConfig:
     """Smart order routing and execution algorithms (stages.routing) for taker (IOC) intents. The defaults route
     nothing and wrap nothing: every intent is one order on its own venue unless it asks for more itself
     (ORDER_INTENT.route, .algo)."""
-    route_takers: bool = False         # every taker intent may be split across the venues that list its symbol
-    latency_bps_per_ms: float = 0.5    # a venue's measured ack latency costs this much per ms in the ranking
-    latency_ewma_alpha: float = 0.1    # weight of each new ack in a venue's latency average
-    health_bps: float = 5.0            # each recent venue reject or late ack costs this much in the ranking...
-    health_halflife_ms: float = 30_000.0  # ...halved every this much event time
-    health_max: float = 3.0            # a venue with this many recent failures (decayed) is left out
-    ack_timeout_ms: float = 1_000.0    # an ack later than this counts as a timeout (a failure)
-    min_child_usd: float = 10.0        # a smaller routed share goes to the best venue; a smaller POV child waits
-    algo: str = "none"                 # none | twap | pov | iceberg: works every taker intent above algo_above_usd
-    algo_above_usd: float = 25_000.0   # notional (qty x limit price) above which `algo` takes an intent
-    twap_slices: int = 10
-    twap_horizon_ms: float = 10_000.0  # the first slice at once, the last at (slices - 1) / slices of this
-    pov_share: float = 0.1             # of the volume traded in the symbol's trade events since the parent started
-    pov_max_child_usd: float = 5_000.0  # 0 = no cap
-    pov_horizon_ms: float = 60_000.0   # the deadline; 0 = none
-    iceberg_display_usd: float = 2_000.0  # the part shown at a time
-    iceberg_horizon_ms: float = 60_000.0  # the deadline: the shown part is cancelled; 0 = none
+    route_takers: bool = option(False, "every taker intent may be split across the venues that list its symbol")
+    latency_bps_per_ms: float = option(0.5, "a venue's measured ack latency costs this much per ms in the ranking")
+    latency_ewma_alpha: float = option(0.1, "weight of each new ack in a venue's latency average", unit="fraction")
+    health_bps: float = option(5.0, "each recent venue reject or late ack costs this much in the ranking")
+    health_halflife_ms: float = option(30_000.0, "a venue's failures count half after this much event time")
+    health_max: float = option(3.0, "a venue with this many recent failures (decayed) is left out", unit="failures")
+    ack_timeout_ms: float = option(1_000.0, "an ack later than this counts as a timeout (a failure)")
+    min_child_usd: float = option(10.0, "a smaller routed share goes to the best venue; a smaller POV child waits")
+    algo: str = option("none", "none | twap | pov | iceberg: works every taker intent above algo_above_usd")
+    algo_above_usd: float = option(25_000.0, "notional (qty x limit price) above which `algo` takes an intent")
+    twap_slices: int = option(10, "a TWAP parent is sent in this many slices", unit="slices")
+    twap_horizon_ms: float = option(10_000.0, "the first slice at once, the last at (slices - 1) / slices of this")
+    pov_share: float = option(0.1,
+                              "POV: share of the volume traded in the symbol since the parent "
+                              "started", unit="fraction")
+    pov_max_child_usd: float = option(5_000.0, "POV: the largest child; 0 = no cap")
+    pov_horizon_ms: float = option(60_000.0, "POV: the deadline; 0 = none")
+    iceberg_display_usd: float = option(2_000.0, "iceberg: the part shown at a time")
+    iceberg_horizon_ms: float = option(60_000.0, "iceberg: the deadline (the shown part is cancelled); 0 = none")
 
     def check(self):
         _require(self.algo in ALGO_CHOICES, "routing.algo", self.algo, f"use one of {', '.join(ALGO_CHOICES)}")
@@ -646,21 +715,23 @@ QUEUE_MODELS = ("front", "risk_averse", "power", "power2", "power3", "log", "log
 @dataclass(frozen=True)
 class VenueConfig:
     """The venue model (stages.venue): the paper venue of a live run and the venue of a backtest."""
-    entry_latency_ms: float = 2.0     # order or cancel, sent to matched
-    response_latency_ms: float = 2.0  # venue acted to its answer back
-    latency_file: str = ""            # measured rows (request_ns, venue_ns, response_ns), CSV or .npy: overrides the
-                                      # constants; a venue time <= 0 is an order the venue rejected
-    queue_model: str = "risk_averse"  # front (no queue: trade-through) | risk_averse | power | power2 | power3 | log | log2
-    queue_power: float = 3.0          # n of the power models
-    partial_fills: bool = True        # false: a resting order fills whole or not at all (hftbacktest's no-partial)
-    funding: bool = True              # perpetual positions pay or receive funding at each funding time
-    hold_ms: float = 20.0             # live paper run: longest an order waits for its venue's next market event
-    clock_offset: str = "auto"        # auto: synthetic 0, recordings and live min(receive - venue time) | fixed: 0
-    maker_fee_bps: float = 1.0        # negative = rebate
-    taker_fee_bps: float = 5.0
-    maker_fee_bps_by_venue: tuple = ()  # "VENUE=BPS" with VENUE one of feed.venues, e.g. ["binance=-0.5"]
-    taker_fee_bps_by_venue: tuple = ()
-    lot_by_symbol: tuple = ()         # "SYMBOL=LOT": queue fills come in whole lots (as a venue's do); none = exact
+    entry_latency_ms: float = option(2.0, "order or cancel, sent to matched")
+    response_latency_ms: float = option(2.0, "venue acted to its answer back")
+    latency_file: str = option("",
+                               "measured rows (request_ns, venue_ns, response_ns), CSV or .npy, instead of the "
+                               "constants; venue time <= 0 = rejected")
+    queue_model: str = option("risk_averse",
+                              "front (no queue: trade-through) | risk_averse | power | power2 | power3 | log | log2")
+    queue_power: float = option(3.0, "n of the power models", unit="exponent")
+    partial_fills: bool = option(True, "false: a resting order fills whole or not at all (hftbacktest's no-partial)")
+    funding: bool = option(True, "perpetual positions pay or receive funding at each funding time")
+    hold_ms: float = option(20.0, "live paper run: longest an order waits for its venue's next market event")
+    clock_offset: str = option("auto", "auto: synthetic 0, recordings and live min(receive - venue time) | fixed: 0")
+    maker_fee_bps: float = option(1.0, "maker fee; negative = rebate")
+    taker_fee_bps: float = option(5.0, "taker fee; negative = rebate")
+    maker_fee_bps_by_venue: tuple = option((), '"VENUE=BPS" with VENUE one of feed.venues, e.g. ["binance=-0.5"]')
+    taker_fee_bps_by_venue: tuple = option((), '"VENUE=BPS" with VENUE one of feed.venues, e.g. ["binance=4"]')
+    lot_by_symbol: tuple = option((), "\"SYMBOL=LOT\": queue fills come in whole lots (as a venue's do); none = exact")
 
     def check(self):
         _require(self.queue_model in QUEUE_MODELS, "venue.queue_model", self.queue_model,
@@ -705,27 +776,27 @@ class GatewayConfig:
     process and ccxt; the others stay on the paper venue. A run with live venues needs ``bot4 run --live``. Keys
     and secrets never go here: BOT4_<VENUE>_API_KEY / BOT4_<VENUE>_API_SECRET in the environment, or
     ``credentials_file`` (readable by its owner only)."""
-    live_venues: tuple = ()          # names of feed.venues whose orders go to the venue (real money unless sandbox)
-    exchanges: tuple = ()            # "VENUE=EXCHANGE" ccxt.pro ids; default: feed.ccxt_exchanges
-    symbols: tuple = ()              # "VENUE:SYMBOL=CCXT_SYMBOL"; default: feed.ccxt_symbols, else the matching market
-    rest_urls: tuple = ()            # "VENUE=http://HOST:PORT" replaces the REST origin; default: feed.ccxt_rest_urls
-    ws_urls: tuple = ()              # the same for websockets; default: feed.ccxt_ws_urls
-    sandbox: bool = False            # ccxt's sandbox mode: the venue's testnet
-    credentials_file: str = ""       # TOML of [VENUE] api_key / api_secret, mode 0600; "" = the environment
-    request_timeout_ms: float = 5_000.0   # no answer by then: the command's outcome is unknown (never resent)
-    query_interval_ms: float = 2_000.0    # orders in flight longer than in_flight_query_ms are queried this often
-    in_flight_query_ms: float = 5_000.0
-    position_tolerance: float = 1e-9      # base units: a venue position this small is no mismatch at start-up
-    dead_man_ms: float = 0.0         # the venue's countdown cancel-all, refreshed while armed (0 = off)
-    # Spot venues: every this often the venue's balance of each base currency is checked against its balance at the
-    # run's start plus the run's fills; a difference seen twice with no fill between disables trading (0 = off)
-    holdings_check_s: float = 5.0
-    # A quote's new price or size amends the working quote in place where the venue keeps the order (and its
-    # ids) through an amend (AMENDS_IN_PLACE); elsewhere, and with this off, the new quote is placed, then the old
-    # one cancelled.
-    amend_quotes: bool = True
-    command_capacity: int = 1_024    # execute -> gateway ring, per live venue (a power of two)
-    answer_capacity: int = 4_096     # gateway -> execute ring, per live venue (a power of two)
+    live_venues: tuple = option((), "names of feed.venues whose orders go to the venue (real money unless sandbox)")
+    exchanges: tuple = option((), '"VENUE=EXCHANGE" ccxt.pro ids; default: feed.ccxt_exchanges')
+    symbols: tuple = option((), '"VENUE:SYMBOL=CCXT_SYMBOL"; default: feed.ccxt_symbols, else the matching market')
+    rest_urls: tuple = option((), '"VENUE=http://HOST:PORT" replaces the REST origin; default: feed.ccxt_rest_urls')
+    ws_urls: tuple = option((), "the same for websockets; default: feed.ccxt_ws_urls")
+    sandbox: bool = option(False, "ccxt's sandbox mode: the venue's testnet")
+    credentials_file: str = option("", 'TOML of [VENUE] api_key / api_secret, mode 0600; "" = the environment')
+    request_timeout_ms: float = option(5_000.0, "no answer by then: the command's outcome is unknown (never resent)")
+    query_interval_ms: float = option(2_000.0, "orders in flight longer than in_flight_query_ms are queried this often")
+    in_flight_query_ms: float = option(5_000.0, "an order in flight longer than this is queried at the venue")
+    position_tolerance: float = option(1e-9,
+                                       "base units: a venue position this small is no mismatch at "
+                                       "start-up", unit="base units")
+    dead_man_ms: float = option(0.0, "the venue's countdown cancel-all, refreshed while armed (0 = off)")
+    holdings_check_s: float = option(5.0, "spot venues: every this often each base currency's balance is checked "
+                                          "against the start's plus the run's fills; a difference seen twice with no "
+                                          "fill between disables trading (0 = off)")
+    amend_quotes: bool = option(True, "a quote's new price or size amends the working quote in place where the venue "
+                                      "keeps the order through an amend (Binance futures); else new quote, then cancel")
+    command_capacity: int = option(1_024, "execute -> gateway ring, per live venue (a power of two)", unit="records")
+    answer_capacity: int = option(4_096, "gateway -> execute ring, per live venue (a power of two)", unit="records")
 
     def check(self):
         for key in ("command_capacity", "answer_capacity"):
@@ -772,17 +843,20 @@ class GatewayConfig:
 
 @dataclass(frozen=True)
 class WatchdogConfig:
-    period_ms: float = 1.0
-    heartbeat_stale_ms: float = 500.0
-    feed_stale_ms: float = 2000.0       # no valid market event for this long trips (0 = off)
-    hard_drawdown_pct: float = 20.0     # from peak equity (the risk stage's figures)
-    ring_blocked_ms: float = 2000.0     # a hot-path producer blocked on a full ring this long trips
-    max_error_fraction: float = 0.05    # quarantined / received over the last error_window_s trips...
-    min_error_events: int = 500         # ...once the window holds at least this many received events
-    error_window_s: float = 10.0        # the sliding window of the error-rate guard
-    clock_backwards_ms: float = 1.0     # the wall clock stepping back more than this trips
-    alert_endpoint: str = "auto"        # zmq PUB endpoint for alerts; auto = ipc in the temp dir; "" = off
-    alert_command: str = ""             # run on every trip (shell words; BOT4_* variables describe it)
+    """The watchdog's trip conditions and where its alerts go."""
+    period_ms: float = option(1.0, "the watchdog checks everything this often")
+    heartbeat_stale_ms: float = option(500.0, "a process whose heartbeat is older than this trips trading")
+    feed_stale_ms: float = option(2000.0, "no valid market event for this long trips (0 = off)")
+    hard_drawdown_pct: float = option(20.0, "from peak equity (the risk stage's figures)")
+    ring_blocked_ms: float = option(2000.0, "a hot-path producer blocked on a full ring this long trips")
+    max_error_fraction: float = option(0.05,
+                                       "quarantined / received over the last error_window_s above "
+                                       "this trips", unit="fraction")
+    min_error_events: int = option(500, "the error-rate guard waits for this many received events in its window")
+    error_window_s: float = option(10.0, "the sliding window of the error-rate guard")
+    clock_backwards_ms: float = option(1.0, "the wall clock stepping back more than this trips")
+    alert_endpoint: str = option("auto", 'zmq PUB endpoint for alerts; auto = ipc in the temp dir; "" = off')
+    alert_command: str = option("", "run on every trip (shell words; BOT4_* variables describe it)")
 
     def check(self):
         _require(0 < self.period_ms <= 100, "watchdog.period_ms", self.period_ms, "use (0, 100]")
@@ -845,13 +919,14 @@ def utc_ns(text: str, key: str) -> int:
 @dataclass(frozen=True)
 class BacktestConfig:
     """``bot4 backtest``: its data is [feed] (synthetic, or feed.files) unless ``journal`` names a journal."""
-    journal: str = ""                # a journal directory whose market stream is the data
-    start: str = ""                  # UTC ISO-8601: events received before are left out ("" = from the start)
-    end: str = ""                    # events received at or after are left out ("" = to the end)
-    feedback_ms: float = 5.0         # the local stages step over at most this much event time at once: the longest a
-                                     # fill's report waits to reach risk and strategy (live: microseconds); 0 = batches
-    sample_ms: float = 1000.0        # the report's equity samples (Sharpe, Sortino on their returns)
-    gap_s: float = 2.0               # the report lists market silences longer than this per instrument
+    journal: str = option("", "a journal directory whose market stream is the data")
+    start: str = option("", 'UTC ISO-8601: events received before are left out ("" = from the start)')
+    end: str = option("", 'events received at or after are left out ("" = to the end)')
+    feedback_ms: float = option(5.0,
+                                "local stages step over at most this much event time at once (a fill's report waits "
+                                "this long at most); 0 = batches")
+    sample_ms: float = option(1000.0, "the report's equity samples (Sharpe, Sortino on their returns)")
+    gap_s: float = option(2.0, "the report lists market silences longer than this per instrument")
 
     def check(self):
         if self.journal:
@@ -868,11 +943,12 @@ class BacktestConfig:
 
 @dataclass(frozen=True)
 class JournalConfig:
-    dir: str = ""                    # record market events, intents and reports here; "" = no journal
-    fsync: str = "interval"          # never | interval | every_batch (pipeline.store.journal.FsyncPolicy)
-    fsync_interval_ms: float = 100.0
-    rotate_mb: float = 256.0         # start a new segment file past this size
-    tap_capacity: int = 65536        # records per tap ring; a journal that falls behind counts what it missed
+    """The journal: market events, intents and reports recorded to disk."""
+    dir: str = option("", 'record market events, intents and reports here; "" = no journal')
+    fsync: str = option("interval", "never | interval | every_batch (pipeline.store.journal.FsyncPolicy)")
+    fsync_interval_ms: float = option(100.0, "journal.fsync = 'interval': fsync this often")
+    rotate_mb: float = option(256.0, "start a new segment file past this size")
+    tap_capacity: int = option(65536, "records per tap ring; a journal that falls behind counts what it missed")
 
     def check(self):
         _require(self.fsync in ("never", "interval", "every_batch"), "journal.fsync", self.fsync,
@@ -885,7 +961,8 @@ class JournalConfig:
 
 @dataclass(frozen=True)
 class RecorderConfig:
-    dsn: str = ""                    # PostgreSQL DSN; "" = no database. Needs journal.dir: it copies the journal
+    """The recorder: the journal copied into PostgreSQL."""
+    dsn: str = option("", 'PostgreSQL DSN; "" = no database. Needs journal.dir: it copies the journal')
 
     def check(self):
         pass
@@ -893,14 +970,17 @@ class RecorderConfig:
 
 @dataclass(frozen=True)
 class KillSwitchConfig:
-    mode: str = "none"               # none | line | heartbeat
-    port: str = ""                   # serial device (/dev/ttyUSB0) or pyserial URL (loop://)
-    baudrate: int = 115200
-    line: str = "cts"                # line mode: cts | dsr | cd | ri
-    active_low: bool = False         # line mode: armed when the line reads low
-    heartbeat_timeout_ms: float = 250.0  # heartbeat mode: silence past this trips
-    reconnect_min_ms: float = 50.0
-    reconnect_max_ms: float = 2000.0
+    """The hardware kill switch on a serial line."""
+    mode: str = option("none", "none | line | heartbeat")
+    port: str = option("", "serial device (/dev/ttyUSB0) or pyserial URL (loop://)")
+    baudrate: int = option(115200, "serial line speed", unit="baud")
+    line: str = option("cts", "line mode: cts | dsr | cd | ri")
+    active_low: bool = option(False, "line mode: armed when the line reads low")
+    heartbeat_timeout_ms: float = option(250.0, "heartbeat mode: silence past this trips")
+    reconnect_min_ms: float = option(50.0,
+                                     "first retry after the serial device failed, doubled per failure up to "
+                                     "reconnect_max_ms")
+    reconnect_max_ms: float = option(2000.0, "the longest wait between retries of the serial device")
 
     def check(self):
         _require(self.mode in ("none", "line", "heartbeat"), "killswitch.mode", self.mode,
@@ -917,20 +997,23 @@ class KillSwitchConfig:
 
 @dataclass(frozen=True)
 class TopologyConfig:
-    mode: str = "auto"               # auto | dedicated (a core per process) | shared (processes share cores)
-    idle: str = "auto"               # auto | busy_spin | yielding | sleeping | blocking
-    cores: tuple = ()                # explicit cores, one per stage in STAGE_NAMES order, then the watchdog
-    spin_cycles: int = 5             # empty duty cycles spun before yielding/sleeping/blocking (~0.5 us)
-    yield_cycles: int = 1000         # sleeping/blocking: yields before the first sleep or block
-    min_sleep_us: int = 50           # sleeping: first sleep, doubled while idle...
-    max_sleep_us: int = 1000         # ...up to this
-    nice: int = 0                    # niceness for stage processes (negative needs privileges)
-    realtime_priority: int = 0       # SCHED_FIFO priority for stages with a dedicated core; 0 = off
-    # auto (dedicated, until measured figures favour shared) | dedicated (a process per stage) | shared (a
-    # process per group below; stages in no group, and inference, keep their own)
-    threading: str = "auto"
-    # shared threading: consecutive njit stages hosted by one process, chained without a ring between them
-    groups: tuple = ("feed,validate,feature,risk", "strategy,execute")
+    """How stages map to processes and cores, and how they idle."""
+    mode: str = option("auto", "auto | dedicated (a core per process) | shared (processes share cores)")
+    idle: str = option("auto", "auto | busy_spin | yielding | sleeping | blocking")
+    cores: tuple = option((),
+                          "explicit cores, one per stage in STAGE_NAMES order, then watchdog, journal, recorder (and "
+                          "gateway)")
+    spin_cycles: int = option(5, "empty duty cycles spun before yielding/sleeping/blocking (~0.5 us)")
+    yield_cycles: int = option(1000, "sleeping/blocking: yields before the first sleep or block")
+    min_sleep_us: int = option(50, "sleeping idle: the first sleep, doubled while idle up to max_sleep_us")
+    max_sleep_us: int = option(1000, "sleeping idle: the longest sleep")
+    nice: int = option(0, "niceness for stage processes (negative needs privileges)", unit="niceness")
+    realtime_priority: int = option(0, "SCHED_FIFO priority for stages with a dedicated core; 0 = off", unit="priority")
+    threading: str = option("auto",
+                            "auto (dedicated until measured figures favour shared) | dedicated (a process per stage) "
+                            "| shared (a process per group; stages in no group, and inference, keep their own)")
+    groups: tuple = option(("feed,validate,feature,risk", "strategy,execute"),
+                           "shared threading: consecutive njit stages hosted by one process, chained without a ring")
 
     def check(self):
         _require(self.threading in THREADING_CHOICES, "topology.threading", self.threading,
@@ -986,9 +1069,12 @@ def usable_cores() -> set[int]:
 
 @dataclass(frozen=True)
 class RingsConfig:
-    capacity: int = 4096             # records per hot-path ring (power of two)
-    report_capacity: int = 65536     # execution-report feedback rings: large so the feedback loop never deadlocks
-    batch: int = 256                 # max records a stage takes per cycle
+    """The shared-memory rings between stages."""
+    capacity: int = option(4096, "records per hot-path ring (a power of two)", unit="records")
+    report_capacity: int = option(65536,
+                                  "records per execution-report feedback ring: large so the feedback "
+                                  "loop never deadlocks", unit="records")
+    batch: int = option(256, "max records a stage takes per cycle", unit="records")
 
     def check(self):
         for key in ("capacity", "report_capacity"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import sys
 
@@ -63,6 +64,9 @@ def _killswitch(args) -> int:
 
 def _fused(args) -> int:
     from pipeline.hosting.fused import run_fused
+    from pipeline.report import metrics, text
+    from pipeline.report.inputs import KeptRun
+    from pipeline.store.journal_replay import fused_journal
     try:
         config = load(args.config, settings_overrides(args.set or []))
         if args.seed is not None:
@@ -72,17 +76,22 @@ def _fused(args) -> int:
         return 2
     if allocation_note(config):
         print(f"note: {allocation_note(config)}")
-    if args.journal:
-        from pipeline.store.journal_replay import record
-        result = record(config, args.events, args.journal)
-    else:
-        result = run_fused(config, args.events)
-    orders = result.orders()
+    journal = fused_journal(config, args.events, args.journal) if args.journal else None
+    kept = KeptRun(journal)  # the market too: the summary marks positions at its last prices
+    try:
+        result = run_fused(config, args.events, journal=kept)
+    finally:
+        if journal is not None:
+            journal.close()
     digest = hashlib.sha256(result.reports.tobytes()).hexdigest()[:16]
     for name, c in result.counters.items():
         print(f"{name:<10} in {c['in']:>9,} out {c['out']:>9,}")
-    print(f"orders {len(orders):,} reports {len(result.reports):,} quarantined "
-          f"{result.counters['validate']['quarantined']:,} report digest {digest}")
+    print(f"reports {len(result.reports):,} quarantined {result.counters['validate']['quarantined']:,} "
+          f"report digest {digest}")
+    universe = {"venues": list(config.feed.venues), "symbols": list(config.feed.symbols)}
+    summary = metrics.analyse(kept.record(config.risk.capital_usd, {"universe": universe})).summary
+    for line in text.lines(summary):
+        print(line)
     return 0
 
 
@@ -91,7 +100,7 @@ def _backtest(args) -> int:
     from pipeline.backtest.data import BacktestInputError
     from pipeline.backtest.run import run as run_backtest
     from pipeline.config import merge_overrides
-    from pipeline.report import page
+    from pipeline.report import text
     try:
         overrides = settings_overrides(args.set or [])
         if args.seed is not None:
@@ -132,12 +141,44 @@ def _backtest(args) -> int:
     if not args.quiet:
         for note in outcome.market.notes:
             print(f"data: {note}")
-        for label, value in page.headline(outcome.report.summary):
-            print(f"{label:<28} {'n/a' if value is None else format(value, ',.6g') if isinstance(value, float) else value}")
-        for note in outcome.report.summary["notes"]:
-            print(f"note: {note}")
+        for line in text.lines(outcome.report.summary):
+            print(line)
     print(f"report written to {outcome.out}: report.json, report.html; journal in {outcome.out}/journal")
     return 0
+
+
+def _warmup(args) -> int:
+    from pipeline.hosting import warmup
+    from pipeline.plan import resolve
+    try:
+        plan = resolve(load(args.config))
+    except ConfigError as exc:
+        print(f"bot4: config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        warmed = warmup.compile_all(plan, jobs=args.jobs)
+        if warmed.compiled:  # compiled now: a fresh process must load every kernel from the cache
+            silent = warmup.CompileProgress(len(warmed.kernels), io.StringIO())
+            again = warmup.compile_all(plan, progress=silent)
+            if again.compiled:
+                print(f"bot4 warmup: {', '.join(k.name for k in again.compiled)} compiled again instead of loading "
+                      f"from the cache in {warmup.cache_dir()}: numba does not cache it", file=sys.stderr)
+                return 1
+    except warmup.WarmupError as exc:
+        print(f"bot4 warmup: {exc}", file=sys.stderr)
+        return 1
+    how = (f"compiled {len(warmed.compiled)} in {warmed.elapsed_s:.1f} s" if warmed.compiled
+           else f"loaded in {warmed.elapsed_s:.1f} s")
+    print(f"bot4 warmup: all {len(warmed.kernels)} kernels cached in {warmup.cache_dir()} ({how})")
+    return 0
+
+
+def _config(args) -> int:
+    from tools import config_doc
+    if args.action == "defaults":
+        print(config_doc.defaults_toml(), end="")
+        return 0
+    return config_doc.check(args.file)
 
 
 def _replay(args) -> int:
@@ -225,7 +266,7 @@ def _allocator(args) -> int:
 
 def _report(args) -> int:
     from pipeline.config import RiskConfig
-    from pipeline.report import build, inputs, metrics, page
+    from pipeline.report import build, inputs, metrics, text
     target = args.journal_or_run
     run_name = None
     if os.path.isdir(target):
@@ -263,10 +304,8 @@ def _report(args) -> int:
     out = args.out or os.path.join(directory, "report")
     written = build.write(run, out, settings)
     print(f"report written to {written.directory}: report.json, report.html, {', '.join(written.figures)}")
-    for label, value in page.headline(written.summary):
-        print(f"{label:<28} {'n/a' if value is None else format(value, ',.6g') if isinstance(value, float) else value}")
-    for note in written.summary["notes"]:
-        print(f"note: {note}")
+    for line in text.lines(written.summary):
+        print(line)
     return 0
 
 
@@ -334,6 +373,19 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--jobs", type=int, default=1, help="sweep points run at once (default 1)")
     bt.add_argument("--quiet", action="store_true", help="only the first and last lines")
     bt.set_defaults(func=_backtest)
+    wu = sub.add_parser("warmup", help="compile every kernel a run of the config needs into the cache, ahead of "
+                        "time (an install step, ExecStartPre): exit 0 when all are cached")
+    wu.add_argument("--config", help="the TOML config the runs will use (its stages and groups are the kernels)")
+    wu.add_argument("--jobs", type=int, default=1, help="kernels compiled at once in separate processes (default "
+                    "1: on 2 cores more did not help, see bench/README.md)")
+    wu.set_defaults(func=_warmup)
+    co = sub.add_parser("config", help="the config's keys: defaults (every key, unit, range and doc as TOML), "
+                        "check FILE (without running)")
+    co_sub = co.add_subparsers(dest="action", required=True)
+    co_sub.add_parser("defaults", help="every key with its default, unit, range and doc, as TOML")
+    cc = co_sub.add_parser("check", help="load and check a config file as bot4 run would; exit 2 naming the key")
+    cc.add_argument("file")
+    co.set_defaults(func=_config)
     rp = sub.add_parser("replay", help="replay a journal and compare the orders: a live run's execute steps, a "
                                        "fused run through fused mode; a record-mode journal runs the strategy "
                                        "over its market")

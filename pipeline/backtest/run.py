@@ -8,39 +8,13 @@ import os
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from pipeline.backtest.data import BacktestInputError, Market, load
 from pipeline.config import Config, allocation_note, to_dict
-from pipeline.hosting.fused import FusedResult, records_from_bytes, run_fused
+from pipeline.hosting.fused import FusedResult, run_fused
 from pipeline.plan import resolve
 from pipeline.report import build, metrics
-from pipeline.report.inputs import RunRecord
+from pipeline.report.inputs import KeptRun
 from pipeline.store.journal_replay import JournalSet
-from stages import records
-
-
-class _Kept:
-    """A journal stream that is written and also kept in memory for the report."""
-
-    def __init__(self, writer):
-        self.writer, self.parts = writer, []
-
-    def append(self, batch: np.ndarray) -> None:
-        self.writer.append(batch)
-        self.parts.append(batch.tobytes())  # a structured copy is ~30 us in numpy 2; bytes are a memcpy
-
-    def all(self, dtype) -> np.ndarray:
-        return records_from_bytes(self.parts, dtype)
-
-
-class _Recorder:
-    """fused mode's Journal: the backtest's own journal, with every stream kept for the report."""
-
-    def __init__(self, journal: JournalSet):
-        self.journal = journal
-        self.market, self.intents = _Kept(journal.market), _Kept(journal.intents)
-        self.reports, self.quarantine = _Kept(journal.reports), _Kept(journal.quarantine)
 
 
 @dataclass
@@ -76,9 +50,10 @@ def run(config: Config, out: str, events: int = 0) -> Outcome:
     if market.events is None and n_events <= 0:
         raise BacktestInputError("the synthetic market needs a size: set feed.max_events or pass --events")
     os.makedirs(out, exist_ok=True)
+    universe = {"venues": list(config.feed.venues), "symbols": list(config.feed.symbols)}
     journal = JournalSet(os.path.join(out, "journal"), source=journal_source(f"bot4 backtest {market.source}"),
-                         universe={"venues": list(config.feed.venues), "symbols": list(config.feed.symbols)})
-    recorder = _Recorder(journal)
+                         universe=universe)
+    recorder = KeptRun(journal)
     started = time.perf_counter()
     try:
         span = int(config.backtest.feedback_ms * 1e6)
@@ -90,22 +65,20 @@ def run(config: Config, out: str, events: int = 0) -> Outcome:
     finally:
         journal.close()
     elapsed = time.perf_counter() - started
-    market_events = recorder.market.all(records.MARKET_EVENT)
+    record = recorder.record(config.risk.capital_usd)
     v = config.venue
     meta = {"source": market.source, "config_digest": config_digest(config), "seed": config.feed.seed,
-            "strategy": config.strategy.kind, "events": int(len(market_events)),
+            "strategy": config.strategy.kind, "events": int(len(record.market)),
             "venue_model": {"entry_latency_ms": v.entry_latency_ms, "response_latency_ms": v.response_latency_ms,
                             "latency_file": v.latency_file, "queue_model": v.queue_model,
                             "queue_power": v.queue_power, "partial_fills": v.partial_fills, "funding": v.funding,
                             "maker_fee_bps": v.maker_fee_bps, "taker_fee_bps": v.taker_fee_bps,
                             "clock_offsets_ns": {str(k): x for k, x in sorted((market.offsets_ns or {}).items())}},
             "time_range": {"start": config.backtest.start, "end": config.backtest.end},
-            "initial_equity_source": "risk.capital_usd",
+            "initial_equity_source": "risk.capital_usd", "universe": universe,
             "notes": market.notes + ([allocation_note(config)] if allocation_note(config) else [])}
-    record = RunRecord(market_events, recorder.reports.all(records.EXEC_REPORT),
-                       recorder.intents.all(records.ORDER_INTENT), config.risk.capital_usd, meta,
-                       recorder.quarantine.all(records.MARKET_EVENT))
+    record.meta = meta
     settings = metrics.Settings(sample_interval_ns=int(config.backtest.sample_ms * 1e6),
                                 gap_threshold_ns=int(config.backtest.gap_s * 1e9))
     written = build.write(record, out, settings, title=f"Bot4 backtest: {market.source}")
-    return Outcome(result, market, written, int(len(market_events)), elapsed, out)
+    return Outcome(result, market, written, int(len(record.market)), elapsed, out)

@@ -41,6 +41,38 @@ class RunRecord:
         self.initial_equity = float(self.initial_equity)
 
 
+class _KeptStream:
+    """One stream of a run kept in memory (as bytes: a structured copy is ~30 us in numpy 2, bytes a memcpy) and
+    written on to ``writer`` when there is one."""
+
+    def __init__(self, dtype: np.dtype, writer=None):
+        self.dtype, self.writer, self.parts = dtype, writer, []
+
+    def append(self, batch: np.ndarray) -> None:
+        if self.writer is not None:
+            self.writer.append(batch)
+        self.parts.append(batch.tobytes())
+
+    def all(self) -> np.ndarray:
+        from pipeline.hosting.fused import records_from_bytes
+        return records_from_bytes(self.parts, self.dtype)
+
+
+class KeptRun:
+    """A fused run's journal (pipeline.hosting.fused.Journal) that keeps every stream for a report; with
+    ``journal`` (a JournalSet) every batch is written there too."""
+
+    def __init__(self, journal=None):
+        def kept(name, dtype):
+            return _KeptStream(dtype, getattr(journal, name) if journal is not None else None)
+        self.market, self.quarantine = kept("market", records.MARKET_EVENT), kept("quarantine", records.MARKET_EVENT)
+        self.intents, self.reports = kept("intents", records.ORDER_INTENT), kept("reports", records.EXEC_REPORT)
+
+    def record(self, initial_equity: float, meta: dict | None = None) -> RunRecord:
+        return RunRecord(self.market.all(), self.reports.all(), self.intents.all(), initial_equity, meta or {},
+                         self.quarantine.all())
+
+
 def dtype_name(dtype: np.dtype) -> str:
     return next((k.upper() for k, v in records.ALL.items() if v == dtype), str(dtype))
 

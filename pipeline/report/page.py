@@ -7,26 +7,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from pipeline.report.metrics import NS, Analysis
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.6g}"
-    return html.escape(str(value))
-
-
-def headline(summary: dict) -> list[tuple[str, object]]:
-    """The figures a reader looks at first (also what ``bot4 report`` prints)."""
-    pnl, risk, dd, tr = summary["pnl"], summary["risk_adjusted"], summary["drawdown"] or {}, summary["trading"]
-    return [("net PnL", pnl["net"]), ("gross PnL", pnl["gross"]), ("fees paid", pnl["fees_paid"]),
-            ("rebates", pnl["rebates"]), ("funding paid", pnl["funding_paid"]),
-            ("final equity", pnl["final_equity"]), ("return", pnl["return"]),
-            ("Sharpe", risk["sharpe"]), ("Sortino", risk["sortino"]), ("Calmar", risk["calmar"]),
-            ("max drawdown", dd.get("max_fraction")), ("max drawdown duration (s)", dd.get("duration_s")),
-            ("fills", tr["fills"]), ("orders sent", tr["orders_sent"]),
-            ("order-to-fill ratio", tr["order_to_fill_ratio"]), ("turnover", tr["turnover"])]
+from pipeline.report.text import figure, headline
 
 
 def _figures(analysis: Analysis) -> list[go.Figure]:
@@ -72,7 +53,8 @@ def _figures(analysis: Analysis) -> list[go.Figure]:
 
 
 def render(analysis: Analysis, report_json: str, title: str) -> str:
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in headline(analysis.summary))
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(figure(v))}</td></tr>"
+                   for k, v in headline(analysis.summary))
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in analysis.summary["notes"]) or "<li>none</li>"
     plots = []
     for i, fig in enumerate(_figures(analysis)):

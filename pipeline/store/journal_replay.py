@@ -52,9 +52,14 @@ class JournalSet:
             writer.close()
 
 
+def fused_journal(config: Config, n_events: int, directory: str) -> JournalSet:
+    """The journal ``bot4 fused --journal`` writes (its source names the seed and size a replay needs)."""
+    return JournalSet(directory, source=f"bot4 fused seed={config.feed.seed} events={n_events}",
+                      universe={"venues": list(config.feed.venues), "symbols": list(config.feed.symbols)})
+
+
 def record(config: Config, n_events: int, directory: str) -> FusedResult:
-    journal = JournalSet(directory, source=f"bot4 fused seed={config.feed.seed} events={n_events}",
-                         universe={"venues": list(config.feed.venues), "symbols": list(config.feed.symbols)})
+    journal = fused_journal(config, n_events, directory)
     try:
         return run_fused(config, n_events, journal=journal)
     finally:
