@@ -209,13 +209,18 @@ async def until(ex, client_id: str, status: str, timeout: float = 5.0) -> list:
             return seen
 
 
+def pro_client(server):
+    """ccxt.pro.binanceusdm on the loopback (REST and the user stream)."""
+    ex = ccxt.pro.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False, "options": dict(OPTIONS)})
+    api = dict(ex.urls["api"])
+    ws = api.pop("ws")
+    ex.urls["api"] = {**replace_origin(api, server.rest_url), "ws": replace_origin(ws, server.ws_url)}
+    return ex
+
+
 def test_ccxt_pro_watches_orders_trades_and_positions_on_the_futures_user_stream(server):
     async def scenario():
-        ex = ccxt.pro.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
-                                   "options": dict(OPTIONS)})
-        api = dict(ex.urls["api"])
-        ws = api.pop("ws")
-        ex.urls["api"] = {**replace_origin(api, server.rest_url), "ws": replace_origin(ws, server.ws_url)}
+        ex = pro_client(server)
         loop = asyncio.get_running_loop()
         routes = server.order_routes
         try:
@@ -309,11 +314,7 @@ def test_an_amendment_finds_the_order_by_its_id_and_faults_can_be_aimed_at_amend
 
 def test_ccxt_pro_takes_an_amendment_from_the_futures_user_stream(server):
     async def scenario():
-        ex = ccxt.pro.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
-                                   "options": dict(OPTIONS)})
-        api = dict(ex.urls["api"])
-        ws = api.pop("ws")
-        ex.urls["api"] = {**replace_origin(api, server.rest_url), "ws": replace_origin(ws, server.ws_url)}
+        ex = pro_client(server)
         try:
             await ex.load_markets()
             below = max(server.books["BTCUSDT"].bids) - 360.0

@@ -34,14 +34,20 @@ def puts(server) -> int:
     return server.order_routes.requests[PUT]
 
 
+async def resting(run, order_id: int, qty: float) -> float:
+    """A buy quote 300 under the best bid, acknowledged; returns the best bid."""
+    bid, _ = top(run.server)
+    run.session.submit(command(CMD_NEW, order_id, BUY, bid - 300, qty))
+    await run.until(lambda: ANS_ACK in run.kinds(order_id))
+    return bid
+
+
 def test_an_amend_keeps_the_order_id_and_later_fills_are_at_its_new_price_against_its_new_quantity(futures_server):
     server = futures_server
 
     async def scenario():
         async with running(server, "amendgwapply", **FUTURES) as run:
-            bid, _ = top(server)
-            run.session.submit(command(CMD_NEW, 11, BUY, bid - 300, 0.002))
-            await run.until(lambda: ANS_ACK in run.kinds(11))
+            bid = await resting(run, 11, 0.002)
             (placed,) = run.venue_orders()
             sent = puts(server)
             grow = command(CMD_AMEND, 11, BUY, bid - 250, 0.003)
@@ -86,9 +92,8 @@ def test_an_amend_through_the_book_takes_at_once_amended_then_its_fill(futures_s
 
     async def scenario():
         async with running(server, "amendgwcross", **FUTURES) as run:
-            bid, ask = top(server)
-            run.session.submit(command(CMD_NEW, 12, BUY, bid - 300, 0.001))
-            await run.until(lambda: ANS_ACK in run.kinds(12))
+            bid = await resting(run, 12, 0.001)
+            ask = top(server)[1]
             run.session.command(command(CMD_AMEND, 12, BUY, ask, 0.001))
             await run.until(lambda: 12 not in run.session.orders)
             return run, ask
@@ -107,9 +112,7 @@ def test_an_amend_of_an_order_filled_meanwhile_is_answered_by_its_fill(futures_s
     async def scenario():
         # no user stream and no sweep: the session learns of the fill only through the amend
         async with running(server, "amendgwfilled", user_stream=False, sweep_period_s=30.0, **FUTURES) as run:
-            bid, _ = top(server)
-            run.session.submit(command(CMD_NEW, 21, BUY, bid - 300, 0.002))
-            await run.until(lambda: ANS_ACK in run.kinds(21))
+            bid = await resting(run, 21, 0.002)
             await in_thread(server.trade, "BTCUSDT", bid - 300, 0.002)
             assert run.kinds(21) == [ANS_ACK]
             sent = puts(server)
@@ -139,9 +142,7 @@ def test_an_amend_of_unknown_outcome_is_settled_by_a_query_or_the_stream_and_nev
         # (no sweep: without a stream it would query every order twice a second, settling the amend by itself)
         async with running(server, f"amendgw{fault}{int(user_stream)}", user_stream=user_stream, request_s=0.5,
                            sweep_period_s=30.0, **FUTURES) as run:
-            bid, _ = top(server)
-            run.session.submit(command(CMD_NEW, 31, BUY, bid - 300, 0.002))
-            await run.until(lambda: ANS_ACK in run.kinds(31))
+            bid = await resting(run, 31, 0.002)
             # slow: done at once, answered after the client gave up; 503: not done; 429: not done, Retry-After 2 s
             await in_thread(lambda: server.inject(fault, 1, 1.5 if fault == "slow" else 2.0, amends_only=True))
             sent, routes.arrivals = puts(server), []
