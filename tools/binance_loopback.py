@@ -485,13 +485,14 @@ class LoopbackServer:
         asyncio.run_coroutine_threadsafe(fill(), self._loop).result(10)
 
     def inject(self, kind: str, times: int = 1, seconds: float = 0.0, code: int | None = None,
-               msg: str | None = None, placements_only: bool = False) -> None:
+               msg: str | None = None, placements_only: bool = False, amends_only: bool = False) -> None:
         """Arm a fault of the order endpoints (tools.loopback_orders: 429, 503, slow, reject_next, ack_after_fill,
-        drop_user_stream; the first three for order placements only with ``placements_only``), from any thread but
-        the server's own; returns once it is armed (or, for drop_user_stream, done)."""
+        drop_user_stream; the first three for order placements only with ``placements_only``, for amendments only
+        with ``amends_only``), from any thread but the server's own; returns once it is armed (or, for
+        drop_user_stream, done)."""
         routes = self._routes()
         async def arm():
-            dropping = routes.inject(kind, times, seconds, code, msg, placements_only)
+            dropping = routes.inject(kind, times, seconds, code, msg, placements_only, amends_only)
             if dropping is not None:
                 await dropping
         asyncio.run_coroutine_threadsafe(arm(), self._loop).result(10)

@@ -9,7 +9,9 @@ the hex HMAC-SHA256 of the rest of the query string and body under the secret, `
 -2014/-2015 bad key, -1022 bad signature, -1021 timestamp outside the window, -2010 "Duplicate order sent."
 (an open order has that client order id) or "Account has insufficient balance for requested action." (the free
 balance cannot pay), -2011 cancel of an unknown or closed order, -2013 query of an unknown order, -1102/-1013 a
-missing or malformed parameter, -2021/-2022 a cancel-replace that failed in part or in whole.
+missing or malformed parameter, -1100 an ``orderId`` that is not a number (ccxt sends ``orderId=None`` when asked
+to find an order by client id where its request always carries the order id), -2021/-2022 a cancel-replace that
+failed in part or in whole.
 
 Spot endpoints (``/api/v3``): ``POST order`` (``newOrderRespType`` ACK/RESULT/FULL), ``DELETE order`` (by
 ``orderId`` or ``origClientOrderId``; the answer's ``clientOrderId`` is the cancel's own id, as on the venue,
@@ -39,7 +41,8 @@ Faults on demand (:meth:`SignedRoutes.inject`, or ``LoopbackServer.inject`` from
 - ``"slow"``: the next ``times`` signed requests are done at once and answered ``seconds`` later (a client that
   times out first does not know the outcome until it queries the order by its client order id).
 - These three with ``placements_only=True``: the next ``times`` order placements (new orders, cancel-replace), the
-  other requests passing meanwhile (a client that also cancels and queries meets the fault on a create).
+  other requests passing meanwhile (a client that also cancels and queries meets the fault on a create); with
+  ``amends_only=True`` the next ``times`` amendments (futures' ``PUT order``) alike.
 - ``"reject_next"``: the next ``times`` order placements (new orders, and a cancel-replace's new order) are
   refused with ``code``/``msg`` (default -1013 "Filter failure: PRICE_FILTER"); nothing is placed.
 - ``"ack_after_fill"``: for each of the next ``times`` orders that fill on placement, the user stream gets its
@@ -47,7 +50,11 @@ Faults on demand (:meth:`SignedRoutes.inject`, or ``LoopbackServer.inject`` from
 - ``"drop_user_stream"``: every user-data websocket is dropped now (no close frame: events while the client is
   away are lost to it, as on the venue), and new user-data connections are refused (HTTP 503) for ``seconds``.
 
-Concurrency: everything runs on the server's event loop; ``counts`` is written there (ints: safe to read).
+``requests`` counts every signed request by (method, path) as it arrives, the faulted ones too (a client that
+must never send a call twice is checked on it).
+
+Concurrency: everything runs on the server's event loop; ``counts`` and ``requests`` are written there (ints: safe
+to read).
 """
 from __future__ import annotations
 
@@ -57,6 +64,7 @@ import hmac
 import itertools
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -289,12 +297,12 @@ class Matching:
         self.trades.append(fill)
         self._emit(order, "TRADE", fill, now_ms)
 
-    def find(self, symbol: str, order_id: str | None, client_id: str | None) -> Order | None:
-        if order_id:
-            try:
-                order = self.orders.get(int(order_id))
-            except ValueError:
-                return None
+    def find(self, symbol: str, order_id: str | None, client_id: str | None, id_name: str = "orderId") -> Order | None:
+        if order_id:  # the venue takes the order id when both come
+            if not order_id.isdigit():
+                raise VenueError(400, -1100, f"Illegal characters found in parameter '{id_name}'; legal range is "
+                                             "'^[0-9]{1,20}$'.")
+            order = self.orders.get(int(order_id))
             return order if order is not None and order.symbol == symbol else None
         oid = self.by_client.get((symbol, client_id))
         return self.orders.get(oid) if oid is not None else None
@@ -373,11 +381,12 @@ class SignedRoutes:
         self.account.listeners.append(self._on_change)
         self.counts = dict(orders=0, cancels=0, amends=0, queries=0, refused=0, user_events=0, user_drops=0,
                            user_refused=0, rejected=0, acks_after_fill=0)
-        self.faults: list[tuple[str, float, bool]] = []  # (kind, seconds, placements only) for the next signed
-                                                         # requests (or placements), in order
+        self.faults: list[tuple[str, float, str]] = []   # (kind, seconds, "" or the only requests it meets:
+                                                         # "placement", "amend") for the next signed requests
         self.rejects: list[tuple[int, str]] = []   # reject_next: (code, msg) for the next placements
         self.acks_after_fill: list[float] = []     # ack_after_fill: answer delay for the next filled placements
         self.refuse_until = 0.0                    # drop_user_stream: monotonic time until which streams are refused
+        self.requests: Counter = Counter()         # (method, path) -> signed requests arrived, faulted too
         self.listen_keys: set[str] = set()
         self.user_streams: list = []               # (websocket, subscription id or None: a listen-key stream, request)
         self._held: list | None = None             # user events held back during an ack_after_fill placement
@@ -390,11 +399,11 @@ class SignedRoutes:
     # --- faults ---------------------------------------------------------------------------------------
 
     def inject(self, kind: str, times: int = 1, seconds: float = 0.0, code: int | None = None,
-               msg: str | None = None, placements_only: bool = False):
+               msg: str | None = None, placements_only: bool = False, amends_only: bool = False):
         """Arm a fault (see the module docstring); on the server's loop. ``drop_user_stream`` returns the
         coroutine that drops the streams (``LoopbackServer.inject`` runs it)."""
         if kind in ("429", "503", "slow"):
-            self.faults += [(kind, seconds, placements_only)] * times
+            self.faults += [(kind, seconds, "placement" if placements_only else "amend" if amends_only else "")] * times
         elif kind == "reject_next":
             default_code, default_msg = self.default_reject
             self.rejects += [(code if code is not None else default_code, msg or default_msg)] * times
@@ -486,20 +495,24 @@ class SignedRoutes:
 
     # --- signed requests ------------------------------------------------------------------------------
 
-    def _take_fault(self, placement: bool) -> tuple[str, float]:
-        """The first armed fault this request meets: (kind, seconds), or ("", 0.0)."""
-        for i, (kind, seconds, placements_only) in enumerate(self.faults):
-            if placement or not placements_only:
+    def _take_fault(self, target: str) -> tuple[str, float]:
+        """The first armed fault a request of this target ("placement", "amend" or "") meets: (kind, seconds), or
+        ("", 0.0)."""
+        for i, (kind, seconds, only) in enumerate(self.faults):
+            if not only or only == target:
                 del self.faults[i]
                 return kind, seconds
         return "", 0.0
 
     def _guard(self, handler):
-        placement = handler.__name__ in ("_new_order", "_cancel_replace")  # what places an order (placements_only)
+        # what places an order (placements_only), what amends one (amends_only)
+        name = handler.__name__
+        target = "placement" if name in ("_new_order", "_cancel_replace") else "amend" if name == "_modify" else ""
 
         async def run(request: web.Request):
             arrived = time.time_ns()
-            fault, seconds = self._take_fault(placement)
+            self.requests[(request.method, request.path)] += 1
+            fault, seconds = self._take_fault(target)
             if fault == "429":
                 self.counts["refused"] += 1
                 return json_response({"code": -1003, "msg": "Too many requests; current limit is 1200 request "
@@ -806,7 +819,8 @@ class OrderRoutes(SignedRoutes):
         new = self._order_params(params, ("LIMIT", "MARKET", "LIMIT_MAKER"))  # checked before anything is done
         symbol = new[0]
         cancel_result, cancel_answer = "SUCCESS", None
-        order = self.account.find(symbol, params.get("cancelOrderId"), params.get("cancelOrigClientOrderId"))
+        order = self.account.find(symbol, params.get("cancelOrderId"), params.get("cancelOrigClientOrderId"),
+                                  "cancelOrderId")
         try:
             if order is None:
                 raise VenueError(400, -2011, "Unknown order sent.")

@@ -3,7 +3,7 @@ venue answers or streams becomes VENUE_ANSWER records (the answer codes the venu
 alike). One :class:`OrderSession` per venue, on one asyncio loop (the gateway process's).
 
 The session: ``await start()`` (markets, user stream subscribed, periodic work), ``command(cmd)`` /
-``submit(cmd)`` / ``cancel(cmd)`` (never block), ``await cancel_all()`` (the kill switch), ``await
+``submit(cmd)`` / ``cancel(cmd)`` / ``amend(cmd)`` (never block), ``await cancel_all()`` (the kill switch), ``await
 cancel_orders(venue_orders)`` (reconciliation's orphans), ``await dead_man(ms)`` (the venue's countdown cancel-all),
 ``await snapshot(orders, since_ms)`` (for :mod:`pipeline.venues.reconcile`), ``await resync()``, ``await stop()``;
 ``counters``, ``ack_latencies_ns``, ``stream_ready``, ``last_error`` for the gateway's status.
@@ -14,6 +14,10 @@ Commands
     the call on the loop (from another thread too) and returns. Price and quantity go out at the market's
     precision (ccxt's ``price_to_precision`` / ``amount_to_precision``); ``leaves`` is counted from the quantity the
     venue took. A second command for an order id already seen is ignored (counted): nothing is ever sent twice.
+    ``amend(cmd)`` changes an open order's price and total quantity in place (ccxt's ``edit_order`` by the order's
+    venue id and client order id, at the market's precision), where the venue keeps the order id when it does
+    (``amends_in_place``: Binance USD-M / COIN-M's PUT order; Binance spot's edit is a cancel-replace, a new order
+    id, so spot refuses every amend here). One amend per order at a time, never sent twice.
 
 Answers (``emit`` gets VENUE_ANSWER arrays, in order; the fields as the venue model fills them)
     ANS_ACK       the venue took the order: price and qty of the order as placed, leaves = qty, exch_ts its creation
@@ -35,11 +39,21 @@ Answers (``emit`` gets VENUE_ANSWER arrays, in order; the fields as the venue mo
                   the cancel did not end the order: the venue does not know it (and a query shows it did not end
                   either), or it had already ended here, or the cancel kept failing while the order stayed open.
                   qty = leaves = 0.
+    ANS_AMENDED   the venue applied an amend: price and qty (total) of the order now, leaves = qty minus the fills
+                  reported so far. Fills after it count against the new quantity.
+    ANS_AMEND_REJECTED
+                  the order stands as it was (price, qty its old ones, leaves what is open; all 0 for an order
+                  unknown here): the venue refused the amend, or a query past its recvWindow shows the old values,
+                  or it was refused locally (the venue cannot amend in place, the order is not open here, its
+                  create, a cancel or another amend is in flight, its venue id is not known yet, the new quantity is
+                  not above what is filled, precision rounds it to 0). An order that ended meanwhile answers with its
+                  end (fills, CANCELLED), not this.
     ``send_ts`` is the command's own send_ts on the answers to it: ACK, REJECTED, taker fills (they happen at entry)
-    and an IOC's CANCELLED answer the create; CANCELLED / CANCEL_REJECTED after a cancel answer that cancel. Answers
-    nobody asked for (a resting quote's maker fill, a cancel done by the venue) carry 0. ``arrive_ts`` is the local
-    time the gateway had the news, ``exch_ts`` the venue's time of it. ``slot`` is -1 for an order of ours the session
-    did not place (a previous incarnation's, found on the stream or by the kill switch).
+    and an IOC's CANCELLED answer the create; CANCELLED / CANCEL_REJECTED after a cancel answer that cancel;
+    AMENDED / AMEND_REJECTED answer the amend. Answers nobody asked for (a resting quote's maker fill, a cancel done
+    by the venue) carry 0. ``arrive_ts`` is the local time the gateway had the news, ``exch_ts`` the venue's time of
+    it. ``slot`` is -1 for an order of ours the session did not place (a previous incarnation's, found on the stream
+    or by the kill switch).
 
 Fees
     ccxt's trade fee (its ``fees`` list, else its ``fee``) in the quote currency is taken as is; in the base currency
@@ -64,6 +78,14 @@ Unknown outcomes
     cancel is sent again (a cancel is idempotent), up to ``cancel_attempts``, then ANS_CANCEL_REJECTED. A cancel the
     venue answers "unknown order" -> the order is queried: if it ended, its end (fills, then CANCELLED, or the fill
     that completed it), else ANS_CANCEL_REJECTED. A cancel for an order whose create is still in flight waits for it.
+
+    An amend that ends unknown is never sent again: the order is queried by its client order id (a 429's Retry-After
+    first). The new price and quantity -> ANS_AMENDED; ended -> its end; still the old ones -> queried again until a
+    query sent ``recv_window_s`` + ``absent_margin_s`` after the amend failed shows them, which proves it can no
+    longer land -> ANS_AMEND_REJECTED. An amend the venue answers "unknown order" -> one query: ended -> its end,
+    else ANS_AMEND_REJECTED. Any news of the order settles an amend too: a stream update (Binance USD-M's AMENDMENT),
+    a cancel's or a resync's answer; an update of the stream is taken for the amend before the trades that came with
+    it, so a fill after an amend is counted against the amended quantity.
 
 The stream, and what it misses
     ``watch_orders`` and ``watch_my_trades`` loops keep the user stream subscribed; the session takes the updates
@@ -119,8 +141,9 @@ from pipeline.ccxt_origins import point_at
 from pipeline.venues import client_ids
 from pipeline.venues.credentials import Credentials, CredentialsError
 from pipeline.venues.reconcile import VenueOrder, VenueSnapshot, VenueTrade
-from stages.records import (ANS_ACK, ANS_CANCEL_REJECTED, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY, CMD_CANCEL,
-                            CMD_NEW, INTENT_IOC, INTENT_QUOTE, SELL, VENUE_ANSWER)
+from stages.records import (ANS_ACK, ANS_AMEND_REJECTED, ANS_AMENDED, ANS_CANCEL_REJECTED, ANS_CANCELLED, ANS_FILL,
+                            ANS_REJECTED, BUY, CMD_AMEND, CMD_CANCEL, CMD_NEW, INTENT_IOC, INTENT_QUOTE, SELL,
+                            VENUE_ANSWER)
 from stages.universe import instrument_key, key_symbol, key_venue
 
 MARKET_TYPES = {"binance": "spot", "binanceusdm": "linear", "binancecoinm": "inverse"}  # markets each class loads
@@ -130,6 +153,9 @@ ENDED_KEPT = 4096          # ended orders remembered (late duplicates of their t
 PARKED_KEPT = 1024         # venue order ids with trades seen before their order
 LATENCIES_KEPT = 4096
 ID_LOOKUPS = 200           # venue order ids a snapshot looks up to tell whose its trades are
+# ccxt classes whose edit_order amends in place (the order keeps its ids: Binance futures' PUT order); the others'
+# (Binance spot's cancelReplace) place a new order, which is execute's cancel-replace, not an amend
+AMENDS_IN_PLACE = ("binanceusdm", "binancecoinm")
 
 _RETRY_AFTER: contextvars.ContextVar = contextvars.ContextVar("bot4_retry_after", default=None)
 
@@ -163,8 +189,8 @@ class Counters:
     timeouts: int = 0            # calls that timed out
     rate_limited: int = 0        # 429 / 418
     network_errors: int = 0      # other failures of unknown outcome (5xx, dropped connections...)
-    unknown: int = 0             # creates and cancels whose outcome was unknown when their call ended
-    unknown_resolved: int = 0    # creates settled later as placed (a query or the stream found the order)
+    unknown: int = 0             # creates, cancels and amends whose outcome was unknown when their call ended
+    unknown_resolved: int = 0    # creates settled later as placed, amends settled either way (a query, the stream)
     unknown_absent: int = 0      # creates confirmed never placed (ANS_REJECTED)
     acks: int = 0
     fills: int = 0
@@ -172,6 +198,9 @@ class Counters:
     rejects: int = 0             # ANS_REJECTED (venue refusals, confirmed absent, local)
     local_rejects: int = 0       # ... of which refused here before any call
     cancel_rejects: int = 0      # ANS_CANCEL_REJECTED
+    amends: int = 0              # amend calls sent (one per amend: never sent again)
+    amends_applied: int = 0      # ANS_AMENDED
+    amend_rejects: int = 0       # ANS_AMEND_REJECTED (venue refusals, not applied by the recvWindow, local)
     duplicate_trades: int = 0    # a trade id already reported (the stream and a query both had it)
     late_fills: int = 0          # a new trade of an order already ended here (reported, slot as it was)
     synthetic_fills: int = 0     # filled quantity the venue's trades never accounted for (trade_id 0)
@@ -250,6 +279,18 @@ class _Order:
     end: tuple | None = None     # (status, exch_ts): the venue ended it; reported once its fills are
     adopted: bool = False        # not placed by this session: its fills before the first news of it are not ours
     inherited: bool = False      # execute's, placed by an earlier incarnation: every trade of it is reported
+    amend: _Amend | None = None  # the amend in flight
+    amended_ts: int = 0          # venue time of its latest amendment seen (older news cannot settle an amend)
+
+
+@dataclass(eq=False)
+class _Amend:
+    price: float                 # the new price and total quantity, at the market's precision
+    qty: float
+    send_ts: int
+    t_failed: float = 0.0        # monotonic: the call's outcome became unknown, or the venue said "unknown order"
+    refused: str = ""            # the venue said "unknown order": a query that shows it open proves it not applied
+    settling: bool = False
 
 
 class _Unknown(Exception):
@@ -274,6 +315,10 @@ def _normal(name: str) -> str:
 
 def _eps(qty: float) -> float:
     return max(abs(qty) * 1e-9, 1e-12)
+
+
+def _same(x: float, y: float) -> bool:
+    return abs(x - y) <= _eps(max(abs(x), abs(y)))
 
 
 def trade_id_int(tid) -> int:
@@ -350,6 +395,7 @@ class OrderSession:
         self._started_mono = math.inf                    # monotonic: start() began (an earlier incarnation was gone)
         self._quiet_until = 0.0                          # monotonic: no request before (a 429's Retry-After)
         self._dead_man_said = False
+        self._no_amend_said = False
         self.extra_options = dict(options or {})
         self.fee_rates = {c: (float(r), math.inf) for c, r in (fee_rates or {}).items()}  # currency -> (rate, expiry)
         self.counters = Counters()
@@ -445,6 +491,8 @@ class OrderSession:
             self.counters.creates += 1
         elif what == "cancel":
             self.counters.cancels += 1
+        elif what == "amend":
+            self.counters.amends += 1
         elif what in QUERIES:
             self.counters.queries += 1
         try:
@@ -541,7 +589,8 @@ class OrderSession:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         self._flush()
-        in_doubt = [o.cid for o in self.orders.values() if not o.done and (o.t_unknown or o.create_pending)]
+        in_doubt = [o.cid for o in self.orders.values()
+                    if not o.done and (o.t_unknown or o.create_pending or o.amend is not None)]
         if in_doubt:
             self.log(f"stopped with {len(in_doubt)} orders in doubt: {', '.join(in_doubt[:10])}")
         try:
@@ -629,6 +678,33 @@ class OrderSession:
         self._answer(ANS_REJECTED, o, price=o.price, qty=o.qty, leaves=0.0, exch_ts=exch_ts, send_ts=o.send_ts)
         self._retire(o)
 
+    def _amend_settled(self, o: _Order) -> _Amend | None:
+        """The order's amend is no longer in flight (whichever way it went): returned."""
+        a, o.amend = o.amend, None
+        if a is not None and a.t_failed and not a.refused:
+            self.counters.unknown_resolved += 1
+        return a
+
+    def _amended(self, o: _Order, price: float, qty: float, exch_ts: int) -> None:
+        """The venue applied the order's amend: the session's view of the order is the amended one."""
+        a = self._amend_settled(o)
+        o.price, o.qty = price, qty
+        o.amended_ts = max(o.amended_ts, exch_ts)
+        self.counters.amends_applied += 1
+        self._answer(ANS_AMENDED, o, price=price, qty=qty, leaves=max(qty - o.filled, 0.0), exch_ts=exch_ts,
+                     send_ts=a.send_ts)
+
+    def _amend_rejected(self, o: _Order, why: str, send_ts: int, quiet: bool = False) -> None:
+        """The order stands as it was (none of it is open when it has ended or is unknown here)."""
+        self.counters.amend_rejects += 1
+        if not quiet:
+            self.log(f"amend of {o.cid} rejected: {why}")
+        leaves = max(o.qty - o.filled, 0.0) if not o.done and o.order_id in self.orders else 0.0
+        self._answer(ANS_AMEND_REJECTED, o, price=o.price, qty=o.qty, leaves=leaves, send_ts=send_ts)
+
+    def _amend_failed(self, o: _Order, why: str) -> None:
+        self._amend_rejected(o, why, self._amend_settled(o).send_ts)
+
     def _cancel_rejected(self, o: _Order, why: str) -> None:
         self.counters.cancel_rejects += 1
         self.log(f"cancel of {o.cid} rejected: {why}")
@@ -637,6 +713,7 @@ class OrderSession:
     def _retire(self, o: _Order) -> None:
         """The order ended here: nothing more will be reported of it but late news (counted)."""
         o.done = True
+        self._amend_settled(o)  # an amend in flight is answered by the order's end
         if o.cancel_wanted:  # a cancel that waited for the create: the order ended before it could go
             o.cancel_wanted = False
             self._cancel_rejected(o, "the order ended before the cancel could be sent")
@@ -650,14 +727,16 @@ class OrderSession:
     # --- commands ---------------------------------------------------------------------------------------
 
     def command(self, cmd) -> None:
-        """A VENUE_COMMAND of either kind (a record, or an array of one): submit or cancel."""
+        """A VENUE_COMMAND of any kind (a record, or an array of one): submit, cancel or amend."""
         kind = int((cmd[0] if isinstance(cmd, np.ndarray) and cmd.shape else cmd)["kind"])
         if kind == CMD_NEW:
             self.submit(cmd)
         elif kind == CMD_CANCEL:
             self.cancel(cmd)
+        elif kind == CMD_AMEND:
+            self.amend(cmd)
         else:
-            raise ValueError(f"VENUE_COMMAND kind {kind}: not CMD_NEW nor CMD_CANCEL")
+            raise ValueError(f"VENUE_COMMAND kind {kind}: not CMD_NEW, CMD_CANCEL nor CMD_AMEND")
 
     def submit(self, cmd) -> None:
         """Place the order of a CMD_NEW record: scheduled on the loop, never blocks."""
@@ -666,6 +745,16 @@ class OrderSession:
     def cancel(self, cmd) -> None:
         """Cancel the order of a CMD_CANCEL record: scheduled on the loop, never blocks."""
         self._on_loop(self._cancel_cmd, _command(cmd))
+
+    def amend(self, cmd) -> None:
+        """Amend in place the order of a CMD_AMEND record (its new price and total quantity): scheduled on the loop,
+        never blocks."""
+        self._on_loop(self._amend_cmd, _command(cmd))
+
+    @property
+    def amends_in_place(self) -> bool:
+        """Whether this venue's ccxt edit_order changes an order in place (same order id and client order id)."""
+        return self.exchange_id in AMENDS_IN_PLACE and bool(self.ex.has.get("editOrder"))
 
     def _new_order(self, c: dict, symbol: str) -> _Order:
         return _Order(order_id=c["order_id"], slot=c["slot"], key=c["key"], symbol=symbol, side=c["side"],
@@ -760,6 +849,7 @@ class OrderSession:
         if o.create_pending or (o.t_unknown and not o.acked):
             o.cancel_wanted = True  # sent once the create is settled
             return
+        o.cancel_busy = True  # from now: an amend asked in the same step sees the cancel in flight
         self._spawn(self._cancel(o))
 
     async def _cancel(self, o: _Order) -> None:
@@ -808,6 +898,145 @@ class OrderSession:
                     self._retire(o)
         finally:
             o.cancel_busy = False
+
+    def _amend_cmd(self, c: dict) -> None:
+        o = self.orders.get(c["order_id"])
+        send_ts = c["send_ts"]
+        if not self.amends_in_place:
+            target = o or self.ended.get(c["order_id"]) or self._unknown_order(c)
+            if not self._no_amend_said:
+                self._no_amend_said = True
+                self.log(f"CMD_AMEND refused here (ANS_AMEND_REJECTED): {self.exchange_id}'s edit_order is not an "
+                         "amend in place (a cancel-replace gives a new order id); further ones are only counted")
+            return self._amend_rejected(target, "the venue cannot amend in place", send_ts, quiet=True)
+        if o is None:
+            ended = self.ended.get(c["order_id"])
+            why = "the order has ended" if ended is not None else "the order is not known here"
+            return self._amend_rejected(ended or self._unknown_order(c), why, send_ts)
+        price, qty = c["price"], c["qty"]
+        why = ""
+        if self._stopping or not self._started:
+            why = "the session is not running"
+        elif o.done or o.end is not None:
+            why = "the order has ended"
+        elif o.create_pending or (o.t_unknown and not o.acked):
+            why = "its create is still in flight"
+        elif o.cancel_busy or o.cancel_wanted:
+            why = "a cancel of it is in flight"
+        elif o.amend is not None:
+            why = "an amend of it is already in flight"
+        elif o.venue_id is None:
+            why = "its venue order id is not known yet"
+        elif not (price > 0 and qty > 0 and math.isfinite(price) and math.isfinite(qty)):
+            why = f"price {price} / quantity {qty} not positive"
+        else:
+            try:
+                qty = float(self.ex.amount_to_precision(o.symbol, qty))
+                price = float(self.ex.price_to_precision(o.symbol, price))
+            except Exception as exc:  # noqa: BLE001 - ccxt says why (below the market's precision...)
+                why = f"precision: {self._err(exc)}"
+            else:
+                filled = max(o.filled, o.venue_filled)
+                if not (qty > 0 and price > 0):
+                    why = "quantity or price rounds to 0 at the market's precision"
+                elif qty <= filled + _eps(qty):
+                    why = f"the new quantity {qty:.10g} is not above what is filled ({filled:.10g})"
+        if why:
+            return self._amend_rejected(o, why, send_ts)
+        o.amend = _Amend(price, qty, send_ts)
+        if _same(price, o.price) and _same(qty, o.qty):  # nothing changes at the market's precision: no request
+            return self._amended(o, o.price, o.qty, 0)
+        self._spawn(self._amend(o, o.amend))
+
+    def _unknown_order(self, c: dict) -> _Order:
+        """An order id this session does not know, only to be answered (with 0 for its price and quantity)."""
+        o = self._new_order(c, "")
+        o.cid, o.price, o.qty, o.done = str(c["order_id"]), 0.0, 0.0, True
+        return o
+
+    async def _amend(self, o: _Order, a: _Amend) -> None:
+        import ccxt
+        side = "buy" if o.side == BUY else "sell"
+        # by the venue's order id (ccxt would send orderId=None without one) and the client order id: the venue
+        # takes the order id when both come
+        try:
+            info = await self._rest("amend", self.ex.edit_order, o.venue_id, o.symbol, "limit", side, a.qty, a.price,
+                                    {"origClientOrderId": o.cid})
+        except Exception as exc:  # noqa: BLE001 - a refusal, "unknown order", or an unknown outcome
+            if o.amend is not a or o.done:
+                return  # settled meanwhile (the stream, a query, the order's end)
+            if isinstance(exc, ccxt.OrderNotFound):
+                a.refused = self._err(exc)
+            elif not _unknown_outcome(exc):
+                return self._amend_failed(o, self._err(exc))
+            else:
+                self.counters.unknown += 1
+                self.log(f"amend of {o.cid}: outcome unknown ({self._err(exc)}): querying the order")
+            a.t_failed = time.monotonic()
+            self._settle_amend_soon(o, getattr(exc, "retry_after_s", None), 0.0 if a.refused else None)
+            return
+        if o.amend is a and not o.done:
+            self._amend_news(o, info, answered=True)
+        self._apply_order(o, info)
+
+    def _settle_amend_soon(self, o: _Order, retry_after=None, first_delay: float | None = None) -> None:
+        a = o.amend
+        if a is None or a.settling or o.done:
+            return
+        a.settling = True
+        self._spawn(self._settle_amend(o, a, retry_after, first_delay))
+
+    async def _settle_amend(self, o: _Order, a: _Amend, retry_after, first_delay) -> None:
+        """Settle an amend the venue answered "unknown order" or whose outcome is unknown, by queries (see the
+        module's doc)."""
+        import ccxt
+        delay = self.t.first_query_s if first_delay is None else first_delay
+        not_before = a.t_failed + self.t.recv_window_s + self.t.absent_margin_s  # an unknown one can land until then
+        try:
+            for _ in range(self.t.query_attempts):
+                await asyncio.sleep(max(delay, retry_after or 0.0))
+                delay = min(max(delay, self.t.first_query_s) * 2, self.t.max_query_delay_s)
+                retry_after = None
+                if o.amend is not a or o.done:
+                    return
+                sent = time.monotonic()
+                try:
+                    info = await self._rest("query", self.ex.fetch_order, None, o.symbol, {"clientOrderId": o.cid})
+                except ccxt.OrderNotFound:
+                    info = None
+                    self.log(f"amend of {o.cid}: the venue does not know the order, which it had taken")
+                except Exception as exc:  # noqa: BLE001 - retried
+                    retry_after = getattr(exc, "retry_after_s", None)
+                    self.last_error = self._err(exc)
+                    continue
+                if info is not None:
+                    self._apply_order(o, info)
+                if o.amend is not a or o.done:
+                    return
+                if a.refused:
+                    return self._amend_failed(o, f"the venue does not have it open ({a.refused}) and a query shows "
+                                                 "it as it was")
+                if sent >= not_before:
+                    return self._amend_failed(o, "not applied: a query past the amend's recvWindow shows the order "
+                                                 "as it was")
+                delay = max(delay, not_before - time.monotonic())
+        finally:
+            a.settling = False
+
+    def _amend_news(self, o: _Order, info: dict, answered: bool = False) -> None:
+        """What the venue says of an order with an amend in flight: the new price and quantity -> applied (also
+        when the order ended since: its fills and end follow); ended with the old ones -> its end is the answer.
+        ``answered``: the amend call's own answer (the venue took it: the order is what it says)."""
+        a = o.amend
+        exch_ts = _ns(info.get("lastUpdateTimestamp") or info.get("timestamp"))
+        if a is None or o.done or exch_ts < o.amended_ts:
+            return  # (older than the last amendment seen: a query answered late, from before it)
+        price, amount = _f(info.get("price")), _f(info.get("amount"))
+        ended = info.get("status") in ENDED
+        if (_same(price, a.price) and _same(amount, a.qty)) or (answered and not ended and price > 0 and amount > 0):
+            self._amended(o, price, amount, exch_ts)
+        elif ended:
+            self._amend_settled(o)  # (as _retire does once its end is reported)
 
     def _absent_after(self) -> float:
         """Monotonic time from which a query that does not find an earlier incarnation's order proves it never
@@ -878,6 +1107,7 @@ class OrderSession:
         if o.done:
             return
         o.t_activity = time.monotonic()
+        self._amend_news(o, info)
         amount = _f(info.get("amount"))
         if amount > 0 and (not o.acked or o.qty <= 0):
             o.qty = amount  # the quantity the venue took
@@ -1202,8 +1432,13 @@ class OrderSession:
 
     def _scan(self) -> None:
         """The user stream's updates since the last scan, as ccxt's caches took them: trades first (an order's end
-        waits for its trades)."""
+        waits for its trades), but an update that settles an amend before them (the fills after an amend count against
+        the amended quantity)."""
         self._scan_scheduled = False
+        for info in self._stream_orders:
+            o = self.orders.get(client_ids.order_id(self.prefix, info.get("clientOrderId")))
+            if o is not None and o.amend is not None:
+                self._amend_news(o, info)
         for name, sink in (("trades", self._stream_trades), ("orders", self._stream_orders)):
             if not sink:
                 continue
@@ -1296,6 +1531,9 @@ class OrderSession:
             elif (o.end is not None or o.venue_filled > o.filled + _eps(o.qty)) and not o.catching_up:
                 self.counters.sweeps += 1
                 self._catch_up_soon(o)
+            elif o.amend is not None and o.amend.t_failed and not o.amend.settling:
+                self.counters.sweeps += 1
+                self._settle_amend_soon(o, first_delay=0.0)
 
     async def resync(self) -> int:
         """Query every order of ours still open or in doubt (after the user stream reconnects; the gateway's
@@ -1403,6 +1641,7 @@ class OrderSession:
             elif o.cancel_busy:
                 busy.append(o)  # execute's own cancel is under way: wait for it
             elif not o.done:
+                o.cancel_busy = True
                 jobs.append(self._cancel(o))
         await asyncio.gather(*jobs, return_exceptions=True)
         deadline = time.monotonic() + self.t.request_s * self.t.cancel_attempts

@@ -209,13 +209,18 @@ async def until(ex, client_id: str, status: str, timeout: float = 5.0) -> list:
             return seen
 
 
+def pro_client(server):
+    """ccxt.pro.binanceusdm on the loopback (REST and the user stream)."""
+    ex = ccxt.pro.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False, "options": dict(OPTIONS)})
+    api = dict(ex.urls["api"])
+    ws = api.pop("ws")
+    ex.urls["api"] = {**replace_origin(api, server.rest_url), "ws": replace_origin(ws, server.ws_url)}
+    return ex
+
+
 def test_ccxt_pro_watches_orders_trades_and_positions_on_the_futures_user_stream(server):
     async def scenario():
-        ex = ccxt.pro.binanceusdm({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
-                                   "options": dict(OPTIONS)})
-        api = dict(ex.urls["api"])
-        ws = api.pop("ws")
-        ex.urls["api"] = {**replace_origin(api, server.rest_url), "ws": replace_origin(ws, server.ws_url)}
+        ex = pro_client(server)
         loop = asyncio.get_running_loop()
         routes = server.order_routes
         try:
@@ -274,3 +279,66 @@ def test_ccxt_pro_watches_orders_trades_and_positions_on_the_futures_user_stream
     assert any(o["clientOrderId"] == "bot4-f6-2" and o["status"] == "canceled" for o in seen)
     assert [o["status"] for o in after_drop if o["clientOrderId"] == "bot4-f6-3"][-1] == "closed"
     assert server.account_snapshot()["positions"]["BTCUSDT"]["qty"] == pytest.approx(0.0)
+
+
+def test_an_amendment_finds_the_order_by_its_id_and_faults_can_be_aimed_at_amendments(server):
+    ex = client(server)
+    routes = server.order_routes
+    below = max(server.books["BTCUSDT"].bids) - 320.0
+    first = ex.create_order(SYMBOL, "limit", "buy", 0.002, below, {"newClientOrderId": "bot4-f7-1"})
+    second = ex.create_order(SYMBOL, "limit", "buy", 0.002, below, {"newClientOrderId": "bot4-f7-2"})
+    # ccxt's request always carries orderId: without an id it sends "orderId=None", which the venue refuses (-1100)
+    with pytest.raises(ccxt.BadRequest, match="-1100"):
+        ex.edit_order(None, SYMBOL, "limit", "buy", 0.003, below, {"origClientOrderId": "bot4-f7-1"})
+    # both ids: the venue takes the order id
+    edited = ex.edit_order(second["id"], SYMBOL, "limit", "buy", 0.003, below, {"origClientOrderId": "bot4-f7-1"})
+    assert (edited["clientOrderId"], edited["amount"]) == ("bot4-f7-2", pytest.approx(0.003))
+    assert ex.fetch_order(first["id"], SYMBOL)["amount"] == pytest.approx(0.002)
+    # a fault for amendments only: a query passes it by; every amendment that arrives is counted, the refused too
+    puts = routes.requests[("PUT", "/fapi/v1/order")]
+    server.inject("503", amends_only=True)
+    assert ex.fetch_order(first["id"], SYMBOL)["status"] == "open"
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        ex.edit_order(first["id"], SYMBOL, "limit", "buy", 0.004, below, {"origClientOrderId": "bot4-f7-1"})
+    assert ex.fetch_order(first["id"], SYMBOL)["amount"] == pytest.approx(0.002)   # nothing done
+    ex.edit_order(first["id"], SYMBOL, "limit", "buy", 0.004, below, {"origClientOrderId": "bot4-f7-1"})
+    assert routes.requests[("PUT", "/fapi/v1/order")] - puts == 2
+    # the venue's rule: an amendment to no more than what is filled cancels the order
+    ex.cancel_order(second["id"], SYMBOL)
+    server.trade("BTCUSDT", below, 0.001)
+    assert ex.fetch_order(first["id"], SYMBOL)["filled"] == pytest.approx(0.001)
+    ended = ex.edit_order(first["id"], SYMBOL, "limit", "buy", 0.001, below - 10)
+    assert ended["status"] == "canceled" and ended["filled"] == pytest.approx(0.001)
+    flatten(ex, server)
+
+
+def test_ccxt_pro_takes_an_amendment_from_the_futures_user_stream(server):
+    async def scenario():
+        ex = pro_client(server)
+        try:
+            await ex.load_markets()
+            below = max(server.books["BTCUSDT"].bids) - 360.0
+            opened = asyncio.ensure_future(until(ex, "bot4-f8-1", "open"))
+            for _ in range(200):
+                if server.order_routes.user_streams:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            placed = await ex.create_order(SYMBOL, "limit", "buy", 0.002, below, {"newClientOrderId": "bot4-f8-1"})
+            await opened
+            updates = asyncio.ensure_future(ex.watch_orders(SYMBOL))
+            await asyncio.sleep(0.1)
+            await ex.edit_order(placed["id"], SYMBOL, "limit", "buy", 0.003, below + 5, {"origClientOrderId":
+                                                                                        "bot4-f8-1"})
+            seen = [dict(o) for o in await asyncio.wait_for(updates, 5)]
+            await ex.cancel_order(placed["id"], SYMBOL)
+            return placed, seen
+        finally:
+            await ex.close()
+
+    placed, seen = asyncio.run(scenario())
+    (update,) = [o for o in seen if o["clientOrderId"] == "bot4-f8-1"]
+    assert update["id"] == placed["id"] and update["status"] == "open"
+    assert (update["price"], update["amount"], update["filled"]) == (pytest.approx(placed["price"] + 5),
+                                                                     pytest.approx(0.003), 0)
+    assert (update["info"]["x"], update["info"]["X"]) == ("AMENDMENT", "NEW") and update["lastUpdateTimestamp"] > 0

@@ -15,6 +15,7 @@ from stages.universe import instrument_key
 from tools.binance_loopback import LoopbackServer
 
 CAPTURE = Path(__file__).resolve().parents[2] / "data" / "binance-ws-capture" / "spot_btcusdt_20240808.gz"
+FUTURES_CAPTURE = CAPTURE.parent / "usdm_btcusdt_20240808.gz"
 # the loopback's own test credentials (no real account anywhere), distinctive so a leak is easy to find
 KEY, SECRET = "loopbackKey7f3a9c21e8", "loopbackSecret5d8e0b44c6"
 VENUE = 1
@@ -32,10 +33,18 @@ def loopback_server():
                           orders=dict(api_key=KEY, secret=SECRET, balances={"USDT": 10_000_000.0, "BTC": 100.0}))
 
 
+def futures_loopback_server():
+    """The loopback Binance USD-M futures with its order endpoints, a static book and a 100,000 USDT wallet at 20x
+    (a session on it: ``Run(server, name, exchange="binanceusdm", symbols={2: "BTC-USDT"})``)."""
+    return LoopbackServer([FUTURES_CAPTURE], "usdm", speed=0, wait_streams=99,
+                          orders=dict(api_key=KEY, secret=SECRET, balance=100_000.0, leverage=20))
+
+
 def venue_orders(server, prefix: str = "") -> list:
     """The loopback's orders (its account_snapshot), those of a client id prefix when given."""
     return [SimpleNamespace(client_id=o["clientOrderId"], order_id=o["orderId"], qty=float(o["qty"]),
-                            executed=float(o["executed"]), status=o["status"], created_ms=o["time"],
+                            price=float(o["price"]), executed=float(o["executed"]), status=o["status"],
+                            created_ms=o["time"],
                             open=o["status"] in ("NEW", "PARTIALLY_FILLED"))
             for o in server.account_snapshot()["orders"] if o["clientOrderId"].startswith(prefix)]
 

@@ -17,9 +17,9 @@ from stages.records import (ANS_ACK, ANS_CANCELLED, ANS_FILL, ANS_REJECTED, BUY,
                             SELL)
 from stages.universe import instrument_key
 from pipeline.venues.reconcile import at_start
-from tests.pipeline.venues.loopback import (CAPTURE, FAST, KEY, KEY_BTC, SECRET, SYMBOLS, VENUE, Run, best, command,
-                                            in_thread, loopback_server, running, venue_orders, venue_trades)
-from tools.binance_loopback import LoopbackServer
+from tests.pipeline.venues.loopback import (FAST, KEY, KEY_BTC, SECRET, SYMBOLS, VENUE, Run, best, command,
+                                            futures_loopback_server, in_thread, loopback_server, running,
+                                            venue_orders, venue_trades)
 
 
 def test_ioc_and_quote_round_trips_answer_as_the_venue_recorded_them(server):
@@ -391,13 +391,9 @@ def test_trade_ids_that_are_not_decimal_get_a_stable_positive_id():
     assert a == trade_id_int("abc-1") and a != b and 0 < a < 2 ** 63 and 0 < b < 2 ** 63
 
 
-FUTURES_CAPTURE = CAPTURE.parent / "usdm_btcusdt_20240808.gz"
-
-
 @pytest.fixture(scope="module")
 def futures_server():
-    with LoopbackServer([FUTURES_CAPTURE], "usdm", speed=0, wait_streams=99,
-                        orders=dict(api_key=KEY, secret=SECRET, balance=100_000.0, leverage=20)) as s:
+    with futures_loopback_server() as s:
         yield s
 
 

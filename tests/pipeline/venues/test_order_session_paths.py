@@ -1,7 +1,8 @@
 """OrderSession's settling paths, each scripted exactly on a stand-in for the ccxt client (the timing of the real
 venue cannot force them): cancels that meet an unknown order, a timeout or a 5xx; a cancel that waits for its
 create; the same trade from a query and from the stream; an ACK the stream implies before the create's answer; fee
-conversion; an emit that fails. The loopback tests (test_ccxt_orders) run the real client."""
+conversion; an emit that fails. The loopback tests (test_ccxt_orders, test_amend) run the real
+client."""
 import asyncio
 import threading
 import time
@@ -13,8 +14,8 @@ import pytest
 from pipeline.venues import client_ids
 from pipeline.venues.ccxt_orders import OrderSession, Timeouts
 from pipeline.venues.credentials import Credentials
-from stages.records import (ANS_ACK, ANS_CANCEL_REJECTED, ANS_CANCELLED, ANS_FILL, BUY, CMD_CANCEL, CMD_NEW,
-                            INTENT_QUOTE, VENUE_ANSWER, VENUE_COMMAND)
+from stages.records import (ANS_ACK, ANS_AMENDED, ANS_CANCEL_REJECTED, ANS_CANCELLED, ANS_FILL, BUY, CMD_AMEND,
+                            CMD_CANCEL, CMD_NEW, INTENT_QUOTE, VENUE_ANSWER, VENUE_COMMAND)
 from stages.universe import instrument_key
 
 PREFIX = client_ids.prefix("paths")
@@ -65,7 +66,7 @@ class Fake:
         pass
 
     def __getattr__(self, method):
-        if method in ("create_order", "cancel_order", "fetch_order", "fetch_my_trades", "fetch_ticker",
+        if method in ("create_order", "cancel_order", "edit_order", "fetch_order", "fetch_my_trades", "fetch_ticker",
                       "fetch_open_orders"):
             return lambda *args: self._answer(method, *args)
         raise AttributeError(method)
@@ -90,12 +91,13 @@ def command(kind, order_id=1, qty=1.0, price=100.0, send_ts=None):
 
 
 class Harness:
-    def __init__(self, emit=None, **kw):
+    def __init__(self, emit=None, exchange="binance", **kw):
         self.batches = []
-        self.session = OrderSession("binance", Credentials("binance", "fake-key", "fake-secret"), 0,
+        self.session = OrderSession(exchange, Credentials("binance", "fake-key", "fake-secret"), 0,
                                     {1: "BTC/USDT"}, PREFIX, emit or self.batches.append,
                                     timeouts=Timeouts(**FAST), user_stream=False, log=lambda line: None, **kw)
         self.fake = self.session.ex = Fake()
+        self.fake.has = {"editOrder": True}
 
     @property
     def answers(self):
@@ -114,9 +116,9 @@ class Harness:
         await asyncio.sleep(seconds)
 
 
-def run(scenario):
+def run(scenario, **kw):
     async def main():
-        h = Harness()
+        h = Harness(**kw)
         await h.session.start()
         try:
             await scenario(h)
@@ -347,3 +349,53 @@ def test_the_clients_rate_limiter_credits_idle_time_a_lone_request_goes_at_once_
     lone, after_heavy, burst = asyncio.run(scenario())
     assert lone < 0.025 and after_heavy < 0.1
     assert burst > 0.03
+
+
+def amended(price, qty, updated_ms, status="open", filled=0.0):
+    return {**order(status, filled=filled, qty=qty), "price": price, "lastUpdateTimestamp": updated_ms}
+
+
+def test_an_amendment_and_the_fill_after_it_in_one_stream_step_count_the_fill_against_the_amended_quantity():
+    async def scenario(h):
+        await placed(h, qty=1.0)
+        answer = asyncio.get_running_loop().create_future()
+        h.fake.script("edit_order", answer)
+        h.session.amend(command(CMD_AMEND, qty=2.0, price=101.0))
+        await h.settle(0.01)
+        # the amendment, then a trade of the whole old quantity at the new price, handled in one step of the loop:
+        # ccxt's order cache holds the order's latest state (after the trade), and the trade comes first
+        h.stream(trade(8, 1.0, price=101.0), amended(101.0, 2.0, 2_500, "open", filled=1.0))
+        await h.settle(0.05)
+        answer.set_result(amended(101.0, 2.0, 2_400))   # the amend's own answer, late: nothing more
+        await h.settle(0.05)
+        assert h.session.orders[1].qty == 2.0
+
+    h = run(scenario, exchange="binanceusdm")
+    assert h.kinds() == [ANS_ACK, ANS_AMENDED, ANS_FILL]
+    _, amend, fill = h.answers
+    assert (amend["price"], amend["qty"], amend["leaves"]) == (101.0, 2.0, 2.0)
+    assert (fill["price"], fill["qty"], fill["leaves"]) == (101.0, 1.0, 1.0)   # not the end of the order
+    assert h.fake.called("edit_order") == [("77", "BTC/USDT", "limit", "buy", 2.0, 101.0,
+                                            {"origClientOrderId": client_ids.client_order_id(PREFIX, 1)})]
+
+
+def test_news_older_than_the_last_amendment_never_settles_the_next_amend():
+    async def scenario(h):
+        await placed(h, qty=1.0)
+        h.fake.script("edit_order", amended(101.0, 1.0, 3_000))
+        h.session.amend(command(CMD_AMEND, qty=1.0, price=101.0))
+        await h.settle(0.05)
+        back = asyncio.get_running_loop().create_future()
+        h.fake.script("edit_order", back)
+        h.session.amend(command(CMD_AMEND, qty=1.0, price=100.0))   # back to where it was
+        await h.settle(0.01)
+        h.stream(amended(100.0, 1.0, 2_000))   # a query answered late: from before the first amendment
+        await h.settle(0.05)
+        assert h.kinds() == [ANS_ACK, ANS_AMENDED]
+        back.set_result(amended(100.0, 1.0, 4_000))
+        await h.settle(0.05)
+
+    h = run(scenario, exchange="binanceusdm")
+    assert h.kinds() == [ANS_ACK, ANS_AMENDED, ANS_AMENDED]
+    assert [int(a["exch_ts"]) for a in h.answers[1:]] == [3_000_000_000, 4_000_000_000]
+    assert h.answers[2]["price"] == 100.0
