@@ -481,3 +481,38 @@ def test_spot_holdings_that_move_behind_the_runs_back_disable_trading_naming_the
     line = re.search(r"gateway: holdings mismatch, trading disabled: spot BTC \(BTC/USDT\): .*", output)
     assert line and "difference +0.5" in line.group(0), output
     assert "venue holdings mismatch" in output, output
+
+
+def test_a_live_futures_run_amends_its_quotes_in_place_and_its_journal_equals_the_venue(live, tmp_path, monkeypatch):
+    """Binance USD-M keeps an order through an amend (PUT order): a requote of a working quote goes out as one amend
+    of the same order, not a new order and a cancel. The journal's fills equal the venue's trades, every order's end
+    is the venue's, and each amended order's last amended price and quantity are the venue's."""
+    credentials(monkeypatch, "usdm")
+    journal = tmp_path / "journal"
+    with usdm_server(speed=3) as server:
+        conf = live_config(tmp_path, server, venue="usdm", exchange="binanceusdm",
+                           extra="[execute]\nmax_position_usd = 20000\n")
+        run = live("--live", "--config", str(conf), *SIGNAL_ARGS, "--duration", "120", "--journal", str(journal))
+        out = Output(run, tmp_path / "run.log")
+        out.wait_for(r"bot4: running.*trading enabled", timeout=280)
+        block = Block(run.name)
+        try:
+            until(lambda: block.gw("amends_applied") >= 3, 90, lambda: f"three amends:\n{out.text[-3000:]}")
+        finally:
+            block.close()
+            run.proc.send_signal(signal.SIGTERM)
+        code, output = out.finish(timeout=120)
+        snapshot = server.account_snapshot()
+        puts = server.order_routes.requests.get(("PUT", "/fapi/v1/order"), 0)
+    assert code == 0, output
+    figures = check_journal_against_venue(journal, snapshot, client_ids.prefix(run.name), output)
+    reports = figures["reports"]
+    amended = reports[reports["state"] == records.ORD_AMENDED]
+    assert len(amended) >= 3 and puts >= len(set(amended["order_id"].tolist())), (len(amended), puts)
+    venue = {client_ids.order_id(client_ids.prefix(run.name), o["clientOrderId"]): o for o in snapshot["orders"]}
+    last = {int(r["order_id"]): r for r in amended}
+    for oid, r in last.items():
+        o = venue[oid]
+        assert (round(float(o["price"]), 8), round(float(o["qty"]), 8)) == (round(float(r["price"]), 8),
+                                                                            round(float(r["qty"]), 8)), (oid, o, r)
+    assert "amends" in re.findall(r"gateway \(live venues\):.*", output)[-1], output
