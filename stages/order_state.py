@@ -10,7 +10,8 @@ amend the venue refused (the order goes back to the state it had before the requ
 
     INVALID   not a transition: the caller counts it and leaves the order as it is
     RESTORE   back to ``previous`` (the open state before a pending cancel or amend)
-    KEEP      stay pending; ``previous`` becomes ``KEEP_PREVIOUS[event]`` (a fill or a late ack while pending)
+    KEEP      stay pending; ``previous`` becomes ``KEEP_PREVIOUS[event]`` (a fill or a late ack while pending; an amend's
+              answer while a cancel is pending leaves it)
     LATE      a fill on a cancelled or expired order: account the fill, keep the state
 
 A command's outcome is one of three: refused locally (DENIED), a definitive venue answer (an event here), or
@@ -63,6 +64,10 @@ def _table() -> np.ndarray:
             t[state, event] = to
     t[OS_PENDING_CANCEL, OE_CANCEL_REJECTED] = RESTORE
     t[OS_PENDING_CANCEL, OE_CANCEL_REQUEST] = OS_PENDING_CANCEL  # asked again (the first one's answer is unknown)
+    # an amend's answer after a cancel overtook it (a requote while the amend was in flight): the venue's order has
+    # the amended price and size (or not), and the cancel is still pending
+    t[OS_PENDING_CANCEL, OE_UPDATED] = KEEP
+    t[OS_PENDING_CANCEL, OE_UPDATE_REJECTED] = KEEP
     t[OS_PENDING_UPDATE, OE_UPDATED] = RESTORE
     t[OS_PENDING_UPDATE, OE_UPDATE_REJECTED] = RESTORE
     t[OS_PENDING_UPDATE, OE_CANCEL_REQUEST] = OS_PENDING_CANCEL  # previous stays the open state
@@ -116,7 +121,9 @@ def apply(fsm, slot, event):
     if to == RESTORE:
         states[slot] = previous[slot]
     elif to == KEEP:
-        if event != OE_ACCEPT or previous[slot] == OS_SUBMITTED:  # a late ack never undoes a fill
+        if KEEP_PREVIOUS[event] == INVALID:
+            pass  # an amend's answer while a cancel is pending: the open state before it is unchanged
+        elif event != OE_ACCEPT or previous[slot] == OS_SUBMITTED:  # a late ack never undoes a fill
             previous[slot] = KEEP_PREVIOUS[event]
     else:
         if to == OS_PENDING_CANCEL or to == OS_PENDING_UPDATE:

@@ -250,3 +250,22 @@ def test_an_amend_the_gate_refuses_leaves_the_quote_and_a_venue_without_amends_c
     reports = y.step([intent(INTENT_QUOTE, SELL, 101.1, 1.0, intent_id=2)])
     assert [r["state"] for r in reports] == [ORD_PENDING_CANCEL, ORD_NEW]
     assert [c["kind"] for c in y.sent()] == [CMD_CANCEL, CMD_NEW]
+
+
+def test_an_amend_answered_after_a_cancel_overtook_it_still_moves_the_orders_price():
+    x = LiveExecute(amends=True)
+    x.step([intent(INTENT_QUOTE, BUY, 100.0, 1.0)])
+    (new,) = x.sent()
+    x.answer(new, ANS_ACK, leaves=1.0)
+    x.step()
+    x.step([intent(INTENT_QUOTE, BUY, 99.9, 1.0, intent_id=2)])
+    (amend,) = x.sent()
+    x.step([intent(INTENT_QUOTE, BUY, 99.8, 1.0, intent_id=3)])  # while the amend is in flight: cancel-replace
+    assert [c["kind"] for c in x.sent()] == [CMD_CANCEL, CMD_NEW]
+    x.answer(amend, records.ANS_AMENDED, qty=1.0, price=99.9, leaves=1.0)
+    x.answer(amend, ANS_FILL, qty=0.5, price=99.9, leaves=0.5, trade_id=1)
+    x.answer(amend, ANS_CANCELLED, leaves=0.5)
+    reports = x.step()
+    assert [(r["state"], r["price"]) for r in reports] == [(records.ORD_AMENDED, 99.9), (ORD_PARTIAL, 99.9),
+                                                           (ORD_CANCELLED, 99.9)]
+    assert x.stats[execute.ST_TRANSITIONS_REFUSED] == 0
