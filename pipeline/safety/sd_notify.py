@@ -84,16 +84,18 @@ class ServiceNotifier:
         if not self.enabled or self.stopping_sent:
             return
         now = time.monotonic_ns()
+        due = self.ping_every_ns and now - self.last_ping_ns >= self.ping_every_ns
         unwell = ""
-        if self.ping_every_ns:
+        if due:  # judged until a ping goes out: while one process is unwell, every tick
             wall = time.time_ns()
             unwell = next((str(c) for c in (process_condition(block, index, label, wall, stale_ns)
                                              for index, label in processes) if c is not None), "")
         state = trading_state(block) + (f"; not pinging the service watchdog: {unwell}" if unwell else "")
-        if state != self.said or now - self.said_at_ns >= STATUS_REPEAT_S * 1e9:
+        # stopping_sent again: a signal handler may have sent STOPPING=1 meanwhile, and it has the last word.
+        if (state != self.said or now - self.said_at_ns >= STATUS_REPEAT_S * 1e9) and not self.stopping_sent:
             self.said, self.said_at_ns = state, now
             self.status(f"{state} | {figures(block)}")
-        if self.ping_every_ns and not unwell and now - self.last_ping_ns >= self.ping_every_ns:
+        if due and not unwell and not self.stopping_sent:
             self.last_ping_ns = now
             self.send(Notification.WATCHDOG)
 
