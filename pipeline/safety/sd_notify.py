@@ -49,9 +49,10 @@ def figures(block: cb.ControlBlock) -> str:
 
 
 class ServiceNotifier:
-    def __init__(self, environ: Mapping[str, str] = os.environ, say: Callable[[str], None] = print):
-        self.enabled = bool(environ.get("NOTIFY_SOCKET"))
-        self.ping_every_ns = watchdog_interval_ns(environ, os.getpid()) if self.enabled else 0
+    def __init__(self, say: Callable[[str], None] = print):
+        self.socket = os.environ.get("NOTIFY_SOCKET", "")  # libsystemd reads it from the environment too
+        self.enabled = bool(self.socket)
+        self.ping_every_ns = watchdog_interval_ns(os.environ, os.getpid()) if self.enabled else 0
         self.say = say
         self.failed = False
         self.last_ping_ns = 0
@@ -67,7 +68,9 @@ class ServiceNotifier:
         except (OSError, RuntimeError, ValueError) as exc:  # systemd gone: the run goes on, said once
             if not self.failed:
                 self.failed = True
-                self.say(f"bot4: cannot notify systemd ({exc}); the run goes on")
+                code = exc.args[-1] if exc.args and isinstance(exc.args[-1], int) else 0  # sd_notify's -errno
+                self.say(f"bot4: cannot notify systemd at NOTIFY_SOCKET={self.socket} "
+                         f"({os.strerror(-code) if code < 0 else exc}); the run goes on")
 
     def status(self, text: str) -> None:
         self.send(Notification.STATUS, " ".join(text.split()))  # one line: a newline ends the field
