@@ -176,7 +176,8 @@ class StatusView:
         checked = counters.get("validate", {})
         by_reason = ", ".join(f"{name} {checked[label]:,}" for label, name in validate.REASONS.values()
                               if checked.get(label))
-        lines = [f"events in: {counters['feed']['out']:,} (quarantined {checked.get('quarantined', 0):,}"
+        fed = counters.get("feed", {})  # none: the run failed to start before the feed process claimed its slot
+        lines = [f"events in: {fed.get('out', 0):,} (quarantined {checked.get('quarantined', 0):,}"
                  + (f": {by_reason})" if by_reason else ")")]
         lines.append("records per stage (in -> out): " + ", ".join(
             f"{n} {c['in'] + c['in_b']:,}->{c['out']:,}" for n, c in counters.items() if n in registry.STAGE_NAMES))
@@ -200,7 +201,7 @@ class StatusView:
             lines.append(self.residual(ex))
         else:
             lines.append("record mode: nothing traded")
-        source = {label[5:].replace("_", " "): counters["feed"].get(label, 0) for label in registry.CCXT_FEED_COUNTERS}
+        source = {label[5:].replace("_", " "): fed.get(label, 0) for label in registry.CCXT_FEED_COUNTERS}
         if any(source.values()):
             lines.append("live source (ccxt): " + ", ".join(f"{k} {v:,}" for k, v in source.items()))
         if "gateway" in counters:

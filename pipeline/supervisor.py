@@ -23,9 +23,11 @@ from pipeline.hosting import launcher, topology, warmup
 from pipeline.plan import RunPlan, resolve
 from pipeline.registry import NAMES as PROCESS_NAMES
 from pipeline.registry import STAGE_NAMES
-from pipeline.safety import alerts, postmortem
+from pipeline.safety import alerts, postmortem, sd_notify
 from pipeline.safety.arming import request_arm
-from pipeline.status_view import StatusView, hist
+from pipeline.safety.panic import process_condition
+from pipeline.safety.watchdog import STAGES_GONE_WAIT_S
+from pipeline.status_view import StatusView, hist, slot_alive, supervisor_alive
 from pipeline.store import feature_store, garch_store, weights_store
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -45,7 +47,15 @@ class ExitCode(enum.IntEnum):
     TRIPPED = 5            # stopped on request, but trading was disabled during the run (reason printed)
 
 
-STOP_GRACE_S = 5.0
+STOP_GRACE_S = 5.0    # a process told to stop has this long to say it stopped...
+ABANDON_GRACE_S = 1.0  # ...then this long once told to abandon its full outputs, then it is killed
+
+
+def stop_budget_s(config: Config) -> float:
+    """The longest a stop can take: the flatten, then every process in turn using both its graces (each one
+    hung). A service manager's stop timeout (systemd's TimeoutStopSec, supervisord's stopwaitsecs) must exceed
+    it, or it kills the supervisor mid-drain."""
+    return config.run.flatten_timeout_s + len(PROCESS_NAMES) * (STOP_GRACE_S + ABANDON_GRACE_S)
 
 
 @dataclass
@@ -69,6 +79,8 @@ class Supervisor:
     garch_store: object = None     # the GARCH parameters in use (pipeline.store.garch_store)
     weights_store: object = None   # the allocator's weights in use (pipeline.store.weights_store)
     consumers_gone: set = field(default_factory=set)  # processes whose input rings are marked gone
+    service: sd_notify.ServiceNotifier | None = None  # systemd's notify socket (inert when not under systemd)
+    watchdog_stale: bool = False   # the watchdog's heartbeat is stale now (said and tripped once per episode)
 
     def say(self, text: str) -> None:
         try:
@@ -77,6 +89,7 @@ class Supervisor:
             self.out = open(os.devnull, "w")
 
     def run(self) -> int:
+        self.service = sd_notify.ServiceNotifier(say=self.say)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             try:
@@ -93,6 +106,7 @@ class Supervisor:
             self.say(f"bot4: running ({processes} processes); {self.armed_text}")
             if allocation_note(self.config):
                 self.say(f"bot4: {allocation_note(self.config)}")
+            self.service.ready(self.block)
             self.watch()
             return self.exit_code()
         finally:
@@ -102,6 +116,7 @@ class Supervisor:
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested = signal.Signals(signum).name
+        self.service.stopping(self.stop_requested)
 
     def start(self) -> None:
         config = self.config
@@ -109,7 +124,10 @@ class Supervisor:
         self.plan = resolve(config).with_placements(topology.place(config))
         placements = self.placements = self.plan.placements
         preflight(self.plan)
-        self._reclaim_stale(run)
+        crashed = self._reclaim_stale(run)
+        account = postmortem.read(run)
+        if account is not None:
+            crashed = f"{account.get('what', 'it crashed')} at {account.get('when', '?')}"
         postmortem.remove(run)  # a new run under this name: the last one's account is superseded
         self.block = cb.ControlBlock.create(names.control(run))
         g = self.block.globals
@@ -178,6 +196,11 @@ class Supervisor:
         if recording:
             cb.set_kill_text(g, "record mode: nothing trades")
             self.armed_text = "record mode: feed, validate and the journal only; nothing trades"
+        elif crashed:
+            # A service manager restarted us after a crash or hang: re-arming stays the operator's call.
+            cb.set_kill_text(g, f"waiting for: bot4 killswitch arm (the last run under this name crashed: {crashed})")
+            self.armed_text = (f"trading disabled until: bot4 killswitch arm (the last run under this name crashed: "
+                               f"{crashed})")
         elif config.run.arm_at_start:
             # The switch needs a few frames after the watchdog opened it: retry within a grace period.
             deadline = time.monotonic() + config.run.arm_grace_s
@@ -216,15 +239,39 @@ class Supervisor:
             return f"{name} (pid {child.pid}) exited during start-up ({how}); its error is above"
         return ""
 
-    def _reclaim_stale(self, run: str) -> None:
-        """Segments of a crashed run (creator dead) are unlinked; a live run's are an error."""
-        leftovers = segment.list_segments(names.run_prefix(run))
+    def _reclaim_stale(self, run: str) -> str:
+        """Segments of a crashed run (creator dead) are unlinked; a live run's are an error. Returns what a
+        crashed run left ("" when nothing)."""
         control = names.control(run)
+        if control in segment.list_segments(names.run_prefix(run)):
+            self._wait_for_last_watchdog(control)
+        leftovers = segment.list_segments(names.run_prefix(run))
         if control in leftovers and not segment.reclaim_if_stale(control):
             raise StartError(f"a run named {run!r} is alive (segment {control}); stop it or set run.name")
         reclaimed = segment.reclaim_stale(leftovers)  # another user's semaphore is left alone
         if reclaimed:
             self.say(f"bot4: reclaimed {reclaimed} stale shared-memory entries of a crashed run")
+            return f"it left {reclaimed} shared-memory entries"
+        return ""
+
+    def _wait_for_last_watchdog(self, control: str) -> None:
+        """The watchdog of a run whose supervisor died removes that run and writes its post-mortem
+        (pipeline.safety.watchdog.outlive_supervisor); a start under the name (a service manager's restart)
+        waits for it to finish, so neither removes what the other wrote."""
+        try:
+            block = cb.ControlBlock.attach(control)
+        except segment.SegmentError:
+            return  # not a control block this code can read: reclaimed or refused by the caller
+        try:
+            slot = block.stages[PROCESS_NAMES.index("watchdog")]
+            if supervisor_alive(block) or not slot_alive(slot):
+                return
+            self.say(f"bot4: waiting for the last run's watchdog (pid {int(slot[cb.S_PID])}) to finish its clean-up")
+            deadline = time.monotonic() + STAGES_GONE_WAIT_S + 5.0
+            while slot_alive(slot) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            block.close()
 
     def poll_children(self) -> None:
         for name, child in list(self.children.items()):
@@ -238,9 +285,10 @@ class Supervisor:
             # Trading off first, then everything else.
             g = self.block.globals
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            cb.trip(g, kill_reasons.KILL_STAGE_DIED, index, f"stage {name} (pid {child.pid}) died ({how})", time.time_ns(),
-                    time.monotonic_ns())
-            self.say(f"bot4: stage {name} (pid {child.pid}) died ({how}); trading disabled")
+            what = (f"the watchdog (pid {child.pid}) died ({how}): nothing watches the kill switch or the stages"
+                    if name == "watchdog" else f"stage {name} (pid {child.pid}) died ({how})")
+            cb.trip(g, kill_reasons.KILL_STAGE_DIED, index, what, time.time_ns(), time.monotonic_ns())
+            self.say(f"bot4: {what}; trading disabled")
             running = int(g[cb.G_RUN_STATE]) == cb.RUN_RUNNING
             if self.config.run.restart == "restart" and running and self.restarts < self.config.run.max_restarts:
                 self.restart(name)
@@ -275,8 +323,13 @@ class Supervisor:
         view.lines()
         started = time.monotonic()
         next_status = started + config.run.status_interval_s
+        stale_ns = int(config.watchdog.heartbeat_stale_ms * 1e6)
+        processes = [(PROCESS_NAMES.index(name), f"stage {name}" if name in STAGE_NAMES else name)
+                     for name in self.children]
         while not self.stop_requested and not self.died:
             self.poll_children()
+            self.watch_the_watchdog(stale_ns)
+            self.service.tick(self.block, processes, stale_ns)
             now = time.monotonic()
             if config.run.duration_s and now - started >= config.run.duration_s:
                 self.stop_requested = "duration"
@@ -289,6 +342,25 @@ class Supervisor:
                 self.stop_requested = "feed finished"
                 break
             time.sleep(0.02)
+
+    def watch_the_watchdog(self, stale_ns: int) -> None:
+        """The watchdog is watched: a stale heartbeat (hung, stopped) means nothing checks the kill switch or the
+        stages any more, so trading goes off here (its death is poll_children's)."""
+        child = self.children.get("watchdog")
+        if child is None or child.poll() is not None:
+            return
+        index = PROCESS_NAMES.index("watchdog")
+        wall, mono = time.time_ns(), time.monotonic_ns()
+        condition = process_condition(self.block, index, f"the watchdog (pid {child.pid})", wall, stale_ns)
+        stale = condition is not None and condition.reason == kill_reasons.KILL_HEARTBEAT_STALE
+        if stale and not self.watchdog_stale:
+            text = f"{condition}: nothing watches the kill switch or the stages"
+            cb.trip(self.block.globals, kill_reasons.KILL_HEARTBEAT_STALE, index, text, wall, mono)
+            self.say(f"bot4: {text}; trading disabled")
+        elif self.watchdog_stale and not stale:
+            self.say(f"bot4: the watchdog (pid {child.pid}) polls again; trading stays disabled until: "
+                     "bot4 killswitch arm")
+        self.watchdog_stale = stale
 
     def _drained(self) -> bool:
         return all(r.depth() == 0 for r in self.rings)
@@ -316,7 +388,7 @@ class Supervisor:
             slot[cb.S_STOP] = 1
             if not self._stopped_within(child, slot, STOP_GRACE_S):
                 slot[cb.S_STOP] = 2  # abandon: do not wait on full outputs
-                if not self._stopped_within(child, slot, 1.0):
+                if not self._stopped_within(child, slot, ABANDON_GRACE_S):
                     self.say(f"bot4: {name} did not stop; killing it")
                     child.kill()
                     child.wait()
@@ -419,6 +491,8 @@ class Supervisor:
             self.say("bot4: lost to dead consumers: " + ", ".join(lost))
 
     def shutdown(self) -> None:
+        if self.service is not None:
+            self.service.stopping(self.stop_requested or f"{self.died} died")
         if self.block is not None:
             g = self.block.globals
             if g[cb.G_TRADING_ENABLED]:

@@ -53,10 +53,17 @@ def test_sigkill_of_each_process_in_turn_leaves_trading_off_nothing_lost_and_not
     name = f"chaos{uuid.uuid4().hex[:6]}"
     journal = str(tmp_path / "journal")
     args = (*SIGNAL_ARGS, "--quiet", "--journal", journal, "--dsn", pg_dsn)
-    for victim in VICTIMS:
+    for previous, victim in zip((None,) + VICTIMS, VICTIMS):
         run = live(*args, name=name)
         line = run.wait_for(r"bot4: (running|start-up failed)")
-        assert "trading enabled" in line, f"the start after the previous kill is not clean:\n{''.join(run.output)}"
+        if previous == "supervisor":  # a start after a crash comes up disarmed: an operator arms it
+            assert "trading disabled until: bot4 killswitch arm (the last run under this name crashed: the " \
+                   "supervisor (pid " in line, f"the start after the crash:\n{''.join(run.output)}"
+            armed = subprocess.run([sys.executable, "-m", "tools.cli", "killswitch", "arm", "--name", name], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=60)
+            assert armed.returncode == 0 and "armed: trading enabled" in armed.stdout, armed.stdout + armed.stderr
+        else:
+            assert "trading enabled" in line, f"the start after the previous kill is not clean:\n{''.join(run.output)}"
         block = cb.ControlBlock.attach(names.control(name))
         try:
             pids = {n: int(block.stages[i][cb.S_PID]) for i, n in enumerate(PROCESSES) if block.stages[i][cb.S_PID]}
@@ -83,7 +90,8 @@ def test_sigkill_of_each_process_in_turn_leaves_trading_off_nothing_lost_and_not
                     assert orders_slot[cb.S_CUSTOM + execute.ST_LAST_ORDER_NS] <= g[cb.G_KILL_TIME_NS]
                 code, output = run.finish(timeout=120)
                 assert code == 3, output  # ExitCode.STAGE_DIED
-                assert f"stage {victim} (pid {pids[victim]}) died (signal SIGKILL)" in output, output
+                what = "the watchdog" if victim == "watchdog" else f"stage {victim}"
+                assert f"{what} (pid {pids[victim]}) died (signal SIGKILL)" in output, output
         finally:
             block.close()
         _wait(lambda: not any(_alive(pid) for pid in pids.values()), 30, f"every process of the run ({victim} killed)")

@@ -1,5 +1,6 @@
 """What every process the launcher starts does first: read its launch spec, tie its life to the
-supervisor, ignore Ctrl-C (the supervisor owns it), pin itself, attach the control block, claim its slot."""
+supervisor, ignore Ctrl-C and SIGTERM (the supervisor owns them), pin itself, attach the control block, claim
+its slot."""
 from __future__ import annotations
 
 import os
@@ -49,7 +50,10 @@ def start(name: str | None = None) -> Child:
     if name == "watchdog":
         signal.signal(SUPERVISOR_DIED_SIGNAL, _on_supervisor_died)
     die_with_parent(launch["supervisor_pid"], SUPERVISOR_DIED_SIGNAL if name == "watchdog" else signal.SIGKILL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C and a SIGTERM sent to the whole process group or cgroup are the supervisor's to act on: it stops
+    # everyone in order (drain, flatten), and a process killed by them first would read as a dead stage.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     plan: RunPlan = launch["plan"]
     placements = plan.placements
     placement = placements[name]

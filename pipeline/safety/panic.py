@@ -46,6 +46,24 @@ def read_clocks(max_gap_ns: int = 50_000, tries: int = 10) -> tuple[int, int]:
     return wall, (before + after) // 2
 
 
+def process_condition(block: cb.ControlBlock, index: int, label: str, wall_ns: int,
+                      stale_ns: int) -> Condition | None:
+    """What is wrong with the process of slot ``index`` (``label`` names it in the text): it failed, it is
+    dead, or it runs with a heartbeat older than ``stale_ns`` (hung or stopped); None when nothing is.
+    The watchdog judges the stages by it, the supervisor the watchdog, the service manager's watchdog all."""
+    slot = block.stages[index]
+    state = int(slot[cb.S_STATE])
+    if state == cb.FAILED:
+        return Condition(kill_reasons.KILL_STAGE_FAILED, index, f"{label} failed")
+    if not segment.pid_alive(int(slot[cb.S_PID])):
+        return Condition(kill_reasons.KILL_STAGE_DIED, index, f"{label} (pid {int(slot[cb.S_PID])}) is dead")
+    age = wall_ns - int(slot[cb.S_HEARTBEAT_NS])
+    if state == cb.RUNNING and age > stale_ns:
+        return Condition(kill_reasons.KILL_HEARTBEAT_STALE, index,
+                         f"{label} heartbeat {age / 1e6:.0f} ms old (limit {stale_ns / 1e6:.0f})")
+    return None
+
+
 class PanicMonitor:
     """Stateful across polls (feed progress, error-rate window, last wall clock)."""
 
@@ -83,16 +101,11 @@ class PanicMonitor:
                 if running and state == 0 and name in STAGE_NAMES:  # the gateway runs only with live venues
                     out.append(Condition(kill_reasons.KILL_STAGE_DIED, index, f"stage {name} is not running"))
                 continue
-            if state == cb.FAILED:
-                out.append(Condition(kill_reasons.KILL_STAGE_FAILED, index, f"stage {name} failed"))
-                continue
-            if not segment.pid_alive(int(slot[cb.S_PID])):
-                out.append(Condition(kill_reasons.KILL_STAGE_DIED, index, f"stage {name} (pid {int(slot[cb.S_PID])}) is dead"))
-                continue
-            age = wall_ns - int(slot[cb.S_HEARTBEAT_NS])
-            if state == cb.RUNNING and age > stale_ns:
-                out.append(Condition(kill_reasons.KILL_HEARTBEAT_STALE, index,
-                                     f"stage {name} heartbeat {age / 1e6:.0f} ms old (limit {stale_ns / 1e6:.0f})"))
+            condition = process_condition(block, index, f"stage {name}", wall_ns, stale_ns)
+            if condition is not None:
+                out.append(condition)
+                if condition.reason != kill_reasons.KILL_HEARTBEAT_STALE:
+                    continue
             since = int(slot[cb.S_BLOCKED_SINCE_NS])
             if since and wall_ns - since > blocked_ns:
                 out.append(Condition(kill_reasons.KILL_RING_BLOCKED, index,

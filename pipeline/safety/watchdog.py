@@ -40,6 +40,15 @@ ST_ARM_REFUSALS, ST_MAX_POLL_NS = _COUNTERS.counter("arm_refusals"), _COUNTERS.c
 TRIP_LATCH_WAIT_NS = 1_000_000_000
 
 
+def say(text: str) -> None:
+    """A line on stderr that cannot fail: the watchdog outlives the supervisor, and a process manager may have
+    closed the supervisor's output pipe by then (supervisord does), which must not cut the clean-up short."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
 def switch_condition(reading) -> Condition | None:
     """The kill switch as a panic condition (None when it reads armed or there is no switch)."""
     from pipeline.safety.switch import SwitchState
@@ -147,8 +156,8 @@ class Watchdog:
         stage = PROCESSES[index] if reason in ("stage died", "stage failed", "heartbeat stale", "ring blocked") \
             and 0 <= index < len(PROCESSES) else ""  # the journal and recorder have slots too
         detail = cb.kill_text(g)
-        print(f"watchdog: trading disabled: reason={reason}" + (f" stage={stage}" if stage else "")
-              + (f": {detail}" if detail else ""), file=sys.stderr, flush=True)
+        say(f"watchdog: trading disabled: reason={reason}" + (f" stage={stage}" if stage else "")
+            + (f": {detail}" if detail else ""))
         if self.alerter is not None:
             self.alerter.send("trip", reason=reason, stage=stage, detail=detail,
                               kill_wall_ns=int(g[cb.G_KILL_TIME_NS]), seen_wall_ns=wall, seen_mono_ns=mono)
@@ -203,7 +212,7 @@ def outlive_supervisor(watchdog: Watchdog, alerter: Alerter | None, run: str) ->
         watchdog.stats[ST_TRIPS] += 1
         watchdog.alert_new_trips(wall, mono)
     else:  # trading was already off: the first reason stays, the death is still news
-        print(f"watchdog: {text}", file=sys.stderr, flush=True)
+        say(f"watchdog: {text}")
         if alerter is not None:
             alerter.send("supervisor_died", detail=text, seen_wall_ns=wall)
     processes = [(name, int(block.stages[i][cb.S_PID]), int(block.stages[i][cb.S_PID_START_NS]))
@@ -237,9 +246,8 @@ def outlive_supervisor(watchdog: Watchdog, alerter: Alerter | None, run: str) ->
                    + (f"still alive after {STAGES_GONE_WAIT_S:g}s: {', '.join(alive)}" if alive else "no process left"),
     }
     path = postmortem.write(run, account)
-    print(f"watchdog: supervisor gone; run {run!r} disarmed and removed; post-mortem in {path}", file=sys.stderr,
-          flush=True)
     segment.reclaim_if_stale(control)
+    say(f"watchdog: supervisor gone; run {run!r} disarmed and removed; post-mortem in {path}")
 
 
 class PeriodIdle:
