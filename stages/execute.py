@@ -585,6 +585,16 @@ def gate_check(state, params, intent, k, now_ns, replaced=-1):
 
 
 @njit(cache=True, _nrt=False)
+def _checked(state, params, intent, k, now_ns, replaced):
+    """0 when ``intent`` has a quantity, a price and a market and passes the gate; else the REJ_* code."""
+    if not (intent["qty"] > 0.0) or not (intent["price"] > 0.0):
+        return REJ_BAD_QTY
+    if state[X_HAS_BOOK][k] == 0:
+        return REJ_NO_MARKET
+    return gate_check(state, params, intent, k, now_ns, replaced)
+
+
+@njit(cache=True, _nrt=False)
 def _spend_token(ints, gate, params, now_ns):
     """Token bucket in event time: refill at P_RATE_PER_NS up to P_BURST, spend one per accepted order."""
     burst = params[P_BURST]
@@ -653,20 +663,13 @@ def _place(state, params, vparams, intent, replaced, parent, algo, out, n, stats
     """The gate, then one order of ``intent`` on its own venue. Returns (n, the order's slot; -1: refused).
     ``replaced``: the slot of the quote a quote replaces (-1: none); ``parent``, ``algo``: a child's (records.ORDER)."""
     ints = state[X_INTS]
-    has_book = state[X_HAS_BOOK]
     orders = state[X_ORDERS]
     positions = state[X_POSITIONS]
     gate = state[X_GATE]
     k = instrument_key(intent["venue"], intent["symbol"])
     side_col = 0 if intent["side"] == BUY else 1
     parent_id = intent["intent_id"] if parent != 0 else 0
-    reason = 0
-    if not (intent["qty"] > 0.0) or not (intent["price"] > 0.0):
-        reason = REJ_BAD_QTY
-    elif has_book[k] == 0:
-        reason = REJ_NO_MARKET
-    else:
-        reason = gate_check(state, params, intent, k, now_ns, replaced)
+    reason = _checked(state, params, intent, k, now_ns, replaced)
     slot = -1
     if reason == 0:
         slot = _free_slot(orders) if ints[I_OPEN] < params[P_MAX_OPEN_ORDERS] else -1
@@ -707,18 +710,11 @@ def _amend(state, params, intent, slot, out, n, stats, now_ns):
     """A quote's new price and size as an amend of the working quote in ``slot``: the same gate as a new order
     (the old quote left out of it); refused -> the old quote stands. ``intent["qty"]``: what should be open."""
     ints = state[X_INTS]
-    has_book = state[X_HAS_BOOK]
     positions = state[X_POSITIONS]
     links = state[X_LINKS]
     order = state[X_ORDERS][slot]
     k = instrument_key(intent["venue"], intent["symbol"])
-    reason = 0
-    if not (intent["qty"] > 0.0) or not (intent["price"] > 0.0):
-        reason = REJ_BAD_QTY
-    elif has_book[k] == 0:
-        reason = REJ_NO_MARKET
-    else:
-        reason = gate_check(state, params, intent, k, now_ns, slot)
+    reason = _checked(state, params, intent, k, now_ns, slot)
     if reason == 0:
         if not link.has_room(links, order["venue"], 1):
             stats[ST_LINK_FULL] += 1
