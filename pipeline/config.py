@@ -140,6 +140,7 @@ RANGES: dict[str, dict[str, Range]] = {
     "journal": {"fsync_interval_ms": _positive(3_600_000), "rotate_mb": _positive(1_048_576),
                 "tap_capacity": Range(16, RECORDS)},
     "recorder": {},
+    "metrics": {"port": Range(0, 65_535)},
     "killswitch": {"baudrate": Range(50, 10_000_000), "heartbeat_timeout_ms": Range(10, 10_000),
                    "reconnect_min_ms": _positive(600_000), "reconnect_max_ms": _positive(600_000)},
     "topology": {"spin_cycles": Range(0, 1_000_000), "yield_cycles": Range(0, 1_000_000),
@@ -168,6 +169,7 @@ class RunConfig:
     name: str = "main"               # shared-memory names are /bot4.<name>.*
     duration_s: float = 0.0          # 0 = until Ctrl-C / SIGTERM
     status_interval_s: float = 1.0   # 0 = no status lines
+    status_table: bool = False       # each status interval: the whole stage table (bot4 status) instead of one line
     ready_timeout_s: float = 120.0
     restart: str = "never"           # a dead stage: never (stop the run) | restart (respawn, stay disarmed)
     max_restarts: int = 3            # per run, with restart
@@ -875,6 +877,16 @@ class RecorderConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    port: int = 0                    # bot4 run serves Prometheus metrics on this TCP port; 0 = no endpoint
+    host: str = "127.0.0.1"          # the address it listens on (0.0.0.0: every interface)
+
+    def check(self):
+        _require(bool(self.host.strip()), "metrics.host", self.host,
+                 "give an address to listen on, e.g. 127.0.0.1 (this host only) or 0.0.0.0 (every interface)")
+
+
+@dataclass(frozen=True)
 class KillSwitchConfig:
     mode: str = "none"               # none | line | heartbeat
     port: str = ""                   # serial device (/dev/ttyUSB0) or pyserial URL (loop://)
@@ -1003,6 +1015,7 @@ class Config:
     killswitch: KillSwitchConfig = field(default_factory=KillSwitchConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     rings: RingsConfig = field(default_factory=RingsConfig)
 
