@@ -28,15 +28,14 @@ from prometheus_client.utils import floatToGoString
 
 from pipeline import kill_reasons, names, registry
 from pipeline.safety.switch import SwitchState
-from pipeline.status_view import IDLE_LABEL, PROCESS_NAMES, StatusView, hist, state_label, supervisor_alive
+from pipeline.status_view import (IDLE_LABEL, PROCESS_NAMES, RUN_STATES, StatusView, hist, state_label,
+                                  supervisor_alive)
 from pipeline.tables import FEES, POSITION, PositionsTable
 from shm import control as cb
 from shm.segment import SegmentError
 from stages import validate
 
 SCRAPE_NICE = 10  # a scrape's thread yields the core to the stages (Linux: niceness is per thread)
-RUN_STATES = {0: "new", cb.RUN_STARTING: "starting", cb.RUN_RUNNING: "running", cb.RUN_STOPPING: "stopping",
-              cb.RUN_STOPPED: "stopped"}
 STAGE_STATES = (*cb.STATE_NAMES.values(), "dead")
 SWITCH_STATES = ("none", *(s.name.lower() for s in SwitchState))  # G_SWITCH_STATE: 0 none, else SwitchState + 1
 STAGE_KILLS = (kill_reasons.KILL_STAGE_DIED, kill_reasons.KILL_HEARTBEAT_STALE, kill_reasons.KILL_STAGE_FAILED,
@@ -80,15 +79,18 @@ class RunCollector:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SCRAPE_NICE)
         except OSError:
             pass  # not permitted to lower it: read anyway
-        up = GaugeMetricFamily("bot4_up", "1 while the run's supervisor lives (its control block is read)")
+        up = GaugeMetricFamily("bot4_up", "1 while the run's supervisor lives (then every other metric is read; "
+                               "0: nothing else is served)")
         try:
             block = cb.ControlBlock.attach(names.control(self.run))
         except SegmentError:
             up.add_metric([], 0)
             return [up]
         try:
-            alive = supervisor_alive(block)
-            up.add_metric([], 1 if alive else 0)
+            if not supervisor_alive(block):  # a crashed run's last words: its flag may read 1 with nothing trading
+                up.add_metric([], 0)
+                return [up]
+            up.add_metric([], 1)
             return [up, *Reading(StatusView(block), self.run).families()]
         finally:
             block.close()
@@ -172,7 +174,8 @@ class Reading:
         counters = self.view.stage_counters()
         for name, c in counters.items():
             slot = self.view.block.stages[registry.slot(name)]
-            state.add_metric([name], {s: s == state_label(slot) for s in STAGE_STATES})
+            label = state_label(slot)
+            state.add_metric([name], {s: s == label for s in STAGE_STATES})
             info.add_metric([name, str(int(slot[cb.S_PID])), str(int(slot[cb.S_CORE])), self.idle(name, slot)], 1)
             beat = int(slot[cb.S_HEARTBEAT_NS])
             heartbeat.add_metric([name], max(0, now - beat) / 1e9 if beat else math.nan)

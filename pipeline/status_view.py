@@ -18,6 +18,8 @@ from shm.idle import NAMES as IDLE_NAMES
 from stages import execute, validate
 
 IDLE_LABEL = {v: k for k, v in IDLE_NAMES.items()}
+RUN_STATES = {0: "new", cb.RUN_STARTING: "starting", cb.RUN_RUNNING: "running", cb.RUN_STOPPING: "stopping",
+              cb.RUN_STOPPED: "stopped"}  # G_RUN_STATE
 PROCESS_NAMES = registry.NAMES  # control-block slot i belongs to PROCESS_NAMES[i]
 
 

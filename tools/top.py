@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline import names, registry
-from pipeline.status_view import StatusView, supervisor_alive
+from pipeline.status_view import RUN_STATES, StatusView, supervisor_alive
 from pipeline.tables import FEES, POSITION, PositionsTable
 from shm import control as cb
 from shm.segment import SegmentError
@@ -62,8 +62,8 @@ def render(run: str, view: StatusView, positions: PositionsTable | None) -> Grou
     g = view.block.globals
     rows = view.rows()
     up_s = max(0, time.time_ns() - int(g[cb.G_STARTED_NS])) // 1_000_000_000
-    header = Text(f"bot4 top: run {run} (id {int(g[cb.G_RUN_ID]):x}), up {up_s // 3600}:{up_s // 60 % 60:02d}:"
-                  f"{up_s % 60:02d}, {time.strftime('%H:%M:%S')}", style="bold")
+    header = Text(f"bot4 top: run {run} (id {int(g[cb.G_RUN_ID]):x}), {RUN_STATES.get(int(g[cb.G_RUN_STATE]), '?')}, "
+                  f"up {up_s // 3600}:{up_s // 60 % 60:02d}:{up_s % 60:02d}, {time.strftime('%H:%M:%S')}", style="bold")
     trading = view.trading_text()
     state = Text("trading ", style="bold")
     state.append(trading, style="bold green" if trading == "ENABLED" else "bold red")

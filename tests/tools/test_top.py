@@ -80,7 +80,7 @@ def test_bot4_top_shows_the_run_quits_on_q_and_ends_with_the_run(live, tmp_path)
             return None
 
         screen, cells = wait(shown, 60, "the stages, a feed rate and the trading state on the screen")
-        header = [cell.strip() for cell in next(l for l in screen.splitlines() if "│ stage" in l).split("│")[1:-1]]
+        header = [cell.strip() for cell in next(l for l in screen.splitlines() if "┃ stage" in l).split("┃")[1:-1]]
         assert header[:6] == ["stage", "state", "core", "idle", "in/s", "out/s"], header
         assert all(cells[stage][1] == "running" for stage in registry.STAGE_NAMES), cells
         assert int(cells["execute"][4].replace(",", "")) > 0  # execute takes market events and intents
