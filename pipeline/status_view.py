@@ -177,7 +177,7 @@ class StatusView:
             return f"trading {self.trading_text()} | no stage started"
         first, last = rows[0], rows[-1]
         parts = [f"trading {self.trading_text()}",
-                 f"{first.name} {first.rate_out:,.0f}/s -> {last.name} {last.rate_in:,.0f}/s",
+                 f"{first.name} out {first.rate_out:,.0f}/s, {last.name} in {last.rate_in:,.0f}/s",
                  f"tick p50 {last.latency('origin', 0.5, recent=True)} p99 {last.latency('origin', 0.99, recent=True)}"]
         if last.name == "execute":
             ex = self.execute_stats()

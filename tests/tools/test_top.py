@@ -2,6 +2,7 @@
 quits on q, and ends by itself when the run stops, saying so. And ``bot4 run``'s one line per status interval."""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import uuid
 from pipeline import registry
 from tests.conftest import ROOT, SIGNAL_ARGS
 
-TMUX = "/usr/bin/tmux"
+TMUX = shutil.which("tmux") or "/usr/bin/tmux"  # .ci/run installs it
 
 
 class Tmux:
@@ -63,7 +64,7 @@ def test_bot4_top_shows_the_run_quits_on_q_and_ends_with_the_run(live, tmp_path)
     run = live(*SIGNAL_ARGS, name=f"metrics-{uuid.uuid4().hex[:8]}")
     run.wait_for(r"bot4: running", timeout=280)  # (the first run after an edit compiles the kernels)
     # One line per status interval, not the table.
-    line = run.wait_for(r"^bot4: trading ENABLED \| feed [\d,]+/s -> execute [\d,]+/s \| tick p50 ")
+    line = run.wait_for(r"^bot4: trading ENABLED \| feed out [\d,]+/s, execute in [\d,]+/s \| tick p50 ")
     assert "orders" in line and "PnL $" in line, line
     assert not any(re.match(r"stage\s+state\s+core", seen) for seen in run.output)
     tmux = Tmux(tmp_path)
