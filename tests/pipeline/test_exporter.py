@@ -126,7 +126,7 @@ def test_a_run_with_metrics_port_serves_its_control_block_over_http(live):
     held = until(lambda: (lambda f: f if value(f, "bot4_gross_position_usd") > 0 and
                           any(s.value for s in samples(f, "bot4_position")) else None)(scrape(url)), 60,
                  "a position in the scrape")
-    assert value(held, "bot4_fills_total") > 0 and value(held, "bot4_orders_total") >= value(held, "bot4_fills_total")
+    assert value(held, "bot4_fills_total") > 0 and value(held, "bot4_orders_total") > 0
 
     assert bot4("killswitch", "trip", "--name", run.name, "--reason", "metrics test").returncode == 0
     tripped = scrape(url)
