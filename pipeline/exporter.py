@@ -9,18 +9,22 @@ between runs says ``bot4_up 0``.
 Histograms come from the control block's log buckets (shm.control: four per power of two): each bucket's bound
 is the largest whole nanosecond it holds (observations are whole nanoseconds), in seconds, so the cumulative
 counts are exact at every bound; buckets that hold no whole nanosecond are left out, the last one is +Inf. There
-is no ``_sum``: the control block counts per bucket and keeps no total, and a mean would be invented.
+is no ``_sum``: the control block counts per bucket and keeps no total (a sum from the buckets would be invented).
+OpenMetrics wants a sum beside every ``_count``, so the endpoint speaks the Prometheus text format only.
 """
 from __future__ import annotations
 
 import math
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import numpy as np
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
                                             StateSetMetricFamily, UnknownMetricFamily)
 from prometheus_client.samples import Sample
@@ -62,7 +66,7 @@ def add_histogram(family: HistogramMetricFamily, labels: list[str], counts: np.n
     cumulative = np.cumsum(counts)[BUCKETS]
     family.add_metric(labels, list(zip(BUCKET_LABELS, cumulative.astype(float))), None)
     family.samples.append(Sample(family.name + "_count", dict(zip(family._labelnames, labels)), float(cumulative[-1]),
-                                 None, None))
+                                 None, None))  # (the library writes _count only beside a _sum)
 
 
 class RunCollector:
@@ -72,7 +76,7 @@ class RunCollector:
         self.run = run
 
     def describe(self):
-        return []  # names depend on the run (which processes it started): nothing to check at registration
+        return []  # which names appear depends on the run (record mode has no execute): none to declare
 
     def collect(self):
         try:
@@ -276,13 +280,28 @@ class Reading:
             table.close()
 
 
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format, *args):
+        pass  # a scrape is not news: no line per request in the run's output
+
+
 class Endpoint:
-    """A run's metrics served over HTTP from a daemon thread of this process."""
+    """A run's metrics served over HTTP from daemon threads of this process (one per request); raises OSError when
+    it cannot listen on ``host``:``port``."""
 
     def __init__(self, run: str, host: str, port: int):
-        registry_ = CollectorRegistry()
+        registry_ = CollectorRegistry(support_collectors_without_names=True)  # ?name[]=... filters it too
         registry_.register(RunCollector(run))
-        self.server, self.thread = start_http_server(port, addr=host, registry=registry_)
+        metrics = make_wsgi_app(registry_)
+
+        def text_format(environ, start_response):  # whatever the scraper accepts: see the module's doc
+            return metrics({**environ, "HTTP_ACCEPT": "text/plain"}, start_response)
+
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        server = type("Server", (ThreadingWSGIServer,), {"address_family": family})
+        self.server = make_server(address[0], port, text_format, server, handler_class=_Quiet)
+        self.thread = threading.Thread(target=self.server.serve_forever, name=f"bot4 metrics {run}", daemon=True)
+        self.thread.start()
         self.host, self.port = host, self.server.server_port  # port 0 asks the system for a free one
 
     @property

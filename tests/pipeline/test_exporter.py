@@ -43,7 +43,7 @@ def scrape(url: str) -> dict:
 
 
 def samples(families: dict, name: str, **labels) -> list:
-    family = families[re.sub(r"_(total|bucket|count)$", "", name)]
+    family = families[re.sub(r"_(total|bucket|count|sum)$", "", name)]
     return [s for s in family.samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
 
 
@@ -234,6 +234,22 @@ def test_histogram_bounds_are_exact_for_whole_nanoseconds_and_positions_are_read
     assert value(families, "bot4_position", venue="venue_a", symbol="BTCUSDT") == 0
     assert value(families, "bot4_kill_stage_info", stage="risk") == 1
     assert value(families, "bot4_kill_reason", bot4_kill_reason="heartbeat stale") == 1
+
+
+def test_a_scraper_asking_for_openmetrics_gets_the_text_format_whose_histograms_need_no_sum(stand_in_run):
+    run, block, _ = stand_in_run
+    cb.record_latency(block.stages[registry.slot("feed")], cb.S_SERVICE_HIST, 5_000)
+    endpoint = exporter.Endpoint(run, "127.0.0.1", 0)
+    try:
+        asked = urllib.request.Request(endpoint.url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        with urllib.request.urlopen(asked, timeout=30) as response:
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = response.read().decode()
+    finally:
+        endpoint.close()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert histogram_checks(families, "bot4_stage_service_seconds", "feed") == 1
+    assert not samples(families, "bot4_stage_service_seconds_sum")
 
 
 def test_every_grafana_query_asks_for_a_metric_the_exporter_serves(stand_in_run):
