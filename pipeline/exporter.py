@@ -63,9 +63,9 @@ BUCKETS, BUCKET_LABELS = _bounds()
 
 def add_histogram(family: HistogramMetricFamily, labels: list[str], counts: np.ndarray) -> None:
     """One labelled histogram of ``family`` from a control-block histogram (a copy: one consistent read)."""
-    cumulative = np.cumsum(counts)[BUCKETS]
-    family.add_metric(labels, list(zip(BUCKET_LABELS, cumulative.astype(float))), None)
-    family.samples.append(Sample(family.name + "_count", dict(zip(family._labelnames, labels)), float(cumulative[-1]),
+    cumulative = np.cumsum(counts)[BUCKETS].astype(float).tolist()
+    family.add_metric(labels, list(zip(BUCKET_LABELS, cumulative)), None)
+    family.samples.append(Sample(family.name + "_count", dict(zip(family._labelnames, labels)), cumulative[-1],
                                  None, None))  # (the library writes _count only beside a _sum)
 
 
@@ -198,8 +198,9 @@ class Reading:
             if name == "execute":
                 taps.add_metric([name, "steps", "written"], c["step_tap_written"])
                 taps.add_metric([name, "steps", "dropped"], c["step_tap_dropped"])
-            add_histogram(service, [name], hist(slot, cb.S_SERVICE_HIST))
-            add_histogram(origin, [name], hist(slot, cb.S_ORIGIN_HIST))
+            if name in registry.STAGE_NAMES:  # the other processes' histogram words stay zero
+                add_histogram(service, [name], hist(slot, cb.S_SERVICE_HIST))
+                add_histogram(origin, [name], hist(slot, cb.S_ORIGIN_HIST))
             for label, value in self.view.custom_counters(name).items():
                 custom.add_metric([name, label], value)
         return [state, info, heartbeat, records_in, records_out, batches, errors, blocked, blocked_now, parks, depth,
