@@ -146,6 +146,31 @@ def test_a_run_with_metrics_port_serves_its_control_block_over_http(live):
         scrape(url)  # the endpoint went with the run
 
 
+def test_a_restarted_execute_starts_flat_in_the_positions_table(live):
+    """Execute keeps its positions in the run's table: its restart zeroes them, as its fresh state always was.
+    (cancel_only: a flattening execute would trade the old positions away and hide the difference.)"""
+    port = free_port()
+    run = live(*SIGNAL_ARGS, "--quiet", "--metrics-port", str(port), "--set", "run.restart=restart", "--set",
+               "execute.on_kill=cancel_only", name=f"metrics-{uuid.uuid4().hex[:8]}")
+    url = f"http://127.0.0.1:{port}/metrics"
+    run.wait_for(r"bot4: running", timeout=280)
+    held = until(lambda: (lambda f: f if any(s.value for s in samples(f, "bot4_position")) else None)(scrape(url)),
+                 60, "a position in the scrape")
+    pid = int(samples(held, "bot4_stage_info", stage="execute")[0].labels["pid"])
+    os.kill(pid, signal.SIGKILL)
+    run.wait_for(r"bot4: restarted execute \(restart 1 of 3\)", timeout=60)
+    after = until(lambda: (lambda f: f if value(f, "bot4_stage_state", stage="execute", bot4_stage_state="running")
+                           else None)(scrape(url)), 60, "the restarted execute running")
+    assert int(samples(after, "bot4_stage_info", stage="execute")[0].labels["pid"]) != pid
+    assert value(after, "bot4_stage_restarts_total") == 1 and value(after, "bot4_trading_enabled") == 0
+    assert value(after, "bot4_kill_reason", bot4_kill_reason="stage died") == 1
+    assert value(after, "bot4_kill_stage_info", stage="execute") == 1
+    assert all(s.value == 0 for s in samples(after, "bot4_position"))
+    run.proc.send_signal(signal.SIGTERM)
+    code, output = run.finish()
+    assert code == 5, output
+
+
 def test_bot4_metrics_serves_a_run_started_without_the_flag_and_outlives_it(live):
     name = f"metrics-{uuid.uuid4().hex[:8]}"
     served = subprocess.Popen([sys.executable, "-m", "tools.cli", "metrics", "--name", name, "--port", "0"], cwd=ROOT,
