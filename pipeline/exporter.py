@@ -18,7 +18,6 @@ import math
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -32,8 +31,7 @@ from prometheus_client.utils import floatToGoString
 
 from pipeline import kill_reasons, names, registry
 from pipeline.safety.switch import SwitchState
-from pipeline.status_view import (IDLE_LABEL, PROCESS_NAMES, RUN_STATES, StatusView, hist, state_label,
-                                  supervisor_alive)
+from pipeline.status_view import RUN_STATES, StageRow, StatusView, supervisor_alive
 from pipeline.tables import FEES, POSITION, PositionsTable
 from shm import control as cb
 from shm.segment import SegmentError
@@ -42,8 +40,6 @@ from stages import validate
 SCRAPE_NICE = 10  # a scrape's thread yields the core to the stages (Linux: niceness is per thread)
 STAGE_STATES = (*cb.STATE_NAMES.values(), "dead")
 SWITCH_STATES = ("none", *(s.name.lower() for s in SwitchState))  # G_SWITCH_STATE: 0 none, else SwitchState + 1
-STAGE_KILLS = (kill_reasons.KILL_STAGE_DIED, kill_reasons.KILL_HEARTBEAT_STALE, kill_reasons.KILL_STAGE_FAILED,
-               kill_reasons.KILL_RING_BLOCKED)  # reasons whose kill-stage word names a process
 
 
 def _bounds() -> tuple[np.ndarray, list[str]]:
@@ -107,7 +103,10 @@ class Reading:
     run: str
 
     def families(self) -> list:
-        return [*self.run_families(), *self.stage_families(), *self.trading_families(), *self.position_families()]
+        rows = self.view.rows()
+        counters = self.view.stage_counters()  # after the rows: a slot that starts in between is in both
+        return [*self.run_families(), *self.stage_families(rows, counters), *self.trading_families(counters),
+                *self.position_families()]
 
     def run_families(self) -> list:
         g = self.view.block.globals
@@ -125,9 +124,9 @@ class Reading:
         code = int(g[cb.G_KILL_REASON])
         reason.add_metric([], {name: c == code for c, name in kill_reasons.KILL_REASON_NAMES.items()})
         families = [info, state, started, trading, reason]
-        if code in STAGE_KILLS and 0 <= int(g[cb.G_KILL_STAGE]) < len(PROCESS_NAMES):
+        if self.view.kill_stage():
             stage = GaugeMetricFamily("bot4_kill_stage_info", "The process the kill reason names", labels=["stage"])
-            stage.add_metric([PROCESS_NAMES[int(g[cb.G_KILL_STAGE])]], 1)
+            stage.add_metric([self.view.kill_stage()], 1)
             families.append(stage)
         if int(g[cb.G_KILL_COUNT]):
             when = GaugeMetricFamily("bot4_kill_time_seconds", "When trading was disabled (Unix time)")
@@ -147,8 +146,7 @@ class Reading:
         lost.add_metric([], int(g[cb.G_SWITCH_DISCONNECTS]))
         return families + [trips, restarts, switch, frames, lost]
 
-    def stage_families(self) -> list:
-        now = time.time_ns()
+    def stage_families(self, rows: list[StageRow], counters: dict[str, dict[str, int]]) -> list:
         labels = ["stage"]
         state = StateSetMetricFamily("bot4_stage_state", "Each process's state (dead: it claims to live, its pid is "
                                      "gone)", labels=labels)
@@ -175,43 +173,34 @@ class Reading:
                                        "stage's output (tick-to-stage)", labels=labels)
         custom = UnknownMetricFamily("bot4_stage_counter", "A process's own counters, by the labels it declares "
                                      "(stages.counters): counts and levels", labels=[*labels, "counter"])
-        counters = self.view.stage_counters()
-        for name, c in counters.items():
-            slot = self.view.block.stages[registry.slot(name)]
-            label = state_label(slot)
-            state.add_metric([name], {s: s == label for s in STAGE_STATES})
-            info.add_metric([name, str(int(slot[cb.S_PID])), str(int(slot[cb.S_CORE])), self.idle(name, slot)], 1)
-            beat = int(slot[cb.S_HEARTBEAT_NS])
-            heartbeat.add_metric([name], max(0, now - beat) / 1e9 if beat else math.nan)
+        for row in rows:
+            name, c = row.name, counters[row.name]
+            state.add_metric([name], {s: s == row.state for s in STAGE_STATES})
+            info.add_metric([name, str(row.pid), str(row.core), row.idle], 1)
+            heartbeat.add_metric([name], row.heartbeat_age_ns / 1e9)
             records_in.add_metric([name, "a"], c["in"])
             records_in.add_metric([name, "b"], c["in_b"])
             records_out.add_metric([name], c["out"])
             batches.add_metric([name], c["batches"])
-            errors.add_metric([name], int(slot[cb.S_ERRORS]))  # the slot's word (a process may label one "errors")
+            errors.add_metric([name], row.errors)  # the slot's own word (the gateway labels a counter "errors" too)
             blocked.add_metric([name], c["blocked_ns"] / 1e9)
-            since = int(slot[cb.S_BLOCKED_SINCE_NS])
-            blocked_now.add_metric([name], max(0, now - since) / 1e9 if since else 0.0)
+            blocked_now.add_metric([name], row.blocked_for_ns / 1e9)
             parks.add_metric([name], c["parks"])
-            depth.add_metric([name], int(slot[cb.S_QUEUE_DEPTH]))
+            depth.add_metric([name], row.depth)
             taps.add_metric([name, "reports", "written"], c["tap_written"])
             taps.add_metric([name, "reports", "dropped"], c["tap_dropped"])
             if name == "execute":
                 taps.add_metric([name, "steps", "written"], c["step_tap_written"])
                 taps.add_metric([name, "steps", "dropped"], c["step_tap_dropped"])
             if name in registry.STAGE_NAMES:  # the other processes' histogram words stay zero
-                add_histogram(service, [name], hist(slot, cb.S_SERVICE_HIST))
-                add_histogram(origin, [name], hist(slot, cb.S_ORIGIN_HIST))
+                add_histogram(service, [name], row.service)
+                add_histogram(origin, [name], row.origin)
             for label, value in self.view.custom_counters(name).items():
                 custom.add_metric([name, label], value)
         return [state, info, heartbeat, records_in, records_out, batches, errors, blocked, blocked_now, parks, depth,
                 taps, service, origin, custom]
 
-    @staticmethod
-    def idle(name: str, slot: np.ndarray) -> str:
-        return IDLE_LABEL.get(int(slot[cb.S_IDLE_STRATEGY]), "-") if name in registry.STAGE_NAMES else "sleeping"
-
-    def trading_families(self) -> list:
-        counters = self.view.stage_counters()
+    def trading_families(self, counters: dict[str, dict[str, int]]) -> list:
         families = []
         checked = counters.get("validate")
         if checked is not None:

@@ -69,6 +69,7 @@ class StageRow:
     """One started process at a sample: rates and the recent histograms cover the time since the previous sample."""
     name: str
     state: str
+    pid: int
     core: int
     idle: str
     rate_in: float
@@ -79,6 +80,8 @@ class StageRow:
     service_recent: np.ndarray
     origin_recent: np.ndarray
     heartbeat_age_ns: float    # nan: no heartbeat yet
+    blocked_for_ns: int        # how long it has been blocked on a full output ring (0: it is not)
+    errors: int
 
     def latency(self, which: str, q: float, recent: bool = False) -> str:
         """The q-quantile of ``which`` ("service" or "origin") as text."""
@@ -110,13 +113,15 @@ class StatusView:
             origin = hist(slot, cb.S_ORIGIN_HIST)
             prev, prev_service, prev_origin = self.prev.get(name, (counters, service, origin))
             self.prev[name] = (counters, service, origin)
-            # A heartbeat newer than our clock read (written after it) counts as age 0.
+            # A heartbeat (or a block) newer than our clock read (written after it) counts as age 0.
             hb_age = max(0, now - int(slot[cb.S_HEARTBEAT_NS])) if slot[cb.S_HEARTBEAT_NS] else float("nan")
+            blocked_since = int(slot[cb.S_BLOCKED_SINCE_NS])
             rows.append(StageRow(
-                name, state_label(slot), int(slot[cb.S_CORE]),
+                name, state_label(slot), int(slot[cb.S_PID]), int(slot[cb.S_CORE]),
                 IDLE_LABEL.get(int(slot[cb.S_IDLE_STRATEGY]), "-") if name in registry.STAGE_NAMES else "sleeping",
                 (counters[0] - prev[0]) / dt if dt else 0.0, (counters[1] - prev[1]) / dt if dt else 0.0,
-                int(slot[cb.S_QUEUE_DEPTH]), service, origin, service - prev_service, origin - prev_origin, hb_age))
+                int(slot[cb.S_QUEUE_DEPTH]), service, origin, service - prev_service, origin - prev_origin, hb_age,
+                max(0, now - blocked_since) if blocked_since else 0, int(slot[cb.S_ERRORS])))
         self.prev_ns = now
         return rows
 
@@ -206,11 +211,17 @@ class StatusView:
         return {label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(execute.STATS)}
 
     def kill_reason(self) -> str:
+        reason = kill_reasons.KILL_REASON_NAMES.get(int(self.block.globals[cb.G_KILL_REASON]), "?")
+        stage = self.kill_stage()
+        return f"{reason}: {stage}" if stage else reason
+
+    def kill_stage(self) -> str:
+        """The process the latched kill reason is about ("" when it names none)."""
         g = self.block.globals
-        reason = kill_reasons.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
-        if int(g[cb.G_KILL_REASON]) in (kill_reasons.KILL_STAGE_DIED, kill_reasons.KILL_HEARTBEAT_STALE, kill_reasons.KILL_STAGE_FAILED):
-            reason += f": {PROCESS_NAMES[int(g[cb.G_KILL_STAGE])]}"
-        return reason
+        index = int(g[cb.G_KILL_STAGE])
+        if int(g[cb.G_KILL_REASON]) in kill_reasons.STAGE_REASONS and 0 <= index < len(PROCESS_NAMES):
+            return PROCESS_NAMES[index]
+        return ""
 
     def stage_counters(self) -> dict[str, dict[str, int]]:
         """Per started process: its slot's counters, then its own (``custom_counters``; a label of its own wins)."""

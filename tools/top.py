@@ -84,7 +84,7 @@ def render(run: str, view: StatusView, positions: PositionsTable | None) -> Grou
                        row.idle, _rate(row.rate_in), _rate(row.rate_out), f"{row.depth:,}",
                        row.latency("service", 0.5, True), row.latency("service", 0.99, True),
                        row.latency("origin", 0.5, True), row.latency("origin", 0.99, True),
-                       f"{counters[row.name]['errors']:,}", row.heartbeat_age())
+                       f"{row.errors:,}", row.heartbeat_age())
 
     parts = [header, state, stages]
     ex = counters.get("execute")
