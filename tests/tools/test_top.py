@@ -1,4 +1,4 @@
-"""``bot4 top`` in a real terminal (tmux, its own server): it shows the stages, their rates and the trading state,
+"""``bot4 top`` in a real terminal (tmux, a server of its own): it shows the stages, their rates and the trading state,
 quits on q and on Ctrl-C, and ends by itself when the run stops, saying so. And ``bot4 run``'s one line per status
 interval."""
 import os
@@ -17,12 +17,13 @@ TMUX = shutil.which("tmux") or "/usr/bin/tmux"  # .ci/run installs it
 
 
 class Tmux:
-    """A tmux server of this test's own (-L): sessions of a fixed size, their screens, their keys."""
+    """A tmux server of this test's own (-S): sessions of a fixed size, their screens, their keys."""
 
     def __init__(self, conf_dir):
         conf = conf_dir / "tmux.conf"
         conf.write_text("set -g remain-on-exit on\n")  # a program that exits leaves its last words to read
-        self.base = [TMUX, "-L", f"metrics-{uuid.uuid4().hex[:8]}", "-f", str(conf)]
+        # A socket of its own in the test's directory: tmux leaves its socket file behind after kill-server.
+        self.base = [TMUX, "-S", str(conf_dir / "tmux.sock"), "-f", str(conf)]
         # The terminal's size is tmux's: nothing inherited may tell rich otherwise.
         self.env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TMUX")}
 
