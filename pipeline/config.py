@@ -142,6 +142,7 @@ RANGES: dict[str, dict[str, Range]] = {
     "journal": {"fsync_interval_ms": _positive(3_600_000), "rotate_mb": _positive(1_048_576),
                 "tap_capacity": Range(16, RECORDS)},
     "recorder": {},
+    "metrics": {"port": Range(0, 65_535)},
     "killswitch": {"baudrate": Range(50, 10_000_000), "heartbeat_timeout_ms": Range(10, 10_000),
                    "reconnect_min_ms": _positive(600_000), "reconnect_max_ms": _positive(600_000)},
     "topology": {"spin_cycles": Range(0, 1_000_000), "yield_cycles": Range(0, 1_000_000),
@@ -189,6 +190,8 @@ class RunConfig:
     name: str = option("main", "the run's name: shared-memory names are /bot4.<name>.*")
     duration_s: float = option(0.0, "how long to run; 0 = until Ctrl-C / SIGTERM")
     status_interval_s: float = option(1.0, "a status line every this often; 0 = none")
+    status_table: bool = option(False, "each status interval: the whole stage table (bot4 status) instead of one "
+                                       "line")
     ready_timeout_s: float = option(120.0,
                                     "start-up fails when a process is not ready this long after the kernels compiled")
     restart: str = option("never", "a dead stage: never (stop the run) | restart (respawn, stay disarmed)")
@@ -969,6 +972,17 @@ class RecorderConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint of bot4 run (pipeline.exporter)."""
+    port: int = option(0, "bot4 run serves Prometheus metrics on this TCP port; 0 = no endpoint", unit="port")
+    host: str = option("127.0.0.1", "the address it listens on (0.0.0.0: every interface)")
+
+    def check(self):
+        _require(bool(self.host.strip()), "metrics.host", self.host,
+                 "give an address to listen on, e.g. 127.0.0.1 (this host only) or 0.0.0.0 (every interface)")
+
+
+@dataclass(frozen=True)
 class KillSwitchConfig:
     """The hardware kill switch on a serial line."""
     mode: str = option("none", "none | line | heartbeat")
@@ -1106,6 +1120,7 @@ class Config:
     killswitch: KillSwitchConfig = field(default_factory=KillSwitchConfig)
     journal: JournalConfig = field(default_factory=JournalConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     topology: TopologyConfig = field(default_factory=TopologyConfig)
     rings: RingsConfig = field(default_factory=RingsConfig)
 

@@ -18,3 +18,5 @@ KILL_REASON_NAMES = {KILL_NONE: "none", KILL_OPERATOR: "operator", KILL_STAGE_DI
                      KILL_CLOCK_BACKWARDS: "clock went backwards", KILL_CONTROL_CORRUPT: "control block corrupt",
                      KILL_NOT_ARMED: "not armed", KILL_SUPERVISOR_DIED: "supervisor died",
                      KILL_UNGRANTED_ARM: "arm not granted", KILL_VENUE_MISMATCH: "venue holdings mismatch"}
+# The reasons whose kill-stage word (shm.control.G_KILL_STAGE) names the process they are about.
+STAGE_REASONS = (KILL_STAGE_DIED, KILL_HEARTBEAT_STALE, KILL_STAGE_FAILED, KILL_RING_BLOCKED, KILL_VENUE_MISMATCH)

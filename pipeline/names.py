@@ -28,3 +28,7 @@ def garch_params(run: str) -> str:
 
 def allocator_weights(run: str) -> str:
     return f"{NAME_PREFIX}{run}.weights"
+
+
+def positions(run: str) -> str:
+    return f"{NAME_PREFIX}{run}.positions"

@@ -18,6 +18,9 @@ AGENT = "agent"     # a Python host: do work, report a work count (feed hosts, j
 
 # Where the recorder keeps its last error (masked UTF-8) for the run's summary: (first slot word, words).
 RECORDER_ERROR_WORDS = (cb.S_CUSTOM + 8, 24)
+# Where inference keeps its model's name (UTF-8): (first slot word, words).
+MODEL_NAME_WORDS = (cb.S_CUSTOM + 8, 16)
+SHA256_HEAD_HEX = 15  # model_sha256_head: the first 15 hex digits of the ONNX file's sha256 (60 bits: an int64)
 CCXT_FEED_COUNTERS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
 GATEWAY_COUNTERS = ("commands", "answers", "orders_placed", "cancels_sent", "venue_rejects", "unknown_outcomes",
                     "unknown_resolved", "queries", "stream_reconnects", "cancel_alls", "answers_waiting", "errors",
@@ -49,7 +52,8 @@ PROCESSES = (
     Process("validate", 1, KERNEL, _STAGE_HOST, validate.STATS),
     Process("feature", 2, KERNEL, _STAGE_HOST, feature.STATS),
     Process("risk", 3, KERNEL, _STAGE_HOST, risk.STATS),
-    Process("inference", 4, MODEL, _STAGE_HOST, ()),
+    # Which model serves the run (written once at load); words 8.. hold its name (MODEL_NAME_WORDS).
+    Process("inference", 4, MODEL, _STAGE_HOST, ("model_version", "model_sha256_head")),
     Process("strategy", 5, KERNEL, _STAGE_HOST, strategy.STATS),
     Process("execute", 6, KERNEL, _STAGE_HOST, execute.STATS),
     Process("watchdog", 7, AGENT, "pipeline.safety.watchdog",
@@ -67,6 +71,7 @@ STAGE_NAMES = tuple(p.name for p in PROCESSES if p.stage)
 assert all(p.slot == i for i, p in enumerate(PROCESSES)), "slots follow declaration order"
 assert all(len(p.counters) <= cb.CUSTOM_WORDS for p in PROCESSES), "more counters than a slot has words"
 assert len(BY_NAME["recorder"].counters) <= RECORDER_ERROR_WORDS[0] - cb.S_CUSTOM
+assert len(BY_NAME["inference"].counters) <= MODEL_NAME_WORDS[0] - cb.S_CUSTOM
 
 
 def slot(name: str) -> int:

@@ -6,6 +6,7 @@ Reading never stops or slows anything: it maps the control block and reads words
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from shm.idle import NAMES as IDLE_NAMES
 from stages import execute, validate
 
 IDLE_LABEL = {v: k for k, v in IDLE_NAMES.items()}
+RUN_STATES = {0: "new", cb.RUN_STARTING: "starting", cb.RUN_RUNNING: "running", cb.RUN_STOPPING: "stopping",
+              cb.RUN_STOPPED: "stopped"}  # G_RUN_STATE
 PROCESS_NAMES = registry.NAMES  # control-block slot i belongs to PROCESS_NAMES[i]
 
 
@@ -61,6 +64,33 @@ def state_label(slot: np.ndarray) -> str:
     return cb.STATE_NAMES.get(state, "?")
 
 
+@dataclass(frozen=True)
+class StageRow:
+    """One started process at a sample: rates and the recent histograms cover the time since the previous sample."""
+    name: str
+    state: str
+    pid: int
+    core: int
+    idle: str
+    rate_in: float
+    rate_out: float
+    depth: int                 # records waiting in its primary input when it last took a batch
+    service: np.ndarray        # histograms since the start (shm.control)
+    origin: np.ndarray
+    service_recent: np.ndarray
+    origin_recent: np.ndarray
+    heartbeat_age_ns: float    # nan: no heartbeat yet
+    blocked_for_ns: int        # how long it has been blocked on a full output ring (0: it is not)
+    errors: int
+
+    def latency(self, which: str, q: float, recent: bool = False) -> str:
+        """The q-quantile of ``which`` ("service" or "origin") as text."""
+        return _us(cb.percentile_ns(getattr(self, which + ("_recent" if recent else "")), q))
+
+    def heartbeat_age(self) -> str:
+        return _us(self.heartbeat_age_ns)
+
+
 class StatusView:
     """Formats status lines; keeps the previous sample to turn counters into rates."""
 
@@ -69,42 +99,55 @@ class StatusView:
         self.prev_ns = 0
         self.prev = {}
 
-    def lines(self) -> list[str]:
+    def rows(self) -> list[StageRow]:
+        """Every started process, sampled now; the first call's rates are 0 (no previous sample)."""
         now = time.time_ns()
         dt = (now - self.prev_ns) / 1e9 if self.prev_ns else 0.0
-        out = []
-        g = self.block.globals
-        out.append(f"{'stage':<10}{'state':<9}{'core':>4} {'idle':<10}{'in/s':>10}{'out/s':>10}{'depth':>7}"
-                   f"{'svc p50':>9}{'svc p99':>9}{'tick p50':>10}{'tick p99':>10}{'hb age':>9}")
+        rows = []
         for index, name in enumerate(PROCESS_NAMES):
             slot = self.block.stages[index]
             if not _started(slot):
                 continue  # not part of this run (journal, recorder unless configured; record mode)
             counters = (int(slot[cb.S_IN]) + int(slot[cb.S_IN_B]), int(slot[cb.S_OUT]))
-            prev = self.prev.get(name, counters)
-            rate_in = (counters[0] - prev[0]) / dt if dt else 0.0
-            rate_out = (counters[1] - prev[1]) / dt if dt else 0.0
-            self.prev[name] = counters
             service = hist(slot, cb.S_SERVICE_HIST)
             origin = hist(slot, cb.S_ORIGIN_HIST)
-            # A heartbeat newer than our clock read (written after it) counts as age 0.
+            prev, prev_service, prev_origin = self.prev.get(name, (counters, service, origin))
+            self.prev[name] = (counters, service, origin)
+            # A heartbeat (or a block) newer than our clock read (written after it) counts as age 0.
             hb_age = max(0, now - int(slot[cb.S_HEARTBEAT_NS])) if slot[cb.S_HEARTBEAT_NS] else float("nan")
-            out.append(
-                f"{name:<10}{state_label(slot):<9}{int(slot[cb.S_CORE]):>4} "
-                f"{IDLE_LABEL.get(int(slot[cb.S_IDLE_STRATEGY]), '-') if name in registry.STAGE_NAMES else 'sleeping':<10}{rate_in:>10.0f}{rate_out:>10.0f}"
-                f"{int(slot[cb.S_QUEUE_DEPTH]):>7}{_us(cb.percentile_ns(service, 0.5)):>9}"
-                f"{_us(cb.percentile_ns(service, 0.99)):>9}{_us(cb.percentile_ns(origin, 0.5)):>10}"
-                f"{_us(cb.percentile_ns(origin, 0.99)):>10}{_us(hb_age):>9}")
-        ex = self.execute_stats()
+            blocked_since = int(slot[cb.S_BLOCKED_SINCE_NS])
+            rows.append(StageRow(
+                name, state_label(slot), int(slot[cb.S_PID]), int(slot[cb.S_CORE]),
+                IDLE_LABEL.get(int(slot[cb.S_IDLE_STRATEGY]), "-") if name in registry.STAGE_NAMES else "sleeping",
+                (counters[0] - prev[0]) / dt if dt else 0.0, (counters[1] - prev[1]) / dt if dt else 0.0,
+                int(slot[cb.S_QUEUE_DEPTH]), service, origin, service - prev_service, origin - prev_origin, hb_age,
+                max(0, now - blocked_since) if blocked_since else 0, int(slot[cb.S_ERRORS])))
+        self.prev_ns = now
+        return rows
+
+    def trading_text(self) -> str:
+        """ENABLED, DISABLED (why), or NOT RUNNING when the supervisor is gone (what still lives)."""
+        g = self.block.globals
         enabled = int(g[cb.G_TRADING_ENABLED])
-        trading = "ENABLED" if enabled else f"DISABLED ({self.kill_reason()})"
-        if not supervisor_alive(self.block):
-            live = [n for i, n in enumerate(PROCESS_NAMES) if _started(self.block.stages[i])
-                    and state_label(self.block.stages[i]) not in ("dead", "stopped", "new")]
-            trading = (f"NOT RUNNING: the supervisor (pid {int(g[cb.G_SUPERVISOR_PID])}) is dead"
-                       + (f", still alive: {', '.join(live)}" if live else ", and every stage")
-                       + (" (the flag reads 1, but nothing is trading)" if enabled and not live else
-                          f" (flag {enabled}; {self.kill_reason()})"))
+        if supervisor_alive(self.block):
+            return "ENABLED" if enabled else f"DISABLED ({self.kill_reason()})"
+        live = [n for i, n in enumerate(PROCESS_NAMES) if _started(self.block.stages[i])
+                and state_label(self.block.stages[i]) not in ("dead", "stopped", "new")]
+        return (f"NOT RUNNING: the supervisor (pid {int(g[cb.G_SUPERVISOR_PID])}) is dead"
+                + (f", still alive: {', '.join(live)}" if live else ", and every stage")
+                + (" (the flag reads 1, but nothing is trading)" if enabled and not live else
+                   f" (flag {enabled}; {self.kill_reason()})"))
+
+    def lines(self) -> list[str]:
+        out = [f"{'stage':<10}{'state':<9}{'core':>4} {'idle':<10}{'in/s':>10}{'out/s':>10}{'depth':>7}"
+               f"{'svc p50':>9}{'svc p99':>9}{'tick p50':>10}{'tick p99':>10}{'hb age':>9}"]
+        for row in self.rows():
+            out.append(
+                f"{row.name:<10}{row.state:<9}{row.core:>4} {row.idle:<10}{row.rate_in:>10.0f}{row.rate_out:>10.0f}"
+                f"{row.depth:>7}{row.latency('service', 0.5):>9}{row.latency('service', 0.99):>9}"
+                f"{row.latency('origin', 0.5):>10}{row.latency('origin', 0.99):>10}{row.heartbeat_age():>9}")
+        ex = self.execute_stats()
+        trading = self.trading_text()
         out.append(f"trading {trading} | orders {ex['orders']} fills {ex['fills']} open {ex['open_orders']} "
                    f"rejects {ex['rejects']} | gross position ${ex['gross_position_usd']:,} | "
                    f"PnL ${ex['pnl_cents'] / 100:,.2f} (fees ${ex['fees_cents'] / 100:,.2f})")
@@ -129,8 +172,29 @@ class StatusView:
         gw = self.stage_counters().get("gateway")
         if gw is not None:
             out.append(self.gateway_line(gw))
-        self.prev_ns = now
         return out
+
+    def compact_line(self) -> str:
+        """One line for a run's log per status interval: the trading state, the flow through the first and last
+        stage, tick-to-last-stage latency over the interval, orders and PnL, the deepest input, what is not running."""
+        rows = [row for row in self.rows() if row.name in registry.STAGE_NAMES]
+        if not rows:
+            return f"trading {self.trading_text()} | no stage started"
+        first, last = rows[0], rows[-1]
+        parts = [f"trading {self.trading_text()}",
+                 f"{first.name} out {first.rate_out:,.0f}/s, {last.name} in {last.rate_in:,.0f}/s",
+                 f"tick p50 {last.latency('origin', 0.5, recent=True)} p99 {last.latency('origin', 0.99, recent=True)}"]
+        if last.name == "execute":
+            ex = self.execute_stats()
+            parts.append(f"orders {ex['orders']:,} fills {ex['fills']:,} open {ex['open_orders']:,} rejects "
+                         f"{ex['rejects']:,} | gross ${ex['gross_position_usd']:,} PnL ${ex['pnl_cents'] / 100:,.2f}")
+        deepest = max(rows, key=lambda row: row.depth)
+        if deepest.depth:
+            parts.append(f"depth {deepest.depth:,} ({deepest.name})")
+        stuck = [f"{row.name} {row.state}" for row in rows if row.state != "running"]
+        if stuck:
+            parts.append("not running: " + ", ".join(stuck))
+        return " | ".join(parts)
 
     @staticmethod
     def gateway_line(gw: dict[str, int]) -> str:
@@ -150,26 +214,38 @@ class StatusView:
         return {label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(execute.STATS)}
 
     def kill_reason(self) -> str:
+        reason = kill_reasons.KILL_REASON_NAMES.get(int(self.block.globals[cb.G_KILL_REASON]), "?")
+        stage = self.kill_stage()
+        return f"{reason}: {stage}" if stage else reason
+
+    def kill_stage(self) -> str:
+        """The process the latched kill reason is about ("" when it names none)."""
         g = self.block.globals
-        reason = kill_reasons.KILL_REASON_NAMES.get(int(g[cb.G_KILL_REASON]), "?")
-        if int(g[cb.G_KILL_REASON]) in (kill_reasons.KILL_STAGE_DIED, kill_reasons.KILL_HEARTBEAT_STALE, kill_reasons.KILL_STAGE_FAILED):
-            reason += f": {PROCESS_NAMES[int(g[cb.G_KILL_STAGE])]}"
-        return reason
+        index = int(g[cb.G_KILL_STAGE])
+        if int(g[cb.G_KILL_REASON]) in kill_reasons.STAGE_REASONS and 0 <= index < len(PROCESS_NAMES):
+            return PROCESS_NAMES[index]
+        return ""
 
     def stage_counters(self) -> dict[str, dict[str, int]]:
+        """Per started process: its slot's counters, then its own (``custom_counters``; a label of its own wins)."""
         out = {}
         for index, name in enumerate(PROCESS_NAMES):
             slot = self.block.stages[index]
             if not _started(slot):
                 continue
-            labels = registry.counters(name)
             out[name] = {"in": int(slot[cb.S_IN]), "in_b": int(slot[cb.S_IN_B]), "out": int(slot[cb.S_OUT]),
+                         "batches": int(slot[cb.S_BATCHES]), "parks": int(slot[cb.S_PARKS]),
                          "blocked_ns": int(slot[cb.S_BLOCKED_NS]), "errors": int(slot[cb.S_ERRORS]),
                          "tap_written": int(slot[cb.S_TAP_WRITTEN]), "tap_dropped": int(slot[cb.S_TAP_DROPPED]),
                          "step_tap_written": int(slot[cb.S_STEP_TAP_WRITTEN]),
                          "step_tap_dropped": int(slot[cb.S_STEP_TAP_DROPPED]),
-                         **{label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(labels)}}
+                         **self.custom_counters(name)}
         return out
+
+    def custom_counters(self, name: str) -> dict[str, int]:
+        """Process ``name``'s own counters (stages.counters), by the labels the registry declares for it."""
+        slot = self.block.stages[registry.slot(name)]
+        return {label: int(slot[cb.S_CUSTOM + i]) for i, label in enumerate(registry.counters(name))}
 
     def summary(self) -> list[str]:
         counters = self.stage_counters()

@@ -29,6 +29,7 @@ from pipeline.safety.panic import process_condition
 from pipeline.safety.watchdog import STAGES_GONE_WAIT_S
 from pipeline.status_view import StatusView, hist, slot_alive, supervisor_alive
 from pipeline.store import feature_store, garch_store, weights_store
+from pipeline.tables import PositionsTable
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring, segment
@@ -78,6 +79,7 @@ class Supervisor:
     online_store: object = None    # the online feature store (pipeline.store.feature_store)
     garch_store: object = None     # the GARCH parameters in use (pipeline.store.garch_store)
     weights_store: object = None   # the allocator's weights in use (pipeline.store.weights_store)
+    positions: PositionsTable | None = None  # execute's positions, for tools (pipeline.tables)
     consumers_gone: set = field(default_factory=set)  # processes whose input rings are marked gone
     service: sd_notify.ServiceNotifier | None = None  # systemd's notify socket (inert when not under systemd)
     watchdog_stale: bool = False   # the watchdog's heartbeat is stale now (said and tripped once per episode)
@@ -155,6 +157,8 @@ class Supervisor:
             self.garch_store = garch_store.create(run)
             garch_store.publish_initial(self.garch_store, self.plan.garch_doc, list(config.feed.symbols),
                                         round(config.risk.bar_s * 1e9))
+        if "execute" in hosted:
+            self.positions = PositionsTable.create(run, config.feed.venues, config.feed.symbols)
         if "strategy" in hosted and config.strategy.kind == "regime":
             self.weights_store = weights_store.create(run)
             weights_store.publish_initial(self.weights_store, graph.allocator_weights(config.allocator))
@@ -336,7 +340,7 @@ class Supervisor:
                 break
             feed_done = self.block.stages[0][cb.S_CUSTOM + feed.ST_FINISHED] != 0
             if config.run.status_interval_s and now >= next_status:
-                self.say("\n".join(view.lines()))
+                self.say("\n".join(view.lines()) if config.run.status_table else f"bot4: {view.compact_line()}")
                 next_status = now + config.run.status_interval_s
             if feed_done and self._drained():
                 self.stop_requested = "feed finished"
@@ -540,6 +544,10 @@ class Supervisor:
             self.weights_store.close()
             self.weights_store.segment.unlink()
             self.weights_store = None
+        if self.positions is not None:
+            self.positions.close()
+            self.positions.segment.unlink()
+            self.positions = None
         for sem in self.semaphores:
             sem.unlink()
             sem.close()

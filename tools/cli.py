@@ -27,6 +27,12 @@ def _run(args) -> int:
             overrides.setdefault("feed", {})["seed"] = args.seed
         if args.quiet:
             overrides.setdefault("run", {})["status_interval_s"] = 0.0
+        if args.table:
+            overrides.setdefault("run", {})["status_table"] = True
+        if args.metrics_port is not None:
+            overrides.setdefault("metrics", {})["port"] = args.metrics_port
+        if args.metrics_host is not None:
+            overrides.setdefault("metrics", {})["host"] = args.metrics_host
         if args.idle:
             overrides.setdefault("topology", {})["idle"] = args.idle
         if args.journal:
@@ -49,7 +55,31 @@ def _run(args) -> int:
     except ConfigError as exc:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
-    return Supervisor(config).run()
+    if not config.metrics.port:
+        return Supervisor(config).run()
+    from pipeline.exporter import Endpoint
+    try:
+        endpoint = Endpoint(config.run.name, config.metrics.host, config.metrics.port)
+    except OSError as exc:  # before anything is created or spawned
+        print(f"bot4: start-up failed: metrics.port={config.metrics.port} metrics.host={config.metrics.host!r}: cannot "
+              f"listen there ({exc.strerror or exc}): choose a free port, an address of this host, or metrics.port=0 "
+              "(no endpoint)", file=sys.stderr)
+        return ExitCode.START_FAILED
+    print(f"bot4: Prometheus metrics at {endpoint.url}", flush=True)
+    try:
+        return Supervisor(config).run()
+    finally:
+        endpoint.close()
+
+
+def _metrics(args) -> int:
+    from tools import metrics
+    return metrics.main(args.name, args.host, args.port)
+
+
+def _top(args) -> int:
+    from tools import top
+    return top.main(args.name)
 
 
 def _status(args) -> int:
@@ -340,6 +370,23 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--dsn", help="PostgreSQL DSN without a password (~/.pgpass, PGPASSFILE or PGPASSWORD): "
                                    "the recorder copies the journal into it")
     rec.set_defaults(func=_run, record=True)
+    for command in (run, rec):
+        command.add_argument("--table", action="store_true", help="print the whole stage table each status "
+                             "interval (run.status_table), not one line")
+        command.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this "
+                             "port (metrics.port; 0 = none)")
+        command.add_argument("--metrics-host", metavar="ADDRESS", help="the address the metrics endpoint listens on "
+                             "(metrics.host, default 127.0.0.1)")
+    me = sub.add_parser("metrics", help="serve a running pipeline's Prometheus metrics (one started without "
+                                        "--metrics-port), until Ctrl-C")
+    me.add_argument("--name", default="main", help="run name")
+    me.add_argument("--port", type=int, default=9484, help="TCP port (default 9484; 0 = any free one)")
+    me.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    me.set_defaults(func=_metrics)
+    tp = sub.add_parser("top", help="a live terminal view of a running pipeline: stages, rates, latencies, the kill "
+                                    "state, positions and PnL (q quits)")
+    tp.add_argument("--name", default="main", help="run name")
+    tp.set_defaults(func=_top)
     st = sub.add_parser("status", help="live figures of a running pipeline, read from shared memory")
     st.add_argument("--name", default="main")
     st.set_defaults(func=_status)

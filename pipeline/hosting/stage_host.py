@@ -5,17 +5,19 @@ is ignored (the supervisor owns Ctrl-C); the supervisor stops a stage through it
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import posix_ipc
 
-from pipeline import graph, names, tables
+from pipeline import graph, names, registry, tables
 from pipeline.config import Config
 from pipeline.hosting import duty_cycle
 from pipeline.hosting.agent import Agent, AgentRunner, Idle, wait_until_running
@@ -148,7 +150,8 @@ class _Views(list):
 
 def _live_execute_state(plan: RunPlan):
     """Execute's state in a live run: its orders numbered from the wall clock in microseconds (client order ids
-    stay unique across restarts, pipeline.venues.client_ids) and, per live venue, the gateway's two rings."""
+    stay unique across restarts, pipeline.venues.client_ids), per live venue the gateway's two rings, and its
+    positions in the run's positions table."""
     from stages import execute
     from stages.venue import exchange, link
     config, views, live = plan.config, _Views(), {}
@@ -161,7 +164,13 @@ def _live_execute_state(plan: RunPlan):
         live[venue] = tuple(pair)
     state = execute.make_state(exchange.make_state(latency_table=plan.latency_table), link.make_links(live, graph.amend_venues(config)))
     execute.seed_order_ids(state, time.time_ns() // 1_000)
-    return state, views
+    # Positions, cash and fees live in the run's positions table, where tools read them (pipeline.tables).
+    positions = tables.PositionsTable.attach(config.run.name)
+    views.append(positions)
+    positions.values[:] = 0.0  # a restarted execute starts flat, as its fresh state always did
+    shared = {execute.X_POSITIONS: positions.values[tables.POSITION], execute.X_CASH: positions.values[tables.CASH],
+              execute.X_FEES: positions.values[tables.FEES]}
+    return tuple(shared.get(i, part) for i, part in enumerate(state)), views
 
 
 def run_numba_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
@@ -208,11 +217,23 @@ def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, st
         return
 
 
+def publish_model_identity(slot: np.ndarray, model) -> None:
+    """Which model serves the run, in inference's slot for operators' tools: its metadata's version, the head of
+    its file's sha256 and its name (pipeline.registry)."""
+    process = registry.BY_NAME["inference"]
+    version = model.metadata.get("version")
+    slot[cb.S_CUSTOM + process.counter("model_version")] = version if isinstance(version, int) else 0
+    digest = hashlib.sha256(Path(model.path).read_bytes()).hexdigest()
+    slot[cb.S_CUSTOM + process.counter("model_sha256_head")] = int(digest[:registry.SHA256_HEAD_HEX], 16)
+    cb.write_text(slot, *registry.MODEL_NAME_WORDS, model.name)
+
+
 def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
     from stages import inference
     from stages.records import N_FEATURES
 
     model = inference.OnnxModel.load(plan.model_path)
+    publish_model_identity(slot, model)
     batch = config.rings.batch
     decisions = np.zeros(batch, endpoints.in_a[2].dtype)
     x = np.zeros((batch, N_FEATURES), np.float32)

@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 from tools import killswitch
 
 
-@pytest.mark.parametrize("command", [["status"], ["killswitch", "status"]])
+@pytest.mark.parametrize("command", [["status"], ["killswitch", "status"], ["top"]])
 def test_a_tool_with_nothing_running_says_so_on_stderr_and_exits_1(command):
     out = subprocess.run([sys.executable, "-m", "tools.cli", *command, "--name", f"t{uuid.uuid4().hex[:8]}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
