@@ -22,7 +22,7 @@ from tools import stage_profile
 FIGURES = ("phases.png", "batches.png", "depths.png", "waterfall.png")
 
 
-def bot4(*args, timeout=120):
+def bot4(*args, timeout=600):  # a loaded 2-core box: the profile's few CPU seconds can take minutes
     return subprocess.run([sys.executable, "-m", "tools.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -130,15 +130,19 @@ def test_a_profile_of_a_live_run_reports_every_stage_with_phases_that_add_up_and
                                  "--out", str(late)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
     try:
-        time.sleep(3)
+        deadline = time.monotonic() + 300
+        while not late.exists():  # made once the profile has attached to the run
+            assert time.monotonic() < deadline and profiler.poll() is None, "the profile did not attach"
+            time.sleep(0.1)
+        time.sleep(1)
         run.proc.send_signal(signal.SIGTERM)
-        said, _ = profiler.communicate(timeout=60)
+        said, _ = profiler.communicate(timeout=600)
     finally:
         if profiler.poll() is None:
             profiler.kill()
             profiler.wait()
     code, output = run.finish(timeout=60)
-    assert code == 0, output
+    assert code in (0, 5) and "stopped (SIGTERM)" in output, output  # 5: the synthetic market tripped a drawdown
     assert profiler.returncode == 0 and "the run stopped after" in said, said
     assert json.loads((late / "profile.json").read_text())["ended_early"]
 
@@ -156,7 +160,8 @@ def test_without_py_spy_the_profile_says_how_to_get_it_and_still_reports(live, t
     # The default allocation sends no orders: the waterfall stops where the records stop, and says so.
     assert "execute" in profile["waterfall"]["without_outputs"]
     run.proc.send_signal(signal.SIGTERM)
-    assert run.finish(timeout=60)[0] == 0
+    code, output = run.finish(timeout=60)
+    assert code == 0 and "stopped (SIGTERM)" in output, output
 
 
 @pytest.mark.parametrize("args,code,text", [
