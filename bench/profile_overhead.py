@@ -14,6 +14,7 @@ the rounds with nothing attached.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -53,9 +54,10 @@ def trial(mode: str, rate: float, warm_s: float, window_s: float, out_dir: str) 
     profiler = None
     try:
         time.sleep(warm_s)
+        report = os.path.join(out_dir, f"{mode}-{time.time_ns()}")
         if mode != "none":
             args = [sys.executable, "-m", "tools.cli", "profile", "--name", name, "--seconds", str(window_s + 3),
-                    "--out", os.path.join(out_dir, f"{mode}-{time.time_ns()}")]
+                    "--out", report]
             profiler = subprocess.Popen(args + (["--py-spy"] if mode.endswith("py-spy") else []), cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(1.5)  # the profiler's imports, before the window
@@ -77,7 +79,13 @@ def trial(mode: str, rate: float, warm_s: float, window_s: float, out_dir: str) 
         except subprocess.TimeoutExpired:
             run.kill()
             run.communicate()
-    return {"count": int(window.sum()), "q": [quantile_ns(window, q) for q in QUANTILES]}
+    cost = {"sampler": 0.0, "py-spy": 0.0}
+    if mode != "none":
+        with open(os.path.join(report, "profile.json")) as fh:
+            profile = json.load(fh)
+        cost = {"sampler": profile["sampler_cpu_ns"] / 1e9 / profile["seconds"],
+                "py-spy": profile["pyspy"].get("cpu_ns", 0) / 1e9 / profile["seconds"]}
+    return {"count": int(window.sum()), "q": [quantile_ns(window, q) for q in QUANTILES], "cpu": cost}
 
 
 def main() -> None:
@@ -97,13 +105,17 @@ def main() -> None:
                 res = trial(mode, args.rate, args.warm, args.window, out_dir)
                 results[mode].append(res)
                 print(f"round {r + 1} {mode:<15} {res['count']:>7,} orders  " + "  ".join(
-                    f"p{q * 100:g} {fmt_ns(v)}" for q, v in zip(QUANTILES, res["q"])), flush=True)
+                    f"p{q * 100:g} {fmt_ns(v)}" for q, v in zip(QUANTILES, res["q"]))
+                    + f"  CPU: sampler {100 * res['cpu']['sampler']:.1f}%, py-spy {100 * res['cpu']['py-spy']:.1f}% "
+                      "of a core", flush=True)
     base = [statistics.median(x["q"][i] for x in results["none"]) for i in range(len(QUANTILES))]
     print(f"\nmedians over {args.rounds} rounds (load average now {os.getloadavg()[0]:.2f}):")
     for mode in MODES:
         med = [statistics.median(x["q"][i] for x in results[mode]) for i in range(len(QUANTILES))]
+        cpu = {k: statistics.median(x["cpu"][k] for x in results[mode]) for k in ("sampler", "py-spy")}
         print(f"{mode:<15} " + "  ".join(f"p{q * 100:g} {fmt_ns(v)} ({v / b:.2f}x)"
-                                          for q, v, b in zip(QUANTILES, med, base)))
+                                          for q, v, b in zip(QUANTILES, med, base))
+              + f"  CPU: sampler {100 * cpu['sampler']:.1f}%, py-spy {100 * cpu['py-spy']:.1f}% of a core")
 
 
 if __name__ == "__main__":

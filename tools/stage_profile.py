@@ -64,8 +64,11 @@ def profile(run: str, seconds: float, out: str | None, interval_ms: float, py_sp
 
 def summary(result: dict) -> list[str]:
     from pipeline.profiling.analysis import PHASES, fmt_ns
+    spy = (result["pyspy"] or {}).get("cpu_ns")
     lines = [f"{result['seconds']:.2f} s of run {result['run']!r}, {result['samples']:,} samples"
-             + (f" ({result['ended_early']})" if result["ended_early"] else "")]
+             + (f" ({result['ended_early']})" if result["ended_early"] else "")
+             + f"; sampling used {result['sampler_cpu_ns'] / 1e6:,.0f} ms of CPU"
+             + (f", py-spy {spy / 1e6:,.0f} ms" if spy else "")]
     lines.append(f"{'process':<10} " + " ".join(f"{p:>10}" for p in (*PHASES, "other")) + f" {'tick p50':>10}")
     for p in result["processes"]:
         wall = p["wall_ns"] or 1

@@ -124,7 +124,7 @@ def analyse(rec: Recording, pyspy: dict | None = None) -> dict:
     return {
         "run": rec.run, "taken_at": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t0 / 1e9)),
         "seconds": wall / 1e9, "samples": len(rec.wall_ns), "interval_ms": rec.interval_s * 1e3,
-        "ended_early": rec.ended_early, "notes": list(rec.notes),
+        "ended_early": rec.ended_early, "notes": list(rec.notes), "sampler_cpu_ns": rec.sampler_cpu_ns,
         "tick_measured": rec.replay_clock != cb.REPLAY_UNPACED,
         "processes": processes,
         "rings": _rings(rec),

@@ -31,7 +31,10 @@ def render(profile: dict, directory: str, figures: dict[str, str]) -> str:
            f"<style>{_STYLE}</style></head><body>",
            f"<h1>Profile of run {_e(profile['run'])}</h1>",
            f"<p>{profile['seconds']:.2f} s from {_e(profile['taken_at'])}, {profile['samples']:,} samples every "
-           f"{profile['interval_ms']:g} ms, read from shared memory (the control block and the rings' cursors).</p>"]
+           f"{profile['interval_ms']:g} ms, read from shared memory (the control block and the rings' cursors); "
+           f"sampling took {profile['sampler_cpu_ns'] / 1e6:,.0f} ms of CPU"
+           + (f", py-spy {profile['pyspy']['cpu_ns'] / 1e6:,.0f} ms" if profile["pyspy"].get("cpu_ns") else "")
+           + ".</p>"]
     if profile["ended_early"]:
         out.append(f"<p class=note>Sampling ended early: {_e(profile['ended_early'])}.</p>")
     for note in profile["notes"]:
@@ -115,7 +118,8 @@ def _pyspy(spy: dict) -> str:
         if host.get("error"):
             out.append(f"<p class=note>py-spy failed: {_e(host['error'])}</p>")
             continue
-        out.append(f"<p class=note>{host['samples']:,} samples; collapsed stacks in "
+        out.append(f"<p class=note>{host['samples']:,} samples (time in njit code shows as the Python function "
+                   "that called it); collapsed stacks in "
                    f"<a href='{_e(host['raw'])}'>{_e(host['raw'])}</a> (any flame-graph tool reads them).</p>")
         out.append("<table><tr><th>function</th><th>self</th><th>total</th></tr>")
         for f in host["top"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -60,6 +61,7 @@ class Recorders:
         if self.error:
             return {"error": self.error, "hosts": []}
         hosts = []
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         for name, pid, raw, proc, error in self.procs:
             entry = {"name": name, "pid": pid, "raw": raw}
             if proc is None:
@@ -80,7 +82,9 @@ class Recorders:
             with open(path) as fh:
                 samples, top = top_functions(fh.read())
             hosts.append({**entry, "samples": samples, "top": top})
-        return {"error": "", "hosts": hosts, "rate_hz": RATE_HZ, "seconds": self.seconds}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the py-spy processes, now reaped
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        return {"error": "", "hosts": hosts, "rate_hz": RATE_HZ, "seconds": self.seconds, "cpu_ns": int(cpu * 1e9)}
 
 
 def top_functions(collapsed: str, top: int = TOP) -> tuple[int, list[dict]]:

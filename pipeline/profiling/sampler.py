@@ -68,6 +68,7 @@ class Recording:
     last: np.ndarray                     # and at the last
     processes: list[Process]
     cpu_ns: dict[int, int]               # CPU time (user + system) per pid over the recording
+    sampler_cpu_ns: int = 0              # this process's own CPU time while sampling (the profile's cost)
     ended_early: str = ""                # why sampling stopped before its time, if it did
     replay_clock: int = cb.REPLAY_NONE
     notes: list[str] = field(default_factory=list)
@@ -143,6 +144,7 @@ class Sampler:
         times, timeline, depths = [], [], []
         ended = ""
         cpu_start = _cpu_ns(pids)
+        own_start = time.process_time_ns()
         first = last = None
         start = time.monotonic()
         tick = 0
@@ -160,11 +162,12 @@ class Sampler:
                 break
             tick += 1
             time.sleep(max(0.0, min(start + tick * interval_s, start + seconds) - time.monotonic()))
+        own = time.process_time_ns() - own_start
         cpu_end = _cpu_ns(pids)
         return Recording(self.run, interval_s, np.array(times, np.int64), np.array(timeline), np.array(depths),
                          [name for name, _ in self.rings], [len(view.records) for _, view in self.rings], first,
                          last, processes, {pid: cpu_end[pid] - cpu_start[pid] for pid in cpu_end if pid in cpu_start},
-                         ended, int(g[cb.G_REPLAY_CLOCK]))
+                         own, ended, int(g[cb.G_REPLAY_CLOCK]))
 
     def close(self) -> None:
         self.slots = None

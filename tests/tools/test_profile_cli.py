@@ -69,6 +69,7 @@ def test_a_profile_of_a_live_run_reports_every_stage_with_phases_that_add_up_and
 
     profile = json.loads((out / "profile.json").read_text())
     assert 1.9 < profile["seconds"] < 2.5 and profile["samples"] > 50 and not profile["ended_early"]
+    assert 0 < profile["sampler_cpu_ns"] < 2.5e9 and profile["pyspy"]["cpu_ns"] > 0  # what the profile itself cost
     by_name = {p["name"]: p for p in profile["processes"]}
     assert set(registry.STAGE_NAMES) | {"watchdog", "journal"} <= set(by_name)
     for p in profile["processes"]:
