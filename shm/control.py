@@ -12,6 +12,11 @@ Payload layout (int64 words)::
         208..335 origin-latency histogram (ns from the market event's receive time to this stage's output)
         336, 337 journal tap: records written, records dropped; 338, 339 execute's step tap: the same;
         341 the process's start time
+        342..346 phase time (ns, cumulative): reading input, kernel (a Python host: its work), publishing
+                 output (taps and counters included, blocked time excluded: that is word 6), idle; then the
+                 clock read that ended the last accounted phase (the next cycle's idle starts there)
+        347..362 batch sizes: records per served batch (in; out for a step with no input), log2 buckets
+        340, 363..383 free
 
 Concurrency: each stage slot has one writer (its stage process); global words are written by the
 supervisor and watchdog with release stores, read by everyone with acquire loads. Readers (tools) may
@@ -65,6 +70,18 @@ S_TAP_DROPPED = S_TAP_WRITTEN + 1               # records the tap had no room fo
 S_STEP_TAP_WRITTEN = S_TAP_DROPPED + 1          # execute: step records (what it consumed, in order) tapped
 S_STEP_TAP_DROPPED = S_STEP_TAP_WRITTEN + 1     # and those its tap had no room for
 S_PID_START_NS = S_STEP_TAP_DROPPED + 3         # the process's start time: with S_PID, pid reuse cannot fake liveness
+# Where a stage's time goes, per phase (ns): one clock read per phase boundary of a served batch, never per record.
+# Blocked on a full output is S_BLOCKED_NS; a stage's wall time is the sum of the five (a stage group's members
+# also wait while the others are served: that remainder is not theirs).
+S_READ_NS = S_PID_START_NS + 1
+S_KERNEL_NS = S_READ_NS + 1
+S_PUBLISH_NS = S_KERNEL_NS + 1
+S_IDLE_NS = S_PUBLISH_NS + 1
+S_PHASE_MARK_NS = S_IDLE_NS + 1     # the clock read that ended the last accounted phase; 0: not yet running
+S_BATCH_HIST = S_PHASE_MARK_NS + 1  # bucket b: batches of 2**b .. 2**(b+1) - 1 records (the last: and more)
+BATCH_BUCKETS = 16
+PHASE_WORDS = (S_READ_NS, S_KERNEL_NS, S_PUBLISH_NS, S_IDLE_NS)
+assert S_BATCH_HIST + BATCH_BUCKETS <= STAGE_WORDS
 
 # Stage states (S_STATE)
 STARTING, READY, RUNNING, STOPPING, STOPPED, FAILED = range(1, 7)
@@ -75,7 +92,7 @@ STATE_NAMES = {0: "new", STARTING: "starting", READY: "ready", RUNNING: "running
 RUN_STARTING, RUN_RUNNING, RUN_STOPPING, RUN_STOPPED = range(1, 5)
 
 PAYLOAD_WORDS = GLOBAL_WORDS + MAX_STAGES * STAGE_WORDS
-LAYOUT = segment.layout_hash("control-block", 3, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
+LAYOUT = segment.layout_hash("control-block", 4, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
 
 
 class ControlBlock:
@@ -135,6 +152,21 @@ def origin_wall_ns(globals_, origin_ts):
     if mode != REPLAY_PACED or wall0 == 0 or origin_ts <= 0:
         return 0
     return wall0 + np.int64((origin_ts - globals_[G_REPLAY_EVENT0_NS]) * 1e6 / globals_[G_REPLAY_SPEED_PPM])
+
+
+@njit(cache=True)
+def batch_bucket(n):
+    """floor(log2 n) for n >= 1, capped at the last bucket."""
+    b = 0
+    while n > 1 and b < BATCH_BUCKETS - 1:
+        n >>= 1
+        b += 1
+    return b
+
+
+def batch_bucket_range(b: int) -> tuple[int, int]:
+    """The sizes bucket ``b`` holds: (first, last); the last bucket's last is -1 (no bound)."""
+    return 1 << b, ((1 << (b + 1)) - 1 if b < BATCH_BUCKETS - 1 else -1)
 
 
 @njit(cache=True)

@@ -237,21 +237,34 @@ def attach(name: str, layout: int) -> Segment:
     return Segment(name, st.st_size, mapping, owner=False)
 
 
+def _peek(name: str) -> tuple[bool, np.ndarray | None]:
+    """(whether it exists, a copy of its header: None when the file is too small to hold one). Maps the
+    128-byte header only, whatever the file's size."""
+    opened = _open(name)
+    if opened is None:
+        return False, None
+    shm, st = opened
+    try:
+        return True, (_read_header(shm.fd) if st.st_size >= HEADER_BYTES else None)
+    finally:
+        shm.close_fd()
+
+
+def header_of(name: str) -> np.ndarray | None:
+    """A copy of an existing segment's header (what it holds, to attach it with the right layout); None if there is
+    no such segment or it is not initialised."""
+    _, h = _peek(name)
+    return h if h is not None and int(h[H_MAGIC]) == MAGIC else None
+
+
 def reclaim_if_stale(name: str) -> bool:
     """Unlink ``name`` if its creator is dead (or it was never initialised); True if it is gone now. Maps its
     header only, whatever the file's size. A segment of another user is a SegmentError, left alone."""
-    opened = _open(name)
-    if opened is None:
+    exists, h = _peek(name)
+    if not exists:
         return True
-    shm, st = opened
-    try:
-        if st.st_size < HEADER_BYTES:
-            stale = True
-        else:
-            h = _read_header(shm.fd)
-            stale = int(h[H_MAGIC]) != MAGIC or not creator_alive(int(h[H_CREATOR_PID]), int(h[H_CREATOR_START_NS]))
-    finally:
-        shm.close_fd()
+    stale = h is None or int(h[H_MAGIC]) != MAGIC or not creator_alive(int(h[H_CREATOR_PID]),
+                                                                        int(h[H_CREATOR_START_NS]))
     if stale:
         try:
             posix_ipc.unlink_shared_memory(name)

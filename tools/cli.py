@@ -87,6 +87,16 @@ def _status(args) -> int:
     return status.main(args.name)
 
 
+def _profile(args) -> int:
+    from tools import stage_profile
+    return stage_profile.profile(args.name, args.seconds, args.out, args.interval_ms, args.py_spy)
+
+
+def _latency(args) -> int:
+    from tools import stage_profile
+    return stage_profile.latency(args.name, args.out)
+
+
 def _killswitch(args) -> int:
     from tools import killswitch
     return killswitch.main(args.action, args.name, getattr(args, "reason", ""))
@@ -390,6 +400,19 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="live figures of a running pipeline, read from shared memory")
     st.add_argument("--name", default="main")
     st.set_defaults(func=_status)
+    pf = sub.add_parser("profile", help="sample a running pipeline (read-only) and write where each stage's time "
+                                        "goes: profile.html, profile.json, PNGs")
+    pf.add_argument("--name", default="main", help="run name")
+    pf.add_argument("--seconds", type=float, default=5.0, help="how long to sample (default 5)")
+    pf.add_argument("--out", help="report directory (default: ./profile-RUN-TIME)")
+    pf.add_argument("--interval-ms", type=float, default=10.0, help="ms between samples (default 10)")
+    pf.add_argument("--py-spy", action="store_true", help="also sample the Python-side hosts with py-spy "
+                                                          "(pip install 'bot4[profile]'; needs ptrace rights)")
+    pf.set_defaults(func=_profile)
+    lt = sub.add_parser("latency", help="tick-to-order histogram of a running pipeline (PNG)")
+    lt.add_argument("--name", default="main", help="run name")
+    lt.add_argument("--out", help="PNG file (default: ./latency-RUN.png)")
+    lt.set_defaults(func=_latency)
     ks = sub.add_parser("killswitch", help="kill switch: status, trip, arm (through shared memory)")
     ks_sub = ks.add_subparsers(dest="action", required=True)
     for action, text in (("status", "state, reason, since when, switch reading, conditions holding"),

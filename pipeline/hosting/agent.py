@@ -95,6 +95,39 @@ def wait_until_running(block: cb.ControlBlock, *slots: np.ndarray) -> bool:
         time.sleep(0.001)
 
 
+class BusyIdle:
+    """A Python host's time in its slot: busy (in ``do_work``, less what it spent blocked on a full output, which
+    ``S_BLOCKED_NS`` has) as its kernel time, the rest (the idle strategy) as idle. Two clock reads a loop; the
+    slot is written at most once a millisecond (a numpy store costs ~100 ns). An agent that waits inside
+    ``do_work`` (the recorder runs its event loop there) counts that wait as busy."""
+
+    FLUSH_NS = 1_000_000
+
+    def __init__(self, slot: np.ndarray):
+        self.slot = slot
+        self.busy = self.idle = 0
+        self.last = 0  # the end of the last do_work
+        self.flushed = 0
+        self.blocked = int(slot[cb.S_BLOCKED_NS])
+
+    def worked(self, started: int, done: int) -> None:
+        if self.last:
+            self.idle += max(0, started - self.last)
+        self.busy += max(0, done - started)
+        self.last = done
+        if done - self.flushed >= self.FLUSH_NS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Into the slot; its mark says up to when (a reader counts the time since as not yet accounted)."""
+        blocked = int(self.slot[cb.S_BLOCKED_NS])
+        self.slot[cb.S_KERNEL_NS] += self.busy - (blocked - self.blocked)
+        self.slot[cb.S_IDLE_NS] += self.idle
+        self.slot[cb.S_PHASE_MARK_NS] = self.last
+        self.busy = self.idle = 0
+        self.blocked, self.flushed = blocked, self.last
+
+
 class IdleStrategy(Protocol):
     def idle(self, work_count: int) -> None: ...
 
@@ -135,16 +168,23 @@ class AgentRunner:
         agent, slot, g = self.agent, self.child.slot, self.child.block.globals
         running = False
         level = 0
-        while True:
-            slot[cb.S_HEARTBEAT_NS] = time.time_ns()
-            if not running and int(g[cb.G_RUN_STATE]) == cb.RUN_RUNNING:
-                slot[cb.S_STATE] = cb.RUNNING
-                running = True
-            stop = int(slot[cb.S_STOP])
-            if stop > level:  # read before do_work: a drain that finds nothing started after the stop
-                level = stop
-                agent.on_stop(level)
-            self.idle.idle(agent.do_work())
+        phases = BusyIdle(slot)
+        try:
+            while True:
+                now = time.time_ns()
+                slot[cb.S_HEARTBEAT_NS] = now
+                if not running and int(g[cb.G_RUN_STATE]) == cb.RUN_RUNNING:
+                    slot[cb.S_STATE] = cb.RUNNING
+                    running = True
+                stop = int(slot[cb.S_STOP])
+                if stop > level:  # read before do_work: a drain that finds nothing started after the stop
+                    level = stop
+                    agent.on_stop(level)
+                work = agent.do_work()
+                phases.worked(now, time.time_ns())
+                self.idle.idle(work)
+        finally:
+            phases.flush()
 
     def _fail(self, exc: Exception) -> int:
         code = self.agent.on_failure(exc)
@@ -180,6 +220,7 @@ class PythonFeed:
         duty_cycle.account(slot, self.ctl, 0, 0, self.batch, time.time_ns(), self.timespec)
         slot[cb.S_BATCHES] = 0
         slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
+        duty_cycle.reset_phases(slot)
 
     def publish(self, n: int, started_ns: int) -> None:
         """``batch[:n]`` to every output (waiting while one is full, lossless) and the journal tap, counted;

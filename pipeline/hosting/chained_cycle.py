@@ -3,6 +3,8 @@
 Each member's output batch is the next member's input directly (no ring between them); every member still
 reads its own secondary input ring (feedback reports), publishes its other outputs to rings, taps, and
 keeps its own control-block slot (heartbeat, counters, histograms, state) exactly as if it ran alone.
+Phase times too, but a member's wall time also holds the others' turns: each member accounts its own reading,
+kernel and publishing; a cycle in which no member had work is idle for every member.
 
 The group is a compile-time literal: ``group_code`` packs the members' stage indices (3 bits each, +1 so a
 leading feed is not lost), so numba's disk cache keys on it like the duty cycle keys on its stage index,
@@ -17,8 +19,8 @@ import numpy as np
 from numba import literally, njit, types
 from numba.extending import overload
 
-from pipeline.hosting.duty_cycle import (EXIT_BUDGET, EXIT_STOPPED, call_step, count_batch, gate_before, publish_all,
-                                         side_tap)
+from pipeline.hosting.duty_cycle import (EXIT_BUDGET, EXIT_STOPPED, account_phases, call_step, count_batch, gate_before,
+                                         publish_all, side_tap)
 from shm import control as cb
 from shm import idle as idle_strategies
 from shm import ring
@@ -109,9 +111,13 @@ def _member_impl(code, position, chained, n_chained, start_ns, in_a, scratch_a, 
                     flags[k, F_STOPPED] = 1
                     slot[cb.S_STATE] = cb.STOPPED  # the supervisor then stops the next member
             if not flags[k, F_STOPPED] and (n_a + n_b > 0 or flags[k, F_ALWAYS_STEP]):
+                # Reading: its rings (a chained batch is handed over, not read); no clock read when none gave any.
+                read_done = clock_ns(timespec) if n_b > 0 or (first and n_a > 0) else now
                 step_in = batch[taken:]
                 gate = gate_before(stage_id, ctl)
                 n_out = call_step(stage_id, step_in, n_a, b_scratch, n_b, states[k], params[k], ctl, stats, out, now)
+                kernel_done = clock_ns(timespec) if n_out + n_a + n_b > 0 else now
+                blocked_before = slot[cb.S_BLOCKED_NS]
                 taken += n_a
                 if n_out > 0 and not publish_all(outs[k], out_sems[k], out, n_out, slot, idle_params, timespec):
                     if flags[k, F_HAS_TAP]:
@@ -128,6 +134,7 @@ def _member_impl(code, position, chained, n_chained, start_ns, in_a, scratch_a, 
                                  now, gate)
                     done = clock_ns(timespec)
                     count_batch(slot, ctl, n_a, n_b, out, n_out, now, done)
+                    account_phases(slot, now, read_done, kernel_done, done, blocked_before)
                     if first and has_a:
                         slot[cb.S_QUEUE_DEPTH] = a_consumer[ring.C_CACHED_TAIL] - a_consumer[ring.C_HEAD]
                     work += n_a + n_b + n_out
@@ -153,11 +160,15 @@ def run(group_code, in_a, scratch_a, ins_b, outs, out_sems, taps, scratch_b, scr
     literally(group_code)
     n_members = len(slots)
     cycles = 0
+    idle_since = 0  # the top of the last cycle in which no member had work: the whole cycle was idle for all
     while True:
         now = clock_ns(timespec)
         for k in range(n_members):
             if not flags[k, F_STOPPED]:
                 slots[k][cb.S_HEARTBEAT_NS] = now
+                if idle_since > 0 and now > idle_since:
+                    slots[k][cb.S_IDLE_NS] += now - idle_since
+        idle_since = 0
         cycles += 1
         if max_cycles > 0 and cycles > max_cycles:
             return EXIT_BUDGET
@@ -166,6 +177,7 @@ def run(group_code, in_a, scratch_a, ins_b, outs, out_sems, taps, scratch_b, scr
         if flags[n_members - 1, F_STOPPED]:
             return EXIT_STOPPED  # members stop in chain order: the last one stops last
         if work == 0:
+            idle_since = now
             if idle_strategies.idle(idle_params, idle_state, 0) == idle_strategies.PARK:
                 usleep(idle_params[idle_strategies.I_MIN_SLEEP_US])
         else:

@@ -4,6 +4,9 @@ One cycle: read the clock once, write the heartbeat, read a bounded batch from e
 kernel, publish its output to every output ring (blocking on a full ring, never dropping, counting the
 time blocked; a ring whose consumer died is discarded into, counted), update counters and latency
 histograms, then hand the work count to the idle strategy.
+Where the time goes is accounted per phase in the stage's slot (reading, kernel, publishing, idle; blocked is
+counted where it happens): a clock read at each phase boundary of a served batch, none per record, and the
+time between one cycle's end and the next served batch is idle (empty polls, yields, parks).
 The loop returns to its Python host only to stop, to block on the semaphore (BLOCKING idle), or when a
 cycle budget runs out (warm-up).
 
@@ -218,6 +221,7 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
     while True:
         now = clock_ns(timespec)
         slot[cb.S_HEARTBEAT_NS] = now
+        account_idle(slot, now)
         cycles += 1
         if max_cycles > 0 and cycles > max_cycles:
             return EXIT_BUDGET
@@ -244,6 +248,7 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
                     if has_b:
                         ring.woke_up(b_consumer)
                 continue
+        read_done = clock_ns(timespec) if n_a + n_b > 0 else now  # a source reads nothing: no clock read
         gate = gate_before(stage_id, ctl)
         n_out = call_step(stage_id, scratch_a, n_a, scratch_b, n_b, state, params, ctl, stats, scratch_out, now)
         if n_out + n_a + n_b == 0:
@@ -251,6 +256,8 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
             if idle_strategies.idle(idle_params, idle_state, 0) == idle_strategies.PARK:
                 usleep(idle_params[idle_strategies.I_MIN_SLEEP_US])
             continue
+        kernel_done = clock_ns(timespec)
+        blocked_before = slot[cb.S_BLOCKED_NS]
         idle_strategies.idle(idle_params, idle_state, 1)
         if n_out > 0 and not publish_all(outs, out_sems, scratch_out, n_out, slot, idle_params, timespec):
             if has_tap:  # counted, not silently lost
@@ -258,7 +265,9 @@ def run(stage_id, in_a, in_b, outs, out_sems, tap, has_tap, scratch_a, scratch_b
             return EXIT_ABANDONED
         if has_tap:
             side_tap(stage_id, tap, state, scratch_a, n_a, scratch_b, n_b, scratch_out, n_out, slot, ctl, now, gate)
-        count_batch(slot, ctl, n_a, n_b, scratch_out, n_out, now, clock_ns(timespec))
+        done = clock_ns(timespec)
+        count_batch(slot, ctl, n_a, n_b, scratch_out, n_out, now, done)
+        account_phases(slot, now, read_done, kernel_done, done, blocked_before)
         if has_a:
             slot[cb.S_QUEUE_DEPTH] = a_consumer[ring.C_CACHED_TAIL] - a_consumer[ring.C_HEAD]
 
@@ -284,6 +293,7 @@ def count_batch(slot, ctl, n_a, n_b, out, n_out, started_ns, done_ns):
     slot[cb.S_IN_B] += n_b
     slot[cb.S_OUT] += n_out
     slot[cb.S_BATCHES] += 1
+    slot[cb.S_BATCH_HIST + cb.batch_bucket(n_a + n_b if n_a + n_b > 0 else n_out)] += 1
     slot[cb.S_SERVICE_HIST + cb.bucket_of(done_ns - started_ns)] += 1
     for i in range(n_out):
         origin = cb.origin_wall_ns(ctl, out[i]["origin_ts"])
@@ -292,6 +302,33 @@ def count_batch(slot, ctl, n_a, n_b, out, n_out, started_ns, done_ns):
     if n_out > 0:
         origin = cb.origin_wall_ns(ctl, out[n_out - 1]["origin_ts"])
         slot[cb.S_LAST_ORIGIN_NS] = done_ns - origin if origin > 0 else 0
+
+
+@njit(cache=True)
+def account_idle(slot, now):
+    """The time since the last accounted phase was idle (empty polls, yields, parks, sleeps); marks ``now``.
+    The first call after ``reset_phases`` only marks."""
+    mark = slot[cb.S_PHASE_MARK_NS]
+    if mark > 0 and now > mark:
+        slot[cb.S_IDLE_NS] += now - mark
+    slot[cb.S_PHASE_MARK_NS] = now
+
+
+@njit(cache=True)
+def account_phases(slot, started, read_done, kernel_done, done, blocked_before):
+    """A served batch's phases: reading (``started``..``read_done``), the kernel (..``kernel_done``), publishing
+    (..``done``) less what the stage spent blocked on a full output meanwhile (``S_BLOCKED_NS`` has it); the
+    idle time of the next cycle starts at ``done``."""
+    slot[cb.S_READ_NS] += read_done - started
+    slot[cb.S_KERNEL_NS] += kernel_done - read_done
+    slot[cb.S_PUBLISH_NS] += done - kernel_done - (slot[cb.S_BLOCKED_NS] - blocked_before)
+    slot[cb.S_PHASE_MARK_NS] = done
+
+
+def reset_phases(slot) -> None:
+    """Phase times and batch sizes from zero, unmarked: a host calls it after its warm-up call, so the wait for
+    the run to start is nobody's idle time."""
+    slot[cb.S_READ_NS:cb.S_BATCH_HIST + cb.BATCH_BUCKETS] = 0
 
 
 def compiled_entry(stage_id: int):
@@ -317,6 +354,7 @@ def wait_for_input(in_a, slot, idle_params, idle_state, max_wait_ns, timespec):
     while True:
         now = clock_ns(timespec)
         slot[cb.S_HEARTBEAT_NS] = now
+        account_idle(slot, now)
         if ring.readable(producer, consumer) > 0:
             idle_strategies.idle(idle_params, idle_state, 1)
             return WAIT_READY
@@ -336,6 +374,16 @@ def account(slot, ctl, n_in, n_out, out_batch, started_ns, timespec):
     """Counters and histograms for a batch served by a Python host (``ctl``: the control block's globals)."""
     done = clock_ns(timespec)
     count_batch(slot, ctl, n_in, 0, out_batch, n_out, started_ns, done)
+    return done
+
+
+@njit(cache=True)
+def account_served(slot, ctl, n_in, n_out, out_batch, started_ns, read_done, kernel_done, blocked_before, timespec):
+    """``account`` and the batch's phases (``account_phases``), for a Python host that waits in
+    ``wait_for_input`` (the wait is idle, up to ``started_ns``)."""
+    account_idle(slot, started_ns)
+    done = account(slot, ctl, n_in, n_out, out_batch, started_ns, timespec)
+    account_phases(slot, started_ns, read_done, kernel_done, done, blocked_before)
     return done
 
 

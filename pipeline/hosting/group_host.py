@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline import graph
 from pipeline.config import Config
-from pipeline.hosting import chained_cycle, topology
+from pipeline.hosting import chained_cycle, duty_cycle, topology
 from pipeline.hosting.agent import wait_until_running
 from pipeline.hosting.child import EXPECTED_FAILURES, report_failure, start
 from pipeline.hosting.stage_host import Endpoints, attach_endpoints, live_kernel, with_step_tap
@@ -130,6 +130,7 @@ def _run(cycle: GroupCycle, batch: int, block: cb.ControlBlock, slots, placement
     cycle.run(chained_cycle.run, block.globals, idle_params, idle_state, batch, 1, timespec, warm=True)
     entry = chained_cycle.compiled_entry(cycle.code)  # no argument typing on every later entry
     for slot in slots:
+        duty_cycle.reset_phases(slot)
         slot[cb.S_STATE] = cb.READY
     if not wait_until_running(block, *slots):
         return

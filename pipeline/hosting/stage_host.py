@@ -205,6 +205,7 @@ def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, st
     # Re-entering through the dispatcher re-types every argument and retries the literal stage index
     # (a failed typing pass each time: hundreds of ms). After a park we call the compiled entry directly.
     entry = duty_cycle.compiled_entry(spec.index)
+    duty_cycle.reset_phases(slot)
     slot[cb.S_STATE] = cb.READY
     if not wait_until_running(block, slot):
         return
@@ -248,9 +249,11 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
     ring.readable(producer, consumer)
     inference.prepare(decisions, 0, x)
     inference.finish(decisions, 0, model.predict(x[:1])[:0], predictions, 0)
-    duty_cycle.account(slot, block.globals, 0, 0, predictions, time.time_ns(), timespec)
+    now = time.time_ns()
+    duty_cycle.account_served(slot, block.globals, 0, 0, predictions, now, now, now, 0, timespec)
     slot[cb.S_BATCHES] = 0
     slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
+    duty_cycle.reset_phases(slot)
     duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, 0, slot, idle_params, timespec)
     slot[cb.S_STATE] = cb.READY
     if not wait_until_running(block, slot):
@@ -270,13 +273,17 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
         n = ring.read(producer, consumer, records, decisions, batch)
         if n == 0:
             continue
+        read_done = time.time_ns()
         inference.prepare(decisions, n, x)
         prob_up = model.predict(x[:n])
         n_out = inference.finish(decisions, n, prob_up, predictions, started)
+        kernel_done = time.time_ns()
+        blocked_before = int(slot[cb.S_BLOCKED_NS])
         if not duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, n_out, slot, idle_params, timespec):
             return
         slot[cb.S_QUEUE_DEPTH] = consumer[ring.C_CACHED_TAIL] - consumer[ring.C_HEAD]
-        duty_cycle.account(slot, block.globals, n, n_out, predictions, started, timespec)
+        duty_cycle.account_served(slot, block.globals, n, n_out, predictions, started, read_done, kernel_done,
+                                  blocked_before, timespec)
 
 
 def main(make_agent: Callable[..., Agent] | None = None) -> int:

@@ -349,7 +349,7 @@ def _compile_stage(plan: RunPlan, spec) -> None:
         ring.read(in_a[0], in_a[1], in_a[2], np.zeros(1, in_a[2].dtype), 0)
         ring.readable(in_a[0], in_a[1])
         out = np.zeros(1, spec.out_dtype)
-        duty_cycle.account(slot, block.globals, 0, 0, out, 0, timespec)
+        duty_cycle.account_served(slot, block.globals, 0, 0, out, 0, 0, 0, 0, timespec)
         duty_cycle.publish(outs, sems, out, 0, slot, idle_params, timespec)
         inference.prepare(in_a[2], 0, np.zeros((1, records.N_FEATURES), np.float32))
         inference.finish(in_a[2], 0, np.zeros(1, np.float32), out, 0)
