@@ -39,6 +39,14 @@ class LiveExecute:
                          self.stats, self.out, self.now)
         return self.out[:n].copy()
 
+    def working_quote(self, side, price, qty=1.0):
+        """A quote placed and acknowledged by the venue: its NEW command."""
+        self.step([intent(INTENT_QUOTE, side, price, qty)])
+        (new,) = self.sent()
+        self.answer(new, ANS_ACK, leaves=qty)
+        self.step()
+        return new
+
     def sent(self):
         out = np.zeros(64, records.VENUE_COMMAND)
         return out[:ring.read(*self.commands, out, 64)].copy()
@@ -73,10 +81,7 @@ def test_an_order_to_a_live_venue_is_a_command_and_its_answers_move_it():
 
 def test_a_quote_is_cancelled_through_the_gateway_and_a_refused_cancel_is_not_resent():
     x = LiveExecute()
-    x.step([intent(INTENT_QUOTE, BUY, 100.0, 1.0)])
-    (cmd,) = x.sent()
-    x.answer(cmd, ANS_ACK, leaves=1.0)
-    x.step()
+    cmd = x.working_quote(BUY, 100.0)
     reports = x.step([intent(INTENT_QUOTE, BUY, 100.0, 0.0, intent_id=2)])  # withdraw the quote
     assert [r["state"] for r in reports] == [ORD_PENDING_CANCEL]
     (cancel,) = x.sent()
@@ -120,10 +125,7 @@ def test_a_full_gateway_ring_refuses_orders_and_retries_cancels():
 def test_an_answer_without_a_slot_finds_its_order_by_id():
     # a restarted gateway cancels what it found open at the venue: it knows the order id, not execute's slot
     x = LiveExecute()
-    x.step([intent(INTENT_QUOTE, BUY, 100.0, 1.0)])
-    (cmd,) = x.sent()
-    x.answer(cmd, ANS_ACK, leaves=1.0)
-    x.step()
+    cmd = x.working_quote(BUY, 100.0)
     cmd = cmd.copy()
     cmd["slot"] = -1
     x.answer(cmd, ANS_CANCELLED, leaves=1.0)
@@ -133,10 +135,7 @@ def test_an_answer_without_a_slot_finds_its_order_by_id():
 
 def test_a_refused_cancel_is_asked_again_after_growing_pauses_then_left_to_the_gateway():
     x = LiveExecute()
-    x.step([intent(INTENT_QUOTE, BUY, 100.0, 1.0)])
-    (cmd,) = x.sent()
-    x.answer(cmd, ANS_ACK, leaves=1.0)
-    x.step()
+    cmd = x.working_quote(BUY, 100.0)
     x.ctl[cb.G_TRADING_ENABLED] = 0  # the kill asks for the cancel at every step until it is sent
     x.step()
     sent = x.sent()
@@ -229,10 +228,7 @@ def test_a_quote_at_a_venue_that_amends_in_place_is_amended_and_a_refused_amend_
 
 def test_an_amend_the_gate_refuses_leaves_the_quote_and_a_venue_without_amends_cancel_replaces():
     x = LiveExecute(amends=True)
-    x.step([intent(INTENT_QUOTE, SELL, 101.0, 1.0)])
-    (new,) = x.sent()
-    x.answer(new, ANS_ACK, leaves=1.0)
-    x.step()
+    new = x.working_quote(SELL, 101.0)
     refused = x.step([intent(INTENT_QUOTE, SELL, 150.0, 1.0, intent_id=2)])  # outside the price collar
     assert [r["state"] for r in refused] == [ORD_REJECTED] and len(x.sent()) == 0
     assert x.stats[execute.ST_OPEN] == 1 and x.stats[execute.ST_AMENDS] == 0
@@ -254,10 +250,7 @@ def test_an_amend_the_gate_refuses_leaves_the_quote_and_a_venue_without_amends_c
 
 def test_an_amend_answered_after_a_cancel_overtook_it_still_moves_the_orders_price():
     x = LiveExecute(amends=True)
-    x.step([intent(INTENT_QUOTE, BUY, 100.0, 1.0)])
-    (new,) = x.sent()
-    x.answer(new, ANS_ACK, leaves=1.0)
-    x.step()
+    new = x.working_quote(BUY, 100.0)
     x.step([intent(INTENT_QUOTE, BUY, 99.9, 1.0, intent_id=2)])
     (amend,) = x.sent()
     x.step([intent(INTENT_QUOTE, BUY, 99.8, 1.0, intent_id=3)])  # while the amend is in flight: cancel-replace
