@@ -4,8 +4,9 @@ journal says the run bought and sold is checked against how the venue's balance 
 At the run's start the gateway takes each base currency's total balance as the baseline; every fill it hands to
 execute (the journal's fills) moves the expected balance by its signed quantity, less any fee the venue charged
 in that currency. A check compares the venue's totals with the expected ones. A fill the venue has booked but
-not yet reported would show as a difference for a moment, so a difference counts only when two checks in a row
-see the same one with no fill in between: then it is confirmed, and the gateway disables trading naming it.
+not yet reported shows as a difference for a moment (and a run that trades all the time always has one in
+flight), so a difference is confirmed only when CONFIRM_CHECKS checks in a row see one of the same sign: its
+smallest is then the part no report in flight explains, and the gateway disables trading naming it.
 
 Pure bookkeeping over plain data (no I/O); the gateway fetches the balances. Concurrency: one thread (the
 gateway's main thread) calls everything.
@@ -18,6 +19,8 @@ import numpy as np
 
 from stages.records import ANS_FILL
 
+CONFIRM_CHECKS = 3
+
 
 @dataclass
 class HoldingsCheck:
@@ -28,9 +31,8 @@ class HoldingsCheck:
     baseline: dict[str, float] = field(default_factory=dict)
     traded: dict[str, float] = field(default_factory=dict)   # currency -> signed quantity filled since the baseline
     fills: int = 0
+    _seen: dict[str, list] = field(default_factory=dict)  # currency -> the differences of the last checks
     base_fees_at_start: dict[str, float] = field(default_factory=dict)
-    _suspect: dict[str, float] = field(default_factory=dict)  # currency -> the difference the last check saw
-    _fills_at_suspect: int = -1
 
     @property
     def started(self) -> bool:
@@ -42,7 +44,7 @@ class HoldingsCheck:
         self.baseline = {c: _total(balances, c) for c in sorted(set(self.bases.values()))}
         self.traded = dict.fromkeys(self.baseline, 0.0)
         self.base_fees_at_start = {c: float(base_fees.get(c, 0.0)) for c in self.baseline}
-        self._suspect, self._fills_at_suspect = {}, -1
+        self._seen = {}
 
     def on_answers(self, answers: np.ndarray) -> None:
         """The answers handed to execute: each fill moves its base currency's expected balance."""
@@ -68,17 +70,19 @@ class HoldingsCheck:
             if abs(have - want) > self.tolerance:
                 differences[currency] = (have, want)
         confirmed = []
-        if differences and self.fills == self._fills_at_suspect:
-            for currency, (have, want) in differences.items():
-                before = self._suspect.get(currency)
-                if before is not None and abs((have - want) - before) <= self.tolerance:
-                    symbols = ", ".join(s for k, s in sorted(self.symbols.items()) if self.bases.get(k) == currency)
-                    confirmed.append(f"{self.venue} {currency} ({symbols}): the venue holds {have:.10g}, the run's "
-                                     f"fills since its start make it {want:.10g} (baseline "
-                                     f"{self.baseline[currency]:.10g}, traded {self.traded.get(currency, 0.0):+.10g};"
-                                     f" difference {have - want:+.10g})")
-        self._suspect = {c: have - want for c, (have, want) in differences.items()}
-        self._fills_at_suspect = self.fills
+        for currency in self.baseline:
+            have, want = differences.get(currency, (0.0, 0.0))
+            seen = self._seen.setdefault(currency, [])
+            seen.append(have - want)
+            del seen[:-CONFIRM_CHECKS]
+            if len(seen) < CONFIRM_CHECKS or not (all(d > 0 for d in seen) or all(d < 0 for d in seen)):
+                continue
+            least = min(seen, key=abs)
+            symbols = ", ".join(s for k, s in sorted(self.symbols.items()) if self.bases.get(k) == currency)
+            confirmed.append(f"{self.venue} {currency} ({symbols}): the venue holds {have:.10g}, the run's fills "
+                             f"since its start make it {want:.10g} (baseline {self.baseline[currency]:.10g}, traded "
+                             f"{self.traded.get(currency, 0.0):+.10g}; difference {least:+.10g} at least, "
+                             f"{CONFIRM_CHECKS} checks in a row)")
         return confirmed
 
 

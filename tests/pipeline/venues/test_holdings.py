@@ -1,6 +1,6 @@
-"""Spot holdings against the run's fills: a difference counts only when two checks in a row see the same one with
-no fill between (a fill the venue booked but has not reported yet shows for a moment), and the line names the
-currency and its symbols."""
+"""Spot holdings against the run's fills: a difference counts only when three checks in a row see one of the same
+sign (a fill the venue booked but has not reported yet shows for a moment), and the line names the currency, its
+symbols and the smallest difference seen."""
 import numpy as np
 
 from pipeline.venues.holdings import HoldingsCheck
@@ -31,14 +31,14 @@ def test_fills_move_the_expected_holdings_and_matching_balances_pass():
     assert c.check(balances(BTC=10.2), {}) == [] and c.check(balances(BTC=10.2), {}) == []
 
 
-def test_a_difference_is_confirmed_only_when_it_repeats_with_no_fill_between():
+def test_a_difference_is_confirmed_only_when_three_checks_in_a_row_see_it():
     c = check()
     assert c.check(balances(BTC=10.5), {}) == []  # first sight: maybe a fill on its way
     c.on_answers(fill(0, BUY, 0.5))  # it was: the fill came
     assert c.check(balances(BTC=10.5), {}) == []
-    assert c.check(balances(BTC=11.0), {}) == []  # a new difference, first sight
-    (line,) = c.check(balances(BTC=11.0), {})  # the same again, no fill between: confirmed
-    assert "BTC (BTC/USDT)" in line and "holds 11" in line and "make it 10.5" in line and "+0.5" in line
+    assert c.check(balances(BTC=11.0), {}) == [] and c.check(balances(BTC=11.2), {}) == []  # a fill in flight too
+    (line,) = c.check(balances(BTC=11.0), {})  # three in a row, all above: confirmed at the smallest
+    assert "BTC (BTC/USDT)" in line and "holds 11" in line and "make it 10.5" in line and "+0.5 at least" in line
 
 
 def test_a_fee_taken_in_the_base_currency_is_part_of_the_expected_holdings():
