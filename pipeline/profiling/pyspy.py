@@ -3,10 +3,12 @@ top functions. py-spy reads another process's memory (ptrace): root, CAP_SYS_PTR
 kernel.yama.ptrace_scope = 0. ``--nonblocking``: the process is never paused to be sampled."""
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -21,6 +23,11 @@ def executable() -> str | None:
     """py-spy on PATH, or where pip put this interpreter's scripts."""
     beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
     return shutil.which("py-spy") or (beside if os.access(beside, os.X_OK) else None)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: a profile killed outright (SIGKILL) takes its py-spy processes with it."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 class Recorders:
@@ -42,7 +49,8 @@ class Recorders:
                 proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(self.seconds),
                                          "--rate", str(RATE_HZ), "--nonblocking", "--nolineno", "--format", "raw",
                                          "--output", os.path.join(directory, raw)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        preexec_fn=_die_with_parent)
                 self.procs.append((name, pid, raw, proc, ""))
             except OSError as exc:
                 self.procs.append((name, pid, raw, None, str(exc)))
