@@ -199,14 +199,20 @@ def test_the_dead_mans_switch_cancels_open_orders_when_not_refreshed_and_a_heart
 
 async def until(ex, client_id: str, status: str, timeout: float = 5.0) -> list:
     """watch_orders until the order reaches ``status``: every order update seen on the way (copies: ccxt updates
-    its order objects in place)."""
+    its order objects in place). An update that arrives while no watch is pending resolves nothing (ccxt keeps it
+    only in ``ex.orders``), so each short watch is followed by a look at that cache."""
     seen = []
     deadline = time.monotonic() + timeout
     while True:
-        batch = [dict(o) for o in await asyncio.wait_for(ex.watch_orders(SYMBOL), deadline - time.monotonic())]
-        seen += batch
-        if any(o["clientOrderId"] == client_id and o["status"] == status for o in batch):
-            return seen
+        try:
+            batch = await asyncio.wait_for(ex.watch_orders(SYMBOL), max(0.0, min(0.25, deadline - time.monotonic())))
+            seen += [dict(o) for o in batch]
+        except asyncio.TimeoutError:
+            if time.monotonic() >= deadline:
+                raise
+        cached = [dict(o) for o in (ex.orders or []) if o["clientOrderId"] == client_id]
+        if any(o["clientOrderId"] == client_id and o["status"] == status for o in seen + cached):
+            return seen + cached
 
 
 def pro_client(server):
