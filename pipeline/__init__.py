@@ -5,9 +5,4 @@ Wings: ``hosting`` (duty cycle, stage host, launcher, topology, fused mode), ``s
 conditions, kill switch, alerts, arming), ``sources`` (ccxt and replay feed hosts, recording parsers),
 ``store`` (journal, recorder, journal replay, feature and GARCH stores, feature build).
 """
-from pathlib import Path
-
-from shm.jit_cache import use_sources
-
-_ROOT = Path(__file__).resolve().parent.parent
-use_sources(_ROOT / "shm", _ROOT / "stages", _ROOT / "pipeline")  # the duty cycle inlines every kernel
+import shm  # noqa: F401  installs the kernel cache locator (shm.jit_cache) before any kernel is decorated

@@ -2,8 +2,6 @@
 
 Knows nothing about trading: records are opaque fixed-size numpy structured dtypes.
 """
-from pathlib import Path
+from shm import jit_cache
 
-from shm.jit_cache import use_sources
-
-use_sources(Path(__file__).resolve().parent)
+jit_cache.install()  # before any cached kernel of this checkout is decorated: every one imports shm

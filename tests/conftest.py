@@ -8,7 +8,7 @@ import uuid
 import psutil
 import pytest
 
-from pipeline import names  # pipeline first: one numba cache key for the whole session (shm.jit_cache)
+from pipeline import names
 from shm import segment
 from shm.control import G_TRADING_ENABLED
 
