@@ -182,7 +182,7 @@ class Reading:
             records_in.add_metric([name, "b"], c["in_b"])
             records_out.add_metric([name], c["out"])
             batches.add_metric([name], c["batches"])
-            errors.add_metric([name], row.errors)  # the slot's own word (the gateway labels a counter "errors" too)
+            errors.add_metric([name], row.errors)
             blocked.add_metric([name], c["blocked_ns"] / 1e9)
             blocked_now.add_metric([name], row.blocked_for_ns / 1e9)
             parks.add_metric([name], c["parks"])

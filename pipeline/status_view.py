@@ -203,8 +203,8 @@ class StatusView:
                 f"{gw['amends_applied']:,}, refused {gw['amend_rejects']:,}) venue rejects {gw['venue_rejects']:,} | "
                 f"unknown outcomes {gw['unknown_outcomes']:,} (resolved {gw['unknown_resolved']:,}, queries "
                 f"{gw['queries']:,}) | stream reconnects {gw['stream_reconnects']:,} | cancel-alls "
-                f"{gw['cancel_alls']:,} | errors {gw['errors']:,} | create to ack p50 {gw['ack_p50_us'] / 1e3:.1f} ms "
-                f"max {gw['ack_max_us'] / 1e3:.1f} ms"
+                f"{gw['cancel_alls']:,} | venue errors {gw['venue_errors']:,} | create to ack p50 "
+                f"{gw['ack_p50_us'] / 1e3:.1f} ms max {gw['ack_max_us'] / 1e3:.1f} ms"
                 + (f" | holdings checks {gw['holdings_checks']:,}, mismatches {gw['holdings_mismatches']:,}"
                    if gw["holdings_checks"] else "")
                 + (f" | {gw['answers_waiting']:,} answers waiting for execute" if gw["answers_waiting"] else ""))

@@ -55,7 +55,7 @@ COUNTER_SOURCES = {"orders_placed": ("orders_placed",), "cancels_sent": ("cancel
                    "venue_rejects": ("venue_rejects",),
                    "unknown_outcomes": ("unknown",), "unknown_resolved": ("unknown_resolved", "unknown_absent"),
                    "queries": ("queries",), "stream_reconnects": ("stream_reconnects",),
-                   "errors": ("network_errors", "stream_errors"), "amends": ("amends",),
+                   "venue_errors": ("network_errors", "stream_errors"), "amends": ("amends",),
                    "amends_applied": ("amends_applied",), "amend_rejects": ("amend_rejects",)}
 
 
