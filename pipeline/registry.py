@@ -24,8 +24,8 @@ SHA256_HEAD_HEX = 15  # model_sha256_head: the first 15 hex digits of the ONNX f
 CCXT_FEED_COUNTERS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
 GATEWAY_COUNTERS = ("commands", "answers", "orders_placed", "cancels_sent", "venue_rejects", "unknown_outcomes",
                     "unknown_resolved", "queries", "stream_reconnects", "cancel_alls", "answers_waiting",
-                    "venue_errors", "dead_man_refreshes", "reconciled", "ack_p50_us", "ack_max_us", "amends", "amends_applied",
-                    "amend_rejects", "holdings_checks", "holdings_mismatches")
+                    "venue_errors", "dead_man_refreshes", "reconciled", "ack_p50_us", "ack_max_us", "amends",
+                    "amends_applied", "amend_rejects", "holdings_checks", "holdings_mismatches")
 # The feed is a kernel only for the synthetic market; a replay or a live venue feeds from an agent (hosting.agent).
 GROUP_ENTRY = "pipeline.hosting.group_host"  # hosts a stage group (shared threading) in its first member's place
 FEED_ENTRIES = {"synthetic": "pipeline.hosting.stage_host", "replay": "pipeline.sources.replay_feed",
