@@ -1692,6 +1692,20 @@ class OrderSession:
                           status=str(info.get("status")),
                           exch_ts=_ns(info.get("lastUpdateTimestamp") or info.get("timestamp")))
 
+    def settled(self) -> bool:
+        """Everything the venue may have booked for this account is known here: the user stream is up with no
+        resync pending, and no order's create outcome is in doubt. Called on the session's loop only."""
+        if not self._stream_up() or self._resync_pending:
+            return False
+        return not any(o.t_unknown and not o.done for o in self.orders.values())
+
+    async def settled_balances(self) -> tuple[dict[str, dict], bool]:
+        """``balances()``, and whether the session was settled before and after the request with no stream drop
+        between (a holdings check must not judge balances that a fill the session has not heard of may explain)."""
+        before, drops = self.settled(), self.counters.stream_reconnects
+        balances = await self.balances()
+        return balances, before and self.settled() and drops == self.counters.stream_reconnects
+
     async def balances(self) -> dict[str, dict]:
         """The account's balances, currency -> {"free", "used", "total"} (one request, the session's rate limit)."""
         balance = await self._rest("balance", self.ex.fetch_balance)

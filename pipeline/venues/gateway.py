@@ -231,12 +231,12 @@ class Gateway(Agent):
             if due is not None and due.done():
                 v.balances_due = None
                 try:
-                    balances = due.result()
+                    balances, settled = due.result()
                 except Exception as exc:  # noqa: BLE001 - a failed request: the next period asks again
                     self._log(f"{v.name}: holdings check: balances not fetched ({exc!r})")
                     continue
                 self.stats[W["holdings_checks"]] += 1
-                lines = v.holdings.check(balances, dict(v.thread.session.base_fees))
+                lines = v.holdings.check(balances, dict(v.thread.session.base_fees), settled)
                 if lines:
                     self.stats[W["holdings_mismatches"]] += 1
                     text = "holdings mismatch: " + "; ".join(lines)
@@ -245,7 +245,8 @@ class Gateway(Agent):
                     cb.trip(self.block.globals, kill_reasons.KILL_VENUE_MISMATCH, registry.slot("gateway"),
                             text[:240], time.time_ns(), time.monotonic_ns())
             if v.balances_due is None:
-                v.balances_due = asyncio.run_coroutine_threadsafe(v.thread.session.balances(), v.thread.loop)
+                v.balances_due = asyncio.run_coroutine_threadsafe(v.thread.session.settled_balances(),
+                                                                   v.thread.loop)
 
     def do_work(self) -> int:
         work = 0

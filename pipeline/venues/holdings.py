@@ -6,7 +6,9 @@ execute (the journal's fills) moves the expected balance by its signed quantity,
 in that currency. A check compares the venue's totals with the expected ones. A fill the venue has booked but
 not yet reported shows as a difference for a moment (and a run that trades all the time always has one in
 flight), so a difference is confirmed only when CONFIRM_CHECKS checks in a row see one of the same sign: its
-smallest is then the part no report in flight explains, and the gateway disables trading naming it.
+smallest is then the part no report in flight explains, and the gateway disables trading naming it. A check taken
+while the session was not settled (its user stream down or resyncing, an order's outcome unknown: fills the venue
+booked may not have reached the run yet) judges nothing and starts the count again.
 
 Pure bookkeeping over plain data (no I/O); the gateway fetches the balances. Concurrency: one thread (the
 gateway's main thread) calls everything.
@@ -62,8 +64,12 @@ class HoldingsCheck:
                                                                  - self.base_fees_at_start.get(c, 0.0))
                 for c in self.baseline}
 
-    def check(self, balances: dict[str, dict], base_fees: dict[str, float]) -> list[str]:
-        """Confirmed mismatches, one line each naming the currency, its symbols and both figures ([] = none)."""
+    def check(self, balances: dict[str, dict], base_fees: dict[str, float], settled: bool = True) -> list[str]:
+        """Confirmed mismatches, one line each naming the currency, its symbols and both figures ([] = none).
+        ``settled``: the session knew of every fill the venue may have booked when the balances were taken."""
+        if not settled:
+            self._seen = {}
+            return []
         differences = {}
         for currency, want in self.expected(base_fees).items():
             have = _total(balances, currency)

@@ -47,3 +47,12 @@ def test_a_fee_taken_in_the_base_currency_is_part_of_the_expected_holdings():
     c.on_answers(fill(0, BUY, 1.0))
     assert c.expected({"BTC": 0.004}) == {"BTC": 1.999}
     assert c.check(balances(BTC=1.999), {"BTC": 0.004}) == [] and c.check(balances(BTC=1.999), {"BTC": 0.004}) == []
+
+
+def test_a_check_taken_while_the_session_was_not_settled_judges_nothing_and_starts_the_count_again():
+    c = check()
+    assert c.check(balances(BTC=10.5), {}) == [] and c.check(balances(BTC=10.5), {}) == []
+    assert c.check(balances(BTC=10.5), {}, settled=False) == []  # a stream drop or an order in doubt meanwhile
+    assert c.check(balances(BTC=10.5), {}) == [] and c.check(balances(BTC=10.5), {}) == []
+    (line,) = c.check(balances(BTC=10.5), {})  # three settled checks in a row after it
+    assert "difference +0.5 at least" in line
