@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import exporter, names, registry
 from pipeline.config import Config
+from pipeline.store import feature_store
 from pipeline.tables import POSITION, PositionsTable
 from shm import control as cb
 from shm import segment
@@ -137,7 +138,16 @@ def test_a_run_with_metrics_port_serves_its_control_block_over_http(live):
     assert "\ntrading DISABLED (operator) |" in bot4("status", "--name", run.name).stdout
     flat = until(lambda: (lambda f: f if value(f, "bot4_gross_position_usd") == 0 and
                           value(f, "bot4_open_orders") == 0 else None)(scrape(url)), 30, "flat after the trip")
-    assert all(s.value == 0 for s in samples(flat, "bot4_position"))
+    # flat: what is left is dust, worth less than execute.flatten_min_usd at the instrument's last mid (not flattened)
+    reader = feature_store.FeatureStoreReader(run.name)
+    try:
+        venues, symbols = list(config.feed.venues), list(config.feed.symbols)
+        for s in samples(flat, "bot4_position"):
+            vector, _ = reader.latest(venues.index(s.labels["venue"]), symbols.index(s.labels["symbol"]))
+            mid = (vector["bid"] + vector["ask"]) / 2
+            assert abs(s.value) * mid < config.execute.flatten_min_usd, (s.labels, s.value, mid)
+    finally:
+        reader.close()
 
     run.proc.send_signal(signal.SIGTERM)
     code, output = run.finish()
