@@ -16,7 +16,9 @@ records whose future mid is unchanged are dropped: the model estimates P(up | th
 symmetric around 0.5, so a strategy can read 0.5 as "no view". (Keeping ties as 0 would bias every
 prediction towards "down" in quiet markets.) Rows with a non-finite feature are dropped too.
 
-Model: logistic regression on standardised features, fitted by Newton/IRLS with an L2 penalty on the
+Model (its code: pipeline/training/members/logistic.py, the baseline member of ``bot4 train``, which trains it
+in walk-forward folds beside the other members): logistic regression on standardised features, fitted by
+Newton/IRLS with an L2 penalty on the
 weights (not the intercept). Inputs a candidate leaves out get weight 0 (the graph still takes every
 feature, in FEATURE_NAMES order).
 
@@ -54,12 +56,11 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.training.datasets import LABEL_DEFINITION, label_mid_direction
-from pipeline.training.members.logistic import (DEFAULT_L2, INPUT_GROUPS, IR_VERSION, OPSET, PRICE_LEVELS,  # noqa: F401
-                                                LogisticFit, build_graph, fit_inputs, fit_logistic,
-                                                input_candidates, select_configuration, standardiser)
-from pipeline.training.metrics import classification_metrics, roc_auc  # noqa: F401
-from stages.records import FEATURE_NAMES, FEATURE_SCHEMA_HASH, FEATURE_VECTOR, N_FEATURES, RECORDS_VERSION
+from pipeline.training.datasets import LABEL_DEFINITION, in_order, label_mid_direction
+from pipeline.training.members.logistic import (DEFAULT_L2, IR_VERSION, OPSET, build_graph, fit_inputs,
+                                                input_candidates, select_configuration)
+from pipeline.training.metrics import classification_metrics, roc_auc  # noqa: F401 (tests import it from here)
+from stages.records import FEATURE_NAMES, FEATURE_SCHEMA_HASH, N_FEATURES, RECORDS_VERSION
 
 MODEL_NAME = "directional_v1"
 MODEL_VERSION = 1
@@ -125,17 +126,7 @@ def train(seed: int = DEFAULT_SEED, n_events: int = DEFAULT_EVENTS, horizon: int
     l2_grid = _l2_grid(l2)
     if fit_stride < 1:
         raise ValueError(f"fit_stride={fit_stride} must be >= 1")
-    feats = _collect(seed, n_events) if features is None else features
-    if feats.dtype != FEATURE_VECTOR:
-        raise ValueError(f"features dtype={feats.dtype} is not FEATURE_VECTOR")
-    wrong = np.flatnonzero(feats["schema_hash"] != FEATURE_SCHEMA_HASH)
-    if wrong.size:
-        raise ValueError(f"{wrong.size} feature records carry schema_hash={int(feats['schema_hash'][wrong[0]])}, "
-                         f"expected={FEATURE_SCHEMA_HASH}")
-    seq = feats["origin_seq"]
-    if not (seq[1:] >= seq[:-1]).all():  # collect_features's are in order already: no ~2 GB copy
-        feats = feats[np.argsort(seq, kind="stable")]
-
+    feats = in_order(_collect(seed, n_events) if features is None else features)
     rows, y, future = label_mid_direction(feats, horizon)
     if rows.size < 10:
         raise ValueError(f"only {rows.size} labelled rows from {feats.size} feature records; need more events")

@@ -107,10 +107,8 @@ class Dataset:
                              "classes: give more events or a shorter --horizon")
 
 
-def from_vectors(feats: np.ndarray, horizon: int, segment: int = 0, offset: int = 0,
-                 source: dict | None = None) -> Dataset:
-    """Label FEATURE_VECTOR records (sorted by origin_seq here if they are not) into a Dataset; ``offset`` is
-    added to every position (the records of earlier segments)."""
+def in_order(feats: np.ndarray) -> np.ndarray:
+    """FEATURE_VECTOR records of this feature schema, sorted by origin_seq (not copied when they already are)."""
     if feats.dtype != FEATURE_VECTOR:
         raise ValueError(f"features dtype={feats.dtype} is not FEATURE_VECTOR")
     wrong = np.flatnonzero(feats["schema_hash"] != FEATURE_SCHEMA_HASH)
@@ -118,8 +116,16 @@ def from_vectors(feats: np.ndarray, horizon: int, segment: int = 0, offset: int 
         raise ValueError(f"{wrong.size} feature records carry schema_hash={int(feats['schema_hash'][wrong[0]])}, "
                          f"expected={FEATURE_SCHEMA_HASH}")
     seq = feats["origin_seq"]
-    if not (seq[1:] >= seq[:-1]).all():
+    if not (seq[1:] >= seq[:-1]).all():  # collect_features's are in order already: no ~2 GB copy
         feats = feats[np.argsort(seq, kind="stable")]
+    return feats
+
+
+def from_vectors(feats: np.ndarray, horizon: int, segment: int = 0, offset: int = 0,
+                 source: dict | None = None) -> Dataset:
+    """Label FEATURE_VECTOR records (sorted by origin_seq here if they are not) into a Dataset; ``offset`` is
+    added to every position (the records of earlier segments)."""
+    feats = in_order(feats)
     rows, y, future = label_mid_direction(feats, horizon)
     x = np.empty((rows.size, N_FEATURES), np.float32)
     values = feats["values"]
