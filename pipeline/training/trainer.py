@@ -79,6 +79,10 @@ def _score_set(names, probs: dict[str, np.ndarray], weights, min_confidence: flo
     out["ensemble"]["precision_coverage"] = voting.precision_coverage(stacked, np.asarray(weights), y, thresholds)
     gated = voting.precision_coverage(stacked, np.asarray(weights), y, [min_confidence])[0]
     out["ensemble"]["at_min_confidence"] = gated
+    if len(names) > 1:  # what agreement gating does when every member votes, whatever weights were chosen
+        equal = np.full(len(names), 1.0 / len(names))
+        out["ensemble"]["equal_weights_precision_coverage"] = voting.precision_coverage(
+            stacked, equal, y, voting.coverage_thresholds(stacked, equal))
     return out
 
 
