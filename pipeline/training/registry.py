@@ -2,6 +2,10 @@
 ``model.json``, and per ensemble version ``ensemble/v<N>/ensemble.json``. A version is never overwritten: a new one
 takes the next number, and its directory is created exclusively (two trainers racing get different versions).
 Member paths in ensemble.json are relative to the registry root.
+
+A trainer killed while writing leaves a version directory without model.json (model.json is written last, after
+model.onnx; ensemble.json after every member): the loaders refuse it as a model without metadata, and the next run
+takes the next number.
 """
 from __future__ import annotations
 
@@ -37,10 +41,14 @@ def claim(root: Path | str, name: str) -> tuple[int, Path]:
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    """Write a file that must not exist yet (a version's files are written once)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    """Write a file that must not exist yet (a version's files are written once), whole or not at all: written
+    beside, then hard-linked to its name (which fails if the name exists), so a reader never sees half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    try:
+        os.link(partial, path)
+    finally:
+        partial.unlink()
 
 
 def write_member(directory: Path, onnx_bytes: bytes, metadata: dict) -> Path:
