@@ -27,9 +27,9 @@ class Fold:
     validation: np.ndarray
     test: np.ndarray
 
-    def describe(self, ds: Dataset) -> dict:
-        return {"fold": self.index, **{name: ds.take(getattr(self, name)).span()
-                                       for name in ("train", "validation", "test")}}
+    def periods(self, ds: Dataset) -> dict:
+        """Each period's rows and origin ranges."""
+        return {name: ds.take(getattr(self, name)).span() for name in ("train", "validation", "test")}
 
 
 def label_span_records(ds: Dataset) -> int:

@@ -103,7 +103,8 @@ def run_fold(ds: Dataset, fold: Fold, settings: Settings) -> tuple[dict, dict[st
     choice = voting.choose(np.stack([valid_cal[n] for n in names]), valid.y, names.index(settings.baseline),
                            settings.min_coverage)
     report = {
-        **fold.describe(ds),
+        "fold": fold.index,
+        "periods": fold.periods(ds),
         "export_max_abs_error": export_err,
         "calibration": {n: {"chosen": cals[n], "candidates": cal_tables[n]} for n in names},
         "ensemble_choice": choice,
@@ -164,7 +165,7 @@ def write_registry(result: Result, ds: Dataset, root, command: str, created_utc:
     training = {**ds.source, "horizon": ds.horizon, "label": LABEL_DEFINITION, "labelled_rows": len(ds),
                 "folds": settings.n_folds, "embargo_records": result.embargo,
                 "validation_fraction": settings.validation_fraction, "seed": settings.seed,
-                "periods": {name: last[name] for name in ("train", "validation", "test")},
+                "periods": last["periods"],
                 "model_of": f"fold {last['fold']} of {settings.n_folds} (the last): trained on its train period, "
                             "chosen and calibrated on its validation period, scored on its test period",
                 "command": command}

@@ -33,6 +33,9 @@ def test_train_should_write_both_members_and_an_ensemble_that_load(registry):
         assert meta["member_kind"] == "vector" and meta["feature_schema_hash"] == FEATURE_SCHEMA_HASH
         assert meta["calibration"]["method"] in ("none", "platt", "isotonic")
         assert meta["training"]["seeds"] == [1, 2] and meta["training"]["command"].startswith("bot4 train")
+        periods = meta["training"]["periods"]
+        assert periods["train"]["position"][1] < periods["validation"]["position"][0]
+        assert periods["validation"]["position"][1] < periods["test"]["position"][0]
         assert len(meta["metrics"]["folds"]) == 2 and "holdout" in meta["metrics"]
         for m in meta["metrics"]["folds"]:
             assert np.isfinite([m["log_loss"], m["log_loss_se"], m["auc"], m["auc_se"]]).all()
