@@ -297,6 +297,11 @@ def _risk(args) -> int:
     return fit_garch.main(args.extra)
 
 
+def _train(args) -> int:
+    from tools import train
+    return train.main(args.extra)
+
+
 def _allocator(args) -> int:
     from tools import allocator_weights
     changes = {regime: text for regime, text in (("trending", args.trending), ("range_bound", args.range_bound),
@@ -479,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     rk_sub.add_parser("fit-garch", help="fit GARCH(1,1) on recorded bar returns; see its --help", add_help=False)
     rk_sub.add_parser("explain", help="orders in a journal with the risk inputs that sized them", add_help=False)
     rk.set_defaults(func=_risk)
+    sub.add_parser("train", help="walk-forward training of the ensemble's members into models/; see its --help",
+                   add_help=False).set_defaults(func=_train)
     al = sub.add_parser("allocator", help="the regime mode's allocator: the weights a running pipeline uses")
     al_sub = al.add_subparsers(dest="action", required=True)
     aw = al_sub.add_parser("weights", help="show the weights in force, or publish new ones for some regimes")
@@ -501,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     rpt.add_argument("--gap-s", type=float, default=2.0, help="report data gaps longer than this, s (default 2)")
     rpt.set_defaults(func=_report)
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "risk":  # only the risk tools take their own arguments
+    if extra and args.command not in ("risk", "train"):  # only these take their own arguments
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:

@@ -16,7 +16,9 @@ records whose future mid is unchanged are dropped: the model estimates P(up | th
 symmetric around 0.5, so a strategy can read 0.5 as "no view". (Keeping ties as 0 would bias every
 prediction towards "down" in quiet markets.) Rows with a non-finite feature are dropped too.
 
-Model: logistic regression on standardised features, fitted by Newton/IRLS with an L2 penalty on the
+Model (its code: pipeline/training/members/logistic.py, the baseline member of ``bot4 train``, which trains it
+in walk-forward folds beside the other members): logistic regression on standardised features, fitted by
+Newton/IRLS with an L2 penalty on the
 weights (not the intercept). Inputs a candidate leaves out get weight 0 (the graph still takes every
 feature, in FEATURE_NAMES order).
 
@@ -46,24 +48,22 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from stages.records import FEATURE_NAMES, FEATURE_SCHEMA_HASH, FEATURE_VECTOR, N_FEATURES, RECORDS_VERSION
+from pipeline.training.datasets import LABEL_DEFINITION, in_order, label_mid_direction
+from pipeline.training.members.logistic import (DEFAULT_L2, IR_VERSION, OPSET, build_graph, fit_inputs,
+                                                input_candidates, select_configuration)
+from pipeline.training.metrics import classification_metrics, roc_auc  # noqa: F401 (tests import it from here)
+from stages.records import FEATURE_NAMES, FEATURE_SCHEMA_HASH, N_FEATURES, RECORDS_VERSION
 
 MODEL_NAME = "directional_v1"
 MODEL_VERSION = 1
-OPSET = 17
-IR_VERSION = 8  # the IR that introduced opset 17 features; every onnxruntime >= 1.12 reads it
 TRAIN_FRACTION = 0.60       # of labelled rows, in time order
 VALIDATION_FRACTION = 0.15  # the next rows; test is the remaining 25 %
 VERIFY_TOLERANCE = 1e-5
@@ -72,69 +72,7 @@ DEFAULT_SEED = 7
 DEFAULT_EVENTS = 6_000_000  # ~600 s of synthetic market time (see the module docstring); ~1.9 GB of vectors
 DEFAULT_FIT_STRIDE = 10
 DEFAULT_HORIZON = 20
-# The penalty grid selection searches (one value fixes the penalty). The penalty is on the summed log
-# loss, so what it does scales with the rows fitted: at ~360k (the default history, every 10th row),
-# 0.1 to 100 barely move the weights; the decades run on until the shrinkage is strong.
-DEFAULT_L2 = (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 DEFAULT_OUT = Path("models") / f"{MODEL_NAME}.onnx"
-
-# Never inputs: raw price levels name the instrument and its price regime rather than its direction.
-PRICE_LEVELS = ("mid", "microprice")
-# Clock-based groups selection may leave out, each subset of them in turn (the event-count rvol_bps and
-# momentum_bps stay in every candidate). On the synthetic feed vwap_dev_h duplicates mom_h (trades print
-# at the touch, so the trade VWAP tracks the mean mid: correlation 1.000 at 10 s and 60 s over the default
-# 600 s), and mom_10s/mom_60s correlate 0.73.
-INPUT_GROUPS = (
-    ("rvol", ("rvol_1s_bps", "rvol_10s_bps", "rvol_60s_bps")),
-    ("mom", ("mom_1s_bps", "mom_10s_bps", "mom_60s_bps")),
-    ("vwap_dev", ("vwap_dev_10s_bps", "vwap_dev_60s_bps")),
-)
-_unknown = set(PRICE_LEVELS).union(*(names for _, names in INPUT_GROUPS)) - set(FEATURE_NAMES)
-assert not _unknown, f"INPUT_GROUPS names features not in FEATURE_NAMES: {sorted(_unknown)}"
-
-LABEL_DEFINITION = (
-    "y = 1 if mid[t+H] > mid[t] else 0, where mid = (bid + ask) / 2 and t+H is the H-th later feature record "
-    "of the same (venue, symbol); rows without a record H later, with mid[t+H] == mid[t], or with a "
-    "non-finite feature are dropped, so prob_up = P(mid up | mid moved)")
-
-
-def label_mid_direction(feats: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows (indices into time-ordered ``feats``) with a label, their labels, and each row's future index."""
-    if horizon < 1:
-        raise ValueError(f"horizon={horizon} must be >= 1")
-    mid = (feats["bid"] + feats["ask"]) * 0.5
-    stream = feats["venue"].astype(np.int64) << 16 | feats["symbol"].astype(np.int64)
-    rows, futures = [], []
-    for key in np.unique(stream):
-        idx = np.flatnonzero(stream == key)
-        if idx.size > horizon:
-            rows.append(idx[:-horizon])
-            futures.append(idx[horizon:])
-    if not rows:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, empty
-    rows_a, fut_a = np.concatenate(rows), np.concatenate(futures)
-    order = np.argsort(rows_a, kind="stable")
-    rows_a, fut_a = rows_a[order], fut_a[order]
-    delta = mid[fut_a] - mid[rows_a]
-    # per record first: indexing the values by row would copy them all (~1.3 GB at the default history)
-    finite = np.isfinite(feats["values"]).all(axis=1)[rows_a] & np.isfinite(delta)
-    keep = finite & (delta != 0.0)
-    return rows_a[keep], (delta[keep] > 0.0).astype(np.float64), fut_a[keep]
-
-
-def input_candidates() -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """(name, features left out) for each subset of INPUT_GROUPS left out, price levels always out.
-
-    Ordered by the number of groups left out, then by INPUT_GROUPS order; the name reads as a subtraction,
-    e.g. ``all-price-mom``."""
-    candidates = []
-    for k in range(len(INPUT_GROUPS) + 1):
-        for subset in itertools.combinations(INPUT_GROUPS, k):
-            name = "-".join(["all", "price"] + [group for group, _ in subset])
-            candidates.append((name, PRICE_LEVELS + tuple(f for _, names in subset for f in names)))
-    return tuple(candidates)
-
 
 def purged_split(rows: np.ndarray, future: np.ndarray) -> dict[str, np.ndarray]:
     """Masks over labelled rows: ``train``, ``validation``, ``refit`` (train + validation) and ``test``.
@@ -149,158 +87,6 @@ def purged_split(rows: np.ndarray, future: np.ndarray) -> dict[str, np.ndarray]:
         "refit": future < start_test,
         "test": rows >= start_test,
     }
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -500.0, 500.0)))
-
-
-def fit_logistic(z: np.ndarray, y: np.ndarray, l2: float, max_iter: int = 100,
-                 tol: float = 1e-10) -> tuple[np.ndarray, float, int]:
-    """Newton/IRLS for L2-penalised logistic regression on standardised ``z``: (coef, intercept, iterations)."""
-    n, k = z.shape
-    design = np.empty((n, k + 1))
-    design[:, 0] = 1.0
-    design[:, 1:] = z
-    penalty = np.full(k + 1, l2)
-    penalty[0] = 0.0
-    beta = np.zeros(k + 1)
-    for it in range(1, max_iter + 1):
-        # einsum without optimize runs its own single-threaded loops: same bits every run.
-        p = _sigmoid(np.einsum("ni,i->n", design, beta))
-        grad = np.einsum("ni,n->i", design, p - y) + penalty * beta
-        # two operands, the weights folded into one: ~3x faster than a three-operand einsum, same loops' order
-        hess = np.einsum("ni,nj->ij", design * (p * (1.0 - p))[:, None], design) + np.diag(penalty)
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if np.max(np.abs(step)) < tol:
-            break
-    return beta[1:].copy(), float(beta[0]), it
-
-
-@dataclass(frozen=True)
-class LogisticFit:
-    """A fitted model over all N_FEATURES columns; an unused input has mean 0, std 1 and coef 0."""
-    mean: np.ndarray
-    std: np.ndarray
-    coef: np.ndarray
-    intercept: float
-    iterations: int
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        # einsum rather than a BLAS matmul: the same bits every run, so selection's comparisons repeat.
-        return _sigmoid(np.einsum("ni,i->n", (x - self.mean) / self.std, self.coef) + self.intercept)
-
-    def predict_rows(self, x: np.ndarray, rows: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
-        """``predict(x[rows])`` a chunk at a time: a period's rows are ~1 GB of float64 at once."""
-        return np.concatenate([self.predict(x[rows[i:i + chunk]]) for i in range(0, rows.size, chunk)]
-                              or [np.zeros(0)])
-
-
-def standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and std of ``x``; a constant column gets std 1 (it carries no signal and stays at 0)."""
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    std[~(std > 1e-12)] = 1.0
-    return mean, std
-
-
-def fit_inputs(x: np.ndarray, y: np.ndarray, used: np.ndarray, l2: float,
-               scale: tuple[np.ndarray, np.ndarray] | None = None) -> LogisticFit:
-    """Fit on the ``used`` columns of ``x``, standardised by ``scale`` (default: ``x``'s own mean and std)."""
-    mean, std = standardiser(x) if scale is None else scale
-    mean, std = np.where(used, mean, 0.0), np.where(used, std, 1.0)
-    coef = np.zeros(N_FEATURES)
-    coef[used], intercept, iterations = fit_logistic(((x - mean) / std)[:, used], y, l2)
-    return LogisticFit(mean, std, coef, intercept, iterations)
-
-
-def select_configuration(x_train: np.ndarray, y_train: np.ndarray, x_validation: np.ndarray,
-                         y_validation: np.ndarray, candidates,
-                         l2_grid: Sequence[float]) -> tuple[list[dict], int, dict]:
-    """Fit every (candidate, penalty) on train and score it on validation: the table (one row per fit),
-    the winner's index in it and the winner's validation metrics.
-
-    The winner has the lowest validation log loss; on a tie, the first in table order (candidates in their
-    order, each with the penalties in grid order)."""
-    scale = standardiser(x_train)
-    table, metrics = [], []
-    for name, excluded in candidates:
-        used = np.array([f not in excluded for f in FEATURE_NAMES])
-        for l2 in l2_grid:
-            fit = fit_inputs(x_train, y_train, used, l2, scale)
-            m = classification_metrics(y_validation, fit.predict(x_validation))
-            table.append({"inputs": name, "l2": l2, "validation_log_loss": m["log_loss"],
-                          "validation_auc": m["auc"], "validation_accuracy": m["accuracy"],
-                          "newton_iterations": fit.iterations})
-            metrics.append(m)
-    best = min(range(len(table)), key=lambda i: table[i]["validation_log_loss"])
-    return table, best, metrics[best]
-
-
-def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Mann-Whitney AUC with average ranks for tied scores."""
-    n1 = float(y.sum())
-    n0 = float(y.size - n1)
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
-    avg_rank = np.cumsum(counts) - (counts - 1) * 0.5
-    ranks = avg_rank[inverse]
-    return float((ranks[y == 1].sum() - n1 * (n1 + 1) * 0.5) / (n1 * n0))
-
-
-def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict:
-    pc = np.clip(p, 1e-15, 1.0 - 1e-15)
-    base = float(y.mean()) if y.size else float("nan")
-    return {
-        "rows": int(y.size),
-        "accuracy": float(((p > 0.5) == (y == 1)).mean()) if y.size else float("nan"),
-        "log_loss": float(-(y * np.log(pc) + (1.0 - y) * np.log(1.0 - pc)).mean()) if y.size else float("nan"),
-        "auc": roc_auc(y, p),
-        "base_rate": base,
-        "majority_accuracy": max(base, 1.0 - base),
-        "base_rate_log_loss": _constant_log_loss(base),
-    }
-
-
-def _constant_log_loss(base: float) -> float:
-    if not 0.0 < base < 1.0:
-        return float("nan")
-    return float(-(base * np.log(base) + (1.0 - base) * np.log(1.0 - base)))
-
-
-def build_graph(mean: np.ndarray, std: np.ndarray, coef: np.ndarray, intercept: float,
-                props: dict[str, str]) -> onnx.ModelProto:
-    """The logistic model as an ONNX graph; float32 weights, dynamic batch."""
-    inits = [
-        numpy_helper.from_array(mean.astype(np.float32), "mean"),
-        numpy_helper.from_array(std.astype(np.float32), "std"),
-        numpy_helper.from_array(coef.astype(np.float32).reshape(N_FEATURES, 1), "coef"),
-        numpy_helper.from_array(np.array([intercept], np.float32), "intercept"),
-        numpy_helper.from_array(np.array([-1], np.int64), "flat_shape"),
-    ]
-    nodes = [
-        helper.make_node("Sub", ["features", "mean"], ["centered"], name="center"),
-        helper.make_node("Div", ["centered", "std"], ["standardized"], name="scale"),
-        helper.make_node("MatMul", ["standardized", "coef"], ["score"], name="score"),
-        helper.make_node("Add", ["score", "intercept"], ["logit"], name="logit"),
-        helper.make_node("Sigmoid", ["logit"], ["prob_col"], name="sigmoid"),
-        helper.make_node("Reshape", ["prob_col", "flat_shape"], ["prob_up"], name="flatten"),
-    ]
-    graph = helper.make_graph(
-        nodes, MODEL_NAME,
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", N_FEATURES])],
-        [helper.make_tensor_value_info("prob_up", TensorProto.FLOAT, ["N"])],
-        inits,
-        doc_string="P(mid rises over the label horizon | it moves); inputs in FEATURE_NAMES order")
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="bot4.tools.train_model", producer_version=str(MODEL_VERSION))
-    model.ir_version = IR_VERSION
-    model.model_version = MODEL_VERSION
-    helper.set_model_props(model, props)
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def _collect(seed: int, n_events: int) -> np.ndarray:
@@ -340,17 +126,7 @@ def train(seed: int = DEFAULT_SEED, n_events: int = DEFAULT_EVENTS, horizon: int
     l2_grid = _l2_grid(l2)
     if fit_stride < 1:
         raise ValueError(f"fit_stride={fit_stride} must be >= 1")
-    feats = _collect(seed, n_events) if features is None else features
-    if feats.dtype != FEATURE_VECTOR:
-        raise ValueError(f"features dtype={feats.dtype} is not FEATURE_VECTOR")
-    wrong = np.flatnonzero(feats["schema_hash"] != FEATURE_SCHEMA_HASH)
-    if wrong.size:
-        raise ValueError(f"{wrong.size} feature records carry schema_hash={int(feats['schema_hash'][wrong[0]])}, "
-                         f"expected={FEATURE_SCHEMA_HASH}")
-    seq = feats["origin_seq"]
-    if not (seq[1:] >= seq[:-1]).all():  # collect_features's are in order already: no ~2 GB copy
-        feats = feats[np.argsort(seq, kind="stable")]
-
+    feats = in_order(_collect(seed, n_events) if features is None else features)
     rows, y, future = label_mid_direction(feats, horizon)
     if rows.size < 10:
         raise ValueError(f"only {rows.size} labelled rows from {feats.size} feature records; need more events")
@@ -385,7 +161,8 @@ def train(seed: int = DEFAULT_SEED, n_events: int = DEFAULT_EVENTS, horizon: int
 
     props = {"feature_schema_hash": str(FEATURE_SCHEMA_HASH), "feature_names": ",".join(FEATURE_NAMES),
              "horizon": str(horizon), "seed": str(seed), "events": str(n_events)}
-    model_bytes = build_graph(fit.mean, fit.std, fit.coef, fit.intercept, props).SerializeToString(deterministic=True)
+    model_bytes = build_graph(fit.mean, fit.std, fit.coef, fit.intercept, props, MODEL_NAME, MODEL_VERSION,
+                              "bot4.tools.train_model").SerializeToString(deterministic=True)
 
     meta = {
         "name": MODEL_NAME,

@@ -1,0 +1,83 @@
+"""The ensemble's vote: members' calibrated probabilities in, one probability and its confidence out.
+
+Each member m gives p[m, i], the probability that the mid of decision i rises, already calibrated on validation
+data (``calibrate``). A member that failed or ran out of time this batch is not alive and has no vote. With the
+alive members' weights normalised to w (sum 1):
+
+- ``prob_up = sum_m w_m p_m`` (the weighted mean);
+- ``agreement = 2 * share - 1``, where ``share`` is the weight on the side of 0.5 that the mean is on (a member at
+  exactly 0.5 is on neither side): 1 when every member leans the same way, 0 when the weight is split evenly;
+- ``spread = 1 - 2 * std``, with ``std`` the weighted standard deviation of the p_m (at most 0.5, for members at
+  0 and 1): 1 when they give the same number;
+- ``coverage``: the alive members' share of the configured weight, so a run missing a member says so;
+- ``confidence = coverage * agreement * spread``, in [0, 1].
+
+Confidence measures agreement, not strength: one alive member agrees with itself (agreement and spread are 1,
+coverage is its weight share), and how far ``prob_up`` is from 0.5 stays the strategies' business. Below
+``min_confidence`` the ensemble has no view: ``prob_up`` is exactly 0.5, which every strategy reads as "no edge".
+"""
+import numpy as np
+from numba import njit
+
+CAL_NONE = 0
+CAL_PLATT = 1       # p' = sigmoid(a * logit(p) + b)
+CAL_ISOTONIC = 2    # p' = interp(p, x, y): a step function fitted on validation data, joined linearly
+
+_EPS = 1e-7
+
+
+@njit(cache=True)
+def calibrate(p, n, method, a, b, xs, ys, out):
+    """Calibrated ``p[:n]`` into ``out[:n]``. ``xs``/``ys``: the isotonic curve (increasing ``xs``); NaN stays NaN."""
+    for i in range(n):
+        v = p[i]
+        if method == CAL_PLATT:
+            c = min(max(v, _EPS), 1.0 - _EPS)
+            out[i] = 1.0 / (1.0 + np.exp(-(a * np.log(c / (1.0 - c)) + b)))
+        elif method == CAL_ISOTONIC:
+            out[i] = np.interp(v, xs, ys)
+        else:
+            out[i] = v
+        if v != v:
+            out[i] = v
+    return n
+
+
+@njit(cache=True)
+def combine(probs, weights, alive, n, min_confidence, prob_out, confidence_out):
+    """Vote of ``probs[m, :n]`` (members by rows) into ``prob_out[:n]`` and ``confidence_out[:n]``; returns n.
+
+    ``alive[m]``: the member answered this batch. A probability that is not finite, or outside [0, 1], counts as
+    that member not answering for that decision. No alive member: prob 0.5, confidence 0."""
+    m_count = probs.shape[0]
+    total = 0.0
+    for m in range(m_count):
+        total += weights[m]
+    for i in range(n):
+        w_sum = 0.0
+        mean = 0.0
+        for m in range(m_count):
+            v = probs[m, i]
+            if alive[m] and weights[m] > 0.0 and 0.0 <= v <= 1.0:
+                w_sum += weights[m]
+                mean += weights[m] * v
+        if w_sum <= 0.0:
+            prob_out[i] = 0.5
+            confidence_out[i] = 0.0
+            continue
+        mean /= w_sum
+        var = 0.0
+        same_side = 0.0
+        for m in range(m_count):
+            v = probs[m, i]
+            if alive[m] and weights[m] > 0.0 and 0.0 <= v <= 1.0:
+                var += weights[m] * (v - mean) * (v - mean)
+                if (v > 0.5 and mean > 0.5) or (v < 0.5 and mean < 0.5):
+                    same_side += weights[m]
+        std = np.sqrt(var / w_sum)
+        agreement = max(0.0, 2.0 * same_side / w_sum - 1.0)
+        spread = max(0.0, 1.0 - 2.0 * std)
+        confidence = min(1.0, (w_sum / total) * agreement * spread)
+        confidence_out[i] = confidence
+        prob_out[i] = mean if confidence >= min_confidence else 0.5
+    return n

@@ -1,0 +1,69 @@
+"""The ensemble's vote (stages.ensemble): agreement, spread, coverage, the no-view gate and calibration."""
+import math
+
+import numpy as np
+import pytest
+
+from stages import ensemble
+
+
+def vote(rows, weights=None, alive=None, min_confidence=0.0):
+    probs = np.array(rows, np.float64).reshape(len(rows), -1)
+    m, n = probs.shape
+    weights = np.ones(m) if weights is None else np.array(weights, np.float64)
+    alive = np.ones(m, np.bool_) if alive is None else np.array(alive, np.bool_)
+    prob, conf = np.zeros(n), np.zeros(n)
+    assert ensemble.combine(probs, weights, alive, n, min_confidence, prob, conf) == n
+    return prob, conf
+
+
+def test_unanimous_members_that_give_the_same_number_are_fully_confident():
+    prob, conf = vote([[0.7], [0.7], [0.7]])
+    assert prob[0] == pytest.approx(0.7) and conf[0] == pytest.approx(1.0)
+
+
+def test_weight_split_evenly_across_sides_gives_no_confidence_and_no_view_behind_the_gate():
+    prob, conf = vote([[0.8], [0.2]], min_confidence=0.01)
+    assert conf[0] == 0.0 and prob[0] == 0.5
+    prob, conf = vote([[0.6], [0.4], [0.7]], weights=[1, 1, 0.0])  # a zero weight has no vote
+    assert conf[0] == 0.0
+
+
+def test_confidence_grows_with_agreement_and_falls_with_spread():
+    _, split = vote([[0.6], [0.6], [0.45]])
+    _, same = vote([[0.6], [0.6], [0.55]])
+    _, wide = vote([[0.95], [0.55], [0.6]])
+    assert split[0] < same[0] and wide[0] < same[0]
+    w = np.array([1, 1, 1]) / 3
+    p = np.array([0.6, 0.6, 0.45])
+    std = math.sqrt(float(np.sum(w * (p - p.mean()) ** 2)))
+    assert split[0] == pytest.approx((2 * (2 / 3) - 1) * (1 - 2 * std))
+
+
+def test_a_dead_member_has_no_vote_and_the_coverage_says_so():
+    prob, conf = vote([[0.7], [0.1]], weights=[3, 1], alive=[True, False])
+    assert prob[0] == pytest.approx(0.7) and conf[0] == pytest.approx(0.75)
+    prob, conf = vote([[float("nan")], [0.7]], weights=[1, 1])  # a NaN answer: not a vote for that decision
+    assert prob[0] == pytest.approx(0.7) and conf[0] == pytest.approx(0.5)
+    prob, conf = vote([[0.7], [0.6]], alive=[False, False], min_confidence=0.0)
+    assert prob[0] == 0.5 and conf[0] == 0.0
+
+
+def test_the_gate_says_no_view_below_the_threshold_and_passes_the_mean_at_or_above_it():
+    prob, conf = vote([[0.62, 0.62], [0.58, 0.40]], min_confidence=0.5)
+    assert conf[0] > 0.5 and prob[0] == pytest.approx(0.6)
+    assert conf[1] < 0.5 and prob[1] == 0.5
+
+
+def test_platt_and_isotonic_calibration():
+    p = np.array([0.1, 0.5, 0.9, float("nan"), 0.0, 1.0])
+    out = np.zeros_like(p)
+    xs, ys = np.array([0.0, 0.5, 1.0]), np.array([0.2, 0.5, 0.6])
+    ensemble.calibrate(p, len(p), ensemble.CAL_PLATT, 2.0, 0.1, xs, ys, out)
+    logit = np.log(0.9 / 0.1)
+    assert out[2] == pytest.approx(1 / (1 + math.exp(-(2 * logit + 0.1))))
+    assert math.isnan(out[3]) and 0.0 < out[4] < out[0] and out[5] < 1.0
+    ensemble.calibrate(p, len(p), ensemble.CAL_ISOTONIC, 0.0, 0.0, xs, ys, out)
+    assert list(out[[0, 1, 2, 4, 5]]) == pytest.approx([0.26, 0.5, 0.58, 0.2, 0.6])
+    ensemble.calibrate(p, 3, ensemble.CAL_NONE, 0.0, 0.0, xs, ys, out)
+    assert list(out[:3]) == pytest.approx([0.1, 0.5, 0.9])
