@@ -17,9 +17,11 @@ def vote(rows, weights=None, alive=None, min_confidence=0.0):
     return prob, conf
 
 
-def test_unanimous_members_that_give_the_same_number_are_fully_confident():
+def test_unanimous_members_that_give_the_same_number_are_as_confident_as_their_view_is_strong():
     prob, conf = vote([[0.7], [0.7], [0.7]])
-    assert prob[0] == pytest.approx(0.7) and conf[0] == pytest.approx(1.0)
+    assert prob[0] == pytest.approx(0.7) and conf[0] == pytest.approx(0.4)
+    _, none = vote([[0.5], [0.5]])  # every member agrees on having no view: no confidence
+    assert none[0] == 0.0
 
 
 def test_weight_split_evenly_across_sides_gives_no_confidence_and_no_view_behind_the_gate():
@@ -29,30 +31,31 @@ def test_weight_split_evenly_across_sides_gives_no_confidence_and_no_view_behind
     assert conf[0] == 0.0
 
 
-def test_confidence_grows_with_agreement_and_falls_with_spread():
+def test_confidence_grows_with_agreement_and_strength_and_falls_with_spread():
     _, split = vote([[0.6], [0.6], [0.45]])
     _, same = vote([[0.6], [0.6], [0.55]])
-    _, wide = vote([[0.95], [0.55], [0.6]])
-    assert split[0] < same[0] and wide[0] < same[0]
+    _, tight = vote([[0.7], [0.7], [0.7]])
+    _, wide = vote([[0.95], [0.55], [0.6]])  # the same mean as tight, far apart
+    assert split[0] < same[0] < tight[0] and wide[0] < tight[0]
     w = np.array([1, 1, 1]) / 3
     p = np.array([0.6, 0.6, 0.45])
     std = math.sqrt(float(np.sum(w * (p - p.mean()) ** 2)))
-    assert split[0] == pytest.approx((2 * (2 / 3) - 1) * (1 - 2 * std))
+    assert split[0] == pytest.approx(2 * abs(p.mean() - 0.5) * (2 * (2 / 3) - 1) * (1 - 2 * std))
 
 
 def test_a_dead_member_has_no_vote_and_the_coverage_says_so():
     prob, conf = vote([[0.7], [0.1]], weights=[3, 1], alive=[True, False])
-    assert prob[0] == pytest.approx(0.7) and conf[0] == pytest.approx(0.75)
+    assert prob[0] == pytest.approx(0.7) and conf[0] == pytest.approx(0.75 * 0.4)
     prob, conf = vote([[float("nan")], [0.7]], weights=[1, 1])  # a NaN answer: not a vote for that decision
-    assert prob[0] == pytest.approx(0.7) and conf[0] == pytest.approx(0.5)
+    assert prob[0] == pytest.approx(0.7) and conf[0] == pytest.approx(0.5 * 0.4)
     prob, conf = vote([[0.7], [0.6]], alive=[False, False], min_confidence=0.0)
     assert prob[0] == 0.5 and conf[0] == 0.0
 
 
 def test_the_gate_says_no_view_below_the_threshold_and_passes_the_mean_at_or_above_it():
-    prob, conf = vote([[0.62, 0.62], [0.58, 0.40]], min_confidence=0.5)
-    assert conf[0] > 0.5 and prob[0] == pytest.approx(0.6)
-    assert conf[1] < 0.5 and prob[1] == 0.5
+    prob, conf = vote([[0.62, 0.62], [0.58, 0.40]], min_confidence=0.15)
+    assert conf[0] > 0.15 and prob[0] == pytest.approx(0.6)
+    assert conf[1] < 0.15 and prob[1] == 0.5
 
 
 def test_platt_and_isotonic_calibration():
