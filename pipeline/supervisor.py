@@ -569,11 +569,11 @@ def preflight(plan: RunPlan) -> None:
     problems = []
     hosted = {s.name for s in graph.stages(config)}
     if "inference" in hosted:
-        from stages import inference
+        from pipeline.hosting import models
         try:
-            inference.verify_files(plan.model_path)
+            models.load(plan.model_path)
         except (OSError, ValueError) as exc:
-            problems.append(f"inference.model: {exc}")
+            problems.append(f"inference.{'ensemble' if config.inference.ensemble else 'model'}: {exc}")
     if "feed" in hosted and config.feed.source == "replay":
         from pipeline.sources import replay_feed
         for entry in config.feed.files:

@@ -5,14 +5,12 @@ is ignored (the supervisor owns Ctrl-C); the supervisor stops a stage through it
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import posix_ipc
@@ -218,23 +216,18 @@ def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, st
         return
 
 
-def publish_model_identity(slot: np.ndarray, model) -> None:
-    """Which model serves the run, in inference's slot for operators' tools: its metadata's version, the head of
-    its file's sha256 and its name (pipeline.registry)."""
-    process = registry.BY_NAME["inference"]
-    version = model.metadata.get("version")
-    slot[cb.S_CUSTOM + process.counter("model_version")] = version if isinstance(version, int) else 0
-    digest = hashlib.sha256(Path(model.path).read_bytes()).hexdigest()
-    slot[cb.S_CUSTOM + process.counter("model_sha256_head")] = int(digest[:registry.SHA256_HEAD_HEX], 16)
-    cb.write_text(slot, *registry.MODEL_NAME_WORDS, model.name)
+MEMBER_PUBLISH_NS = 200_000_000
 
 
 def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
+    from pipeline.hosting import models as model_set
     from stages import inference
     from stages.records import N_FEATURES
 
-    model = inference.OnnxModel.load(plan.model_path)
-    publish_model_identity(slot, model)
+    knobs = config.inference
+    model = model_set.Models(model_set.load(plan.model_path, knobs.min_confidence), config.rings.batch,
+                             knobs.member_timeout_us, knobs.member_max_failures)
+    model.publish_identity(slot)
     batch = config.rings.batch
     decisions = np.zeros(batch, endpoints.in_a[2].dtype)
     x = np.zeros((batch, N_FEATURES), np.float32)
@@ -248,7 +241,8 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
     ring.read(producer, consumer, records, decisions, 0)
     ring.readable(producer, consumer)
     inference.prepare(decisions, 0, x)
-    inference.finish(decisions, 0, model.predict(x[:1])[:0], predictions, 0)
+    inference.finish(decisions, 0, *model.predict(decisions, x, 1), predictions, 0)
+    model.publish(slot)
     now = time.time_ns()
     duty_cycle.account_served(slot, block.globals, 0, 0, predictions, now, now, now, 0, timespec)
     slot[cb.S_BATCHES] = 0
@@ -259,6 +253,7 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
     if not wait_until_running(block, slot):
         return
     slot[cb.S_STATE] = cb.RUNNING
+    next_publish = 0
     while True:
         code = duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 50_000_000, timespec)
         if code == duty_cycle.WAIT_STOPPED:
@@ -275,8 +270,7 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
             continue
         read_done = time.time_ns()
         inference.prepare(decisions, n, x)
-        prob_up = model.predict(x[:n])
-        n_out = inference.finish(decisions, n, prob_up, predictions, started)
+        n_out = inference.finish(decisions, n, *model.predict(decisions, x, n), predictions, started)
         kernel_done = time.time_ns()
         blocked_before = int(slot[cb.S_BLOCKED_NS])
         if not duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, n_out, slot, idle_params, timespec):
@@ -284,6 +278,9 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
         slot[cb.S_QUEUE_DEPTH] = consumer[ring.C_CACHED_TAIL] - consumer[ring.C_HEAD]
         duty_cycle.account_served(slot, block.globals, n, n_out, predictions, started, read_done, kernel_done,
                                   blocked_before, timespec)
+        if kernel_done >= next_publish:  # the members' counters, a few times a second
+            model.publish(slot)
+            next_publish = kernel_done + MEMBER_PUBLISH_NS
 
 
 def main(make_agent: Callable[..., Agent] | None = None) -> int:
