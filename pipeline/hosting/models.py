@@ -256,6 +256,12 @@ class Models:
         self.confidence = np.zeros(capacity)
         self.alive_out = np.zeros(capacity, np.uint8)
 
+    def warm(self) -> None:
+        """One run of every member on a row of zeros, uncounted: a session's first run is slow (allocations)."""
+        x = np.zeros((1, N_FEATURES), np.float32)
+        for member in self.members:
+            member.session.run(member.output_names, {member.input_name: member.build_input(x[:0], 1, x)})
+
     def predict(self, decisions: np.ndarray, x: np.ndarray, n: int):
         if n > self._capacity:
             self._grow(n)

@@ -217,18 +217,39 @@ def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, st
 
 
 MEMBER_PUBLISH_NS = 200_000_000
+LOADING_WAIT_NS = 200_000  # while a model loads in its thread, the host waits in short spells and yields between
 
 
 def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
     from pipeline.hosting import models as model_set
+    from pipeline.store import model_store
+
+    knobs = config.inference
+    batch = config.rings.batch
+
+    def make(path):
+        made = model_set.Models(model_set.load(path, knobs.min_confidence), batch, knobs.member_timeout_us,
+                                knobs.member_max_failures)
+        made.warm()
+        return made
+
+    model = make(plan.model_path)
+    swapper = model_store.Swapper(model_store.attach(config.run.name), make, model)
+    try:
+        _serve_inference(spec, endpoints, block, slot, placement, batch, swapper)
+    finally:
+        swapper.join()
+        swapper.table.close()
+
+
+def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) -> None:
     from stages import inference
     from stages.records import N_FEATURES
 
-    knobs = config.inference
-    model = model_set.Models(model_set.load(plan.model_path, knobs.min_confidence), config.rings.batch,
-                             knobs.member_timeout_us, knobs.member_max_failures)
+    process = registry.BY_NAME["inference"]
+    custom = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+    model = swapper.current
     model.publish_identity(slot)
-    batch = config.rings.batch
     decisions = np.zeros(batch, endpoints.in_a[2].dtype)
     x = np.zeros((batch, N_FEATURES), np.float32)
     predictions = np.zeros(batch, spec.out_dtype)
@@ -236,12 +257,12 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
     idle_state = idle_strategies.make_state()
     timespec = new_timespec()
     producer, consumer, records = endpoints.in_a
-    # Warm every njit entry point and the session before reporting ready.
+    # Warm every njit entry point before reporting ready (the sessions are warm: Models.warm).
     duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 0, timespec)
     ring.read(producer, consumer, records, decisions, 0)
     ring.readable(producer, consumer)
     inference.prepare(decisions, 0, x)
-    inference.finish(decisions, 0, *model.predict(decisions, x, 1), predictions, 0)
+    inference.finish(decisions, 0, model.prob, model.confidence, model.alive_out, predictions, 0)
     model.publish(slot)
     now = time.time_ns()
     duty_cycle.account_served(slot, block.globals, 0, 0, predictions, now, now, now, 0, timespec)
@@ -254,8 +275,24 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
         return
     slot[cb.S_STATE] = cb.RUNNING
     next_publish = 0
+    default_switch = sys.getswitchinterval()
+    # Lateness: how long a batch's oldest decision waited between risk and us; around a swap (a load in flight,
+    # or the first batch after it) apart from the rest, so an operator sees what a swap costs.
+    wait_max = custom[process.counter("wait_max_ns"):process.counter("wait_max_ns") + 1]
+    swap_wait_max = custom[process.counter("swap_wait_max_ns"):process.counter("swap_wait_max_ns") + 1]
+    around_swap = False
     while True:
-        code = duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 50_000_000, timespec)
+        if swapper.poll():
+            model = swapper.current
+            model.publish_identity(slot)
+            model.publish(slot)
+            around_swap = True
+        loading = swapper.loading
+        # The loader thread needs the GIL for its Python parts: short waits here and a short switch interval
+        # hand it over often, so no batch waits for it for long.
+        sys.setswitchinterval(1e-4 if loading else default_switch)
+        code = duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state,
+                                         LOADING_WAIT_NS if loading else 50_000_000, timespec)
         if code == duty_cycle.WAIT_STOPPED:
             if ring.readable(producer, consumer) == 0:
                 return
@@ -263,6 +300,8 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
             _park(endpoints)
             continue
         elif code == duty_cycle.WAIT_TIMEOUT:
+            if loading:
+                time.sleep(0)
             continue
         started = time.time_ns()
         n = ring.read(producer, consumer, records, decisions, batch)
@@ -278,8 +317,15 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
         slot[cb.S_QUEUE_DEPTH] = consumer[ring.C_CACHED_TAIL] - consumer[ring.C_HEAD]
         duty_cycle.account_served(slot, block.globals, n, n_out, predictions, started, read_done, kernel_done,
                                   blocked_before, timespec)
+        waited = started - int(decisions[0]["stage_ts"])
+        target = swap_wait_max if (loading or around_swap) else wait_max
+        if waited > target[0]:
+            target[0] = waited
+        around_swap = False
         if kernel_done >= next_publish:  # the members' counters, a few times a second
             model.publish(slot)
+            custom[process.counter("swaps")] = swapper.swaps
+            custom[process.counter("publish_refused")] = swapper.refused
             next_publish = kernel_done + MEMBER_PUBLISH_NS
 
 
