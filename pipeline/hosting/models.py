@@ -156,8 +156,9 @@ def load_member(path: Path, weight: float = 1.0, calibration: dict | None = None
     onnx_bytes = onnx_path.read_bytes()
     try:
         inference.check_metadata(meta, onnx_path, meta_path, onnx_bytes)
-        session = ort.InferenceSession(onnx_bytes, sess_options=inference.session_options(),
-                                       providers=["CPUExecutionProvider"])
+        options = inference.session_options()
+        options.log_severity_level = 4  # a run-time failure is counted and kept (MemberStats), not logged per batch
+        session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
         INPUT_BUILDERS[kind][1](session, onnx_path)
     except inference.ModelMismatchError as exc:
         raise ModelLoadError(str(exc)) from None
