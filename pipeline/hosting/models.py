@@ -252,10 +252,15 @@ class Models:
 
     def _grow(self, capacity: int) -> None:
         self._capacity = capacity
-        self.probs = np.zeros((len(self.members), capacity), np.float64)
-        self.prob = np.full(capacity, 0.5)
+        m = len(self.members)
+        self.probs = np.zeros((m, capacity), np.float64)
+        self.prob = np.zeros(capacity)
         self.confidence = np.zeros(capacity)
-        self.alive_out = np.zeros(capacity, np.uint8)
+        # Constant answers, filled once: per batch the host hands out views, it does not fill arrays.
+        self.no_view = np.full(capacity, 0.5)
+        self.zeros, self.ones = np.zeros(capacity), np.ones(capacity)
+        self.alive_counts = np.repeat(np.arange(m + 1, dtype=np.uint8)[:, None], capacity, axis=1)
+        self.alive_out = self.alive_counts[0]
 
     def warm(self) -> None:
         """One run of every member on a row of zeros, uncounted: a session's first run is slow (allocations)."""
@@ -266,21 +271,20 @@ class Models:
     def predict(self, decisions: np.ndarray, x: np.ndarray, n: int):
         if n > self._capacity:
             self._grow(n)
-        alive = self.alive
+        alive, count = self.alive, 0
         for i, member in enumerate(self.members):
-            alive[i] = self._run(member, decisions, x, n, self.probs[i])
-        count = int(alive.sum())
-        if self.single:  # a vote of one is not combined: prob_up is the model's own number, as before ensembles
-            prob = self.probs[0, :n] if count else self.prob[:n]
-            self.prob[:n] = 0.5
-            self.confidence[:n] = 1.0 if count else 0.0
-        else:
-            vote.combine(self.probs, self.weights, alive, n, self.min_confidence, self.prob, self.confidence)
-            prob = self.prob[:n]
+            answered = self._run(member, decisions, x, n, self.probs[i])
+            alive[i] = answered
+            count += answered
+        self.alive_out = self.alive_counts[count]
         if count == 0:
             self.no_view_batches += 1
-        self.alive_out[:n] = count
-        return prob, self.confidence[:n], self.alive_out[:n]
+        if self.single:  # a vote of one is not combined: prob_up is the model's own number, as before ensembles
+            if count:
+                return self.probs[0, :n], self.ones[:n], self.alive_out[:n]
+            return self.no_view[:n], self.zeros[:n], self.alive_out[:n]
+        vote.combine(self.probs, self.weights, alive, n, self.min_confidence, self.prob, self.confidence)
+        return self.prob[:n], self.confidence[:n], self.alive_out[:n]
 
     def _run(self, member: Member, decisions: np.ndarray, x: np.ndarray, n: int, row: np.ndarray) -> int:
         """Member's calibrated probabilities into ``row[:n]``; 1 if it answered in time."""
@@ -322,7 +326,7 @@ class Models:
         process = registry.BY_NAME["inference"]
         custom = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
         custom[process.counter("members")] = len(self.members)
-        custom[process.counter("members_alive")] = int(self.alive.sum())
+        custom[process.counter("members_alive")] = int(self.alive.sum())  # the last batch's
         custom[process.counter("no_view_batches")] = self.no_view_batches
         first = process.counter("m0_calls")
         width = len(registry.MEMBER_COUNTERS)

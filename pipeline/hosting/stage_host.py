@@ -287,6 +287,8 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) ->
             model.publish_identity(slot)
             model.publish(slot)
             around_swap = True
+        custom[process.counter("swaps")] = swapper.swaps
+        custom[process.counter("publish_refused")] = swapper.refused
         loading = swapper.loading
         # The loader thread needs the GIL for its Python parts: short waits here and a short switch interval
         # hand it over often, so no batch waits for it for long.
@@ -324,8 +326,6 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) ->
         around_swap = False
         if kernel_done >= next_publish:  # the members' counters, a few times a second
             model.publish(slot)
-            custom[process.counter("swaps")] = swapper.swaps
-            custom[process.counter("publish_refused")] = swapper.refused
             next_publish = kernel_done + MEMBER_PUBLISH_NS
 
 
