@@ -298,8 +298,8 @@ def _risk(args) -> int:
 
 
 def _model(args) -> int:
-    from tools import model_swap
-    return model_swap.main(args.action, args.run, getattr(args, "dir", None), args.timeout)
+    from tools import model_publish
+    return model_publish.main(args.action, args.run, getattr(args, "dir", None), args.timeout)
 
 
 def _allocator(args) -> int:

@@ -221,8 +221,8 @@ LOADING_WAIT_NS = 200_000  # while a model loads in its thread, the host waits i
 
 
 def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
+    from pipeline.hosting import model_swap
     from pipeline.hosting import models as model_set
-    from pipeline.store import model_store
 
     knobs = config.inference
     batch = config.rings.batch
@@ -234,7 +234,7 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
         return made
 
     model = make(plan.model_path)
-    swapper = model_store.Swapper(model_store.attach(config.run.name), make, model)
+    swapper = model_swap.Swapper(model_swap.table(config.run.name), make, model)
     try:
         _serve_inference(spec, endpoints, block, slot, placement, batch, swapper)
     finally:

@@ -1,8 +1,7 @@
 """Models handed to a running pipeline: ``bot4 model publish RUN DIR`` and ``bot4 model rollback RUN``.
 
-The supervisor of a run with an inference stage creates ``/bot4.<run>.model``, a two-slot
-:class:`shm.seqlock.SeqlockTable` of ``MODEL_MESSAGE``: slot ``REQUEST`` is written by publishers (any number,
-``write_contended``), slot ``RESULT`` by the inference host alone. A request carries an action and a path; the host
+The supervisor of a run with an inference stage creates ``/bot4.<run>.model`` (pipeline.hosting.model_swap has its
+layout and the inference host's side). A request carries an action and a path; the host
 sees it at its next batch boundary, loads and verifies the model set in a thread (pipeline.hosting.models), swaps
 it in between two batches and answers in ``RESULT`` with the request's sequence: taken, or refused and why (a
 refused publication changes nothing). Rollback returns to the model set in use before the last swap; it is held
@@ -10,75 +9,49 @@ loaded, so it needs no load. The segment goes with the run.
 """
 from __future__ import annotations
 
-import threading
 import time
-from pathlib import Path
-
-import numpy as np
 
 from pipeline import names
+from pipeline.hosting.model_swap import REQUEST, RESULT, message, table, text_of
 from shm import segment
-from shm.seqlock import SEQ_STRIDE, SeqlockTable
+from shm.seqlock import SeqlockTable
 from shm.segment import SegmentError
-
-REQUEST, RESULT = 0, 1
-PUBLISH, ROLLBACK = 1, 2
-TEXT_BYTES = 1024
-MODEL_MESSAGE = np.dtype([("seq", np.int64),          # RESULT: the request's sequence it answers
-                          ("action", np.int64),       # PUBLISH or ROLLBACK
-                          ("ok", np.int64),           # RESULT: 1 taken, 0 refused
-                          ("version", np.int64),      # RESULT: the version in use after it
-                          ("written_ns", np.int64),
-                          ("text", np.uint8, (TEXT_BYTES,))])  # REQUEST: the path; RESULT: the name or the refusal
 
 
 class PublishError(ValueError):
     """A model set that must not, or cannot, reach the running pipeline."""
 
 
-def create(run: str) -> SeqlockTable:
-    return SeqlockTable.create(names.model_requests(run), MODEL_MESSAGE, 2)
+def create(run: str):
+    return table(run, create=True)
 
 
 def attach(run: str) -> SeqlockTable:
     try:
-        table = SeqlockTable.attach(names.model_requests(run), MODEL_MESSAGE, 2)
+        found = table(run)
     except SegmentError:
         if names.control(run) in segment.list_segments(names.run_prefix(run)):
             raise PublishError(f"run {run!r} has no inference stage: no model to replace") from None
         raise PublishError(f"no run named {run!r} is running (no {names.control(run)} in /dev/shm)") from None
-    h = table.segment.header
+    h = found.segment.header
     pid, start = int(h[segment.H_CREATOR_PID]), int(h[segment.H_CREATOR_START_NS])
     del h
     if not segment.process_alive(pid, start):
-        table.close()
+        found.close()
         raise PublishError(f"run {run!r} is not running: its supervisor (pid {pid}) is dead; its shared memory goes "
                            "at the next start under that name")
-    return table
-
-
-def message(action: int, text: str, seq: int = 0, ok: int = 0, version: int = 0) -> np.void:
-    raw = text.encode("utf-8")[:TEXT_BYTES]
-    out = np.zeros(1, MODEL_MESSAGE)
-    out[0]["seq"], out[0]["action"], out[0]["ok"], out[0]["version"] = seq, action, ok, version
-    out[0]["written_ns"] = time.time_ns()
-    out[0]["text"][:len(raw)] = np.frombuffer(raw, np.uint8)
-    return out[0]
-
-
-def text_of(rec) -> str:
-    return bytes(rec["text"]).rstrip(b"\0").decode("utf-8", "replace")
+    return found
 
 
 def request(run: str, action: int, path: str = "", timeout_s: float = 30.0) -> tuple[bool, int, str]:
     """Send a request to the running ``run`` and wait for its inference host's answer: (taken, the version in use,
     the model's name or why it was refused). Raises PublishError when nobody answers within ``timeout_s``."""
-    table = attach(run)
+    found = attach(run)
     try:
-        seq = table.publish(REQUEST, message(action, path))
+        seq = found.publish(REQUEST, message(action, path))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            rec, _ = table.read(RESULT)
+            rec, _ = found.read(RESULT)
             if int(rec["seq"]) >= seq:
                 if int(rec["seq"]) > seq:  # a later request was answered: ours was superseded before it was seen
                     return False, int(rec["version"]), "superseded by a later request before the host saw it"
@@ -87,77 +60,4 @@ def request(run: str, action: int, path: str = "", timeout_s: float = 30.0) -> t
         raise PublishError(f"run {run!r}: its inference stage did not answer within {timeout_s:g} s (not running "
                            "yet, stopped or parked?); the request stays and is taken when it next serves a batch")
     finally:
-        table.close()
-
-
-class Swapper:
-    """The inference host's side: sees requests at batch boundaries, loads in a thread, swaps between batches.
-
-    ``make(path) -> models`` runs in the loader thread (reads, verifies, opens sessions, warms them); the host
-    thread alone calls ``poll`` and owns ``current`` / ``previous``. One load at a time: a request arriving during
-    a load is refused."""
-
-    def __init__(self, table: SeqlockTable, make, current):
-        self.table, self.make = table, make
-        self.current, self.previous = current, None
-        self.seen = table.read(REQUEST)[1]  # requests made before this host started are not replayed
-        self.swaps = self.refused = 0
-        self._thread: threading.Thread | None = None
-        self._loaded = None
-        self._error = ""
-        self._pending_seq = 0
-
-    @property
-    def loading(self) -> bool:
-        return self._thread is not None
-
-    def poll(self) -> bool:
-        """Take what is due at this batch boundary; True when ``current`` changed."""
-        changed = False
-        if self._thread is not None and not self._thread.is_alive():
-            self._thread = None
-            if self._loaded is not None:
-                self.previous, self.current = self.current, self._loaded
-                self._loaded = None
-                self.swaps += 1
-                changed = True
-                self._answer(self._pending_seq, True, self.current.loaded.name)
-            else:
-                self._answer(self._pending_seq, False, self._error)
-        if int(self.table.seqs[REQUEST * SEQ_STRIDE]) // 2 == self.seen:  # a plain aligned load: cheap enough per batch
-            return changed
-        rec, seq = self.table.read(REQUEST)
-        self.seen = seq
-        action, text = int(rec["action"]), text_of(rec)
-        if self._thread is not None:
-            self._answer(seq, False, "a load is in progress; try again when it is answered")
-        elif action == ROLLBACK:
-            if self.previous is None:
-                self._answer(seq, False, "nothing to roll back to: no swap since the run started")
-            else:
-                self.previous, self.current = self.current, self.previous
-                self.swaps += 1
-                self._answer(seq, True, self.current.loaded.name)
-                return True
-        elif action == PUBLISH:
-            self._pending_seq = seq
-            self._thread = threading.Thread(target=self._load, args=(text,), name="model-load", daemon=True)
-            self._thread.start()
-        else:
-            self._answer(seq, False, f"unknown action {action}")
-        return changed
-
-    def _load(self, path: str) -> None:
-        try:
-            self._loaded = self.make(Path(path))
-        except Exception as exc:  # reported to the publisher; the model in use stays
-            self._error = f"refused: {exc}"
-
-    def _answer(self, seq: int, ok: bool, text: str) -> None:
-        if not ok:
-            self.refused += 1
-        self.table.publish(RESULT, message(0, text, seq, int(ok), self.current.loaded.version))
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
+        found.close()

@@ -6,6 +6,7 @@ import sys
 import uuid
 
 from pipeline import names, registry
+from pipeline.hosting.model_swap import PUBLISH
 from pipeline.store import model_store
 from shm import control as cb
 from shm import segment
@@ -53,7 +54,7 @@ def test_a_live_run_should_swap_to_a_published_ensemble_and_roll_back(live, tmp_
 
     out = _cli("model", "publish", run.name, str(alien))  # refused before it reaches the run
     assert out.returncode == 1 and "nothing published" in out.stderr and "feature_schema_hash" in out.stderr
-    ok, version, text = model_store.request(run.name, model_store.PUBLISH, str(tmp_path / "gone"))  # the host refuses
+    ok, version, text = model_store.request(run.name, PUBLISH, str(tmp_path / "gone"))  # the host refuses
     assert not ok and version == 2 and "no such file" in text
 
     out = _cli("model", "rollback", run.name)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline.hosting import models
+from pipeline.hosting.model_swap import PUBLISH, ROLLBACK
 from pipeline.store import model_store
 
 
@@ -26,9 +27,9 @@ def main(action: str, run: str, path: str | None = None, timeout_s: float = 30.0
             except (OSError, ValueError) as exc:
                 print(f"{where}: nothing published: {exc}", file=sys.stderr)
                 return 1
-            ok, version, text = model_store.request(run, model_store.PUBLISH, str(full), timeout_s)
+            ok, version, text = model_store.request(run, PUBLISH, str(full), timeout_s)
         else:
-            ok, version, text = model_store.request(run, model_store.ROLLBACK, "", timeout_s)
+            ok, version, text = model_store.request(run, ROLLBACK, "", timeout_s)
     except model_store.PublishError as exc:
         print(f"{where}: {exc}", file=sys.stderr)
         return 1

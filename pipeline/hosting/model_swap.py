@@ -1,0 +1,118 @@
+"""The inference host's side of a model swap: the request table's record, and the swapper that sees requests at batch
+boundaries, loads in a thread and swaps between batches (pipeline.store.model_store has the publisher's side).
+
+``/bot4.<run>.model`` is a two-slot :class:`shm.seqlock.SeqlockTable` of ``MODEL_MESSAGE``: slot ``REQUEST`` is
+written by publishers (any number, ``write_contended``), slot ``RESULT`` by the inference host alone, answering
+with the request's sequence: taken, or refused and why (a refused publication changes nothing).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import names
+from shm.seqlock import SEQ_STRIDE, SeqlockTable
+
+REQUEST, RESULT = 0, 1
+PUBLISH, ROLLBACK = 1, 2
+TEXT_BYTES = 1024
+MODEL_MESSAGE = np.dtype([("seq", np.int64),          # RESULT: the request's sequence it answers
+                          ("action", np.int64),       # PUBLISH or ROLLBACK
+                          ("ok", np.int64),           # RESULT: 1 taken, 0 refused
+                          ("version", np.int64),      # RESULT: the version in use after it
+                          ("written_ns", np.int64),
+                          ("text", np.uint8, (TEXT_BYTES,))])  # REQUEST: the path; RESULT: the name or the refusal
+
+
+def table(run: str, create: bool = False) -> SeqlockTable:
+    make = SeqlockTable.create if create else SeqlockTable.attach
+    return make(names.model_requests(run), MODEL_MESSAGE, 2)
+
+
+def message(action: int, text: str, seq: int = 0, ok: int = 0, version: int = 0) -> np.void:
+    raw = text.encode("utf-8")[:TEXT_BYTES]
+    out = np.zeros(1, MODEL_MESSAGE)
+    out[0]["seq"], out[0]["action"], out[0]["ok"], out[0]["version"] = seq, action, ok, version
+    out[0]["written_ns"] = time.time_ns()
+    out[0]["text"][:len(raw)] = np.frombuffer(raw, np.uint8)
+    return out[0]
+
+
+def text_of(rec) -> str:
+    return bytes(rec["text"]).rstrip(b"\0").decode("utf-8", "replace")
+
+
+class Swapper:
+    """The inference host's side: sees requests at batch boundaries, loads in a thread, swaps between batches.
+
+    ``make(path) -> models`` runs in the loader thread (reads, verifies, opens sessions, warms them); the host
+    thread alone calls ``poll`` and owns ``current`` / ``previous``. One load at a time: a request arriving during
+    a load is refused."""
+
+    def __init__(self, table: SeqlockTable, make, current):
+        self.table, self.make = table, make
+        self.current, self.previous = current, None
+        self.seen = table.read(REQUEST)[1]  # requests made before this host started are not replayed
+        self.swaps = self.refused = 0
+        self._thread: threading.Thread | None = None
+        self._loaded = None
+        self._error = ""
+        self._pending_seq = 0
+
+    @property
+    def loading(self) -> bool:
+        return self._thread is not None
+
+    def poll(self) -> bool:
+        """Take what is due at this batch boundary; True when ``current`` changed."""
+        changed = False
+        if self._thread is not None and not self._thread.is_alive():
+            self._thread = None
+            if self._loaded is not None:
+                self.previous, self.current = self.current, self._loaded
+                self._loaded = None
+                self.swaps += 1
+                changed = True
+                self._answer(self._pending_seq, True, self.current.loaded.name)
+            else:
+                self._answer(self._pending_seq, False, self._error)
+        if int(self.table.seqs[REQUEST * SEQ_STRIDE]) // 2 == self.seen:  # a plain aligned load: cheap enough per batch
+            return changed
+        rec, seq = self.table.read(REQUEST)
+        self.seen = seq
+        action, text = int(rec["action"]), text_of(rec)
+        if self._thread is not None:
+            self._answer(seq, False, "a load is in progress; try again when it is answered")
+        elif action == ROLLBACK:
+            if self.previous is None:
+                self._answer(seq, False, "nothing to roll back to: no swap since the run started")
+            else:
+                self.previous, self.current = self.current, self.previous
+                self.swaps += 1
+                self._answer(seq, True, self.current.loaded.name)
+                return True
+        elif action == PUBLISH:
+            self._pending_seq = seq
+            self._thread = threading.Thread(target=self._load, args=(text,), name="model-load", daemon=True)
+            self._thread.start()
+        else:
+            self._answer(seq, False, f"unknown action {action}")
+        return changed
+
+    def _load(self, path: str) -> None:
+        try:
+            self._loaded = self.make(Path(path))
+        except Exception as exc:  # reported to the publisher; the model in use stays
+            self._error = f"refused: {exc}"
+
+    def _answer(self, seq: int, ok: bool, text: str) -> None:
+        if not ok:
+            self.refused += 1
+        self.table.publish(RESULT, message(0, text, seq, int(ok), self.current.loaded.version))
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
