@@ -1,5 +1,5 @@
 """The inference host's side of a model swap: the request table's record, and the swapper that sees requests at batch
-boundaries, loads in a thread and swaps between batches (pipeline.store.model_store has the publisher's side).
+boundaries, loads in steps between batches and swaps at one (pipeline.store.model_store has the publisher's side).
 
 ``/bot4.<run>.model`` is a two-slot :class:`shm.seqlock.SeqlockTable` of ``MODEL_MESSAGE``: slot ``REQUEST`` is
 written by publishers (any number, ``write_contended``), slot ``RESULT`` by the inference host alone, answering
@@ -7,7 +7,6 @@ with the request's sequence: taken, or refused and why (a refused publication ch
 """
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -46,45 +45,35 @@ def text_of(rec) -> str:
 
 
 class Swapper:
-    """The inference host's side: sees requests at batch boundaries, loads in a thread, swaps between batches.
+    """The inference host's side: sees requests at batch boundaries, loads between batches, swaps at one.
 
-    ``make(path) -> models`` runs in the loader thread (reads, verifies, opens sessions, warms them); the host
-    thread alone calls ``poll`` and owns ``current`` / ``previous``. One load at a time: a request arriving during
-    a load is refused."""
+    ``make(path)`` is a step generator returning the new model set (pipeline.hosting.models.load_steps and the
+    sessions' warming): ``poll`` takes one step of it per call, so a batch waits at most one step (~1 ms for a
+    small graph). One thread (the host's) owns everything here. One load at a time: a request arriving during a
+    load is refused."""
 
     def __init__(self, table: SeqlockTable, make, current):
         self.table, self.make = table, make
         self.current, self.previous = current, None
         self.seen = table.read(REQUEST)[1]  # requests made before this host started are not replayed
         self.swaps = self.refused = 0
-        self._thread: threading.Thread | None = None
-        self._loaded = None
-        self._error = ""
+        self.longest_step_ns = 0
+        self._steps = None
         self._pending_seq = 0
 
     @property
     def loading(self) -> bool:
-        return self._thread is not None
+        return self._steps is not None
 
     def poll(self) -> bool:
-        """Take what is due at this batch boundary; True when ``current`` changed."""
-        changed = False
-        if self._thread is not None and not self._thread.is_alive():
-            self._thread = None
-            if self._loaded is not None:
-                self.previous, self.current = self.current, self._loaded
-                self._loaded = None
-                self.swaps += 1
-                changed = True
-                self._answer(self._pending_seq, True, self.current.loaded.name)
-            else:
-                self._answer(self._pending_seq, False, self._error)
-        if int(self.table.seqs[REQUEST * SEQ_STRIDE]) // 2 == self.seen:  # a plain aligned load: cheap enough per batch
+        """Take what is due at this batch boundary (one load step, a request); True when ``current`` changed."""
+        changed = self._step() if self._steps is not None else False
+        if int(self.table.seqs[REQUEST * SEQ_STRIDE]) // 2 == self.seen:  # a plain aligned load: cheap per batch
             return changed
         rec, seq = self.table.read(REQUEST)
         self.seen = seq
         action, text = int(rec["action"]), text_of(rec)
-        if self._thread is not None:
+        if self._steps is not None:
             self._answer(seq, False, "a load is in progress; try again when it is answered")
         elif action == ROLLBACK:
             if self.previous is None:
@@ -96,23 +85,30 @@ class Swapper:
                 return True
         elif action == PUBLISH:
             self._pending_seq = seq
-            self._thread = threading.Thread(target=self._load, args=(text,), name="model-load", daemon=True)
-            self._thread.start()
+            self._steps = self.make(Path(text))
         else:
             self._answer(seq, False, f"unknown action {action}")
         return changed
 
-    def _load(self, path: str) -> None:
+    def _step(self) -> bool:
+        started = time.perf_counter_ns()
         try:
-            self._loaded = self.make(Path(path))
-        except Exception as exc:  # reported to the publisher; the model in use stays
-            self._error = f"refused: {exc}"
+            next(self._steps)
+            return False
+        except StopIteration as done:
+            self._steps = None
+            self.previous, self.current = self.current, done.value
+            self.swaps += 1
+            self._answer(self._pending_seq, True, self.current.loaded.name)
+            return True
+        except Exception as exc:  # reported to the publisher; the model set in use stays
+            self._steps = None
+            self._answer(self._pending_seq, False, f"refused: {exc}")
+            return False
+        finally:
+            self.longest_step_ns = max(self.longest_step_ns, time.perf_counter_ns() - started)
 
     def _answer(self, seq: int, ok: bool, text: str) -> None:
         if not ok:
             self.refused += 1
         self.table.publish(RESULT, message(0, text, seq, int(ok), self.current.loaded.version))
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()

@@ -9,7 +9,10 @@ What can be loaded (``load``; ``verify`` is the same without opening sessions ke
 - an ensemble version: ``models/ensemble/<version>/`` (or its ``ensemble.json``), whose members' paths are
   relative to the ``models/`` dir two levels above it.
 
-Every member is verified as ``stages.inference.OnnxModel.load`` verifies a model (metadata present, feature schema
+``load_steps`` loads in steps of about a millisecond or less each (a small graph's session takes ~1 ms to open),
+so the inference host loads a published model set between batches, one step at a time, on its own core (a loader
+thread measured worse: onnxruntime holds the GIL while it opens a session, and on the host's pinned core a thread
+takes the core itself; bench/model_swap_pause.py). Every member is verified as ``stages.inference.OnnxModel.load`` verifies a model (metadata present, feature schema
 hash and names, the graph's sha256, the session's inputs and outputs); a member kind without an input builder
 (``INPUT_BUILDERS``) is refused by name. Python runs per member per batch, never per record.
 
@@ -24,7 +27,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,8 +144,19 @@ def _read_json(path: Path, what: str) -> dict:
     return doc
 
 
-def load_member(path: Path, weight: float = 1.0, calibration: dict | None = None) -> Member:
-    """A member (an .onnx with its .json, or a version dir with model.onnx and model.json), verified."""
+def run_steps(steps: Generator):
+    """What a step generator (``load_steps``, ``member_steps``) returns, all steps taken at once."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def member_steps(path: Path, weight: float = 1.0, calibration: dict | None = None) -> Generator[None, None, Member]:
+    """A member (an .onnx with its .json, or a version dir with model.onnx and model.json), verified; yields
+    between the reading and the session's opening, each under ~1 ms for a small graph (a host loads between
+    batches, one step at a time)."""
     onnx_path, meta_path = _member_files(path)
     if not onnx_path.is_file() or not meta_path.is_file():
         raise ModelLoadError(f"model={path}: needs {onnx_path.name} and {meta_path.name} "
@@ -156,6 +170,10 @@ def load_member(path: Path, weight: float = 1.0, calibration: dict | None = None
     onnx_bytes = onnx_path.read_bytes()
     try:
         inference.check_metadata(meta, onnx_path, meta_path, onnx_bytes)
+    except inference.ModelMismatchError as exc:
+        raise ModelLoadError(str(exc)) from None
+    yield
+    try:
         options = inference.session_options()
         options.log_severity_level = 4  # a run-time failure is counted and kept (MemberStats), not logged per batch
         session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
@@ -192,12 +210,17 @@ def ensemble_file(path: Path) -> Path | None:
 def load(path: Path | str, min_confidence: float = -1.0) -> Loaded:
     """Read and verify a single model or an ensemble version (module docstring); ``min_confidence`` < 0 takes the
     ensemble's own. Raises ModelLoadError (a ValueError) naming the file and the fault."""
+    return run_steps(load_steps(path, min_confidence))
+
+
+def load_steps(path: Path | str, min_confidence: float = -1.0) -> Generator[None, None, Loaded]:
+    """``load`` in steps (``member_steps``): the inference host takes one between two batches."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"model={path}: no such file or directory")
     doc_path = ensemble_file(path)
     if doc_path is None:
-        member = load_member(path)
+        member = yield from member_steps(path)
         digest = hashlib.sha256(member.path.read_bytes()).hexdigest()
         version = member.metadata.get("version")
         return Loaded(path, [member], 0.0, None, member.name, version if isinstance(version, int) else 0,
@@ -219,7 +242,7 @@ def load(path: Path | str, min_confidence: float = -1.0) -> Loaded:
         weight = entry.get("weight", 1.0)
         if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
             raise ModelLoadError(f"{where}: members[{i}].weight={weight!r}; use a finite number > 0")
-        members.append(load_member(root / entry["path"], float(weight), entry.get("calibration")))
+        members.append((yield from member_steps(root / entry["path"], float(weight), entry.get("calibration"))))
     if len(members) > registry.MAX_MEMBERS:
         raise ModelLoadError(f"{where}: {len(members)} members; this build runs at most {registry.MAX_MEMBERS}")
     floor = doc.get("min_confidence", 0.0)
@@ -263,10 +286,15 @@ class Models:
         self.alive_out = self.alive_counts[0]
 
     def warm(self) -> None:
-        """One run of every member on a row of zeros, uncounted: a session's first run is slow (allocations)."""
+        run_steps(self.warm_steps())
+
+    def warm_steps(self) -> Generator[None, None, None]:
+        """One run of every member on a row of zeros, uncounted (a session's first run is slow: allocations); yields
+        after each."""
         x = np.zeros((1, N_FEATURES), np.float32)
         for member in self.members:
             member.session.run(member.output_names, {member.input_name: member.build_input(x[:0], 1, x)})
+            yield
 
     def predict(self, decisions: np.ndarray, x: np.ndarray, n: int):
         if n > self._capacity:

@@ -217,7 +217,7 @@ def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, st
 
 
 MEMBER_PUBLISH_NS = 200_000_000
-LOADING_WAIT_NS = 200_000  # while a model loads in its thread, the host waits in short spells and yields between
+LOADING_WAIT_NS = 200_000  # while a model set loads (a step per loop), the host waits for input in short spells
 
 
 def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
@@ -228,17 +228,16 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
     batch = config.rings.batch
 
     def make(path):
-        made = model_set.Models(model_set.load(path, knobs.min_confidence), batch, knobs.member_timeout_us,
-                                knobs.member_max_failures)
-        made.warm()
+        """A model set, in steps (pipeline.hosting.models.load_steps), its sessions warmed."""
+        made = model_set.Models((yield from model_set.load_steps(path, knobs.min_confidence)), batch,
+                                knobs.member_timeout_us, knobs.member_max_failures)
+        yield from made.warm_steps()
         return made
 
-    model = make(plan.model_path)
-    swapper = model_swap.Swapper(model_swap.table(config.run.name), make, model)
+    swapper = model_swap.Swapper(model_swap.table(config.run.name), make, model_set.run_steps(make(plan.model_path)))
     try:
         _serve_inference(spec, endpoints, block, slot, placement, batch, swapper)
     finally:
-        swapper.join()
         swapper.table.close()
 
 
@@ -275,7 +274,6 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) ->
         return
     slot[cb.S_STATE] = cb.RUNNING
     next_publish = 0
-    default_switch = sys.getswitchinterval()
     # Lateness: how long a batch's oldest decision waited between risk and us; around a swap (a load in flight,
     # or the first batch after it) apart from the rest, so an operator sees what a swap costs.
     wait_max = custom[process.counter("wait_max_ns"):process.counter("wait_max_ns") + 1]
@@ -289,10 +287,8 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) ->
             around_swap = True
         custom[process.counter("swaps")] = swapper.swaps
         custom[process.counter("publish_refused")] = swapper.refused
-        loading = swapper.loading
-        # The loader thread needs the GIL for its Python parts: short waits here and a short switch interval
-        # hand it over often, so no batch waits for it for long.
-        sys.setswitchinterval(1e-4 if loading else default_switch)
+        custom[process.counter("load_step_max_ns")] = swapper.longest_step_ns
+        loading = swapper.loading  # then short waits: the next load step comes at the next idle moment
         code = duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state,
                                          LOADING_WAIT_NS if loading else 50_000_000, timespec)
         if code == duty_cycle.WAIT_STOPPED:
@@ -302,8 +298,6 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) ->
             _park(endpoints)
             continue
         elif code == duty_cycle.WAIT_TIMEOUT:
-            if loading:
-                time.sleep(0)
             continue
         started = time.time_ns()
         n = ring.read(producer, consumer, records, decisions, batch)
