@@ -50,12 +50,14 @@ class Swapper:
     ``make(path)`` is a step generator returning the new model set (pipeline.hosting.models.load_steps and the
     sessions' warming): ``poll`` takes one step of it per call, so a batch waits at most one step (~1 ms for a
     small graph). One thread (the host's) owns everything here. One load at a time: a request arriving during a
-    load is refused."""
+    load is seen when it is answered (the slot holds the latest request: of two during one load, the later wins and
+    the earlier's publisher is told it was superseded)."""
 
     def __init__(self, table: SeqlockTable, make, current):
         self.table, self.make = table, make
         self.current, self.previous = current, None
-        self.seen = table.read(REQUEST)[1]  # requests made before this host started are not replayed
+        # The last request answered: one made while this host was down (a restart) is taken now, not lost.
+        self.seen = int(table.read(RESULT)[0]["seq"])
         self.swaps = self.refused = 0
         self.longest_step_ns = 0
         self._steps = None
@@ -67,15 +69,14 @@ class Swapper:
 
     def poll(self) -> bool:
         """Take what is due at this batch boundary (one load step, a request); True when ``current`` changed."""
-        changed = self._step() if self._steps is not None else False
+        if self._steps is not None:
+            return self._step()  # a request waits until this load is answered
         if int(self.table.seqs[REQUEST * SEQ_STRIDE]) // 2 == self.seen:  # a plain aligned load: cheap per batch
-            return changed
+            return False
         rec, seq = self.table.read(REQUEST)
         self.seen = seq
         action, text = int(rec["action"]), text_of(rec)
-        if self._steps is not None:
-            self._answer(seq, False, "a load is in progress; try again when it is answered")
-        elif action == ROLLBACK:
+        if action == ROLLBACK:
             if self.previous is None:
                 self._answer(seq, False, "nothing to roll back to: no swap since the run started")
             else:
@@ -88,7 +89,7 @@ class Swapper:
             self._steps = self.make(Path(text))
         else:
             self._answer(seq, False, f"unknown action {action}")
-        return changed
+        return False
 
     def _step(self) -> bool:
         started = time.perf_counter_ns()
