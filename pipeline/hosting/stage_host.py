@@ -217,7 +217,8 @@ def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, st
 
 
 MEMBER_PUBLISH_NS = 200_000_000
-LOADING_WAIT_NS = 200_000  # while a model set loads (a step per loop), the host waits for input in short spells
+LOADING_WAIT_NS = 200_000  # while a model set loads, the host waits for input in short spells: a step per idle one
+LOAD_STARVED_NS = 20_000_000  # input with no idle spell for this long: a step anyway
 
 
 def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
@@ -279,16 +280,22 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) ->
     wait_max = custom[process.counter("wait_max_ns"):process.counter("wait_max_ns") + 1]
     swap_wait_max = custom[process.counter("swap_wait_max_ns"):process.counter("swap_wait_max_ns") + 1]
     around_swap = False
+    stepped, code = 0, duty_cycle.WAIT_READY
     while True:
-        if swapper.poll():
-            model = swapper.current
-            model.publish_identity(slot)
-            model.publish(slot)
-            around_swap = True
-        custom[process.counter("swaps")] = swapper.swaps
-        custom[process.counter("publish_refused")] = swapper.refused
-        custom[process.counter("load_step_max_ns")] = swapper.longest_step_ns
-        loading = swapper.loading  # then short waits: the next load step comes at the next idle moment
+        loading = swapper.loading
+        # A load step (up to ~1 ms) only when no input came for LOADING_WAIT_NS, or when none came for so long
+        # that the load would starve: a batch waits for one step at most, and batches never queue behind several.
+        if not loading or code == duty_cycle.WAIT_TIMEOUT or time.monotonic_ns() - stepped > LOAD_STARVED_NS:
+            stepped = time.monotonic_ns()
+            if swapper.poll():
+                model = swapper.current
+                model.publish_identity(slot)
+                model.publish(slot)
+                around_swap = True
+            custom[process.counter("swaps")] = swapper.swaps
+            custom[process.counter("publish_refused")] = swapper.refused
+            custom[process.counter("load_step_max_ns")] = swapper.longest_step_ns
+            loading = swapper.loading
         code = duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state,
                                          LOADING_WAIT_NS if loading else 50_000_000, timespec)
         if code == duty_cycle.WAIT_STOPPED:
