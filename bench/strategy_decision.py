@@ -27,7 +27,7 @@ from pipeline.hosting import models
 from pipeline.hosting.chain import Chain
 from pipeline.plan import resolve
 from shm import control as cb
-from stages import inference, records, strategy
+from stages import records, strategy
 
 BATCH = 256
 

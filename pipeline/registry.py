@@ -24,7 +24,8 @@ MAX_MEMBERS = 4  # ensemble members with their own counters in inference's slot
 MEMBER_COUNTERS = ("calls", "failures", "timeouts", "disabled", "p50_ns", "p99_ns", "max_ns")
 # Which model serves the run (model_*, written at load and at every swap), the ensemble's members answering and the
 # publications taken or refused (pipeline.store.model_store), the longest a batch waited for the host (apart
-# while a model loads or swaps in), the longest load step (a batch may wait that long), then per member m the MEMBER_COUNTERS as m<m>_<label>.
+# while a model loads or swaps in), the longest load step (a batch may wait that long), then per member m the
+# MEMBER_COUNTERS as m<m>_<label>.
 INFERENCE_COUNTERS = ("model_version", "model_sha256_head", "members", "members_alive", "no_view_batches",
                       "swaps", "publish_refused", "wait_max_ns", "swap_wait_max_ns", "load_step_max_ns") + tuple(
     f"m{m}_{label}" for m in range(MAX_MEMBERS) for label in MEMBER_COUNTERS)

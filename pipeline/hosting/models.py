@@ -9,12 +9,12 @@ What can be loaded (``load``; ``verify`` is the same without opening sessions ke
 - an ensemble version: ``models/ensemble/<version>/`` (or its ``ensemble.json``), whose members' paths are
   relative to the ``models/`` dir two levels above it.
 
-``load_steps`` loads in steps of about a millisecond or less each (a small graph's session takes ~1 ms to open),
-so the inference host loads a published model set between batches, one step at a time, on its own core (a loader
-thread measured worse: onnxruntime holds the GIL while it opens a session, and on the host's pinned core a thread
-takes the core itself; bench/model_swap_pause.py). Every member is verified as ``stages.inference.OnnxModel.load`` verifies a model (metadata present, feature schema
-hash and names, the graph's sha256, the session's inputs and outputs); a member kind without an input builder
-(``INPUT_BUILDERS``) is refused by name. Python runs per member per batch, never per record.
+``load_steps`` loads in steps of about a millisecond each (opening a small graph's session is the longest), so the
+inference host loads a published model set in its idle spells, a step at a time (a loader thread did worse in a
+first, unlocked measurement: onnxruntime appears to hold the GIL while it opens a session, and on the host's pinned
+core a thread takes the core itself). Every member is verified as ``stages.inference.OnnxModel.load`` verifies a
+model (metadata present, feature schema hash and names, the graph's sha256, the session's inputs and outputs); a
+member kind without an input builder (``INPUT_BUILDERS``) is refused by name. Python runs per member per batch, never per record.
 
 A member that raises, or that takes longer than its budget (live runs only: fused mode and backtests never time
 out, so they stay deterministic), has no vote in that batch and is counted; the confidence's coverage says so.

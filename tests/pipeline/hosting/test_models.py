@@ -84,17 +84,17 @@ def _edit_doc(where, **fields):
 
 @pytest.mark.parametrize("change, words", [
     (lambda root, where: _edit_meta(root, "lin1", member_kind="graph"), ["member_kind='graph'", "known: ['vector']"]),
-    (lambda root, where: _edit_meta(root, "lin0", feature_schema_hash=FEATURE_SCHEMA_HASH ^ 1), ["feature_schema_hash"]),
+    (lambda root, where: _edit_meta(root, "lin0", feature_schema_hash=FEATURE_SCHEMA_HASH ^ 1),
+     ["feature_schema_hash"]),
     (lambda root, where: _edit_doc(where, feature_schema_hash=7), ["ensemble=", "feature_schema_hash", "found=7"]),
     (lambda root, where: (root / "lin1" / "v1" / "model.onnx").write_bytes(logistic_graph(coefficients(9), 0.0)),
      ["onnx_sha256"]),
     (lambda root, where: (root / "lin0" / "v1" / "model.json").unlink(), ["model.json", "missing"]),
     (lambda root, where: _edit_doc(where, members=[{"path": "lin0/v1", "weight": -1}]), ["weight=-1"]),
-    (lambda root, where: _edit_doc(where, members=[{"path": "lin0/v1", "weight": 1, "calibration": {"method": "magic"}}]),
-     ["calibration"]),
     (lambda root, where: _edit_doc(where, members=[{"path": "lin0/v1", "weight": 1,
-                                                    "calibration": {"method": "isotonic", "x": [0.5, 0.1], "y": [0, 1]}}]),
-     ["isotonic"]),
+                                                    "calibration": {"method": "magic"}}]), ["calibration"]),
+    (lambda root, where: _edit_doc(where, members=[{"path": "lin0/v1", "weight": 1, "calibration": {
+        "method": "isotonic", "x": [0.5, 0.1], "y": [0, 1]}}]), ["isotonic"]),
     (lambda root, where: _edit_doc(where, members=[{"path": "lin0/v1", "weight": 1}] * 5), ["at most 4"]),
     (lambda root, where: _edit_doc(where, members=[]), ["non-empty"]),
     (lambda root, where: _edit_doc(where, min_confidence=2), ["min_confidence=2"]),
