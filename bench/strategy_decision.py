@@ -23,17 +23,18 @@ import numpy as np
 
 from pipeline import graph
 from pipeline.config import Config
+from pipeline.hosting import models
 from pipeline.hosting.chain import Chain
 from pipeline.plan import resolve
 from shm import control as cb
-from stages import inference, records, strategy
+from stages import records, strategy
 
 BATCH = 256
 
 
 def predictions(events: int) -> np.ndarray:
     plan = resolve(Config().with_overrides(feed={"max_events": events}))
-    model = inference.OnnxModel.load(plan.model_path)
+    model = models.Models(models.load(plan.model_path), BATCH)
     chain = Chain(plan, ("feed", "validate", "feature", "risk", "inference"), predict=model.predict)
     parts = []
     while chain.run(None, 0, chain.sim_ns(), sim_clock=True) or chain.n["feed"]:

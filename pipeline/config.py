@@ -148,6 +148,8 @@ RANGES: dict[str, dict[str, Range]] = {
     "topology": {"spin_cycles": Range(0, 1_000_000), "yield_cycles": Range(0, 1_000_000),
                  "min_sleep_us": Range(1, 100_000), "max_sleep_us": Range(1, 100_000), "nice": Range(-20, 19),
                  "realtime_priority": Range(0, 99)},
+    "inference": {"min_confidence": Range(-1, 1), "member_timeout_us": Range(0, 1e6),
+                  "member_max_failures": Range(1, 1e9)},
     "rings": {"capacity": Range(16, RECORDS), "report_capacity": Range(16, RECORDS), "batch": Range(1, RECORDS)},
 }
 
@@ -365,10 +367,23 @@ class RiskConfig:
 class InferenceConfig:
     """The model the inference stage runs (onnxruntime)."""
     model: str = option("", 'path to an .onnx file with its .json metadata; "" = the shipped model')
+    ensemble: str = option("", 'an ensemble version dir (models/ensemble/<version>) or its ensemble.json, run '
+                               'instead of inference.model; "" = none')
+    min_confidence: float = option(-1.0, "below it the ensemble has no view (prob_up 0.5); -1 = the ensemble's own "
+                                         "min_confidence", unit="probability")
+    member_timeout_us: float = option(2_000.0, "a member slower than this in a batch has no vote in it (live runs; "
+                                               "fused mode and backtests never time out); 0 = no budget")
+    member_max_failures: int = option(100, "a member that fails or is late this many batches in a row is disabled",
+                                      unit="batches")
 
     def check(self):
         if self.model:
             _require(Path(self.model).is_file(), "inference.model", self.model, "give an existing .onnx file")
+        if self.ensemble:
+            _require(Path(self.ensemble).exists(), "inference.ensemble", self.ensemble,
+                     "give an ensemble version dir holding ensemble.json, or \"\" for inference.model alone")
+        _require(self.min_confidence == -1.0 or 0 <= self.min_confidence <= 1, "inference.min_confidence",
+                 self.min_confidence, "use -1 (the ensemble's own) or a probability in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -30,5 +30,9 @@ def allocator_weights(run: str) -> str:
     return f"{NAME_PREFIX}{run}.weights"
 
 
+def model_requests(run: str) -> str:
+    return f"{NAME_PREFIX}{run}.model"
+
+
 def positions(run: str) -> str:
     return f"{NAME_PREFIX}{run}.positions"

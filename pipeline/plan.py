@@ -34,7 +34,7 @@ class RunPlan:
     config: Config
     garch_doc: dict                  # the GARCH fit document in use (risk.garch_params, or the shipped fit)
     garch_table: np.ndarray          # (MAX_KEYS, 3) omega, alpha, beta per instrument key, from garch_doc
-    model_path: str                  # the ONNX model inference loads (inference.model, or the shipped one)
+    model_path: str                  # what inference loads: inference.ensemble, inference.model or the shipped model
     placements: dict[str, Placement] = field(default_factory=dict)  # empty outside a live run
     latency_table: np.ndarray | None = None  # venue.latency_file's rows (stages.venue.latency), read once; None = constant
 
@@ -56,7 +56,8 @@ def resolve(config: Config) -> RunPlan:
     except garch.GarchParamsError as exc:
         raise ConfigError(str(exc)) from None
     table = garch.key_table(doc, list(config.feed.symbols))
-    return RunPlan(config, doc, table, str(config.inference.model or inference.DEFAULT_MODEL),
+    model = config.inference.ensemble or config.inference.model or inference.DEFAULT_MODEL
+    return RunPlan(config, doc, table, str(model),
                    latency_table=read_latency_table(config.venue.latency_file) if config.venue.latency_file else None)
 
 

@@ -19,7 +19,16 @@ AGENT = "agent"     # a Python host: do work, report a work count (feed hosts, j
 # Where the recorder keeps its last error (masked UTF-8) for the run's summary: (first slot word, words).
 RECORDER_ERROR_WORDS = (cb.S_CUSTOM + 8, 24)
 # Where inference keeps its model's name (UTF-8): (first slot word, words).
-MODEL_NAME_WORDS = (cb.S_CUSTOM + 8, 16)
+MODEL_NAME_WORDS = (cb.S_CUSTOM + 48, 16)
+MAX_MEMBERS = 4  # ensemble members with their own counters in inference's slot
+MEMBER_COUNTERS = ("calls", "failures", "timeouts", "disabled", "p50_ns", "p99_ns", "max_ns")
+# Which model serves the run (model_*, written at load and at every swap), the ensemble's members answering and the
+# publications taken or refused (pipeline.store.model_store), the longest a batch waited for the host (apart
+# while a model loads or swaps in), the longest load step (a batch may wait that long), then per member m the
+# MEMBER_COUNTERS as m<m>_<label>.
+INFERENCE_COUNTERS = ("model_version", "model_sha256_head", "members", "members_alive", "no_view_batches",
+                      "swaps", "publish_refused", "wait_max_ns", "swap_wait_max_ns", "load_step_max_ns") + tuple(
+    f"m{m}_{label}" for m in range(MAX_MEMBERS) for label in MEMBER_COUNTERS)
 SHA256_HEAD_HEX = 15  # model_sha256_head: the first 15 hex digits of the ONNX file's sha256 (60 bits: an int64)
 CCXT_FEED_COUNTERS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
 GATEWAY_COUNTERS = ("commands", "answers", "orders_placed", "cancels_sent", "venue_rejects", "unknown_outcomes",
@@ -52,8 +61,8 @@ PROCESSES = (
     Process("validate", 1, KERNEL, _STAGE_HOST, validate.STATS),
     Process("feature", 2, KERNEL, _STAGE_HOST, feature.STATS),
     Process("risk", 3, KERNEL, _STAGE_HOST, risk.STATS),
-    # Which model serves the run (written once at load); words 8.. hold its name (MODEL_NAME_WORDS).
-    Process("inference", 4, MODEL, _STAGE_HOST, ("model_version", "model_sha256_head")),
+    # Words 48.. hold the model's name (MODEL_NAME_WORDS).
+    Process("inference", 4, MODEL, _STAGE_HOST, INFERENCE_COUNTERS),
     Process("strategy", 5, KERNEL, _STAGE_HOST, strategy.STATS),
     Process("execute", 6, KERNEL, _STAGE_HOST, execute.STATS),
     Process("watchdog", 7, AGENT, "pipeline.safety.watchdog",

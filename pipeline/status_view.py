@@ -172,6 +172,27 @@ class StatusView:
         gw = self.stage_counters().get("gateway")
         if gw is not None:
             out.append(self.gateway_line(gw))
+        return out + self.model_lines()
+
+    def model_lines(self) -> list[str]:
+        """The model set inference serves (pipeline.hosting.models): identity, swaps, then one line per member with
+        its latency per batch, failures and timeouts."""
+        inf = self.stage_counters().get("inference")
+        if inf is None or not inf["model_sha256_head"]:
+            return []
+        name = cb.read_text(self.block.stages[registry.slot("inference")], *registry.MODEL_NAME_WORDS)
+        members = name.split(": ", 1)[1].split("+") if ": " in name else [name]
+        out = [f"model: {name} version {inf['model_version']} (sha256 "
+               f"{inf['model_sha256_head']:0{registry.SHA256_HEAD_HEX}x}...) | members alive "
+               f"{inf['members_alive']}/{inf['members']}, batches with no view {inf['no_view_batches']} | swaps "
+               f"{inf['swaps']}, refused {inf['publish_refused']} | longest wait {_us(inf['wait_max_ns'])}, "
+               f"around swaps {_us(inf['swap_wait_max_ns'])} (longest load step {_us(inf['load_step_max_ns'])})"]
+        for m in range(min(inf["members"], registry.MAX_MEMBERS)):
+            c = {label: inf[f"m{m}_{label}"] for label in registry.MEMBER_COUNTERS}
+            out.append(f"  member {m} {members[m] if m < len(members) else '?'}: calls {c['calls']:,} p50 "
+                       f"{_us(c['p50_ns'])} p99 {_us(c['p99_ns'])} max {_us(c['max_ns'])} | failures "
+                       f"{c['failures']:,} timeouts {c['timeouts']:,}"
+                       + (" | DISABLED (failed or late in too many batches in a row)" if c["disabled"] else ""))
         return out
 
     def compact_line(self) -> str:

@@ -28,7 +28,7 @@ from pipeline.safety.arming import request_arm
 from pipeline.safety.panic import process_condition
 from pipeline.safety.watchdog import STAGES_GONE_WAIT_S
 from pipeline.status_view import StatusView, hist, slot_alive, supervisor_alive
-from pipeline.store import feature_store, garch_store, weights_store
+from pipeline.store import feature_store, garch_store, model_store, weights_store
 from pipeline.tables import PositionsTable
 from shm import control as cb
 from shm import idle as idle_strategies
@@ -79,6 +79,7 @@ class Supervisor:
     online_store: object = None    # the online feature store (pipeline.store.feature_store)
     garch_store: object = None     # the GARCH parameters in use (pipeline.store.garch_store)
     weights_store: object = None   # the allocator's weights in use (pipeline.store.weights_store)
+    model_store: object = None     # models handed to the running inference stage (pipeline.store.model_store)
     positions: PositionsTable | None = None  # execute's positions, for tools (pipeline.tables)
     consumers_gone: set = field(default_factory=set)  # processes whose input rings are marked gone
     service: sd_notify.ServiceNotifier | None = None  # systemd's notify socket (inert when not under systemd)
@@ -159,6 +160,8 @@ class Supervisor:
                                         round(config.risk.bar_s * 1e9))
         if "execute" in hosted:
             self.positions = PositionsTable.create(run, config.feed.venues, config.feed.symbols)
+        if "inference" in hosted:
+            self.model_store = model_store.create(run)
         if "strategy" in hosted and config.strategy.kind == "regime":
             self.weights_store = weights_store.create(run)
             weights_store.publish_initial(self.weights_store, graph.allocator_weights(config.allocator))
@@ -544,6 +547,10 @@ class Supervisor:
             self.weights_store.close()
             self.weights_store.segment.unlink()
             self.weights_store = None
+        if self.model_store is not None:
+            self.model_store.close()
+            self.model_store.segment.unlink()
+            self.model_store = None
         if self.positions is not None:
             self.positions.close()
             self.positions.segment.unlink()
@@ -569,11 +576,11 @@ def preflight(plan: RunPlan) -> None:
     problems = []
     hosted = {s.name for s in graph.stages(config)}
     if "inference" in hosted:
-        from stages import inference
+        from pipeline.hosting import models
         try:
-            inference.verify_files(plan.model_path)
+            models.load(plan.model_path)
         except (OSError, ValueError) as exc:
-            problems.append(f"inference.model: {exc}")
+            problems.append(f"inference.{'ensemble' if config.inference.ensemble else 'model'}: {exc}")
     if "feed" in hosted and config.feed.source == "replay":
         from pipeline.sources import replay_feed
         for entry in config.feed.files:

@@ -92,7 +92,8 @@ STATE_NAMES = {0: "new", STARTING: "starting", READY: "ready", RUNNING: "running
 RUN_STARTING, RUN_RUNNING, RUN_STOPPING, RUN_STOPPED = range(1, 5)
 
 PAYLOAD_WORDS = GLOBAL_WORDS + MAX_STAGES * STAGE_WORDS
-LAYOUT = segment.layout_hash("control-block", 4, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
+# 5: inference's slot holds per-member counters, its model name moved to custom words 48..63 (pipeline.registry)
+LAYOUT = segment.layout_hash("control-block", 5, GLOBAL_WORDS, STAGE_WORDS, HIST_BUCKETS, MAX_STAGES, CUSTOM_WORDS)
 
 
 class ControlBlock:

@@ -4,7 +4,7 @@ A batch goes through three calls, so Python touches it three times, never once p
 
     prepare(decisions, n, x)                 njit: features -> float32 matrix x[:n]
     model.predict(x[:n], out=prob)           onnxruntime, single-threaded; out= is optional
-    finish(decisions, n, prob, out, now_ns)  njit: one PREDICTION per decision
+    finish(decisions, n, prob, confidence, alive, out, now_ns)  njit: one PREDICTION per decision
 
 Models are ONNX files in ``models/`` with a JSON metadata file beside them (same stem). ``OnnxModel.load``
 refuses a model trained on another feature schema: the features are positional, so a model fed columns
@@ -39,8 +39,9 @@ def prepare(decisions, n, x):
 
 
 @njit(cache=True)
-def finish(decisions, n, prob_up, out, now_ns):
-    """Write one PREDICTION per decision into ``out[:n]``; returns n. Needs ``n <= len(out)``."""
+def finish(decisions, n, prob_up, confidence, members_alive, out, now_ns):
+    """Write one PREDICTION per decision into ``out[:n]``; returns n. Needs ``n <= len(out)`` and ``n <=`` the
+    length of ``prob_up``, ``confidence`` (float64) and ``members_alive`` (uint8)."""
     for i in range(n):
         d = decisions[i]
         out[i]["origin_ts"] = d["origin_ts"]
@@ -56,6 +57,8 @@ def finish(decisions, n, prob_up, out, now_ns):
         out[i]["sell_budget"] = d["sell_budget"]
         out[i]["sigma_bps"] = d["sigma_bps"]
         out[i]["prob_up"] = prob_up[i]
+        out[i]["confidence"] = confidence[i]
+        out[i]["members_alive"] = members_alive[i]
         out[i]["equity"] = d["equity"]
         out[i]["drawdown"] = d["drawdown"]
         out[i]["heat"] = d["heat"]
@@ -80,7 +83,7 @@ def metadata_path_for(onnx_path: Path | str) -> Path:
     return Path(onnx_path).with_suffix(".json")
 
 
-def _check_metadata(meta: dict, onnx_path: Path, meta_path: Path, onnx_bytes: bytes) -> None:
+def check_metadata(meta: dict, onnx_path: Path, meta_path: Path, onnx_bytes: bytes) -> None:
     found_hash = meta.get("feature_schema_hash")
     if found_hash != FEATURE_SCHEMA_HASH:
         raise ModelMismatchError(
@@ -114,10 +117,10 @@ def verify_files(onnx_path: Path | str = DEFAULT_MODEL) -> None:
         raise ModelMismatchError(f"model={onnx_path} metadata={meta_path}: not JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise ModelMismatchError(f"model={onnx_path} metadata={meta_path}: not a JSON object")
-    _check_metadata(meta, onnx_path, meta_path, onnx_path.read_bytes())
+    check_metadata(meta, onnx_path, meta_path, onnx_path.read_bytes())
 
 
-def _check_session(session: ort.InferenceSession, onnx_path: Path) -> None:
+def check_session(session: ort.InferenceSession, onnx_path: Path) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME or inputs[0].type != "tensor(float)" \
             or len(inputs[0].shape) != 2 or inputs[0].shape[1] != N_FEATURES:
@@ -166,10 +169,10 @@ class OnnxModel:
                                     "a model without metadata cannot be checked and is refused")
         meta = json.loads(meta_path.read_text())
         onnx_bytes = onnx_path.read_bytes()
-        _check_metadata(meta, onnx_path, meta_path, onnx_bytes)
+        check_metadata(meta, onnx_path, meta_path, onnx_bytes)
         session = ort.InferenceSession(onnx_bytes, sess_options=session_options(),
                                        providers=["CPUExecutionProvider"])
-        _check_session(session, onnx_path)
+        check_session(session, onnx_path)
         return cls(onnx_path, meta, session)
 
     @property

@@ -302,6 +302,11 @@ def _train(args) -> int:
     return train.main(args.extra)
 
 
+def _model(args) -> int:
+    from tools import model_publish
+    return model_publish.main(args.action, args.run, getattr(args, "dir", None), args.timeout)
+
+
 def _allocator(args) -> int:
     from tools import allocator_weights
     changes = {regime: text for regime, text in (("trending", args.trending), ("range_bound", args.range_bound),
@@ -495,6 +500,16 @@ def main(argv: list[str] | None = None) -> int:
                         help=f'new weights when {regime.replace("-", " ")} ("momentum=1,mean_reversion=0.5"; "off": '
                              "none); absent: unchanged")
     al.set_defaults(func=_allocator)
+    md = sub.add_parser("model", help="hand a model or ensemble version to a running pipeline, or roll back")
+    md_sub = md.add_subparsers(dest="action", required=True)
+    mp = md_sub.add_parser("publish", help="verify DIR, have the run's inference stage load it and swap to it")
+    mp.add_argument("run", help="run name")
+    mp.add_argument("dir", help="models/ensemble/<v>, models/<name>/<v>, or an .onnx with its .json beside")
+    mr = md_sub.add_parser("rollback", help="return to the model set in use before the last swap")
+    mr.add_argument("run", help="run name")
+    for p in (mp, mr):
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the run's answer")
+    md.set_defaults(func=_model)
     rpt = sub.add_parser("report", help="performance report of a run from its journal: report.json, report.html, PNGs")
     rpt.add_argument("journal_or_run", help="journal directory, or a run name (its journal is the config's journal.dir)")
     rpt.add_argument("--out", help="report directory (default: JOURNAL/report)")

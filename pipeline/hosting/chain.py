@@ -21,10 +21,10 @@ from stages.feed import I_SIM_NS
 class Chain:
     """``path``: stage names in pipeline order, each fed by the one before it (graph.STAGES says so or the
     chain is refused). ``also``: stages stepped by the caller with :meth:`step` outside the path (fused
-    mode's execute). ``predict``: the inference stage's model (prob_up of a float32 feature matrix)."""
+    mode's execute). ``predict``: the inference stage's models (pipeline.hosting.models.Models.predict)."""
 
     def __init__(self, plan: RunPlan, path: tuple[str, ...], also: tuple[str, ...] = (),
-                 predict: Callable[[np.ndarray], np.ndarray] | None = None):
+                 predict: Callable[[np.ndarray, np.ndarray, int], tuple] | None = None):
         for before, after in zip(path, path[1:]):
             if graph.BY_NAME[after].in_a != f"{before}.{after}":
                 raise ValueError(f"{after} is not fed by {before} in pipeline.graph.STAGES: no chain {path}")
@@ -64,7 +64,7 @@ class Chain:
         if name == "inference":
             from stages import inference
             inference.prepare(in_a, n_a, self._x)
-            n = inference.finish(in_a, n_a, self.predict(self._x[:n_a]), out, now)
+            n = inference.finish(in_a, n_a, *self.predict(in_a, self._x, n_a), out, now)
         else:
             step, params, state = self.kernels[name]
             if in_b is None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline import graph, registry
 from pipeline.config import Config
+from pipeline.hosting import models
 from pipeline.hosting.chain import Chain
 from pipeline.plan import resolve
 from stages import records, validate
@@ -67,7 +68,10 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
     if market_source is None and n_events <= 0:
         raise ValueError("give n_events > 0 for the synthetic feed, or a market_source")
     plan = resolve(config.with_overrides(feed={"max_events": n_events}))
-    model = inference.OnnxModel.load(model_path or plan.model_path)
+    # No member budget here: a member's timing must not change a backtest's orders (its failures still count).
+    model = models.Models(models.load(model_path or plan.model_path, plan.config.inference.min_confidence),
+                          max(GROUP_EVENTS, plan.config.rings.batch),
+                          max_failures=plan.config.inference.member_max_failures)
     synthetic = market_source is None
     chain = Chain(plan, ("feed", "validate") if synthetic else ("validate",), also=_LOCAL, predict=model.predict)
     step, params, _ = chain.kernels["execute"]
@@ -162,11 +166,11 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
         if feature_sink is not None:
             feature_sink(vectors[:size])
         inference.prepare(vectors, size, x)
-        prob = model.predict(x[:size])
+        prob, confidence, alive = model.predict(vectors, x, size)
         start = 0
         while start < size:
-            fused_loop.run_pieces(valid, batch_ends, n_batches, prob, start, span_ns, pending, len(pending), ctl,
-                                  vectors, *kernel("risk"), chain.out["risk"], chain.out["inference"],
+            fused_loop.run_pieces(valid, batch_ends, n_batches, prob, confidence, alive, start, span_ns, pending,
+                                  len(pending), ctl, vectors, *kernel("risk"), chain.out["risk"], chain.out["inference"],
                                   kind, *kernel("strategy"), *kernel("execute"),
                                   intents_out, group_reports, counts, progress)
             if int(progress[fused_loop.R_NEXT]) == start:

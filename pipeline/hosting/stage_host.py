@@ -5,14 +5,12 @@ is ignored (the supervisor owns Ctrl-C); the supervisor stops a stage through it
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import posix_ipc
@@ -218,24 +216,40 @@ def _run_numba_stage(spec, config, endpoints, block, slot, placement, params, st
         return
 
 
-def publish_model_identity(slot: np.ndarray, model) -> None:
-    """Which model serves the run, in inference's slot for operators' tools: its metadata's version, the head of
-    its file's sha256 and its name (pipeline.registry)."""
-    process = registry.BY_NAME["inference"]
-    version = model.metadata.get("version")
-    slot[cb.S_CUSTOM + process.counter("model_version")] = version if isinstance(version, int) else 0
-    digest = hashlib.sha256(Path(model.path).read_bytes()).hexdigest()
-    slot[cb.S_CUSTOM + process.counter("model_sha256_head")] = int(digest[:registry.SHA256_HEAD_HEX], 16)
-    cb.write_text(slot, *registry.MODEL_NAME_WORDS, model.name)
+MEMBER_PUBLISH_NS = 200_000_000
+LOADING_WAIT_NS = 200_000  # while a model set loads, the host waits for input in short spells: a step per idle one
+LOAD_STARVED_NS = 20_000_000  # input with no idle spell for this long: a step anyway
 
 
 def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
+    from pipeline.hosting import model_swap
+    from pipeline.hosting import models as model_set
+
+    knobs = config.inference
+    batch = config.rings.batch
+
+    def make(path):
+        """A model set, in steps (pipeline.hosting.models.load_steps), its sessions warmed."""
+        made = model_set.Models((yield from model_set.load_steps(path, knobs.min_confidence)), batch,
+                                knobs.member_timeout_us, knobs.member_max_failures)
+        yield from made.warm_steps()
+        return made
+
+    swapper = model_swap.Swapper(model_swap.table(config.run.name), make, model_set.run_steps(make(plan.model_path)))
+    try:
+        _serve_inference(spec, endpoints, block, slot, placement, batch, swapper)
+    finally:
+        swapper.table.close()
+
+
+def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) -> None:
     from stages import inference
     from stages.records import N_FEATURES
 
-    model = inference.OnnxModel.load(plan.model_path)
-    publish_model_identity(slot, model)
-    batch = config.rings.batch
+    process = registry.BY_NAME["inference"]
+    custom = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+    model = swapper.current
+    model.publish_identity(slot)
     decisions = np.zeros(batch, endpoints.in_a[2].dtype)
     x = np.zeros((batch, N_FEATURES), np.float32)
     predictions = np.zeros(batch, spec.out_dtype)
@@ -243,12 +257,13 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
     idle_state = idle_strategies.make_state()
     timespec = new_timespec()
     producer, consumer, records = endpoints.in_a
-    # Warm every njit entry point and the session before reporting ready.
+    # Warm every njit entry point before reporting ready (the sessions are warm: Models.warm).
     duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 0, timespec)
     ring.read(producer, consumer, records, decisions, 0)
     ring.readable(producer, consumer)
     inference.prepare(decisions, 0, x)
-    inference.finish(decisions, 0, model.predict(x[:1])[:0], predictions, 0)
+    inference.finish(decisions, 0, model.prob, model.confidence, model.alive_out, predictions, 0)
+    model.publish(slot)
     now = time.time_ns()
     duty_cycle.account_served(slot, block.globals, 0, 0, predictions, now, now, now, 0, timespec)
     slot[cb.S_BATCHES] = 0
@@ -259,8 +274,30 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
     if not wait_until_running(block, slot):
         return
     slot[cb.S_STATE] = cb.RUNNING
+    next_publish = 0
+    # Lateness: how long a batch's oldest decision waited between risk and us; around a swap (a load in flight,
+    # or the first batch after it) apart from the rest, so an operator sees what a swap costs.
+    wait_max = custom[process.counter("wait_max_ns"):process.counter("wait_max_ns") + 1]
+    swap_wait_max = custom[process.counter("swap_wait_max_ns"):process.counter("swap_wait_max_ns") + 1]
+    around_swap = False
+    stepped, code = 0, duty_cycle.WAIT_READY
     while True:
-        code = duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 50_000_000, timespec)
+        loading = swapper.loading
+        # A load step (up to ~1 ms) only when no input came for LOADING_WAIT_NS, or when none came for so long
+        # that the load would starve: a batch waits for one step at most, and batches never queue behind several.
+        if not loading or code == duty_cycle.WAIT_TIMEOUT or time.monotonic_ns() - stepped > LOAD_STARVED_NS:
+            stepped = time.monotonic_ns()
+            if swapper.poll():
+                model = swapper.current
+                model.publish_identity(slot)
+                model.publish(slot)
+                around_swap = True
+            custom[process.counter("swaps")] = swapper.swaps
+            custom[process.counter("publish_refused")] = swapper.refused
+            custom[process.counter("load_step_max_ns")] = swapper.longest_step_ns
+            loading = swapper.loading
+        code = duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state,
+                                         LOADING_WAIT_NS if loading else 50_000_000, timespec)
         if code == duty_cycle.WAIT_STOPPED:
             if ring.readable(producer, consumer) == 0:
                 return
@@ -275,8 +312,7 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
             continue
         read_done = time.time_ns()
         inference.prepare(decisions, n, x)
-        prob_up = model.predict(x[:n])
-        n_out = inference.finish(decisions, n, prob_up, predictions, started)
+        n_out = inference.finish(decisions, n, *model.predict(decisions, x, n), predictions, started)
         kernel_done = time.time_ns()
         blocked_before = int(slot[cb.S_BLOCKED_NS])
         if not duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, n_out, slot, idle_params, timespec):
@@ -284,6 +320,14 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
         slot[cb.S_QUEUE_DEPTH] = consumer[ring.C_CACHED_TAIL] - consumer[ring.C_HEAD]
         duty_cycle.account_served(slot, block.globals, n, n_out, predictions, started, read_done, kernel_done,
                                   blocked_before, timespec)
+        waited = started - int(decisions[0]["stage_ts"])
+        target = swap_wait_max if (loading or around_swap) else wait_max
+        if waited > target[0]:
+            target[0] = waited
+        around_swap = False
+        if kernel_done >= next_publish:  # the members' counters, a few times a second
+            model.publish(slot)
+            next_publish = kernel_done + MEMBER_PUBLISH_NS
 
 
 def main(make_agent: Callable[..., Agent] | None = None) -> int:

@@ -125,12 +125,13 @@ PAIR = ("strategy", "execute")  # the default second group
 
 
 def _predictions(config: Config, decisions: np.ndarray) -> np.ndarray:
+    from pipeline.hosting import models
     from stages import inference, records
-    model = inference.OnnxModel.load(config.inference.model or inference.DEFAULT_MODEL)
+    model = models.Models(models.load(config.inference.model or inference.DEFAULT_MODEL), len(decisions))
     x = np.zeros((len(decisions), records.N_FEATURES), np.float32)
     inference.prepare(decisions, len(decisions), x)
     predictions = np.zeros(len(decisions), records.PREDICTION)
-    inference.finish(decisions, len(decisions), model.predict(x), predictions, 0)
+    inference.finish(decisions, len(decisions), *model.predict(decisions, x, len(decisions)), predictions, 0)
     return predictions
 
 

@@ -1,0 +1,126 @@
+"""Ensemble inference cost: p50 and p99 per batch (1, 16, 64, 256 decisions) and per decision, for the shipped
+logistic model alone beside 2- and 3-member vector ensembles, through ``pipeline.hosting.models.Models.predict``
+(every member's session, its calibration, the vote: what the inference host runs per batch), in one invocation.
+
+Members: the shipped ``directional_v1``; a logistic graph built here with other coefficients (Platt-calibrated);
+a LightGBM model (64 trees, 15 leaves) fitted on synthetic rows and converted with onnxmltools when lightgbm and
+onnxmltools are installed (else a third logistic graph). Also, for the shipped model alone: ``session.run`` (output
+allocated by onnxruntime) against an IO binding into a preallocated output (``OnnxModel.predict(out=)``), to say
+whether the binding pays. Rounds interleave the cases; the process is pinned to one CPU; each case is warmed.
+
+    flock /tmp/bot4-bench.lock python -m bench.ensemble_inference [--batches 2000] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.hosting import models
+from stages import inference
+from stages.records import N_FEATURES, RISK_DECISION
+from tests.onnx_members import coefficients, logistic_graph, write_ensemble, write_member
+
+SIZES = (1, 16, 64, 256)
+
+
+def _lightgbm_graph() -> bytes | None:
+    """A small LightGBM classifier as a vector member's graph (prob_up = P(class 1)), or None without the libs."""
+    try:
+        import lightgbm
+        import onnx
+        import onnxmltools
+        from onnx import helper, numpy_helper
+        from onnxmltools.convert.common.data_types import FloatTensorType
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, N_FEATURES)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 3] * x[:, 5] + rng.normal(size=4000) > 0).astype(int)
+    clf = lightgbm.LGBMClassifier(n_estimators=64, num_leaves=15, verbose=-1).fit(x, y)
+    model = onnxmltools.convert_lightgbm(clf, initial_types=[("features", FloatTensorType([None, N_FEATURES]))],
+                                         zipmap=False, target_opset=15)
+    graph = model.graph
+    probs = next(o.name for o in graph.output if o.name != "label")
+    graph.initializer.extend([numpy_helper.from_array(np.array([1], np.int64), "one_col"),
+                              numpy_helper.from_array(np.array([-1], np.int64), "flat_col")])
+    graph.node.extend([helper.make_node("Gather", [probs, "one_col"], ["p_col"], axis=1),
+                       helper.make_node("Reshape", ["p_col", "flat_col"], ["prob_up"])])
+    while len(graph.output):
+        graph.output.pop()
+    graph.output.append(helper.make_tensor_value_info("prob_up", onnx.TensorProto.FLOAT, ["N"]))
+    return model.SerializeToString()
+
+
+def _cases(root: Path) -> dict[str, models.Models]:
+    shutil.copy(inference.DEFAULT_MODEL, root / "directional_v1.onnx")
+    shutil.copy(inference.metadata_path_for(inference.DEFAULT_MODEL), root / "directional_v1.json")
+    write_member(root, "lin", "v1", logistic_graph(coefficients(1), 0.05),
+                 calibration={"method": "platt", "a": 1.3, "b": 0.0})
+    trees = _lightgbm_graph()
+    third = "gbt" if trees is not None else "lin2"
+    write_member(root, third, "v1", trees if trees is not None else logistic_graph(coefficients(2), -0.05),
+                 calibration={"method": "isotonic", "x": [0.0, 0.5, 1.0], "y": [0.02, 0.5, 0.98]})
+    two = write_ensemble(root, 1, [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": "lin/v1", "weight": 1.0}])
+    three = write_ensemble(root, 2, [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": "lin/v1", "weight": 1.0},
+                                     {"path": f"{third}/v1", "weight": 1.0}])
+    cap = max(SIZES)
+    return {"single (shipped logistic)": models.Models(models.load(root / "directional_v1.onnx"), cap),
+            "ensemble of 2 (logistic x2)": models.Models(models.load(two), cap),
+            f"ensemble of 3 (+ {'LightGBM 64 trees' if trees is not None else 'logistic'})": models.Models(
+                models.load(three), cap)}
+
+
+def _time_batches(predict, n: int, batches: int, x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    out = np.empty(batches, np.int64)
+    for i in range(batches):
+        t0 = time.perf_counter_ns()
+        predict(d, x, n)
+        out[i] = time.perf_counter_ns() - t0
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    print(f"load average before: {os.getloadavg()}")
+    x = np.random.default_rng(1).normal(0, 3, (max(SIZES), N_FEATURES)).astype(np.float32)
+    d = np.zeros(max(SIZES), RISK_DECISION)
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = _cases(Path(tmp))
+        shipped = inference.OnnxModel.load()
+        out = np.zeros(max(SIZES), np.float32)
+        raw = {"shipped: session.run (allocating)": lambda _d, xx, n: shipped.predict(xx[:n]),
+               "shipped: IO binding into a preallocated out": lambda _d, xx, n: shipped.predict(xx[:n], out=out)}
+        timings: dict[tuple[str, int], list[np.ndarray]] = {}
+        every = {**{name: m.predict for name, m in cases.items()}, **raw}
+        for fn in every.values():
+            for n in SIZES:
+                _time_batches(fn, n, 50, x, d)
+        for _ in range(args.rounds):
+            for name, fn in every.items():
+                for n in SIZES:
+                    timings.setdefault((name, n), []).append(_time_batches(fn, n, args.batches, x, d))
+    print(f"load average after: {os.getloadavg()}")
+    print(f"{'case':<48}{'batch':>6}{'p50 us':>9}{'p99 us':>9}{'p50 ns/decision':>17}")
+    for (name, n), parts in timings.items():
+        t = np.concatenate(parts)
+        p50, p99 = np.percentile(t, 50), np.percentile(t, 99)
+        print(f"{name:<48}{n:>6}{p50 / 1e3:>9.1f}{p99 / 1e3:>9.1f}{p50 / n:>17.0f}")
+    base = {n: np.percentile(np.concatenate(timings[(next(iter(cases)), n)]), 50) for n in SIZES}
+    for name in list(cases)[1:]:
+        ratios = ", ".join(f"{n}: {np.percentile(np.concatenate(timings[(name, n)]), 50) / base[n]:.2f}x"
+                           for n in SIZES)
+        print(f"{name} / single, p50 by batch size: {ratios}")
+
+
+if __name__ == "__main__":
+    main()

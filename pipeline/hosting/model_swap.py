@@ -1,0 +1,115 @@
+"""The inference host's side of a model swap: the request table's record, and the swapper that sees requests at batch
+boundaries, loads in steps between batches and swaps at one (pipeline.store.model_store has the publisher's side).
+
+``/bot4.<run>.model`` is a two-slot :class:`shm.seqlock.SeqlockTable` of ``MODEL_MESSAGE``: slot ``REQUEST`` is
+written by publishers (any number, ``write_contended``), slot ``RESULT`` by the inference host alone, answering
+with the request's sequence: taken, or refused and why (a refused publication changes nothing).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import names
+from shm.seqlock import SEQ_STRIDE, SeqlockTable
+
+REQUEST, RESULT = 0, 1
+PUBLISH, ROLLBACK = 1, 2
+TEXT_BYTES = 1024
+MODEL_MESSAGE = np.dtype([("seq", np.int64),          # RESULT: the request's sequence it answers
+                          ("action", np.int64),       # PUBLISH or ROLLBACK
+                          ("ok", np.int64),           # RESULT: 1 taken, 0 refused
+                          ("version", np.int64),      # RESULT: the version in use after it
+                          ("written_ns", np.int64),
+                          ("text", np.uint8, (TEXT_BYTES,))])  # REQUEST: the path; RESULT: the name or the refusal
+
+
+def table(run: str, create: bool = False) -> SeqlockTable:
+    make = SeqlockTable.create if create else SeqlockTable.attach
+    return make(names.model_requests(run), MODEL_MESSAGE, 2)
+
+
+def message(action: int, text: str, seq: int = 0, ok: int = 0, version: int = 0) -> np.void:
+    raw = text.encode("utf-8")[:TEXT_BYTES]
+    out = np.zeros(1, MODEL_MESSAGE)
+    out[0]["seq"], out[0]["action"], out[0]["ok"], out[0]["version"] = seq, action, ok, version
+    out[0]["written_ns"] = time.time_ns()
+    out[0]["text"][:len(raw)] = np.frombuffer(raw, np.uint8)
+    return out[0]
+
+
+def text_of(rec) -> str:
+    return bytes(rec["text"]).rstrip(b"\0").decode("utf-8", "replace")
+
+
+class Swapper:
+    """The inference host's side: sees requests at batch boundaries, loads between batches, swaps at one.
+
+    ``make(path)`` is a step generator returning the new model set (pipeline.hosting.models.load_steps and the
+    sessions' warming): ``poll`` takes one step of it per call, so a batch waits at most one step (~1 ms for a
+    small graph). One thread (the host's) owns everything here. One load at a time: a request arriving during a
+    load is seen when it is answered (the slot holds the latest request: of two during one load, the later wins and
+    the earlier's publisher is told it was superseded)."""
+
+    def __init__(self, table: SeqlockTable, make, current):
+        self.table, self.make = table, make
+        self.current, self.previous = current, None
+        # The last request answered: one made while this host was down (a restart) is taken now, not lost.
+        self.seen = int(table.read(RESULT)[0]["seq"])
+        self.swaps = self.refused = 0
+        self.longest_step_ns = 0
+        self._steps = None
+        self._pending_seq = 0
+
+    @property
+    def loading(self) -> bool:
+        return self._steps is not None
+
+    def poll(self) -> bool:
+        """Take what is due at this batch boundary (one load step, a request); True when ``current`` changed."""
+        if self._steps is not None:
+            return self._step()  # a request waits until this load is answered
+        if int(self.table.seqs[REQUEST * SEQ_STRIDE]) // 2 == self.seen:  # a plain aligned load: cheap per batch
+            return False
+        rec, seq = self.table.read(REQUEST)
+        self.seen = seq
+        action, text = int(rec["action"]), text_of(rec)
+        if action == ROLLBACK:
+            if self.previous is None:
+                self._answer(seq, False, "nothing to roll back to: no swap since the run started")
+            else:
+                self.previous, self.current = self.current, self.previous
+                self.swaps += 1
+                self._answer(seq, True, self.current.loaded.name)
+                return True
+        elif action == PUBLISH:
+            self._pending_seq = seq
+            self._steps = self.make(Path(text))
+        else:
+            self._answer(seq, False, f"unknown action {action}")
+        return False
+
+    def _step(self) -> bool:
+        started = time.perf_counter_ns()
+        try:
+            next(self._steps)
+            return False
+        except StopIteration as done:
+            self._steps = None
+            self.previous, self.current = self.current, done.value
+            self.swaps += 1
+            self._answer(self._pending_seq, True, self.current.loaded.name)
+            return True
+        except Exception as exc:  # reported to the publisher; the model set in use stays
+            self._steps = None
+            self._answer(self._pending_seq, False, f"refused: {exc}")
+            return False
+        finally:
+            self.longest_step_ns = max(self.longest_step_ns, time.perf_counter_ns() - started)
+
+    def _answer(self, seq: int, ok: bool, text: str) -> None:
+        if not ok:
+            self.refused += 1
+        self.table.publish(RESULT, message(0, text, seq, int(ok), self.current.loaded.version))

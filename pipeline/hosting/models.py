@@ -1,0 +1,386 @@
+"""The inference host's models: one ONNX model (the shipped default) or an ensemble version, loaded and verified
+whole, then run batch by batch: every member on the batch, its output calibrated, the vote (stages.ensemble).
+
+What can be loaded (``load``; ``verify`` is the same without opening sessions kept):
+
+- a single model: an ``.onnx`` file with its ``.json`` beside (today's ``models/directional_v1.onnx``), or a
+  member version dir ``models/<name>/<version>/`` holding ``model.onnx`` and ``model.json``. It runs as a vote of
+  one that is never combined: prob_up is the model's own number, confidence 1, one member alive;
+- an ensemble version: ``models/ensemble/<version>/`` (or its ``ensemble.json``), whose members' paths are
+  relative to the ``models/`` dir two levels above it.
+
+``load_steps`` loads in steps of about a millisecond each (opening a small graph's session is the longest), so the
+inference host loads a published model set in its idle spells, a step at a time (a loader thread did worse in a
+first, unlocked measurement: onnxruntime appears to hold the GIL while it opens a session, and on the host's pinned
+core a thread takes the core itself). Every member is verified as ``stages.inference.OnnxModel.load`` verifies a
+model (metadata present, feature schema hash and names, the graph's sha256, the session's inputs and outputs); a
+member kind without an input builder (``INPUT_BUILDERS``) is refused by name. Python runs per member per batch, never per record.
+
+A member that raises, or that takes longer than its budget (live runs only: fused mode and backtests never time
+out, so they stay deterministic), has no vote in that batch and is counted; the confidence's coverage says so.
+After ``max_failures`` such batches in a row it is disabled for the rest of the run (or until a swap). With no
+member left the batch has no view: prob_up 0.5, confidence 0, no member alive.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from pipeline import registry
+from shm import control as cb
+from stages import ensemble as vote
+from stages import inference
+from stages.records import FEATURE_SCHEMA_HASH, N_FEATURES
+
+ENSEMBLE_FILE = "ensemble.json"
+MEMBER_ONNX, MEMBER_JSON = "model.onnx", "model.json"
+
+
+class ModelLoadError(ValueError):
+    """A model or ensemble version that cannot serve this build; the text names the file and what is wrong."""
+
+
+def _vector_input(decisions: np.ndarray, n: int, x: np.ndarray) -> np.ndarray:
+    """A vector member's input: the decisions' features, already in ``x[:n]`` (stages.inference.prepare)."""
+    return x[:n]
+
+
+# member_kind -> (input builder, session check). Next: "sequence" (the stream's last K vectors, kept in the
+# host's state) and "graph" (every instrument's latest vector): each adds its builder and check here.
+INPUT_BUILDERS: dict[str, tuple[Callable[[np.ndarray, int, np.ndarray], np.ndarray],
+                                 Callable[[ort.InferenceSession, Path], None]]] = {
+    "vector": (_vector_input, inference.check_session),
+}
+CALIBRATIONS = {"none": vote.CAL_NONE, "platt": vote.CAL_PLATT, "isotonic": vote.CAL_ISOTONIC}
+
+
+@dataclass
+class Calibration:
+    method: int = vote.CAL_NONE
+    a: float = 1.0
+    b: float = 0.0
+    xs: np.ndarray = field(default_factory=lambda: np.zeros(1))
+    ys: np.ndarray = field(default_factory=lambda: np.zeros(1))
+
+
+def parse_calibration(doc, where: str) -> Calibration:
+    """A ``calibration`` object (spec: none, platt a/b, isotonic x/y) checked: finite, x increasing, y in [0, 1]."""
+    if doc is None:
+        return Calibration()
+    if not isinstance(doc, dict) or doc.get("method") not in CALIBRATIONS:
+        raise ModelLoadError(f"{where}: calibration={doc!r}; expected {{\"method\": one of {sorted(CALIBRATIONS)}}}")
+    method = CALIBRATIONS[doc["method"]]
+    if method == vote.CAL_PLATT:
+        a, b = doc.get("a"), doc.get("b")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (a, b)):
+            raise ModelLoadError(f"{where}: platt calibration a={a!r} b={b!r}; both must be finite numbers")
+        return Calibration(method, float(a), float(b))
+    if method == vote.CAL_ISOTONIC:
+        try:
+            xs, ys = np.asarray(doc.get("x"), np.float64), np.asarray(doc.get("y"), np.float64)
+        except (TypeError, ValueError):
+            xs = ys = np.zeros(0)
+        if xs.ndim != 1 or xs.shape != ys.shape or len(xs) < 2 or not np.all(np.isfinite(xs)) \
+                or np.any(np.diff(xs) <= 0) or not np.all((ys >= 0) & (ys <= 1)):
+            raise ModelLoadError(f"{where}: isotonic calibration needs x (increasing, finite) and y (in [0, 1]) "
+                                 "of the same length >= 2")
+        return Calibration(method, 1.0, 0.0, xs, ys)
+    return Calibration()
+
+
+@dataclass
+class MemberStats:
+    """One member's counters (published to inference's slot by ``Models.publish``)."""
+    calls: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    in_a_row: int = 0           # failed or late batches in a row
+    disabled: bool = False
+    last_error: str = ""
+    max_ns: int = 0
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(cb.HIST_BUCKETS, np.int64))  # ns per call
+
+
+class Member:
+    """One verified ONNX member and its session (one thread, sequential). Not thread-safe."""
+
+    def __init__(self, path: Path, meta: dict, session: ort.InferenceSession, kind: str, weight: float,
+                 calibration: Calibration):
+        self.path, self.metadata, self.session, self.kind = path, meta, session, kind
+        self.weight, self.calibration = weight, calibration
+        self.build_input = INPUT_BUILDERS[kind][0]
+        self.input_name = session.get_inputs()[0].name
+        self.output_names = (session.get_outputs()[0].name,)
+        self.stats = MemberStats()
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", self.path.stem))
+
+
+def _member_files(path: Path) -> tuple[Path, Path]:
+    if path.suffix == ".onnx":
+        return path, inference.metadata_path_for(path)
+    return path / MEMBER_ONNX, path / MEMBER_JSON
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise ModelLoadError(f"{what}={path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ModelLoadError(f"{what}={path}: not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ModelLoadError(f"{what}={path}: not a JSON object")
+    return doc
+
+
+def run_steps(steps: Generator):
+    """What a step generator (``load_steps``, ``member_steps``) returns, all steps taken at once."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def member_steps(path: Path, weight: float = 1.0, calibration: dict | None = None) -> Generator[None, None, Member]:
+    """A member (an .onnx with its .json, or a version dir with model.onnx and model.json), verified; yields
+    between the reading and the session's opening, each under ~1 ms for a small graph (a host loads between
+    batches, one step at a time)."""
+    onnx_path, meta_path = _member_files(path)
+    if not onnx_path.is_file() or not meta_path.is_file():
+        raise ModelLoadError(f"model={path}: needs {onnx_path.name} and {meta_path.name} "
+                             f"({'present' if onnx_path.is_file() else 'missing'}, "
+                             f"{'present' if meta_path.is_file() else 'missing'}); a model without metadata is refused")
+    meta = _read_json(meta_path, "metadata")
+    kind = meta.get("member_kind", "vector")  # the baseline predates member kinds: a vector model
+    if kind not in INPUT_BUILDERS:
+        raise ModelLoadError(f"model={path}: member_kind={kind!r} is not one this build runs "
+                             f"(known: {sorted(INPUT_BUILDERS)})")
+    onnx_bytes = onnx_path.read_bytes()
+    try:
+        inference.check_metadata(meta, onnx_path, meta_path, onnx_bytes)
+    except inference.ModelMismatchError as exc:
+        raise ModelLoadError(str(exc)) from None
+    yield
+    try:
+        options = inference.session_options()
+        options.log_severity_level = 4  # a run-time failure is counted and kept (MemberStats), not logged per batch
+        session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        INPUT_BUILDERS[kind][1](session, onnx_path)
+    except inference.ModelMismatchError as exc:
+        raise ModelLoadError(str(exc)) from None
+    except Exception as exc:  # onnxruntime's own: a file that is not a graph it can run
+        raise ModelLoadError(f"model={onnx_path}: onnxruntime cannot open it ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    cal = parse_calibration(calibration if calibration is not None else meta.get("calibration"), f"model={path}")
+    return Member(onnx_path, meta, session, kind, weight, cal)
+
+
+@dataclass
+class Loaded:
+    """What ``load`` read: the members, the ensemble's doc (None for a single model) and its identity."""
+    path: Path
+    members: list[Member]
+    min_confidence: float
+    doc: dict | None
+    name: str
+    version: int
+    sha256_head: int
+
+
+def ensemble_file(path: Path) -> Path | None:
+    if path.name == ENSEMBLE_FILE:
+        return path
+    if path.is_dir() and (path / ENSEMBLE_FILE).is_file():
+        return path / ENSEMBLE_FILE
+    return None
+
+
+def load(path: Path | str, min_confidence: float = -1.0) -> Loaded:
+    """Read and verify a single model or an ensemble version (module docstring); ``min_confidence`` < 0 takes the
+    ensemble's own. Raises ModelLoadError (a ValueError) naming the file and the fault."""
+    return run_steps(load_steps(path, min_confidence))
+
+
+def load_steps(path: Path | str, min_confidence: float = -1.0) -> Generator[None, None, Loaded]:
+    """``load`` in steps (``member_steps``): the inference host takes one between two batches."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"model={path}: no such file or directory")
+    doc_path = ensemble_file(path)
+    if doc_path is None:
+        member = yield from member_steps(path)
+        digest = hashlib.sha256(member.path.read_bytes()).hexdigest()
+        version = member.metadata.get("version")
+        return Loaded(path, [member], 0.0, None, member.name, version if isinstance(version, int) else 0,
+                      int(digest[:registry.SHA256_HEAD_HEX], 16))
+    raw = doc_path.read_bytes()
+    doc = _read_json(doc_path, "ensemble")
+    where = f"ensemble={doc_path}"
+    if doc.get("feature_schema_hash") != FEATURE_SCHEMA_HASH:
+        raise ModelLoadError(f"{where}: feature_schema_hash expected={FEATURE_SCHEMA_HASH} "
+                             f"found={doc.get('feature_schema_hash')}; retrain the ensemble for these features")
+    entries = doc.get("members")
+    if not isinstance(entries, list) or not entries:
+        raise ModelLoadError(f"{where}: members must be a non-empty list of {{\"path\", \"weight\"}}")
+    root = doc_path.parent.parent.parent  # models/ensemble/<version>/ensemble.json -> models/
+    members = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise ModelLoadError(f"{where}: members[{i}]={entry!r}; expected {{\"path\": str, \"weight\": number}}")
+        weight = entry.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+            raise ModelLoadError(f"{where}: members[{i}].weight={weight!r}; use a finite number > 0")
+        members.append((yield from member_steps(root / entry["path"], float(weight), entry.get("calibration"))))
+    if len(members) > registry.MAX_MEMBERS:
+        raise ModelLoadError(f"{where}: {len(members)} members; this build runs at most {registry.MAX_MEMBERS}")
+    floor = doc.get("min_confidence", 0.0)
+    if not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
+        raise ModelLoadError(f"{where}: min_confidence={floor!r}; use a number in [0, 1]")
+    version = doc.get("version")
+    name = f"{doc.get('name', 'ensemble')}: " + "+".join(m.name for m in members)
+    return Loaded(path, members, float(min_confidence if min_confidence >= 0 else floor), doc, name,
+                  version if isinstance(version, int) else 0,
+                  int(hashlib.sha256(raw).hexdigest()[:registry.SHA256_HEAD_HEX], 16))
+
+
+class Models:
+    """The loaded models run per batch: ``predict(decisions, x, n)`` -> (prob_up float64[n], confidence float64[n],
+    members_alive uint8[n]), views of buffers reused by the next call. One thread (the host's)."""
+
+    def __init__(self, loaded: Loaded, capacity: int, timeout_us: float = 0.0, max_failures: int = 100):
+        self.loaded = loaded
+        self.members = loaded.members
+        self.single = loaded.doc is None
+        self.timeout_ns = int(timeout_us * 1_000)  # 0: never (fused mode and backtests: deterministic)
+        self.max_failures = max_failures
+        self.min_confidence = loaded.min_confidence
+        m = len(self.members)
+        self.weights = np.array([mb.weight for mb in self.members], np.float64)
+        self.alive = np.zeros(m, np.uint8)
+        self.no_view_batches = 0
+        self._capacity = 0
+        self._grow(max(capacity, 1))
+
+    def _grow(self, capacity: int) -> None:
+        self._capacity = capacity
+        m = len(self.members)
+        self.probs = np.zeros((m, capacity), np.float64)
+        self.prob = np.zeros(capacity)
+        self.confidence = np.zeros(capacity)
+        # Constant answers, filled once: per batch the host hands out views, it does not fill arrays.
+        self.no_view = np.full(capacity, 0.5)
+        self.zeros, self.ones = np.zeros(capacity), np.ones(capacity)
+        self.alive_counts = np.repeat(np.arange(m + 1, dtype=np.uint8)[:, None], capacity, axis=1)
+        self.alive_out = self.alive_counts[0]
+
+    def warm(self) -> None:
+        run_steps(self.warm_steps())
+
+    def warm_steps(self) -> Generator[None, None, None]:
+        """One run of every member on a row of zeros, uncounted (a session's first run is slow: allocations); yields
+        after each."""
+        x = np.zeros((1, N_FEATURES), np.float32)
+        for member in self.members:
+            member.session.run(member.output_names, {member.input_name: member.build_input(x[:0], 1, x)})
+            yield
+
+    def predict(self, decisions: np.ndarray, x: np.ndarray, n: int):
+        if n > self._capacity:
+            self._grow(n)
+        alive, count = self.alive, 0
+        for i, member in enumerate(self.members):
+            answered = self._run(member, decisions, x, n, self.probs[i])
+            alive[i] = answered
+            count += answered
+        self.alive_out = self.alive_counts[count]
+        if count == 0:
+            self.no_view_batches += 1
+        if self.single:  # a vote of one is not combined: prob_up is the model's own number, as before ensembles
+            if count:
+                return self.probs[0, :n], self.ones[:n], self.alive_out[:n]
+            return self.no_view[:n], self.zeros[:n], self.alive_out[:n]
+        vote.combine(self.probs, self.weights, alive, n, self.min_confidence, self.prob, self.confidence)
+        return self.prob[:n], self.confidence[:n], self.alive_out[:n]
+
+    def _run(self, member: Member, decisions: np.ndarray, x: np.ndarray, n: int, row: np.ndarray) -> int:
+        """Member's calibrated probabilities into ``row[:n]``; 1 if it answered in time."""
+        stats = member.stats
+        if stats.disabled:
+            return 0
+        stats.calls += 1
+        started = time.perf_counter_ns()
+        try:
+            raw = member.session.run(member.output_names, {member.input_name: member.build_input(decisions, n, x)})[0]
+            if raw.shape != (n,):
+                raise ValueError(f"output shape {raw.shape}, expected ({n},)")
+        except Exception as exc:  # the member's own fault (a graph that raises on this input): no vote this batch
+            stats.failures += 1
+            stats.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+            return self._missed(member)
+        took = time.perf_counter_ns() - started
+        stats.hist[cb.bucket_of(took)] += 1
+        stats.max_ns = max(stats.max_ns, took)
+        if self.timeout_ns and took > self.timeout_ns:
+            stats.timeouts += 1
+            stats.last_error = f"took {took / 1e3:.0f} us > budget {self.timeout_ns / 1e3:.0f} us"
+            return self._missed(member)
+        cal = member.calibration
+        vote.calibrate(raw, n, cal.method, cal.a, cal.b, cal.xs, cal.ys, row)
+        stats.in_a_row = 0
+        return 1
+
+    def _missed(self, member: Member) -> int:
+        stats = member.stats
+        stats.in_a_row += 1
+        if stats.in_a_row >= self.max_failures:
+            stats.disabled = True
+        return 0
+
+    def publish(self, slot: np.ndarray) -> None:
+        """The members' counters into inference's slot (pipeline.registry.INFERENCE_COUNTERS); a few us, so the
+        host calls it every so many batches, not every batch."""
+        process = registry.BY_NAME["inference"]
+        custom = slot[cb.S_CUSTOM:cb.S_CUSTOM + cb.CUSTOM_WORDS]
+        custom[process.counter("members")] = len(self.members)
+        custom[process.counter("members_alive")] = int(self.alive.sum())  # the last batch's
+        custom[process.counter("no_view_batches")] = self.no_view_batches
+        first = process.counter("m0_calls")
+        width = len(registry.MEMBER_COUNTERS)
+        for i in range(registry.MAX_MEMBERS):
+            words = custom[first + i * width:first + (i + 1) * width]
+            if i >= len(self.members):
+                words[:] = 0
+                continue
+            s = self.members[i].stats
+            p50, p99 = cb.percentile_ns(s.hist, 0.5), cb.percentile_ns(s.hist, 0.99)
+            words[:] = (s.calls, s.failures, s.timeouts, int(s.disabled), 0 if p50 != p50 else int(p50),
+                        0 if p99 != p99 else int(p99), s.max_ns)
+
+    def publish_identity(self, slot: np.ndarray) -> None:
+        """Which model or ensemble serves the run: version, the head of its file's sha256 and its name."""
+        process = registry.BY_NAME["inference"]
+        slot[cb.S_CUSTOM + process.counter("model_version")] = self.loaded.version
+        slot[cb.S_CUSTOM + process.counter("model_sha256_head")] = self.loaded.sha256_head
+        cb.write_text(slot, *registry.MODEL_NAME_WORDS, self.loaded.name)
+
+    def status_lines(self) -> list[str]:
+        """What an operator should know about members that fail (empty when all is well)."""
+        lines = []
+        for i, m in enumerate(self.members):
+            s = m.stats
+            if s.disabled:
+                lines.append(f"member {i} {m.name} disabled after {s.in_a_row} failed batches in a row "
+                             f"(last: {s.last_error})")
+        return lines
