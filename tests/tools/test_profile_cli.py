@@ -77,7 +77,9 @@ def test_a_profile_of_a_live_run_reports_every_stage_with_phases_that_add_up_and
         assert spent <= p["wall_ns"] * 1.05, (p["name"], p["phases_ns"], p["wall_ns"])
         if p["state"] == "running":
             assert spent > 0, p["name"]
-        assert sum(p["batch_hist"]) == p["batches"], p["name"]
+        # each snapshot copies the slot word by word while the stage counts a batch in two of them: at most one
+        # batch in flight at each end of the window
+        assert abs(sum(p["batch_hist"]) - p["batches"]) <= 2, p["name"]
     for name in registry.STAGE_NAMES:
         p = by_name[name]
         assert p["host"] in (analysis.KERNEL, analysis.MODEL) and p["state"] == "running", p
