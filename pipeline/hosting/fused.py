@@ -170,8 +170,8 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
         start = 0
         while start < size:
             fused_loop.run_pieces(valid, batch_ends, n_batches, prob, confidence, alive, start, span_ns, pending,
-                                  len(pending), ctl, vectors, *kernel("risk"), chain.out["risk"], chain.out["inference"],
-                                  kind, *kernel("strategy"), *kernel("execute"),
+                                  len(pending), ctl, vectors, *kernel("risk"), chain.out["risk"],
+                                  chain.out["inference"], kind, *kernel("strategy"), *kernel("execute"),
                                   intents_out, group_reports, counts, progress)
             if int(progress[fused_loop.R_NEXT]) == start:
                 raise RuntimeError("fused loop: the output buffers cannot hold one piece's intents and reports")

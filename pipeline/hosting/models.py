@@ -14,7 +14,8 @@ inference host loads a published model set in its idle spells, a step at a time 
 first, unlocked measurement: onnxruntime appears to hold the GIL while it opens a session, and on the host's pinned
 core a thread takes the core itself). Every member is verified as ``stages.inference.OnnxModel.load`` verifies a
 model (metadata present, feature schema hash and names, the graph's sha256, the session's inputs and outputs); a
-member kind without an input builder (``INPUT_BUILDERS``) is refused by name. Python runs per member per batch, never per record.
+member kind without an input builder (``INPUT_BUILDERS``) is refused by name. Python runs per member per batch,
+never per record.
 
 A member that raises, or that takes longer than its budget (live runs only: fused mode and backtests never time
 out, so they stay deterministic), has no vote in that batch and is counted; the confidence's coverage says so.
