@@ -2,6 +2,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -13,6 +14,23 @@ from shm import segment
 from shm.control import G_TRADING_ENABLED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_sessionstart(session):
+    """Compile the kernels of a default run and of a signal-strategy run before the first test: on a cold kernel
+    cache (a fresh machine) that takes minutes, which must not fall inside one live test's timeout. Warm: seconds."""
+    if session.config.option.collectonly:
+        return
+    with tempfile.TemporaryDirectory(prefix="bot4-warmup-") as directory:
+        signal_toml = os.path.join(directory, "signal.toml")
+        with open(signal_toml, "w") as fh:
+            fh.write('[strategy]\nkind = "signal"\n')
+        for args in ((), ("--config", signal_toml)):
+            done = subprocess.run([sys.executable, "-m", "tools.cli", "warmup", "--jobs", "2", *args], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=3600)
+            if done.returncode != 0:  # the tests that need the kernels will say what is wrong
+                print(f"bot4 warmup {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+
 
 # The model's taker and quoter (strategy.kind = "signal") trade on every seed; the default allocates no strategy
 # and sends no orders. Tests of what lies downstream of the strategy (the gate, the venue, journals, flattening,
