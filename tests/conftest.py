@@ -26,8 +26,12 @@ def pytest_sessionstart(session):
         with open(signal_toml, "w") as fh:
             fh.write('[strategy]\nkind = "signal"\n')
         for args in ((), ("--config", signal_toml)):
-            done = subprocess.run([sys.executable, "-m", "tools.cli", "warmup", "--jobs", "2", *args], cwd=ROOT,
-                                  capture_output=True, text=True, timeout=3600)
+            try:
+                done = subprocess.run([sys.executable, "-m", "tools.cli", "warmup", "--jobs", "2", *args], cwd=ROOT,
+                                      capture_output=True, text=True, timeout=1500)
+            except subprocess.TimeoutExpired:  # the compile children die with it (pipeline.hosting.warmup)
+                print(f"bot4 warmup {' '.join(args)} took over 1500 s; the tests compile what they need")
+                continue
             if done.returncode != 0:  # the tests that need the kernels will say what is wrong
                 print(f"bot4 warmup {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
