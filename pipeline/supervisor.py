@@ -535,26 +535,12 @@ class Supervisor:
             r.close()
             r.segment.unlink()
         self.rings.clear()
-        if self.online_store is not None:
-            self.online_store.close()
-            self.online_store.segment.unlink()
-            self.online_store = None
-        if self.garch_store is not None:
-            self.garch_store.close()
-            self.garch_store.segment.unlink()
-            self.garch_store = None
-        if self.weights_store is not None:
-            self.weights_store.close()
-            self.weights_store.segment.unlink()
-            self.weights_store = None
-        if self.model_store is not None:
-            self.model_store.close()
-            self.model_store.segment.unlink()
-            self.model_store = None
-        if self.positions is not None:
-            self.positions.close()
-            self.positions.segment.unlink()
-            self.positions = None
+        for table in ("online_store", "garch_store", "weights_store", "model_store", "positions"):
+            owned = getattr(self, table)
+            if owned is not None:
+                owned.close()
+                owned.segment.unlink()
+                setattr(self, table, None)
         for sem in self.semaphores:
             sem.unlink()
             sem.close()
