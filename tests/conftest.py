@@ -140,6 +140,14 @@ def live():
         assert not left, f"shared memory left behind: {left}"
 
 
+def assert_flat_after_stop(output: str) -> None:
+    """The run's summary says execute left no open order and no position worth execute.flatten_min_usd or more
+    (dust below it is left on purpose, and said)."""
+    flat = re.search(r"positions after the stop: (flat, no open orders$|no open orders, \$[\d,]+ gross position left "
+                     r"\(\d+ dust position\(s\) below execute\.flatten_min_usd, not flattened\)$)", output, re.M)
+    assert flat, output
+
+
 def kernel_params(stage: str, **arguments):
     """A stage's params as a run of the default config has them (pipeline.graph.kernel_arguments), with
     ``arguments`` (``make_params`` keywords) in place of some: a test names only what it is about."""
