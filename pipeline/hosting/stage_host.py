@@ -235,11 +235,12 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
         yield from made.warm_steps()
         return made
 
-    swapper = model_swap.Swapper(model_swap.table(config.run.name), make, model_set.run_steps(make(plan.model_path)))
+    table = model_swap.table(config.run.name)
     try:
+        swapper = model_swap.Swapper(table, make, *model_swap.first_models(table, make, plan.model_path))
         _serve_inference(spec, endpoints, block, slot, placement, batch, swapper)
     finally:
-        swapper.table.close()
+        table.close()
 
 
 def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) -> None:

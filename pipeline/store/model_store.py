@@ -2,10 +2,11 @@
 
 The supervisor of a run with an inference stage creates ``/bot4.<run>.model`` (pipeline.hosting.model_swap has its
 layout and the inference host's side). A request carries an action and a path; the host
-sees it at its next batch boundary, loads and verifies the model set in a thread (pipeline.hosting.models), swaps
-it in between two batches and answers in ``RESULT`` with the request's sequence: taken, or refused and why (a
-refused publication changes nothing). Rollback returns to the model set in use before the last swap; it is held
-loaded, so it needs no load. The segment goes with the run.
+sees it at its next batch boundary, loads and verifies the model set in steps between batches
+(pipeline.hosting.models), swaps it in at a batch boundary and answers in ``RESULT`` with the request's sequence:
+taken, or refused and why (a refused publication changes nothing). Rollback returns to the model set in use before
+the last swap; it is held loaded, so it needs no load (after a restart of the inference stage, it is loaded again).
+The segment goes with the run.
 """
 from __future__ import annotations
 

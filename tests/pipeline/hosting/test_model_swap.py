@@ -68,3 +68,37 @@ def test_rolling_back_with_nothing_before_should_be_refused(shm_prefix, tmp_path
     finally:
         table.close()
         table.segment.unlink()
+
+
+def test_a_restarted_host_should_resume_the_published_set_and_still_roll_back(shm_prefix, tmp_path, capsys):
+    paths = registry_with_members(tmp_path, 3)
+    v1 = write_ensemble(tmp_path, 1, [{"path": paths[0], "weight": 1.0}, {"path": paths[1], "weight": 1.0}])
+    v2 = write_ensemble(tmp_path, 2, [{"path": paths[0], "weight": 1.0}, {"path": paths[2], "weight": 1.0}])
+    table = model_swap.table(shm_prefix[len(NAME_PREFIX):], create=True)
+    try:
+        first, resumed = model_swap.first_models(table, _make, Path(v1))
+        assert first.loaded.version == 1 and not resumed  # a fresh run: the configured set
+        swapper = model_swap.Swapper(table, _make, first, resumed)
+        _publish(table, model_swap.PUBLISH, v2)
+        while not swapper.poll():
+            pass
+        assert model_swap.in_use(table) == str(Path(v2).resolve())
+        del swapper  # the process dies; the table is the run's and stays
+
+        again, resumed = model_swap.first_models(table, _make, Path(v1))
+        assert again.loaded.version == 2 and resumed and "resumed the model set in use" in capsys.readouterr().err
+        swapper = model_swap.Swapper(table, _make, again, resumed)
+        back = _publish(table, model_swap.ROLLBACK)  # its v1 died with the process: loaded again, in steps
+        steps = 0
+        while not swapper.poll():
+            steps += 1
+            assert steps < 50
+        assert steps >= 2 and swapper.current.loaded.version == 1 and _answer(table)[:3] == (back, True, 1)
+        assert model_swap.in_use(table) == str(Path(v1).resolve())
+
+        Path(v1, "ensemble.json").unlink()  # the set in use is gone by the next restart: the configured one serves
+        fallback, resumed = model_swap.first_models(table, _make, Path(v2))
+        assert fallback.loaded.version == 2 and not resumed and "cannot be loaded" in capsys.readouterr().err
+    finally:
+        table.close()
+        table.segment.unlink()
