@@ -2,15 +2,19 @@
 
 Fit: binary log loss, one thread and LightGBM's deterministic mode (the same data and seed give the same trees, so
 the same ONNX bytes). For each configuration of the grid, boosting stops when validation log loss has not improved
-for ``patience`` rounds; the configuration with the lowest validation log loss at its best round wins (first in grid
-order on a tie). Test is never seen. The price levels (mid, microprice) are zeroed before fitting, as the logistic
+for ``patience`` rounds. Of every (configuration, number of rounds) whose validation log loss is within
+``loss_tolerance`` of the lowest, the one with the fewest tree nodes wins (then the lower loss, then grid order):
+inference time grows with the nodes, and a few ten-thousandths of a nat are not worth twice the time. Test is never
+seen. The price levels (mid, microprice) are zeroed before fitting, as the logistic
 baseline leaves them out: a raw price names the instrument and its price regime rather than its direction, and a
 constant column is never split on.
 
-Graph: onnxmltools' TreeEnsembleClassifier (zipmap off) gives ``label`` and ``probabilities`` [N, 2]; a Gather of
-column 1 makes ``prob_up`` [N] and ``label`` is dropped, so the graph has the baseline's interface. The export is
-checked against LightGBM's own probabilities on the validation rows (max abs difference <= ``EXPORT_TOLERANCE``;
-the trees' thresholds become float32 in ONNX and the scores are summed in float32).
+Graph: onnxmltools converts the booster (a TreeEnsembleClassifier giving ``label`` and ``probabilities`` [N, 2]);
+its trees are then put in a TreeEnsembleRegressor summing the margin, followed by a Sigmoid and a Reshape to
+``prob_up`` [N], the baseline's interface. The same trees and sums, without the classifier's label and two-column
+output: 20 % less time per batch of 64 in onnxruntime (124 against 158 us, same machine, same invocation). The
+export is checked against LightGBM's own probabilities on the validation rows (max abs difference <=
+``EXPORT_TOLERANCE``; the trees' thresholds become float32 in ONNX and the scores are summed in float32).
 """
 from __future__ import annotations
 
@@ -35,6 +39,9 @@ DEFAULT_LEARNING_RATE = 0.05
 DEFAULT_MAX_ROUNDS = 400
 DEFAULT_PATIENCE = 30
 DEFAULT_FIT_STRIDE = 10
+# Nats of validation log loss given up for a smaller model: the GBT's lead over the logistic baseline on held-out
+# seeds was 0.034 nats (models/gbt/v1), so this keeps >= 99 % of it.
+DEFAULT_LOSS_TOLERANCE = 0.0002
 _DROPPED = np.array([f in PRICE_LEVELS for f in FEATURE_NAMES])
 
 
@@ -71,11 +78,21 @@ def to_onnx(booster, name: str, props: dict[str, str]) -> onnx.ModelProto:
     model = onnxmltools.convert_lightgbm(booster, name=name, initial_types=[("features", FloatTensorType(
         [None, N_FEATURES]))], zipmap=False, target_opset=OPSET)
     graph = model.graph
-    probabilities = next(o.name for o in graph.output if o.name != "label")
-    graph.initializer.append(helper.make_tensor("up_column", TensorProto.INT64, [], [1]))
-    graph.node.append(helper.make_node("Gather", [probabilities, "up_column"], ["prob_up"], axis=1,
-                                       name="prob_up_column"))
-    del graph.output[:]
+    trees = next(n for n in graph.node if n.op_type == "TreeEnsembleClassifier")
+    a = {att.name: helper.get_attribute_value(att) for att in trees.attribute}
+    if a["post_transform"] != b"LOGISTIC" or set(a["class_ids"]) != {0} or a.get("base_values"):
+        raise ValueError("the converted booster is not a binary classifier of one logistic margin")
+    margin = helper.make_node(
+        "TreeEnsembleRegressor", ["features"], ["margin"], domain="ai.onnx.ml", name="margin", n_targets=1,
+        aggregate_function="SUM", post_transform="NONE",
+        **{k: a[k] for k in ("nodes_falsenodeids", "nodes_featureids", "nodes_modes", "nodes_nodeids",
+                             "nodes_treeids", "nodes_truenodeids", "nodes_values", "nodes_missing_value_tracks_true")},
+        target_ids=[0] * len(a["class_ids"]), target_nodeids=a["class_nodeids"], target_treeids=a["class_treeids"],
+        target_weights=a["class_weights"])
+    del graph.node[:], graph.initializer[:], graph.output[:]
+    graph.initializer.append(helper.make_tensor("flat", TensorProto.INT64, [1], [-1]))
+    graph.node.extend([margin, helper.make_node("Sigmoid", ["margin"], ["probability"], name="probability"),
+                       helper.make_node("Reshape", ["probability", "flat"], ["prob_up"], name="prob_up")])
     graph.output.append(helper.make_tensor_value_info("prob_up", TensorProto.FLOAT, ["N"]))
     graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     model.doc_string = "P(mid rises over the label horizon | it moves); inputs in FEATURE_NAMES order"
@@ -85,6 +102,11 @@ def to_onnx(booster, name: str, props: dict[str, str]) -> onnx.ModelProto:
     return model
 
 
+def _nodes_by_rounds(booster) -> np.ndarray:
+    """Tree nodes (splits and leaves) of the booster's first r trees, at index r - 1."""
+    return np.cumsum([2 * tree["num_leaves"] - 1 for tree in booster.dump_model()["tree_info"]])
+
+
 @dataclass(frozen=True)
 class GbtTrainer:
     grid: Sequence[tuple[int, float]] = DEFAULT_GRID
@@ -92,6 +114,7 @@ class GbtTrainer:
     max_rounds: int = DEFAULT_MAX_ROUNDS
     patience: int = DEFAULT_PATIENCE
     fit_stride: int = DEFAULT_FIT_STRIDE
+    loss_tolerance: float = DEFAULT_LOSS_TOLERANCE
     name: str = "gbt"
     member_kind: str = "vector"
 
@@ -110,16 +133,24 @@ class GbtTrainer:
                       "deterministic": True, "force_row_wise": True, "verbose": -1}
             d_train = lgb.Dataset(x_train, y_train, free_raw_data=False)
             d_valid = lgb.Dataset(x_valid, validation.y, reference=d_train)
+            curve: dict = {}
             booster = lgb.train(params, d_train, self.max_rounds, valid_sets=[d_valid], valid_names=["validation"],
-                                callbacks=[lgb.early_stopping(self.patience, verbose=False)])
+                                callbacks=[lgb.early_stopping(self.patience, verbose=False),
+                                           lgb.record_evaluation(curve)])
+            losses = np.asarray(curve["validation"]["binary_logloss"], np.float64)[:booster.best_iteration]
             table.append({"num_leaves": num_leaves, "min_data_in_leaf": params["min_data_in_leaf"],
-                          "best_rounds": int(booster.best_iteration),
-                          "validation_log_loss": float(booster.best_score["validation"]["binary_logloss"])})
-            boosters.append(booster)
-        best = min(range(len(table)), key=lambda i: table[i]["validation_log_loss"])
-        # Keep only the rounds up to the best: the exported model is the one validation chose.
-        booster = lgb.Booster(model_str=float32_thresholds(
-            boosters[best].model_to_string(num_iteration=boosters[best].best_iteration)))
+                          "best_rounds": int(booster.best_iteration), "validation_log_loss": float(losses.min())})
+            boosters.append((booster, losses))
+        floor = min(row["validation_log_loss"] for row in table) + self.loss_tolerance
+        # (nodes, loss, grid index, rounds) of every candidate size within the tolerance; the first is taken
+        sizes = [_nodes_by_rounds(b) for b, _ in boosters]
+        best_nodes, _, best, rounds = min(
+            (int(sizes[i][r - 1]), float(losses[r - 1]), i, r) for i, (_, losses) in enumerate(boosters)
+            for r in range(1, losses.size + 1) if losses[r - 1] <= floor)
+        chosen = dict(table[best], rounds=rounds, nodes=best_nodes,
+                      validation_log_loss_at_rounds=float(boosters[best][1][rounds - 1]))
+        # Keep only the rounds chosen: the exported model is the one validation chose.
+        booster = lgb.Booster(model_str=float32_thresholds(boosters[best][0].model_to_string(num_iteration=rounds)))
         props = {"feature_schema_hash": str(FEATURE_SCHEMA_HASH), "feature_names": ",".join(FEATURE_NAMES),
                  "horizon": str(train.horizon)}
         onnx_bytes = to_onnx(booster, self.name, props).SerializeToString(deterministic=True)
@@ -132,9 +163,10 @@ class GbtTrainer:
             "ir_version": onnx.load_from_string(onnx_bytes).ir_version,
             "fit": {"fit_stride": self.fit_stride, "fitted_rows": int(fit_rows.size),
                     "learning_rate": self.learning_rate, "max_rounds": self.max_rounds, "patience": self.patience,
-                    "zeroed_features": list(PRICE_LEVELS), "chosen": table[best],
-                    "selection": {"criterion": "lowest validation log loss at the early-stopping round; first in "
-                                               "grid order on a tie", "candidates": table},
+                    "zeroed_features": list(PRICE_LEVELS), "chosen": chosen,
+                    "selection": {"criterion": f"fewest tree nodes among (configuration, rounds) within "
+                                               f"{self.loss_tolerance} nats of the lowest validation log loss; then "
+                                               "the lower loss, then grid order", "candidates": table},
                     "lightgbm": lgb.__version__, "trees": booster.num_trees()},
         }
         return FittedMember(onnx_bytes, metadata, predict)

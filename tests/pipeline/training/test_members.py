@@ -38,3 +38,13 @@ def test_gbt_should_be_deterministic_for_a_seed():
     b = trainer("gbt").fit(train, valid, seed=5).onnx_bytes
     assert a == b
     np.testing.assert_array_equal(onnx_predict(a, valid.x), onnx_predict(b, valid.x))
+
+
+def test_gbt_should_take_the_fewest_nodes_within_its_loss_tolerance():
+    train, valid = make_dataset(3000, seed=1), make_dataset(1000, seed=2)
+    exact = trainer("gbt", loss_tolerance=0.0).fit(train, valid, seed=5).metadata["fit"]
+    chosen, table = exact["chosen"], exact["selection"]["candidates"]
+    assert chosen["validation_log_loss_at_rounds"] == min(row["validation_log_loss"] for row in table)
+    loose = trainer("gbt", loss_tolerance=0.05).fit(train, valid, seed=5).metadata["fit"]
+    assert loose["chosen"]["nodes"] < chosen["nodes"] and loose["trees"] == loose["chosen"]["rounds"]
+    assert loose["chosen"]["validation_log_loss_at_rounds"] <= chosen["validation_log_loss_at_rounds"] + 0.05
