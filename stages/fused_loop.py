@@ -71,10 +71,11 @@ def run_pieces(valid, batch_ends, n_batches, prob, confidence, alive, start, spa
     """Pieces of ``valid[start:]`` (``vectors``: its feature vectors, one per event; ``prob``: the model's
     probability for each, ``confidence`` and ``alive`` the ensemble's, stages.inference.finish) until its batches
     end or ``intents`` / ``reports`` could not hold another piece's output; every piece's intents and reports are
-    appended to those two. ``feedback[:n_feedback]``: the reports of the piece before ``start``. ``valid`` holds ``n_batches`` batches, the b-th ending at ``batch_ends[b]``:
-    no piece spans two (each batch is cut as if it came alone). Writes ``progress`` (R_*): the call after this
-    one starts at R_NEXT, and the last piece's reports, ``reports[R_FEEDBACK_START:][:R_FEEDBACK_N]``, are its
-    feedback. ``kind`` (STRATEGY_*) is compiled in: one specialisation per strategy kernel."""
+    appended to those two. ``feedback[:n_feedback]``: the reports of the piece before ``start``. ``valid`` holds
+    ``n_batches`` batches, the b-th ending at ``batch_ends[b]``: no piece spans two (each batch is cut as if it
+    came alone). Writes ``progress`` (R_*): the call after this one starts at R_NEXT, and the last piece's reports,
+    ``reports[R_FEEDBACK_START:][:R_FEEDBACK_N]``, are its feedback. ``kind`` (STRATEGY_*) is compiled in: one
+    specialisation per strategy kernel."""
     literally(kind)
     n_int = 0
     n_rep = 0
