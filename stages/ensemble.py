@@ -16,8 +16,8 @@ alive members' weights normalised to w (sum 1):
 Strength is in the product because agreement alone is highest when every member sits at 0.5 with no view: with
 agreement times spread alone, the held-out precision of the two shipped members FELL as the threshold rose (0.615
 at full coverage, 0.566 at 10 %: bot4 train on seeds 1-3, held-out seeds 11-12, 2026-12-06). This definition was
-then fixed before any figure of it was seen, and is not tuned. One alive member: ``coverage * strength``. Below ``min_confidence`` the
-ensemble has no view: ``prob_up`` is exactly 0.5, which every strategy reads as "no edge".
+then fixed before any figure of it was seen, and is not tuned. One alive member: ``coverage * strength``. Below
+``min_confidence`` the ensemble has no view: ``prob_up`` is exactly 0.5, which every strategy reads as "no edge".
 """
 import numpy as np
 from numba import njit
