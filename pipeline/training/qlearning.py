@@ -308,7 +308,7 @@ def backtest_figures(config, seed: int, events: int, sizer: str, out: str) -> di
     seeded = config.with_overrides(feed={"seed": seed}, inference={"sizer": sizer})
     summary = run(seeded, out, events).report.summary
     return {"seed": seed, "net_pnl": float(summary["pnl"]["net"]), "sharpe": summary["risk_adjusted"]["sharpe"],
-            "fills": int(summary["trading"]["fills"]), "fees": summary["pnl"].get("fees")}
+            "fills": int(summary["trading"]["fills"]), "fees": float(summary["pnl"]["fees_paid"])}
 
 
 def judge(config, seeds, events: int, sizer: str, out_dir: str) -> dict:
