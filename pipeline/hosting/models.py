@@ -226,22 +226,30 @@ def _check_sizer_session(session: ort.InferenceSession, onnx_path: Path, actions
             f"per size_scales entry) found={[(o.name, o.type, o.shape) for o in outputs]}")
 
 
-def sizer_steps(path: Path) -> Generator[None, None, Sizer]:
-    """A sizer (a qvalue member's version dir or .onnx with its .json), verified as a member is; yields once."""
+def _verified_files(path: Path) -> tuple[Path, dict, bytes]:
+    """(the graph's path, its metadata, its bytes) of a member version dir or an .onnx with its .json, the metadata
+    checked against the graph and this build's features (stages.inference.check_metadata)."""
     onnx_path, meta_path = _member_files(path)
     if not onnx_path.is_file() or not meta_path.is_file():
-        raise ModelLoadError(f"sizer={path}: needs {onnx_path.name} and {meta_path.name}; a model without "
-                             "metadata is refused")
+        raise ModelLoadError(f"model={path}: needs {onnx_path.name} and {meta_path.name} "
+                             f"({'present' if onnx_path.is_file() else 'missing'}, "
+                             f"{'present' if meta_path.is_file() else 'missing'}); a model without metadata is refused")
     meta = _read_json(meta_path, "metadata")
-    if meta.get("member_kind") != SIZER_KIND:
-        raise ModelLoadError(f"sizer={path}: member_kind={meta.get('member_kind')!r}; a sizer is a "
-                             f"{SIZER_KIND!r} member")
-    scales = parse_size_scales(meta.get("size_scales"), f"sizer={meta_path}")
     onnx_bytes = onnx_path.read_bytes()
     try:
         inference.check_metadata(meta, onnx_path, meta_path, onnx_bytes)
     except inference.ModelMismatchError as exc:
         raise ModelLoadError(str(exc)) from None
+    return onnx_path, meta, onnx_bytes
+
+
+def sizer_steps(path: Path) -> Generator[None, None, Sizer]:
+    """A sizer (a qvalue member's version dir or .onnx with its .json), verified as a member is; yields once."""
+    onnx_path, meta, onnx_bytes = _verified_files(path)
+    if meta.get("member_kind") != SIZER_KIND:
+        raise ModelLoadError(f"sizer={path}: member_kind={meta.get('member_kind')!r}; a sizer is a "
+                             f"{SIZER_KIND!r} member")
+    scales = parse_size_scales(meta.get("size_scales"), f"sizer={path}")
     yield
     session = _open_session(onnx_bytes, onnx_path,
                             lambda sess, where: _check_sizer_session(sess, where, len(scales)))
@@ -252,12 +260,7 @@ def member_steps(path: Path, weight: float = 1.0, calibration: dict | None = Non
     """A member (an .onnx with its .json, or a version dir with model.onnx and model.json), verified; yields
     between the reading and the session's opening, each under ~1 ms for a small graph (a host loads between
     batches, one step at a time)."""
-    onnx_path, meta_path = _member_files(path)
-    if not onnx_path.is_file() or not meta_path.is_file():
-        raise ModelLoadError(f"model={path}: needs {onnx_path.name} and {meta_path.name} "
-                             f"({'present' if onnx_path.is_file() else 'missing'}, "
-                             f"{'present' if meta_path.is_file() else 'missing'}); a model without metadata is refused")
-    meta = _read_json(meta_path, "metadata")
+    onnx_path, meta, onnx_bytes = _verified_files(path)
     kind = meta.get("member_kind", "vector")  # the baseline predates member kinds: a vector model
     if kind == SIZER_KIND:
         raise ModelLoadError(f"model={path}: member_kind={kind!r} is a sizer, not a voter; name it as inference.sizer "
@@ -265,11 +268,6 @@ def member_steps(path: Path, weight: float = 1.0, calibration: dict | None = Non
     if kind not in INPUT_BUILDERS:
         raise ModelLoadError(f"model={path}: member_kind={kind!r} is not one this build runs "
                              f"(known: {sorted(INPUT_BUILDERS)})")
-    onnx_bytes = onnx_path.read_bytes()
-    try:
-        inference.check_metadata(meta, onnx_path, meta_path, onnx_bytes)
-    except inference.ModelMismatchError as exc:
-        raise ModelLoadError(str(exc)) from None
     yield
     session = _open_session(onnx_bytes, onnx_path, INPUT_BUILDERS[kind][1])
     cal = parse_calibration(calibration if calibration is not None else meta.get("calibration"), f"model={path}")
