@@ -140,6 +140,7 @@ def _backtest(args) -> int:
     from pipeline.backtest.data import BacktestInputError
     from pipeline.backtest.run import run as run_backtest
     from pipeline.config import merge_overrides
+    from pipeline.hosting.models import ModelLoadError
     from pipeline.report import text
     try:
         overrides = settings_overrides(args.set or [])
@@ -171,6 +172,9 @@ def _backtest(args) -> int:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return 2
     except BacktestInputError as exc:
+        print(f"bot4 backtest: {exc}", file=sys.stderr)
+        return 2
+    except ModelLoadError as exc:  # a model, ensemble or sizer the config names that cannot serve
         print(f"bot4 backtest: {exc}", file=sys.stderr)
         return 2
     if allocation_note(config):

@@ -243,8 +243,9 @@ def _verified_files(path: Path) -> tuple[Path, dict, bytes]:
     return onnx_path, meta, onnx_bytes
 
 
-def sizer_steps(path: Path) -> Generator[None, None, Sizer]:
+def sizer_steps(path: Path | str) -> Generator[None, None, Sizer]:
     """A sizer (a qvalue member's version dir or .onnx with its .json), verified as a member is; yields once."""
+    path = Path(path)
     onnx_path, meta, onnx_bytes = _verified_files(path)
     if meta.get("member_kind") != SIZER_KIND:
         raise ModelLoadError(f"sizer={path}: member_kind={meta.get('member_kind')!r}; a sizer is a "
@@ -306,7 +307,7 @@ def load_steps(path: Path | str, min_confidence: float = -1.0, sizer: Path | str
     """``load`` in steps (``member_steps``): the inference host takes one between two batches."""
     loaded = yield from _voter_steps(path, min_confidence)
     if sizer:
-        loaded.sizer = yield from sizer_steps(Path(sizer))
+        loaded.sizer = yield from sizer_steps(sizer)
     elif loaded.doc is not None and loaded.doc.get("sizer") is not None:
         named = loaded.doc["sizer"]
         doc_path = ensemble_file(Path(path))
