@@ -1,5 +1,6 @@
 """Ensemble inference cost: p50 and p99 per batch (1, 16, 64, 256 decisions) and per decision, for the shipped
-logistic model alone beside 2- and 3-member vector ensembles, through ``pipeline.hosting.models.Models.predict``
+logistic model alone beside 2- and 3-member vector ensembles and beside itself with the shipped sizer
+(``models/qnet/v1``: argmax of q -> size_scale), through ``pipeline.hosting.models.Models.predict``
 (every member's session, its calibration, the vote: what the inference host runs per batch), in one invocation.
 
 Members: the shipped ``directional_v1``; a logistic graph built here with other coefficients (Platt-calibrated);

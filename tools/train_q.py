@@ -160,7 +160,8 @@ def _print(label: str, figures: dict) -> None:
     for row in figures["per_seed"]:
         r, q = row["rule"], row["qnet"]
         print(f"{label} seed {row['seed']}: rule net {r['net_pnl']:+,.2f} sharpe {r['sharpe']} fills {r['fills']} | "
-              f"qnet net {q['net_pnl']:+,.2f} sharpe {q['sharpe']} fills {q['fills']} | gain {row['net_pnl_gain']:+,.2f}")
+              f"qnet net {q['net_pnl']:+,.2f} sharpe {q['sharpe']} fills {q['fills']} | "
+              f"gain {row['net_pnl_gain']:+,.2f}")
     print(f"{label}: mean gain {figures['net_pnl_gain_mean']:+,.2f} +- {figures['net_pnl_gain_se']:.2f} (s.e. across "
           f"{len(figures['seeds'])} seeds), won {figures['seeds_won']}, lost {figures['seeds_lost']}")
 

@@ -104,7 +104,8 @@ def transitions(behaviour: Behaviour, reports: np.ndarray) -> Transitions:
     """The behaviour's decisions as transitions, rewarded by the fills in ``reports`` (module docstring)."""
     keys, ts = np.concatenate(behaviour.keys), np.concatenate(behaviour.ts)
     mids, x, action = np.concatenate(behaviour.mids), np.concatenate(behaviour.xs), np.concatenate(behaviour.actions)
-    fills = reports[((reports["state"] == ORD_FILLED) | (reports["state"] == ORD_PARTIAL)) & (reports["liquidity"] != 0)]
+    filled = (reports["state"] == ORD_FILLED) | (reports["state"] == ORD_PARTIAL)
+    fills = reports[filled & (reports["liquidity"] != 0)]
     fill_keys = fills["venue"].astype(np.int64) * MAX_SYMBOLS + fills["symbol"]
     reward = np.zeros(len(keys))
     next_row = np.full(len(keys), -1, np.int64)

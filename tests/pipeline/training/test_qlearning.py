@@ -8,7 +8,6 @@ from pipeline.hosting import models
 from pipeline.training import qlearning, registry
 from stages import records
 from stages.records import N_FEATURES
-from stages.universe import MAX_SYMBOLS
 
 
 def _behaviour_log(rows):
@@ -100,8 +99,3 @@ def test_the_cli_should_refuse_bad_flags_by_name(capsys, argv, words):
     err = capsys.readouterr().err
     for word in words:
         assert word in err, err
-
-
-def test_instrument_keys_match_the_universe():
-    from stages.universe import instrument_key
-    assert instrument_key(2, 5) == 2 * MAX_SYMBOLS + 5
