@@ -160,3 +160,14 @@ def test_fused_mode_with_a_sizer_should_give_the_same_orders_twice_and_none_at_s
     nothing = run_fused(signal_config(feed={"seed": 11}, inference={"sizer": str(flat)}), events)
     sized = nothing.intents[nothing.intents["strategy"] != records.STRAT_RISK_REDUCE]
     assert len(rule.intents) > 0 and len(sized) == 0
+
+
+def test_a_live_run_with_a_flat_sizer_should_send_no_order(live, tmp_path):
+    """The live inference host's path (pipeline.hosting.stage_host): a sizer whose every answer is scale 0."""
+    from tests.conftest import SIGNAL_ARGS
+    flat = write_sizer(tmp_path, q_graph(np.zeros((N_FEATURES, 2))), [0.0, 1.0])
+    run = live(*SIGNAL_ARGS, "--quiet", "--events", "20000", "--rate", "20000", "--set", f"inference.sizer={flat}")
+    code, output = run.finish(timeout=240)
+    assert code == 0, output
+    assert "records per stage" in output and "inference 0->" not in output, output
+    assert "orders 0, fills 0" in output, output
