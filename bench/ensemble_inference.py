@@ -1,5 +1,6 @@
 """Ensemble inference cost: p50 and p99 per batch (1, 16, 64, 256 decisions) and per decision, for the shipped
-logistic model alone beside 2- and 3-member vector ensembles, through ``pipeline.hosting.models.Models.predict``
+logistic model alone beside 2- and 3-member vector ensembles and beside itself with the shipped sizer
+(``models/qnet/v1``: argmax of q -> size_scale), through ``pipeline.hosting.models.Models.predict``
 (every member's session, its calibration, the vote: what the inference host runs per batch), in one invocation.
 
 Members: the shipped ``directional_v1``; a logistic graph built here with other coefficients (Platt-calibrated);
@@ -27,6 +28,7 @@ from stages.records import N_FEATURES, RISK_DECISION
 from tests.onnx_members import coefficients, logistic_graph, write_ensemble, write_member
 
 SIZES = (1, 16, 64, 256)
+MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 def _lightgbm_graph() -> bytes | None:
@@ -73,7 +75,9 @@ def _cases(root: Path) -> dict[str, models.Models]:
     return {"single (shipped logistic)": models.Models(models.load(root / "directional_v1.onnx"), cap),
             "ensemble of 2 (logistic x2)": models.Models(models.load(two), cap),
             f"ensemble of 3 (+ {'LightGBM 64 trees' if trees is not None else 'logistic'})": models.Models(
-                models.load(three), cap)}
+                models.load(three), cap),
+            "single + sizer (models/qnet/v1)": models.Models(models.load(root / "directional_v1.onnx",
+                                                                         sizer=MODELS / "qnet" / "v1"), cap)}
 
 
 def _time_batches(predict, n: int, batches: int, x: np.ndarray, d: np.ndarray) -> np.ndarray:

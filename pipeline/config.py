@@ -369,6 +369,9 @@ class InferenceConfig:
     model: str = option("", 'path to an .onnx file with its .json metadata; "" = the shipped model')
     ensemble: str = option("", 'an ensemble version dir (models/ensemble/<version>) or its ensemble.json, run '
                                'instead of inference.model; "" = none')
+    sizer: str = option("", 'a qvalue member (models/qnet/<version>) whose argmax sizes the signal strategy\'s '
+                            'orders (PREDICTION.size_scale), instead of the ensemble\'s "sizer"; "" = the '
+                            'ensemble\'s, else none (size_scale 1)')
     min_confidence: float = option(-1.0, "below it the ensemble has no view (prob_up 0.5); -1 = the ensemble's own "
                                          "min_confidence", unit="probability")
     member_timeout_us: float = option(2_000.0, "a member slower than this in a batch has no vote in it (live runs; "
@@ -382,6 +385,9 @@ class InferenceConfig:
         if self.ensemble:
             _require(Path(self.ensemble).exists(), "inference.ensemble", self.ensemble,
                      "give an ensemble version dir holding ensemble.json, or \"\" for inference.model alone")
+        if self.sizer:
+            _require(Path(self.sizer).exists(), "inference.sizer", self.sizer,
+                     "give a qvalue member's version dir (models/qnet/<version>) or its .onnx, or \"\" for none")
         _require(self.min_confidence == -1.0 or 0 <= self.min_confidence <= 1, "inference.min_confidence",
                  self.min_confidence, "use -1 (the ensemble's own) or a probability in [0, 1]")
 

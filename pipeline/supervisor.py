@@ -567,6 +567,11 @@ def preflight(plan: RunPlan) -> None:
             models.load(plan.model_path)
         except (OSError, ValueError) as exc:
             problems.append(f"inference.{'ensemble' if config.inference.ensemble else 'model'}: {exc}")
+        if config.inference.sizer:
+            try:
+                models.run_steps(models.sizer_steps(config.inference.sizer))
+            except (OSError, ValueError) as exc:
+                problems.append(f"inference.sizer: {exc}")
     if "feed" in hosted and config.feed.source == "replay":
         from pipeline.sources import replay_feed
         for entry in config.feed.files:

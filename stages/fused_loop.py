@@ -63,19 +63,19 @@ def piece_end(valid, lo, hi, start, span_ns):
 
 
 @njit(cache=True, _nrt=False)
-def run_pieces(valid, batch_ends, n_batches, prob, confidence, alive, start, span_ns, feedback, n_feedback, ctl,
-               vectors, risk_state, risk_params, risk_stats, decisions, predictions,
+def run_pieces(valid, batch_ends, n_batches, prob, confidence, alive, size_scale, start, span_ns, feedback,
+               n_feedback, ctl, vectors, risk_state, risk_params, risk_stats, decisions, predictions,
                kind, strategy_state, strategy_params, strategy_stats,
                execute_state, execute_params, execute_stats,
                intents, reports, counts, progress):
     """Pieces of ``valid[start:]`` (``vectors``: its feature vectors, one per event; ``prob``: the model's
-    probability for each, ``confidence`` and ``alive`` the ensemble's, stages.inference.finish) until its batches
-    end or ``intents`` / ``reports`` could not hold another piece's output; every piece's intents and reports are
-    appended to those two. ``feedback[:n_feedback]``: the reports of the piece before ``start``. ``valid`` holds
-    ``n_batches`` batches, the b-th ending at ``batch_ends[b]``: no piece spans two (each batch is cut as if it
-    came alone). Writes ``progress`` (R_*): the call after this one starts at R_NEXT, and the last piece's reports,
-    ``reports[R_FEEDBACK_START:][:R_FEEDBACK_N]``, are its feedback. ``kind`` (STRATEGY_*) is compiled in: one
-    specialisation per strategy kernel."""
+    probability for each, ``confidence`` and ``alive`` the ensemble's, ``size_scale`` the sizer's,
+    stages.inference.finish) until its batches end or ``intents`` / ``reports`` could not hold another piece's
+    output; every piece's intents and reports are appended to those two. ``feedback[:n_feedback]``: the reports
+    of the piece before ``start``. ``valid`` holds ``n_batches`` batches, the b-th ending at ``batch_ends[b]``:
+    no piece spans two (each batch is cut as if it came alone). Writes ``progress`` (R_*): the call after this
+    one starts at R_NEXT, and the last piece's reports, ``reports[R_FEEDBACK_START:][:R_FEEDBACK_N]``, are its
+    feedback. ``kind`` (STRATEGY_*) is compiled in: one specialisation per strategy kernel."""
     literally(kind)
     n_int = 0
     n_rep = 0
@@ -97,7 +97,8 @@ def run_pieces(valid, batch_ends, n_batches, prob, confidence, alive, start, spa
                       decisions, now)
         counts[C_RISK, 0] += m
         counts[C_RISK, 1] += k
-        inference.finish(decisions, k, prob[s:s + k], confidence[s:s + k], alive[s:s + k], predictions, now)
+        inference.finish(decisions, k, prob[s:s + k], confidence[s:s + k], alive[s:s + k], size_scale[s:s + k],
+                         predictions, now)
         counts[C_INFERENCE, 0] += k
         counts[C_INFERENCE, 1] += k
         out = intents[n_int:]

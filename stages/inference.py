@@ -4,7 +4,7 @@ A batch goes through three calls, so Python touches it three times, never once p
 
     prepare(decisions, n, x)                 njit: features -> float32 matrix x[:n]
     model.predict(x[:n], out=prob)           onnxruntime, single-threaded; out= is optional
-    finish(decisions, n, prob, confidence, alive, out, now_ns)  njit: one PREDICTION per decision
+    finish(decisions, n, prob, confidence, alive, scale, out, now_ns)  njit: one PREDICTION per decision
 
 Models are ONNX files in ``models/`` with a JSON metadata file beside them (same stem). ``OnnxModel.load``
 refuses a model trained on another feature schema: the features are positional, so a model fed columns
@@ -39,9 +39,9 @@ def prepare(decisions, n, x):
 
 
 @njit(cache=True)
-def finish(decisions, n, prob_up, confidence, members_alive, out, now_ns):
+def finish(decisions, n, prob_up, confidence, members_alive, size_scale, out, now_ns):
     """Write one PREDICTION per decision into ``out[:n]``; returns n. Needs ``n <= len(out)`` and ``n <=`` the
-    length of ``prob_up``, ``confidence`` (float64) and ``members_alive`` (uint8)."""
+    length of ``prob_up``, ``confidence``, ``size_scale`` (float64) and ``members_alive`` (uint8)."""
     for i in range(n):
         d = decisions[i]
         out[i]["origin_ts"] = d["origin_ts"]
@@ -59,6 +59,7 @@ def finish(decisions, n, prob_up, confidence, members_alive, out, now_ns):
         out[i]["prob_up"] = prob_up[i]
         out[i]["confidence"] = confidence[i]
         out[i]["members_alive"] = members_alive[i]
+        out[i]["size_scale"] = size_scale[i]
         out[i]["equity"] = d["equity"]
         out[i]["drawdown"] = d["drawdown"]
         out[i]["heat"] = d["heat"]

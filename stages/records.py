@@ -10,7 +10,8 @@ import numpy as np
 
 from shm.segment import layout_hash
 
-RECORDS_VERSION = 5  # 5: PREDICTION gained confidence and members_alive; 4: ORDER_INTENT gained route and the algo fields; EXEC_REPORT and ORDER gained the parent order
+RECORDS_VERSION = 6  # 6: PREDICTION gained size_scale
+                     # 5: PREDICTION gained confidence and members_alive; 4: ORDER_INTENT gained route and the algo fields; EXEC_REPORT and ORDER gained the parent order
                      # 3: the event's trade fields ride to strategy; ORDER_INTENT gained regime and signal
                      # 2: EXEC_REPORT gained exch_ts and send_ts; REP_FUNDING; REJ_VENUE
 BOOK_LEVELS = 5
@@ -198,6 +199,7 @@ PREDICTION = _padded([
     ("values", np.float64, (N_FEATURES,)),  # the features, for the strategies' own signals
     ("confidence", np.float64),  # the ensemble's agreement in [0, 1] (stages.ensemble.combine); 1 for a single model
     ("members_alive", np.uint8), # members that answered for this batch; 0 = no view (prob_up 0.5)
+    ("size_scale", np.float64),  # the sizer's multiple of the signal strategy's order sizes (0: none); 1 without one
 ])
 
 # OrderIntent.kind

@@ -10,6 +10,8 @@ is ``f * equity`` with ``f = c * (p - q / b)`` (binary) or ``c * mu / sigma^2`` 
 sigma`` over the risk horizon, ``sigma`` risk's GARCH horizon volatility); an order takes the step towards
 the target, capped by ``take_usd`` and by risk's budget. When risk asks for a reduction (liquidation
 distance) that comes first, as a reduce-only IOC. Every intent carries the decision's inputs and reasons.
+The prediction's ``size_scale`` (the sizer's, 1 without one) multiplies the taker's and the quoter's quantities;
+0 sends no take and cancels the live quotes (a quote whose price holds keeps the size it was placed with).
 """
 
 import numpy as np
@@ -190,6 +192,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
                 if kelly_qty < qty:
                     qty = kelly_qty
                     extra = RISK_KELLY
+                qty *= p["size_scale"]  # the sizer's choice (0: no order), inside risk's budget and Kelly's step
                 if qty > 0.0:
                     write_intent(out[n_out], p, intent_ids, INTENT_IOC, side, ask if side == BUY else bid, qty,
                             STRAT_DIRECTIONAL, now_ns, side * f, extra)
@@ -207,7 +210,7 @@ def step(in_a, n_a, in_b, n_b, state, params, ctl, stats, out, now_ns):
         half = params[P_HALF_SPREAD_BPS]
         want_bid = min(mid * (1.0 - (half + skew) * 1e-4), bid)
         want_ask = max(mid * (1.0 + (half - skew) * 1e-4), ask)
-        quote_qty = params[P_QUOTE_USD] / mid
+        quote_qty = params[P_QUOTE_USD] / mid * p["size_scale"]
         requote = params[P_REQUOTE_BPS] * 1e-4 * mid
         for side in (BUY, SELL):
             col = K_QUOTE_BID if side == BUY else K_QUOTE_ASK

@@ -140,6 +140,7 @@ def _backtest(args) -> int:
     from pipeline.backtest.data import BacktestInputError
     from pipeline.backtest.run import run as run_backtest
     from pipeline.config import merge_overrides
+    from pipeline.hosting.models import ModelLoadError
     from pipeline.report import text
     try:
         overrides = settings_overrides(args.set or [])
@@ -171,6 +172,9 @@ def _backtest(args) -> int:
         print(f"bot4: config error: {exc}", file=sys.stderr)
         return 2
     except BacktestInputError as exc:
+        print(f"bot4 backtest: {exc}", file=sys.stderr)
+        return 2
+    except ModelLoadError as exc:  # a model, ensemble or sizer the config names that cannot serve
         print(f"bot4 backtest: {exc}", file=sys.stderr)
         return 2
     if allocation_note(config):
@@ -300,6 +304,11 @@ def _risk(args) -> int:
 def _train(args) -> int:
     from tools import train
     return train.main(args.extra)
+
+
+def _train_q(args) -> int:
+    from tools import train_q
+    return train_q.main(args.extra)
 
 
 def _model(args) -> int:
@@ -491,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     rk.set_defaults(func=_risk)
     sub.add_parser("train", help="walk-forward training of the ensemble's members into models/; see its --help",
                    add_help=False).set_defaults(func=_train)
+    sub.add_parser("train-q", help="a sizing policy (qvalue member) by fitted Q-iteration in the backtester; see "
+                   "its --help", add_help=False).set_defaults(func=_train_q)
     al = sub.add_parser("allocator", help="the regime mode's allocator: the weights a running pipeline uses")
     al_sub = al.add_subparsers(dest="action", required=True)
     aw = al_sub.add_parser("weights", help="show the weights in force, or publish new ones for some regimes")
@@ -523,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     rpt.add_argument("--gap-s", type=float, default=2.0, help="report data gaps longer than this, s (default 2)")
     rpt.set_defaults(func=_report)
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in ("risk", "train"):  # only these take their own arguments
+    if extra and args.command not in ("risk", "train", "train-q"):  # only these take their own arguments
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:

@@ -53,7 +53,7 @@ class FusedResult:
 def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
               market_source: Iterator[np.ndarray] | None = None, journal: Journal | None = None,
               feature_sink: Callable[[np.ndarray], None] | None = None, offsets_ns: dict | None = None,
-              horizon_ns: int = DEFAULT_HORIZON_NS, span_ns: int = 0) -> FusedResult:
+              horizon_ns: int = DEFAULT_HORIZON_NS, span_ns: int = 0, sizer=None) -> FusedResult:
     """Run every kernel in order. The market comes from the synthetic feed (``n_events`` of it) or, for a
     replay, from ``market_source`` (batches of MARKET_EVENT, e.g. a journal); the synthetic clock is the
     events' own ``origin_ts``. With ``journal``, raw market events, intents and reports are recorded;
@@ -61,7 +61,8 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
 
     The venue model sees the validated market ``horizon_ns`` of event time ahead of the local stages (at least
     the feed's largest delay, so the venue's book at any order's arrival is complete); ``offsets_ns`` fixes each
-    venue's clock offset (a recording's: stages.venue.exchange.offsets_from), else the plan's rule holds."""
+    venue's clock offset (a recording's: stages.venue.exchange.offsets_from), else the plan's rule holds.
+    ``sizer`` replaces the model set's (pipeline.hosting.models.Models.sizer): training's behaviour policy."""
     from stages import execute, fused_loop, inference
     from stages.venue import exchange
 
@@ -69,9 +70,12 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
         raise ValueError("give n_events > 0 for the synthetic feed, or a market_source")
     plan = resolve(config.with_overrides(feed={"max_events": n_events}))
     # No member budget here: a member's timing must not change a backtest's orders (its failures still count).
-    model = models.Models(models.load(model_path or plan.model_path, plan.config.inference.min_confidence),
+    model = models.Models(models.load(model_path or plan.model_path, plan.config.inference.min_confidence,
+                                      plan.config.inference.sizer),
                           max(GROUP_EVENTS, plan.config.rings.batch),
                           max_failures=plan.config.inference.member_max_failures)
+    if sizer is not None:
+        model.sizer = sizer
     synthetic = market_source is None
     chain = Chain(plan, ("feed", "validate") if synthetic else ("validate",), also=_LOCAL, predict=model.predict)
     step, params, _ = chain.kernels["execute"]
@@ -166,11 +170,11 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
         if feature_sink is not None:
             feature_sink(vectors[:size])
         inference.prepare(vectors, size, x)
-        prob, confidence, alive = model.predict(vectors, x, size)
+        prob, confidence, alive, scale = model.predict(vectors, x, size)
         start = 0
         while start < size:
-            fused_loop.run_pieces(valid, batch_ends, n_batches, prob, confidence, alive, start, span_ns, pending,
-                                  len(pending), ctl, vectors, *kernel("risk"), chain.out["risk"],
+            fused_loop.run_pieces(valid, batch_ends, n_batches, prob, confidence, alive, scale, start, span_ns,
+                                  pending, len(pending), ctl, vectors, *kernel("risk"), chain.out["risk"],
                                   chain.out["inference"], kind, *kernel("strategy"), *kernel("execute"),
                                   intents_out, group_reports, counts, progress)
             if int(progress[fused_loop.R_NEXT]) == start:

@@ -21,6 +21,12 @@ A member that raises, or that takes longer than its budget (live runs only: fuse
 out, so they stay deterministic), has no vote in that batch and is counted; the confidence's coverage says so.
 After ``max_failures`` such batches in a row it is disabled for the rest of the run (or until a swap). With no
 member left the batch has no view: prob_up 0.5, confidence 0, no member alive.
+
+A sizer (member_kind "qvalue": input ``features`` [N, 28], output ``q`` [N, A], the action table ``size_scales`` of
+length A in its model.json) is no voter: it answers each decision's ``size_scale``, the scale of the action of its
+largest q (stages.strategy multiplies the signal strategy's order sizes by it). It is named by ``inference.sizer``
+or by an ensemble's ``"sizer"`` (a path under ``models/``, like the members'). Without one, or in a batch where it
+fails, every size_scale is 1 (the rule it replaces); its failures are counted as a member's are.
 """
 from __future__ import annotations
 
@@ -60,6 +66,9 @@ INPUT_BUILDERS: dict[str, tuple[Callable[[np.ndarray, int, np.ndarray], np.ndarr
                                  Callable[[ort.InferenceSession, Path], None]]] = {
     "vector": (_vector_input, inference.check_session),
 }
+SIZER_KIND = "qvalue"  # not a voter (not in INPUT_BUILDERS): Sizer
+SIZER_OUTPUT = "q"
+MAX_SIZE_SCALE = 4.0
 CALIBRATIONS = {"none": vote.CAL_NONE, "platt": vote.CAL_PLATT, "isotonic": vote.CAL_ISOTONIC}
 
 
@@ -154,36 +163,114 @@ def run_steps(steps: Generator):
             return done.value
 
 
-def member_steps(path: Path, weight: float = 1.0, calibration: dict | None = None) -> Generator[None, None, Member]:
-    """A member (an .onnx with its .json, or a version dir with model.onnx and model.json), verified; yields
-    between the reading and the session's opening, each under ~1 ms for a small graph (a host loads between
-    batches, one step at a time)."""
+def _open_session(onnx_bytes: bytes, onnx_path: Path,
+                  check: Callable[[ort.InferenceSession, Path], None]) -> ort.InferenceSession:
+    try:
+        options = inference.session_options()
+        options.log_severity_level = 4  # a run-time failure is counted and kept (MemberStats), not logged per batch
+        session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+        check(session, onnx_path)
+    except inference.ModelMismatchError as exc:
+        raise ModelLoadError(str(exc)) from None
+    except Exception as exc:  # onnxruntime's own: a file that is not a graph it can run
+        raise ModelLoadError(f"model={onnx_path}: onnxruntime cannot open it ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return session
+
+
+class Sizer:
+    """A verified qvalue member (module docstring): ``choose`` writes each decision's size_scale. Not thread-safe."""
+
+    def __init__(self, path: Path, meta: dict, session: ort.InferenceSession, scales: np.ndarray):
+        self.path, self.metadata, self.session, self.scales = path, meta, session, scales
+        self.stats = MemberStats()
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", self.path.stem))
+
+    def q(self, x: np.ndarray) -> np.ndarray:
+        """q float32 [n, A] for float32 features ``x[n, N_FEATURES]``."""
+        return self.session.run((SIZER_OUTPUT,), {inference.INPUT_NAME: x})[0]
+
+    def choose(self, decisions: np.ndarray, x: np.ndarray, n: int, out: np.ndarray) -> None:
+        """``out[:n]`` = the scale of each row's largest q (the first of equals)."""
+        q = self.q(x[:n])
+        if q.shape != (n, len(self.scales)):
+            raise ValueError(f"output q shape {q.shape}, expected ({n}, {len(self.scales)})")
+        self.scales.take(np.argmax(q, axis=1), out=out[:n])
+
+
+def parse_size_scales(doc, where: str) -> np.ndarray:
+    """A sizer's action table: 2 or more finite scales in [0, MAX_SIZE_SCALE], one per column of q."""
+    ok = isinstance(doc, list) and len(doc) >= 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= MAX_SIZE_SCALE
+        for v in doc)
+    if not ok:
+        raise ModelLoadError(f"{where}: size_scales={doc!r}; expected a list of 2 or more numbers in "
+                             f"[0, {MAX_SIZE_SCALE:g}] (the order size multiple of each action, one per column of q)")
+    return np.asarray(doc, np.float64)
+
+
+def _check_sizer_session(session: ort.InferenceSession, onnx_path: Path, actions: int) -> None:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or inputs[0].name != inference.INPUT_NAME or inputs[0].type != "tensor(float)" \
+            or len(inputs[0].shape) != 2 or inputs[0].shape[1] != N_FEATURES:
+        raise inference.ModelMismatchError(
+            f"model={onnx_path}: inputs expected=[({inference.INPUT_NAME!r}, tensor(float), [N, {N_FEATURES}])] "
+            f"found={[(i.name, i.type, i.shape) for i in inputs]}")
+    if len(outputs) != 1 or outputs[0].name != SIZER_OUTPUT or outputs[0].type != "tensor(float)" \
+            or len(outputs[0].shape) != 2 or isinstance(outputs[0].shape[1], int) and outputs[0].shape[1] != actions:
+        raise inference.ModelMismatchError(
+            f"model={onnx_path}: outputs expected=[({SIZER_OUTPUT!r}, tensor(float), [N, {actions}])] (one column "
+            f"per size_scales entry) found={[(o.name, o.type, o.shape) for o in outputs]}")
+
+
+def _verified_files(path: Path) -> tuple[Path, dict, bytes]:
+    """(the graph's path, its metadata, its bytes) of a member version dir or an .onnx with its .json, the metadata
+    checked against the graph and this build's features (stages.inference.check_metadata)."""
     onnx_path, meta_path = _member_files(path)
     if not onnx_path.is_file() or not meta_path.is_file():
         raise ModelLoadError(f"model={path}: needs {onnx_path.name} and {meta_path.name} "
                              f"({'present' if onnx_path.is_file() else 'missing'}, "
                              f"{'present' if meta_path.is_file() else 'missing'}); a model without metadata is refused")
     meta = _read_json(meta_path, "metadata")
-    kind = meta.get("member_kind", "vector")  # the baseline predates member kinds: a vector model
-    if kind not in INPUT_BUILDERS:
-        raise ModelLoadError(f"model={path}: member_kind={kind!r} is not one this build runs "
-                             f"(known: {sorted(INPUT_BUILDERS)})")
     onnx_bytes = onnx_path.read_bytes()
     try:
         inference.check_metadata(meta, onnx_path, meta_path, onnx_bytes)
     except inference.ModelMismatchError as exc:
         raise ModelLoadError(str(exc)) from None
+    return onnx_path, meta, onnx_bytes
+
+
+def sizer_steps(path: Path | str) -> Generator[None, None, Sizer]:
+    """A sizer (a qvalue member's version dir or .onnx with its .json), verified as a member is; yields once."""
+    path = Path(path)
+    onnx_path, meta, onnx_bytes = _verified_files(path)
+    if meta.get("member_kind") != SIZER_KIND:
+        raise ModelLoadError(f"sizer={path}: member_kind={meta.get('member_kind')!r}; a sizer is a "
+                             f"{SIZER_KIND!r} member")
+    scales = parse_size_scales(meta.get("size_scales"), f"sizer={path}")
     yield
-    try:
-        options = inference.session_options()
-        options.log_severity_level = 4  # a run-time failure is counted and kept (MemberStats), not logged per batch
-        session = ort.InferenceSession(onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"])
-        INPUT_BUILDERS[kind][1](session, onnx_path)
-    except inference.ModelMismatchError as exc:
-        raise ModelLoadError(str(exc)) from None
-    except Exception as exc:  # onnxruntime's own: a file that is not a graph it can run
-        raise ModelLoadError(f"model={onnx_path}: onnxruntime cannot open it ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    session = _open_session(onnx_bytes, onnx_path,
+                            lambda sess, where: _check_sizer_session(sess, where, len(scales)))
+    return Sizer(onnx_path, meta, session, scales)
+
+
+def member_steps(path: Path, weight: float = 1.0, calibration: dict | None = None) -> Generator[None, None, Member]:
+    """A member (an .onnx with its .json, or a version dir with model.onnx and model.json), verified; yields
+    between the reading and the session's opening, each under ~1 ms for a small graph (a host loads between
+    batches, one step at a time)."""
+    onnx_path, meta, onnx_bytes = _verified_files(path)
+    kind = meta.get("member_kind", "vector")  # the baseline predates member kinds: a vector model
+    if kind == SIZER_KIND:
+        raise ModelLoadError(f"model={path}: member_kind={kind!r} is a sizer, not a voter; name it as inference.sizer "
+                             "or as an ensemble's \"sizer\"")
+    if kind not in INPUT_BUILDERS:
+        raise ModelLoadError(f"model={path}: member_kind={kind!r} is not one this build runs "
+                             f"(known: {sorted(INPUT_BUILDERS)})")
+    yield
+    session = _open_session(onnx_bytes, onnx_path, INPUT_BUILDERS[kind][1])
     cal = parse_calibration(calibration if calibration is not None else meta.get("calibration"), f"model={path}")
     return Member(onnx_path, meta, session, kind, weight, cal)
 
@@ -198,6 +285,7 @@ class Loaded:
     name: str
     version: int
     sha256_head: int
+    sizer: Sizer | None = None
 
 
 def ensemble_file(path: Path) -> Path | None:
@@ -208,14 +296,31 @@ def ensemble_file(path: Path) -> Path | None:
     return None
 
 
-def load(path: Path | str, min_confidence: float = -1.0) -> Loaded:
+def load(path: Path | str, min_confidence: float = -1.0, sizer: Path | str = "") -> Loaded:
     """Read and verify a single model or an ensemble version (module docstring); ``min_confidence`` < 0 takes the
-    ensemble's own. Raises ModelLoadError (a ValueError) naming the file and the fault."""
-    return run_steps(load_steps(path, min_confidence))
+    ensemble's own; ``sizer``: a qvalue member, instead of the ensemble's own ("" = the ensemble's, if any). Raises
+    ModelLoadError (a ValueError) naming the file and the fault."""
+    return run_steps(load_steps(path, min_confidence, sizer))
 
 
-def load_steps(path: Path | str, min_confidence: float = -1.0) -> Generator[None, None, Loaded]:
+def load_steps(path: Path | str, min_confidence: float = -1.0, sizer: Path | str = "") -> Generator[None, None, Loaded]:
     """``load`` in steps (``member_steps``): the inference host takes one between two batches."""
+    loaded = yield from _voter_steps(path, min_confidence)
+    if sizer:
+        loaded.sizer = yield from sizer_steps(sizer)
+    elif loaded.doc is not None and loaded.doc.get("sizer") is not None:
+        named = loaded.doc["sizer"]
+        doc_path = ensemble_file(Path(path))
+        if not isinstance(named, str) or not named:
+            raise ModelLoadError(f"ensemble={doc_path}: sizer={named!r}; expected a path under models/ "
+                                 "(e.g. \"qnet/v1\")")
+        loaded.sizer = yield from sizer_steps(doc_path.parent.parent.parent / named)
+    if loaded.sizer is not None:
+        loaded.name += f", sized by {loaded.sizer.name}"
+    return loaded
+
+
+def _voter_steps(path: Path | str, min_confidence: float) -> Generator[None, None, Loaded]:
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"model={path}: no such file or directory")
@@ -258,11 +363,14 @@ def load_steps(path: Path | str, min_confidence: float = -1.0) -> Generator[None
 
 class Models:
     """The loaded models run per batch: ``predict(decisions, x, n)`` -> (prob_up float64[n], confidence float64[n],
-    members_alive uint8[n]), views of buffers reused by the next call. One thread (the host's)."""
+    members_alive uint8[n], size_scale float64[n]), views of buffers reused by the next call. One thread (the
+    host's). ``sizer``: anything with ``choose(decisions, x, n, out)`` and ``stats`` (a Sizer; training hands
+    fused mode its behaviour policy here)."""
 
     def __init__(self, loaded: Loaded, capacity: int, timeout_us: float = 0.0, max_failures: int = 100):
         self.loaded = loaded
         self.members = loaded.members
+        self.sizer = loaded.sizer
         self.single = loaded.doc is None
         self.timeout_ns = int(timeout_us * 1_000)  # 0: never (fused mode and backtests: deterministic)
         self.max_failures = max_failures
@@ -280,6 +388,7 @@ class Models:
         self.probs = np.zeros((m, capacity), np.float64)
         self.prob = np.zeros(capacity)
         self.confidence = np.zeros(capacity)
+        self.size_scale = np.ones(capacity)
         # Constant answers, filled once: per batch the host hands out views, it does not fill arrays.
         self.no_view = np.full(capacity, 0.5)
         self.zeros, self.ones = np.zeros(capacity), np.ones(capacity)
@@ -296,6 +405,9 @@ class Models:
         for member in self.members:
             member.session.run(member.output_names, {member.input_name: member.build_input(x[:0], 1, x)})
             yield
+        if self.sizer is not None:
+            self.sizer.choose(x[:0], x, 1, np.ones(1))
+            yield
 
     def predict(self, decisions: np.ndarray, x: np.ndarray, n: int):
         if n > self._capacity:
@@ -308,12 +420,46 @@ class Models:
         self.alive_out = self.alive_counts[count]
         if count == 0:
             self.no_view_batches += 1
+        scale = self._size(decisions, x, n)
         if self.single:  # a vote of one is not combined: prob_up is the model's own number, as before ensembles
             if count:
-                return self.probs[0, :n], self.ones[:n], self.alive_out[:n]
-            return self.no_view[:n], self.zeros[:n], self.alive_out[:n]
+                return self.probs[0, :n], self.ones[:n], self.alive_out[:n], scale
+            return self.no_view[:n], self.zeros[:n], self.alive_out[:n], scale
         vote.combine(self.probs, self.weights, alive, n, self.min_confidence, self.prob, self.confidence)
-        return self.prob[:n], self.confidence[:n], self.alive_out[:n]
+        return self.prob[:n], self.confidence[:n], self.alive_out[:n], scale
+
+    def _size(self, decisions: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+        """The sizer's size_scale for each decision; 1 (the rule without a sizer) when there is none, or when it
+        fails or is late in this batch (counted as a member's failures are)."""
+        sizer = self.sizer
+        if sizer is None or sizer.stats.disabled:
+            return self.ones[:n]
+        stats = sizer.stats
+        stats.calls += 1
+        started = time.perf_counter_ns()
+        try:
+            sizer.choose(decisions, x, n, self.size_scale)
+        except Exception as exc:  # the sizer's own fault: this batch is sized by the rule
+            stats.failures += 1
+            stats.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+            self._missed(sizer)
+            return self.ones[:n]
+        if self._late(stats, started):
+            self._missed(sizer)
+            return self.ones[:n]
+        stats.in_a_row = 0
+        return self.size_scale[:n]
+
+    def _late(self, stats: MemberStats, started: int) -> bool:
+        """Account a call that began at ``started``; True if it overran the budget (counted)."""
+        took = time.perf_counter_ns() - started
+        stats.hist[cb.bucket_of(took)] += 1
+        stats.max_ns = max(stats.max_ns, took)
+        if self.timeout_ns and took > self.timeout_ns:
+            stats.timeouts += 1
+            stats.last_error = f"took {took / 1e3:.0f} us > budget {self.timeout_ns / 1e3:.0f} us"
+            return True
+        return False
 
     def _run(self, member: Member, decisions: np.ndarray, x: np.ndarray, n: int, row: np.ndarray) -> int:
         """Member's calibrated probabilities into ``row[:n]``; 1 if it answered in time."""
@@ -330,19 +476,14 @@ class Models:
             stats.failures += 1
             stats.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
             return self._missed(member)
-        took = time.perf_counter_ns() - started
-        stats.hist[cb.bucket_of(took)] += 1
-        stats.max_ns = max(stats.max_ns, took)
-        if self.timeout_ns and took > self.timeout_ns:
-            stats.timeouts += 1
-            stats.last_error = f"took {took / 1e3:.0f} us > budget {self.timeout_ns / 1e3:.0f} us"
+        if self._late(stats, started):
             return self._missed(member)
         cal = member.calibration
         vote.calibrate(raw, n, cal.method, cal.a, cal.b, cal.xs, cal.ys, row)
         stats.in_a_row = 0
         return 1
 
-    def _missed(self, member: Member) -> int:
+    def _missed(self, member: Member | Sizer) -> int:
         stats = member.stats
         stats.in_a_row += 1
         if stats.in_a_row >= self.max_failures:
@@ -384,4 +525,7 @@ class Models:
             if s.disabled:
                 lines.append(f"member {i} {m.name} disabled after {s.in_a_row} failed batches in a row "
                              f"(last: {s.last_error})")
+        if isinstance(self.sizer, Sizer) and self.sizer.stats.disabled:
+            lines.append(f"sizer {self.sizer.name} disabled after {self.sizer.stats.in_a_row} failed batches in a "
+                         f"row: orders sized by the rule (size_scale 1) (last: {self.sizer.stats.last_error})")
         return lines

@@ -230,7 +230,7 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
 
     def make(path):
         """A model set, in steps (pipeline.hosting.models.load_steps), its sessions warmed."""
-        made = model_set.Models((yield from model_set.load_steps(path, knobs.min_confidence)), batch,
+        made = model_set.Models((yield from model_set.load_steps(path, knobs.min_confidence, knobs.sizer)), batch,
                                 knobs.member_timeout_us, knobs.member_max_failures)
         yield from made.warm_steps()
         return made
@@ -263,7 +263,7 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) ->
     ring.read(producer, consumer, records, decisions, 0)
     ring.readable(producer, consumer)
     inference.prepare(decisions, 0, x)
-    inference.finish(decisions, 0, model.prob, model.confidence, model.alive_out, predictions, 0)
+    inference.finish(decisions, 0, model.prob, model.confidence, model.alive_out, model.size_scale, predictions, 0)
     model.publish(slot)
     now = time.time_ns()
     duty_cycle.account_served(slot, block.globals, 0, 0, predictions, now, now, now, 0, timespec)

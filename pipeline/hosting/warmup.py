@@ -352,7 +352,7 @@ def _compile_stage(plan: RunPlan, spec) -> None:
         duty_cycle.account_served(slot, block.globals, 0, 0, out, 0, 0, 0, 0, timespec)
         duty_cycle.publish(outs, sems, out, 0, slot, idle_params, timespec)
         inference.prepare(in_a[2], 0, np.zeros((1, records.N_FEATURES), np.float32))
-        inference.finish(in_a[2], 0, np.zeros(1), np.zeros(1), np.zeros(1, np.uint8), out, 0)
+        inference.finish(in_a[2], 0, np.zeros(1), np.zeros(1), np.zeros(1, np.uint8), np.ones(1), out, 0)
         return
     _, params, state = graph.kernel(spec.name, plan, live=True)
     tap = stage_host.with_step_tap(spec, ring.local_ring(spec.out_dtype, 2))

@@ -253,7 +253,15 @@ def _journal_dir_that_is_a_file(tmp_path):
     return f'[journal]\ndir = "{tmp_path}/journal"\n', f"journal.dir: {tmp_path}/journal: exists and is not a directory"
 
 
-@pytest.mark.parametrize("make", [_model_with_wrong_feature_hash, _empty_replay_file, _journal_dir_that_is_a_file])
+def _sizer_that_is_a_voter(tmp_path):
+    from pathlib import Path
+    voter = Path(__file__).resolve().parents[2] / "models" / "gbt" / "v1"
+    return (f'[inference]\nsizer = "{voter}"\n',
+            f"inference.sizer: sizer={voter}: member_kind='vector'; a sizer is a 'qvalue' member")
+
+
+@pytest.mark.parametrize("make", [_model_with_wrong_feature_hash, _empty_replay_file, _journal_dir_that_is_a_file,
+                                  _sizer_that_is_a_voter])
 def test_a_resource_that_fails_its_preflight_is_exit_4_before_anything_is_spawned(live, tmp_path, make):
     text, said = make(tmp_path)
     conf = tmp_path / "bot4.toml"

@@ -51,17 +51,19 @@ def _exercise_kernels() -> None:
     prob = np.linspace(0.1, 0.9, 8)
     confidence = np.linspace(0.0, 1.0, 8)
     alive = np.arange(8, dtype=np.uint8)
+    scale = np.linspace(0.0, 2.0, 8)
     out = np.zeros(8, PREDICTION)
     out["origin_seq"] = -1
-    assert finish(decisions, n, prob, confidence, alive, out, 123_456_789) == n
+    assert finish(decisions, n, prob, confidence, alive, scale, out, 123_456_789) == n
     for name in COPIED_FIELDS:
         np.testing.assert_array_equal(out[name][:n], decisions[name][:n], err_msg=name)
     np.testing.assert_array_equal(out["prob_up"][:n], prob[:n])
     np.testing.assert_array_equal(out["confidence"][:n], confidence[:n])
     np.testing.assert_array_equal(out["members_alive"][:n], alive[:n])
+    np.testing.assert_array_equal(out["size_scale"][:n], scale[:n])
     assert (out["stage_ts"][:n] == 123_456_789).all()
     assert (out["origin_seq"][n:] == -1).all(), "finish wrote past n"
-    assert prepare(decisions, 0, x) == 0 and finish(decisions, 0, prob, confidence, alive, out, 1) == 0
+    assert prepare(decisions, 0, x) == 0 and finish(decisions, 0, prob, confidence, alive, scale, out, 1) == 0
 
 
 def test_prepare_and_finish_should_copy_decisions_into_predictions():
@@ -138,7 +140,8 @@ def test_a_batch_should_flow_through_prepare_predict_finish():
     out = np.zeros(64, PREDICTION)
     n = prepare(decisions, 16, x)
     model.predict(x[:n], out=prob)
-    assert finish(decisions, n, prob.astype(np.float64), np.ones(n), np.ones(n, np.uint8), out, 5) == 16
+    assert finish(decisions, n, prob.astype(np.float64), np.ones(n), np.ones(n, np.uint8), np.ones(n), out,
+                  5) == 16
     np.testing.assert_allclose(out["prob_up"][:n], _logistic(decisions["values"].astype(np.float32),
                                                               _initializers(DEFAULT_MODEL)), atol=1e-5)
 

@@ -46,6 +46,7 @@ def _prediction(prob_up, equity=100_000.0, bid=99.99, ask=100.01, budget=1e9, ho
     p = np.zeros(1, records.PREDICTION)
     p["bid"], p["ask"], p["prob_up"], p["equity"] = bid, ask, prob_up, equity
     p["buy_budget"] = p["sell_budget"] = budget
+    p["size_scale"] = 1.0
     p["horizon_sigma_bps"], p["heat"], p["drawdown"] = horizon_sigma_bps, 0.07, 0.03
     p["reasons"] = records.RISK_NOTIONAL_LIMIT
     return p

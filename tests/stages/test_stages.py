@@ -245,6 +245,7 @@ def test_risk_budget_shrinks_with_position_and_volatility():
 def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
     p = np.zeros(1, records.PREDICTION)
     p["bid"], p["ask"], p["prob_up"], p["buy_budget"], p["sell_budget"] = 99.0, 101.0, 0.8, 10.0, 10.0
+    p["size_scale"] = 1.0
     p["equity"] = 1e6  # Kelly target 0.25 * (0.8 - 0.2) * 1e6 = $150,000: the budget binds
     ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
     ctl[cb.G_TRADING_ENABLED] = 1
@@ -256,6 +257,33 @@ def test_strategy_takes_on_a_strong_prediction_and_quotes_both_sides():
     kinds = list(zip(out["kind"][:n], out["side"][:n]))
     assert kinds == [(INTENT_IOC, BUY), (INTENT_QUOTE, BUY), (INTENT_QUOTE, SELL)]
     assert out[0]["price"] == 101.0 and out[0]["qty"] == pytest.approx(10.0)
+
+
+def test_strategy_orders_scale_with_the_sizers_size_scale_and_none_at_zero():
+    def orders(scale, state=None):
+        p = np.zeros(1, records.PREDICTION)
+        p["bid"], p["ask"], p["prob_up"], p["buy_budget"], p["sell_budget"] = 99.0, 101.0, 0.8, 100.0, 100.0
+        p["equity"], p["size_scale"] = 1e6, scale
+        ctl = np.zeros(cb.GLOBAL_WORDS, np.int64)
+        ctl[cb.G_TRADING_ENABLED] = 1
+        out = np.zeros(strategy.out_capacity(1), records.ORDER_INTENT)
+        params = kernel_params("strategy", mode="signal", threshold=0.1, take_usd=1000.0, quote_usd=500.0,
+                               half_spread_bps=4.0, requote_bps=2.0, skew_bps=2.0, cooldown_ms=50.0, quoting=True,
+                               max_position_usd=50_000.0)
+        n = strategy.step(p, 1, np.zeros(0, records.EXEC_REPORT), 0, state or strategy.make_state(), params, ctl,
+                          np.zeros(16, np.int64), out, 0)
+        return out[:n]
+    full, half, none = orders(1.0), orders(0.5), orders(0.0)
+    assert list(zip(full["kind"], full["side"])) == [(INTENT_IOC, BUY), (INTENT_QUOTE, BUY), (INTENT_QUOTE, SELL)]
+    assert full["qty"][0] == pytest.approx(1000.0 / 100.0) and full["qty"][1] == pytest.approx(500.0 / 100.0)
+    assert list(zip(half["kind"], half["side"])) == list(zip(full["kind"], full["side"]))
+    np.testing.assert_allclose(half["qty"], 0.5 * full["qty"], rtol=1e-15)
+    assert len(none) == 0  # scale 0: no take and no quote
+    quoting = strategy.make_state()
+    orders(1.0, quoting)
+    cancels = orders(0.0, quoting)  # the sizer turned flat: the live quotes go (the take is in its cooldown)
+    assert list(zip(cancels["kind"], cancels["side"], cancels["qty"])) == [(INTENT_QUOTE, BUY, 0.0),
+                                                                          (INTENT_QUOTE, SELL, 0.0)]
 
 
 def test_feed_is_paced_by_its_clock_and_reproducible():

@@ -56,6 +56,8 @@ def test_a_sweep_runs_each_point_in_its_own_process(tmp_path):
     (["--set", 'feed.source="replay"', "--set", 'feed.venues=["binance"]', "--set", 'feed.symbols=["BTCUSDT"]',
       "--set", f'feed.files=["binance={CAPTURE}"]', "--set", "backtest.start=2030-01-01T00:00:00Z"], "backtest.start"),
     (["--sweep", "venue.queue_model"], "--sweep"),
+    (["--set", "inference.sizer=models/gbt/v1", "--events", "1000", *SIGNAL_ARGS], "a sizer is a 'qvalue' member"),
+    (["--set", "inference.sizer=/no/such/qnet", "--events", "1000"], "inference.sizer"),
 ])
 def test_bad_input_is_exit_2_naming_the_key(tmp_path, args, says):
     done = bot4("backtest", "--out", str(tmp_path / "out"), *args)

@@ -102,7 +102,7 @@ def test_orders_do_not_depend_on_how_batches_are_grouped_into_compiled_calls(mon
     compiled = fused_loop.run_pieces
 
     def counting(*args):
-        resumed_calls.append(args[6] > 0)  # start > 0: a call that resumes a group
+        resumed_calls.append(args[7] > 0)  # start > 0: a call that resumes a group
         return compiled(*args)
     monkeypatch.setattr(fused_loop, "run_pieces", counting)
     resumed = run_fused(signal_config(), 20_000, span_ns=2_000_000)

@@ -26,10 +26,10 @@ def _raw(path, x):
 def test_the_shipped_model_alone_should_give_its_own_numbers_with_confidence_one():
     loaded = models.load(inference.DEFAULT_MODEL)
     x = _x(16)
-    prob, confidence, alive = models.Models(loaded, 16).predict(np.zeros(16, RISK_DECISION), x, 16)
+    prob, confidence, alive, scale = models.Models(loaded, 16).predict(np.zeros(16, RISK_DECISION), x, 16)
     expected = inference.OnnxModel.load().predict(x)
     np.testing.assert_array_equal(prob, expected.astype(np.float64))  # bit for bit: the same orders as before
-    assert (confidence == 1.0).all() and (alive == 1).all()
+    assert (confidence == 1.0).all() and (alive == 1).all() and (scale == 1.0).all()  # no sizer: the rule
     assert loaded.doc is None and loaded.version == 1
 
 
@@ -43,7 +43,7 @@ def test_the_stage_should_give_what_combine_gives_on_the_members_outputs(tmp_pat
                                          {"path": paths[2], "weight": 0.5}], min_confidence=0.2)
     n = 64
     x = _x(n)
-    prob, confidence, alive = models.Models(models.load(where), n).predict(np.zeros(n, RISK_DECISION), x, n)
+    prob, confidence, alive, _ = models.Models(models.load(where), n).predict(np.zeros(n, RISK_DECISION), x, n)
     # The same figures the long way: each graph in its own session, calibrated, then combined.
     probs = np.zeros((3, n))
     raws = [_raw(tmp_path / p / "model.onnx", x) for p in paths]
@@ -128,7 +128,7 @@ def test_a_member_that_raises_should_lose_its_vote_for_that_batch_and_be_counted
     alive = model.predict(d, x, 8)[2]
     assert (alive == 2).all()
     x[0, 0] = -1e6  # the flaky graph fails on this batch
-    prob, confidence, alive = model.predict(d, x, 8)
+    prob, confidence, alive, _ = model.predict(d, x, 8)
     good_alone = _raw(tmp_path / "good" / "v1" / "model.onnx", x)
     assert (alive == 1).all()
     np.testing.assert_allclose(prob, good_alone.astype(np.float64), rtol=0, atol=1e-15)
@@ -166,7 +166,7 @@ def test_a_member_failing_batches_in_a_row_should_be_disabled_and_said_so(tmp_pa
 def test_members_over_their_budget_should_be_dropped_and_no_view_left(tmp_path):
     model = _with_failing_member(tmp_path, max_failures=100, timeout_us=0.001)  # 1 ns: no member makes it
     x, d = _x(4), np.zeros(4, RISK_DECISION)
-    prob, confidence, alive = model.predict(d, x, 4)
+    prob, confidence, alive, _ = model.predict(d, x, 4)
     assert (prob == 0.5).all() and (confidence == 0.0).all() and (alive == 0).all()
     assert [m.stats.timeouts for m in model.members] == [1, 1]
     assert model.no_view_batches == 1
