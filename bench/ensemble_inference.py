@@ -8,6 +8,11 @@ onnxmltools are installed (else a third logistic graph). Also, for the shipped m
 allocated by onnxruntime) against an IO binding into a preallocated output (``OnnxModel.predict(out=)``), to say
 whether the binding pays. Rounds interleave the cases; the process is pinned to one CPU; each case is warmed.
 
+With ``--sequence DIR`` and ``--graph DIR`` (trained members, e.g. models/sequence/v1 and models/graph/v1; the
+defaults, used when present) two more cases: the 3-member ensemble plus the sequence member, and plus both (the
+full set). Their decisions carry the synthetic feed's six instruments in turn, so the run's history (windows,
+latest vectors) advances as in a run; the vector cases pay that advance too (it runs for every model set).
+
     flock /tmp/bot4-bench.lock python -m bench.ensemble_inference [--batches 2000] [--rounds 3]
 """
 from __future__ import annotations
@@ -57,7 +62,7 @@ def _lightgbm_graph() -> bytes | None:
     return model.SerializeToString()
 
 
-def _cases(root: Path) -> dict[str, models.Models]:
+def _cases(root: Path, sequence: Path | None, graph: Path | None) -> dict[str, models.Models]:
     shutil.copy(inference.DEFAULT_MODEL, root / "directional_v1.onnx")
     shutil.copy(inference.metadata_path_for(inference.DEFAULT_MODEL), root / "directional_v1.json")
     write_member(root, "lin", "v1", logistic_graph(coefficients(1), 0.05),
@@ -70,10 +75,21 @@ def _cases(root: Path) -> dict[str, models.Models]:
     three = write_ensemble(root, 2, [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": "lin/v1", "weight": 1.0},
                                      {"path": f"{third}/v1", "weight": 1.0}])
     cap = max(SIZES)
-    return {"single (shipped logistic)": models.Models(models.load(root / "directional_v1.onnx"), cap),
-            "ensemble of 2 (logistic x2)": models.Models(models.load(two), cap),
-            f"ensemble of 3 (+ {'LightGBM 64 trees' if trees is not None else 'logistic'})": models.Models(
-                models.load(three), cap)}
+    cases = {"single (shipped logistic)": models.Models(models.load(root / "directional_v1.onnx"), cap),
+             "ensemble of 2 (logistic x2)": models.Models(models.load(two), cap),
+             f"ensemble of 3 (+ {'LightGBM 64 trees' if trees is not None else 'logistic'})": models.Models(
+                 models.load(three), cap)}
+    members = [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": "lin/v1", "weight": 1.0},
+               {"path": f"{third}/v1", "weight": 1.0}]
+    for name, where in (("sequence", sequence), ("graph", graph)):
+        if where is None:
+            continue
+        shutil.copytree(where, root / name / "v1")
+        members.append({"path": f"{name}/v1", "weight": 1.0})
+        k = 3 + (name == "graph")
+        label = f"ensemble of {len(members)} (+ sequence{' + graph' if name == 'graph' else ''})"
+        cases[label] = models.Models(models.load(write_ensemble(root, k, members)), cap)
+    return cases
 
 
 def _time_batches(predict, n: int, batches: int, x: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -89,13 +105,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
+    shipped_models = Path(inference.DEFAULT_MODEL).parent
+    ap.add_argument("--sequence", type=Path, default=shipped_models / "sequence" / "v1")
+    ap.add_argument("--graph", type=Path, default=shipped_models / "graph" / "v1")
     args = ap.parse_args()
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     print(f"load average before: {os.getloadavg()}")
     x = np.random.default_rng(1).normal(0, 3, (max(SIZES), N_FEATURES)).astype(np.float32)
     d = np.zeros(max(SIZES), RISK_DECISION)
+    d["values"] = x
+    d["venue"], d["symbol"] = np.arange(max(SIZES)) % 6 // 3, np.arange(max(SIZES)) % 3  # the feed's 6 instruments
     with tempfile.TemporaryDirectory() as tmp:
-        cases = _cases(Path(tmp))
+        cases = _cases(Path(tmp), *(p if p.is_dir() else None for p in (args.sequence, args.graph)))
         shipped = inference.OnnxModel.load()
         out = np.zeros(max(SIZES), np.float32)
         raw = {"shipped: session.run (allocating)": lambda _d, xx, n: shipped.predict(xx[:n]),

@@ -146,12 +146,34 @@ def test_graph_members_of_one_ensemble_must_share_their_nodes(registry):
         models.load(ens)
 
 
-def test_fused_mode_with_sequence_and_graph_members_should_give_the_same_orders_twice(registry):
+def test_fused_mode_should_give_the_predictions_a_live_host_gives_and_the_same_orders_twice(registry, monkeypatch):
+    """Fused mode predicts on every feature vector of a group; a live inference host gets risk's decisions (one per
+    vector, in order) in ring batches. Replaying fused mode's vectors as RISK_DECISION records in batches of 64
+    through a fresh model set gives fused mode's predictions, bit for bit."""
     from pipeline.hosting.fused import run_fused
     from tests.conftest import signal_config
     root, *_, ens = registry
+    seen, said = [], []
+    original = models.Models.predict
+
+    def recording(self, decisions, x, n):
+        out = original(self, decisions, x, n)
+        seen.append(decisions[:n].copy())
+        said.append(out[0].copy())
+        return out
+
+    monkeypatch.setattr(models.Models, "predict", recording)
     config = signal_config(feed={"seed": 11}, inference={"ensemble": str(ens)})
-    first, second = run_fused(config, 20_000), run_fused(config, 20_000)
+    first = run_fused(config, 20_000)
+    monkeypatch.setattr(models.Models, "predict", original)
+    second = run_fused(config, 20_000)
     assert len(first.intents) > 0
     assert first.intents.tobytes() == second.intents.tobytes()
     assert first.reports.tobytes() == second.reports.tobytes()
+    vectors, fused = np.concatenate(seen), np.concatenate(said)
+    decisions = np.zeros(len(vectors), RISK_DECISION)
+    for name in ("venue", "symbol", "values"):
+        decisions[name] = vectors[name]
+    assert len({(int(v), int(s)) for v, s in zip(decisions["venue"], decisions["symbol"])}) == 6
+    live = _predict_in_batches(models.Models(models.load(ens), 64), decisions, list(range(64, len(decisions), 64)))
+    np.testing.assert_array_equal(live, fused)

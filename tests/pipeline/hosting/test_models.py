@@ -83,7 +83,8 @@ def _edit_doc(where, **fields):
 
 
 @pytest.mark.parametrize("change, words", [
-    (lambda root, where: _edit_meta(root, "lin1", member_kind="graph"), ["member_kind='graph'", "known: ['vector']"]),
+    (lambda root, where: _edit_meta(root, "lin1", member_kind="qtable"),
+         ["member_kind='qtable'", "known:", "'sequence'"]),
     (lambda root, where: _edit_meta(root, "lin0", feature_schema_hash=FEATURE_SCHEMA_HASH ^ 1),
      ["feature_schema_hash"]),
     (lambda root, where: _edit_doc(where, feature_schema_hash=7), ["ensemble=", "feature_schema_hash", "found=7"]),
