@@ -9,8 +9,8 @@ allocated by onnxruntime) against an IO binding into a preallocated output (``On
 whether the binding pays. Rounds interleave the cases; the process is pinned to one CPU; each case is warmed.
 
 With ``--sequence DIR`` and ``--graph DIR`` (trained members, e.g. models/sequence/v1 and models/graph/v1; the
-defaults, used when present) two more cases: the 3-member ensemble plus the sequence member, and plus both (the
-full set). Their decisions carry the synthetic feed's six instruments in turn, so the run's history (windows,
+defaults, used when present) two more cases: the shipped logistic and the third member with the sequence member,
+and with both (4 members, the most a set may hold). Their decisions carry the synthetic feed's six instruments in turn, so the run's history (windows,
 latest vectors) advances as in a run; the vector cases pay that advance too (it runs for every model set).
 
     flock /tmp/bot4-bench.lock python -m bench.ensemble_inference [--batches 2000] [--rounds 3]
@@ -79,16 +79,16 @@ def _cases(root: Path, sequence: Path | None, graph: Path | None) -> dict[str, m
              "ensemble of 2 (logistic x2)": models.Models(models.load(two), cap),
              f"ensemble of 3 (+ {'LightGBM 64 trees' if trees is not None else 'logistic'})": models.Models(
                  models.load(three), cap)}
-    members = [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": "lin/v1", "weight": 1.0},
-               {"path": f"{third}/v1", "weight": 1.0}]
+    # at most 4 members (pipeline.registry.MAX_MEMBERS): the shipped logistic and the third member, then these
+    members = [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": f"{third}/v1", "weight": 1.0}]
     for name, where in (("sequence", sequence), ("graph", graph)):
         if where is None:
             continue
         shutil.copytree(where, root / name / "v1")
         members.append({"path": f"{name}/v1", "weight": 1.0})
-        k = 3 + (name == "graph")
-        label = f"ensemble of {len(members)} (+ sequence{' + graph' if name == 'graph' else ''})"
-        cases[label] = models.Models(models.load(write_ensemble(root, k, members)), cap)
+        label = f"ensemble of {len(members)} (logistic, {third}, " + ", ".join(
+            m["path"].split("/")[0] for m in members[2:]) + ")"
+        cases[label] = models.Models(models.load(write_ensemble(root, len(members) + 1, members)), cap)
     return cases
 
 
