@@ -6,7 +6,8 @@ Members: the shipped ``directional_v1``; a logistic graph built here with other 
 a LightGBM model (64 trees, 15 leaves) fitted on synthetic rows and converted with onnxmltools when lightgbm and
 onnxmltools are installed (else a third logistic graph). Also, for the shipped model alone: ``session.run`` (output
 allocated by onnxruntime) against an IO binding into a preallocated output (``OnnxModel.predict(out=)``), to say
-whether the binding pays. Rounds interleave the cases; the process is pinned to one CPU; each case is warmed.
+whether the binding pays, and the history's advance alone (stages.windows, with no window or node to write: what
+every model set now pays per batch, vector members only included). Rounds interleave the cases; the process is pinned to one CPU; each case is warmed.
 
 With ``--sequence DIR`` and ``--graph DIR`` (trained members, e.g. models/sequence/v1 and models/graph/v1; the
 defaults, used when present) two more cases: the shipped logistic and the third member with the sequence member,
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.hosting import models
-from stages import inference
+from stages import inference, windows
 from stages.records import N_FEATURES, RISK_DECISION
 from tests.onnx_members import coefficients, logistic_graph, write_ensemble, write_member
 
@@ -119,7 +120,12 @@ def main() -> None:
         cases = _cases(Path(tmp), *(p if p.is_dir() else None for p in (args.sequence, args.graph)))
         shipped = inference.OnnxModel.load()
         out = np.zeros(max(SIZES), np.float32)
-        raw = {"shipped: session.run (allocating)": lambda _d, xx, n: shipped.predict(xx[:n]),
+        ring, counts = windows.empty_history()
+        no_window, no_nodes, no_target = (np.zeros((0, 0, N_FEATURES), np.float32),
+                                          np.zeros((0, 0, N_FEATURES), np.float32), np.zeros(0, np.int64))
+        raw = {"history advance alone (what a vector set adds)": lambda dd, _x, n: windows.advance(
+                   dd, n, ring, counts, 0, no_window, no_target, no_nodes, no_target),
+               "shipped: session.run (allocating)": lambda _d, xx, n: shipped.predict(xx[:n]),
                "shipped: IO binding into a preallocated out": lambda _d, xx, n: shipped.predict(xx[:n], out=out)}
         timings: dict[tuple[str, int], list[np.ndarray]] = {}
         every = {**{name: m.predict for name, m in cases.items()}, **raw}
