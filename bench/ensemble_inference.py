@@ -6,13 +6,14 @@ Members: the shipped ``directional_v1``; a logistic graph built here with other 
 a LightGBM model (64 trees, 15 leaves) fitted on synthetic rows and converted with onnxmltools when lightgbm and
 onnxmltools are installed (else a third logistic graph). Also, for the shipped model alone: ``session.run`` (output
 allocated by onnxruntime) against an IO binding into a preallocated output (``OnnxModel.predict(out=)``), to say
-whether the binding pays, and the history's advance alone (stages.windows, with no window or node to write: what
-every model set now pays per batch, vector members only included). Rounds interleave the cases; the process is pinned to one CPU; each case is warmed.
+whether the binding pays; and the history's advance alone (stages.windows with no window or node to write: what
+every model set now pays per batch, vector members only included). Rounds interleave the cases; the process is
+pinned to one CPU; each case is warmed.
 
-With ``--sequence DIR`` and ``--graph DIR`` (trained members, e.g. models/sequence/v1 and models/graph/v1; the
-defaults, used when present) two more cases: the shipped logistic and the third member with the sequence member,
-and with both (4 members, the most a set may hold). Their decisions carry the synthetic feed's six instruments in turn, so the run's history (windows,
-latest vectors) advances as in a run; the vector cases pay that advance too (it runs for every model set).
+With ``--sequence DIR`` and ``--graph DIR`` (trained members; the defaults models/sequence/v1 and models/graph/v1
+are used when present) two more cases: the shipped logistic and the third member with the sequence member, and
+with both (4 members, the most a set may hold). The decisions carry the synthetic feed's six instruments in turn,
+so the run's history (windows, latest vectors) advances as in a run.
 
     flock /tmp/bot4-bench.lock python -m bench.ensemble_inference [--batches 2000] [--rounds 3]
 """

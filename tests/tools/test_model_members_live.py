@@ -2,8 +2,6 @@
 published set with another sequence member is swapped in (reading the run's history), and the run stops clean."""
 import re
 import signal
-import subprocess
-import sys
 import uuid
 
 import numpy as np
@@ -11,21 +9,11 @@ import numpy as np
 from pipeline import names
 from shm import segment
 from stages.records import N_FEATURES
-from tests.conftest import ROOT, SIGNAL_ARGS
+from tests.conftest import SIGNAL_ARGS
 from tests.onnx_members import coefficients, logistic_graph, nodes_graph, window_graph, write_ensemble, write_member
+from tests.tools.test_model_cli import _cli, _status
 
 NODES = [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
-
-
-def _cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "tools.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def _status(run: str) -> str:
-    out = _cli("status", "--name", run)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
 
 
 def _calls(status: str, member: int) -> int:
