@@ -9,8 +9,11 @@ a constant in the graph, recorded in model.json. With X the standardised nodes (
 H = [X, A @ X] (each node beside its neighbours' weighted mean); the MLP reads the target node's row of H and the
 target's one-hot (so it can tell the instruments apart), chosen on validation log loss like the sequence member.
 
-Graph: nodes -> Sub/Mul -> X; MatMul(A, X) -> Concat(X, AX) [N, U, 56]; OneHot(target) selects the target's row
-(Mul + ReduceSum) -> Concat with the one-hot [N, 56 + U] -> MatMul/Add/Relu -> MatMul/Add -> Sigmoid -> prob_up.
+Graph: the target's rows are selected before anything else (so nothing runs over all U nodes but one small
+MatMul): e = OneHot(target) [N, U], S = [e, e A] [N, 2, U], S @ nodes = [n_t, (A n)_t] [N, 2, 28] (raw), Reshape
+[N, 56], Concat e -> [N, 56 + U] -> MatMul/Add/Relu -> MatMul/Add -> Sigmoid -> prob_up. The standardisation is
+folded into the first layer: X_t = (n_t - mean) * inv and (A X)_t = ((A n)_t - r_t mean) * inv with r_t the target's
+row sum of A, whose constant part goes to the target's one-hot weights (``folded_first_layer``).
 """
 from __future__ import annotations
 
@@ -47,6 +50,18 @@ def adjacency(nodes: np.ndarray, segment_start: np.ndarray) -> tuple[np.ndarray,
     np.fill_diagonal(a, 0.0)
     sums = a.sum(axis=1, keepdims=True)
     return np.divide(a, sums, out=np.zeros_like(a), where=sums > 0), corr
+
+
+def folded_first_layer(clf, mean: np.ndarray, inv: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The MLP's first layer on [n_t, (A n)_t, e] (raw nodes) giving what it gives on [X_t, (A X)_t, e]."""
+    w, b = clf.coefs_[0].astype(np.float64), clf.intercepts_[0].astype(np.float64)
+    f = N_FEATURES
+    shift = np.asarray(mean, np.float64) * np.asarray(inv, np.float64)
+    out = w.copy()
+    out[:f] *= inv[:, None]
+    out[f:2 * f] *= inv[:, None]
+    out[2 * f:] -= a.sum(axis=1)[:, None] * (shift @ w[f:2 * f])[None, :]
+    return out, b - shift @ w[:f]
 
 
 def head_inputs(nodes: np.ndarray, target: np.ndarray, mean, inv, a: np.ndarray) -> np.ndarray:
@@ -86,22 +101,20 @@ class GraphTrainer:
         clf, table = mlp.fit(head_inputs(fitted["nodes"], fitted["target"], mean, inv, a), train.y[fit_rows],
                              head_inputs(valid["nodes"], valid["target"], mean, inv, a), validation.y, seed)
         u = len(node_keys)
-        nodes = [helper.make_node("Sub", ["nodes", "mean"], ["centred"]),
-                 helper.make_node("Mul", ["centred", "inv_std"], ["x"]),
-                 helper.make_node("MatMul", ["adjacency", "x"], ["ax"]),
-                 helper.make_node("Concat", ["x", "ax"], ["h"], axis=2),
-                 helper.make_node("OneHot", ["target", "depth", "off_on"], ["onehot"], axis=-1),
-                 helper.make_node("Unsqueeze", ["onehot", "axis2"], ["select"]),
-                 helper.make_node("Mul", ["h", "select"], ["h_masked"]),
-                 helper.make_node("ReduceSum", ["h_masked", "axis1"], ["h_target"], keepdims=0),
-                 helper.make_node("Concat", ["h_target", "onehot"], ["head_in"], axis=1)]
-        inits = [numpy_helper.from_array(mean, "mean"), numpy_helper.from_array(inv, "inv_std"),
-                 numpy_helper.from_array(a.astype(np.float32), "adjacency"),
+        nodes = [helper.make_node("OneHot", ["target", "depth", "off_on"], ["onehot"], axis=-1),
+                 helper.make_node("MatMul", ["onehot", "adjacency"], ["neighbours"]),
+                 helper.make_node("Unsqueeze", ["onehot", "axis1"], ["self_row"]),
+                 helper.make_node("Unsqueeze", ["neighbours", "axis1"], ["neighbour_row"]),
+                 helper.make_node("Concat", ["self_row", "neighbour_row"], ["select"], axis=1),
+                 helper.make_node("MatMul", ["select", "nodes"], ["picked"]),
+                 helper.make_node("Reshape", ["picked", "flat_shape"], ["picked_flat"]),
+                 helper.make_node("Concat", ["picked_flat", "onehot"], ["head_in"], axis=1)]
+        inits = [numpy_helper.from_array(a.astype(np.float32), "adjacency"),
                  numpy_helper.from_array(np.array([u], np.int64), "depth"),
                  numpy_helper.from_array(np.array([0.0, 1.0], np.float32), "off_on"),
-                 numpy_helper.from_array(np.array([2], np.int64), "axis2"),
-                 numpy_helper.from_array(np.array([1], np.int64), "axis1")]
-        head, head_inits = mlp.head_nodes(clf, "head_in")
+                 numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+                 numpy_helper.from_array(np.array([-1, 2 * N_FEATURES], np.int64), "flat_shape")]
+        head, head_inits = mlp.head_nodes(clf, "head_in", first=folded_first_layer(clf, mean, inv, a))
         pairs = [[k // MAX_SYMBOLS, k % MAX_SYMBOLS] for k in node_keys]
         props = {"feature_schema_hash": str(FEATURE_SCHEMA_HASH), "feature_names": ",".join(FEATURE_NAMES),
                  "horizon": str(train.horizon), "nodes": repr(pairs)}

@@ -8,8 +8,8 @@ convolution would tie the lags), scikit-learn fits it in seconds on one thread, 
 checked against scikit-learn's own probabilities. The features are standardised per feature (the same constants at
 every lag; price levels zeroed, as every member does). The penalty is chosen on validation log loss.
 
-Graph: window -> Sub(mean) -> Mul(1/std) -> Reshape [N, K*28] -> MatMul/Add/Relu -> MatMul/Add -> Sigmoid ->
-prob_up [N]. model.json records ``window`` (K), which the host reads to build the input.
+Graph: window -> Reshape [N, K*28] -> MatMul/Add/Relu -> MatMul/Add -> Sigmoid -> prob_up [N], the
+standardisation folded into the first layer's weights (mlp.folded). model.json records ``window`` (K), which the host reads to build the input.
 """
 from __future__ import annotations
 
@@ -56,12 +56,10 @@ class SequenceTrainer:
 
         clf, table = mlp.fit(flat(w_train), train.y[fit_rows], flat(self.feeds(validation)["window"]),
                              validation.y, seed)
-        nodes = [helper.make_node("Sub", ["window", "mean"], ["centred"]),
-                 helper.make_node("Mul", ["centred", "inv_std"], ["scaled"]),
-                 helper.make_node("Reshape", ["scaled", "flat_shape"], ["flat"])]
-        inits = [numpy_helper.from_array(mean, "mean"), numpy_helper.from_array(inv, "inv_std"),
-                 numpy_helper.from_array(np.array([-1, k * N_FEATURES], np.int64), "flat_shape")]
-        head, head_inits = mlp.head_nodes(clf, "flat")
+        nodes = [helper.make_node("Reshape", ["window", "flat_shape"], ["flat"])]
+        inits = [numpy_helper.from_array(np.array([-1, k * N_FEATURES], np.int64), "flat_shape")]
+        head, head_inits = mlp.head_nodes(clf, "flat", first=mlp.folded(clf.coefs_[0], clf.intercepts_[0],
+                                                                         np.tile(mean, k), np.tile(inv, k)))
         props = {"feature_schema_hash": str(FEATURE_SCHEMA_HASH), "feature_names": ",".join(FEATURE_NAMES),
                  "horizon": str(train.horizon), "window": str(k)}
         onnx_bytes = mlp.finish_model(nodes + head, inits + head_inits, [helper.make_tensor_value_info(
