@@ -9,7 +9,8 @@ checked against scikit-learn's own probabilities. The features are standardised 
 every lag; price levels zeroed, as every member does). The penalty is chosen on validation log loss.
 
 Graph: window -> Reshape [N, K*28] -> MatMul/Add/Relu -> MatMul/Add -> Sigmoid -> prob_up [N], the
-standardisation folded into the first layer's weights (mlp.folded). model.json records ``window`` (K), which the host reads to build the input.
+standardisation folded into the first layer's weights (mlp.folded). model.json records ``window`` (K), which the
+host reads to build the input.
 """
 from __future__ import annotations
 
