@@ -7,7 +7,14 @@ Members: the shipped ``directional_v1``; a logistic graph built here with other 
 a LightGBM model (64 trees, 15 leaves) fitted on synthetic rows and converted with onnxmltools when lightgbm and
 onnxmltools are installed (else a third logistic graph). Also, for the shipped model alone: ``session.run`` (output
 allocated by onnxruntime) against an IO binding into a preallocated output (``OnnxModel.predict(out=)``), to say
-whether the binding pays. Rounds interleave the cases; the process is pinned to one CPU; each case is warmed.
+whether the binding pays; and the history's advance alone (stages.windows with no window or node to write: what
+every model set now pays per batch, vector members only included). Rounds interleave the cases; the process is
+pinned to one CPU; each case is warmed.
+
+With ``--sequence DIR`` and ``--graph DIR`` (trained members; the defaults models/sequence/v1 and models/graph/v1
+are used when present) two more cases: the shipped logistic and the third member with the sequence member, and
+with both (4 members, the most a set may hold). The decisions carry the synthetic feed's six instruments in turn,
+so the run's history (windows, latest vectors) advances as in a run.
 
     flock /tmp/bot4-bench.lock python -m bench.ensemble_inference [--batches 2000] [--rounds 3]
 """
@@ -23,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.hosting import models
-from stages import inference
+from stages import inference, windows
 from stages.records import N_FEATURES, RISK_DECISION
 from tests.onnx_members import coefficients, logistic_graph, write_ensemble, write_member
 
@@ -59,7 +66,7 @@ def _lightgbm_graph() -> bytes | None:
     return model.SerializeToString()
 
 
-def _cases(root: Path) -> dict[str, models.Models]:
+def _cases(root: Path, sequence: Path | None, graph: Path | None) -> dict[str, models.Models]:
     shutil.copy(inference.DEFAULT_MODEL, root / "directional_v1.onnx")
     shutil.copy(inference.metadata_path_for(inference.DEFAULT_MODEL), root / "directional_v1.json")
     write_member(root, "lin", "v1", logistic_graph(coefficients(1), 0.05),
@@ -72,12 +79,23 @@ def _cases(root: Path) -> dict[str, models.Models]:
     three = write_ensemble(root, 2, [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": "lin/v1", "weight": 1.0},
                                      {"path": f"{third}/v1", "weight": 1.0}])
     cap = max(SIZES)
-    return {"single (shipped logistic)": models.Models(models.load(root / "directional_v1.onnx"), cap),
-            "ensemble of 2 (logistic x2)": models.Models(models.load(two), cap),
-            f"ensemble of 3 (+ {'LightGBM 64 trees' if trees is not None else 'logistic'})": models.Models(
-                models.load(three), cap),
-            "single + sizer (models/qnet/v1)": models.Models(models.load(root / "directional_v1.onnx",
-                                                                         sizer=MODELS / "qnet" / "v1"), cap)}
+    cases = {"single (shipped logistic)": models.Models(models.load(root / "directional_v1.onnx"), cap),
+             "ensemble of 2 (logistic x2)": models.Models(models.load(two), cap),
+             f"ensemble of 3 (+ {'LightGBM 64 trees' if trees is not None else 'logistic'})": models.Models(
+                 models.load(three), cap),
+             "single + sizer (models/qnet/v1)": models.Models(models.load(root / "directional_v1.onnx",
+                                                                          sizer=MODELS / "qnet" / "v1"), cap)}
+    # at most 4 members (pipeline.registry.MAX_MEMBERS): the shipped logistic and the third member, then these
+    members = [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": f"{third}/v1", "weight": 1.0}]
+    for name, where in (("sequence", sequence), ("graph", graph)):
+        if where is None:
+            continue
+        shutil.copytree(where, root / name / "v1")
+        members.append({"path": f"{name}/v1", "weight": 1.0})
+        label = f"ensemble of {len(members)} (logistic, {third}, " + ", ".join(
+            m["path"].split("/")[0] for m in members[2:]) + ")"
+        cases[label] = models.Models(models.load(write_ensemble(root, len(members) + 1, members)), cap)
+    return cases
 
 
 def _time_batches(predict, n: int, batches: int, x: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -93,16 +111,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
+    shipped_models = Path(inference.DEFAULT_MODEL).parent
+    ap.add_argument("--sequence", type=Path, default=shipped_models / "sequence" / "v1")
+    ap.add_argument("--graph", type=Path, default=shipped_models / "graph" / "v1")
     args = ap.parse_args()
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     print(f"load average before: {os.getloadavg()}")
     x = np.random.default_rng(1).normal(0, 3, (max(SIZES), N_FEATURES)).astype(np.float32)
     d = np.zeros(max(SIZES), RISK_DECISION)
+    d["values"] = x
+    d["venue"], d["symbol"] = np.arange(max(SIZES)) % 6 // 3, np.arange(max(SIZES)) % 3  # the feed's 6 instruments
     with tempfile.TemporaryDirectory() as tmp:
-        cases = _cases(Path(tmp))
+        cases = _cases(Path(tmp), *(p if p.is_dir() else None for p in (args.sequence, args.graph)))
         shipped = inference.OnnxModel.load()
         out = np.zeros(max(SIZES), np.float32)
-        raw = {"shipped: session.run (allocating)": lambda _d, xx, n: shipped.predict(xx[:n]),
+        ring, counts = windows.empty_history()
+        no_window, no_nodes, no_target = (np.zeros((0, 0, N_FEATURES), np.float32),
+                                          np.zeros((0, 0, N_FEATURES), np.float32), np.zeros(0, np.int64))
+        raw = {"history advance alone (what a vector set adds)": lambda dd, _x, n: windows.advance(
+                   dd, n, ring, counts, 0, no_window, no_target, no_nodes, no_target),
+               "shipped: session.run (allocating)": lambda _d, xx, n: shipped.predict(xx[:n]),
                "shipped: IO binding into a preallocated out": lambda _d, xx, n: shipped.predict(xx[:n], out=out)}
         timings: dict[tuple[str, int], list[np.ndarray]] = {}
         every = {**{name: m.predict for name, m in cases.items()}, **raw}

@@ -81,3 +81,46 @@ def registry_with_members(root: Path, n: int = 2, seed: int = 0) -> list[str]:
         write_member(root, f"lin{i}", "v1", logistic_graph(coefficients(seed + i), 0.1 * i))
         paths.append(f"lin{i}/v1")
     return paths
+
+
+def window_graph(weights: np.ndarray) -> bytes:
+    """A sequence member: prob_up = sigmoid(sum over the window of weights[s, j] * window[n, s, j]), weights [K, 28]."""
+    k = weights.shape[0]
+    w = numpy_helper.from_array(np.asarray(weights, np.float32).reshape(k * N_FEATURES, 1), "w")
+    shape = numpy_helper.from_array(np.array([-1, k * N_FEATURES], np.int64), "shape")
+    flat = numpy_helper.from_array(np.array([-1], np.int64), "flat")
+    nodes = [helper.make_node("Reshape", ["window", "shape"], ["rows"]),
+             helper.make_node("MatMul", ["rows", "w"], ["z"]),
+             helper.make_node("Sigmoid", ["z"], ["p2"]),
+             helper.make_node("Reshape", ["p2", "flat"], ["prob_up"])]
+    graph = helper.make_graph(nodes, "window_member", [helper.make_tensor_value_info(
+        "window", TensorProto.FLOAT, ["N", k, N_FEATURES])], [helper.make_tensor_value_info(
+            "prob_up", TensorProto.FLOAT, ["N"])], [w, shape, flat])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def nodes_graph(weights: np.ndarray, bias: np.ndarray) -> bytes:
+    """A graph member: prob_up = sigmoid(sum_{u,j} weights[u, j] * nodes[n, u, j] + bias[target[n]]),
+    weights [U, 28], bias [U]."""
+    u = weights.shape[0]
+    w = numpy_helper.from_array(np.asarray(weights, np.float32).reshape(u * N_FEATURES, 1), "w")
+    b = numpy_helper.from_array(np.asarray(bias, np.float32), "b")
+    shape = numpy_helper.from_array(np.array([-1, u * N_FEATURES], np.int64), "shape")
+    flat = numpy_helper.from_array(np.array([-1], np.int64), "flat")
+    nodes = [helper.make_node("Reshape", ["nodes", "shape"], ["rows"]),
+             helper.make_node("MatMul", ["rows", "w"], ["z0"]),
+             helper.make_node("Reshape", ["z0", "flat"], ["z1"]),
+             helper.make_node("Gather", ["b", "target"], ["bt"]),
+             helper.make_node("Add", ["z1", "bt"], ["z"]),
+             helper.make_node("Sigmoid", ["z"], ["prob_up"])]
+    graph = helper.make_graph(nodes, "nodes_member", [
+        helper.make_tensor_value_info("nodes", TensorProto.FLOAT, ["N", u, N_FEATURES]),
+        helper.make_tensor_value_info("target", TensorProto.INT64, ["N"])], [helper.make_tensor_value_info(
+            "prob_up", TensorProto.FLOAT, ["N"])], [w, b, shape, flat])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -17,6 +17,14 @@ model (metadata present, feature schema hash and names, the graph's sha256, the 
 member kind without an input builder (``INPUT_BUILDERS``) is refused by name. Python runs per member per batch,
 never per record.
 
+Member kinds (model.json's ``member_kind``): ``vector`` reads the decision's features [N, 28]; ``sequence`` reads
+``window`` [N, K, 28], the last K vectors of the decision's stream; ``graph`` reads ``nodes`` [N, U, 28] (the latest
+vector of each of its U instruments) and ``target`` [N]. Both read the run's ``History`` (stages.windows), which
+every batch advances, one vector per decision in order, before any member runs: fused mode (every feature vector)
+and a live run (risk's one decision per feature vector, in order) give a member the same inputs. The history is
+handed from set to set on a swap; a restarted inference process starts it empty (a sequence member's first
+windows are then edge-padded, a graph member's unseen nodes zeros).
+
 A member that raises, or that takes longer than its budget (live runs only: fused mode and backtests never time
 out, so they stay deterministic), has no vote in that batch and is counted; the confidence's coverage says so.
 After ``max_failures`` such batches in a row it is disabled for the rest of the run (or until a swap). With no
@@ -34,7 +42,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +53,9 @@ from pipeline import registry
 from shm import control as cb
 from stages import ensemble as vote
 from stages import inference
+from stages import windows
 from stages.records import FEATURE_SCHEMA_HASH, N_FEATURES
+from stages.universe import MAX_SYMBOLS, MAX_VENUES, instrument_key
 
 ENSEMBLE_FILE = "ensemble.json"
 MEMBER_ONNX, MEMBER_JSON = "model.onnx", "model.json"
@@ -55,17 +65,140 @@ class ModelLoadError(ValueError):
     """A model or ensemble version that cannot serve this build; the text names the file and what is wrong."""
 
 
-def _vector_input(decisions: np.ndarray, n: int, x: np.ndarray) -> np.ndarray:
+class VectorInput:
     """A vector member's input: the decisions' features, already in ``x[:n]`` (stages.inference.prepare)."""
-    return x[:n]
+
+    def __init__(self, meta: dict, path: Path):
+        pass
+
+    def check(self, session: ort.InferenceSession, path: Path) -> None:
+        inference.check_session(session, path)
+
+    def build(self, decisions: np.ndarray, n: int, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {inference.INPUT_NAME: x[:n]}
+
+    def warm_inputs(self) -> dict[str, np.ndarray]:
+        return {inference.INPUT_NAME: np.zeros((1, N_FEATURES), np.float32)}
 
 
-# member_kind -> (input builder, session check). Next: "sequence" (the stream's last K vectors, kept in the
-# host's state) and "graph" (every instrument's latest vector): each adds its builder and check here.
-INPUT_BUILDERS: dict[str, tuple[Callable[[np.ndarray, int, np.ndarray], np.ndarray],
-                                 Callable[[ort.InferenceSession, Path], None]]] = {
-    "vector": (_vector_input, inference.check_session),
-}
+def _check_io(session: ort.InferenceSession, path: Path, expected: list[tuple[str, str, list]]) -> None:
+    """The session's inputs are ``expected`` ((name, type, shape), "N" for any batch size) and its output prob_up."""
+    found = [(i.name, i.type, [d if isinstance(d, int) else "N" for d in i.shape]) for i in session.get_inputs()]
+    outputs = session.get_outputs()
+    if found != expected:
+        raise inference.ModelMismatchError(f"model={path}: inputs expected={expected} found={found}")
+    if len(outputs) != 1 or outputs[0].name != inference.OUTPUT_NAME or outputs[0].type != "tensor(float)":
+        desc = [(o.name, o.type, o.shape) for o in outputs]
+        raise inference.ModelMismatchError(f"model={path}: outputs expected=[('prob_up', tensor(float), [N])] "
+                                           f"found={desc}")
+
+
+class SequenceInput:
+    """A sequence member's input ``window`` float32 [N, K, 28]: each decision's stream's last K vectors, oldest
+    first (stages.windows); K is model.json's ``window``."""
+
+    def __init__(self, meta: dict, path: Path):
+        k = meta.get("window")
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= windows.MAX_WINDOW:
+            raise ModelLoadError(f"model={path}: window={k!r}; a sequence member needs \"window\": an integer in "
+                                 f"[1, {windows.MAX_WINDOW}] (the vectors per input row)")
+        self.window = k
+        self.batch: BatchInputs | None = None
+
+    def check(self, session: ort.InferenceSession, path: Path) -> None:
+        _check_io(session, path, [("window", "tensor(float)", ["N", self.window, N_FEATURES])])
+
+    def build(self, decisions: np.ndarray, n: int, x: np.ndarray) -> dict[str, np.ndarray]:
+        windows_ = self.batch.windows
+        k_max = windows_.shape[1]
+        rows = windows_[:n] if k_max == self.window else np.ascontiguousarray(windows_[:n, k_max - self.window:])
+        return {"window": rows}
+
+    def warm_inputs(self) -> dict[str, np.ndarray]:
+        return {"window": np.zeros((1, self.window, N_FEATURES), np.float32)}
+
+
+class GraphInput:
+    """A graph member's inputs: ``nodes`` float32 [N, U, 28] (every instrument of model.json's ``nodes``, a list of
+    [venue, symbol] pairs in node order: its latest vector, zeros before its first) and ``target`` int64 [N] (the
+    decision's node). A decision of an instrument that is not a node has no view from this member: the graph runs
+    on node 0 for it and the host answers prob 0.5 for that row (``no_view_rows``)."""
+
+    def __init__(self, meta: dict, path: Path):
+        pairs = meta.get("nodes")
+        keys = []
+        if isinstance(pairs, list) and pairs:
+            for pair in pairs:
+                if not (isinstance(pair, list) and len(pair) == 2 and all(
+                        isinstance(v, int) and not isinstance(v, bool) for v in pair)
+                        and 0 <= pair[0] < MAX_VENUES and 0 <= pair[1] < MAX_SYMBOLS):
+                    keys = None
+                    break
+                keys.append(instrument_key(pair[0], pair[1]))
+        if not keys or len(set(keys)) != len(keys):
+            raise ModelLoadError(f"model={path}: nodes={pairs!r}; a graph member needs \"nodes\": a non-empty list "
+                                 f"of distinct [venue, symbol] pairs (venue < {MAX_VENUES}, symbol < {MAX_SYMBOLS})")
+        self.node_keys = np.array(keys, np.int64)
+        self.batch: BatchInputs | None = None
+
+    def check(self, session: ort.InferenceSession, path: Path) -> None:
+        _check_io(session, path, [("nodes", "tensor(float)", ["N", len(self.node_keys), N_FEATURES]),
+                                  ("target", "tensor(int64)", ["N"])])
+
+    def build(self, decisions: np.ndarray, n: int, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {"nodes": self.batch.nodes[:n], "target": self.batch.graph_target[:n]}
+
+    def no_view_rows(self, n: int) -> np.ndarray:
+        return self.batch.off_graph[:n]
+
+    def warm_inputs(self) -> dict[str, np.ndarray]:
+        return {"nodes": np.zeros((1, len(self.node_keys), N_FEATURES), np.float32), "target": np.zeros(1, np.int64)}
+
+
+# member_kind -> its input builder (one instance per member; "sequence" and "graph" read the run's history).
+INPUT_BUILDERS = {"vector": VectorInput, "sequence": SequenceInput, "graph": GraphInput}
+
+
+class History:
+    """The run's per-instrument history (stages.windows): it belongs to the run, not to a model set, so a swap hands
+    it to the new set (a swapped-in sequence member does not start cold); a restarted inference process starts
+    with an empty one. Advanced once per batch, whatever the members, by the set in use (one thread)."""
+
+    def __init__(self):
+        self.ring, self.counts = windows.empty_history()
+
+
+class BatchInputs:
+    """A model set's per-batch inputs built from the history: the longest window its sequence members read (the
+    others take its tail) and the nodes of its graph members (which must share one node list)."""
+
+    def __init__(self, members: list, history: History, capacity: int):
+        self.history = history
+        seq = [m.builder.window for m in members if m.kind == "sequence"]
+        graphs = [m.builder for m in members if m.kind == "graph"]
+        self.window_len = max(seq, default=0)
+        self.node_keys = graphs[0].node_keys if graphs else np.zeros(0, np.int64)  # one list (load_steps checks)
+        for b in (m.builder for m in members):
+            b.batch = self
+        self.grow(capacity)
+
+    def grow(self, capacity: int) -> None:
+        self.windows = np.zeros((capacity if self.window_len else 0, self.window_len, N_FEATURES), np.float32)
+        u = len(self.node_keys)
+        self.nodes = np.zeros((capacity if u else 0, u, N_FEATURES), np.float32)
+        self.target = np.zeros(capacity if u else 0, np.int64)
+        self.graph_target = np.zeros_like(self.target)
+        self.off_graph = np.zeros(len(self.target), bool)
+
+    def advance(self, decisions: np.ndarray, n: int) -> None:
+        h = self.history
+        windows.advance(decisions, n, h.ring, h.counts, self.window_len, self.windows, self.node_keys, self.nodes,
+                        self.target)
+        if len(self.node_keys):
+            np.less(self.target[:n], 0, out=self.off_graph[:n])
+            np.maximum(self.target[:n], 0, out=self.graph_target[:n])
+
+
 SIZER_KIND = "qvalue"  # not a voter (not in INPUT_BUILDERS): Sizer
 SIZER_OUTPUT = "q"
 MAX_SIZE_SCALE = 4.0
@@ -123,11 +256,10 @@ class Member:
     """One verified ONNX member and its session (one thread, sequential). Not thread-safe."""
 
     def __init__(self, path: Path, meta: dict, session: ort.InferenceSession, kind: str, weight: float,
-                 calibration: Calibration):
+                 calibration: Calibration, builder):
         self.path, self.metadata, self.session, self.kind = path, meta, session, kind
         self.weight, self.calibration = weight, calibration
-        self.build_input = INPUT_BUILDERS[kind][0]
-        self.input_name = session.get_inputs()[0].name
+        self.builder = builder
         self.output_names = (session.get_outputs()[0].name,)
         self.stats = MemberStats()
 
@@ -269,10 +401,11 @@ def member_steps(path: Path, weight: float = 1.0, calibration: dict | None = Non
     if kind not in INPUT_BUILDERS:
         raise ModelLoadError(f"model={path}: member_kind={kind!r} is not one this build runs "
                              f"(known: {sorted(INPUT_BUILDERS)})")
+    builder = INPUT_BUILDERS[kind](meta, path)
     yield
-    session = _open_session(onnx_bytes, onnx_path, INPUT_BUILDERS[kind][1])
+    session = _open_session(onnx_bytes, onnx_path, builder.check)
     cal = parse_calibration(calibration if calibration is not None else meta.get("calibration"), f"model={path}")
-    return Member(onnx_path, meta, session, kind, weight, cal)
+    return Member(onnx_path, meta, session, kind, weight, cal, builder)
 
 
 @dataclass
@@ -349,6 +482,9 @@ def _voter_steps(path: Path | str, min_confidence: float) -> Generator[None, Non
         if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
             raise ModelLoadError(f"{where}: members[{i}].weight={weight!r}; use a finite number > 0")
         members.append((yield from member_steps(root / entry["path"], float(weight), entry.get("calibration"))))
+    if len({tuple(m.builder.node_keys) for m in members if m.kind == "graph"}) > 1:
+        raise ModelLoadError(f"{where}: its graph members list different nodes; one ensemble's graph members must "
+                             "list the same [venue, symbol] nodes in the same order")
     if len(members) > registry.MAX_MEMBERS:
         raise ModelLoadError(f"{where}: {len(members)} members; this build runs at most {registry.MAX_MEMBERS}")
     floor = doc.get("min_confidence", 0.0)
@@ -367,7 +503,8 @@ class Models:
     host's). ``sizer``: anything with ``choose(decisions, x, n, out)`` and ``stats`` (a Sizer; training hands
     fused mode its behaviour policy here)."""
 
-    def __init__(self, loaded: Loaded, capacity: int, timeout_us: float = 0.0, max_failures: int = 100):
+    def __init__(self, loaded: Loaded, capacity: int, timeout_us: float = 0.0, max_failures: int = 100,
+                 history: History | None = None):
         self.loaded = loaded
         self.members = loaded.members
         self.sizer = loaded.sizer
@@ -379,11 +516,14 @@ class Models:
         self.weights = np.array([mb.weight for mb in self.members], np.float64)
         self.alive = np.zeros(m, np.uint8)
         self.no_view_batches = 0
+        self.history = history if history is not None else History()
+        self.inputs = BatchInputs(self.members, self.history, max(capacity, 1))
         self._capacity = 0
         self._grow(max(capacity, 1))
 
     def _grow(self, capacity: int) -> None:
         self._capacity = capacity
+        self.inputs.grow(capacity)
         m = len(self.members)
         self.probs = np.zeros((m, capacity), np.float64)
         self.prob = np.zeros(capacity)
@@ -401,17 +541,18 @@ class Models:
     def warm_steps(self) -> Generator[None, None, None]:
         """One run of every member on a row of zeros, uncounted (a session's first run is slow: allocations); yields
         after each."""
-        x = np.zeros((1, N_FEATURES), np.float32)
         for member in self.members:
-            member.session.run(member.output_names, {member.input_name: member.build_input(x[:0], 1, x)})
+            member.session.run(member.output_names, member.builder.warm_inputs())
             yield
         if self.sizer is not None:
+            x = np.zeros((1, N_FEATURES), np.float32)
             self.sizer.choose(x[:0], x, 1, np.ones(1))
             yield
 
     def predict(self, decisions: np.ndarray, x: np.ndarray, n: int):
         if n > self._capacity:
             self._grow(n)
+        self.inputs.advance(decisions, n)  # every batch, whatever the members: the history is the run's
         alive, count = self.alive, 0
         for i, member in enumerate(self.members):
             answered = self._run(member, decisions, x, n, self.probs[i])
@@ -469,7 +610,7 @@ class Models:
         stats.calls += 1
         started = time.perf_counter_ns()
         try:
-            raw = member.session.run(member.output_names, {member.input_name: member.build_input(decisions, n, x)})[0]
+            raw = member.session.run(member.output_names, member.builder.build(decisions, n, x))[0]
             if raw.shape != (n,):
                 raise ValueError(f"output shape {raw.shape}, expected ({n},)")
         except Exception as exc:  # the member's own fault (a graph that raises on this input): no vote this batch
@@ -480,6 +621,8 @@ class Models:
             return self._missed(member)
         cal = member.calibration
         vote.calibrate(raw, n, cal.method, cal.a, cal.b, cal.xs, cal.ys, row)
+        if member.kind == "graph":
+            row[:n][member.builder.no_view_rows(n)] = 0.5
         stats.in_a_row = 0
         return 1
 

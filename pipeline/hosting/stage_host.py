@@ -227,11 +227,12 @@ def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: R
 
     knobs = config.inference
     batch = config.rings.batch
+    history = model_set.History()  # the run's: every model set of this process reads and advances the same one
 
     def make(path):
         """A model set, in steps (pipeline.hosting.models.load_steps), its sessions warmed."""
         made = model_set.Models((yield from model_set.load_steps(path, knobs.min_confidence, knobs.sizer)), batch,
-                                knobs.member_timeout_us, knobs.member_max_failures)
+                                knobs.member_timeout_us, knobs.member_max_failures, history)
         yield from made.warm_steps()
         return made
 

@@ -10,6 +10,11 @@ Every row also carries ``position`` (its record's index in the source's time ord
 ``label_end`` (the position of the record its label reads), which is what folds purge on. Several sources (seeds,
 files) are segments laid end to end: a label never reads across a segment, and the stream key carries the segment so
 that the same (venue, symbol) of two seeds are two streams.
+
+A Dataset built from feature records also keeps their ``History`` (every record's values, labelled or not, as the
+inference host sees them, non-finite as 0; each record's stream predecessor; its instrument key and segment), indexed
+by ``position``: the sequence and graph members gather a fold's windows and cross-sections from it on demand, so
+memory stays one copy of the records' values (112 bytes a record) rather than K of them per row.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from stages.records import FEATURE_SCHEMA_HASH, FEATURE_VECTOR, N_FEATURES
+from stages.universe import MAX_SYMBOLS
 
 LABEL_DEFINITION = (
     "y = 1 if mid[t+H] > mid[t] else 0, where mid = (bid + ask) / 2 and t+H is the H-th later feature record "
@@ -54,6 +60,59 @@ def label_mid_direction(feats: np.ndarray, horizon: int) -> tuple[np.ndarray, np
 
 
 @dataclass(frozen=True)
+class History:
+    """Every feature record of the source, all segments end to end (index = a row's ``position``)."""
+    values: np.ndarray       # float32 [R, N_FEATURES], non-finite -> 0 (the host's rule, stages.windows)
+    previous: np.ndarray     # int64 [R]: the index of the same stream's previous record, -1 for its first
+    key: np.ndarray          # int64 [R]: stages.universe.instrument_key(venue, symbol)
+    segment_start: np.ndarray  # int64 [R]: the index of the first record of the record's segment
+
+    def windows(self, positions: np.ndarray, k: int) -> np.ndarray:
+        """float32 [n, k, N_FEATURES]: each position's stream's last k records up to it, oldest first; slots
+        before the stream's first record hold that first record (the host's edge padding)."""
+        out = np.empty((positions.size, k, N_FEATURES), np.float32)
+        idx = np.asarray(positions, np.int64)
+        for s in range(k - 1, -1, -1):
+            out[:, s] = self.values[idx]
+            back = self.previous[idx]
+            idx = np.where(back >= 0, back, idx)
+        return out
+
+    def cross_section(self, positions: np.ndarray, node_keys: Sequence[int]) -> np.ndarray:
+        """float32 [n, U, N_FEATURES]: at each position, the latest record (at or before it, in its segment) of
+        each instrument key in ``node_keys``; zeros where that instrument has none yet."""
+        positions = np.asarray(positions, np.int64)
+        out = np.zeros((positions.size, len(node_keys), N_FEATURES), np.float32)
+        everything = np.arange(self.key.size, dtype=np.int64)
+        for u, key in enumerate(node_keys):
+            last = np.maximum.accumulate(np.where(self.key == key, everything, -1))[positions]
+            seen = last >= self.segment_start[positions]
+            out[seen, u] = self.values[last[seen]]
+        return out
+
+
+def history_of(feats: np.ndarray, offset: int) -> History:
+    """The History of one segment's time-ordered records, its indices shifted by ``offset``."""
+    values = np.empty((feats.size, N_FEATURES), np.float32)
+    for i in range(0, feats.size, _CHUNK):
+        chunk = feats["values"][i:i + _CHUNK]
+        values[i:i + _CHUNK] = np.where(np.isfinite(chunk), chunk, 0.0)
+    key = feats["venue"].astype(np.int64) * MAX_SYMBOLS + feats["symbol"].astype(np.int64)  # universe.instrument_key
+    previous = np.full(feats.size, -1, np.int64)
+    order = np.argsort(key, kind="stable")  # by stream, time order kept within one
+    same = key[order][1:] == key[order][:-1]
+    previous[order[1:][same]] = order[:-1][same] + offset
+    return History(values, previous, key, np.full(feats.size, offset, np.int64))
+
+
+def join_histories(parts: Sequence[History | None]) -> History | None:
+    if not parts or any(p is None for p in parts):
+        return None
+    return History(*(np.concatenate([getattr(p, name) for p in parts])
+                     for name in ("values", "previous", "key", "segment_start")))
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Rows in time order (``position`` increasing). Checked on construction: a model never sees a NaN row,
     a label outside {0, 1} or rows out of order."""
@@ -66,6 +125,7 @@ class Dataset:
     label_end: np.ndarray    # int64 [n]: the position of the record the label reads (> position)
     horizon: int
     source: dict = field(default_factory=dict)
+    history: History | None = None  # every feature record (module docstring); None for rows made without records
 
     def __post_init__(self):
         n = self.y.shape[0]
@@ -88,7 +148,7 @@ class Dataset:
 
     def take(self, idx: np.ndarray) -> Dataset:
         return Dataset(self.x[idx], self.y[idx], self.stream[idx], self.origin_ts[idx], self.origin_seq[idx],
-                       self.position[idx], self.label_end[idx], self.horizon, self.source)
+                       self.position[idx], self.label_end[idx], self.horizon, self.source, self.history)
 
     def span(self) -> dict:
         """The rows' origin ranges, for the metadata's periods."""
@@ -134,7 +194,8 @@ def from_vectors(feats: np.ndarray, horizon: int, segment: int = 0, offset: int 
     stream = (np.int64(segment) << 32) | (feats["venue"][rows].astype(np.int64) << 16) | feats["symbol"][rows]
     return Dataset(x, y, stream.astype(np.int64), feats["origin_ts"][rows].astype(np.int64),
                    feats["origin_seq"][rows].astype(np.int64), rows.astype(np.int64) + offset,
-                   future.astype(np.int64) + offset, horizon, dict(source or {}, feature_records=int(feats.size)))
+                   future.astype(np.int64) + offset, horizon, dict(source or {}, feature_records=int(feats.size)),
+                   history_of(feats, offset))
 
 
 def concat(parts: Sequence[Dataset], source: dict) -> Dataset:
@@ -144,7 +205,7 @@ def concat(parts: Sequence[Dataset], source: dict) -> Dataset:
         raise ValueError(f"datasets with different horizons: {[p.horizon for p in parts]}")
     return Dataset(*(np.concatenate([getattr(p, name) for p in parts])
                      for name in ("x", "y", "stream", "origin_ts", "origin_seq", "position", "label_end")),
-                   parts[0].horizon, source)
+                   parts[0].horizon, source, join_histories([p.history for p in parts]))
 
 
 def _segments(named_vectors: Iterable[tuple[str, np.ndarray]], horizon: int, source: dict) -> Dataset:

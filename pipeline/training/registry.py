@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-MEMBER_KINDS = ("vector",)  # "sequence" and "graph" come with their input builders
+MEMBER_KINDS = ("vector", "sequence", "graph")
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
 
 

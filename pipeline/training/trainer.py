@@ -16,10 +16,11 @@ import onnxruntime as ort
 from pipeline.training import bootstrap, calibration, voting
 from pipeline.training.datasets import Dataset
 from pipeline.training.folds import Fold, label_span_records, walk_forward
-from pipeline.training.members import FittedMember, trainer
+from pipeline.training.members import MEMBER_NAMES, FittedMember, trainer
 from pipeline.training.metrics import classification_metrics, log_loss_and_auc
 
 EXPORT_TOLERANCE = 1e-5  # float32 graph against the library's float64 prediction
+PREDICT_CHUNK = 1 << 16   # rows per onnxruntime call: a sequence member's windows are 1.8 KB a row
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,35 @@ class Result:
     embargo: int = 0
 
 
-def onnx_predict(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
+def onnx_predict(onnx_bytes: bytes, x: np.ndarray | dict) -> np.ndarray:
+    """The graph's prob_up for ``x``: a vector member's features, or {input name: array}."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-    return session.run(["prob_up"], {"features": np.ascontiguousarray(x, np.float32)})[0].astype(np.float64)
+    feeds = x if isinstance(x, dict) else {"features": np.ascontiguousarray(x, np.float32)}
+    return session.run(["prob_up"], feeds)[0].astype(np.float64)
 
 
-def check_export(name: str, fitted: FittedMember, x: np.ndarray) -> tuple[np.ndarray, float]:
-    """The graph's probabilities on ``x``, refused if they stray from the library's own by > EXPORT_TOLERANCE."""
-    got = onnx_predict(fitted.onnx_bytes, x)
-    err = float(np.max(np.abs(got - fitted.predict(x)))) if x.size else 0.0
+def member_predict(fitted: FittedMember, ds: Dataset, check: bool = False) -> tuple[np.ndarray, float]:
+    """The graph's probabilities on ``ds``'s rows, in chunks (a member's inputs are gathered per chunk), and the
+    largest difference from the library's own when ``check``."""
+    out, err = np.empty(len(ds)), 0.0
+    for lo in range(0, len(ds), PREDICT_CHUNK):
+        feeds = fitted.feeds(ds.take(np.arange(lo, min(lo + PREDICT_CHUNK, len(ds)))))
+        out[lo:lo + PREDICT_CHUNK] = got = onnx_predict(fitted.onnx_bytes, feeds)
+        if check and got.size:
+            err = max(err, float(np.max(np.abs(got - fitted.predict(feeds)))))
+    return out, err
+
+
+def check_export(name: str, fitted: FittedMember, x: np.ndarray | Dataset) -> tuple[np.ndarray, float]:
+    """The graph's probabilities on ``x`` (a vector member's features, or a Dataset's rows), refused if they stray
+    from the library's own by > EXPORT_TOLERANCE."""
+    if isinstance(x, Dataset):
+        got, err = member_predict(fitted, x, check=True)
+    else:
+        got = onnx_predict(fitted.onnx_bytes, x)
+        err = float(np.max(np.abs(got - fitted.predict(x)))) if x.size else 0.0
     if not err <= EXPORT_TOLERANCE:
         raise RuntimeError(f"member {name}: the ONNX graph differs from the fitted model by max_abs={err:.3g} "
                            f"> {EXPORT_TOLERANCE}")
@@ -95,8 +114,8 @@ def run_fold(ds: Dataset, fold: Fold, settings: Settings) -> tuple[dict, dict[st
     for name in names:
         options = {"fit_stride": settings.fit_stride}
         fitted[name] = trainer(name, **options).fit(train, valid, settings.seed)
-        p_test, export_err[name] = check_export(name, fitted[name], test.x)
-        p_valid = onnx_predict(fitted[name].onnx_bytes, valid.x)
+        p_test, export_err[name] = check_export(name, fitted[name], test)
+        p_valid = member_predict(fitted[name], valid)[0]
         cals[name], cal_tables[name] = calibration.choose(p_valid, valid.y)
         valid_cal[name] = calibration.apply(cals[name], p_valid)
         test_cal[name] = calibration.apply(cals[name], p_test)
@@ -115,9 +134,9 @@ def run_fold(ds: Dataset, fold: Fold, settings: Settings) -> tuple[dict, dict[st
 
 
 def train(ds: Dataset, settings: Settings, holdout: Dataset | None = None, log=print) -> Result:
-    unknown = [m for m in settings.members if m not in ("logistic", "gbt")]
+    unknown = [m for m in settings.members if m not in MEMBER_NAMES]
     if unknown:
-        raise ValueError(f"members {unknown}: known are logistic, gbt")
+        raise ValueError(f"members {unknown}: known are {', '.join(MEMBER_NAMES)}")
     if settings.baseline not in settings.members:
         raise ValueError(f"the baseline member {settings.baseline!r} must be among the members {settings.members}")
     ds.require_trainable("dataset")
@@ -130,7 +149,7 @@ def train(ds: Dataset, settings: Settings, holdout: Dataset | None = None, log=p
         result.final, result.calibrations, result.ensemble = fitted, cals, choice
     if holdout is not None:
         holdout.require_trainable("held-out dataset")
-        probs = {n: calibration.apply(result.calibrations[n], onnx_predict(result.final[n].onnx_bytes, holdout.x))
+        probs = {n: calibration.apply(result.calibrations[n], member_predict(result.final[n], holdout)[0])
                  for n in settings.members}
         result.holdout = {"source": holdout.source, **_score_set(
             settings.members, probs, result.ensemble["weights"], result.ensemble["min_confidence"], holdout.y,

@@ -1,9 +1,9 @@
 """Member trainers: each turns (train, validation, seed) into a FittedMember (ONNX bytes, metadata, and the
-library's own predict for checking the export). Only ``vector`` members exist yet (input ``features`` [N, 28]);
-a sequence or graph member adds its own input builder over the same Dataset."""
+library's own predict for checking the export). ``vector`` members (logistic, gbt) read ``features`` [N, 28]; the
+sequence and graph members gather their inputs from the Dataset's History (FittedMember.feeds)."""
 from pipeline.training.members.base import FittedMember, MemberTrainer
 
-MEMBER_NAMES = ("logistic", "gbt")
+MEMBER_NAMES = ("logistic", "gbt", "sequence", "graph")
 
 
 def trainer(name: str, **options) -> MemberTrainer:
@@ -13,6 +13,12 @@ def trainer(name: str, **options) -> MemberTrainer:
     if name == "gbt":
         from pipeline.training.members.gbt import GbtTrainer
         return GbtTrainer(**options)
+    if name == "sequence":
+        from pipeline.training.members.sequence import SequenceTrainer
+        return SequenceTrainer(**options)
+    if name == "graph":
+        from pipeline.training.members.graph import GraphTrainer
+        return GraphTrainer(**options)
     raise ValueError(f"member={name!r}; known: {', '.join(MEMBER_NAMES)}")
 
 

@@ -83,7 +83,8 @@ def _edit_doc(where, **fields):
 
 
 @pytest.mark.parametrize("change, words", [
-    (lambda root, where: _edit_meta(root, "lin1", member_kind="graph"), ["member_kind='graph'", "known: ['vector']"]),
+    (lambda root, where: _edit_meta(root, "lin1", member_kind="qtable"),
+         ["member_kind='qtable'", "known:", "'sequence'"]),
     (lambda root, where: _edit_meta(root, "lin0", feature_schema_hash=FEATURE_SCHEMA_HASH ^ 1),
      ["feature_schema_hash"]),
     (lambda root, where: _edit_doc(where, feature_schema_hash=7), ["ensemble=", "feature_schema_hash", "found=7"]),
@@ -106,12 +107,12 @@ def test_the_loader_should_refuse_what_cannot_serve_by_name(tmp_path, change, wo
         assert word in text, text
 
 
-def test_a_graph_that_is_not_a_vector_member_should_be_refused(tmp_path):
+def test_a_vector_graph_declared_a_sequence_member_should_be_refused(tmp_path):
     shipped = inference.DEFAULT_MODEL
     shutil.copy(shipped, tmp_path / "m.onnx")
     meta = json.loads(inference.metadata_path_for(shipped).read_text())
     (tmp_path / "m.json").write_text(json.dumps({**meta, "member_kind": "sequence", "window": 8}))
-    with pytest.raises(models.ModelLoadError, match="member_kind='sequence'"):
+    with pytest.raises(models.ModelLoadError, match=r"inputs expected=\[\('window'"):
         models.load(tmp_path / "m.onnx")
 
 

@@ -44,9 +44,17 @@ def test_train_should_write_both_members_and_an_ensemble_that_load(registry):
     assert spec["version"] == 1 and spec["feature_schema_hash"] == FEATURE_SCHEMA_HASH
     assert spec["members"] and all(m["weight"] > 0 for m in spec["members"])
     assert abs(sum(m["weight"] for m in spec["members"]) - 1.0) < 1e-9
-    assert {m["path"] for m in spec["members"]} | {m["path"] for m in spec["left_out"]} == {"logistic/v1", "gbt/v1"}
+    assert {m["path"] for m in spec["members"]} | {m["path"] for m in spec["left_out"]} == {
+        "logistic/v1", "gbt/v1", "sequence/v1", "graph/v1"}
     for m in spec["members"]:
         read_member(registry, m["path"])
+    from pipeline.hosting import models
+    for name, key in (("sequence", "window"), ("graph", "nodes")):  # the host reads what the trainer recorded
+        meta = json.loads((registry / name / "v1" / "model.json").read_text())
+        assert meta["member_kind"] == name and key in meta and meta["training"]["command"].startswith("bot4 train")
+        assert len(meta["metrics"]["folds"]) == 2 and "holdout" in meta["metrics"]
+        models.load(registry / name / "v1")
+    models.load(registry / "ensemble" / "v1")
     assert 0.0 <= spec["min_confidence"] <= 1.0
     curve = spec["metrics"]["test"]["precision_coverage"]
     assert curve[0]["min_confidence"] == 0.0 and curve[0]["coverage"] > 0.9

@@ -1,0 +1,85 @@
+"""The sequence and graph members' training: the windows and cross-sections gathered from every feature record
+(labelled or not) are the ones the inference host builds from the same records, each member fits on a small sample
+and its ONNX graph gives scikit-learn's numbers, and the files it writes load and serve in the host."""
+import numpy as np
+import onnx
+import pytest
+
+from pipeline.hosting import models
+from pipeline.training import datasets, trainer
+from pipeline.training.members import trainer as member_trainer
+from stages import inference, windows
+from stages.records import N_FEATURES
+from tests.onnx_members import write_member
+
+
+@pytest.fixture(scope="module")
+def seeds(synthetic_vectors):
+    feats = {s: datasets.in_order(v) for s, v in synthetic_vectors.items()}
+    ds = datasets.concat([datasets.from_vectors(feats[1], 20, 0, 0),
+                          datasets.from_vectors(feats[2], 20, 1, feats[1].size)], {"source": "test"})
+    return feats, ds
+
+
+def test_training_windows_should_be_the_hosts_windows_over_every_record(seeds):
+    feats, ds = seeds
+    f = feats[1]
+    ring, counts = windows.empty_history()
+    host = np.zeros((f.size, 16, N_FEATURES), np.float32)
+    nodes = np.zeros((f.size, 6, N_FEATURES), np.float32)
+    keys = np.array([0, 1, 2, 8, 9, 10], np.int64)
+    for lo in range(0, f.size, 256):  # the host's batches, every record of the stream (labelled or not)
+        part = f[lo:lo + 256]
+        windows.advance(part, part.size, ring, counts, 16, host[lo:lo + 256], keys, nodes[lo:lo + 256],
+                        np.zeros(part.size, np.int64))
+    first = ds.position < f.size  # rows of segment 0
+    rows = ds.position[first]
+    assert rows.size < f.size  # unlabelled records exist and still fill the windows
+    np.testing.assert_array_equal(ds.history.windows(rows, 16), host[rows])
+    np.testing.assert_array_equal(ds.history.cross_section(rows, keys.tolist()), nodes[rows])
+    # segment 1's first rows do not see segment 0's records
+    second = ds.position[~first][:5]
+    assert (ds.history.cross_section(second, keys.tolist()) == 0).any()
+
+
+@pytest.mark.parametrize("name", ["sequence", "graph"])
+def test_a_member_should_fit_export_and_serve_in_the_host_with_the_trainers_numbers(seeds, name, tmp_path):
+    feats, ds = seeds
+    n = len(ds)
+    train, valid = ds.take(np.arange(0, n // 2)), ds.take(np.arange(n // 2, 3 * n // 4))
+    test = ds.take(np.arange(3 * n // 4, n))
+    fitted = member_trainer(name, fit_stride=4).fit(train, valid, seed=1)
+    graph = onnx.load_from_string(fitted.onnx_bytes)
+    expected_inputs = {"sequence": ["window"], "graph": ["nodes", "target"]}[name]
+    assert [i.name for i in graph.graph.input] == expected_inputs
+    probs, err = trainer.check_export(name, fitted, test)
+    assert err <= trainer.EXPORT_TOLERANCE and probs.shape == (len(test),)
+    assert fitted.metadata["member_kind"] == name
+    # the file served by the host, fed every record of segment 1 in batches, gives the trainer's numbers at its rows
+    extra = {"window": fitted.metadata["window"]} if name == "sequence" else {"nodes": fitted.metadata["nodes"]}
+    where = write_member(tmp_path, name, "v1", fitted.onnx_bytes, member_kind=name, **extra)
+    host = models.Models(models.load(where), 256)
+    f = feats[2]
+    served = np.zeros(f.size)
+    x = np.zeros((256, N_FEATURES), np.float32)
+    for lo in range(0, f.size, 256):
+        part = f[lo:lo + 256]
+        inference.prepare(part, part.size, x)
+        served[lo:lo + part.size] = host.predict(part, x, part.size)[0]
+    rows = test.position - feats[1].size
+    np.testing.assert_allclose(served[rows], probs, atol=1e-6)
+
+
+def test_the_trainer_should_score_every_member_per_fold_and_on_the_holdout(seeds):
+    _, ds = seeds
+    settings = trainer.Settings(members=("logistic", "sequence", "graph"), n_folds=1, bootstrap_reps=5,
+                                fit_stride=8)
+    result = trainer.train(ds, settings, holdout=ds.take(np.arange(len(ds) - 2000, len(ds))), log=lambda _: None)
+    for name in ("logistic", "sequence", "graph", "ensemble"):
+        assert 0 < result.folds[0]["test"][name]["log_loss"] < 1 and name in result.holdout
+
+
+def test_a_member_needs_the_records_behind_the_rows():
+    from tests.pipeline.training.conftest import make_dataset
+    with pytest.raises(ValueError, match="needs the feature records"):
+        member_trainer("sequence").fit(make_dataset(500), make_dataset(200, seed=1), seed=1)
