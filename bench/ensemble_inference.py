@@ -1,6 +1,6 @@
 """Ensemble inference cost: p50 and p99 per batch (1, 16, 64, 256 decisions) and per decision, for the shipped
-logistic model alone beside 2- and 3-member vector ensembles and beside itself with the shipped sizer
-(``models/qnet/v1``: argmax of q -> size_scale), through ``pipeline.hosting.models.Models.predict``
+logistic model alone beside 2- and 3-member vector ensembles, beside itself with the shipped sizer
+(``models/qnet/v1``: argmax of q -> size_scale) and beside the shipped ensembles (``models/ensemble/v1``, ``v2``), through ``pipeline.hosting.models.Models.predict``
 (every member's session, its calibration, the vote: what the inference host runs per batch), in one invocation.
 
 Members: the shipped ``directional_v1``; a logistic graph built here with other coefficients (Platt-calibrated);
@@ -85,6 +85,10 @@ def _cases(root: Path, sequence: Path | None, graph: Path | None) -> dict[str, m
                  models.load(three), cap),
              "single + sizer (models/qnet/v1)": models.Models(models.load(root / "directional_v1.onnx",
                                                                           sizer=MODELS / "qnet" / "v1"), cap)}
+    for version, what in (("v1", "106 trees, the converter's classifier"), ("v2", "88 trees, one regressor margin")):
+        if (MODELS / "ensemble" / version).is_dir():  # the shipped ensembles: their GBT alone
+            cases[f"shipped ensemble/{version} (GBT: {what})"] = models.Models(
+                models.load(MODELS / "ensemble" / version), cap)
     # at most 4 members (pipeline.registry.MAX_MEMBERS): the shipped logistic and the third member, then these
     members = [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": f"{third}/v1", "weight": 1.0}]
     for name, where in (("sequence", sequence), ("graph", graph)):
