@@ -42,8 +42,8 @@ def in_use(table: SeqlockTable) -> str:
 
 def first_models(table: SeqlockTable, make, configured):
     """The model set a starting inference host serves first, and whether it is the one a restarted host served
-    before its death: the table's ``IN_USE`` (a publication outlives the process) when that is not the configured
-    set and still loads; else the configured set. ``make(path)`` is the host's step generator (``Swapper``)."""
+    before its death (then its ``PREVIOUS`` still holds): the table's ``IN_USE`` (a publication outlives the
+    process) while it loads, else the configured set. ``make(path)`` is the host's step generator (``Swapper``)."""
     from pipeline.hosting.models import ModelLoadError, run_steps
     resumed = in_use(table)
     if resumed and Path(resumed) != Path(configured).resolve():
@@ -55,7 +55,8 @@ def first_models(table: SeqlockTable, make, configured):
         except ModelLoadError as exc:
             print(f"inference: the model set in use before the restart cannot be loaded ({exc}); serving the "
                   f"configured {configured}", file=sys.stderr, flush=True)
-    return run_steps(make(Path(configured))), False
+        return run_steps(make(Path(configured))), False
+    return run_steps(make(Path(configured))), bool(resumed)  # the configured set, or the one in use if it is that
 
 
 def message(action: int, text: str, seq: int = 0, ok: int = 0, version: int = 0) -> np.void:

@@ -96,9 +96,17 @@ def test_a_restarted_host_should_resume_the_published_set_and_still_roll_back(sh
         assert steps >= 2 and swapper.current.loaded.version == 1 and _answer(table)[:3] == (back, True, 1)
         assert model_swap.in_use(table) == str(Path(v1).resolve())
 
-        Path(v1, "ensemble.json").unlink()  # the set in use is gone by the next restart: the configured one serves
-        fallback, resumed = model_swap.first_models(table, _make, Path(v2))
-        assert fallback.loaded.version == 2 and not resumed and "cannot be loaded" in capsys.readouterr().err
+        again, resumed = model_swap.first_models(table, _make, Path(v1))  # in use is the configured set: it
+        assert again.loaded.version == 1 and resumed  # resumes, and the set before it is still the rollback's
+        swapper = model_swap.Swapper(table, _make, again, resumed)
+        back = _publish(table, model_swap.ROLLBACK)
+        while not swapper.poll():
+            pass
+        assert swapper.current.loaded.version == 2 and _answer(table)[:3] == (back, True, 2)
+
+        Path(v2, "ensemble.json").unlink()  # the set in use is gone by the next restart: the configured one serves
+        fallback, resumed = model_swap.first_models(table, _make, Path(v1))
+        assert fallback.loaded.version == 1 and not resumed and "cannot be loaded" in capsys.readouterr().err
     finally:
         table.close()
         table.segment.unlink()
