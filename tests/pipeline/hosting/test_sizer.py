@@ -166,7 +166,9 @@ def test_a_live_run_with_a_flat_sizer_should_send_no_order(live, tmp_path):
     """The live inference host's path (pipeline.hosting.stage_host): a sizer whose every answer is scale 0."""
     from tests.conftest import SIGNAL_ARGS
     flat = write_sizer(tmp_path, q_graph(np.zeros((N_FEATURES, 2))), [0.0, 1.0])
-    run = live(*SIGNAL_ARGS, "--quiet", "--events", "20000", "--rate", "20000", "--set", f"inference.sizer={flat}")
+    # No budget: a late sizer's batch is sized by the rule (scale 1), and a loaded machine must not make it late.
+    run = live(*SIGNAL_ARGS, "--quiet", "--events", "20000", "--rate", "20000", "--set", f"inference.sizer={flat}",
+               "--set", "inference.member_timeout_us=0")
     code, output = run.finish(timeout=240)
     assert code == 0, output
     assert "records per stage" in output and "inference 0->" not in output, output
