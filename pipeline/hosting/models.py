@@ -42,7 +42,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -295,6 +295,11 @@ def run_steps(steps: Generator):
             return done.value
 
 
+def _fault(exc: Exception) -> str:
+    """An exception in one line: its type and the first line of its text."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 def _open_session(onnx_bytes: bytes, onnx_path: Path,
                   check: Callable[[ort.InferenceSession, Path], None]) -> ort.InferenceSession:
     try:
@@ -305,8 +310,7 @@ def _open_session(onnx_bytes: bytes, onnx_path: Path,
     except inference.ModelMismatchError as exc:
         raise ModelLoadError(str(exc)) from None
     except Exception as exc:  # onnxruntime's own: a file that is not a graph it can run
-        raise ModelLoadError(f"model={onnx_path}: onnxruntime cannot open it ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise ModelLoadError(f"model={onnx_path}: onnxruntime cannot open it ({_fault(exc)})") from None
     return session
 
 
@@ -582,7 +586,7 @@ class Models:
             sizer.choose(decisions, x, n, self.size_scale)
         except Exception as exc:  # the sizer's own fault: this batch is sized by the rule
             stats.failures += 1
-            stats.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+            stats.last_error = _fault(exc)[:200]
             self._missed(sizer)
             return self.ones[:n]
         if self._late(stats, started):
@@ -615,7 +619,7 @@ class Models:
                 raise ValueError(f"output shape {raw.shape}, expected ({n},)")
         except Exception as exc:  # the member's own fault (a graph that raises on this input): no vote this batch
             stats.failures += 1
-            stats.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+            stats.last_error = _fault(exc)[:200]
             return self._missed(member)
         if self._late(stats, started):
             return self._missed(member)
