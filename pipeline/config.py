@@ -378,6 +378,11 @@ class InferenceConfig:
                                                "fused mode and backtests never time out); 0 = no budget")
     member_max_failures: int = option(100, "a member that fails or is late this many batches in a row is disabled",
                                       unit="batches")
+    swap: str = option("standby", "how a published model set replaces the one in use: standby (a second inference "
+                                  "process loads it and takes the stage over at a batch boundary) | in_process "
+                                  "(loaded between batches by the serving process: batches wait for its steps)")
+    standby_timeout_s: float = option(120.0, "a standby that has not taken over by then is stopped and the "
+                                             "publication refused", unit="s")
 
     def check(self):
         if self.model:
@@ -390,6 +395,9 @@ class InferenceConfig:
                      "give a qvalue member's version dir (models/qnet/<version>) or its .onnx, or \"\" for none")
         _require(self.min_confidence == -1.0 or 0 <= self.min_confidence <= 1, "inference.min_confidence",
                  self.min_confidence, "use -1 (the ensemble's own) or a probability in [0, 1]")
+        _require(self.swap in ("standby", "in_process"), "inference.swap", self.swap, "use standby or in_process")
+        _require(math.isfinite(self.standby_timeout_s) and 1 <= self.standby_timeout_s <= 3600,
+                 "inference.standby_timeout_s", self.standby_timeout_s, "use 1 to 3600 seconds")
 
 
 @dataclass(frozen=True)

@@ -36,3 +36,7 @@ def model_requests(run: str) -> str:
 
 def positions(run: str) -> str:
     return f"{NAME_PREFIX}{run}.positions"
+
+
+def inference_shared(run: str) -> str:
+    return f"{NAME_PREFIX}{run}.inference"

@@ -186,7 +186,8 @@ class StatusView:
                f"{inf['model_sha256_head']:0{registry.SHA256_HEAD_HEX}x}...) | members alive "
                f"{inf['members_alive']}/{inf['members']}, batches with no view {inf['no_view_batches']} | swaps "
                f"{inf['swaps']}, refused {inf['publish_refused']} | longest wait {_us(inf['wait_max_ns'])}, "
-               f"around swaps {_us(inf['swap_wait_max_ns'])} (longest load step {_us(inf['load_step_max_ns'])})"]
+               f"around swaps {_us(inf['swap_wait_max_ns'])} (longest load step {_us(inf['load_step_max_ns'])}, "
+               f"handover {_us(inf['handover_max_ns'])})"]
         for m in range(min(inf["members"], registry.MAX_MEMBERS)):
             c = {label: inf[f"m{m}_{label}"] for label in registry.MEMBER_COUNTERS}
             out.append(f"  member {m} {members[m] if m < len(members) else '?'}: calls {c['calls']:,} p50 "

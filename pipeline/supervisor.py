@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import posix_ipc
 
-from pipeline import graph, kill_reasons, names
+from pipeline import graph, kill_reasons, names, registry
 from pipeline.config import Config, ConfigError, allocation_note
-from pipeline.hosting import launcher, topology, warmup
+from pipeline.hosting import launcher, standby, topology, warmup
 from pipeline.plan import RunPlan, resolve
 from pipeline.registry import NAMES as PROCESS_NAMES
 from pipeline.registry import STAGE_NAMES
@@ -84,6 +84,8 @@ class Supervisor:
     consumers_gone: set = field(default_factory=set)  # processes whose input rings are marked gone
     service: sd_notify.ServiceNotifier | None = None  # systemd's notify socket (inert when not under systemd)
     watchdog_stale: bool = False   # the watchdog's heartbeat is stale now (said and tripped once per episode)
+    inference_shared: object = None  # the handover word and history of standby swaps (pipeline.hosting.standby)
+    standby_swaps: object = None   # model requests served by standby inference processes (pipeline.hosting.standby)
 
     def say(self, text: str) -> None:
         try:
@@ -162,6 +164,13 @@ class Supervisor:
             self.positions = PositionsTable.create(run, config.feed.venues, config.feed.symbols)
         if "inference" in hosted:
             self.model_store = model_store.create(run)
+            if standby.enabled(config):
+                self.inference_shared = standby.InferenceShared.create(run)
+                slot = self.block.stages[PROCESS_NAMES.index("inference")]
+                refused = cb.S_CUSTOM + registry.BY_NAME["inference"].counter("publish_refused")
+                self.standby_swaps = standby.StandbySwaps(
+                    self.model_store, self.inference_shared, self._spawn_standby, config.inference.standby_timeout_s,
+                    self.say, slot[refused:refused + 1], lambda: int(slot[cb.S_PID]))
         if "strategy" in hosted and config.strategy.kind == "regime":
             self.weights_store = weights_store.create(run)
             weights_store.publish_initial(self.weights_store, graph.allocator_weights(config.allocator))
@@ -228,6 +237,10 @@ class Supervisor:
             return self.children[group[0]]
         return launcher.spawn(name, self.plan, group=bool(group))
 
+    def _spawn_standby(self, seq: int, action: int, path: str) -> subprocess.Popen:
+        self.say(f"bot4: model request {seq}: a standby inference process loads {path}")
+        return launcher.spawn("inference", self.plan, standby={"seq": seq, "action": action, "path": path})
+
     def _start_failure(self) -> str:
         """Why start-up failed ("" while it has not): a process that said FAILED or exited before ready, with
         its own one-line cause when it left one (pipeline.hosting.child.report_failure)."""
@@ -289,6 +302,11 @@ class Supervisor:
             slot = self.block.stages[index]
             if int(slot[cb.S_STATE]) == cb.STOPPED:
                 continue
+            if name == "inference" and self.standby_swaps is not None:
+                successor = self.standby_swaps.adopt(int(slot[cb.S_PID]))
+                if successor is not None:  # it handed the stage to a standby, which serves now
+                    self.children[name] = successor
+                    continue
             # Trading off first, then everything else.
             g = self.block.globals
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
@@ -335,6 +353,9 @@ class Supervisor:
                      for name in self.children]
         while not self.stop_requested and not self.died:
             self.poll_children()
+            if self.standby_swaps is not None:
+                inference = self.children.get("inference")
+                self.standby_swaps.tick(inference is not None and inference.poll() is None)
             self.watch_the_watchdog(stale_ns)
             self.service.tick(self.block, processes, stale_ns)
             now = time.monotonic()
@@ -505,6 +526,9 @@ class Supervisor:
             if g[cb.G_TRADING_ENABLED]:
                 cb.disable_trading(g, kill_reasons.KILL_SHUTDOWN, -1, time.time_ns())
             g[cb.G_RUN_STATE] = cb.RUN_STOPPING
+        if self.standby_swaps is not None:
+            self.poll_children()  # a standby handed the stage just now is the stage: adopted, not cancelled
+            self.standby_swaps.cancel("the run stopped before the swap")
         if self.children:
             self.wait_for_flatten()
             self.stop_children()
@@ -541,6 +565,10 @@ class Supervisor:
                 owned.close()
                 owned.segment.unlink()
                 setattr(self, table, None)
+        if self.inference_shared is not None:
+            self.inference_shared.close()
+            self.inference_shared.unlink()
+            self.inference_shared = None
         for sem in self.semaphores:
             sem.unlink()
             sem.close()

@@ -118,8 +118,7 @@ class LiveRun:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for entry in segment.list_segments(names.run_prefix(self.name)):
-            segment.reclaim_if_stale(entry)
+        segment.reclaim_stale(segment.list_segments(names.run_prefix(self.name)))  # semaphores too
         from pipeline.safety.alerts import endpoint_for, remove_ipc_file
         remove_ipc_file(endpoint_for(self.name, "auto"))
 

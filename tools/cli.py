@@ -519,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     mr = md_sub.add_parser("rollback", help="return to the model set in use before the last swap")
     mr.add_argument("run", help="run name")
     for p in (mp, mr):
-        p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the run's answer")
+        p.add_argument("--timeout", type=float, default=180.0,
+                       help="seconds to wait for the run's answer (a standby process starts and loads: seconds)")
     md.set_defaults(func=_model)
     rpt = sub.add_parser("report", help="performance report of a run from its journal: report.json, report.html, PNGs")
     rpt.add_argument("journal_or_run", help="journal directory, or a run name (its journal is the config's journal.dir)")

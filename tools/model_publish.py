@@ -17,7 +17,7 @@ from pipeline.hosting.model_swap import PUBLISH, ROLLBACK
 from pipeline.store import model_store
 
 
-def main(action: str, run: str, path: str | None = None, timeout_s: float = 30.0) -> int:
+def main(action: str, run: str, path: str | None = None, timeout_s: float = 180.0) -> int:
     where = f"bot4 model {action}"
     try:
         if action == "publish":

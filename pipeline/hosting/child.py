@@ -40,6 +40,7 @@ class Child:
     placements: dict[str, Placement]
     block: cb.ControlBlock
     slot: np.ndarray
+    standby: dict | None = None  # a standby inference process's request (pipeline.hosting.standby), else None
 
 
 def start(name: str | None = None) -> Child:
@@ -61,11 +62,13 @@ def start(name: str | None = None) -> Child:
     config = plan.config  # checked once by the supervisor: a child never parses or re-checks it
     block = cb.ControlBlock.attach(names.control(config.run.name))
     slot = block.stages[PROCESSES.index(name)]
-    slot[cb.S_PID_START_NS] = segment.process_start_ns(os.getpid())
-    slot[cb.S_PID] = os.getpid()
-    slot[cb.S_CORE] = placement.core
-    slot[cb.S_HEARTBEAT_NS] = time.time_ns()
-    return Child(name, plan, config, placement, placements, block, slot)
+    standby = launch.get("standby")
+    if standby is None:  # a standby claims the slot only when the process serving hands it over
+        slot[cb.S_PID_START_NS] = segment.process_start_ns(os.getpid())
+        slot[cb.S_PID] = os.getpid()
+        slot[cb.S_CORE] = placement.core
+        slot[cb.S_HEARTBEAT_NS] = time.time_ns()
+    return Child(name, plan, config, placement, placements, block, slot, standby)
 
 
 def one_line(exc: BaseException) -> str:

@@ -2,9 +2,10 @@
 boundaries, loads in steps between batches and swaps at one (pipeline.store.model_store has the publisher's side).
 
 ``/bot4.<run>.model`` is a four-slot :class:`shm.seqlock.SeqlockTable` of ``MODEL_MESSAGE``: slot ``REQUEST`` is
-written by publishers (any number, ``write_contended``), slot ``RESULT`` by the inference host alone, answering
-with the request's sequence: taken, or refused and why (a refused publication changes nothing). Slots ``IN_USE``
-and ``PREVIOUS`` (the host's alone) hold the paths of the model set serving and of the one a rollback returns to:
+written by publishers (any number, ``write_contended``), slot ``RESULT`` by whoever answers (the inference host; in
+a standby swap, pipeline.hosting.standby, the standby, or the supervisor for a standby that could not), with the
+request's sequence: taken, or refused and why (a refused publication changes nothing). Slots ``IN_USE`` and
+``PREVIOUS`` (the serving process's alone) hold the paths of the model set serving and of the one a rollback returns to:
 the table lives as long as the run, so a restarted inference process resumes the published model set, not the
 configured one, and can still roll back.
 """
@@ -82,10 +83,11 @@ class Swapper:
     the earlier's publisher is told it was superseded).
 
     ``resumed``: ``current`` is the table's ``IN_USE`` set (a restarted host), so a rollback returns to the table's
-    ``PREVIOUS``, loaded then (the set held loaded died with the process)."""
+    ``PREVIOUS``, loaded then (the set held loaded died with the process). ``takes_requests`` False: requests are
+    the supervisor's (standby swaps, pipeline.hosting.standby); this only records the set in use and answers."""
 
-    def __init__(self, table: SeqlockTable, make, current, resumed: bool = False):
-        self.table, self.make = table, make
+    def __init__(self, table: SeqlockTable, make, current, resumed: bool = False, takes_requests: bool = True):
+        self.table, self.make, self.takes_requests = table, make, takes_requests
         self.current, self.previous = current, None
         self.previous_path = text_of(table.read(PREVIOUS)[0]) if resumed else ""
         # The last request answered: one made while this host was down (a restart) is taken now, not lost.
@@ -104,6 +106,8 @@ class Swapper:
         """Take what is due at this batch boundary (one load step, a request); True when ``current`` changed."""
         if self._steps is not None:
             return self._step()  # a request waits until this load is answered
+        if not self.takes_requests:  # standby swaps: the supervisor takes them (pipeline.hosting.standby)
+            return False
         if int(self.table.seqs[REQUEST * SEQ_STRIDE]) // 2 == self.seen:  # a plain aligned load: cheap per batch
             return False
         rec, seq = self.table.read(REQUEST)
@@ -114,17 +118,17 @@ class Swapper:
                 self._pending_seq = seq
                 self._steps = self.make(Path(self.previous_path))
             elif self.previous is None:
-                self._answer(seq, False, "nothing to roll back to: no swap since the run started")
+                self.answer(seq, False, "nothing to roll back to: no swap since the run started")
             else:
                 self.previous, self.current = self.current, self.previous
                 self.swaps += 1
-                self._answer(seq, True, self.current.loaded.name)
+                self.answer(seq, True, self.current.loaded.name)
                 return True
         elif action == PUBLISH:
             self._pending_seq = seq
             self._steps = self.make(Path(text))
         else:
-            self._answer(seq, False, f"unknown action {action}")
+            self.answer(seq, False, f"unknown action {action}")
         return False
 
     def _step(self) -> bool:
@@ -136,11 +140,11 @@ class Swapper:
             self._steps = None
             self.previous, self.current = self.current, done.value
             self.swaps += 1
-            self._answer(self._pending_seq, True, self.current.loaded.name)
+            self.answer(self._pending_seq, True, self.current.loaded.name)
             return True
         except Exception as exc:  # reported to the publisher; the model set in use stays
             self._steps = None
-            self._answer(self._pending_seq, False, f"refused: {exc}")
+            self.answer(self._pending_seq, False, f"refused: {exc}")
             return False
         finally:
             self.longest_step_ns = max(self.longest_step_ns, time.perf_counter_ns() - started)
@@ -152,7 +156,7 @@ class Swapper:
         self.table.publish(IN_USE, message(0, str(Path(self.current.loaded.path).resolve()), 0, 1,
                                            self.current.loaded.version))
 
-    def _answer(self, seq: int, ok: bool, text: str) -> None:
+    def answer(self, seq: int, ok: bool, text: str) -> None:
         if ok:
             self._record()
         else:

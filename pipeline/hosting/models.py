@@ -161,11 +161,20 @@ INPUT_BUILDERS = {"vector": VectorInput, "sequence": SequenceInput, "graph": Gra
 
 class History:
     """The run's per-instrument history (stages.windows): it belongs to the run, not to a model set, so a swap hands
-    it to the new set (a swapped-in sequence member does not start cold); a restarted inference process starts
-    with an empty one. Advanced once per batch, whatever the members, by the set in use (one thread)."""
+    it to the new set (a swapped-in sequence member does not start cold), and a standby that takes the stage over
+    reads it where the process before it left it (``shared``: pipeline.hosting.standby.InferenceShared); a restarted
+    inference process starts with an empty one. Advanced once per batch, whatever the members, by the set in use of
+    the serving process (one thread)."""
 
-    def __init__(self):
-        self.ring, self.counts = windows.empty_history()
+    def __init__(self, shared=None):
+        if shared is None:
+            self.ring, self.counts = windows.empty_history()
+        else:
+            self.ring, self.counts = shared.ring, shared.counts
+
+    def clear(self) -> None:
+        self.ring[:] = 0.0
+        self.counts[:] = 0
 
 
 class BatchInputs:

@@ -5,12 +5,15 @@ is ignored (the supervisor owns Ctrl-C); the supervisor stops a stage through it
 """
 from __future__ import annotations
 
+import gc
+import os
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import posix_ipc
@@ -221,30 +224,126 @@ LOADING_WAIT_NS = 200_000  # while a model set loads, the host waits for input i
 LOAD_STARVED_NS = 20_000_000  # input with no idle spell for this long: a step anyway
 
 
-def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> None:
-    from pipeline.hosting import model_swap
+def _inference_model_maker(config: Config, history):
+    """``make(path)``: a model set, in steps (pipeline.hosting.models.load_steps), its sessions warmed."""
     from pipeline.hosting import models as model_set
-
-    knobs = config.inference
-    batch = config.rings.batch
-    history = model_set.History()  # the run's: every model set of this process reads and advances the same one
+    knobs, batch = config.inference, config.rings.batch
 
     def make(path):
-        """A model set, in steps (pipeline.hosting.models.load_steps), its sessions warmed."""
         made = model_set.Models((yield from model_set.load_steps(path, knobs.min_confidence, knobs.sizer)), batch,
                                 knobs.member_timeout_us, knobs.member_max_failures, history)
         yield from made.warm_steps()
         return made
+    return make
 
+
+def run_inference_stage(spec, config, endpoints, block, slot, placement, plan: RunPlan) -> bool:
+    """Serve until stopped (False), or until a standby took the stage over (True: this process exits, its slot is
+    the standby's)."""
+    from pipeline.hosting import model_swap, standby
+    from pipeline.hosting import models as model_set
+
+    shared = standby.InferenceShared.attach(config.run.name) if standby.enabled(config) else None
+    try:
+        # The run's history: every model set reads and advances the same one; a (re)started process starts empty.
+        history = model_set.History(shared)
+        history.clear()
+        if shared is not None:
+            shared.warm()  # the handover's atomics load their machine code now, not at a batch boundary
+        make = _inference_model_maker(config, history)
+        table = model_swap.table(config.run.name)
+        try:
+            current, resumed = model_swap.first_models(table, make, plan.model_path)
+            swapper = model_swap.Swapper(table, make, current, resumed, takes_requests=shared is None)
+            return _serve_inference(spec, endpoints, block, slot, placement, config.rings.batch, swapper, shared)
+        finally:
+            table.close()
+    finally:
+        if shared is not None:
+            shared.close()
+
+
+def run_standby_inference(spec, config, endpoints, block, slot, placement, plan: RunPlan, request: dict) -> bool:
+    """A standby (pipeline.hosting.standby): load the requested model set at idle priority, offer to take over, and
+    serve once handed the stage (True), or give up: a refused load (answered here) or a cancelled swap (False)."""
+    from pipeline.hosting import model_swap, standby
+    from pipeline.hosting import models as model_set
+
+    process = registry.BY_NAME["inference"]
+    shared = standby.InferenceShared.attach(config.run.name)
     table = model_swap.table(config.run.name)
     try:
-        swapper = model_swap.Swapper(table, make, *model_swap.first_models(table, make, plan.model_path))
-        _serve_inference(spec, endpoints, block, slot, placement, batch, swapper)
+        history = model_set.History(shared)  # the server's until the handover; only read here after it
+        make = _inference_model_maker(config, history)
+        seq, path = int(request["seq"]), Path(request["path"])
+        try:
+            made = standby.load_at_idle(lambda: model_set.run_steps(make(path)))
+            _warm_inference(spec, endpoints, placement, made, config.rings.batch)
+            shared.warm()
+            _freeze_heap()
+            standby.brace()
+            standby.offer(shared)
+        except Exception as exc:  # the publisher is told; the serving process never knew
+            if not isinstance(exc, (OSError, ValueError)):
+                traceback.print_exc()
+            why = str(exc) if isinstance(exc, (OSError, ValueError)) else f"{type(exc).__name__}: {exc}"
+            version = int(table.read(model_swap.IN_USE)[0]["version"])
+            table.publish(model_swap.RESULT, model_swap.message(0, f"refused: {why}", seq, 0, version))
+            slot[cb.S_CUSTOM + process.counter("publish_refused")] += 1
+            return False
+        paused = standby.await_takeover(shared, lambda: int(block.globals[cb.G_RUN_STATE]) != cb.RUN_RUNNING)
+        standby.settle()
+        if not paused:
+            return False
+        topo = config.topology
+        if topo.nice or topo.realtime_priority:
+            from pipeline.hosting.topology import apply_priority
+            note = apply_priority(os.getpid(), topo.nice, topo.realtime_priority, placement.dedicated)
+            print(f"bot4: inference (standby, serving now): {note}", file=sys.stderr)
+        longest = cb.S_CUSTOM + process.counter("handover_max_ns")
+        slot[longest] = max(int(slot[longest]), paused)
+        # Serving now: the set in use before becomes the one a rollback returns to (a rollback's target is it).
+        table.publish(model_swap.PREVIOUS, table.read(model_swap.IN_USE)[0])
+        swapper = model_swap.Swapper(table, make, made, resumed=True, takes_requests=False)
+        swapper.answer(seq, True, made.loaded.name)
+        slot[cb.S_CUSTOM + process.counter("swaps")] += 1
+        return _serve_inference(spec, endpoints, block, slot, placement, config.rings.batch, swapper, shared,
+                                taken_over=True)
     finally:
         table.close()
+        shared.close()
 
 
-def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) -> None:
+def _freeze_heap() -> None:
+    """What start-up and loading made (imports, sessions: most of the heap) is never scanned again, so a collection
+    of what a batch allocates stays short: a full one could hold a batch, or a handover, for milliseconds."""
+    gc.collect()
+    gc.freeze()
+
+
+def _warm_inference(spec, endpoints, placement, model, batch) -> None:
+    """Load every njit entry point the host calls per batch, against process-local rings and a scratch slot (a
+    standby warms while another process owns the stage's)."""
+    from stages import inference
+    from stages.records import N_FEATURES
+    in_a = ring.local_ring(endpoints.in_a[2].dtype, 2)
+    outs = tuple(ring.local_ring(spec.out_dtype, 2) for _ in endpoints.outs)
+    slot, ctl = np.zeros(cb.STAGE_WORDS, np.int64), np.zeros(cb.GLOBAL_WORDS, np.int64)
+    decisions, x = np.zeros(batch, in_a[2].dtype), np.zeros((batch, N_FEATURES), np.float32)
+    predictions = np.zeros(batch, spec.out_dtype)
+    idle_params, idle_state, timespec = placement.idle_params(), idle_strategies.make_state(), new_timespec()
+    duty_cycle.wait_for_input(in_a, slot, idle_params, idle_state, 0, timespec)
+    ring.read(*in_a, decisions, 0)
+    ring.readable(in_a[0], in_a[1])
+    inference.prepare(decisions, 0, x)
+    inference.finish(decisions, 0, model.prob, model.confidence, model.alive_out, model.size_scale, predictions, 0)
+    now = time.time_ns()
+    duty_cycle.account_served(slot, ctl, 0, 0, predictions, now, now, now, 0, timespec)
+    duty_cycle.publish(outs, np.zeros(len(outs), np.int64), predictions, 0, slot, idle_params, timespec)
+
+
+def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper, shared, taken_over=False) -> bool:
+    from pipeline.hosting import standby
     from stages import inference
     from stages.records import N_FEATURES
 
@@ -259,35 +358,35 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) ->
     idle_state = idle_strategies.make_state()
     timespec = new_timespec()
     producer, consumer, records = endpoints.in_a
-    # Warm every njit entry point before reporting ready (the sessions are warm: Models.warm).
-    duty_cycle.wait_for_input(endpoints.in_a, slot, idle_params, idle_state, 0, timespec)
-    ring.read(producer, consumer, records, decisions, 0)
-    ring.readable(producer, consumer)
-    inference.prepare(decisions, 0, x)
-    inference.finish(decisions, 0, model.prob, model.confidence, model.alive_out, model.size_scale, predictions, 0)
-    model.publish(slot)
-    now = time.time_ns()
-    duty_cycle.account_served(slot, block.globals, 0, 0, predictions, now, now, now, 0, timespec)
-    slot[cb.S_BATCHES] = 0
-    slot[cb.S_SERVICE_HIST:cb.S_SERVICE_HIST + cb.HIST_BUCKETS] = 0
-    duty_cycle.reset_phases(slot)
-    duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, 0, slot, idle_params, timespec)
-    slot[cb.S_STATE] = cb.READY
-    if not wait_until_running(block, slot):
-        return
-    slot[cb.S_STATE] = cb.RUNNING
+    if not taken_over:
+        _warm_inference(spec, endpoints, placement, model, batch)  # the sessions are warm: Models.warm
+        _freeze_heap()
+        model.publish(slot)
+        duty_cycle.reset_phases(slot)
+        slot[cb.S_STATE] = cb.READY
+        if not wait_until_running(block, slot):
+            return False
+        slot[cb.S_STATE] = cb.RUNNING
+    else:
+        model.publish(slot)
     next_publish = 0
     # Lateness: how long a batch's oldest decision waited between risk and us; around a swap (a load in flight,
     # or the first batch after it) apart from the rest, so an operator sees what a swap costs.
     wait_max = custom[process.counter("wait_max_ns"):process.counter("wait_max_ns") + 1]
     swap_wait_max = custom[process.counter("swap_wait_max_ns"):process.counter("swap_wait_max_ns") + 1]
-    around_swap = False
+    around_swap = taken_over
     stepped, code = 0, duty_cycle.WAIT_READY
     while True:
+        if shared is not None:
+            # A standby swap: a ready standby takes over at this boundary (one aligned load when none waits).
+            offered = shared.offered()
+            if offered and slot[cb.S_STOP] == 0 and standby.hand_over(shared, offered, slot):
+                return True
         loading = swapper.loading
         # A load step (up to ~1 ms) only when no input came for LOADING_WAIT_NS, or when none came for so long
         # that the load would starve: a batch waits for one step at most, and batches never queue behind several.
-        if not loading or code == duty_cycle.WAIT_TIMEOUT or time.monotonic_ns() - stepped > LOAD_STARVED_NS:
+        if shared is None and (not loading or code == duty_cycle.WAIT_TIMEOUT
+                               or time.monotonic_ns() - stepped > LOAD_STARVED_NS):
             stepped = time.monotonic_ns()
             if swapper.poll():
                 model = swapper.current
@@ -302,7 +401,7 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) ->
                                          LOADING_WAIT_NS if loading else 50_000_000, timespec)
         if code == duty_cycle.WAIT_STOPPED:
             if ring.readable(producer, consumer) == 0:
-                return
+                return False
         elif code == duty_cycle.WAIT_PARK:
             _park(endpoints)
             continue
@@ -318,7 +417,7 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper) ->
         kernel_done = time.time_ns()
         blocked_before = int(slot[cb.S_BLOCKED_NS])
         if not duty_cycle.publish(endpoints.outs, endpoints.out_sems, predictions, n_out, slot, idle_params, timespec):
-            return
+            return False
         slot[cb.S_QUEUE_DEPTH] = consumer[ring.C_CACHED_TAIL] - consumer[ring.C_HEAD]
         duty_cycle.account_served(slot, block.globals, n, n_out, predictions, started, read_done, kernel_done,
                                   blocked_before, timespec)
@@ -341,8 +440,9 @@ def main(make_agent: Callable[..., Agent] | None = None) -> int:
     run = config.run.name
     spec = graph.stage(config, stage)
     block, slot = child.block, child.slot
-    slot[cb.S_IDLE_STRATEGY] = placement.idle
-    slot[cb.S_STATE] = cb.STARTING
+    if child.standby is None:  # a standby's slot is the serving process's until it is handed over
+        slot[cb.S_IDLE_STRATEGY] = placement.idle
+        slot[cb.S_STATE] = cb.STARTING
     endpoints = None
     try:
         endpoints = attach_endpoints(config, run, spec, placements)
@@ -350,13 +450,26 @@ def main(make_agent: Callable[..., Agent] | None = None) -> int:
         if make_agent is not None:
             agent = make_agent(config, endpoints, slot, placement)
             return AgentRunner(agent, child, Idle(placement.idle_params())).run()
-        host = partial(run_inference_stage if stage == "inference" else run_numba_stage, plan=child.plan)
-        host(spec, config, endpoints, block, slot, placement)
+        if child.standby is not None:
+            served = run_standby_inference(spec, config, endpoints, block, slot, placement, child.plan, child.standby)
+        else:
+            host = partial(run_inference_stage if stage == "inference" else run_numba_stage, plan=child.plan)
+            served = host(spec, config, endpoints, block, slot, placement)
+        if served is True and int(slot[cb.S_PID]) != os.getpid():
+            # Handed the stage to a standby: the slot is its (RUNNING), and so is stopping it. Out at once: the
+            # interpreter's teardown would only hold the core its successor serves on.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        if child.standby is not None and int(slot[cb.S_PID]) != os.getpid():
+            return 0  # a standby that never took over: the slot was never its
         slot[cb.S_STATE] = cb.STOPPED
         return 0
     except Exception as exc:
         if not isinstance(exc, EXPECTED_FAILURES):
             traceback.print_exc()  # a bug: the whole story, then the one line
+        if child.standby is not None and int(slot[cb.S_PID]) != os.getpid():
+            return 1  # not the stage's process (yet): the supervisor answers its publisher
         report_failure(child, exc)
         return 1
     finally:

@@ -44,7 +44,7 @@ def attach(run: str) -> SeqlockTable:
     return found
 
 
-def request(run: str, action: int, path: str = "", timeout_s: float = 30.0) -> tuple[bool, int, str]:
+def request(run: str, action: int, path: str = "", timeout_s: float = 180.0) -> tuple[bool, int, str]:
     """Send a request to the running ``run`` and wait for its inference host's answer: (taken, the version in use,
     the model's name or why it was refused). Raises PublishError when nobody answers within ``timeout_s``."""
     found = attach(run)

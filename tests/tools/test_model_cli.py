@@ -70,14 +70,14 @@ def test_a_live_run_should_swap_to_a_published_ensemble_roll_back_and_keep_it_ac
         counter = registry.BY_NAME["inference"].counter
         waited = int(inf[cb.S_CUSTOM + counter("wait_max_ns")]), int(inf[cb.S_CUSTOM + counter("swap_wait_max_ns")])
         assert int(inf[cb.S_CUSTOM + counter("m0_calls")]) > 0
-        inference_pid = int(inf[cb.S_PID])
+        # A figure, not an assertion (the machine is shared): the longest a batch waited, apart and around swaps.
+        print(f"inference: longest batch wait {waited[0] / 1e3:.0f} us, around swaps {waited[1] / 1e3:.0f} us")
+
+        out = _cli("model", "publish", run.name, str(second))
+        assert out.returncode == 0, out.stderr
+        inference_pid = int(inf[cb.S_PID])  # the standby that took the stage over
     finally:
         block.close()
-    # A figure, not an assertion (the machine is shared): the longest a batch waited, apart and around swaps.
-    print(f"inference: longest batch wait {waited[0] / 1e3:.0f} us, around swaps {waited[1] / 1e3:.0f} us")
-
-    out = _cli("model", "publish", run.name, str(second))
-    assert out.returncode == 0, out.stderr
     os.kill(inference_pid, signal.SIGKILL)  # the restarted stage serves what was published, not the config
     run.wait_for(r"restarted inference", timeout=300)
     run.wait_for(r"resumed the model set in use before the restart: ensemble: lin0\+lin2", timeout=300)
