@@ -378,6 +378,8 @@ class InferenceConfig:
                                                "fused mode and backtests never time out); 0 = no budget")
     member_max_failures: int = option(100, "a member that fails or is late this many batches in a row is disabled",
                                       unit="batches")
+    fuse_members: bool = option(True, "run an ensemble's members as one composed ONNX graph (one session run per "
+                                      "batch, answers bit for bit the members' own); false = a session run per member")
 
     def check(self):
         if self.model:
