@@ -689,9 +689,9 @@ class Models:
     def _run_fused(self, x: np.ndarray, n: int) -> int:
         """Every member's calibrated probabilities from one fused run; the members answering, or -1 when the run
         raised or a member's answer is not n finite numbers (counted: this batch then runs per member). A fused
-        call over the members' budgets together is counted late but its answers vote (they are there: a second
-        run would be later still); after max_failures failed or late fused batches in a row the set runs per
-        member, where each member's own budget drops the late one."""
+        call over the members' budgets together (the most the per-member path takes before every member is late)
+        is every member's late call: no vote in the batch, each member counted late. After max_failures failed or
+        late fused batches in a row the set runs per member, where each member's own budget drops the late one."""
         fused = self.fused
         stats = fused.stats
         stats.calls += 1
@@ -707,16 +707,22 @@ class Models:
             stats.last_error = _fault(exc)[:200]
             self._missed(fused)
             return -1
-        if self._late(stats, started, self.timeout_ns * len(self.members)):
+        late = self._late(stats, started, self.timeout_ns * len(self.members))
+        if late:
             self._missed(fused)
         else:
             stats.in_a_row = 0
         count = 0
         for i, member in enumerate(self.members):
+            self.alive[i] = 0
             if member.stats.disabled:
-                self.alive[i] = 0
                 continue
             member.stats.calls += 1
+            if late:
+                member.stats.timeouts += 1
+                member.stats.last_error = f"late with the fused run ({stats.last_error})"
+                self._missed(member)
+                continue
             member.stats.in_a_row = 0
             self._answer(member, raws[i], n, self.probs[i])
             self.alive[i] = 1
@@ -790,8 +796,6 @@ class Models:
     def status_lines(self) -> list[str]:
         """What an operator should know about members that fail (empty when all is well)."""
         lines = [f"members run one by one: {self.loaded.fuse_note}"] if self.loaded.fuse_note else []
-        if self.fused is not None and self.fused.stats.disabled:
-            lines.append(f"fused members off, run one by one (last: {self.fused.stats.last_error})")
         for i, m in enumerate(self.members):
             s = m.stats
             if s.disabled:
