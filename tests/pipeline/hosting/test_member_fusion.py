@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from pipeline import registry as process_registry
 from pipeline.hosting import member_fusion, models
@@ -80,6 +82,31 @@ def test_fused_members_should_answer_bit_for_bit_what_their_own_sessions_answer(
     for member, raw in zip(fused.members, raws):
         own = member.session.run(member.output_names, member.builder.build(d, n, _x(d)))[0]
         assert own.tobytes() == raw.tobytes()
+
+
+def _opset10_graph() -> bytes:
+    """prob_up = sigmoid(Pad(features) @ w) at opset 10, where Pad's pads are an attribute (an input from 11 on):
+    the checker refuses it under opset 17 as it is, so the fusion converts it."""
+    w = numpy_helper.from_array(coefficients(4, 0.2).astype(np.float32).reshape(N_FEATURES, 1), "w")
+    flat = numpy_helper.from_array(np.array([-1], np.int64), "flat")
+    nodes = [helper.make_node("Pad", ["features"], ["padded"], pads=[0, 0, 0, 0]),
+             helper.make_node("MatMul", ["padded", "w"], ["z"]),
+             helper.make_node("Sigmoid", ["z"], ["p2"]),
+             helper.make_node("Reshape", ["p2", "flat"], ["prob_up"])]
+    graph = helper.make_graph(nodes, "old", [helper.make_tensor_value_info("features", TensorProto.FLOAT,
+                                                                           ["N", N_FEATURES])],
+                              [helper.make_tensor_value_info("prob_up", TensorProto.FLOAT, ["N"])], [w, flat])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
+    model.ir_version = 6
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_a_member_of_an_older_opset_the_checker_refuses_as_it_is_should_be_converted_and_still_agree(tmp_path):
+    where = _write(tmp_path, ("old", _opset10_graph(), {}))
+    fused, alone = models.Models(models.load(where), 64), models.Models(models.load(where, fuse=False), 64)
+    assert fused.fused is not None, fused.loaded.fuse_note
+    _same_answers(fused, alone, 10)
 
 
 def test_a_fused_run_that_raises_should_fall_back_to_each_member_for_that_batch_and_be_counted(tmp_path):
