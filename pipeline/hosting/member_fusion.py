@@ -4,7 +4,7 @@ Why: every ``session.run`` costs ~14 us of fixed overhead whatever the graph (me
 four members pay ~56 us per batch before any arithmetic. The composed graph holds every member's nodes unchanged
 under a prefix ``m<i>/``, reading the shared inputs ``features`` [N, 28], ``window`` [N, K, 28] (K the set's longest
 window; a member with a shorter one reads its tail through a Slice), ``nodes`` [N, U, 28] and ``target`` [N], and
-answers ``m<i>/prob_up`` [N] per member. One graph imports one opset per domain, so a member written for an older
+answers ``probs`` [M, N], row i member i's prob_up (``m<i>/prob_up``): one output to allocate and to check. One graph imports one opset per domain, so a member written for an older
 default opset is moved to the set's newest: as it is when the checker takes every node of it under the newer
 opset (the shipped GBT's Reshape and Sigmoid: their newer versions add types and a defaulted attribute), else
 through onnx.version_converter (46 ms for the shipped GBT, against ~1 ms: the host loads in steps of about a ms).
@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 from stages.records import N_FEATURES
 
 FEATURES, WINDOW, NODES, TARGET = "features", "window", "nodes", "target"
+OUTPUT = "probs"
 PROBE_ROWS = 7
 
 
@@ -39,14 +40,14 @@ def _shared_inputs(window_len: int, n_nodes: int) -> dict[str, onnx.ValueInfoPro
 
 def compose(graphs: list[tuple[bytes, int]], window_len: int, n_nodes: int) -> bytes:
     """One graph of the members ``graphs`` ((ONNX bytes, window K or 0), in member order) over the shared inputs;
-    output ``member_output(i)`` is member i's prob_up. Raises ValueError for a member it cannot place."""
+    row i of its output OUTPUT is member i's prob_up. Raises ValueError for a member it cannot place."""
     models = [onnx.load_from_string(raw) for raw, _ in graphs]
     versions: dict[str, int] = {}
     for model in models:
         for op in model.opset_import:
             versions[op.domain] = max(versions.get(op.domain, 0), op.version)
     shared = _shared_inputs(window_len, n_nodes)
-    nodes, initializers, value_info, functions, outputs, used = [], [], [], [], [], set()
+    nodes, initializers, value_info, functions, rows, used = [], [], [], [], [], set()
     for i, (model, (_, k)) in enumerate(zip(models, graphs)):
         model = _at_opset(model, versions)
         prefix = f"m{i}/"
@@ -70,14 +71,18 @@ def compose(graphs: list[tuple[bytes, int]], window_len: int, n_nodes: int) -> b
             node.input[:] = [rename.get(name, name) for name in node.input]
         if graph.output[0].name != member_output(i):
             raise ValueError(f"member {i}: output {model.graph.output[0].name!r}; a fused member answers prob_up")
-        output = graph.output[0]
         used.update(names)
         nodes += graph.node
         initializers += graph.initializer
         value_info += graph.value_info
         functions += model.functions
-        outputs.append(output)
-    fused = helper.make_graph(nodes, "fused_members", [shared[name] for name in shared if name in used], outputs,
+        rows.append(f"{prefix}row")
+        nodes.append(helper.make_node("Reshape", [member_output(i), "row_shape"], [rows[-1]], name=rows[-1]))
+    # Reshape rather than Unsqueeze: Unsqueeze's axes moved from attribute to input at opset 13
+    initializers.append(numpy_helper.from_array(np.array([1, -1], np.int64), "row_shape"))
+    nodes.append(helper.make_node("Concat", rows, [OUTPUT], name=OUTPUT, axis=0))
+    output = helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [len(graphs), "N"])
+    fused = helper.make_graph(nodes, "fused_members", [shared[name] for name in shared if name in used], [output],
                               initializers, value_info=value_info)
     model = helper.make_model(fused, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(versions.items())],
                               functions=functions)
@@ -121,7 +126,7 @@ def differs(session: ort.InferenceSession, members: list[ort.InferenceSession], 
             member_feeds: list[dict[str, np.ndarray]]) -> str:
     """"" when the fused session answers each member's output bit for bit as the member's own session does on
     ``feeds``; else which member differs."""
-    fused = session.run([member_output(i) for i in range(len(members))], feeds)
+    fused = session.run([OUTPUT], feeds)[0]
     for i, (own, feed) in enumerate(zip(members, member_feeds)):
         alone = own.run(None, feed)[0]
         if alone.dtype != fused[i].dtype or alone.shape != fused[i].shape or alone.tobytes() != fused[i].tobytes():

@@ -416,13 +416,13 @@ def member_steps(path: Path, weight: float = 1.0, calibration: dict | None = Non
 
 class FusedMembers:
     """The set's voters composed into one graph (pipeline.hosting.member_fusion): one ``run`` per batch answers every
-    member's raw prob_up, bit for bit what their own sessions answer. Its stats time the fused call (the members'
+    member's raw prob_up (a row each), bit for bit what their own sessions answer. Its stats time the fused call (the members'
     own histograms are fed only by the per-member path). Not thread-safe."""
 
     def __init__(self, session: ort.InferenceSession, count: int):
         self.session = session
         self.input_names = tuple(i.name for i in session.get_inputs())
-        self.output_names = tuple(member_fusion.member_output(i) for i in range(count))
+        self.output_names = (member_fusion.OUTPUT,)
         self.stats = MemberStats()
 
     def build(self, batch: BatchInputs, x: np.ndarray, n: int) -> dict[str, np.ndarray]:
@@ -697,11 +697,10 @@ class Models:
         stats.calls += 1
         started = time.perf_counter_ns()
         try:
-            raws = fused.session.run(fused.output_names, fused.build(self.inputs, x, n))
-            for i, raw in enumerate(raws):
-                if raw.shape != (n,) or not np.isfinite(raw).all():
-                    raise ValueError(f"member {i} answered shape {raw.shape}, finite "
-                                     f"{int(np.isfinite(raw).sum())}; expected ({n},) finite")
+            raws = fused.session.run(fused.output_names, fused.build(self.inputs, x, n))[0]
+            if raws.shape != (len(self.members), n) or not np.isfinite(raws).all():
+                raise ValueError(f"the members answered shape {raws.shape}, finite {int(np.isfinite(raws).sum())}; "
+                                 f"expected ({len(self.members)}, {n}) finite")
         except Exception as exc:  # a member's fault: the per-member path finds whose and counts it there
             stats.failures += 1
             stats.last_error = _fault(exc)[:200]

@@ -78,7 +78,7 @@ def test_fused_members_should_answer_bit_for_bit_what_their_own_sessions_answer(
     n = 37
     d = _decisions(n, np.random.default_rng(9))
     fused.predict(d, _x(d), n)
-    raws = fused.fused.session.run(fused.fused.output_names, fused.fused.build(fused.inputs, _x(d), n))
+    raws = fused.fused.session.run(fused.fused.output_names, fused.fused.build(fused.inputs, _x(d), n))[0]
     for member, raw in zip(fused.members, raws):
         own = member.session.run(member.output_names, member.builder.build(d, n, _x(d)))[0]
         assert own.tobytes() == raw.tobytes()
