@@ -4,11 +4,13 @@ Why: every ``session.run`` costs ~14 us of fixed overhead whatever the graph (me
 four members pay ~56 us per batch before any arithmetic. The composed graph holds every member's nodes unchanged
 under a prefix ``m<i>/``, reading the shared inputs ``features`` [N, 28], ``window`` [N, K, 28] (K the set's longest
 window; a member with a shorter one reads its tail through a Slice), ``nodes`` [N, U, 28] and ``target`` [N], and
-answers ``probs`` [M, N], row i member i's prob_up (``m<i>/prob_up``): one output to allocate and to check. One graph imports one opset per domain, so a member written for an older
-default opset is moved to the set's newest: as it is when the checker takes every node of it under the newer
-opset (the shipped GBT's Reshape and Sigmoid: their newer versions add types and a defaulted attribute), else
-through onnx.version_converter (46 ms for the shipped GBT, against ~1 ms: the host loads in steps of about a ms).
-Either way the probe below compares the answers bit for bit.
+answers ``probs`` [M, N], row i member i's prob_up (``m<i>/prob_up``): one output to allocate and to check.
+
+One graph imports one opset per domain, so a member written for an older default opset is moved to the set's
+newest: as it is when the checker takes every node of it under the newer opset (the shipped GBT's Reshape and
+Sigmoid: their newer versions add types and a defaulted attribute), else through onnx.version_converter (46 ms for
+the shipped GBT, against ~1 ms: the host loads in steps of about a ms). Either way the probe below compares the
+answers bit for bit.
 
 ``fuse`` refuses (returns the reason) rather than run a composed graph whose answers differ in a single bit from the
 members' own sessions on a probe batch: the fused path must give the orders the per-member path gives.

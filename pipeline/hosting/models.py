@@ -25,6 +25,10 @@ and a live run (risk's one decision per feature vector, in order) give a member 
 handed from set to set on a swap; a restarted inference process starts it empty (a sequence member's first
 windows are then edge-padded, a graph member's unseen nodes zeros).
 
+Several voters (``fuse``, inference.fuse_members) also get one composed graph (``FusedMembers``): one session run
+per batch answers every member, bit for bit as their own sessions; a batch whose fused run raises or answers a
+non-finite number runs per member, so a member's faults are found and counted as below. The sizer runs alone.
+
 A member that raises, or that takes longer than its budget (live runs only: fused mode and backtests never time
 out, so they stay deterministic), has no vote in that batch and is counted; the confidence's coverage says so.
 After ``max_failures`` such batches in a row it is disabled for the rest of the run (or until a swap). With no
@@ -416,8 +420,8 @@ def member_steps(path: Path, weight: float = 1.0, calibration: dict | None = Non
 
 class FusedMembers:
     """The set's voters composed into one graph (pipeline.hosting.member_fusion): one ``run`` per batch answers every
-    member's raw prob_up (a row each), bit for bit what their own sessions answer. Its stats time the fused call (the members'
-    own histograms are fed only by the per-member path). Not thread-safe."""
+    member's raw prob_up (a row each), bit for bit what their own sessions answer. Its stats time the fused call
+    (the members' own histograms are fed only by the per-member path). Not thread-safe."""
 
     def __init__(self, session: ort.InferenceSession, count: int):
         self.session = session
