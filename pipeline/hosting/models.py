@@ -445,14 +445,14 @@ def _own_feeds(member: Member, shared: dict[str, np.ndarray], window_len: int) -
 
 
 def fusion_steps(members: list[Member]) -> Generator[None, None, tuple[FusedMembers | None, str]]:
-    """(the members fused, "") or (None, why not): composed, opened, then checked bit for bit against the members'
-    own sessions on a probe batch; yields between the three (the opening is the longest: ~ the members' own)."""
+    """(the members fused, "") or (None, why not): composed (a step per member), opened, then checked bit for bit
+    against the members' own sessions on a probe batch; yields between them."""
     window_len = max((m.builder.window for m in members if m.kind == "sequence"), default=0)
     graphs = [m.builder.node_keys for m in members if m.kind == "graph"]
     n_nodes = len(graphs[0]) if graphs else 0
     try:
-        raw = member_fusion.compose([(m.onnx_bytes, m.builder.window if m.kind == "sequence" else 0)
-                                     for m in members], window_len, n_nodes)
+        raw = yield from member_fusion.compose_steps([(m.onnx_bytes, m.builder.window if m.kind == "sequence" else 0)
+                                                      for m in members], window_len, n_nodes)
     except Exception as exc:  # onnx's own (a converter or checker refusal): the set runs per member
         return None, f"cannot compose the members' graphs ({_fault(exc)})"
     yield

@@ -181,7 +181,7 @@ def test_a_single_model_should_not_be_fused():
 def test_compose_should_refuse_a_member_reading_an_input_no_set_shares():
     graph = logistic_graph(coefficients(1), 0.0).replace(b"features", b"featurez")
     with pytest.raises(ValueError, match="reads only"):
-        member_fusion.compose([(graph, 0)], 0, 0)
+        models.run_steps(member_fusion.compose_steps([(graph, 0)], 0, 0))
 
 
 def test_fused_mode_should_give_the_same_orders_with_fuse_members_on_and_off(tmp_path):
