@@ -16,7 +16,14 @@ are used when present) two more cases: the shipped logistic and the third member
 with both (4 members, the most a set may hold). The decisions carry the synthetic feed's six instruments in turn,
 so the run's history (windows, latest vectors) advances as in a run.
 
-    flock /tmp/bot4-bench.lock python -m bench.ensemble_inference [--batches 2000] [--rounds 3]
+The ensembles above run a session per member (``fuse=False``). With ``--members DIR`` (what bench.member_budget
+writes: gbt, sequence, graph as the trainers make them and gbt_<N>n, sequence_k<K>h<H>, graph_h<H> sized for the
+budget) the issue's target, all four kinds: the shipped logistic, a GBT, the sequence and the graph member, each
+set both per member and fused (pipeline.hosting.member_fusion: one session run per batch), with the shipped GBT
+(models/gbt/v2), with DIR's default-sized members, and with DIR's sized ones. The last lines give each fused set
+against its per-member run, and p50 at 64 decisions against the 50 us target.
+
+    flock /tmp/bot4-bench.lock python -m bench.ensemble_inference [--batches 2000] [--rounds 3] [--members DIR]
 """
 from __future__ import annotations
 
@@ -35,6 +42,8 @@ from stages.records import N_FEATURES, RISK_DECISION
 from tests.onnx_members import coefficients, logistic_graph, write_ensemble, write_member
 
 SIZES = (1, 16, 64, 256)
+TARGET_US_AT_64 = 50.0
+FUSED, ALONE = "fused", "per member"
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -66,6 +75,35 @@ def _lightgbm_graph() -> bytes | None:
     return model.SerializeToString()
 
 
+def _sized(where: Path, prefix: str) -> str:
+    """The one member dir under ``where`` named ``prefix`` + a size (bench.member_budget's naming)."""
+    found = sorted(p.name for p in where.iterdir() if p.name.startswith(prefix) and (p / "v1").is_dir())
+    if len(found) != 1:
+        raise SystemExit(f"--members {where}: expected one {prefix}* member, found {found}")
+    return found[0]
+
+
+def _four_kinds(root: Path, trained: Path, cap: int) -> dict[str, models.Models]:
+    """Every kind in one set, per member and fused: with the shipped GBT, the trained defaults, the sized ones."""
+    for name in (p.name for p in trained.iterdir() if (p / "v1").is_dir()):
+        shutil.copytree(trained / name / "v1", root / f"t_{name}" / "v1")
+    shutil.copytree(MODELS / "gbt" / "v2", root / "shipped_gbt" / "v1")
+    sets = {"shipped GBT v2, trained seq+graph": ("shipped_gbt", "t_sequence", "t_graph"),
+            "trained gbt, seq, graph": ("t_gbt", "t_sequence", "t_graph"),
+            "sized " + ", ".join(_sized(trained, p) for p in ("gbt_", "sequence_", "graph_")): tuple(
+                "t_" + _sized(trained, p) for p in ("gbt_", "sequence_", "graph_"))}
+    out = {}
+    for i, (label, names) in enumerate(sets.items()):
+        where = write_ensemble(root, 10 + i, [{"path": "directional_v1.onnx", "weight": 1.0}] + [
+            {"path": f"{n}/v1", "weight": 1.0} for n in names])
+        for mode in (ALONE, FUSED):
+            loaded = models.load(where, fuse=mode == FUSED)
+            if mode == FUSED and loaded.fused is None:
+                raise SystemExit(f"{label}: not fused ({loaded.fuse_note})")
+            out[f"4 kinds, {label}: {mode}"] = models.Models(loaded, cap)
+    return out
+
+
 def _cases(root: Path, sequence: Path | None, graph: Path | None) -> dict[str, models.Models]:
     shutil.copy(inference.DEFAULT_MODEL, root / "directional_v1.onnx")
     shutil.copy(inference.metadata_path_for(inference.DEFAULT_MODEL), root / "directional_v1.json")
@@ -76,19 +114,20 @@ def _cases(root: Path, sequence: Path | None, graph: Path | None) -> dict[str, m
     write_member(root, third, "v1", trees if trees is not None else logistic_graph(coefficients(2), -0.05),
                  calibration={"method": "isotonic", "x": [0.0, 0.5, 1.0], "y": [0.02, 0.5, 0.98]})
     two = write_ensemble(root, 1, [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": "lin/v1", "weight": 1.0}])
+    per_member = lambda where, sizer="": models.load(where, sizer=sizer, fuse=False)  # noqa: E731
     three = write_ensemble(root, 2, [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": "lin/v1", "weight": 1.0},
                                      {"path": f"{third}/v1", "weight": 1.0}])
     cap = max(SIZES)
     cases = {"single (shipped logistic)": models.Models(models.load(root / "directional_v1.onnx"), cap),
-             "ensemble of 2 (logistic x2)": models.Models(models.load(two), cap),
+             "ensemble of 2 (logistic x2)": models.Models(per_member(two), cap),
              f"ensemble of 3 (+ {'LightGBM 64 trees' if trees is not None else 'logistic'})": models.Models(
-                 models.load(three), cap),
+                 per_member(three), cap),
              "single + sizer (models/qnet/v1)": models.Models(models.load(root / "directional_v1.onnx",
                                                                           sizer=MODELS / "qnet" / "v1"), cap)}
     for version, what in (("v1", "106 trees, the converter's classifier"), ("v2", "88 trees, one regressor margin")):
         if (MODELS / "ensemble" / version).is_dir():  # the shipped ensembles: their GBT alone
             cases[f"shipped ensemble/{version} (GBT: {what})"] = models.Models(
-                models.load(MODELS / "ensemble" / version), cap)
+                per_member(MODELS / "ensemble" / version), cap)
     # at most 4 members (pipeline.registry.MAX_MEMBERS): the shipped logistic and the third member, then these
     members = [{"path": "directional_v1.onnx", "weight": 1.0}, {"path": f"{third}/v1", "weight": 1.0}]
     for name, where in (("sequence", sequence), ("graph", graph)):
@@ -98,7 +137,7 @@ def _cases(root: Path, sequence: Path | None, graph: Path | None) -> dict[str, m
         members.append({"path": f"{name}/v1", "weight": 1.0})
         label = f"ensemble of {len(members)} (logistic, {third}, " + ", ".join(
             m["path"].split("/")[0] for m in members[2:]) + ")"
-        cases[label] = models.Models(models.load(write_ensemble(root, len(members) + 1, members)), cap)
+        cases[label] = models.Models(per_member(write_ensemble(root, len(members) + 1, members)), cap)
     return cases
 
 
@@ -118,6 +157,7 @@ def main() -> None:
     shipped_models = Path(inference.DEFAULT_MODEL).parent
     ap.add_argument("--sequence", type=Path, default=shipped_models / "sequence" / "v1")
     ap.add_argument("--graph", type=Path, default=shipped_models / "graph" / "v1")
+    ap.add_argument("--members", type=Path, help="bench.member_budget's output: every kind in one set, fused")
     args = ap.parse_args()
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     print(f"load average before: {os.getloadavg()}")
@@ -127,6 +167,8 @@ def main() -> None:
     d["venue"], d["symbol"] = np.arange(max(SIZES)) % 6 // 3, np.arange(max(SIZES)) % 3  # the feed's 6 instruments
     with tempfile.TemporaryDirectory() as tmp:
         cases = _cases(Path(tmp), *(p if p.is_dir() else None for p in (args.sequence, args.graph)))
+        if args.members is not None:
+            cases |= _four_kinds(Path(tmp), args.members, max(SIZES))
         shipped = inference.OnnxModel.load()
         out = np.zeros(max(SIZES), np.float32)
         ring, counts = windows.empty_history()
@@ -151,11 +193,18 @@ def main() -> None:
         t = np.concatenate(parts)
         p50, p99 = np.percentile(t, 50), np.percentile(t, 99)
         print(f"{name:<48}{n:>6}{p50 / 1e3:>9.1f}{p99 / 1e3:>9.1f}{p50 / n:>17.0f}")
-    base = {n: np.percentile(np.concatenate(timings[(next(iter(cases)), n)]), 50) for n in SIZES}
+    p50 = {key: np.percentile(np.concatenate(parts), 50) for key, parts in timings.items()}
+    single = next(iter(cases))
     for name in list(cases)[1:]:
-        ratios = ", ".join(f"{n}: {np.percentile(np.concatenate(timings[(name, n)]), 50) / base[n]:.2f}x"
-                           for n in SIZES)
-        print(f"{name} / single, p50 by batch size: {ratios}")
+        print(f"{name} / single, p50 by batch size: " + ", ".join(
+            f"{n}: {p50[(name, n)] / p50[(single, n)]:.2f}x" for n in SIZES))
+    for name in (c for c in cases if c.endswith(f": {FUSED}")):
+        alone = name[:-len(FUSED)] + ALONE
+        print(f"{name} / {ALONE}, p50 by batch size: " + ", ".join(
+            f"{n}: {p50[(name, n)] / p50[(alone, n)]:.2f}x" for n in SIZES))
+        at_64 = p50[(name, 64)] / 1e3
+        print(f"  p50 at 64 decisions {at_64:.1f} us: {'within' if at_64 <= TARGET_US_AT_64 else 'over'} the "
+              f"{TARGET_US_AT_64:.0f} us target ({at_64 / 64 * 1e3:.0f} ns per decision)")
 
 
 if __name__ == "__main__":

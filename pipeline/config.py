@@ -383,6 +383,8 @@ class InferenceConfig:
                                   "(loaded between batches by the serving process: batches wait for its steps)")
     standby_timeout_s: float = option(120.0, "a standby that has not taken over by then is stopped and the "
                                              "publication refused", unit="s")
+    fuse_members: bool = option(True, "run an ensemble's members as one composed ONNX graph (one session run per "
+                                      "batch, answers bit for bit the members' own); false = a session run per member")
 
     def check(self):
         if self.model:

@@ -25,10 +25,13 @@ MEMBER_COUNTERS = ("calls", "failures", "timeouts", "disabled", "p50_ns", "p99_n
 # Which model serves the run (model_*, written at load and at every swap), the ensemble's members answering and the
 # publications taken or refused (pipeline.store.model_store), the longest a batch waited for the host (apart
 # while a model loads or swaps in), the longest load step (a batch may wait that long), then per member m the
-# MEMBER_COUNTERS as m<m>_<label>, then the longest handover of a standby swap (the stage had no process serving).
+# MEMBER_COUNTERS as m<m>_<label>, then the fused members' run's (pipeline.hosting.models.FusedMembers) as
+# fused_<label> (failures: batches that fell back to the per-member path; all 0 when the set is not fused), then
+# the longest handover of a standby swap (the stage had no process serving).
 INFERENCE_COUNTERS = ("model_version", "model_sha256_head", "members", "members_alive", "no_view_batches",
                       "swaps", "publish_refused", "wait_max_ns", "swap_wait_max_ns", "load_step_max_ns") + tuple(
-    f"m{m}_{label}" for m in range(MAX_MEMBERS) for label in MEMBER_COUNTERS) + ("handover_max_ns",)
+    f"m{m}_{label}" for m in range(MAX_MEMBERS) for label in MEMBER_COUNTERS) + tuple(
+    f"fused_{label}" for label in MEMBER_COUNTERS) + ("handover_max_ns",)
 SHA256_HEAD_HEX = 15  # model_sha256_head: the first 15 hex digits of the ONNX file's sha256 (60 bits: an int64)
 CCXT_FEED_COUNTERS = ("ccxt_resyncs", "ccxt_reconnects", "ccxt_errors", "ccxt_queue_full")
 GATEWAY_COUNTERS = ("commands", "answers", "orders_placed", "cancels_sent", "venue_rejects", "unknown_outcomes",

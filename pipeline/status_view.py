@@ -194,6 +194,11 @@ class StatusView:
                        f"{_us(c['p50_ns'])} p99 {_us(c['p99_ns'])} max {_us(c['max_ns'])} | failures "
                        f"{c['failures']:,} timeouts {c['timeouts']:,}"
                        + (" | DISABLED (failed or late in too many batches in a row)" if c["disabled"] else ""))
+        f = {label: inf[f"fused_{label}"] for label in registry.MEMBER_COUNTERS}
+        if f["calls"]:  # one session for all members: the per-member times above are from batches run one by one
+            out.append(f"  fused (all members, one run): calls {f['calls']:,} p50 {_us(f['p50_ns'])} p99 "
+                       f"{_us(f['p99_ns'])} max {_us(f['max_ns'])} | fell back to one by one {f['failures']:,} "
+                       f"late {f['timeouts']:,}" + (" | OFF (runs one by one)" if f["disabled"] else ""))
         return out
 
     def compact_line(self) -> str:

@@ -71,7 +71,7 @@ def run_fused(config: Config, n_events: int = 0, model_path: str | None = None,
     plan = resolve(config.with_overrides(feed={"max_events": n_events}))
     # No member budget here: a member's timing must not change a backtest's orders (its failures still count).
     model = models.Models(models.load(model_path or plan.model_path, plan.config.inference.min_confidence,
-                                      plan.config.inference.sizer),
+                                      plan.config.inference.sizer, plan.config.inference.fuse_members),
                           max(GROUP_EVENTS, plan.config.rings.batch),
                           max_failures=plan.config.inference.member_max_failures)
     if sizer is not None:

@@ -25,6 +25,10 @@ and a live run (risk's one decision per feature vector, in order) give a member 
 handed from set to set on a swap; a restarted inference process starts it empty (a sequence member's first
 windows are then edge-padded, a graph member's unseen nodes zeros).
 
+Several voters (``fuse``, inference.fuse_members) also get one composed graph (``FusedMembers``): one session run
+per batch answers every member, bit for bit as their own sessions; a batch whose fused run raises or answers a
+non-finite number runs per member, so a member's faults are found and counted as below. The sizer runs alone.
+
 A member that raises, or that takes longer than its budget (live runs only: fused mode and backtests never time
 out, so they stay deterministic), has no vote in that batch and is counted; the confidence's coverage says so.
 After ``max_failures`` such batches in a row it is disabled for the rest of the run (or until a swap). With no
@@ -50,6 +54,7 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline import registry
+from pipeline.hosting import member_fusion
 from shm import control as cb
 from stages import ensemble as vote
 from stages import inference
@@ -265,8 +270,9 @@ class Member:
     """One verified ONNX member and its session (one thread, sequential). Not thread-safe."""
 
     def __init__(self, path: Path, meta: dict, session: ort.InferenceSession, kind: str, weight: float,
-                 calibration: Calibration, builder):
+                 calibration: Calibration, builder, onnx_bytes: bytes = b""):
         self.path, self.metadata, self.session, self.kind = path, meta, session, kind
+        self.onnx_bytes = onnx_bytes  # the verified graph, for member_fusion
         self.weight, self.calibration = weight, calibration
         self.builder = builder
         self.output_names = (session.get_outputs()[0].name,)
@@ -418,7 +424,62 @@ def member_steps(path: Path, weight: float = 1.0, calibration: dict | None = Non
     yield
     session = _open_session(onnx_bytes, onnx_path, builder.check)
     cal = parse_calibration(calibration if calibration is not None else meta.get("calibration"), f"model={path}")
-    return Member(onnx_path, meta, session, kind, weight, cal, builder)
+    return Member(onnx_path, meta, session, kind, weight, cal, builder, onnx_bytes)
+
+
+class FusedMembers:
+    """The set's voters composed into one graph (pipeline.hosting.member_fusion): one ``run`` per batch answers every
+    member's raw prob_up (a row each), bit for bit what their own sessions answer. Its stats time the fused call
+    (the members' own histograms are fed only by the per-member path). Not thread-safe."""
+
+    def __init__(self, session: ort.InferenceSession, count: int):
+        self.session = session
+        self.input_names = tuple(i.name for i in session.get_inputs())
+        self.output_names = (member_fusion.OUTPUT,)
+        self.stats = MemberStats()
+
+    def build(self, batch: BatchInputs, x: np.ndarray, n: int) -> dict[str, np.ndarray]:
+        sources = {member_fusion.FEATURES: x, member_fusion.WINDOW: batch.windows, member_fusion.NODES: batch.nodes,
+                   member_fusion.TARGET: batch.graph_target}
+        return {name: sources[name][:n] for name in self.input_names}
+
+
+def _own_feeds(member: Member, shared: dict[str, np.ndarray], window_len: int) -> dict[str, np.ndarray]:
+    """What member's own session reads, cut from the fused graph's shared inputs."""
+    if member.kind == "sequence":
+        return {"window": np.ascontiguousarray(shared[member_fusion.WINDOW][:, window_len - member.builder.window:])}
+    if member.kind == "graph":
+        return {"nodes": shared[member_fusion.NODES], "target": shared[member_fusion.TARGET]}
+    return {inference.INPUT_NAME: shared[member_fusion.FEATURES]}
+
+
+def fusion_steps(members: list[Member]) -> Generator[None, None, tuple[FusedMembers | None, str]]:
+    """(the members fused, "") or (None, why not): composed (a step per member), opened, then checked bit for bit
+    against the members' own sessions on a probe batch; yields between them."""
+    window_len = max((m.builder.window for m in members if m.kind == "sequence"), default=0)
+    graphs = [m.builder.node_keys for m in members if m.kind == "graph"]
+    n_nodes = len(graphs[0]) if graphs else 0
+    try:
+        raw = yield from member_fusion.compose_steps([(m.onnx_bytes, m.builder.window if m.kind == "sequence" else 0)
+                                                      for m in members], window_len, n_nodes)
+    except Exception as exc:  # onnx's own (a converter or checker refusal): the set runs per member
+        return None, f"cannot compose the members' graphs ({_fault(exc)})"
+    yield
+    try:
+        options = inference.session_options()
+        options.log_severity_level = 4
+        session = ort.InferenceSession(raw, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        return None, f"onnxruntime cannot open the composed graph ({_fault(exc)})"
+    yield
+    fused = FusedMembers(session, len(members))
+    feeds = member_fusion.probe_feeds(list(fused.input_names), window_len, n_nodes)
+    try:
+        why = member_fusion.differs(session, [m.session for m in members], feeds,
+                                    [_own_feeds(m, feeds, window_len) for m in members])
+    except Exception as exc:  # a member that raises on the probe: its faults are counted per member instead
+        why = f"a probe batch raised ({_fault(exc)})"
+    return (None, why) if why else (fused, "")
 
 
 @dataclass
@@ -432,6 +493,8 @@ class Loaded:
     version: int
     sha256_head: int
     sizer: Sizer | None = None
+    fused: FusedMembers | None = None
+    fuse_note: str = ""  # why a set of several voters runs per member although fusing was asked ("" otherwise)
 
 
 def ensemble_file(path: Path) -> Path | None:
@@ -442,16 +505,21 @@ def ensemble_file(path: Path) -> Path | None:
     return None
 
 
-def load(path: Path | str, min_confidence: float = -1.0, sizer: Path | str = "") -> Loaded:
+def load(path: Path | str, min_confidence: float = -1.0, sizer: Path | str = "", fuse: bool = True) -> Loaded:
     """Read and verify a single model or an ensemble version (module docstring); ``min_confidence`` < 0 takes the
-    ensemble's own; ``sizer``: a qvalue member, instead of the ensemble's own ("" = the ensemble's, if any). Raises
+    ensemble's own; ``sizer``: a qvalue member, instead of the ensemble's own ("" = the ensemble's, if any);
+    ``fuse``: several voters also get one fused session (``fusion_steps``; inference.fuse_members). Raises
     ModelLoadError (a ValueError) naming the file and the fault."""
-    return run_steps(load_steps(path, min_confidence, sizer))
+    return run_steps(load_steps(path, min_confidence, sizer, fuse))
 
 
-def load_steps(path: Path | str, min_confidence: float = -1.0, sizer: Path | str = "") -> Generator[None, None, Loaded]:
-    """``load`` in steps (``member_steps``): the inference host takes one between two batches."""
+def load_steps(path: Path | str, min_confidence: float = -1.0, sizer: Path | str = "",
+               fuse: bool = True) -> Generator[None, None, Loaded]:
+    """``load`` in steps (``member_steps``, ``fusion_steps``): the inference host takes one between two batches."""
     loaded = yield from _voter_steps(path, min_confidence)
+    if fuse and len(loaded.members) > 1:
+        yield
+        loaded.fused, loaded.fuse_note = yield from fusion_steps(loaded.members)
     if sizer:
         loaded.sizer = yield from sizer_steps(sizer)
     elif loaded.doc is not None and loaded.doc.get("sizer") is not None:
@@ -510,6 +578,13 @@ def _voter_steps(path: Path | str, min_confidence: float) -> Generator[None, Non
                   int(hashlib.sha256(raw).hexdigest()[:registry.SHA256_HEAD_HEX], 16))
 
 
+def _counter_words(s: MemberStats) -> tuple:
+    """A MemberStats as registry.MEMBER_COUNTERS."""
+    p50, p99 = cb.percentile_ns(s.hist, 0.5), cb.percentile_ns(s.hist, 0.99)
+    return (s.calls, s.failures, s.timeouts, int(s.disabled), 0 if p50 != p50 else int(p50),
+            0 if p99 != p99 else int(p99), s.max_ns)
+
+
 class Models:
     """The loaded models run per batch: ``predict(decisions, x, n)`` -> (prob_up float64[n], confidence float64[n],
     members_alive uint8[n], size_scale float64[n]), views of buffers reused by the next call. One thread (the
@@ -521,6 +596,7 @@ class Models:
         self.loaded = loaded
         self.members = loaded.members
         self.sizer = loaded.sizer
+        self.fused = loaded.fused
         self.single = loaded.doc is None
         self.timeout_ns = int(timeout_us * 1_000)  # 0: never (fused mode and backtests: deterministic)
         self.max_failures = max_failures
@@ -557,6 +633,10 @@ class Models:
         for member in self.members:
             member.session.run(member.output_names, member.builder.warm_inputs())
             yield
+        if self.fused is not None:
+            self.fused.session.run(self.fused.output_names, member_fusion.probe_feeds(
+                list(self.fused.input_names), self.inputs.window_len, len(self.inputs.node_keys)))
+            yield
         if self.sizer is not None:
             x = np.zeros((1, N_FEATURES), np.float32)
             self.sizer.choose(x[:0], x, 1, np.ones(1))
@@ -566,11 +646,14 @@ class Models:
         if n > self._capacity:
             self._grow(n)
         self.inputs.advance(decisions, n)  # every batch, whatever the members: the history is the run's
-        alive, count = self.alive, 0
-        for i, member in enumerate(self.members):
-            answered = self._run(member, decisions, x, n, self.probs[i])
-            alive[i] = answered
-            count += answered
+        fused = self.fused
+        count = self._run_fused(x, n) if fused is not None and not fused.stats.disabled else -1
+        if count < 0:  # not fused, or the fused run failed: each member on its own, its faults its own
+            count = 0
+            for i, member in enumerate(self.members):
+                answered = self._run(member, decisions, x, n, self.probs[i])
+                self.alive[i] = answered
+                count += answered
         self.alive_out = self.alive_counts[count]
         if count == 0:
             self.no_view_batches += 1
@@ -579,7 +662,7 @@ class Models:
             if count:
                 return self.probs[0, :n], self.ones[:n], self.alive_out[:n], scale
             return self.no_view[:n], self.zeros[:n], self.alive_out[:n], scale
-        vote.combine(self.probs, self.weights, alive, n, self.min_confidence, self.prob, self.confidence)
+        vote.combine(self.probs, self.weights, self.alive, n, self.min_confidence, self.prob, self.confidence)
         return self.prob[:n], self.confidence[:n], self.alive_out[:n], scale
 
     def _size(self, decisions: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
@@ -604,16 +687,59 @@ class Models:
         stats.in_a_row = 0
         return self.size_scale[:n]
 
-    def _late(self, stats: MemberStats, started: int) -> bool:
-        """Account a call that began at ``started``; True if it overran the budget (counted)."""
+    def _late(self, stats: MemberStats, started: int, budget_ns: int = -1) -> bool:
+        """Account a call that began at ``started``; True if it overran the budget (counted; -1: a member's)."""
         took = time.perf_counter_ns() - started
+        budget_ns = self.timeout_ns if budget_ns < 0 else budget_ns
         stats.hist[cb.bucket_of(took)] += 1
         stats.max_ns = max(stats.max_ns, took)
-        if self.timeout_ns and took > self.timeout_ns:
+        if budget_ns and took > budget_ns:
             stats.timeouts += 1
-            stats.last_error = f"took {took / 1e3:.0f} us > budget {self.timeout_ns / 1e3:.0f} us"
+            stats.last_error = f"took {took / 1e3:.0f} us > budget {budget_ns / 1e3:.0f} us"
             return True
         return False
+
+    def _run_fused(self, x: np.ndarray, n: int) -> int:
+        """Every member's calibrated probabilities from one fused run; the members answering, or -1 when the run
+        raised or a member's answer is not n finite numbers (counted: this batch then runs per member). A fused
+        call over the members' budgets together (the most the per-member path takes before every member is late)
+        is every member's late call: no vote in the batch, each member counted late. After max_failures failed or
+        late fused batches in a row the set runs per member, where each member's own budget drops the late one."""
+        fused = self.fused
+        stats = fused.stats
+        stats.calls += 1
+        started = time.perf_counter_ns()
+        try:
+            raws = fused.session.run(fused.output_names, fused.build(self.inputs, x, n))[0]
+            if raws.shape != (len(self.members), n) or not np.isfinite(raws).all():
+                raise ValueError(f"the members answered shape {raws.shape}, finite {int(np.isfinite(raws).sum())}; "
+                                 f"expected ({len(self.members)}, {n}) finite")
+        except Exception as exc:  # a member's fault: the per-member path finds whose and counts it there
+            stats.failures += 1
+            stats.last_error = _fault(exc)[:200]
+            self._missed(fused)
+            return -1
+        late = self._late(stats, started, self.timeout_ns * len(self.members))
+        if late:
+            self._missed(fused)
+        else:
+            stats.in_a_row = 0
+        count = 0
+        for i, member in enumerate(self.members):
+            self.alive[i] = 0
+            if member.stats.disabled:
+                continue
+            member.stats.calls += 1
+            if late:
+                member.stats.timeouts += 1
+                member.stats.last_error = f"late with the fused run ({stats.last_error})"
+                self._missed(member)
+                continue
+            member.stats.in_a_row = 0
+            self._answer(member, raws[i], n, self.probs[i])
+            self.alive[i] = 1
+            count += 1
+        return count
 
     def _run(self, member: Member, decisions: np.ndarray, x: np.ndarray, n: int, row: np.ndarray) -> int:
         """Member's calibrated probabilities into ``row[:n]``; 1 if it answered in time."""
@@ -632,18 +758,25 @@ class Models:
             return self._missed(member)
         if self._late(stats, started):
             return self._missed(member)
+        self._answer(member, raw, n, row)
+        stats.in_a_row = 0
+        return 1
+
+    @staticmethod
+    def _answer(member: Member, raw: np.ndarray, n: int, row: np.ndarray) -> None:
         cal = member.calibration
         vote.calibrate(raw, n, cal.method, cal.a, cal.b, cal.xs, cal.ys, row)
         if member.kind == "graph":
             row[:n][member.builder.no_view_rows(n)] = 0.5
-        stats.in_a_row = 0
-        return 1
 
-    def _missed(self, member: Member | Sizer) -> int:
+    def _missed(self, member: Member | Sizer | FusedMembers) -> int:
         stats = member.stats
         stats.in_a_row += 1
         if stats.in_a_row >= self.max_failures:
             stats.disabled = True
+            if isinstance(member, Member) and self.fused is not None:  # the fused graph would still run it
+                self.fused.stats.disabled = True
+                self.fused.stats.last_error = f"member {member.name} disabled"
         return 0
 
     def publish(self, slot: np.ndarray) -> None:
@@ -661,10 +794,9 @@ class Models:
             if i >= len(self.members):
                 words[:] = 0
                 continue
-            s = self.members[i].stats
-            p50, p99 = cb.percentile_ns(s.hist, 0.5), cb.percentile_ns(s.hist, 0.99)
-            words[:] = (s.calls, s.failures, s.timeouts, int(s.disabled), 0 if p50 != p50 else int(p50),
-                        0 if p99 != p99 else int(p99), s.max_ns)
+            words[:] = _counter_words(self.members[i].stats)
+        fused = custom[process.counter("fused_calls"):process.counter("fused_calls") + width]
+        fused[:] = 0 if self.fused is None else _counter_words(self.fused.stats)
 
     def publish_identity(self, slot: np.ndarray) -> None:
         """Which model or ensemble serves the run: version, the head of its file's sha256 and its name."""
@@ -675,7 +807,7 @@ class Models:
 
     def status_lines(self) -> list[str]:
         """What an operator should know about members that fail (empty when all is well)."""
-        lines = []
+        lines = [f"members run one by one: {self.loaded.fuse_note}"] if self.loaded.fuse_note else []
         for i, m in enumerate(self.members):
             s = m.stats
             if s.disabled:

@@ -230,7 +230,8 @@ def _inference_model_maker(config: Config, history):
     knobs, batch = config.inference, config.rings.batch
 
     def make(path):
-        made = model_set.Models((yield from model_set.load_steps(path, knobs.min_confidence, knobs.sizer)), batch,
+        made = model_set.Models((yield from model_set.load_steps(path, knobs.min_confidence, knobs.sizer,
+                                                                 knobs.fuse_members)), batch,
                                 knobs.member_timeout_us, knobs.member_max_failures, history)
         yield from made.warm_steps()
         return made

@@ -115,6 +115,7 @@ class GbtTrainer:
     patience: int = DEFAULT_PATIENCE
     fit_stride: int = DEFAULT_FIT_STRIDE
     loss_tolerance: float = DEFAULT_LOSS_TOLERANCE
+    max_nodes: int = 0  # tree nodes the export may hold (0: no budget); inference's time grows with them
     name: str = "gbt"
     member_kind: str = "vector"
 
@@ -141,12 +142,18 @@ class GbtTrainer:
             table.append({"num_leaves": num_leaves, "min_data_in_leaf": params["min_data_in_leaf"],
                           "best_rounds": int(booster.best_iteration), "validation_log_loss": float(losses.min())})
             boosters.append((booster, losses))
-        floor = min(row["validation_log_loss"] for row in table) + self.loss_tolerance
-        # (nodes, loss, grid index, rounds) of every candidate size within the tolerance; the first is taken
         sizes = [_nodes_by_rounds(b) for b, _ in boosters]
+        budget = self.max_nodes or np.iinfo(np.int64).max
+        fits = [(i, r) for i, (_, losses) in enumerate(boosters) for r in range(1, losses.size + 1)
+                if sizes[i][r - 1] <= budget]
+        if not fits:
+            raise ValueError(f"gbt: max_nodes={self.max_nodes} holds no tree of the grid {list(self.grid)}; give "
+                             f"at least {min(int(s[0]) for s in sizes)}")
+        floor = min(float(boosters[i][1][r - 1]) for i, r in fits) + self.loss_tolerance
+        # (nodes, loss, grid index, rounds) of every candidate size within budget and tolerance; the first is taken
         best_nodes, _, best, rounds = min(
-            (int(sizes[i][r - 1]), float(losses[r - 1]), i, r) for i, (_, losses) in enumerate(boosters)
-            for r in range(1, losses.size + 1) if losses[r - 1] <= floor)
+            (int(sizes[i][r - 1]), float(boosters[i][1][r - 1]), i, r) for i, r in fits
+            if boosters[i][1][r - 1] <= floor)
         chosen = dict(table[best], rounds=rounds, nodes=best_nodes,
                       validation_log_loss_at_rounds=float(boosters[best][1][rounds - 1]))
         # Keep only the rounds chosen: the exported model is the one validation chose.
@@ -165,8 +172,10 @@ class GbtTrainer:
                     "learning_rate": self.learning_rate, "max_rounds": self.max_rounds, "patience": self.patience,
                     "zeroed_features": list(PRICE_LEVELS), "chosen": chosen,
                     "selection": {"criterion": f"fewest tree nodes among (configuration, rounds) within "
-                                               f"{self.loss_tolerance} nats of the lowest validation log loss; then "
-                                               "the lower loss, then grid order", "candidates": table},
+                                               f"{self.loss_tolerance} nats of the lowest validation log loss"
+                                               + (f" of those within {self.max_nodes} nodes" if self.max_nodes
+                                                  else "") + "; then the lower loss, then grid order",
+                                  "max_nodes": self.max_nodes, "candidates": table},
                     "lightgbm": lgb.__version__, "trees": booster.num_trees()},
         }
         return FittedMember(onnx_bytes, metadata, predict)

@@ -74,6 +74,7 @@ def head_inputs(nodes: np.ndarray, target: np.ndarray, mean, inv, a: np.ndarray)
 
 @dataclass(frozen=True)
 class GraphTrainer:
+    hidden: int = mlp.DEFAULT_HIDDEN
     fit_stride: int = DEFAULT_FIT_STRIDE
     name: str = "graph"
     member_kind: str = "graph"
@@ -99,7 +100,8 @@ class GraphTrainer:
         a, corr = adjacency(fitted["nodes"], h.segment_start[train.position[fit_rows]])
         valid = feeds(validation)
         clf, table = mlp.fit(head_inputs(fitted["nodes"], fitted["target"], mean, inv, a), train.y[fit_rows],
-                             head_inputs(valid["nodes"], valid["target"], mean, inv, a), validation.y, seed)
+                             head_inputs(valid["nodes"], valid["target"], mean, inv, a), validation.y, seed,
+                             hidden=self.hidden)
         u = len(node_keys)
         nodes = [helper.make_node("OneHot", ["target", "depth", "off_on"], ["onehot"], axis=-1),
                  helper.make_node("MatMul", ["onehot", "adjacency"], ["neighbours"]),

@@ -37,6 +37,7 @@ def require_history(ds: Dataset, what: str) -> None:
 @dataclass(frozen=True)
 class SequenceTrainer:
     window: int = DEFAULT_WINDOW
+    hidden: int = mlp.DEFAULT_HIDDEN
     fit_stride: int = DEFAULT_FIT_STRIDE
     name: str = "sequence"
     member_kind: str = "sequence"
@@ -56,7 +57,7 @@ class SequenceTrainer:
             return ((w.astype(np.float64) - mean) * inv).reshape(len(w), k * N_FEATURES)
 
         clf, table = mlp.fit(flat(w_train), train.y[fit_rows], flat(self.feeds(validation)["window"]),
-                             validation.y, seed)
+                             validation.y, seed, hidden=self.hidden)
         nodes = [helper.make_node("Reshape", ["window", "flat_shape"], ["flat"])]
         inits = [numpy_helper.from_array(np.array([-1, k * N_FEATURES], np.int64), "flat_shape")]
         head, head_inits = mlp.head_nodes(clf, "flat", first=mlp.folded(clf.coefs_[0], clf.intercepts_[0],

@@ -48,3 +48,19 @@ def test_gbt_should_take_the_fewest_nodes_within_its_loss_tolerance():
     loose = trainer("gbt", loss_tolerance=0.05).fit(train, valid, seed=5).metadata["fit"]
     assert loose["chosen"]["nodes"] < chosen["nodes"] and loose["trees"] == loose["chosen"]["rounds"]
     assert loose["chosen"]["validation_log_loss_at_rounds"] <= chosen["validation_log_loss_at_rounds"] + 0.05
+
+
+def test_gbt_with_a_node_budget_should_export_no_more_nodes_and_refuse_a_budget_no_tree_fits():
+    train, valid = make_dataset(3000, seed=1), make_dataset(1000, seed=2)
+    free = trainer("gbt", loss_tolerance=0.0).fit(train, valid, seed=5).metadata["fit"]
+    budget = free["chosen"]["nodes"] // 2
+    fitted = trainer("gbt", loss_tolerance=0.0, max_nodes=budget).fit(train, valid, seed=5)
+    fit = fitted.metadata["fit"]
+    model = onnx.load_from_string(fitted.onnx_bytes)
+    trees = next(n for n in model.graph.node if n.op_type == "TreeEnsembleRegressor")
+    exported = len(next(a.ints for a in trees.attribute if a.name == "nodes_nodeids"))
+    assert exported == fit["chosen"]["nodes"] <= budget < free["chosen"]["nodes"]
+    assert fit["selection"]["max_nodes"] == budget and f"within {budget} nodes" in fit["selection"]["criterion"]
+    with pytest.raises(ValueError, match="max_nodes=1 holds no tree"):
+        trainer("gbt", max_nodes=1).fit(train, valid, seed=5)
+

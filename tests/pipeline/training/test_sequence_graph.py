@@ -83,3 +83,14 @@ def test_a_member_needs_the_records_behind_the_rows():
     from tests.pipeline.training.conftest import make_dataset
     with pytest.raises(ValueError, match="needs the feature records"):
         member_trainer("sequence").fit(make_dataset(500), make_dataset(200, seed=1), seed=1)
+
+
+@pytest.mark.parametrize("name", ["sequence", "graph"])
+def test_sequence_and_graph_members_should_take_their_hidden_units(seeds, name):
+    _, ds = seeds
+    half = len(ds) // 2
+    fitted = member_trainer(name, hidden=4, fit_stride=5).fit(ds.take(np.arange(half)),
+                                                              ds.take(np.arange(half, len(ds))), 1)
+    first_layer = [i for i in onnx.load_from_string(fitted.onnx_bytes).graph.initializer if i.name == "mlp_w0"]
+    assert [tuple(i.dims)[1] for i in first_layer] == [4]
+    assert all(row["hidden"] == 4 for row in fitted.metadata["fit"]["selection"]["candidates"])
