@@ -39,7 +39,9 @@ from stages.windows import MAX_WINDOW
 
 WAKE = "inference-standby"  # the semaphore the server posts after a handover (names.semaphore)
 WAKE_WAIT_S = 0.02  # a standby re-checks the word (a cancel, the run stopping) this often while it waits
-HANDOVER, STANDBY_START_NS, HANDED_NS = 0, 1, 2  # words of the segment's first line (HANDED_NS: monotonic clock)
+# Words of the segment's first line. HANDED_NS: when the server handed over (monotonic clock); LAST_HANDOVER_NS: how
+# long the stage then had no process serving (the standby writes it: bench/standby_swap.py reads it per swap).
+HANDOVER, STANDBY_START_NS, HANDED_NS, LAST_HANDOVER_NS = 0, 1, 2, 3
 LINE_WORDS = 16
 SPARE = LINE_WORDS - 1  # a word nobody reads: warming the atomics writes it
 HISTORY_BYTES = MAX_KEYS * MAX_WINDOW * N_FEATURES * 4
@@ -154,6 +156,7 @@ def await_takeover(shared: InferenceShared, stopping: Callable[[], bool]) -> int
         word = int(_load(shared.words, HANDOVER))
         if word == -me:
             paused = max(1, time.monotonic_ns() - int(shared.words[HANDED_NS]))
+            shared.words[LAST_HANDOVER_NS] = paused
             _store(shared.words, HANDOVER, 0)
             return paused
         if word != me or (stopping() and _swap(shared.words, HANDOVER, me, 0)):

@@ -1,12 +1,12 @@
 """Models handed to a running pipeline: ``bot4 model publish RUN DIR`` and ``bot4 model rollback RUN``.
 
 The supervisor of a run with an inference stage creates ``/bot4.<run>.model`` (pipeline.hosting.model_swap has its
-layout and the inference host's side). A request carries an action and a path; the host
-sees it at its next batch boundary, loads and verifies the model set in steps between batches
-(pipeline.hosting.models), swaps it in at a batch boundary and answers in ``RESULT`` with the request's sequence:
-taken, or refused and why (a refused publication changes nothing). Rollback returns to the model set in use before
-the last swap; it is held loaded, so it needs no load (after a restart of the inference stage, it is loaded again).
-The segment goes with the run.
+layout). A request carries an action and a path. With standby swaps (``inference.swap = standby``, the default:
+pipeline.hosting.standby) the supervisor spawns a standby inference process that loads the set and takes the stage
+over at a batch boundary; in-process (``in_process``) the serving process loads it in steps between batches and swaps
+at a batch boundary. Either way the answer comes in ``RESULT`` with the request's sequence: taken, or refused and why
+(a refused publication changes nothing). Rollback returns to the model set in use before the last swap (loaded again
+by a standby; held loaded in-process). The segment goes with the run.
 """
 from __future__ import annotations
 

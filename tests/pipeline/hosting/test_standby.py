@@ -178,3 +178,14 @@ def test_a_standby_should_wait_for_its_handover_at_a_real_time_policy_where_allo
     thread.start()
     thread.join()
     assert out[0] in ((os.SCHED_FIFO,) if standby.can_leave_idle() else (os.SCHED_OTHER,)) and out[1] == os.SCHED_OTHER
+
+
+def test_a_server_that_dies_while_a_standby_loads_should_have_the_standby_cancelled_and_its_publisher_told(tables):
+    table, shared = tables
+    swaps, _, _ = _swaps(table, shared, "import time; time.sleep(600)")
+    seq = _request(table, model_swap.PUBLISH, "/models/x")
+    swaps.tick(serving=True)
+    child = swaps.standby
+    assert swaps.adopt(serving_pid_in_slot=12345) is None  # the slot names the dead server, not the standby
+    assert child.poll() == -signal.SIGKILL and swaps.standby is None
+    assert _answer(table)[:2] == (seq, False) and "the inference stage died before the swap" in _answer(table)[2]
