@@ -149,7 +149,7 @@ RANGES: dict[str, dict[str, Range]] = {
                  "min_sleep_us": Range(1, 100_000), "max_sleep_us": Range(1, 100_000), "nice": Range(-20, 19),
                  "realtime_priority": Range(0, 99)},
     "inference": {"min_confidence": Range(-1, 1), "member_timeout_us": Range(0, 1e6),
-                  "member_max_failures": Range(1, 1e9)},
+                  "member_max_failures": Range(1, 1e9), "standby_timeout_s": Range(1, 3600)},
     "rings": {"capacity": Range(16, RECORDS), "report_capacity": Range(16, RECORDS), "batch": Range(1, RECORDS)},
 }
 
@@ -398,8 +398,6 @@ class InferenceConfig:
         _require(self.min_confidence == -1.0 or 0 <= self.min_confidence <= 1, "inference.min_confidence",
                  self.min_confidence, "use -1 (the ensemble's own) or a probability in [0, 1]")
         _require(self.swap in ("standby", "in_process"), "inference.swap", self.swap, "use standby or in_process")
-        _require(math.isfinite(self.standby_timeout_s) and 1 <= self.standby_timeout_s <= 3600,
-                 "inference.standby_timeout_s", self.standby_timeout_s, "use 1 to 3600 seconds")
 
 
 @dataclass(frozen=True)
