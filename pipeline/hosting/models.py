@@ -642,6 +642,23 @@ class Models:
             self.sizer.choose(x[:0], x, 1, np.ones(1))
             yield
 
+    def warm_host(self, decisions: np.ndarray, x: np.ndarray) -> None:
+        """One decision through ``predict`` on a scratch history, every counter left as it was: the njit code a batch
+        calls (history, calibration, vote, sizer) loads now, not in the first batch served after a start or a
+        standby's handover (milliseconds)."""
+        holders = [*self.members, *(h for h in (self.fused, self.sizer) if h is not None)]
+        kept = [h.stats for h in holders]
+        history, no_view = self.inputs.history, self.no_view_batches
+        self.inputs.history = History()
+        for holder in holders:
+            holder.stats = MemberStats()
+        try:
+            self.predict(decisions, x, 1)
+        finally:
+            self.inputs.history, self.no_view_batches = history, no_view
+            for holder, stats in zip(holders, kept):
+                holder.stats = stats
+
     def predict(self, decisions: np.ndarray, x: np.ndarray, n: int):
         if n > self._capacity:
             self._grow(n)

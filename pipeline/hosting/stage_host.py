@@ -338,6 +338,7 @@ def _warm_inference(spec, endpoints, placement, model, batch) -> None:
     ring.readable(in_a[0], in_a[1])
     inference.prepare(decisions, 0, x)
     inference.finish(decisions, 0, model.prob, model.confidence, model.alive_out, model.size_scale, predictions, 0)
+    model.warm_host(decisions, x)
     now = time.time_ns()
     duty_cycle.account_served(slot, ctl, 0, 0, predictions, now, now, now, 0, timespec)
     duty_cycle.publish(outs, np.zeros(len(outs), np.int64), predictions, 0, slot, idle_params, timespec)

@@ -189,3 +189,22 @@ def test_a_server_that_dies_while_a_standby_loads_should_have_the_standby_cancel
     assert swaps.adopt(serving_pid_in_slot=12345) is None  # the slot names the dead server, not the standby
     assert child.poll() == -signal.SIGKILL and swaps.standby is None
     assert _answer(table)[:2] == (seq, False) and "the inference stage died before the swap" in _answer(table)[2]
+
+
+def test_warming_the_host_should_leave_the_history_and_every_counter_as_they_were(tmp_path):
+    from pipeline.hosting import models
+    from stages import records
+    from tests.onnx_members import registry_with_members, write_ensemble
+    paths = registry_with_members(tmp_path, 2)
+    path = write_ensemble(tmp_path, 1, [{"path": paths[0], "weight": 1.0}, {"path": paths[1], "weight": 1.0}])
+    decisions = np.zeros(4, records.RISK_DECISION)
+    decisions["values"] = np.linspace(-1, 1, 28)
+    x = np.asarray(decisions["values"], np.float32)
+    warmed, cold = (models.Models(models.load(path), 4, 0.0, 100, models.History()) for _ in range(2))
+    warmed.warm_host(np.zeros(4, records.RISK_DECISION), np.zeros_like(x))
+    assert not warmed.history.counts.any() and not warmed.history.ring.any()
+    assert all(m.stats.calls == 0 for m in warmed.members) and warmed.no_view_batches == 0
+    got, want = warmed.predict(decisions, x, 4), cold.predict(decisions, x, 4)
+    for a, b in zip(got, want):
+        assert np.array_equal(a, b)
+    assert [m.stats.calls for m in warmed.members] == [m.stats.calls for m in cold.members] != [0, 0]
