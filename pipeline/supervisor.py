@@ -526,13 +526,16 @@ class Supervisor:
             if g[cb.G_TRADING_ENABLED]:
                 cb.disable_trading(g, kill_reasons.KILL_SHUTDOWN, -1, time.time_ns())
             g[cb.G_RUN_STATE] = cb.RUN_STOPPING
+        retired = None
         if self.standby_swaps is not None:
             self.poll_children()  # a standby handed the stage just now is the stage: adopted, not cancelled
-            self.standby_swaps.cancel("the run stopped before the swap")
+            taken = self.standby_swaps.cancel("the run stopped before the swap")
+            if taken is not None:  # handed over between that poll and the cancel: the standby is the stage
+                retired, self.children["inference"] = self.children.get("inference"), taken
         if self.children:
             self.wait_for_flatten()
             self.stop_children()
-        for child in self.children.values():
+        for child in (*self.children.values(), *([retired] if retired is not None else [])):
             if child.poll() is None:
                 child.kill()
                 child.wait()

@@ -73,3 +73,16 @@ def advance(records, n, ring, counts, window_len, windows, node_keys, nodes, tar
                         nodes[i, u, j] = ring[k, src, j]
             target[i] = t
     return n
+
+
+@njit(cache=True)
+def advance_inputs(records, n, ring, counts, window_len, windows, node_keys, nodes, target, graph_target, off_graph):
+    """``advance``, then for a graph's rows ``graph_target[i]``: the node to run on (``target[i]``, node 0 for a
+    record whose instrument is not a node) and ``off_graph[i]``: it is not (its graph answer is no view)."""
+    advance(records, n, ring, counts, window_len, windows, node_keys, nodes, target)
+    if node_keys.shape[0] > 0:
+        for i in range(n):
+            t = target[i]
+            off_graph[i] = t < 0
+            graph_target[i] = t if t >= 0 else 0
+    return n

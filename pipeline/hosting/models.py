@@ -206,11 +206,8 @@ class BatchInputs:
 
     def advance(self, decisions: np.ndarray, n: int) -> None:
         h = self.history
-        windows.advance(decisions, n, h.ring, h.counts, self.window_len, self.windows, self.node_keys, self.nodes,
-                        self.target)
-        if len(self.node_keys):
-            np.less(self.target[:n], 0, out=self.off_graph[:n])
-            np.maximum(self.target[:n], 0, out=self.graph_target[:n])
+        windows.advance_inputs(decisions, n, h.ring, h.counts, self.window_len, self.windows, self.node_keys,
+                               self.nodes, self.target, self.graph_target, self.off_graph)
 
 
 SIZER_KIND = "qvalue"  # not a voter (not in INPUT_BUILDERS): Sizer
@@ -434,14 +431,38 @@ class FusedMembers:
 
     def __init__(self, session: ort.InferenceSession, count: int):
         self.session = session
+        self.count = count
         self.input_names = tuple(i.name for i in session.get_inputs())
         self.output_names = (member_fusion.OUTPUT,)
         self.stats = MemberStats()
+        # Batch size -> (an IO binding of the first n rows of the bound buffers, its output [count, n]): a run then
+        # converts no input, validates no feed and allocates no output (session.run costs ~6 us more per call).
+        self._bindings: dict[int, tuple[ort.IOBinding, np.ndarray]] = {}
+        self._bound: tuple = ()
 
     def build(self, batch: BatchInputs, x: np.ndarray, n: int) -> dict[str, np.ndarray]:
         sources = {member_fusion.FEATURES: x, member_fusion.WINDOW: batch.windows, member_fusion.NODES: batch.nodes,
                    member_fusion.TARGET: batch.graph_target}
         return {name: sources[name][:n] for name in self.input_names}
+
+    def run(self, batch: BatchInputs, x: np.ndarray, n: int) -> np.ndarray:
+        """The members' raw answers [count, n] for the first n rows of ``x`` and ``batch``'s inputs: a view of a
+        buffer that the next run of n rows overwrites."""
+        b = self._bound
+        if not b or b[0] is not x or b[1] is not batch.windows or b[2] is not batch.nodes or \
+                b[3] is not batch.graph_target:  # new buffers (a grow, another caller's x): bind again
+            self._bindings.clear()
+            self._bound = (x, batch.windows, batch.nodes, batch.graph_target)
+        bound = self._bindings.get(n)
+        if bound is None:
+            binding = self.session.io_binding()
+            for name, rows in self.build(batch, x, n).items():  # prefixes of C-contiguous buffers: no copy
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(rows))
+            raws = np.empty((self.count, n), np.float32)
+            binding.bind_ortvalue_output(member_fusion.OUTPUT, ort.OrtValue.ortvalue_from_numpy(raws))
+            bound = self._bindings[n] = (binding, raws)
+        self.session.run_with_iobinding(bound[0])
+        return bound[1]
 
 
 def _own_feeds(member: Member, shared: dict[str, np.ndarray], window_len: int) -> dict[str, np.ndarray]:
@@ -605,6 +626,15 @@ class Models:
         self.weights = np.array([mb.weight for mb in self.members], np.float64)
         self.alive = np.zeros(m, np.uint8)
         self.no_view_batches = 0
+        # The members' calibrations packed for the fused path's one-call vote (stages.ensemble.vote_members).
+        cals = [mb.calibration for mb in self.members]
+        self.cal_methods = np.array([c.method for c in cals], np.int64)
+        self.cal_a, self.cal_b = np.array([c.a for c in cals], np.float64), np.array([c.b for c in cals], np.float64)
+        self.cal_len = np.array([len(c.xs) for c in cals], np.int64)
+        self.cal_xs, self.cal_ys = (np.zeros((m, int(self.cal_len.max(initial=1))), np.float64) for _ in range(2))
+        for i, c in enumerate(cals):
+            self.cal_xs[i, :len(c.xs)], self.cal_ys[i, :len(c.ys)] = c.xs, c.ys
+        self.graph_rows = np.array([mb.kind == "graph" for mb in self.members], np.bool_)
         self.history = history if history is not None else History()
         self.inputs = BatchInputs(self.members, self.history, max(capacity, 1))
         self._capacity = 0
@@ -665,6 +695,7 @@ class Models:
         self.inputs.advance(decisions, n)  # every batch, whatever the members: the history is the run's
         fused = self.fused
         count = self._run_fused(x, n) if fused is not None and not fused.stats.disabled else -1
+        voted = count >= 0  # the fused path votes in the same call (the same arithmetic)
         if count < 0:  # not fused, or the fused run failed: each member on its own, its faults its own
             count = 0
             for i, member in enumerate(self.members):
@@ -679,7 +710,8 @@ class Models:
             if count:
                 return self.probs[0, :n], self.ones[:n], self.alive_out[:n], scale
             return self.no_view[:n], self.zeros[:n], self.alive_out[:n], scale
-        vote.combine(self.probs, self.weights, self.alive, n, self.min_confidence, self.prob, self.confidence)
+        if not voted:
+            vote.combine(self.probs, self.weights, self.alive, n, self.min_confidence, self.prob, self.confidence)
         return self.prob[:n], self.confidence[:n], self.alive_out[:n], scale
 
     def _size(self, decisions: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
@@ -706,8 +738,10 @@ class Models:
 
     def _late(self, stats: MemberStats, started: int, budget_ns: int = -1) -> bool:
         """Account a call that began at ``started``; True if it overran the budget (counted; -1: a member's)."""
-        took = time.perf_counter_ns() - started
-        budget_ns = self.timeout_ns if budget_ns < 0 else budget_ns
+        return self._account(stats, time.perf_counter_ns() - started, self.timeout_ns if budget_ns < 0 else budget_ns)
+
+    @staticmethod
+    def _account(stats: MemberStats, took: int, budget_ns: int) -> bool:
         stats.hist[cb.bucket_of(took)] += 1
         stats.max_ns = max(stats.max_ns, took)
         if budget_ns and took > budget_ns:
@@ -717,46 +751,55 @@ class Models:
         return False
 
     def _run_fused(self, x: np.ndarray, n: int) -> int:
-        """Every member's calibrated probabilities from one fused run; the members answering, or -1 when the run
-        raised or a member's answer is not n finite numbers (counted: this batch then runs per member). A fused
-        call over the members' budgets together (the most the per-member path takes before every member is late)
-        is every member's late call: no vote in the batch, each member counted late. After max_failures failed or
-        late fused batches in a row the set runs per member, where each member's own budget drops the late one."""
+        """Every member's calibrated probabilities from one fused run, voted into ``prob``/``confidence``; the
+        members answering, or -1 when the run raised or a member's answer is not n finite numbers (counted: this
+        batch then runs per member). A fused call over the members' budgets together (the most the per-member path
+        takes before every member is late) is every member's late call: no vote in the batch, each member counted
+        late. After max_failures failed or late fused batches in a row the set runs per member, where each member's
+        own budget drops the late one."""
         fused = self.fused
         stats = fused.stats
         stats.calls += 1
         started = time.perf_counter_ns()
         try:
-            raws = fused.session.run(fused.output_names, fused.build(self.inputs, x, n))[0]
-            if raws.shape != (len(self.members), n) or not np.isfinite(raws).all():
-                raise ValueError(f"the members answered shape {raws.shape}, finite {int(np.isfinite(raws).sum())}; "
-                                 f"expected ({len(self.members)}, {n}) finite")
+            raws = fused.run(self.inputs, x, n)
         except Exception as exc:  # a member's fault: the per-member path finds whose and counts it there
-            stats.failures += 1
-            stats.last_error = _fault(exc)[:200]
-            self._missed(fused)
-            return -1
-        late = self._late(stats, started, self.timeout_ns * len(self.members))
-        if late:
+            return self._fused_failed(f"{_fault(exc)}")
+        took = time.perf_counter_ns() - started
+        budget = self.timeout_ns * len(self.members)
+        late = budget and took > budget
+        for i, member in enumerate(self.members):
+            self.alive[i] = not (late or member.stats.disabled)
+        if vote.vote_members(raws, n, self.alive, self.cal_methods, self.cal_a, self.cal_b, self.cal_xs, self.cal_ys,
+                             self.cal_len, self.graph_rows, self.inputs.off_graph, self.weights, self.min_confidence,
+                             self.probs, self.prob, self.confidence) < 0:
+            return self._fused_failed(f"a member answered {int(np.isfinite(raws).sum())} finite numbers of "
+                                      f"{raws.size}")
+        if self._account(stats, took, budget):
             self._missed(fused)
         else:
             stats.in_a_row = 0
         count = 0
-        for i, member in enumerate(self.members):
-            self.alive[i] = 0
-            if member.stats.disabled:
+        for member in self.members:
+            s = member.stats
+            if s.disabled:
                 continue
-            member.stats.calls += 1
+            s.calls += 1
             if late:
-                member.stats.timeouts += 1
-                member.stats.last_error = f"late with the fused run ({stats.last_error})"
+                s.timeouts += 1
+                s.last_error = f"late with the fused run ({stats.last_error})"
                 self._missed(member)
                 continue
-            member.stats.in_a_row = 0
-            self._answer(member, raws[i], n, self.probs[i])
-            self.alive[i] = 1
+            s.in_a_row = 0
             count += 1
         return count
+
+    def _fused_failed(self, why: str) -> int:
+        stats = self.fused.stats
+        stats.failures += 1
+        stats.last_error = why[:200]
+        self._missed(self.fused)
+        return -1
 
     def _run(self, member: Member, decisions: np.ndarray, x: np.ndarray, n: int, row: np.ndarray) -> int:
         """Member's calibrated probabilities into ``row[:n]``; 1 if it answered in time."""

@@ -382,7 +382,8 @@ def _serve_inference(spec, endpoints, block, slot, placement, batch, swapper, sh
         if shared is not None:
             # A standby swap: a ready standby takes over at this boundary (one aligned load when none waits).
             offered = shared.offered()
-            if offered and slot[cb.S_STOP] == 0 and standby.hand_over(shared, offered, slot):
+            if offered and slot[cb.S_STOP] == 0 and int(block.globals[cb.G_RUN_STATE]) == cb.RUN_RUNNING and \
+                    standby.hand_over(shared, offered, slot):  # never once the run stops: no successor to adopt
                 return True
         loading = swapper.loading
         # A load step (up to ~1 ms) only when no input came for LOADING_WAIT_NS, or when none came for so long

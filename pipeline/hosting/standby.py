@@ -283,14 +283,23 @@ class StandbySwaps:
         if serving_pid_in_slot == self.standby.pid and int(self.shared.words[HANDOVER]) in (0, -self.standby.pid):
             adopted, self.standby = self.standby, None
             return adopted
-        self.cancel("the inference stage died before the swap")
+        orphan = self.cancel("the inference stage died before the swap")
+        if orphan is not None:  # handed over, but the server died before the slot named it: not the stage
+            orphan.kill()
+            orphan.wait()
         return None
 
-    def cancel(self, why: str) -> None:
-        """Stop a standby that has not taken over (the run stops, or the stage died), telling its publisher."""
-        if self.standby is not None and self._cancel():
+    def cancel(self, why: str) -> subprocess.Popen | None:
+        """Stop a standby that has not taken over (the run stops, or the stage died), telling its publisher; the
+        standby itself when it has taken over already (it is the stage: the caller adopts it)."""
+        if self.standby is None:
+            return None
+        if self._cancel():
             self._kill()
             self._answer_for_standby(why)
+            return None
+        taken, self.standby = self.standby, None
+        return taken
 
     def _cancel(self) -> bool:
         """Withdraw the standby's offer; False when it has already taken over (then it is the stage)."""

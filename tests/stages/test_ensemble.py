@@ -70,3 +70,52 @@ def test_platt_and_isotonic_calibration():
     assert list(out[[0, 1, 2, 4, 5]]) == pytest.approx([0.26, 0.5, 0.58, 0.2, 0.6])
     ensemble.calibrate(p, 3, ensemble.CAL_NONE, 0.0, 0.0, xs, ys, out)
     assert list(out[:3]) == pytest.approx([0.1, 0.5, 0.9])
+
+
+def test_interp_gives_numpys_bits_inside_at_the_knots_outside_and_on_flat_and_steep_steps():
+    xs = np.array([0.0, 0.1, np.nextafter(0.1, 1), 0.3, 0.3000001, 0.7, 1.0])  # a near-vertical step, then a steep one
+    ys = np.array([0.02, 0.2, 0.4, 0.4, 0.9, 0.9, 0.97])
+    rng = np.random.default_rng(5)
+    values = np.concatenate([rng.uniform(-0.2, 1.2, 5000), xs, np.nextafter(xs, 2), np.nextafter(xs, -1),
+                             [-np.inf, np.inf], rng.uniform(0, 1, 500).astype(np.float32)])
+    got = np.array([ensemble.interp(v, xs, ys) for v in values])
+    assert np.array_equal(got, np.interp(values, xs, ys))
+
+
+def test_the_fused_vote_is_calibrate_then_combine_bit_for_bit_and_refuses_a_batch_with_a_non_finite_answer():
+    rng = np.random.default_rng(11)
+    m, n = 4, 64
+    raws = rng.uniform(0, 1, (m, n)).astype(np.float32)
+    curves = [np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.sort(rng.uniform(0, 1, 40)), np.array([0.0, 1.0])]
+    levels = [np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.sort(rng.uniform(0, 1, 40)), np.array([0.0, 1.0])]
+    methods = np.array([ensemble.CAL_NONE, ensemble.CAL_PLATT, ensemble.CAL_ISOTONIC, ensemble.CAL_PLATT])
+    a, b = np.array([1.0, 1.4, 1.0, 0.8]), np.array([0.0, -0.1, 0.0, 0.2])
+    k = max(len(c) for c in curves)
+    xs, ys = np.zeros((m, k)), np.zeros((m, k))
+    for i in range(m):
+        xs[i, :len(curves[i])], ys[i, :len(levels[i])] = curves[i], levels[i]
+    curve_len = np.array([len(c) for c in curves])
+    no_view = np.array([False, False, False, True])  # the graph member's row
+    off_graph = rng.uniform(size=n) < 0.2
+    weights, alive = np.array([1.0, 0.5, 1.0, 2.0]), np.array([1, 1, 0, 1], np.uint8)
+
+    expected = np.zeros((m, n))
+    for i in range(m):
+        if alive[i]:
+            ensemble.calibrate(raws[i], n, methods[i], a[i], b[i], curves[i], levels[i], expected[i])
+            if no_view[i]:
+                expected[i][off_graph] = 0.5
+    prob, conf = np.zeros(n), np.zeros(n)
+    ensemble.combine(expected, weights, alive, n, 0.05, prob, conf)
+
+    probs, got_prob, got_conf = np.zeros((m, n)), np.zeros(n), np.zeros(n)
+    assert ensemble.vote_members(raws, n, alive, methods, a, b, xs, ys, curve_len, no_view, off_graph, weights, 0.05,
+                                 probs, got_prob, got_conf) == n
+    assert np.array_equal(probs, expected) and np.array_equal(got_prob, prob) and np.array_equal(got_conf, conf)
+    assert (got_conf > 0).any() and (got_prob == 0.5).any()  # the gate is exercised both ways
+
+    raws[1, 7] = np.inf
+    before = (probs.copy(), got_prob.copy())
+    assert ensemble.vote_members(raws, n, alive, methods, a, b, xs, ys, curve_len, no_view, off_graph, weights, 0.05,
+                                 probs, got_prob, got_conf) == -1
+    assert np.array_equal(probs, before[0]) and np.array_equal(got_prob, before[1])  # nothing written

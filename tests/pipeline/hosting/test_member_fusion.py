@@ -84,6 +84,24 @@ def test_fused_members_should_answer_bit_for_bit_what_their_own_sessions_answer(
         assert own.tobytes() == raw.tobytes()
 
 
+def test_a_host_reusing_its_input_buffer_should_be_answered_from_its_new_rows_through_the_bound_run(tmp_path):
+    """The host fills one x buffer per batch: the fused run's IO binding (made once per batch size) must read the
+    rows as they are now, not as they were bound, and its answers stay bit for bit the per-member path's."""
+    where = _write(tmp_path)
+    fused, alone = models.Models(models.load(where), 64), models.Models(models.load(where, fuse=False), 64)
+    x = np.zeros((64, N_FEATURES), np.float32)
+    rng = np.random.default_rng(21)
+    for _ in range(30):
+        n = int(rng.choice([1, 16, 64]))
+        d = _decisions(n, rng)
+        x[:n] = d["values"]
+        got, want = fused.predict(d, x, n), alone.predict(d, _x(d), n)
+        for a, b in zip(got, want):
+            assert a.tobytes() == b.tobytes()
+    assert sorted(fused.fused._bindings) == [1, 16, 64]  # bound once per size, reused since
+    assert fused.fused.stats.failures == 0
+
+
 def _opset10_graph() -> bytes:
     """prob_up = sigmoid(Pad(features) @ w) at opset 10, where Pad's pads are an attribute (an input from 11 on):
     the checker refuses it under opset 17 as it is, so the fusion converts it."""

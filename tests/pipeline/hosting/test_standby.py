@@ -87,6 +87,28 @@ def test_a_cancel_and_a_handover_should_never_both_win(tables):
             swaps.standby, serving[0] = None, 0
 
 
+def test_a_standby_handed_the_stage_as_the_run_stops_should_be_returned_for_adoption_not_killed(tables):
+    """The shutdown race: the server hands over after the supervisor's last poll and before its cancel. The cancel
+    then hands back the standby (the stage now, for the stop sequence to stop and wait on), unkilled."""
+    table, shared = tables
+    serving = [0]
+    said = []
+    swaps = standby.StandbySwaps(table, shared, None, 60.0, said.append, np.zeros(1, np.int64), lambda: serving[0])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        shared.words[standby.HANDOVER] = child.pid
+        swaps.standby = child
+        slot = np.zeros(cb.STAGE_WORDS, np.int64)
+        assert _in_thread(lambda: standby.hand_over(shared, child.pid, slot))
+        assert swaps.cancel("the run stopped before the swap") is child
+        assert child.poll() is None and swaps.standby is None and said == [] and _answer(table)[0] == 0
+        assert swaps.cancel("again") is None  # nothing left to cancel
+    finally:
+        child.kill()
+        child.wait()
+        shared.words[standby.HANDOVER] = 0
+
+
 def test_the_server_should_not_hand_over_to_a_dead_standby(tables):
     _, shared = tables
     child = subprocess.Popen([sys.executable, "-c", "pass"])
