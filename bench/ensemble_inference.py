@@ -20,8 +20,9 @@ The ensembles above run a session per member (``fuse=False``). With ``--members 
 writes: gbt, sequence, graph as the trainers make them and gbt_<N>n, sequence_k<K>h<H>, graph_h<H> sized for the
 budget) the issue's target, all four kinds: the shipped logistic, a GBT, the sequence and the graph member, each
 set both per member and fused (pipeline.hosting.member_fusion: one session run per batch), with the shipped GBT
-(models/gbt/v2), with DIR's default-sized members, and with DIR's sized ones. The last lines give each fused set
-against its per-member run, and p50 at 64 decisions against the 50 us target.
+(models/gbt/v2), with DIR's default-sized members, and with DIR's sized ones; and the sized GBT, sequence and graph
+without the logistic (the shipped ensemble gives the logistic no weight: it does not earn its place). The last lines
+give each fused set against its per-member run, and p50 at 64 decisions against the 50 us target.
 
     flock /tmp/bot4-bench.lock python -m bench.ensemble_inference [--batches 2000] [--rounds 3] [--members DIR]
 """
@@ -93,14 +94,20 @@ def _four_kinds(root: Path, trained: Path, cap: int) -> dict[str, models.Models]
             "sized " + ", ".join(_sized(trained, p) for p in ("gbt_", "sequence_", "graph_")): tuple(
                 "t_" + _sized(trained, p) for p in ("gbt_", "sequence_", "graph_"))}
     out = {}
-    for i, (label, names) in enumerate(sets.items()):
-        where = write_ensemble(root, 10 + i, [{"path": "directional_v1.onnx", "weight": 1.0}] + [
+    sized = list(sets.values())[-1]
+    for i, (label, names, baseline) in enumerate([(label, names, True) for label, names in sets.items()] + [
+            ("sized, without the logistic baseline", sized, False)]):
+        where = write_ensemble(root, 10 + i, [{"path": "directional_v1.onnx", "weight": 1.0}] * baseline + [
             {"path": f"{n}/v1", "weight": 1.0} for n in names])
+        if not baseline:  # GBT, sequence and graph: the shipped ensemble leaves the logistic out (no weight)
+            label = label.replace("sized", "3 kinds, sized", 1)
+        else:
+            label = "4 kinds, " + label
         for mode in (ALONE, FUSED):
             loaded = models.load(where, fuse=mode == FUSED)
             if mode == FUSED and loaded.fused is None:
                 raise SystemExit(f"{label}: not fused ({loaded.fuse_note})")
-            out[f"4 kinds, {label}: {mode}"] = models.Models(loaded, cap)
+            out[f"{label}: {mode}"] = models.Models(loaded, cap)
     return out
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import operator
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -81,6 +82,9 @@ class VectorInput:
 
     def build(self, decisions: np.ndarray, n: int, x: np.ndarray) -> dict[str, np.ndarray]:
         return {inference.INPUT_NAME: x[:n]}
+
+    def sources(self, x: np.ndarray) -> tuple:
+        return (x,)
 
     def warm_inputs(self) -> dict[str, np.ndarray]:
         return {inference.INPUT_NAME: np.zeros((1, N_FEATURES), np.float32)}
@@ -119,6 +123,10 @@ class SequenceInput:
         rows = windows_[:n] if k_max == self.window else np.ascontiguousarray(windows_[:n, k_max - self.window:])
         return {"window": rows}
 
+    def sources(self, x: np.ndarray) -> tuple | None:
+        """None when ``build`` copies (a window shorter than the set's): not a prefix of a buffer to bind."""
+        return (self.batch.windows,) if self.batch.windows.shape[1] == self.window else None
+
     def warm_inputs(self) -> dict[str, np.ndarray]:
         return {"window": np.zeros((1, self.window, N_FEATURES), np.float32)}
 
@@ -152,6 +160,9 @@ class GraphInput:
 
     def build(self, decisions: np.ndarray, n: int, x: np.ndarray) -> dict[str, np.ndarray]:
         return {"nodes": self.batch.nodes[:n], "target": self.batch.graph_target[:n]}
+
+    def sources(self, x: np.ndarray) -> tuple:
+        return self.batch.nodes, self.batch.graph_target
 
     def no_view_rows(self, n: int) -> np.ndarray:
         return self.batch.off_graph[:n]
@@ -263,6 +274,35 @@ class MemberStats:
     hist: np.ndarray = field(default_factory=lambda: np.zeros(cb.HIST_BUCKETS, np.int64))  # ns per call
 
 
+class BoundRuns:
+    """One session's runs through IO bindings, one per batch size, each over the first n rows of the buffers it was
+    bound to (``sources``: the caller's x, the history's inputs): a run then converts no input, validates no feed
+    and allocates no output, ~6 us less than ``session.run`` here. Bound again when the buffers change (a grow,
+    another caller's x). The answer is a view of a buffer that the next run of n rows overwrites. One thread."""
+
+    def __init__(self, session: ort.InferenceSession, output: str, rows: int = 0):
+        self.session, self.output, self.rows = session, output, rows  # answers [rows, n], or [n] when rows is 0
+        self._bindings: dict[int, tuple[ort.IOBinding, np.ndarray]] = {}
+        self._sources: tuple = ()
+
+    def run(self, sources: tuple, builder, decisions: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+        if len(sources) != len(self._sources) or not all(map(operator.is_, sources, self._sources)):
+            self._bindings.clear()
+            self._sources = sources
+        bound = self._bindings.get(n)
+        if bound is None:
+            binding = self.session.io_binding()
+            for name, rows in builder.build(decisions, n, x).items():
+                if not rows.flags.c_contiguous:
+                    raise ValueError(f"input {name} is not C-contiguous: cannot be bound without a copy")
+                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(rows))  # shares rows' memory
+            out = np.empty((self.rows, n) if self.rows else n, np.float32)
+            binding.bind_ortvalue_output(self.output, ort.OrtValue.ortvalue_from_numpy(out))
+            bound = self._bindings[n] = (binding, out)
+        self.session.run_with_iobinding(bound[0])
+        return bound[1]
+
+
 class Member:
     """One verified ONNX member and its session (one thread, sequential). Not thread-safe."""
 
@@ -273,6 +313,7 @@ class Member:
         self.weight, self.calibration = weight, calibration
         self.builder = builder
         self.output_names = (session.get_outputs()[0].name,)
+        self.bound = BoundRuns(session, self.output_names[0])
         self.stats = MemberStats()
 
     @property
@@ -431,38 +472,22 @@ class FusedMembers:
 
     def __init__(self, session: ort.InferenceSession, count: int):
         self.session = session
-        self.count = count
         self.input_names = tuple(i.name for i in session.get_inputs())
         self.output_names = (member_fusion.OUTPUT,)
+        self.bound = BoundRuns(session, member_fusion.OUTPUT, count)
         self.stats = MemberStats()
-        # Batch size -> (an IO binding of the first n rows of the bound buffers, its output [count, n]): a run then
-        # converts no input, validates no feed and allocates no output (session.run costs ~6 us more per call).
-        self._bindings: dict[int, tuple[ort.IOBinding, np.ndarray]] = {}
-        self._bound: tuple = ()
+        self.batch: BatchInputs | None = None
 
-    def build(self, batch: BatchInputs, x: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    def build(self, decisions: np.ndarray, n: int, x: np.ndarray) -> dict[str, np.ndarray]:
+        batch = self.batch
         sources = {member_fusion.FEATURES: x, member_fusion.WINDOW: batch.windows, member_fusion.NODES: batch.nodes,
                    member_fusion.TARGET: batch.graph_target}
         return {name: sources[name][:n] for name in self.input_names}
 
-    def run(self, batch: BatchInputs, x: np.ndarray, n: int) -> np.ndarray:
-        """The members' raw answers [count, n] for the first n rows of ``x`` and ``batch``'s inputs: a view of a
-        buffer that the next run of n rows overwrites."""
-        b = self._bound
-        if not b or b[0] is not x or b[1] is not batch.windows or b[2] is not batch.nodes or \
-                b[3] is not batch.graph_target:  # new buffers (a grow, another caller's x): bind again
-            self._bindings.clear()
-            self._bound = (x, batch.windows, batch.nodes, batch.graph_target)
-        bound = self._bindings.get(n)
-        if bound is None:
-            binding = self.session.io_binding()
-            for name, rows in self.build(batch, x, n).items():  # prefixes of C-contiguous buffers: no copy
-                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(rows))
-            raws = np.empty((self.count, n), np.float32)
-            binding.bind_ortvalue_output(member_fusion.OUTPUT, ort.OrtValue.ortvalue_from_numpy(raws))
-            bound = self._bindings[n] = (binding, raws)
-        self.session.run_with_iobinding(bound[0])
-        return bound[1]
+    def run(self, x: np.ndarray, n: int) -> np.ndarray:
+        """The members' raw answers [members, n] (BoundRuns.run)."""
+        batch = self.batch
+        return self.bound.run((x, batch.windows, batch.nodes, batch.graph_target), self, None, x, n)
 
 
 def _own_feeds(member: Member, shared: dict[str, np.ndarray], window_len: int) -> dict[str, np.ndarray]:
@@ -637,6 +662,8 @@ class Models:
         self.graph_rows = np.array([mb.kind == "graph" for mb in self.members], np.bool_)
         self.history = history if history is not None else History()
         self.inputs = BatchInputs(self.members, self.history, max(capacity, 1))
+        if self.fused is not None:
+            self.fused.batch = self.inputs
         self._capacity = 0
         self._grow(max(capacity, 1))
 
@@ -762,14 +789,13 @@ class Models:
         stats.calls += 1
         started = time.perf_counter_ns()
         try:
-            raws = fused.run(self.inputs, x, n)
+            raws = fused.run(x, n)
         except Exception as exc:  # a member's fault: the per-member path finds whose and counts it there
             return self._fused_failed(f"{_fault(exc)}")
         took = time.perf_counter_ns() - started
         budget = self.timeout_ns * len(self.members)
-        late = budget and took > budget
-        for i, member in enumerate(self.members):
-            self.alive[i] = not (late or member.stats.disabled)
+        late = bool(budget) and took > budget
+        self.alive.fill(not late)  # no member here is disabled: disabling one disables the fused run (_missed)
         if vote.vote_members(raws, n, self.alive, self.cal_methods, self.cal_a, self.cal_b, self.cal_xs, self.cal_ys,
                              self.cal_len, self.graph_rows, self.inputs.off_graph, self.weights, self.min_confidence,
                              self.probs, self.prob, self.confidence) < 0:
@@ -782,8 +808,6 @@ class Models:
         count = 0
         for member in self.members:
             s = member.stats
-            if s.disabled:
-                continue
             s.calls += 1
             if late:
                 s.timeouts += 1
@@ -809,9 +833,13 @@ class Models:
         stats.calls += 1
         started = time.perf_counter_ns()
         try:
-            raw = member.session.run(member.output_names, member.builder.build(decisions, n, x))[0]
-            if raw.shape != (n,):
-                raise ValueError(f"output shape {raw.shape}, expected ({n},)")
+            sources = member.builder.sources(x)
+            if sources is not None:
+                raw = member.bound.run(sources, member.builder, decisions, x, n)
+            else:
+                raw = member.session.run(member.output_names, member.builder.build(decisions, n, x))[0]
+                if raw.shape != (n,):
+                    raise ValueError(f"output shape {raw.shape}, expected ({n},)")
         except Exception as exc:  # the member's own fault (a graph that raises on this input): no vote this batch
             stats.failures += 1
             stats.last_error = _fault(exc)[:200]

@@ -78,28 +78,31 @@ def test_fused_members_should_answer_bit_for_bit_what_their_own_sessions_answer(
     n = 37
     d = _decisions(n, np.random.default_rng(9))
     fused.predict(d, _x(d), n)
-    raws = fused.fused.session.run(fused.fused.output_names, fused.fused.build(fused.inputs, _x(d), n))[0]
+    raws = fused.fused.session.run(fused.fused.output_names, fused.fused.build(None, n, _x(d)))[0]
     for member, raw in zip(fused.members, raws):
         own = member.session.run(member.output_names, member.builder.build(d, n, _x(d)))[0]
         assert own.tobytes() == raw.tobytes()
 
 
-def test_a_host_reusing_its_input_buffer_should_be_answered_from_its_new_rows_through_the_bound_run(tmp_path):
-    """The host fills one x buffer per batch: the fused run's IO binding (made once per batch size) must read the
-    rows as they are now, not as they were bound, and its answers stay bit for bit the per-member path's."""
+def test_a_host_reusing_its_input_buffer_should_be_answered_from_its_new_rows_through_the_bound_runs(tmp_path):
+    """The host fills one x buffer per batch: the IO bindings (made once per batch size, fused and per member) must
+    read the rows as they are now, not as they were bound. The reference binds afresh every batch (a new x)."""
     where = _write(tmp_path)
     fused, alone = models.Models(models.load(where), 64), models.Models(models.load(where, fuse=False), 64)
+    fresh = models.Models(models.load(where, fuse=False), 64)
     x = np.zeros((64, N_FEATURES), np.float32)
     rng = np.random.default_rng(21)
     for _ in range(30):
         n = int(rng.choice([1, 16, 64]))
         d = _decisions(n, rng)
         x[:n] = d["values"]
-        got, want = fused.predict(d, x, n), alone.predict(d, _x(d), n)
-        for a, b in zip(got, want):
-            assert a.tobytes() == b.tobytes()
-    assert sorted(fused.fused._bindings) == [1, 16, 64]  # bound once per size, reused since
-    assert fused.fused.stats.failures == 0
+        want = [a.copy() for a in fresh.predict(d, _x(d), n)]
+        for got in (fused.predict(d, x, n), alone.predict(d, x, n)):
+            for a, b in zip(got, want):
+                assert a.tobytes() == b.tobytes()
+    assert sorted(fused.fused.bound._bindings) == [1, 16, 64]  # bound once per size, reused since
+    assert all(sorted(m.bound._bindings) == [1, 16, 64] for m in alone.members)
+    assert fused.fused.stats.failures == 0 and all(m.stats.failures == 0 for m in alone.members)
 
 
 def _opset10_graph() -> bytes:
