@@ -69,6 +69,11 @@ def message(action: int, text: str, seq: int = 0, ok: int = 0, version: int = 0)
     return out[0]
 
 
+def refuse(table: SeqlockTable, seq: int, text: str) -> None:
+    """Answer request ``seq`` refused with ``text``, naming the version that stays in use."""
+    table.publish(RESULT, message(0, text, seq, 0, int(table.read(IN_USE)[0]["version"])))
+
+
 def text_of(rec) -> str:
     return bytes(rec["text"]).rstrip(b"\0").decode("utf-8", "replace")
 

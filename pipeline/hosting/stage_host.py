@@ -288,8 +288,7 @@ def run_standby_inference(spec, config, endpoints, block, slot, placement, plan:
             if not isinstance(exc, (OSError, ValueError)):
                 traceback.print_exc()
             why = str(exc) if isinstance(exc, (OSError, ValueError)) else f"{type(exc).__name__}: {exc}"
-            version = int(table.read(model_swap.IN_USE)[0]["version"])
-            table.publish(model_swap.RESULT, model_swap.message(0, f"refused: {why}", seq, 0, version))
+            model_swap.refuse(table, seq, f"refused: {why}")
             slot[cb.S_CUSTOM + process.counter("publish_refused")] += 1
             return False
         paused = standby.await_takeover(shared, lambda: int(block.globals[cb.G_RUN_STATE]) != cb.RUN_RUNNING)

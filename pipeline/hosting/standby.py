@@ -31,6 +31,7 @@ from numba import njit
 
 from pipeline import names
 from pipeline.hosting import model_swap
+from shm import control as cb
 from shm import segment
 from shm.atomics import compare_exchange, load_acquire, store_release
 from stages.records import N_FEATURES
@@ -129,7 +130,6 @@ def hand_over(shared: InferenceShared, pid: int, slot: np.ndarray) -> bool:
     """The serving process, at a batch boundary: give the stage to the standby ``pid`` (True), unless the supervisor
     cancelled it first. The slot names the standby before this process exits, so the watchdog never sees the stage
     without a live process."""
-    from shm import control as cb
     shared.words[HANDED_NS] = time.monotonic_ns()  # before the swap publishes it (seq_cst)
     if not segment.pid_alive(pid) or not _swap(shared.words, HANDOVER, pid, -pid):
         return False
@@ -323,8 +323,7 @@ class StandbySwaps:
             self._refuse(seq, f"refused: {why}; the model set in use stays")
 
     def _refuse(self, seq: int, text: str) -> None:
-        version = int(self.table.read(model_swap.IN_USE)[0]["version"])
-        self.table.publish(model_swap.RESULT, model_swap.message(0, text, seq, 0, version))
+        model_swap.refuse(self.table, seq, text)
         self.refused[0] += 1
         self.say(f"bot4: model request {seq}: {text}")
 
