@@ -10,7 +10,7 @@ from pipeline.training import datasets, trainer
 from pipeline.training.members import trainer as member_trainer
 from stages import inference, windows
 from stages.records import N_FEATURES
-from tests.onnx_members import write_member
+from tests.onnx_members import coefficients, logistic_graph, write_ensemble, write_member
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +122,23 @@ def test_the_graph_member_should_run_no_batched_matmul_and_give_numpys_numbers_f
     assert np.max(np.abs(got - want)) <= 1e-6
     assert np.ptp(want) > 0.01  # the rows and targets do not all give one number
     assert trainer.onnx_predict(fitted.onnx_bytes, {"nodes": nodes[:0], "target": target[:0]}).shape == (0,)
+
+
+def test_the_trained_graph_member_should_fuse_with_another_member_bit_for_bit(seeds, tmp_path):
+    feats, ds = seeds
+    n = len(ds)
+    fitted = member_trainer("graph", hidden=8, fit_stride=8).fit(ds.take(np.arange(n // 2)),
+                                                                 ds.take(np.arange(n // 2, 3 * n // 4)), 1)
+    write_member(tmp_path, "lin", "v1", logistic_graph(coefficients(1, 0.2), 0.1))
+    write_member(tmp_path, "gnn", "v1", fitted.onnx_bytes, member_kind="graph", nodes=fitted.metadata["nodes"])
+    where = write_ensemble(tmp_path, 1, [{"path": "lin/v1", "weight": 1.0}, {"path": "gnn/v1", "weight": 1.0}])
+    fused, alone = models.Models(models.load(where), 256), models.Models(models.load(where, fuse=False), 256)
+    assert fused.fused is not None and fused.loaded.fuse_note == ""
+    f = feats[2]
+    x = np.zeros((256, N_FEATURES), np.float32)
+    for lo in range(0, f.size, 256):
+        part = f[lo:lo + 256]
+        inference.prepare(part, part.size, x)
+        for a, b in zip(fused.predict(part, x, part.size), alone.predict(part, x, part.size)):
+            assert a.tobytes() == b.tobytes()
+    assert fused.fused.stats.calls == -(-f.size // 256) and fused.fused.stats.failures == 0
