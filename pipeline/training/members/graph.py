@@ -11,15 +11,15 @@ target's one-hot (so it can tell the instruments apart), chosen on validation lo
 
 Graph (no batched MatMul: onnxruntime runs one as N tiny GEMMs, ~16 us of 36 at 64 rows; every MatMul/Gemm here
 has a constant right side): the MLP's first layer on [X_t, (A X)_t, e_t] is written on the raw nodes with the
-standardisation folded in (``folded_first_layer``) and split by what it reads:
-  self       = Gemm(GatherND(nodes, target), W_self, Gather(B, target))   the target's own row; B[t] = W_onehot[t] + b0
-  neighbours = MatMul(Reshape(nodes, [N, U*28]) * Gather(A_rep, target), [W_nei; ...; W_nei])
-then Relu(self + neighbours) -> MatMul/Add -> Sigmoid -> prob_up. A_rep[t] is A's row t repeated over the 28
-features (A[t, t] = 0, so the target's own slot adds nothing there) and W_nei is stacked U times, so the one GEMM
-on [N, U*28] sums sum_u A[t, u] n_u W_nei; the target's constant (its one-hot weights, the mean's shift, b0) is a
-table row gathered as the Gemm's bias. At 64 rows (one thread, p50 of session.run): 27 us for 8 hidden units and
-34 us for 32, against 37 and 40 for the batched form and 26 and 60 for projecting every node first
-([N, U, 28] @ [W_self, W_nei], then a per-target weighted sum), which pays U times the hidden width in GEMM work.
+standardisation folded in (``folded_first_layer``) and split by what it reads, as two Gemm whose C chains them:
+  neighbours = Gemm(Reshape(nodes, [N, U*28]) * Gather(A_rep, target), [W_nei; ...; W_nei], C = Gather(B, target))
+  z0         = Gemm(GatherND(nodes, target), W_self, C = neighbours)
+then Relu (fused into the Gemm by onnxruntime) -> MatMul/Add -> Sigmoid -> prob_up. A_rep[t] is A's row t repeated
+over the 28 features (A[t, t] = 0: the target's own slot adds nothing there) and W_nei is stacked U times, so the
+GEMM on [N, U*28] sums sum_u A[t, u] n_u W_nei; B[t] = W_onehot[t] + b0 is the target's constant (its one-hot
+weights, the mean's shift). Per 64 rows (one thread, p50 of session.run): 25 us at 8 hidden units and 33 at 32,
+against 36 and 39 for the batched form, and 26 and 60 for projecting every node first ([N, U, 28] @ [W_self, W_nei],
+then a per-target weighted sum: U times the hidden width in GEMM work).
 """
 from __future__ import annotations
 
@@ -83,15 +83,14 @@ def first_layer_nodes(first: tuple[np.ndarray, np.ndarray], a: np.ndarray) -> tu
     before its Relu; ``first`` is ``folded_first_layer``'s (w, b), w's rows [W_self; W_nei; W_onehot]."""
     w, b = first
     f, u = N_FEATURES, a.shape[0]
-    nodes = [helper.make_node("Unsqueeze", ["target", "axis1"], ["target_index"]),
-             helper.make_node("GatherND", ["nodes", "target_index"], ["target_node"], batch_dims=1),
-             helper.make_node("Gather", ["mlp_b0_target", "target"], ["target_bias"], axis=0),
-             helper.make_node("Gemm", ["target_node", "mlp_w0_self", "target_bias"], ["self_part"]),
-             helper.make_node("Reshape", ["nodes", "flat_shape"], ["nodes_flat"]),
+    nodes = [helper.make_node("Reshape", ["nodes", "flat_shape"], ["nodes_flat"]),
              helper.make_node("Gather", ["neighbour_weights", "target"], ["target_weights"], axis=0),
              helper.make_node("Mul", ["nodes_flat", "target_weights"], ["weighted"]),
-             helper.make_node("MatMul", ["weighted", "mlp_w0_neighbours"], ["neighbour_part"]),
-             helper.make_node("Add", ["self_part", "neighbour_part"], ["mlp_z0"])]
+             helper.make_node("Gather", ["mlp_b0_target", "target"], ["target_bias"], axis=0),
+             helper.make_node("Gemm", ["weighted", "mlp_w0_neighbours", "target_bias"], ["neighbour_part"]),
+             helper.make_node("Unsqueeze", ["target", "axis1"], ["target_index"]),
+             helper.make_node("GatherND", ["nodes", "target_index"], ["target_node"], batch_dims=1),
+             helper.make_node("Gemm", ["target_node", "mlp_w0_self", "neighbour_part"], ["mlp_z0"])]
     inits = [numpy_helper.from_array(np.array([1], np.int64), "axis1"),
              numpy_helper.from_array((w[2 * f:] + b[None, :]).astype(np.float32), "mlp_b0_target"),
              numpy_helper.from_array(w[:f].astype(np.float32), "mlp_w0_self"),
