@@ -17,7 +17,7 @@ standardisation folded in (``folded_first_layer``) and split by what it reads, a
 then Relu (fused into the Gemm by onnxruntime) -> MatMul/Add -> Sigmoid -> prob_up. A_rep[t] is A's row t repeated
 over the 28 features (A[t, t] = 0: the target's own slot adds nothing there) and W_nei is stacked U times, so the
 GEMM on [N, U*28] sums sum_u A[t, u] n_u W_nei; B[t] = W_onehot[t] + b0 is the target's constant (its one-hot
-weights, the mean's shift). Per 64 rows (one thread, p50 of session.run): 25 us at 8 hidden units and 33 at 32,
+weights, the mean's shift). Per 64 rows (one thread, p50 of session.run): 26 us at 8 hidden units and 33 at 32,
 against 36 and 39 for the batched form, and 26 and 60 for projecting every node first ([N, U, 28] @ [W_self, W_nei],
 then a per-target weighted sum: U times the hidden width in GEMM work).
 """
