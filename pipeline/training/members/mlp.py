@@ -70,23 +70,26 @@ def folded(w: np.ndarray, b: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) 
     return scale[:, None] * w, b - (np.asarray(mean, np.float64) * scale) @ w
 
 
-def head_nodes(clf, input_name: str, prefix: str = "mlp", first: tuple | None = None) -> tuple[list, list]:
+def head_nodes(clf, input_name: str, prefix: str = "mlp", first: tuple | None = None,
+               from_layer: int = 0) -> tuple[list, list]:
     """ONNX nodes and initialisers for ``clf`` (relu hidden layers, logistic output) from ``input_name`` [N, D]
-    to ``prob_up`` [N]; ``first`` (w, b) replaces the first layer (``folded``)."""
+    to ``prob_up`` [N]; ``first`` (w, b) replaces the first layer (``folded``). ``from_layer`` > 0 starts at that
+    layer, ``input_name`` then being the previous layer's output before its Relu (a member that writes its own first
+    layer)."""
     nodes, inits, current = [], [], input_name
-    last = len(clf.coefs_) - 1
     layers = list(zip(clf.coefs_, clf.intercepts_))
     if first is not None:
         layers[0] = first
-    for i, (w, b) in enumerate(layers):
+    for i in range(from_layer, len(layers)):
+        if i > 0:
+            nodes.append(helper.make_node("Relu", [current], [f"{prefix}_h{i - 1}"]))
+            current = f"{prefix}_h{i - 1}"
+        w, b = layers[i]
         inits += [numpy_helper.from_array(w.astype(np.float32), f"{prefix}_w{i}"),
                   numpy_helper.from_array(b.astype(np.float32), f"{prefix}_b{i}")]
         nodes += [helper.make_node("MatMul", [current, f"{prefix}_w{i}"], [f"{prefix}_m{i}"]),
                   helper.make_node("Add", [f"{prefix}_m{i}", f"{prefix}_b{i}"], [f"{prefix}_z{i}"])]
         current = f"{prefix}_z{i}"
-        if i < last:
-            nodes.append(helper.make_node("Relu", [current], [f"{prefix}_h{i}"]))
-            current = f"{prefix}_h{i}"
     inits.append(numpy_helper.from_array(np.array([-1], np.int64), f"{prefix}_flat"))
     nodes += [helper.make_node("Sigmoid", [current], [f"{prefix}_p"]),
               helper.make_node("Reshape", [f"{prefix}_p", f"{prefix}_flat"], ["prob_up"])]

@@ -10,7 +10,7 @@ from pipeline.training import datasets, trainer
 from pipeline.training.members import trainer as member_trainer
 from stages import inference, windows
 from stages.records import N_FEATURES
-from tests.onnx_members import write_member
+from tests.onnx_members import coefficients, logistic_graph, write_ensemble, write_member
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,54 @@ def test_sequence_and_graph_members_should_take_their_hidden_units(seeds, name):
     half = len(ds) // 2
     fitted = member_trainer(name, hidden=4, fit_stride=5).fit(ds.take(np.arange(half)),
                                                               ds.take(np.arange(half, len(ds))), 1)
-    first_layer = [i for i in onnx.load_from_string(fitted.onnx_bytes).graph.initializer if i.name == "mlp_w0"]
-    assert [tuple(i.dims)[1] for i in first_layer] == [4]
+    first_layer = [i for i in onnx.load_from_string(fitted.onnx_bytes).graph.initializer
+                   if i.name == "mlp_w0" or i.name.startswith("mlp_w0_")]  # the graph's: _self, _neighbours
+    assert first_layer and all(tuple(i.dims)[1] == 4 for i in first_layer)
     assert all(row["hidden"] == 4 for row in fitted.metadata["fit"]["selection"]["candidates"])
+
+
+def test_the_graph_member_should_run_no_batched_matmul_and_give_numpys_numbers_for_every_target(seeds):
+    _, ds = seeds
+    n = len(ds)
+    fitted = member_trainer("graph", hidden=8, fit_stride=8).fit(ds.take(np.arange(n // 2)),
+                                                                 ds.take(np.arange(n // 2, 3 * n // 4)), 1)
+    graph = onnx.load_from_string(fitted.onnx_bytes).graph
+    constants = {i.name for i in graph.initializer}
+    products = [node for node in graph.node if node.op_type in ("MatMul", "Gemm", "Einsum")]
+    assert products and all(node.op_type != "Einsum" and constants & set(node.input[:2]) for node in products)
+    feeds = fitted.feeds(ds.take(np.arange(3 * n // 4, n)))
+    u = feeds["nodes"].shape[1]
+    rows = np.concatenate([np.flatnonzero(feeds["target"] == t)[:20] for t in range(u)])
+    assert np.unique(feeds["target"][rows]).size == u
+    nodes, target = feeds["nodes"][rows], feeds["target"][rows]
+    # a node before its first record is zeros: the target itself, and a neighbour of it
+    unseen_self, unseen_neighbour = nodes.copy(), nodes.copy()
+    unseen_self[np.arange(rows.size), target] = 0.0
+    unseen_neighbour[np.arange(rows.size), (target + 1) % u] = 0.0
+    cases = {"nodes": np.concatenate([nodes, unseen_self, unseen_neighbour]),
+             "target": np.concatenate([target] * 3)}
+    got = trainer.onnx_predict(fitted.onnx_bytes, cases)
+    want = fitted.predict(cases)
+    assert np.max(np.abs(got - want)) <= 1e-6
+    assert np.ptp(want) > 0.01  # the rows and targets do not all give one number
+    assert trainer.onnx_predict(fitted.onnx_bytes, {"nodes": nodes[:0], "target": target[:0]}).shape == (0,)
+
+
+def test_the_trained_graph_member_should_fuse_with_another_member_bit_for_bit(seeds, tmp_path):
+    feats, ds = seeds
+    n = len(ds)
+    fitted = member_trainer("graph", hidden=8, fit_stride=8).fit(ds.take(np.arange(n // 2)),
+                                                                 ds.take(np.arange(n // 2, 3 * n // 4)), 1)
+    write_member(tmp_path, "lin", "v1", logistic_graph(coefficients(1, 0.2), 0.1))
+    write_member(tmp_path, "gnn", "v1", fitted.onnx_bytes, member_kind="graph", nodes=fitted.metadata["nodes"])
+    where = write_ensemble(tmp_path, 1, [{"path": "lin/v1", "weight": 1.0}, {"path": "gnn/v1", "weight": 1.0}])
+    fused, alone = models.Models(models.load(where), 256), models.Models(models.load(where, fuse=False), 256)
+    assert fused.fused is not None and fused.loaded.fuse_note == ""
+    f = feats[2]
+    x = np.zeros((256, N_FEATURES), np.float32)
+    for lo in range(0, f.size, 256):
+        part = f[lo:lo + 256]
+        inference.prepare(part, part.size, x)
+        for a, b in zip(fused.predict(part, x, part.size), alone.predict(part, x, part.size)):
+            assert a.tobytes() == b.tobytes()
+    assert fused.fused.stats.calls == -(-f.size // 256) and fused.fused.stats.failures == 0
