@@ -85,11 +85,11 @@ def compose_steps(graphs: list[tuple[bytes, int]], window_len: int,
         fused.initializer.extend(graph.initializer)
         fused.value_info.extend(graph.value_info)
         functions += model.functions
-        rows.append(f"{prefix}row")
-        fused.node.append(helper.make_node("Reshape", [member_output(i), "row_shape"], [rows[-1]], name=rows[-1]))
-    # Reshape rather than Unsqueeze: Unsqueeze's axes moved from attribute to input at opset 13
-    fused.initializer.append(numpy_helper.from_array(np.array([1, -1], np.int64), "row_shape"))
-    fused.node.append(helper.make_node("Concat", rows, [OUTPUT], name=OUTPUT, axis=0))
+        rows.append(member_output(i))
+    # The answers [N] end to end, then one Reshape to [M, N]: two nodes, not one per member (~0.4 us each)
+    fused.initializer.append(numpy_helper.from_array(np.array([len(graphs), -1], np.int64), "probs_shape"))
+    fused.node.append(helper.make_node("Concat", rows, ["probs_flat"], name="probs_flat", axis=0))
+    fused.node.append(helper.make_node("Reshape", ["probs_flat", "probs_shape"], [OUTPUT], name=OUTPUT))
     fused.input.extend(shared[name] for name in shared if name in used)
     fused.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [len(graphs), "N"]))
     model = helper.make_model(fused, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(versions.items())],
