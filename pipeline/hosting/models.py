@@ -791,7 +791,7 @@ class Models:
         try:
             raws = fused.run(x, n)
         except Exception as exc:  # a member's fault: the per-member path finds whose and counts it there
-            return self._fused_failed(f"{_fault(exc)}")
+            return self._fused_failed(_fault(exc))
         took = time.perf_counter_ns() - started
         budget = self.timeout_ns * len(self.members)
         late = bool(budget) and took > budget
