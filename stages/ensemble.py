@@ -111,14 +111,25 @@ def combine(probs, weights, alive, n, min_confidence, prob_out, confidence_out):
 
 
 @njit(cache=True)
+def answer(raw, n, method, a, b, xs, ys, no_view, off_graph, out):
+    """One member's calibrated answer: ``calibrate`` into ``out[:n]``, then, for a member with ``no_view`` (the graph
+    member), 0.5 on the rows ``off_graph[i]`` (an instrument that is not one of its nodes); returns n."""
+    calibrate(raw, n, method, a, b, xs, ys, out)
+    if no_view:
+        for i in range(n):
+            if off_graph[i]:
+                out[i] = 0.5
+    return n
+
+
+@njit(cache=True)
 def vote_members(raws, n, alive, methods, a, b, xs, ys, curve_len, no_view, off_graph, weights, min_confidence,
                  probs, prob_out, confidence_out):
-    """A fused run's answer voted in one call: ``raws[m, :n]`` (float32, member m's raw prob_up) is calibrated into
-    ``probs[m, :n]`` for every ``alive`` member (``calibrate`` with member m's ``methods[m]``, ``a[m]``, ``b[m]`` and
-    isotonic curve ``xs[m, :curve_len[m]]``, ``ys[m, :curve_len[m]]``), rows of a member with ``no_view[m]`` (the
-    graph member) set to 0.5 where ``off_graph[i]``, then ``combine``d. Returns -1, writing nothing, when a number
-    in ``raws[:, :n]`` is not finite (the caller runs the batch per member to find whose); else n. The same
-    arithmetic as ``calibrate`` then ``combine`` called one by one: the per-member path gives the same bits."""
+    """A fused run's answer voted in one call: ``raws[m, :n]`` (float32, member m's raw prob_up) is ``answer``ed
+    into ``probs[m, :n]`` for every ``alive`` member (with member m's ``methods[m]``, ``a[m]``, ``b[m]``, isotonic
+    curve ``xs[m, :curve_len[m]]``, ``ys[m, :curve_len[m]]`` and ``no_view[m]``), then ``combine``d. Returns -1,
+    writing nothing, when a number in ``raws[:, :n]`` is not finite (the caller runs the batch per member to find
+    whose); else n. The per-member path calls the same ``answer`` and ``combine``: the same bits."""
     m_count = raws.shape[0]
     for m in range(m_count):
         for i in range(n):
@@ -128,9 +139,5 @@ def vote_members(raws, n, alive, methods, a, b, xs, ys, curve_len, no_view, off_
         if not alive[m]:
             continue
         k = curve_len[m]
-        calibrate(raws[m], n, methods[m], a[m], b[m], xs[m, :k], ys[m, :k], probs[m])
-        if no_view[m]:
-            for i in range(n):
-                if off_graph[i]:
-                    probs[m, i] = 0.5
+        answer(raws[m], n, methods[m], a[m], b[m], xs[m, :k], ys[m, :k], no_view[m], off_graph, probs[m])
     return combine(probs, weights, alive, n, min_confidence, prob_out, confidence_out)

@@ -135,7 +135,7 @@ class GraphInput:
     """A graph member's inputs: ``nodes`` float32 [N, U, 28] (every instrument of model.json's ``nodes``, a list of
     [venue, symbol] pairs in node order: its latest vector, zeros before its first) and ``target`` int64 [N] (the
     decision's node). A decision of an instrument that is not a node has no view from this member: the graph runs
-    on node 0 for it and the host answers prob 0.5 for that row (``no_view_rows``)."""
+    on node 0 for it and the host answers prob 0.5 for that row (``stages.ensemble.answer``)."""
 
     def __init__(self, meta: dict, path: Path):
         pairs = meta.get("nodes")
@@ -163,9 +163,6 @@ class GraphInput:
 
     def sources(self, x: np.ndarray) -> tuple:
         return self.batch.nodes, self.batch.graph_target
-
-    def no_view_rows(self, n: int) -> np.ndarray:
-        return self.batch.off_graph[:n]
 
     def warm_inputs(self) -> dict[str, np.ndarray]:
         return {"nodes": np.zeros((1, len(self.node_keys), N_FEATURES), np.float32), "target": np.zeros(1, np.int64)}
@@ -846,16 +843,11 @@ class Models:
             return self._missed(member)
         if self._late(stats, started):
             return self._missed(member)
-        self._answer(member, raw, n, row)
+        cal = member.calibration
+        vote.answer(raw, n, cal.method, cal.a, cal.b, cal.xs, cal.ys, member.kind == "graph", self.inputs.off_graph,
+                    row)
         stats.in_a_row = 0
         return 1
-
-    @staticmethod
-    def _answer(member: Member, raw: np.ndarray, n: int, row: np.ndarray) -> None:
-        cal = member.calibration
-        vote.calibrate(raw, n, cal.method, cal.a, cal.b, cal.xs, cal.ys, row)
-        if member.kind == "graph":
-            row[:n][member.builder.no_view_rows(n)] = 0.5
 
     def _missed(self, member: Member | Sizer | FusedMembers) -> int:
         stats = member.stats
