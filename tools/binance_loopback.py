@@ -27,8 +27,10 @@ user-data streams, faults on demand (:meth:`LoopbackServer.inject`) and :meth:`L
 Fault injection: ``drop_after`` closes each of the first ``drops`` connections abruptly after sending it
 that many messages; ``gap_at`` withholds from every client the ``gap_at``-th depth diff of a symbol after
 each snapshot of it served (``gaps`` times per symbol) while the server's book still applies it: a
-sequence gap in a book the client has just synced. ``counts``
-says what was served (connections, snapshots, messages, drops, gaps), for tests and operators.
+sequence gap in a book the client has just synced. ``snapshot_delay_ms`` holds each depth snapshot that
+long after taking it while the stream goes on, as a venue's REST lags its stream: the client must bridge
+the diffs it buffered meanwhile. ``counts`` says what was served (connections, snapshots, messages, drops,
+gaps), for tests and operators.
 
 Concurrency: everything runs on the server's own event loop (its thread when started with
 :meth:`LoopbackServer.start`); ``counts`` is written there and read elsewhere (ints: safe to read).
@@ -161,6 +163,7 @@ class Faults:
     drops: int = 1          # ...for this many connections
     gap_at: int = 0         # withhold the gap_at-th depth diff after each snapshot served (0 = never)
     gaps: int = 1           # ...this many times per symbol
+    snapshot_delay_ms: float = 0.0  # hold each depth snapshot this long after taking it; the stream goes on
 
 
 class Connection:
@@ -196,6 +199,7 @@ class LoopbackServer:
         self._subscribed: set = set()
         self._start = None           # asyncio.Event, made on the server's loop
         self._since_snapshot: dict[str, int | None] = {}  # diffs served since the symbol's last snapshot
+        self.snapshot_ids: dict[str, list[int]] = {}  # lastUpdateId of each depth snapshot served, per symbol
         self._gaps_done: dict[str, int] = {}
         self._drops_left = self.faults.drops
         self._loop = None
@@ -307,6 +311,7 @@ class LoopbackServer:
                                      status=400)
         self.counts["snapshots"] += 1
         self._since_snapshot[symbol] = 0
+        self.snapshot_ids.setdefault(symbol, []).append(book.last_u)
         bids, asks = book.snapshot(max(1, min(limit, 5000)))
         body = {"lastUpdateId": book.last_u}
         if self.product != "spot":
@@ -315,6 +320,8 @@ class LoopbackServer:
             if self.product == "coinm":
                 body.update({"symbol": symbol, "pair": INSTRUMENTS[(self.product, symbol)]["pair"]})
         body.update({"bids": bids, "asks": asks})
+        if self.faults.snapshot_delay_ms > 0:
+            await asyncio.sleep(self.faults.snapshot_delay_ms / 1e3)
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     # --- websockets -----------------------------------------------------------------------------------
@@ -593,10 +600,13 @@ def main(argv=None) -> int:
     ap.add_argument("--gap-at", type=int, default=0,
                     help="withhold the Nth depth diff after each snapshot (a sequence gap)")
     ap.add_argument("--gaps", type=int, default=1, help="...this many times per symbol")
+    ap.add_argument("--snapshot-delay-ms", type=float, default=0.0,
+                    help="hold each depth snapshot this long while the stream goes on (a slow REST)")
     args = ap.parse_args(argv)
     try:
         server = LoopbackServer(args.files, args.product, args.speed, not args.no_restamp,
-                                Faults(args.drop_after, args.drops, args.gap_at, args.gaps), args.wait_streams,
+                                Faults(args.drop_after, args.drops, args.gap_at, args.gaps, args.snapshot_delay_ms),
+                                args.wait_streams,
                                 args.host, args.port)
     except (CaptureError, OSError) as exc:
         print(f"binance_loopback: {exc}")

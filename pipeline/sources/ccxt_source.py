@@ -29,6 +29,7 @@ and read elsewhere (plain numbers, read as a snapshot).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from dataclasses import dataclass, field
@@ -85,9 +86,28 @@ def make_exchange(spec: VenueSpec):
     options = {"tradesLimit": TRADES_KEPT}
     if spec.exchange in MARKET_TYPES:  # load only the product this venue is, not every Binance product
         options["fetchMarkets"] = {"types": [MARKET_TYPES[spec.exchange]]}
-    ex = getattr(ccxt.pro, spec.exchange)({"enableRateLimit": True, "options": options})
+    cls = _coinm_class() if spec.exchange == "binancecoinm" else getattr(ccxt.pro, spec.exchange)
+    ex = cls({"enableRateLimit": True, "options": options})
     point_at(ex, spec.rest_url, spec.ws_url)
     return ex
+
+
+@functools.cache
+def _coinm_class():
+    import ccxt.pro
+
+    class BinanceCoinM(ccxt.pro.binancecoinm):
+        """ccxt unrolls the diffs it buffered during a COIN-M snapshot by the spot rule (each U = last u + 1),
+        which COIN-M's ids, linked by pu, almost never meet: whenever a diff arrived while the snapshot was in
+        flight the book broke its sequence check and resynced, again and again on a slow link. Binance
+        documents the USDⓈ-M rule (U <= lastUpdateId <= u, then pu = last u) for COIN-M too."""
+
+        async def fetch_order_book_snapshot(self, client, message, subscription):
+            if subscription.get("type") == "inverse":
+                subscription = dict(subscription, type="linear")
+            return await super().fetch_order_book_snapshot(client, message, subscription)
+
+    return BinanceCoinM
 
 
 class Backoff:

@@ -93,13 +93,17 @@ def views_at_least(n, server, symbol):
                                                  ("cm_btcusd_perp_20240808.gz", "coinm", "BTCUSD_PERP")])
 def test_snapshot_and_diffs_build_the_book_the_capture_implies(name, product, symbol):
     # 50x the recorded pace: a diff message every 2 ms (spot) or ~1 ms (usdm), so nearly every message is
-    # its own view; at full speed ccxt coalesces many messages into each resolved book (also checked, below)
-    with LoopbackServer([CAPTURES / name], product, speed=50, wait_streams=2) as server:
+    # its own view; at full speed ccxt coalesces many messages into each resolved book (also checked, below).
+    # The snapshot is held 60 ms while the stream goes on, so the client must bridge the diffs it buffered
+    # meanwhile by the product's own rule (COIN-M's ids are linked by pu, not consecutive).
+    with LoopbackServer([CAPTURES / name], product, speed=50, wait_streams=2,
+                        faults=Faults(snapshot_delay_ms=60)) as server:
         source, records = watch(server, product, symbol, views_at_least(1000, server, symbol.replace("-", "")))
-        counts = dict(server.counts)
+        counts, snapshot_ids = dict(server.counts), dict(server.snapshot_ids)
     stats = source.stats[product]
     views = assert_books_match_capture(records, name, product)
     assert counts["snapshots"] == 1 and stats.resyncs == 0 and stats.reconnects == 0, (counts, stats)
+    assert views[0]["venue_seq"] > snapshot_ids[symbol.replace("-", "")][0]  # it bridged buffered diffs
     assert len(views) >= 100 and stats.books == len(views), (counts, stats)
     assert views[0]["flags"] & F_SNAPSHOT and not (views[1:]["flags"] & F_SNAPSHOT).any()
     assert np.array_equal(views["first_seq"][1:], views["venue_seq"][:-1] + 1)  # each view continues the last
