@@ -18,13 +18,17 @@ members' own sessions on a probe batch: the fused path must give the orders the 
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from stages.records import N_FEATURES
+
+# onnx is imported where a graph is composed, not here: its import takes ~1.5 s (ml_dtypes), and the supervisor's
+# preflight and every inference process import this module on their way to a start, most with nothing to fuse
+if TYPE_CHECKING:
+    import onnx
 
 FEATURES, WINDOW, NODES, TARGET = "features", "window", "nodes", "target"
 OUTPUT = "probs"
@@ -36,6 +40,7 @@ def member_output(i: int) -> str:
 
 
 def _shared_inputs(window_len: int, n_nodes: int) -> dict[str, onnx.ValueInfoProto]:
+    from onnx import TensorProto, helper
     return {FEATURES: helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", N_FEATURES]),
             WINDOW: helper.make_tensor_value_info(WINDOW, TensorProto.FLOAT, ["N", window_len, N_FEATURES]),
             NODES: helper.make_tensor_value_info(NODES, TensorProto.FLOAT, ["N", n_nodes, N_FEATURES]),
@@ -47,6 +52,8 @@ def compose_steps(graphs: list[tuple[bytes, int]], window_len: int,
     """One graph of the members ``graphs`` ((ONNX bytes, window K or 0), in member order) over the shared inputs;
     row i of its output OUTPUT is member i's prob_up. Yields after each member (their protobuf copies are most of
     the ~8 ms a set of four takes). Raises ValueError for a member it cannot place."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
     models = [onnx.load_from_string(raw) for raw, _ in graphs]
     versions: dict[str, int] = {}
     for model in models:
@@ -102,6 +109,8 @@ def compose_steps(graphs: list[tuple[bytes, int]], window_len: int,
 def _at_opset(model: onnx.ModelProto, versions: dict[str, int]) -> onnx.ModelProto:
     """``model`` importing ``versions`` (each domain's newest in the set): as it is if the checker takes it so,
     else converted (the default domain; another domain's ops are taken as they are)."""
+    import onnx
+    from onnx import helper, version_converter
     if all(versions[op.domain] == op.version for op in model.opset_import):
         return model
     moved = onnx.ModelProto()
