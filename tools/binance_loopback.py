@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import math
 import signal
 import threading
 import time
@@ -53,6 +54,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 PRODUCTS = {"spot": "/api/v3", "usdm": "/fapi/v1", "coinm": "/dapi/v1"}
+MAX_SNAPSHOT_DELAY_MS = 60_000.0
 CHANNELS = ("depth", "trade", "bookTicker")
 
 # Real exchangeInfo filters of the captured instruments (August 2024): tick, step, and futures contract data.
@@ -157,6 +159,14 @@ def load_capture(paths, product: str) -> tuple[list[Event], dict[str, Book]]:
     return kept, books
 
 
+class OptionError(ValueError):
+    """An option out of its range: ``option`` (as the keyword spells it) and what is wrong with its value."""
+
+    def __init__(self, option: str, text: str):
+        super().__init__(f"{option} {text}")
+        self.option, self.text = option, text
+
+
 @dataclass
 class Faults:
     drop_after: int = 0     # close a connection abruptly after sending it this many messages (0 = never)
@@ -164,6 +174,15 @@ class Faults:
     gap_at: int = 0         # withhold the gap_at-th depth diff after each snapshot served (0 = never)
     gaps: int = 1           # ...this many times per symbol
     snapshot_delay_ms: float = 0.0  # hold each depth snapshot this long after taking it; the stream goes on
+
+    def check(self) -> None:
+        """OptionError naming the first option out of its range."""
+        for name in ("drop_after", "drops", "gap_at", "gaps"):
+            if getattr(self, name) < 0:
+                raise OptionError(name, f"must be 0 or more, not {getattr(self, name)}")
+        if not 0 <= self.snapshot_delay_ms <= MAX_SNAPSHOT_DELAY_MS:  # also false for nan
+            raise OptionError("snapshot_delay_ms", f"must be 0 to {MAX_SNAPSHOT_DELAY_MS:g} ms, not "
+                                                   f"{self.snapshot_delay_ms}")
 
 
 class Connection:
@@ -182,10 +201,11 @@ class LoopbackServer:
                  orders: dict | None = None):
         if product not in PRODUCTS:
             raise ValueError(f"product must be one of {list(PRODUCTS)}, not {product!r}")
-        if speed < 0:
-            raise ValueError("speed must be 0 (as fast as possible) or positive")
+        if not math.isfinite(speed) or speed < 0:
+            raise OptionError("speed", f"must be 0 (as fast as possible) or a positive finite number, not {speed}")
         self.product, self.speed, self.restamp = product, speed, restamp
         self.faults = faults or Faults()
+        self.faults.check()
         self.wait_streams = max(1, wait_streams)
         self.host, self.port = host, port
         self.events, self.books = load_capture(files, product)
@@ -610,6 +630,9 @@ def main(argv=None) -> int:
                                 args.host, args.port)
     except (CaptureError, OSError) as exc:
         print(f"binance_loopback: {exc}")
+        return 2
+    except OptionError as exc:
+        print(f"binance_loopback: --{exc.option.replace('_', '-')} {exc.text}")
         return 2
     server.start()
     signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop is a clean stop, like Ctrl-C

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 
-from tools.binance_loopback import LoopbackServer
+from tools.binance_loopback import Faults, LoopbackServer, OptionError, main
 
 CAPTURE = Path(__file__).resolve().parents[1] / "data" / "binance-ws-capture" / "spot_ethusdt_20240808.gz"
 
@@ -51,3 +52,17 @@ def test_streams_in_raw_and_combined_format_and_snapshots_the_next_diff_continue
     price_filter = {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "4529764", "tickSize": "0.01"}
     assert price_filter in symbol["filters"]
     assert counts["connections"] == 2 and counts["snapshots"] == 1 and counts["exchange_info"] == 1
+
+
+
+@pytest.mark.parametrize("option,value,shown", [("--speed", "-1", "-1.0"), ("--speed", "nan", "nan"),
+                                                ("--speed", "inf", "inf"), ("--snapshot-delay-ms", "-5", "-5.0"),
+                                                ("--snapshot-delay-ms", "nan", "nan"),
+                                                ("--snapshot-delay-ms", "inf", "inf"), ("--gap-at", "-3", "-3"),
+                                                ("--drop-after", "-1", "-1")])
+def test_an_option_out_of_range_is_refused_by_name_with_exit_2(option, value, shown, capsys):
+    assert main([option, value, str(CAPTURE)]) == 2
+    said = capsys.readouterr().out.rstrip()
+    assert said.startswith(f"binance_loopback: {option} must be ") and said.endswith(f", not {shown}"), said
+    with pytest.raises(OptionError, match="snapshot_delay_ms"):
+        LoopbackServer([CAPTURE], faults=Faults(snapshot_delay_ms=float("nan")))
