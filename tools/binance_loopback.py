@@ -33,7 +33,8 @@ the diffs it buffered meanwhile. ``counts`` says what was served (connections, s
 gaps), for tests and operators.
 
 Concurrency: everything runs on the server's own event loop (its thread when started with
-:meth:`LoopbackServer.start`); ``counts`` is written there and read elsewhere (ints: safe to read).
+:meth:`LoopbackServer.start`); ``counts`` and ``snapshot_ids`` are written there and read elsewhere (ints, and
+lists only appended to: safe to read).
 
     python -m tools.binance_loopback --product spot --port 8765 \
         tests/data/binance-ws-capture/spot_btcusdt_20240808.gz
