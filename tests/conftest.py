@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import names
 from shm import segment
-from shm.control import G_TRADING_ENABLED
+from shm.control import G_TRADING_ENABLED, G_TRIPS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -156,11 +156,13 @@ def kernel_params(stage: str, **arguments):
 
 
 def kill_and_wait_for_trip(block, pid: int, timeout_s: float = 5.0) -> None:
-    """SIGKILL ``pid`` (a process of the run ``block`` controls) and wait until trading is off."""
+    """SIGKILL ``pid`` (a process of the run ``block`` controls) and wait until its trip is whole: trading off,
+    then the reason and text, and the trip count last (``shm.control.trip``: the flag drops first)."""
     import signal
+    trips = block.globals[G_TRIPS]
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout_s
-    while block.globals[G_TRADING_ENABLED] and time.monotonic() < deadline:
+    while (block.globals[G_TRADING_ENABLED] or block.globals[G_TRIPS] == trips) and time.monotonic() < deadline:
         time.sleep(0.001)
 
 
