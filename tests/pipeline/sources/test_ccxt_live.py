@@ -94,10 +94,11 @@ def views_at_least(n, server, symbol):
 def test_snapshot_and_diffs_build_the_book_the_capture_implies(name, product, symbol):
     # 50x the recorded pace: a diff message every 2 ms (spot) or ~1 ms (usdm), so nearly every message is
     # its own view; at full speed ccxt coalesces many messages into each resolved book (also checked, below).
-    # The snapshot is held 60 ms while the stream goes on, so the client must bridge the diffs it buffered
-    # meanwhile by the product's own rule (COIN-M's ids are linked by pu, not consecutive).
+    # The snapshot is held 250 ms while the stream goes on (the replay starts once the trades are subscribed
+    # too, within the hold), so the client must bridge the diffs it buffered meanwhile by the product's own rule
+    # (COIN-M's ids are linked by pu, not consecutive).
     with LoopbackServer([CAPTURES / name], product, speed=50, wait_streams=2,
-                        faults=Faults(snapshot_delay_ms=60)) as server:
+                        faults=Faults(snapshot_delay_ms=250)) as server:
         source, records = watch(server, product, symbol, views_at_least(1000, server, symbol.replace("-", "")))
         counts, snapshot_ids = dict(server.counts), dict(server.snapshot_ids)
     stats = source.stats[product]
