@@ -64,5 +64,8 @@ def test_an_option_out_of_range_is_refused_by_name_with_exit_2(option, value, sh
     assert main([option, value, str(CAPTURE)]) == 2
     said = capsys.readouterr().out.rstrip()
     assert said.startswith(f"binance_loopback: {option} must be ") and said.endswith(f", not {shown}"), said
+
+
+def test_a_fault_out_of_range_is_refused_by_the_server_itself():
     with pytest.raises(OptionError, match="snapshot_delay_ms"):
         LoopbackServer([CAPTURE], faults=Faults(snapshot_delay_ms=float("nan")))
